@@ -1,0 +1,3 @@
+from chargeward.cli.main import run
+
+run()

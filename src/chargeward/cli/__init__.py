@@ -1,0 +1,1 @@
+"""The ``chargeward`` command line: the only place that exits the process."""

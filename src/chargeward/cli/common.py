@@ -1,0 +1,46 @@
+"""Helpers shared by the CLI command groups: console, data directory, passphrases."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from chargeward.crypto.keys import PASSPHRASE_ENV, PassphraseSource
+from chargeward.errors import KeyAccessError
+
+console = Console()
+err_console = Console(stderr=True)
+
+DATA_DIR_ENV = "CHARGEWARD_DATA_DIR"
+
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        envvar=DATA_DIR_ENV,
+        help="Directory holding the server's database, blobs and configuration.",
+        file_okay=False,
+    ),
+]
+DEFAULT_DATA_DIR = Path("chargeward-data")
+
+
+def cli_passphrase(*, confirm: bool = False, what: str = "key") -> PassphraseSource:
+    """Passphrase from $CHARGEWARD_KEY_PASSPHRASE, else a prompt on a terminal."""
+
+    def read() -> bytes:
+        value = os.environ.get(PASSPHRASE_ENV)
+        if value:
+            return value.encode()
+        if not sys.stdin.isatty():
+            raise KeyAccessError(f"no passphrase for the {what}: set {PASSPHRASE_ENV}")
+        entered: str = typer.prompt(f"Passphrase for the {what}", hide_input=True,
+                                    confirmation_prompt=confirm)
+        return entered.encode()
+
+    return read

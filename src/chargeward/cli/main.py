@@ -1,0 +1,76 @@
+"""Entry point: ``chargeward`` and its command groups.
+
+Errors raised on purpose (:class:`~chargeward.errors.ChargewardError`) are printed as one
+line and mapped to an exit code; nothing else in the project exits the process.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from chargeward import __version__
+from chargeward.cli import agent, keys, pki, release, server, station
+from chargeward.cli.common import err_console
+from chargeward.errors import (
+    BundleError,
+    ChargewardError,
+    ConfigError,
+    Conflict,
+    KeyAccessError,
+    NotFound,
+    TransportError,
+    TrustError,
+)
+
+app = typer.Typer(
+    name="chargeward",
+    help="Chargeward: signed firmware releases delivered to EV chargers over OCPP 2.0.1.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(keys.app, name="keys", help="Generate and inspect private keys (by URI).")
+app.add_typer(pki.app, name="pki", help="Manufacturer Root CA and firmware-signing certificates.")
+app.add_typer(release.app, name="release", help="Build, verify and upload release bundles.")
+app.add_typer(server.app, name="server", help="Run the management server (CSMS).")
+app.add_typer(station.app, name="station", help="Register and inspect charging stations.")
+app.add_typer(agent.app, name="agent", help="Run the reference charger agent.")
+
+
+@app.command("version")
+def version() -> None:
+    """Print the Chargeward version."""
+    typer.echo(__version__)
+
+
+# Exit codes: 1 other error, 2 usage (click), 3 refused on trust grounds, 4 not found,
+# 5 transport, 6 bad input, 7 conflict.
+EXIT_CODES: list[tuple[type[ChargewardError], int]] = [
+    (TrustError, 3),
+    (NotFound, 4),
+    (TransportError, 5),
+    (BundleError, 6),
+    (ConfigError, 6),
+    (KeyAccessError, 6),
+    (Conflict, 7),
+]
+
+
+def exit_code_for(error: ChargewardError) -> int:
+    for kind, code in EXIT_CODES:
+        if isinstance(error, kind):
+            return code
+    return 1
+
+
+def run() -> None:
+    try:
+        app()
+    except ChargewardError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(exit_code_for(e))
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,137 @@
+"""Private keys addressed by URI, used through one ``Signer`` protocol.
+
+Supported schemes:
+
+* ``file:PATH`` (or a bare path): an encrypted PKCS#8 PEM file holding an ECDSA P-256 key.
+  The passphrase comes from a callable, by default ``$CHARGEWARD_KEY_PASSPHRASE``; the CLI
+  falls back to a prompt.
+* ``pkcs11:...``: reserved for hardware tokens (a later backend plugs in here).
+
+    >>> from chargeward.crypto.keys import generate_key
+    >>> signer = generate_key("file:/tmp/doc-key.pem", lambda: b"correct horse battery")  # doctest: +SKIP
+    >>> der_signature = signer.sign_digest(hashlib.sha256(b"data").digest())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, utils
+
+from chargeward.errors import ConfigError, KeyAccessError
+
+PASSPHRASE_ENV = "CHARGEWARD_KEY_PASSPHRASE"
+MIN_PASSPHRASE_LENGTH = 12
+
+PassphraseSource = Callable[[], bytes]
+
+
+class Signer(Protocol):
+    """Something that holds an ECDSA P-256 private key and signs SHA-256 digests."""
+
+    @property
+    def uri(self) -> str: ...
+
+    def public_key(self) -> ec.EllipticCurvePublicKey: ...
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        """Return a DER ECDSA signature over a precomputed SHA-256 digest."""
+        ...
+
+
+def passphrase_from_env(name: str = PASSPHRASE_ENV) -> PassphraseSource:
+    """A passphrase source reading the environment variable ``name`` when called."""
+
+    def read() -> bytes:
+        value = os.environ.get(name)
+        if not value:
+            raise KeyAccessError(f"no key passphrase: set {name} or run interactively")
+        return value.encode()
+
+    return read
+
+
+@dataclass(frozen=True)
+class FileSigner:
+    """An ECDSA P-256 key loaded from an encrypted PKCS#8 file."""
+
+    uri: str
+    _key: ec.EllipticCurvePrivateKey
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._key.public_key()
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        if len(digest) != hashlib.sha256().digest_size:
+            raise ValueError("sign_digest expects a SHA-256 digest")
+        return self._key.sign(digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+
+
+def _file_path(uri: str) -> Path:
+    if uri.startswith("file://"):
+        return Path(uri[len("file://") :])
+    if uri.startswith("file:"):
+        return Path(uri[len("file:") :])
+    if ":" in uri.split("/", 1)[0]:
+        scheme = uri.split(":", 1)[0]
+        raise KeyAccessError(f"unsupported key URI scheme {scheme!r} in {uri!r}")
+    return Path(uri)
+
+
+def normalise_uri(uri: str) -> str:
+    """Return the canonical form of a key URI (``file:`` with an absolute path)."""
+    if uri.startswith("pkcs11:"):
+        return uri
+    return f"file:{_file_path(uri).resolve()}"
+
+
+def generate_key(uri: str, passphrase: PassphraseSource) -> Signer:
+    """Create a new ECDSA P-256 key at ``uri``; never overwrites an existing key."""
+    if uri.startswith("pkcs11:"):
+        raise KeyAccessError("PKCS#11 keys are not supported by this build")
+    path = _file_path(uri)
+    secret = passphrase()
+    if len(secret) < MIN_PASSPHRASE_LENGTH:
+        raise ConfigError(f"key passphrase must be at least {MIN_PASSPHRASE_LENGTH} characters")
+    if path.exists():
+        raise KeyAccessError(f"refusing to overwrite existing key file {path}")
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(secret),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return FileSigner(normalise_uri(uri), key)
+
+
+def load_signer(uri: str, passphrase: PassphraseSource) -> Signer:
+    """Open the private key at ``uri`` for signing."""
+    if uri.startswith("pkcs11:"):
+        raise KeyAccessError("PKCS#11 keys are not supported by this build")
+    path = _file_path(uri)
+    try:
+        pem = path.read_bytes()
+    except OSError as e:
+        raise KeyAccessError(f"cannot read key file {path}: {e.strerror}") from e
+    if b"ENCRYPTED PRIVATE KEY" not in pem:
+        raise KeyAccessError(f"{path} is not an encrypted PKCS#8 key; plaintext keys are refused")
+    try:
+        key = serialization.load_pem_private_key(pem, password=passphrase())
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise KeyAccessError(f"cannot decrypt {path}: wrong passphrase or damaged file") from e
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise KeyAccessError(f"{path} does not hold an ECDSA P-256 key")
+    return FileSigner(normalise_uri(uri), key)

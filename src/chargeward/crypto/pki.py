@@ -1,0 +1,244 @@
+"""X.509 for firmware trust: the Manufacturer Root CA and firmware-signing certificates.
+
+OCPP 2.0.1 requires the firmware-signing certificate to be issued *directly* by the
+Manufacturer Root CA (no intermediates).  Certificates are signed through the
+:class:`~chargeward.crypto.keys.Signer` protocol: the to-be-signed part is built by
+``cryptography`` and its SHA-256 digest signed by whatever holds the issuer key (a file
+today, a PKCS#11 token tomorrow), so a CA key never has to leave its token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from chargeward.crypto.keys import Signer
+from chargeward.errors import RevokedCertificate, UntrustedCertificate
+
+# AlgorithmIdentifier for ecdsa-with-SHA256 (RFC 5758 3.2), DER.
+_ECDSA_SHA256_ALGID = bytes.fromhex("300a06082a8648ce3d040302")
+# OCPP 2.0.1 UpdateFirmware: signingCertificate is at most 5500 characters (PEM).
+MAX_SIGNING_CERTIFICATE_CHARS = 5500
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def _der_tlv(tag: int, value: bytes) -> bytes:
+    return bytes([tag]) + _der_length(len(value)) + value
+
+
+def _sign_certificate(builder: x509.CertificateBuilder, issuer: Signer) -> x509.Certificate:
+    """Sign ``builder`` with ``issuer`` without needing the private key object.
+
+    ``cryptography`` only signs with in-process keys, so the TBSCertificate is produced with
+    a throwaway P-256 key (the signature algorithm is the same), then re-signed by the real
+    issuer and assembled as ``SEQUENCE { tbs, algorithm, BIT STRING signature }``.
+    """
+    scratch = ec.generate_private_key(ec.SECP256R1())
+    tbs = builder.sign(scratch, hashes.SHA256()).tbs_certificate_bytes
+    signature = issuer.sign_digest(hashlib.sha256(tbs).digest())
+    body = tbs + _ECDSA_SHA256_ALGID + _der_tlv(0x03, b"\x00" + signature)
+    cert = x509.load_der_x509_certificate(_der_tlv(0x30, body))
+    try:
+        issuer.public_key().verify(
+            cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256())
+        )
+    except InvalidSignature as e:  # the signer returned garbage: never hand out such a cert
+        raise UntrustedCertificate("issuer produced an invalid certificate signature") from e
+    return cert
+
+
+def _name(common_name: str, organization: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+        ]
+    )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def create_root_ca(
+    signer: Signer,
+    common_name: str,
+    organization: str,
+    *,
+    days: int = 25 * 365,
+    now: dt.datetime | None = None,
+) -> x509.Certificate:
+    """Create a self-signed Manufacturer Root CA certificate for ``signer``'s key."""
+    now = now or _now()
+    public = signer.public_key()
+    name = _name(common_name, organization)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+    )
+    return _sign_certificate(builder, signer)
+
+
+def issue_firmware_signing_certificate(
+    ca_signer: Signer,
+    ca_certificate: x509.Certificate,
+    subject_key: ec.EllipticCurvePublicKey,
+    common_name: str,
+    organization: str,
+    *,
+    days: int = 5 * 365,
+    now: dt.datetime | None = None,
+) -> x509.Certificate:
+    """Issue a firmware-signing certificate for ``subject_key`` directly under the root."""
+    now = now or _now()
+    if ca_signer.public_key().public_numbers() != _ec_key(ca_certificate).public_numbers():
+        raise UntrustedCertificate("CA key does not match the CA certificate")
+    not_after = min(now + dt.timedelta(days=days), ca_certificate.not_valid_after_utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name, organization))
+        .issuer_name(ca_certificate.subject)
+        .public_key(subject_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(subject_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(_ec_key(ca_certificate)),
+            critical=False,
+        )
+    )
+    return _sign_certificate(builder, ca_signer)
+
+
+def _ec_key(cert: x509.Certificate) -> ec.EllipticCurvePublicKey:
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise UntrustedCertificate("certificate does not hold an EC key")
+    return key
+
+
+def load_certificate(pem: bytes | str) -> x509.Certificate:
+    """Parse one PEM certificate; anything malformed is untrusted."""
+    data = pem.encode() if isinstance(pem, str) else pem
+    if len(data) > MAX_SIGNING_CERTIFICATE_CHARS * 4:
+        raise UntrustedCertificate("certificate too large")
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError as e:
+        raise UntrustedCertificate("not a PEM X.509 certificate") from e
+
+
+def load_certificates(pem: bytes) -> list[x509.Certificate]:
+    """Parse a PEM bundle of one or more certificates."""
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError as e:
+        raise UntrustedCertificate("not a PEM X.509 certificate bundle") from e
+    return certs
+
+
+def certificate_pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def certificate_fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 fingerprint, hex."""
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def verify_firmware_signing_certificate(
+    cert: x509.Certificate,
+    anchors: list[x509.Certificate],
+    *,
+    now: dt.datetime | None = None,
+    revoked_serials: frozenset[int] = frozenset(),
+) -> x509.Certificate:
+    """Check ``cert`` is a valid firmware-signing certificate issued directly by an anchor.
+
+    Returns the anchor that issued it.  Raises :class:`UntrustedCertificate` (with the
+    reason) or :class:`RevokedCertificate`.
+    """
+    now = now or _now()
+    if not anchors:
+        raise UntrustedCertificate("no ManufacturerRootCertificate installed")
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise UntrustedCertificate("signing certificate is not valid at this time")
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        if bc.ca:
+            raise UntrustedCertificate("signing certificate is a CA certificate")
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not ku.digital_signature:
+            raise UntrustedCertificate("signing certificate lacks digitalSignature key usage")
+    except x509.ExtensionNotFound as e:
+        raise UntrustedCertificate(f"signing certificate lacks an extension: {e}") from e
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        if ExtendedKeyUsageOID.CODE_SIGNING not in eku:
+            raise UntrustedCertificate("signing certificate is not for code signing")
+    except x509.ExtensionNotFound:
+        pass  # OCPP does not require EKU; when present it must allow code signing.
+    _ec_key(cert)
+    for anchor in anchors:
+        if anchor.subject != cert.issuer:
+            continue
+        if not anchor.not_valid_before_utc <= now <= anchor.not_valid_after_utc:
+            continue
+        try:
+            cert.verify_directly_issued_by(anchor)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        if cert.serial_number in revoked_serials:
+            raise RevokedCertificate(f"signing certificate serial {cert.serial_number:x} revoked")
+        return anchor
+    raise UntrustedCertificate("signing certificate is not issued by an installed root")

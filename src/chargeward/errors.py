@@ -1,0 +1,79 @@
+"""The exception tree of Chargeward.
+
+Every error the project raises on purpose derives from ``ChargewardError``; the CLI turns
+one into a single clear line and an exit code, the server into an HTTP problem, the agent
+into an OCPP status.  Library errors are converted where they enter (``raise ... from e``).
+
+    ChargewardError
+    +-- ConfigError             bad settings, missing files, wrong passphrase source
+    +-- KeyAccessError          a key URI that cannot be resolved, a wrong passphrase
+    +-- TrustError              a decision *against* the data: never retry
+    |   +-- UntrustedCertificate    signing certificate not under an installed root
+    |   +-- RevokedCertificate      signing certificate revoked
+    |   +-- BadSignature            signature does not verify
+    |   +-- IntegrityError          length or digest mismatch
+    |   +-- RollbackRefused         security version below the rollback floor
+    |   +-- IncompatibleImage       image is for other hardware
+    +-- BundleError             malformed bundle or manifest (bad input)
+    +-- TransportError          network or I/O trouble: may succeed on retry
+    +-- NotFound                a named thing does not exist
+    +-- Conflict                the request clashes with current state
+"""
+
+from __future__ import annotations
+
+
+class ChargewardError(Exception):
+    """Root of every deliberate Chargeward error."""
+
+
+class ConfigError(ChargewardError):
+    """Settings, paths or environment are not usable."""
+
+
+class KeyAccessError(ChargewardError):
+    """A key URI cannot be resolved or opened (unknown scheme, wrong passphrase, no file)."""
+
+
+class TrustError(ChargewardError):
+    """The data was examined and is not acceptable; retrying cannot help."""
+
+
+class UntrustedCertificate(TrustError):
+    """A certificate does not chain to an installed trust anchor, or is not valid now."""
+
+
+class RevokedCertificate(TrustError):
+    """A certificate is on a revocation list."""
+
+
+class BadSignature(TrustError):
+    """A signature does not verify with the given key."""
+
+
+class IntegrityError(TrustError):
+    """Length or digest of data differs from what was signed."""
+
+
+class RollbackRefused(TrustError):
+    """An image's security version is below the device's rollback floor."""
+
+
+class IncompatibleImage(TrustError):
+    """An image is not built for this hardware model."""
+
+
+class BundleError(ChargewardError):
+    """A release bundle or its manifest is malformed."""
+
+
+class TransportError(ChargewardError):
+    """Network or storage trouble; the same operation may succeed later."""
+
+
+class NotFound(ChargewardError):
+    """A named object does not exist."""
+
+
+class Conflict(ChargewardError):
+    """The request clashes with the current state."""

@@ -1,0 +1,1 @@
+"""Pure data types shared across Chargeward (no I/O, no cryptography)."""

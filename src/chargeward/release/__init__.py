@@ -1,0 +1,1 @@
+"""Release bundles: firmware images, their manifest and the OCPP firmware signature."""
