@@ -44,3 +44,13 @@ def cli_passphrase(*, confirm: bool = False, what: str = "key") -> PassphraseSou
         return entered.encode()
 
     return read
+
+
+ACTOR_ENV = "CHARGEWARD_ACTOR"
+
+
+def actor() -> str:
+    """Who is acting, for the audit log: $CHARGEWARD_ACTOR or the login name."""
+    import getpass
+
+    return os.environ.get(ACTOR_ENV) or getpass.getuser()

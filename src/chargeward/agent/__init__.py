@@ -1,0 +1,1 @@
+"""The reference charger agent: verify, install into the inactive A/B slot, reboot, commit."""

@@ -1,0 +1,166 @@
+"""The charger's flash, as a state directory.
+
+::
+
+    identity.json               station id, model, vendor, serial number
+    secure/roots.pem            ManufacturerRootCertificate trust anchors
+    secure/credentials.json     BasicAuthPassword (mode 0600)
+    secure/rollback.json        rollback floor (lowest acceptable security version)
+    boot.json                   boot control: active slot, trial flag, attempts left
+    slots/{a,b}/image.cwfw      firmware image, with slot.json (signature, certificate, header)
+    install.json                install state (rauc order: "pending" before the slot is written)
+    downloads/<key>.part        partial downloads, resumed after a drop or a reboot
+    status.json                 last firmware status sent (for TriggerMessage)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from chargeward.agent.storage import atomic_write, read_json, write_json
+from chargeward.crypto import load_certificates
+from chargeward.errors import ConfigError
+
+SLOTS = ("a", "b")
+
+
+@dataclass(frozen=True)
+class Identity:
+    station_id: str
+    model: str
+    vendor: str
+    serial_number: str
+
+
+@dataclass(frozen=True)
+class BootControl:
+    active: str
+    trial: bool = False
+    attempts_left: int = 0
+    previous: str | None = None
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    sha256: str
+    length: int
+    signature: str
+    signing_certificate: str
+    component: str
+    version: str
+    security_version: int
+
+
+@dataclass(frozen=True)
+class InstallState:
+    """An install in progress, or the outcome of the last one."""
+
+    request_id: int
+    phase: str  # pending | written | rebooting | ok | failed
+    target_slot: str
+    version: str
+    security_version: int
+    detail: str = ""
+
+
+def other(slot: str) -> str:
+    return "b" if slot == "a" else "a"
+
+
+class StateDir:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    # -- paths
+    @property
+    def secure(self) -> Path:
+        return self.root / "secure"
+
+    def slot_dir(self, slot: str) -> Path:
+        if slot not in SLOTS:
+            raise ConfigError(f"unknown slot {slot!r}")
+        return self.root / "slots" / slot
+
+    def slot_image(self, slot: str) -> Path:
+        return self.slot_dir(slot) / "image.cwfw"
+
+    @property
+    def downloads(self) -> Path:
+        d = self.root / "downloads"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    # -- identity and secrets
+    def identity(self) -> Identity:
+        data = read_json(self.root / "identity.json")
+        if data is None:
+            raise ConfigError(f"{self.root} is not a provisioned charger state directory "
+                              "(run 'chargeward agent init')")
+        return Identity(**data)
+
+    def set_identity(self, ident: Identity) -> None:
+        write_json(self.root / "identity.json", asdict(ident))
+
+    def trust_anchors(self) -> list[x509.Certificate]:
+        path = self.secure / "roots.pem"
+        return load_certificates(path.read_bytes()) if path.exists() else []
+
+    def set_trust_anchors(self, pem: bytes) -> None:
+        load_certificates(pem)  # refuse garbage before it becomes a trust anchor
+        atomic_write(self.secure / "roots.pem", pem)
+
+    def password(self) -> str:
+        data = read_json(self.secure / "credentials.json")
+        if not data:
+            raise ConfigError("no BasicAuthPassword provisioned")
+        return str(data["basic_auth_password"])
+
+    def set_password(self, password: str) -> None:
+        write_json(self.secure / "credentials.json", {"basic_auth_password": password}, 0o600)
+
+    def rollback_floor(self) -> int:
+        return int(read_json(self.secure / "rollback.json", {"floor": 0})["floor"])
+
+    def raise_rollback_floor(self, value: int) -> int:
+        floor = max(self.rollback_floor(), value)  # the floor never goes down
+        write_json(self.secure / "rollback.json", {"floor": floor})
+        return floor
+
+    # -- boot control and slots
+    def boot_control(self) -> BootControl:
+        data = read_json(self.root / "boot.json")
+        if data is None:
+            raise ConfigError("no boot control: the charger was never provisioned")
+        return BootControl(**data)
+
+    def set_boot_control(self, bc: BootControl) -> None:
+        write_json(self.root / "boot.json", asdict(bc))
+
+    def slot_info(self, slot: str) -> SlotInfo | None:
+        data = read_json(self.slot_dir(slot) / "slot.json")
+        return SlotInfo(**data) if data else None
+
+    def set_slot_info(self, slot: str, info: SlotInfo | None) -> None:
+        path = self.slot_dir(slot) / "slot.json"
+        if info is None:
+            path.unlink(missing_ok=True)
+        else:
+            write_json(path, asdict(info))
+
+    # -- install and status
+    def install_state(self) -> InstallState | None:
+        data = read_json(self.root / "install.json")
+        return InstallState(**data) if data else None
+
+    def set_install_state(self, st: InstallState) -> None:
+        write_json(self.root / "install.json", asdict(st))
+
+    def last_status(self) -> dict[str, Any]:
+        return dict(read_json(self.root / "status.json", {}) or {})
+
+    def set_last_status(self, status: str, request_id: int | None) -> None:
+        write_json(self.root / "status.json", {"status": status, "request_id": request_id})

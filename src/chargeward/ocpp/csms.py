@@ -1,0 +1,128 @@
+"""CSMS side of OCPP 2.0.1: translate station messages into calls on a :class:`StationSink`.
+
+Handlers only convert and validate; what to store and audit is the sink's business
+(``chargeward.server.csms`` implements it with the database services).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ocpp.exceptions import SecurityError
+from ocpp.routing import on
+from ocpp.v201 import call, call_result, datatypes
+from ocpp.v201.enums import Action, RegistrationStatusEnumType
+
+from chargeward.ocpp.base import HardenedChargePoint, ocpp_time, parse_ocpp_time, utc_now
+
+
+@dataclass(frozen=True)
+class BootInfo:
+    reason: str
+    model: str | None
+    vendor: str | None
+    firmware_version: str | None
+    serial_number: str | None
+
+
+class StationSink(Protocol):
+    """What the CSMS does with what a station reports."""
+
+    async def boot(self, station_id: str, info: BootInfo) -> None: ...
+    async def heartbeat(self, station_id: str) -> None: ...
+    async def connector_status(self, station_id: str, evse_id: int, connector_id: int,
+                               status: str) -> None: ...
+    async def firmware_status(self, station_id: str, status: str,
+                              request_id: int | None) -> None: ...
+    async def security_event(self, station_id: str, type: str, timestamp: dt.datetime,
+                             tech_info: str | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class FirmwareOrder:
+    request_id: int
+    location: str
+    signature: str
+    signing_certificate: str
+    retrieve_at: dt.datetime
+    install_at: dt.datetime | None = None
+    retries: int | None = None
+    retry_interval: int | None = None
+
+
+class CsmsChargePoint(HardenedChargePoint):
+    """One connected station, seen from the CSMS."""
+
+    def __init__(self, station_id: str, connection: Any, sink: StationSink, *,
+                 heartbeat_interval: int = 300, response_timeout: float = 30) -> None:
+        super().__init__(station_id, connection, response_timeout=response_timeout)
+        self.sink = sink
+        self.heartbeat_interval = heartbeat_interval
+        self.booted = False
+
+    def _require_boot(self) -> None:
+        # OCPP 2.0.1 B02.FR.09: before BootNotification is accepted the CSMS refuses other calls.
+        if not self.booted:
+            raise SecurityError(description="BootNotification has not been accepted yet")
+
+    @on(Action.boot_notification)
+    async def on_boot_notification(self, charging_station: dict[str, Any], reason: str,
+                                   **_: Any) -> call_result.BootNotification:
+        await self.sink.boot(self.id, BootInfo(
+            reason=reason,
+            model=charging_station.get("model"),
+            vendor=charging_station.get("vendor_name"),
+            firmware_version=charging_station.get("firmware_version"),
+            serial_number=charging_station.get("serial_number"),
+        ))
+        self.booted = True
+        return call_result.BootNotification(
+            current_time=ocpp_time(utc_now()), interval=self.heartbeat_interval,
+            status=RegistrationStatusEnumType.accepted,
+        )
+
+    @on(Action.heartbeat)
+    async def on_heartbeat(self, **_: Any) -> call_result.Heartbeat:
+        self._require_boot()
+        await self.sink.heartbeat(self.id)
+        return call_result.Heartbeat(current_time=ocpp_time(utc_now()))
+
+    @on(Action.status_notification)
+    async def on_status_notification(self, timestamp: str, connector_status: str, evse_id: int,
+                                     connector_id: int, **_: Any) -> call_result.StatusNotification:
+        self._require_boot()
+        parse_ocpp_time(timestamp)
+        await self.sink.connector_status(self.id, evse_id, connector_id, connector_status)
+        return call_result.StatusNotification()
+
+    @on(Action.firmware_status_notification)
+    async def on_firmware_status(self, status: str, request_id: int | None = None,
+                                 **_: Any) -> call_result.FirmwareStatusNotification:
+        self._require_boot()
+        await self.sink.firmware_status(self.id, status, request_id)
+        return call_result.FirmwareStatusNotification()
+
+    @on(Action.security_event_notification)
+    async def on_security_event(self, type: str, timestamp: str, tech_info: str | None = None,
+                                **_: Any) -> call_result.SecurityEventNotification:
+        # Security events are accepted before boot: a quarantined charger only sends these.
+        await self.sink.security_event(self.id, type, parse_ocpp_time(timestamp), tech_info)
+        return call_result.SecurityEventNotification()
+
+    async def update_firmware(self, order: FirmwareOrder) -> str:
+        """Send UpdateFirmware; returns the station's response status."""
+        firmware = datatypes.FirmwareType(
+            location=order.location,
+            retrieve_date_time=ocpp_time(order.retrieve_at),
+            install_date_time=ocpp_time(order.install_at) if order.install_at else None,
+            signing_certificate=order.signing_certificate,
+            signature=order.signature,
+        )
+        result = await self.call(
+            call.UpdateFirmware(request_id=order.request_id, firmware=firmware,
+                                retries=order.retries, retry_interval=order.retry_interval),
+            suppress=False,
+        )
+        return str(result.status)

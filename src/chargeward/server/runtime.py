@@ -1,0 +1,139 @@
+"""Run the server: OCPP listener and HTTP API in one asyncio process.
+
+On start the data directory is prepared (database schema, blob store, download-URL key,
+Manufacturer Root CA trust store, an ``admin`` API token on first start) and, once both
+listeners are up, ``<data-dir>/server.json`` records the real addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from chargeward.crypto import load_certificates
+from chargeward.crypto.pki import certificate_fingerprint, certificate_pem
+from chargeward.errors import ConfigError, Conflict
+from chargeward.server import services, urls
+from chargeward.server.api import create_app
+from chargeward.server.blobs import BlobStore
+from chargeward.server.csms import CsmsListener
+from chargeward.server.db import Database
+from chargeward.server.state import TRUST_FILE, ServerState
+
+LOG = logging.getLogger("chargeward.server")
+TOKEN_FILE = "admin.token"
+INFO_FILE = "server.json"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    ocpp_port: int = 9000
+    http_port: int = 8080
+    public_url: str | None = None
+    heartbeat_interval: int = 300
+
+
+def write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def add_manufacturer_root(data_dir: Path, pem: bytes) -> list[str]:
+    """Add root certificate(s) to the trust store; returns the fingerprints now trusted."""
+    new = load_certificates(pem)
+    path = data_dir / TRUST_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    have = load_certificates(path.read_bytes()) if path.exists() else []
+    known = {certificate_fingerprint(c) for c in have}
+    added = [c for c in new if certificate_fingerprint(c) not in known]
+    if added:
+        text = "".join(certificate_pem(c) for c in [*have, *added])
+        write_private(path, text.encode())
+    return [certificate_fingerprint(c) for c in [*have, *added]]
+
+
+async def prepare(data_dir: Path) -> tuple[Database, str | None]:
+    """Open the database and create the admin token on first start (returned once)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "tmp").mkdir(exist_ok=True)
+    db = await Database.open(data_dir=data_dir)
+    token = None
+    token_path = data_dir / TOKEN_FILE
+    if not token_path.exists():
+        try:
+            async with db.session() as s:
+                token = await services.create_token(s, "admin", actor="system",
+                                                    now=dt.datetime.now(dt.UTC))
+        except Conflict:
+            token = None  # the admin token exists; its file was removed on purpose
+        if token:
+            write_private(token_path, token.encode())
+    return db, token
+
+
+async def run_server(config: ServerConfig,
+                     on_ready: Callable[[dict[str, object]], None] | None = None) -> None:
+    db, _ = await prepare(config.data_dir)
+    state = ServerState(
+        data_dir=config.data_dir, db=db, blobs=BlobStore(config.data_dir / "blobs"),
+        url_key=urls.load_or_create_key(config.data_dir), public_url="",
+    )
+    listener = CsmsListener(db, state.registry, heartbeat_interval=config.heartbeat_interval)
+    try:
+        ws = await listener.serve(config.host, config.ocpp_port)
+    except OSError as e:
+        await db.close()
+        raise ConfigError(f"cannot listen for OCPP on {config.host}:{config.ocpp_port}: "
+                          f"{e.strerror}") from e
+    ocpp_port = next(iter(ws.sockets)).getsockname()[1]
+    uv = uvicorn.Server(uvicorn.Config(create_app(state), host=config.host,
+                                       port=config.http_port, log_level="warning",
+                                       lifespan="off", access_log=False))
+    task = asyncio.create_task(uv.serve())
+    while not uv.started and not task.done():
+        await asyncio.sleep(0.02)
+    if task.done():
+        ws.close()
+        await db.close()
+        raise ConfigError(f"cannot listen for HTTP on {config.host}:{config.http_port}")
+    http_port = uv.servers[0].sockets[0].getsockname()[1]
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    state.public_url = (config.public_url or f"http://{host}:{http_port}").rstrip("/")
+    info: dict[str, object] = {
+        "ocpp_url": f"ws://{host}:{ocpp_port}/ocpp/",
+        "api_url": state.public_url,
+        "pid": os.getpid(),
+    }
+    write_private(config.data_dir / INFO_FILE, json.dumps(info).encode())
+    if on_ready:
+        on_ready(info)
+    try:
+        await task
+    finally:
+        ws.close()
+        await ws.wait_closed()
+        await db.close()
+        (config.data_dir / INFO_FILE).unlink(missing_ok=True)
+
+
+def read_info(data_dir: Path) -> dict[str, object]:
+    try:
+        info: dict[str, object] = json.loads((data_dir / INFO_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"no running server found for {data_dir}") from e
+    return info

@@ -1,0 +1,102 @@
+"""API schemas (pydantic): what the REST API and the CLI show."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, Field
+
+
+class StationSummary(BaseModel):
+    id: str
+    model: str | None
+    vendor: str | None
+    firmware_version: str | None
+    connected: bool
+    last_seen: dt.datetime | None
+    last_boot_reason: str | None
+
+
+class FirmwareStatusView(BaseModel):
+    status: str
+    request_id: int | None
+    transaction_id: str | None
+    received_at: dt.datetime
+
+
+class SecurityEventView(BaseModel):
+    type: str
+    timestamp: dt.datetime
+    tech_info: str | None
+    received_at: dt.datetime
+
+
+class BootView(BaseModel):
+    reason: str
+    firmware_version: str | None
+    received_at: dt.datetime
+
+
+class UpdateView(BaseModel):
+    request_id: int
+    transaction_id: str
+    station_id: str
+    release_id: str
+    version: str
+    response_status: str | None
+    last_status: str | None
+    outcome: str
+    requested_by: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class StationDetail(StationSummary):
+    serial_number: str | None
+    connector_status: dict[str, str]
+    firmware_statuses: list[FirmwareStatusView]
+    security_events: list[SecurityEventView]
+    boots: list[BootView]
+    updates: list[UpdateView]
+
+
+class ReleaseImageView(BaseModel):
+    component: str
+    sha256: str
+    length: int
+
+
+class ReleaseView(BaseModel):
+    id: str
+    version: str
+    security_version: int
+    hardware_models: list[str]
+    uploaded_by: str
+    uploaded_at: dt.datetime
+    images: list[ReleaseImageView]
+
+
+class UpdateRequest(BaseModel):
+    release_id: str = Field(min_length=8, max_length=64, pattern=r"^[0-9a-f]+$")
+    retries: int | None = Field(default=3, ge=0, le=100)
+    retry_interval: int | None = Field(default=30, ge=0, le=86400)
+
+
+class UpdateAccepted(BaseModel):
+    transaction_id: str
+    request_id: int
+    station_response: str
+
+
+class AuditEntryView(BaseModel):
+    id: int
+    time: dt.datetime
+    actor: str
+    action: str
+    target: str
+    transaction_id: str | None
+    details: dict[str, object]
+
+
+class Problem(BaseModel):
+    detail: str

@@ -1,0 +1,372 @@
+"""Server services: every read and write the API and the OCPP handlers need.
+
+Routes and protocol handlers call these; none of them builds a query itself.  Each function
+takes the caller's session (one transaction) and, where time matters, ``now``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import desc, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chargeward import audit
+from chargeward.errors import Conflict, NotFound
+from chargeward.release.bundle import VerifiedBundle
+from chargeward.server import passwords
+from chargeward.server.blobs import BlobStore
+from chargeward.server.schemas import (
+    BootView,
+    FirmwareStatusView,
+    ReleaseImageView,
+    ReleaseView,
+    SecurityEventView,
+    StationDetail,
+    StationSummary,
+    UpdateView,
+)
+from chargeward.server.tables import (
+    ApiToken,
+    BootEvent,
+    FirmwareStatusEvent,
+    FirmwareUpdate,
+    Release,
+    ReleaseImage,
+    SecurityEvent,
+    Station,
+)
+
+# OCPP identifierString for the station identity in the URL: <= 48 characters, no ':'.
+STATION_ID_RE = re.compile(r"^[A-Za-z0-9*_=+|@.-]{1,48}$")
+FAILED_STATUSES = frozenset(
+    {"DownloadFailed", "InstallationFailed", "InstallVerificationFailed", "InvalidSignature"}
+)
+REJECTED_RESPONSES = frozenset({"Rejected", "InvalidCertificate", "RevokedCertificate"})
+
+
+def station_actor(station_id: str) -> str:
+    return f"station:{station_id}"
+
+
+def check_station_id(station_id: str) -> str:
+    if not STATION_ID_RE.match(station_id):
+        raise ValueError(
+            "station id must be 1-48 characters of letters, digits and * _ = + | @ . -"
+        )
+    return station_id
+
+
+async def _station(s: AsyncSession, station_id: str) -> Station:
+    row = await s.get(Station, station_id)
+    if row is None:
+        raise NotFound(f"no station {station_id!r}")
+    return row
+
+
+# -- stations -------------------------------------------------------------------------------
+
+
+async def register_station(
+    s: AsyncSession, station_id: str, *, actor: str, model: str | None = None,
+    password: str | None = None, now: dt.datetime,
+) -> str:
+    """Register a station; returns its Basic-auth password (shown once, stored hashed)."""
+    check_station_id(station_id)
+    if await s.get(Station, station_id) is not None:
+        raise Conflict(f"station {station_id!r} is already registered")
+    password = password or passwords.generate_password()
+    s.add(Station(id=station_id, password_hash=passwords.hash_password(password), model=model,
+                  connected=False, connector_status={}, created_at=now))
+    await audit.record(s, actor=actor, action="station.register", target=station_id,
+                       details={"model": model}, now=now)
+    return password
+
+
+async def password_hash(s: AsyncSession, station_id: str) -> str | None:
+    row = await s.get(Station, station_id)
+    return row.password_hash if row else None
+
+
+async def set_connected(s: AsyncSession, station_id: str, connected: bool, *,
+                        now: dt.datetime) -> None:
+    row = await _station(s, station_id)
+    row.connected = connected
+    row.last_seen = now
+    await audit.record(s, actor=station_actor(station_id),
+                       action="station.connect" if connected else "station.disconnect",
+                       target=station_id, now=now)
+
+
+async def touch(s: AsyncSession, station_id: str, *, now: dt.datetime) -> None:
+    row = await _station(s, station_id)
+    row.last_seen = now
+
+
+async def record_boot(
+    s: AsyncSession, station_id: str, *, reason: str, firmware_version: str | None,
+    model: str | None, vendor: str | None, serial_number: str | None, now: dt.datetime,
+) -> None:
+    row = await _station(s, station_id)
+    previous = row.firmware_version
+    row.firmware_version = firmware_version
+    row.model = model or row.model
+    row.vendor = vendor
+    row.serial_number = serial_number
+    row.last_boot_reason = reason
+    row.last_seen = now
+    s.add(BootEvent(station_id=station_id, reason=reason, firmware_version=firmware_version,
+                    model=model, vendor=vendor, received_at=now))
+    update = await _latest_open_update(s, station_id)
+    await audit.record(
+        s, actor=station_actor(station_id), action="station.boot", target=station_id,
+        transaction_id=update.transaction_id if update and reason == "FirmwareUpdate" else None,
+        details={"reason": reason, "firmware_version": firmware_version,
+                 "previous_version": previous},
+        now=now,
+    )
+
+
+async def record_connector_status(s: AsyncSession, station_id: str, *, evse_id: int,
+                                  connector_id: int, status: str, now: dt.datetime) -> None:
+    row = await _station(s, station_id)
+    row.connector_status = {**row.connector_status, f"{evse_id}/{connector_id}": status}
+    row.last_seen = now
+
+
+async def _latest_open_update(s: AsyncSession, station_id: str) -> FirmwareUpdate | None:
+    q = (select(FirmwareUpdate).where(FirmwareUpdate.station_id == station_id,
+                                      FirmwareUpdate.outcome == "pending")
+         .order_by(desc(FirmwareUpdate.id)).limit(1))
+    return (await s.scalars(q)).first()
+
+
+async def record_firmware_status(s: AsyncSession, station_id: str, *, status: str,
+                                 request_id: int | None, now: dt.datetime) -> None:
+    """Store a FirmwareStatusNotification and advance the update it belongs to."""
+    await touch(s, station_id, now=now)
+    update = None
+    if request_id is not None:
+        update = await s.get(FirmwareUpdate, request_id)
+        if update is not None and update.station_id != station_id:
+            update = None  # a station cannot report on another station's request
+    if update is not None:
+        update.last_status = status
+        update.updated_at = now
+        if status == "Installed":
+            update.outcome = "succeeded"
+        elif status in FAILED_STATUSES:
+            update.outcome = "failed"
+    tid = update.transaction_id if update else None
+    s.add(FirmwareStatusEvent(station_id=station_id, request_id=request_id, transaction_id=tid,
+                              status=status, received_at=now))
+    await audit.record(s, actor=station_actor(station_id), action="station.firmware_status",
+                       target=station_id, transaction_id=tid,
+                       details={"status": status, "request_id": request_id}, now=now)
+
+
+async def record_security_event(s: AsyncSession, station_id: str, *, type: str,
+                                timestamp: dt.datetime, tech_info: str | None,
+                                now: dt.datetime) -> None:
+    await touch(s, station_id, now=now)
+    s.add(SecurityEvent(station_id=station_id, type=type, timestamp=timestamp,
+                        tech_info=tech_info, received_at=now))
+    update = await _latest_open_update(s, station_id)
+    await audit.record(s, actor=station_actor(station_id), action="station.security_event",
+                       target=station_id,
+                       transaction_id=update.transaction_id if update else None,
+                       details={"type": type, "tech_info": tech_info,
+                                "timestamp": timestamp.isoformat()}, now=now)
+
+
+def _summary(row: Station) -> StationSummary:
+    return StationSummary(id=row.id, model=row.model, vendor=row.vendor,
+                          firmware_version=row.firmware_version, connected=row.connected,
+                          last_seen=row.last_seen, last_boot_reason=row.last_boot_reason)
+
+
+async def list_stations(s: AsyncSession) -> list[StationSummary]:
+    rows = (await s.scalars(select(Station).order_by(Station.id))).all()
+    return [_summary(r) for r in rows]
+
+
+async def station_detail(s: AsyncSession, station_id: str, *, limit: int = 50) -> StationDetail:
+    row = await _station(s, station_id)
+    fs = (await s.scalars(select(FirmwareStatusEvent)
+                          .where(FirmwareStatusEvent.station_id == station_id)
+                          .order_by(FirmwareStatusEvent.id).limit(limit))).all()
+    se = (await s.scalars(select(SecurityEvent).where(SecurityEvent.station_id == station_id)
+                          .order_by(SecurityEvent.id).limit(limit))).all()
+    boots = (await s.scalars(select(BootEvent).where(BootEvent.station_id == station_id)
+                             .order_by(BootEvent.id).limit(limit))).all()
+    updates = (await s.scalars(select(FirmwareUpdate)
+                               .where(FirmwareUpdate.station_id == station_id)
+                               .order_by(FirmwareUpdate.id).limit(limit))).all()
+    return StationDetail(
+        **_summary(row).model_dump(),
+        serial_number=row.serial_number,
+        connector_status=dict(row.connector_status),
+        firmware_statuses=[FirmwareStatusView(status=e.status, request_id=e.request_id,
+                                              transaction_id=e.transaction_id,
+                                              received_at=e.received_at) for e in fs],
+        security_events=[SecurityEventView(type=e.type, timestamp=e.timestamp,
+                                           tech_info=e.tech_info, received_at=e.received_at)
+                         for e in se],
+        boots=[BootView(reason=b.reason, firmware_version=b.firmware_version,
+                        received_at=b.received_at) for b in boots],
+        updates=[await _update_view(s, u) for u in updates],
+    )
+
+
+# -- releases -------------------------------------------------------------------------------
+
+
+async def store_release(s: AsyncSession, bundle: VerifiedBundle, blobs: BlobStore, *,
+                        actor: str, now: dt.datetime) -> ReleaseView:
+    """Keep a verified bundle: images into the blob store, the release in the database."""
+    release_id = bundle.manifest_sha256
+    if await s.get(Release, release_id) is not None:
+        raise Conflict(f"release {release_id[:12]} was already uploaded")
+    m = bundle.manifest
+    for image in bundle.images:
+        blobs.put(image.file, image.sha256, image.length)
+    s.add(Release(id=release_id, version=m.version, security_version=m.security_version,
+                  hardware_models={"models": list(m.hardware_models)},
+                  signing_certificate_pem=bundle.signing_certificate_pem,
+                  manifest_json=m.to_json().decode(), uploaded_by=actor, uploaded_at=now))
+    await s.flush()
+    for image in bundle.images:
+        s.add(ReleaseImage(release_id=release_id, component=image.component,
+                           sha256=image.sha256, length=image.length,
+                           signature=image.signature))
+    await audit.record(s, actor=actor, action="release.upload", target=release_id,
+                       details={"version": m.version, "security_version": m.security_version,
+                                "hardware_models": list(m.hardware_models),
+                                "images": {i.component: i.sha256 for i in bundle.images}},
+                       now=now)
+    await s.flush()
+    return await release_view(s, release_id)
+
+
+async def _release(s: AsyncSession, release_id: str) -> Release:
+    row = await s.get(Release, release_id)
+    if row is None and len(release_id) < 64:
+        matches = (await s.scalars(select(Release).where(Release.id.startswith(release_id))
+                                   .limit(2))).all()
+        if len(matches) > 1:
+            raise Conflict(f"release id prefix {release_id!r} is ambiguous")
+        row = matches[0] if matches else None
+    if row is None:
+        raise NotFound(f"no release {release_id!r}")
+    return row
+
+
+async def release_view(s: AsyncSession, release_id: str) -> ReleaseView:
+    row = await _release(s, release_id)
+    images = (await s.scalars(select(ReleaseImage).where(ReleaseImage.release_id == row.id)
+                              .order_by(ReleaseImage.component))).all()
+    return ReleaseView(id=row.id, version=row.version, security_version=row.security_version,
+                       hardware_models=list(row.hardware_models["models"]),
+                       uploaded_by=row.uploaded_by, uploaded_at=row.uploaded_at,
+                       images=[ReleaseImageView(component=i.component, sha256=i.sha256,
+                                                length=i.length) for i in images])
+
+
+async def list_releases(s: AsyncSession) -> list[ReleaseView]:
+    ids = (await s.scalars(select(Release.id).order_by(Release.uploaded_at))).all()
+    return [await release_view(s, i) for i in ids]
+
+
+# -- firmware updates -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpdateOrder:
+    """What the OCPP layer needs to send one UpdateFirmware."""
+
+    request_id: int
+    transaction_id: str
+    station_id: str
+    sha256: str
+    signature: str
+    signing_certificate_pem: str
+
+
+async def create_update(s: AsyncSession, station_id: str, release_id: str, *, actor: str,
+                        now: dt.datetime) -> UpdateOrder:
+    station = await _station(s, station_id)
+    release = await _release(s, release_id)
+    models = release.hardware_models["models"]
+    if station.model and station.model not in models:
+        raise Conflict(f"release {release.version} is for {', '.join(models)}, "
+                       f"station {station_id} is a {station.model}")
+    image = (await s.scalars(select(ReleaseImage)
+                             .where(ReleaseImage.release_id == release.id)
+                             .order_by(ReleaseImage.component).limit(1))).first()
+    if image is None:
+        raise NotFound(f"release {release.version} has no image")
+    if await _latest_open_update(s, station_id) is not None:
+        raise Conflict(f"station {station_id} has an update in progress")
+    tid = audit.new_transaction_id()
+    row = FirmwareUpdate(transaction_id=tid, station_id=station_id, release_id=release.id,
+                         component=image.component, requested_by=actor, outcome="pending",
+                         created_at=now, updated_at=now)
+    s.add(row)
+    await s.flush()
+    await audit.record(s, actor=actor, action="firmware.update_requested", target=station_id,
+                       transaction_id=tid,
+                       details={"release_id": release.id, "version": release.version,
+                                "request_id": row.id, "sha256": image.sha256}, now=now)
+    return UpdateOrder(row.id, tid, station_id, image.sha256, image.signature,
+                       release.signing_certificate_pem)
+
+
+async def set_update_response(s: AsyncSession, request_id: int, response: str, *,
+                              now: dt.datetime) -> None:
+    row = await s.get(FirmwareUpdate, request_id)
+    if row is None:
+        raise NotFound(f"no firmware update {request_id}")
+    row.response_status = response
+    row.updated_at = now
+    if response in REJECTED_RESPONSES:
+        row.outcome = "failed"
+    await audit.record(s, actor=station_actor(row.station_id), action="firmware.update_response",
+                       target=row.station_id, transaction_id=row.transaction_id,
+                       details={"status": response, "request_id": request_id}, now=now)
+
+
+async def _update_view(s: AsyncSession, row: FirmwareUpdate) -> UpdateView:
+    version = (await s.scalar(select(Release.version).where(Release.id == row.release_id))) or ""
+    return UpdateView(request_id=row.id, transaction_id=row.transaction_id,
+                      station_id=row.station_id, release_id=row.release_id, version=version,
+                      response_status=row.response_status, last_status=row.last_status,
+                      outcome=row.outcome, requested_by=row.requested_by,
+                      created_at=row.created_at, updated_at=row.updated_at)
+
+
+async def update_view(s: AsyncSession, transaction_id: str) -> UpdateView:
+    row = (await s.scalars(select(FirmwareUpdate)
+                           .where(FirmwareUpdate.transaction_id == transaction_id))).first()
+    if row is None:
+        raise NotFound(f"no firmware update {transaction_id!r}")
+    return await _update_view(s, row)
+
+
+# -- API tokens -----------------------------------------------------------------------------
+
+
+async def create_token(s: AsyncSession, name: str, *, actor: str, now: dt.datetime) -> str:
+    if await s.scalar(select(func.count()).where(ApiToken.name == name)):
+        raise Conflict(f"an API token named {name!r} exists")
+    token = passwords.generate_token()
+    s.add(ApiToken(name=name, token_sha256=passwords.token_digest(token), created_at=now))
+    await audit.record(s, actor=actor, action="token.create", target=name, now=now)
+    return token
+
+
+async def token_owner(s: AsyncSession, token: str) -> str | None:
+    row = (await s.scalars(select(ApiToken)
+                           .where(ApiToken.token_sha256 == passwords.token_digest(token)))).first()
+    return row.name if row else None

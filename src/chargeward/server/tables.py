@@ -1,0 +1,151 @@
+"""Database tables (SQLAlchemy 2, typed).  Rows are storage, not the domain: routes and
+OCPP handlers go through :mod:`chargeward.server.services`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime stored; use UTC-aware datetimes")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Station(Base):
+    __tablename__ = "stations"
+
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str | None] = mapped_column(String(20))
+    vendor: Mapped[str | None] = mapped_column(String(50))
+    serial_number: Mapped[str | None] = mapped_column(String(25))
+    firmware_version: Mapped[str | None] = mapped_column(String(50))
+    connected: Mapped[bool] = mapped_column(default=False)
+    last_seen: Mapped[dt.datetime | None]
+    last_boot_reason: Mapped[str | None] = mapped_column(String(30))
+    connector_status: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime]
+
+
+class Release(Base):
+    __tablename__ = "releases"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # manifest SHA-256
+    version: Mapped[str] = mapped_column(String(50))
+    security_version: Mapped[int] = mapped_column(BigInteger)
+    hardware_models: Mapped[dict[str, Any]] = mapped_column()  # {"models": [...]}
+    signing_certificate_pem: Mapped[str] = mapped_column(Text)
+    manifest_json: Mapped[str] = mapped_column(Text)
+    uploaded_by: Mapped[str] = mapped_column(String(100))
+    uploaded_at: Mapped[dt.datetime]
+
+
+class ReleaseImage(Base):
+    __tablename__ = "release_images"
+
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"), primary_key=True)
+    component: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    length: Mapped[int] = mapped_column(BigInteger)
+    signature: Mapped[str] = mapped_column(String(800))
+
+
+class FirmwareUpdate(Base):
+    """One UpdateFirmware sent to one station; ``id`` is the OCPP requestId."""
+
+    __tablename__ = "firmware_updates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    transaction_id: Mapped[str] = mapped_column(String(36), unique=True)
+    station_id: Mapped[str] = mapped_column(ForeignKey("stations.id"), index=True)
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"))
+    component: Mapped[str] = mapped_column(String(32))
+    requested_by: Mapped[str] = mapped_column(String(100))
+    response_status: Mapped[str | None] = mapped_column(String(30))
+    last_status: Mapped[str | None] = mapped_column(String(30))
+    outcome: Mapped[str] = mapped_column(String(20), default="pending")
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+
+
+class FirmwareStatusEvent(Base):
+    __tablename__ = "firmware_status_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    station_id: Mapped[str] = mapped_column(String(48), index=True)
+    request_id: Mapped[int | None]
+    transaction_id: Mapped[str | None] = mapped_column(String(36))
+    status: Mapped[str] = mapped_column(String(30))
+    received_at: Mapped[dt.datetime]
+
+
+class SecurityEvent(Base):
+    __tablename__ = "security_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    station_id: Mapped[str] = mapped_column(String(48), index=True)
+    type: Mapped[str] = mapped_column(String(50))
+    timestamp: Mapped[dt.datetime]
+    tech_info: Mapped[str | None] = mapped_column(String(255))
+    received_at: Mapped[dt.datetime]
+
+
+class BootEvent(Base):
+    __tablename__ = "boot_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    station_id: Mapped[str] = mapped_column(String(48), index=True)
+    reason: Mapped[str] = mapped_column(String(30))
+    firmware_version: Mapped[str | None] = mapped_column(String(50))
+    model: Mapped[str | None] = mapped_column(String(20))
+    vendor: Mapped[str | None] = mapped_column(String(50))
+    received_at: Mapped[dt.datetime]
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime]
+
+
+class AuditEntry(Base):
+    """Append-only: UPDATE and DELETE are refused by the database (see the migration)."""
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[dt.datetime]
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(60))
+    target: Mapped[str] = mapped_column(String(200))
+    transaction_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+Index("ix_audit_action", AuditEntry.action)
