@@ -172,12 +172,15 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(root: Path, pki: Pki, extra_env: dict[str, str] | None = None
+def running_server(root: Path, pki: Pki, extra_env: dict[str, str] | None = None,
+                   public_url: str | None = None
                    ) -> Iterator[Server]:
     data = root / "server-data"
-    proc = spawn(["server", "--data-dir", str(data), "--ocpp-port", "0", "--http-port", "0",
-                  "--manufacturer-root", str(pki.root_pem), "--log-level", "info"],
-                 root / "server.log", extra_env)
+    args = ["server", "--data-dir", str(data), "--ocpp-port", "0", "--http-port", "0",
+            "--manufacturer-root", str(pki.root_pem), "--log-level", "info"]
+    if public_url:
+        args += ["--public-url", public_url]
+    proc = spawn(args, root / "server.log", extra_env)
     try:
         info = wait_for(lambda: (data / "server.json").exists()
                         and json.loads((data / "server.json").read_text()), 30,
