@@ -7,8 +7,11 @@ line and mapped to an exit code; nothing else in the project exits the process.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from chargeward import __version__
 from chargeward.cli import agent, keys, pki, release, server, station
@@ -69,8 +72,23 @@ def run() -> None:
     try:
         app()
     except ChargewardError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(exit_code_for(e))
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+
+
+@app.command("demo")
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where the demo keeps its files.")] = Path(
+        "demo-data"),
+    stations: Annotated[int, typer.Option(min=1, max=50)] = 3,
+    keep_running: Annotated[bool, typer.Option(
+        "--keep-running", help="Keep the server and chargers up for a look around.")] = False,
+) -> None:
+    """Run the end-to-end demo: sign a release and update simulated chargers over OCPP."""
+    from chargeward.demo import run_demo
+
+    if not run_demo(workdir, stations=stations, keep_running=keep_running):
+        raise typer.Exit(1)

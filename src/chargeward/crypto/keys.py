@@ -7,9 +7,12 @@ Supported schemes:
   falls back to a prompt.
 * ``pkcs11:...``: reserved for hardware tokens (a later backend plugs in here).
 
-    >>> from chargeward.crypto.keys import generate_key
-    >>> signer = generate_key("file:/tmp/doc-key.pem", lambda: b"correct horse battery")  # doctest: +SKIP
+    >>> from chargeward.crypto.keys import generate_key, public_key_fingerprint
+    >>> secret = lambda: b"correct horse battery"
+    >>> signer = generate_key("file:/tmp/doc-key.pem", secret)  # doctest: +SKIP
     >>> der_signature = signer.sign_digest(hashlib.sha256(b"data").digest())  # doctest: +SKIP
+    >>> public_key_fingerprint(signer.public_key())  # doctest: +SKIP
+    '3b1f...'
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -27,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from chargeward.errors import ConfigError, KeyAccessError
 
-PASSPHRASE_ENV = "CHARGEWARD_KEY_PASSPHRASE"
+PASSPHRASE_ENV = "CHARGEWARD_KEY_PASSPHRASE"  # noqa: S105 (a variable name)
 MIN_PASSPHRASE_LENGTH = 12
 
 PassphraseSource = Callable[[], bytes]
@@ -63,7 +66,7 @@ class FileSigner:
     """An ECDSA P-256 key loaded from an encrypted PKCS#8 file."""
 
     uri: str
-    _key: ec.EllipticCurvePrivateKey
+    _key: ec.EllipticCurvePrivateKey = field(repr=False)
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
         return self._key.public_key()
@@ -108,8 +111,13 @@ def generate_key(uri: str, passphrase: PassphraseSource) -> Signer:
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(secret),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as e:
+        raise KeyAccessError(f"refusing to overwrite existing key file {path}") from e
+    except OSError as e:
+        raise KeyAccessError(f"cannot create key file {path}: {e.strerror}") from e
     with os.fdopen(fd, "wb") as fh:
         fh.write(pem)
         fh.flush()
@@ -135,3 +143,18 @@ def load_signer(uri: str, passphrase: PassphraseSource) -> Signer:
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
         raise KeyAccessError(f"{path} does not hold an ECDSA P-256 key")
     return FileSigner(normalise_uri(uri), key)
+
+
+def public_key_pem(key: ec.EllipticCurvePublicKey) -> str:
+    """The public key as a PEM ``PUBLIC KEY`` (SubjectPublicKeyInfo) block."""
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode("ascii")
+
+
+def public_key_fingerprint(key: ec.EllipticCurvePublicKey) -> str:
+    """SHA-256 of the DER SubjectPublicKeyInfo, hex (as ``openssl pkey -pubout -outform DER``)."""
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -18,8 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from chargeward.crypto.keys import Signer
-from chargeward.errors import RevokedCertificate, UntrustedCertificate
+from chargeward.crypto.keys import Signer, public_key_fingerprint
+from chargeward.errors import ConfigError, RevokedCertificate, UntrustedCertificate
 
 # AlgorithmIdentifier for ecdsa-with-SHA256 (RFC 5758 3.2), DER.
 _ECDSA_SHA256_ALGID = bytes.fromhex("300a06082a8648ce3d040302")
@@ -124,8 +126,12 @@ def issue_firmware_signing_certificate(
 ) -> x509.Certificate:
     """Issue a firmware-signing certificate for ``subject_key`` directly under the root."""
     now = now or _now()
-    if ca_signer.public_key().public_numbers() != _ec_key(ca_certificate).public_numbers():
+    if not key_matches_certificate(ca_signer.public_key(), ca_certificate):
         raise UntrustedCertificate("CA key does not match the CA certificate")
+    if not _is_ca(ca_certificate):
+        raise UntrustedCertificate("the issuing certificate is not a CA certificate")
+    if subject_key.public_numbers() == _ec_key(ca_certificate).public_numbers():
+        raise UntrustedCertificate("the firmware-signing key must differ from the CA key")
     not_after = min(now + dt.timedelta(days=days), ca_certificate.not_valid_after_utc)
     builder = (
         x509.CertificateBuilder()
@@ -167,6 +173,22 @@ def _ec_key(cert: x509.Certificate) -> ec.EllipticCurvePublicKey:
     return key
 
 
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def key_matches_certificate(key: ec.EllipticCurvePublicKey, cert: x509.Certificate) -> bool:
+    """True when ``cert`` certifies exactly ``key`` (e.g. ``signer.public_key()``)."""
+    cert_key = cert.public_key()
+    return (
+        isinstance(cert_key, ec.EllipticCurvePublicKey)
+        and cert_key.public_numbers() == key.public_numbers()
+    )
+
+
 def load_certificate(pem: bytes | str) -> x509.Certificate:
     """Parse one PEM certificate; anything malformed is untrusted."""
     data = pem.encode() if isinstance(pem, str) else pem
@@ -187,6 +209,29 @@ def load_certificates(pem: bytes) -> list[x509.Certificate]:
     return certs
 
 
+def _read_pem_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read certificate file {path}: {e.strerror}") from e
+
+
+def load_certificate_file(path: Path) -> x509.Certificate:
+    """Read a PEM file that must hold exactly one certificate."""
+    certs = load_certificates_file(path)
+    if len(certs) != 1:
+        raise ConfigError(f"{path} holds {len(certs)} certificates; expected exactly one")
+    return certs[0]
+
+
+def load_certificates_file(path: Path) -> list[x509.Certificate]:
+    """Read a PEM file of one or more certificates (e.g. a set of trust anchors)."""
+    try:
+        return load_certificates(_read_pem_file(path))
+    except UntrustedCertificate as e:
+        raise UntrustedCertificate(f"{path}: {e}") from e
+
+
 def certificate_pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
@@ -196,21 +241,13 @@ def certificate_fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
-def verify_firmware_signing_certificate(
-    cert: x509.Certificate,
-    anchors: list[x509.Certificate],
-    *,
-    now: dt.datetime | None = None,
-    revoked_serials: frozenset[int] = frozenset(),
-) -> x509.Certificate:
-    """Check ``cert`` is a valid firmware-signing certificate issued directly by an anchor.
+def check_signing_certificate(cert: x509.Certificate, *, now: dt.datetime | None = None) -> None:
+    """Check ``cert`` has the firmware-signing profile and is valid at ``now``.
 
-    Returns the anchor that issued it.  Raises :class:`UntrustedCertificate` (with the
-    reason) or :class:`RevokedCertificate`.
+    This does not look at the issuer; :func:`verify_firmware_signing_certificate` does both.
+    Raises :class:`UntrustedCertificate` with the reason.
     """
     now = now or _now()
-    if not anchors:
-        raise UntrustedCertificate("no ManufacturerRootCertificate installed")
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise UntrustedCertificate("signing certificate is not valid at this time")
     try:
@@ -229,8 +266,29 @@ def verify_firmware_signing_certificate(
     except x509.ExtensionNotFound:
         pass  # OCPP does not require EKU; when present it must allow code signing.
     _ec_key(cert)
+
+
+def verify_firmware_signing_certificate(
+    cert: x509.Certificate,
+    anchors: list[x509.Certificate],
+    *,
+    now: dt.datetime | None = None,
+    revoked_serials: frozenset[int] = frozenset(),
+) -> x509.Certificate:
+    """Check ``cert`` is a valid firmware-signing certificate issued directly by an anchor.
+
+    Returns the anchor that issued it.  Raises :class:`UntrustedCertificate` (with the
+    reason) or :class:`RevokedCertificate`.  Anchors that are not CA certificates are
+    ignored.
+
+        >>> root = verify_firmware_signing_certificate(cert, [root_ca])  # doctest: +SKIP
+    """
+    now = now or _now()
+    if not anchors:
+        raise UntrustedCertificate("no ManufacturerRootCertificate installed")
+    check_signing_certificate(cert, now=now)
     for anchor in anchors:
-        if anchor.subject != cert.issuer:
+        if anchor.subject != cert.issuer or not _is_ca(anchor):
             continue
         if not anchor.not_valid_before_utc <= now <= anchor.not_valid_after_utc:
             continue
@@ -242,3 +300,78 @@ def verify_firmware_signing_certificate(
             raise RevokedCertificate(f"signing certificate serial {cert.serial_number:x} revoked")
         return anchor
     raise UntrustedCertificate("signing certificate is not issued by an installed root")
+
+
+_KEY_USAGES = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+)
+
+
+@dataclass(frozen=True)
+class CertificateInfo:
+    """A readable summary of a certificate, for display.
+
+    >>> describe_certificate(root_ca).is_ca  # doctest: +SKIP
+    True
+    """
+
+    subject: str
+    issuer: str
+    serial: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    fingerprint: str
+    public_key_fingerprint: str
+    is_ca: bool
+    self_signed: bool
+    key_usage: tuple[str, ...]
+    extended_key_usage: tuple[str, ...]
+
+
+def _spki_fingerprint(cert: x509.Certificate) -> str:
+    key = cert.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return public_key_fingerprint(key)
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
+def describe_certificate(cert: x509.Certificate) -> CertificateInfo:
+    """Summarise ``cert``: names, validity, fingerprints, CA flag and key usages."""
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        usages = tuple(name for name in _KEY_USAGES if getattr(ku, name))
+    except x509.ExtensionNotFound:
+        usages = ()
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        extended = tuple(getattr(oid, "_name", oid.dotted_string) for oid in eku)
+    except x509.ExtensionNotFound:
+        extended = ()
+    self_signed = cert.issuer == cert.subject
+    if self_signed:
+        try:
+            cert.verify_directly_issued_by(cert)
+        except (ValueError, TypeError, InvalidSignature):
+            self_signed = False
+    return CertificateInfo(
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        serial=f"{cert.serial_number:x}",
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        fingerprint=certificate_fingerprint(cert),
+        public_key_fingerprint=_spki_fingerprint(cert),
+        is_ca=_is_ca(cert),
+        self_signed=self_signed,
+        key_usage=usages,
+        extended_key_usage=extended,
+    )

@@ -58,7 +58,9 @@ def sign_firmware_digest(signer: Signer, digest: Digest) -> str:
     return base64.b64encode(signer.sign_digest(digest.raw)).decode("ascii")
 
 
-def verify_firmware_signature(certificate: x509.Certificate, digest: Digest, signature: str) -> None:
+def verify_firmware_signature(
+    certificate: x509.Certificate, digest: Digest, signature: str
+) -> None:
     """Raise :class:`BadSignature` unless ``signature`` is the certificate key's over ``digest``."""
     if len(signature) > MAX_SIGNATURE_CHARS:
         raise BadSignature("signature longer than OCPP allows")

@@ -20,7 +20,7 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 def check_version(version: object) -> str:
     if not isinstance(version, str) or not version or len(version) > MAX_VERSION_CHARS:
         raise BundleError(f"version must be a string of 1-{MAX_VERSION_CHARS} characters")
-    if not _VERSION_RE.match(version):
+    if not _VERSION_RE.fullmatch(version):
         raise BundleError(f"version {version!r} may hold only letters, digits and . + _ -")
     return version
 
@@ -45,7 +45,7 @@ def check_models(models: object) -> tuple[str, ...]:
 
 
 def check_component(name: object) -> str:
-    if not isinstance(name, str) or not _COMPONENT_RE.match(name):
+    if not isinstance(name, str) or not _COMPONENT_RE.fullmatch(name):
         raise BundleError(
             "component name must be 1-32 lowercase letters, digits, '_' or '-', "
             f"got {name!r}"
@@ -54,7 +54,7 @@ def check_component(name: object) -> str:
 
 
 def check_sha256(value: object) -> str:
-    if not isinstance(value, str) or not _SHA256_RE.match(value):
+    if not isinstance(value, str) or not _SHA256_RE.fullmatch(value):
         raise BundleError("sha256 must be 64 lowercase hex digits")
     return value
 
@@ -81,7 +81,7 @@ class ImageHeader:
         check_component(self.component)
         check_version(self.version)
         check_security_version(self.security_version)
-        object.__setattr__(self, "hardware_models", check_models(list(self.hardware_models)))
+        object.__setattr__(self, "hardware_models", check_models(self.hardware_models))
         check_sha256(self.payload_sha256)
         check_length(self.payload_length)
 

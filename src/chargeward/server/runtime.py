@@ -113,10 +113,12 @@ async def run_server(config: ServerConfig,
         raise ConfigError(f"cannot listen for HTTP on {config.host}:{config.http_port}")
     http_port = uv.servers[0].sockets[0].getsockname()[1]
     host = f"[{config.host}]" if ":" in config.host else config.host
-    state.public_url = (config.public_url or f"http://{host}:{http_port}").rstrip("/")
+    api_url = f"http://{host}:{http_port}"
+    state.public_url = (config.public_url or api_url).rstrip("/")
     info: dict[str, object] = {
         "ocpp_url": f"ws://{host}:{ocpp_port}/ocpp/",
-        "api_url": state.public_url,
+        "api_url": api_url,
+        "download_base_url": state.public_url,
         "pid": os.getpid(),
     }
     write_private(config.data_dir / INFO_FILE, json.dumps(info).encode())

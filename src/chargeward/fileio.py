@@ -1,0 +1,87 @@
+"""Publishing files safely: written in full, flushed to disk, never over an existing file.
+
+A file is written to a hidden temporary name in the destination directory, fsynced, then
+linked into place, which fails if the destination appeared meanwhile; readers therefore
+see either nothing or the complete file.
+
+    >>> with new_file(Path("release.cwb")) as fh:  # doctest: +SKIP
+    ...     fh.write(data)
+    >>> write_new_file(Path("root.pem"), pem.encode())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from chargeward.errors import ConfigError, Conflict
+
+
+def refuse_existing(path: Path) -> None:
+    """Raise :class:`Conflict` if ``path`` exists (or is a dangling symlink)."""
+    if path.exists() or path.is_symlink():
+        raise Conflict(f"{path} already exists; refusing to overwrite it")
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _publish(tmp: Path, dest: Path) -> None:
+    try:
+        os.link(tmp, dest)
+    except FileExistsError as e:
+        raise Conflict(f"{dest} already exists; refusing to overwrite it") from e
+    except OSError:
+        refuse_existing(dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError as e:
+            raise ConfigError(f"cannot write {dest}: {e.strerror}") from e
+    else:
+        tmp.unlink()
+    _fsync_dir(dest.parent)
+
+
+@contextlib.contextmanager
+def new_file(dest: Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Yield a binary file that becomes ``dest`` when the block ends without error.
+
+    Raises :class:`Conflict` if ``dest`` exists (checked before and when publishing) and
+    :class:`ConfigError` if the directory is not writable.  On error nothing is left behind.
+    """
+    refuse_existing(dest)
+    directory = dest.parent if str(dest.parent) else Path(".")
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise ConfigError(f"cannot write to {directory}: {e.strerror}") from e
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        _publish(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_new_file(dest: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to the new file ``dest`` (see :func:`new_file`)."""
+    with new_file(dest, mode=mode) as fh:
+        fh.write(data)
