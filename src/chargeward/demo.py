@@ -35,8 +35,13 @@ from chargeward.errors import ChargewardError, TransportError
 from chargeward.release.bundle import build_bundle
 
 MODEL = "AC22"
-FINAL = {"Installed", "DownloadFailed", "InstallationFailed", "InstallVerificationFailed",
-         "InvalidSignature"}
+FINAL = {
+    "Installed",
+    "DownloadFailed",
+    "InstallationFailed",
+    "InstallVerificationFailed",
+    "InvalidSignature",
+}
 
 
 @dataclass
@@ -56,17 +61,27 @@ class Process:
 def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> Process:
     """Start ``chargeward ARGS`` as its own process, output to ``log``."""
     with log.open("wb") as fh:
-        p = subprocess.Popen([sys.executable, "-m", "chargeward", *args], stdout=fh,
-                             stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        p = subprocess.Popen(
+            [sys.executable, "-m", "chargeward", *args],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
     return Process(p, log)
 
 
 def run_cli(args: list[str], env: dict[str, str] | None = None) -> str:
-    r = subprocess.run([sys.executable, "-m", "chargeward", *args], capture_output=True,
-                       text=True, env={**os.environ, **(env or {})}, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "chargeward", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
     if r.returncode != 0:
-        raise ChargewardError(f"chargeward {args[0]} {args[1]} failed: "
-                              f"{(r.stderr or r.stdout).strip()}")
+        raise ChargewardError(
+            f"chargeward {args[0]} {args[1]} failed: {(r.stderr or r.stdout).strip()}"
+        )
     return r.stdout
 
 
@@ -87,27 +102,43 @@ def make_pki(d: Path, passphrase: bytes) -> tuple[Any, Any, Path]:
     root = create_root_ca(root_key, "Demo Chargers Ltd Manufacturer Root CA", "Demo Chargers Ltd")
     (d / "root-ca.pem").write_text(certificate_pem(root))
     signing_key = generate_key(f"file:{d}/firmware-signing.key", lambda: passphrase)
-    cert = issue_firmware_signing_certificate(root_key, root, signing_key.public_key(),
-                                              "Demo Chargers Ltd Firmware Signing",
-                                              "Demo Chargers Ltd")
+    cert = issue_firmware_signing_certificate(
+        root_key,
+        root,
+        signing_key.public_key(),
+        "Demo Chargers Ltd Firmware Signing",
+        "Demo Chargers Ltd",
+    )
     (d / "firmware-signing.pem").write_text(certificate_pem(cert))
     return signing_key, cert, d / "root-ca.pem"
 
 
 def _progress_table(rows: dict[str, dict[str, Any]]) -> Table:
-    t = Table("station", "firmware", "connected", "last status", "outcome",
-              title="Firmware update 1.0.0 -> 1.1.0")
+    t = Table(
+        "station",
+        "firmware",
+        "connected",
+        "last status",
+        "outcome",
+        title="Firmware update 1.0.0 -> 1.1.0",
+    )
     for sid, d in rows.items():
         last = d["firmware_statuses"][-1]["status"] if d.get("firmware_statuses") else "-"
         outcome = d["updates"][-1]["outcome"] if d.get("updates") else "-"
         style = {"succeeded": "green", "failed": "red"}.get(outcome, "yellow")
-        t.add_row(sid, d.get("firmware_version") or "-", "yes" if d.get("connected") else "no",
-                  last, f"[{style}]{outcome}[/]")
+        t.add_row(
+            sid,
+            d.get("firmware_version") or "-",
+            "yes" if d.get("connected") else "no",
+            last,
+            f"[{style}]{outcome}[/]",
+        )
     return t
 
 
-def run_demo(workdir: Path, *, stations: int = 3, keep_running: bool = False,
-             console: Console | None = None) -> bool:
+def run_demo(
+    workdir: Path, *, stations: int = 3, keep_running: bool = False, console: Console | None = None
+) -> bool:
     console = console or Console()
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -123,16 +154,37 @@ def run_demo(workdir: Path, *, stations: int = 3, keep_running: bool = False,
         payload = workdir / f"firmware-{version}.bin"
         payload.write_bytes(os.urandom(256 * 1024) + f"demo firmware {version}\n".encode())
         out = workdir / f"demo-{version}.cwb"
-        m = build_bundle(payload, out, version=version, security_version=sv,
-                         hardware_models=[MODEL], signer=signer, signing_certificate=cert)
+        m = build_bundle(
+            payload,
+            out,
+            version=version,
+            security_version=sv,
+            hardware_models=[MODEL],
+            signer=signer,
+            signing_certificate=cert,
+        )
         bundles[version] = out
-        console.print(f"built and signed {out.name}: release {m.release_id[:12]}, "
-                      f"security version {sv}")
+        console.print(
+            f"built and signed {out.name}: release {m.release_id[:12]}, security version {sv}"
+        )
 
     console.rule("[bold]2. Operator: management server and chargers")
     data = workdir / "server"
-    server = spawn(["server", "--data-dir", str(data), "--ocpp-port", "0", "--http-port", "0",
-                    "--manufacturer-root", str(root_pem)], workdir / "server.log", env)
+    server = spawn(
+        [
+            "server",
+            "--data-dir",
+            str(data),
+            "--ocpp-port",
+            "0",
+            "--http-port",
+            "0",
+            "--manufacturer-root",
+            str(root_pem),
+        ],
+        workdir / "server.log",
+        env,
+    )
     agents: list[Process] = []
     try:
         info = wait_for_file(data / "server.json", server)
@@ -140,24 +192,50 @@ def run_demo(workdir: Path, *, stations: int = 3, keep_running: bool = False,
         console.print(f"server up: OCPP {info['ocpp_url']}{{stationId}}, API {info['api_url']}")
         ids = [f"DEMO-{i:03d}" for i in range(1, stations + 1)]
         for sid in ids:
-            out = run_cli(["station", "add", sid, "--model", MODEL, "--data-dir", str(data)])
-            password = out.split("BasicAuthPassword:")[1].split()[0]
+            added = run_cli(["station", "add", sid, "--model", MODEL, "--data-dir", str(data)])
+            password = added.split("BasicAuthPassword:")[1].split()[0]
             state = workdir / "chargers" / sid
-            run_cli(["agent", "init", "--state-dir", str(state), "--station-id", sid,
-                     "--model", MODEL, "--root", str(root_pem),
-                     "--factory-bundle", str(bundles["1.0.0"])],
-                    {"CHARGEWARD_STATION_PASSWORD": password})
-            agents.append(spawn(["agent", "run", "--state-dir", str(state), "--csms",
-                                 str(info["ocpp_url"]), "--reconnect-delay", "1"],
-                                workdir / f"agent-{sid}.log"))
-        api = httpx.Client(base_url=str(info["api_url"]), timeout=30,
-                           headers={"Authorization": f"Bearer {token}"})
+            run_cli(
+                [
+                    "agent",
+                    "init",
+                    "--state-dir",
+                    str(state),
+                    "--station-id",
+                    sid,
+                    "--model",
+                    MODEL,
+                    "--root",
+                    str(root_pem),
+                    "--factory-bundle",
+                    str(bundles["1.0.0"]),
+                ],
+                {"CHARGEWARD_STATION_PASSWORD": password},
+            )
+            agents.append(
+                spawn(
+                    [
+                        "agent",
+                        "run",
+                        "--state-dir",
+                        str(state),
+                        "--csms",
+                        str(info["ocpp_url"]),
+                        "--reconnect-delay",
+                        "1",
+                    ],
+                    workdir / f"agent-{sid}.log",
+                )
+            )
+        api = httpx.Client(
+            base_url=str(info["api_url"]), timeout=30, headers={"Authorization": f"Bearer {token}"}
+        )
 
         def station(sid: str) -> dict[str, Any]:
             r = api.get(f"/api/v1/stations/{sid}")
             r.raise_for_status()
-            data: dict[str, Any] = r.json()
-            return data
+            body: dict[str, Any] = r.json()
+            return body
 
         deadline = time.monotonic() + 60
         while not all(station(s)["connected"] for s in ids):
@@ -171,12 +249,16 @@ def run_demo(workdir: Path, *, stations: int = 3, keep_running: bool = False,
         if r.status_code != 201:
             raise ChargewardError(f"upload refused: {r.text}")
         release = r.json()
-        console.print(f"release {release['version']} verified by the server and stored "
-                      f"(id {release['id'][:12]})")
+        console.print(
+            f"release {release['version']} verified by the server and stored "
+            f"(id {release['id'][:12]})"
+        )
         started = time.monotonic()
         for sid in ids:
-            r = api.post(f"/api/v1/stations/{sid}/firmware-updates",
-                         json={"release_id": release["id"], "retry_interval": 2})
+            r = api.post(
+                f"/api/v1/stations/{sid}/firmware-updates",
+                json={"release_id": release["id"], "retry_interval": 2},
+            )
             r.raise_for_status()
         rows = {s: station(s) for s in ids}
         with Live(_progress_table(rows), console=console, refresh_per_second=4) as live:
@@ -184,31 +266,43 @@ def run_demo(workdir: Path, *, stations: int = 3, keep_running: bool = False,
             while time.monotonic() < deadline:
                 rows = {s: station(s) for s in ids}
                 live.update(_progress_table(rows))
-                if all(d["updates"] and d["updates"][-1]["outcome"] != "pending"
-                       for d in rows.values()):
+                if all(
+                    d["updates"] and d["updates"][-1]["outcome"] != "pending" for d in rows.values()
+                ):
                     break
                 time.sleep(0.25)
         elapsed = time.monotonic() - started
 
         console.rule("[bold]Summary")
-        summary = Table("station", "before", "after", "OCPP statuses (L01)", "security events",
-                        "outcome")
+        summary = Table(
+            "station", "before", "after", "OCPP statuses (L01)", "security events", "outcome"
+        )
         ok = True
         for sid, d in rows.items():
             statuses = " > ".join(e["status"] for e in d["firmware_statuses"])
             events = ", ".join(e["type"] for e in d["security_events"]) or "-"
             outcome = d["updates"][-1]["outcome"]
             ok = ok and outcome == "succeeded" and d["firmware_version"] == "1.1.0"
-            summary.add_row(sid, d["boots"][0]["firmware_version"], d["firmware_version"],
-                            statuses, events, outcome)
+            summary.add_row(
+                sid,
+                d["boots"][0]["firmware_version"],
+                d["firmware_version"],
+                statuses,
+                events,
+                outcome,
+            )
         console.print(summary)
-        console.print(f"{sum(1 for d in rows.values() if d['updates'][-1]['outcome'] == 'succeeded')}"
-                      f"/{stations} chargers updated in {elapsed:.1f} s; audit trail at "
-                      f"{info['api_url']}/api/v1/audit")
+        console.print(
+            f"{sum(1 for d in rows.values() if d['updates'][-1]['outcome'] == 'succeeded')}"
+            f"/{stations} chargers updated in {elapsed:.1f} s; audit trail at "
+            f"{info['api_url']}/api/v1/audit"
+        )
         if keep_running:
-            console.print(f"server and chargers keep running; API docs at "
-                          f"{info['api_url']}/api/docs (token in {data / 'admin.token'}); "
-                          "press Ctrl-C to stop")
+            console.print(
+                f"server and chargers keep running; API docs at "
+                f"{info['api_url']}/api/docs (token in {data / 'admin.token'}); "
+                "press Ctrl-C to stop"
+            )
             try:
                 while True:
                     time.sleep(1)

@@ -25,16 +25,22 @@ async def _abuse(srv: Server, password: str) -> dict[str, object]:
     sub = {"subprotocols": ["ocpp2.0.1"]}
     seen: dict[str, object] = {
         "wrong password": await _status_of(
-            url, additional_headers={"Authorization": basic("CP-GOOD", "x" * 20)}, **sub),
+            url, additional_headers={"Authorization": basic("CP-GOOD", "x" * 20)}, **sub
+        ),
         "no credentials": await _status_of(url, **sub),
         "unknown station": await _status_of(
             srv.ocpp_url + "CP-NOBODY",
-            additional_headers={"Authorization": basic("CP-NOBODY", password)}, **sub),
+            additional_headers={"Authorization": basic("CP-NOBODY", password)},
+            **sub,
+        ),
         "username differs from path": await _status_of(
             srv.ocpp_url + "CP-NOBODY",
-            additional_headers={"Authorization": basic("CP-GOOD", password)}, **sub),
+            additional_headers={"Authorization": basic("CP-GOOD", password)},
+            **sub,
+        ),
         "missing subprotocol": await _status_of(
-            url, additional_headers={"Authorization": basic("CP-GOOD", password)}),
+            url, additional_headers={"Authorization": basic("CP-GOOD", password)}
+        ),
         "bad path": await _status_of(srv.ocpp_url.replace("/ocpp/", "/other/") + "CP-GOOD", **sub),
     }
     # Malformed frames on an authenticated connection (the real station is connected too:
@@ -42,16 +48,29 @@ async def _abuse(srv: Server, password: str) -> dict[str, object]:
     auth = {"Authorization": basic("CP-GOOD", password)}
     async with connect(url, additional_headers=auth, open_timeout=5, **sub) as ws:  # type: ignore[arg-type]
         replies = []
-        for frame in ['{"not": "an array"', "[]", '[2, "m1", "BootNotification"]',
-                      '[7, "m2", "Heartbeat", {}]', '[2, "m3", {"x": 1}, {}]',
-                      '[2, "m4", "NoSuchAction", {}]',
-                      '[2, "m5", "BootNotification", {"reason": 5}]']:
+        for frame in [
+            '{"not": "an array"',
+            "[]",
+            '[2, "m1", "BootNotification"]',
+            '[7, "m2", "Heartbeat", {}]',
+            '[2, "m3", {"x": 1}, {}]',
+            '[2, "m4", "NoSuchAction", {}]',
+            '[2, "m5", "BootNotification", {"reason": 5}]',
+        ]:
             await ws.send(frame)
             replies.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
         seen["frames"] = replies
         # Still a working OCPP session after all that.
-        await ws.send(json.dumps([2, "ok", "BootNotification", {
-            "reason": "PowerUp", "chargingStation": {"model": "AC22", "vendorName": "T"}}]))
+        await ws.send(
+            json.dumps(
+                [
+                    2,
+                    "ok",
+                    "BootNotification",
+                    {"reason": "PowerUp", "chargingStation": {"model": "AC22", "vendorName": "T"}},
+                ]
+            )
+        )
         seen["after"] = json.loads(await asyncio.wait_for(ws.recv(), 5))
     return seen
 
@@ -73,21 +92,26 @@ def test_refusals_are_clear_and_harmless(tmp_path: Path, pki: Pki, factory_bundl
         assert isinstance(frames, list)
         assert [f[0] for f in frames] == [4] * 7  # every bad frame answered with CALLERROR
         codes = [f[2] for f in frames]
-        assert codes[:4] == ["RpcFrameworkError", "RpcFrameworkError", "FormatViolation",
-                             "MessageTypeNotSupported"]
+        assert codes[:4] == [
+            "RpcFrameworkError",
+            "RpcFrameworkError",
+            "FormatViolation",
+            "MessageTypeNotSupported",
+        ]
         assert codes[4] == "FormatViolation"
         assert codes[5] in ("NotImplemented", "NotSupported")
-        assert codes[6] in ("FormatViolation", "TypeConstraintViolation",
-                            "FormationViolation")
+        assert codes[6] in ("FormatViolation", "TypeConstraintViolation", "FormationViolation")
         after = seen["after"]
         assert isinstance(after, list) and after[0] == 3 and after[2]["status"] == "Accepted"
 
         # The other station is still served: a full update goes through.
         release = srv.upload(update)
-        srv.api("POST", "/api/v1/stations/CP-OTHER/firmware-updates",
-                json={"release_id": release["id"]})
-        wait_for(lambda: srv.station("CP-OTHER")["firmware_version"] == "1.1.0", 30,
-                 "CP-OTHER to update")
+        srv.api(
+            "POST", "/api/v1/stations/CP-OTHER/firmware-updates", json={"release_id": release["id"]}
+        )
+        wait_for(
+            lambda: srv.station("CP-OTHER")["firmware_version"] == "1.1.0", 30, "CP-OTHER to update"
+        )
         log = srv.proc.output()
         for agent in srv.agents:
             assert_no_crash(agent.stop())

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.support.fleet import Pki, assert_no_crash, running_server, spawn, wait_for
+from tests.support.fleet import Pki, assert_no_crash, running_server, wait_for
 from tests.support.proxy import CuttingProxy
 
 IMAGE_PAYLOAD = 4 * 1024 * 1024
@@ -15,8 +15,7 @@ HEADER_ALLOWANCE = 2048  # HTTP response headers of two responses
 
 
 def test_interrupted_download_resumes(tmp_path: Path, pki: Pki, factory_bundle: Path) -> None:
-    bundle = pki.bundle(tmp_path / "big-1.1.0.cwb", "1.1.0", 2,
-                        payload=os.urandom(IMAGE_PAYLOAD))
+    bundle = pki.bundle(tmp_path / "big-1.1.0.cwb", "1.1.0", 2, payload=os.urandom(IMAGE_PAYLOAD))
     proxy = CuttingProxy(upstream=("127.0.0.1", 1), cut_first_after=CUT_AFTER)
     proxy_port = proxy.start()
     try:
@@ -27,12 +26,23 @@ def test_interrupted_download_resumes(tmp_path: Path, pki: Pki, factory_bundle: 
             srv.wait_connected("CP-RESUME")
             release = srv.upload(bundle)
             image_len = release["images"][0]["length"]
-            r = srv.api("POST", "/api/v1/stations/CP-RESUME/firmware-updates",
-                        json={"release_id": release["id"], "retry_interval": 1})
-            detail = wait_for(lambda: (d := srv.station("CP-RESUME"))["updates"][-1]["outcome"]
-                              != "pending" and d, 60, "update to finish")
-            statuses = [e["status"] for e in detail["firmware_statuses"]
-                        if e["request_id"] == r["request_id"]]
+            r = srv.api(
+                "POST",
+                "/api/v1/stations/CP-RESUME/firmware-updates",
+                json={"release_id": release["id"], "retry_interval": 1},
+            )
+            detail = wait_for(
+                lambda: (
+                    (d := srv.station("CP-RESUME"))["updates"][-1]["outcome"] != "pending" and d
+                ),
+                60,
+                "update to finish",
+            )
+            statuses = [
+                e["status"]
+                for e in detail["firmware_statuses"]
+                if e["request_id"] == r["request_id"]
+            ]
             assert statuses[-1] == "Installed", statuses
             assert "DownloadFailed" not in statuses and "InvalidSignature" not in statuses
             assert detail["firmware_version"] == "1.1.0"

@@ -6,12 +6,17 @@ from pathlib import Path
 
 from tests.support.fleet import Pki, assert_no_crash, cli, running_server, wait_for
 
-L01_HAPPY = ["Downloading", "Downloaded", "SignatureVerified", "Installing",
-             "InstallRebooting", "Installed"]
+L01_HAPPY = [
+    "Downloading",
+    "Downloaded",
+    "SignatureVerified",
+    "Installing",
+    "InstallRebooting",
+    "Installed",
+]
 
 
-def test_release_reaches_agent_in_l01_order(tmp_path: Path, pki: Pki,
-                                            factory_bundle: Path) -> None:
+def test_release_reaches_agent_in_l01_order(tmp_path: Path, pki: Pki, factory_bundle: Path) -> None:
     update = pki.bundle(tmp_path / "acme-1.1.0.cwb", "1.1.0", 2)
     with running_server(tmp_path, pki) as srv:
         agent, state = srv.start_agent(tmp_path, pki, "CP-0001", factory_bundle)
@@ -20,21 +25,33 @@ def test_release_reaches_agent_in_l01_order(tmp_path: Path, pki: Pki,
         release = srv.upload(update)
         assert release["version"] == "1.1.0"
 
-        r = srv.api("POST", "/api/v1/stations/CP-0001/firmware-updates",
-                    json={"release_id": release["id"], "retry_interval": 1})
+        r = srv.api(
+            "POST",
+            "/api/v1/stations/CP-0001/firmware-updates",
+            json={"release_id": release["id"], "retry_interval": 1},
+        )
         assert r["station_response"] == "Accepted"
         tid, rid = r["transaction_id"], r["request_id"]
 
-        detail = wait_for(lambda: (d := srv.station("CP-0001"))["updates"][-1]["outcome"]
-                          != "pending" and d, 60, "the update to finish")
+        detail = wait_for(
+            lambda: (d := srv.station("CP-0001"))["updates"][-1]["outcome"] != "pending" and d,
+            60,
+            "the update to finish",
+        )
         statuses = [e["status"] for e in detail["firmware_statuses"] if e["request_id"] == rid]
         assert statuses == L01_HAPPY
-        assert all(e["transaction_id"] == tid for e in detail["firmware_statuses"]
-                   if e["request_id"] == rid)
+        assert all(
+            e["transaction_id"] == tid
+            for e in detail["firmware_statuses"]
+            if e["request_id"] == rid
+        )
         assert detail["updates"][-1]["outcome"] == "succeeded"
         assert detail["firmware_version"] == "1.1.0"
-        assert detail["boots"][-1] == {**detail["boots"][-1], "reason": "FirmwareUpdate",
-                                       "firmware_version": "1.1.0"}
+        assert detail["boots"][-1] == {
+            **detail["boots"][-1],
+            "reason": "FirmwareUpdate",
+            "firmware_version": "1.1.0",
+        }
         assert [e["type"] for e in detail["security_events"]] == ["FirmwareUpdated"]
 
         status = cli("agent", "status", "--state-dir", str(state)).stdout

@@ -54,30 +54,52 @@ class Pki:
         root = create_root_ca(root_key, f"{name} Manufacturer Root CA", name)
         (d / "root.pem").write_text(certificate_pem(root))
         sk = generate_key(f"file:{d}/signing.key", _pass)
-        cert = issue_firmware_signing_certificate(root_key, root, sk.public_key(),
-                                                  f"{name} Firmware Signing", name)
+        cert = issue_firmware_signing_certificate(
+            root_key, root, sk.public_key(), f"{name} Firmware Signing", name
+        )
         (d / "signing.pem").write_text(certificate_pem(cert))
         return cls(d, root, d / "root.pem", sk, cert)
 
-    def bundle(self, out: Path, version: str, security_version: int, *,
-               payload: bytes | None = None, models: list[str] | None = None) -> Path:
+    def bundle(
+        self,
+        out: Path,
+        version: str,
+        security_version: int,
+        *,
+        payload: bytes | None = None,
+        models: list[str] | None = None,
+    ) -> Path:
         src = out.with_suffix(".payload")
-        src.write_bytes(payload if payload is not None else
-                        (f"firmware {version}\n".encode() * 4096))
-        build_bundle(src, out, version=version, security_version=security_version,
-                     hardware_models=models or [MODEL], signer=self.signing_signer,
-                     signing_certificate=self.signing_cert)
+        src.write_bytes(
+            payload if payload is not None else (f"firmware {version}\n".encode() * 4096)
+        )
+        build_bundle(
+            src,
+            out,
+            version=version,
+            security_version=security_version,
+            hardware_models=models or [MODEL],
+            signer=self.signing_signer,
+            signing_certificate=self.signing_cert,
+        )
         return out
 
 
-def cli(*args: str, env: dict[str, str] | None = None, check: bool = True,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     e = {**os.environ, "CHARGEWARD_KEY_PASSPHRASE": TEST_PASSPHRASE, **(env or {})}
-    r = subprocess.run([sys.executable, "-m", "chargeward", *args], capture_output=True,
-                       text=True, env=e, timeout=timeout)
+    r = subprocess.run(
+        [sys.executable, "-m", "chargeward", *args],
+        capture_output=True,
+        text=True,
+        env=e,
+        timeout=timeout,
+    )
     if check and r.returncode != 0:
-        raise AssertionError(f"chargeward {' '.join(args)} failed ({r.returncode}):\n"
-                             f"{r.stdout}\n{r.stderr}")
+        raise AssertionError(
+            f"chargeward {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+        )
     return r
 
 
@@ -102,14 +124,17 @@ class Proc:
 
 def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
     fh = log.open("w")
-    p = subprocess.Popen([sys.executable, "-m", "chargeward", *args], stdout=fh,
-                         stderr=subprocess.STDOUT, text=True,
-                         env={**os.environ, **(env or {})})
+    p = subprocess.Popen(
+        [sys.executable, "-m", "chargeward", *args],
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     return Proc(p, log)
 
 
-def wait_for(pred: Any, timeout: float = 30, what: str = "condition",
-             interval: float = 0.1) -> Any:
+def wait_for(pred: Any, timeout: float = 30, what: str = "condition", interval: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = pred()
@@ -130,8 +155,9 @@ class Server:
 
     @property
     def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.api_url, timeout=30,
-                            headers={"Authorization": f"Bearer {self.token}"})
+        return httpx.Client(
+            base_url=self.api_url, timeout=30, headers={"Authorization": f"Bearer {self.token}"}
+        )
 
     def api(self, method: str, path: str, **kw: Any) -> Any:
         with self.http as c:
@@ -146,45 +172,98 @@ class Server:
         return dict(self.api("GET", f"/api/v1/stations/{station_id}"))
 
     def add_station(self, station_id: str, model: str = MODEL) -> str:
-        out = cli("station", "add", station_id, "--model", model, "--data-dir",
-                  str(self.data_dir)).stdout
+        out = cli(
+            "station", "add", station_id, "--model", model, "--data-dir", str(self.data_dir)
+        ).stdout
         line = next(x for x in out.splitlines() if x.startswith("BasicAuthPassword:"))
         return line.split()[1]
 
-    def start_agent(self, root: Path, pki: Pki, station_id: str, factory: Path,
-                    *, password: str | None = None, model: str = MODEL) -> tuple[Proc, Path]:
+    def start_agent(
+        self,
+        root: Path,
+        pki: Pki,
+        station_id: str,
+        factory: Path,
+        *,
+        password: str | None = None,
+        model: str = MODEL,
+    ) -> tuple[Proc, Path]:
         password = password or self.add_station(station_id, model)
         state = root / f"state-{station_id}"
-        cli("agent", "init", "--state-dir", str(state), "--station-id", station_id,
-            "--model", model, "--root", str(pki.root_pem), "--factory-bundle", str(factory),
-            env={"CHARGEWARD_STATION_PASSWORD": password})
-        proc = spawn(["agent", "run", "--state-dir", str(state), "--csms", self.ocpp_url,
-                      "--reconnect-delay", "0.5", "--log-level", "info"],
-                     root / f"agent-{station_id}.log")
+        cli(
+            "agent",
+            "init",
+            "--state-dir",
+            str(state),
+            "--station-id",
+            station_id,
+            "--model",
+            model,
+            "--root",
+            str(pki.root_pem),
+            "--factory-bundle",
+            str(factory),
+            env={"CHARGEWARD_STATION_PASSWORD": password},
+        )
+        proc = spawn(
+            [
+                "agent",
+                "run",
+                "--state-dir",
+                str(state),
+                "--csms",
+                self.ocpp_url,
+                "--reconnect-delay",
+                "0.5",
+                "--log-level",
+                "info",
+            ],
+            root / f"agent-{station_id}.log",
+        )
         self.agents.append(proc)
         return proc, state
 
     def wait_connected(self, station_id: str, timeout: float = 30) -> dict[str, Any]:
-        return dict(wait_for(
-            lambda: (s := self.station(station_id))["connected"]
-            and s["firmware_version"] and s,
-            timeout, f"{station_id} to connect"))
+        return dict(
+            wait_for(
+                lambda: (
+                    (s := self.station(station_id))["connected"] and s["firmware_version"] and s
+                ),
+                timeout,
+                f"{station_id} to connect",
+            )
+        )
 
 
 @contextlib.contextmanager
-def running_server(root: Path, pki: Pki, extra_env: dict[str, str] | None = None,
-                   public_url: str | None = None
-                   ) -> Iterator[Server]:
+def running_server(
+    root: Path, pki: Pki, extra_env: dict[str, str] | None = None, public_url: str | None = None
+) -> Iterator[Server]:
     data = root / "server-data"
-    args = ["server", "--data-dir", str(data), "--ocpp-port", "0", "--http-port", "0",
-            "--manufacturer-root", str(pki.root_pem), "--log-level", "info"]
+    args = [
+        "server",
+        "--data-dir",
+        str(data),
+        "--ocpp-port",
+        "0",
+        "--http-port",
+        "0",
+        "--manufacturer-root",
+        str(pki.root_pem),
+        "--log-level",
+        "info",
+    ]
     if public_url:
         args += ["--public-url", public_url]
     proc = spawn(args, root / "server.log", extra_env)
     try:
-        info = wait_for(lambda: (data / "server.json").exists()
-                        and json.loads((data / "server.json").read_text()), 30,
-                        "server to start")
+        info = wait_for(
+            lambda: (
+                (data / "server.json").exists() and json.loads((data / "server.json").read_text())
+            ),
+            30,
+            "server to start",
+        )
         token = (data / "admin.token").read_text().strip()
         srv = Server(data, proc, info["ocpp_url"], info["api_url"], token)
         yield srv

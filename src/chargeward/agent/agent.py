@@ -81,8 +81,7 @@ class UpdateJob:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, *,
-                 clock: Callable[[], dt.datetime] = utc_now) -> None:
+    def __init__(self, config: AgentConfig, *, clock: Callable[[], dt.datetime] = utc_now) -> None:
         self.config = config
         self.state = StateDir(config.state_dir)
         self.clock = clock
@@ -107,8 +106,12 @@ class Agent:
         while not self.stop_requested.is_set():
             self.boots += 1
             booted = bootloader.boot(self.state)
-            LOG.info("%s: booted slot %s, firmware %s", self.identity.station_id, booted.slot,
-                     booted.header.version)
+            LOG.info(
+                "%s: booted slot %s, firmware %s",
+                self.identity.station_id,
+                booted.slot,
+                booted.header.version,
+            )
             self._reboot.clear()
             await self._serve_boot(booted)
 
@@ -132,14 +135,22 @@ class Agent:
         first = True
         while not self._reboot.is_set():
             try:
-                async with connect(self.url, subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-                                   additional_headers=self._auth_header(), open_timeout=15,
-                                   max_size=256 * 1024, ping_interval=60) as ws:
+                async with connect(
+                    self.url,
+                    subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                    additional_headers=self._auth_header(),
+                    open_timeout=15,
+                    max_size=256 * 1024,
+                    ping_interval=60,
+                ) as ws:
                     await self._session(ws, booted, first)
                     first = False
             except InvalidStatus as e:
-                LOG.error("%s: CSMS refused the connection: HTTP %s", self.identity.station_id,
-                          e.response.status_code)
+                LOG.error(
+                    "%s: CSMS refused the connection: HTTP %s",
+                    self.identity.station_id,
+                    e.response.status_code,
+                )
             except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as e:
                 LOG.info("%s: connection to CSMS failed: %s", self.identity.station_id, e)
             if not self._reboot.is_set():
@@ -156,8 +167,9 @@ class Agent:
         self._installing = False
 
     async def _session(self, ws: ClientConnection, booted: Booted, first: bool) -> None:
-        cp = StationChargePoint(self.identity.station_id, ws, self,
-                                response_timeout=self.config.response_timeout)
+        cp = StationChargePoint(
+            self.identity.station_id, ws, self, response_timeout=self.config.response_timeout
+        )
         self._cp = cp
         reader = asyncio.create_task(cp.start())
         self._online.set()
@@ -199,21 +211,29 @@ class Agent:
 
     async def _status(self, status: str, request_id: int | None) -> None:
         self.state.set_last_status(status, request_id)
-        LOG.info("%s: firmware status %s (request %s)", self.identity.station_id, status,
-                 request_id)
+        LOG.info(
+            "%s: firmware status %s (request %s)", self.identity.station_id, status, request_id
+        )
         await self._call(call.FirmwareStatusNotification(status=status, request_id=request_id))
 
     async def _security_event(self, type: str, tech_info: str) -> None:
         LOG.warning("%s: security event %s: %s", self.identity.station_id, type, tech_info)
-        await self._call(call.SecurityEventNotification(
-            type=type, timestamp=ocpp_time(self.clock()), tech_info=tech_info[:TECH_INFO_MAX]))
+        await self._call(
+            call.SecurityEventNotification(
+                type=type, timestamp=ocpp_time(self.clock()), tech_info=tech_info[:TECH_INFO_MAX]
+            )
+        )
 
     async def _send_connector_status(self) -> None:
         for connector in range(1, self.config.connectors + 1):
-            await self._call(call.StatusNotification(
-                timestamp=ocpp_time(self.clock()),
-                connector_status=ConnectorStatusEnumType.available,
-                evse_id=connector, connector_id=1))
+            await self._call(
+                call.StatusNotification(
+                    timestamp=ocpp_time(self.clock()),
+                    connector_status=ConnectorStatusEnumType.available,
+                    evse_id=connector,
+                    connector_id=1,
+                )
+            )
 
     async def _heartbeats(self) -> None:
         while True:
@@ -222,16 +242,26 @@ class Agent:
 
     async def _startup(self, booted: Booted) -> None:
         inst = self.state.install_state()
-        updating = (inst is not None and inst.phase in ("written", "rebooting")
-                    and inst.target_slot == booted.slot and not booted.fell_back)
+        updating = (
+            inst is not None
+            and inst.phase in ("written", "rebooting")
+            and inst.target_slot == booted.slot
+            and not booted.fell_back
+        )
         reason = "FirmwareUpdate" if updating else self._boot_reason
         ident = self.identity
         while True:
-            result = await self._call(call.BootNotification(
-                charging_station={"model": ident.model, "vendor_name": ident.vendor,
-                                  "serial_number": ident.serial_number,
-                                  "firmware_version": booted.header.version},
-                reason=reason))
+            result = await self._call(
+                call.BootNotification(
+                    charging_station={
+                        "model": ident.model,
+                        "vendor_name": ident.vendor,
+                        "serial_number": ident.serial_number,
+                        "firmware_version": booted.header.version,
+                    },
+                    reason=reason,
+                )
+            )
             self._heartbeat_interval = max(int(result.interval or 300), 1)
             if result.status == "Accepted":
                 break
@@ -239,8 +269,9 @@ class Agent:
         self._boot_reason = "PowerUp"
         if updating:
             assert inst is not None
-            await self._security_event("FirmwareUpdated",
-                                       f"firmware {inst.version} running from slot {booted.slot}")
+            await self._security_event(
+                "FirmwareUpdated", f"firmware {inst.version} running from slot {booted.slot}"
+            )
         await self._send_connector_status()
         # Healthy: booted, verified, connected, connectors Available -> commit (mark good).
         done = bootloader.commit(self.state, booted)
@@ -256,26 +287,36 @@ class Agent:
         if inst.phase == "rolled_back":
             self.state.set_install_state(replace(inst, phase="failed"))
             await self._status("InstallationFailed", inst.request_id)
-            await self._security_event("FirmwareUpdateRolledBack",
-                                       f"{inst.version}: {inst.detail}; running {booted.header.version}")
+            await self._security_event(
+                "FirmwareUpdateRolledBack",
+                f"{inst.version}: {inst.detail}; running {booted.header.version}",
+            )
         elif inst.phase in ("pending", "written"):
             # Power was lost while the slot was being written: the old slot still runs.
-            self.state.set_install_state(replace(inst, phase="failed",
-                                                 detail="interrupted while writing the slot"))
+            self.state.set_install_state(
+                replace(inst, phase="failed", detail="interrupted while writing the slot")
+            )
             await self._status("InstallationFailed", inst.request_id)
 
     # -- StationController: requests from the CSMS ----------------------------------------
 
-    def update_firmware(self, request_id: int, firmware: dict[str, Any], retries: int | None,
-                        retry_interval: int | None) -> str:
+    def update_firmware(
+        self,
+        request_id: int,
+        firmware: dict[str, Any],
+        retries: int | None,
+        retry_interval: int | None,
+    ) -> str:
         """OCPP L01: decide the UpdateFirmware response (certificate check, busy state)."""
         if self._installing:
             return "Rejected"  # an install cannot be cancelled half-way
         pem = firmware.get("signing_certificate")
         signature = firmware.get("signature")
         if not pem or not signature:
-            self._pending_event = ("InvalidFirmwareSigningCertificate",
-                                   "unsigned firmware refused: no signing certificate/signature")
+            self._pending_event = (
+                "InvalidFirmwareSigningCertificate",
+                "unsigned firmware refused: no signing certificate/signature",
+            )
             return "InvalidCertificate"
         try:
             cert = check_signing_certificate(pem, self.state.trust_anchors(), self.clock())
@@ -293,11 +334,17 @@ class Agent:
             return "Rejected"
         busy = self._update_task is not None and not self._update_task.done()
         self._job = UpdateJob(
-            request_id=request_id, location=firmware["location"], signature=signature,
-            certificate=cert, retrieve_at=retrieve_at, install_at=install_at,
+            request_id=request_id,
+            location=firmware["location"],
+            signature=signature,
+            certificate=cert,
+            retrieve_at=retrieve_at,
+            install_at=install_at,
             retries=self.config.default_retries if retries is None else retries,
-            retry_interval=(self.config.default_retry_interval if retry_interval is None
-                            else retry_interval))
+            retry_interval=(
+                self.config.default_retry_interval if retry_interval is None else retry_interval
+            ),
+        )
         return "AcceptedCanceled" if busy else "Accepted"
 
     async def after_update_firmware(self, request_id: int, status: str) -> None:
@@ -318,8 +365,11 @@ class Agent:
             if status is None or status == "Installed":  # OCPP L01.FR.26 / L01.FR.27
                 await self._call(call.FirmwareStatusNotification(status="Idle"))
             else:
-                await self._call(call.FirmwareStatusNotification(
-                    status=status, request_id=last.get("request_id")))
+                await self._call(
+                    call.FirmwareStatusNotification(
+                        status=status, request_id=last.get("request_id")
+                    )
+                )
         elif what == "Heartbeat":
             await self._call(call.Heartbeat())
 
@@ -348,9 +398,14 @@ class Agent:
             stats = download.DownloadStats()
             self.download_stats.append(stats)
             try:
-                await download.fetch(job.location, part, max_bytes=self.config.max_image_bytes,
-                                     retries=job.retries, retry_interval=job.retry_interval,
-                                     stats=stats)
+                await download.fetch(
+                    job.location,
+                    part,
+                    max_bytes=self.config.max_image_bytes,
+                    retries=job.retries,
+                    retry_interval=job.retry_interval,
+                    stats=stats,
+                )
             except TransportError as e:
                 LOG.warning("%s: download failed: %s", self.identity.station_id, e)
                 part.unlink(missing_ok=True)
@@ -359,8 +414,13 @@ class Agent:
             await self._status("Downloaded", rid)
             try:
                 verified = await asyncio.to_thread(
-                    verify_image, part, job.certificate, job.signature,
-                    model=self.identity.model, rollback_floor=self.state.rollback_floor())
+                    verify_image,
+                    part,
+                    job.certificate,
+                    job.signature,
+                    model=self.identity.model,
+                    rollback_floor=self.state.rollback_floor(),
+                )
             except BadSignature as e:
                 part.unlink(missing_ok=True)
                 await self._status("InvalidSignature", rid)
@@ -402,16 +462,32 @@ class Agent:
         bc = self.state.boot_control()
         target = other(bc.active)
         h = image.header
-        self.state.set_install_state(InstallState(request_id, "pending", target, h.version,
-                                                  h.security_version))
+        self.state.set_install_state(
+            InstallState(request_id, "pending", target, h.version, h.security_version)
+        )
         self.state.set_slot_info(target, None)
         atomic_copy(image.path, self.state.slot_image(target))
-        self.state.set_slot_info(target, SlotInfo(
-            sha256=image.sha256, length=image.length, signature=image.signature,
-            signing_certificate=image.signing_certificate, component=h.component,
-            version=h.version, security_version=h.security_version))
-        self.state.set_install_state(InstallState(request_id, "written", target, h.version,
-                                                  h.security_version))
-        self.state.set_boot_control(replace(bc, active=target, trial=True,
-                                            attempts_left=self.config.boot_attempts,
-                                            previous=bc.active))
+        self.state.set_slot_info(
+            target,
+            SlotInfo(
+                sha256=image.sha256,
+                length=image.length,
+                signature=image.signature,
+                signing_certificate=image.signing_certificate,
+                component=h.component,
+                version=h.version,
+                security_version=h.security_version,
+            ),
+        )
+        self.state.set_install_state(
+            InstallState(request_id, "written", target, h.version, h.security_version)
+        )
+        self.state.set_boot_control(
+            replace(
+                bc,
+                active=target,
+                trial=True,
+                attempts_left=self.config.boot_attempts,
+                previous=bc.active,
+            )
+        )

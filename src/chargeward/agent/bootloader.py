@@ -34,8 +34,9 @@ def _check(state: StateDir, slot: str) -> ImageHeader:
     info = state.slot_info(slot)
     if info is None:
         raise BundleError(f"slot {slot} holds no installed image")
-    header = secure_boot_check(state.slot_image(slot), info.signature,
-                               info.signing_certificate, state.trust_anchors())
+    header = secure_boot_check(
+        state.slot_image(slot), info.signature, info.signing_certificate, state.trust_anchors()
+    )
     if header.version != info.version or header.security_version != info.security_version:
         raise BundleError(f"slot {slot} metadata does not match its image")
     return header
@@ -45,10 +46,15 @@ def _fall_back(state: StateDir, bc: BootControl, reason: str) -> Booted:
     target = bc.previous or other(bc.active)
     LOG.warning("trial slot %s failed (%s); falling back to slot %s", bc.active, reason, target)
     header = _check(state, target)  # raises if the fallback is bad too
-    state.set_boot_control(BootControl(active=target, trial=False, attempts_left=0,
-                                       previous=bc.active))
+    state.set_boot_control(
+        BootControl(active=target, trial=False, attempts_left=0, previous=bc.active)
+    )
     inst = state.install_state()
-    if inst is not None and inst.phase in ("written", "rebooting") and inst.target_slot == bc.active:
+    if (
+        inst is not None
+        and inst.phase in ("written", "rebooting")
+        and inst.target_slot == bc.active
+    ):
         state.set_install_state(replace(inst, phase="rolled_back", detail=reason))
     return Booted(target, header, fell_back=True, fallback_reason=reason)
 
@@ -79,11 +85,16 @@ def commit(state: StateDir, booted: Booted) -> InstallState | None:
     """Mark the running trial slot good and raise the rollback floor (rauc's mark-good)."""
     bc = state.boot_control()
     if bc.trial and bc.active == booted.slot:
-        state.set_boot_control(BootControl(active=booted.slot, trial=False, attempts_left=0,
-                                           previous=bc.previous))
+        state.set_boot_control(
+            BootControl(active=booted.slot, trial=False, attempts_left=0, previous=bc.previous)
+        )
     state.raise_rollback_floor(booted.header.security_version)
     inst = state.install_state()
-    if inst is not None and inst.phase in ("written", "rebooting") and inst.target_slot == booted.slot:
+    if (
+        inst is not None
+        and inst.phase in ("written", "rebooting")
+        and inst.target_slot == booted.slot
+    ):
         done = replace(inst, phase="ok")
         state.set_install_state(done)
         return done

@@ -34,9 +34,17 @@ class DownloadStats:
     resumed_from: list[int] | None = None
 
 
-async def fetch(url: str, part: Path, *, max_bytes: int, retries: int, retry_interval: float,
-                timeout: float = 30.0, stats: DownloadStats | None = None,
-                sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> Path:
+async def fetch(
+    url: str,
+    part: Path,
+    *,
+    max_bytes: int,
+    retries: int,
+    retry_interval: float,
+    timeout: float = 30.0,
+    stats: DownloadStats | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Path:
     """Download ``url`` into ``part``, resuming from what ``part`` already holds."""
     stats = stats or DownloadStats()
     stats.resumed_from = stats.resumed_from or []
@@ -53,13 +61,17 @@ async def fetch(url: str, part: Path, *, max_bytes: int, retries: int, retry_int
                 raise
             except (httpx.TransportError, httpx.StreamError, OSError) as e:
                 last_error = e
-                LOG.info("download interrupted after %d bytes: %s",
-                         part.stat().st_size if part.exists() else 0, e)
+                LOG.info(
+                    "download interrupted after %d bytes: %s",
+                    part.stat().st_size if part.exists() else 0,
+                    e,
+                )
     raise TransportError(f"download failed after {retries + 1} attempts: {last_error}")
 
 
-async def _one_attempt(client: httpx.AsyncClient, url: str, part: Path, max_bytes: int,
-                       stats: DownloadStats) -> bool:
+async def _one_attempt(
+    client: httpx.AsyncClient, url: str, part: Path, max_bytes: int, stats: DownloadStats
+) -> bool:
     have = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={have}-"} if have else {}
     if have:

@@ -18,8 +18,9 @@ from chargeward.release.bundle import verify_bundle
 from chargeward.server.passwords import check_password_policy
 
 
-def provision(state_dir: Path, *, identity: Identity, password: str, roots_pem: bytes,
-              factory_bundle: Path) -> SlotInfo:
+def provision(
+    state_dir: Path, *, identity: Identity, password: str, roots_pem: bytes, factory_bundle: Path
+) -> SlotInfo:
     state = StateDir(state_dir)
     if (state_dir / "identity.json").exists():
         raise Conflict(f"{state_dir} is already provisioned")
@@ -29,16 +30,23 @@ def provision(state_dir: Path, *, identity: Identity, password: str, roots_pem: 
         verified = verify_bundle(factory_bundle, roots, workdir=Path(tmp) / "x")
         image = verified.images[0]
         if identity.model not in image.header.hardware_models:
-            raise IncompatibleImage(f"factory image is for {', '.join(image.header.hardware_models)}"
-                                    f", not {identity.model}")
+            raise IncompatibleImage(
+                f"factory image is for {', '.join(image.header.hardware_models)}"
+                f", not {identity.model}"
+            )
         state_dir.mkdir(parents=True, exist_ok=True)
         state.set_trust_anchors(roots_pem)
         state.set_password(password)
         atomic_copy(image.file, state.slot_image("a"))
-    info = SlotInfo(sha256=image.sha256, length=image.length, signature=image.signature,
-                    signing_certificate=verified.signing_certificate_pem,
-                    component=image.component, version=image.header.version,
-                    security_version=image.header.security_version)
+    info = SlotInfo(
+        sha256=image.sha256,
+        length=image.length,
+        signature=image.signature,
+        signing_certificate=verified.signing_certificate_pem,
+        component=image.component,
+        version=image.header.version,
+        security_version=image.header.security_version,
+    )
     state.set_slot_info("a", info)
     state.raise_rollback_floor(info.security_version)
     state.set_boot_control(BootControl(active="a"))

@@ -98,8 +98,10 @@ class StateDir:
     def identity(self) -> Identity:
         data = read_json(self.root / "identity.json")
         if data is None:
-            raise ConfigError(f"{self.root} is not a provisioned charger state directory "
-                              "(run 'chargeward agent init')")
+            raise ConfigError(
+                f"{self.root} is not a provisioned charger state directory "
+                "(run 'chargeward agent init')"
+            )
         return Identity(**data)
 
     def set_identity(self, ident: Identity) -> None:

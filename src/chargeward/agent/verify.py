@@ -26,8 +26,9 @@ from chargeward.release.image import check_image
 _TOKEN = object()
 
 
-def check_signing_certificate(pem: str, anchors: list[x509.Certificate],
-                              now: dt.datetime) -> x509.Certificate:
+def check_signing_certificate(
+    pem: str, anchors: list[x509.Certificate], now: dt.datetime
+) -> x509.Certificate:
     """OCPP L01: the signing certificate must chain to an installed ManufacturerRootCertificate.
 
     Raises UntrustedCertificate or RevokedCertificate.
@@ -59,8 +60,9 @@ def verify_signature(path: Path, cert: x509.Certificate, signature: str) -> tupl
     return digest.sha256, digest.length
 
 
-def verify_image(path: Path, cert: x509.Certificate, signature: str, *, model: str,
-                 rollback_floor: int) -> VerifiedImage:
+def verify_image(
+    path: Path, cert: x509.Certificate, signature: str, *, model: str, rollback_floor: int
+) -> VerifiedImage:
     """Everything that must hold before an image may be written to a slot.
 
     Raises BadSignature (signature), IntegrityError/BundleError (image format), IncompatibleImage
@@ -73,23 +75,27 @@ def verify_image(path: Path, cert: x509.Certificate, signature: str, *, model: s
         raise IntegrityError(f"signed file is not a valid firmware image: {e}") from e
     if model not in header.hardware_models:
         raise IncompatibleImage(
-            f"image is for {', '.join(header.hardware_models)}, this charger is a {model}")
+            f"image is for {', '.join(header.hardware_models)}, this charger is a {model}"
+        )
     if header.security_version < rollback_floor:
         raise RollbackRefused(
             f"security version {header.security_version} is below the rollback floor "
-            f"{rollback_floor}")
+            f"{rollback_floor}"
+        )
     return VerifiedImage(path, sha256, length, signature, certificate_pem(cert), header, _TOKEN)
 
 
-def secure_boot_check(image: Path, signature: str, signing_certificate: str,
-                      anchors: list[x509.Certificate]) -> ImageHeader:
+def secure_boot_check(
+    image: Path, signature: str, signing_certificate: str, anchors: list[x509.Certificate]
+) -> ImageHeader:
     """The bootloader's check of a slot: origin (certificate), signature and contents.
 
     Validity periods are not checked at boot: the certificate was valid when the image was
     installed, and a charger must not stop booting the day a certificate expires.
     """
     cert = load_certificate(signing_certificate)
-    verify_firmware_signing_certificate(cert, anchors, now=cert.not_valid_before_utc
-                                        + dt.timedelta(seconds=1))
+    verify_firmware_signing_certificate(
+        cert, anchors, now=cert.not_valid_before_utc + dt.timedelta(seconds=1)
+    )
     verify_signature(image, cert, signature)
     return check_image(image)

@@ -19,9 +19,10 @@ from chargeward.cli.common import console
 
 app = typer.Typer(no_args_is_help=True)
 
-StateDirOpt = Annotated[Path, typer.Option("--state-dir", help="The charger's flash.",
-                                           file_okay=False)]
-PASSWORD_ENV = "CHARGEWARD_STATION_PASSWORD"
+StateDirOpt = Annotated[
+    Path, typer.Option("--state-dir", help="The charger's flash.", file_okay=False)
+]
+PASSWORD_ENV = "CHARGEWARD_STATION_PASSWORD"  # noqa: S105 (a variable name)
 
 
 @app.command("init")
@@ -29,26 +30,38 @@ def init(
     state_dir: StateDirOpt,
     station_id: Annotated[str, typer.Option(help="Station identity (= OCPP username).")],
     model: Annotated[str, typer.Option(help="Hardware model.")],
-    root: Annotated[Path, typer.Option(help="Manufacturer Root CA certificate(s), PEM.",
-                                       exists=True, dir_okay=False)],
-    factory_bundle: Annotated[Path, typer.Option(help="Release bundle for the factory image.",
-                                                 exists=True, dir_okay=False)],
+    root: Annotated[
+        Path,
+        typer.Option(help="Manufacturer Root CA certificate(s), PEM.", exists=True, dir_okay=False),
+    ],
+    factory_bundle: Annotated[
+        Path,
+        typer.Option(help="Release bundle for the factory image.", exists=True, dir_okay=False),
+    ],
     vendor: Annotated[str, typer.Option()] = "Chargeward",
     serial_number: Annotated[str | None, typer.Option(help="Default: the station id.")] = None,
 ) -> None:
-    """Provision a charger state directory (factory step). Password from $CHARGEWARD_STATION_PASSWORD."""
+    """Provision a charger state directory (factory step).
+
+    The BasicAuthPassword comes from $CHARGEWARD_STATION_PASSWORD or a prompt.
+    """
     password = os.environ.get(PASSWORD_ENV)
     if not password:
         password = typer.prompt("BasicAuthPassword", hide_input=True)
     try:
-        info = provision(state_dir, identity=Identity(station_id, model, vendor,
-                                                      serial_number or station_id[:25]),
-                         password=password, roots_pem=root.read_bytes(),
-                         factory_bundle=factory_bundle)
+        info = provision(
+            state_dir,
+            identity=Identity(station_id, model, vendor, serial_number or station_id[:25]),
+            password=password,
+            roots_pem=root.read_bytes(),
+            factory_bundle=factory_bundle,
+        )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
-    console.print(f"provisioned {station_id}: firmware {info.version} in slot a, "
-                  f"rollback floor {info.security_version}")
+    console.print(
+        f"provisioned {station_id}: firmware {info.version} in slot a, "
+        f"rollback floor {info.security_version}"
+    )
 
 
 @app.command("run")
@@ -60,10 +73,17 @@ def run(
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Run the charger: connect, boot, and install firmware updates as the CSMS asks."""
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    agent = Agent(AgentConfig(state_dir=state_dir, csms_url=csms, connectors=connectors,
-                              reconnect_delay=reconnect_delay))
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    agent = Agent(
+        AgentConfig(
+            state_dir=state_dir,
+            csms_url=csms,
+            connectors=connectors,
+            reconnect_delay=reconnect_delay,
+        )
+    )
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -84,12 +104,20 @@ def status(state_dir: StateDirOpt) -> None:
     st = StateDir(state_dir)
     ident = st.identity()
     bc = st.boot_control()
-    console.print(f"station {ident.station_id} ({ident.model}), active slot {bc.active}"
-                  f"{' (trial)' if bc.trial else ''}, rollback floor {st.rollback_floor()}")
+    console.print(
+        f"station {ident.station_id} ({ident.model}), active slot {bc.active}"
+        f"{' (trial)' if bc.trial else ''}, rollback floor {st.rollback_floor()}"
+    )
     for slot in ("a", "b"):
         info = st.slot_info(slot)
-        console.print(f"  slot {slot}: " + (f"{info.version} (security {info.security_version}, "
-                                            f"sha256 {info.sha256[:12]})" if info else "empty"))
+        console.print(
+            f"  slot {slot}: "
+            + (
+                f"{info.version} (security {info.security_version}, sha256 {info.sha256[:12]})"
+                if info
+                else "empty"
+            )
+        )
     inst = st.install_state()
     if inst:
         console.print(f"last install: request {inst.request_id}, {inst.version}, {inst.phase}")

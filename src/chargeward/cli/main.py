@@ -82,10 +82,13 @@ def run() -> None:
 @app.command("demo")
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where the demo keeps its files.")] = Path(
-        "demo-data"),
+        "demo-data"
+    ),
     stations: Annotated[int, typer.Option(min=1, max=50)] = 3,
-    keep_running: Annotated[bool, typer.Option(
-        "--keep-running", help="Keep the server and chargers up for a look around.")] = False,
+    keep_running: Annotated[
+        bool,
+        typer.Option("--keep-running", help="Keep the server and chargers up for a look around."),
+    ] = False,
 ) -> None:
     """Run the end-to-end demo: sign a release and update simulated chargers over OCPP."""
     from chargeward.demo import run_demo

@@ -21,7 +21,9 @@ app = typer.Typer(no_args_is_help=True)
 @app.command("add")
 def add(
     station_id: str,
-    model: Annotated[str | None, typer.Option(help="Hardware model (as in BootNotification).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Hardware model (as in BootNotification).")
+    ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Register a station and print its generated BasicAuthPassword (shown only once)."""
@@ -30,9 +32,9 @@ def add(
         db = await Database.open(data_dir=data_dir)
         try:
             async with db.session() as s:
-                return await services.register_station(s, station_id, model=model,
-                                                       actor=actor(),
-                                                       now=dt.datetime.now(dt.UTC))
+                return await services.register_station(
+                    s, station_id, model=model, actor=actor(), now=dt.datetime.now(dt.UTC)
+                )
         finally:
             await db.close()
 
@@ -47,10 +49,14 @@ def add(
 def _table(rows: list[StationSummary]) -> Table:
     t = Table("station", "model", "firmware", "connected", "last seen", "last boot")
     for r in rows:
-        t.add_row(r.id, r.model or "-", r.firmware_version or "-",
-                  "yes" if r.connected else "no",
-                  r.last_seen.isoformat(timespec="seconds") if r.last_seen else "-",
-                  r.last_boot_reason or "-")
+        t.add_row(
+            r.id,
+            r.model or "-",
+            r.firmware_version or "-",
+            "yes" if r.connected else "no",
+            r.last_seen.isoformat(timespec="seconds") if r.last_seen else "-",
+            r.last_boot_reason or "-",
+        )
     return t
 
 
@@ -70,8 +76,11 @@ def list_(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 
 
 @app.command("show")
-def show(station_id: str, data_dir: DataDir = DEFAULT_DATA_DIR,
-         json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def show(
+    station_id: str,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """Show a station: firmware, boots, firmware statuses, security events, updates."""
 
     async def go() -> StationDetail:
@@ -90,8 +99,12 @@ def show(station_id: str, data_dir: DataDir = DEFAULT_DATA_DIR,
     console.print(f"connectors: {d.connector_status or '-'}")
     t = Table("received", "firmware status", "request", "transaction", title="Firmware statuses")
     for e in d.firmware_statuses:
-        t.add_row(e.received_at.isoformat(timespec="seconds"), e.status, str(e.request_id),
-                  (e.transaction_id or "-")[:8])
+        t.add_row(
+            e.received_at.isoformat(timespec="seconds"),
+            e.status,
+            str(e.request_id),
+            (e.transaction_id or "-")[:8],
+        )
     console.print(t)
     t = Table("time", "security event", "details", title="Security events")
     for se in d.security_events:
@@ -99,8 +112,9 @@ def show(station_id: str, data_dir: DataDir = DEFAULT_DATA_DIR,
     console.print(t)
     t = Table("request", "version", "response", "last status", "outcome", title="Updates")
     for u in d.updates:
-        t.add_row(str(u.request_id), u.version, u.response_status or "-", u.last_status or "-",
-                  u.outcome)
+        t.add_row(
+            str(u.request_id), u.version, u.response_status or "-", u.last_status or "-", u.outcome
+        )
     console.print(t)
 
 
@@ -116,6 +130,9 @@ def update(
     """Send UpdateFirmware for a release to one connected station."""
     body = {"release_id": release, "retries": retries, "retry_interval": retry_interval}
     r = ApiClient(data_dir, server).request(
-        "POST", f"/api/v1/stations/{station_id}/firmware-updates", json=body)
-    console.print(f"station answered [bold]{r['station_response']}[/]; request {r['request_id']}, "
-                  f"transaction {r['transaction_id']}")
+        "POST", f"/api/v1/stations/{station_id}/firmware-updates", json=body
+    )
+    console.print(
+        f"station answered [bold]{r['station_response']}[/]; request {r['request_id']}, "
+        f"transaction {r['transaction_id']}"
+    )

@@ -26,7 +26,11 @@ def check_version(version: object) -> str:
 
 
 def check_security_version(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SECURITY_VERSION:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 0 <= value <= MAX_SECURITY_VERSION
+    ):
         raise BundleError(f"security version must be an integer from 0 to {MAX_SECURITY_VERSION}")
     return value
 
@@ -47,8 +51,7 @@ def check_models(models: object) -> tuple[str, ...]:
 def check_component(name: object) -> str:
     if not isinstance(name, str) or not _COMPONENT_RE.fullmatch(name):
         raise BundleError(
-            "component name must be 1-32 lowercase letters, digits, '_' or '-', "
-            f"got {name!r}"
+            f"component name must be 1-32 lowercase letters, digits, '_' or '-', got {name!r}"
         )
     return name
 

@@ -28,8 +28,12 @@ class _QuietOcppErrors(logging.LoggerAdapter):  # type: ignore[type-arg]
     def exception(self, msg: object, *args: Any, exc_info: Any = True, **kw: Any) -> None:
         err = sys.exc_info()[1]
         if isinstance(err, OCPPError):
-            self.warning("%s: %s (%s)", self.extra["station"] if self.extra else "?",
-                         type(err).__name__, err.description)
+            self.warning(
+                "%s: %s (%s)",
+                self.extra["station"] if self.extra else "?",
+                type(err).__name__,
+                err.description,
+            )
             return
         self.error(msg, *args, exc_info=exc_info, **kw)
 
@@ -69,8 +73,12 @@ class HardenedChargePoint(ChargePoint):  # type: ignore[misc]
     """``ChargePoint`` whose receive loop survives any input."""
 
     def __init__(self, station_id: str, connection: Any, *, response_timeout: float = 30) -> None:
-        super().__init__(station_id, connection, response_timeout,
-                         logger=_QuietOcppErrors(LOG, {"station": station_id}))
+        super().__init__(
+            station_id,
+            connection,
+            response_timeout,
+            logger=_QuietOcppErrors(LOG, {"station": station_id}),
+        )
         self.invalid_messages = 0
 
     async def route_message(self, raw_msg: Any) -> None:

@@ -32,12 +32,15 @@ class StationSink(Protocol):
 
     async def boot(self, station_id: str, info: BootInfo) -> None: ...
     async def heartbeat(self, station_id: str) -> None: ...
-    async def connector_status(self, station_id: str, evse_id: int, connector_id: int,
-                               status: str) -> None: ...
-    async def firmware_status(self, station_id: str, status: str,
-                              request_id: int | None) -> None: ...
-    async def security_event(self, station_id: str, type: str, timestamp: dt.datetime,
-                             tech_info: str | None) -> None: ...
+    async def connector_status(
+        self, station_id: str, evse_id: int, connector_id: int, status: str
+    ) -> None: ...
+    async def firmware_status(
+        self, station_id: str, status: str, request_id: int | None
+    ) -> None: ...
+    async def security_event(
+        self, station_id: str, type: str, timestamp: dt.datetime, tech_info: str | None
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,15 @@ class FirmwareOrder:
 class CsmsChargePoint(HardenedChargePoint):
     """One connected station, seen from the CSMS."""
 
-    def __init__(self, station_id: str, connection: Any, sink: StationSink, *,
-                 heartbeat_interval: int = 300, response_timeout: float = 30) -> None:
+    def __init__(
+        self,
+        station_id: str,
+        connection: Any,
+        sink: StationSink,
+        *,
+        heartbeat_interval: int = 300,
+        response_timeout: float = 30,
+    ) -> None:
         super().__init__(station_id, connection, response_timeout=response_timeout)
         self.sink = sink
         self.heartbeat_interval = heartbeat_interval
@@ -68,18 +78,23 @@ class CsmsChargePoint(HardenedChargePoint):
             raise SecurityError(description="BootNotification has not been accepted yet")
 
     @on(Action.boot_notification)
-    async def on_boot_notification(self, charging_station: dict[str, Any], reason: str,
-                                   **_: Any) -> call_result.BootNotification:
-        await self.sink.boot(self.id, BootInfo(
-            reason=reason,
-            model=charging_station.get("model"),
-            vendor=charging_station.get("vendor_name"),
-            firmware_version=charging_station.get("firmware_version"),
-            serial_number=charging_station.get("serial_number"),
-        ))
+    async def on_boot_notification(
+        self, charging_station: dict[str, Any], reason: str, **_: Any
+    ) -> call_result.BootNotification:
+        await self.sink.boot(
+            self.id,
+            BootInfo(
+                reason=reason,
+                model=charging_station.get("model"),
+                vendor=charging_station.get("vendor_name"),
+                firmware_version=charging_station.get("firmware_version"),
+                serial_number=charging_station.get("serial_number"),
+            ),
+        )
         self.booted = True
         return call_result.BootNotification(
-            current_time=ocpp_time(utc_now()), interval=self.heartbeat_interval,
+            current_time=ocpp_time(utc_now()),
+            interval=self.heartbeat_interval,
             status=RegistrationStatusEnumType.accepted,
         )
 
@@ -90,23 +105,26 @@ class CsmsChargePoint(HardenedChargePoint):
         return call_result.Heartbeat(current_time=ocpp_time(utc_now()))
 
     @on(Action.status_notification)
-    async def on_status_notification(self, timestamp: str, connector_status: str, evse_id: int,
-                                     connector_id: int, **_: Any) -> call_result.StatusNotification:
+    async def on_status_notification(
+        self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **_: Any
+    ) -> call_result.StatusNotification:
         self._require_boot()
         parse_ocpp_time(timestamp)
         await self.sink.connector_status(self.id, evse_id, connector_id, connector_status)
         return call_result.StatusNotification()
 
     @on(Action.firmware_status_notification)
-    async def on_firmware_status(self, status: str, request_id: int | None = None,
-                                 **_: Any) -> call_result.FirmwareStatusNotification:
+    async def on_firmware_status(
+        self, status: str, request_id: int | None = None, **_: Any
+    ) -> call_result.FirmwareStatusNotification:
         self._require_boot()
         await self.sink.firmware_status(self.id, status, request_id)
         return call_result.FirmwareStatusNotification()
 
     @on(Action.security_event_notification)
-    async def on_security_event(self, type: str, timestamp: str, tech_info: str | None = None,
-                                **_: Any) -> call_result.SecurityEventNotification:
+    async def on_security_event(
+        self, type: str, timestamp: str, tech_info: str | None = None, **_: Any
+    ) -> call_result.SecurityEventNotification:
         # Security events are accepted before boot: a quarantined charger only sends these.
         await self.sink.security_event(self.id, type, parse_ocpp_time(timestamp), tech_info)
         return call_result.SecurityEventNotification()
@@ -121,8 +139,12 @@ class CsmsChargePoint(HardenedChargePoint):
             signature=order.signature,
         )
         result = await self.call(
-            call.UpdateFirmware(request_id=order.request_id, firmware=firmware,
-                                retries=order.retries, retry_interval=order.retry_interval),
+            call.UpdateFirmware(
+                request_id=order.request_id,
+                firmware=firmware,
+                retries=order.retries,
+                retry_interval=order.retry_interval,
+            ),
             suppress=False,
         )
         return str(result.status)

@@ -17,8 +17,13 @@ from chargeward.ocpp.base import HardenedChargePoint
 
 
 class StationController(Protocol):
-    def update_firmware(self, request_id: int, firmware: dict[str, Any], retries: int | None,
-                        retry_interval: int | None) -> str:
+    def update_firmware(
+        self,
+        request_id: int,
+        firmware: dict[str, Any],
+        retries: int | None,
+        retry_interval: int | None,
+    ) -> str:
         """Decide the UpdateFirmware response status."""
         ...
 
@@ -39,28 +44,39 @@ TRIGGERABLE = {
 
 
 class StationChargePoint(HardenedChargePoint):
-    def __init__(self, station_id: str, connection: Any, controller: StationController, *,
-                 response_timeout: float = 30) -> None:
+    def __init__(
+        self,
+        station_id: str,
+        connection: Any,
+        controller: StationController,
+        *,
+        response_timeout: float = 30,
+    ) -> None:
         super().__init__(station_id, connection, response_timeout=response_timeout)
         self.controller = controller
         self._responses: dict[int, str] = {}
 
     @on(Action.update_firmware)
-    def on_update_firmware(self, request_id: int, firmware: dict[str, Any],
-                           retries: int | None = None, retry_interval: int | None = None,
-                           **_: Any) -> call_result.UpdateFirmware:
+    def on_update_firmware(
+        self,
+        request_id: int,
+        firmware: dict[str, Any],
+        retries: int | None = None,
+        retry_interval: int | None = None,
+        **_: Any,
+    ) -> call_result.UpdateFirmware:
         status = self.controller.update_firmware(request_id, firmware, retries, retry_interval)
         self._responses[request_id] = status
         return call_result.UpdateFirmware(status=status)
 
     @after(Action.update_firmware)
     async def after_update_firmware(self, request_id: int, **_: Any) -> None:
-        await self.controller.after_update_firmware(request_id,
-                                                    self._responses.pop(request_id, "Rejected"))
+        await self.controller.after_update_firmware(
+            request_id, self._responses.pop(request_id, "Rejected")
+        )
 
     @on(Action.trigger_message)
-    def on_trigger_message(self, requested_message: str,
-                           **_: Any) -> call_result.TriggerMessage:
+    def on_trigger_message(self, requested_message: str, **_: Any) -> call_result.TriggerMessage:
         if requested_message in TRIGGERABLE:
             return call_result.TriggerMessage(status=TriggerMessageStatusEnumType.accepted)
         return call_result.TriggerMessage(status=TriggerMessageStatusEnumType.not_implemented)

@@ -42,13 +42,16 @@ from chargeward.server.state import DOWNLOAD_URL_TTL, ServerState
 
 MAX_BUNDLE = 2 * 1024**3
 _STATUS: list[tuple[type[ChargewardError], int]] = [
-    (NotFound, 404), (Conflict, 409), (BundleError, 422), (TrustError, 422),
-    (ConfigError, 503), (TransportError, 502),
+    (NotFound, 404),
+    (Conflict, 409),
+    (BundleError, 422),
+    (TrustError, 422),
+    (ConfigError, 503),
+    (TransportError, 502),
 ]
 
 
-async def operator(request: Request,
-                   authorization: Annotated[str | None, Header()] = None) -> str:
+async def operator(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
     """The API caller, from a bearer token; 401 otherwise."""
     if not authorization or not authorization.startswith("Bearer "):
         raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
@@ -64,8 +67,13 @@ Operator = Annotated[str, Depends(operator)]
 
 
 def create_app(state: ServerState) -> FastAPI:
-    app = FastAPI(title="Chargeward", version="1", openapi_url="/api/openapi.json",
-                  docs_url="/api/docs", redoc_url=None)
+    app = FastAPI(
+        title="Chargeward",
+        version="1",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
     app.state.chargeward = state
 
     @app.exception_handler(ChargewardError)
@@ -87,21 +95,32 @@ def create_app(state: ServerState) -> FastAPI:
         async with state.db.session() as s:
             return await services.station_detail(s, station_id)
 
-    @app.post("/api/v1/releases", response_model=ReleaseView, status_code=201,
-              openapi_extra={"requestBody": {"required": True, "content": {
-                  "application/octet-stream": {"schema": {"type": "string",
-                                                          "format": "binary"}}}}})
+    @app.post(
+        "/api/v1/releases",
+        response_model=ReleaseView,
+        status_code=201,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+            }
+        },
+    )
     async def upload_release(request: Request, who: Operator) -> ReleaseView:
         work = Path(tempfile.mkdtemp(prefix="upload-", dir=state.data_dir / "tmp"))
         try:
             bundle = work / "bundle.cwb"
             await _receive(request.stream(), bundle, MAX_BUNDLE)
             roots = state.manufacturer_roots()
-            verified = await asyncio.to_thread(verify_bundle, bundle, roots,
-                                               workdir=work / "x", now=state.clock())
+            verified = await asyncio.to_thread(
+                verify_bundle, bundle, roots, workdir=work / "x", now=state.clock()
+            )
             async with state.db.session() as s:
-                return await services.store_release(s, verified, state.blobs, actor=who,
-                                                    now=state.clock())
+                return await services.store_release(
+                    s, verified, state.blobs, actor=who, now=state.clock()
+                )
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -115,34 +134,45 @@ def create_app(state: ServerState) -> FastAPI:
         async with state.db.session() as s:
             return await services.release_view(s, release_id)
 
-    @app.post("/api/v1/stations/{station_id}/firmware-updates", response_model=UpdateAccepted,
-              status_code=202)
-    async def update_station(station_id: str, body: UpdateRequest,
-                             who: Operator) -> UpdateAccepted:
+    @app.post(
+        "/api/v1/stations/{station_id}/firmware-updates",
+        response_model=UpdateAccepted,
+        status_code=202,
+    )
+    async def update_station(station_id: str, body: UpdateRequest, who: Operator) -> UpdateAccepted:
         cp = state.registry.get(station_id)
         if cp is None:
             raise Conflict(f"station {station_id} is not connected")
         now = state.clock()
         async with state.db.session() as s:
-            order = await services.create_update(s, station_id, body.release_id, actor=who,
-                                                 now=now)
+            order = await services.create_update(s, station_id, body.release_id, actor=who, now=now)
         expires = int((now + DOWNLOAD_URL_TTL).timestamp())
-        location = state.public_url + urls.signed_path(state.url_key, order.sha256,
-                                                      station_id, expires)
+        location = state.public_url + urls.signed_path(
+            state.url_key, order.sha256, station_id, expires
+        )
         try:
-            response = await cp.update_firmware(FirmwareOrder(
-                request_id=order.request_id, location=location, signature=order.signature,
-                signing_certificate=order.signing_certificate_pem, retrieve_at=now,
-                retries=body.retries, retry_interval=body.retry_interval))
+            response = await cp.update_firmware(
+                FirmwareOrder(
+                    request_id=order.request_id,
+                    location=location,
+                    signature=order.signature,
+                    signing_certificate=order.signing_certificate_pem,
+                    retrieve_at=now,
+                    retries=body.retries,
+                    retry_interval=body.retry_interval,
+                )
+            )
         except TimeoutError:
             response = "NoResponse"
         except Exception as e:  # CALLERROR or connection lost: record, then report
             response = f"Error:{type(e).__name__}"[:30]
         async with state.db.session() as s:
-            await services.set_update_response(s, order.request_id, response,
-                                               now=state.clock())
-        return UpdateAccepted(transaction_id=order.transaction_id,
-                              request_id=order.request_id, station_response=response)
+            await services.set_update_response(s, order.request_id, response, now=state.clock())
+        return UpdateAccepted(
+            transaction_id=order.transaction_id,
+            request_id=order.request_id,
+            station_response=response,
+        )
 
     @app.get("/api/v1/firmware-updates/{transaction_id}", response_model=UpdateView)
     async def get_update(transaction_id: str, _: Operator) -> UpdateView:
@@ -150,23 +180,26 @@ def create_app(state: ServerState) -> FastAPI:
             return await services.update_view(s, transaction_id)
 
     @app.get("/api/v1/audit", response_model=list[AuditEntryView])
-    async def get_audit(_: Operator, transaction_id: str | None = None,
-                        target: str | None = None,
-                        limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-                        ) -> list[AuditEntryView]:
+    async def get_audit(
+        _: Operator,
+        transaction_id: str | None = None,
+        target: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    ) -> list[AuditEntryView]:
         async with state.db.session() as s:
-            rows = await audit.entries(s, transaction_id=transaction_id, target=target,
-                                       limit=limit)
+            rows = await audit.entries(s, transaction_id=transaction_id, target=target, limit=limit)
         return [AuditEntryView(**vars(r)) for r in rows]
 
     @app.get("/firmware/sha256/{sha256}", include_in_schema=False)
     async def download(sha256: str, station: str, expires: int, sig: str) -> FileResponse:
-        if not urls.check(state.url_key, sha256, station, expires, sig,
-                          int(state.clock().timestamp())):
+        if not urls.check(
+            state.url_key, sha256, station, expires, sig, int(state.clock().timestamp())
+        ):
             raise HTTPException(403, "download link invalid or expired")
         path = state.blobs.path(sha256)
-        return FileResponse(path, media_type="application/octet-stream",
-                            filename=f"{sha256[:16]}.cwfw")
+        return FileResponse(
+            path, media_type="application/octet-stream", filename=f"{sha256[:16]}.cwfw"
+        )
 
     return app
 

@@ -60,40 +60,53 @@ class DbSink:
     async def boot(self, station_id: str, info: BootInfo) -> None:
         async with self.db.session() as s:
             await services.record_boot(
-                s, station_id, reason=info.reason, firmware_version=info.firmware_version,
-                model=info.model, vendor=info.vendor, serial_number=info.serial_number,
-                now=self.clock())
+                s,
+                station_id,
+                reason=info.reason,
+                firmware_version=info.firmware_version,
+                model=info.model,
+                vendor=info.vendor,
+                serial_number=info.serial_number,
+                now=self.clock(),
+            )
 
     async def heartbeat(self, station_id: str) -> None:
         async with self.db.session() as s:
             await services.touch(s, station_id, now=self.clock())
 
-    async def connector_status(self, station_id: str, evse_id: int, connector_id: int,
-                               status: str) -> None:
+    async def connector_status(
+        self, station_id: str, evse_id: int, connector_id: int, status: str
+    ) -> None:
         async with self.db.session() as s:
-            await services.record_connector_status(s, station_id, evse_id=evse_id,
-                                                   connector_id=connector_id, status=status,
-                                                   now=self.clock())
+            await services.record_connector_status(
+                s,
+                station_id,
+                evse_id=evse_id,
+                connector_id=connector_id,
+                status=status,
+                now=self.clock(),
+            )
 
-    async def firmware_status(self, station_id: str, status: str,
-                              request_id: int | None) -> None:
+    async def firmware_status(self, station_id: str, status: str, request_id: int | None) -> None:
         async with self.db.session() as s:
-            await services.record_firmware_status(s, station_id, status=status,
-                                                  request_id=request_id, now=self.clock())
+            await services.record_firmware_status(
+                s, station_id, status=status, request_id=request_id, now=self.clock()
+            )
 
-    async def security_event(self, station_id: str, type: str, timestamp: dt.datetime,
-                             tech_info: str | None) -> None:
+    async def security_event(
+        self, station_id: str, type: str, timestamp: dt.datetime, tech_info: str | None
+    ) -> None:
         async with self.db.session() as s:
-            await services.record_security_event(s, station_id, type=type,
-                                                 timestamp=timestamp, tech_info=tech_info,
-                                                 now=self.clock())
+            await services.record_security_event(
+                s, station_id, type=type, timestamp=timestamp, tech_info=tech_info, now=self.clock()
+            )
 
 
 def station_id_from_path(path: str) -> str | None:
     p = urlsplit(path).path
     if not p.startswith(PATH_PREFIX):
         return None
-    ident = unquote(p[len(PATH_PREFIX):])
+    ident = unquote(p[len(PATH_PREFIX) :])
     try:
         return services.check_station_id(ident)
     except ValueError:
@@ -115,8 +128,14 @@ def basic_credentials(headers: Headers) -> tuple[str, str] | None:
 class CsmsListener:
     """Accepts station connections and runs one ``CsmsChargePoint`` per station."""
 
-    def __init__(self, db: Database, registry: Registry, *, heartbeat_interval: int = 300,
-                 clock: Clock = _utc_now) -> None:
+    def __init__(
+        self,
+        db: Database,
+        registry: Registry,
+        *,
+        heartbeat_interval: int = 300,
+        clock: Clock = _utc_now,
+    ) -> None:
         self.db = db
         self.registry = registry
         self.sink = DbSink(db, clock)
@@ -130,19 +149,31 @@ class CsmsListener:
             response.headers["WWW-Authenticate"] = 'Basic realm="chargeward", charset="UTF-8"'
         return response
 
-    async def process_request(self, connection: ServerConnection,
-                              request: Request) -> Response | None:
+    async def process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
         station_id = station_id_from_path(request.path)
         if station_id is None:
-            return self._refuse(connection, HTTPStatus.NOT_FOUND,
-                                "no such endpoint; stations connect to /ocpp/{stationId}")
-        offered = [p.strip() for v in request.headers.get_all("Sec-WebSocket-Protocol")
-                   for p in v.split(",")]
+            return self._refuse(
+                connection,
+                HTTPStatus.NOT_FOUND,
+                "no such endpoint; stations connect to /ocpp/{stationId}",
+            )
+        offered = [
+            p.strip()
+            for v in request.headers.get_all("Sec-WebSocket-Protocol")
+            for p in v.split(",")
+        ]
         if SUBPROTOCOL not in offered:
-            LOG.warning("%s: refused, subprotocol %s not offered (got %s)", station_id,
-                        SUBPROTOCOL, offered or "none")
-            return self._refuse(connection, HTTPStatus.BAD_REQUEST,
-                                f"subprotocol {SUBPROTOCOL} required")
+            LOG.warning(
+                "%s: refused, subprotocol %s not offered (got %s)",
+                station_id,
+                SUBPROTOCOL,
+                offered or "none",
+            )
+            return self._refuse(
+                connection, HTTPStatus.BAD_REQUEST, f"subprotocol {SUBPROTOCOL} required"
+            )
         creds = basic_credentials(request.headers)
         ok = False
         if creds is not None and creds[0] == station_id:
@@ -151,9 +182,13 @@ class CsmsListener:
             ok = await asyncio.to_thread(passwords.verify_password, stored, creds[1])
         if not ok:
             self.auth_failures += 1
-            reason = ("no credentials" if creds is None else
-                      "username differs from station identity" if creds[0] != station_id else
-                      "unknown station or wrong password")
+            reason = (
+                "no credentials"
+                if creds is None
+                else "username differs from station identity"
+                if creds[0] != station_id
+                else "unknown station or wrong password"
+            )
             LOG.warning("%s: authentication refused (%s)", station_id, reason)
             return self._refuse(connection, HTTPStatus.UNAUTHORIZED, "authentication failed")
         return None
@@ -162,8 +197,9 @@ class CsmsListener:
         assert connection.request is not None
         station_id = station_id_from_path(connection.request.path)
         assert station_id is not None  # checked in process_request
-        cp = CsmsChargePoint(station_id, connection, self.sink,
-                             heartbeat_interval=self.heartbeat_interval)
+        cp = CsmsChargePoint(
+            station_id, connection, self.sink, heartbeat_interval=self.heartbeat_interval
+        )
         old = self.registry.stations.get(station_id)
         if old is not None:
             LOG.info("%s: new connection replaces the old one", station_id)
@@ -184,10 +220,13 @@ class CsmsListener:
 
     async def serve(self, host: str, port: int) -> Server:
         return await serve(
-            self.handler, host, port,
+            self.handler,
+            host,
+            port,
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
             process_request=self.process_request,
             max_size=MAX_FRAME,
-            ping_interval=60, ping_timeout=60,
+            ping_interval=60,
+            ping_timeout=60,
             logger=logging.getLogger("chargeward.csms.ws"),
         )

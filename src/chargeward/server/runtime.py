@@ -29,7 +29,7 @@ from chargeward.server.db import Database
 from chargeward.server.state import TRUST_FILE, ServerState
 
 LOG = logging.getLogger("chargeward.server")
-TOKEN_FILE = "admin.token"
+TOKEN_FILE = "admin.token"  # noqa: S105 (a file name)
 INFO_FILE = "server.json"
 
 
@@ -77,8 +77,9 @@ async def prepare(data_dir: Path) -> tuple[Database, str | None]:
     if not token_path.exists():
         try:
             async with db.session() as s:
-                token = await services.create_token(s, "admin", actor="system",
-                                                    now=dt.datetime.now(dt.UTC))
+                token = await services.create_token(
+                    s, "admin", actor="system", now=dt.datetime.now(dt.UTC)
+                )
         except Conflict:
             token = None  # the admin token exists; its file was removed on purpose
         if token:
@@ -86,26 +87,38 @@ async def prepare(data_dir: Path) -> tuple[Database, str | None]:
     return db, token
 
 
-async def run_server(config: ServerConfig,
-                     on_ready: Callable[[dict[str, object]], None] | None = None) -> None:
+async def run_server(
+    config: ServerConfig, on_ready: Callable[[dict[str, object]], None] | None = None
+) -> None:
     db, _ = await prepare(config.data_dir)
     state = ServerState(
-        data_dir=config.data_dir, db=db, blobs=BlobStore(config.data_dir / "blobs"),
-        url_key=urls.load_or_create_key(config.data_dir), public_url="",
+        data_dir=config.data_dir,
+        db=db,
+        blobs=BlobStore(config.data_dir / "blobs"),
+        url_key=urls.load_or_create_key(config.data_dir),
+        public_url="",
     )
     listener = CsmsListener(db, state.registry, heartbeat_interval=config.heartbeat_interval)
     try:
         ws = await listener.serve(config.host, config.ocpp_port)
     except OSError as e:
         await db.close()
-        raise ConfigError(f"cannot listen for OCPP on {config.host}:{config.ocpp_port}: "
-                          f"{e.strerror}") from e
+        raise ConfigError(
+            f"cannot listen for OCPP on {config.host}:{config.ocpp_port}: {e.strerror}"
+        ) from e
     ocpp_port = next(iter(ws.sockets)).getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(create_app(state), host=config.host,
-                                       port=config.http_port, log_level="warning",
-                                       lifespan="off", access_log=False))
+    uv = uvicorn.Server(
+        uvicorn.Config(
+            create_app(state),
+            host=config.host,
+            port=config.http_port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+        )
+    )
     task = asyncio.create_task(uv.serve())
-    while not uv.started and not task.done():
+    while not uv.started and not task.done():  # noqa: ASYNC110 (uvicorn has no started event)
         await asyncio.sleep(0.02)
     if task.done():
         ws.close()

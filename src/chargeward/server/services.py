@@ -70,18 +70,37 @@ async def _station(s: AsyncSession, station_id: str) -> Station:
 
 
 async def register_station(
-    s: AsyncSession, station_id: str, *, actor: str, model: str | None = None,
-    password: str | None = None, now: dt.datetime,
+    s: AsyncSession,
+    station_id: str,
+    *,
+    actor: str,
+    model: str | None = None,
+    password: str | None = None,
+    now: dt.datetime,
 ) -> str:
     """Register a station; returns its Basic-auth password (shown once, stored hashed)."""
     check_station_id(station_id)
     if await s.get(Station, station_id) is not None:
         raise Conflict(f"station {station_id!r} is already registered")
     password = password or passwords.generate_password()
-    s.add(Station(id=station_id, password_hash=passwords.hash_password(password), model=model,
-                  connected=False, connector_status={}, created_at=now))
-    await audit.record(s, actor=actor, action="station.register", target=station_id,
-                       details={"model": model}, now=now)
+    s.add(
+        Station(
+            id=station_id,
+            password_hash=passwords.hash_password(password),
+            model=model,
+            connected=False,
+            connector_status={},
+            created_at=now,
+        )
+    )
+    await audit.record(
+        s,
+        actor=actor,
+        action="station.register",
+        target=station_id,
+        details={"model": model},
+        now=now,
+    )
     return password
 
 
@@ -90,14 +109,19 @@ async def password_hash(s: AsyncSession, station_id: str) -> str | None:
     return row.password_hash if row else None
 
 
-async def set_connected(s: AsyncSession, station_id: str, connected: bool, *,
-                        now: dt.datetime) -> None:
+async def set_connected(
+    s: AsyncSession, station_id: str, connected: bool, *, now: dt.datetime
+) -> None:
     row = await _station(s, station_id)
     row.connected = connected
     row.last_seen = now
-    await audit.record(s, actor=station_actor(station_id),
-                       action="station.connect" if connected else "station.disconnect",
-                       target=station_id, now=now)
+    await audit.record(
+        s,
+        actor=station_actor(station_id),
+        action="station.connect" if connected else "station.disconnect",
+        target=station_id,
+        now=now,
+    )
 
 
 async def touch(s: AsyncSession, station_id: str, *, now: dt.datetime) -> None:
@@ -106,8 +130,15 @@ async def touch(s: AsyncSession, station_id: str, *, now: dt.datetime) -> None:
 
 
 async def record_boot(
-    s: AsyncSession, station_id: str, *, reason: str, firmware_version: str | None,
-    model: str | None, vendor: str | None, serial_number: str | None, now: dt.datetime,
+    s: AsyncSession,
+    station_id: str,
+    *,
+    reason: str,
+    firmware_version: str | None,
+    model: str | None,
+    vendor: str | None,
+    serial_number: str | None,
+    now: dt.datetime,
 ) -> None:
     row = await _station(s, station_id)
     previous = row.firmware_version
@@ -117,34 +148,59 @@ async def record_boot(
     row.serial_number = serial_number
     row.last_boot_reason = reason
     row.last_seen = now
-    s.add(BootEvent(station_id=station_id, reason=reason, firmware_version=firmware_version,
-                    model=model, vendor=vendor, received_at=now))
+    s.add(
+        BootEvent(
+            station_id=station_id,
+            reason=reason,
+            firmware_version=firmware_version,
+            model=model,
+            vendor=vendor,
+            received_at=now,
+        )
+    )
     update = await _latest_open_update(s, station_id)
     await audit.record(
-        s, actor=station_actor(station_id), action="station.boot", target=station_id,
+        s,
+        actor=station_actor(station_id),
+        action="station.boot",
+        target=station_id,
         transaction_id=update.transaction_id if update and reason == "FirmwareUpdate" else None,
-        details={"reason": reason, "firmware_version": firmware_version,
-                 "previous_version": previous},
+        details={
+            "reason": reason,
+            "firmware_version": firmware_version,
+            "previous_version": previous,
+        },
         now=now,
     )
 
 
-async def record_connector_status(s: AsyncSession, station_id: str, *, evse_id: int,
-                                  connector_id: int, status: str, now: dt.datetime) -> None:
+async def record_connector_status(
+    s: AsyncSession,
+    station_id: str,
+    *,
+    evse_id: int,
+    connector_id: int,
+    status: str,
+    now: dt.datetime,
+) -> None:
     row = await _station(s, station_id)
     row.connector_status = {**row.connector_status, f"{evse_id}/{connector_id}": status}
     row.last_seen = now
 
 
 async def _latest_open_update(s: AsyncSession, station_id: str) -> FirmwareUpdate | None:
-    q = (select(FirmwareUpdate).where(FirmwareUpdate.station_id == station_id,
-                                      FirmwareUpdate.outcome == "pending")
-         .order_by(desc(FirmwareUpdate.id)).limit(1))
+    q = (
+        select(FirmwareUpdate)
+        .where(FirmwareUpdate.station_id == station_id, FirmwareUpdate.outcome == "pending")
+        .order_by(desc(FirmwareUpdate.id))
+        .limit(1)
+    )
     return (await s.scalars(q)).first()
 
 
-async def record_firmware_status(s: AsyncSession, station_id: str, *, status: str,
-                                 request_id: int | None, now: dt.datetime) -> None:
+async def record_firmware_status(
+    s: AsyncSession, station_id: str, *, status: str, request_id: int | None, now: dt.datetime
+) -> None:
     """Store a FirmwareStatusNotification and advance the update it belongs to."""
     await touch(s, station_id, now=now)
     update = None
@@ -160,31 +216,67 @@ async def record_firmware_status(s: AsyncSession, station_id: str, *, status: st
         elif status in FAILED_STATUSES:
             update.outcome = "failed"
     tid = update.transaction_id if update else None
-    s.add(FirmwareStatusEvent(station_id=station_id, request_id=request_id, transaction_id=tid,
-                              status=status, received_at=now))
-    await audit.record(s, actor=station_actor(station_id), action="station.firmware_status",
-                       target=station_id, transaction_id=tid,
-                       details={"status": status, "request_id": request_id}, now=now)
+    s.add(
+        FirmwareStatusEvent(
+            station_id=station_id,
+            request_id=request_id,
+            transaction_id=tid,
+            status=status,
+            received_at=now,
+        )
+    )
+    await audit.record(
+        s,
+        actor=station_actor(station_id),
+        action="station.firmware_status",
+        target=station_id,
+        transaction_id=tid,
+        details={"status": status, "request_id": request_id},
+        now=now,
+    )
 
 
-async def record_security_event(s: AsyncSession, station_id: str, *, type: str,
-                                timestamp: dt.datetime, tech_info: str | None,
-                                now: dt.datetime) -> None:
+async def record_security_event(
+    s: AsyncSession,
+    station_id: str,
+    *,
+    type: str,
+    timestamp: dt.datetime,
+    tech_info: str | None,
+    now: dt.datetime,
+) -> None:
     await touch(s, station_id, now=now)
-    s.add(SecurityEvent(station_id=station_id, type=type, timestamp=timestamp,
-                        tech_info=tech_info, received_at=now))
+    s.add(
+        SecurityEvent(
+            station_id=station_id,
+            type=type,
+            timestamp=timestamp,
+            tech_info=tech_info,
+            received_at=now,
+        )
+    )
     update = await _latest_open_update(s, station_id)
-    await audit.record(s, actor=station_actor(station_id), action="station.security_event",
-                       target=station_id,
-                       transaction_id=update.transaction_id if update else None,
-                       details={"type": type, "tech_info": tech_info,
-                                "timestamp": timestamp.isoformat()}, now=now)
+    await audit.record(
+        s,
+        actor=station_actor(station_id),
+        action="station.security_event",
+        target=station_id,
+        transaction_id=update.transaction_id if update else None,
+        details={"type": type, "tech_info": tech_info, "timestamp": timestamp.isoformat()},
+        now=now,
+    )
 
 
 def _summary(row: Station) -> StationSummary:
-    return StationSummary(id=row.id, model=row.model, vendor=row.vendor,
-                          firmware_version=row.firmware_version, connected=row.connected,
-                          last_seen=row.last_seen, last_boot_reason=row.last_boot_reason)
+    return StationSummary(
+        id=row.id,
+        model=row.model,
+        vendor=row.vendor,
+        firmware_version=row.firmware_version,
+        connected=row.connected,
+        last_seen=row.last_seen,
+        last_boot_reason=row.last_boot_reason,
+    )
 
 
 async def list_stations(s: AsyncSession) -> list[StationSummary]:
@@ -194,28 +286,63 @@ async def list_stations(s: AsyncSession) -> list[StationSummary]:
 
 async def station_detail(s: AsyncSession, station_id: str, *, limit: int = 50) -> StationDetail:
     row = await _station(s, station_id)
-    fs = (await s.scalars(select(FirmwareStatusEvent)
-                          .where(FirmwareStatusEvent.station_id == station_id)
-                          .order_by(FirmwareStatusEvent.id).limit(limit))).all()
-    se = (await s.scalars(select(SecurityEvent).where(SecurityEvent.station_id == station_id)
-                          .order_by(SecurityEvent.id).limit(limit))).all()
-    boots = (await s.scalars(select(BootEvent).where(BootEvent.station_id == station_id)
-                             .order_by(BootEvent.id).limit(limit))).all()
-    updates = (await s.scalars(select(FirmwareUpdate)
-                               .where(FirmwareUpdate.station_id == station_id)
-                               .order_by(FirmwareUpdate.id).limit(limit))).all()
+    fs = (
+        await s.scalars(
+            select(FirmwareStatusEvent)
+            .where(FirmwareStatusEvent.station_id == station_id)
+            .order_by(FirmwareStatusEvent.id)
+            .limit(limit)
+        )
+    ).all()
+    se = (
+        await s.scalars(
+            select(SecurityEvent)
+            .where(SecurityEvent.station_id == station_id)
+            .order_by(SecurityEvent.id)
+            .limit(limit)
+        )
+    ).all()
+    boots = (
+        await s.scalars(
+            select(BootEvent)
+            .where(BootEvent.station_id == station_id)
+            .order_by(BootEvent.id)
+            .limit(limit)
+        )
+    ).all()
+    updates = (
+        await s.scalars(
+            select(FirmwareUpdate)
+            .where(FirmwareUpdate.station_id == station_id)
+            .order_by(FirmwareUpdate.id)
+            .limit(limit)
+        )
+    ).all()
     return StationDetail(
         **_summary(row).model_dump(),
         serial_number=row.serial_number,
         connector_status=dict(row.connector_status),
-        firmware_statuses=[FirmwareStatusView(status=e.status, request_id=e.request_id,
-                                              transaction_id=e.transaction_id,
-                                              received_at=e.received_at) for e in fs],
-        security_events=[SecurityEventView(type=e.type, timestamp=e.timestamp,
-                                           tech_info=e.tech_info, received_at=e.received_at)
-                         for e in se],
-        boots=[BootView(reason=b.reason, firmware_version=b.firmware_version,
-                        received_at=b.received_at) for b in boots],
+        firmware_statuses=[
+            FirmwareStatusView(
+                status=e.status,
+                request_id=e.request_id,
+                transaction_id=e.transaction_id,
+                received_at=e.received_at,
+            )
+            for e in fs
+        ],
+        security_events=[
+            SecurityEventView(
+                type=e.type, timestamp=e.timestamp, tech_info=e.tech_info, received_at=e.received_at
+            )
+            for e in se
+        ],
+        boots=[
+            BootView(
+                reason=b.reason, firmware_version=b.firmware_version, received_at=b.received_at
+            )
+            for b in boots
+        ],
         updates=[await _update_view(s, u) for u in updates],
     )
 
@@ -223,8 +350,9 @@ async def station_detail(s: AsyncSession, station_id: str, *, limit: int = 50) -
 # -- releases -------------------------------------------------------------------------------
 
 
-async def store_release(s: AsyncSession, bundle: VerifiedBundle, blobs: BlobStore, *,
-                        actor: str, now: dt.datetime) -> ReleaseView:
+async def store_release(
+    s: AsyncSession, bundle: VerifiedBundle, blobs: BlobStore, *, actor: str, now: dt.datetime
+) -> ReleaseView:
     """Keep a verified bundle: images into the blob store, the release in the database."""
     release_id = bundle.manifest_sha256
     if await s.get(Release, release_id) is not None:
@@ -232,20 +360,42 @@ async def store_release(s: AsyncSession, bundle: VerifiedBundle, blobs: BlobStor
     m = bundle.manifest
     for image in bundle.images:
         blobs.put(image.file, image.sha256, image.length)
-    s.add(Release(id=release_id, version=m.version, security_version=m.security_version,
-                  hardware_models={"models": list(m.hardware_models)},
-                  signing_certificate_pem=bundle.signing_certificate_pem,
-                  manifest_json=m.to_json().decode(), uploaded_by=actor, uploaded_at=now))
+    s.add(
+        Release(
+            id=release_id,
+            version=m.version,
+            security_version=m.security_version,
+            hardware_models={"models": list(m.hardware_models)},
+            signing_certificate_pem=bundle.signing_certificate_pem,
+            manifest_json=m.to_json().decode(),
+            uploaded_by=actor,
+            uploaded_at=now,
+        )
+    )
     await s.flush()
     for image in bundle.images:
-        s.add(ReleaseImage(release_id=release_id, component=image.component,
-                           sha256=image.sha256, length=image.length,
-                           signature=image.signature))
-    await audit.record(s, actor=actor, action="release.upload", target=release_id,
-                       details={"version": m.version, "security_version": m.security_version,
-                                "hardware_models": list(m.hardware_models),
-                                "images": {i.component: i.sha256 for i in bundle.images}},
-                       now=now)
+        s.add(
+            ReleaseImage(
+                release_id=release_id,
+                component=image.component,
+                sha256=image.sha256,
+                length=image.length,
+                signature=image.signature,
+            )
+        )
+    await audit.record(
+        s,
+        actor=actor,
+        action="release.upload",
+        target=release_id,
+        details={
+            "version": m.version,
+            "security_version": m.security_version,
+            "hardware_models": list(m.hardware_models),
+            "images": {i.component: i.sha256 for i in bundle.images},
+        },
+        now=now,
+    )
     await s.flush()
     return await release_view(s, release_id)
 
@@ -253,8 +403,9 @@ async def store_release(s: AsyncSession, bundle: VerifiedBundle, blobs: BlobStor
 async def _release(s: AsyncSession, release_id: str) -> Release:
     row = await s.get(Release, release_id)
     if row is None and len(release_id) < 64:
-        matches = (await s.scalars(select(Release).where(Release.id.startswith(release_id))
-                                   .limit(2))).all()
+        matches = (
+            await s.scalars(select(Release).where(Release.id.startswith(release_id)).limit(2))
+        ).all()
         if len(matches) > 1:
             raise Conflict(f"release id prefix {release_id!r} is ambiguous")
         row = matches[0] if matches else None
@@ -265,13 +416,25 @@ async def _release(s: AsyncSession, release_id: str) -> Release:
 
 async def release_view(s: AsyncSession, release_id: str) -> ReleaseView:
     row = await _release(s, release_id)
-    images = (await s.scalars(select(ReleaseImage).where(ReleaseImage.release_id == row.id)
-                              .order_by(ReleaseImage.component))).all()
-    return ReleaseView(id=row.id, version=row.version, security_version=row.security_version,
-                       hardware_models=list(row.hardware_models["models"]),
-                       uploaded_by=row.uploaded_by, uploaded_at=row.uploaded_at,
-                       images=[ReleaseImageView(component=i.component, sha256=i.sha256,
-                                                length=i.length) for i in images])
+    images = (
+        await s.scalars(
+            select(ReleaseImage)
+            .where(ReleaseImage.release_id == row.id)
+            .order_by(ReleaseImage.component)
+        )
+    ).all()
+    return ReleaseView(
+        id=row.id,
+        version=row.version,
+        security_version=row.security_version,
+        hardware_models=list(row.hardware_models["models"]),
+        uploaded_by=row.uploaded_by,
+        uploaded_at=row.uploaded_at,
+        images=[
+            ReleaseImageView(component=i.component, sha256=i.sha256, length=i.length)
+            for i in images
+        ],
+    )
 
 
 async def list_releases(s: AsyncSession) -> list[ReleaseView]:
@@ -294,37 +457,64 @@ class UpdateOrder:
     signing_certificate_pem: str
 
 
-async def create_update(s: AsyncSession, station_id: str, release_id: str, *, actor: str,
-                        now: dt.datetime) -> UpdateOrder:
+async def create_update(
+    s: AsyncSession, station_id: str, release_id: str, *, actor: str, now: dt.datetime
+) -> UpdateOrder:
     station = await _station(s, station_id)
     release = await _release(s, release_id)
     models = release.hardware_models["models"]
     if station.model and station.model not in models:
-        raise Conflict(f"release {release.version} is for {', '.join(models)}, "
-                       f"station {station_id} is a {station.model}")
-    image = (await s.scalars(select(ReleaseImage)
-                             .where(ReleaseImage.release_id == release.id)
-                             .order_by(ReleaseImage.component).limit(1))).first()
+        raise Conflict(
+            f"release {release.version} is for {', '.join(models)}, "
+            f"station {station_id} is a {station.model}"
+        )
+    image = (
+        await s.scalars(
+            select(ReleaseImage)
+            .where(ReleaseImage.release_id == release.id)
+            .order_by(ReleaseImage.component)
+            .limit(1)
+        )
+    ).first()
     if image is None:
         raise NotFound(f"release {release.version} has no image")
     if await _latest_open_update(s, station_id) is not None:
         raise Conflict(f"station {station_id} has an update in progress")
     tid = audit.new_transaction_id()
-    row = FirmwareUpdate(transaction_id=tid, station_id=station_id, release_id=release.id,
-                         component=image.component, requested_by=actor, outcome="pending",
-                         created_at=now, updated_at=now)
+    row = FirmwareUpdate(
+        transaction_id=tid,
+        station_id=station_id,
+        release_id=release.id,
+        component=image.component,
+        requested_by=actor,
+        outcome="pending",
+        created_at=now,
+        updated_at=now,
+    )
     s.add(row)
     await s.flush()
-    await audit.record(s, actor=actor, action="firmware.update_requested", target=station_id,
-                       transaction_id=tid,
-                       details={"release_id": release.id, "version": release.version,
-                                "request_id": row.id, "sha256": image.sha256}, now=now)
-    return UpdateOrder(row.id, tid, station_id, image.sha256, image.signature,
-                       release.signing_certificate_pem)
+    await audit.record(
+        s,
+        actor=actor,
+        action="firmware.update_requested",
+        target=station_id,
+        transaction_id=tid,
+        details={
+            "release_id": release.id,
+            "version": release.version,
+            "request_id": row.id,
+            "sha256": image.sha256,
+        },
+        now=now,
+    )
+    return UpdateOrder(
+        row.id, tid, station_id, image.sha256, image.signature, release.signing_certificate_pem
+    )
 
 
-async def set_update_response(s: AsyncSession, request_id: int, response: str, *,
-                              now: dt.datetime) -> None:
+async def set_update_response(
+    s: AsyncSession, request_id: int, response: str, *, now: dt.datetime
+) -> None:
     row = await s.get(FirmwareUpdate, request_id)
     if row is None:
         raise NotFound(f"no firmware update {request_id}")
@@ -332,23 +522,40 @@ async def set_update_response(s: AsyncSession, request_id: int, response: str, *
     row.updated_at = now
     if response in REJECTED_RESPONSES:
         row.outcome = "failed"
-    await audit.record(s, actor=station_actor(row.station_id), action="firmware.update_response",
-                       target=row.station_id, transaction_id=row.transaction_id,
-                       details={"status": response, "request_id": request_id}, now=now)
+    await audit.record(
+        s,
+        actor=station_actor(row.station_id),
+        action="firmware.update_response",
+        target=row.station_id,
+        transaction_id=row.transaction_id,
+        details={"status": response, "request_id": request_id},
+        now=now,
+    )
 
 
 async def _update_view(s: AsyncSession, row: FirmwareUpdate) -> UpdateView:
     version = (await s.scalar(select(Release.version).where(Release.id == row.release_id))) or ""
-    return UpdateView(request_id=row.id, transaction_id=row.transaction_id,
-                      station_id=row.station_id, release_id=row.release_id, version=version,
-                      response_status=row.response_status, last_status=row.last_status,
-                      outcome=row.outcome, requested_by=row.requested_by,
-                      created_at=row.created_at, updated_at=row.updated_at)
+    return UpdateView(
+        request_id=row.id,
+        transaction_id=row.transaction_id,
+        station_id=row.station_id,
+        release_id=row.release_id,
+        version=version,
+        response_status=row.response_status,
+        last_status=row.last_status,
+        outcome=row.outcome,
+        requested_by=row.requested_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
 
 
 async def update_view(s: AsyncSession, transaction_id: str) -> UpdateView:
-    row = (await s.scalars(select(FirmwareUpdate)
-                           .where(FirmwareUpdate.transaction_id == transaction_id))).first()
+    row = (
+        await s.scalars(
+            select(FirmwareUpdate).where(FirmwareUpdate.transaction_id == transaction_id)
+        )
+    ).first()
     if row is None:
         raise NotFound(f"no firmware update {transaction_id!r}")
     return await _update_view(s, row)
@@ -367,6 +574,9 @@ async def create_token(s: AsyncSession, name: str, *, actor: str, now: dt.dateti
 
 
 async def token_owner(s: AsyncSession, token: str) -> str | None:
-    row = (await s.scalars(select(ApiToken)
-                           .where(ApiToken.token_sha256 == passwords.token_digest(token)))).first()
+    row = (
+        await s.scalars(
+            select(ApiToken).where(ApiToken.token_sha256 == passwords.token_digest(token))
+        )
+    ).first()
     return row.name if row else None

@@ -35,8 +35,9 @@ def _mac(key: bytes, sha256: str, station: str, expires: int) -> str:
 
 
 def signed_path(key: bytes, sha256: str, station: str, expires: int) -> str:
-    query = urlencode({"station": station, "expires": expires,
-                       "sig": _mac(key, sha256, station, expires)})
+    query = urlencode(
+        {"station": station, "expires": expires, "sig": _mac(key, sha256, station, expires)}
+    )
     return f"/firmware/sha256/{sha256}?{query}"
 
 
