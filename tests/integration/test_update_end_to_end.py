@@ -22,8 +22,9 @@ def test_release_reaches_agent_in_l01_order(tmp_path: Path, pki: Pki, factory_bu
         agent, state = srv.start_agent(tmp_path, pki, "CP-0001", factory_bundle)
         before = srv.wait_connected("CP-0001")
         assert before["firmware_version"] == "1.0.0"
-        release = srv.upload(update)
-        assert release["version"] == "1.1.0"
+        out = cli("release", "upload", str(update), "--data-dir", str(srv.data_dir)).stdout
+        release = srv.api("GET", "/api/v1/releases")[0]
+        assert release["version"] == "1.1.0" and release["id"] in out.replace("\n", "")
 
         r = srv.api(
             "POST",

@@ -101,11 +101,8 @@ def test_pki_show(runner: CliRunner, released: Path) -> None:
 def test_pki_init_root_refuses_existing_output(runner: CliRunner, tmp_path: Path) -> None:
     make_root(runner, "ACME")
     before = (tmp_path / "ACME.pem").read_bytes()
-    result = runner.invoke(
-        app,
-        ["pki", "init-root", "--key", "keys/new.key", "--generate-key"]
-        + ["--out", "ACME.pem", "--cn", "X", "--org", "X"],
-    )
+    args = ["pki", "init-root", "--key", "keys/new.key", "--generate-key", "--out", "ACME.pem"]
+    result = runner.invoke(app, [*args, "--cn", "X", "--org", "X"])
     assert isinstance(result.exception, Conflict)
     assert (tmp_path / "ACME.pem").read_bytes() == before
     assert not (tmp_path / "keys" / "new.key").exists()
@@ -173,3 +170,30 @@ def test_missing_root_file_is_a_config_error(runner: CliRunner, released: Path) 
     result = runner.invoke(app, ["release", "verify", "release.cwb", "--root", "absent.pem"])
     assert isinstance(result.exception, ConfigError)
     assert "cannot read certificate file absent.pem" in str(result.exception)
+
+
+def test_key_pki_and_release_operations_are_audited(released: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    from chargeward import audit
+    from chargeward.server.db import Database
+
+    async def read() -> list[audit.Entry]:
+        db = await Database.open(data_dir=tmp_path / "chargeward-data")
+        try:
+            async with db.session() as s:
+                return await audit.entries(s)
+        finally:
+            await db.close()
+
+    entries = asyncio.run(read())
+    assert [e.action for e in entries] == [
+        "pki.root_ca_created",
+        "pki.signing_certificate_issued",
+        "release.build",
+    ]
+    build = entries[-1]
+    assert build.details["version"] == "1.2.0"
+    assert build.details["hardware_models"] == ["AC11", "AC22"]
+    assert str(build.details["signing_key"]).endswith("keys/signing.key")
+    assert entries[1].details["key_generated"] is True

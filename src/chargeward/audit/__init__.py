@@ -76,5 +76,6 @@ async def entries(
     if target is not None:
         q = q.where(AuditEntry.target == target)
     rows = (await session.scalars(q)).all()
-    return [Entry(r.id, r.time, r.actor, r.action, r.target, r.transaction_id, r.details)
-            for r in rows]
+    return [
+        Entry(r.id, r.time, r.actor, r.action, r.target, r.transaction_id, r.details) for r in rows
+    ]

@@ -39,8 +39,9 @@ def cli_passphrase(*, confirm: bool = False, what: str = "key") -> PassphraseSou
             return value.encode()
         if not sys.stdin.isatty():
             raise KeyAccessError(f"no passphrase for the {what}: set {PASSPHRASE_ENV}")
-        entered: str = typer.prompt(f"Passphrase for the {what}", hide_input=True,
-                                    confirmation_prompt=confirm)
+        entered: str = typer.prompt(
+            f"Passphrase for the {what}", hide_input=True, confirmation_prompt=confirm
+        )
         return entered.encode()
 
     return read
@@ -54,3 +55,29 @@ def actor() -> str:
     import getpass
 
     return os.environ.get(ACTOR_ENV) or getpass.getuser()
+
+
+def record_audit(data_dir: Path, action: str, target: str, details: dict[str, object]) -> None:
+    """Append a privileged CLI action (key, PKI, release) to the audit log in ``data_dir``."""
+    import asyncio
+    import datetime as dt
+
+    from chargeward import audit
+    from chargeward.server.db import Database
+
+    async def go() -> None:
+        db = await Database.open(data_dir=data_dir)
+        try:
+            async with db.session() as s:
+                await audit.record(
+                    s,
+                    actor=actor(),
+                    action=action,
+                    target=target,
+                    details=details,
+                    now=dt.datetime.now(dt.UTC),
+                )
+        finally:
+            await db.close()
+
+    asyncio.run(go())

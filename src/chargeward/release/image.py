@@ -7,7 +7,7 @@ whole file, the header is authenticated together with the payload.
 
 Layout::
 
-    b"CWFW" | version byte 0x01 | 4-byte big-endian header length | header (canonical JSON) | payload
+    b"CWFW" | version 0x01 | 4-byte big-endian header length | header (canonical JSON) | payload
 """
 
 from __future__ import annotations
@@ -31,8 +31,15 @@ def canonical_json(data: object) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def pack_image(payload: Path, out: Path, *, component: str, version: str,
-               security_version: int, hardware_models: list[str]) -> ImageHeader:
+def pack_image(
+    payload: Path,
+    out: Path,
+    *,
+    component: str,
+    version: str,
+    security_version: int,
+    hardware_models: list[str],
+) -> ImageHeader:
     """Write ``out`` = envelope(header describing ``payload``) + payload."""
     h = hashlib.sha256()
     length = 0
@@ -40,8 +47,9 @@ def pack_image(payload: Path, out: Path, *, component: str, version: str,
         while chunk := fh.read(CHUNK):
             h.update(chunk)
             length += len(chunk)
-    header = ImageHeader(component, version, security_version, tuple(hardware_models),
-                         h.hexdigest(), length)
+    header = ImageHeader(
+        component, version, security_version, tuple(hardware_models), h.hexdigest(), length
+    )
     raw = canonical_json(header.to_dict())
     with out.open("wb") as dst, payload.open("rb") as src:
         dst.write(MAGIC + struct.pack(">I", len(raw)) + raw)
@@ -55,7 +63,7 @@ def read_header_from(fh: BinaryIO) -> tuple[ImageHeader, int]:
     prefix = fh.read(_PREFIX)
     if len(prefix) < _PREFIX or not prefix.startswith(MAGIC):
         raise BundleError("not a Chargeward firmware image (bad magic)")
-    (n,) = struct.unpack(">I", prefix[len(MAGIC):])
+    (n,) = struct.unpack(">I", prefix[len(MAGIC) :])
     if n > MAX_HEADER:
         raise BundleError(f"image header of {n} bytes exceeds {MAX_HEADER}")
     raw = fh.read(n)

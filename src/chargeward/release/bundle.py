@@ -1,0 +1,222 @@
+"""Release bundles: build one from a firmware payload, verify one before trusting it.
+
+A bundle (``.cwb``) is an uncompressed POSIX tar holding exactly::
+
+    images/<component>.cwfw    the CWFW envelope around the firmware payload
+    manifest.json              canonical JSON: release metadata, image digest and signature
+    signing-certificate.pem    the firmware-signing certificate
+
+The image signature is the OCPP 2.0.1 one: ECDSA P-256 over the SHA-256 of the whole
+``.cwfw`` file, DER, base64.  Building::
+
+    >>> manifest = build_bundle(  # doctest: +SKIP
+    ...     Path("firmware.bin"), Path("acme-1.2.0.cwb"),
+    ...     version="1.2.0", security_version=3, hardware_models=["AC22"],
+    ...     signer=load_signer("file:signing.key", passphrase_from_env()),
+    ...     signing_certificate=load_certificate_file(Path("signing.pem")),
+    ... )
+    >>> manifest.release_id  # doctest: +SKIP
+    '9f2c...'
+
+and checking, which is the only way to get a :class:`VerifiedBundle`::
+
+    >>> verified = verify_bundle(Path("acme-1.2.0.cwb"), [root], workdir=tmp)  # doctest: +SKIP
+
+Reproducibility: with ``SOURCE_DATE_EPOCH`` set (or ``now`` given) everything in the bundle is
+determined by its inputs - members sorted, owner 0/0, mode 0644, every mtime equal to
+``created`` - except the ECDSA signature, which is randomised; two builds of the same
+payload differ only in the manifest's ``signature`` field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+from pathlib import Path
+
+from cryptography import x509
+
+from chargeward.crypto.keys import Signer
+from chargeward.crypto.pki import (
+    MAX_SIGNING_CERTIFICATE_CHARS,
+    certificate_pem,
+    check_signing_certificate,
+    key_matches_certificate,
+)
+from chargeward.crypto.signature import (
+    sha256_file,
+    sign_firmware_digest,
+    verify_firmware_signature,
+)
+from chargeward.errors import (
+    BadSignature,
+    BundleError,
+    ConfigError,
+    TransportError,
+    UntrustedCertificate,
+)
+from chargeward.fileio import new_file, refuse_existing
+from chargeward.model.firmware import (
+    check_component,
+    check_models,
+    check_security_version,
+    check_version,
+)
+from chargeward.release.archive import DEFAULT_MAX_IMAGE_BYTES, write_bundle_tar
+from chargeward.release.image import pack_image
+from chargeward.release.manifest import (
+    CERTIFICATE_NAME,
+    MANIFEST_NAME,
+    Manifest,
+    ManifestImage,
+    check_notes,
+    format_created,
+    image_path,
+)
+from chargeward.release.verify import VerifiedBundle, VerifiedImage, read_manifest, verify_bundle
+
+SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
+
+__all__ = [
+    "DEFAULT_MAX_IMAGE_BYTES",
+    "Manifest",
+    "ManifestImage",
+    "VerifiedBundle",
+    "VerifiedImage",
+    "build_bundle",
+    "read_manifest",
+    "verify_bundle",
+]
+
+
+def _created(now: dt.datetime | None) -> dt.datetime:
+    if now is not None:
+        if now.tzinfo is None:
+            raise ConfigError("now must be a timezone-aware datetime")
+        return now.astimezone(dt.UTC).replace(microsecond=0)
+    epoch = os.environ.get(SOURCE_DATE_EPOCH)
+    if epoch is not None:
+        if not epoch.isdigit():
+            raise ConfigError(
+                f"{SOURCE_DATE_EPOCH} must be whole seconds since 1970, got {epoch!r}"
+            )
+        try:
+            return dt.datetime.fromtimestamp(int(epoch), dt.UTC)
+        except (OverflowError, OSError, ValueError) as e:
+            raise ConfigError(f"{SOURCE_DATE_EPOCH}={epoch} is out of range") from e
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def _check_signing_pair(
+    signer: Signer, certificate: x509.Certificate, now: dt.datetime | None
+) -> str:
+    subject = certificate.subject.rfc4514_string()
+    if not key_matches_certificate(signer.public_key(), certificate):
+        raise ConfigError(
+            f"signing key {signer.uri} does not match the signing certificate ({subject})"
+        )
+    try:
+        check_signing_certificate(certificate, now=now)
+    except UntrustedCertificate as e:
+        raise ConfigError(f"certificate {subject} cannot sign firmware: {e}") from e
+    pem = certificate_pem(certificate)
+    if len(pem) > MAX_SIGNING_CERTIFICATE_CHARS:
+        raise ConfigError(
+            f"certificate {subject} is longer than the {MAX_SIGNING_CERTIFICATE_CHARS} "
+            "characters OCPP allows"
+        )
+    return pem
+
+
+def _check_payload(payload: Path) -> None:
+    try:
+        size = payload.stat().st_size
+    except OSError as e:
+        raise ConfigError(f"cannot read firmware payload {payload}: {e.strerror}") from e
+    if not payload.is_file():
+        raise ConfigError(f"firmware payload {payload} is not a regular file")
+    if size == 0:
+        raise BundleError(f"firmware payload {payload} is empty")
+
+
+def build_bundle(
+    payload: Path,
+    out: Path,
+    *,
+    version: str,
+    security_version: int,
+    hardware_models: list[str],
+    signer: Signer,
+    signing_certificate: x509.Certificate,
+    component: str = "main",
+    notes: str = "",
+    now: dt.datetime | None = None,
+) -> Manifest:
+    """Pack, sign and write a release bundle to the new file ``out``; returns its manifest.
+
+    ``created`` is ``now`` if given, else ``$SOURCE_DATE_EPOCH`` if set, else the clock.
+    Raises :class:`BundleError` for invalid release metadata, :class:`ConfigError` if the
+    key does not match the certificate or the certificate cannot sign firmware, and
+    :class:`Conflict` if ``out`` exists (it is never overwritten).
+    """
+    check_version(version)
+    check_security_version(security_version)
+    models = check_models(hardware_models)
+    check_component(component)
+    check_notes(notes)
+    refuse_existing(out)
+    pem = _check_signing_pair(signer, signing_certificate, now)
+    _check_payload(payload)
+    created = _created(now)
+    directory = out.parent if str(out.parent) else Path(".")
+    try:
+        workspace = tempfile.TemporaryDirectory(prefix=".chargeward-build-", dir=directory)
+    except OSError as e:
+        raise ConfigError(f"cannot write to {directory}: {e.strerror}") from e
+    with workspace as tmp:
+        image = Path(tmp) / f"{component}.cwfw"
+        try:
+            pack_image(
+                payload,
+                image,
+                component=component,
+                version=version,
+                security_version=security_version,
+                hardware_models=list(models),
+            )
+        except OSError as e:
+            raise ConfigError(f"cannot pack {payload}: {e.strerror}") from e
+        digest = sha256_file(image)
+        signature = sign_firmware_digest(signer, digest)
+        try:
+            verify_firmware_signature(signing_certificate, digest, signature)
+        except BadSignature as e:
+            raise BadSignature(f"signing key {signer.uri} produced an invalid signature") from e
+        manifest = Manifest(
+            version=version,
+            security_version=security_version,
+            hardware_models=models,
+            created=format_created(created),
+            notes=notes,
+            images=(
+                ManifestImage(
+                    component=component,
+                    path=image_path(component),
+                    sha256=digest.sha256,
+                    length=digest.length,
+                    signature=signature,
+                ),
+            ),
+        )
+        try:
+            with new_file(out) as fh:
+                write_bundle_tar(
+                    fh,
+                    files={image_path(component): image},
+                    blobs={MANIFEST_NAME: manifest.to_json(), CERTIFICATE_NAME: pem.encode()},
+                    mtime=int(created.timestamp()),
+                )
+        except OSError as e:
+            raise TransportError(f"cannot write {out}: {e.strerror}") from e
+    return manifest

@@ -1,0 +1,277 @@
+"""The release manifest (``manifest.json``): what a bundle claims to contain.
+
+The manifest is canonical JSON (sorted keys, no whitespace, UTF-8), so one release has exactly
+one encoding and its SHA-256 is a stable *release id*.  It is not signed itself: every claim
+that matters is checked against the signed images by :func:`chargeward.release.verify_bundle`.
+
+    >>> manifest = Manifest.from_json(raw)  # doctest: +SKIP
+    >>> manifest.version, manifest.security_version, manifest.images[0].path  # doctest: +SKIP
+    ('1.2.0', 3, 'images/main.cwfw')
+    >>> manifest.to_json() == raw  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from chargeward.errors import BundleError
+from chargeward.model.firmware import (
+    check_component,
+    check_length,
+    check_models,
+    check_security_version,
+    check_sha256,
+    check_version,
+)
+from chargeward.release.image import canonical_json
+
+SCHEMA = "chargeward.bundle/1"
+MANIFEST_NAME = "manifest.json"
+CERTIFICATE_NAME = "signing-certificate.pem"
+IMAGES_DIR = "images"
+IMAGE_SUFFIX = ".cwfw"
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_IMAGES = 16
+MAX_NOTES_CHARS = 16 * 1024
+# OCPP 2.0.1 UpdateFirmware: signature is at most 800 characters (base64).
+MAX_SIGNATURE_CHARS = 800
+CREATED_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_CREATED_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+
+_TOP_KEYS = frozenset({"schema", "release", "images", "signing_certificate"})
+_RELEASE_KEYS = frozenset({"version", "security_version", "hardware_models", "created", "notes"})
+_IMAGE_KEYS = frozenset({"component", "path", "sha256", "length", "signature"})
+
+
+def image_path(component: str) -> str:
+    """The bundle member holding ``component``'s image: ``images/<component>.cwfw``."""
+    return f"{IMAGES_DIR}/{check_component(component)}{IMAGE_SUFFIX}"
+
+
+def format_created(moment: dt.datetime) -> str:
+    """``moment`` as the manifest's ``created`` string (UTC, whole seconds)."""
+    if moment.tzinfo is None:
+        raise ValueError("created time must be timezone-aware")
+    return moment.astimezone(dt.UTC).strftime(CREATED_FORMAT)
+
+
+def parse_created(value: object) -> dt.datetime:
+    """Parse a ``created`` string such as ``2026-11-21T10:00:00Z``."""
+    if not isinstance(value, str) or not _CREATED_RE.fullmatch(value):
+        raise BundleError(f"created must look like 2026-11-21T10:00:00Z, got {value!r}")
+    try:
+        return dt.datetime.strptime(value, CREATED_FORMAT).replace(tzinfo=dt.UTC)
+    except ValueError as e:
+        raise BundleError(f"created {value!r} is not a valid UTC time") from e
+
+
+def _check_signature(value: object) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_SIGNATURE_CHARS:
+        raise BundleError(f"signature must be base64 text of 1-{MAX_SIGNATURE_CHARS} characters")
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise BundleError("signature is not valid base64") from e
+    return value
+
+
+def check_notes(value: object) -> str:
+    if not isinstance(value, str) or len(value) > MAX_NOTES_CHARS:
+        raise BundleError(f"notes must be a string of at most {MAX_NOTES_CHARS} characters")
+    return value
+
+
+@dataclass(frozen=True)
+class ManifestImage:
+    """One firmware image of a release, as the manifest describes it."""
+
+    component: str
+    path: str
+    sha256: str
+    length: int
+    signature: str
+
+    def __post_init__(self) -> None:
+        check_component(self.component)
+        if self.path != image_path(self.component):
+            raise BundleError(
+                f"image path for component {self.component!r} must be "
+                f"{image_path(self.component)!r}, got {self.path!r}"
+            )
+        check_sha256(self.sha256)
+        check_length(self.length)
+        _check_signature(self.signature)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "component": self.component,
+            "path": self.path,
+            "sha256": self.sha256,
+            "length": self.length,
+            "signature": self.signature,
+        }
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A release manifest; construct with :meth:`from_json` or by :func:`build_bundle`.
+
+    Field values are validated on construction (raising :class:`BundleError`), and
+    ``hardware_models`` is kept sorted so that equal releases encode identically.
+    """
+
+    version: str
+    security_version: int
+    hardware_models: tuple[str, ...]
+    created: str
+    notes: str
+    images: tuple[ManifestImage, ...]
+    signing_certificate_path: str = CERTIFICATE_NAME
+
+    def __post_init__(self) -> None:
+        check_version(self.version)
+        check_security_version(self.security_version)
+        object.__setattr__(self, "hardware_models", check_models(self.hardware_models))
+        parse_created(self.created)
+        check_notes(self.notes)
+        object.__setattr__(self, "images", tuple(self.images))
+        if not 1 <= len(self.images) <= MAX_IMAGES:
+            raise BundleError(f"a release holds 1-{MAX_IMAGES} images")
+        if not all(isinstance(image, ManifestImage) for image in self.images):
+            raise BundleError("manifest images must be ManifestImage entries")
+        components = [image.component for image in self.images]
+        if len(set(components)) != len(components):
+            raise BundleError("a component is listed twice in the manifest")
+        if self.signing_certificate_path != CERTIFICATE_NAME:
+            raise BundleError(
+                f"signing_certificate must be {CERTIFICATE_NAME!r}, "
+                f"got {self.signing_certificate_path!r}"
+            )
+
+    @property
+    def created_at(self) -> dt.datetime:
+        return parse_created(self.created)
+
+    @property
+    def release_id(self) -> str:
+        """SHA-256 (hex) of the canonical ``manifest.json``: the release's identity."""
+        return hashlib.sha256(self.to_json()).hexdigest()
+
+    def image(self, component: str) -> ManifestImage:
+        """The image for ``component``; :class:`BundleError` if the release has none."""
+        for image in self.images:
+            if image.component == component:
+                return image
+        raise BundleError(f"release {self.version} has no {component!r} image")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "release": {
+                "version": self.version,
+                "security_version": self.security_version,
+                "hardware_models": list(self.hardware_models),
+                "created": self.created,
+                "notes": self.notes,
+            },
+            "images": [image.to_dict() for image in self.images],
+            "signing_certificate": self.signing_certificate_path,
+        }
+
+    def to_json(self) -> bytes:
+        """The canonical encoding, byte for byte what ``manifest.json`` holds."""
+        return canonical_json(self.to_dict())
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Manifest:
+        """Parse and strictly validate ``manifest.json``.
+
+        Refuses (with :class:`BundleError`) anything over 1 MiB, invalid UTF-8 or JSON,
+        duplicate or unknown keys, missing keys, wrong types or values, and any encoding
+        other than the canonical one.
+        """
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise BundleError(f"manifest is {len(raw)} bytes; the limit is {MAX_MANIFEST_BYTES}")
+        data = _load_json(raw)
+        top = _object(data, _TOP_KEYS, "manifest")
+        if top["schema"] != SCHEMA:
+            raise BundleError(f"unsupported manifest schema {top['schema']!r}; expected {SCHEMA!r}")
+        release = _object(top["release"], _RELEASE_KEYS, "manifest 'release'")
+        images_raw = top["images"]
+        if not isinstance(images_raw, list):
+            raise BundleError("manifest 'images' must be a list")
+        images: list[ManifestImage] = []
+        for index, item in enumerate(images_raw):
+            fields = _object(item, _IMAGE_KEYS, f"manifest images[{index}]")
+            images.append(
+                ManifestImage(
+                    component=fields["component"],
+                    path=fields["path"],
+                    sha256=fields["sha256"],
+                    length=fields["length"],
+                    signature=fields["signature"],
+                )
+            )
+        if not isinstance(release["hardware_models"], list):
+            raise BundleError("manifest 'hardware_models' must be a list")
+        manifest = cls(
+            version=release["version"],
+            security_version=release["security_version"],
+            hardware_models=tuple(release["hardware_models"]),
+            created=release["created"],
+            notes=release["notes"],
+            images=tuple(images),
+            signing_certificate_path=top["signing_certificate"],
+        )
+        if manifest.to_json() != raw:
+            raise BundleError(
+                "manifest is not canonical JSON (sorted keys, no whitespace, "
+                "hardware models sorted)"
+            )
+        return manifest
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise BundleError(f"manifest holds the non-JSON number {name}")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise BundleError(f"manifest repeats the key {key!r}")
+        out[key] = value
+    return out
+
+
+def _load_json(raw: bytes) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BundleError("manifest is not valid UTF-8") from e
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant)
+    except ValueError as e:
+        raise BundleError(f"manifest is not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise BundleError("manifest JSON is nested too deeply") from e
+
+
+def _object(value: object, keys: frozenset[str], where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BundleError(f"{where} must be a JSON object")
+    missing = sorted(keys - value.keys())
+    if missing:
+        raise BundleError(f"{where} lacks {', '.join(map(repr, missing))}")
+    unknown = sorted(value.keys() - keys)
+    if unknown:
+        raise BundleError(f"{where} has unknown keys {', '.join(map(repr, unknown))}")
+    return value
