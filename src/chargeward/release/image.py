@@ -18,6 +18,7 @@ import struct
 from pathlib import Path
 from typing import BinaryIO
 
+from chargeward.crypto.signature import sha256_file
 from chargeward.errors import BundleError, IntegrityError
 from chargeward.model.firmware import ImageHeader
 
@@ -41,14 +42,14 @@ def pack_image(
     hardware_models: list[str],
 ) -> ImageHeader:
     """Write ``out`` = envelope(header describing ``payload``) + payload."""
-    h = hashlib.sha256()
-    length = 0
-    with payload.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-            length += len(chunk)
+    digest = sha256_file(payload)
     header = ImageHeader(
-        component, version, security_version, tuple(hardware_models), h.hexdigest(), length
+        component,
+        version,
+        security_version,
+        tuple(hardware_models),
+        digest.sha256,
+        digest.length,
     )
     raw = canonical_json(header.to_dict())
     with out.open("wb") as dst, payload.open("rb") as src:
