@@ -48,6 +48,7 @@ from chargeward.ocpp.station import StationChargePoint
 LOG = logging.getLogger("chargeward.agent")
 SUBPROTOCOL = "ocpp2.0.1"
 TECH_INFO_MAX = 255
+ROUTINE_EVENTS = frozenset({"FirmwareUpdated", "StartupOfTheDevice", "ResetOrReboot"})
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,8 @@ class Agent:
         await self._call(call.FirmwareStatusNotification(status=status, request_id=request_id))
 
     async def _security_event(self, type: str, tech_info: str) -> None:
-        LOG.warning("%s: security event %s: %s", self.identity.station_id, type, tech_info)
+        level = logging.INFO if type in ROUTINE_EVENTS else logging.WARNING
+        LOG.log(level, "%s: security event %s: %s", self.identity.station_id, type, tech_info)
         await self._call(
             call.SecurityEventNotification(
                 type=type, timestamp=ocpp_time(self.clock()), tech_info=tech_info[:TECH_INFO_MAX]

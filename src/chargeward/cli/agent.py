@@ -73,6 +73,7 @@ def run(
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Run the charger: connect, boot, and install firmware updates as the CSMS asks."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry signed URLs
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

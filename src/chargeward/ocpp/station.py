@@ -55,6 +55,7 @@ class StationChargePoint(HardenedChargePoint):
         super().__init__(station_id, connection, response_timeout=response_timeout)
         self.controller = controller
         self._responses: dict[int, str] = {}
+        self._reset_status = "Rejected"
 
     @on(Action.update_firmware)
     def on_update_firmware(
