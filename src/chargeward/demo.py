@@ -49,13 +49,19 @@ class Process:
     popen: subprocess.Popen[bytes]
     log: Path
 
-    def stop(self) -> None:
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> str:
+        """SIGTERM, then SIGKILL after 10 s; returns everything the process printed."""
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
             try:
                 self.popen.wait(10)
             except subprocess.TimeoutExpired:
                 self.popen.kill()
+                self.popen.wait(5)
+        return self.output()
 
 
 def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> Process:
@@ -95,6 +101,36 @@ def wait_for_file(path: Path, proc: Process, timeout: float = 30) -> dict[str, A
             raise ChargewardError(f"the server exited; see {proc.log}")
         time.sleep(0.1)
     raise TransportError(f"the server did not start within {timeout}s; see {proc.log}")
+
+
+def start_server(
+    data_dir: Path,
+    root_pem: Path,
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
+    public_url: str | None = None,
+) -> tuple[Process, dict[str, Any]]:
+    """Start ``chargeward server`` on free loopback ports; returns it and its server.json."""
+    args = [
+        "server",
+        "--data-dir",
+        str(data_dir),
+        "--ocpp-port",
+        "0",
+        "--http-port",
+        "0",
+        "--manufacturer-root",
+        str(root_pem),
+    ]
+    if public_url:
+        args += ["--public-url", public_url]
+    proc = spawn(args, log, env)
+    try:
+        return proc, wait_for_file(data_dir / "server.json", proc)
+    except ChargewardError:
+        proc.stop()
+        raise
 
 
 def make_pki(d: Path, passphrase: bytes) -> tuple[Any, Any, Path]:
@@ -170,24 +206,9 @@ def run_demo(
 
     console.rule("[bold]2. Operator: management server and chargers")
     data = workdir / "server"
-    server = spawn(
-        [
-            "server",
-            "--data-dir",
-            str(data),
-            "--ocpp-port",
-            "0",
-            "--http-port",
-            "0",
-            "--manufacturer-root",
-            str(root_pem),
-        ],
-        workdir / "server.log",
-        env,
-    )
+    server, info = start_server(data, root_pem, workdir / "server.log", env=env)
     agents: list[Process] = []
     try:
-        info = wait_for_file(data / "server.json", server)
         token = (data / "admin.token").read_text().strip()
         console.print(f"server up: OCPP {info['ocpp_url']}{{stationId}}, API {info['api_url']}")
         ids = [f"DEMO-{i:03d}" for i in range(1, stations + 1)]

@@ -6,6 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
@@ -106,6 +107,14 @@ def test_refusals_are_clear_and_harmless(tmp_path: Path, pki: Pki, factory_bundl
 
         # The other station is still served: a full update goes through.
         release = srv.upload(update)
+        # Firmware downloads need the signed, unexpired link the station was given.
+        blob = f"/firmware/sha256/{release['images'][0]['sha256']}"
+        with httpx.Client(base_url=srv.api_url, timeout=10) as web:
+            assert web.get(blob).status_code == 422  # no link parameters at all
+            forged = web.get(
+                blob, params={"station": "CP-OTHER", "expires": 4102444800, "sig": "0" * 32}
+            )
+            assert forged.status_code == 403
         srv.api(
             "POST", "/api/v1/stations/CP-OTHER/firmware-updates", json={"release_id": release["id"]}
         )

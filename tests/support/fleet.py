@@ -9,9 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
-import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +27,8 @@ from chargeward.crypto import (
     issue_firmware_signing_certificate,
 )
 from chargeward.crypto.keys import Signer
+from chargeward.demo import Process as Proc
+from chargeward.demo import spawn, start_server
 from chargeward.release.bundle import build_bundle
 
 TEST_PASSPHRASE = "test-fixture-passphrase-not-a-secret"  # generated test keys only
@@ -101,37 +101,6 @@ def cli(
             f"chargeward {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
         )
     return r
-
-
-@dataclass
-class Proc:
-    popen: subprocess.Popen[str]
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> str:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
-        return self.output()
-
-
-def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
-    fh = log.open("w")
-    p = subprocess.Popen(
-        [sys.executable, "-m", "chargeward", *args],
-        stdout=fh,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    return Proc(p, log)
 
 
 def wait_for(pred: Any, timeout: float = 30, what: str = "condition", interval: float = 0.1) -> Any:
@@ -240,36 +209,17 @@ def running_server(
     root: Path, pki: Pki, extra_env: dict[str, str] | None = None, public_url: str | None = None
 ) -> Iterator[Server]:
     data = root / "server-data"
-    args = [
-        "server",
-        "--data-dir",
-        str(data),
-        "--ocpp-port",
-        "0",
-        "--http-port",
-        "0",
-        "--manufacturer-root",
-        str(pki.root_pem),
-        "--log-level",
-        "info",
-    ]
-    if public_url:
-        args += ["--public-url", public_url]
-    proc = spawn(args, root / "server.log", extra_env)
+    proc, info = start_server(
+        data, pki.root_pem, root / "server.log", env=extra_env, public_url=public_url
+    )
+    srv: Server | None = None
     try:
-        info = wait_for(
-            lambda: (
-                (data / "server.json").exists() and json.loads((data / "server.json").read_text())
-            ),
-            30,
-            "server to start",
-        )
         token = (data / "admin.token").read_text().strip()
         srv = Server(data, proc, info["ocpp_url"], info["api_url"], token)
         yield srv
     finally:
-        for a in srv.agents if "srv" in locals() else []:
-            a.stop()
+        for agent in srv.agents if srv else []:
+            agent.stop()
         proc.stop()
 
 
