@@ -14,6 +14,7 @@ into an OCPP status.  Library errors are converted where they enter (``raise ...
     |   +-- IntegrityError          length or digest mismatch
     |   +-- RollbackRefused         security version below the rollback floor
     |   +-- IncompatibleImage       image is for other hardware
+    |   +-- RepositoryRefused       TUF metadata or target refused (``reason`` says why)
     +-- BundleError             malformed bundle or manifest (bad input)
     +-- TransportError          network or I/O trouble: may succeed on retry
     +-- NotFound                a named thing does not exist
@@ -61,6 +62,22 @@ class RollbackRefused(TrustError):
 
 class IncompatibleImage(TrustError):
     """An image is not built for this hardware model."""
+
+
+class RepositoryRefused(TrustError):
+    """The TUF repository check failed.
+
+    ``reason`` is a short stable code (``expired``, ``rollback``, ``unsigned``, ``hash``,
+    ``length``, ``not-listed``, ``wrong-model``, ``wrong-customer``, ``clock-behind``,
+    ``oversized``, ``repository``) that chargers report in security events and tests assert on.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.args[0]}"
 
 
 class BundleError(ChargewardError):

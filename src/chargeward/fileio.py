@@ -57,13 +57,8 @@ def _publish(tmp: Path, dest: Path) -> None:
 
 
 @contextlib.contextmanager
-def new_file(dest: Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
-    """Yield a binary file that becomes ``dest`` when the block ends without error.
-
-    Raises :class:`Conflict` if ``dest`` exists (checked before and when publishing) and
-    :class:`ConfigError` if the directory is not writable.  On error nothing is left behind.
-    """
-    refuse_existing(dest)
+def _synced_temp(dest: Path, mode: int) -> Iterator[tuple[BinaryIO, Path]]:
+    """A hidden temporary file beside ``dest``; flushed to disk when the block ends."""
     directory = dest.parent if str(dest.parent) else Path(".")
     try:
         fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=directory)
@@ -73,9 +68,25 @@ def new_file(dest: Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
     try:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), mode)
-            yield fh
+            yield fh, tmp
             fh.flush()
             os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def new_file(dest: Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Yield a binary file that becomes ``dest`` when the block ends without error.
+
+    Raises :class:`Conflict` if ``dest`` exists (checked before and when publishing) and
+    :class:`ConfigError` if the directory is not writable.  On error nothing is left behind.
+    """
+    refuse_existing(dest)
+    with _synced_temp(dest, mode) as (fh, tmp):
+        yield fh
+    try:
         _publish(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -85,3 +96,18 @@ def write_new_file(dest: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write ``data`` to the new file ``dest`` (see :func:`new_file`)."""
     with new_file(dest, mode=mode) as fh:
         fh.write(data)
+
+
+def replace_file(dest: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Atomically write ``data`` to ``dest``, replacing any previous version.
+
+    Readers see the old or the new file, never a mixture; a crash leaves one of the two.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _synced_temp(dest, mode) as (fh, tmp):
+        fh.write(data)
+    try:
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(dest.parent)

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 
 from chargeward.crypto.keys import PASSPHRASE_ENV, PassphraseSource
 from chargeward.errors import KeyAccessError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+T = TypeVar("T")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -57,27 +63,37 @@ def actor() -> str:
     return os.environ.get(ACTOR_ENV) or getpass.getuser()
 
 
-def record_audit(data_dir: Path, action: str, target: str, details: dict[str, object]) -> None:
-    """Append a privileged CLI action (key, PKI, release) to the audit log in ``data_dir``."""
+def in_session(data_dir: Path, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run ``work`` in one database transaction of the server data directory ``data_dir``."""
     import asyncio
-    import datetime as dt
 
-    from chargeward import audit
     from chargeward.server.db import Database
 
-    async def go() -> None:
+    async def go() -> T:
         db = await Database.open(data_dir=data_dir)
         try:
             async with db.session() as s:
-                await audit.record(
-                    s,
-                    actor=actor(),
-                    action=action,
-                    target=target,
-                    details=details,
-                    now=dt.datetime.now(dt.UTC),
-                )
+                return await work(s)
         finally:
             await db.close()
 
-    asyncio.run(go())
+    return asyncio.run(go())
+
+
+def record_audit(data_dir: Path, action: str, target: str, details: dict[str, object]) -> None:
+    """Append a privileged CLI action (key, PKI, release) to the audit log in ``data_dir``."""
+    import datetime as dt
+
+    from chargeward import audit
+
+    in_session(
+        data_dir,
+        lambda s: audit.record(
+            s,
+            actor=actor(),
+            action=action,
+            target=target,
+            details=details,
+            now=dt.datetime.now(dt.UTC),
+        ),
+    )

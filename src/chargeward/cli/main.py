@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from chargeward import __version__
-from chargeward.cli import agent, keys, pki, release, server, station
+from chargeward.cli import agent, keys, pki, release, repo, server, station, token
 from chargeward.cli.common import err_console
 from chargeward.errors import (
     BundleError,
@@ -37,8 +37,10 @@ app = typer.Typer(
 app.add_typer(keys.app, name="keys", help="Generate and inspect private keys (by URI).")
 app.add_typer(pki.app, name="pki", help="Manufacturer Root CA and firmware-signing certificates.")
 app.add_typer(release.app, name="release", help="Build, verify and upload release bundles.")
+app.add_typer(repo.app, name="repo", help="The TUF image repository: ceremonies and health.")
 app.add_typer(server.app, name="server", help="Run the management server (CSMS).")
 app.add_typer(station.app, name="station", help="Register and inspect charging stations.")
+app.add_typer(token.app, name="token", help="API tokens for operators and approvers.")
 app.add_typer(agent.app, name="agent", help="Run the reference charger agent.")
 
 

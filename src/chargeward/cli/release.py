@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 from rich.text import Text
+from tuf.api.metadata import Metadata, Targets
 
 from chargeward.cli.apiclient import ApiClient
 from chargeward.cli.common import (
@@ -30,7 +32,8 @@ from chargeward.cli.common import (
 from chargeward.cli.display import fields_table
 from chargeward.crypto.keys import load_signer
 from chargeward.crypto.pki import load_certificate, load_certificate_file, load_certificates_file
-from chargeward.errors import ChargewardError
+from chargeward.errors import ChargewardError, ConfigError, Conflict, TrustError
+from chargeward.publish.targets import ImageFacts, release_targets
 from chargeward.release.bundle import (
     Manifest,
     VerifiedBundle,
@@ -38,6 +41,8 @@ from chargeward.release.bundle import (
     read_manifest,
     verify_bundle,
 )
+from chargeward.trust.review import fetch_published_targets, review_proposal
+from chargeward.trust.tuf_keys import TufSigner
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -50,6 +55,8 @@ def _manifest_rows(manifest: Manifest) -> list[tuple[str, object]]:
         ("Version", manifest.version),
         ("Security version", manifest.security_version),
         ("Hardware models", ", ".join(manifest.hardware_models)),
+        ("Release class", manifest.release_class),
+        ("Customer", manifest.customer or "any"),
         ("Created", manifest.created),
     ]
     if manifest.notes:
@@ -80,6 +87,12 @@ def build(
     out: Annotated[Path, typer.Option("--out", help="Bundle to create (.cwb).", dir_okay=False)],
     component: Annotated[str, typer.Option("--component", help="Image component.")] = "main",
     notes: Annotated[str, typer.Option("--notes", help="Release notes.")] = "",
+    release_class: Annotated[
+        str, typer.Option("--class", help="Release class: security or feature.")
+    ] = "feature",
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="Only chargers of this customer may install.")
+    ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Pack, sign and write a release bundle (never overwrites OUT)."""
@@ -96,6 +109,8 @@ def build(
             signing_certificate=certificate,
             component=component,
             notes=notes,
+            release_class=release_class,
+            customer=customer,
         )
     record_audit(
         data_dir,
@@ -185,3 +200,121 @@ def upload(
             headers={"Content-Type": "application/octet-stream"},
         )
     console.print(Text(f"Uploaded release {r['version']}: id {r['id']}"), soft_wrap=True)
+    console.print(
+        Text(f"It is {r['state']}: approvers run `chargeward release approve {r['id'][:12]}`"),
+        soft_wrap=True,
+    )
+
+
+def _trusted_root(data_dir: Path, tuf_root: Path | None) -> bytes:
+    if tuf_root is not None:
+        return tuf_root.read_bytes()
+    local = data_dir / "tuf" / "metadata" / "1.root.json"
+    if local.exists():
+        return local.read_bytes()
+    raise ConfigError("pass --tuf-root: the repository's root.json you trust")
+
+
+def _expected_targets(
+    view: dict[str, Any], bundle: Path | None, roots: list[Path]
+) -> dict[str, Any]:
+    """What the release should add: from the bundle in hand if given, else the server's view."""
+    if bundle is None:
+        return release_targets(
+            version=view["version"],
+            security_version=view["security_version"],
+            models=view["hardware_models"],
+            release_class=view["release_class"],
+            customer=view["customer"],
+            images=[ImageFacts(i["component"], i["sha256"], i["length"]) for i in view["images"]],
+        )
+    if not roots:
+        raise ConfigError("--bundle needs --root (the Manufacturer Root CA) to verify it")
+    anchors = [cert for path in roots for cert in load_certificates_file(path)]
+    with tempfile.TemporaryDirectory(prefix="chargeward-approve-") as workdir:
+        verified = verify_bundle(bundle, anchors, workdir=Path(workdir))
+    if verified.manifest_sha256 != view["id"]:
+        raise TrustError(f"{bundle} is not release {view['id'][:12]} on the server")
+    m = verified.manifest
+    return release_targets(
+        version=m.version,
+        security_version=m.security_version,
+        models=m.hardware_models,
+        release_class=m.release_class,
+        customer=m.customer,
+        images=[ImageFacts(i.component, i.sha256, i.length) for i in verified.images],
+    )
+
+
+@app.command("approve")
+def approve(
+    release_id: Annotated[str, typer.Argument(metavar="RELEASE", help="Release id (prefix).")],
+    key: Annotated[str, typer.Option("--key", help="Your approver (targets) key URI.")],
+    bundle: Annotated[
+        Path | None, typer.Option(help="The bundle you reviewed; its images must match.")
+    ] = None,
+    root: Annotated[
+        list[Path], typer.Option("--root", help="Manufacturer Root CA, to verify --bundle.")
+    ] = [],  # noqa: B006 (typer needs a literal default)
+    tuf_root: Annotated[
+        Path | None, typer.Option(help="Trusted TUF root.json (default: the data dir's).")
+    ] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    server: Annotated[str | None, typer.Option(help="Server URL (default: from data dir).")] = None,
+) -> None:
+    """Check RELEASE's proposed targets metadata and sign it with your own key.
+
+    The proposal must be exactly the published (verified) targets plus this release; anything
+    else is refused before your key is touched.
+    """
+    api = ApiClient(data_dir, server)
+    view = api.request("GET", f"/api/v1/releases/{release_id}")
+    proposal_view = api.request("GET", f"/api/v1/releases/{view['id']}/proposal")
+    if proposal_view["state"] == "published":
+        raise Conflict(f"release {view['version']} is already published")
+    proposal = Metadata[Targets].from_bytes(proposal_view["metadata"].encode())
+    with console.status(Text("Checking the proposal against the published repository")):
+        published = fetch_published_targets(api.base + "/tuf/", _trusted_root(data_dir, tuf_root))
+        added = review_proposal(proposal, published, _expected_targets(view, bundle, root))
+    table = Table(title=Text(f"Release {view['version']}: targets you are approving"))
+    for col in ("target", "sha256", "length", "security", "class", "customer"):
+        table.add_column(col, overflow="fold")
+    for path in added:
+        tf = proposal.signed.targets[path]
+        custom = tf.unrecognized_fields["custom"]
+        table.add_row(
+            Text(path),
+            Text(tf.hashes["sha256"][:16] + "…"),
+            str(tf.length),
+            str(custom["security_version"]),
+            Text(custom["release_class"]),
+            Text(custom["customer"] or "any"),
+        )
+    console.print(table)
+    signer = TufSigner(load_signer(key, cli_passphrase(what="approver key")))
+    signature = signer.sign(proposal.signed_bytes)
+    result = api.request(
+        "POST",
+        f"/api/v1/releases/{view['id']}/approvals",
+        json={"keyid": signature.keyid, "signature": signature.signature},
+    )
+    console.print(Text(f"approved: release {view['version']} {result['summary']}"), soft_wrap=True)
+
+
+@app.command("publish")
+def publish(
+    release_id: Annotated[str, typer.Argument(metavar="RELEASE", help="Release id (prefix).")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    server: Annotated[str | None, typer.Option(help="Server URL (default: from data dir).")] = None,
+) -> None:
+    """Publish an approved release to the TUF repository (refused below the threshold)."""
+    api = ApiClient(data_dir, server)
+    with console.status(Text("Publishing")):
+        view = api.request("POST", f"/api/v1/releases/{release_id}/publish")
+    console.print(
+        Text(
+            f"published release {view['version']} (id {view['id'][:12]}) "
+            f"as targets version {view['targets_version']}"
+        ),
+        soft_wrap=True,
+    )

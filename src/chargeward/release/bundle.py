@@ -63,6 +63,7 @@ from chargeward.model.firmware import (
     check_security_version,
     check_version,
 )
+from chargeward.model.targets import check_customer, check_release_class
 from chargeward.release.archive import DEFAULT_MAX_IMAGE_BYTES, write_bundle_tar
 from chargeward.release.image import pack_image
 from chargeward.release.manifest import (
@@ -152,6 +153,8 @@ def build_bundle(
     component: str = "main",
     notes: str = "",
     now: dt.datetime | None = None,
+    release_class: str = "feature",
+    customer: str | None = None,
 ) -> Manifest:
     """Pack, sign and write a release bundle to the new file ``out``; returns its manifest.
 
@@ -165,6 +168,8 @@ def build_bundle(
     models = check_models(hardware_models)
     check_component(component)
     check_notes(notes)
+    check_release_class(release_class)
+    check_customer(customer)
     refuse_existing(out)
     pem = _check_signing_pair(signer, signing_certificate, now)
     _check_payload(payload)
@@ -199,6 +204,8 @@ def build_bundle(
             hardware_models=models,
             created=format_created(created),
             notes=notes,
+            release_class=release_class,
+            customer=customer,
             images=(
                 ManifestImage(
                     component=component,

@@ -31,6 +31,7 @@ from chargeward.model.firmware import (
     check_sha256,
     check_version,
 )
+from chargeward.model.targets import check_customer, check_release_class
 from chargeward.release.image import canonical_json
 
 SCHEMA = "chargeward.bundle/1"
@@ -48,6 +49,8 @@ _CREATED_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}
 
 _TOP_KEYS = frozenset({"schema", "release", "images", "signing_certificate"})
 _RELEASE_KEYS = frozenset({"version", "security_version", "hardware_models", "created", "notes"})
+# Optional, written only when not the default (so older manifests keep their encoding).
+_RELEASE_OPTIONAL = frozenset({"release_class", "customer"})
 _IMAGE_KEYS = frozenset({"component", "path", "sha256", "length", "signature"})
 
 
@@ -135,8 +138,12 @@ class Manifest:
     notes: str
     images: tuple[ManifestImage, ...]
     signing_certificate_path: str = CERTIFICATE_NAME
+    release_class: str = "feature"
+    customer: str | None = None
 
     def __post_init__(self) -> None:
+        check_release_class(self.release_class)
+        check_customer(self.customer)
         check_version(self.version)
         check_security_version(self.security_version)
         object.__setattr__(self, "hardware_models", check_models(self.hardware_models))
@@ -173,15 +180,20 @@ class Manifest:
         raise BundleError(f"release {self.version} has no {component!r} image")
 
     def to_dict(self) -> dict[str, Any]:
+        release: dict[str, Any] = {
+            "version": self.version,
+            "security_version": self.security_version,
+            "hardware_models": list(self.hardware_models),
+            "created": self.created,
+            "notes": self.notes,
+        }
+        if self.release_class != "feature":
+            release["release_class"] = self.release_class
+        if self.customer is not None:
+            release["customer"] = self.customer
         return {
             "schema": SCHEMA,
-            "release": {
-                "version": self.version,
-                "security_version": self.security_version,
-                "hardware_models": list(self.hardware_models),
-                "created": self.created,
-                "notes": self.notes,
-            },
+            "release": release,
             "images": [image.to_dict() for image in self.images],
             "signing_certificate": self.signing_certificate_path,
         }
@@ -204,7 +216,7 @@ class Manifest:
         top = _object(data, _TOP_KEYS, "manifest")
         if top["schema"] != SCHEMA:
             raise BundleError(f"unsupported manifest schema {top['schema']!r}; expected {SCHEMA!r}")
-        release = _object(top["release"], _RELEASE_KEYS, "manifest 'release'")
+        release = _object(top["release"], _RELEASE_KEYS, "manifest 'release'", _RELEASE_OPTIONAL)
         images_raw = top["images"]
         if not isinstance(images_raw, list):
             raise BundleError("manifest 'images' must be a list")
@@ -230,6 +242,8 @@ class Manifest:
             notes=release["notes"],
             images=tuple(images),
             signing_certificate_path=top["signing_certificate"],
+            release_class=release.get("release_class", "feature"),
+            customer=release.get("customer"),
         )
         if manifest.to_json() != raw:
             raise BundleError(
@@ -265,13 +279,15 @@ def _load_json(raw: bytes) -> Any:
         raise BundleError("manifest JSON is nested too deeply") from e
 
 
-def _object(value: object, keys: frozenset[str], where: str) -> dict[str, Any]:
+def _object(
+    value: object, keys: frozenset[str], where: str, optional: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BundleError(f"{where} must be a JSON object")
     missing = sorted(keys - value.keys())
     if missing:
         raise BundleError(f"{where} lacks {', '.join(map(repr, missing))}")
-    unknown = sorted(value.keys() - keys)
+    unknown = sorted(value.keys() - keys - optional)
     if unknown:
         raise BundleError(f"{where} has unknown keys {', '.join(map(repr, unknown))}")
     return value

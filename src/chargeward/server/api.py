@@ -22,6 +22,7 @@ from chargeward.errors import (
     ChargewardError,
     ConfigError,
     Conflict,
+    KeyAccessError,
     NotFound,
     TransportError,
     TrustError,
@@ -47,6 +48,7 @@ _STATUS: list[tuple[type[ChargewardError], int]] = [
     (BundleError, 422),
     (TrustError, 422),
     (ConfigError, 503),
+    (KeyAccessError, 503),
     (TransportError, 502),
 ]
 
@@ -80,6 +82,10 @@ def create_app(state: ServerState) -> FastAPI:
     async def _problem(_: Request, exc: ChargewardError) -> JSONResponse:
         code = next((c for kind, c in _STATUS if isinstance(exc, kind)), 400)
         return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    from chargeward.server.api_repository import router as repository_router
+
+    app.include_router(repository_router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -145,7 +151,14 @@ def create_app(state: ServerState) -> FastAPI:
             raise Conflict(f"station {station_id} is not connected")
         now = state.clock()
         async with state.db.session() as s:
-            order = await services.create_update(s, station_id, body.release_id, actor=who, now=now)
+            order = await services.create_update(
+                s,
+                station_id,
+                body.release_id,
+                actor=who,
+                now=now,
+                require_published=state.repository.initialized,
+            )
         expires = int((now + DOWNLOAD_URL_TTL).timestamp())
         location = state.public_url + urls.signed_path(
             state.url_key, order.sha256, station_id, expires

@@ -20,7 +20,7 @@ import uvicorn
 
 from chargeward.crypto import load_certificates
 from chargeward.crypto.pki import certificate_fingerprint, certificate_pem
-from chargeward.errors import ConfigError, Conflict
+from chargeward.errors import ChargewardError, ConfigError, Conflict
 from chargeward.server import services, urls
 from chargeward.server.api import create_app
 from chargeward.server.blobs import BlobStore
@@ -41,6 +41,7 @@ class ServerConfig:
     http_port: int = 8080
     public_url: str | None = None
     heartbeat_interval: int = 300
+    renew_interval: float = 60.0  # how often the online TUF roles are checked for renewal
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -87,6 +88,26 @@ async def prepare(data_dir: Path) -> tuple[Database, str | None]:
     return db, token
 
 
+async def renew_online_metadata(state: ServerState, interval: float) -> None:
+    """Re-sign timestamp (and snapshot) before expiry, forever; problems are logged loudly.
+
+    An expired timestamp stops every charger from updating, so this runs from start-up on.
+    """
+    while True:
+        repo = state.repository
+        if repo.initialized:
+            try:
+                roles = await asyncio.to_thread(
+                    repo.refresh_online, state.online_signers(), now=state.clock()
+                )
+            except ChargewardError as e:
+                LOG.error("cannot renew the TUF timestamp/snapshot: %s", e)
+            else:
+                if roles:
+                    LOG.info("renewed TUF %s metadata", " and ".join(roles))
+        await asyncio.sleep(interval)
+
+
 async def run_server(
     config: ServerConfig, on_ready: Callable[[dict[str, object]], None] | None = None
 ) -> None:
@@ -118,6 +139,7 @@ async def run_server(
         )
     )
     task = asyncio.create_task(uv.serve())
+    renewer = asyncio.create_task(renew_online_metadata(state, config.renew_interval))
     while not uv.started and not task.done():  # noqa: ASYNC110 (uvicorn has no started event)
         await asyncio.sleep(0.02)
     if task.done():
@@ -140,6 +162,7 @@ async def run_server(
     try:
         await task
     finally:
+        renewer.cancel()
         ws.close()
         await ws.wait_closed()
         await db.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -74,6 +75,46 @@ class ReleaseView(BaseModel):
     uploaded_by: str
     uploaded_at: dt.datetime
     images: list[ReleaseImageView]
+    release_class: str = "feature"
+    customer: str | None = None
+    state: str = "pending"  # pending (awaiting approval) | published
+    targets_version: int | None = None
+
+
+class ProposedTarget(BaseModel):
+    path: str
+    length: int
+    sha256: str
+    custom: dict[str, Any]
+
+
+class ProposalView(BaseModel):
+    id: int
+    kind: str
+    release_id: str | None
+    state: str
+    base_version: int
+    created_by: str
+    metadata: str  # the TUF targets metadata to sign (JSON text)
+    added: list[ProposedTarget]
+    approvers: list[str]
+    threshold: int
+    missing: int
+    summary: str
+
+
+class ApprovalRequest(BaseModel):
+    keyid: str = Field(min_length=64, max_length=64, pattern=r"^[0-9a-f]+$")
+    signature: str = Field(min_length=16, max_length=400, pattern=r"^[0-9a-f]+$")
+
+
+class RoleStatusView(BaseModel):
+    role: str
+    version: int
+    expires: dt.datetime
+    keys: int
+    threshold: int
+    warning: str | None
 
 
 class UpdateRequest(BaseModel):

@@ -33,6 +33,7 @@ from chargeward.server.tables import (
     BootEvent,
     FirmwareStatusEvent,
     FirmwareUpdate,
+    Proposal,
     Release,
     ReleaseImage,
     SecurityEvent,
@@ -370,6 +371,8 @@ async def store_release(
             manifest_json=m.to_json().decode(),
             uploaded_by=actor,
             uploaded_at=now,
+            release_class=m.release_class,
+            customer=m.customer,
         )
     )
     await s.flush()
@@ -400,7 +403,7 @@ async def store_release(
     return await release_view(s, release_id)
 
 
-async def _release(s: AsyncSession, release_id: str) -> Release:
+async def find_release(s: AsyncSession, release_id: str) -> Release:
     row = await s.get(Release, release_id)
     if row is None and len(release_id) < 64:
         matches = (
@@ -415,7 +418,7 @@ async def _release(s: AsyncSession, release_id: str) -> Release:
 
 
 async def release_view(s: AsyncSession, release_id: str) -> ReleaseView:
-    row = await _release(s, release_id)
+    row = await find_release(s, release_id)
     images = (
         await s.scalars(
             select(ReleaseImage)
@@ -423,6 +426,7 @@ async def release_view(s: AsyncSession, release_id: str) -> ReleaseView:
             .order_by(ReleaseImage.component)
         )
     ).all()
+    state, targets_version = await publication(s, row.id)
     return ReleaseView(
         id=row.id,
         version=row.version,
@@ -430,11 +434,36 @@ async def release_view(s: AsyncSession, release_id: str) -> ReleaseView:
         hardware_models=list(row.hardware_models["models"]),
         uploaded_by=row.uploaded_by,
         uploaded_at=row.uploaded_at,
+        release_class=row.release_class,
+        customer=row.customer,
+        state=state,
+        targets_version=targets_version,
         images=[
             ReleaseImageView(component=i.component, sha256=i.sha256, length=i.length)
             for i in images
         ],
     )
+
+
+async def publication(s: AsyncSession, release_id: str) -> tuple[str, int | None]:
+    """("published", targets version) or ("pending", None) for a release."""
+    row = (
+        await s.scalars(
+            select(Proposal)
+            .where(Proposal.release_id == release_id, Proposal.state == "published")
+            .limit(1)
+        )
+    ).first()
+    return ("published", row.targets_version) if row is not None else ("pending", None)
+
+
+async def require_published_release(s: AsyncSession, release: Release) -> None:
+    state, _ = await publication(s, release.id)
+    if state != "published":
+        raise Conflict(
+            f"release {release.version} is not published: it needs approval "
+            "(`chargeward release approve`) and `chargeward release publish` first"
+        )
 
 
 async def list_releases(s: AsyncSession) -> list[ReleaseView]:
@@ -458,10 +487,19 @@ class UpdateOrder:
 
 
 async def create_update(
-    s: AsyncSession, station_id: str, release_id: str, *, actor: str, now: dt.datetime
+    s: AsyncSession,
+    station_id: str,
+    release_id: str,
+    *,
+    actor: str,
+    now: dt.datetime,
+    require_published: bool = True,
 ) -> UpdateOrder:
+    """Record an UpdateFirmware for a station; with a TUF repository, only published releases."""
     station = await _station(s, station_id)
-    release = await _release(s, release_id)
+    release = await find_release(s, release_id)
+    if require_published:
+        await require_published_release(s, release)
     models = release.hardware_models["models"]
     if station.model and station.model not in models:
         raise Conflict(

@@ -9,11 +9,13 @@ from pathlib import Path
 
 from cryptography import x509
 
-from chargeward.crypto import load_certificates
+from chargeward.crypto import load_certificates, load_signer, passphrase_from_env
 from chargeward.errors import ConfigError
+from chargeward.publish import ImageRepository, OnlineSigners
 from chargeward.server.blobs import BlobStore
 from chargeward.server.csms import Registry
 from chargeward.server.db import Database
+from chargeward.trust.tuf_keys import TufSigner
 
 TRUST_FILE = Path("trust") / "manufacturer-roots.pem"
 DOWNLOAD_URL_TTL = dt.timedelta(days=2)
@@ -32,6 +34,25 @@ class ServerState:
     public_url: str
     registry: Registry = field(default_factory=Registry)
     clock: Callable[[], dt.datetime] = _utc_now
+    _signers: dict[str, TufSigner] = field(default_factory=dict)
+
+    @property
+    def repository(self) -> ImageRepository:
+        return ImageRepository(self.data_dir / "tuf")
+
+    def online_signers(self) -> OnlineSigners:
+        """The snapshot and timestamp signers named in the repository (opened once each).
+
+        They are looked up on every use, so a root rotation that replaces an online key takes
+        effect without a restart.
+        """
+        uris = self.repository.online_key_uris()
+        for uri in uris.values():
+            if uri not in self._signers:
+                self._signers[uri] = TufSigner(load_signer(uri, passphrase_from_env()))
+        return OnlineSigners(
+            snapshot=self._signers[uris["snapshot"]], timestamp=self._signers[uris["timestamp"]]
+        )
 
     def manufacturer_roots(self) -> list[x509.Certificate]:
         path = self.data_dir / TRUST_FILE

@@ -48,6 +48,8 @@ class Station(Base):
     last_boot_reason: Mapped[str | None] = mapped_column(String(30))
     connector_status: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime]
+    # The newest security release the station reported as available to it (DataTransfer).
+    available_update: Mapped[dict[str, Any] | None] = mapped_column(default=None)
 
 
 class Release(Base):
@@ -61,6 +63,39 @@ class Release(Base):
     manifest_json: Mapped[str] = mapped_column(Text)
     uploaded_by: Mapped[str] = mapped_column(String(100))
     uploaded_at: Mapped[dt.datetime]
+    release_class: Mapped[str] = mapped_column(String(10), default="feature")
+    customer: Mapped[str | None] = mapped_column(String(64))
+
+
+class Proposal(Base):
+    """A proposed next version of the TUF targets metadata, waiting for k-of-n approval."""
+
+    __tablename__ = "proposals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(20))  # release | renewal | revocation
+    release_id: Mapped[str | None] = mapped_column(ForeignKey("releases.id"), index=True)
+    base_version: Mapped[int]
+    metadata_json: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(20), default="open")  # open | published
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime]
+    published_at: Mapped[dt.datetime | None]
+    targets_version: Mapped[int | None]
+
+
+class Approval(Base):
+    """One approver's signature over one proposal's bytes."""
+
+    __tablename__ = "approvals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    proposal_id: Mapped[int] = mapped_column(ForeignKey("proposals.id"), index=True)
+    keyid: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(100))
+    signature: Mapped[str] = mapped_column(Text)
+    submitted_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime]
 
 
 class ReleaseImage(Base):

@@ -1,0 +1,129 @@
+"""How releases appear in the TUF image repository: target paths and signed custom fields.
+
+Every firmware image of a release is listed once per hardware model it supports::
+
+    firmware/<model>/<version>/<component>.cwfw
+
+so a per-model delegation (``firmware/<model>/*``) can be given to a model team, and a charger
+finds the target for an image from its own model and the image's signed header.  The signed
+``custom`` object of each target carries what the charger must match before installing:
+
+    >>> firmware_target_path("ac22", "1.4.0", "main")
+    'firmware/ac22/1.4.0/main.cwfw'
+    >>> TargetCustom(("ac22",), "1.4.0", 3, "main", "security").to_dict()["security_version"]
+    3
+
+The certificate revocation list for firmware-signing certificates is the target
+``revocation/firmware-signing.crl`` (DER X.509 CRL, issued by the Manufacturer Root CA).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from chargeward.errors import BundleError
+from chargeward.model.firmware import (
+    check_component,
+    check_models,
+    check_security_version,
+    check_sha256,
+    check_version,
+)
+
+FIRMWARE_PREFIX = "firmware/"
+REVOCATION_TARGET = "revocation/firmware-signing.crl"
+RELEASE_CLASSES = ("security", "feature")
+_PATH_SAFE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_path_safe(kind: str, value: str) -> str:
+    """Models and customers appear in URL paths: letters, digits and ``. _ -`` only."""
+    if not _PATH_SAFE_RE.fullmatch(value):
+        raise BundleError(
+            f"{kind} {value!r} cannot be published: use letters, digits and . _ - only"
+        )
+    return value
+
+
+def firmware_target_path(model: str, version: str, component: str) -> str:
+    """The TUF target path of ``component`` of release ``version`` for hardware ``model``."""
+    return (
+        f"{FIRMWARE_PREFIX}{check_path_safe('hardware model', model)}/"
+        f"{check_version(version)}/{check_component(component)}.cwfw"
+    )
+
+
+def model_delegation_pattern(model: str) -> str:
+    """The path pattern a per-model delegated role is trusted for."""
+    return f"{FIRMWARE_PREFIX}{check_path_safe('hardware model', model)}/*"
+
+
+def check_release_class(value: object) -> str:
+    if value not in RELEASE_CLASSES:
+        raise BundleError(f"release class must be one of {', '.join(RELEASE_CLASSES)}")
+    assert isinstance(value, str)
+    return value
+
+
+def check_customer(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BundleError("customer must be a string")
+    return check_path_safe("customer", value)
+
+
+@dataclass(frozen=True)
+class TargetCustom:
+    """The signed ``custom`` fields of a firmware target."""
+
+    models: tuple[str, ...]
+    version: str
+    security_version: int
+    component: str
+    release_class: str = "feature"
+    customer: str | None = None
+    sbom_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "models", check_models(self.models))
+        check_version(self.version)
+        check_security_version(self.security_version)
+        check_component(self.component)
+        check_release_class(self.release_class)
+        check_customer(self.customer)
+        if self.sbom_sha256 is not None:
+            check_sha256(self.sbom_sha256)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "models": list(self.models),
+            "version": self.version,
+            "security_version": self.security_version,
+            "component": self.component,
+            "release_class": self.release_class,
+            "customer": self.customer,
+            "sbom_sha256": self.sbom_sha256,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> TargetCustom:
+        """Parse a target's custom object; raises BundleError when it is malformed."""
+        if not isinstance(data, dict):
+            raise BundleError("target custom fields must be an object")
+        try:
+            return cls(
+                models=tuple(data["models"]),
+                version=data["version"],
+                security_version=data["security_version"],
+                component=data["component"],
+                release_class=data.get("release_class", "feature"),
+                customer=data.get("customer"),
+                sbom_sha256=data.get("sbom_sha256"),
+            )
+        except KeyError as e:
+            raise BundleError(f"target custom fields lack {e.args[0]!r}") from e
+        except TypeError as e:
+            raise BundleError(f"target custom fields are malformed: {e}") from e

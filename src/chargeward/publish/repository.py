@@ -1,0 +1,376 @@
+"""The TUF image repository on disk (python-tuf Metadata API, consistent snapshots).
+
+::
+
+    <dir>/metadata/1.root.json ... N.root.json, root.json (the newest root)
+    <dir>/metadata/N.targets.json, N.snapshot.json, timestamp.json
+    <dir>/online-keys.json         key URIs of the online roles (snapshot, timestamp)
+
+Target files are not copied here: the server serves ``/tuf/targets/<dir>/<sha256>.<name>``
+from its content-addressed blob store.  Writes follow the TUF publish order (targets, then
+snapshot, then timestamp last), each file atomically, under a lock shared by every process
+that writes the repository (the server and offline ``chargeward repo`` commands).
+
+    >>> repo = ImageRepository(data_dir / "tuf")                      # doctest: +SKIP
+    >>> proposal = repo.propose({path: target_file}, now=now)          # doctest: +SKIP
+    >>> repo.publish_targets(signed_proposal, online, now=now)         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from securesystemslib.signer import Signer as SslibSigner
+from tuf.api.exceptions import UnsignedMetadataError
+from tuf.api.metadata import (
+    Metadata,
+    MetaFile,
+    Root,
+    Signed,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+from tuf.api.serialization import DeserializationError
+
+from chargeward.errors import ConfigError, Conflict, NotFound, TrustError
+from chargeward.fileio import replace_file
+
+ISSUED_FIELD = "x-chargeward-issued"
+ONLINE_KEYS_FILE = "online-keys.json"
+ONLINE_ROLES = (Snapshot.type, Timestamp.type)
+_THREAD_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ExpiryPolicy:
+    """How long each role's metadata lives, and when it is renewed or warned about."""
+
+    root: dt.timedelta = dt.timedelta(days=365)
+    targets: dt.timedelta = dt.timedelta(days=90)
+    snapshot: dt.timedelta = dt.timedelta(days=7)
+    timestamp: dt.timedelta = dt.timedelta(days=1)
+    # Online roles are re-signed when less than this is left.
+    snapshot_renew: dt.timedelta = dt.timedelta(days=3)
+    timestamp_renew: dt.timedelta = dt.timedelta(hours=12)
+    # Offline roles (root, targets): warn when less than this is left.
+    offline_warning: dt.timedelta = dt.timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class OnlineSigners:
+    snapshot: SslibSigner
+    timestamp: SslibSigner
+
+
+@dataclass(frozen=True)
+class RoleStatus:
+    role: str
+    version: int
+    expires: dt.datetime
+    keys: int
+    threshold: int
+    warning: str | None
+
+
+def utc_iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def expiry_after(now: dt.datetime, lifetime: dt.timedelta) -> dt.datetime:
+    return (now + lifetime).astimezone(dt.UTC).replace(microsecond=0)
+
+
+def _check_signer_is(root: Root, role: str, signer: SslibSigner) -> None:
+    if signer.public_key.keyid not in root.roles[role].keyids:
+        raise ConfigError(
+            f"the configured {role} key ({signer.public_key.keyid[:12]}) is not the {role} key "
+            "named in the root metadata"
+        )
+
+
+class ImageRepository:
+    def __init__(self, directory: Path, policy: ExpiryPolicy | None = None) -> None:
+        self.directory = directory
+        self.metadata_dir = directory / "metadata"
+        self.policy = policy or ExpiryPolicy()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @property
+    def initialized(self) -> bool:
+        return (self.metadata_dir / "timestamp.json").exists()
+
+    def _read(self, name: str, cls: type[Signed]) -> Metadata[Any]:
+        path = self.metadata_dir / name
+        try:
+            md: Metadata[Any] = Metadata.from_bytes(path.read_bytes())
+        except FileNotFoundError as e:
+            raise NotFound(
+                f"no TUF repository metadata {name} in {self.metadata_dir} "
+                "(run `chargeward repo init` first)"
+            ) from e
+        except DeserializationError as e:
+            raise ConfigError(f"repository metadata {path} is damaged: {e}") from e
+        if not isinstance(md.signed, cls):
+            raise ConfigError(f"{path} does not hold {cls.type} metadata")
+        return md
+
+    def root(self) -> Metadata[Root]:
+        return self._read("root.json", Root)
+
+    def timestamp(self) -> Metadata[Timestamp]:
+        return self._read("timestamp.json", Timestamp)
+
+    def snapshot(self) -> Metadata[Snapshot]:
+        version = self.timestamp().signed.snapshot_meta.version
+        return self._read(f"{version}.snapshot.json", Snapshot)
+
+    def targets(self) -> Metadata[Targets]:
+        version = self.snapshot().signed.meta[f"{Targets.type}.json"].version
+        return self._read(f"{version}.targets.json", Targets)
+
+    def metadata_file(self, name: str) -> Path:
+        """The file served at ``/tuf/metadata/<name>`` (only names python-tuf asks for)."""
+        if "/" in name or name.startswith(".") or not name.endswith(".json"):
+            raise NotFound(f"no metadata {name!r}")
+        path = self.metadata_dir / name
+        if not path.is_file():
+            raise NotFound(f"no metadata {name!r}")
+        return path
+
+    def online_key_uris(self) -> dict[str, str]:
+        try:
+            data = json.loads((self.directory / ONLINE_KEYS_FILE).read_text())
+        except FileNotFoundError as e:
+            raise NotFound("the repository has no online keys configured") from e
+        except ValueError as e:
+            raise ConfigError(f"{self.directory / ONLINE_KEYS_FILE} is damaged") from e
+        if not isinstance(data, dict) or not all(
+            isinstance(data.get(r), str) for r in ONLINE_ROLES
+        ):
+            raise ConfigError(
+                f"{self.directory / ONLINE_KEYS_FILE} must name snapshot and timestamp"
+            )
+        return {r: data[r] for r in ONLINE_ROLES}
+
+    # -- writing ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with _THREAD_LOCK, open(self.directory / ".lock", "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _write(self, name: str, md: Metadata[Any]) -> None:
+        replace_file(self.metadata_dir / name, md.to_bytes())
+
+    def set_online_key_uris(self, uris: Mapping[str, str]) -> None:
+        data = {r: uris[r] for r in ONLINE_ROLES}
+        with self._locked():
+            replace_file(self.directory / ONLINE_KEYS_FILE, json.dumps(data, indent=2).encode())
+
+    def initialize(
+        self,
+        root: Metadata[Root],
+        targets: Metadata[Targets],
+        online: OnlineSigners,
+        *,
+        now: dt.datetime,
+    ) -> None:
+        """Write the first root, targets, snapshot and timestamp; refuses to overwrite."""
+        with self._locked():
+            if (self.metadata_dir / "1.root.json").exists():
+                raise Conflict(f"a TUF repository already exists in {self.directory}")
+            if root.signed.version != 1 or targets.signed.version != 1:
+                raise ConfigError("a new repository starts at root and targets version 1")
+            try:
+                root.signed.verify_delegate(Root.type, root.signed_bytes, root.signatures)
+                root.signed.verify_delegate(Targets.type, targets.signed_bytes, targets.signatures)
+            except UnsignedMetadataError as e:
+                raise TrustError(f"cannot initialise the repository: {e}") from e
+            for role in ONLINE_ROLES:
+                _check_signer_is(root.signed, role, getattr(online, role))
+            self.metadata_dir.mkdir(parents=True, exist_ok=True)
+            self._write("1.root.json", root)
+            self._write("root.json", root)
+            self._write("1.targets.json", targets)
+            self._publish_online(root.signed, online, now, targets_version=1, snapshot_version=1)
+
+    def _publish_online(
+        self,
+        root: Root,
+        online: OnlineSigners,
+        now: dt.datetime,
+        *,
+        targets_version: int,
+        snapshot_version: int,
+        timestamp_version: int = 1,
+    ) -> None:
+        """Write snapshot ``snapshot_version`` then the timestamp (TUF publish order)."""
+        for role in ONLINE_ROLES:
+            _check_signer_is(root, role, getattr(online, role))
+        snapshot = Metadata(
+            Snapshot(
+                version=snapshot_version,
+                expires=expiry_after(now, self.policy.snapshot),
+                meta={f"{Targets.type}.json": MetaFile(version=targets_version)},
+            )
+        )
+        snapshot.sign(online.snapshot)
+        self._write(f"{snapshot_version}.snapshot.json", snapshot)
+        self._write_timestamp(online, now, snapshot_version, timestamp_version)
+
+    def _write_timestamp(
+        self, online: OnlineSigners, now: dt.datetime, snapshot_version: int, version: int
+    ) -> None:
+        timestamp = Metadata(
+            Timestamp(
+                version=version,
+                expires=expiry_after(now, self.policy.timestamp),
+                snapshot_meta=MetaFile(version=snapshot_version),
+                unrecognized_fields={ISSUED_FIELD: utc_iso(now)},
+            )
+        )
+        timestamp.sign(online.timestamp)
+        self._write("timestamp.json", timestamp)
+
+    def _next_online(self, root: Root, online: OnlineSigners, now: dt.datetime, **kw: int) -> None:
+        ts = self.timestamp().signed
+        snap = self.snapshot().signed
+        targets_version = kw.get("targets_version", snap.meta[f"{Targets.type}.json"].version)
+        self._publish_online(
+            root,
+            online,
+            now,
+            targets_version=targets_version,
+            snapshot_version=snap.version + 1,
+            timestamp_version=ts.version + 1,
+        )
+
+    def propose(
+        self, additions: Mapping[str, TargetFile], *, now: dt.datetime
+    ) -> Metadata[Targets]:
+        """The next targets metadata: what is published plus ``additions`` (unsigned).
+
+        A path that is already published may only be listed again with identical contents.
+        """
+        current = self.targets().signed
+        targets = dict(current.targets)
+        for path, new in additions.items():
+            old = targets.get(path)
+            if old is not None and (old.length, old.hashes) != (new.length, new.hashes):
+                raise Conflict(f"{path} is already published with different contents")
+            targets[path] = new
+        return Metadata(
+            Targets(
+                version=current.version + 1,
+                expires=expiry_after(now, self.policy.targets),
+                targets=targets,
+                delegations=current.delegations,
+                unrecognized_fields=dict(current.unrecognized_fields),
+            )
+        )
+
+    def publish_targets(
+        self, targets: Metadata[Targets], online: OnlineSigners, *, now: dt.datetime
+    ) -> int:
+        """Publish threshold-signed targets metadata; returns the new targets version."""
+        with self._locked():
+            root = self.root().signed
+            current = self.targets().signed.version
+            version = targets.signed.version
+            if version != current + 1:
+                raise Conflict(
+                    f"the repository moved on (targets version {current}) since this proposal "
+                    f"(version {version}) was made: it must be proposed and approved again"
+                )
+            try:
+                root.verify_delegate(Targets.type, targets.signed_bytes, targets.signatures)
+            except UnsignedMetadataError as e:
+                raise Conflict(f"cannot publish: {e}") from e
+            self._write(f"{version}.targets.json", targets)
+            self._next_online(root, online, now, targets_version=version)
+            return version
+
+    def rotate_root(
+        self, new_root: Metadata[Root], online: OnlineSigners, *, now: dt.datetime
+    ) -> int:
+        """Install root N+1, signed by a threshold of the old root keys and of its own."""
+        with self._locked():
+            old = self.root()
+            version = new_root.signed.version
+            if version != old.signed.version + 1:
+                raise Conflict(f"new root must be version {old.signed.version + 1}, got {version}")
+            try:
+                old.signed.verify_delegate(Root.type, new_root.signed_bytes, new_root.signatures)
+            except UnsignedMetadataError as e:
+                raise TrustError(f"new root is not signed by the current root keys: {e}") from e
+            try:
+                new_root.signed.verify_delegate(
+                    Root.type, new_root.signed_bytes, new_root.signatures
+                )
+            except UnsignedMetadataError as e:
+                raise TrustError(f"new root is not signed by its own root keys: {e}") from e
+            self._write(f"{version}.root.json", new_root)
+            self._write("root.json", new_root)
+            # Online keys may have changed: re-sign snapshot and timestamp with the new ones.
+            self._next_online(new_root.signed, online, now)
+            return version
+
+    def refresh_online(self, online: OnlineSigners, *, now: dt.datetime) -> list[str]:
+        """Re-sign timestamp (and snapshot) before they expire; returns the roles re-signed."""
+        if not self.initialized:
+            return []
+        with self._locked():
+            root = self.root().signed
+            ts = self.timestamp().signed
+            snap = self.snapshot().signed
+            if snap.expires - now < self.policy.snapshot_renew:
+                self._next_online(root, online, now)
+                return [Snapshot.type, Timestamp.type]
+            if ts.expires - now < self.policy.timestamp_renew:
+                _check_signer_is(root, Timestamp.type, online.timestamp)
+                self._write_timestamp(online, now, snap.version, ts.version + 1)
+                return [Timestamp.type]
+            return []
+
+    def status(self, *, now: dt.datetime) -> list[RoleStatus]:
+        """Version and expiry of every top-level role, with a warning when expiry is near."""
+        root = self.root().signed
+        roles: list[tuple[str, Signed]] = [
+            (Root.type, root),
+            (Targets.type, self.targets().signed),
+            (Snapshot.type, self.snapshot().signed),
+            (Timestamp.type, self.timestamp().signed),
+        ]
+        out = []
+        for name, signed in roles:
+            left = signed.expires - now
+            warning = None
+            if left <= dt.timedelta(0):
+                warning = "EXPIRED: every charger refuses updates until it is re-signed"
+            elif name in (Root.type, Targets.type) and left < self.policy.offline_warning:
+                warning = f"expires in {left.days} days: re-sign it with the offline keys"
+            elif name in ONLINE_ROLES and left < getattr(self.policy, f"{name}_renew"):
+                warning = "due for renewal: is the server running?"
+            role = root.roles[name]
+            out.append(
+                RoleStatus(
+                    name, signed.version, signed.expires, len(role.keyids), role.threshold, warning
+                )
+            )
+        return out

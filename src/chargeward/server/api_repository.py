@@ -1,0 +1,100 @@
+"""The TUF repository over HTTP (``/tuf/metadata/``, ``/tuf/targets/``) and the approval API.
+
+TUF files are public: every one of them is signed, and chargers verify them with python-tuf.
+Targets are served from the content-addressed blob store by the hash in their consistent-
+snapshot name (``firmware/ac22/1.4.0/<sha256>.main.cwfw``), and only while the published
+targets metadata lists that path with that hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse
+
+from chargeward.errors import NotFound
+from chargeward.server import repository as repo_services
+from chargeward.server import services
+from chargeward.server.api import Operator
+from chargeward.server.schemas import (
+    ApprovalRequest,
+    ProposalView,
+    ReleaseView,
+    RoleStatusView,
+)
+from chargeward.server.state import ServerState
+
+_HASHED_NAME = re.compile(r"^([0-9a-f]{64})\.(.+)$")
+
+
+def _state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.chargeward
+    return state
+
+
+State = Annotated[ServerState, Depends(_state)]
+router = APIRouter()
+
+
+@router.get("/tuf/metadata/{name}", include_in_schema=False)
+async def tuf_metadata(name: str, state: State) -> FileResponse:
+    path = state.repository.metadata_file(name)
+    return FileResponse(path, media_type="application/json")
+
+
+@router.get("/tuf/targets/{path:path}", include_in_schema=False)
+async def tuf_target(path: str, state: State) -> FileResponse:
+    directory, _, name = path.rpartition("/")
+    match = _HASHED_NAME.match(name)
+    if match is None:
+        raise NotFound(f"no target {path!r}")
+    sha256, base = match.groups()
+    target_path = f"{directory}/{base}" if directory else base
+    targets = await asyncio.to_thread(lambda: state.repository.targets().signed.targets)
+    listed = targets.get(target_path)
+    if listed is None or listed.hashes.get("sha256") != sha256:
+        raise NotFound(f"no target {path!r}")
+    return FileResponse(state.blobs.path(sha256), media_type="application/octet-stream")
+
+
+@router.get("/api/v1/repository", response_model=list[RoleStatusView])
+async def repository_status(_: Operator, state: State) -> list[RoleStatusView]:
+    statuses = await asyncio.to_thread(state.repository.status, now=state.clock())
+    return [RoleStatusView(**s.__dict__) for s in statuses]
+
+
+@router.get("/api/v1/releases/{release_id}/proposal", response_model=ProposalView)
+async def get_proposal(release_id: str, who: Operator, state: State) -> ProposalView:
+    async with state.db.session() as s:
+        return await repo_services.get_proposal(
+            s, state.repository, release_id, actor=who, now=state.clock()
+        )
+
+
+@router.post("/api/v1/releases/{release_id}/approvals", response_model=ProposalView)
+async def approve(
+    release_id: str, body: ApprovalRequest, who: Operator, state: State
+) -> ProposalView:
+    async with state.db.session() as s:
+        return await repo_services.approve(
+            s,
+            state.repository,
+            release_id,
+            keyid=body.keyid,
+            signature=body.signature,
+            actor=who,
+            now=state.clock(),
+        )
+
+
+@router.post("/api/v1/releases/{release_id}/publish", response_model=ReleaseView)
+async def publish(release_id: str, who: Operator, state: State) -> ReleaseView:
+    async with state.db.session() as s:
+        await repo_services.publish(
+            s, state.repository, state.online_signers, release_id, actor=who, now=state.clock()
+        )
+    async with state.db.session() as s:
+        return await services.release_view(s, release_id)

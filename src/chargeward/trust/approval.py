@@ -1,0 +1,132 @@
+"""k-of-n release approval: who may sign a targets proposal, and when it is approved enough.
+
+Pure functions of metadata and signatures; the server stores approvals, the CLI makes them.
+
+    >>> approval = check_approval(root, proposal, signature, uploader="carol",
+    ...                           submitted_by="alice")                 # doctest: +SKIP
+    >>> approval_status(root, proposal, [approval]).missing             # doctest: +SKIP
+    1
+
+Rules (one decision, enforced here and nowhere else):
+
+* only keys of the ``targets`` role (approvers named in the root metadata) may approve;
+* the person who uploaded a release can neither approve it nor submit an approval for it;
+* approvals are counted per **owner** (person): one person with two keys counts once;
+* the signatures must verify over the exact proposal bytes, and python-tuf must agree that the
+  threshold is met before anything is published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from securesystemslib.exceptions import UnverifiedSignatureError
+from securesystemslib.signer import Signature
+from tuf.api.exceptions import UnsignedMetadataError
+from tuf.api.metadata import Metadata, Root, Targets
+
+from chargeward.errors import BadSignature, Conflict, TrustError
+from chargeward.trust.tuf_keys import key_owner
+
+TARGETS = Targets.type
+
+
+@dataclass(frozen=True)
+class Approval:
+    keyid: str
+    owner: str
+    signature: str  # hex DER, as in TUF metadata
+    submitted_by: str
+
+
+@dataclass(frozen=True)
+class ApprovalStatus:
+    threshold: int
+    approvers: tuple[str, ...]
+
+    @property
+    def missing(self) -> int:
+        return max(0, self.threshold - len(self.approvers))
+
+    @property
+    def approved(self) -> bool:
+        return self.missing == 0
+
+    def describe(self) -> str:
+        have = len(self.approvers)
+        if self.approved:
+            return f"approved by {', '.join(self.approvers)} ({have} of {self.threshold})"
+        more = "approval" if self.missing == 1 else "approvals"
+        return f"needs {self.missing} more {more} ({have} of {self.threshold})"
+
+
+def _verify(root: Root, proposal: Metadata[Targets], signature: Signature) -> str:
+    """Check one signature over the proposal; returns the key owner."""
+    role = root.roles[TARGETS]
+    if signature.keyid not in role.keyids:
+        raise TrustError(f"key {signature.keyid[:12]} is not a release-approver (targets) key")
+    key = root.keys[signature.keyid]
+    try:
+        key.verify_signature(signature, proposal.signed_bytes)
+    except UnverifiedSignatureError as e:
+        raise BadSignature(
+            f"signature by {key_owner(key)} does not match this proposal "
+            "(it may have changed since it was fetched)"
+        ) from e
+    return key_owner(key)
+
+
+def check_approval(
+    root: Root,
+    proposal: Metadata[Targets],
+    signature: Signature,
+    *,
+    uploader: str,
+    submitted_by: str,
+) -> Approval:
+    """Accept or refuse one approval of a proposal uploaded by ``uploader``."""
+    owner = _verify(root, proposal, signature)
+    if uploader in (owner, submitted_by):
+        raise Conflict(f"{uploader} uploaded this release and cannot approve it")
+    return Approval(signature.keyid, owner, signature.signature, submitted_by)
+
+
+def _counted(
+    root: Root, proposal: Metadata[Targets], approvals: Iterable[Approval]
+) -> dict[str, Approval]:
+    """One valid approval per owner (the first seen)."""
+    by_owner: dict[str, Approval] = {}
+    for a in approvals:
+        try:
+            owner = _verify(root, proposal, Signature(a.keyid, a.signature))
+        except TrustError:
+            continue
+        by_owner.setdefault(owner, a)
+    return by_owner
+
+
+def approval_status(
+    root: Root, proposal: Metadata[Targets], approvals: Iterable[Approval]
+) -> ApprovalStatus:
+    counted = _counted(root, proposal, approvals)
+    return ApprovalStatus(root.roles[TARGETS].threshold, tuple(sorted(counted)))
+
+
+def signed_proposal(
+    root: Root, proposal: Metadata[Targets], approvals: Iterable[Approval]
+) -> Metadata[Targets]:
+    """The proposal with one signature per approver; refuses below threshold."""
+    counted = _counted(root, proposal, approvals)
+    status = ApprovalStatus(root.roles[TARGETS].threshold, tuple(sorted(counted)))
+    if not status.approved:
+        raise Conflict(f"cannot publish: {status.describe()}")
+    signed = Metadata[Targets].from_bytes(proposal.to_bytes())
+    signed.signatures.clear()
+    for a in counted.values():
+        signed.signatures[a.keyid] = Signature(a.keyid, a.signature)
+    try:
+        root.verify_delegate(TARGETS, signed.signed_bytes, signed.signatures)
+    except UnsignedMetadataError as e:  # defence in depth: python-tuf must agree
+        raise Conflict(f"cannot publish: {e}") from e
+    return signed

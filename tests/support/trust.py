@@ -1,0 +1,89 @@
+"""TUF key material and repository set-up for tests (generated fixtures, never real secrets)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from chargeward.crypto.keys import Signer, generate_key
+from chargeward.publish import ImageRepository, OnlineSigners
+from chargeward.publish.roles import RootPlan, empty_targets, new_root
+from chargeward.trust.tuf_keys import TufSigner, tuf_key
+from tests.support.fleet import TEST_PASSPHRASE, cli
+
+ROOT_HOLDERS = ("ana", "ben", "cyd")
+APPROVERS = ("alice", "bob", "carol")
+
+
+def _pass() -> bytes:
+    return TEST_PASSPHRASE.encode()
+
+
+@dataclass
+class TufKeys:
+    """Three root holders (2 of 3), three approvers (2 of 3), online snapshot/timestamp keys."""
+
+    dir: Path
+    signers: dict[str, Signer]
+
+    @classmethod
+    def create(cls, d: Path) -> TufKeys:
+        d.mkdir(parents=True, exist_ok=True)
+        names = [*ROOT_HOLDERS, *APPROVERS, "snapshot", "timestamp"]
+        return cls(d, {n: generate_key(f"file:{d}/{n}.key", _pass) for n in names})
+
+    def uri(self, name: str) -> str:
+        return self.signers[name].uri
+
+    def tuf(self, name: str) -> TufSigner:
+        owner = None if name in ("snapshot", "timestamp") else name
+        signer = self.signers[name]
+        return TufSigner(signer, tuf_key(signer.public_key(), owner=owner))
+
+    def add(self, name: str) -> Signer:
+        self.signers[name] = generate_key(f"file:{self.dir}/{name}.key", _pass)
+        return self.signers[name]
+
+    def online(self) -> OnlineSigners:
+        return OnlineSigners(snapshot=self.tuf("snapshot"), timestamp=self.tuf("timestamp"))
+
+    def init_args(self, data_dir: Path, root_out: Path | None = None) -> list[str]:
+        args = ["repo", "init", "--data-dir", str(data_dir)]
+        for n in ROOT_HOLDERS:
+            args += ["--root-key", f"{n}={self.uri(n)}"]
+        for n in APPROVERS:
+            args += ["--targets-key", f"{n}={self.uri(n)}"]
+        args += ["--snapshot-key", self.uri("snapshot"), "--timestamp-key", self.uri("timestamp")]
+        if root_out is not None:
+            args += ["--root-out", str(root_out)]
+        return args
+
+    def init_cli(self, data_dir: Path, root_out: Path | None = None) -> None:
+        """``chargeward repo init`` with 2-of-3 root and 2-of-3 approvers."""
+        cli(*self.init_args(data_dir, root_out))
+
+    def init_repo(self, directory: Path, now: dt.datetime) -> ImageRepository:
+        """The same repository, made in-process (fast, for unit tests)."""
+        repo = ImageRepository(directory)
+        root = new_root(
+            RootPlan(
+                root_keys=[self.tuf(n).public_key for n in ROOT_HOLDERS],
+                root_threshold=2,
+                targets_keys=[self.tuf(n).public_key for n in APPROVERS],
+                targets_threshold=2,
+                snapshot_key=self.tuf("snapshot").public_key,
+                timestamp_key=self.tuf("timestamp").public_key,
+            ),
+            now=now,
+        )
+        for n in ROOT_HOLDERS[:2]:
+            root.sign(self.tuf(n), append=True)
+        targets = empty_targets(now=now)
+        for n in APPROVERS[:2]:
+            targets.sign(self.tuf(n), append=True)
+        repo.initialize(root, targets, self.online(), now=now)
+        repo.set_online_key_uris(
+            {"snapshot": self.uri("snapshot"), "timestamp": self.uri("timestamp")}
+        )
+        return repo
