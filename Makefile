@@ -1,12 +1,15 @@
 # Chargeward: `make demo` runs the end-to-end demo, `make test` runs every check.
-# Both create the virtual environment and install what they need on a fresh machine.
+# Both create the virtual environment and install what they need on a fresh machine,
+# including SoftHSM2 (the PKCS#11 token behind HSM-key tests and demos) via `system-deps`.
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+SOFTHSM_MODULE := /usr/lib/softhsm/libsofthsm2.so
+SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: demo demo-keep test lint typecheck unit setup clean
+.PHONY: demo demo-keep test lint typecheck unit setup system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +19,21 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-demo: $(STAMP)
+# SoftHSM2 and OpenSC (pkcs11-tool) from apt, only when missing; silent when installed.
+system-deps:
+	@if [ ! -e $(SOFTHSM_MODULE) ] || ! command -v softhsm2-util >/dev/null 2>&1; then \
+		command -v apt-get >/dev/null 2>&1 || { \
+			echo "system-deps: install softhsm2 and opensc with your package manager" >&2; \
+			exit 1; }; \
+		echo "system-deps: installing softhsm2 and opensc (apt-get)"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 opensc; \
+	fi
+
+demo: system-deps $(STAMP)
 	$(PY) -m chargeward demo --workdir demo-data
 
-demo-keep: $(STAMP)
+demo-keep: system-deps $(STAMP)
 	$(PY) -m chargeward demo --workdir demo-data --keep-running
 
 lint: $(STAMP)
@@ -29,10 +43,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-unit: $(STAMP)
+unit: system-deps $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit
 
-test: lint typecheck
+test: system-deps lint typecheck
 	$(VENV)/bin/pytest -q
 
 clean:

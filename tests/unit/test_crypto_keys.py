@@ -120,11 +120,6 @@ def test_unknown_uri_scheme_is_refused(uri: str) -> None:
         generate_key(uri, passphrase)
 
 
-def test_pkcs11_is_reserved_but_not_available() -> None:
-    with pytest.raises(KeyAccessError, match="PKCS#11"):
-        load_signer("pkcs11:token=factory;object=signing", passphrase)
-
-
 def test_missing_key_file_is_a_key_access_error(tmp_path: Path) -> None:
     with pytest.raises(KeyAccessError, match="cannot read key file"):
         load_signer(str(tmp_path / "absent.pem"), passphrase)

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 from rich.console import Console
 
-from chargeward.crypto.keys import PASSPHRASE_ENV, PassphraseSource
+from chargeward.crypto.keys import PASSPHRASE_ENV, PassphraseSource, Signer, load_signer
+from chargeward.crypto.pkcs11 import PIN_ENV, is_pkcs11_uri
 from chargeward.errors import KeyAccessError
 
 if TYPE_CHECKING:
@@ -51,6 +52,33 @@ def cli_passphrase(*, confirm: bool = False, what: str = "key") -> PassphraseSou
         return entered.encode()
 
     return read
+
+
+def token_pin() -> PassphraseSource:
+    """The user PIN of a token: asked on a terminal (``$CHARGEWARD_PKCS11_PIN`` wins).
+
+    Never falls back to the file-key passphrase: a wrong PIN counts towards locking the token.
+    """
+
+    def read() -> bytes:
+        if not sys.stdin.isatty():
+            raise KeyAccessError(f"no PIN for the PKCS#11 token: set {PIN_ENV}")
+        entered: str = typer.prompt("User PIN of the PKCS#11 token", hide_input=True)
+        return entered.encode()
+
+    return read
+
+
+def key_secret(uri: str, *, what: str = "key", new: bool = False) -> PassphraseSource:
+    """The secret that opens the key at ``uri``: a token PIN or a key-file passphrase."""
+    if is_pkcs11_uri(uri):
+        return token_pin()
+    return cli_passphrase(confirm=new, what=what)
+
+
+def open_signer(uri: str, what: str = "key") -> Signer:
+    """Open the private key at ``uri`` for signing, asking for its PIN or passphrase."""
+    return load_signer(uri, key_secret(uri, what=what))
 
 
 ACTOR_ENV = "CHARGEWARD_ACTOR"

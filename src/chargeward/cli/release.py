@@ -25,12 +25,11 @@ from chargeward.cli.apiclient import ApiClient
 from chargeward.cli.common import (
     DEFAULT_DATA_DIR,
     DataDir,
-    cli_passphrase,
     console,
+    open_signer,
     record_audit,
 )
 from chargeward.cli.display import fields_table
-from chargeward.crypto.keys import load_signer
 from chargeward.crypto.pki import load_certificate, load_certificate_file, load_certificates_file
 from chargeward.errors import ChargewardError, ConfigError, Conflict, TrustError
 from chargeward.publish.targets import ImageFacts, release_targets
@@ -97,7 +96,7 @@ def build(
 ) -> None:
     """Pack, sign and write a release bundle (never overwrites OUT)."""
     certificate = load_certificate_file(signing_cert)
-    signer = load_signer(signing_key, cli_passphrase(what="signing key"))
+    signer = open_signer(signing_key, "signing key")
     with console.status(Text(f"Packing and signing {image}")):
         manifest = build_bundle(
             image,
@@ -291,7 +290,7 @@ def approve(
             Text(custom["customer"] or "any"),
         )
     console.print(table)
-    signer = TufSigner(load_signer(key, cli_passphrase(what="approver key")))
+    signer = TufSigner(open_signer(key, "approver key"))
     signature = signer.sign(proposal.signed_bytes)
     result = api.request(
         "POST",

@@ -26,9 +26,9 @@ from rich.table import Table
 from rich.text import Text
 from tuf.api.metadata import Metadata, Root, Snapshot, Timestamp
 
-from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, cli_passphrase, console, record_audit
+from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, console, open_signer, record_audit
 from chargeward.cli.display import when
-from chargeward.crypto.keys import Signer, load_signer
+from chargeward.crypto.keys import Signer
 from chargeward.errors import ConfigError
 from chargeward.fileio import write_new_file
 from chargeward.publish import ImageRepository, OnlineSigners
@@ -41,7 +41,7 @@ KeySpecs = Annotated[list[str], typer.Option(help="OWNER=KEY-URI (repeat).")]
 
 
 def _signer(uri: str, what: str) -> Signer:
-    return load_signer(uri, cli_passphrase(what=what))
+    return open_signer(uri, what)
 
 
 def _owned(specs: list[str], role: str) -> list[TufSigner]:

@@ -1,8 +1,9 @@
 """Cryptography for Chargeward: the only package that imports ``cryptography.hazmat``.
 
-Keys are addressed by URI (``file:/path/key.pem`` today, ``pkcs11:...`` for HSM tokens) and
-used through the :class:`~chargeward.crypto.keys.Signer` protocol, so nothing outside this
-package cares where a private key lives.
+Keys are addressed by URI (``file:/path/key.pem``, or ``pkcs11:token=...;object=...`` for a
+key inside an HSM token) and used through the :class:`~chargeward.crypto.keys.Signer`
+protocol, so nothing outside this package cares where a private key lives.
+:func:`key_attributes` shows that a token key cannot be extracted.
 """
 
 from chargeward.crypto.keys import (
@@ -13,6 +14,7 @@ from chargeward.crypto.keys import (
     public_key_fingerprint,
     public_key_pem,
 )
+from chargeward.crypto.pkcs11 import KeyProtection, Pkcs11Signer, key_attributes
 from chargeward.crypto.pki import (
     CertificateInfo,
     certificate_fingerprint,
@@ -39,6 +41,8 @@ from chargeward.crypto.signature import (
 __all__ = [
     "CertificateInfo",
     "Digest",
+    "KeyProtection",
+    "Pkcs11Signer",
     "Signer",
     "certificate_fingerprint",
     "certificate_pem",
@@ -47,6 +51,7 @@ __all__ = [
     "describe_certificate",
     "generate_key",
     "issue_firmware_signing_certificate",
+    "key_attributes",
     "key_matches_certificate",
     "load_certificate",
     "load_certificate_file",

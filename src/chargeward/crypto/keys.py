@@ -5,7 +5,10 @@ Supported schemes:
 * ``file:PATH`` (or a bare path): an encrypted PKCS#8 PEM file holding an ECDSA P-256 key.
   The passphrase comes from a callable, by default ``$CHARGEWARD_KEY_PASSPHRASE``; the CLI
   falls back to a prompt.
-* ``pkcs11:...``: reserved for hardware tokens (a later backend plugs in here).
+* ``pkcs11:token=LABEL;object=LABEL[?module-path=/path/module.so]`` (RFC 7512): an ECDSA
+  P-256 key generated inside a PKCS#11 token that never leaves it
+  (:mod:`chargeward.crypto.pkcs11`).  The callable supplies the user PIN unless
+  ``$CHARGEWARD_PKCS11_PIN`` is set; the module is ``$CHARGEWARD_PKCS11_MODULE`` or SoftHSM2.
 
     >>> from chargeward.crypto.keys import generate_key, public_key_fingerprint
     >>> secret = lambda: b"correct horse battery"
@@ -13,6 +16,7 @@ Supported schemes:
     >>> der_signature = signer.sign_digest(hashlib.sha256(b"data").digest())  # doctest: +SKIP
     >>> public_key_fingerprint(signer.public_key())  # doctest: +SKIP
     '3b1f...'
+    >>> hsm = load_signer("pkcs11:token=factory;object=signing", secret)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
+from chargeward.crypto.pkcs11 import (
+    generate_pkcs11_key,
+    is_pkcs11_uri,
+    load_pkcs11_signer,
+    normalise_pkcs11_uri,
+)
 from chargeward.errors import ConfigError, KeyAccessError
 
 PASSPHRASE_ENV = "CHARGEWARD_KEY_PASSPHRASE"  # noqa: S105 (a variable name)
@@ -89,16 +99,22 @@ def _file_path(uri: str) -> Path:
 
 
 def normalise_uri(uri: str) -> str:
-    """Return the canonical form of a key URI (``file:`` with an absolute path)."""
-    if uri.startswith("pkcs11:"):
-        return uri
+    """Return the canonical form of a key URI (``file:`` with an absolute path).
+
+    ``pkcs11:`` URIs are parsed and re-spelt canonically (attribute order, percent-encoding).
+    """
+    if is_pkcs11_uri(uri):
+        return normalise_pkcs11_uri(uri)
     return f"file:{_file_path(uri).resolve()}"
 
 
 def generate_key(uri: str, passphrase: PassphraseSource) -> Signer:
-    """Create a new ECDSA P-256 key at ``uri``; never overwrites an existing key."""
-    if uri.startswith("pkcs11:"):
-        raise KeyAccessError("PKCS#11 keys are not supported by this build")
+    """Create a new ECDSA P-256 key at ``uri``; never overwrites an existing key.
+
+    For ``pkcs11:`` URIs ``passphrase`` supplies the token's user PIN (see module docstring).
+    """
+    if is_pkcs11_uri(uri):
+        return generate_pkcs11_key(uri, passphrase)
     path = _file_path(uri)
     secret = passphrase()
     if len(secret) < MIN_PASSPHRASE_LENGTH:
@@ -126,9 +142,9 @@ def generate_key(uri: str, passphrase: PassphraseSource) -> Signer:
 
 
 def load_signer(uri: str, passphrase: PassphraseSource) -> Signer:
-    """Open the private key at ``uri`` for signing."""
-    if uri.startswith("pkcs11:"):
-        raise KeyAccessError("PKCS#11 keys are not supported by this build")
+    """Open the private key at ``uri`` for signing (``passphrase`` is the PIN for ``pkcs11:``)."""
+    if is_pkcs11_uri(uri):
+        return load_pkcs11_signer(uri, passphrase)
     path = _file_path(uri)
     try:
         pem = path.read_bytes()

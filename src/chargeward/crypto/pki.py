@@ -4,24 +4,47 @@ OCPP 2.0.1 requires the firmware-signing certificate to be issued *directly* by 
 Manufacturer Root CA (no intermediates).  Certificates are signed through the
 :class:`~chargeward.crypto.keys.Signer` protocol: the to-be-signed part is built by
 ``cryptography`` and its SHA-256 digest signed by whatever holds the issuer key (a file
-today, a PKCS#11 token tomorrow), so a CA key never has to leave its token.
+today, a PKCS#11 token tomorrow), so a CA key never has to leave its token.  CRLs are
+signed the same way (:func:`issue_crl`), and a charger accepts one only through
+:func:`verify_crl` and :func:`check_crl_progress`::
+
+    >>> der = issue_crl(root_ca, root_signer, [RevokedEntry(serial, now, "keyCompromise")],
+    ...                 crl_number=7, this_update=now, next_update=now + CRL_VALIDITY)  # doctest: +SKIP
+    >>> crl = verify_crl(der, [root_ca], now=now)  # doctest: +SKIP
+    >>> check_crl_progress(held, crl)  # RollbackRefused if crl is older  # doctest: +SKIP
+    >>> verify_firmware_signing_certificate(
+    ...     cert, [root_ca], revoked_serials=crl.revoked_serials)  # doctest: +SKIP
+    Traceback (most recent call last):
+    chargeward.errors.RevokedCertificate: signing certificate serial ... revoked
+
+For OCPP M03-M05 the module also checks a certificate offered as a new trust anchor
+(:func:`check_root_certificate`) and names certificates as OCPP does
+(:func:`certificate_hash_data`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from chargeward.crypto.keys import Signer, public_key_fingerprint
-from chargeward.errors import ConfigError, RevokedCertificate, UntrustedCertificate
+from chargeward.errors import (
+    BadSignature,
+    ConfigError,
+    IntegrityError,
+    RevokedCertificate,
+    RollbackRefused,
+    UntrustedCertificate,
+)
 
 # AlgorithmIdentifier for ecdsa-with-SHA256 (RFC 5758 3.2), DER.
 _ECDSA_SHA256_ALGID = bytes.fromhex("300a06082a8648ce3d040302")
@@ -40,25 +63,52 @@ def _der_tlv(tag: int, value: bytes) -> bytes:
     return bytes([tag]) + _der_length(len(value)) + value
 
 
-def _sign_certificate(builder: x509.CertificateBuilder, issuer: Signer) -> x509.Certificate:
-    """Sign ``builder`` with ``issuer`` without needing the private key object.
+def _der_read(data: bytes, pos: int = 0) -> tuple[int, bytes, int]:
+    """The TLV at ``pos`` as ``(tag, value, position after it)`` (definite lengths only)."""
+    if pos + 2 > len(data):
+        raise ValueError("truncated DER")
+    tag, length, pos = data[pos], data[pos + 1], pos + 2
+    if length & 0x80:
+        count = length & 0x7F
+        if not 0 < count <= 4 or pos + count > len(data):
+            raise ValueError("bad DER length")
+        length, pos = int.from_bytes(data[pos : pos + count], "big"), pos + count
+    if pos + length > len(data):
+        raise ValueError("truncated DER")
+    return tag, data[pos : pos + length], pos + length
 
-    ``cryptography`` only signs with in-process keys, so the TBSCertificate is produced with
-    a throwaway P-256 key (the signature algorithm is the same), then re-signed by the real
-    issuer and assembled as ``SEQUENCE { tbs, algorithm, BIT STRING signature }``.
+
+def _scratch_key() -> ec.EllipticCurvePrivateKey:
+    """A throwaway P-256 key: ``cryptography`` only builds TBS structures by signing them."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _sign_tbs(tbs: bytes, issuer: Signer) -> bytes:
+    """Sign a DER to-be-signed structure with ``issuer`` and wrap it (ADR 0003).
+
+    Certificates (RFC 5280 4.1) and CRLs (RFC 5280 5.1) share the outer shape
+    ``SEQUENCE { tbs, signatureAlgorithm, BIT STRING signature }``; the TBS part was built by
+    ``cryptography`` with a scratch P-256 key, whose signature algorithm (ecdsa-with-SHA256)
+    is the one written here.  The signature is checked against the issuer's public key
+    first: a signer that returns garbage (a misbehaving token) never yields a signed object.
+    Raises :class:`BadSignature` in that case.
     """
-    scratch = ec.generate_private_key(ec.SECP256R1())
-    tbs = builder.sign(scratch, hashes.SHA256()).tbs_certificate_bytes
     signature = issuer.sign_digest(hashlib.sha256(tbs).digest())
-    body = tbs + _ECDSA_SHA256_ALGID + _der_tlv(0x03, b"\x00" + signature)
-    cert = x509.load_der_x509_certificate(_der_tlv(0x30, body))
     try:
-        issuer.public_key().verify(
-            cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256())
-        )
-    except InvalidSignature as e:  # the signer returned garbage: never hand out such a cert
+        issuer.public_key().verify(signature, tbs, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature as e:
+        raise BadSignature("the issuer key produced an invalid signature") from e
+    return _der_tlv(0x30, tbs + _ECDSA_SHA256_ALGID + _der_tlv(0x03, b"\x00" + signature))
+
+
+def _sign_certificate(builder: x509.CertificateBuilder, issuer: Signer) -> x509.Certificate:
+    """Sign ``builder`` with ``issuer`` without needing the private key object."""
+    tbs = builder.sign(_scratch_key(), hashes.SHA256()).tbs_certificate_bytes
+    try:
+        der = _sign_tbs(tbs, issuer)
+    except BadSignature as e:  # never hand out such a certificate
         raise UntrustedCertificate("issuer produced an invalid certificate signature") from e
-    return cert
+    return x509.load_der_x509_certificate(der)
 
 
 def _name(common_name: str, organization: str) -> x509.Name:
