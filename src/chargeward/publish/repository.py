@@ -325,6 +325,8 @@ class ImageRepository:
                 )
             except UnsignedMetadataError as e:
                 raise TrustError(f"new root is not signed by its own root keys: {e}") from e
+            for role in ONLINE_ROLES:  # check before anything is written
+                _check_signer_is(new_root.signed, role, getattr(online, role))
             self._write(f"{version}.root.json", new_root)
             self._write("root.json", new_root)
             # Online keys may have changed: re-sign snapshot and timestamp with the new ones.

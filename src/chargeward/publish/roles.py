@@ -11,6 +11,7 @@ which must then be signed by a threshold of the old root keys **and** of the new
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ def next_root(
 ) -> Metadata[Root]:
     """Root version N+1 with ``change`` applied and a renewed expiry (unsigned)."""
     policy = policy or ExpiryPolicy()
-    root = Root.from_dict(current.to_dict())
+    root = Root.from_dict(copy.deepcopy(current.to_dict()))  # to_dict shares lists
     root.version = current.version + 1
     root.expires = expiry_after(now, policy.root)
     _replace_keys(
