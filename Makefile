@@ -51,3 +51,9 @@ test: system-deps lint typecheck
 
 clean:
 	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache
+
+# Publishing benchmarks (about 20 s); figures in benchmarks/results/latest.json.
+# Extra options: make bench BENCH_ARGS=--profile
+.PHONY: bench
+bench: $(STAMP)
+	$(PY) -m benchmarks.bench_publish $(BENCH_ARGS)

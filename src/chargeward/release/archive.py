@@ -72,7 +72,7 @@ def open_bundle(path: Path) -> Iterator[tarfile.TarFile]:
         raise BundleError(f"bundle {path} is not a regular file")
     with contextlib.ExitStack() as stack:
         try:
-            tar = stack.enter_context(tarfile.open(path, mode="r:"))
+            tar = stack.enter_context(tarfile.TarFile(path, mode="r", copybufsize=CHUNK))
         except tarfile.TarError as e:
             raise BundleError(f"{path} is not an uncompressed tar bundle: {e}") from e
         except OSError as e:
@@ -205,7 +205,9 @@ def write_bundle_tar(
     names = sorted([*files, *blobs])
     if len(set(names)) != len(names):
         raise ValueError("a member name is given twice")
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.TarFile(
+        fileobj=out, mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK
+    ) as tar:
         for name in names:
             if name in blobs:
                 data = blobs[name]

@@ -61,14 +61,14 @@ class ApprovalStatus:
         return f"needs {self.missing} more {more} ({have} of {self.threshold})"
 
 
-def _verify(root: Root, proposal: Metadata[Targets], signature: Signature) -> str:
-    """Check one signature over the proposal; returns the key owner."""
+def _verify(root: Root, payload: bytes, signature: Signature) -> str:
+    """Check one signature over the proposal's canonical bytes; returns the key owner."""
     role = root.roles[TARGETS]
     if signature.keyid not in role.keyids:
         raise TrustError(f"key {signature.keyid[:12]} is not a release-approver (targets) key")
     key = root.keys[signature.keyid]
     try:
-        key.verify_signature(signature, proposal.signed_bytes)
+        key.verify_signature(signature, payload)
     except UnverifiedSignatureError as e:
         raise BadSignature(
             f"signature by {key_owner(key)} does not match this proposal "
@@ -86,7 +86,7 @@ def check_approval(
     submitted_by: str,
 ) -> Approval:
     """Accept or refuse one approval of a proposal uploaded by ``uploader``."""
-    owner = _verify(root, proposal, signature)
+    owner = _verify(root, proposal.signed_bytes, signature)
     if uploader in (owner, submitted_by):
         raise Conflict(f"{uploader} uploaded this release and cannot approve it")
     return Approval(signature.keyid, owner, signature.signature, submitted_by)
@@ -97,9 +97,10 @@ def _counted(
 ) -> dict[str, Approval]:
     """One valid approval per owner (the first seen)."""
     by_owner: dict[str, Approval] = {}
+    payload = proposal.signed_bytes  # canonical JSON is costly: encode once
     for a in approvals:
         try:
-            owner = _verify(root, proposal, Signature(a.keyid, a.signature))
+            owner = _verify(root, payload, Signature(a.keyid, a.signature))
         except TrustError:
             continue
         by_owner.setdefault(owner, a)

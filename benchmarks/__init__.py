@@ -1,0 +1,5 @@
+"""Chargeward performance benchmarks: ``make bench`` or ``python -m benchmarks.bench_publish``.
+
+Benchmarks run the real pipeline code in-process on generated keys and data; nothing here is
+imported by ``chargeward`` or by the tests.  Figures are written to ``benchmarks/results/``.
+"""

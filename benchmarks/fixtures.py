@@ -1,0 +1,138 @@
+"""Generated keys, certificates, payloads and TUF repositories for the benchmarks.
+
+Everything is made in-process from fresh keys (never real secrets), the same way the unit
+tests' ``tests.support.trust.TufKeys`` does, but without importing the tests:
+
+    >>> keys = BenchKeys.create(tmp / "keys")                                 # doctest: +SKIP
+    >>> repo = keys.init_repository(tmp / "tuf", now=now)                     # doctest: +SKIP
+    >>> prepopulate(repo, keys, releases=5000, now=now)                       # doctest: +SKIP
+    >>> approvals = [keys.approve(name, proposal) for name in APPROVERS[:2]]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from tuf.api.metadata import Metadata, TargetFile, Targets
+
+from chargeward.crypto import (
+    Signer,
+    create_root_ca,
+    generate_key,
+    issue_firmware_signing_certificate,
+)
+from chargeward.publish import ImageRepository, OnlineSigners
+from chargeward.publish.roles import RootPlan, empty_targets, new_root
+from chargeward.publish.targets import ImageFacts, release_targets
+from chargeward.trust.approval import Approval, signed_proposal
+from chargeward.trust.tuf_keys import TufSigner, tuf_key
+
+PASSPHRASE = b"benchmark passphrase, not a secret"
+ROOT_HOLDERS = ("ana", "ben", "cyd")
+APPROVERS = ("alice", "bob", "carol")
+ONLINE = ("snapshot", "timestamp")
+FIRMWARE_KEYS = ("firmware-ca", "firmware-signing")
+MODEL = "AC22"
+ORGANIZATION = "Chargeward Benchmarks"
+_WRITE_CHUNK = 4 << 20
+
+
+def _passphrase() -> bytes:
+    return PASSPHRASE
+
+
+@dataclass
+class BenchKeys:
+    """Root holders (2 of 3), approvers (2 of 3), online keys and a firmware signing pair."""
+
+    signers: dict[str, Signer]
+
+    @classmethod
+    def create(cls, directory: Path) -> BenchKeys:
+        names = [*ROOT_HOLDERS, *APPROVERS, *ONLINE, *FIRMWARE_KEYS]
+        return cls({n: generate_key(f"file:{directory}/{n}.key", _passphrase) for n in names})
+
+    def tuf(self, name: str) -> TufSigner:
+        signer = self.signers[name]
+        owner = None if name in ONLINE else name
+        return TufSigner(signer, tuf_key(signer.public_key(), owner=owner))
+
+    def online(self) -> OnlineSigners:
+        return OnlineSigners(snapshot=self.tuf("snapshot"), timestamp=self.tuf("timestamp"))
+
+    def approve(self, name: str, proposal: Metadata[Targets]) -> Approval:
+        """Approver ``name`` signs the proposal's canonical bytes, as ``release approve`` does."""
+        signature = self.tuf(name).sign(proposal.signed_bytes)
+        return Approval(signature.keyid, name, signature.signature, submitted_by=name)
+
+    def firmware_signing(self, now: dt.datetime) -> tuple[Signer, x509.Certificate]:
+        """The firmware-signing key and its certificate under a fresh Manufacturer Root CA."""
+        ca = self.signers["firmware-ca"]
+        ca_certificate = create_root_ca(ca, "Bench Root CA", ORGANIZATION, now=now)
+        signer = self.signers["firmware-signing"]
+        certificate = issue_firmware_signing_certificate(
+            ca, ca_certificate, signer.public_key(), "Bench Firmware Signing", ORGANIZATION, now=now
+        )
+        return signer, certificate
+
+    def init_repository(self, directory: Path, *, now: dt.datetime) -> ImageRepository:
+        """A new repository: 2-of-3 root, 2-of-3 approvers, empty targets version 1."""
+        repo = ImageRepository(directory)
+        root = new_root(
+            RootPlan(
+                root_keys=[self.tuf(n).public_key for n in ROOT_HOLDERS],
+                root_threshold=2,
+                targets_keys=[self.tuf(n).public_key for n in APPROVERS],
+                targets_threshold=2,
+                snapshot_key=self.tuf("snapshot").public_key,
+                timestamp_key=self.tuf("timestamp").public_key,
+            ),
+            now=now,
+        )
+        for n in ROOT_HOLDERS[:2]:
+            root.sign(self.tuf(n), append=True)
+        targets = empty_targets(now=now)
+        for n in APPROVERS[:2]:
+            targets.sign(self.tuf(n), append=True)
+        repo.initialize(root, targets, self.online(), now=now)
+        return repo
+
+
+def write_payload(path: Path, size: int) -> None:
+    """``size`` random bytes (fresh from the kernel, so nothing downstream can shortcut)."""
+    with path.open("wb") as fh:
+        left = size
+        while left:
+            chunk = os.urandom(min(_WRITE_CHUNK, left))
+            fh.write(chunk)
+            left -= len(chunk)
+
+
+def synthetic_release(index: int, *, minor: int = 0) -> dict[str, TargetFile]:
+    """The targets of release ``1.<minor>.<index>``: one 4 MiB ``main`` image for one model."""
+    version = f"1.{minor}.{index}"
+    image = ImageFacts("main", hashlib.sha256(version.encode()).hexdigest(), 4 << 20)
+    return release_targets(
+        version=version,
+        security_version=1,
+        models=[MODEL],
+        release_class="feature",
+        customer=None,
+        images=[image],
+    )
+
+
+def prepopulate(repo: ImageRepository, keys: BenchKeys, *, releases: int, now: dt.datetime) -> int:
+    """Publish ``releases`` releases as one targets version; returns that version."""
+    additions: dict[str, TargetFile] = {}
+    for i in range(releases):
+        additions.update(synthetic_release(i))
+    proposal = repo.propose(additions, now=now)
+    approvals = [keys.approve(n, proposal) for n in APPROVERS[:2]]
+    signed = signed_proposal(repo.root().signed, proposal, approvals)
+    return repo.publish_targets(signed, keys.online(), now=now)

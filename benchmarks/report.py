@@ -1,0 +1,129 @@
+"""The benchmark summary: a table on the console and ``benchmarks/results/latest.json``.
+
+The JSON holds each benchmark's figures plus the host they were measured on:
+
+    >>> write_results(RESULTS_DIR / "latest.json", {"image_publish": {}})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import ssl
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.timing import Stats
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SCHEMA = 1
+
+
+def verdict(passed: bool) -> str:
+    return "[bold green]PASS[/]" if passed else "[bold red]FAIL[/]"
+
+
+def seconds(value: float) -> str:
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def stats_row(name: str, stats: Stats) -> list[str]:
+    return [name, seconds(stats.median), seconds(stats.min), seconds(stats.max)]
+
+
+def stats_table(title: str, rows: list[list[str]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("measurement")
+    for column in ("median", "min", "max"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def summary_table(results: dict[str, Any]) -> Table:
+    """One line per benchmark: figure, target and verdict."""
+    table = Table(title="Summary", title_justify="left")
+    for column in ("benchmark", "median", "baseline", "ratio", "target", "result"):
+        table.add_column(column, justify="left" if column == "benchmark" else "right")
+    image = results.get("image_publish")
+    if image is not None:
+        table.add_row(
+            f"build + sign + publish, {image['image_bytes'] >> 20} MiB image",
+            seconds(image["pipeline"]["median_s"]),
+            f"sha256sum {seconds(image['baseline']['median_s'])}",
+            f"{image['ratio']:.2f}",
+            f"ratio <= {image['target_ratio']}",
+            verdict(image["pass"]),
+        )
+    large = results.get("large_repository")
+    if large is not None:
+        table.add_row(
+            f"publish one more release, {large['releases']:,} published",
+            seconds(large["publish"]["median_s"]),
+            f"json load+dump {seconds(large['baseline']['median_s'])}",
+            f"{large['ratio']:.1f}",
+            f"< {large['target_s']:.0f} s",
+            verdict(large["pass"]),
+        )
+    return table
+
+
+def _sha256sum_version() -> str:
+    try:
+        out = subprocess.run(
+            ["sha256sum", "--version"], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.splitlines()[0] if out else "unknown"
+
+
+def _cpu_flags() -> list[str]:
+    """The CPU's hashing-relevant flags (Linux only; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    return sorted(flags & {"sha_ni", "avx2", "avx512f"})
+
+
+def host() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "cpu_flags": _cpu_flags(),
+        "python": platform.python_version(),
+        "openssl": ssl.OPENSSL_VERSION,
+        "sha256sum": _sha256sum_version(),
+    }
+
+
+def write_results(path: Path, results: dict[str, Any]) -> None:
+    """Write ``results`` with the run's time and host to ``path`` (replacing it)."""
+    document = {
+        "schema": SCHEMA,
+        "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "host": host(),
+        **results,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(document, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def print_profile(console: Console, title: str, text: str, saved: Path) -> None:
+    console.rule(f"[bold]profile: {title}")
+    console.print(text.strip(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"full profile: {saved} (open with `python -m pstats {saved.name}`)")
