@@ -149,6 +149,28 @@ def make_pki(d: Path, passphrase: bytes) -> tuple[Any, Any, Path]:
     return signing_key, cert, d / "root-ca.pem"
 
 
+ROOT_HOLDERS = ("ana", "ben", "cyd")
+APPROVERS = ("alice", "bob", "carol")
+
+
+def make_repository(keys: Path, data: Path, env: dict[str, str]) -> Path:
+    """Keys for a 2-of-3 root and 2-of-3 approvers, then ``chargeward repo init``."""
+    keys.mkdir(parents=True)
+    secret = env["CHARGEWARD_KEY_PASSPHRASE"].encode()
+    uri = {}
+    for name in (*ROOT_HOLDERS, *APPROVERS, "snapshot", "timestamp"):
+        uri[name] = generate_key(f"file:{keys / name}.key", lambda: secret).uri
+    root_json = keys / "root.json"
+    args = ["repo", "init", "--data-dir", str(data), "--root-out", str(root_json)]
+    for name in ROOT_HOLDERS:
+        args += ["--root-key", f"{name}={uri[name]}"]
+    for name in APPROVERS:
+        args += ["--targets-key", f"{name}={uri[name]}"]
+    args += ["--snapshot-key", uri["snapshot"], "--timestamp-key", uri["timestamp"]]
+    run_cli(args, env)
+    return root_json
+
+
 def _progress_table(rows: dict[str, dict[str, Any]]) -> Table:
     t = Table(
         "station",
@@ -204,12 +226,23 @@ def run_demo(
             f"built and signed {out.name}: release {m.release_id[:12]}, security version {sv}"
         )
 
-    console.rule("[bold]2. Operator: management server and chargers")
+    console.rule("[bold]2. TUF repository: 2-of-3 root holders, 2-of-3 release approvers")
     data = workdir / "server"
+    tuf_root = make_repository(workdir / "tuf-keys", data, env)
+    console.print(
+        f"root keys held by {', '.join(ROOT_HOLDERS)} (2 of 3), releases approved by "
+        f"{', '.join(APPROVERS)} (2 of 3); chargers get {tuf_root.name} at manufacture"
+    )
+
+    console.rule("[bold]3. Operator: management server and chargers")
     server, info = start_server(data, root_pem, workdir / "server.log", env=env)
     agents: list[Process] = []
     try:
         token = (data / "admin.token").read_text().strip()
+        tokens = {
+            who: run_cli(["token", "create", who, "--data-dir", str(data)]).split()[-1]
+            for who in APPROVERS
+        }
         console.print(f"server up: OCPP {info['ocpp_url']}{{stationId}}, API {info['api_url']}")
         ids = [f"DEMO-{i:03d}" for i in range(1, stations + 1)]
         for sid in ids:
@@ -230,6 +263,8 @@ def run_demo(
                     str(root_pem),
                     "--factory-bundle",
                     str(bundles["1.0.0"]),
+                    "--tuf-root",
+                    str(tuf_root),
                 ],
                 {"CHARGEWARD_STATION_PASSWORD": password},
             )
@@ -244,6 +279,8 @@ def run_demo(
                         str(info["ocpp_url"]),
                         "--reconnect-delay",
                         "1",
+                        "--repository",
+                        f"{info['api_url']}/tuf/",
                     ],
                     workdir / f"agent-{sid}.log",
                 )
@@ -265,15 +302,33 @@ def run_demo(
             time.sleep(0.2)
         console.print(f"{stations} chargers connected, all running 1.0.0")
 
-        console.rule("[bold]3. Upload the release and update every charger")
-        r = api.post("/api/v1/releases", content=bundles["1.1.0"].read_bytes())
-        if r.status_code != 201:
-            raise ChargewardError(f"upload refused: {r.text}")
-        release = r.json()
+        console.rule("[bold]4. Release 1.1.0: uploaded by carol, approved by alice and bob")
+        as_carol = {**env, "CHARGEWARD_API_TOKEN": tokens["carol"]}
+        run_cli(["release", "upload", str(bundles["1.1.0"]), "--data-dir", str(data)], as_carol)
+        release = api.get("/api/v1/releases").json()[-1]
+        rid = release["id"]
         console.print(
-            f"release {release['version']} verified by the server and stored "
-            f"(id {release['id'][:12]})"
+            f"release {release['version']} verified by the server (id {rid[:12]}): "
+            f"{release['state']}"
         )
+        for who in ("alice", "bob"):
+            said = run_cli(
+                [
+                    "release",
+                    "approve",
+                    rid,
+                    "--key",
+                    f"file:{workdir / 'tuf-keys' / who}.key",
+                    "--data-dir",
+                    str(data),
+                ],
+                {**env, "CHARGEWARD_API_TOKEN": tokens[who]},
+            )
+            console.print(f"{who}: {said.strip().splitlines()[-1]}")
+        said = run_cli(["release", "publish", rid, "--data-dir", str(data)], as_carol)
+        console.print(said.strip().splitlines()[-1])
+
+        console.rule("[bold]5. Update every charger (OCPP signature + TUF checked on each)")
         started = time.monotonic()
         for sid in ids:
             r = api.post(

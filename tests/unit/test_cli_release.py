@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.support.cli_runner import make_root, ok
 from typer.testing import CliRunner
 
 from chargeward.cli.main import app
@@ -17,28 +18,6 @@ from chargeward.errors import ConfigError, Conflict, UntrustedCertificate
 from chargeward.release.bundle import read_manifest
 
 PASSPHRASE = "correct horse battery staple"
-
-
-@pytest.fixture
-def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    monkeypatch.setenv("CHARGEWARD_KEY_PASSPHRASE", PASSPHRASE)
-    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return CliRunner()
-
-
-def ok(runner: CliRunner, *args: str) -> str:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result.output
-
-
-def make_root(runner: CliRunner, name: str) -> None:
-    ok(
-        runner,
-        *("pki", "init-root", "--key", f"file:keys/{name}.key", "--out", f"{name}.pem"),
-        *("--cn", f"{name} Manufacturer Root CA", "--org", name, "--generate-key"),
-    )
 
 
 @pytest.fixture

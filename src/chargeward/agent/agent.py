@@ -6,6 +6,12 @@
 
 A "reboot" ends the OCPP session and starts over from the bootloader with nothing kept in
 memory: everything the next boot needs is on the state directory (the charger's flash).
+
+A charger provisioned with a TUF root (``chargeward agent init --tuf-root``) also needs
+``repository_url``: every image must then be listed by the TUF repository for this charger
+before it is installed, and the agent looks for security releases at its first connection
+after start-up and then every ``update_check_interval`` seconds, reporting each new one once
+with ``DataTransfer`` (vendor ``org.chargeward``, message ``SecurityUpdateAvailable``).
 """
 
 from __future__ import annotations
@@ -15,27 +21,42 @@ import base64
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from cryptography import x509
+from ocpp.exceptions import OCPPError
 from ocpp.v201 import call
 from ocpp.v201.enums import ConnectorStatusEnumType
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from chargeward.agent import bootloader, download
+from chargeward.agent import bootloader, certificates, download
 from chargeward.agent.bootloader import Booted
 from chargeward.agent.state import InstallState, SlotInfo, StateDir, other
 from chargeward.agent.storage import atomic_copy
-from chargeward.agent.verify import VerifiedImage, check_signing_certificate, verify_image
+from chargeward.agent.tuf_client import RepositoryClient, RepositoryLimits
+from chargeward.agent.verify import (
+    SecurityUpdate,
+    SignedImage,
+    VerifiedImage,
+    accept_image,
+    check_target,
+    find_security_updates,
+    target_path_for,
+    verify_image,
+)
+from chargeward.crypto.pki import CertificateHashData
 from chargeward.errors import (
     BadSignature,
     ChargewardError,
+    ConfigError,
+    RepositoryRefused,
     RevokedCertificate,
     RollbackRefused,
     TransportError,
@@ -43,12 +64,15 @@ from chargeward.errors import (
     UntrustedCertificate,
 )
 from chargeward.ocpp.base import ocpp_time, parse_ocpp_time, utc_now
-from chargeward.ocpp.station import StationChargePoint
+from chargeward.ocpp.station import CertificateResult, InstalledCertificate, StationChargePoint
 
 LOG = logging.getLogger("chargeward.agent")
 SUBPROTOCOL = "ocpp2.0.1"
 TECH_INFO_MAX = 255
 ROUTINE_EVENTS = frozenset({"FirmwareUpdated", "StartupOfTheDevice", "ResetOrReboot"})
+REPOSITORY_EVENT = "FirmwareRepositoryCheckFailed"
+VENDOR_ID = "org.chargeward"
+UPDATE_AVAILABLE = "SecurityUpdateAvailable"
 
 
 @dataclass(frozen=True)
@@ -62,6 +86,9 @@ class AgentConfig:
     response_timeout: float = 30.0
     default_retries: int = 3
     default_retry_interval: int = 30
+    repository_url: str | None = None  # TUF repository base, e.g. http://host:8080/tuf/
+    update_check_interval: float = 86400.0  # seconds between checks for security releases
+    repository_limits: RepositoryLimits = field(default_factory=RepositoryLimits)
 
 
 @dataclass(frozen=True)
@@ -99,6 +126,25 @@ class Agent:
         self._pending_event: tuple[str, str] | None = None
         self._boot_reason = "PowerUp"
         self._heartbeat_interval = 300
+        self.repository = self._repository_client()
+        self._repository_lock = asyncio.Lock()  # one Updater at a time on the metadata cache
+        self._registered = asyncio.Event()  # BootNotification accepted during this boot
+        self._booted: Booted | None = None
+
+    def _repository_client(self) -> RepositoryClient | None:
+        if self.state.tuf_bootstrap_root() is None:
+            return None  # layer 1 only, as any OCPP 2.0.1 station
+        if not self.config.repository_url:
+            raise ConfigError(
+                f"{self.config.state_dir} holds a TUF root, so every update is checked against "
+                "the TUF repository: give its URL (--repository or $CHARGEWARD_REPOSITORY_URL)"
+            )
+        return RepositoryClient(
+            self.state,
+            self.config.repository_url,
+            limits=self.config.repository_limits,
+            clock=self.clock,
+        )
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -133,6 +179,19 @@ class Agent:
         return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
 
     async def _serve_boot(self, booted: Booted) -> None:
+        self._booted = booted
+        self._registered.clear()
+        checks = asyncio.create_task(self._update_checks()) if self.repository else None
+        try:
+            await self._connect_loop(booted)
+        finally:
+            if checks is not None:
+                checks.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await checks
+        await self._shutdown_tasks()
+
+    async def _connect_loop(self, booted: Booted) -> None:
         first = True
         while not self._reboot.is_set():
             try:
@@ -157,7 +216,6 @@ class Agent:
             if not self._reboot.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._reboot.wait(), self.config.reconnect_delay)
-        await self._shutdown_tasks()
 
     async def _shutdown_tasks(self) -> None:
         task, self._update_task = self._update_task, None
@@ -269,6 +327,7 @@ class Agent:
                 break
             await asyncio.sleep(self._heartbeat_interval)
         self._boot_reason = "PowerUp"
+        self._registered.set()
         if updating:
             assert inst is not None
             await self._security_event(
@@ -321,7 +380,7 @@ class Agent:
             )
             return "InvalidCertificate"
         try:
-            cert = check_signing_certificate(pem, self.state.trust_anchors(), self.clock())
+            cert = certificates.check_signing_certificate(self.state, pem, self.clock())
         except RevokedCertificate as e:
             self._pending_event = ("InvalidFirmwareSigningCertificate", str(e))
             return "RevokedCertificate"
@@ -382,6 +441,32 @@ class Agent:
         if status == "Accepted":
             self.request_reboot("RemoteReset")
 
+    # -- StationController: certificate management (OCPP M03, M04, M05) --------------------
+    # Decisions and storage are in chargeward.agent.certificates; these methods delegate.
+
+    def install_certificate(self, certificate_type: str, certificate: str) -> CertificateResult:
+        result = certificates.install_certificate(
+            self.state, certificate_type, certificate, self.clock()
+        )
+        LOG.info(
+            "%s: InstallCertificate %s: %s", self.identity.station_id, certificate_type, result
+        )
+        return result
+
+    def installed_certificates(
+        self, certificate_types: list[str] | None
+    ) -> list[InstalledCertificate]:
+        return certificates.installed_certificates(self.state, certificate_types)
+
+    def delete_certificate(self, hash_data: CertificateHashData) -> CertificateResult:
+        result = certificates.delete_certificate(self.state, hash_data)
+        LOG.info("%s: DeleteCertificate: %s", self.identity.station_id, result)
+        return result
+
+    async def after_certificate_change(self, result: CertificateResult) -> None:
+        if result.security_event is not None:
+            await self._security_event(certificates.TRUST_STORE_EVENT, result.security_event)
+
     # -- the update (OCPP L01) -----------------------------------------------------------
 
     async def _wait_until(self, when: dt.datetime) -> None:
@@ -415,7 +500,7 @@ class Agent:
                 return
             await self._status("Downloaded", rid)
             try:
-                verified = await asyncio.to_thread(
+                signed = await asyncio.to_thread(
                     verify_image,
                     part,
                     job.certificate,
@@ -435,6 +520,24 @@ class Agent:
                 if isinstance(e, RollbackRefused):
                     await self._security_event("FirmwareRollbackRefused", str(e))
                 LOG.warning("%s: install refused: %s", self.identity.station_id, e)
+                return
+            try:
+                verified = await self._repository_check(signed)
+            except RepositoryRefused as e:
+                part.unlink(missing_ok=True)
+                await self._status("InvalidSignature", rid)
+                await self._security_event(REPOSITORY_EVENT, str(e))
+                return
+            except TrustError as e:  # RollbackRefused: the listed security version is too low
+                part.unlink(missing_ok=True)
+                await self._status("SignatureVerified", rid)
+                await self._status("InstallVerificationFailed", rid)
+                await self._security_event("FirmwareRollbackRefused", str(e))
+                return
+            except TransportError as e:
+                LOG.warning("%s: TUF repository unreachable: %s", self.identity.station_id, e)
+                part.unlink(missing_ok=True)
+                await self._status("DownloadFailed", rid)
                 return
             await self._status("SignatureVerified", rid)
             if job.install_at is not None and job.install_at > self.clock():
@@ -458,6 +561,91 @@ class Agent:
             self.request_reboot("FirmwareUpdate")
         except asyncio.CancelledError:
             raise
+
+    async def _repository_check(self, image: SignedImage) -> VerifiedImage:
+        """Layer 2 (when provisioned): the TUF repository must list this image for us."""
+        if self.repository is None:
+            return accept_image(image, None)
+        ident = self.identity
+        path = target_path_for(ident.model, image.header)
+        async with self._repository_lock:
+            info = await asyncio.to_thread(self.repository.target, path)
+        approval = check_target(
+            info,
+            sha256=image.sha256,
+            length=image.length,
+            header=image.header,
+            model=ident.model,
+            customer=ident.customer,
+            rollback_floor=self.state.rollback_floor(),
+        )
+        return accept_image(image, approval)
+
+    # -- security releases in the repository ---------------------------------------------
+
+    async def _update_checks(self) -> None:
+        """At the first registration of this boot, then every ``update_check_interval``."""
+        await self._registered.wait()
+        while True:
+            try:
+                await self.check_for_security_updates()
+            except (ChargewardError, OCPPError) as e:
+                LOG.warning("%s: update check failed: %s", self.identity.station_id, e)
+            except Exception as e:  # the check must never stop the charger
+                LOG.error("%s: update check failed: %r", self.identity.station_id, e)
+            await asyncio.sleep(self.config.update_check_interval)
+
+    async def check_for_security_updates(self) -> list[SecurityUpdate]:
+        """Refresh the repository; report security releases newer than the running image.
+
+        Each target is reported once (``update_check.json``); returns every qualifying one.
+        A trust failure is reported as a ``FirmwareRepositoryCheckFailed`` security event, an
+        unreachable repository only logged.
+        """
+        if self.repository is None:
+            return []
+        ident = self.identity
+        try:
+            async with self._repository_lock:
+                listed = await asyncio.to_thread(self.repository.firmware_targets, ident.model)
+        except RepositoryRefused as e:
+            await self._security_event(REPOSITORY_EVENT, str(e))
+            return []
+        except TransportError as e:
+            LOG.info("%s: update check: %s", ident.station_id, e)
+            return []
+        updates = find_security_updates(
+            listed,
+            model=ident.model,
+            customer=ident.customer,
+            running_security_version=self._running_security_version(),
+        )
+        reported = self.state.reported_updates()
+        for update in updates:
+            if update.target in reported:
+                continue
+            LOG.warning(
+                "%s: security release %s available (%s)",
+                ident.station_id,
+                update.version,
+                update.target,
+            )
+            result = await self._call(
+                call.DataTransfer(
+                    vendor_id=VENDOR_ID,
+                    message_id=UPDATE_AVAILABLE,
+                    data=json.dumps(update.report(), sort_keys=True),
+                )
+            )
+            LOG.info("%s: %s answered %s", ident.station_id, UPDATE_AVAILABLE, result.status)
+            self.state.add_reported_update(update.target)
+        return updates
+
+    def _running_security_version(self) -> int:
+        if self._booted is not None:
+            return self._booted.header.security_version
+        info = self.state.slot_info(self.state.boot_control().active)
+        return info.security_version if info is not None else 0
 
     def _write_slot(self, image: VerifiedImage, request_id: int) -> None:
         """rauc order: save "pending", invalidate and write the inactive slot, then switch."""

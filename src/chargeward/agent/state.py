@@ -2,30 +2,42 @@
 
 ::
 
-    identity.json               station id, model, vendor, serial number
+    identity.json               station id, model, vendor, serial number, customer (optional)
     secure/roots.pem            ManufacturerRootCertificate trust anchors
     secure/credentials.json     BasicAuthPassword (mode 0600)
     secure/rollback.json        rollback floor (lowest acceptable security version)
+    secure/time_floor.json      time floor: the clock may never be earlier than this (UTC)
+    secure/tuf/bootstrap-root.json  TUF root shipped at manufacture (its presence enforces TUF)
+    secure/tuf/metadata/        python-tuf's verified metadata (root_history/, timestamp.json, ...)
     boot.json                   boot control: active slot, trial flag, attempts left
     slots/{a,b}/image.cwfw      firmware image, with slot.json (signature, certificate, header)
     install.json                install state (rauc order: "pending" before the slot is written)
     downloads/<key>.part        partial downloads, resumed after a drop or a reboot
     status.json                 last firmware status sent (for TriggerMessage)
+    update_check.json           targets already reported as SecurityUpdateAvailable
+
+``secure/`` (rollback floor, time floor, trust anchors, TUF metadata) is shared by both slots:
+installing into the other slot never resets it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from tuf.api.exceptions import RepositoryError
+from tuf.api.metadata import Metadata, Root
 
 from chargeward.agent.storage import atomic_write, read_json, write_json
 from chargeward.crypto import load_certificates
-from chargeward.errors import ConfigError
+from chargeward.errors import BundleError, ConfigError
+from chargeward.model.targets import check_customer
 
 SLOTS = ("a", "b")
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,13 @@ class Identity:
     model: str
     vendor: str
     serial_number: str
+    customer: str | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            check_customer(self.customer)
+        except BundleError as e:
+            raise ConfigError(str(e)) from e
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,19 @@ class InstallState:
     version: str
     security_version: int
     detail: str = ""
+
+
+def check_tuf_root(data: bytes) -> Root:
+    """Refuse anything but self-signed TUF root metadata before it becomes a trust anchor."""
+    try:
+        md = Metadata[Root].from_bytes(data)
+        if not isinstance(md.signed, Root):
+            raise RepositoryError(f"it holds {md.signed.type} metadata")
+        md.signed.verify_delegate(Root.type, md.signed_bytes, md.signatures)
+    except (RepositoryError, ValueError) as e:
+        cause = f" ({e.__cause__!r})" if e.__cause__ is not None else ""
+        raise ConfigError(f"not usable as TUF root metadata: {e}{cause}") from e
+    return md.signed
 
 
 def other(slot: str) -> str:
@@ -131,6 +163,49 @@ class StateDir:
         floor = max(self.rollback_floor(), value)  # the floor never goes down
         write_json(self.secure / "rollback.json", {"floor": floor})
         return floor
+
+    def time_floor(self) -> dt.datetime | None:
+        """The earliest time the clock may show (the last verified repository time), if any."""
+        data = read_json(self.secure / "time_floor.json")
+        if not data:
+            return None
+        return dt.datetime.strptime(data["floor"], TIME_FORMAT).replace(tzinfo=dt.UTC)
+
+    def raise_time_floor(self, value: dt.datetime) -> dt.datetime:
+        """Raise the time floor to ``value`` (whole seconds, UTC); it never goes down."""
+        value = value.astimezone(dt.UTC).replace(microsecond=0)
+        current = self.time_floor()
+        if current is not None and current >= value:
+            return current
+        write_json(self.secure / "time_floor.json", {"floor": value.strftime(TIME_FORMAT)})
+        return value
+
+    # -- TUF repository (shared by both slots)
+    @property
+    def tuf_metadata_dir(self) -> Path:
+        """python-tuf's metadata cache; the ``Updater`` keeps root history and roles here."""
+        d = self.secure / "tuf" / "metadata"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def tuf_bootstrap_root(self) -> bytes | None:
+        """The TUF root shipped at manufacture, or None when this charger does not use TUF."""
+        path = self.secure / "tuf" / "bootstrap-root.json"
+        return path.read_bytes() if path.exists() else None
+
+    def set_tuf_bootstrap_root(self, data: bytes) -> None:
+        """Install the repository's root.json (see :func:`check_tuf_root`)."""
+        check_tuf_root(data)
+        atomic_write(self.secure / "tuf" / "bootstrap-root.json", data)
+
+    def reported_updates(self) -> set[str]:
+        """Target paths already reported to the CSMS as SecurityUpdateAvailable."""
+        data = read_json(self.root / "update_check.json", {}) or {}
+        return set(data.get("reported", []))
+
+    def add_reported_update(self, path: str) -> None:
+        reported = self.reported_updates() | {path}
+        write_json(self.root / "update_check.json", {"reported": sorted(reported)})
 
     # -- boot control and slots
     def boot_control(self) -> BootControl:

@@ -23,6 +23,7 @@ StateDirOpt = Annotated[
     Path, typer.Option("--state-dir", help="The charger's flash.", file_okay=False)
 ]
 PASSWORD_ENV = "CHARGEWARD_STATION_PASSWORD"  # noqa: S105 (a variable name)
+REPOSITORY_ENV = "CHARGEWARD_REPOSITORY_URL"
 
 
 @app.command("init")
@@ -40,6 +41,17 @@ def init(
     ],
     vendor: Annotated[str, typer.Option()] = "Chargeward",
     serial_number: Annotated[str | None, typer.Option(help="Default: the station id.")] = None,
+    tuf_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="The TUF repository's root.json: every update must then be listed by it.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    customer: Annotated[
+        str | None, typer.Option(help="Customer id: installs only images for this customer.")
+    ] = None,
 ) -> None:
     """Provision a charger state directory (factory step).
 
@@ -51,16 +63,20 @@ def init(
     try:
         info = provision(
             state_dir,
-            identity=Identity(station_id, model, vendor, serial_number or station_id[:25]),
+            identity=Identity(
+                station_id, model, vendor, serial_number or station_id[:25], customer=customer
+            ),
             password=password,
             roots_pem=root.read_bytes(),
             factory_bundle=factory_bundle,
+            tuf_root=tuf_root.read_bytes() if tuf_root else None,
         )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
     console.print(
         f"provisioned {station_id}: firmware {info.version} in slot a, "
         f"rollback floor {info.security_version}"
+        + (", TUF repository checks on" if tuf_root else "")
     )
 
 
@@ -70,6 +86,17 @@ def run(
     csms: Annotated[str, typer.Option(help="CSMS URL, e.g. ws://127.0.0.1:9000/ocpp/")],
     connectors: Annotated[int, typer.Option(min=1, max=16)] = 1,
     reconnect_delay: Annotated[float, typer.Option(min=0.1)] = 5.0,
+    repository: Annotated[
+        str | None,
+        typer.Option(
+            envvar=REPOSITORY_ENV,
+            help="TUF repository base URL, e.g. http://127.0.0.1:8080/tuf/ (required when "
+            "the charger was provisioned with --tuf-root).",
+        ),
+    ] = None,
+    update_check_interval: Annotated[
+        float, typer.Option(min=1.0, help="Seconds between checks for security releases.")
+    ] = 86400.0,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Run the charger: connect, boot, and install firmware updates as the CSMS asks."""
@@ -83,6 +110,8 @@ def run(
             csms_url=csms,
             connectors=connectors,
             reconnect_delay=reconnect_delay,
+            repository_url=repository,
+            update_check_interval=update_check_interval,
         )
     )
 
@@ -101,7 +130,7 @@ def run(
 
 @app.command("status")
 def status(state_dir: StateDirOpt) -> None:
-    """Show the charger's slots, boot control, rollback floor and last install."""
+    """Show the charger's slots, boot control, rollback and time floors and last install."""
     st = StateDir(state_dir)
     ident = st.identity()
     bc = st.boot_control()
@@ -118,6 +147,13 @@ def status(state_dir: StateDirOpt) -> None:
                 if info
                 else "empty"
             )
+        )
+    if st.tuf_bootstrap_root() is not None:
+        floor = st.time_floor()
+        console.print(
+            "TUF repository checks: on"
+            + (f", customer {ident.customer}" if ident.customer else "")
+            + (f", time floor {floor:%Y-%m-%dT%H:%M:%SZ}" if floor else "")
         )
     inst = st.install_state()
     if inst:

@@ -1,16 +1,27 @@
-"""CLI group: charging stations."""
+"""CLI group: charging stations.
+
+Certificate management goes through the running server (OCPP M03-M05)::
+
+    $ chargeward station install-root CP-1 --cert new-root.pem
+    $ chargeward station certificates CP-1
+    $ chargeward station delete-root CP-1 --cert old-root.pem
+"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from chargeward.cli.apiclient import ApiClient
 from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, actor, console
+from chargeward.crypto.pki import certificate_hash_data, certificate_pem, load_certificate_file
+from chargeward.errors import ChargewardError
 from chargeward.server import services
 from chargeward.server.db import Database
 from chargeward.server.schemas import StationDetail, StationSummary
@@ -136,3 +147,83 @@ def update(
         f"station answered [bold]{r['station_response']}[/]; request {r['request_id']}, "
         f"transaction {r['transaction_id']}"
     )
+
+
+ServerUrl = Annotated[str | None, typer.Option(help="Server URL (default: from data dir).")]
+CertFile = Annotated[
+    Path, typer.Option("--cert", help="Manufacturer Root CA certificate (PEM).", dir_okay=False)
+]
+CERTIFICATES = "/api/v1/stations/{}/certificates"
+
+
+def _answered(station_id: str, what: str, r: dict[str, Any]) -> None:
+    """Print the station's answer; anything but Accepted is an error (exit code 1)."""
+    reason = f" ({r['reason_code']}: {r.get('additional_info') or ''})" if r["reason_code"] else ""
+    if r["station_response"] != "Accepted":
+        raise ChargewardError(
+            f"station {station_id} answered {r['station_response']} to {what}{reason}; "
+            f"transaction {r['transaction_id']}"
+        )
+    console.print(
+        Text(f"station {station_id} accepted {what}; transaction {r['transaction_id']}"),
+        soft_wrap=True,
+    )
+
+
+@app.command("install-root")
+def install_root(
+    station_id: str,
+    cert: CertFile,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    server: ServerUrl = None,
+) -> None:
+    """Install a ManufacturerRootCertificate on a connected station (InstallCertificate).
+
+    The server must trust the root already (chargeward server --manufacturer-root).
+    """
+    certificate = load_certificate_file(cert)
+    body = {
+        "certificate_type": "ManufacturerRootCertificate",
+        "certificate_pem": certificate_pem(certificate),
+    }
+    r = ApiClient(data_dir, server).request("POST", CERTIFICATES.format(station_id), json=body)
+    _answered(station_id, f"InstallCertificate of {certificate.subject.rfc4514_string()}", r)
+
+
+@app.command("certificates")
+def certificates(
+    station_id: str,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    server: ServerUrl = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the certificates a connected station holds (GetInstalledCertificateIds)."""
+    r = ApiClient(data_dir, server).request("GET", CERTIFICATES.format(station_id))
+    if json_out:
+        console.print_json(data=r)
+        return
+    for c in r["certificates"]:  # one line each: serials stay whole and greppable
+        line = (
+            f"{c['certificate_type']}  serial {c['serial_number']}  "
+            f"issuer name {c['issuer_name_hash'][:16]}  issuer key {c['issuer_key_hash'][:16]}"
+            f"  ({c['hash_algorithm']})"
+        )
+        console.print(Text(line), soft_wrap=True)
+    if r["station_response"] != "Accepted":
+        console.print(f"station {station_id} answered {r['station_response']}: none installed")
+
+
+@app.command("delete-root")
+def delete_root(
+    station_id: str,
+    cert: CertFile,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    server: ServerUrl = None,
+) -> None:
+    """Delete a ManufacturerRootCertificate from a connected station (DeleteCertificate)."""
+    certificate = load_certificate_file(cert)
+    hash_data = certificate_hash_data(certificate)
+    r = ApiClient(data_dir, server).request(
+        "DELETE", CERTIFICATES.format(station_id), params=vars(hash_data)
+    )
+    _answered(station_id, f"DeleteCertificate of {certificate.subject.rfc4514_string()}", r)

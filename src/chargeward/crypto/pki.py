@@ -8,8 +8,9 @@ today, a PKCS#11 token tomorrow), so a CA key never has to leave its token.  CRL
 signed the same way (:func:`issue_crl`), and a charger accepts one only through
 :func:`verify_crl` and :func:`check_crl_progress`::
 
-    >>> der = issue_crl(root_ca, root_signer, [RevokedEntry(serial, now, "keyCompromise")],
-    ...                 crl_number=7, this_update=now, next_update=now + CRL_VALIDITY)  # doctest: +SKIP
+    >>> entry = RevokedEntry(serial, now, "keyCompromise")
+    >>> der = issue_crl(root_ca, root_signer, [entry], crl_number=7, this_update=now,
+    ...                 next_update=now + CRL_VALIDITY)  # doctest: +SKIP
     >>> crl = verify_crl(der, [root_ca], now=now)  # doctest: +SKIP
     >>> check_crl_progress(held, crl)  # RollbackRefused if crl is older  # doctest: +SKIP
     >>> verify_firmware_signing_certificate(
@@ -27,7 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cryptography import x509
@@ -425,3 +426,384 @@ def describe_certificate(cert: x509.Certificate) -> CertificateInfo:
         key_usage=usages,
         extended_key_usage=extended,
     )
+
+
+def _key_usage(cert: x509.Certificate) -> x509.KeyUsage | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    except ValueError as e:  # duplicate or malformed extensions
+        raise UntrustedCertificate(f"certificate extensions are malformed: {e}") from e
+
+
+def _may_sign_crls(cert: x509.Certificate) -> bool:
+    """RFC 5280 4.2.1.3: when keyUsage is present, cRLSign must be set to sign CRLs."""
+    ku = _key_usage(cert)
+    return _is_ca(cert) and (ku is None or ku.crl_sign)
+
+
+def is_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """True when ``issuer``'s key signed ``cert`` (names match, signature verifies)."""
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+# -- trust anchors offered over OCPP (M05) ---------------------------------------------------
+
+
+def check_root_certificate(cert: x509.Certificate, *, now: dt.datetime) -> None:
+    """OCPP M05: may ``cert`` become an installed ManufacturerRootCertificate?
+
+    It must be a self-signed CA certificate allowed to sign certificates (basicConstraints
+    CA=true, keyUsage keyCertSign) and valid at ``now``.  Raises :class:`UntrustedCertificate`
+    with the reason.
+
+        >>> check_root_certificate(load_certificate(pem), now=now)  # doctest: +SKIP
+    """
+    try:
+        is_ca = _is_ca(cert)
+    except ValueError as e:  # duplicate or malformed extensions
+        raise UntrustedCertificate(f"certificate extensions are malformed: {e}") from e
+    if not is_ca:
+        raise UntrustedCertificate("not a CA certificate (basicConstraints CA is not set)")
+    ku = _key_usage(cert)
+    if ku is None or not ku.key_cert_sign:
+        raise UntrustedCertificate("the certificate may not sign certificates (no keyCertSign)")
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise UntrustedCertificate("the certificate is not valid at this time")
+    if not is_issued_by(cert, cert):
+        raise UntrustedCertificate("not a self-signed root certificate")
+
+
+_HASH_ALGORITHMS = {"SHA256": "sha256", "SHA384": "sha384", "SHA512": "sha512"}
+
+
+@dataclass(frozen=True)
+class CertificateHashData:
+    """OCPP 2.0.1 CertificateHashDataType: a certificate named as OCSP's CertID (RFC 6960).
+
+    Hashes are lower-case hex; ``serial_number`` is hex without leading zeroes.  The fields
+    are OCPP CiStrings, so :meth:`names` compares them case-insensitively.
+    """
+
+    hash_algorithm: str
+    issuer_name_hash: str
+    issuer_key_hash: str
+    serial_number: str
+
+    def names(self, other: CertificateHashData) -> bool:
+        """True when both name the same certificate with the same hash algorithm."""
+        return (
+            self.hash_algorithm.upper() == other.hash_algorithm.upper()
+            and self.issuer_name_hash.lower() == other.issuer_name_hash.lower()
+            and self.issuer_key_hash.lower() == other.issuer_key_hash.lower()
+            and self.serial_number.lower().lstrip("0") == other.serial_number.lower().lstrip("0")
+        )
+
+
+def _subject_public_key_bits(cert: x509.Certificate) -> bytes:
+    """The value of subjectPublicKey (BIT STRING contents after the unused-bits octet)."""
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    _, body, _ = _der_read(spki)
+    _, _, after_algorithm = _der_read(body)
+    tag, bits, _ = _der_read(body, after_algorithm)
+    if tag != 0x03 or not bits:
+        raise ValueError("SubjectPublicKeyInfo without a BIT STRING")
+    return bits[1:]
+
+
+def certificate_hash_data(
+    cert: x509.Certificate, *, issuer: x509.Certificate | None = None, algorithm: str = "SHA256"
+) -> CertificateHashData:
+    """Name ``cert`` as OCPP does (M03 GetInstalledCertificateIds, M04 DeleteCertificate).
+
+    ``issuer`` defaults to ``cert`` itself, as for a self-signed root.
+
+        >>> certificate_hash_data(root_ca).serial_number  # doctest: +SKIP
+        '5c1f...'
+    """
+    name = _HASH_ALGORITHMS.get(algorithm.upper())
+    if name is None:
+        raise ConfigError(f"unsupported certificate hash algorithm {algorithm!r}")
+    issuer = issuer or cert
+    return CertificateHashData(
+        hash_algorithm=algorithm.upper(),
+        issuer_name_hash=hashlib.new(name, cert.issuer.public_bytes()).hexdigest(),
+        issuer_key_hash=hashlib.new(name, _subject_public_key_bits(issuer)).hexdigest(),
+        serial_number=f"{cert.serial_number:x}",
+    )
+
+
+# -- certificate revocation lists ------------------------------------------------------------
+
+# RFC 5280 5.3.1 reason codes a firmware CRL may carry.  certificateHold/removeFromCRL are
+# left out on purpose: a firmware-signing certificate is revoked for good, never suspended.
+REVOCATION_REASONS = (
+    "unspecified",
+    "keyCompromise",
+    "cACompromise",
+    "affiliationChanged",
+    "superseded",
+    "cessationOfOperation",
+    "privilegeWithdrawn",
+)
+CRL_VALIDITY = dt.timedelta(days=30)  # default nextUpdate - thisUpdate
+CRL_CLOCK_SKEW = dt.timedelta(minutes=5)  # thisUpdate may lie this far ahead of our clock
+MAX_CRL_BYTES = 1024 * 1024  # a CRL is untrusted input until its signature verifies
+MAX_CRL_NUMBER = 2**159 - 1  # RFC 5280 5.2.3: at most 20 octets, non-negative
+_CRL_TOKEN = object()
+
+
+@dataclass(frozen=True)
+class RevokedEntry:
+    """One revoked certificate: serial number, revocation time, RFC 5280 reason name."""
+
+    serial: int
+    revoked_at: dt.datetime
+    reason: str = "unspecified"
+
+
+@dataclass(frozen=True)
+class Crl:
+    """A CRL whose signature verified against an installed root (made by :func:`verify_crl`).
+
+    ``issuer_key_id`` (SHA-256 of the issuing root's public key, hex) names the CRL's scope:
+    CRL numbers are only ordered between CRLs of the same issuer (RFC 5280 5.2.3).
+    ``expired`` is True when ``next_update`` had passed at verification time; an expired CRL
+    still revokes, it is only overdue for replacement.
+    """
+
+    issuer: str
+    issuer_key_id: str
+    crl_number: int
+    this_update: dt.datetime
+    next_update: dt.datetime
+    revoked_serials: frozenset[int]
+    entries: tuple[RevokedEntry, ...]
+    expired: bool
+    _token: object = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self._token is not _CRL_TOKEN:
+            raise TypeError("Crl is only made by verify_crl()")
+
+
+def _authority_key_identifier(ca: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    try:
+        ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(_ec_key(ca))
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def issue_crl(
+    ca_certificate: x509.Certificate,
+    ca_signer: Signer,
+    revoked: Sequence[RevokedEntry],
+    *,
+    crl_number: int,
+    this_update: dt.datetime,
+    next_update: dt.datetime,
+) -> bytes:
+    """A DER X.509 v2 CRL (ECDSA-SHA256) listing ``revoked``, signed through ``ca_signer``.
+
+    Carries the CRLNumber and AuthorityKeyIdentifier extensions and a reasonCode per entry
+    (none for ``unspecified``, as RFC 5280 5.3.1 recommends).  Raises
+    :class:`UntrustedCertificate` when the key does not match a CRL-signing CA certificate and
+    :class:`ConfigError` for bad arguments.
+    """
+    if not key_matches_certificate(ca_signer.public_key(), ca_certificate):
+        raise UntrustedCertificate("CA key does not match the CA certificate")
+    if not _may_sign_crls(ca_certificate):
+        raise UntrustedCertificate("the issuing certificate may not sign CRLs")
+    if not 0 <= crl_number <= MAX_CRL_NUMBER:
+        raise ConfigError(f"CRL number {crl_number} is outside 0..2^159-1")
+    if next_update <= this_update:
+        raise ConfigError("the CRL's next update must come after its this-update time")
+    serials = [entry.serial for entry in revoked]
+    if len(set(serials)) != len(serials):
+        raise ConfigError("a serial number is listed twice")
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_certificate.subject)
+        .last_update(this_update)
+        .next_update(next_update)
+        .add_extension(x509.CRLNumber(crl_number), critical=False)
+        .add_extension(_authority_key_identifier(ca_certificate), critical=False)
+    )
+    for entry in revoked:
+        if entry.reason not in REVOCATION_REASONS:
+            raise ConfigError(
+                f"unknown revocation reason {entry.reason!r}; use one of "
+                + ", ".join(REVOCATION_REASONS)
+            )
+        try:
+            item = (
+                x509.RevokedCertificateBuilder()
+                .serial_number(entry.serial)
+                .revocation_date(entry.revoked_at)
+            )
+        except ValueError as e:
+            raise ConfigError(f"cannot revoke serial {entry.serial:x}: {e}") from e
+        if entry.reason != "unspecified":
+            reason = x509.ReasonFlags(entry.reason)
+            item = item.add_extension(x509.CRLReason(reason), critical=False)
+        builder = builder.add_revoked_certificate(item.build())
+    return _sign_tbs(builder.sign(_scratch_key(), hashes.SHA256()).tbs_certlist_bytes, ca_signer)
+
+
+def _check_crl_profile(crl: x509.CertificateRevocationList) -> int:
+    """Refuse CRLs outside our profile (complete, direct, numbered); returns the CRL number."""
+    number = None
+    for ext in crl.extensions:
+        if isinstance(ext.value, x509.CRLNumber):
+            number = ext.value.crl_number
+        elif isinstance(ext.value, x509.DeltaCRLIndicator):
+            raise IntegrityError("delta CRLs are not supported")
+        elif isinstance(ext.value, x509.IssuingDistributionPoint):
+            raise IntegrityError("partitioned CRLs (issuingDistributionPoint) are not supported")
+        elif ext.critical and isinstance(ext.value, x509.UnrecognizedExtension):
+            raise IntegrityError(f"CRL has an unknown critical extension {ext.oid.dotted_string}")
+    if number is None:
+        raise IntegrityError("CRL has no CRL number")
+    if crl.next_update_utc is None:
+        raise IntegrityError("CRL has no next update time")
+    if crl.next_update_utc < crl.last_update_utc:
+        raise IntegrityError("CRL's next update is before its this-update time")
+    for revoked in crl:
+        for ext in revoked.extensions:
+            if isinstance(ext.value, x509.CertificateIssuer):
+                raise IntegrityError("indirect CRLs (certificateIssuer) are not supported")
+            if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension):
+                raise IntegrityError("CRL entry has an unknown critical extension")
+    return number
+
+
+def _subject_key_id(cert: x509.Certificate) -> bytes:
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        return x509.SubjectKeyIdentifier.from_public_key(_ec_key(cert)).digest
+
+
+def _crl_key_id(crl: x509.CertificateRevocationList) -> bytes | None:
+    try:
+        return crl.extensions.get_extension_for_class(
+            x509.AuthorityKeyIdentifier
+        ).value.key_identifier
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _authentic_crl(der: bytes, anchors: Sequence[x509.Certificate]) -> Crl:
+    """Parse ``der``, check our CRL profile and its signature by one of ``anchors``."""
+    if len(der) > MAX_CRL_BYTES:
+        raise IntegrityError(f"CRL larger than {MAX_CRL_BYTES} bytes")
+    try:
+        crl = x509.load_der_x509_crl(der)
+        number = _check_crl_profile(crl)
+        key_id = _crl_key_id(crl)
+        entries = tuple(
+            RevokedEntry(r.serial_number, r.revocation_date_utc, _reason(r)) for r in crl
+        )
+    except ValueError as e:
+        raise IntegrityError("not a well-formed DER X.509 CRL") from e
+    candidates = []
+    for anchor in anchors:
+        if anchor.subject != crl.issuer or not _may_sign_crls(anchor):
+            continue
+        try:
+            if key_id is not None and _subject_key_id(anchor) != key_id:
+                continue
+        except UntrustedCertificate:
+            continue
+        candidates.append(anchor)
+    if not candidates:
+        raise UntrustedCertificate("CRL is not issued by an installed ManufacturerRootCertificate")
+    for anchor in candidates:
+        try:
+            valid = crl.is_signature_valid(anchor.public_key())  # type: ignore[arg-type]
+        except (TypeError, ValueError, UnsupportedAlgorithm):
+            valid = False
+        if valid:
+            return Crl(
+                issuer=crl.issuer.rfc4514_string(),
+                issuer_key_id=_spki_fingerprint(anchor),
+                crl_number=number,
+                this_update=crl.last_update_utc,
+                next_update=crl.next_update_utc,  # type: ignore[arg-type]  # checked above
+                revoked_serials=frozenset(entry.serial for entry in entries),
+                entries=entries,
+                expired=False,
+                _token=_CRL_TOKEN,
+            )
+    raise BadSignature("CRL signature does not verify with the issuing root's key")
+
+
+def _reason(revoked: x509.RevokedCertificate) -> str:
+    try:
+        flag = revoked.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    except x509.ExtensionNotFound:
+        return "unspecified"
+    return str(flag.value)
+
+
+def verify_crl(
+    der: bytes,
+    anchors: Sequence[x509.Certificate],
+    *,
+    now: dt.datetime,
+    skew: dt.timedelta = CRL_CLOCK_SKEW,
+) -> Crl:
+    """Accept a CRL signed by one of ``anchors`` (the installed ManufacturerRootCertificates).
+
+    Raises :class:`IntegrityError` (malformed, oversized, outside our profile),
+    :class:`UntrustedCertificate` (no installed root issued it, or its thisUpdate lies more
+    than ``skew`` in the future) or :class:`BadSignature` (altered).  A CRL past its
+    nextUpdate is returned with ``expired`` set: an old CRL still revokes.
+    """
+    crl = _authentic_crl(der, anchors)
+    if crl.this_update > now + skew:
+        raise UntrustedCertificate(
+            f"CRL is not valid yet: thisUpdate {crl.this_update.isoformat()} is in the future"
+        )
+    return _stamped(crl, now)
+
+
+def verify_held_crl(der: bytes, anchors: Sequence[x509.Certificate], *, now: dt.datetime) -> Crl:
+    """Re-read a CRL accepted earlier by :func:`verify_crl`: the same checks without the clock.
+
+    A clock set back after a CRL was accepted must not make its revocations disappear.
+    """
+    return _stamped(_authentic_crl(der, anchors), now)
+
+
+def _stamped(crl: Crl, now: dt.datetime) -> Crl:
+    return replace(crl, expired=now > crl.next_update)
+
+
+def check_crl_progress(held: Crl | None, new: Crl) -> None:
+    """A charger never goes back to an older CRL (RFC 5280 5.2.3 CRLNumber).
+
+    ``held`` is the CRL held for ``new``'s issuer (CRL numbers of different issuers are not
+    ordered).  Raises :class:`RollbackRefused` when ``new`` is older than ``held``, or reuses
+    its number with a different list; re-delivering the held CRL is fine.
+    """
+    if held is None:
+        return
+    if held.issuer_key_id != new.issuer_key_id:
+        raise ValueError("CRLs of different issuers have no order; pass the CRL of new's issuer")
+    if new.crl_number < held.crl_number:
+        raise RollbackRefused(
+            f"CRL number {new.crl_number} is older than the held CRL number {held.crl_number}"
+        )
+    if new.crl_number == held.crl_number and new.revoked_serials != held.revoked_serials:
+        raise RollbackRefused(f"CRL number {new.crl_number} reused with a different list")

@@ -4,7 +4,7 @@ Every firmware image of a release is listed once per hardware model it supports:
 
     firmware/<model>/<version>/<component>.cwfw
 
-so a per-model delegation (``firmware/<model>/*``) can be given to a model team, and a charger
+so a per-model delegation (``firmware/<model>/*/*``) can be given to a model team, and a charger
 finds the target for an image from its own model and the image's signed header.  The signed
 ``custom`` object of each target carries what the charger must match before installing:
 
@@ -56,8 +56,12 @@ def firmware_target_path(model: str, version: str, component: str) -> str:
 
 
 def model_delegation_pattern(model: str) -> str:
-    """The path pattern a per-model delegated role is trusted for."""
-    return f"{FIRMWARE_PREFIX}{check_path_safe('hardware model', model)}/*"
+    """The path pattern a per-model delegated role is trusted for.
+
+    python-tuf matches patterns segment by segment (``*`` never crosses ``/``), so the pattern
+    has one ``*`` for the version and one for the file name.
+    """
+    return f"{FIRMWARE_PREFIX}{check_path_safe('hardware model', model)}/*/*"
 
 
 def check_release_class(value: object) -> str:

@@ -1,7 +1,12 @@
 """CSMS side of OCPP 2.0.1: translate station messages into calls on a :class:`StationSink`.
 
 Handlers only convert and validate; what to store and audit is the sink's business
-(``chargeward.server.csms`` implements it with the database services).
+(``chargeward.server.csms`` implements it with the database services).  Requests to a station
+(UpdateFirmware, certificate management) are methods of :class:`CsmsChargePoint`::
+
+    >>> answer = await cp.install_certificate("ManufacturerRootCertificate", pem)  # doctest: +SKIP
+    >>> answer.status, answer.reason_code  # doctest: +SKIP
+    ('Rejected', 'InvalidCertificate')
 """
 
 from __future__ import annotations
@@ -10,11 +15,14 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ocpp.exceptions import SecurityError
+from ocpp.exceptions import OCPPError, SecurityError
 from ocpp.routing import on
 from ocpp.v201 import call, call_result, datatypes
 from ocpp.v201.enums import Action, RegistrationStatusEnumType
+from websockets.exceptions import ConnectionClosed
 
+from chargeward.crypto.pki import CertificateHashData
+from chargeward.errors import Conflict, TransportError
 from chargeward.ocpp.base import HardenedChargePoint, ocpp_time, parse_ocpp_time, utc_now
 
 
@@ -53,6 +61,45 @@ class FirmwareOrder:
     install_at: dt.datetime | None = None
     retries: int | None = None
     retry_interval: int | None = None
+
+
+@dataclass(frozen=True)
+class CertificateAnswer:
+    """A station's InstallCertificate (M05) or DeleteCertificate (M04) response."""
+
+    status: str
+    reason_code: str | None = None
+    additional_info: str | None = None
+
+
+@dataclass(frozen=True)
+class InstalledCertificateId:
+    """One certificate a station reported in GetInstalledCertificateIdsResponse (M03)."""
+
+    certificate_type: str
+    hash_data: CertificateHashData
+
+
+@dataclass(frozen=True)
+class InstalledCertificates:
+    status: str  # Accepted or NotFound
+    certificates: tuple[InstalledCertificateId, ...] = ()
+
+
+def _answer(result: Any) -> CertificateAnswer:
+    info = result.status_info or {}
+    return CertificateAnswer(
+        str(result.status), info.get("reason_code"), info.get("additional_info")
+    )
+
+
+def _hash_data(d: dict[str, Any]) -> CertificateHashData:
+    return CertificateHashData(
+        hash_algorithm=d["hash_algorithm"],
+        issuer_name_hash=d["issuer_name_hash"],
+        issuer_key_hash=d["issuer_key_hash"],
+        serial_number=d["serial_number"],
+    )
 
 
 class CsmsChargePoint(HardenedChargePoint):
@@ -148,3 +195,59 @@ class CsmsChargePoint(HardenedChargePoint):
             suppress=False,
         )
         return str(result.status)
+
+    async def _request(self, payload: Any) -> Any:
+        """Send a CALL; a lost or silent station is a TransportError, a CALLERROR a Conflict."""
+        action = type(payload).__name__
+        try:
+            return await self.call(payload, suppress=False)
+        except TimeoutError as e:
+            raise TransportError(f"station {self.id} did not answer {action} in time") from e
+        except ConnectionClosed as e:
+            raise TransportError(f"connection to station {self.id} was lost") from e
+        except OCPPError as e:
+            raise Conflict(
+                f"station {self.id} refused {action}: {type(e).__name__}: {e.description}"
+            ) from e
+
+    async def install_certificate(
+        self, certificate_type: str, certificate_pem: str
+    ) -> CertificateAnswer:
+        """Send InstallCertificate (OCPP M05); returns the station's answer."""
+        result = await self._request(
+            call.InstallCertificate(certificate_type=certificate_type, certificate=certificate_pem)
+        )
+        return _answer(result)
+
+    async def get_installed_certificate_ids(
+        self, certificate_types: list[str] | None = None
+    ) -> InstalledCertificates:
+        """Send GetInstalledCertificateIds (OCPP M03); None asks for every type."""
+        result = await self._request(
+            call.GetInstalledCertificateIds(certificate_type=certificate_types)
+        )
+        chain = result.certificate_hash_data_chain or []
+        return InstalledCertificates(
+            str(result.status),
+            tuple(
+                InstalledCertificateId(
+                    c["certificate_type"], _hash_data(c["certificate_hash_data"])
+                )
+                for c in chain
+            ),
+        )
+
+    async def delete_certificate(self, hash_data: CertificateHashData) -> CertificateAnswer:
+        """Send DeleteCertificate (OCPP M04) with hash data as the station reported it
+        (M04.FR.07: the same hash algorithm)."""
+        result = await self._request(
+            call.DeleteCertificate(
+                certificate_hash_data=datatypes.CertificateHashDataType(
+                    hash_algorithm=hash_data.hash_algorithm,
+                    issuer_name_hash=hash_data.issuer_name_hash,
+                    issuer_key_hash=hash_data.issuer_key_hash,
+                    serial_number=hash_data.serial_number,
+                )
+            )
+        )
+        return _answer(result)

@@ -1,19 +1,60 @@
 """Charger side of OCPP 2.0.1: CSMS requests become calls on a :class:`StationController`.
 
 Responses are decided synchronously in ``@on`` handlers; work that sends further messages
-(the L01 status sequence, triggered notifications) starts in ``@after`` handlers so the
-receive loop is never blocked by our own outgoing calls.
+(the L01 status sequence, triggered notifications, security events after a change of the
+certificate store) starts in ``@after`` handlers so the receive loop is never blocked by our
+own outgoing calls.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ocpp.routing import after, on
-from ocpp.v201 import call_result
-from ocpp.v201.enums import Action, MessageTriggerEnumType, TriggerMessageStatusEnumType
+from ocpp.v201 import call_result, datatypes
+from ocpp.v201.enums import (
+    Action,
+    GetInstalledCertificateStatusEnumType,
+    MessageTriggerEnumType,
+    TriggerMessageStatusEnumType,
+)
 
+from chargeward.crypto.pki import CertificateHashData
 from chargeward.ocpp.base import HardenedChargePoint
+
+REASON_CODE_MAX = 20  # StatusInfoType.reasonCode
+ADDITIONAL_INFO_MAX = 512  # StatusInfoType.additionalInfo
+
+
+@dataclass(frozen=True)
+class CertificateResult:
+    """The station's answer to InstallCertificate (M05) or DeleteCertificate (M04).
+
+    ``security_event`` is the techInfo of a security event to send once the answer is out
+    (the trust store changed), or None.
+    """
+
+    status: str
+    reason_code: str | None = None
+    additional_info: str | None = None
+    security_event: str | None = None
+
+    def status_info(self) -> datatypes.StatusInfoType | None:
+        if self.reason_code is None:
+            return None
+        return datatypes.StatusInfoType(
+            reason_code=self.reason_code[:REASON_CODE_MAX],
+            additional_info=(self.additional_info or "")[:ADDITIONAL_INFO_MAX] or None,
+        )
+
+
+@dataclass(frozen=True)
+class InstalledCertificate:
+    """One entry of GetInstalledCertificateIdsResponse.certificateHashDataChain (M03)."""
+
+    certificate_type: str
+    hash_data: CertificateHashData
 
 
 class StationController(Protocol):
@@ -34,6 +75,24 @@ class StationController(Protocol):
     def reset(self, type: str) -> str: ...
 
     async def after_reset(self, type: str, status: str) -> None: ...
+
+    def install_certificate(self, certificate_type: str, certificate: str) -> CertificateResult:
+        """Decide and carry out InstallCertificate (OCPP M05)."""
+        ...
+
+    def installed_certificates(
+        self, certificate_types: list[str] | None
+    ) -> list[InstalledCertificate]:
+        """Installed certificates of ``certificate_types`` (None: every type; OCPP M03)."""
+        ...
+
+    def delete_certificate(self, hash_data: CertificateHashData) -> CertificateResult:
+        """Decide and carry out DeleteCertificate (OCPP M04)."""
+        ...
+
+    async def after_certificate_change(self, result: CertificateResult) -> None:
+        """Runs after an Install/DeleteCertificate answer was sent (e.g. a security event)."""
+        ...
 
 
 TRIGGERABLE = {
@@ -56,6 +115,7 @@ class StationChargePoint(HardenedChargePoint):
         self.controller = controller
         self._responses: dict[int, str] = {}
         self._reset_status = "Rejected"
+        self._certificate_results: dict[str, CertificateResult] = {}
 
     @on(Action.update_firmware)
     def on_update_firmware(
@@ -95,3 +155,70 @@ class StationChargePoint(HardenedChargePoint):
     @after(Action.reset)
     async def after_reset(self, type: str, **_: Any) -> None:
         await self.controller.after_reset(type, self._reset_status)
+
+    # -- certificate management (OCPP M03, M04, M05) ------------------------------------------
+
+    @on(Action.install_certificate)
+    def on_install_certificate(
+        self, certificate_type: str, certificate: str, call_unique_id: str, **_: Any
+    ) -> call_result.InstallCertificate:
+        # OCPP M05.FR.01: attempt the installation and answer Accepted, Rejected or Failed.
+        result = self.controller.install_certificate(certificate_type, certificate)
+        self._certificate_results[call_unique_id] = result
+        return call_result.InstallCertificate(
+            status=result.status, status_info=result.status_info()
+        )
+
+    @after(Action.install_certificate)
+    async def after_install_certificate(self, call_unique_id: str, **_: Any) -> None:
+        await self._after_certificate_change(call_unique_id)
+
+    @on(Action.get_installed_certificate_ids)
+    def on_get_installed_certificate_ids(
+        self, certificate_type: list[str] | None = None, **_: Any
+    ) -> call_result.GetInstalledCertificateIds:
+        found = self.controller.installed_certificates(certificate_type or None)
+        if not found:  # OCPP M03.FR.02
+            return call_result.GetInstalledCertificateIds(
+                status=GetInstalledCertificateStatusEnumType.notFound
+            )
+        chain = [  # OCPP M03.FR.03, M03.FR.04: hash data of every matching certificate
+            datatypes.CertificateHashDataChainType(
+                certificate_type=c.certificate_type,
+                certificate_hash_data=datatypes.CertificateHashDataType(
+                    hash_algorithm=c.hash_data.hash_algorithm,
+                    issuer_name_hash=c.hash_data.issuer_name_hash,
+                    issuer_key_hash=c.hash_data.issuer_key_hash,
+                    serial_number=c.hash_data.serial_number,
+                ),
+            )
+            for c in found
+        ]
+        return call_result.GetInstalledCertificateIds(
+            status=GetInstalledCertificateStatusEnumType.accepted,
+            certificate_hash_data_chain=chain,
+        )
+
+    @on(Action.delete_certificate)
+    def on_delete_certificate(
+        self, certificate_hash_data: dict[str, Any], call_unique_id: str, **_: Any
+    ) -> call_result.DeleteCertificate:
+        # OCPP M04.FR.01: always answer, Accepted, Failed or NotFound.
+        hash_data = CertificateHashData(
+            hash_algorithm=certificate_hash_data["hash_algorithm"],
+            issuer_name_hash=certificate_hash_data["issuer_name_hash"],
+            issuer_key_hash=certificate_hash_data["issuer_key_hash"],
+            serial_number=certificate_hash_data["serial_number"],
+        )
+        result = self.controller.delete_certificate(hash_data)
+        self._certificate_results[call_unique_id] = result
+        return call_result.DeleteCertificate(status=result.status, status_info=result.status_info())
+
+    @after(Action.delete_certificate)
+    async def after_delete_certificate(self, call_unique_id: str, **_: Any) -> None:
+        await self._after_certificate_change(call_unique_id)
+
+    async def _after_certificate_change(self, call_unique_id: str) -> None:
+        result = self._certificate_results.pop(call_unique_id, None)
+        if result is not None:
+            await self.controller.after_certificate_change(result)

@@ -83,9 +83,11 @@ def create_app(state: ServerState) -> FastAPI:
         code = next((c for kind, c in _STATUS if isinstance(exc, kind)), 400)
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
+    from chargeward.server.api_certificates import router as certificate_router
     from chargeward.server.api_repository import router as repository_router
 
     app.include_router(repository_router)
+    app.include_router(certificate_router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

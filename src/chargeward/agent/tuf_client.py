@@ -1,0 +1,206 @@
+"""The charger's TUF client: python-tuf's ``Updater`` over httpx, with every error mapped.
+
+All I/O around the repository lives here; the decisions are in :mod:`~chargeward.agent.verify`
+and :mod:`~chargeward.agent.freshness`.  Calls block: the agent runs them in a thread.
+
+    >>> state = StateDir(Path("charger-1"))
+    >>> client = RepositoryClient(state, "http://127.0.0.1:8080/tuf/")  # doctest: +SKIP
+    >>> info = client.target("firmware/AC22/1.1.0/main.cwfw")          # doctest: +SKIP
+    >>> listed = client.firmware_targets("AC22")                        # doctest: +SKIP
+
+Each call refreshes the repository with a new ``Updater`` (one refresh per Updater), bootstrapped
+with the root shipped at manufacture; the metadata cache in ``secure/tuf/metadata/`` keeps the
+newer roots of later rotations (``root_history/``), which the Updater loads and verifies in
+order before anything else, so a rotated root always wins over the bootstrap.  Errors:
+:class:`~chargeward.errors.RepositoryRefused` (a trust decision, with a reason code) or
+:class:`~chargeward.errors.TransportError` (the repository could not be reached: retry later).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib import parse
+
+from tuf.api import exceptions
+from tuf.api.metadata import Metadata, Root, Snapshot, T, TargetFile, Targets, Timestamp
+from tuf.ngclient import Updater
+
+from chargeward.agent.freshness import check_clock, check_unexpired, issued_at, next_time_floor
+from chargeward.agent.state import StateDir
+from chargeward.agent.tuf_fetcher import HttpxFetcher, RepositoryLimits
+from chargeward.errors import ChargewardError, ConfigError, RepositoryRefused, TransportError
+from chargeward.model.targets import FIRMWARE_PREFIX
+
+__all__ = ["RepositoryClient", "RepositoryLimits", "RepositoryView", "read_verified", "refusal"]
+LOG = logging.getLogger("chargeward.agent.tuf")
+
+
+def refusal(e: Exception) -> ChargewardError:
+    """The Chargeward error for an exception out of python-tuf (or the fetcher, or the disk)."""
+    text = str(e) or type(e).__name__
+    if e.__cause__ is not None:
+        text = f"{text} ({e.__cause__})"
+    if isinstance(e, exceptions.DownloadLengthMismatchError):
+        reason = "oversized"
+    elif isinstance(e, exceptions.DownloadError):
+        return TransportError(f"TUF repository unreachable: {text}")
+    elif isinstance(e, OSError):
+        return TransportError(f"TUF metadata cache not usable: {text}")
+    elif isinstance(e, exceptions.ExpiredMetadataError):
+        reason = "expired"
+    elif isinstance(e, exceptions.BadVersionNumberError):
+        reason = "rollback"
+    elif isinstance(e, exceptions.UnsignedMetadataError):
+        reason = "unsigned"
+    elif isinstance(e, exceptions.LengthOrHashMismatchError):
+        reason = "length" if text.startswith("Observed length") else "hash"
+    else:
+        reason = "repository"
+    return RepositoryRefused(reason, text)
+
+
+_TUF_ERRORS = (exceptions.RepositoryError, exceptions.DownloadError, OSError)
+
+
+@contextlib.contextmanager
+def _mapped() -> Iterator[None]:
+    try:
+        yield
+    except _TUF_ERRORS as e:
+        raise refusal(e) from e
+
+
+class RepositoryView:
+    """The repository as one successful refresh verified it."""
+
+    def __init__(self, updater: Updater, metadata_dir: Path, now: dt.datetime) -> None:
+        self._updater = updater
+        self._dir = metadata_dir
+        self._now = now
+
+    def target(self, path: str) -> TargetFile | None:
+        """The verified ``TargetFile`` for ``path`` (walking delegations), or None."""
+        with _mapped():
+            return self._updater.get_targetinfo(path)
+
+    def firmware_targets(self, model: str) -> dict[str, TargetFile]:
+        """Every target listed under ``firmware/<model>/``, each confirmed by the Updater.
+
+        ngclient has no listing: candidate paths come from the verified top-level targets
+        metadata and the ``model-<model>`` delegated role the Updater persisted; the answer for
+        each candidate is the Updater's own ``get_targetinfo``.
+        """
+        prefix = f"{FIRMWARE_PREFIX}{model}/"
+        top = read_verified(self._dir, Targets.type, Targets)
+        candidates = {p for p in top.targets if p.startswith(prefix)}
+        role = f"model-{model}"
+        if top.delegations is not None and role in (top.delegations.roles or {}):
+            self.target(f"{prefix}0/probe.cwfw")  # walks into (and loads) the delegated role
+            delegated = self._current_delegated(role)
+            if delegated is not None:
+                check_unexpired({role: delegated}, self._now)
+                candidates |= {p for p in delegated.targets if p.startswith(prefix)}
+        found: dict[str, TargetFile] = {}
+        for path in sorted(candidates):
+            info = self.target(path)
+            if info is not None:
+                found[path] = info
+        return found
+
+    def _current_delegated(self, role: str) -> Targets | None:
+        """The persisted ``role`` metadata, if it is the version the verified snapshot names."""
+        if not (self._dir / f"{parse.quote(role, '')}.json").exists():
+            return None
+        meta = read_verified(self._dir, Snapshot.type, Snapshot).meta.get(f"{role}.json")
+        delegated = read_verified(self._dir, role, Targets)
+        return delegated if meta is not None and meta.version == delegated.version else None
+
+
+def read_verified(metadata_dir: Path, role: str, kind: type[T]) -> T:
+    """Metadata the Updater verified and persisted in ``metadata_dir`` during a refresh."""
+    with _mapped():
+        md = Metadata[T].from_file(str(metadata_dir / f"{parse.quote(role, '')}.json"))
+    if not isinstance(md.signed, kind):
+        raise RepositoryRefused("repository", f"{role}.json holds {md.signed.type} metadata")
+    return md.signed
+
+
+class RepositoryClient:
+    """Refresh the charger's view of the TUF repository at ``base_url``.
+
+    ``base_url`` serves ``metadata/`` and ``targets/``; ``clock`` is the charger's clock,
+    checked against the time floor before every refresh and raised after each one.
+    """
+
+    def __init__(
+        self,
+        state: StateDir,
+        base_url: str,
+        *,
+        limits: RepositoryLimits | None = None,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        bootstrap = state.tuf_bootstrap_root()
+        if bootstrap is None:
+            raise ConfigError(f"{state.root} holds no TUF root (chargeward agent init --tuf-root)")
+        if parse.urlsplit(base_url).scheme not in ("http", "https"):
+            raise ConfigError(f"TUF repository URL must be http(s)://...: {base_url!r}")
+        self.state = state
+        self.base_url = base_url.rstrip("/") + "/"
+        self.limits = limits or RepositoryLimits()
+        self._bootstrap = bootstrap
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+
+    @contextlib.contextmanager
+    def refresh(self) -> Iterator[RepositoryView]:
+        """Refresh once; the view is valid inside the ``with`` block."""
+        now = self._clock()
+        tolerance = dt.timedelta(seconds=self.limits.clock_tolerance)
+        floor = self.state.time_floor()
+        check_clock(now, floor, tolerance)
+        fetcher = HttpxFetcher(self.limits)
+        try:
+            with _mapped():  # a failing disk is TransportError too: retry later
+                metadata_dir = self.state.tuf_metadata_dir
+                updater = Updater(
+                    str(metadata_dir),
+                    self.base_url + "metadata/",
+                    target_base_url=self.base_url + "targets/",
+                    fetcher=fetcher,
+                    config=self.limits.updater_config(),
+                    bootstrap=self._bootstrap,
+                )
+                updater.refresh()
+            timestamp = read_verified(metadata_dir, Timestamp.type, Timestamp)
+            check_unexpired(
+                {
+                    Root.type: read_verified(metadata_dir, Root.type, Root),
+                    Timestamp.type: timestamp,
+                    Snapshot.type: read_verified(metadata_dir, Snapshot.type, Snapshot),
+                    Targets.type: read_verified(metadata_dir, Targets.type, Targets),
+                },
+                now,
+            )
+            new_floor = next_time_floor(floor, issued_at(timestamp), now, tolerance)
+            with _mapped():
+                raised = self.state.raise_time_floor(new_floor)
+            LOG.debug(
+                "repository refreshed: timestamp v%d, time floor %s", timestamp.version, raised
+            )
+            yield RepositoryView(updater, metadata_dir, now)
+        finally:
+            fetcher.close()
+
+    def target(self, path: str) -> TargetFile | None:
+        """Refresh, then look up one target path."""
+        with self.refresh() as repo:
+            return repo.target(path)
+
+    def firmware_targets(self, model: str) -> dict[str, TargetFile]:
+        """Refresh, then list the firmware targets for ``model`` (see RepositoryView)."""
+        with self.refresh() as repo:
+            return repo.firmware_targets(model)
