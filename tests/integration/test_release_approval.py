@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
 from tuf.ngclient import Updater
 
-from chargeward.model.targets import firmware_target_path
+from chargeward.crypto import load_signer
+from chargeward.crypto.pki import RevokedEntry, issue_crl, verify_crl
+from chargeward.model.targets import REVOCATION_TARGET, firmware_target_path
 from chargeward.release.bundle import read_manifest
-from tests.support.fleet import MODEL, Pki, cli, running_server
+from tests.support.fleet import MODEL, TEST_PASSPHRASE, Pki, cli, running_server, wait_for
 from tests.support.trust import TufKeys
 
 
@@ -102,3 +105,147 @@ def test_two_of_three_approvers_publish_and_a_plain_tuf_client_downloads(
         audit = srv.api("GET", "/api/v1/audit", params={"limit": 200})
         actions = [e["action"] for e in audit]
         assert "release.published" in actions and actions.count("release.approved") == 3
+
+
+def _crl(pki: Pki, serial: int, now: dt.datetime) -> bytes:
+    root_signer = load_signer(f"file:{pki.dir}/root.key", lambda: TEST_PASSPHRASE.encode())
+    return issue_crl(
+        pki.root_cert,
+        root_signer,
+        [RevokedEntry(serial, now, "keyCompromise")],
+        crl_number=1,
+        this_update=now,
+        next_update=now + dt.timedelta(days=30),
+    )
+
+
+def test_a_crl_reaches_the_repository_only_through_two_approvals(
+    tmp_path: Path, pki: Pki, other_pki: Pki, keys: TufKeys
+) -> None:
+    data = tmp_path / "server-data"
+    keys.init_cli(data, root_out=tmp_path / "root.json")
+    now = dt.datetime.now(dt.UTC)
+    revoked = pki.signing_cert.serial_number
+    crl = tmp_path / "firmware-signing.crl"
+    crl.write_bytes(_crl(pki, revoked, now))
+    foreign = tmp_path / "foreign.crl"
+    with running_server(tmp_path, pki) as srv:
+        tokens = {
+            n: _token(cli("token", "create", n, "--data-dir", str(data)).stdout)
+            for n in ("alice", "bob", "carol")
+        }
+
+        def as_(who: str, *args: str, check: bool = True) -> str:
+            r = cli(
+                *args,
+                "--data-dir",
+                str(data),
+                env={"CHARGEWARD_API_TOKEN": tokens[who]},
+                check=check,
+            )
+            return r.stdout + r.stderr if check else f"{r.returncode}:{r.stdout}{r.stderr}"
+
+        # A CRL not issued by a trusted Manufacturer Root is refused outright.
+        foreign.write_bytes(_crl(other_pki, revoked, now))
+        refused = as_("carol", "repo", "propose-crl", str(foreign), check=False)
+        assert refused.startswith("6:") and "422" in refused, refused
+
+        out = as_("carol", "repo", "propose-crl", str(crl))
+        number = out.split()[1].rstrip(":")
+        assert "needs 2 more approvals" in out
+        # An approver holding a different CRL than the one proposed refuses to sign.
+        other = tmp_path / "other.crl"
+        other.write_bytes(crl.read_bytes()[:-1] + b"\x00")
+        refused = as_(
+            "alice",
+            "repo",
+            "approve",
+            number,
+            "--key",
+            keys.uri("alice"),
+            "--crl",
+            str(other),
+            check=False,
+        )
+        assert refused.startswith("3:") and "other contents" in refused
+        as_("alice", "repo", "approve", number, "--key", keys.uri("alice"), "--crl", str(crl))
+        refused = as_("carol", "repo", "publish", number, check=False)
+        assert refused.startswith("7:") and "needs 1 more approval" in refused
+        as_("bob", "repo", "approve", number, "--key", keys.uri("bob"), "--crl", str(crl))
+        assert "published" in as_("carol", "repo", "publish", number)
+
+        metadata_dir = tmp_path / "client-metadata"
+        metadata_dir.mkdir()
+        updater = Updater(
+            metadata_dir=str(metadata_dir),
+            metadata_base_url=f"{srv.api_url}/tuf/metadata/",
+            target_base_url=f"{srv.api_url}/tuf/targets/",
+            target_dir=str(tmp_path),
+            bootstrap=(tmp_path / "root.json").read_bytes(),
+        )
+        updater.refresh()
+        info = updater.get_targetinfo(REVOCATION_TARGET)
+        assert info is not None
+        got = Path(updater.download_target(info, str(tmp_path / "got.crl"))).read_bytes()
+        assert verify_crl(got, [pki.root_cert], now=now).revoked_serials == {revoked}
+
+
+def test_agent_installs_a_published_release_after_both_checks_and_reports_security_releases(
+    tmp_path: Path, pki: Pki, keys: TufKeys, factory_bundle: Path
+) -> None:
+    """The real server's repository, a real agent with TUF on: report, then install."""
+    data = tmp_path / "server-data"
+    root_json = tmp_path / "root.json"
+    keys.init_cli(data, root_out=root_json)
+    bundle = pki.bundle(tmp_path / "acme-1.2.0.cwb", "1.2.0", 3, release_class="security")
+    with running_server(tmp_path, pki) as srv:
+        tokens = {
+            n: _token(cli("token", "create", n, "--data-dir", str(data)).stdout)
+            for n in ("alice", "bob", "carol")
+        }
+        srv.start_agent(
+            tmp_path,
+            pki,
+            "CP-TUF",
+            factory_bundle,
+            tuf_root=root_json,
+            run_args=("--update-check-interval", "1"),
+        )
+        srv.wait_connected("CP-TUF")
+        env = {"CHARGEWARD_API_TOKEN": tokens["carol"]}
+        cli("release", "upload", str(bundle), "--data-dir", str(data), env=env)
+        rid = srv.api("GET", "/api/v1/releases")[0]["id"]
+        for who in ("alice", "bob"):
+            cli(
+                "release",
+                "approve",
+                rid,
+                "--key",
+                keys.uri(who),
+                "--data-dir",
+                str(data),
+                env={"CHARGEWARD_API_TOKEN": tokens[who]},
+            )
+        cli("release", "publish", rid, "--data-dir", str(data), env=env)
+
+        report = wait_for(
+            lambda: srv.station("CP-TUF")["available_update"], 30, "the security-release report"
+        )
+        assert report["version"] == "1.2.0" and report["security_version"] == 3
+        assert report["target"] == firmware_target_path(MODEL, "1.2.0", "main")
+
+        r = srv.api(
+            "POST",
+            "/api/v1/stations/CP-TUF/firmware-updates",
+            json={"release_id": rid, "retry_interval": 1},
+        )
+        assert r["station_response"] == "Accepted"
+        done = wait_for(
+            lambda: (d := srv.station("CP-TUF"))["updates"][-1]["outcome"] != "pending" and d,
+            60,
+            "the update to finish",
+        )
+        assert done["updates"][-1]["outcome"] == "succeeded", done["firmware_statuses"]
+        assert done["firmware_version"] == "1.2.0"
+        events = [e["type"] for e in done["security_events"]]
+        assert "FirmwareRepositoryCheckFailed" not in events

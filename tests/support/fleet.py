@@ -68,6 +68,7 @@ class Pki:
         *,
         payload: bytes | None = None,
         models: list[str] | None = None,
+        release_class: str = "feature",
     ) -> Path:
         src = out.with_suffix(".payload")
         src.write_bytes(
@@ -81,6 +82,7 @@ class Pki:
             hardware_models=models or [MODEL],
             signer=self.signing_signer,
             signing_certificate=self.signing_cert,
+            release_class=release_class,
         )
         return out
 
@@ -156,8 +158,13 @@ class Server:
         *,
         password: str | None = None,
         model: str = MODEL,
+        tuf_root: Path | None = None,
+        run_args: tuple[str, ...] = (),
     ) -> tuple[Proc, Path]:
+        """Provision and start an agent; with ``tuf_root`` it checks this server's repository."""
         password = password or self.add_station(station_id, model)
+        tuf_init = ["--tuf-root", str(tuf_root)] if tuf_root else []
+        tuf_run = ["--repository", f"{self.api_url}/tuf/"] if tuf_root else []
         state = root / f"state-{station_id}"
         cli(
             "agent",
@@ -172,6 +179,7 @@ class Server:
             str(pki.root_pem),
             "--factory-bundle",
             str(factory),
+            *tuf_init,
             env={"CHARGEWARD_STATION_PASSWORD": password},
         )
         proc = spawn(
@@ -186,6 +194,8 @@ class Server:
                 "0.5",
                 "--log-level",
                 "info",
+                *tuf_run,
+                *run_args,
             ],
             root / f"agent-{station_id}.log",
         )

@@ -48,7 +48,12 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from chargeward.model.targets import FIRMWARE_PREFIX, TargetCustom, firmware_target_path
+from chargeward.model.targets import (
+    FIRMWARE_PREFIX,
+    REVOCATION_TARGET,
+    TargetCustom,
+    firmware_target_path,
+)
 
 ISSUED_FIELD = "x-chargeward-issued"
 TIMESTAMP_TTL = dt.timedelta(days=1)
@@ -202,6 +207,14 @@ class TufRepo:
     def remove_target(self, path: str) -> None:
         model = path.removeprefix(FIRMWARE_PREFIX).split("/", 1)[0]
         del self._role_for(model).signed.targets[path]
+
+    def add_revocation_list(self, der: bytes) -> str:
+        """List ``der`` as the firmware-signing CRL (top-level targets); :meth:`publish` next."""
+        tf = TargetFile.from_data(REVOCATION_TARGET, der, ["sha256"])
+        self.targets.signed.targets[REVOCATION_TARGET] = tf
+        directory, _, base = REVOCATION_TARGET.rpartition("/")
+        self.serve(f"targets/{directory}/{tf.hashes['sha256']}.{base}", der)
+        return REVOCATION_TARGET
 
     def _role_for(self, model: str) -> Metadata[Targets]:
         return self.delegated.get(f"model-{model}", self.targets)

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from cryptography import x509
@@ -40,7 +40,7 @@ from chargeward.agent import bootloader, certificates, download
 from chargeward.agent.bootloader import Booted
 from chargeward.agent.state import InstallState, SlotInfo, StateDir, other
 from chargeward.agent.storage import atomic_copy
-from chargeward.agent.tuf_client import RepositoryClient, RepositoryLimits
+from chargeward.agent.tuf_client import RepositoryClient, RepositoryLimits, RepositoryView
 from chargeward.agent.verify import (
     SecurityUpdate,
     SignedImage,
@@ -73,6 +73,7 @@ ROUTINE_EVENTS = frozenset({"FirmwareUpdated", "StartupOfTheDevice", "ResetOrReb
 REPOSITORY_EVENT = "FirmwareRepositoryCheckFailed"
 VENDOR_ID = "org.chargeward"
 UPDATE_AVAILABLE = "SecurityUpdateAvailable"
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -539,6 +540,13 @@ class Agent:
                 part.unlink(missing_ok=True)
                 await self._status("DownloadFailed", rid)
                 return
+            try:  # OCPP L01 certificate check again: this refresh may have revoked it
+                certificates.check_not_revoked(self.state, job.certificate, self.clock())
+            except (RevokedCertificate, UntrustedCertificate) as e:
+                part.unlink(missing_ok=True)
+                await self._status("InvalidSignature", rid)
+                await self._security_event("InvalidFirmwareSigningCertificate", str(e))
+                return
             await self._status("SignatureVerified", rid)
             if job.install_at is not None and job.install_at > self.clock():
                 await self._status("InstallScheduled", rid)
@@ -568,8 +576,7 @@ class Agent:
             return accept_image(image, None)
         ident = self.identity
         path = target_path_for(ident.model, image.header)
-        async with self._repository_lock:
-            info = await asyncio.to_thread(self.repository.target, path)
+        info = await self._refresh(lambda repo: repo.target(path))
         approval = check_target(
             info,
             sha256=image.sha256,
@@ -580,6 +587,26 @@ class Agent:
             rollback_floor=self.state.rollback_floor(),
         )
         return accept_image(image, approval)
+
+    async def _refresh(self, what: Callable[[RepositoryView], _R]) -> _R:
+        """One repository refresh (``what`` reads the view), applying the CRL it lists.
+
+        The CRL is applied before this returns, so the caller decides with current
+        revocations; a listed CRL that fails verification is reported (see
+        :func:`~chargeward.agent.certificates.apply_published_crl`) and does not stop the
+        caller.  Raises what :meth:`RepositoryClient.read` raises.
+        """
+        assert self.repository is not None
+        async with self._repository_lock:
+            got = await asyncio.to_thread(self.repository.read, what)
+            refused = None
+            if got.crl is not None:
+                refused = await asyncio.to_thread(
+                    certificates.apply_published_crl, self.state, got.crl, self.clock()
+                )
+        if refused is not None:
+            await self._security_event(REPOSITORY_EVENT, refused)
+        return got.value
 
     # -- security releases in the repository ---------------------------------------------
 
@@ -601,13 +628,13 @@ class Agent:
         Each target is reported once (``update_check.json``); returns every qualifying one.
         A trust failure is reported as a ``FirmwareRepositoryCheckFailed`` security event, an
         unreachable repository only logged.
+        The refresh also applies the firmware-signing CRL it lists (:meth:`_refresh`).
         """
         if self.repository is None:
             return []
         ident = self.identity
         try:
-            async with self._repository_lock:
-                listed = await asyncio.to_thread(self.repository.firmware_targets, ident.model)
+            listed = await self._refresh(lambda repo: repo.firmware_targets(ident.model))
         except RepositoryRefused as e:
             await self._security_event(REPOSITORY_EVENT, str(e))
             return []

@@ -11,6 +11,8 @@ charger's secure storage around them::
     >>> crl = apply_crl(state, der, now)        # doctest: +SKIP
     >>> serial in revoked_serials(state)        # doctest: +SKIP
     True
+    >>> apply_published_crl(state, der, now)    # the CRL the TUF repository lists  # doctest: +SKIP
+    >>> check_not_revoked(state, cert, now)     # again before installing  # doctest: +SKIP
     >>> install_certificate(state, "ManufacturerRootCertificate", pem, now).status  # doctest: +SKIP
     'Accepted'
 
@@ -43,7 +45,16 @@ from chargeward.crypto.pki import (
     verify_firmware_signing_certificate,
     verify_held_crl,
 )
-from chargeward.errors import ChargewardError, IntegrityError, TrustError, UntrustedCertificate
+from chargeward.errors import (
+    ChargewardError,
+    IntegrityError,
+    RepositoryRefused,
+    RevokedCertificate,
+    RollbackRefused,
+    TransportError,
+    TrustError,
+    UntrustedCertificate,
+)
 from chargeward.ocpp.station import CertificateResult, InstalledCertificate
 
 LOG = logging.getLogger("chargeward.agent.certificates")
@@ -131,6 +142,54 @@ def apply_crl(state: StateDir, der: bytes, now: dt.datetime) -> Crl:
         atomic_write(path, der)
         LOG.info("CRL %d of %s stored (%d revoked)", crl.crl_number, crl.issuer, len(crl.entries))
     return crl
+
+
+def apply_published_crl(state: StateDir, der: bytes, now: dt.datetime) -> str | None:
+    """Apply the CRL the TUF repository lists (``revocation/firmware-signing.crl``).
+
+    Returns None, or the reason to report as a ``FirmwareRepositoryCheckFailed`` security
+    event (``repository: firmware-signing CRL refused: ...``):
+
+    * a newer (or the first) CRL of an installed root is stored and revokes from now on;
+      the held CRL delivered again changes nothing;
+    * a CRL older than the held one of its root, or reusing its number with another list,
+      is ignored with a log line: the held CRL stays in force and updates go on;
+    * a CRL that fails verification (not issued by an installed ManufacturerRootCertificate,
+      altered, malformed, not valid yet) is not applied and its reason returned.  Updates
+      still go on, checked against the held CRLs: TUF already vouched for these bytes, so
+      this is a publishing mistake (e.g. a root not installed on this charger yet), not an
+      attacker on the path, and blocking every update would not strengthen the held list.
+
+    Raises :class:`~chargeward.errors.TransportError` when the CRL cannot be stored: the
+    caller retries later rather than decide without it.
+    """
+    try:
+        crl = apply_crl(state, der, now)
+    except RollbackRefused as e:
+        LOG.warning("repository CRL ignored, the held CRL stays in force: %s", e)
+        return None
+    except TrustError as e:
+        return str(RepositoryRefused("repository", f"firmware-signing CRL refused: {e}"))
+    except OSError as e:
+        raise TransportError(f"cannot store the repository's CRL: {e}") from e
+    if crl.expired:
+        LOG.warning("the repository's CRL %d is past its next update", crl.crl_number)
+    return None
+
+
+def check_not_revoked(state: StateDir, cert: x509.Certificate, now: dt.datetime) -> None:
+    """OCPP L01 once more before installing: a CRL applied since UpdateFirmware was accepted
+    (e.g. in the repository refresh of this update) may have revoked ``cert``.
+
+    Raises :class:`~chargeward.errors.RevokedCertificate`, or :class:`UntrustedCertificate`
+    when a held CRL is damaged (fail closed).
+    """
+    try:
+        revoked = revoked_serials(state, now=now)
+    except IntegrityError as e:
+        raise UntrustedCertificate(f"cannot check revocation: {e}") from e
+    if cert.serial_number in revoked:
+        raise RevokedCertificate(f"signing certificate serial {cert.serial_number:x} revoked")
 
 
 def check_signing_certificate(state: StateDir, pem: str, now: dt.datetime) -> x509.Certificate:

@@ -7,6 +7,13 @@ and :mod:`~chargeward.agent.freshness`.  Calls block: the agent runs them in a t
     >>> client = RepositoryClient(state, "http://127.0.0.1:8080/tuf/")  # doctest: +SKIP
     >>> info = client.target("firmware/AC22/1.1.0/main.cwfw")          # doctest: +SKIP
     >>> listed = client.firmware_targets("AC22")                        # doctest: +SKIP
+    >>> got = client.read(lambda repo: repo.target(path))                # doctest: +SKIP
+    >>> got.value, got.crl  # the TargetFile, and the listed CRL's DER bytes (or None)
+
+:meth:`RepositoryClient.read` also fetches the firmware-signing CRL when the verified targets
+list it (``revocation/firmware-signing.crl``), so every refresh the agent makes brings the
+charger's revocation list up to date; applying it is :mod:`~chargeward.agent.certificates`'s
+decision, not this module's.
 
 Each call refreshes the repository with a new ``Updater`` (one refresh per Updater), bootstrapped
 with the root shipped at manufacture; the metadata cache in ``secure/tuf/metadata/`` keeps the
@@ -22,7 +29,9 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 from urllib import parse
 
 from tuf.api import exceptions
@@ -32,11 +41,20 @@ from tuf.ngclient import Updater
 from chargeward.agent.freshness import check_clock, check_unexpired, issued_at, next_time_floor
 from chargeward.agent.state import StateDir
 from chargeward.agent.tuf_fetcher import HttpxFetcher, RepositoryLimits
+from chargeward.crypto.pki import MAX_CRL_BYTES
 from chargeward.errors import ChargewardError, ConfigError, RepositoryRefused, TransportError
-from chargeward.model.targets import FIRMWARE_PREFIX
+from chargeward.model.targets import FIRMWARE_PREFIX, REVOCATION_TARGET
 
-__all__ = ["RepositoryClient", "RepositoryLimits", "RepositoryView", "read_verified", "refusal"]
+__all__ = [
+    "Refreshed",
+    "RepositoryClient",
+    "RepositoryLimits",
+    "RepositoryView",
+    "read_verified",
+    "refusal",
+]
 LOG = logging.getLogger("chargeward.agent.tuf")
+R = TypeVar("R")
 
 
 def refusal(e: Exception) -> ChargewardError:
@@ -77,15 +95,54 @@ def _mapped() -> Iterator[None]:
 class RepositoryView:
     """The repository as one successful refresh verified it."""
 
-    def __init__(self, updater: Updater, metadata_dir: Path, now: dt.datetime) -> None:
+    def __init__(
+        self,
+        updater: Updater,
+        metadata_dir: Path,
+        now: dt.datetime,
+        targets_dir: Path | None = None,
+    ) -> None:
         self._updater = updater
         self._dir = metadata_dir
         self._now = now
+        self._targets_dir = targets_dir or metadata_dir.parent / "targets"
 
     def target(self, path: str) -> TargetFile | None:
         """The verified ``TargetFile`` for ``path`` (walking delegations), or None."""
         with _mapped():
             return self._updater.get_targetinfo(path)
+
+    def download(self, path: str, max_length: int) -> bytes | None:
+        """The verified content of target ``path``, or None when the repository lists none.
+
+        Kept in the targets directory (``secure/tuf/targets/``) and downloaded again only when
+        the listed length or hashes change.  A target listed longer than ``max_length`` is
+        refused (``oversized``) before any byte is fetched; the Updater caps the download at
+        the listed length and the fetcher at :attr:`RepositoryLimits.max_download`.
+        """
+        info = self.target(path)
+        if info is None:
+            return None
+        if info.length > max_length:
+            raise RepositoryRefused(
+                "oversized", f"{path} is listed with {info.length} bytes (at most {max_length})"
+            )
+        local = str(self._targets_dir / parse.quote(path, ""))
+        with _mapped():
+            cached = self._updater.find_cached_target(info, local)
+            if cached is None:
+                self._targets_dir.mkdir(parents=True, exist_ok=True)
+                cached = self._updater.download_target(info, local)
+                LOG.debug("downloaded %s (%d bytes)", path, info.length)
+            return Path(cached).read_bytes()
+
+    def revocation_list(self) -> bytes | None:
+        """The DER firmware-signing CRL the repository lists (``revocation/...crl``), or None.
+
+        Only TUF-verified bytes: whether the CRL itself is acceptable is decided by
+        :func:`chargeward.agent.certificates.apply_crl`.
+        """
+        return self.download(REVOCATION_TARGET, MAX_CRL_BYTES)
 
     def firmware_targets(self, model: str) -> dict[str, TargetFile]:
         """Every target listed under ``firmware/<model>/``, each confirmed by the Updater.
@@ -152,6 +209,7 @@ class RepositoryClient:
         self.state = state
         self.base_url = base_url.rstrip("/") + "/"
         self.limits = limits or RepositoryLimits()
+        self.targets_dir = state.secure / "tuf" / "targets"  # verified target files (the CRL)
         self._bootstrap = bootstrap
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
 
@@ -191,7 +249,7 @@ class RepositoryClient:
             LOG.debug(
                 "repository refreshed: timestamp v%d, time floor %s", timestamp.version, raised
             )
-            yield RepositoryView(updater, metadata_dir, now)
+            yield RepositoryView(updater, metadata_dir, now, self.targets_dir)
         finally:
             fetcher.close()
 
@@ -204,3 +262,26 @@ class RepositoryClient:
         """Refresh, then list the firmware targets for ``model`` (see RepositoryView)."""
         with self.refresh() as repo:
             return repo.firmware_targets(model)
+
+    def read(self, what: Callable[[RepositoryView], R]) -> Refreshed[R]:
+        """Refresh, call ``what`` on the view, and fetch the listed CRL in the same refresh.
+
+        A CRL the repository lists but cannot deliver intact fails the refresh like any other
+        target (``RepositoryRefused`` with ``hash``, ``length`` or ``oversized``; a
+        ``TransportError`` when unreachable): the charger never decides with a revocation list
+        older than the one its verified metadata names.
+        """
+        with self.refresh() as repo:
+            value = what(repo)
+            return Refreshed(value, repo.revocation_list())
+
+
+@dataclass(frozen=True)
+class Refreshed(Generic[R]):
+    """What :meth:`RepositoryClient.read` found in one refresh.
+
+    ``crl`` holds the TUF-verified DER bytes of the listed firmware-signing CRL, or None.
+    """
+
+    value: R
+    crl: bytes | None

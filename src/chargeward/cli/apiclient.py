@@ -8,7 +8,14 @@ from typing import Any
 
 import httpx
 
-from chargeward.errors import ChargewardError, ConfigError, Conflict, NotFound, TransportError
+from chargeward.errors import (
+    BundleError,
+    ChargewardError,
+    ConfigError,
+    Conflict,
+    NotFound,
+    TransportError,
+)
 from chargeward.server.runtime import TOKEN_FILE, read_info
 
 TOKEN_ENV = "CHARGEWARD_API_TOKEN"  # noqa: S105 (a variable name)
@@ -40,7 +47,8 @@ class ApiClient:
                 detail = r.json().get("detail", r.text)
             except ValueError:
                 detail = r.text
-            kind: type[ChargewardError] = {404: NotFound, 409: Conflict}.get(
+            # 422: the server examined the input and refused it (bad data or not trusted).
+            kind: type[ChargewardError] = {404: NotFound, 409: Conflict, 422: BundleError}.get(
                 r.status_code, ChargewardError
             )
             raise kind(f"server refused ({r.status_code}): {detail}")

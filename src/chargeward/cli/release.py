@@ -13,13 +13,14 @@ malformed bundle 6, each with a one-line reason.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
-from tuf.api.metadata import Metadata, Targets
+from tuf.api.metadata import Metadata, TargetFile, Targets
 
 from chargeward.cli.apiclient import ApiClient
 from chargeward.cli.common import (
@@ -205,7 +206,7 @@ def upload(
     )
 
 
-def _trusted_root(data_dir: Path, tuf_root: Path | None) -> bytes:
+def trusted_root(data_dir: Path, tuf_root: Path | None) -> bytes:
     if tuf_root is not None:
         return tuf_root.read_bytes()
     local = data_dir / "tuf" / "metadata" / "1.root.json"
@@ -268,36 +269,57 @@ def approve(
     """
     api = ApiClient(data_dir, server)
     view = api.request("GET", f"/api/v1/releases/{release_id}")
-    proposal_view = api.request("GET", f"/api/v1/releases/{view['id']}/proposal")
+    summary = approve_proposal(
+        api,
+        view["id"],
+        expected=_expected_targets(view, bundle, root),
+        key=key,
+        trusted_root=trusted_root(data_dir, tuf_root),
+        title=f"Release {view['version']}: targets you are approving",
+    )
+    console.print(Text(f"approved: release {view['version']} {summary}"), soft_wrap=True)
+
+
+def approve_proposal(
+    api: ApiClient,
+    ref: str,
+    *,
+    expected: Mapping[str, TargetFile],
+    key: str,
+    trusted_root: bytes,
+    title: str,
+) -> str:
+    """Fetch proposal ``ref``, check it against the verified repository, sign it, send it."""
+    proposal_view = api.request("GET", f"/api/v1/proposals/{ref}")
     if proposal_view["state"] == "published":
-        raise Conflict(f"release {view['version']} is already published")
+        raise Conflict(f"proposal {proposal_view['id']} is already published")
     proposal = Metadata[Targets].from_bytes(proposal_view["metadata"].encode())
     with console.status(Text("Checking the proposal against the published repository")):
-        published = fetch_published_targets(api.base + "/tuf/", _trusted_root(data_dir, tuf_root))
-        added = review_proposal(proposal, published, _expected_targets(view, bundle, root))
-    table = Table(title=Text(f"Release {view['version']}: targets you are approving"))
+        published = fetch_published_targets(api.base + "/tuf/", trusted_root)
+        changed = review_proposal(proposal, published, expected)
+    table = Table(title=Text(title))
     for col in ("target", "sha256", "length", "security", "class", "customer"):
         table.add_column(col, overflow="fold")
-    for path in added:
+    for path in changed:
         tf = proposal.signed.targets[path]
-        custom = tf.unrecognized_fields["custom"]
+        custom = tf.unrecognized_fields.get("custom") or {}
         table.add_row(
             Text(path),
             Text(tf.hashes["sha256"][:16] + "…"),
             str(tf.length),
-            str(custom["security_version"]),
-            Text(custom["release_class"]),
-            Text(custom["customer"] or "any"),
+            str(custom.get("security_version", "-")),
+            Text(str(custom.get("release_class", "-"))),
+            Text(str(custom.get("customer") or "any")),
         )
     console.print(table)
     signer = TufSigner(open_signer(key, "approver key"))
     signature = signer.sign(proposal.signed_bytes)
     result = api.request(
         "POST",
-        f"/api/v1/releases/{view['id']}/approvals",
+        f"/api/v1/proposals/{proposal_view['id']}/approvals",
         json={"keyid": signature.keyid, "signature": signature.signature},
     )
-    console.print(Text(f"approved: release {view['version']} {result['summary']}"), soft_wrap=True)
+    return str(result["summary"])
 
 
 @app.command("publish")

@@ -18,19 +18,23 @@ Root and targets keys are offline keys: these commands are run where they are he
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
-from tuf.api.metadata import Metadata, Root, Snapshot, Timestamp
+from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Timestamp
 
+from chargeward.cli.apiclient import ApiClient
 from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, console, open_signer, record_audit
 from chargeward.cli.display import when
+from chargeward.cli.release import approve_proposal, trusted_root
 from chargeward.crypto.keys import Signer
 from chargeward.errors import ConfigError
 from chargeward.fileio import write_new_file
+from chargeward.model.targets import REVOCATION_TARGET
 from chargeward.publish import ImageRepository, OnlineSigners
 from chargeward.publish.roles import RootChange, RootPlan, empty_targets, new_root, next_root
 from chargeward.trust.tuf_keys import TufSigner, key_owner, tuf_key
@@ -233,3 +237,64 @@ def rotate_root(
         },
     )
     console.print(Text(f"published root version {version}"), soft_wrap=True)
+
+
+ServerOpt = Annotated[str | None, typer.Option(help="Server URL (default: from data dir).")]
+
+
+@app.command("propose-crl")
+def propose_crl(
+    crl: Annotated[Path, typer.Argument(help="CRL (DER) from `chargeward pki revoke`.")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    server: ServerOpt = None,
+) -> None:
+    """Propose a new firmware-signing CRL for the repository (approved like a release)."""
+    r = ApiClient(data_dir, server).request(
+        "POST",
+        "/api/v1/repository/revocations",
+        content=crl.read_bytes(),
+        headers={"Content-Type": "application/pkix-crl"},
+    )
+    console.print(Text(f"proposal {r['id']}: {REVOCATION_TARGET} ({r['summary']})"), soft_wrap=True)
+
+
+@app.command("approve")
+def approve(
+    proposal: Annotated[str, typer.Argument(help="Proposal number.")],
+    key: Annotated[str, typer.Option("--key", help="Your approver (targets) key URI.")],
+    crl: Annotated[Path, typer.Option(help="The CRL you reviewed; it must be the one proposed.")],
+    tuf_root: Annotated[
+        Path | None, typer.Option(help="Trusted TUF root.json (default: the data dir's).")
+    ] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    server: ServerOpt = None,
+) -> None:
+    """Check a CRL proposal against the verified repository and sign it with your key."""
+    der = crl.read_bytes()
+    expected = {
+        REVOCATION_TARGET: TargetFile(
+            length=len(der),
+            hashes={"sha256": hashlib.sha256(der).hexdigest()},
+            path=REVOCATION_TARGET,
+        )
+    }
+    summary = approve_proposal(
+        ApiClient(data_dir, server),
+        proposal,
+        expected=expected,
+        key=key,
+        trusted_root=trusted_root(data_dir, tuf_root),
+        title=f"Proposal {proposal}: targets you are approving",
+    )
+    console.print(Text(f"approved: proposal {proposal} {summary}"), soft_wrap=True)
+
+
+@app.command("publish")
+def publish(
+    proposal: Annotated[str, typer.Argument(help="Proposal number.")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    server: ServerOpt = None,
+) -> None:
+    """Publish an approved proposal (refused below the threshold)."""
+    r = ApiClient(data_dir, server).request("POST", f"/api/v1/proposals/{proposal}/publish")
+    console.print(Text(f"published proposal {r['id']} ({r['kind']})"), soft_wrap=True)

@@ -12,6 +12,7 @@ Handlers only convert and validate; what to store and audit is the sink's busine
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,6 +50,36 @@ class StationSink(Protocol):
     async def security_event(
         self, station_id: str, type: str, timestamp: dt.datetime, tech_info: str | None
     ) -> None: ...
+    async def update_available(self, station_id: str, report: UpdateAvailable) -> None: ...
+
+
+@dataclass(frozen=True)
+class UpdateAvailable:
+    """A charger's DataTransfer ``org.chargeward`` / ``SecurityUpdateAvailable`` report."""
+
+    target: str
+    version: str
+    security_version: int
+
+    @classmethod
+    def parse(cls, data: object) -> UpdateAvailable | None:
+        try:
+            raw = json.loads(data) if isinstance(data, str) else None
+        except ValueError:
+            return None
+        if not isinstance(raw, dict):
+            return None
+        target, version, sv = raw.get("target"), raw.get("version"), raw.get("security_version")
+        if not (isinstance(target, str) and 0 < len(target) <= 200):
+            return None
+        if not (isinstance(version, str) and 0 < len(version) <= 50):
+            return None
+        if isinstance(sv, bool) or not isinstance(sv, int) or sv < 0:
+            return None
+        return cls(target, version, sv)
+
+
+VENDOR_ID = "org.chargeward"
 
 
 @dataclass(frozen=True)
@@ -175,6 +206,22 @@ class CsmsChargePoint(HardenedChargePoint):
         # Security events are accepted before boot: a quarantined charger only sends these.
         await self.sink.security_event(self.id, type, parse_ocpp_time(timestamp), tech_info)
         return call_result.SecurityEventNotification()
+
+    @on(Action.data_transfer)
+    async def on_data_transfer(
+        self, vendor_id: str, message_id: str | None = None, data: Any = None, **_: Any
+    ) -> call_result.DataTransfer:
+        """Vendor messages; Chargeward's agent reports available security releases (P01)."""
+        self._require_boot()
+        if vendor_id != VENDOR_ID:
+            return call_result.DataTransfer(status="UnknownVendorId")
+        if message_id != "SecurityUpdateAvailable":
+            return call_result.DataTransfer(status="UnknownMessageId")
+        report = UpdateAvailable.parse(data)
+        if report is None:
+            return call_result.DataTransfer(status="Rejected")
+        await self.sink.update_available(self.id, report)
+        return call_result.DataTransfer(status="Accepted")
 
     async def update_firmware(self, order: FirmwareOrder) -> str:
         """Send UpdateFirmware; returns the station's response status."""

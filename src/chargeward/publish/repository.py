@@ -44,6 +44,7 @@ from tuf.api.serialization import DeserializationError
 
 from chargeward.errors import ConfigError, Conflict, NotFound, TrustError
 from chargeward.fileio import replace_file
+from chargeward.model.targets import REVOCATION_TARGET
 
 ISSUED_FIELD = "x-chargeward-issued"
 ONLINE_KEYS_FILE = "online-keys.json"
@@ -272,7 +273,16 @@ class ImageRepository:
         targets = dict(current.targets)
         for path, new in additions.items():
             old = targets.get(path)
-            if old is not None and (old.length, old.hashes) != (new.length, new.hashes):
+            replaceable = path == REVOCATION_TARGET  # a newer CRL replaces the old one
+            if (
+                old is not None
+                and not replaceable
+                and (old.length, old.hashes)
+                != (
+                    new.length,
+                    new.hashes,
+                )
+            ):
                 raise Conflict(f"{path} is already published with different contents")
             targets[path] = new
         return Metadata(

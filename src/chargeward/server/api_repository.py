@@ -9,13 +9,15 @@ targets metadata lists that path with that hash.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 
-from chargeward.errors import NotFound
+from chargeward.crypto.pki import verify_crl
+from chargeward.errors import BundleError, NotFound
 from chargeward.server import repository as repo_services
 from chargeward.server import services
 from chargeward.server.api import Operator
@@ -27,6 +29,7 @@ from chargeward.server.schemas import (
 )
 from chargeward.server.state import ServerState
 
+MAX_CRL_BYTES = 1 << 20
 _HASHED_NAME = re.compile(r"^([0-9a-f]{64})\.(.+)$")
 
 
@@ -92,9 +95,44 @@ async def approve(
 
 @router.post("/api/v1/releases/{release_id}/publish", response_model=ReleaseView)
 async def publish(release_id: str, who: Operator, state: State) -> ReleaseView:
-    async with state.db.session() as s:
-        await repo_services.publish(
-            s, state.repository, state.online_signers, release_id, actor=who, now=state.clock()
-        )
+    await publish_proposal(release_id, who, state)
     async with state.db.session() as s:
         return await services.release_view(s, release_id)
+
+
+@router.get("/api/v1/proposals/{ref}", response_model=ProposalView)
+async def get_any_proposal(ref: str, who: Operator, state: State) -> ProposalView:
+    return await get_proposal(ref, who, state)
+
+
+@router.post("/api/v1/proposals/{ref}/approvals", response_model=ProposalView)
+async def approve_any(ref: str, body: ApprovalRequest, who: Operator, state: State) -> ProposalView:
+    return await approve(ref, body, who, state)
+
+
+@router.post("/api/v1/proposals/{ref}/publish", response_model=ProposalView)
+async def publish_proposal(ref: str, who: Operator, state: State) -> ProposalView:
+    async with state.db.session() as s:
+        return await repo_services.publish(
+            s, state.repository, state.online_signers, ref, actor=who, now=state.clock()
+        )
+
+
+@router.post("/api/v1/repository/revocations", response_model=ProposalView, status_code=201)
+async def propose_crl(request: Request, who: Operator, state: State) -> ProposalView:
+    """A new firmware-signing CRL (DER), issued by a trusted Manufacturer Root CA."""
+    der = await request.body()
+    if len(der) > MAX_CRL_BYTES:
+        raise BundleError(f"CRL is {len(der)} bytes; the limit is {MAX_CRL_BYTES}")
+    verify_crl(der, state.manufacturer_roots(), now=state.clock())
+    digest = hashlib.sha256(der).hexdigest()
+    tmp = state.data_dir / "tmp" / f"crl-{digest}"
+    tmp.write_bytes(der)
+    try:
+        state.blobs.put(tmp, digest, len(der))
+    finally:
+        tmp.unlink(missing_ok=True)
+    async with state.db.session() as s:
+        return await repo_services.propose_revocation(
+            s, state.repository, digest, len(der), actor=who, now=state.clock()
+        )

@@ -24,9 +24,10 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from chargeward.ocpp.csms import BootInfo, CsmsChargePoint
+from chargeward.ocpp.csms import BootInfo, CsmsChargePoint, UpdateAvailable
 from chargeward.server import passwords, services
 from chargeward.server.db import Database
+from chargeward.server.repository import record_available_update
 
 LOG = logging.getLogger("chargeward.csms")
 SUBPROTOCOL = "ocpp2.0.1"
@@ -99,6 +100,19 @@ class DbSink:
         async with self.db.session() as s:
             await services.record_security_event(
                 s, station_id, type=type, timestamp=timestamp, tech_info=tech_info, now=self.clock()
+            )
+
+    async def update_available(self, station_id: str, report: UpdateAvailable) -> None:
+        async with self.db.session() as s:
+            await record_available_update(
+                s,
+                station_id,
+                {
+                    "target": report.target,
+                    "version": report.version,
+                    "security_version": report.security_version,
+                },
+                now=self.clock(),
             )
 
 

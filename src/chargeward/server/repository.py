@@ -1,11 +1,12 @@
 """Server services for the TUF image repository: proposals, k-of-n approvals, publishing.
 
-A release uploaded by one person is *pending*: the server proposes the next ``targets``
-metadata (everything published plus the release's images, one target per hardware model),
-approvers fetch it, check it and sign it with their own keys (``chargeward release approve``),
-and once enough distinct approvers have signed, ``publish`` writes targets, snapshot and
-timestamp in that order.  If another proposal is published first, an open proposal is made
-again on the new base, and approvals given to the old bytes no longer count.
+A change to the repository is a *proposal*: the next ``targets`` metadata, i.e. everything
+published plus a release's images (one target per hardware model) or a new firmware-signing
+CRL.  Approvers fetch it, check it and sign it with their own keys (``chargeward release
+approve`` / ``chargeward repo approve``); once enough distinct approvers have signed,
+``publish`` writes targets, snapshot and timestamp in that order.  If another proposal is
+published first, an open proposal is made again on the new base, and approvals given to the
+old bytes no longer count.
 """
 
 from __future__ import annotations
@@ -21,19 +22,14 @@ from tuf.api.metadata import Metadata, TargetFile, Targets
 
 from chargeward import audit
 from chargeward.errors import Conflict, NotFound
+from chargeward.model.targets import REVOCATION_TARGET
 from chargeward.publish import ImageRepository, OnlineSigners
 from chargeward.publish.targets import ImageFacts, release_targets
 from chargeward.server.schemas import ProposalView, ProposedTarget
 from chargeward.server.services import find_release, station_actor
 from chargeward.server.tables import Approval, Proposal, Release, ReleaseImage, Station
-from chargeward.trust.approval import (
-    Approval as ApprovalRecord,
-)
-from chargeward.trust.approval import (
-    approval_status,
-    check_approval,
-    signed_proposal,
-)
+from chargeward.trust.approval import Approval as ApprovalRecord
+from chargeward.trust.approval import approval_status, check_approval, signed_proposal
 
 
 def _release_targets(release: Release, images: Sequence[ReleaseImage]) -> dict[str, TargetFile]:
@@ -56,16 +52,6 @@ async def _images(s: AsyncSession, release_id: str) -> list[ReleaseImage]:
     return list(rows.all())
 
 
-async def _open_proposal(s: AsyncSession, release_id: str) -> Proposal | None:
-    rows = await s.scalars(
-        select(Proposal)
-        .where(Proposal.release_id == release_id)
-        .order_by(Proposal.id.desc())
-        .limit(1)
-    )
-    return rows.first()
-
-
 async def _approvals(s: AsyncSession, proposal_id: int) -> list[ApprovalRecord]:
     rows = await s.scalars(
         select(Approval).where(Approval.proposal_id == proposal_id).order_by(Approval.id)
@@ -77,68 +63,150 @@ def _metadata(proposal: Proposal) -> Metadata[Targets]:
     return Metadata[Targets].from_bytes(proposal.metadata_json.encode())
 
 
-async def release_proposal(
-    s: AsyncSession,
-    repo: ImageRepository,
-    release: Release,
-    *,
-    actor: str,
-    now: dt.datetime,
+def _subject(proposal: Proposal) -> str:
+    return proposal.release_id or f"proposal {proposal.id}"
+
+
+async def _additions(s: AsyncSession, proposal: Proposal) -> dict[str, TargetFile]:
+    """What the proposal adds to the repository (recomputed from its source)."""
+    if proposal.release_id is not None:
+        release = await find_release(s, proposal.release_id)
+        return _release_targets(release, await _images(s, release.id))
+    listed = _metadata(proposal).signed.targets
+    return {REVOCATION_TARGET: listed[REVOCATION_TARGET]}
+
+
+async def _current(
+    s: AsyncSession, repo: ImageRepository, proposal: Proposal, *, actor: str, now: dt.datetime
 ) -> Proposal:
-    """The release's proposal on the current repository state (made or remade as needed)."""
-    proposal = await _open_proposal(s, release.id)
-    current = repo.targets().signed.version
-    if proposal is not None and (proposal.state == "published" or proposal.base_version == current):
+    """``proposal`` on the current repository state, remade if another one was published."""
+    current = (await asyncio.to_thread(repo.targets)).signed.version
+    if proposal.state == "published" or proposal.base_version == current:
         return proposal
-    additions = _release_targets(release, await _images(s, release.id))
-    md = await asyncio.to_thread(repo.propose, additions, now=now)
-    text = md.to_bytes().decode()
-    if proposal is None:
-        proposal = Proposal(
-            kind="release",
-            release_id=release.id,
-            base_version=current,
-            metadata_json=text,
-            state="open",
-            created_by=release.uploaded_by,
-            created_at=now,
-        )
-        s.add(proposal)
-        await s.flush()
-        action = "release.proposed"
-    else:
-        proposal.base_version = current
-        proposal.metadata_json = text
-        action = "release.reproposed"  # another release was published first
+    md = await asyncio.to_thread(repo.propose, await _additions(s, proposal), now=now)
+    proposal.base_version = current
+    proposal.metadata_json = md.to_bytes().decode()
     await audit.record(
         s,
         actor=actor,
-        action=action,
-        target=release.id,
+        action=f"{proposal.kind}.reproposed",  # another proposal was published first
+        target=_subject(proposal),
         details={"proposal": proposal.id, "base_targets_version": current},
         now=now,
     )
     return proposal
 
 
+async def _new_proposal(
+    s: AsyncSession,
+    repo: ImageRepository,
+    *,
+    kind: str,
+    additions: dict[str, TargetFile],
+    release_id: str | None,
+    created_by: str,
+    actor: str,
+    now: dt.datetime,
+) -> Proposal:
+    current = (await asyncio.to_thread(repo.targets)).signed.version
+    md = await asyncio.to_thread(repo.propose, additions, now=now)
+    proposal = Proposal(
+        kind=kind,
+        release_id=release_id,
+        base_version=current,
+        metadata_json=md.to_bytes().decode(),
+        state="open",
+        created_by=created_by,
+        created_at=now,
+    )
+    s.add(proposal)
+    await s.flush()
+    await audit.record(
+        s,
+        actor=actor,
+        action=f"{kind}.proposed",
+        target=_subject(proposal),
+        details={"proposal": proposal.id, "targets": sorted(additions)},
+        now=now,
+    )
+    return proposal
+
+
+async def release_proposal(
+    s: AsyncSession, repo: ImageRepository, release: Release, *, actor: str, now: dt.datetime
+) -> Proposal:
+    """The release's proposal on the current repository state (made or remade as needed)."""
+    rows = await s.scalars(
+        select(Proposal)
+        .where(Proposal.release_id == release.id)
+        .order_by(Proposal.id.desc())
+        .limit(1)
+    )
+    proposal = rows.first()
+    if proposal is None:
+        return await _new_proposal(
+            s,
+            repo,
+            kind="release",
+            additions=_release_targets(release, await _images(s, release.id)),
+            release_id=release.id,
+            created_by=release.uploaded_by,
+            actor=actor,
+            now=now,
+        )
+    return await _current(s, repo, proposal, actor=actor, now=now)
+
+
+async def propose_revocation(
+    s: AsyncSession,
+    repo: ImageRepository,
+    crl_sha256: str,
+    crl_length: int,
+    *,
+    actor: str,
+    now: dt.datetime,
+) -> ProposalView:
+    """Propose a new firmware-signing CRL (already verified and stored by the caller)."""
+    target = TargetFile(length=crl_length, hashes={"sha256": crl_sha256}, path=REVOCATION_TARGET)
+    proposal = await _new_proposal(
+        s,
+        repo,
+        kind="revocation",
+        additions={REVOCATION_TARGET: target},
+        release_id=None,
+        created_by=actor,
+        actor=actor,
+        now=now,
+    )
+    return await proposal_view(s, repo, proposal)
+
+
+async def _proposal(
+    s: AsyncSession, repo: ImageRepository, ref: str, *, actor: str, now: dt.datetime
+) -> Proposal:
+    """A proposal by number, or the proposal of a release (id or prefix)."""
+    if ref.isdigit() and len(ref) < 12:
+        proposal = await s.get(Proposal, int(ref))
+        if proposal is None:
+            raise NotFound(f"no proposal {ref}")
+        return await _current(s, repo, proposal, actor=actor, now=now)
+    release = await find_release(s, ref)
+    return await release_proposal(s, repo, release, actor=actor, now=now)
+
+
 async def proposal_view(s: AsyncSession, repo: ImageRepository, proposal: Proposal) -> ProposalView:
     md = _metadata(proposal)
-    root = repo.root().signed
-    status = approval_status(root, md, await _approvals(s, proposal.id))
-    added = []
-    if proposal.release_id is not None:
-        release = await s.get(Release, proposal.release_id)
-        assert release is not None
-        for path, tf in _release_targets(release, await _images(s, release.id)).items():
-            added.append(
-                ProposedTarget(
-                    path=path,
-                    length=tf.length,
-                    sha256=tf.hashes["sha256"],
-                    custom=tf.unrecognized_fields["custom"],
-                )
-            )
-    summary = "published" if proposal.state == "published" else status.describe()
+    status = approval_status(repo.root().signed, md, await _approvals(s, proposal.id))
+    added = [
+        ProposedTarget(
+            path=path,
+            length=tf.length,
+            sha256=tf.hashes["sha256"],
+            custom=tf.unrecognized_fields.get("custom", {}),
+        )
+        for path, tf in sorted((await _additions(s, proposal)).items())
+    ]
+    published = proposal.state == "published"
     return ProposalView(
         id=proposal.id,
         kind=proposal.kind,
@@ -150,44 +218,40 @@ async def proposal_view(s: AsyncSession, repo: ImageRepository, proposal: Propos
         added=added,
         approvers=list(status.approvers),
         threshold=status.threshold,
-        missing=0 if proposal.state == "published" else status.missing,
-        summary=summary,
+        missing=0 if published else status.missing,
+        summary="published" if published else status.describe(),
     )
 
 
 async def get_proposal(
-    s: AsyncSession, repo: ImageRepository, release_id: str, *, actor: str, now: dt.datetime
+    s: AsyncSession, repo: ImageRepository, ref: str, *, actor: str, now: dt.datetime
 ) -> ProposalView:
-    release = await find_release(s, release_id)
-    proposal = await release_proposal(s, repo, release, actor=actor, now=now)
+    proposal = await _proposal(s, repo, ref, actor=actor, now=now)
     return await proposal_view(s, repo, proposal)
 
 
 async def approve(
     s: AsyncSession,
     repo: ImageRepository,
-    release_id: str,
+    ref: str,
     *,
     keyid: str,
     signature: str,
     actor: str,
     now: dt.datetime,
 ) -> ProposalView:
-    """Record one approver's signature over the release's current proposal."""
-    release = await find_release(s, release_id)
-    proposal = await release_proposal(s, repo, release, actor=actor, now=now)
+    """Record one approver's signature over a proposal's current bytes."""
+    proposal = await _proposal(s, repo, ref, actor=actor, now=now)
     if proposal.state == "published":
-        raise Conflict(f"release {release.version} is already published")
-    md = _metadata(proposal)
+        raise Conflict(f"{_subject(proposal)} is already published")
     record = check_approval(
         repo.root().signed,
-        md,
+        _metadata(proposal),
         Signature(keyid, signature),
-        uploader=release.uploaded_by,
+        uploader=proposal.created_by,
         submitted_by=actor,
     )
-    existing = await _approvals(s, proposal.id)
-    repeat = any(a.owner == record.owner for a in existing)
+    repeat = any(a.owner == record.owner for a in await _approvals(s, proposal.id))
     s.add(
         Approval(
             proposal_id=proposal.id,
@@ -202,8 +266,8 @@ async def approve(
     await audit.record(
         s,
         actor=actor,
-        action="release.approved",
-        target=release.id,
+        action=f"{proposal.kind}.approved",
+        target=_subject(proposal),
         details={
             "approver": record.owner,
             "keyid": record.keyid,
@@ -219,16 +283,15 @@ async def publish(
     s: AsyncSession,
     repo: ImageRepository,
     online: Callable[[], OnlineSigners],
-    release_id: str,
+    ref: str,
     *,
     actor: str,
     now: dt.datetime,
-) -> int:
-    """Publish an approved release; refuses below threshold, saying how many are missing."""
-    release = await find_release(s, release_id)
-    proposal = await release_proposal(s, repo, release, actor=actor, now=now)
+) -> ProposalView:
+    """Publish an approved proposal; refuses below threshold, saying how many are missing."""
+    proposal = await _proposal(s, repo, ref, actor=actor, now=now)
     if proposal.state == "published":
-        raise Conflict(f"release {release.version} is already published")
+        raise Conflict(f"{_subject(proposal)} is already published")
     root = repo.root().signed
     md, approvals = _metadata(proposal), await _approvals(s, proposal.id)
     status = approval_status(root, md, approvals)
@@ -240,17 +303,17 @@ async def publish(
     await audit.record(
         s,
         actor=actor,
-        action="release.published",
-        target=release.id,
+        action=f"{proposal.kind}.published",
+        target=_subject(proposal),
         details={
-            "version": release.version,
+            "proposal": proposal.id,
             "targets_version": version,
             "approvers": list(status.approvers),
-            "targets": sorted(_release_targets(release, await _images(s, release.id))),
+            "targets": sorted(await _additions(s, proposal)),
         },
         now=now,
     )
-    return version
+    return await proposal_view(s, repo, proposal)
 
 
 async def record_available_update(

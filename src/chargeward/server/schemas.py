@@ -59,6 +59,8 @@ class StationDetail(StationSummary):
     security_events: list[SecurityEventView]
     boots: list[BootView]
     updates: list[UpdateView]
+    # The newest security release the station reported as available for it, if any.
+    available_update: dict[str, Any] | None = None
 
 
 class ReleaseImageView(BaseModel):

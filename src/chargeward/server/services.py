@@ -323,6 +323,7 @@ async def station_detail(s: AsyncSession, station_id: str, *, limit: int = 50) -
         **_summary(row).model_dump(),
         serial_number=row.serial_number,
         connector_status=dict(row.connector_status),
+        available_update=row.available_update,
         firmware_statuses=[
             FirmwareStatusView(
                 status=e.status,

@@ -50,7 +50,7 @@ def _same(a: TargetFile, b: TargetFile) -> bool:
 def review_proposal(
     proposal: Metadata[Targets], published: Targets, expected: Mapping[str, TargetFile]
 ) -> list[str]:
-    """Refuse a proposal that is not ``published`` + ``expected``; returns the added paths."""
+    """Refuse a proposal that is not ``published`` + ``expected``; returns the changed paths."""
     signed = proposal.signed
     if signed.version != published.version + 1:
         raise TrustError(
@@ -59,12 +59,17 @@ def review_proposal(
         )
     if signed.delegations != published.delegations:
         raise TrustError("proposal changes the delegations")
+    replaced = []
     for path, old in published.targets.items():
         new = signed.targets.get(path)
         if new is None:
             raise TrustError(f"proposal removes the published target {path}")
-        if not _same(old, new):
+        if _same(old, new):
+            continue
+        want = expected.get(path)
+        if want is None or not _same(want, new):
             raise TrustError(f"proposal alters the published target {path}")
+        replaced.append(path)  # e.g. a newer CRL replacing the published one
     added = sorted(set(signed.targets) - set(published.targets))
     for path in added:
         want = expected.get(path)
@@ -75,4 +80,4 @@ def review_proposal(
     missing = sorted(set(expected) - set(signed.targets))
     if missing:
         raise TrustError(f"proposal lacks {', '.join(missing)} of this release")
-    return added
+    return sorted([*added, *replaced])
