@@ -8,7 +8,7 @@ and :mod:`~chargeward.agent.freshness`.  Calls block: the agent runs them in a t
     >>> info = client.target("firmware/AC22/1.1.0/main.cwfw")          # doctest: +SKIP
     >>> listed = client.firmware_targets("AC22")                        # doctest: +SKIP
     >>> got = client.read(lambda repo: repo.target(path))                # doctest: +SKIP
-    >>> got.value, got.crl  # the TargetFile, and the listed CRL's DER bytes (or None)
+    >>> got.value, got.crl  # the TargetFile; the listed CRL's DER bytes  # doctest: +SKIP
 
 :meth:`RepositoryClient.read` also fetches the firmware-signing CRL when the verified targets
 list it (``revocation/firmware-signing.crl``), so every refresh the agent makes brings the
