@@ -129,7 +129,7 @@ def test_build_then_verify(tmp_path: Path, pki: Pki, payload: Path) -> None:
     verified = verify_bundle(out, [pki.root], workdir=workdir, now=now)
 
     reference = tmp_path / "reference.cwfw"
-    header = pack_image(
+    header, _ = pack_image(
         payload,
         reference,
         component="main",

@@ -45,7 +45,6 @@ from chargeward.crypto.pki import (
     key_matches_certificate,
 )
 from chargeward.crypto.signature import (
-    sha256_file,
     sign_firmware_digest,
     verify_firmware_signature,
 )
@@ -182,7 +181,7 @@ def build_bundle(
     with workspace as tmp:
         image = Path(tmp) / f"{component}.cwfw"
         try:
-            pack_image(
+            _, digest = pack_image(
                 payload,
                 image,
                 component=component,
@@ -192,7 +191,6 @@ def build_bundle(
             )
         except OSError as e:
             raise ConfigError(f"cannot pack {payload}: {e.strerror}") from e
-        digest = sha256_file(image)
         signature = sign_firmware_digest(signer, digest)
         try:
             verify_firmware_signature(signing_certificate, digest, signature)

@@ -18,7 +18,7 @@ import struct
 from pathlib import Path
 from typing import BinaryIO
 
-from chargeward.crypto.signature import sha256_file
+from chargeward.crypto.signature import Digest, sha256_file
 from chargeward.errors import BundleError, IntegrityError
 from chargeward.model.firmware import ImageHeader
 
@@ -40,8 +40,11 @@ def pack_image(
     version: str,
     security_version: int,
     hardware_models: list[str],
-) -> ImageHeader:
-    """Write ``out`` = envelope(header describing ``payload``) + payload."""
+) -> tuple[ImageHeader, Digest]:
+    """Write ``out`` = envelope(header describing ``payload``) + payload.
+
+    Returns the header and the SHA-256/length of the whole file written (what is signed).
+    """
     digest = sha256_file(payload)
     header = ImageHeader(
         component,
@@ -53,10 +56,17 @@ def pack_image(
     )
     raw = canonical_json(header.to_dict())
     with out.open("wb") as dst, payload.open("rb") as src:
-        dst.write(MAGIC + struct.pack(">I", len(raw)) + raw)
+        prefix = MAGIC + struct.pack(">I", len(raw)) + raw
+        whole = hashlib.sha256(prefix)  # the digest the OCPP signature covers, in the same pass
+        dst.write(prefix)
+        length = len(prefix)
         while chunk := src.read(CHUNK):
+            whole.update(chunk)
             dst.write(chunk)
-    return header
+            length += len(chunk)
+    if length != len(prefix) + digest.length:
+        raise IntegrityError(f"{payload} changed while it was packed")
+    return header, Digest(whole.hexdigest(), length)
 
 
 def read_header_from(fh: BinaryIO) -> tuple[ImageHeader, int]:
