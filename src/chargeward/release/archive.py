@@ -19,7 +19,7 @@ import io
 import os
 import re
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -195,14 +195,22 @@ def _tarinfo(name: str, size: int, mtime: int) -> tarfile.TarInfo:
 
 
 def write_bundle_tar(
-    out: BinaryIO, *, files: dict[str, Path], blobs: dict[str, bytes], mtime: int
+    out: BinaryIO,
+    *,
+    files: dict[str, Path] | None = None,
+    streams: dict[str, tuple[int, BinaryIO]] | None = None,
+    blobs: dict[str, bytes | Callable[[], bytes]],
+    mtime: int,
 ) -> None:
-    """Write a POSIX (pax) tar of ``files`` and ``blobs``, members sorted by name.
+    """Write a POSIX (pax) tar of ``files``, ``streams`` and ``blobs``, sorted by name.
 
+    A stream is ``(size, reader)``; a blob may be a callable, called when its turn comes, so
+    it can depend on members written before it (a manifest signing the image before it).
     Owner, group and mode are fixed (0/0, 0644) and every mtime is ``mtime``, so the same
     inputs always give the same bytes.
     """
-    names = sorted([*files, *blobs])
+    files, streams = files or {}, streams or {}
+    names = sorted([*files, *streams, *blobs])
     if len(set(names)) != len(names):
         raise ValueError("a member name is given twice")
     with tarfile.TarFile(
@@ -210,8 +218,12 @@ def write_bundle_tar(
     ) as tar:
         for name in names:
             if name in blobs:
-                data = blobs[name]
+                blob = blobs[name]
+                data = blob() if callable(blob) else blob
                 tar.addfile(_tarinfo(name, len(data), mtime), io.BytesIO(data))
+            elif name in streams:
+                size, reader = streams[name]
+                tar.addfile(_tarinfo(name, size, mtime), reader)
             else:
                 path = files[name]
                 with path.open("rb") as src:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tempfile
 from pathlib import Path
 
 from cryptography import x509
@@ -52,6 +51,7 @@ from chargeward.errors import (
     BadSignature,
     BundleError,
     ConfigError,
+    IntegrityError,
     TransportError,
     UntrustedCertificate,
 )
@@ -64,7 +64,7 @@ from chargeward.model.firmware import (
 )
 from chargeward.model.targets import check_customer, check_release_class
 from chargeward.release.archive import DEFAULT_MAX_IMAGE_BYTES, write_bundle_tar
-from chargeward.release.image import pack_image
+from chargeward.release.image import EnvelopeStream, image_header
 from chargeward.release.manifest import (
     CERTIFICATE_NAME,
     MANIFEST_NAME,
@@ -173,55 +173,60 @@ def build_bundle(
     pem = _check_signing_pair(signer, signing_certificate, now)
     _check_payload(payload)
     created = _created(now)
-    directory = out.parent if str(out.parent) else Path(".")
     try:
-        workspace = tempfile.TemporaryDirectory(prefix=".chargeward-build-", dir=directory)
+        header, prefix = image_header(
+            payload,
+            component=component,
+            version=version,
+            security_version=security_version,
+            hardware_models=list(models),
+        )
     except OSError as e:
-        raise ConfigError(f"cannot write to {directory}: {e.strerror}") from e
-    with workspace as tmp:
-        image = Path(tmp) / f"{component}.cwfw"
-        try:
-            _, digest = pack_image(
-                payload,
-                image,
-                component=component,
-                version=version,
-                security_version=security_version,
-                hardware_models=list(models),
-            )
-        except OSError as e:
-            raise ConfigError(f"cannot pack {payload}: {e.strerror}") from e
+        raise ConfigError(f"cannot read {payload}: {e.strerror}") from e
+    size = len(prefix) + header.payload_length
+    made: list[Manifest] = []
+
+    def manifest_json() -> bytes:
+        # Called after the image went into the tar: its digest is known now.
+        digest = stream.digest()
+        if digest.length != size:
+            raise IntegrityError(f"{payload} changed while the bundle was built")
         signature = sign_firmware_digest(signer, digest)
         try:
             verify_firmware_signature(signing_certificate, digest, signature)
         except BadSignature as e:
             raise BadSignature(f"signing key {signer.uri} produced an invalid signature") from e
-        manifest = Manifest(
-            version=version,
-            security_version=security_version,
-            hardware_models=models,
-            created=format_created(created),
-            notes=notes,
-            release_class=release_class,
-            customer=customer,
-            images=(
-                ManifestImage(
-                    component=component,
-                    path=image_path(component),
-                    sha256=digest.sha256,
-                    length=digest.length,
-                    signature=signature,
+        made.append(
+            Manifest(
+                version=version,
+                security_version=security_version,
+                hardware_models=models,
+                created=format_created(created),
+                notes=notes,
+                release_class=release_class,
+                customer=customer,
+                images=(
+                    ManifestImage(
+                        component=component,
+                        path=image_path(component),
+                        sha256=digest.sha256,
+                        length=digest.length,
+                        signature=signature,
+                    ),
                 ),
-            ),
+            )
         )
-        try:
-            with new_file(out) as fh:
-                write_bundle_tar(
-                    fh,
-                    files={image_path(component): image},
-                    blobs={MANIFEST_NAME: manifest.to_json(), CERTIFICATE_NAME: pem.encode()},
-                    mtime=int(created.timestamp()),
-                )
-        except OSError as e:
-            raise TransportError(f"cannot write {out}: {e.strerror}") from e
-    return manifest
+        return made[0].to_json()
+
+    try:
+        with payload.open("rb") as src, new_file(out) as fh:
+            stream = EnvelopeStream(prefix, src)
+            write_bundle_tar(
+                fh,
+                streams={image_path(component): (size, stream)},  # type: ignore[dict-item]
+                blobs={MANIFEST_NAME: manifest_json, CERTIFICATE_NAME: pem.encode()},
+                mtime=int(created.timestamp()),
+            )
+    except OSError as e:
+        raise TransportError(f"cannot write {out}: {e.strerror}") from e
+    return made[0]

@@ -32,6 +32,53 @@ def canonical_json(data: object) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+class EnvelopeStream:
+    """The envelope (prefix + payload) as a readable stream, hashed as it is read.
+
+    Lets a bundle take the image straight into its tar: no temporary copy of the image.
+    """
+
+    def __init__(self, prefix: bytes, payload: BinaryIO) -> None:
+        self._prefix = prefix
+        self._payload = payload
+        self._hash = hashlib.sha256()
+        self.length = 0
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (``CHUNK`` if ``n`` < 1); short only at the end of the payload."""
+        want = n if n > 0 else CHUNK
+        head, self._prefix = self._prefix[:want], self._prefix[want:]
+        chunk = head + self._payload.read(want - len(head)) if len(head) < want else head
+        self._hash.update(chunk)
+        self.length += len(chunk)
+        return chunk
+
+    def digest(self) -> Digest:
+        return Digest(self._hash.hexdigest(), self.length)
+
+
+def image_header(
+    payload: Path,
+    *,
+    component: str,
+    version: str,
+    security_version: int,
+    hardware_models: list[str],
+) -> tuple[ImageHeader, bytes]:
+    """The header describing ``payload`` and the envelope prefix that carries it."""
+    digest = sha256_file(payload)
+    header = ImageHeader(
+        component,
+        version,
+        security_version,
+        tuple(hardware_models),
+        digest.sha256,
+        digest.length,
+    )
+    raw = canonical_json(header.to_dict())
+    return header, MAGIC + struct.pack(">I", len(raw)) + raw
+
+
 def pack_image(
     payload: Path,
     out: Path,
@@ -45,28 +92,21 @@ def pack_image(
 
     Returns the header and the SHA-256/length of the whole file written (what is signed).
     """
-    digest = sha256_file(payload)
-    header = ImageHeader(
-        component,
-        version,
-        security_version,
-        tuple(hardware_models),
-        digest.sha256,
-        digest.length,
+    header, prefix = image_header(
+        payload,
+        component=component,
+        version=version,
+        security_version=security_version,
+        hardware_models=hardware_models,
     )
-    raw = canonical_json(header.to_dict())
     with out.open("wb") as dst, payload.open("rb") as src:
-        prefix = MAGIC + struct.pack(">I", len(raw)) + raw
-        whole = hashlib.sha256(prefix)  # the digest the OCPP signature covers, in the same pass
-        dst.write(prefix)
-        length = len(prefix)
-        while chunk := src.read(CHUNK):
-            whole.update(chunk)
+        stream = EnvelopeStream(prefix, src)
+        while chunk := stream.read(CHUNK):
             dst.write(chunk)
-            length += len(chunk)
-    if length != len(prefix) + digest.length:
+    digest = stream.digest()
+    if digest.length != len(prefix) + header.payload_length:
         raise IntegrityError(f"{payload} changed while it was packed")
-    return header, Digest(whole.hexdigest(), length)
+    return header, digest
 
 
 def read_header_from(fh: BinaryIO) -> tuple[ImageHeader, int]:
