@@ -27,7 +27,7 @@ from chargeward.crypto import (
     issue_firmware_signing_certificate,
 )
 from chargeward.publish import ImageRepository, OnlineSigners
-from chargeward.publish.roles import RootPlan, empty_targets, new_root
+from chargeward.publish.roles import create_repository
 from chargeward.publish.targets import ImageFacts, release_targets
 from chargeward.trust.approval import Approval, signed_proposal
 from chargeward.trust.tuf_keys import TufSigner, tuf_key
@@ -83,23 +83,15 @@ class BenchKeys:
     def init_repository(self, directory: Path, *, now: dt.datetime) -> ImageRepository:
         """A new repository: 2-of-3 root, 2-of-3 approvers, empty targets version 1."""
         repo = ImageRepository(directory)
-        root = new_root(
-            RootPlan(
-                root_keys=[self.tuf(n).public_key for n in ROOT_HOLDERS],
-                root_threshold=2,
-                targets_keys=[self.tuf(n).public_key for n in APPROVERS],
-                targets_threshold=2,
-                snapshot_key=self.tuf("snapshot").public_key,
-                timestamp_key=self.tuf("timestamp").public_key,
-            ),
+        create_repository(
+            repo,
+            root_signers=[self.tuf(n) for n in ROOT_HOLDERS],
+            root_threshold=2,
+            approver_signers=[self.tuf(n) for n in APPROVERS],
+            targets_threshold=2,
+            online=self.online(),
             now=now,
         )
-        for n in ROOT_HOLDERS[:2]:
-            root.sign(self.tuf(n), append=True)
-        targets = empty_targets(now=now)
-        for n in APPROVERS[:2]:
-            targets.sign(self.tuf(n), append=True)
-        repo.initialize(root, targets, self.online(), now=now)
         return repo
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,21 @@ from tests.support.trust import TufKeys
 
 def _token(out: str) -> str:
     return out.strip().rsplit(" ", 1)[-1]
+
+
+def acting(data: Path, tokens: dict[str, str]) -> Callable[..., str]:
+    """``as_(who, *args, check=True)``: run the CLI with ``who``'s API token.
+
+    With ``check=False`` the result reads ``"<exit code>:<output>"``.
+    """
+
+    def as_(who: str, *args: str, check: bool = True) -> str:
+        r = cli(
+            *args, "--data-dir", str(data), env={"CHARGEWARD_API_TOKEN": tokens[who]}, check=check
+        )
+        return r.stdout + r.stderr if check else f"{r.returncode}:{r.stdout}{r.stderr}"
+
+    return as_
 
 
 @pytest.fixture
@@ -37,15 +53,7 @@ def test_two_of_three_approvers_publish_and_a_plain_tuf_client_downloads(
             for n in ("alice", "bob", "carol")
         }
 
-        def as_(who: str, *args: str, check: bool = True) -> str:
-            r = cli(
-                *args,
-                "--data-dir",
-                str(data),
-                env={"CHARGEWARD_API_TOKEN": tokens[who]},
-                check=check,
-            )
-            return r.stdout + r.stderr if check else f"{r.returncode}:{r.stdout}{r.stderr}"
+        as_ = acting(data, tokens)
 
         out = as_("carol", "release", "upload", str(bundle))
         assert "pending" in out
@@ -135,15 +143,7 @@ def test_a_crl_reaches_the_repository_only_through_two_approvals(
             for n in ("alice", "bob", "carol")
         }
 
-        def as_(who: str, *args: str, check: bool = True) -> str:
-            r = cli(
-                *args,
-                "--data-dir",
-                str(data),
-                env={"CHARGEWARD_API_TOKEN": tokens[who]},
-                check=check,
-            )
-            return r.stdout + r.stderr if check else f"{r.returncode}:{r.stdout}{r.stderr}"
+        as_ = acting(data, tokens)
 
         # A CRL not issued by a trusted Manufacturer Root is refused outright.
         foreign.write_bytes(_crl(other_pki, revoked, now))

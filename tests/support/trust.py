@@ -8,7 +8,7 @@ from pathlib import Path
 
 from chargeward.crypto.keys import Signer, generate_key
 from chargeward.publish import ImageRepository, OnlineSigners
-from chargeward.publish.roles import RootPlan, empty_targets, new_root
+from chargeward.publish.roles import create_repository
 from chargeward.trust.tuf_keys import TufSigner, tuf_key
 from tests.support.fleet import TEST_PASSPHRASE, cli
 
@@ -66,23 +66,15 @@ class TufKeys:
     def init_repo(self, directory: Path, now: dt.datetime) -> ImageRepository:
         """The same repository, made in-process (fast, for unit tests)."""
         repo = ImageRepository(directory)
-        root = new_root(
-            RootPlan(
-                root_keys=[self.tuf(n).public_key for n in ROOT_HOLDERS],
-                root_threshold=2,
-                targets_keys=[self.tuf(n).public_key for n in APPROVERS],
-                targets_threshold=2,
-                snapshot_key=self.tuf("snapshot").public_key,
-                timestamp_key=self.tuf("timestamp").public_key,
-            ),
+        create_repository(
+            repo,
+            root_signers=[self.tuf(n) for n in ROOT_HOLDERS],
+            root_threshold=2,
+            approver_signers=[self.tuf(n) for n in APPROVERS],
+            targets_threshold=2,
+            online=self.online(),
             now=now,
         )
-        for n in ROOT_HOLDERS[:2]:
-            root.sign(self.tuf(n), append=True)
-        targets = empty_targets(now=now)
-        for n in APPROVERS[:2]:
-            targets.sign(self.tuf(n), append=True)
-        repo.initialize(root, targets, self.online(), now=now)
         repo.set_online_key_uris(
             {"snapshot": self.uri("snapshot"), "timestamp": self.uri("timestamp")}
         )

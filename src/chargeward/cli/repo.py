@@ -36,7 +36,7 @@ from chargeward.errors import ConfigError
 from chargeward.fileio import write_new_file
 from chargeward.model.targets import REVOCATION_TARGET
 from chargeward.publish import ImageRepository, OnlineSigners
-from chargeward.publish.roles import RootChange, RootPlan, empty_targets, new_root, next_root
+from chargeward.publish.roles import RootChange, create_repository, next_root
 from chargeward.trust.tuf_keys import TufSigner, key_owner, tuf_key
 
 app = typer.Typer(no_args_is_help=True)
@@ -91,24 +91,15 @@ def init(
     online = OnlineSigners(
         snapshot=_online(snapshot_key, "snapshot"), timestamp=_online(timestamp_key, "timestamp")
     )
-    now = _now()
-    root = new_root(
-        RootPlan(
-            root_keys=[s.public_key for s in roots],
-            root_threshold=root_threshold,
-            targets_keys=[s.public_key for s in approvers],
-            targets_threshold=targets_threshold,
-            snapshot_key=online.snapshot.public_key,
-            timestamp_key=online.timestamp.public_key,
-        ),
-        now=now,
+    root = create_repository(
+        repo,
+        root_signers=roots,
+        root_threshold=root_threshold,
+        approver_signers=approvers,
+        targets_threshold=targets_threshold,
+        online=online,
+        now=_now(),
     )
-    for signer in roots:
-        root.sign(signer, append=True)
-    targets = empty_targets(now=now)
-    for signer in approvers:
-        targets.sign(signer, append=True)
-    repo.initialize(root, targets, online, now=now)
     repo.set_online_key_uris({"snapshot": snapshot_key, "timestamp": timestamp_key})
     if root_out is not None:
         write_new_file(root_out, root.to_bytes())

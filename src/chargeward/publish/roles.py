@@ -17,10 +17,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from securesystemslib.signer import Key
+from securesystemslib.signer import Signer as SslibSigner
 from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
 
 from chargeward.errors import ConfigError
-from chargeward.publish.repository import ExpiryPolicy, expiry_after
+from chargeward.publish.repository import (
+    ExpiryPolicy,
+    ImageRepository,
+    OnlineSigners,
+    expiry_after,
+)
 from chargeward.trust.tuf_keys import key_owner
 
 
@@ -139,3 +145,40 @@ def empty_targets(*, now: dt.datetime, policy: ExpiryPolicy | None = None) -> Me
 
 def role_keys(root: Root, role: str) -> list[Key]:
     return [root.keys[k] for k in root.roles[role].keyids]
+
+
+def create_repository(
+    repo: ImageRepository,
+    *,
+    root_signers: Sequence[SslibSigner],
+    root_threshold: int,
+    approver_signers: Sequence[SslibSigner],
+    targets_threshold: int,
+    online: OnlineSigners,
+    now: dt.datetime,
+    policy: ExpiryPolicy | None = None,
+) -> Metadata[Root]:
+    """The key ceremony: root v1 signed by every root signer, empty targets v1 signed by every
+    approver signer, then the first snapshot and timestamp.  Returns root v1.
+
+    The signers' keys define the roles, so a role's keys are exactly the signers given.
+    """
+    root = new_root(
+        RootPlan(
+            root_keys=[s.public_key for s in root_signers],
+            root_threshold=root_threshold,
+            targets_keys=[s.public_key for s in approver_signers],
+            targets_threshold=targets_threshold,
+            snapshot_key=online.snapshot.public_key,
+            timestamp_key=online.timestamp.public_key,
+        ),
+        now=now,
+        policy=policy,
+    )
+    for signer in root_signers:
+        root.sign(signer, append=True)
+    targets = empty_targets(now=now, policy=policy)
+    for signer in approver_signers:
+        targets.sign(signer, append=True)
+    repo.initialize(root, targets, online, now=now)
+    return root
