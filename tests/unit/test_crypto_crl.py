@@ -53,14 +53,23 @@ if TYPE_CHECKING:
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
+@pytest.fixture(autouse=True)
+def _now_is_now() -> None:
+    """``NOW`` is the real time when each test starts: CLI commands and fixtures use the real
+    clock, and a suite run takes minutes."""
+    global NOW
+    NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
 def make_crl(
     pki: Pki,
     revoked: Sequence[RevokedEntry] = (),
     *,
     number: int = 1,
-    this_update: dt.datetime = NOW,
+    this_update: dt.datetime | None = None,
     validity: dt.timedelta = CRL_VALIDITY,
 ) -> bytes:
+    this_update = NOW if this_update is None else this_update
     return issue_crl(
         pki.root,
         pki.root_signer,
