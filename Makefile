@@ -37,8 +37,8 @@ demo-keep: system-deps $(STAMP)
 	$(PY) -m chargeward demo --workdir demo-data --keep-running
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -26,10 +26,10 @@ from tuf.api.metadata import TargetFile
 
 from chargeward.agent.state import StateDir
 from chargeward.agent.tuf_client import RepositoryLimits
-from chargeward.demo import Process, spawn
+from chargeward.demo import Process
 from chargeward.model.targets import TargetCustom, firmware_target_path
 from chargeward.release.bundle import verify_bundle
-from tests.support.fleet import MODEL, Pki, Server, assert_no_crash, cli, running_server, wait_for
+from tests.support.fleet import MODEL, Pki, Server, assert_no_crash, running_server, wait_for
 from tests.support.tufrepo import TufRepo
 
 CUSTOMER = "fleet-a"
@@ -85,46 +85,11 @@ def _start_agent(
     customer: str | None,
 ) -> tuple[Process, StateDir]:
     """Provision a charger with the simulator's root (``--tuf-root``) and run it against it."""
-    password = srv.add_station(station_id)
     tuf_root = root / f"{station_id}-root.json"
     tuf_root.write_bytes(repo.root_json())
-    state = root / f"state-{station_id}"
-    cli(
-        "agent",
-        "init",
-        "--state-dir",
-        str(state),
-        "--station-id",
-        station_id,
-        "--model",
-        MODEL,
-        "--root",
-        str(pki.root_pem),
-        "--factory-bundle",
-        str(factory),
-        "--tuf-root",
-        str(tuf_root),
-        *(["--customer", customer] if customer else []),
-        env={"CHARGEWARD_STATION_PASSWORD": password},
+    proc, state = srv.start_agent(
+        root, pki, station_id, factory, tuf_root=tuf_root, repository=repo.url, customer=customer
     )
-    proc = spawn(
-        [
-            "agent",
-            "run",
-            "--state-dir",
-            str(state),
-            "--csms",
-            srv.ocpp_url,
-            "--repository",
-            repo.url,
-            "--reconnect-delay",
-            "0.5",
-            "--log-level",
-            "info",
-        ],
-        root / f"agent-{station_id}.log",
-    )
-    srv.agents.append(proc)
     return proc, StateDir(state)
 
 

@@ -9,16 +9,38 @@ from pathlib import Path
 import pytest
 from tuf.ngclient import Updater
 
-from chargeward.crypto import load_signer
-from chargeward.crypto.pki import RevokedEntry, issue_crl, verify_crl
+from chargeward.crypto.pki import verify_crl
 from chargeward.model.targets import REVOCATION_TARGET, firmware_target_path
 from chargeward.release.bundle import read_manifest
-from tests.support.fleet import MODEL, TEST_PASSPHRASE, Pki, cli, running_server, wait_for
+from tests.support.fleet import MODEL, Pki, cli, running_server, wait_for
 from tests.support.trust import TufKeys
 
 
 def _token(out: str) -> str:
     return out.strip().rsplit(" ", 1)[-1]
+
+
+def person_tokens(data: Path) -> dict[str, str]:
+    """API tokens for alice and bob (approvers) and carol (who uploads)."""
+    return {
+        n: _token(cli("token", "create", n, "--data-dir", str(data)).stdout)
+        for n in ("alice", "bob", "carol")
+    }
+
+
+def plain_tuf_client(api_url: str, root_json: Path, work: Path) -> Updater:
+    """A plain python-tuf client that knows only ``root_json``, refreshed from the server."""
+    metadata_dir = work / "client-metadata"
+    metadata_dir.mkdir()
+    updater = Updater(
+        metadata_dir=str(metadata_dir),
+        metadata_base_url=f"{api_url}/tuf/metadata/",
+        target_base_url=f"{api_url}/tuf/targets/",
+        target_dir=str(work),
+        bootstrap=root_json.read_bytes(),
+    )
+    updater.refresh()
+    return updater
 
 
 def acting(data: Path, tokens: dict[str, str]) -> Callable[..., str]:
@@ -48,10 +70,7 @@ def test_two_of_three_approvers_publish_and_a_plain_tuf_client_downloads(
     keys.init_cli(data, root_out=tmp_path / "root.json")
     bundle = pki.bundle(tmp_path / "acme-1.1.0.cwb", "1.1.0", 2, models=[MODEL, "DC50"])
     with running_server(tmp_path, pki) as srv:
-        tokens = {
-            n: _token(cli("token", "create", n, "--data-dir", str(data)).stdout)
-            for n in ("alice", "bob", "carol")
-        }
+        tokens = person_tokens(data)
 
         as_ = acting(data, tokens)
 
@@ -91,16 +110,7 @@ def test_two_of_three_approvers_publish_and_a_plain_tuf_client_downloads(
         assert srv.api("GET", f"/api/v1/releases/{rid}")["state"] == "published"
 
         # An independent check: a plain python-tuf client with only the published root.
-        metadata_dir = tmp_path / "client-metadata"
-        metadata_dir.mkdir()
-        updater = Updater(
-            metadata_dir=str(metadata_dir),
-            metadata_base_url=f"{srv.api_url}/tuf/metadata/",
-            target_base_url=f"{srv.api_url}/tuf/targets/",
-            target_dir=str(tmp_path),
-            bootstrap=(tmp_path / "root.json").read_bytes(),
-        )
-        updater.refresh()
+        updater = plain_tuf_client(srv.api_url, tmp_path / "root.json", tmp_path)
         manifest = read_manifest(bundle)
         for model in (MODEL, "DC50"):
             info = updater.get_targetinfo(firmware_target_path(model, "1.1.0", "main"))
@@ -115,18 +125,6 @@ def test_two_of_three_approvers_publish_and_a_plain_tuf_client_downloads(
         assert "release.published" in actions and actions.count("release.approved") == 3
 
 
-def _crl(pki: Pki, serial: int, now: dt.datetime) -> bytes:
-    root_signer = load_signer(f"file:{pki.dir}/root.key", lambda: TEST_PASSPHRASE.encode())
-    return issue_crl(
-        pki.root_cert,
-        root_signer,
-        [RevokedEntry(serial, now, "keyCompromise")],
-        crl_number=1,
-        this_update=now,
-        next_update=now + dt.timedelta(days=30),
-    )
-
-
 def test_a_crl_reaches_the_repository_only_through_two_approvals(
     tmp_path: Path, pki: Pki, other_pki: Pki, keys: TufKeys
 ) -> None:
@@ -135,18 +133,15 @@ def test_a_crl_reaches_the_repository_only_through_two_approvals(
     now = dt.datetime.now(dt.UTC)
     revoked = pki.signing_cert.serial_number
     crl = tmp_path / "firmware-signing.crl"
-    crl.write_bytes(_crl(pki, revoked, now))
+    crl.write_bytes(pki.crl([revoked], now=now))
     foreign = tmp_path / "foreign.crl"
     with running_server(tmp_path, pki) as srv:
-        tokens = {
-            n: _token(cli("token", "create", n, "--data-dir", str(data)).stdout)
-            for n in ("alice", "bob", "carol")
-        }
+        tokens = person_tokens(data)
 
         as_ = acting(data, tokens)
 
         # A CRL not issued by a trusted Manufacturer Root is refused outright.
-        foreign.write_bytes(_crl(other_pki, revoked, now))
+        foreign.write_bytes(other_pki.crl([revoked], now=now))
         refused = as_("carol", "repo", "propose-crl", str(foreign), check=False)
         assert refused.startswith("6:") and "422" in refused, refused
 
@@ -174,16 +169,7 @@ def test_a_crl_reaches_the_repository_only_through_two_approvals(
         as_("bob", "repo", "approve", number, "--key", keys.uri("bob"), "--crl", str(crl))
         assert "published" in as_("carol", "repo", "publish", number)
 
-        metadata_dir = tmp_path / "client-metadata"
-        metadata_dir.mkdir()
-        updater = Updater(
-            metadata_dir=str(metadata_dir),
-            metadata_base_url=f"{srv.api_url}/tuf/metadata/",
-            target_base_url=f"{srv.api_url}/tuf/targets/",
-            target_dir=str(tmp_path),
-            bootstrap=(tmp_path / "root.json").read_bytes(),
-        )
-        updater.refresh()
+        updater = plain_tuf_client(srv.api_url, tmp_path / "root.json", tmp_path)
         info = updater.get_targetinfo(REVOCATION_TARGET)
         assert info is not None
         got = Path(updater.download_target(info, str(tmp_path / "got.crl"))).read_bytes()
@@ -199,10 +185,7 @@ def test_agent_installs_a_published_release_after_both_checks_and_reports_securi
     keys.init_cli(data, root_out=root_json)
     bundle = pki.bundle(tmp_path / "acme-1.2.0.cwb", "1.2.0", 3, release_class="security")
     with running_server(tmp_path, pki) as srv:
-        tokens = {
-            n: _token(cli("token", "create", n, "--data-dir", str(data)).stdout)
-            for n in ("alice", "bob", "carol")
-        }
+        tokens = person_tokens(data)
         srv.start_agent(
             tmp_path,
             pki,

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,8 @@ from chargeward.crypto import (
     generate_key,
     issue_firmware_signing_certificate,
 )
-from chargeward.crypto.keys import Signer
+from chargeward.crypto.keys import Signer, load_signer
+from chargeward.crypto.pki import CRL_VALIDITY, RevokedEntry, issue_crl
 from chargeward.demo import Process as Proc
 from chargeward.demo import spawn, start_server
 from chargeward.release.bundle import build_bundle
@@ -59,6 +60,18 @@ class Pki:
         )
         (d / "signing.pem").write_text(certificate_pem(cert))
         return cls(d, root, d / "root.pem", sk, cert)
+
+    def crl(self, revoked: Sequence[int], *, number: int = 1, now: dt.datetime) -> bytes:
+        """A CRL (DER) from this root CA revoking ``revoked`` serials, valid from ``now``."""
+        root_key = load_signer(f"file:{self.dir / 'root.key'}", _pass)
+        return issue_crl(
+            self.root_cert,
+            root_key,
+            [RevokedEntry(serial, now, "keyCompromise") for serial in revoked],
+            crl_number=number,
+            this_update=now,
+            next_update=now + CRL_VALIDITY,
+        )
 
     def bundle(
         self,
@@ -159,12 +172,20 @@ class Server:
         password: str | None = None,
         model: str = MODEL,
         tuf_root: Path | None = None,
+        repository: str | None = None,
+        customer: str | None = None,
         run_args: tuple[str, ...] = (),
     ) -> tuple[Proc, Path]:
-        """Provision and start an agent; with ``tuf_root`` it checks this server's repository."""
+        """Provision and start an agent.
+
+        With ``tuf_root`` it checks the TUF repository at ``repository`` (default: this
+        server's); ``customer`` provisions a customer lock.
+        """
         password = password or self.add_station(station_id, model)
         tuf_init = ["--tuf-root", str(tuf_root)] if tuf_root else []
-        tuf_run = ["--repository", f"{self.api_url}/tuf/"] if tuf_root else []
+        tuf_init += ["--customer", customer] if customer else []
+        repository = repository or f"{self.api_url}/tuf/"
+        tuf_run = ["--repository", repository] if tuf_root else []
         state = root / f"state-{station_id}"
         cli(
             "agent",

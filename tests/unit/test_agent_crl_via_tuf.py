@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_agent_tuf_flow import (
+from tests.support.agent_harness import (
     LIMITS,
-    _charger,
-    _publish_update,
-    _statuses,
+    make_charger,
+    publish_update,
     running_agent,
     running_csms,
+    statuses,
 )
 from tests.support.fleet import TEST_PASSPHRASE, Pki
 from tests.support.tufrepo import Clock, TufRepo
@@ -33,10 +32,7 @@ from chargeward.agent.tuf_client import RepositoryClient
 from chargeward.crypto import generate_key, issue_firmware_signing_certificate
 from chargeward.crypto.keys import load_signer
 from chargeward.crypto.pki import (
-    CRL_VALIDITY,
     MAX_CRL_BYTES,
-    RevokedEntry,
-    issue_crl,
     load_certificate,
 )
 from chargeward.errors import RepositoryRefused
@@ -82,18 +78,6 @@ def repo(clock: Clock) -> Iterator[TufRepo]:
         yield r
 
 
-def crl(pki: Pki, revoked: Sequence[int], number: int, now: dt.datetime) -> bytes:
-    root_key = load_signer(f"file:{pki.dir / 'root.key'}", _passphrase)
-    return issue_crl(
-        pki.root_cert,
-        root_key,
-        [RevokedEntry(serial, now, "keyCompromise") for serial in revoked],
-        crl_number=number,
-        this_update=now,
-        next_update=now + CRL_VALIDITY,
-    )
-
-
 def publish_crl(repo: TufRepo, der: bytes) -> None:
     repo.add_revocation_list(der)
     repo.publish()
@@ -121,9 +105,9 @@ def serial_of(update: VerifiedBundle) -> int:
 async def test_refresh_applies_the_listed_crl(
     tmp_path: Path, fw: Firmware, repo: TufRepo, clock: Clock
 ) -> None:
-    state = _charger(tmp_path, fw, repo, customer=None)
+    state = make_charger(tmp_path, fw, repo, customer=None)
     revoked = serial_of(fw[2])
-    der = crl(fw[0], [revoked], 2, clock.now)
+    der = fw[0].crl([revoked], number=2, now=clock.now)
     publish_crl(repo, der)
 
     agent = offline_agent(state, repo, clock)
@@ -142,12 +126,12 @@ async def test_refresh_applies_the_listed_crl(
 async def test_update_signed_under_a_just_revoked_certificate_is_refused(
     tmp_path: Path, fw: Firmware, repo: TufRepo, clock: Clock
 ) -> None:
-    state = _charger(tmp_path, fw, repo, customer=None)
-    location = _publish_update(repo, fw[2])
+    state = make_charger(tmp_path, fw, repo, customer=None)
+    location = publish_update(repo, fw[2])
     async with running_csms() as csms, running_agent(state, csms, clock, repo.url):
         # The first check of this boot has run (no CRL yet); then the CRL is published.
         await csms.wait(lambda: csms.of("DataTransfer"), "SecurityUpdateAvailable")
-        publish_crl(repo, crl(fw[0], [serial_of(fw[2])], 1, clock.now))
+        publish_crl(repo, fw[0].crl([serial_of(fw[2])], number=1, now=clock.now))
         # Accepted: the charger does not know of the revocation when the request arrives.
         assert await csms.update_firmware(location, fw[2], clock.now) == "Accepted"
         events = await csms.wait(
@@ -158,8 +142,8 @@ async def test_update_signed_under_a_just_revoked_certificate_is_refused(
             ],
             "InvalidFirmwareSigningCertificate",
         )
-        await csms.wait(lambda: "InvalidSignature" in _statuses(csms), "InvalidSignature")
-    assert _statuses(csms) == ["Downloading", "Downloaded", "InvalidSignature"]
+        await csms.wait(lambda: "InvalidSignature" in statuses(csms), "InvalidSignature")
+    assert statuses(csms) == ["Downloading", "Downloaded", "InvalidSignature"]
     assert "revoked" in events[0]["tech_info"]
     assert f"{serial_of(fw[2]):x}" in events[0]["tech_info"]
     assert list(state.downloads.iterdir()) == []
@@ -175,13 +159,13 @@ async def test_older_crl_is_ignored_with_a_log_line(
     clock: Clock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    state = _charger(tmp_path, fw, repo, customer=None)
+    state = make_charger(tmp_path, fw, repo, customer=None)
     revoked = serial_of(fw[2])
-    publish_crl(repo, crl(fw[0], [revoked], 5, clock.now))
+    publish_crl(repo, fw[0].crl([revoked], number=5, now=clock.now))
     agent = offline_agent(state, repo, clock)
     await asyncio.wait_for(agent.check_for_security_updates(), 10)
 
-    publish_crl(repo, crl(fw[0], [], 3, clock.now))  # would un-revoke
+    publish_crl(repo, fw[0].crl([], number=3, now=clock.now))  # would un-revoke
     with caplog.at_level(logging.WARNING, "chargeward.agent.certificates"):
         await asyncio.wait_for(agent.check_for_security_updates(), 10)  # no event: no CSMS
     assert revoked in certificates.revoked_serials(state, now=clock.now)
@@ -193,9 +177,9 @@ async def test_older_crl_is_ignored_with_a_log_line(
 async def test_crl_of_a_foreign_ca_is_refused_and_reported(
     tmp_path: Path, fw: Firmware, foreign: Pki, repo: TufRepo, clock: Clock
 ) -> None:
-    state = _charger(tmp_path, fw, repo, customer=None)
-    _publish_update(repo, fw[2])
-    publish_crl(repo, crl(foreign, [serial_of(fw[2])], 9, clock.now))
+    state = make_charger(tmp_path, fw, repo, customer=None)
+    publish_update(repo, fw[2])
+    publish_crl(repo, foreign.crl([serial_of(fw[2])], number=9, now=clock.now))
     async with running_csms() as csms, running_agent(state, csms, clock, repo.url):
         events = await csms.wait(
             lambda: csms.of("SecurityEventNotification"), "FirmwareRepositoryCheckFailed"
@@ -212,7 +196,7 @@ async def test_crl_of_a_foreign_ca_is_refused_and_reported(
 def test_oversized_crl_is_refused_before_download(
     tmp_path: Path, fw: Firmware, repo: TufRepo, clock: Clock
 ) -> None:
-    state = _charger(tmp_path, fw, repo, customer=None)
+    state = make_charger(tmp_path, fw, repo, customer=None)
     publish_crl(repo, b"\0" * (MAX_CRL_BYTES + 1))
     client = RepositoryClient(state, repo.url, limits=LIMITS, clock=clock)
     with pytest.raises(RepositoryRefused) as info:
@@ -224,10 +208,10 @@ def test_oversized_crl_is_refused_before_download(
 def test_tampered_crl_fails_the_refresh(
     tmp_path: Path, fw: Firmware, repo: TufRepo, clock: Clock
 ) -> None:
-    state = _charger(tmp_path, fw, repo, customer=None)
-    publish_crl(repo, crl(fw[0], [1234], 1, clock.now))
+    state = make_charger(tmp_path, fw, repo, customer=None)
+    publish_crl(repo, fw[0].crl([1234], number=1, now=clock.now))
     [name] = [n for n in repo.files if n.startswith("targets/revocation/")]
-    repo.serve(name, crl(fw[0], [], 1, clock.now))  # other bytes than listed
+    repo.serve(name, fw[0].crl([], number=1, now=clock.now))  # other bytes than listed
     client = RepositoryClient(state, repo.url, limits=LIMITS, clock=clock)
     with pytest.raises(RepositoryRefused) as info:
         client.read(lambda r: None)

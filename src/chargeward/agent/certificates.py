@@ -177,6 +177,16 @@ def apply_published_crl(state: StateDir, der: bytes, now: dt.datetime) -> str | 
     return None
 
 
+def _held_revocations(
+    state: StateDir, now: dt.datetime, anchors: Sequence[x509.Certificate] | None = None
+) -> frozenset[int]:
+    """The serials the held CRLs revoke; a damaged CRL fails closed (UntrustedCertificate)."""
+    try:
+        return revoked_serials(state, now=now, anchors=anchors)
+    except IntegrityError as e:
+        raise UntrustedCertificate(f"cannot check revocation: {e}") from e
+
+
 def check_not_revoked(state: StateDir, cert: x509.Certificate, now: dt.datetime) -> None:
     """OCPP L01 once more before installing: a CRL applied since UpdateFirmware was accepted
     (e.g. in the repository refresh of this update) may have revoked ``cert``.
@@ -184,11 +194,7 @@ def check_not_revoked(state: StateDir, cert: x509.Certificate, now: dt.datetime)
     Raises :class:`~chargeward.errors.RevokedCertificate`, or :class:`UntrustedCertificate`
     when a held CRL is damaged (fail closed).
     """
-    try:
-        revoked = revoked_serials(state, now=now)
-    except IntegrityError as e:
-        raise UntrustedCertificate(f"cannot check revocation: {e}") from e
-    if cert.serial_number in revoked:
+    if cert.serial_number in _held_revocations(state, now):
         raise RevokedCertificate(f"signing certificate serial {cert.serial_number:x} revoked")
 
 
@@ -201,10 +207,7 @@ def check_signing_certificate(state: StateDir, pem: str, now: dt.datetime) -> x5
     """
     cert = load_certificate(pem)
     anchors = state.trust_anchors()
-    try:
-        revoked = revoked_serials(state, now=now, anchors=anchors)
-    except IntegrityError as e:
-        raise UntrustedCertificate(f"cannot check revocation: {e}") from e
+    revoked = _held_revocations(state, now, anchors)
     verify_firmware_signing_certificate(cert, anchors, now=now, revoked_serials=revoked)
     return cert
 

@@ -54,18 +54,6 @@ from chargeward.release.image import check_image
 _TOKEN = object()
 
 
-def check_signing_certificate(
-    pem: str, anchors: list[x509.Certificate], now: dt.datetime
-) -> x509.Certificate:
-    """OCPP L01: the signing certificate must chain to an installed ManufacturerRootCertificate.
-
-    Raises UntrustedCertificate or RevokedCertificate.
-    """
-    cert = load_certificate(pem)
-    verify_firmware_signing_certificate(cert, anchors, now=now)
-    return cert
-
-
 @dataclass(frozen=True)
 class SignedImage:
     """Layer 1 passed: OCPP signature, image format, hardware model, rollback floor."""

@@ -35,6 +35,7 @@ DataDir = Annotated[
     ),
 ]
 DEFAULT_DATA_DIR = Path("chargeward-data")
+ServerUrl = Annotated[str | None, typer.Option(help="Server URL (default: from data dir).")]
 
 
 def cli_passphrase(*, confirm: bool = False, what: str = "key") -> PassphraseSource:

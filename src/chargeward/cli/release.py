@@ -26,6 +26,7 @@ from chargeward.cli.apiclient import ApiClient
 from chargeward.cli.common import (
     DEFAULT_DATA_DIR,
     DataDir,
+    ServerUrl,
     console,
     open_signer,
     record_audit,
@@ -189,7 +190,7 @@ def show(bundle: BundlePath) -> None:
 def upload(
     bundle: BundlePath,
     data_dir: DataDir = DEFAULT_DATA_DIR,
-    server: Annotated[str | None, typer.Option(help="Server URL (default: from data dir).")] = None,
+    server: ServerUrl = None,
 ) -> None:
     """Upload a bundle to the server, which verifies it against its Manufacturer Root CAs."""
     with console.status(Text(f"Uploading {bundle.name}")):
@@ -260,7 +261,7 @@ def approve(
         Path | None, typer.Option(help="Trusted TUF root.json (default: the data dir's).")
     ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
-    server: Annotated[str | None, typer.Option(help="Server URL (default: from data dir).")] = None,
+    server: ServerUrl = None,
 ) -> None:
     """Check RELEASE's proposed targets metadata and sign it with your own key.
 
@@ -326,7 +327,7 @@ def approve_proposal(
 def publish(
     release_id: Annotated[str, typer.Argument(metavar="RELEASE", help="Release id (prefix).")],
     data_dir: DataDir = DEFAULT_DATA_DIR,
-    server: Annotated[str | None, typer.Option(help="Server URL (default: from data dir).")] = None,
+    server: ServerUrl = None,
 ) -> None:
     """Publish an approved release to the TUF repository (refused below the threshold)."""
     api = ApiClient(data_dir, server)

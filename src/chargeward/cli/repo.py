@@ -28,7 +28,14 @@ from rich.text import Text
 from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Timestamp
 
 from chargeward.cli.apiclient import ApiClient
-from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, console, open_signer, record_audit
+from chargeward.cli.common import (
+    DEFAULT_DATA_DIR,
+    DataDir,
+    ServerUrl,
+    console,
+    open_signer,
+    record_audit,
+)
 from chargeward.cli.display import when
 from chargeward.cli.release import approve_proposal, trusted_root
 from chargeward.crypto.keys import Signer
@@ -230,14 +237,11 @@ def rotate_root(
     console.print(Text(f"published root version {version}"), soft_wrap=True)
 
 
-ServerOpt = Annotated[str | None, typer.Option(help="Server URL (default: from data dir).")]
-
-
 @app.command("propose-crl")
 def propose_crl(
     crl: Annotated[Path, typer.Argument(help="CRL (DER) from `chargeward pki revoke`.")],
     data_dir: DataDir = DEFAULT_DATA_DIR,
-    server: ServerOpt = None,
+    server: ServerUrl = None,
 ) -> None:
     """Propose a new firmware-signing CRL for the repository (approved like a release)."""
     r = ApiClient(data_dir, server).request(
@@ -258,7 +262,7 @@ def approve(
         Path | None, typer.Option(help="Trusted TUF root.json (default: the data dir's).")
     ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
-    server: ServerOpt = None,
+    server: ServerUrl = None,
 ) -> None:
     """Check a CRL proposal against the verified repository and sign it with your key."""
     der = crl.read_bytes()
@@ -284,7 +288,7 @@ def approve(
 def publish(
     proposal: Annotated[str, typer.Argument(help="Proposal number.")],
     data_dir: DataDir = DEFAULT_DATA_DIR,
-    server: ServerOpt = None,
+    server: ServerUrl = None,
 ) -> None:
     """Publish an approved proposal (refused below the threshold)."""
     r = ApiClient(data_dir, server).request("POST", f"/api/v1/proposals/{proposal}/publish")

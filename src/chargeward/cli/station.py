@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from chargeward.cli.apiclient import ApiClient
-from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, actor, console
+from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, ServerUrl, actor, console
 from chargeward.crypto.pki import certificate_hash_data, certificate_pem, load_certificate_file
 from chargeward.errors import ChargewardError
 from chargeward.server import services
@@ -134,7 +134,7 @@ def update(
     station_id: str,
     release: Annotated[str, typer.Option(help="Release id (or a unique prefix).")],
     data_dir: DataDir = DEFAULT_DATA_DIR,
-    server: Annotated[str | None, typer.Option(help="Server URL (default: from data dir).")] = None,
+    server: ServerUrl = None,
     retries: Annotated[int, typer.Option(min=0, max=100)] = 3,
     retry_interval: Annotated[int, typer.Option(min=0, max=86400)] = 30,
 ) -> None:
@@ -149,7 +149,6 @@ def update(
     )
 
 
-ServerUrl = Annotated[str | None, typer.Option(help="Server URL (default: from data dir).")]
 CertFile = Annotated[
     Path, typer.Option("--cert", help="Manufacturer Root CA certificate (PEM).", dir_okay=False)
 ]

@@ -136,9 +136,12 @@ class ImageRepository:
         version = self.timestamp().signed.snapshot_meta.version
         return self._read(f"{version}.snapshot.json", Snapshot)
 
+    def targets_version(self) -> int:
+        """The published targets version (from timestamp and snapshot, both small)."""
+        return self.snapshot().signed.meta[f"{Targets.type}.json"].version
+
     def targets(self) -> Metadata[Targets]:
-        version = self.snapshot().signed.meta[f"{Targets.type}.json"].version
-        return self._read(f"{version}.targets.json", Targets)
+        return self._read(f"{self.targets_version()}.targets.json", Targets)
 
     def metadata_file(self, name: str) -> Path:
         """The file served at ``/tuf/metadata/<name>`` (only names python-tuf asks for)."""

@@ -56,9 +56,7 @@ async def tuf_target(path: str, state: State) -> FileResponse:
         raise NotFound(f"no target {path!r}")
     sha256, base = match.groups()
     target_path = f"{directory}/{base}" if directory else base
-    targets = await asyncio.to_thread(lambda: state.repository.targets().signed.targets)
-    listed = targets.get(target_path)
-    if listed is None or listed.hashes.get("sha256") != sha256:
+    if await asyncio.to_thread(state.published_target_sha256, target_path) != sha256:
         raise NotFound(f"no target {path!r}")
     return FileResponse(state.blobs.path(sha256), media_type="application/octet-stream")
 

@@ -80,7 +80,7 @@ async def _current(
     s: AsyncSession, repo: ImageRepository, proposal: Proposal, *, actor: str, now: dt.datetime
 ) -> Proposal:
     """``proposal`` on the current repository state, remade if another one was published."""
-    current = (await asyncio.to_thread(repo.targets)).signed.version
+    current = await asyncio.to_thread(repo.targets_version)
     if proposal.state == "published" or proposal.base_version == current:
         return proposal
     md = await asyncio.to_thread(repo.propose, await _additions(s, proposal), now=now)
@@ -108,7 +108,7 @@ async def _new_proposal(
     actor: str,
     now: dt.datetime,
 ) -> Proposal:
-    current = (await asyncio.to_thread(repo.targets)).signed.version
+    current = await asyncio.to_thread(repo.targets_version)
     md = await asyncio.to_thread(repo.propose, additions, now=now)
     proposal = Proposal(
         kind=kind,
@@ -194,6 +194,16 @@ async def _proposal(
     return await release_proposal(s, repo, release, actor=actor, now=now)
 
 
+async def _open_proposal(
+    s: AsyncSession, repo: ImageRepository, ref: str, *, actor: str, now: dt.datetime
+) -> Proposal:
+    """Like :func:`_proposal`, refusing one that is already published."""
+    proposal = await _proposal(s, repo, ref, actor=actor, now=now)
+    if proposal.state == "published":
+        raise Conflict(f"{_subject(proposal)} is already published")
+    return proposal
+
+
 async def proposal_view(s: AsyncSession, repo: ImageRepository, proposal: Proposal) -> ProposalView:
     md = _metadata(proposal)
     status = approval_status(repo.root().signed, md, await _approvals(s, proposal.id))
@@ -241,9 +251,7 @@ async def approve(
     now: dt.datetime,
 ) -> ProposalView:
     """Record one approver's signature over a proposal's current bytes."""
-    proposal = await _proposal(s, repo, ref, actor=actor, now=now)
-    if proposal.state == "published":
-        raise Conflict(f"{_subject(proposal)} is already published")
+    proposal = await _open_proposal(s, repo, ref, actor=actor, now=now)
     record = check_approval(
         repo.root().signed,
         _metadata(proposal),
@@ -289,9 +297,7 @@ async def publish(
     now: dt.datetime,
 ) -> ProposalView:
     """Publish an approved proposal; refuses below threshold, saying how many are missing."""
-    proposal = await _proposal(s, repo, ref, actor=actor, now=now)
-    if proposal.state == "published":
-        raise Conflict(f"{_subject(proposal)} is already published")
+    proposal = await _open_proposal(s, repo, ref, actor=actor, now=now)
     root = repo.root().signed
     md, approvals = _metadata(proposal), await _approvals(s, proposal.id)
     status = approval_status(root, md, approvals)

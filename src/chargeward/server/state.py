@@ -35,10 +35,26 @@ class ServerState:
     registry: Registry = field(default_factory=Registry)
     clock: Callable[[], dt.datetime] = _utc_now
     _signers: dict[str, TufSigner] = field(default_factory=dict)
+    _target_index: tuple[int, dict[str, str]] = (0, {})
 
     @property
     def repository(self) -> ImageRepository:
         return ImageRepository(self.data_dir / "tuf")
+
+    def published_target_sha256(self, path: str) -> str | None:
+        """The SHA-256 the published targets list for ``path`` (None if not listed).
+
+        The index is rebuilt only when a new targets version is published, not per download.
+        """
+        repo = self.repository
+        version = repo.targets_version()
+        if self._target_index[0] != version:
+            listed = repo.targets().signed.targets
+            self._target_index = (
+                version,
+                {p: tf.hashes.get("sha256", "") for p, tf in listed.items()},
+            )
+        return self._target_index[1].get(path)
 
     def online_signers(self) -> OnlineSigners:
         """The snapshot and timestamp signers named in the repository (opened once each).

@@ -1,0 +1,186 @@
+"""An in-process OCPP 2.0.1 CSMS and helpers to run the real agent against it and a TUF
+repository simulator (tests/support/tufrepo.py), all on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ocpp.routing import on
+from ocpp.v201 import ChargePoint, call, call_result
+from ocpp.v201.enums import Action
+from websockets.asyncio.server import ServerConnection, serve
+
+from chargeward.agent.agent import Agent, AgentConfig
+from chargeward.agent.provision import provision
+from chargeward.agent.state import Identity, StateDir
+from chargeward.agent.tuf_client import RepositoryLimits
+from chargeward.model.targets import TargetCustom
+from chargeward.ocpp.base import ocpp_time
+from chargeward.release.bundle import VerifiedBundle
+from tests.support.fleet import MODEL, Pki
+from tests.support.tufrepo import Clock, TufRepo
+
+PASSWORD = "fixture-password-0123456789"
+LIMITS = RepositoryLimits(connect_timeout=2.0, read_timeout=2.0, download_timeout=5.0)
+L01_HAPPY = [
+    "Downloading",
+    "Downloaded",
+    "SignatureVerified",
+    "Installing",
+    "InstallRebooting",
+    "Installed",
+]
+
+
+@dataclass
+class Csms:
+    """Records every CALL from the charger; :meth:`update_firmware` sends one to it."""
+
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    station: ChargePoint | None = None
+    url: str = ""
+
+    def of(self, action: str) -> list[dict[str, Any]]:
+        return [body for name, body in self.calls if name == action]
+
+    async def wait(self, pred: Callable[[], Any], what: str, timeout: float = 15) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if value := pred():
+                return value
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}; calls: {self.calls}")
+
+    async def update_firmware(
+        self, location: str, bundle: VerifiedBundle, retrieve_at: dt.datetime
+    ) -> str:
+        assert self.station is not None
+        result = await self.station.call(
+            call.UpdateFirmware(
+                request_id=7,
+                firmware={
+                    "location": location,
+                    "retrieve_date_time": ocpp_time(retrieve_at),
+                    "signing_certificate": bundle.signing_certificate_pem,
+                    "signature": bundle.images[0].signature,
+                },
+                retries=0,
+                retry_interval=1,
+            )
+        )
+        return str(result.status)
+
+
+def _station(csms: Csms, station_id: str, ws: ServerConnection) -> ChargePoint:
+    def record(action: str, body: dict[str, Any]) -> None:
+        csms.calls.append((action, body))
+
+    class Station(ChargePoint):  # type: ignore[misc]
+        @on(Action.boot_notification)
+        def boot(self, **kw: Any) -> call_result.BootNotification:
+            record("BootNotification", kw)
+            return call_result.BootNotification(
+                current_time=ocpp_time(Clock().now), interval=300, status="Accepted"
+            )
+
+        @on(Action.status_notification)
+        def status(self, **kw: Any) -> call_result.StatusNotification:
+            return call_result.StatusNotification()
+
+        @on(Action.heartbeat)
+        def heartbeat(self, **kw: Any) -> call_result.Heartbeat:
+            return call_result.Heartbeat(current_time=ocpp_time(Clock().now))
+
+        @on(Action.firmware_status_notification)
+        def firmware_status(self, **kw: Any) -> call_result.FirmwareStatusNotification:
+            record("FirmwareStatusNotification", kw)
+            return call_result.FirmwareStatusNotification()
+
+        @on(Action.security_event_notification)
+        def security_event(self, **kw: Any) -> call_result.SecurityEventNotification:
+            record("SecurityEventNotification", kw)
+            return call_result.SecurityEventNotification()
+
+        @on(Action.data_transfer)
+        def data_transfer(self, **kw: Any) -> call_result.DataTransfer:
+            record("DataTransfer", kw)
+            return call_result.DataTransfer(status="Accepted")
+
+    return Station(station_id, ws, 10)
+
+
+@contextlib.asynccontextmanager
+async def running_csms() -> AsyncIterator[Csms]:
+    csms = Csms()
+
+    async def handler(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        station = _station(csms, ws.request.path.rsplit("/", 1)[-1], ws)
+        csms.station = station
+        with contextlib.suppress(Exception):
+            await station.start()
+
+    async with serve(handler, "127.0.0.1", 0, subprotocols=["ocpp2.0.1"]) as server:  # type: ignore[list-item]
+        port = next(iter(server.sockets)).getsockname()[1]
+        csms.url = f"ws://127.0.0.1:{port}/ocpp/"
+        yield csms
+
+
+def make_charger(
+    tmp_path: Path, fw: tuple[Pki, Path, VerifiedBundle], repo: TufRepo, customer: str | None
+) -> StateDir:
+    pki, factory, _ = fw
+    provision(
+        tmp_path / "charger",
+        identity=Identity("CP-TUF", MODEL, "T", "CP-TUF", customer=customer),
+        password=PASSWORD,
+        roots_pem=pki.root_pem.read_bytes(),
+        factory_bundle=factory,
+        tuf_root=repo.root_json(),
+    )
+    return StateDir(tmp_path / "charger")
+
+
+def publish_update(repo: TufRepo, update: VerifiedBundle, **custom: Any) -> str:
+    data = update.images[0].file.read_bytes()
+    fields: dict[str, Any] = {"release_class": "security", **custom}
+    repo.add_firmware(data, TargetCustom((MODEL,), "1.1.0", 2, "main", **fields))
+    repo.publish()
+    repo.serve("downloads/u-1.1.0.cwfw", data)
+    return repo.url + "downloads/u-1.1.0.cwfw"
+
+
+@contextlib.asynccontextmanager
+async def running_agent(
+    state: StateDir, csms: Csms, clock: Clock, repository_url: str, check_interval: float = 3600
+) -> AsyncIterator[Agent]:
+    agent = Agent(
+        AgentConfig(
+            state_dir=state.root,
+            csms_url=csms.url,
+            reconnect_delay=0.1,
+            response_timeout=5,
+            repository_url=repository_url,
+            update_check_interval=check_interval,
+            repository_limits=LIMITS,
+        ),
+        clock=clock,
+    )
+    task = asyncio.create_task(agent.run())
+    try:
+        await csms.wait(lambda: csms.of("BootNotification"), "BootNotification")
+        yield agent
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 10)
+
+
+def statuses(csms: Csms) -> list[str]:
+    return [s["status"] for s in csms.of("FirmwareStatusNotification")]
