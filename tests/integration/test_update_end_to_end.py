@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.support.agent_harness import L01_HAPPY
 from tests.support.fleet import Pki, assert_no_crash, cli, running_server, wait_for
-
-L01_HAPPY = [
-    "Downloading",
-    "Downloaded",
-    "SignatureVerified",
-    "Installing",
-    "InstallRebooting",
-    "Installed",
-]
 
 
 def test_release_reaches_agent_in_l01_order(tmp_path: Path, pki: Pki, factory_bundle: Path) -> None:
