@@ -95,12 +95,12 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.get("/api/v1/stations", response_model=list[StationSummary])
     async def list_stations(_: Operator) -> list[StationSummary]:
-        async with state.db.session() as s:
+        async with state.db.snapshot() as s:
             return await services.list_stations(s)
 
     @app.get("/api/v1/stations/{station_id}", response_model=StationDetail)
     async def get_station(station_id: str, _: Operator) -> StationDetail:
-        async with state.db.session() as s:
+        async with state.db.snapshot() as s:
             return await services.station_detail(s, station_id)
 
     @app.post(
@@ -134,12 +134,12 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.get("/api/v1/releases", response_model=list[ReleaseView])
     async def list_releases(_: Operator) -> list[ReleaseView]:
-        async with state.db.session() as s:
+        async with state.db.snapshot() as s:
             return await services.list_releases(s)
 
     @app.get("/api/v1/releases/{release_id}", response_model=ReleaseView)
     async def get_release(release_id: str, _: Operator) -> ReleaseView:
-        async with state.db.session() as s:
+        async with state.db.snapshot() as s:
             return await services.release_view(s, release_id)
 
     @app.post(
@@ -191,7 +191,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.get("/api/v1/firmware-updates/{transaction_id}", response_model=UpdateView)
     async def get_update(transaction_id: str, _: Operator) -> UpdateView:
-        async with state.db.session() as s:
+        async with state.db.snapshot() as s:
             return await services.update_view(s, transaction_id)
 
     @app.get("/api/v1/audit", response_model=list[AuditEntryView])

@@ -86,5 +86,24 @@ class Database:
         async with self._sessions() as s, s.begin():
             yield s
 
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncSession]:
+        """A read-only session whose queries all see one consistent state of the database.
+
+        Plain sessions read each statement at its own moment (pysqlite opens a transaction
+        only before a write; PostgreSQL defaults to READ COMMITTED), so a view assembled from
+        several queries could mix before and after a concurrent commit.
+        """
+        async with self._sessions() as s:
+            if self.engine.dialect.name == "sqlite":
+                conn = await s.connection()
+                await conn.exec_driver_sql("BEGIN")  # a deferred read transaction: one snapshot
+            else:
+                await s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            try:
+                yield s
+            finally:
+                await s.rollback()
+
     async def close(self) -> None:
         await self.engine.dispose()
