@@ -7,6 +7,7 @@ tests' ``tests.support.trust.TufKeys`` does, but without importing the tests:
     >>> repo = keys.init_repository(tmp / "tuf", now=now)                     # doctest: +SKIP
     >>> prepopulate(repo, keys, releases=5000, now=now)                       # doctest: +SKIP
     >>> approvals = [keys.approve(name, proposal) for name in APPROVERS[:2]]  # doctest: +SKIP
+    >>> image = signed_image(keys, payload, tmp / "main.cwfw", now=now)       # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from chargeward.crypto import (
     create_root_ca,
     generate_key,
     issue_firmware_signing_certificate,
+    sign_firmware_digest,
 )
 from chargeward.publish import ImageRepository, OnlineSigners
 from chargeward.publish.roles import create_repository
 from chargeward.publish.targets import ImageFacts, release_targets
+from chargeward.release.image import pack_image
 from chargeward.trust.approval import Approval, signed_proposal
 from chargeward.trust.tuf_keys import TufSigner, tuf_key
 
@@ -103,6 +106,33 @@ def write_payload(path: Path, size: int) -> None:
             chunk = os.urandom(min(_WRITE_CHUNK, left))
             fh.write(chunk)
             left -= len(chunk)
+
+
+@dataclass(frozen=True)
+class SignedFirmware:
+    """A CWFW image as a charger receives it: file, OCPP signature, signing certificate."""
+
+    path: Path
+    signature: str
+    certificate: x509.Certificate
+    security_version: int
+
+
+def signed_image(
+    keys: BenchKeys, payload: Path, out: Path, *, now: dt.datetime, security_version: int = 1
+) -> SignedFirmware:
+    """Wrap ``payload`` in a CWFW envelope for ``MODEL`` and sign it, as ``release build`` does."""
+    signer, certificate = keys.firmware_signing(now)
+    _, digest = pack_image(
+        payload,
+        out,
+        component="main",
+        version="2.0.0",
+        security_version=security_version,
+        hardware_models=[MODEL],
+    )
+    signature = sign_firmware_digest(signer, digest)
+    return SignedFirmware(out, signature, certificate, security_version)
 
 
 def synthetic_release(index: int, *, minor: int = 0) -> dict[str, TargetFile]:

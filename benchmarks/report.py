@@ -1,6 +1,8 @@
 """The benchmark summary: a table on the console and ``benchmarks/results/latest.json``.
 
-The JSON holds each benchmark's figures plus the host they were measured on:
+The JSON holds each benchmark's figures plus the host they were measured on.  Each run
+replaces its own sections and keeps the others', so ``bench_publish`` and ``bench_verify``
+both land in one file:
 
     >>> write_results(RESULTS_DIR / "latest.json", {"image_publish": {}})  # doctest: +SKIP
 """
@@ -33,6 +35,10 @@ def seconds(value: float) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
+def mebibytes(kib: float) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
 def stats_row(name: str, stats: Stats) -> list[str]:
     return [name, seconds(stats.median), seconds(stats.min), seconds(stats.max)]
 
@@ -61,6 +67,25 @@ def summary_table(results: dict[str, Any]) -> Table:
             f"{image['ratio']:.2f}",
             f"ratio <= {image['target_ratio']}",
             verdict(image["pass"]),
+        )
+    verify = results.get("image_verify")
+    if verify is not None:
+        table.add_row(
+            f"streaming verify, {verify['image_bytes'] >> 20} MiB image (throughput)",
+            seconds(verify["verify"]["median_s"]),
+            f"hashlib {seconds(verify['baseline']['median_s'])}",
+            f"{verify['throughput_ratio']:.2f}",
+            f"ratio >= {verify['target_ratio']}",
+            verdict(verify["throughput_pass"]),
+        )
+        rss = verify["rss_growth"]
+        table.add_row(
+            "  peak RSS growth of that verify (fresh process)",
+            mebibytes(rss["verify"]["max_kib"]),
+            f"hashlib {mebibytes(rss['baseline']['max_kib'])}",
+            "",
+            f"<= {rss['target_mib']} MiB",
+            verdict(rss["pass"]),
         )
     large = results.get("large_repository")
     if large is not None:
@@ -110,12 +135,25 @@ def host() -> dict[str, Any]:
 
 
 def write_results(path: Path, results: dict[str, Any]) -> None:
-    """Write ``results`` with the run's time and host to ``path`` (replacing it)."""
+    """Write ``results`` with the run's time and host to ``path``.
+
+    Sections of ``path`` that ``results`` does not name are kept (each stamped with the time
+    it was measured, ``generated``); the top-level ``generated`` and ``host`` are this run's.
+    """
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    kept: dict[str, Any] = {}
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        previous = None
+    if isinstance(previous, dict) and previous.get("schema") == SCHEMA:
+        kept = {k: v for k, v in previous.items() if k not in ("schema", "generated", "host")}
     document = {
         "schema": SCHEMA,
-        "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "generated": now,
         "host": host(),
-        **results,
+        **kept,
+        **{name: {**section, "generated": now} for name, section in results.items()},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -15,6 +15,7 @@ into an OCPP status.  Library errors are converted where they enter (``raise ...
     |   +-- RollbackRefused         security version below the rollback floor
     |   +-- IncompatibleImage       image is for other hardware
     |   +-- RepositoryRefused       TUF metadata or target refused (``reason`` says why)
+    |   +-- CredentialStoreError    a charger's sealed secrets do not open (key, tamper, swap)
     +-- BundleError             malformed bundle or manifest (bad input)
     +-- TransportError          network or I/O trouble: may succeed on retry
     +-- NotFound                a named thing does not exist
@@ -78,6 +79,15 @@ class RepositoryRefused(TrustError):
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.args[0]}"
+
+
+class CredentialStoreError(TrustError):
+    """A charger's encrypted secrets cannot be opened: wrong device key or product secret,
+    a changed file, or a file copied from another charger or another purpose."""
+
+
+class ChargingUnavailable(ChargewardError):
+    """A charging session cannot start: connector not Available, or tamper quarantine."""
 
 
 class BundleError(ChargewardError):

@@ -59,23 +59,58 @@ class Csms:
         raise AssertionError(f"timed out waiting for {what}; calls: {self.calls}")
 
     async def update_firmware(
-        self, location: str, bundle: VerifiedBundle, retrieve_at: dt.datetime
+        self,
+        location: str,
+        bundle: VerifiedBundle,
+        retrieve_at: dt.datetime,
+        *,
+        request_id: int = 7,
+        install_at: dt.datetime | None = None,
+        retries: int = 0,
+        retry_interval: int = 1,
+        signature: str | None = None,
+        certificate: str | None = None,
     ) -> str:
         assert self.station is not None
+        firmware = {
+            "location": location,
+            "retrieve_date_time": ocpp_time(retrieve_at),
+            "signing_certificate": certificate or bundle.signing_certificate_pem,
+            "signature": signature or bundle.images[0].signature,
+        }
+        if install_at is not None:
+            firmware["install_date_time"] = ocpp_time(install_at)
         result = await self.station.call(
             call.UpdateFirmware(
-                request_id=7,
-                firmware={
-                    "location": location,
-                    "retrieve_date_time": ocpp_time(retrieve_at),
-                    "signing_certificate": bundle.signing_certificate_pem,
-                    "signature": bundle.images[0].signature,
-                },
-                retries=0,
-                retry_interval=1,
+                request_id=request_id,
+                firmware=firmware,
+                retries=retries,
+                retry_interval=retry_interval,
             )
         )
         return str(result.status)
+
+    async def set_variable(self, component: str, variable: str, value: str) -> str:
+        assert self.station is not None
+        result = await self.station.call(
+            call.SetVariables(
+                set_variable_data=[
+                    {
+                        "component": {"name": component},
+                        "variable": {"name": variable},
+                        "attribute_value": value,
+                    }
+                ]
+            )
+        )
+        return str(result.set_variable_result[0]["attribute_status"])
+
+    def connector(self, evse_id: int) -> str | None:
+        """The last status the charger reported for ``evse_id``."""
+        reported = [
+            b["connector_status"] for b in self.of("StatusNotification") if b["evse_id"] == evse_id
+        ]
+        return reported[-1] if reported else None
 
 
 def _station(csms: Csms, station_id: str, ws: ServerConnection) -> ChargePoint:
@@ -92,7 +127,13 @@ def _station(csms: Csms, station_id: str, ws: ServerConnection) -> ChargePoint:
 
         @on(Action.status_notification)
         def status(self, **kw: Any) -> call_result.StatusNotification:
+            record("StatusNotification", kw)
             return call_result.StatusNotification()
+
+        @on(Action.transaction_event)
+        def transaction(self, **kw: Any) -> call_result.TransactionEvent:
+            record("TransactionEvent", kw)
+            return call_result.TransactionEvent()
 
         @on(Action.heartbeat)
         def heartbeat(self, **kw: Any) -> call_result.Heartbeat:
@@ -159,7 +200,14 @@ def publish_update(repo: TufRepo, update: VerifiedBundle, **custom: Any) -> str:
 
 @contextlib.asynccontextmanager
 async def running_agent(
-    state: StateDir, csms: Csms, clock: Clock, repository_url: str, check_interval: float = 3600
+    state: StateDir,
+    csms: Csms,
+    clock: Clock,
+    repository_url: str | None,
+    check_interval: float = 3600,
+    *,
+    wait_for: str = "BootNotification",
+    **config: Any,
 ) -> AsyncIterator[Agent]:
     agent = Agent(
         AgentConfig(
@@ -170,17 +218,22 @@ async def running_agent(
             repository_url=repository_url,
             update_check_interval=check_interval,
             repository_limits=LIMITS,
+            **config,
         ),
         clock=clock,
     )
     task = asyncio.create_task(agent.run())
     try:
-        await csms.wait(lambda: csms.of("BootNotification"), "BootNotification")
+        await csms.wait(lambda: csms.of(wait_for), wait_for)
         yield agent
     finally:
         agent.stop()
         await asyncio.wait_for(task, 10)
 
 
-def statuses(csms: Csms) -> list[str]:
-    return [s["status"] for s in csms.of("FirmwareStatusNotification")]
+def statuses(csms: Csms, request_id: int | None = None) -> list[str]:
+    return [
+        s["status"]
+        for s in csms.of("FirmwareStatusNotification")
+        if request_id is None or s.get("request_id") == request_id
+    ]

@@ -163,9 +163,11 @@ def test_tampered_crl_is_refused(pki: Pki) -> None:
     der = make_crl(pki, revoking(pki))
     serial = pki.signing_cert.serial_number
     serial_der = serial.to_bytes((serial.bit_length() + 8) // 8, "big")
-    at = der.index(serial_der)
+    at = der.index(serial_der) + len(serial_der) - 1
     # Another serial of the same length: the DER still parses, the signature does not verify.
-    forged = der[:at] + bytes([serial_der[0] ^ 0x01]) + der[at + 1 :]
+    # The last byte changes, never the first: a first byte of 0x01 would become a non-minimal
+    # leading zero, which the parser rightly refuses as malformed.
+    forged = der[:at] + bytes([der[at] ^ 0x01]) + der[at + 1 :]
     with pytest.raises(BadSignature):
         verify_crl(forged, [pki.root], now=NOW)
     flipped = der[:-1] + bytes([der[-1] ^ 0x01])  # last byte of the signature

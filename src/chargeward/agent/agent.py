@@ -23,7 +23,8 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,10 +37,10 @@ from ocpp.v201.enums import ConnectorStatusEnumType
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from chargeward.agent import bootloader, certificates, download
-from chargeward.agent.bootloader import Booted
-from chargeward.agent.state import InstallState, SlotInfo, StateDir, other
-from chargeward.agent.storage import atomic_copy
+from chargeward.agent import bootloader, certificates, diagnostics, download, installer, upload
+from chargeward.agent.bootloader import Booted, NoBootableSlot
+from chargeward.agent.security_log import SecurityLog, to_jsonl
+from chargeward.agent.state import StateDir
 from chargeward.agent.tuf_client import RepositoryClient, RepositoryLimits, RepositoryView
 from chargeward.agent.verify import (
     SecurityUpdate,
@@ -55,6 +56,7 @@ from chargeward.crypto.pki import CertificateHashData
 from chargeward.errors import (
     BadSignature,
     ChargewardError,
+    ChargingUnavailable,
     ConfigError,
     RepositoryRefused,
     RevokedCertificate,
@@ -63,8 +65,14 @@ from chargeward.errors import (
     TrustError,
     UntrustedCertificate,
 )
+from chargeward.model.firmware import ImageHeader
 from chargeward.ocpp.base import ocpp_time, parse_ocpp_time, utc_now
-from chargeward.ocpp.station import CertificateResult, InstalledCertificate, StationChargePoint
+from chargeward.ocpp.station import (
+    CertificateResult,
+    InstalledCertificate,
+    QuarantineChargePoint,
+    StationChargePoint,
+)
 
 LOG = logging.getLogger("chargeward.agent")
 SUBPROTOCOL = "ocpp2.0.1"
@@ -73,6 +81,19 @@ ROUTINE_EVENTS = frozenset({"FirmwareUpdated", "StartupOfTheDevice", "ResetOrReb
 REPOSITORY_EVENT = "FirmwareRepositoryCheckFailed"
 VENDOR_ID = "org.chargeward"
 UPDATE_AVAILABLE = "SecurityUpdateAvailable"
+OWNER_NOTIFICATION = "OwnerNotification"
+FINAL_STATUSES = frozenset(
+    {
+        "Installed",
+        "InstallationFailed",
+        "InstallVerificationFailed",
+        "InvalidSignature",
+        "DownloadFailed",
+    }
+)
+TAMPER_EVENT = bootloader.TAMPER_EVENT
+# OCPP device model: ChargingStation.AllowNewSessionsPendingFirmwareUpdate (L01.FR.07)
+ALLOW_NEW_SESSIONS = ("ChargingStation", "AllowNewSessionsPendingFirmwareUpdate")
 _R = TypeVar("_R")
 
 
@@ -90,6 +111,22 @@ class AgentConfig:
     repository_url: str | None = None  # TUF repository base, e.g. http://host:8080/tuf/
     update_check_interval: float = 86400.0  # seconds between checks for security releases
     repository_limits: RepositoryLimits = field(default_factory=RepositoryLimits)
+    download_rate_limit: int | None = None  # bytes per second; None: as fast as the link
+    # A trial slot must be healthy (application started, CSMS connected, connectors
+    # Available) within this many seconds, or the charger reboots and uses up an attempt.
+    trial_health_timeout: float = 600.0
+    # The charging application's start-up self-test: returns a problem, or None when it
+    # started.  The reference agent has no application of its own; simulators inject one.
+    self_test: Callable[[ImageHeader], str | None] | None = None
+
+
+@dataclass
+class ChargingSession:
+    """A transaction on one EVSE (simulated EV plugged in and authorised)."""
+
+    transaction_id: str
+    evse_id: int
+    seq_no: int = 0
 
 
 @dataclass(frozen=True)
@@ -131,6 +168,17 @@ class Agent:
         self._repository_lock = asyncio.Lock()  # one Updater at a time on the metadata cache
         self._registered = asyncio.Event()  # BootNotification accepted during this boot
         self._booted: Booted | None = None
+        self.security_log = SecurityLog(config.state_dir / "log")  # OCPP N01, UK SCP Sch.1 10
+        self._log_job: upload.LogUpload | None = None  # accepted, upload not started yet
+        self._log_task: asyncio.Task[None] | None = None
+        self._log_uploading: int | None = None  # requestId of the upload in progress
+        self.quarantine: str | None = None  # why no slot verifies, while in tamper quarantine
+        self.connector_status: dict[int, str] = {}
+        self.sessions: dict[int, ChargingSession] = {}
+        self._no_sessions = asyncio.Event()
+        self._no_sessions.set()
+        self._holding_connectors = False  # free connectors Unavailable for a pending install
+        self._background: set[asyncio.Task[None]] = set()
 
     def _repository_client(self) -> RepositoryClient | None:
         if self.state.tuf_bootstrap_root() is None:
@@ -153,14 +201,18 @@ class Agent:
         """Boot, serve, and boot again after each reboot until :meth:`stop`."""
         while not self.stop_requested.is_set():
             self.boots += 1
-            booted = bootloader.boot(self.state)
+            self._reboot.clear()
+            try:
+                booted = bootloader.boot(self.state)
+            except NoBootableSlot as e:
+                await self._serve_quarantine(str(e))
+                continue
             LOG.info(
                 "%s: booted slot %s, firmware %s",
                 self.identity.station_id,
                 booted.slot,
                 booted.header.version,
             )
-            self._reboot.clear()
             await self._serve_boot(booted)
 
     def stop(self) -> None:
@@ -181,19 +233,45 @@ class Agent:
 
     async def _serve_boot(self, booted: Booted) -> None:
         self._booted = booted
+        self.sessions.clear()  # a reboot ends every session
+        self._no_sessions.set()
+        self._holding_connectors = False
+        self.connector_status = {c: "Unavailable" for c in range(1, self.config.connectors + 1)}
         self._registered.clear()
-        checks = asyncio.create_task(self._update_checks()) if self.repository else None
+        trial = booted.trial
+        problem = self.config.self_test(booted.header) if self.config.self_test else None
+        if problem:
+            LOG.error("%s: self-test failed: %s", self.identity.station_id, problem)
+            if trial:  # not healthy: reboot, using up one attempt of the trial slot
+                self._boot_reason = "ApplicationReset"
+                return
+        background = []
+        if self.repository:
+            background.append(asyncio.create_task(self._update_checks()))
+        if trial:
+            background.append(asyncio.create_task(self._trial_watchdog()))
         try:
             await self._connect_loop(booted)
         finally:
-            if checks is not None:
-                checks.cancel()
+            for task in background:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await checks
+                    await task
         await self._shutdown_tasks()
 
-    async def _connect_loop(self, booted: Booted) -> None:
+    async def _trial_watchdog(self) -> None:
+        await asyncio.sleep(self.config.trial_health_timeout)
+        if self.state.boot_control().trial:
+            LOG.error(
+                "%s: trial slot not healthy after %.0f s; rebooting",
+                self.identity.station_id,
+                self.config.trial_health_timeout,
+            )
+            self.request_reboot("Watchdog")
+
+    async def _connect_loop(self, booted: Booted | None) -> None:
         first = True
+        refused = False  # one FailedToAuthenticateAtCsms per run of refusals, not per attempt
         while not self._reboot.is_set():
             try:
                 async with connect(
@@ -204,6 +282,7 @@ class Agent:
                     max_size=256 * 1024,
                     ping_interval=60,
                 ) as ws:
+                    refused = False
                     await self._session(ws, booted, first)
                     first = False
             except InvalidStatus as e:
@@ -212,6 +291,13 @@ class Agent:
                     self.identity.station_id,
                     e.response.status_code,
                 )
+                if e.response.status_code in (401, 403) and not refused:
+                    refused = True  # logged only: without a connection it cannot be sent
+                    self.record_security_event(
+                        "FailedToAuthenticateAtCsms",
+                        f"CSMS {diagnostics.public_url(self.config.csms_url)} refused the "
+                        f"connection: HTTP {e.response.status_code}",
+                    )
             except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as e:
                 LOG.info("%s: connection to CSMS failed: %s", self.identity.station_id, e)
             if not self._reboot.is_set():
@@ -219,27 +305,32 @@ class Agent:
                     await asyncio.wait_for(self._reboot.wait(), self.config.reconnect_delay)
 
     async def _shutdown_tasks(self) -> None:
-        task, self._update_task = self._update_task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """A reboot ends the update and the log upload of this boot."""
+        for task in (self._update_task, self._log_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._update_task = self._log_task = None
         self._installing = False
 
-    async def _session(self, ws: ClientConnection, booted: Booted, first: bool) -> None:
-        cp = StationChargePoint(
-            self.identity.station_id, ws, self, response_timeout=self.config.response_timeout
-        )
+    async def _session(self, ws: ClientConnection, booted: Booted | None, first: bool) -> None:
+        kind = StationChargePoint if booted is not None else QuarantineChargePoint
+        cp = kind(self.identity.station_id, ws, self, response_timeout=self.config.response_timeout)
         self._cp = cp
         reader = asyncio.create_task(cp.start())
         self._online.set()
         tasks: set[asyncio.Task[Any]] = {reader}
         try:
-            if first:
+            if booted is None:  # quarantine: notify, no heartbeats, no connector status
+                if first:
+                    await self._notify_tamper()
+            elif first:
                 await self._startup(booted)
             else:
                 await self._send_connector_status()
-            tasks.add(asyncio.create_task(self._heartbeats()))
+            if booted is not None:
+                tasks.add(asyncio.create_task(self._heartbeats()))
             rebooting = asyncio.create_task(self._reboot.wait())
             tasks.add(rebooting)
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -270,31 +361,53 @@ class Agent:
                 await asyncio.sleep(0.1)
 
     async def _status(self, status: str, request_id: int | None) -> None:
-        self.state.set_last_status(status, request_id)
         LOG.info(
             "%s: firmware status %s (request %s)", self.identity.station_id, status, request_id
         )
         await self._call(call.FirmwareStatusNotification(status=status, request_id=request_id))
+        # Recorded once the CSMS has it: a power loss before that sends it again at start-up.
+        self.state.set_last_status(status, request_id)
 
     async def _security_event(self, type: str, tech_info: str) -> None:
         level = logging.INFO if type in ROUTINE_EVENTS else logging.WARNING
         LOG.log(level, "%s: security event %s: %s", self.identity.station_id, type, tech_info)
+        now = self.clock()
+        self._log_security_event(type, tech_info, now, notify=True)  # on flash before it is sent
         await self._call(
             call.SecurityEventNotification(
-                type=type, timestamp=ocpp_time(self.clock()), tech_info=tech_info[:TECH_INFO_MAX]
+                type=type, timestamp=ocpp_time(now), tech_info=tech_info[:TECH_INFO_MAX]
             )
         )
 
-    async def _send_connector_status(self) -> None:
-        for connector in range(1, self.config.connectors + 1):
+    def record_security_event(self, type: str, tech_info: str) -> None:
+        """Put a security event in the security log only (e.g. one that cannot be sent)."""
+        LOG.warning("%s: security event %s: %s", self.identity.station_id, type, tech_info)
+        self._log_security_event(type, tech_info, self.clock(), notify=False)
+
+    def _log_security_event(
+        self, type: str, tech_info: str, time: dt.datetime, *, notify: bool
+    ) -> None:
+        try:
+            self.security_log.append(type, tech_info, time=time, notify=notify)
+        except OSError as e:  # a full or failing flash must not stop the charger
+            LOG.error("%s: security log not written: %s", self.identity.station_id, e)
+
+    async def _send_connector_status(self, evse_ids: Iterable[int] | None = None) -> None:
+        for evse_id in sorted(self.connector_status) if evse_ids is None else evse_ids:
             await self._call(
                 call.StatusNotification(
                     timestamp=ocpp_time(self.clock()),
-                    connector_status=ConnectorStatusEnumType.available,
-                    evse_id=connector,
+                    connector_status=ConnectorStatusEnumType(self.connector_status[evse_id]),
+                    evse_id=evse_id,
                     connector_id=1,
                 )
             )
+
+    async def _set_connectors(self, status: str, evse_ids: list[int]) -> None:
+        changed = [e for e in evse_ids if self.connector_status.get(e) != status]
+        for evse_id in changed:
+            self.connector_status[evse_id] = status
+        await self._send_connector_status(changed)
 
     async def _heartbeats(self) -> None:
         while True:
@@ -329,23 +442,30 @@ class Agent:
             await asyncio.sleep(self._heartbeat_interval)
         self._boot_reason = "PowerUp"
         self._registered.set()
+        for event in self.state.pending_events():  # found by the bootloader, e.g. tamper
+            await self._security_event(event["type"], event["tech_info"])
+            self.state.drop_pending_event(event)
         if updating:
             assert inst is not None
             await self._security_event(
                 "FirmwareUpdated", f"firmware {inst.version} running from slot {booted.slot}"
             )
-        await self._send_connector_status()
+        await self._set_connectors("Available", sorted(self.connector_status))
         # Healthy: booted, verified, connected, connectors Available -> commit (mark good).
         done = bootloader.commit(self.state, booted)
+        self.state.set_owner_notice(None)
         if done is not None:
             await self._status("Installed", done.request_id)
             return
         await self._report_unfinished_install(booted)
 
     async def _report_unfinished_install(self, booted: Booted) -> None:
+        """Tell the CSMS how the last install ended, whenever power was lost on the way."""
         inst = self.state.install_state()
         if inst is None:
             return
+        last = self.state.last_status()
+        told = last.get("request_id") == inst.request_id and last.get("status") in FINAL_STATUSES
         if inst.phase == "rolled_back":
             self.state.set_install_state(replace(inst, phase="failed"))
             await self._status("InstallationFailed", inst.request_id)
@@ -353,12 +473,16 @@ class Agent:
                 "FirmwareUpdateRolledBack",
                 f"{inst.version}: {inst.detail}; running {booted.header.version}",
             )
-        elif inst.phase in ("pending", "written"):
-            # Power was lost while the slot was being written: the old slot still runs.
+        elif inst.phase in ("pending", "written", "rebooting"):
+            # Power was lost before the new slot took over: the old slot still runs.
             self.state.set_install_state(
-                replace(inst, phase="failed", detail="interrupted while writing the slot")
+                replace(inst, phase="failed", detail="interrupted before the new slot ran")
             )
             await self._status("InstallationFailed", inst.request_id)
+        elif not told:  # the outcome was saved, but the CSMS may not have heard it
+            await self._status(
+                "Installed" if inst.phase == "ok" else "InstallationFailed", inst.request_id
+            )
 
     # -- StationController: requests from the CSMS ----------------------------------------
 
@@ -486,6 +610,20 @@ class Agent:
             stats = download.DownloadStats()
             self.download_stats.append(stats)
             try:
+
+                async def paused(retry: int, delay: float, error: Exception) -> None:
+                    LOG.info(
+                        "%s: download paused (%s); retry %d in %.0f s",
+                        self.identity.station_id,
+                        error,
+                        retry,
+                        delay,
+                    )
+                    await self._status("DownloadPaused", rid)
+
+                async def resumed() -> None:
+                    await self._status("Downloading", rid)
+
                 await download.fetch(
                     job.location,
                     part,
@@ -493,6 +631,9 @@ class Agent:
                     retries=job.retries,
                     retry_interval=job.retry_interval,
                     stats=stats,
+                    rate_limit=self.config.download_rate_limit,
+                    on_pause=paused,
+                    on_resume=resumed,
                 )
             except TransportError as e:
                 LOG.warning("%s: download failed: %s", self.identity.station_id, e)
@@ -548,26 +689,32 @@ class Agent:
                 await self._security_event("InvalidFirmwareSigningCertificate", str(e))
                 return
             await self._status("SignatureVerified", rid)
+            scheduled = False
             if job.install_at is not None and job.install_at > self.clock():
-                await self._status("InstallScheduled", rid)
+                await self._status("InstallScheduled", rid)  # OCPP L01.FR.11
+                scheduled = True
                 await self._wait_until(job.install_at)
+            await self._wait_for_sessions_to_end(rid, scheduled)
             await self._status("Installing", rid)
             self._installing = True
             try:
-                await asyncio.to_thread(self._write_slot, verified, rid)
+                await asyncio.to_thread(
+                    installer.write_slot, self.state, verified, rid, self.config.boot_attempts
+                )
             except (OSError, ChargewardError) as e:
                 self._installing = False
                 LOG.error("%s: writing the slot failed: %s", self.identity.station_id, e)
                 await self._status("InstallationFailed", rid)
+                await self._release_connectors()
                 return
             finally:
                 part.unlink(missing_ok=True)
             await self._status("InstallRebooting", rid)
-            inst = self.state.install_state()
-            assert inst is not None
-            self.state.set_install_state(replace(inst, phase="rebooting"))
+            installer.mark_rebooting(self.state)
             self.request_reboot("FirmwareUpdate")
         except asyncio.CancelledError:
+            if not self._installing:  # AcceptedCanceled or reboot: give connectors back
+                self._release_connectors_soon()
             raise
 
     async def _repository_check(self, image: SignedImage) -> VerifiedImage:
@@ -674,37 +821,270 @@ class Agent:
         info = self.state.slot_info(self.state.boot_control().active)
         return info.security_version if info is not None else 0
 
-    def _write_slot(self, image: VerifiedImage, request_id: int) -> None:
-        """rauc order: save "pending", invalidate and write the inactive slot, then switch."""
-        bc = self.state.boot_control()
-        target = other(bc.active)
-        h = image.header
-        self.state.set_install_state(
-            InstallState(request_id, "pending", target, h.version, h.security_version)
+    # -- charging sessions (simulated EVs) and the install gate (OCPP L01.FR.06/07) ---------
+
+    @property
+    def allow_new_sessions_pending_update(self) -> bool:
+        return bool(self.state.settings().get("/".join(ALLOW_NEW_SESSIONS), False))
+
+    def set_variable(self, component: str, variable: str, value: str) -> str:
+        if (component, variable) != ALLOW_NEW_SESSIONS:
+            return "UnknownVariable" if component == ALLOW_NEW_SESSIONS[0] else "UnknownComponent"
+        if value.lower() not in ("true", "false"):
+            return "Rejected"
+        self.state.set_setting("/".join(ALLOW_NEW_SESSIONS), value.lower() == "true")
+        return "Accepted"
+
+    async def start_session(self, evse_id: int, id_token: str | None = None) -> str:
+        """An EV plugs in and is authorised: TransactionEvent(Started); returns its id.
+
+        Raises :class:`ChargingUnavailable` when the connector is not Available (occupied,
+        held for a pending install, or the charger is in tamper quarantine).
+        """
+        if self.quarantine is not None:
+            raise ChargingUnavailable("charging is disabled: the charger is in tamper quarantine")
+        status = self.connector_status.get(evse_id)
+        if status != "Available":
+            raise ChargingUnavailable(f"connector {evse_id} is {status or 'unknown'}")
+        session = ChargingSession(uuid.uuid4().hex, evse_id)
+        self.sessions[evse_id] = session
+        self._no_sessions.clear()
+        await self._set_connectors("Occupied", [evse_id])
+        await self._transaction_event(
+            session,
+            "Started",
+            "Authorized",
+            id_token=id_token or f"EV-{session.transaction_id[:8]}",
         )
-        self.state.set_slot_info(target, None)
-        atomic_copy(image.path, self.state.slot_image(target))
-        self.state.set_slot_info(
-            target,
-            SlotInfo(
-                sha256=image.sha256,
-                length=image.length,
-                signature=image.signature,
-                signing_certificate=image.signing_certificate,
-                component=h.component,
-                version=h.version,
-                security_version=h.security_version,
-            ),
-        )
-        self.state.set_install_state(
-            InstallState(request_id, "written", target, h.version, h.security_version)
-        )
-        self.state.set_boot_control(
-            replace(
-                bc,
-                active=target,
-                trial=True,
-                attempts_left=self.config.boot_attempts,
-                previous=bc.active,
+        return session.transaction_id
+
+    async def end_session(self, evse_id: int) -> None:
+        """The EV leaves: TransactionEvent(Ended); the connector is free again."""
+        session = self.sessions.pop(evse_id, None)
+        if session is None:
+            raise ChargingUnavailable(f"no session on connector {evse_id}")
+        await self._transaction_event(session, "Ended", "EVDeparted", stopped="EVDisconnected")
+        held = self._holding_connectors or self._installing
+        await self._set_connectors("Unavailable" if held else "Available", [evse_id])
+        if not self.sessions:
+            self._no_sessions.set()
+
+    async def _transaction_event(
+        self,
+        session: ChargingSession,
+        event_type: str,
+        trigger: str,
+        *,
+        id_token: str | None = None,
+        stopped: str | None = None,
+    ) -> None:
+        info: dict[str, Any] = {"transaction_id": session.transaction_id}
+        if stopped is not None:
+            info["stopped_reason"] = stopped
+        else:
+            info["charging_state"] = "Charging"
+        await self._call(
+            call.TransactionEvent(
+                event_type=event_type,
+                timestamp=ocpp_time(self.clock()),
+                trigger_reason=trigger,
+                seq_no=session.seq_no,
+                transaction_info=info,
+                evse={"id": session.evse_id, "connector_id": 1},
+                id_token={"id_token": id_token, "type": "Central"} if id_token else None,
             )
         )
+        session.seq_no += 1
+
+    async def _wait_for_sessions_to_end(self, request_id: int, scheduled: bool) -> None:
+        """Never install while a car is charging (OCPP L01.FR.06/07).
+
+        While sessions run the status is ``InstallScheduled`` (sent once) and free connectors
+        go Unavailable unless AllowNewSessionsPendingFirmwareUpdate is true.  Once every
+        session has ended, all connectors go Unavailable for the install itself.
+        """
+        while self.sessions:
+            if not scheduled:
+                await self._status("InstallScheduled", request_id)
+                scheduled = True
+            if not self.allow_new_sessions_pending_update and not self._holding_connectors:
+                self._holding_connectors = True
+                free = [e for e in self.connector_status if e not in self.sessions]
+                await self._set_connectors("Unavailable", free)
+            LOG.info(
+                "%s: install %s waits for %d charging session(s) to end",
+                self.identity.station_id,
+                request_id,
+                len(self.sessions),
+            )
+            await self._no_sessions.wait()
+        self._holding_connectors = True
+        await self._set_connectors("Unavailable", sorted(self.connector_status))
+
+    async def _release_connectors(self) -> None:
+        """The pending install is gone (cancelled or failed): free connectors are Available."""
+        self._holding_connectors = False
+        free = [e for e in self.connector_status if e not in self.sessions]
+        await self._set_connectors("Available", free)
+
+    def _release_connectors_soon(self) -> None:
+        if self._holding_connectors and not self._reboot.is_set():
+            task = asyncio.get_running_loop().create_task(self._release_connectors())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    # -- tamper quarantine (UK SCP Regulations Schedule 1 para 3(4)(b)) -------------------
+
+    async def _serve_quarantine(self, reason: str) -> None:
+        """No slot verifies: notify the CSMS and the owner, offer no charging, accept only a
+        validated update (which installs into a slot and reboots out of quarantine)."""
+        LOG.critical("%s: tamper quarantine: %s", self.identity.station_id, reason)
+        self.quarantine = reason
+        self._booted = None
+        self.sessions.clear()
+        self.connector_status = {}
+        self.state.set_owner_notice(self._owner_message(reason))  # the charger's own display
+        try:
+            await self._connect_loop(None)
+        finally:
+            self.quarantine = None
+            await self._shutdown_tasks()
+
+    @staticmethod
+    def _owner_message(reason: str) -> str:
+        return (
+            "Tamper detected: the charger's software failed its integrity check and charging "
+            f"is disabled until a verified update is installed. Details: {reason}"
+        )
+
+    async def _notify_tamper(self) -> None:
+        assert self.quarantine is not None
+        await self._security_event(TAMPER_EVENT, self.quarantine)
+        await self._call(
+            call.DataTransfer(
+                vendor_id=VENDOR_ID,
+                message_id=OWNER_NOTIFICATION,
+                data=json.dumps(
+                    {
+                        "event": TAMPER_EVENT,
+                        "message": self._owner_message(self.quarantine),
+                        "time": ocpp_time(self.clock()),
+                    },
+                    sort_keys=True,
+                ),
+            )
+        )
+
+    # -- logs: GetLog and LogStatusNotification (OCPP N01) ---------------------------------
+    # The security log itself is chargeward.agent.security_log; uploads are agent.upload.
+
+    def get_log(
+        self,
+        log_type: str,
+        request_id: int,
+        log: dict[str, Any],
+        retries: int | None,
+        retry_interval: int | None,
+    ) -> tuple[str, str | None]:
+        """OCPP N01: decide the GetLog response (status, filename); :meth:`after_get_log`
+        uploads."""
+        location = str(log.get("remote_location") or "")
+        if log_type not in upload.LOG_TYPES or not upload.supported(location):
+            return "Rejected", None
+        try:
+            oldest_raw, latest_raw = log.get("oldest_timestamp"), log.get("latest_timestamp")
+            oldest = parse_ocpp_time(oldest_raw) if oldest_raw else None
+            latest = parse_ocpp_time(latest_raw) if latest_raw else None
+        except OCPPError:
+            return "Rejected", None
+        filename = upload.log_filename(self.identity.station_id, log_type, request_id, self.clock())
+        self._log_job = upload.LogUpload(
+            request_id=request_id,
+            log_type=log_type,
+            location=location,
+            oldest=oldest,
+            latest=latest,
+            retries=self.config.default_retries if retries is None else max(retries, 0),
+            retry_interval=(
+                self.config.default_retry_interval
+                if retry_interval is None
+                else max(retry_interval, 0)
+            ),
+            filename=filename,
+        )
+        busy = self._log_task is not None and not self._log_task.done()
+        return ("AcceptedCanceled" if busy else "Accepted"), filename  # OCPP N01.FR.12
+
+    async def after_get_log(self, request_id: int, status: str) -> None:
+        job = self._log_job
+        if status not in ("Accepted", "AcceptedCanceled") or job is None:
+            return
+        if job.request_id != request_id:
+            return
+        self._log_job = None
+        task, self._log_task = self._log_task, None
+        canceled = self._log_uploading
+        if task is not None and not task.done():
+            task.cancel()  # the new request replaces the upload in progress
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if canceled is not None:
+                await self._log_status("AcceptedCanceled", canceled)
+        self._log_task = asyncio.create_task(self._upload_log(job))
+
+    async def _log_status(self, status: str, request_id: int) -> None:
+        LOG.info("%s: log status %s (request %s)", self.identity.station_id, status, request_id)
+        await self._call(call.LogStatusNotification(status=status, request_id=request_id))
+
+    def _log_content(self, job: upload.LogUpload) -> bytes:
+        if job.log_type == "SecurityLog":
+            entries = self.security_log.entries(job.oldest, job.latest)
+            return to_jsonl(entries, max_bytes=upload.MAX_UPLOAD_BYTES)
+        report = diagnostics.snapshot(
+            self.state,
+            now=self.clock(),
+            booted=self._booted,
+            security_log=self.security_log,
+            settings={
+                "csms_url": diagnostics.public_url(self.config.csms_url),
+                "repository_url": diagnostics.public_url(self.config.repository_url),
+                "connectors": self.config.connectors,
+                "update_check_interval": self.config.update_check_interval,
+                "boots_since_start": self.boots,
+                "connected": self._online.is_set(),
+            },
+        )
+        return json.dumps(report, indent=1, sort_keys=True, default=str).encode()
+
+    async def _upload_log(self, job: upload.LogUpload) -> None:
+        rid = job.request_id
+        self._log_uploading = rid
+        try:
+            data = await asyncio.to_thread(self._log_content, job)
+            await self._log_status("Uploading", rid)
+            try:
+                attempts = await upload.upload(
+                    job.location,
+                    job.filename,
+                    data,
+                    retries=job.retries,
+                    retry_interval=job.retry_interval,
+                    content_type="application/json",
+                )
+            except TransportError as e:
+                LOG.warning("%s: log upload failed: %s", self.identity.station_id, e)
+                await self._log_status(upload.failure_status(e), rid)
+                return
+            LOG.info(
+                "%s: %s uploaded (%d bytes, %d attempt(s))",
+                self.identity.station_id,
+                job.filename,
+                len(data),
+                attempts,
+            )
+            await self._log_status("Uploaded", rid)
+        except (ChargewardError, OCPPError, OSError, ConnectionClosed, TimeoutError) as e:
+            LOG.warning("%s: log request %s failed: %r", self.identity.station_id, rid, e)
+        finally:
+            if self._log_uploading == rid:
+                self._log_uploading = None

@@ -4,7 +4,11 @@
 
     identity.json               station id, model, vendor, serial number, customer (optional)
     secure/roots.pem            ManufacturerRootCertificate trust anchors
-    secure/credentials.json     BasicAuthPassword (mode 0600)
+    otp/device-unique-key       device-unique key ("fuses": see :mod:`chargeward.agent.credentials`)
+    secure/credentials.enc      BasicAuthPassword and other secrets, sealed (AES-256-GCM)
+    secure/factory/credentials.enc  the factory credentials a factory reset restores, sealed
+    secure/device.pem           device certificate (CN = serial number), from the factory CA
+    secure/csms-roots.pem       CSMS root certificate(s), when provisioned
     secure/rollback.json        rollback floor (lowest acceptable security version)
     secure/time_floor.json      time floor: the clock may never be earlier than this (UTC)
     secure/tuf/bootstrap-root.json  TUF root shipped at manufacture (its presence enforces TUF)
@@ -14,6 +18,9 @@
     install.json                install state (rauc order: "pending" before the slot is written)
     downloads/<key>.part        partial downloads, resumed after a drop or a reboot
     status.json                 last firmware status sent (for TriggerMessage)
+    pending_events.json         security events the bootloader found, sent at the next connection
+    settings.json               device model variables set by the CSMS (SetVariables)
+    display.json                notice shown to the owner on the charger (tamper quarantine)
     update_check.json           targets already reported as SecurityUpdateAvailable
 
 ``secure/`` (rollback floor, time floor, trust anchors, TUF metadata) is shared by both slots:
@@ -23,7 +30,7 @@ installing into the other slot never resets it.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +38,12 @@ from cryptography import x509
 from tuf.api.exceptions import RepositoryError
 from tuf.api.metadata import Metadata, Root
 
-from chargeward.agent.storage import atomic_write, read_json, write_json
+from chargeward.agent.credentials import CredentialStore
+from chargeward.agent.storage import atomic_write, read_json, remove, write_json
 from chargeward.crypto import load_certificates
 from chargeward.errors import BundleError, ConfigError
 from chargeward.model.targets import check_customer
+from chargeward.server.passwords import check_password_policy
 
 SLOTS = ("a", "b")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -147,14 +156,26 @@ class StateDir:
         load_certificates(pem)  # refuse garbage before it becomes a trust anchor
         atomic_write(self.secure / "roots.pem", pem)
 
+    def credential_store(self) -> CredentialStore:
+        """The sealed secrets, bound to this charger's serial number."""
+        return CredentialStore(self.root, self.identity().serial_number)
+
     def password(self) -> str:
-        data = read_json(self.secure / "credentials.json")
-        if not data:
-            raise ConfigError("no BasicAuthPassword provisioned")
-        return str(data["basic_auth_password"])
+        return self.credential_store().load().basic_auth_password
 
     def set_password(self, password: str) -> None:
-        write_json(self.secure / "credentials.json", {"basic_auth_password": password}, 0o600)
+        """Change the current BasicAuthPassword (the factory copy keeps the original)."""
+        check_password_policy(password)
+        store = self.credential_store()
+        store.save(replace(store.load(), basic_auth_password=password))
+
+    @property
+    def device_certificate_path(self) -> Path:
+        return self.secure / "device.pem"
+
+    @property
+    def csms_roots_path(self) -> Path:
+        return self.secure / "csms-roots.pem"
 
     def rollback_floor(self) -> int:
         return int(read_json(self.secure / "rollback.json", {"floor": 0})["floor"])
@@ -224,9 +245,25 @@ class StateDir:
     def set_slot_info(self, slot: str, info: SlotInfo | None) -> None:
         path = self.slot_dir(slot) / "slot.json"
         if info is None:
-            path.unlink(missing_ok=True)
+            remove(path)
         else:
             write_json(path, asdict(info))
+
+    # -- security events found while offline (the bootloader has no network)
+    def pending_events(self) -> list[dict[str, str]]:
+        return list(read_json(self.root / "pending_events.json", []) or [])
+
+    def add_pending_event(self, type: str, tech_info: str) -> None:
+        event = {"type": type, "tech_info": tech_info}
+        events = self.pending_events()
+        if event not in events:  # the same finding after a power loss is queued once
+            write_json(self.root / "pending_events.json", [*events, event])
+
+    def drop_pending_event(self, event: dict[str, str]) -> None:
+        events = self.pending_events()
+        if event in events:
+            events.remove(event)
+            write_json(self.root / "pending_events.json", events)
 
     # -- install and status
     def install_state(self) -> InstallState | None:
@@ -241,3 +278,21 @@ class StateDir:
 
     def set_last_status(self, status: str, request_id: int | None) -> None:
         write_json(self.root / "status.json", {"status": status, "request_id": request_id})
+
+    # -- what the charger's own display shows its owner (tamper quarantine)
+    def owner_notice(self) -> str | None:
+        data = read_json(self.root / "display.json")
+        return str(data["notice"]) if data else None
+
+    def set_owner_notice(self, notice: str | None) -> None:
+        if notice is None:
+            remove(self.root / "display.json")
+        else:
+            write_json(self.root / "display.json", {"notice": notice})
+
+    # -- device model variables the CSMS set (SetVariables); factory reset clears them
+    def settings(self) -> dict[str, Any]:
+        return dict(read_json(self.root / "settings.json", {}) or {})
+
+    def set_setting(self, name: str, value: Any) -> None:
+        write_json(self.root / "settings.json", {**self.settings(), name: value})

@@ -1,12 +1,34 @@
-"""Crash-safe file writes for the charger's flash: temp file, fsync, rename, fsync directory."""
+"""Crash-safe file writes for the charger's flash: temp file, fsync, rename, fsync directory.
+
+Every write is all-or-nothing: a power loss (or SIGKILL) at any instant leaves either the old
+or the new content, never a mix.  The steps are named so fault-injection tests can stop the
+process between any two of them (:func:`set_fault_hook`); the hook is None in production.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+FaultHook = Callable[[str], None]
+_fault_hook: FaultHook | None = None
+
+
+def set_fault_hook(hook: FaultHook | None) -> FaultHook | None:
+    """Call ``hook(step)`` at every named step of every flash write; returns the old hook."""
+    global _fault_hook
+    old, _fault_hook = _fault_hook, hook
+    return old
+
+
+def step(name: str) -> None:
+    """A point where power may be lost (fault-injection tests stop the process here)."""
+    if _fault_hook is not None:
+        _fault_hook(name)
 
 
 def fsync_dir(path: Path) -> None:
@@ -17,6 +39,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _commit(tmp: Path, path: Path) -> None:
+    step(f"{path.name}:synced")
+    os.replace(tmp, path)
+    step(f"{path.name}:renamed")
+    fsync_dir(path.parent)
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -25,8 +54,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    _commit(tmp, path)
 
 
 def atomic_copy(src: Path, dst: Path) -> None:
@@ -34,10 +62,18 @@ def atomic_copy(src: Path, dst: Path) -> None:
     tmp = dst.with_name(f".{dst.name}.tmp")
     with src.open("rb") as fsrc, tmp.open("wb") as fdst:
         shutil.copyfileobj(fsrc, fdst, 1 << 20)
+        step(f"{dst.name}:copied")
         fdst.flush()
         os.fsync(fdst.fileno())
-    os.replace(tmp, dst)
-    fsync_dir(dst.parent)
+    _commit(tmp, dst)
+
+
+def remove(path: Path) -> None:
+    """Delete ``path`` (if present) durably."""
+    if path.exists():
+        step(f"{path.name}:unlink")
+        path.unlink()
+        fsync_dir(path.parent)
 
 
 def write_json(path: Path, data: Any, mode: int = 0o644) -> None:

@@ -25,6 +25,10 @@ by the charger's clock) are in :mod:`chargeward.agent.freshness`.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import io
+import queue
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +38,7 @@ from cryptography import x509
 from tuf.api.metadata import TargetFile
 
 from chargeward.crypto import (
+    Digest,
     certificate_pem,
     load_certificate,
     sha256_file,
@@ -49,9 +54,12 @@ from chargeward.errors import (
 )
 from chargeward.model.firmware import ImageHeader
 from chargeward.model.targets import TargetCustom, firmware_target_path
-from chargeward.release.image import check_image
+from chargeward.release.image import CHUNK, MAGIC, MAX_HEADER, read_header_from
 
 _TOKEN = object()
+# The first read holds the whole envelope header (magic, length, at most MAX_HEADER bytes).
+_FIRST_READ = max(CHUNK, len(MAGIC) + 4 + MAX_HEADER)
+_IN_FLIGHT = 4  # chunks queued for the whole-file digest
 
 
 @dataclass(frozen=True)
@@ -116,12 +124,14 @@ def verify_image(
 ) -> SignedImage:
     """Layer 1: everything the OCPP signature and the signed image header must satisfy.
 
-    Raises BadSignature (signature), IntegrityError/BundleError (image format), IncompatibleImage
-    (hardware model) or RollbackRefused (security version below the floor).
+    Reads ``path`` once, in constant memory.  Raises BadSignature (signature),
+    IntegrityError (image format or payload digest), IncompatibleImage (hardware model) or
+    RollbackRefused (security version below the floor); the signature is judged first.
     """
-    sha256, length = verify_signature(path, cert, signature)
+    scan = _scan_image(path)
+    verify_firmware_signature(cert, scan.file, signature)
     try:
-        header = check_image(path)
+        header = scan.checked_header()
     except BundleError as e:
         raise IntegrityError(f"signed file is not a valid firmware image: {e}") from e
     if model not in header.hardware_models:
@@ -129,7 +139,116 @@ def verify_image(
             f"image is for {', '.join(header.hardware_models)}, this charger is a {model}"
         )
     _check_floor(header.security_version, rollback_floor)
-    return SignedImage(path, sha256, length, signature, certificate_pem(cert), header, _TOKEN)
+    return SignedImage(
+        path, scan.file.sha256, scan.file.length, signature, certificate_pem(cert), header, _TOKEN
+    )
+
+
+@dataclass(frozen=True)
+class _ImageScan:
+    """One pass over an image file: its whole digest and what its envelope says."""
+
+    file: Digest
+    header: ImageHeader | None
+    payload: Digest | None
+    problem: BundleError | None
+
+    def checked_header(self) -> ImageHeader:
+        """The header, if the envelope parsed and the payload matches it (release.image rules).
+
+        Raises BundleError (malformed envelope) or IntegrityError (payload length or digest).
+        """
+        if self.header is None or self.payload is None:
+            raise self.problem or BundleError("not a Chargeward firmware image")
+        if (self.payload.length, self.payload.sha256) != (
+            self.header.payload_length,
+            self.header.payload_sha256,
+        ):
+            raise IntegrityError("image payload does not match its header")
+        return self.header
+
+
+class _ThreadedSha256:
+    """SHA-256 fed in order to its own thread, so that a second digest can run beside it.
+
+    hashlib releases the GIL for large updates: on two cores the whole-file and the payload
+    digest of an image take the time of one.  At most ``_IN_FLIGHT`` chunks wait for the
+    thread, so memory stays constant.  Use as a context manager.
+    """
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._slots = threading.Semaphore(_IN_FLIGHT)
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._error: Exception | None = None
+        self._open = False
+        self.length = 0
+
+    def __enter__(self) -> _ThreadedSha256:
+        self._thread.start()
+        self._open = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            try:
+                if self._error is None:
+                    self._hash.update(data)
+            except Exception as e:  # kept for digest(); the feeder must never block
+                self._error = e
+            finally:
+                self._slots.release()
+
+    def _close(self) -> None:
+        if self._open:
+            self._open = False
+            self._queue.put(None)
+            self._thread.join()
+
+    def update(self, data: bytes) -> None:
+        self._slots.acquire()
+        self.length += len(data)
+        self._queue.put(data)
+
+    def digest(self) -> Digest:
+        self._close()
+        if self._error is not None:
+            raise self._error
+        return Digest(self._hash.hexdigest(), self.length)
+
+
+def _scan_image(path: Path) -> _ImageScan:
+    """Read ``path`` once: SHA-256 of the whole file, the CWFW header and the payload digest.
+
+    A malformed envelope is recorded, not raised, so that the caller judges the signature
+    first; the header is the one in the very bytes the signature covers.
+    """
+    with path.open("rb") as fh, _ThreadedSha256() as whole:
+        first = fh.read(_FIRST_READ)
+        whole.update(first)
+        header: ImageHeader | None = None
+        problem: BundleError | None = None
+        try:
+            header, offset = read_header_from(io.BytesIO(first))
+        except BundleError as e:
+            problem = e
+        except (ValueError, RecursionError) as e:  # e.g. integers or nesting json refuses
+            problem = BundleError(f"image header is malformed: {type(e).__name__}")
+        if header is None:
+            while chunk := fh.read(CHUNK):
+                whole.update(chunk)
+            return _ImageScan(whole.digest(), None, None, problem)
+        payload = hashlib.sha256(memoryview(first)[offset:])
+        length = len(first) - offset
+        while chunk := fh.read(CHUNK):
+            whole.update(chunk)
+            payload.update(chunk)
+            length += len(chunk)
+        return _ImageScan(whole.digest(), header, Digest(payload.hexdigest(), length), None)
 
 
 def _check_floor(security_version: int, rollback_floor: int) -> None:
@@ -279,5 +398,6 @@ def secure_boot_check(
     verify_firmware_signing_certificate(
         cert, anchors, now=cert.not_valid_before_utc + dt.timedelta(seconds=1)
     )
-    verify_signature(image, cert, signature)
-    return check_image(image)
+    scan = _scan_image(image)
+    verify_firmware_signature(cert, scan.file, signature)
+    return scan.checked_header()

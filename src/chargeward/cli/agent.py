@@ -12,8 +12,7 @@ from typing import Annotated
 import typer
 
 from chargeward.agent.agent import Agent, AgentConfig
-from chargeward.agent.bootloader import NoBootableSlot
-from chargeward.agent.provision import provision
+from chargeward.agent.provision import factory_reset, provision
 from chargeward.agent.state import Identity, StateDir
 from chargeward.cli.common import console
 
@@ -80,6 +79,25 @@ def init(
     )
 
 
+@app.command("factory-reset")
+def factory_reset_(
+    state_dir: StateDirOpt,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Restore the charger's own factory credentials and erase operator data.
+
+    Firmware slots, the rollback and time floors and the trust anchors stay: a reset never
+    re-opens a rollback, and never sets a shared default password.
+    """
+    if not yes:
+        typer.confirm(f"Factory-reset the charger in {state_dir}?", abort=True)
+    ident = factory_reset(state_dir)
+    console.print(
+        f"factory reset of {ident.station_id}: factory credentials restored; "
+        "firmware, rollback floor and trust anchors kept"
+    )
+
+
 @app.command("run")
 def run(
     state_dir: StateDirOpt,
@@ -97,6 +115,10 @@ def run(
     update_check_interval: Annotated[
         float, typer.Option(min=1.0, help="Seconds between checks for security releases.")
     ] = 86400.0,
+    download_rate_limit: Annotated[
+        int | None,
+        typer.Option(min=1024, help="Cap firmware downloads at this many bytes per second."),
+    ] = None,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Run the charger: connect, boot, and install firmware updates as the CSMS asks."""
@@ -112,6 +134,7 @@ def run(
             reconnect_delay=reconnect_delay,
             repository_url=repository,
             update_check_interval=update_check_interval,
+            download_rate_limit=download_rate_limit,
         )
     )
 
@@ -121,11 +144,7 @@ def run(
             loop.add_signal_handler(sig, agent.stop)
         await agent.run()
 
-    try:
-        asyncio.run(main())
-    except NoBootableSlot as e:
-        console.print(f"[bold red]secure boot failed:[/] {e}")
-        raise typer.Exit(3) from e
+    asyncio.run(main())  # a charger whose software fails secure boot stays in quarantine
 
 
 @app.command("status")
@@ -155,6 +174,9 @@ def status(state_dir: StateDirOpt) -> None:
             + (f", customer {ident.customer}" if ident.customer else "")
             + (f", time floor {floor:%Y-%m-%dT%H:%M:%SZ}" if floor else "")
         )
+    notice = st.owner_notice()
+    if notice:
+        console.print(f"[bold red]{notice}[/]")
     inst = st.install_state()
     if inst:
         console.print(f"last install: request {inst.request_id}, {inst.version}, {inst.phase}")

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from chargeward import __version__
-from chargeward.cli import agent, keys, pki, release, repo, server, station, token
+from chargeward.cli import agent, factory, keys, pki, release, repo, server, station, token
 from chargeward.cli.common import err_console
 from chargeward.errors import (
     BundleError,
@@ -42,6 +42,7 @@ app.add_typer(server.app, name="server", help="Run the management server (CSMS).
 app.add_typer(station.app, name="station", help="Register and inspect charging stations.")
 app.add_typer(token.app, name="token", help="API tokens for operators and approvers.")
 app.add_typer(agent.app, name="agent", help="Run the reference charger agent.")
+app.add_typer(factory.app, name="factory", help="Provision chargers at the factory.")
 
 
 @app.command("version")

@@ -149,6 +149,29 @@ def update(
     )
 
 
+def import_registration(
+    registration: Path, data_dir: Path, server: str | None, token: str | None = None
+) -> None:
+    """Send a factory registration file to the server (POST /api/v1/stations/import)."""
+    from chargeward.factory.provisioning import read_registration
+
+    body = {"stations": read_registration(registration)}
+    r = ApiClient(data_dir, server, token).request("POST", "/api/v1/stations/import", json=body)
+    console.print(f"imported {r['imported']} stations from {registration}")
+
+
+@app.command("import")
+def import_(
+    registration: Annotated[
+        Path, typer.Argument(help="registration.json from 'chargeward factory provision'.")
+    ],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    server: ServerUrl = None,
+) -> None:
+    """Register stations provisioned at the factory (password hashes and public data only)."""
+    import_registration(registration, data_dir, server)
+
+
 CertFile = Annotated[
     Path, typer.Option("--cert", help="Manufacturer Root CA certificate (PEM).", dir_okay=False)
 ]
@@ -226,3 +249,90 @@ def delete_root(
         "DELETE", CERTIFICATES.format(station_id), params=vars(hash_data)
     )
     _answered(station_id, f"DeleteCertificate of {certificate.subject.rfc4514_string()}", r)
+
+
+LOGS = "/api/v1/stations/{}/logs"
+LOG_TYPES = ("SecurityLog", "DiagnosticsLog")
+LOG_FAILED = frozenset(
+    {"BadMessage", "NotSupportedOperation", "PermissionDenied", "UploadFailure", "AcceptedCanceled"}
+)
+
+
+@app.command("get-log")
+def get_log(
+    station_id: str,
+    log_type: Annotated[
+        str, typer.Option("--type", help="SecurityLog or DiagnosticsLog.")
+    ] = "SecurityLog",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Write the log to this new file (default: stdout).", dir_okay=False
+        ),
+    ] = None,
+    oldest: Annotated[
+        str | None, typer.Option(help="Only entries from this time on (ISO 8601 with offset).")
+    ] = None,
+    latest: Annotated[
+        str | None, typer.Option(help="Only entries up to this time (ISO 8601 with offset).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(min=1.0, help="Seconds to wait for the upload.")] = 120,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    server: ServerUrl = None,
+) -> None:
+    """Fetch a connected station's security or diagnostics log (OCPP GetLog)."""
+    import sys
+    import time
+
+    import httpx
+
+    from chargeward.cli.common import err_console
+    from chargeward.errors import TransportError
+    from chargeward.fileio import write_new_file
+
+    if log_type not in LOG_TYPES:
+        raise typer.BadParameter(f"--type must be one of {', '.join(LOG_TYPES)}")
+    if out is not None and out.exists():
+        raise typer.BadParameter(f"{out} exists; refusing to overwrite it")
+    api = ApiClient(data_dir, server)
+    path = LOGS.format(station_id)
+    body = {"log_type": log_type, "oldest": oldest, "latest": latest}
+    r = api.request("POST", path, json={k: v for k, v in body.items() if v is not None})
+    if r["station_response"] not in ("Accepted", "AcceptedCanceled"):
+        raise ChargewardError(
+            f"station {station_id} answered {r['station_response']} to GetLog {log_type}; "
+            f"transaction {r['transaction_id']}"
+        )
+    rid = r["request_id"]
+    deadline = time.monotonic() + timeout
+    last = None
+    with err_console.status(f"waiting for {station_id} to upload {r['filename']}") as spinner:
+        while True:
+            view = next((v for v in api.request("GET", path) if v["request_id"] == rid), None)
+            if view is not None and view["sha256"]:
+                break
+            last = view["last_status"] if view else None
+            if last in LOG_FAILED:
+                raise ChargewardError(f"station {station_id} reported {last} for log {rid}")
+            if time.monotonic() > deadline:
+                raise TransportError(
+                    f"station {station_id} uploaded no log within {timeout:g} s "
+                    f"(last status: {last or 'none'}); request {rid}"
+                )
+            spinner.update(f"{station_id}: {last or 'waiting for the upload'} ({r['filename']})")
+            time.sleep(0.5)
+    try:
+        got = api.client.get(f"{path}/{rid}")
+    except httpx.HTTPError as e:
+        raise TransportError(f"cannot reach the server at {api.base}: {e}") from e
+    if got.status_code >= 400:
+        raise ChargewardError(f"server refused ({got.status_code}): {got.text[:300]}")
+    if out is None:
+        sys.stdout.buffer.write(got.content)
+        sys.stdout.flush()
+        return
+    write_new_file(out, got.content)
+    err_console.print(
+        Text(f"wrote {out}: {log_type} of {station_id}, {len(got.content)} bytes (request {rid})"),
+        soft_wrap=True,
+    )

@@ -165,6 +165,61 @@ def create_root_ca(
     return _sign_certificate(builder, signer)
 
 
+def _issue_leaf(
+    ca_signer: Signer,
+    ca_certificate: x509.Certificate,
+    subject_key: ec.EllipticCurvePublicKey,
+    name: x509.Name,
+    *,
+    not_after: dt.datetime,
+    now: dt.datetime,
+    usage: x509.ObjectIdentifier,
+    key_agreement: bool,
+    what: str,
+) -> x509.Certificate:
+    """An end-entity certificate under ``ca_certificate``: checks, extensions, signature."""
+    if not key_matches_certificate(ca_signer.public_key(), ca_certificate):
+        raise UntrustedCertificate("CA key does not match the CA certificate")
+    if not _is_ca(ca_certificate):
+        raise UntrustedCertificate("the issuing certificate is not a CA certificate")
+    if subject_key.public_numbers() == _ec_key(ca_certificate).public_numbers():
+        raise UntrustedCertificate(f"the {what} key must differ from the CA key")
+    end = min(not_after, ca_certificate.not_valid_after_utc)
+    if end <= now:
+        raise ConfigError(f"{what} certificate would not be valid after {now:%Y-%m-%d}")
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(ca_certificate.subject)
+        .public_key(subject_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=key_agreement,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(subject_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(_ec_key(ca_certificate)),
+            critical=False,
+        )
+    )
+    return _sign_certificate(builder, ca_signer)
+
+
 def issue_firmware_signing_certificate(
     ca_signer: Signer,
     ca_certificate: x509.Certificate,
@@ -177,44 +232,53 @@ def issue_firmware_signing_certificate(
 ) -> x509.Certificate:
     """Issue a firmware-signing certificate for ``subject_key`` directly under the root."""
     now = now or _now()
-    if not key_matches_certificate(ca_signer.public_key(), ca_certificate):
-        raise UntrustedCertificate("CA key does not match the CA certificate")
-    if not _is_ca(ca_certificate):
-        raise UntrustedCertificate("the issuing certificate is not a CA certificate")
-    if subject_key.public_numbers() == _ec_key(ca_certificate).public_numbers():
-        raise UntrustedCertificate("the firmware-signing key must differ from the CA key")
-    not_after = min(now + dt.timedelta(days=days), ca_certificate.not_valid_after_utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name, organization))
-        .issuer_name(ca_certificate.subject)
-        .public_key(subject_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(subject_key), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(_ec_key(ca_certificate)),
-            critical=False,
-        )
+    return _issue_leaf(
+        ca_signer,
+        ca_certificate,
+        subject_key,
+        _name(common_name, organization),
+        not_after=now + dt.timedelta(days=days),
+        now=now,
+        usage=ExtendedKeyUsageOID.CODE_SIGNING,
+        key_agreement=False,
+        what="firmware-signing",
     )
-    return _sign_certificate(builder, ca_signer)
+
+
+def issue_device_certificate(
+    ca_signer: Signer,
+    ca_certificate: x509.Certificate,
+    device_key: ec.EllipticCurvePublicKey,
+    serial_number: str,
+    organization: str,
+    *,
+    not_after: dt.datetime,
+    now: dt.datetime | None = None,
+) -> x509.Certificate:
+    """Issue a charger's device certificate (CN = serial number, clientAuth) under a CA.
+
+    Validity ends at ``not_after`` or the CA's own end, whichever is first.
+    """
+    now = now or _now()
+    return _issue_leaf(
+        ca_signer,
+        ca_certificate,
+        device_key,
+        _name(serial_number, organization),
+        not_after=not_after,
+        now=now,
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+        key_agreement=True,
+        what="device",
+    )
+
+
+def certificate_common_name(cert: x509.Certificate) -> str | None:
+    """The subject's single commonName, or None when it has none or several."""
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(names) != 1 or not isinstance(names[0].value, str):
+        return None
+    return names[0].value
 
 
 def _ec_key(cert: x509.Certificate) -> ec.EllipticCurvePublicKey:

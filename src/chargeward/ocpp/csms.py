@@ -47,10 +47,12 @@ class StationSink(Protocol):
     async def firmware_status(
         self, station_id: str, status: str, request_id: int | None
     ) -> None: ...
+    async def log_status(self, station_id: str, status: str, request_id: int | None) -> None: ...
     async def security_event(
         self, station_id: str, type: str, timestamp: dt.datetime, tech_info: str | None
     ) -> None: ...
     async def update_available(self, station_id: str, report: UpdateAvailable) -> None: ...
+    async def owner_notification(self, station_id: str, notice: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,29 @@ class InstalledCertificates:
     certificates: tuple[InstalledCertificateId, ...] = ()
 
 
+@dataclass(frozen=True)
+class LogRequest:
+    """One GetLog (OCPP N01): the station uploads the log to ``remote_location``."""
+
+    request_id: int
+    log_type: str  # SecurityLog | DiagnosticsLog
+    remote_location: str
+    oldest: dt.datetime | None = None
+    latest: dt.datetime | None = None
+    retries: int | None = None
+    retry_interval: int | None = None
+
+
+@dataclass(frozen=True)
+class LogAnswer:
+    """A station's GetLogResponse: Accepted, Rejected or AcceptedCanceled, and the file name."""
+
+    status: str
+    filename: str | None = None
+    reason_code: str | None = None
+    additional_info: str | None = None
+
+
 def _answer(result: Any) -> CertificateAnswer:
     info = result.status_info or {}
     return CertificateAnswer(
@@ -149,6 +174,8 @@ class CsmsChargePoint(HardenedChargePoint):
         self.sink = sink
         self.heartbeat_interval = heartbeat_interval
         self.booted = False
+        # Transactions running now (evse id -> transaction id), from TransactionEvent (E01).
+        self.active_transactions: dict[int, str] = {}
 
     def _require_boot(self) -> None:
         # OCPP 2.0.1 B02.FR.09: before BootNotification is accepted the CSMS refuses other calls.
@@ -207,11 +234,26 @@ class CsmsChargePoint(HardenedChargePoint):
         await self.sink.security_event(self.id, type, parse_ocpp_time(timestamp), tech_info)
         return call_result.SecurityEventNotification()
 
+    @on(Action.log_status_notification)
+    async def on_log_status(
+        self, status: str, request_id: int | None = None, **_: Any
+    ) -> call_result.LogStatusNotification:
+        self._require_boot()
+        await self.sink.log_status(self.id, status, request_id)
+        return call_result.LogStatusNotification()
+
     @on(Action.data_transfer)
     async def on_data_transfer(
         self, vendor_id: str, message_id: str | None = None, data: Any = None, **_: Any
     ) -> call_result.DataTransfer:
         """Vendor messages; Chargeward's agent reports available security releases (P01)."""
+        if vendor_id == VENDOR_ID and message_id == "OwnerNotification":
+            # Before boot too: a charger in tamper quarantine sends only this and the event.
+            notice = _json_object(data)
+            if notice is None:
+                return call_result.DataTransfer(status="Rejected")
+            await self.sink.owner_notification(self.id, notice)
+            return call_result.DataTransfer(status="Accepted")
         self._require_boot()
         if vendor_id != VENDOR_ID:
             return call_result.DataTransfer(status="UnknownVendorId")
@@ -222,6 +264,26 @@ class CsmsChargePoint(HardenedChargePoint):
             return call_result.DataTransfer(status="Rejected")
         await self.sink.update_available(self.id, report)
         return call_result.DataTransfer(status="Accepted")
+
+    @on(Action.transaction_event)
+    async def on_transaction_event(
+        self,
+        event_type: str,
+        timestamp: str,
+        transaction_info: dict[str, Any],
+        evse: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> call_result.TransactionEvent:
+        self._require_boot()
+        parse_ocpp_time(timestamp)
+        tx = str(transaction_info["transaction_id"])
+        if event_type == "Ended":
+            self.active_transactions = {
+                e: t for e, t in self.active_transactions.items() if t != tx
+            }
+        elif evse is not None:
+            self.active_transactions[int(evse["id"])] = tx
+        return call_result.TransactionEvent()
 
     async def update_firmware(self, order: FirmwareOrder) -> str:
         """Send UpdateFirmware; returns the station's response status."""
@@ -284,6 +346,30 @@ class CsmsChargePoint(HardenedChargePoint):
             ),
         )
 
+    async def get_log(self, request: LogRequest) -> LogAnswer:
+        """Send GetLog (OCPP N01); returns the station's answer.  The upload and its
+        LogStatusNotifications follow."""
+        result = await self._request(
+            call.GetLog(
+                log=datatypes.LogParametersType(
+                    remote_location=request.remote_location,
+                    oldest_timestamp=ocpp_time(request.oldest) if request.oldest else None,
+                    latest_timestamp=ocpp_time(request.latest) if request.latest else None,
+                ),
+                log_type=request.log_type,
+                request_id=request.request_id,
+                retries=request.retries,
+                retry_interval=request.retry_interval,
+            )
+        )
+        info = result.status_info or {}
+        return LogAnswer(
+            str(result.status),
+            result.filename,
+            info.get("reason_code"),
+            info.get("additional_info"),
+        )
+
     async def delete_certificate(self, hash_data: CertificateHashData) -> CertificateAnswer:
         """Send DeleteCertificate (OCPP M04) with hash data as the station reported it
         (M04.FR.07: the same hash algorithm)."""
@@ -298,3 +384,14 @@ class CsmsChargePoint(HardenedChargePoint):
             )
         )
         return _answer(result)
+
+
+def _json_object(data: object) -> dict[str, Any] | None:
+    """``data`` of a DataTransfer as a JSON object of at most 2 KiB, or None."""
+    if not isinstance(data, str) or len(data) > 2048:
+        return None
+    try:
+        raw = json.loads(data)
+    except ValueError:
+        return None
+    return raw if isinstance(raw, dict) else None

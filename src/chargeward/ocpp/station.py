@@ -8,6 +8,7 @@ own outgoing calls.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -94,6 +95,25 @@ class StationController(Protocol):
         """Runs after an Install/DeleteCertificate answer was sent (e.g. a security event)."""
         ...
 
+    def get_log(
+        self,
+        log_type: str,
+        request_id: int,
+        log: dict[str, Any],
+        retries: int | None,
+        retry_interval: int | None,
+    ) -> tuple[str, str | None]:
+        """Decide the GetLog response (OCPP N01): (status, filename)."""
+        ...
+
+    async def after_get_log(self, request_id: int, status: str) -> None:
+        """Runs after the GetLog answer was sent: the upload and its LogStatusNotifications."""
+        ...
+
+    def set_variable(self, component: str, variable: str, value: str) -> str:
+        """Decide and carry out one SetVariables entry (OCPP B05); a SetVariableStatus."""
+        ...
+
 
 TRIGGERABLE = {
     MessageTriggerEnumType.firmware_status_notification,
@@ -116,6 +136,7 @@ class StationChargePoint(HardenedChargePoint):
         self._responses: dict[int, str] = {}
         self._reset_status = "Rejected"
         self._certificate_results: dict[str, CertificateResult] = {}
+        self._log_responses: dict[int, str] = {}
 
     @on(Action.update_firmware)
     def on_update_firmware(
@@ -155,6 +176,30 @@ class StationChargePoint(HardenedChargePoint):
     @after(Action.reset)
     async def after_reset(self, type: str, **_: Any) -> None:
         await self.controller.after_reset(type, self._reset_status)
+
+    @on(Action.set_variables)
+    def on_set_variables(
+        self, set_variable_data: list[dict[str, Any]], **_: Any
+    ) -> call_result.SetVariables:
+        results = []
+        for item in set_variable_data:  # OCPP B05.FR.01: one result per requested variable
+            component, variable = item["component"], item["variable"]
+            attribute = item.get("attribute_type", "Actual")
+            if attribute != "Actual":
+                status = "NotSupportedAttributeType"
+            else:
+                status = self.controller.set_variable(
+                    component["name"], variable["name"], item["attribute_value"]
+                )
+            results.append(
+                datatypes.SetVariableResultType(
+                    attribute_status=status,
+                    component=datatypes.ComponentType(name=component["name"]),
+                    variable=datatypes.VariableType(name=variable["name"]),
+                    attribute_type=attribute,
+                )
+            )
+        return call_result.SetVariables(set_variable_result=results)
 
     # -- certificate management (OCPP M03, M04, M05) ------------------------------------------
 
@@ -222,3 +267,55 @@ class StationChargePoint(HardenedChargePoint):
         result = self._certificate_results.pop(call_unique_id, None)
         if result is not None:
             await self.controller.after_certificate_change(result)
+
+    # -- logs (OCPP N01) ------------------------------------------------------------------------
+
+    @on(Action.get_log)
+    def on_get_log(
+        self,
+        log: dict[str, Any],
+        log_type: str,
+        request_id: int,
+        retries: int | None = None,
+        retry_interval: int | None = None,
+        **_: Any,
+    ) -> call_result.GetLog:
+        status, filename = self.controller.get_log(
+            log_type, request_id, log, retries, retry_interval
+        )
+        self._log_responses[request_id] = status
+        return call_result.GetLog(status=status, filename=filename)
+
+    @after(Action.get_log)
+    async def after_get_log(self, request_id: int, **_: Any) -> None:
+        await self.controller.after_get_log(
+            request_id, self._log_responses.pop(request_id, "Rejected")
+        )
+
+
+class QuarantineChargePoint(StationChargePoint):
+    """A charger in tamper quarantine (UK SCP Regulations Schedule 1 para 3(4)(b)).
+
+    It connects only to notify; every request from the CSMS but ``UpdateFirmware`` (a
+    validated update is the only way out) is refused with a ``SecurityError`` CALLERROR.
+    """
+
+    ALLOWED = frozenset({Action.update_firmware.value})
+
+    async def route_message(self, raw_msg: Any) -> None:
+        try:
+            msg = json.loads(raw_msg)
+        except (ValueError, TypeError):
+            msg = None
+        if (
+            isinstance(msg, list)
+            and len(msg) == 4
+            and msg[0] == 2
+            and isinstance(msg[1], str)
+            and msg[2] not in self.ALLOWED
+        ):
+            await self._send(
+                json.dumps([4, msg[1], "SecurityError", "charger is in tamper quarantine", {}])
+            )
+            return
+        await super().route_message(raw_msg)

@@ -84,10 +84,14 @@ def create_app(state: ServerState) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
     from chargeward.server.api_certificates import router as certificate_router
+    from chargeward.server.api_logs import router as log_router
     from chargeward.server.api_repository import router as repository_router
+    from chargeward.server.api_station_import import router as station_import_router
 
     app.include_router(repository_router)
     app.include_router(certificate_router)
+    app.include_router(log_router)
+    app.include_router(station_import_router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

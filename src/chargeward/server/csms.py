@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -25,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from chargeward.ocpp.csms import BootInfo, CsmsChargePoint, UpdateAvailable
-from chargeward.server import passwords, services
+from chargeward.server import logs, passwords, services
 from chargeward.server.db import Database
 from chargeward.server.repository import record_available_update
 
@@ -94,6 +95,12 @@ class DbSink:
                 s, station_id, status=status, request_id=request_id, now=self.clock()
             )
 
+    async def log_status(self, station_id: str, status: str, request_id: int | None) -> None:
+        async with self.db.session() as s:
+            await logs.record_status(
+                s, station_id, status=status, request_id=request_id, now=self.clock()
+            )
+
     async def security_event(
         self, station_id: str, type: str, timestamp: dt.datetime, tech_info: str | None
     ) -> None:
@@ -101,6 +108,10 @@ class DbSink:
             await services.record_security_event(
                 s, station_id, type=type, timestamp=timestamp, tech_info=tech_info, now=self.clock()
             )
+
+    async def owner_notification(self, station_id: str, notice: dict[str, Any]) -> None:
+        async with self.db.session() as s:
+            await services.record_owner_notification(s, station_id, notice, now=self.clock())
 
     async def update_available(self, station_id: str, report: UpdateAvailable) -> None:
         async with self.db.session() as s:

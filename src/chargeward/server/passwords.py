@@ -38,6 +38,18 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+# For machine-generated secrets of >= 128 bits (factory-issued BasicAuthPasswords): their
+# strength is the randomness, not the hash cost, so the hash uses OWASP's argon2id minimum
+# (19 MiB, 2 passes, 1 lane), which the server accepts (server/station_import.py).
+_random_secret_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+
+
+def hash_random_secret(password: str) -> str:
+    """argon2id hash of a CSPRNG-generated password of at least 128 bits of entropy."""
+    check_password_policy(password)
+    return _random_secret_hasher.hash(password)
+
+
 def verify_password(stored_hash: str | None, password: str) -> bool:
     """Constant-effort check; ``stored_hash=None`` (unknown station) always fails."""
     try:

@@ -7,8 +7,10 @@ takes the caller's session (one transaction) and, where time matters, ``now``.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import desc, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,6 +41,8 @@ from chargeward.server.tables import (
     SecurityEvent,
     Station,
 )
+
+LOG = logging.getLogger("chargeward.server")
 
 # OCPP identifierString for the station identity in the URL: <= 48 characters, no ':'.
 STATION_ID_RE = re.compile(r"^[A-Za-z0-9*_=+|@.-]{1,48}$")
@@ -233,6 +237,22 @@ async def record_firmware_status(
         target=station_id,
         transaction_id=tid,
         details={"status": status, "request_id": request_id},
+        now=now,
+    )
+
+
+async def record_owner_notification(
+    s: AsyncSession, station_id: str, notice: dict[str, Any], *, now: dt.datetime
+) -> None:
+    """A charger's notice for its owner (tamper quarantine): kept in the audit log."""
+    await touch(s, station_id, now=now)
+    LOG.warning("%s: owner notification: %s", station_id, notice.get("message", notice))
+    await audit.record(
+        s,
+        actor=station_actor(station_id),
+        action="station.owner_notification",
+        target=station_id,
+        details={k: str(v)[:512] for k, v in notice.items()},
         now=now,
     )
 

@@ -50,6 +50,10 @@ class Station(Base):
     created_at: Mapped[dt.datetime]
     # The newest security release the station reported as available to it (DataTransfer).
     available_update: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # Set by a factory import (POST /api/v1/stations/import): the customer lock and the
+    # SHA-256 fingerprint of the device certificate issued at provisioning.
+    customer: Mapped[str | None] = mapped_column(String(64), default=None)
+    device_certificate_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class Release(Base):
@@ -184,3 +188,43 @@ class AuditEntry(Base):
 
 
 Index("ix_audit_action", AuditEntry.action)
+
+
+class StationLog(Base):
+    """One GetLog sent to one station (OCPP N01); ``id`` is the OCPP requestId.
+
+    The station uploads to a one-time URL: only the SHA-256 of its token is stored.
+    """
+
+    __tablename__ = "station_logs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    transaction_id: Mapped[str] = mapped_column(String(36), unique=True)
+    station_id: Mapped[str] = mapped_column(ForeignKey("stations.id"), index=True)
+    log_type: Mapped[str] = mapped_column(String(20))  # SecurityLog | DiagnosticsLog
+    oldest: Mapped[dt.datetime | None]
+    latest: Mapped[dt.datetime | None]
+    requested_by: Mapped[str] = mapped_column(String(100))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    token_expires_at: Mapped[dt.datetime]
+    token_used_at: Mapped[dt.datetime | None]
+    response_status: Mapped[str | None] = mapped_column(String(30))  # GetLogResponse.status
+    filename: Mapped[str | None] = mapped_column(String(255))  # as the station named it
+    last_status: Mapped[str | None] = mapped_column(String(30))  # LogStatusNotification
+    sha256: Mapped[str | None] = mapped_column(String(64))  # the upload, in the blob store
+    length: Mapped[int | None] = mapped_column(BigInteger)
+    uploaded_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+
+
+class LogStatusEvent(Base):
+    """One LogStatusNotification as received."""
+
+    __tablename__ = "log_status_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    station_id: Mapped[str] = mapped_column(String(48), index=True)
+    request_id: Mapped[int | None]
+    status: Mapped[str] = mapped_column(String(30))
+    received_at: Mapped[dt.datetime]
