@@ -52,11 +52,14 @@ test: system-deps lint typecheck
 clean:
 	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache
 
-# Benchmarks (about 40 s): publishing, then the charger's streaming verify; figures merged
-# into benchmarks/results/latest.json.  Both run even if the first misses its target.
+# Benchmarks (a few minutes): publishing, the charger's streaming verify, then 10,000 OCPP
+# connections on one server process; figures merged into benchmarks/results/latest.json.
+# Each runs even if an earlier one misses its target.
 # Extra options: make bench BENCH_ARGS=--profile BENCH_VERIFY_ARGS=--profile
+#                BENCH_CONNECTIONS_ARGS="--stations 2000"
 .PHONY: bench
 bench: $(STAMP)
 	$(PY) -m benchmarks.bench_publish $(BENCH_ARGS); status=$$?; \
 	$(PY) -m benchmarks.bench_verify $(BENCH_VERIFY_ARGS) || status=1; \
+	$(PY) -m benchmarks.bench_connections $(BENCH_CONNECTIONS_ARGS) || status=1; \
 	exit $$status

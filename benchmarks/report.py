@@ -97,6 +97,34 @@ def summary_table(results: dict[str, Any]) -> Table:
             f"< {large['target_s']:.0f} s",
             verdict(large["pass"]),
         )
+    conns = results.get("ocpp_connections")
+    if conns is not None:
+        csms, base = conns["csms"], conns["baseline"]
+        table.add_row(
+            f"OCPP connections held, one process ({conns['stations']:,} stations)",
+            f"{csms['held']:,}",
+            f"bare websockets {base['held']:,}",
+            "",
+            f">= {conns['targets']['connections']:,}",
+            verdict(conns["checks"]["connections"]),
+        )
+        table.add_row(
+            "  connect + BootNotification storm, all accepted",
+            seconds(csms["storm_s"]),
+            f"bare websockets {seconds(base['storm_s'])}",
+            f"{csms['storm_s'] / base['storm_s']:.1f}" if base["storm_s"] else "",
+            f"<= {conns['targets']['storm_s']:.0f} s",
+            verdict(conns["checks"]["storm"]),
+        )
+        kib = csms["kib_per_connection"]
+        table.add_row(
+            "  RSS per idle connection",
+            f"{kib:.1f} KiB" if kib is not None else "-",
+            f"bare websockets {base['kib_per_connection'] or 0:.1f} KiB",
+            f"{conns['memory_ratio']:.1f}",
+            f"<= {conns['targets']['kib_per_connection']} KiB",
+            verdict(conns["checks"]["memory"]),
+        )
     return table
 
 

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from chargeward.server.db import Database
+from tests.support.databases import PostgresTemplates, postgres_database, sqlite_url
 from tests.support.fleet import Pki
 
 
@@ -20,3 +23,35 @@ def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture(scope="session")
 def factory_bundle(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return pki.bundle(tmp_path_factory.mktemp("bundles") / "factory-1.0.0.cwb", "1.0.0", 1)
+
+
+# Storage on both backends: ``database_url`` runs a test once on SQLite and once on a fresh
+# PostgreSQL database (see tests/support/databases.py); ``db`` is that database, opened.
+
+
+@pytest.fixture(scope="session")
+def postgres_templates() -> Iterator[PostgresTemplates]:
+    templates = PostgresTemplates()
+    yield templates
+    templates.drop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_templates: PostgresTemplates
+) -> Iterator[str]:
+    """A database URL on each backend, migrated to head (SQLite: on first open)."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "sqlite")
+        return
+    with postgres_database(postgres_templates.template()) as url:
+        yield url
+
+
+@pytest.fixture
+async def db(database_url: str, tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(data_dir=tmp_path / "sqlite", url=database_url)
+    try:
+        yield database
+    finally:
+        await database.close()

@@ -122,6 +122,7 @@ def start_server(
         "0",
         "--manufacturer-root",
         str(root_pem),
+        "--allow-insecure-profile-1",  # demo and tests on loopback: plain ws
     ]
     if public_url:
         args += ["--public-url", public_url]
@@ -246,7 +247,12 @@ def run_demo(
         console.print(f"server up: OCPP {info['ocpp_url']}{{stationId}}, API {info['api_url']}")
         ids = [f"DEMO-{i:03d}" for i in range(1, stations + 1)]
         for sid in ids:
-            added = run_cli(["station", "add", sid, "--model", MODEL, "--data-dir", str(data)])
+            added = run_cli(
+                [
+                    *("station", "add", sid, "--model", MODEL),
+                    *("--security-profile", "1", "--data-dir", str(data)),
+                ]
+            )
             password = added.split("BasicAuthPassword:")[1].split()[0]
             state = workdir / "chargers" / sid
             run_cli(

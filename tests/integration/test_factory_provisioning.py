@@ -82,7 +82,7 @@ def test_factory_chargers_connect_with_unique_credentials_and_after_reset(
                     ]
                 },
             )
-        assert r.status_code == 422 and "argon2id" in r.json()["detail"]
+        assert r.status_code == 422 and "argon2id" in r.json()["error"]["message"]
         with httpx.Client(base_url=srv.api_url) as anonymous:
             assert (
                 anonymous.post("/api/v1/stations/import", json={"stations": []}).status_code == 401
@@ -105,6 +105,9 @@ def test_factory_chargers_connect_with_unique_credentials_and_after_reset(
         cli("station", "import", str(late / "registration.json"), "--data-dir", str(srv.data_dir))
 
         chargers = {"CP-000001": out, "CP-000002": out, "SN-LATE-1": late}
+        for sid in chargers:  # the test server runs plain ws (lab security profile 1)
+            body = {"security_profile": 1}
+            srv.api("PUT", f"/api/v1/stations/{sid}/security-profile", json=body)
         agents = {sid: _run(srv, d / sid, tmp_path / f"{sid}.log") for sid, d in chargers.items()}
         for sid in chargers:
             assert srv.wait_connected(sid)["firmware_version"] == "1.0.0"

@@ -149,7 +149,7 @@ def test_station_refuses_a_non_ca_certificate_and_deleting_its_last_root(
             "POST",
             CERTIFICATES,
             json={
-                "certificate_type": "CSMSRootCertificate",
+                "certificate_type": "V2GRootCertificate",  # ISO 15118 is not supported
                 "certificate_pem": pki.root_pem.read_text(),
             },
         )
@@ -168,7 +168,7 @@ def test_station_refuses_a_non_ca_certificate_and_deleting_its_last_root(
                 },
             )
         assert refused.status_code == 422
-        assert "not a Manufacturer Root CA this server trusts" in refused.json()["detail"]
+        assert "not a Manufacturer Root CA this server trusts" in refused.json()["error"]["message"]
 
         last = delete(srv, pki.root_cert)
         assert (last["station_response"], last["reason_code"]) == ("Failed", "LastRoot")

@@ -157,7 +157,8 @@ class Server:
 
     def add_station(self, station_id: str, model: str = MODEL) -> str:
         out = cli(
-            "station", "add", station_id, "--model", model, "--data-dir", str(self.data_dir)
+            *("station", "add", station_id, "--model", model, "--data-dir", str(self.data_dir)),
+            *("--security-profile", "1"),  # the test server runs plain ws (lab profile 1)
         ).stdout
         line = next(x for x in out.splitlines() if x.startswith("BasicAuthPassword:"))
         return line.split()[1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,21 +18,18 @@ async def _count(s: AsyncSession) -> int:
     return int(await s.scalar(select(func.count()).select_from(ApiToken)) or 0)
 
 
-async def test_snapshot_does_not_see_a_commit_made_while_it_reads(tmp_path: Path) -> None:
-    db = await Database.open(data_dir=tmp_path)
-    try:
-        async with db.snapshot() as reader:
-            before = await _count(reader)
-            async with db.session() as writer:
-                await services.create_token(writer, "alice", actor="test", now=NOW)
-            assert await _count(reader) == before  # same snapshot for the whole view
-        async with db.snapshot() as reader:
-            assert await _count(reader) == before + 1  # a new view sees the commit
-        # A plain session reads each statement afresh: the reason snapshot() exists.
-        async with db.session() as plain:
-            first = await _count(plain)
-            async with db.session() as writer:
-                await services.create_token(writer, "bob", actor="test", now=NOW)
-            assert await _count(plain) == first + 1
-    finally:
-        await db.close()
+async def test_snapshot_does_not_see_a_commit_made_while_it_reads(db: Database) -> None:
+    """On SQLite and on PostgreSQL (REPEATABLE READ)."""
+    async with db.snapshot() as reader:
+        before = await _count(reader)
+        async with db.session() as writer:
+            await services.create_token(writer, "alice", actor="test", now=NOW)
+        assert await _count(reader) == before  # same snapshot for the whole view
+    async with db.snapshot() as reader:
+        assert await _count(reader) == before + 1  # a new view sees the commit
+    # A plain session reads each statement afresh: the reason snapshot() exists.
+    async with db.session() as plain:
+        first = await _count(plain)
+        async with db.session() as writer:
+            await services.create_token(writer, "bob", actor="test", now=NOW)
+        assert await _count(plain) == first + 1

@@ -47,7 +47,7 @@ from chargeward.factory.provisioning import (
     verify_charger,
     write_registration,
 )
-from chargeward.server.passwords import check_password_policy, verify_password
+from chargeward.server.passwords import check_password_policy, verify_station_secret
 
 PRODUCT_SECRET = os.urandom(32)
 
@@ -199,7 +199,7 @@ def test_charger_gets_certificate_anchors_lock_and_sealed_secrets(
     assert stat.S_IMODE(store.path("current").stat().st_mode) == 0o600
     creds = _secrets(state.root, "CP-000001")
     assert state.password() == creds.basic_auth_password
-    assert verify_password(reg.password_hash, creds.basic_auth_password)
+    assert verify_station_secret(reg.password_hash, creds.basic_auth_password)
     assert not (state.secure / "credentials.json").exists()
     _assert_nothing_in_clear(_files(state.root), _needles(creds))
     assert verify_charger(state.root, PRODUCT_SECRET).device_certificate_sha256 == (
@@ -348,7 +348,7 @@ def test_registration_file_holds_hashes_and_public_data_only(line: Factory, tmp_
     for entry in entries:
         creds = _secrets(tmp_path / "out" / entry["serial_number"], entry["serial_number"])
         assert entry["password_hash"].startswith("$argon2id$")
-        assert verify_password(entry["password_hash"], creds.basic_auth_password)
+        assert verify_station_secret(entry["password_hash"], creds.basic_auth_password)
         _assert_nothing_in_clear([path], _needles(creds))
     assert json.loads(path.read_text())["format"] == "chargeward-factory-registration/1"
 

@@ -18,7 +18,7 @@ from chargeward.crypto.sealing import generate_device_key_pair
 from chargeward.errors import BundleError, Conflict
 from chargeward.server import services
 from chargeward.server.db import Database
-from chargeward.server.passwords import hash_password, verify_password
+from chargeward.server.passwords import hash_password, verify_station_secret
 from chargeward.server.station_import import StationImport, import_stations
 from chargeward.server.tables import Station
 
@@ -53,24 +53,21 @@ def make_item(
 
 
 async def test_import_stores_the_hash_so_the_charger_can_log_in(
-    tmp_path: Path, make_item: Callable[[str], StationImport]
+    db: Database, make_item: Callable[[str], StationImport]
 ) -> None:
+    """On SQLite and on PostgreSQL."""
     items = [make_item("CP-1"), make_item("CP-2")]
-    db = await Database.open(data_dir=tmp_path)
-    try:
-        async with db.session() as s:
-            assert await import_stations(s, items, actor="factory", now=NOW) == ["CP-1", "CP-2"]
-        async with db.session() as s:
-            assert verify_password(await services.password_hash(s, "CP-1"), PASSWORD)
-            row = await s.get(Station, "CP-2")
-            assert row is not None and row.customer == "acme" and row.serial_number == "CP-2"
-            assert row.device_certificate_sha256 is not None
-            entries = await audit.entries(s, target="CP-2", limit=10)
-            assert [e.action for e in entries] == ["station.import"]
-            with pytest.raises(Conflict, match="already registered: CP-1"):
-                await import_stations(s, [make_item("CP-1")], actor="factory", now=NOW)
-    finally:
-        await db.close()
+    async with db.session() as s:
+        assert await import_stations(s, items, actor="factory", now=NOW) == ["CP-1", "CP-2"]
+    async with db.session() as s:
+        assert verify_station_secret(await services.password_hash(s, "CP-1"), PASSWORD)
+        row = await s.get(Station, "CP-2")
+        assert row is not None and row.customer == "acme" and row.serial_number == "CP-2"
+        assert row.device_certificate_sha256 is not None
+        entries = await audit.entries(s, target="CP-2", limit=10)
+        assert [e.action for e in entries] == ["station.import"]
+        with pytest.raises(Conflict, match="already registered: CP-1"):
+            await import_stations(s, [make_item("CP-1")], actor="factory", now=NOW)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,12 @@
     ...                           csms_url="ws://127.0.0.1:9000/ocpp/"))  # doctest: +SKIP
     >>> await agent.run()                                                # doctest: +SKIP
 
+With ``wss://`` (security profiles 2 and 3) the agent checks the CSMS certificate against
+``secure/csms-roots.pem`` with hostname verification, presents its station certificate when it
+has one (profile 3) and always sends HTTP Basic with its BasicAuthPassword (profile 2).  The
+CSMS may rotate that password (SetVariables ``SecurityCtrlr.BasicAuthPassword``: sealed on
+flash before the answer goes out) and renew the certificate (OCPP A02, :mod:`chargeward.agent.tls`).
+
 A "reboot" ends the OCPP session and starts over from the bootloader with nothing kept in
 memory: everything the next boot needs is on the state directory (the charger's flash).
 
@@ -23,6 +29,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import ssl
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -38,6 +45,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from chargeward.agent import bootloader, certificates, diagnostics, download, installer, upload
+from chargeward.agent import tls as station_tls
 from chargeward.agent.bootloader import Booted, NoBootableSlot
 from chargeward.agent.security_log import SecurityLog, to_jsonl
 from chargeward.agent.state import StateDir
@@ -94,6 +102,7 @@ FINAL_STATUSES = frozenset(
 TAMPER_EVENT = bootloader.TAMPER_EVENT
 # OCPP device model: ChargingStation.AllowNewSessionsPendingFirmwareUpdate (L01.FR.07)
 ALLOW_NEW_SESSIONS = ("ChargingStation", "AllowNewSessionsPendingFirmwareUpdate")
+PASSWORD_VARIABLE = ("SecurityCtrlr", "BasicAuthPassword")  # write-only (OCPP A01)
 _R = TypeVar("_R")
 
 
@@ -158,6 +167,7 @@ class Agent:
         self._reboot = asyncio.Event()
         self._online = asyncio.Event()
         self._cp: StationChargePoint | None = None
+        self._csms_chain: list[x509.Certificate] = []  # the CSMS's TLS certificates, if any
         self._job: UpdateJob | None = None
         self._update_task: asyncio.Task[None] | None = None
         self._installing = False
@@ -179,6 +189,12 @@ class Agent:
         self._no_sessions.set()
         self._holding_connectors = False  # free connectors Unavailable for a pending install
         self._background: set[asyncio.Task[None]] = set()
+        if self.tls:
+            station_tls.client_context(self.state)  # refuse a missing trust anchor at once
+
+    @property
+    def tls(self) -> bool:
+        return self.config.csms_url.lower().startswith("wss://")
 
     def _repository_client(self) -> RepositoryClient | None:
         if self.state.tuf_bootstrap_root() is None:
@@ -274,8 +290,11 @@ class Agent:
         refused = False  # one FailedToAuthenticateAtCsms per run of refusals, not per attempt
         while not self._reboot.is_set():
             try:
+                # Built per attempt: a renewed certificate or password is used at once.
+                context = station_tls.client_context(self.state) if self.tls else None
                 async with connect(
                     self.url,
+                    ssl=context,
                     subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
                     additional_headers=self._auth_header(),
                     open_timeout=15,
@@ -298,8 +317,13 @@ class Agent:
                         f"CSMS {diagnostics.public_url(self.config.csms_url)} refused the "
                         f"connection: HTTP {e.response.status_code}",
                     )
+            except ssl.SSLCertVerificationError as e:
+                LOG.error("%s: CSMS certificate refused: %s", self.identity.station_id, e)
+                self.record_security_event("InvalidCsmsCertificate", str(e)[:TECH_INFO_MAX])
             except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as e:
                 LOG.info("%s: connection to CSMS failed: %s", self.identity.station_id, e)
+            except ChargewardError as e:  # e.g. the sealed device key does not open
+                LOG.error("%s: cannot connect to the CSMS: %s", self.identity.station_id, e)
             if not self._reboot.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._reboot.wait(), self.config.reconnect_delay)
@@ -318,6 +342,7 @@ class Agent:
         kind = StationChargePoint if booted is not None else QuarantineChargePoint
         cp = kind(self.identity.station_id, ws, self, response_timeout=self.config.response_timeout)
         self._cp = cp
+        self._csms_chain = certificates.connection_chain(ws.transport.get_extra_info("ssl_object"))
         reader = asyncio.create_task(cp.start())
         self._online.set()
         tasks: set[asyncio.Task[Any]] = {reader}
@@ -558,6 +583,32 @@ class Agent:
                 )
         elif what == "Heartbeat":
             await self._call(call.Heartbeat())
+        elif what == "SignChargingStationCertificate":  # OCPP A02.FR.02
+            csr = station_tls.new_csr(self.state)
+            result = await self._call(
+                call.SignCertificate(csr=csr, certificate_type=station_tls.STATION_CERTIFICATE)
+            )
+            LOG.info("%s: SignCertificate: %s", self.identity.station_id, result.status)
+
+    def certificate_signed(
+        self, certificate_chain: str, certificate_type: str | None
+    ) -> CertificateResult:
+        result = station_tls.install_signed_certificate(
+            self.state, certificate_chain, certificate_type, self.clock()
+        )
+        LOG.info("%s: CertificateSigned: %s", self.identity.station_id, result)
+        return result
+
+    async def after_certificate_signed(self, result: CertificateResult) -> None:
+        if result.security_event is not None:
+            await self._security_event(certificates.TRUST_STORE_EVENT, result.security_event)
+        if result.status == "Accepted" and self._cp is not None:
+            # Connect again at once: the new certificate is in use and the CSMS records it.
+            await self._cp._connection.close(1000, "new station certificate")
+        elif result.status != "Accepted":
+            await self._security_event(
+                "InvalidChargingStationCertificate", (result.additional_info or "")[:TECH_INFO_MAX]
+            )
 
     def reset(self, type: str) -> str:
         return "Scheduled" if self._installing else "Accepted"
@@ -584,7 +635,7 @@ class Agent:
         return certificates.installed_certificates(self.state, certificate_types)
 
     def delete_certificate(self, hash_data: CertificateHashData) -> CertificateResult:
-        result = certificates.delete_certificate(self.state, hash_data)
+        result = certificates.delete_certificate(self.state, hash_data, connection=self._csms_chain)
         LOG.info("%s: DeleteCertificate: %s", self.identity.station_id, result)
         return result
 
@@ -828,6 +879,14 @@ class Agent:
         return bool(self.state.settings().get("/".join(ALLOW_NEW_SESSIONS), False))
 
     def set_variable(self, component: str, variable: str, value: str) -> str:
+        if (component, variable) == PASSWORD_VARIABLE:
+            try:  # sealed on flash before the answer goes out
+                self.state.set_password(value)
+            except ValueError as e:
+                LOG.warning("%s: new BasicAuthPassword refused: %s", self.identity.station_id, e)
+                return "Rejected"
+            LOG.info("%s: BasicAuthPassword changed by the CSMS", self.identity.station_id)
+            return "Accepted"
         if (component, variable) != ALLOW_NEW_SESSIONS:
             return "UnknownVariable" if component == ALLOW_NEW_SESSIONS[0] else "UnknownComponent"
         if value.lower() not in ("true", "false"):

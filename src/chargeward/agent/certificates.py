@@ -1,9 +1,10 @@
-"""The charger's certificate store: ManufacturerRootCertificates (OCPP M03-M05) and CRLs.
+"""The charger's certificate store: root certificates (OCPP M03-M05) and CRLs.
 
 Trust decisions are made in :mod:`chargeward.crypto.pki`; this module reads and writes the
 charger's secure storage around them::
 
     secure/roots.pem              installed ManufacturerRootCertificates (a PEM bundle)
+    secure/csms-roots.pem         installed CSMSRootCertificates: the anchors for wss://
     secure/crl/<issuer-key>.der   the newest CRL of each root, named by the SHA-256 of the
                                   root's public key (CRL numbers only order CRLs of one issuer)
 
@@ -15,6 +16,10 @@ charger's secure storage around them::
     >>> check_not_revoked(state, cert, now)     # again before installing  # doctest: +SKIP
     >>> install_certificate(state, "ManufacturerRootCertificate", pem, now).status  # doctest: +SKIP
     'Accepted'
+    >>> install_certificate(state, "CSMSRootCertificate", pem, now).status  # doctest: +SKIP
+    'Accepted'
+    >>> delete_certificate(state, hash_data, connection=chain).reason_code  # doctest: +SKIP
+    'LastRoot'
 
 Every write is atomic (temp file, fsync, rename), as everywhere on the charger's flash.
 """
@@ -23,10 +28,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.x509.oid import PublicKeyAlgorithmOID
 
 from chargeward.agent.state import StateDir, other
 from chargeward.agent.storage import atomic_write
@@ -59,7 +68,12 @@ from chargeward.ocpp.station import CertificateResult, InstalledCertificate
 
 LOG = logging.getLogger("chargeward.agent.certificates")
 MANUFACTURER_ROOT = "ManufacturerRootCertificate"
-MAX_ROOTS = 10  # OCPP M05.FR.06: a full store answers Rejected
+CSMS_ROOT = "CSMSRootCertificate"
+MAX_ROOTS = 10  # per certificate type; OCPP M05.FR.06: a full store answers Rejected
+# OCPP 2.0.1 part 2, A00 certificate properties: RSA keys >= 2048 bits, EC keys >= 224 bits
+MIN_RSA_BITS = 2048
+MIN_EC_BITS = 224
+_RSA_KEYS = (PublicKeyAlgorithmOID.RSAES_PKCS1_v1_5, PublicKeyAlgorithmOID.RSASSA_PSS)
 # OCPP 2.0.1 lists no security event for a changed trust store; this one's description
 # ("security parameters, such as keys ..., were changed") is the closest.
 TRUST_STORE_EVENT = "ReconfigurationOfSecurityParameters"
@@ -212,27 +226,110 @@ def check_signing_certificate(state: StateDir, pem: str, now: dt.datetime) -> x5
     return cert
 
 
-# -- ManufacturerRootCertificates (OCPP M03, M04, M05) --------------------------------------
+# -- root certificates (OCPP M03, M04, M05) --------------------------------------------------
 
 
 def _describe(cert: x509.Certificate) -> str:
     return f"{cert.subject.rfc4514_string()} (sha256 {certificate_fingerprint(cert)[:16]})"
 
 
-def _store(state: StateDir, roots: Sequence[x509.Certificate]) -> None:
-    state.set_trust_anchors("".join(certificate_pem(c) for c in roots).encode("ascii"))
+def _bootable_signing_certificates(
+    state: StateDir, _connection: Sequence[x509.Certificate]
+) -> list[x509.Certificate]:
+    """Signing certificates of the slots the bootloader may start: the active slot and,
+    during a trial boot, the slot it falls back to."""
+    bc = state.boot_control()
+    slots = [bc.active, bc.previous or other(bc.active)] if bc.trial else [bc.active]
+    infos = [info for slot in slots if (info := state.slot_info(slot)) is not None]
+    return [load_certificate(info.signing_certificate) for info in infos]
+
+
+def _connection_certificates(
+    _state: StateDir, connection: Sequence[x509.Certificate]
+) -> list[x509.Certificate]:
+    """The certificate chain the CSMS presented on the current connection."""
+    return list(connection)
+
+
+@dataclass(frozen=True)
+class RootStore:
+    """A kind of root certificate the CSMS manages over OCPP, and what depends on it."""
+
+    certificate_type: str
+    load: Callable[[StateDir], list[x509.Certificate]]
+    save: Callable[[StateDir, bytes], None]
+    # Certificates the charger relies on now; a root that issued one may not go unless
+    # another kept root issued it too.
+    in_use: Callable[[StateDir, Sequence[x509.Certificate]], list[x509.Certificate]]
+    in_use_reason: str
+
+
+ROOT_STORES = {
+    store.certificate_type: store
+    for store in (
+        RootStore(
+            MANUFACTURER_ROOT,
+            StateDir.trust_anchors,
+            StateDir.set_trust_anchors,
+            _bootable_signing_certificates,
+            "the root anchors the firmware this charger boots",
+        ),
+        RootStore(
+            CSMS_ROOT,
+            StateDir.csms_roots,
+            StateDir.set_csms_roots,
+            _connection_certificates,
+            "the root verifies the CSMS this charger is connected to",
+        ),
+    )
+}
+
+
+def connection_chain(ssl_object: ssl.SSLObject | None) -> list[x509.Certificate]:
+    """The CSMS's certificates on a TLS connection (none on ws://), for :func:`delete_certificate`.
+
+    Python 3.13+ gives the verified chain up to the trust anchor; older versions only the
+    server certificate, so a root is known to be in use only when it issued that directly.
+    """
+    if ssl_object is None:
+        return []
+    verified = getattr(ssl_object, "get_verified_chain", None)
+    ders = verified() if verified is not None else [ssl_object.getpeercert(binary_form=True)]
+    return [x509.load_der_x509_certificate(bytes(der)) for der in ders if der]
+
+
+def _check_key_strength(cert: x509.Certificate) -> None:
+    algorithm = cert.public_key_algorithm_oid
+    if algorithm in _RSA_KEYS:
+        minimum = MIN_RSA_BITS
+    elif algorithm == PublicKeyAlgorithmOID.EC_PUBLIC_KEY:
+        minimum = MIN_EC_BITS
+    else:
+        raise UntrustedCertificate(f"unsupported key algorithm {algorithm.dotted_string}")
+    try:
+        bits = int(getattr(cert.public_key(), "key_size", 0))
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise UntrustedCertificate(f"unusable public key: {e}") from e
+    if bits < minimum:
+        raise UntrustedCertificate(f"the key has {bits} bits (< {minimum})")
+
+
+def _store(state: StateDir, store: RootStore, roots: Sequence[x509.Certificate]) -> None:
+    store.save(state, "".join(certificate_pem(c) for c in roots).encode("ascii"))
 
 
 def install_certificate(
     state: StateDir, certificate_type: str, pem: str, now: dt.datetime
 ) -> CertificateResult:
-    """OCPP M05: add a ManufacturerRootCertificate to ``secure/roots.pem``.
+    """OCPP M05: add a ManufacturerRootCertificate or CSMSRootCertificate to its store.
 
     Accepted when installed or already present; Rejected (with a reason) for another
-    certificate type, a certificate that is not a valid self-signed CA certificate
-    (M05.FR.07) or a full store (M05.FR.06); Failed when it cannot be written (M05.FR.03).
+    certificate type, a certificate that is not a valid self-signed CA certificate with a
+    strong enough key (M05.FR.07) or a full store (M05.FR.06); Failed when it cannot be
+    written (M05.FR.03).  A new CSMS root is trusted from the next connection on.
     """
-    if certificate_type != MANUFACTURER_ROOT:
+    store = ROOT_STORES.get(certificate_type)
+    if store is None:
         return CertificateResult(
             "Rejected", "UnsupportedCertType", f"{certificate_type} is not supported"
         )
@@ -242,90 +339,107 @@ def install_certificate(
             raise UntrustedCertificate(f"expected one certificate, got {len(certs)}")
         cert = certs[0]
         check_root_certificate(cert, now=now)
+        _check_key_strength(cert)
     except UntrustedCertificate as e:
         return CertificateResult("Rejected", "InvalidCertificate", str(e))
-    roots = state.trust_anchors()
+    try:
+        roots = store.load(state)
+    except ChargewardError as e:  # unreadable store: refuse, never overwrite it
+        return CertificateResult("Failed", "StateUnreadable", str(e))
     fingerprint = certificate_fingerprint(cert)
     if any(certificate_fingerprint(r) == fingerprint for r in roots):
         return CertificateResult("Accepted")  # already installed: nothing changes
     if len(roots) >= MAX_ROOTS:
         return CertificateResult("Rejected", "StoreFull", f"{MAX_ROOTS} roots are installed")
     try:
-        _store(state, [*roots, cert])
+        _store(state, store, [*roots, cert])
     except OSError as e:
         return CertificateResult("Failed", "WriteFailed", f"cannot write the trust store: {e}")
     return CertificateResult(
-        "Accepted", security_event=f"{MANUFACTURER_ROOT} installed: {_describe(cert)}"
+        "Accepted", security_event=f"{certificate_type} installed: {_describe(cert)}"
     )
 
 
 def installed_certificates(
     state: StateDir, certificate_types: Sequence[str] | None
 ) -> list[InstalledCertificate]:
-    """OCPP M03: hash data of the installed roots, when ``certificate_types`` asks for them."""
-    if certificate_types is not None and MANUFACTURER_ROOT not in certificate_types:
-        return []
+    """OCPP M03: hash data of the installed roots of the types ``certificate_types`` asks for
+    (all of them when None)."""
     return [
-        InstalledCertificate(MANUFACTURER_ROOT, certificate_hash_data(root))
-        for root in state.trust_anchors()
+        InstalledCertificate(store.certificate_type, certificate_hash_data(root))
+        for store in ROOT_STORES.values()
+        if certificate_types is None or store.certificate_type in certificate_types
+        for root in store.load(state)
     ]
-
-
-def _bootable_signing_certificates(state: StateDir) -> list[x509.Certificate]:
-    """Signing certificates of the slots the bootloader may start: the active slot and,
-    during a trial boot, the slot it falls back to."""
-    bc = state.boot_control()
-    slots = [bc.active, bc.previous or other(bc.active)] if bc.trial else [bc.active]
-    infos = [info for slot in slots if (info := state.slot_info(slot)) is not None]
-    return [load_certificate(info.signing_certificate) for info in infos]
 
 
 def deletion_refusal(
     roots: Sequence[x509.Certificate],
     doomed: Sequence[x509.Certificate],
     in_use: Sequence[x509.Certificate],
+    certificate_type: str = MANUFACTURER_ROOT,
 ) -> CertificateResult | None:
     """Why deleting ``doomed`` from ``roots`` must fail, or None when it may proceed.
 
-    The last root never goes (no signed firmware could be installed again), nor a root
-    that signed firmware the bootloader may start (secure boot would fail: a bricked
-    charger).  OCPP allows deleting the last root; this charger refuses with Failed.
+    The last root of a type never goes: without a ManufacturerRootCertificate no signed
+    firmware could be installed again, without a CSMSRootCertificate the charger could not
+    connect to its CSMS again.  Nor may a root go that issued a certificate in ``in_use``
+    (the firmware the bootloader may start; the CSMS's certificate on this connection)
+    unless a kept root issued it too: secure boot would fail (a bricked charger), or the
+    next connection would.  OCPP allows deleting the last root; this charger answers Failed.
     """
-    if len(roots) <= len(doomed):
+    kept = [r for r in roots if r not in doomed]
+    if not kept:
         return CertificateResult(
-            "Failed", "LastRoot", "the last ManufacturerRootCertificate cannot be deleted"
+            "Failed", "LastRoot", f"the last {certificate_type} cannot be deleted"
         )
+    reason = ROOT_STORES[certificate_type].in_use_reason
     for cert in in_use:
-        if any(is_issued_by(cert, root) for root in doomed):
-            return CertificateResult(
-                "Failed", "InUse", "the root anchors the firmware this charger boots"
-            )
+        if any(is_issued_by(cert, r) for r in doomed) and not any(
+            is_issued_by(cert, r) for r in kept
+        ):
+            return CertificateResult("Failed", "InUse", reason)
     return None
 
 
-def delete_certificate(state: StateDir, hash_data: CertificateHashData) -> CertificateResult:
-    """OCPP M04: delete the installed root named by ``hash_data`` (NotFound, Failed, Accepted)."""
-    roots = state.trust_anchors()
+def delete_certificate(
+    state: StateDir,
+    hash_data: CertificateHashData,
+    *,
+    connection: Sequence[x509.Certificate] = (),
+) -> CertificateResult:
+    """OCPP M04: delete the installed root named by ``hash_data`` (NotFound, Failed, Accepted).
+
+    ``connection`` is the CSMS's certificate chain on the current connection
+    (:func:`connection_chain`).  A root installed as two types goes from both, or from none.
+    """
+    changes = []
     try:
-        doomed = [
-            root
-            for root in roots
-            if hash_data.names(certificate_hash_data(root, algorithm=hash_data.hash_algorithm))
-        ]
-        if not doomed:
-            return CertificateResult("NotFound")
-        in_use = _bootable_signing_certificates(state)
+        for store in ROOT_STORES.values():
+            roots = store.load(state)
+            doomed = [
+                root
+                for root in roots
+                if hash_data.names(certificate_hash_data(root, algorithm=hash_data.hash_algorithm))
+            ]
+            if doomed:
+                in_use = store.in_use(state, connection)
+                changes.append((store, roots, doomed, in_use))
     except (ChargewardError, ValueError) as e:  # unreadable state: refuse, never guess
         return CertificateResult("Failed", "StateUnreadable", str(e))
-    refusal = deletion_refusal(roots, doomed, in_use)
-    if refusal is not None:
-        return refusal
-    try:
-        _store(state, [r for r in roots if r not in doomed])
-    except OSError as e:
-        return CertificateResult("Failed", "WriteFailed", f"cannot write the trust store: {e}")
-    return CertificateResult(
-        "Accepted",
-        security_event=f"{MANUFACTURER_ROOT} deleted: "
-        + ", ".join(_describe(root) for root in doomed),
-    )
+    if not changes:
+        return CertificateResult("NotFound")
+    for store, roots, doomed, in_use in changes:
+        refusal = deletion_refusal(roots, doomed, in_use, store.certificate_type)
+        if refusal is not None:
+            return refusal
+    events = []
+    for store, roots, doomed, _ in changes:
+        try:
+            _store(state, store, [r for r in roots if r not in doomed])
+        except OSError as e:
+            return CertificateResult("Failed", "WriteFailed", f"cannot write the trust store: {e}")
+        events.append(
+            f"{store.certificate_type} deleted: " + ", ".join(_describe(r) for r in doomed)
+        )
+    return CertificateResult("Accepted", security_event="; ".join(events))

@@ -53,6 +53,8 @@ class Credentials:
     puk: str | None = None
     ap_password: str | None = None
     device_key_pem: str | None = None
+    # The key of an outstanding certificate signing request (OCPP A02), until it is certified.
+    pending_device_key_pem: str | None = None
 
     def __repr__(self) -> str:
         present = [f.name for f in fields(self) if getattr(self, f.name) is not None]

@@ -8,7 +8,7 @@
     secure/credentials.enc      BasicAuthPassword and other secrets, sealed (AES-256-GCM)
     secure/factory/credentials.enc  the factory credentials a factory reset restores, sealed
     secure/device.pem           device certificate (CN = serial number), from the factory CA
-    secure/csms-roots.pem       CSMS root certificate(s), when provisioned
+    secure/csms-roots.pem       CSMS root certificate(s), when provisioned (or installed, M05)
     secure/rollback.json        rollback floor (lowest acceptable security version)
     secure/time_floor.json      time floor: the clock may never be earlier than this (UTC)
     secure/tuf/bootstrap-root.json  TUF root shipped at manufacture (its presence enforces TUF)
@@ -176,6 +176,15 @@ class StateDir:
     @property
     def csms_roots_path(self) -> Path:
         return self.secure / "csms-roots.pem"
+
+    def csms_roots(self) -> list[x509.Certificate]:
+        """The CSMSRootCertificates the TLS client trusts (empty when never provisioned)."""
+        path = self.csms_roots_path
+        return load_certificates(path.read_bytes()) if path.exists() else []
+
+    def set_csms_roots(self, pem: bytes) -> None:
+        load_certificates(pem)  # refuse garbage before the TLS client trusts it
+        atomic_write(self.csms_roots_path, pem)
 
     def rollback_floor(self) -> int:
         return int(read_json(self.secure / "rollback.json", {"floor": 0})["floor"])

@@ -14,7 +14,20 @@ import typer
 from rich.markup import escape
 
 from chargeward import __version__
-from chargeward.cli import agent, factory, keys, pki, release, repo, server, station, token
+from chargeward.cli import (
+    agent,
+    factory,
+    fleet,
+    keys,
+    pki,
+    release,
+    repo,
+    server,
+    station,
+    station_security,
+    token,
+    users,
+)
 from chargeward.cli.common import err_console
 from chargeward.errors import (
     BundleError,
@@ -40,9 +53,12 @@ app.add_typer(release.app, name="release", help="Build, verify and upload releas
 app.add_typer(repo.app, name="repo", help="The TUF image repository: ceremonies and health.")
 app.add_typer(server.app, name="server", help="Run the management server (CSMS).")
 app.add_typer(station.app, name="station", help="Register and inspect charging stations.")
+station_security.register(station.app)
 app.add_typer(token.app, name="token", help="API tokens for operators and approvers.")
 app.add_typer(agent.app, name="agent", help="Run the reference charger agent.")
+users.register(app)  # user, login, logout
 app.add_typer(factory.app, name="factory", help="Provision chargers at the factory.")
+fleet.register(app)
 
 
 @app.command("version")

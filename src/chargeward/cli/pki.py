@@ -73,6 +73,11 @@ from chargeward.crypto.pki import (
     load_certificates_file,
     verify_crl,
 )
+from chargeward.crypto.tls import (
+    check_tls_key_uri,
+    issue_server_certificate,
+    issue_station_certificate,
+)
 from chargeward.errors import ConfigError, Conflict, TrustError, UntrustedCertificate
 from chargeward.fileio import refuse_existing, replace_file, write_new_file
 
@@ -182,6 +187,104 @@ def show(
         console.print(
             fields_table(certificate_rows(describe_certificate(certificate)), title=title)
         )
+
+
+# -- OCPP security profiles 2 and 3: charger CA, station and CSMS server certificates --------
+
+
+@app.command("init-charger-ca")
+def init_charger_ca(
+    key: Annotated[str, typer.Option("--key", help="URI of the charger CA key.")],
+    out: OutCert,
+    cn: CommonName,
+    org: Organization,
+    days: Annotated[int, typer.Option("--days", min=1, help="Validity in days.")] = 15 * 365,
+    generate: GenerateKey = False,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Create the charger CA: it issues station certificates (CN = serial, profile 3)."""
+    refuse_existing(out)
+    signer = _key(key, generate=generate, what="charger CA key")
+    certificate = create_root_ca(signer, cn, org, days=days)
+    write_new_file(out, certificate_pem(certificate).encode("ascii"))
+    record_audit(
+        data_dir,
+        "pki.charger_ca_created",
+        str(out),
+        {"key": signer.uri, "sha256": certificate_fingerprint(certificate)},
+    )
+    console.print(Text(f"Wrote charger CA certificate {out} (key {signer.uri})"), soft_wrap=True)
+
+
+def _issue(
+    kind: str, ca_key: str, ca_cert: Path, key: str, generate: bool, out: Path
+) -> tuple[Signer, x509.Certificate, Signer]:
+    refuse_existing(out)
+    ca_certificate = load_certificate_file(ca_cert)
+    return (
+        _ca_signer(ca_key, ca_certificate, ca_cert),
+        ca_certificate,
+        _key(key, generate=generate, what=f"{kind} key"),
+    )
+
+
+@app.command("issue-station")
+def issue_station(
+    ca_key: Annotated[str, typer.Option("--ca-key", help="URI of the charger CA key.")],
+    ca_cert: Annotated[Path, typer.Option("--ca-cert", help="Charger CA certificate (PEM).")],
+    key: Annotated[str, typer.Option("--key", help="URI of the station key.")],
+    out: OutCert,
+    serial: Annotated[str, typer.Option("--serial", help="Station serial number (the CN).")],
+    org: Organization,
+    days: Annotated[int, typer.Option("--days", min=1, help="Validity in days.")] = 365,
+    generate: GenerateKey = False,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Issue a ChargingStationCertificate (CN = serial, O = organisation, clientAuth)."""
+    ca_signer, ca_certificate, signer = _issue("station", ca_key, ca_cert, key, generate, out)
+    certificate = issue_station_certificate(
+        ca_signer, ca_certificate, signer.public_key(), serial, org, days=days
+    )
+    write_new_file(out, certificate_pem(certificate).encode("ascii"))
+    record_audit(
+        data_dir,
+        "pki.station_certificate_issued",
+        serial,
+        {"serial": f"{certificate.serial_number:x}", "out": str(out), "key": signer.uri},
+    )
+    console.print(Text(f"Wrote station certificate {out} for {serial}"), soft_wrap=True)
+
+
+@app.command("issue-server")
+def issue_server(
+    ca_key: Annotated[str, typer.Option("--ca-key", help="URI of the CSMS root CA key.")],
+    ca_cert: Annotated[Path, typer.Option("--ca-cert", help="CSMS root CA certificate.")],
+    key: Annotated[str, typer.Option("--key", help="file: URI of the server key.")],
+    out: OutCert,
+    fqdn: Annotated[str, typer.Option("--fqdn", help="Server name (the CN and a SAN).")],
+    org: Organization,
+    san: Annotated[
+        list[str] | None, typer.Option("--san", help="More DNS names or IP addresses.")
+    ] = None,
+    days: Annotated[int, typer.Option("--days", min=1, help="Validity in days.")] = 365,
+    generate: GenerateKey = False,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Issue the CSMS TLS server certificate; --out gets the chain (leaf, then the CA)."""
+    check_tls_key_uri(key)
+    ca_signer, ca_certificate, signer = _issue("server", ca_key, ca_cert, key, generate, out)
+    certificate = issue_server_certificate(
+        ca_signer, ca_certificate, signer.public_key(), fqdn, org, alt_names=san or [], days=days
+    )
+    chain = certificate_pem(certificate) + certificate_pem(ca_certificate)
+    write_new_file(out, chain.encode("ascii"))
+    record_audit(
+        data_dir,
+        "pki.server_certificate_issued",
+        fqdn,
+        {"serial": f"{certificate.serial_number:x}", "out": str(out), "san": san or []},
+    )
+    console.print(Text(f"Wrote CSMS server certificate chain {out} for {fqdn}"), soft_wrap=True)
 
 
 # -- revocation -----------------------------------------------------------------------------

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from chargeward import logging_setup
 from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, console
 from chargeward.errors import ConfigError
 from chargeward.server.runtime import ServerConfig, add_manufacturer_root, run_server
+from chargeward.server.tls import OcppSecurity
 
 app = typer.Typer(no_args_is_help=False, invoke_without_command=True)
 
@@ -35,19 +36,56 @@ def server(
         ),
     ] = None,
     heartbeat_interval: Annotated[int, typer.Option(min=10, max=86400)] = 300,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSMS TLS certificate chain (PEM, leaf first): OCPP over wss://.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    tls_key: Annotated[
+        str | None, typer.Option(help="Its key: file:PATH (encrypted PKCS#8).")
+    ] = None,
+    charger_ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="Charger CA certificate(s): station certificates (profile 3).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    charger_ca_key: Annotated[
+        str | None,
+        typer.Option(help="Charger CA key URI (file: or pkcs11:): sign station renewals (A02)."),
+    ] = None,
+    allow_insecure_profile_1: Annotated[
+        bool,
+        typer.Option(
+            "--allow-insecure-profile-1",
+            help="Serve OCPP without TLS to profile-1 stations (isolated lab networks only).",
+        ),
+    ] = False,
+    certificate_days: Annotated[int, typer.Option(min=1, max=3650)] = 365,
+    renew_within_days: Annotated[int, typer.Option(min=1, max=3650)] = 30,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            help="text (default) or json: one JSON object per line.",
+            envvar="CHARGEWARD_LOG_FORMAT",
+        ),
+    ] = None,
 ) -> None:
-    """Run the CSMS: OCPP 2.0.1 at ws://HOST:OCPP_PORT/ocpp/{stationId}, REST at /api/v1."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """Run the CSMS: OCPP 2.0.1 at wss://HOST:OCPP_PORT/ocpp/{stationId}, REST at /api/v1."""
+    logging_setup.configure(log_level, log_format)
     for root in manufacturer_root or []:
         fingerprints = add_manufacturer_root(data_dir, root.read_bytes())
         console.print(f"trusting {len(fingerprints)} Manufacturer Root CA certificate(s)")
-    if ":" not in host and host not in ("127.0.0.1", "localhost"):
+    if allow_insecure_profile_1 and tls_cert is None:
         console.print(
-            "[yellow]warning:[/] OCPP without TLS (security profile 1) exposes "
-            "station passwords; use it only on a trusted lab network"
+            "[bold yellow]WARNING:[/] OCPP without TLS (security profile 1) exposes "
+            "station passwords; use it only on an isolated lab network"
         )
 
     def ready(info: dict[str, object]) -> None:
@@ -64,6 +102,15 @@ def server(
                     http_port=http_port,
                     public_url=public_url,
                     heartbeat_interval=heartbeat_interval,
+                    security=OcppSecurity(
+                        tls_certificate=tls_cert,
+                        tls_key=tls_key,
+                        charger_ca=charger_ca,
+                        charger_ca_key=charger_ca_key,
+                        allow_profile_1=allow_insecure_profile_1,
+                        certificate_days=certificate_days,
+                        renew_within_days=renew_within_days,
+                    ),
                 ),
                 ready,
             )

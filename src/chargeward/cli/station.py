@@ -25,6 +25,7 @@ from chargeward.errors import ChargewardError
 from chargeward.server import services
 from chargeward.server.db import Database
 from chargeward.server.schemas import StationDetail, StationSummary
+from chargeward.server.station_security import set_profile
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -36,6 +37,9 @@ def add(
         str | None, typer.Option(help="Hardware model (as in BootNotification).")
     ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
+    security_profile: Annotated[
+        int, typer.Option(min=1, max=3, help="OCPP security profile (1 lab, 2 TLS, 3 mTLS).")
+    ] = 2,
 ) -> None:
     """Register a station and print its generated BasicAuthPassword (shown only once)."""
 
@@ -43,9 +47,14 @@ def add(
         db = await Database.open(data_dir=data_dir)
         try:
             async with db.session() as s:
-                return await services.register_station(
-                    s, station_id, model=model, actor=actor(), now=dt.datetime.now(dt.UTC)
+                now = dt.datetime.now(dt.UTC)
+                password = await services.register_station(
+                    s, station_id, model=model, actor=actor(), now=now
                 )
+                if security_profile != 2:
+                    await s.flush()
+                    await set_profile(s, station_id, security_profile, actor=actor(), now=now)
+                return password
         finally:
             await db.close()
 
@@ -57,33 +66,106 @@ def add(
     console.print(f"BasicAuthPassword: [bold]{password}[/]  (shown once; stored hashed)")
 
 
+def _firmware(r: StationSummary) -> str:
+    shown = r.firmware_version or "-"
+    want = r.expected_firmware.get("main")
+    return f"{shown} (expected {want})" if want and want != r.firmware_version else shown
+
+
 def _table(rows: list[StationSummary]) -> Table:
-    t = Table("station", "model", "firmware", "connected", "last seen", "last boot")
+    t = Table(
+        "station", "model", "site", "tags", "firmware", "connected", "last seen", "last boot",
+        "alerts",
+    )  # fmt: skip
     for r in rows:
         t.add_row(
             r.id,
             r.model or "-",
-            r.firmware_version or "-",
+            r.site_id or "-",
+            ",".join(r.tags) or "-",
+            _firmware(r),
             "yes" if r.connected else "no",
             r.last_seen.isoformat(timespec="seconds") if r.last_seen else "-",
             r.last_boot_reason or "-",
+            str(r.open_alerts) if r.open_alerts else "-",
         )
     return t
 
 
 @app.command("list")
-def list_(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
-    """List stations with their reported firmware."""
+def list_(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    site: Annotated[str | None, typer.Option(help="Only stations at this site.")] = None,
+    model: Annotated[str | None, typer.Option(help="Only this hardware model.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Only stations with this tag.")] = None,
+    customer: Annotated[str | None, typer.Option(help="Only this customer's stations.")] = None,
+    firmware: Annotated[
+        str | None, typer.Option(help="Only stations reporting this version.")
+    ] = None,
+    connected: Annotated[
+        bool | None, typer.Option("--connected/--disconnected", help="By connection state.")
+    ] = None,
+) -> None:
+    """List stations with their reported firmware, optionally filtered."""
+    from chargeward.server.fleet import StationFilter
+
+    filters = StationFilter(model, site, customer, tag, connected, firmware)
 
     async def go() -> list[StationSummary]:
         db = await Database.open(data_dir=data_dir)
         try:
             async with db.session() as s:
-                return await services.list_stations(s)
+                return await services.list_stations(s, filters)
         finally:
             await db.close()
 
-    console.print(_table(asyncio.run(go())))
+    rows = asyncio.run(go())
+    if not rows:
+        console.print("no stations match")
+        return
+    console.print(_table(rows))
+
+
+@app.command("set")
+def set_(
+    station_id: str,
+    site: Annotated[str | None, typer.Option(help="Site id (see 'chargeward site list').")] = None,
+    no_site: Annotated[bool, typer.Option("--no-site", help="Remove it from its site.")] = False,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Tag (repeatable; replaces all tags).")
+    ] = None,
+    no_tags: Annotated[bool, typer.Option("--no-tags", help="Remove every tag.")] = False,
+    hw_revision: Annotated[str | None, typer.Option(help="Hardware revision.")] = None,
+    manufactured: Annotated[
+        dt.datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="Date of manufacture (support periods)."),
+    ] = None,
+    expected: Annotated[
+        list[str] | None,
+        typer.Option(help="Expected firmware COMPONENT=VERSION, e.g. main=1.2.0 (repeatable)."),
+    ] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    server: ServerUrl = None,
+) -> None:
+    """Change a station's registry record (audited)."""
+    body: dict[str, Any] = {}
+    if site is not None or no_site:
+        body["site_id"] = None if no_site else site
+    if tag is not None or no_tags:
+        body["tags"] = [] if no_tags else tag
+    if hw_revision is not None:
+        body["hardware_revision"] = hw_revision
+    if manufactured is not None:
+        body["manufactured_on"] = manufactured.date().isoformat()
+    if expected:
+        pairs = [e.partition("=") for e in expected]
+        if any(not c or not sep or not v for c, sep, v in pairs):
+            raise typer.BadParameter("--expected takes COMPONENT=VERSION, e.g. main=1.2.0")
+        body["expected_firmware"] = {c: v for c, _, v in pairs}
+    if not body:
+        raise typer.BadParameter("nothing to change: give --site, --tag, --manufactured, ...")
+    r = ApiClient(data_dir, server).request("PATCH", f"/api/v1/stations/{station_id}", json=body)
+    console.print(_table([StationSummary.model_validate(r)]))
 
 
 @app.command("show")
@@ -108,6 +190,28 @@ def show(
         return
     console.print(_table([d]))
     console.print(f"connectors: {d.connector_status or '-'}")
+    registry = {
+        "serial": d.serial_number,
+        "hardware revision": d.hardware_revision,
+        "customer": d.customer,
+        "manufactured": d.manufactured_on and d.manufactured_on.isoformat(),
+        "reported firmware": ", ".join(f"{c}={v}" for c, v in d.reported_firmware.items()),
+        "expected firmware": ", ".join(f"{c}={v}" for c, v in d.expected_firmware.items()),
+        "security profile": d.security_profile,
+        "certificate expires": d.certificate_expires_at and d.certificate_expires_at.isoformat(),
+    }
+    for name, value in registry.items():
+        console.print(Text(f"{name}: {value or '-'}"), soft_wrap=True)
+    if d.support is not None:
+        s = d.support
+        console.print(
+            Text(
+                f"support: feature {s.feature_state} ({s.feature_support_end or 'unknown'}), "
+                f"security {s.security_state} ({s.security_support_end or 'unknown'})"
+            )
+        )
+    for a in d.alerts:
+        console.print(Text(f"alert {a.id} [{a.severity}, {a.state}]: {a.message}"), soft_wrap=True)
     t = Table("received", "firmware status", "request", "transaction", title="Firmware statuses")
     for e in d.firmware_statuses:
         t.add_row(

@@ -176,8 +176,12 @@ def _issue_leaf(
     usage: x509.ObjectIdentifier,
     key_agreement: bool,
     what: str,
+    extensions: Sequence[x509.ExtensionType] = (),
 ) -> x509.Certificate:
-    """An end-entity certificate under ``ca_certificate``: checks, extensions, signature."""
+    """An end-entity certificate under ``ca_certificate``: checks, extensions, signature.
+
+    ``extensions`` are added non-critical (e.g. the subjectAltName of a TLS server).
+    """
     if not key_matches_certificate(ca_signer.public_key(), ca_certificate):
         raise UntrustedCertificate("CA key does not match the CA certificate")
     if not _is_ca(ca_certificate):
@@ -217,6 +221,8 @@ def _issue_leaf(
             critical=False,
         )
     )
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
     return _sign_certificate(builder, ca_signer)
 
 

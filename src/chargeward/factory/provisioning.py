@@ -14,8 +14,8 @@ argon2id hash of its BasicAuthPassword, the only form in which a password leaves
     ...                        factory_bundle=Path("factory.cwb"))      # doctest: +SKIP
     >>> write_registration(Path("out/registration.json"), regs)       # doctest: +SKIP
 
-Hashing is the slow part (argon2id at OWASP's minimum cost, enough for 139-bit random
-passwords; see ``hash_random_secret``): the batch hashes in a process pool while the main
+Hashing is the slow part (argon2id at the station-secret cost, enough for 139-bit random
+passwords; see ``hash_station_secret``): the batch hashes in a process pool while the main
 process goes on provisioning; passwords travel to the workers
 over a pipe, never through a file.
 """
@@ -54,7 +54,7 @@ from chargeward.crypto.sealing import (
 )
 from chargeward.errors import BundleError, ConfigError, Conflict, UntrustedCertificate
 from chargeward.factory.credentials import generate_credentials
-from chargeward.server.passwords import hash_random_secret
+from chargeward.server.passwords import hash_station_secret
 
 REGISTRATION_FORMAT = "chargeward-factory-registration/1"
 DEFAULT_VALIDITY = dt.timedelta(days=20 * 365 + 5)  # 20 years
@@ -227,7 +227,7 @@ def provision_batch(
                 not_after=not_after,
                 now=now,
             )
-            future = pool.submit(hash_random_secret, password)
+            future = pool.submit(hash_station_secret, password)
             future.add_done_callback(lambda _f: notify("hashed"))
             pending.append((spec, cert, future))
             notify("provisioned")

@@ -7,17 +7,23 @@ Handlers only convert and validate; what to store and audit is the sink's busine
     >>> answer = await cp.install_certificate("ManufacturerRootCertificate", pem)  # doctest: +SKIP
     >>> answer.status, answer.reason_code  # doctest: +SKIP
     ('Rejected', 'InvalidCertificate')
+
+Station certificate renewal (A02) starts with ``await cp.trigger_message(
+"SignChargingStationCertificate")``; the station's SignCertificate is decided by the sink
+(:meth:`StationSink.check_csr`) and, once the answer is out, the signed chain is sent with
+CertificateSigned.  Every command takes and returns plain values or small dataclasses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ocpp.exceptions import OCPPError, SecurityError
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v201 import call, call_result, datatypes
 from ocpp.v201.enums import Action, RegistrationStatusEnumType
 from websockets.exceptions import ConnectionClosed
@@ -53,6 +59,36 @@ class StationSink(Protocol):
     ) -> None: ...
     async def update_available(self, station_id: str, report: UpdateAvailable) -> None: ...
     async def owner_notification(self, station_id: str, notice: dict[str, Any]) -> None: ...
+    async def check_csr(self, station_id: str, csr: str, certificate_type: str) -> SignAnswer:
+        """Decide a SignCertificateRequest (OCPP A02) that came over this station's own
+        connection."""
+        ...
+
+    async def sign_csr(self, station_id: str, csr: str) -> SignedChain:
+        """Issue the certificate for an accepted CSR."""
+        ...
+
+    async def certificate_delivered(self, station_id: str, chain: SignedChain, status: str) -> None:
+        """The station answered CertificateSigned with ``status``."""
+        ...
+
+
+@dataclass(frozen=True)
+class SignAnswer:
+    """The CSMS's answer to SignCertificateRequest; ``reason`` goes to logs and audit."""
+
+    status: str  # Accepted | Rejected
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class SignedChain:
+    """A station certificate issued for a CSR: the PEM chain (leaf first) and the leaf's
+    serial (hex) and expiry."""
+
+    chain_pem: str
+    serial: str
+    expires_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -176,6 +212,7 @@ class CsmsChargePoint(HardenedChargePoint):
         self.booted = False
         # Transactions running now (evse id -> transaction id), from TransactionEvent (E01).
         self.active_transactions: dict[int, str] = {}
+        self._csrs: dict[str, tuple[str, str]] = {}  # accepted CSRs by message id
 
     def _require_boot(self) -> None:
         # OCPP 2.0.1 B02.FR.09: before BootNotification is accepted the CSMS refuses other calls.
@@ -285,6 +322,64 @@ class CsmsChargePoint(HardenedChargePoint):
             self.active_transactions[int(evse["id"])] = tx
         return call_result.TransactionEvent()
 
+    # -- security (OCPP A01, A02) ----------------------------------------------------------------
+
+    @on(Action.sign_certificate)
+    async def on_sign_certificate(
+        self, csr: str, call_unique_id: str, certificate_type: str | None = None, **_: Any
+    ) -> call_result.SignCertificate:
+        self._require_boot()
+        kind = certificate_type or "ChargingStationCertificate"
+        answer = await self.sink.check_csr(self.id, csr, kind)
+        if answer.status == "Accepted":
+            self._csrs[call_unique_id] = (csr, kind)
+        info = (
+            datatypes.StatusInfoType(reason_code="InvalidCSR", additional_info=answer.reason[:512])
+            if answer.reason
+            else None
+        )
+        return call_result.SignCertificate(status=answer.status, status_info=info)
+
+    @after(Action.sign_certificate)
+    async def after_sign_certificate(self, call_unique_id: str, **_: Any) -> None:
+        accepted = self._csrs.pop(call_unique_id, None)
+        if accepted is None:
+            return
+        csr, kind = accepted
+        chain = await self.sink.sign_csr(self.id, csr)
+        try:
+            status = await self.certificate_signed(chain.chain_pem, kind)
+        except (TransportError, Conflict) as e:
+            status = f"not delivered: {e}"
+        await self.sink.certificate_delivered(self.id, chain, status)
+
+    async def certificate_signed(self, chain_pem: str, certificate_type: str) -> str:
+        """Send CertificateSigned (OCPP A02); returns the station's status."""
+        result = await self._request(
+            call.CertificateSigned(certificate_chain=chain_pem, certificate_type=certificate_type)
+        )
+        return str(result.status)
+
+    async def trigger_message(self, requested_message: str) -> str:
+        """Send TriggerMessage; returns Accepted, Rejected or NotImplemented."""
+        result = await self._request(call.TriggerMessage(requested_message=requested_message))
+        return str(result.status)
+
+    async def set_variable(self, component: str, variable: str, value: str) -> str:
+        """Send SetVariables with one entry (OCPP B05); returns its attributeStatus."""
+        result = await self._request(
+            call.SetVariables(
+                set_variable_data=[
+                    datatypes.SetVariableDataType(
+                        attribute_value=value,
+                        component=datatypes.ComponentType(name=component),
+                        variable=datatypes.VariableType(name=variable),
+                    )
+                ]
+            )
+        )
+        return str(result.set_variable_result[0]["attribute_status"])
+
     async def update_firmware(self, order: FirmwareOrder) -> str:
         """Send UpdateFirmware; returns the station's response status."""
         firmware = datatypes.FirmwareType(
@@ -305,11 +400,24 @@ class CsmsChargePoint(HardenedChargePoint):
         )
         return str(result.status)
 
+    async def _call_or_lost(self, payload: Any) -> Any:
+        """``call``, but a dropped connection ends the wait at once, not at the timeout."""
+        answer = asyncio.ensure_future(self.call(payload, suppress=False))
+        closed = asyncio.ensure_future(self._connection.wait_closed())
+        try:
+            await asyncio.wait({answer, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if not answer.done():
+            answer.cancel()
+            raise ConnectionClosed(None, None)
+        return answer.result()
+
     async def _request(self, payload: Any) -> Any:
         """Send a CALL; a lost or silent station is a TransportError, a CALLERROR a Conflict."""
         action = type(payload).__name__
         try:
-            return await self.call(payload, suppress=False)
+            return await self._call_or_lost(payload)
         except TimeoutError as e:
             raise TransportError(f"station {self.id} did not answer {action} in time") from e
         except ConnectionClosed as e:

@@ -114,11 +114,22 @@ class StationController(Protocol):
         """Decide and carry out one SetVariables entry (OCPP B05); a SetVariableStatus."""
         ...
 
+    def certificate_signed(
+        self, certificate_chain: str, certificate_type: str | None
+    ) -> CertificateResult:
+        """Check and install a signed station certificate (OCPP A02)."""
+        ...
+
+    async def after_certificate_signed(self, result: CertificateResult) -> None:
+        """Runs after the CertificateSigned answer was sent (e.g. reconnect with it)."""
+        ...
+
 
 TRIGGERABLE = {
     MessageTriggerEnumType.firmware_status_notification,
     MessageTriggerEnumType.heartbeat,
     MessageTriggerEnumType.boot_notification,
+    MessageTriggerEnumType.sign_charging_station_certificate,  # OCPP A02
 }
 
 
@@ -200,6 +211,26 @@ class StationChargePoint(HardenedChargePoint):
                 )
             )
         return call_result.SetVariables(set_variable_result=results)
+
+    # -- station certificate (OCPP A02) -------------------------------------------------------
+
+    @on(Action.certificate_signed)
+    def on_certificate_signed(
+        self,
+        certificate_chain: str,
+        call_unique_id: str,
+        certificate_type: str | None = None,
+        **_: Any,
+    ) -> call_result.CertificateSigned:
+        result = self.controller.certificate_signed(certificate_chain, certificate_type)
+        self._certificate_results[call_unique_id] = result
+        return call_result.CertificateSigned(status=result.status, status_info=result.status_info())
+
+    @after(Action.certificate_signed)
+    async def after_certificate_signed(self, call_unique_id: str, **_: Any) -> None:
+        result = self._certificate_results.pop(call_unique_id, None)
+        if result is not None:
+            await self.controller.after_certificate_signed(result)
 
     # -- certificate management (OCPP M03, M04, M05) ------------------------------------------
 

@@ -1,7 +1,9 @@
 """REST API (``/api/v1``) and firmware downloads (``/firmware/sha256/<hex>``).
 
-OpenAPI is served at ``/api/openapi.json``.  Every ``/api`` call needs a bearer token
-(``chargeward token create``); downloads need the signed, expiring URL the station was given.
+OpenAPI is served at ``/api/openapi.json``.  Every ``/api`` call needs a bearer token (a login
+session, a scoped API token or a host token) whose role allows the route: one app-wide check
+in :mod:`chargeward.server.authz`; downloads need the signed, expiring URL the station was
+given.  Errors have one JSON shape with a stable code (:mod:`chargeward.server.problems`).
 """
 
 from __future__ import annotations
@@ -13,23 +15,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse
 
 from chargeward import audit
-from chargeward.errors import (
-    BundleError,
-    ChargewardError,
-    ConfigError,
-    Conflict,
-    KeyAccessError,
-    NotFound,
-    TransportError,
-    TrustError,
-)
+from chargeward.errors import BundleError, Conflict
 from chargeward.ocpp.csms import FirmwareOrder
 from chargeward.release.bundle import verify_bundle
-from chargeward.server import services, urls
+from chargeward.server import authz, problems, services, urls
+from chargeward.server.fleet import StationFilter
 from chargeward.server.schemas import (
     AuditEntryView,
     ReleaseView,
@@ -42,27 +36,11 @@ from chargeward.server.schemas import (
 from chargeward.server.state import DOWNLOAD_URL_TTL, ServerState
 
 MAX_BUNDLE = 2 * 1024**3
-_STATUS: list[tuple[type[ChargewardError], int]] = [
-    (NotFound, 404),
-    (Conflict, 409),
-    (BundleError, 422),
-    (TrustError, 422),
-    (ConfigError, 503),
-    (KeyAccessError, 503),
-    (TransportError, 502),
-]
 
 
-async def operator(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
-    """The API caller, from a bearer token; 401 otherwise."""
-    if not authorization or not authorization.startswith("Bearer "):
-        raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
-    state: ServerState = request.app.state.chargeward
-    async with state.db.session() as s:
-        name = await services.token_owner(s, authorization[7:].strip())
-    if name is None:
-        raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
-    return name
+async def operator(request: Request) -> str:
+    """The API caller's name (for the audit log), as the app-wide authorization found it."""
+    return authz.current_principal(request).name
 
 
 Operator = Annotated[str, Depends(operator)]
@@ -75,37 +53,45 @@ def create_app(state: ServerState) -> FastAPI:
         openapi_url="/api/openapi.json",
         docs_url="/api/docs",
         redoc_url=None,
+        dependencies=[Depends(authz.authorize)],  # every route: token, then ROUTE_PERMISSIONS
     )
     app.state.chargeward = state
+    problems.install(app)
 
-    @app.exception_handler(ChargewardError)
-    async def _problem(_: Request, exc: ChargewardError) -> JSONResponse:
-        code = next((c for kind, c in _STATUS if isinstance(exc, kind)), 400)
-        return JSONResponse({"detail": str(exc)}, status_code=code)
-
+    from chargeward.server.api_accounts import router as accounts_router
     from chargeward.server.api_certificates import router as certificate_router
+    from chargeward.server.api_fleet import router as fleet_router
     from chargeward.server.api_logs import router as log_router
     from chargeward.server.api_repository import router as repository_router
     from chargeward.server.api_station_import import router as station_import_router
+    from chargeward.server.api_station_security import router as station_security_router
+    from chargeward.server.metrics import instrument
 
+    app.include_router(accounts_router)
     app.include_router(repository_router)
     app.include_router(certificate_router)
     app.include_router(log_router)
     app.include_router(station_import_router)
+    app.include_router(fleet_router)
+    app.include_router(station_security_router)
+    instrument(app, state.metrics)  # GET /metrics and request counting
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> dict[str, object]:
+        node = state.node.status() if state.node is not None else {}
+        return {"status": "ok", **node}
 
     @app.get("/api/v1/stations", response_model=list[StationSummary])
-    async def list_stations(_: Operator) -> list[StationSummary]:
+    async def list_stations(
+        _: Operator, filters: Annotated[StationFilter, Depends()]
+    ) -> list[StationSummary]:
         async with state.db.snapshot() as s:
-            return await services.list_stations(s)
+            return await services.list_stations(s, filters)
 
     @app.get("/api/v1/stations/{station_id}", response_model=StationDetail)
     async def get_station(station_id: str, _: Operator) -> StationDetail:
         async with state.db.snapshot() as s:
-            return await services.station_detail(s, station_id)
+            return await services.station_detail(s, station_id, now=state.clock())
 
     @app.post(
         "/api/v1/releases",
@@ -152,7 +138,7 @@ def create_app(state: ServerState) -> FastAPI:
         status_code=202,
     )
     async def update_station(station_id: str, body: UpdateRequest, who: Operator) -> UpdateAccepted:
-        cp = state.registry.get(station_id)
+        cp = await state.station(station_id)
         if cp is None:
             raise Conflict(f"station {station_id} is not connected")
         now = state.clock()

@@ -63,7 +63,7 @@ def _state(request: Request) -> ServerState:
 async def _connected(state: ServerState, station_id: str) -> CsmsChargePoint:
     async with state.db.session() as s:
         await certificates.require_station(s, station_id)
-    cp = state.registry.get(station_id)
+    cp = await state.station(station_id)
     if cp is None:
         raise Conflict(f"station {station_id} is not connected")
     return cp

@@ -94,7 +94,7 @@ async def request_log(
     state = _state(request)
     async with state.db.snapshot() as s:
         await logs.require_station(s, station_id)
-    cp = state.registry.get(station_id)
+    cp = await state.station(station_id)
     if cp is None:
         raise Conflict(f"station {station_id} is not connected")
     async with state.db.session() as s:
@@ -165,11 +165,17 @@ class LogUploaded(BaseModel):
     length: int
 
 
-@router.api_route(
+@router.post(
     "/api/v1/log-uploads/{token}",
-    methods=["POST", "PUT"],
     response_model=LogUploaded,
     status_code=201,
+    operation_id="upload_station_log",
+)
+@router.put(
+    "/api/v1/log-uploads/{token}",
+    response_model=LogUploaded,
+    status_code=201,
+    operation_id="upload_station_log_put",
 )
 async def receive_log(token: str, request: Request) -> LogUploaded:
     state = _state(request)

@@ -1,10 +1,15 @@
-"""The OCPP 2.0.1 listener: ``ws://HOST:PORT/ocpp/{stationId}``, subprotocol ``ocpp2.0.1``.
+"""The OCPP 2.0.1 listener: ``wss://HOST:PORT/ocpp/{stationId}``, subprotocol ``ocpp2.0.1``.
 
-Authentication happens during the HTTP upgrade, before any OCPP frame is read (security
-profile 1/2: HTTP Basic with username = the station identity in the path).  Unknown stations
-and wrong passwords get the same ``401``; a missing subprotocol gets ``400``; any other path
-``404``.  Every connected station is a :class:`~chargeward.ocpp.csms.CsmsChargePoint` in the
-:class:`Registry`.
+Authentication happens during the HTTP upgrade, before any OCPP frame is read, by the security
+profile configured for the station (:func:`~chargeward.server.station_security.admit`):
+profile 2 = TLS + HTTP Basic with username = the station identity in the path; profile 3 =
+TLS with a client certificate from the charger CA, valid now, CN = station identity; profile 1
+(plain ws + Basic) only on a listener started with ``allow_profile_1`` for a lab.  The TLS
+handshake already refused old TLS versions, other cipher suites and certificates from another
+CA (:mod:`chargeward.server.tls`).  Every refusal gets the same ``401``, its reason goes to
+the log (and, for a certificate of a known station, to the audit log); a missing subprotocol
+gets ``400``; any other path ``404``.  Every connected station is a
+:class:`~chargeward.ocpp.csms.CsmsChargePoint` in the :class:`Registry`.
 """
 
 from __future__ import annotations
@@ -14,20 +19,23 @@ import base64
 import binascii
 import datetime as dt
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
+from cryptography import x509
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from chargeward.ocpp.csms import BootInfo, CsmsChargePoint, UpdateAvailable
-from chargeward.server import logs, passwords, services
+from chargeward.ocpp.csms import BootInfo, CsmsChargePoint, SignAnswer, SignedChain, UpdateAvailable
+from chargeward.server import logs, services, station_security
 from chargeward.server.db import Database
+from chargeward.server.metrics import MeteredChargePoint, Metrics
 from chargeward.server.repository import record_available_update
 
 LOG = logging.getLogger("chargeward.csms")
@@ -52,12 +60,58 @@ class Registry:
         return self.stations.get(station_id)
 
 
-class DbSink:
-    """Station reports into the database, one transaction per message."""
+class Presence(Protocol):
+    """Where connections are recorded for other server processes (``server.cluster.Node``)."""
 
-    def __init__(self, db: Database, clock: Clock = _utc_now) -> None:
+    async def connected(self, station_id: str) -> None: ...
+    async def disconnected(self, station_id: str) -> bool: ...  # True: held by another node
+
+
+class DbSink:
+    """Station reports into the database, one transaction per message.
+
+    Heartbeats are the exception: they only move ``last_seen``, so they are gathered in
+    memory and written in one statement at most every ``seen_flush_interval`` seconds
+    (10,000 stations send one every few minutes; a transaction each would be most of the
+    server's work, benchmarks/bench_connections.py).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock = _utc_now,
+        charger_ca: station_security.ChargerCa | None = None,
+        seen_flush_interval: float = 5.0,
+    ) -> None:
         self.db = db
         self.clock = clock
+        self.charger_ca = charger_ca
+        self.seen_flush_interval = seen_flush_interval
+        self._seen: dict[str, dt.datetime] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def check_csr(self, station_id: str, csr: str, certificate_type: str) -> SignAnswer:
+        answer = station_security.decide_csr(self.charger_ca, station_id, csr, certificate_type)
+        if answer.status != "Accepted":
+            LOG.warning("%s: SignCertificate rejected: %s", station_id, answer.reason)
+            await station_security.audit_csr_refused(
+                self.db, station_id, answer.reason or "rejected", self.clock()
+            )
+        return answer
+
+    async def sign_csr(self, station_id: str, csr: str) -> SignedChain:
+        assert self.charger_ca is not None  # check_csr accepted the request
+        chain = await station_security.sign_csr(
+            self.db, self.charger_ca, station_id, csr, now=self.clock()
+        )
+        LOG.info("%s: issued station certificate %s", station_id, chain.serial)
+        return chain
+
+    async def certificate_delivered(self, station_id: str, chain: SignedChain, status: str) -> None:
+        LOG.info("%s: CertificateSigned %s: %s", station_id, chain.serial, status)
+        await station_security.record_certificate_delivered(
+            self.db, station_id, chain, status, self.clock()
+        )
 
     async def boot(self, station_id: str, info: BootInfo) -> None:
         async with self.db.session() as s:
@@ -73,8 +127,23 @@ class DbSink:
             )
 
     async def heartbeat(self, station_id: str) -> None:
-        async with self.db.session() as s:
-            await services.touch(s, station_id, now=self.clock())
+        self._seen[station_id] = self.clock()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.seen_flush_interval)
+        await self.flush_seen()
+
+    async def flush_seen(self) -> None:
+        """Write the gathered ``last_seen`` times now (also on shutdown)."""
+        seen, self._seen = self._seen, {}
+        if seen:
+            try:
+                async with self.db.session() as s:
+                    await services.touch_many(s, seen)
+            except Exception:  # a lost batch costs only freshness; never the listener
+                LOG.exception("cannot record last-seen times of %d stations", len(seen))
 
     async def connector_status(
         self, station_id: str, evse_id: int, connector_id: int, status: str
@@ -150,6 +219,15 @@ def basic_credentials(headers: Headers) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
+def _password_problem(headers: Headers, station_id: str) -> str:
+    creds = basic_credentials(headers)
+    if creds is None:
+        return "no credentials"
+    if creds[0] != station_id:
+        return "username differs from station identity"
+    return station_security.WRONG_PASSWORD
+
+
 class CsmsListener:
     """Accepts station connections and runs one ``CsmsChargePoint`` per station."""
 
@@ -160,13 +238,46 @@ class CsmsListener:
         *,
         heartbeat_interval: int = 300,
         clock: Clock = _utc_now,
+        ssl_context: ssl.SSLContext | None = None,
+        charger_ca: station_security.ChargerCa | None = None,
+        allow_profile_1: bool = False,
+        metrics: Metrics | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self.db = db
         self.registry = registry
-        self.sink = DbSink(db, clock)
+        self.metrics = metrics or Metrics()
+        self.presence = presence  # scale-out: which node holds which station
+        self.sink = DbSink(db, clock, charger_ca)
         self.heartbeat_interval = heartbeat_interval
         self.clock = clock
+        self.ssl_context = ssl_context
+        self.charger_ca = charger_ca
+        self.allow_profile_1 = allow_profile_1
         self.auth_failures = 0
+        self.refusals: list[tuple[str, str]] = []  # (station id, reason), newest last
+        self.connection_serials: dict[str, str] = {}  # certificate serial of the last login
+        self.booted_stations: set[str] = set()  # BootNotification accepted in this process
+
+    def _peer_certificate(self, connection: ServerConnection) -> x509.Certificate | None:
+        ssl_object = connection.transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        return x509.load_der_x509_certificate(der) if der else None
+
+    async def _presented(
+        self, connection: ServerConnection, request: Request, station_id: str, profile: int
+    ) -> station_security.Presented:
+        tls = connection.transport.get_extra_info("ssl_object") is not None
+        cert = self._peer_certificate(connection) if tls else None
+        problem = None
+        if cert is not None:
+            cas = list(self.charger_ca.certificates) if self.charger_ca else []
+            problem = station_security.certificate_problem(cert, cas, station_id, self.clock())
+        ok = False
+        creds = basic_credentials(request.headers)
+        if profile != 3 and creds is not None and creds[0] == station_id:
+            ok = await station_security.check_password(self.db, station_id, creds[1])
+        return station_security.Presented(tls, cert, problem, ok)
 
     def _refuse(self, connection: ServerConnection, status: HTTPStatus, text: str) -> Response:
         response = connection.respond(status, text + "\n")
@@ -199,49 +310,73 @@ class CsmsListener:
             return self._refuse(
                 connection, HTTPStatus.BAD_REQUEST, f"subprotocol {SUBPROTOCOL} required"
             )
-        creds = basic_credentials(request.headers)
-        ok = False
-        if creds is not None and creds[0] == station_id:
-            async with self.db.session() as s:
-                stored = await services.password_hash(s, station_id)
-            ok = await asyncio.to_thread(passwords.verify_password, stored, creds[1])
-        if not ok:
+        async with self.db.session() as s:
+            auth = await station_security.station_auth(s, station_id)
+        profile = auth.profile if auth is not None else 2
+        seen = await self._presented(connection, request, station_id, profile)
+        if auth is None:  # unknown: the same answer (and argon2 effort) as a wrong password
+            reason: str | None = _password_problem(request.headers, station_id)
+        else:
+            reason = station_security.admit(profile, seen, allow_profile_1=self.allow_profile_1)
+            if reason == station_security.WRONG_PASSWORD:
+                reason = _password_problem(request.headers, station_id)
+        if reason is not None:
             self.auth_failures += 1
-            reason = (
-                "no credentials"
-                if creds is None
-                else "username differs from station identity"
-                if creds[0] != station_id
-                else "unknown station or wrong password"
-            )
+            self.metrics.auth_failures.inc()
+            self.refusals.append((station_id, reason))
+            del self.refusals[:-100]
             LOG.warning("%s: authentication refused (%s)", station_id, reason)
+            if auth is not None and (seen.certificate_problem is not None or profile == 3):
+                await station_security.audit_refusal(self.db, station_id, reason, self.clock())
             return self._refuse(connection, HTTPStatus.UNAUTHORIZED, "authentication failed")
+        if seen.certificate is not None:
+            self.connection_serials[station_id] = f"{seen.certificate.serial_number:x}"
+            await station_security.record_connection_certificate(
+                self.db, station_id, seen.certificate
+            )
         return None
 
     async def handler(self, connection: ServerConnection) -> None:
         assert connection.request is not None
         station_id = station_id_from_path(connection.request.path)
         assert station_id is not None  # checked in process_request
-        cp = CsmsChargePoint(
-            station_id, connection, self.sink, heartbeat_interval=self.heartbeat_interval
+        cp = MeteredChargePoint(
+            station_id,
+            connection,
+            self.sink,
+            metrics=self.metrics,
+            heartbeat_interval=self.heartbeat_interval,
         )
+        # A reconnect without a reboot needs no new BootNotification (e.g. to use a renewed
+        # certificate, OCPP A02, or after this server restarted): a station whose
+        # BootNotification was ever accepted stays accepted.
+        cp.booted = station_id in self.booted_stations
         old = self.registry.stations.get(station_id)
         if old is not None:
             LOG.info("%s: new connection replaces the old one", station_id)
             await old._connection.close(1000, "replaced by a new connection")
         self.registry.stations[station_id] = cp
         async with self.db.session() as s:
-            await services.set_connected(s, station_id, True, now=self.clock())
+            booted_before = await services.set_connected(s, station_id, True, now=self.clock())
+        cp.booted = cp.booted or booted_before
+        if self.presence is not None:
+            await self.presence.connected(station_id)
         try:
             await cp.start()
         except ConnectionClosed:
             pass
         finally:
+            if cp.booted:
+                self.booted_stations.add(station_id)
             if self.registry.stations.get(station_id) is cp:
                 del self.registry.stations[station_id]
-                async with self.db.session() as s:
-                    await services.set_connected(s, station_id, False, now=self.clock())
-            LOG.info("%s: disconnected", station_id)
+                elsewhere = self.presence is not None and await self.presence.disconnected(
+                    station_id
+                )
+                if not elsewhere:  # it may have reconnected to another node already
+                    async with self.db.session() as s:
+                        await services.set_connected(s, station_id, False, now=self.clock())
+            LOG.info("%s: disconnected", station_id, extra={"station_id": station_id})
 
     async def serve(self, host: str, port: int) -> Server:
         return await serve(
@@ -250,7 +385,14 @@ class CsmsListener:
             port,
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
             process_request=self.process_request,
+            ssl=self.ssl_context,
             max_size=MAX_FRAME,
+            # No permessage-deflate: OCPP frames are small, and each compressing connection
+            # keeps ~50 KiB of zlib state (benchmarks/bench_connections.py).
+            compression=None,
+            # A reconnect storm (every station after an outage) must queue, not be dropped.
+            backlog=4096,
+            open_timeout=30,
             ping_interval=60,
             ping_timeout=60,
             logger=logging.getLogger("chargeward.csms.ws"),

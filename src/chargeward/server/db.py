@@ -3,7 +3,10 @@
     >>> db = await Database.open(data_dir=Path("chargeward-data"))  # doctest: +SKIP
     >>> async with db.session() as s: ...                              # doctest: +SKIP
 
-The schema is brought to the newest Alembic revision when the database is opened.
+``CHARGEWARD_DATABASE_URL=postgresql://user:pass@host/db`` (or ``postgres://``) selects
+PostgreSQL through asyncpg.  The schema is brought to the newest Alembic revision when the
+database is opened; on PostgreSQL an advisory lock serialises this, so several server processes
+may start at once against one database.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -30,13 +35,40 @@ DATABASE_URL_ENV = "CHARGEWARD_DATABASE_URL"
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+MIGRATION_LOCK = 0x43570001  # pg_advisory_xact_lock key held while migrating
+_DRIVERS = {
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+
+def normalize_url(url: str) -> str:
+    """The SQLAlchemy async URL for ``url``; ConfigError for a scheme Chargeward cannot use."""
+    scheme, sep, rest = url.strip().partition("://")
+    driver = _DRIVERS.get(scheme.lower())
+    if not sep or driver is None:
+        raise ConfigError(
+            f"{DATABASE_URL_ENV} must start with postgresql:// or sqlite:///, got {scheme!r}"
+        )
+    return f"{driver}://{rest}"
+
+
 def database_url(data_dir: Path) -> str:
     url = os.environ.get(DATABASE_URL_ENV)
     if url:
-        if url.startswith("postgresql://"):
-            url = "postgresql+asyncpg://" + url[len("postgresql://") :]
-        return url
+        return normalize_url(url)
     return f"sqlite+aiosqlite:///{(data_dir / 'chargeward.db').resolve()}"
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable database URL>"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -49,6 +81,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":  # one migrating process at a time
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
@@ -64,21 +98,34 @@ class Database:
 
     @classmethod
     async def open(cls, *, data_dir: Path, url: str | None = None) -> Database:
-        url = url or database_url(data_dir)
-        if url.startswith("sqlite"):
+        url = normalize_url(url) if url else database_url(data_dir)
+        sqlite = url.startswith("sqlite")
+        if sqlite:
             data_dir.mkdir(parents=True, exist_ok=True)
         try:
-            engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+            engine = create_async_engine(
+                url,
+                # PostgreSQL: drop connections the server closed; recycle before idle timeouts.
+                pool_pre_ping=not sqlite,
+                pool_recycle=-1 if sqlite else 1800,
+            )
         except Exception as e:  # invalid URL, missing driver
-            raise ConfigError(f"cannot use database URL: {e}") from e
-        if url.startswith("sqlite"):
+            raise ConfigError(f"cannot use database URL {safe_url(url)}: {e}") from e
+        if sqlite:
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         try:
             async with engine.begin() as conn:
                 await conn.run_sync(_upgrade)
-        except OSError as e:
-            raise ConfigError(f"cannot open database: {e}") from e
+        except (OSError, SQLAlchemyError) as e:
+            await engine.dispose()
+            reason = getattr(e, "orig", None) or e
+            raise ConfigError(f"cannot open database {safe_url(url)}: {reason}") from e
         return cls(engine)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

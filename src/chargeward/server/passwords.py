@@ -1,4 +1,4 @@
-"""Station passwords (OCPP ``SecurityCtrlr.BasicAuthPassword``) and API tokens.
+"""Station passwords (OCPP ``SecurityCtrlr.BasicAuthPassword``), operator passwords, tokens.
 
 Passwords are 16-40 characters (OCPP 2.0.1), generated from a CSPRNG, shown once and stored
 only as argon2id hashes.  API tokens are 256-bit random values stored as SHA-256 digests.
@@ -17,7 +17,7 @@ MIN_PASSWORD = 16
 MAX_PASSWORD = 40
 
 _hasher = PasswordHasher()
-# Verifying against this keeps the time for unknown stations equal to known ones.
+# Verifying against this keeps the time for unknown operators equal to known ones.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(24))
 
 
@@ -38,28 +38,85 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-# For machine-generated secrets of >= 128 bits (factory-issued BasicAuthPasswords): their
-# strength is the randomness, not the hash cost, so the hash uses OWASP's argon2id minimum
-# (19 MiB, 2 passes, 1 lane), which the server accepts (server/station_import.py).
-_random_secret_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+# Station secrets (BasicAuthPasswords) are never chosen by people: the server, the factory
+# and password rotation generate them from a CSPRNG with at least 128 bits of entropy.  Their
+# strength is that randomness: no hash cost makes 2**128 guesses feasible or infeasible.  The
+# hash only keeps a stolen database from holding usable passwords, so it is argon2id at a
+# light cost (1 pass over 2 MiB, about a millisecond) that every reconnect pays: 10,000
+# stations coming back after an outage cost seconds of CPU, not minutes (ADR 0006,
+# benchmarks/bench_connections.py).  Operator passwords keep argon2-cffi's default cost.
+STATION_SECRET_TIME_COST = 1
+STATION_SECRET_MEMORY_KIB = 2 * 1024
+_station_hasher = PasswordHasher(
+    time_cost=STATION_SECRET_TIME_COST, memory_cost=STATION_SECRET_MEMORY_KIB, parallelism=1
+)
+# Verifying against this keeps the effort for unknown stations equal to known ones.
+_DUMMY_STATION_HASH = _station_hasher.hash(secrets.token_urlsafe(24))
 
 
-def hash_random_secret(password: str) -> str:
-    """argon2id hash of a CSPRNG-generated password of at least 128 bits of entropy."""
+def hash_station_secret(password: str) -> str:
+    """argon2id hash of a CSPRNG-generated station password (at least 128 bits of entropy)."""
     check_password_policy(password)
-    return _random_secret_hasher.hash(password)
+    return _station_hasher.hash(password)
 
 
-def verify_password(stored_hash: str | None, password: str) -> bool:
-    """Constant-effort check; ``stored_hash=None`` (unknown station) always fails."""
+def verify_station_secret(stored_hash: str | None, password: str) -> bool:
+    """Check a station password; ``stored_hash=None`` (unknown station) always fails.
+
+    A hash of any argon2 cost verifies (each hash names its own parameters); unknown
+    stations cost what a known one does.
+    """
     try:
-        return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        ok = _station_hasher.verify(stored_hash or _DUMMY_STATION_HASH, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+    return ok and stored_hash is not None
+
+
+def station_secret_needs_rehash(stored_hash: str) -> bool:
+    """True when ``stored_hash`` is not at the station-secret cost (e.g. a factory import)."""
+    try:
+        return _station_hasher.check_needs_rehash(stored_hash)
+    except InvalidHashError:
+        return False
+
+
+MIN_USER_PASSWORD = 12
+MAX_USER_PASSWORD = 256
+
+
+def check_user_password_policy(password: str, username: str) -> None:
+    """Operator passwords: 12-256 characters, and not (containing) the username."""
+    if not MIN_USER_PASSWORD <= len(password) <= MAX_USER_PASSWORD:
+        raise ValueError(
+            f"password must be {MIN_USER_PASSWORD}-{MAX_USER_PASSWORD} characters long"
+        )
+    if username.casefold() in password.casefold():
+        raise ValueError("password must not contain the username")
+
+
+def hash_user_password(password: str, username: str) -> str:
+    """argon2id hash of an operator's password that meets the policy."""
+    check_user_password_policy(password, username)
+    return _hasher.hash(password)
+
+
+def verify_user_password(stored_hash: str | None, password: str) -> bool:
+    """Check an operator's password; ``stored_hash=None`` (unknown user) always fails, after
+    the same effort as a known user's check."""
+    try:
+        ok = _hasher.verify(stored_hash or _DUMMY_HASH, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+    return ok and stored_hash is not None
 
 
 def generate_token() -> str:
     return "cwt_" + secrets.token_urlsafe(32)
+
+
+def generate_session_token() -> str:
+    return "cws_" + secrets.token_urlsafe(32)
 
 
 def token_digest(token: str) -> str:

@@ -13,20 +13,23 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
 
-from chargeward.crypto import load_certificates
+from chargeward.crypto import load_certificates, passphrase_from_env
 from chargeward.crypto.pki import certificate_fingerprint, certificate_pem
 from chargeward.errors import ChargewardError, ConfigError, Conflict
 from chargeward.server import services, urls
 from chargeward.server.api import create_app
 from chargeward.server.blobs import BlobStore
+from chargeward.server.cluster import Node
 from chargeward.server.csms import CsmsListener
 from chargeward.server.db import Database
 from chargeward.server.state import TRUST_FILE, ServerState
+from chargeward.server.station_security import renew_certificates_forever
+from chargeward.server.tls import OcppSecurity, listener_security
 
 LOG = logging.getLogger("chargeward.server")
 TOKEN_FILE = "admin.token"  # noqa: S105 (a file name)
@@ -42,6 +45,7 @@ class ServerConfig:
     public_url: str | None = None
     heartbeat_interval: int = 300
     renew_interval: float = 60.0  # how often the online TUF roles are checked for renewal
+    security: OcppSecurity = field(default_factory=OcppSecurity)  # TLS, charger CA, profile 1
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -78,8 +82,9 @@ async def prepare(data_dir: Path) -> tuple[Database, str | None]:
     if not token_path.exists():
         try:
             async with db.session() as s:
+                # The built-in ``admin`` principal: role admin, every permission.
                 token = await services.create_token(
-                    s, "admin", actor="system", now=dt.datetime.now(dt.UTC)
+                    s, "admin", actor="system", now=dt.datetime.now(dt.UTC), role="admin"
                 )
         except Conflict:
             token = None  # the admin token exists; its file was removed on purpose
@@ -105,12 +110,14 @@ async def renew_online_metadata(state: ServerState, interval: float) -> None:
             else:
                 if roles:
                     LOG.info("renewed TUF %s metadata", " and ".join(roles))
+        state.metrics.leader_job_runs.labels("renew_online_metadata").inc()
         await asyncio.sleep(interval)
 
 
 async def run_server(
     config: ServerConfig, on_ready: Callable[[dict[str, object]], None] | None = None
 ) -> None:
+    ssl_context, charger_ca = listener_security(config.security, passphrase_from_env())
     db, _ = await prepare(config.data_dir)
     state = ServerState(
         data_dir=config.data_dir,
@@ -119,7 +126,19 @@ async def run_server(
         url_key=urls.load_or_create_key(config.data_dir),
         public_url="",
     )
-    listener = CsmsListener(db, state.registry, heartbeat_interval=config.heartbeat_interval)
+    # Scale-out (PostgreSQL): presence, commands across nodes, leader-only jobs.
+    node = state.node = Node(db, state.registry, state.metrics)
+    state.metrics.count_stations(lambda: len(state.registry.stations))
+    listener = CsmsListener(
+        db,
+        state.registry,
+        metrics=state.metrics,
+        presence=node,
+        heartbeat_interval=config.heartbeat_interval,
+        ssl_context=ssl_context,
+        charger_ca=charger_ca,
+        allow_profile_1=config.security.allow_profile_1,
+    )
     try:
         ws = await listener.serve(config.host, config.ocpp_port)
     except OSError as e:
@@ -139,7 +158,17 @@ async def run_server(
         )
     )
     task = asyncio.create_task(uv.serve())
-    renewer = asyncio.create_task(renew_online_metadata(state, config.renew_interval))
+    # Station certificate renewal (OCPP A02): a plain periodic task on every node for now.
+    cert_renewer = asyncio.create_task(
+        renew_certificates_forever(
+            db,
+            state.registry,
+            within=dt.timedelta(days=config.security.renew_within_days),
+            interval=config.security.renew_check_interval,
+        )
+        if charger_ca is not None and charger_ca.signer is not None
+        else asyncio.sleep(0)
+    )
     while not uv.started and not task.done():  # noqa: ASYNC110 (uvicorn has no started event)
         await asyncio.sleep(0.02)
     if task.done():
@@ -150,11 +179,18 @@ async def run_server(
     host = f"[{config.host}]" if ":" in config.host else config.host
     api_url = f"http://{host}:{http_port}"
     state.public_url = (config.public_url or api_url).rstrip("/")
+    node.api_url = api_url
+    # Jobs that must run once per cluster, not once per node: only the leader runs them.
+    await node.start(
+        {"renew_online_metadata": lambda: renew_online_metadata(state, config.renew_interval)}
+    )
     info: dict[str, object] = {
-        "ocpp_url": f"ws://{host}:{ocpp_port}/ocpp/",
+        "ocpp_url": f"{'wss' if ssl_context else 'ws'}://{host}:{ocpp_port}/ocpp/",
         "api_url": api_url,
         "download_base_url": state.public_url,
         "pid": os.getpid(),
+        "node_id": node.id,
+        "database": db.dialect,
     }
     write_private(config.data_dir / INFO_FILE, json.dumps(info).encode())
     if on_ready:
@@ -162,9 +198,11 @@ async def run_server(
     try:
         await task
     finally:
-        renewer.cancel()
+        await node.stop()
+        cert_renewer.cancel()
         ws.close()
         await ws.wait_closed()
+        await listener.sink.flush_seen()
         await db.close()
         (config.data_dir / INFO_FILE).unlink(missing_ok=True)
 

@@ -16,6 +16,69 @@ class StationSummary(BaseModel):
     connected: bool
     last_seen: dt.datetime | None
     last_boot_reason: str | None
+    # Fleet registry
+    serial_number: str | None = None
+    hardware_revision: str | None = None
+    customer: str | None = None
+    site_id: str | None = None
+    tags: list[str] = []
+    manufactured_on: dt.date | None = None
+    reported_firmware: dict[str, str] = {}  # component -> version ("main" from BootNotification)
+    expected_firmware: dict[str, str] = {}
+    security_profile: int | None = None
+    certificate_expires_at: dt.datetime | None = None
+    open_alerts: int = 0
+
+
+class SiteView(BaseModel):
+    id: str
+    name: str
+    customer: str | None
+    timezone: str
+    maintenance_windows: list[dict[str, Any]]
+    bandwidth_note: str | None
+    stations: int = 0
+
+
+class ChargerModelView(BaseModel):
+    id: str
+    vendor: str | None
+    feature_support_years: int
+    security_support_years: int
+    feature_support_end: dt.date | None
+    security_support_end: dt.date | None
+
+
+class SupportView(BaseModel):
+    """One station out of, near the end of, or of unknown support (ends are the last day)."""
+
+    station_id: str
+    model: str | None
+    site_id: str | None
+    customer: str | None
+    manufactured_on: dt.date | None
+    feature_support_end: dt.date | None
+    feature_state: str  # supported | ending | ended | unknown
+    feature_days_left: int | None
+    security_support_end: dt.date | None
+    security_state: str
+    security_days_left: int | None
+
+
+class AlertView(BaseModel):
+    id: int
+    kind: str
+    severity: str
+    station_id: str
+    message: str
+    details: dict[str, Any]
+    state: str
+    count: int
+    created_at: dt.datetime
+    last_seen_at: dt.datetime
+    acknowledged_by: str | None
+    acknowledged_at: dt.datetime | None
+    resolved_at: dt.datetime | None
 
 
 class FirmwareStatusView(BaseModel):
@@ -30,6 +93,9 @@ class SecurityEventView(BaseModel):
     timestamp: dt.datetime
     tech_info: str | None
     received_at: dt.datetime
+    id: int | None = None
+    station_id: str | None = None
+    critical: bool = False  # raises an alert (chargeward.server.alerts.SECURITY_EVENT_ALERTS)
 
 
 class BootView(BaseModel):
@@ -53,7 +119,6 @@ class UpdateView(BaseModel):
 
 
 class StationDetail(StationSummary):
-    serial_number: str | None
     connector_status: dict[str, str]
     firmware_statuses: list[FirmwareStatusView]
     security_events: list[SecurityEventView]
@@ -61,6 +126,9 @@ class StationDetail(StationSummary):
     updates: list[UpdateView]
     # The newest security release the station reported as available for it, if any.
     available_update: dict[str, Any] | None = None
+    alerts: list[AlertView] = []  # open and acknowledged, newest first
+    support: SupportView | None = None
+    logs: str | None = None  # where its GetLog uploads are listed (GET)
 
 
 class ReleaseImageView(BaseModel):

@@ -10,28 +10,26 @@ import datetime as dt
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import desc, func, select
+from sqlalchemy import Table, bindparam, desc, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
 from chargeward.errors import Conflict, NotFound
 from chargeward.release.bundle import VerifiedBundle
-from chargeward.server import passwords
+from chargeward.server import alerts, fleet, passwords, tokens
 from chargeward.server.blobs import BlobStore
 from chargeward.server.schemas import (
     BootView,
     FirmwareStatusView,
     ReleaseImageView,
     ReleaseView,
-    SecurityEventView,
     StationDetail,
     StationSummary,
     UpdateView,
 )
 from chargeward.server.tables import (
-    ApiToken,
     BootEvent,
     FirmwareStatusEvent,
     FirmwareUpdate,
@@ -91,7 +89,7 @@ async def register_station(
     s.add(
         Station(
             id=station_id,
-            password_hash=passwords.hash_password(password),
+            password_hash=passwords.hash_station_secret(password),
             model=model,
             connected=False,
             connector_status={},
@@ -116,7 +114,8 @@ async def password_hash(s: AsyncSession, station_id: str) -> str | None:
 
 async def set_connected(
     s: AsyncSession, station_id: str, connected: bool, *, now: dt.datetime
-) -> None:
+) -> bool:
+    """Record a (dis)connection; returns whether the station has ever booted (B01)."""
     row = await _station(s, station_id)
     row.connected = connected
     row.last_seen = now
@@ -127,11 +126,24 @@ async def set_connected(
         target=station_id,
         now=now,
     )
+    return row.last_boot_reason is not None
 
 
 async def touch(s: AsyncSession, station_id: str, *, now: dt.datetime) -> None:
     row = await _station(s, station_id)
     row.last_seen = now
+
+
+async def touch_many(s: AsyncSession, seen: dict[str, dt.datetime]) -> None:
+    """Set ``last_seen`` of many stations in one statement (executemany)."""
+    if not seen:
+        return
+    table = cast(Table, Station.__table__)
+    statement = (
+        update(table).where(table.c.id == bindparam("station")).values(last_seen=bindparam("seen"))
+    )
+    conn = await s.connection()  # Core executemany; an unknown id just matches no row
+    await conn.execute(statement, [{"station": k, "seen": v} for k, v in seen.items()])
 
 
 async def record_boot(
@@ -149,8 +161,8 @@ async def record_boot(
     previous = row.firmware_version
     row.firmware_version = firmware_version
     row.model = model or row.model
-    row.vendor = vendor
-    row.serial_number = serial_number
+    row.vendor = vendor or row.vendor
+    row.serial_number = serial_number or row.serial_number  # the factory import set it
     row.last_boot_reason = reason
     row.last_seen = now
     s.add(
@@ -177,6 +189,10 @@ async def record_boot(
         },
         now=now,
     )
+    if firmware_version:
+        await fleet.record_reported_firmware(
+            s, row, {alerts.MAIN_COMPONENT: firmware_version}, now=now
+        )
 
 
 async def record_connector_status(
@@ -286,26 +302,27 @@ async def record_security_event(
         details={"type": type, "tech_info": tech_info, "timestamp": timestamp.isoformat()},
         now=now,
     )
-
-
-def _summary(row: Station) -> StationSummary:
-    return StationSummary(
-        id=row.id,
-        model=row.model,
-        vendor=row.vendor,
-        firmware_version=row.firmware_version,
-        connected=row.connected,
-        last_seen=row.last_seen,
-        last_boot_reason=row.last_boot_reason,
+    await alerts.on_security_event(
+        s,
+        station_id,
+        type=type,
+        tech_info=tech_info,
+        timestamp=timestamp,
+        now=now,
+        transaction_id=update.transaction_id if update else None,
     )
 
 
-async def list_stations(s: AsyncSession) -> list[StationSummary]:
-    rows = (await s.scalars(select(Station).order_by(Station.id))).all()
-    return [_summary(r) for r in rows]
+async def list_stations(
+    s: AsyncSession, filters: fleet.StationFilter | None = None
+) -> list[StationSummary]:
+    """Stations with their registry fields, optionally filtered (see ``fleet.StationFilter``)."""
+    return await fleet.list_stations(s, filters)
 
 
-async def station_detail(s: AsyncSession, station_id: str, *, limit: int = 50) -> StationDetail:
+async def station_detail(
+    s: AsyncSession, station_id: str, *, limit: int = 50, now: dt.datetime | None = None
+) -> StationDetail:
     row = await _station(s, station_id)
     fs = (
         await s.scalars(
@@ -339,11 +356,20 @@ async def station_detail(s: AsyncSession, station_id: str, *, limit: int = 50) -
             .limit(limit)
         )
     ).all()
+    summary = (await fleet.summaries(s, [row]))[0]
+    support = await fleet.support_report(
+        s,
+        today=now.date() if now else dt.datetime.now(dt.UTC).date(),
+        within_days=180,
+        station_id=station_id,
+    )
     return StationDetail(
-        **_summary(row).model_dump(),
-        serial_number=row.serial_number,
+        **summary.model_dump(),
         connector_status=dict(row.connector_status),
         available_update=row.available_update,
+        alerts=await alerts.list_alerts(s, station_id=station_id, state="active"),
+        support=support[0] if support else None,
+        logs=f"/api/v1/stations/{station_id}/logs",
         firmware_statuses=[
             FirmwareStatusView(
                 status=e.status,
@@ -353,12 +379,7 @@ async def station_detail(s: AsyncSession, station_id: str, *, limit: int = 50) -
             )
             for e in fs
         ],
-        security_events=[
-            SecurityEventView(
-                type=e.type, timestamp=e.timestamp, tech_info=e.tech_info, received_at=e.received_at
-            )
-            for e in se
-        ],
+        security_events=[alerts.event_view(e) for e in se],
         boots=[
             BootView(
                 reason=b.reason, firmware_version=b.firmware_version, received_at=b.received_at
@@ -623,19 +644,8 @@ async def update_view(s: AsyncSession, transaction_id: str) -> UpdateView:
 # -- API tokens -----------------------------------------------------------------------------
 
 
-async def create_token(s: AsyncSession, name: str, *, actor: str, now: dt.datetime) -> str:
-    if await s.scalar(select(func.count()).where(ApiToken.name == name)):
-        raise Conflict(f"an API token named {name!r} exists")
-    token = passwords.generate_token()
-    s.add(ApiToken(name=name, token_sha256=passwords.token_digest(token), created_at=now))
-    await audit.record(s, actor=actor, action="token.create", target=name, now=now)
-    return token
-
-
-async def token_owner(s: AsyncSession, token: str) -> str | None:
-    row = (
-        await s.scalars(
-            select(ApiToken).where(ApiToken.token_sha256 == passwords.token_digest(token))
-        )
-    ).first()
-    return row.name if row else None
+async def create_token(
+    s: AsyncSession, name: str, *, actor: str, now: dt.datetime, role: str = "admin"
+) -> str:
+    """A token acting as ``name`` with ``role`` (see :mod:`chargeward.server.tokens`)."""
+    return await tokens.create_service_token(s, name, role, actor=actor, now=now)

@@ -11,10 +11,13 @@ from cryptography import x509
 
 from chargeward.crypto import load_certificates, load_signer, passphrase_from_env
 from chargeward.errors import ConfigError
+from chargeward.ocpp.csms import CsmsChargePoint
 from chargeward.publish import ImageRepository, OnlineSigners
 from chargeward.server.blobs import BlobStore
+from chargeward.server.cluster import Node
 from chargeward.server.csms import Registry
 from chargeward.server.db import Database
+from chargeward.server.metrics import Metrics
 from chargeward.trust.tuf_keys import TufSigner
 
 TRUST_FILE = Path("trust") / "manufacturer-roots.pem"
@@ -33,9 +36,17 @@ class ServerState:
     url_key: bytes
     public_url: str
     registry: Registry = field(default_factory=Registry)
+    metrics: Metrics = field(default_factory=Metrics)
+    node: Node | None = None  # this process in the cluster (set by the runtime)
     clock: Callable[[], dt.datetime] = _utc_now
     _signers: dict[str, TufSigner] = field(default_factory=dict)
     _target_index: tuple[int, dict[str, str]] = (0, {})
+
+    async def station(self, station_id: str) -> CsmsChargePoint | None:
+        """A connected station's commands: on this process, through another node, or None."""
+        if self.node is not None:
+            return await self.node.station(station_id)
+        return self.registry.get(station_id)
 
     @property
     def repository(self) -> ImageRepository:

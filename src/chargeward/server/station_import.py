@@ -28,12 +28,14 @@ from chargeward.crypto.pki import (
 )
 from chargeward.errors import BundleError, Conflict, TrustError
 from chargeward.model.targets import check_customer
+from chargeward.server import passwords
 from chargeward.server.services import check_station_id
 from chargeward.server.tables import Station
 
-# OWASP's argon2id minimum (19 MiB, 2 passes); the factory uses argon2-cffi's defaults.
-MIN_MEMORY_KIB = 19 * 1024
-MIN_TIME_COST = 2
+# At least the cost the server itself uses for station secrets (ADR 0006); a costlier hash
+# is accepted and re-hashed at that cost on the station's first login.
+MIN_MEMORY_KIB = passwords.STATION_SECRET_MEMORY_KIB
+MIN_TIME_COST = passwords.STATION_SECRET_TIME_COST
 MAX_IMPORT = 10_000
 
 
@@ -49,7 +51,7 @@ class StationImport:
 
 
 def check_argon2id_hash(value: str) -> str:
-    """Accept only an argon2id hash string of at least OWASP's minimum cost."""
+    """Accept only an argon2id hash string of at least the station-secret cost."""
     refused = BundleError(
         "password_hash must be an argon2id hash ('$argon2id$v=19$m=...'); "
         "plaintext passwords and other hash schemes are refused"

@@ -53,7 +53,21 @@ class Station(Base):
     # Set by a factory import (POST /api/v1/stations/import): the customer lock and the
     # SHA-256 fingerprint of the device certificate issued at provisioning.
     customer: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Fleet registry (server/fleet.py): where it stands, what it is, what it should run.
+    site_id: Mapped[str | None] = mapped_column(String(48), default=None, index=True)
+    hardware_revision: Mapped[str | None] = mapped_column(String(32), default=None)
+    manufactured_on: Mapped[dt.date | None] = mapped_column(default=None)
+    # {component: version}; the BootNotification firmwareVersion is component "main".
+    reported_firmware: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    expected_firmware: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     device_certificate_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    # OCPP security profile the station must connect with (1 lab only, 2 TLS + Basic, 3 mTLS)
+    # and the expiry of its current station certificate (profile 3 / A02 renewal).
+    security_profile: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
+    certificate_expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    certificate_serial: Mapped[str | None] = mapped_column(String(40), default=None)
+    # BasicAuthPassword rotation: the new hash while the station's answer is outstanding.
+    pending_password_hash: Mapped[str | None] = mapped_column(String(200), default=None)
 
 
 class Release(Base):
@@ -171,6 +185,14 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime]
+    # Operator accounts (server/accounts.py): a token made on the server host acts as itself
+    # with ``role``; one minted by a user acts as ``owner``, limited to ``scopes``.
+    role: Mapped[str | None] = mapped_column(String(30), default=None)
+    owner: Mapped[str | None] = mapped_column(String(64), default=None)
+    scopes: Mapped[dict[str, Any] | None] = mapped_column(default=None)  # {"scopes": [...]}
+    expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    created_by: Mapped[str | None] = mapped_column(String(100), default=None)
 
 
 class AuditEntry(Base):
@@ -228,3 +250,154 @@ class LogStatusEvent(Base):
     request_id: Mapped[int | None]
     status: Mapped[str] = mapped_column(String(30))
     received_at: Mapped[dt.datetime]
+
+
+# -- fleet registry (server/fleet.py, server/alerts.py) -------------------------------------
+
+
+class Site(Base):
+    __tablename__ = "sites"
+
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    customer: Mapped[str | None] = mapped_column(String(64), default=None)
+    timezone: Mapped[str] = mapped_column(String(64))  # IANA name
+    maintenance_windows: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    bandwidth_note: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[dt.datetime]
+
+
+class ChargerModel(Base):
+    """A hardware model and its support periods (years from manufacture, or explicit ends)."""
+
+    __tablename__ = "charger_models"
+
+    id: Mapped[str] = mapped_column(String(20), primary_key=True)  # as in BootNotification
+    vendor: Mapped[str | None] = mapped_column(String(50), default=None)
+    feature_support_years: Mapped[int] = mapped_column(Integer, default=3)
+    security_support_years: Mapped[int] = mapped_column(Integer, default=5)
+    feature_support_end: Mapped[dt.date | None] = mapped_column(default=None)
+    security_support_end: Mapped[dt.date | None] = mapped_column(default=None)
+    created_at: Mapped[dt.datetime]
+
+
+class StationTag(Base):
+    __tablename__ = "station_tags"
+
+    station_id: Mapped[str] = mapped_column(ForeignKey("stations.id"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(40), primary_key=True, index=True)
+
+
+class Alert(Base):
+    """Something an operator must look at; ``key`` deduplicates open alerts per station."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(30), index=True)  # firmware_drift | security_event
+    severity: Mapped[str] = mapped_column(String(10))  # critical | warning
+    station_id: Mapped[str] = mapped_column(String(48), index=True)
+    key: Mapped[str] = mapped_column(String(100))
+    message: Mapped[str] = mapped_column(String(300))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(15), default="open")  # open|acknowledged|resolved
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime]
+    last_seen_at: Mapped[dt.datetime]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(100), default=None)
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+Index("ix_alerts_station_key", Alert.station_id, Alert.key)
+Index("ix_security_events_type_time", SecurityEvent.type, SecurityEvent.timestamp)
+
+
+# -- operator accounts (server/accounts.py) -------------------------------------------------
+
+
+class User(Base):
+    """An operator account: argon2id password hash, role, TOTP secret (RFC 6238)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(30))
+    totp_secret: Mapped[str | None] = mapped_column(String(64), default=None)
+    # The newest TOTP time-step accepted: a code of this step or older is a replay.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    disabled: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+
+
+class UserSession(Base):
+    """A login session; only the SHA-256 of its bearer token is stored."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    last_used_at: Mapped[dt.datetime]
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class LoginThrottle(Base):
+    """Failed logins per account (``user:<name>``) and per client address (``addr:<ip>``)."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    lock_count: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(default=None)
+    last_failure_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+# Scale-out (PostgreSQL only; see chargeward.server.cluster).  Times here are the database's.
+
+
+class ClusterNode(Base):
+    """One running server process; stale heartbeat = gone, with its stations."""
+
+    __tablename__ = "cluster_nodes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    api_url: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[dt.datetime]
+    heartbeat_at: Mapped[dt.datetime]
+
+
+class StationPresence(Base):
+    """Which node holds a station's websocket."""
+
+    __tablename__ = "station_presence"
+
+    station_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(36), index=True)
+    connected_at: Mapped[dt.datetime]
+
+
+class StationCommand(Base):
+    """A call to a station connected to another node: pending -> running -> done | expired."""
+
+    __tablename__ = "station_commands"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node_id: Mapped[str] = mapped_column(String(36))  # the node holding the station
+    station_id: Mapped[str] = mapped_column(String(48))
+    method: Mapped[str] = mapped_column(String(60))
+    args: Mapped[dict[str, Any]] = mapped_column()
+    state: Mapped[str] = mapped_column(String(10), default="pending")
+    result: Mapped[dict[str, Any] | None]  # {"value": ...} or {"error": kind, "message": ...}
+    created_at: Mapped[dt.datetime]
+    deadline_at: Mapped[dt.datetime]
+    finished_at: Mapped[dt.datetime | None]
+
+
+Index("ix_station_commands_claim", StationCommand.node_id, StationCommand.state)

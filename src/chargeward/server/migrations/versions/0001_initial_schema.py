@@ -162,15 +162,25 @@ def upgrade() -> None:
     _audit_append_only()
 
 
-_PG_GUARD = """
+# One statement per execute: asyncpg prepares each statement and refuses several at once.
+_PG_GUARD = (
+    """
 CREATE OR REPLACE FUNCTION chargeward_audit_append_only() RETURNS trigger AS $$
 BEGIN
     RAISE EXCEPTION 'audit_entries is append-only';
 END;
-$$ LANGUAGE plpgsql;
+$$ LANGUAGE plpgsql
+""",
+    """
 CREATE TRIGGER audit_entries_no_update BEFORE UPDATE OR DELETE ON audit_entries
-    FOR EACH ROW EXECUTE FUNCTION chargeward_audit_append_only();
-"""
+    FOR EACH ROW EXECUTE FUNCTION chargeward_audit_append_only()
+""",
+    # TRUNCATE bypasses row triggers: refuse it with a statement trigger.
+    """
+CREATE TRIGGER audit_entries_no_truncate BEFORE TRUNCATE ON audit_entries
+    FOR EACH STATEMENT EXECUTE FUNCTION chargeward_audit_append_only()
+""",
+)
 
 
 def _audit_append_only() -> None:
@@ -183,7 +193,8 @@ def _audit_append_only() -> None:
                 "BEGIN SELECT RAISE(ABORT, 'audit_entries is append-only'); END"
             )
     elif dialect == "postgresql":
-        op.execute(_PG_GUARD)
+        for statement in _PG_GUARD:
+            op.execute(statement)
 
 
 def downgrade() -> None:

@@ -1,0 +1,178 @@
+"""``chargeward user``, ``login``, ``logout`` and scoped tokens: operator accounts over the API.
+
+    $ chargeward user add alice --role approver          # with the admin token, at first
+    password for alice: ...
+    TOTP for alice (shown once): otpauth://totp/Chargeward:alice?secret=...
+    $ chargeward login alice --totp 492039               # session in <data-dir>/session.token
+    $ chargeward token create ci-upload --scope releases:read --scope releases:upload \\
+          --expires-in 30d                               # as alice: her scopes at most
+    $ chargeward user list
+    $ chargeward user set-role alice release-manager
+    $ chargeward user disable alice
+
+Passwords come from a hidden prompt or ``$CHARGEWARD_PASSWORD``; they are never echoed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from chargeward.cli.apiclient import SESSION_FILE, ApiClient
+from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, ServerUrl, console
+from chargeward.errors import ConfigError
+
+PASSWORD_ENV = "CHARGEWARD_PASSWORD"  # noqa: S105 (a variable name)
+app = typer.Typer(no_args_is_help=True)
+ROLE_HELP = "admin, release-manager, approver, operator or auditor"
+
+
+def _password(prompt: str, *, confirm: bool) -> str:
+    value = os.environ.get(PASSWORD_ENV)
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        raise ConfigError(f"no password: set {PASSWORD_ENV} or run on a terminal")
+    entered: str = typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+    return entered
+
+
+def _show_enrolment(r: dict[str, Any]) -> None:
+    console.print(f"{r['username']}: role {r['role']}")
+    if r.get("totp_uri"):
+        console.print(
+            Text(f"TOTP for {r['username']} (shown once): {r['totp_uri']}"), soft_wrap=True
+        )
+        console.print(Text(f"TOTP secret: {r['totp_secret']}"), soft_wrap=True)
+
+
+@app.command("add")
+def add(
+    username: str,
+    role: Annotated[str, typer.Option(help=ROLE_HELP)],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    server: ServerUrl = None,
+) -> None:
+    """Create an account; privileged roles get a TOTP secret, printed once."""
+    password = _password(f"password for {username}", confirm=True)
+    body = {"username": username, "password": password, "role": role}
+    _show_enrolment(ApiClient(data_dir, server).request("POST", "/api/v1/users", json=body))
+
+
+@app.command("list")
+def list_(data_dir: DataDir = DEFAULT_DATA_DIR, server: ServerUrl = None) -> None:
+    """Every account, its role and state."""
+    table = Table("user", "role", "TOTP", "state", "changed")
+    for u in ApiClient(data_dir, server).request("GET", "/api/v1/users"):
+        table.add_row(
+            u["username"],
+            u["role"],
+            "yes" if u["totp_enrolled"] else "no",
+            "disabled" if u["disabled"] else "active",
+            u["updated_at"][:19],
+        )
+    console.print(table)
+
+
+@app.command("set-role")
+def set_role(
+    username: str,
+    role: Annotated[str, typer.Argument(help=ROLE_HELP)],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    server: ServerUrl = None,
+) -> None:
+    """Change an account's role (effective on its next request)."""
+    r = ApiClient(data_dir, server).request(
+        "PUT", f"/api/v1/users/{username}/role", json={"role": role}
+    )
+    _show_enrolment(r)
+
+
+@app.command("disable")
+def disable(username: str, data_dir: DataDir = DEFAULT_DATA_DIR, server: ServerUrl = None) -> None:
+    """Disable an account: its sessions and tokens stop working at once."""
+    ApiClient(data_dir, server).request("POST", f"/api/v1/users/{username}/disable")
+    console.print(f"{username}: disabled")
+
+
+@app.command("enable")
+def enable(username: str, data_dir: DataDir = DEFAULT_DATA_DIR, server: ServerUrl = None) -> None:
+    """Enable a disabled account again."""
+    ApiClient(data_dir, server).request("POST", f"/api/v1/users/{username}/enable")
+    console.print(f"{username}: enabled")
+
+
+def login(
+    username: str,
+    totp: Annotated[
+        str | None, typer.Option(help="The current code of the authenticator app.")
+    ] = None,
+    print_token: Annotated[
+        bool, typer.Option("--print", help="Print the session token instead of storing it.")
+    ] = False,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    server: ServerUrl = None,
+) -> None:
+    """Log in; the session token is stored in <data-dir>/session.token (mode 0600)."""
+    from chargeward.server.runtime import write_private
+
+    password = _password(f"password for {username}", confirm=False)
+    if totp is None and sys.stdin.isatty():
+        totp = typer.prompt("TOTP code (empty if none)", default="", show_default=False) or None
+    body = {"username": username, "password": password, "totp": totp}
+    r = ApiClient(data_dir, server, anonymous=True).request("POST", "/api/v1/auth/login", json=body)
+    if print_token:
+        console.print(r["token"], soft_wrap=True)
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    write_private(data_dir / SESSION_FILE, r["token"].encode())
+    console.print(
+        f"logged in as {r['username']} ({r['role']}) until {r['expires_at'][:19]} UTC; "
+        f"session in {data_dir / SESSION_FILE}"
+    )
+
+
+def logout(data_dir: DataDir = DEFAULT_DATA_DIR, server: ServerUrl = None) -> None:
+    """End the stored login session."""
+    path = data_dir / SESSION_FILE
+    if not path.exists():
+        raise ConfigError(f"no login session in {path}")
+    token = path.read_text().strip()
+    ApiClient(data_dir, server, token).request("POST", "/api/v1/auth/logout")
+    path.unlink()
+    console.print("logged out")
+
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+
+
+def parse_duration(text: str) -> int:
+    """``90s``, ``30m``, ``12h``, ``30d`` -> seconds."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise typer.BadParameter("use a number and s, m, h or d, e.g. 30d")
+    return int(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
+def create_scoped_token(
+    name: str, scopes: list[str], expires_in: str, data_dir: Any, server: str | None
+) -> None:
+    body = {"name": name, "scopes": scopes, "expires_in": parse_duration(expires_in)}
+    r = ApiClient(data_dir, server).request("POST", "/api/v1/tokens", json=body)
+    console.print(
+        Text(f"token {name} ({', '.join(r['scopes'])}, until {r['expires_at'][:19]} UTC)")
+    )
+    console.print(Text(f"token for {name} (shown once): {r['token']}"), soft_wrap=True)
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``user``, ``login`` and ``logout`` to the ``chargeward`` command."""
+    root.add_typer(app, name="user", help="Operator accounts and roles (needs users:manage).")
+    root.command("login")(login)
+    root.command("logout")(logout)

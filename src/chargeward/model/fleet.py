@@ -1,0 +1,146 @@
+"""Fleet registry rules, free of I/O: site time zones, maintenance windows, support periods.
+
+A maintenance window is weekly and in the site's local time; it may cross midnight (the days
+name the day it *starts*).  DST is handled by converting the instant to local time::
+
+    >>> w = parse_windows([{"days": ["sat", "sun"], "start": "22:00", "end": "04:00"}])
+    >>> in_window(w, "Europe/London", dt.datetime(2026, 3, 29, 1, 30, tzinfo=dt.UTC))
+    True
+
+A support period ends on its end date (the last supported day): ``manufactured + years`` unless
+the model names an explicit end date, which wins::
+
+    >>> support_end(dt.date(2024, 2, 29), years=3, explicit=None)
+    datetime.date(2027, 2, 28)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from chargeward.errors import BundleError
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MAX_WINDOWS = 28
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,48}$")
+TAG_RE = re.compile(r"^[A-Za-z0-9_.:=-]{1,40}$")
+MAX_TAGS = 32
+
+SupportState = Literal["supported", "ending", "ended", "unknown"]
+
+
+def check_id(field: str, value: str) -> str:
+    if not ID_RE.fullmatch(value):
+        raise BundleError(f"{field} must be 1-48 letters, digits, '_', '.' or '-'")
+    return value
+
+
+def check_tags(tags: Sequence[str]) -> list[str]:
+    if len(tags) > MAX_TAGS:
+        raise BundleError(f"tags: at most {MAX_TAGS} per station")
+    for t in tags:
+        if not TAG_RE.fullmatch(t):
+            raise BundleError(f"tags: {t!r} must be 1-40 letters, digits or _ . : = -")
+    return sorted(set(tags))
+
+
+def check_timezone(name: str) -> str:
+    """An IANA time zone name (``Europe/London``); anything else is refused."""
+    if name not in available_timezones():
+        raise BundleError(f"timezone: {name!r} is not an IANA time zone name (e.g. Europe/Berlin)")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as e:  # pragma: no cover - listed but unreadable
+        raise BundleError(f"timezone: {name!r} cannot be loaded") from e
+    return name
+
+
+@dataclass(frozen=True)
+class MaintenanceWindow:
+    days: tuple[str, ...]
+    start: dt.time
+    end: dt.time
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "days": list(self.days),
+            "start": self.start.strftime("%H:%M"),
+            "end": self.end.strftime("%H:%M"),
+        }
+
+
+def _hhmm(field: str, value: object) -> dt.time:
+    if not isinstance(value, str) or not _HHMM.fullmatch(value):
+        raise BundleError(f"{field} must be a time HH:MM (00:00-23:59), got {value!r}")
+    return dt.time(int(value[:2]), int(value[3:]))
+
+
+def parse_windows(raw: Sequence[object]) -> list[MaintenanceWindow]:
+    """Validate weekly windows ``{"days": [...], "start": "HH:MM", "end": "HH:MM"}``."""
+    if len(raw) > MAX_WINDOWS:
+        raise BundleError(f"maintenance_windows: at most {MAX_WINDOWS} windows")
+    out: list[MaintenanceWindow] = []
+    for i, item in enumerate(raw):
+        where = f"maintenance_windows[{i}]"
+        if not isinstance(item, dict) or set(item) - {"days", "start", "end"}:
+            raise BundleError(f"{where} must be an object with days, start and end only")
+        days = item.get("days")
+        if not isinstance(days, list) or not days:
+            raise BundleError(f"{where}.days must be a non-empty list of {', '.join(DAYS)}")
+        for d in days:
+            if d not in DAYS:
+                raise BundleError(f"{where}.days: {d!r} is not one of {', '.join(DAYS)}")
+        start = _hhmm(f"{where}.start", item.get("start"))
+        end = _hhmm(f"{where}.end", item.get("end"))
+        if start == end:
+            raise BundleError(f"{where}: start and end are equal; a window needs a length")
+        out.append(MaintenanceWindow(tuple(d for d in DAYS if d in days), start, end))
+    return out
+
+
+def in_window(windows: Sequence[MaintenanceWindow], timezone: str, instant: dt.datetime) -> bool:
+    """Whether ``instant`` (aware) falls in one of the weekly ``windows`` of the local zone."""
+    local = instant.astimezone(ZoneInfo(timezone))
+    t = local.time().replace(tzinfo=None)
+    today = DAYS[local.weekday()]
+    yesterday = DAYS[(local.weekday() - 1) % 7]
+    for w in windows:
+        if w.start < w.end:
+            if today in w.days and w.start <= t < w.end:
+                return True
+        elif (today in w.days and t >= w.start) or (yesterday in w.days and t < w.end):
+            return True  # crosses midnight: starts on a listed day, ends the next
+    return False
+
+
+def add_years(day: dt.date, years: int) -> dt.date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February into a common year
+        return day.replace(year=day.year + years, day=28)
+
+
+def support_end(
+    manufactured: dt.date | None, *, years: int, explicit: dt.date | None
+) -> dt.date | None:
+    """The last supported day: the model's explicit date, else manufacture + ``years``."""
+    if explicit is not None:
+        return explicit
+    return add_years(manufactured, years) if manufactured is not None else None
+
+
+def support_state(end: dt.date | None, today: dt.date, within_days: int) -> SupportState:
+    """``ended`` after the end date, ``ending`` within ``within_days`` of it (the end day
+    included), ``unknown`` without a date."""
+    if end is None:
+        return "unknown"
+    left = (end - today).days
+    if left < 0:
+        return "ended"
+    return "ending" if left <= within_days else "supported"

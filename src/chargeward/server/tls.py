@@ -1,0 +1,118 @@
+"""The CSMS's TLS context for OCPP security profiles 2 and 3.
+
+TLS 1.2 or 1.3 only; for TLS 1.2 exactly the cipher suites OCPP 2.0.1 names for the CSMS (A00
+"Security profiles"); no compression.  With a charger CA the context asks for a client
+certificate (``CERT_OPTIONAL``): a profile-2 station without one still connects and proves
+itself with HTTP Basic, a presented certificate must chain to the charger CA.  Validity in time
+and CN = station identity are checked per connection against the URL (which the handshake
+cannot see) by :mod:`chargeward.server.csms`, with the server's clock::
+
+    >>> ctx = server_context(TlsFiles(Path("csms.pem"), "file:csms.key", Path("ca.pem")),
+    ...                      passphrase)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from chargeward.crypto.keys import PassphraseSource, load_signer
+from chargeward.crypto.pki import load_certificates_file
+from chargeward.crypto.tls import check_tls_key_uri
+from chargeward.errors import ConfigError
+from chargeward.server.station_security import ChargerCa
+
+LOG = logging.getLogger("chargeward.server")
+
+# OCPP 2.0.1 part 2, A00: TLS_ECDHE_ECDSA_WITH_AES_{128,256}_GCM_SHA{256,384} and
+# TLS_RSA_WITH_AES_{128,256}_GCM_SHA{256,384}, in OpenSSL's names.
+OCPP_TLS12_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "AES128-GCM-SHA256",
+        "AES256-GCM-SHA384",
+    ]
+)
+# OpenSSL's X509_V_FLAG_NO_CHECK_TIME: the handshake checks the chain, the server checks
+# validity in time with its own (injectable) clock and says why it refused.
+_NO_CHECK_TIME = 0x200000
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    certificate: Path  # server certificate chain, PEM, leaf first
+    key: str  # file:... URI of its encrypted PKCS#8 key
+    charger_ca: Path | None = None  # CA of station certificates (profile 3)
+
+
+def server_context(files: TlsFiles, passphrase: PassphraseSource) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(OCPP_TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    key_file = check_tls_key_uri(files.key)
+    try:
+        ctx.load_cert_chain(files.certificate, key_file, password=passphrase)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(
+            f"cannot load the TLS certificate {files.certificate} with key {key_file}: "
+            f"{getattr(e, 'strerror', None) or e} (wrong passphrase or not a matching pair?)"
+        ) from e
+    if files.charger_ca is not None:
+        try:
+            ctx.load_verify_locations(cafile=files.charger_ca)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"cannot load the charger CA {files.charger_ca}: {e}") from e
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.verify_flags |= _NO_CHECK_TIME
+    return ctx
+
+
+@dataclass(frozen=True)
+class OcppSecurity:
+    """The server's OCPP security settings (``chargeward server`` options)."""
+
+    tls_certificate: Path | None = None
+    tls_key: str | None = None
+    charger_ca: Path | None = None  # CA certificate(s) of station certificates
+    charger_ca_key: str | None = None  # its key (file: or pkcs11:), to sign renewals (A02)
+    allow_profile_1: bool = False  # plain ws for profile-1 stations: a lab only
+    certificate_days: int = 365  # validity of renewed station certificates
+    renew_within_days: int = 30  # renew profile-3 certificates expiring this soon
+    renew_check_interval: float = 3600.0
+
+
+def listener_security(
+    settings: OcppSecurity, passphrase: PassphraseSource
+) -> tuple[ssl.SSLContext | None, ChargerCa | None]:
+    """The listener's TLS context and charger CA; refuses a server without TLS unless the
+    operator enabled profile 1 for a lab."""
+    charger_ca = None
+    if settings.charger_ca is not None:
+        certs = tuple(load_certificates_file(settings.charger_ca))
+        signer = (
+            load_signer(settings.charger_ca_key, passphrase) if settings.charger_ca_key else None
+        )
+        charger_ca = ChargerCa(certs, signer, settings.certificate_days)
+        if signer is not None and charger_ca.issuer is None:
+            raise ConfigError(
+                f"charger CA key {signer.uri} matches no certificate in {settings.charger_ca}"
+            )
+    if settings.tls_certificate is None or settings.tls_key is None:
+        if settings.tls_certificate is not None or settings.tls_key is not None:
+            raise ConfigError("TLS needs both --tls-cert and --tls-key")
+        if not settings.allow_profile_1:
+            raise ConfigError(
+                "no TLS configured: give --tls-cert and --tls-key (security profiles 2 and 3), "
+                "or --allow-insecure-profile-1 for a lab network"
+            )
+        LOG.warning(
+            "SECURITY PROFILE 1: OCPP runs WITHOUT TLS; station passwords cross the network in "
+            "clear text. Use this only on an isolated lab network."
+        )
+        return None, charger_ca
+    files = TlsFiles(settings.tls_certificate, settings.tls_key, settings.charger_ca)
+    return server_context(files, passphrase), charger_ca

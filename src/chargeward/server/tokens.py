@@ -1,0 +1,177 @@
+"""Scoped API tokens, for scripts and CI: minted by a logged-in user, limited to scopes.
+
+    >>> minted = await mint(s, alice, "ci-upload", ["releases:read", "releases:upload"],
+    ...                     expires_in=30 * 86400, now=now)   # doctest: +SKIP
+    >>> minted.token   # cwt_..., shown once; the server keeps only its SHA-256
+
+A token acts as its creator (the audit log names the user), with the scopes it was given and
+never more than the creator's role allows *now*: demoting or disabling the user narrows or
+ends every token they made.  Scopes beyond the creator's permissions are refused, and a token
+cannot mint tokens (that would let it outlive its own expiry).  Tokens made on the server
+host (``chargeward token create NAME --role ROLE``, the ``admin`` token written at first
+start) act under their own name with a role.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chargeward import audit
+from chargeward.errors import Conflict, NotFound
+from chargeward.server import passwords
+from chargeward.server.accounts import Refusal, check_role, invalid
+from chargeward.server.roles import PERMISSIONS, Principal
+from chargeward.server.tables import ApiToken
+
+MAX_LIFETIME = dt.timedelta(days=365)
+MIN_LIFETIME = dt.timedelta(minutes=1)
+TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class TokenView:
+    id: int
+    name: str
+    owner: str | None
+    role: str | None
+    scopes: list[str] | None  # None: everything the role allows
+    created_by: str | None
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class MintedToken:
+    token: str
+    view: TokenView
+
+
+def _view(row: ApiToken) -> TokenView:
+    scopes = sorted(row.scopes["scopes"]) if row.scopes else None
+    return TokenView(
+        row.id,
+        row.name,
+        row.owner,
+        row.role,
+        scopes,
+        row.created_by,
+        row.created_at,
+        row.expires_at,
+        row.revoked_at,
+    )
+
+
+def _check_name(name: str) -> None:
+    if not TOKEN_NAME.match(name):
+        raise invalid("name", "token name must be 1-100 characters: letters, digits, . _ @ -")
+
+
+async def _unique(s: AsyncSession, name: str) -> None:
+    if (await s.scalars(select(ApiToken.id).where(ApiToken.name == name))).first() is not None:
+        raise Conflict(f"an API token named {name!r} exists")
+
+
+async def create_service_token(
+    s: AsyncSession, name: str, role: str, *, actor: str, now: dt.datetime
+) -> str:
+    """A token acting as ``name`` with ``role`` (made on the server host; shown once)."""
+    _check_name(name)
+    check_role(role)
+    await _unique(s, name)
+    token = passwords.generate_token()
+    s.add(
+        ApiToken(
+            name=name,
+            token_sha256=passwords.token_digest(token),
+            created_at=now,
+            role=role,
+            created_by=actor,
+        )
+    )
+    await audit.record(
+        s, actor=actor, action="token.create", target=name, details={"role": role}, now=now
+    )
+    return token
+
+
+async def mint(
+    s: AsyncSession,
+    creator: Principal,
+    name: str,
+    scopes: Iterable[str],
+    *,
+    expires_in: int,
+    now: dt.datetime,
+) -> MintedToken:
+    """A token for ``creator`` limited to ``scopes``, expiring in ``expires_in`` seconds."""
+    if creator.kind == "token":
+        raise Refusal(403, "forbidden", "an API token cannot create tokens: log in to do so")
+    _check_name(name)
+    wanted = frozenset(scopes)
+    if not wanted:
+        raise invalid("scopes", "a token needs at least one scope")
+    if unknown := sorted(wanted - PERMISSIONS):
+        raise invalid("scopes", f"unknown scope(s): {', '.join(unknown)}")
+    if beyond := sorted(wanted - creator.permissions):
+        raise Refusal(
+            403,
+            "forbidden",
+            f"scope(s) beyond your own permissions: {', '.join(beyond)}",
+            field="scopes",
+        )
+    lifetime = dt.timedelta(seconds=expires_in)
+    if not MIN_LIFETIME <= lifetime <= MAX_LIFETIME:
+        raise invalid("expires_in", f"expires_in must be 60-{int(MAX_LIFETIME.total_seconds())} s")
+    await _unique(s, name)
+    token = passwords.generate_token()
+    expires = now + lifetime
+    row = ApiToken(
+        name=name,
+        token_sha256=passwords.token_digest(token),
+        created_at=now,
+        # A user's token acts as the user; a host token's as its name, with its role.
+        owner=creator.name if creator.kind == "session" else None,
+        role=None if creator.kind == "session" else creator.role,
+        scopes={"scopes": sorted(wanted)},
+        expires_at=expires,
+        created_by=creator.name,
+    )
+    s.add(row)
+    await s.flush()
+    await audit.record(
+        s,
+        actor=creator.name,
+        action="token.create",
+        target=name,
+        details={"scopes": sorted(wanted), "expires_at": expires.isoformat()},
+        now=now,
+    )
+    return MintedToken(token, _view(row))
+
+
+async def list_tokens(s: AsyncSession, principal: Principal) -> list[TokenView]:
+    """The caller's tokens; every token for ``users:manage``."""
+    q = select(ApiToken).order_by(ApiToken.id)
+    if not principal.can("users:manage"):
+        q = q.where(or_(ApiToken.owner == principal.name, ApiToken.created_by == principal.name))
+    return [_view(r) for r in (await s.scalars(q)).all()]
+
+
+async def revoke(
+    s: AsyncSession, principal: Principal, token_id: int, *, now: dt.datetime
+) -> TokenView:
+    row = await s.get(ApiToken, token_id)
+    own = row is not None and principal.name in (row.owner, row.created_by)
+    if row is None or not (own or principal.can("users:manage")):
+        raise NotFound(f"no API token {token_id}")
+    if row.revoked_at is None:
+        row.revoked_at = now
+        await audit.record(s, actor=principal.name, action="token.revoke", target=row.name, now=now)
+    return _view(row)

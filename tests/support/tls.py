@@ -1,0 +1,271 @@
+"""Test support for OCPP security profiles: a charger CA, a CSMS server certificate for
+127.0.0.1, station certificates (good and bad), and the real OCPP listener with TLS in this
+process.  Generated per test; the passphrase protects generated fixtures only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from chargeward.agent.agent import Agent, AgentConfig
+from chargeward.agent.provision import provision
+from chargeward.agent.state import Identity, StateDir
+from chargeward.crypto import certificate_pem, create_root_ca, generate_key
+from chargeward.crypto.keys import Signer
+from chargeward.crypto.sealing import generate_device_key_pair
+from chargeward.crypto.tls import issue_server_certificate, issue_station_certificate
+from chargeward.server import services
+from chargeward.server.csms import CsmsListener, Registry
+from chargeward.server.db import Database
+from chargeward.server.station_security import ChargerCa, set_profile
+from chargeward.server.tls import TlsFiles, server_context
+from tests.support.fleet import MODEL, TEST_PASSPHRASE, Pki
+
+SUBPROTOCOLS: Any = ["ocpp2.0.1"]
+
+
+def _pass() -> bytes:
+    return TEST_PASSPHRASE.encode()
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class StationCert:
+    cert: x509.Certificate
+    private_pem: str
+    chain: Path
+    key: Path
+
+
+@dataclass
+class TlsPki:
+    dir: Path
+    ca: x509.Certificate
+    ca_signer: Signer
+    ca_pem: Path
+    csms_ca_pem: Path  # the CSMS root the stations trust
+    server_cert: Path
+    server_key: str
+
+    @classmethod
+    def create(cls, d: Path) -> TlsPki:
+        d.mkdir(parents=True, exist_ok=True)
+        ca_signer = generate_key(f"file:{d}/charger-ca.key", _pass)
+        ca = create_root_ca(ca_signer, "ACME Charger CA", "ACME", days=3650)
+        (d / "charger-ca.pem").write_text(certificate_pem(ca))
+        csms_signer = generate_key(f"file:{d}/csms-root.key", _pass)
+        csms_root = create_root_ca(csms_signer, "ACME CSMS Root", "ACME", days=3650)
+        (d / "csms-root.pem").write_text(certificate_pem(csms_root))
+        server_key = generate_key(f"file:{d}/server.key", _pass)
+        server = issue_server_certificate(
+            csms_signer, csms_root, server_key.public_key(), "127.0.0.1", "ACME", days=30
+        )
+        (d / "server.pem").write_text(certificate_pem(server))
+        return cls(
+            d,
+            ca,
+            ca_signer,
+            d / "charger-ca.pem",
+            d / "csms-root.pem",
+            d / "server.pem",
+            f"file:{d}/server.key",
+        )
+
+    def charger_ca(self) -> ChargerCa:
+        return ChargerCa((self.ca,), self.ca_signer, days=365)
+
+    def station_cert(
+        self,
+        cn: str,
+        *,
+        days: int = 365,
+        at: dt.datetime | None = None,
+        signer: Signer | None = None,
+        ca: x509.Certificate | None = None,
+        name: str | None = None,
+    ) -> StationCert:
+        pair = generate_device_key_pair()
+        cert = issue_station_certificate(
+            signer or self.ca_signer,
+            ca or self.ca,
+            pair.public_key,
+            cn,
+            "ACME",
+            days=days,
+            now=at or now(),
+        )
+        base = self.dir / (name or cn)
+        base.with_suffix(".pem").write_text(certificate_pem(cert))
+        key = serialization.load_pem_private_key(pair.private_pem.encode(), None)
+        base.with_suffix(".key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return StationCert(
+            cert, pair.private_pem, base.with_suffix(".pem"), base.with_suffix(".key")
+        )
+
+    def client_context(
+        self,
+        station: StationCert | None = None,
+        *,
+        minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+        maximum: ssl.TLSVersion | None = None,
+        ciphers: str | None = None,
+    ) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(self.csms_ca_pem)
+        if ciphers is not None or minimum < ssl.TLSVersion.TLSv1_2:
+            ctx.set_ciphers((ciphers or "DEFAULT") + ":@SECLEVEL=0")
+        ctx.minimum_version = minimum
+        if maximum is not None:
+            ctx.maximum_version = maximum
+        if station is not None:
+            ctx.load_cert_chain(station.chain, station.key)
+        return ctx
+
+
+@dataclass
+class Csms:
+    db: Database
+    registry: Registry
+    listener: CsmsListener
+    url: str
+
+    async def add_station(self, station_id: str, password: str, profile: int) -> None:
+        async with self.db.session() as s:
+            await services.register_station(
+                s, station_id, actor="test", password=password, now=now()
+            )
+            await s.flush()
+            await set_profile(s, station_id, profile, actor="test", now=now())
+
+    async def audit(self, target: str) -> list[tuple[str, dict[str, Any]]]:
+        from sqlalchemy import select
+
+        from chargeward.server.tables import AuditEntry
+
+        async with self.db.session() as s:
+            rows = await s.execute(
+                select(AuditEntry).where(AuditEntry.target == target).order_by(AuditEntry.id)
+            )
+            return [(e.action, e.details) for e in rows.scalars()]
+
+    async def wait(self, pred: Callable[[], Any], what: str, timeout: float = 15) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if value := pred():
+                return value
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.asynccontextmanager
+async def running_csms(
+    data_dir: Path, pki: TlsPki, *, tls: bool = True, allow_profile_1: bool = False
+) -> AsyncIterator[Csms]:
+    db = await Database.open(data_dir=data_dir)
+    registry = Registry()
+    ctx = (
+        server_context(TlsFiles(pki.server_cert, pki.server_key, pki.ca_pem), _pass)
+        if tls
+        else None
+    )
+    listener = CsmsListener(
+        db,
+        registry,
+        ssl_context=ctx,
+        charger_ca=pki.charger_ca(),
+        allow_profile_1=allow_profile_1,
+    )
+    server = await listener.serve("127.0.0.1", 0)
+    port = next(iter(server.sockets)).getsockname()[1]
+    try:
+        yield Csms(db, registry, listener, f"{'wss' if tls else 'ws'}://127.0.0.1:{port}/ocpp/")
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 10)
+        await db.close()
+
+
+async def try_connect(
+    url: str, *, ssl_context: ssl.SSLContext | None = None, auth: str | None = None
+) -> int | str:
+    """101 when the station got in, the HTTP status it was refused with, or the TLS failure."""
+    headers = {"Authorization": auth} if auth else {}
+    try:
+        async with connect(
+            url,
+            ssl=ssl_context,
+            subprotocols=SUBPROTOCOLS,
+            additional_headers=headers,
+            open_timeout=5,
+            close_timeout=1,
+        ):
+            return 101
+    except InvalidStatus as e:
+        return e.response.status_code
+    except (OSError, EOFError, ssl.SSLError) as e:
+        return f"tls: {type(e).__name__}: {e!r}"
+    except Exception as e:  # a refused handshake surfaces in several shapes
+        return f"refused: {type(e).__name__}: {e} ({e.__cause__!r})"
+
+
+def provision_charger(
+    root: Path,
+    pki: Pki,
+    factory_bundle: Path,
+    tls_pki: TlsPki,
+    station_id: str,
+    password: str,
+    *,
+    certificate: bool,
+) -> StateDir:
+    """A charger trusting the CSMS root; with ``certificate`` also a station certificate."""
+    state_dir = root / station_id
+    provision(
+        state_dir,
+        identity=Identity(station_id, MODEL, "ACME", station_id),
+        password=password,
+        roots_pem=pki.root_pem.read_bytes(),
+        factory_bundle=factory_bundle,
+        csms_roots_pem=tls_pki.csms_ca_pem.read_bytes(),
+    )
+    state = StateDir(state_dir)
+    if certificate:
+        cert = tls_pki.station_cert(station_id, days=20)
+        state.device_certificate_path.write_text(certificate_pem(cert.cert))
+        store = state.credential_store()
+        store.save(replace(store.load(), device_key_pem=cert.private_pem))
+    return state
+
+
+@contextlib.asynccontextmanager
+async def running_agent(state: StateDir, url: str) -> AsyncIterator[Agent]:
+    agent = Agent(
+        AgentConfig(state_dir=state.root, csms_url=url, reconnect_delay=0.1, response_timeout=5)
+    )
+    task = asyncio.create_task(agent.run())
+    try:
+        yield agent
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 10)
