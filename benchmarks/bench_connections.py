@@ -33,15 +33,19 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import cProfile
+import io
 import json
 import os
+import pstats
 import resource
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,13 +59,16 @@ from rich.table import Table
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from benchmarks.report import RESULTS_DIR, summary_table, verdict, write_results
+from benchmarks.report import RESULTS_DIR, print_profile, summary_table, verdict, write_results
 
 TARGET_CONNECTIONS = 10_000
 TARGET_KIB_PER_CONNECTION = 50
 TARGET_STORM_S = 60.0
 PASSWORD = "bench-station-secret-0123456789"  # noqa: S105 (a benchmark fixture, not a secret)
 SUBPROTOCOL = "ocpp2.0.1"
+TLS_CERT, TLS_KEY = "csms-tls.pem", "csms-tls.key"
+TLS_PASSPHRASE = "bench-fixture-passphrase"  # noqa: S105 (protects a generated fixture)
+PROFILE_FILE = RESULTS_DIR / "ocpp-connections.prof"
 _REPO = Path(__file__).resolve().parents[1]
 
 
@@ -98,15 +105,30 @@ async def _baseline_handler(connection: ServerConnection) -> None:
         await connection.send(json.dumps([3, message[1], result]))
 
 
+def _server_tls(data_dir: Path) -> ssl.SSLContext | None:
+    """The CSMS's own TLS context (profile 2) when the run uses TLS, else None."""
+    if not (data_dir / TLS_CERT).exists():
+        return None
+    from chargeward.server.tls import TlsFiles, server_context
+
+    files = TlsFiles(data_dir / TLS_CERT, f"file:{data_dir / TLS_KEY}")
+    return server_context(files, lambda: TLS_PASSPHRASE.encode())
+
+
 async def _serve(kind: str, data_dir: Path, port_file: Path) -> None:
     raise_fd_limit()
+    tls = _server_tls(data_dir)
+    closing: Callable[[], Awaitable[None]] | None = None
     if kind == "csms":
         from chargeward.server.csms import CsmsListener, Registry
         from chargeward.server.db import Database
 
         db = await Database.open(data_dir=data_dir)
-        listener = CsmsListener(db, Registry(), heartbeat_interval=300, allow_profile_1=True)
+        listener = CsmsListener(
+            db, Registry(), heartbeat_interval=300, ssl_context=tls, allow_profile_1=tls is None
+        )
         server = await listener.serve("127.0.0.1", 0)
+        closing = listener.sink.close
     else:
         from chargeward.server.csms import MAX_FRAME
 
@@ -115,6 +137,7 @@ async def _serve(kind: str, data_dir: Path, port_file: Path) -> None:
             "127.0.0.1",
             0,
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            ssl=tls,
             max_size=MAX_FRAME,
             compression=None,
             ping_interval=60,
@@ -124,10 +147,37 @@ async def _serve(kind: str, data_dir: Path, port_file: Path) -> None:
     tmp = port_file.with_suffix(".tmp")
     tmp.write_text(str(port))
     tmp.replace(port_file)
-    await asyncio.Event().wait()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        if closing is not None:  # commit the CSMS's queued writes
+            await closing()
 
 
-async def _prepare_database(data_dir: Path, station_ids: Sequence[str]) -> None:
+def _prepare_tls(data_dir: Path) -> ssl.SSLContext:
+    """A CSMS root and a server certificate for 127.0.0.1 (generated per run, a test fixture);
+    returns the stations' client context, which trusts only that root."""
+    from chargeward.crypto import certificate_pem, create_root_ca, generate_key
+    from chargeward.crypto.tls import issue_server_certificate
+
+    def passphrase() -> bytes:
+        return TLS_PASSPHRASE.encode()
+
+    root_key = generate_key(f"file:{data_dir / 'csms-root.key'}", passphrase)
+    root = create_root_ca(root_key, "Bench CSMS Root", "Chargeward bench", days=2)
+    server_key = generate_key(f"file:{data_dir / TLS_KEY}", passphrase)
+    cert = issue_server_certificate(
+        root_key, root, server_key.public_key(), "127.0.0.1", "Chargeward bench", days=1
+    )
+    (data_dir / TLS_CERT).write_text(certificate_pem(cert))
+    client = ssl.create_default_context(cadata=certificate_pem(root))
+    client.minimum_version = ssl.TLSVersion.TLSv1_2
+    return client
+
+
+async def _prepare_database(
+    data_dir: Path, station_ids: Sequence[str], security_profile: int
+) -> None:
     """N registered stations sharing one password (one hash computed, N rows inserted)."""
     import datetime as dt
 
@@ -146,7 +196,7 @@ async def _prepare_database(data_dir: Path, station_ids: Sequence[str]) -> None:
             "password_hash": digest,
             "connected": False,
             "connector_status": {},
-            "security_profile": 1,
+            "security_profile": security_profile,
             "created_at": now,
         }
         for sid in station_ids
@@ -163,11 +213,13 @@ class ServerProcess:
     port: int
 
     @classmethod
-    def start(cls, kind: str, data_dir: Path) -> ServerProcess:
+    def start(cls, kind: str, data_dir: Path, profile_out: Path | None = None) -> ServerProcess:
         port_file = data_dir / f"{kind}.port"
         port_file.unlink(missing_ok=True)
         args = [sys.executable, "-m", "benchmarks.bench_connections", "--serve", kind]
         args += ["--data-dir", str(data_dir), "--port-file", str(port_file)]
+        if profile_out is not None:
+            args += ["--profile-out", str(profile_out)]
         process = subprocess.Popen(args, cwd=_REPO)
         deadline = time.monotonic() + 60
         while not port_file.exists():
@@ -180,7 +232,7 @@ class ServerProcess:
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=60)  # a profiled server writes its stats first
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
@@ -218,7 +270,12 @@ class StormResult:
 
 
 async def storm(
-    port: int, station_ids: Sequence[str], in_flight: int, progress: Progress, label: str
+    port: int,
+    station_ids: Sequence[str],
+    in_flight: int,
+    progress: Progress,
+    label: str,
+    tls: ssl.SSLContext | None,
 ) -> StormResult:
     task = progress.add_task(label, total=len(station_ids))
     gate = asyncio.Semaphore(in_flight)
@@ -231,7 +288,8 @@ async def storm(
         async with gate:
             try:
                 ws = await connect(
-                    f"ws://127.0.0.1:{port}/ocpp/{station_id}",
+                    f"{'wss' if tls else 'ws'}://127.0.0.1:{port}/ocpp/{station_id}",
+                    ssl=tls,
                     subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
                     additional_headers={"Authorization": f"Basic {token}"},
                     open_timeout=120,
@@ -282,9 +340,14 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 async def measure(
-    kind: str, data_dir: Path, station_ids: Sequence[str], args: argparse.Namespace
+    kind: str,
+    data_dir: Path,
+    station_ids: Sequence[str],
+    args: argparse.Namespace,
+    client_tls: ssl.SSLContext | None,
 ) -> dict[str, Any]:
-    server = ServerProcess.start(kind, data_dir)
+    profile_out = PROFILE_FILE if args.profile and kind == "csms" else None
+    server = ServerProcess.start(kind, data_dir, profile_out)
     try:
         await asyncio.sleep(1.0)  # let the imports and the database settle
         rss_before = rss_kib(server.process.pid)
@@ -296,7 +359,12 @@ async def measure(
             transient=True,
         ) as progress:
             result = await storm(
-                server.port, station_ids, args.in_flight, progress, f"{kind}: connect + boot"
+                server.port,
+                station_ids,
+                args.in_flight,
+                progress,
+                f"{kind}: connect + boot",
+                client_tls,
             )
             await asyncio.sleep(args.settle)
             rss_idle = rss_kib(server.process.pid)
@@ -331,7 +399,8 @@ async def measure(
 
 
 def print_tables(console: Console, section: dict[str, Any]) -> None:
-    table = Table(title=f"{section['stations']:,} OCPP connections, one server process")
+    how = "plain ws, profile 1" if section["security_profile"] == 1 else "TLS + Basic, profile 2"
+    table = Table(title=f"{section['stations']:,} OCPP connections ({how}), one server process")
     table.add_column("measurement")
     table.add_column("CSMS", justify="right")
     table.add_column("baseline (bare websockets)", justify="right")
@@ -359,13 +428,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--in-flight", type=int, default=256, help="concurrent opening handshakes")
     parser.add_argument("--heartbeats", type=int, default=2, help="Heartbeats per station")
     parser.add_argument("--settle", type=float, default=3.0, help="idle seconds before RSS")
+    parser.add_argument(
+        "--profile-1",
+        action="store_true",
+        help="plain ws (security profile 1) instead of TLS with Basic auth (profile 2)",
+    )
     parser.add_argument("--serve", choices=["csms", "baseline"], help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--profile-out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--profile", action="store_true", help="run the CSMS under cProfile and print the top"
+    )
     args = parser.parse_args(argv)
     if args.serve:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop = KeyboardInterrupt
+        profiler = cProfile.Profile() if args.profile_out else None
         with contextlib.suppress(KeyboardInterrupt):
+            if profiler is not None:
+                profiler.enable()
             asyncio.run(_serve(args.serve, args.data_dir, args.port_file))
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.profile_out)
         return 0
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     console = Console()
@@ -380,9 +465,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cw-bench-conn-") as tmp:
         data_dir = Path(tmp)
         console.print(f"registering {args.stations:,} stations …")
-        asyncio.run(_prepare_database(data_dir, station_ids))
+        client_tls = None if args.profile_1 else _prepare_tls(data_dir)
+        asyncio.run(_prepare_database(data_dir, station_ids, 1 if args.profile_1 else 2))
         results = {
-            kind: asyncio.run(measure(kind, data_dir, station_ids, args))
+            kind: asyncio.run(measure(kind, data_dir, station_ids, args, client_tls))
             for kind in ("baseline", "csms")
         }
     csms = results["csms"]
@@ -395,6 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = {
         **results,
         "stations": args.stations,
+        "security_profile": 1 if args.profile_1 else 2,
         "targets": {
             "connections": TARGET_CONNECTIONS,
             "kib_per_connection": TARGET_KIB_PER_CONNECTION,
@@ -408,6 +495,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         / max(results["baseline"]["cpu_us_per_message"] or 1e-9, 1e-9),
     }
     print_tables(console, section)
+    if args.profile:
+        text = io.StringIO()
+        stats = pstats.Stats(str(PROFILE_FILE), stream=text).strip_dirs()
+        stats.sort_stats(pstats.SortKey.CUMULATIVE).print_stats(30)
+        stats.sort_stats(pstats.SortKey.TIME).print_stats(30)
+        print_profile(console, "CSMS process (storm + heartbeats)", text.getvalue(), PROFILE_FILE)
     for name, ok in checks.items():
         console.print(f"{name}: {verdict(ok)}")
     if csms["first_failures"]:

@@ -13,9 +13,11 @@ import datetime as dt
 import json
 import logging
 import sys
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ocpp.exceptions import FormatViolationError, OCPPError
+from ocpp.routing import create_route_map
 from ocpp.v201 import ChargePoint
 
 LOG = logging.getLogger("chargeward.ocpp")
@@ -69,6 +71,38 @@ def _frame_error(raw: Any) -> tuple[str, str, str, bool] | None:
     return None
 
 
+_ROUTE_TABLES: dict[type, dict[str, dict[str, Any]]] = {}
+_BOUND = ("_on_action", "_after_action")
+
+
+class _Routes(Mapping[str, dict[str, Any]]):
+    """The ``ocpp`` route map of one charge point, bound when looked up.
+
+    ``ocpp`` builds a map of bound handlers for every instance; a CSMS holding ten thousand
+    connections spent ~2.5 KiB on each (benchmarks/bench_connections.py).  Here the table is
+    built once per class and one action's handlers are bound per message.
+    """
+
+    __slots__ = ("_owner", "_table")
+
+    def __init__(self, owner: ChargePoint) -> None:
+        cls = type(owner)
+        if cls not in _ROUTE_TABLES:
+            _ROUTE_TABLES[cls] = create_route_map(cls)  # plain functions, same shape
+        self._owner = owner
+        self._table = _ROUTE_TABLES[cls]
+
+    def __getitem__(self, action: str) -> dict[str, Any]:
+        entry = self._table[action]
+        return {k: v.__get__(self._owner) if k in _BOUND else v for k, v in entry.items()}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
 class HardenedChargePoint(ChargePoint):  # type: ignore[misc]
     """``ChargePoint`` whose receive loop survives any input."""
 
@@ -79,6 +113,7 @@ class HardenedChargePoint(ChargePoint):  # type: ignore[misc]
             response_timeout,
             logger=_QuietOcppErrors(LOG, {"station": station_id}),
         )
+        self.route_map = _Routes(self)
         self.invalid_messages = 0
 
     async def route_message(self, raw_msg: Any) -> None:

@@ -35,6 +35,7 @@ from websockets.http11 import Request, Response
 from chargeward.ocpp.csms import BootInfo, CsmsChargePoint, SignAnswer, SignedChain, UpdateAvailable
 from chargeward.server import logs, services, station_security
 from chargeward.server.db import Database
+from chargeward.server.group_commit import GroupCommit
 from chargeward.server.metrics import MeteredChargePoint, Metrics
 from chargeward.server.repository import record_available_update
 
@@ -68,9 +69,11 @@ class Presence(Protocol):
 
 
 class DbSink:
-    """Station reports into the database, one transaction per message.
+    """Station reports into the database.
 
-    Heartbeats are the exception: they only move ``last_seen``, so they are gathered in
+    Each report is committed before the station gets its answer, many reports to a
+    transaction (:class:`~chargeward.server.group_commit.GroupCommit`).  Heartbeats are the
+    exception: they only move ``last_seen``, so they are gathered in
     memory and written in one statement at most every ``seen_flush_interval`` seconds
     (10,000 stations send one every few minutes; a transaction each would be most of the
     server's work, benchmarks/bench_connections.py).
@@ -87,6 +90,7 @@ class DbSink:
         self.clock = clock
         self.charger_ca = charger_ca
         self.seen_flush_interval = seen_flush_interval
+        self.writes = GroupCommit(db)  # station reports, many per transaction
         self._seen: dict[str, dt.datetime] = {}
         self._flusher: asyncio.Task[None] | None = None
 
@@ -114,8 +118,9 @@ class DbSink:
         )
 
     async def boot(self, station_id: str, info: BootInfo) -> None:
-        async with self.db.session() as s:
-            await services.record_boot(
+        now = self.clock()
+        await self.writes.run(
+            lambda s: services.record_boot(
                 s,
                 station_id,
                 reason=info.reason,
@@ -123,8 +128,18 @@ class DbSink:
                 model=info.model,
                 vendor=info.vendor,
                 serial_number=info.serial_number,
-                now=self.clock(),
-            )
+                now=now,
+            ),
+            station_id=station_id,
+        )
+
+    async def connected(self, station_id: str, connected: bool) -> bool:
+        """Record a (dis)connection; returns whether the station ever booted."""
+        now = self.clock()
+        return await self.writes.run(
+            lambda s: services.set_connected(s, station_id, connected, now=now),
+            station_id=station_id,
+        )
 
     async def heartbeat(self, station_id: str) -> None:
         self._seen[station_id] = self.clock()
@@ -145,55 +160,69 @@ class DbSink:
             except Exception:  # a lost batch costs only freshness; never the listener
                 LOG.exception("cannot record last-seen times of %d stations", len(seen))
 
+    async def close(self) -> None:
+        """Write what is pending (on shutdown)."""
+        await self.flush_seen()
+        await self.writes.close()
+
     async def connector_status(
         self, station_id: str, evse_id: int, connector_id: int, status: str
     ) -> None:
-        async with self.db.session() as s:
-            await services.record_connector_status(
-                s,
-                station_id,
-                evse_id=evse_id,
-                connector_id=connector_id,
-                status=status,
-                now=self.clock(),
-            )
+        now = self.clock()
+        await self.writes.run(
+            lambda s: services.record_connector_status(
+                s, station_id, evse_id=evse_id, connector_id=connector_id, status=status, now=now
+            ),
+            station_id=station_id,
+        )
 
     async def firmware_status(self, station_id: str, status: str, request_id: int | None) -> None:
-        async with self.db.session() as s:
-            await services.record_firmware_status(
-                s, station_id, status=status, request_id=request_id, now=self.clock()
-            )
+        now = self.clock()
+        await self.writes.run(
+            lambda s: services.record_firmware_status(
+                s, station_id, status=status, request_id=request_id, now=now
+            ),
+            station_id=station_id,
+        )
 
     async def log_status(self, station_id: str, status: str, request_id: int | None) -> None:
-        async with self.db.session() as s:
-            await logs.record_status(
-                s, station_id, status=status, request_id=request_id, now=self.clock()
-            )
+        now = self.clock()
+        await self.writes.run(
+            lambda s: logs.record_status(
+                s, station_id, status=status, request_id=request_id, now=now
+            ),
+            station_id=station_id,
+        )
 
     async def security_event(
         self, station_id: str, type: str, timestamp: dt.datetime, tech_info: str | None
     ) -> None:
-        async with self.db.session() as s:
-            await services.record_security_event(
-                s, station_id, type=type, timestamp=timestamp, tech_info=tech_info, now=self.clock()
-            )
+        now = self.clock()
+        await self.writes.run(
+            lambda s: services.record_security_event(
+                s, station_id, type=type, timestamp=timestamp, tech_info=tech_info, now=now
+            ),
+            station_id=station_id,
+        )
 
     async def owner_notification(self, station_id: str, notice: dict[str, Any]) -> None:
-        async with self.db.session() as s:
-            await services.record_owner_notification(s, station_id, notice, now=self.clock())
+        now = self.clock()
+        await self.writes.run(
+            lambda s: services.record_owner_notification(s, station_id, notice, now=now),
+            station_id=station_id,
+        )
 
     async def update_available(self, station_id: str, report: UpdateAvailable) -> None:
-        async with self.db.session() as s:
-            await record_available_update(
-                s,
-                station_id,
-                {
-                    "target": report.target,
-                    "version": report.version,
-                    "security_version": report.security_version,
-                },
-                now=self.clock(),
-            )
+        now = self.clock()
+        found = {
+            "target": report.target,
+            "version": report.version,
+            "security_version": report.security_version,
+        }
+        await self.writes.run(
+            lambda s: record_available_update(s, station_id, found, now=now),
+            station_id=station_id,
+        )
 
 
 def station_id_from_path(path: str) -> str | None:
@@ -265,7 +294,11 @@ class CsmsListener:
         return x509.load_der_x509_certificate(der) if der else None
 
     async def _presented(
-        self, connection: ServerConnection, request: Request, station_id: str, profile: int
+        self,
+        connection: ServerConnection,
+        request: Request,
+        station_id: str,
+        auth: station_security.StationAuth | None,
     ) -> station_security.Presented:
         tls = connection.transport.get_extra_info("ssl_object") is not None
         cert = self._peer_certificate(connection) if tls else None
@@ -275,8 +308,9 @@ class CsmsListener:
             problem = station_security.certificate_problem(cert, cas, station_id, self.clock())
         ok = False
         creds = basic_credentials(request.headers)
+        profile = auth.profile if auth is not None else 2
         if profile != 3 and creds is not None and creds[0] == station_id:
-            ok = await station_security.check_password(self.db, station_id, creds[1])
+            ok = await station_security.check_password(self.db, station_id, creds[1], auth)
         return station_security.Presented(tls, cert, problem, ok)
 
     def _refuse(self, connection: ServerConnection, status: HTTPStatus, text: str) -> Response:
@@ -310,10 +344,11 @@ class CsmsListener:
             return self._refuse(
                 connection, HTTPStatus.BAD_REQUEST, f"subprotocol {SUBPROTOCOL} required"
             )
-        async with self.db.session() as s:
-            auth = await station_security.station_auth(s, station_id)
+        auth = await self.sink.writes.run(
+            lambda s: station_security.station_auth(s, station_id), station_id=station_id
+        )
         profile = auth.profile if auth is not None else 2
-        seen = await self._presented(connection, request, station_id, profile)
+        seen = await self._presented(connection, request, station_id, auth)
         if auth is None:  # unknown: the same answer (and argon2 effort) as a wrong password
             reason: str | None = _password_problem(request.headers, station_id)
         else:
@@ -356,8 +391,7 @@ class CsmsListener:
             LOG.info("%s: new connection replaces the old one", station_id)
             await old._connection.close(1000, "replaced by a new connection")
         self.registry.stations[station_id] = cp
-        async with self.db.session() as s:
-            booted_before = await services.set_connected(s, station_id, True, now=self.clock())
+        booted_before = await self.sink.connected(station_id, True)
         cp.booted = cp.booted or booted_before
         if self.presence is not None:
             await self.presence.connected(station_id)
@@ -374,8 +408,7 @@ class CsmsListener:
                     station_id
                 )
                 if not elsewhere:  # it may have reconnected to another node already
-                    async with self.db.session() as s:
-                        await services.set_connected(s, station_id, False, now=self.clock())
+                    await self.sink.connected(station_id, False)
             LOG.info("%s: disconnected", station_id, extra={"station_id": station_id})
 
     async def serve(self, host: str, port: int) -> Server:

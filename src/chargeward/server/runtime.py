@@ -202,7 +202,7 @@ async def run_server(
         cert_renewer.cancel()
         ws.close()
         await ws.wait_closed()
-        await listener.sink.flush_seen()
+        await listener.sink.close()
         await db.close()
         (config.data_dir / INFO_FILE).unlink(missing_ok=True)
 

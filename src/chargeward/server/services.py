@@ -175,13 +175,15 @@ async def record_boot(
             received_at=now,
         )
     )
-    update = await _latest_open_update(s, station_id)
+    # Only a boot after an update belongs to the update's transaction (one query fewer for
+    # every other boot: a storm of them follows each outage).
+    update = await _latest_open_update(s, station_id) if reason == "FirmwareUpdate" else None
     await audit.record(
         s,
         actor=station_actor(station_id),
         action="station.boot",
         target=station_id,
-        transaction_id=update.transaction_id if update and reason == "FirmwareUpdate" else None,
+        transaction_id=update.transaction_id if update else None,
         details={
             "reason": reason,
             "firmware_version": firmware_version,

@@ -126,13 +126,15 @@ async def _rehash(db: Database, station_id: str, old_hash: str, password: str) -
             row.password_hash = new_hash
 
 
-async def check_password(db: Database, station_id: str, password: str) -> bool:
+async def check_password(
+    db: Database, station_id: str, password: str, auth: StationAuth | None
+) -> bool:
     """Check ``password`` against the current and a pending hash (argon2, off the loop).
 
-    Logging in with the pending password confirms the rotation: the old hash is dropped.
+    ``auth`` is what :func:`station_auth` read for the station (None: unknown station; the
+    check still costs one argon2 verification).  Logging in with the pending password
+    confirms the rotation: the old hash is dropped.
     """
-    async with db.session() as s:
-        auth = await station_auth(s, station_id)
     current = auth.password_hash if auth is not None else None
     if await asyncio.to_thread(passwords.verify_station_secret, current, password):
         if current is not None and passwords.station_secret_needs_rehash(current):

@@ -13,6 +13,7 @@ cannot see) by :mod:`chargeward.server.csms`, with the server's clock::
 
 from __future__ import annotations
 
+import asyncio.sslproto
 import logging
 import ssl
 from dataclasses import dataclass
@@ -41,6 +42,18 @@ OCPP_TLS12_CIPHERS = ":".join(
 _NO_CHECK_TIME = 0x200000
 
 
+# asyncio gives every TLS connection a 256 KiB read buffer (``SSLProtocol.max_size``), filled
+# with zeros when the connection opens, so each idle wss:// station would cost ~260 KiB
+# (python/cpython#109534).  A socket read needs room for one TLS record (16 KiB of data plus
+# its overhead); a bigger read only takes more turns of the loop.
+TLS_READ_BUFFER = 4 * 1024
+
+
+def limit_tls_read_buffer(size: int = TLS_READ_BUFFER) -> None:
+    """Make asyncio's per-connection TLS read buffer ``size`` bytes (process-wide)."""
+    asyncio.sslproto.SSLProtocol.max_size = size
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     certificate: Path  # server certificate chain, PEM, leaf first
@@ -49,6 +62,7 @@ class TlsFiles:
 
 
 def server_context(files: TlsFiles, passphrase: PassphraseSource) -> ssl.SSLContext:
+    limit_tls_read_buffer()  # the listener holds thousands of these connections
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(OCPP_TLS12_CIPHERS)

@@ -1,0 +1,146 @@
+"""Group commit: many small station writes share one database transaction.
+
+    >>> writes = GroupCommit(db)                                          # doctest: +SKIP
+    >>> booted = await writes.run(lambda s: services.set_connected(s, sid, True, now=now),
+    ...                           station_id=sid)                         # doctest: +SKIP
+
+Each OCPP message a station sends is one small write (a connect record, a BootNotification
+with its audit entry).  Ten thousand stations coming back after an outage make ten thousand
+of them at once; one transaction each spends most of the time opening sessions, waiting for
+SQLite's single write lock and committing (benchmarks/bench_connections.py, ADR 0007).
+
+:meth:`GroupCommit.run` queues a write and waits until it is committed, so a caller still
+answers its station only once the write is durable.  One worker takes every write queued so
+far, prefetches the stations they name in one ``SELECT``, runs the writes in queue order in
+one transaction and commits once.  While that transaction runs, the next writes queue up, so
+batches grow with the load and a lone write waits for nothing.
+
+A write that fails must not take the others down with it: when a batch fails, each of its
+writes runs again in a transaction of its own, and only the one that fails gets the error.
+Writes are therefore functions of the session alone, with no effect outside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chargeward.server.db import Database
+from chargeward.server.tables import Station
+
+LOG = logging.getLogger("chargeward.group_commit")
+T = TypeVar("T")
+Write = Callable[[AsyncSession], Awaitable[Any]]
+MAX_BATCH = 500  # writes per transaction; bounds how long one transaction holds the lock
+
+
+@dataclass
+class _Queued:
+    write: Write
+    station_id: str | None
+    future: asyncio.Future[Any] = field(repr=False)
+
+
+class GroupCommit:
+    """One writer task that commits queued writes in batches (see the module docstring)."""
+
+    def __init__(self, db: Database, max_batch: int = MAX_BATCH) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self._queue: list[_Queued] = []
+        self._wake = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._closing = False
+        self.batches = 0  # transactions committed, for tests and metrics
+        self.writes = 0
+
+    async def run(
+        self, write: Callable[[AsyncSession], Awaitable[T]], *, station_id: str | None = None
+    ) -> T:
+        """Queue ``write`` and return its result once its transaction has committed.
+
+        ``station_id`` names the station the write reads, so the batch can load it up front.
+        """
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Queued(write, station_id, future))
+        self._wake.set()
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._work(), name="group-commit")
+        return await future
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop the worker."""
+        self._closing = True
+        self._wake.set()
+        if self._worker is not None:
+            await self._worker
+
+    async def _work(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+                await self._commit(batch)
+            if self._closing:
+                return
+
+    async def _commit(self, batch: list[_Queued]) -> None:
+        live = [q for q in batch if not q.future.done()]  # a caller may have given up
+        if not live:
+            return
+        try:
+            results = await self._run_together(live)
+        except Exception as e:
+            if len(live) > 1:
+                LOG.debug("batch of %d writes failed (%s); running them one by one", len(live), e)
+                for queued in live:
+                    await self._run_alone(queued)
+                return
+            _settle(live[0], error=e)
+            return
+        except asyncio.CancelledError:
+            for queued in live:
+                _settle(queued, error=ConnectionAbortedError("server shutting down"))
+            raise
+        self.batches += 1
+        self.writes += len(live)
+        for queued, result in zip(live, results, strict=True):
+            _settle(queued, result=result)
+
+    async def _run_together(self, batch: list[_Queued]) -> list[Any]:
+        async with self.db.session() as s:
+            ids = sorted({q.station_id for q in batch if q.station_id is not None})
+            # Into the identity map, where each write's session.get finds its station.  The
+            # map holds unchanged rows weakly: ``loaded`` keeps them alive for the batch.
+            loaded = (await s.scalars(select(Station).where(Station.id.in_(ids)))).all()
+            results = [await q.write(s) for q in batch]
+            del loaded
+            return results
+
+    async def _run_alone(self, queued: _Queued) -> None:
+        try:
+            async with self.db.session() as s:
+                result = await queued.write(s)
+        except Exception as e:
+            _settle(queued, error=e)
+            return
+        self.batches += 1
+        self.writes += 1
+        _settle(queued, result=result)
+
+
+def _settle(queued: _Queued, *, result: Any = None, error: BaseException | None = None) -> None:
+    if queued.future.done():
+        return
+    if error is not None:
+        queued.future.set_exception(error)
+    else:
+        queued.future.set_result(result)
