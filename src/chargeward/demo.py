@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,7 @@ def start_server(
     *,
     env: dict[str, str] | None = None,
     public_url: str | None = None,
+    extra_args: Sequence[str] = (),
 ) -> tuple[Process, dict[str, Any]]:
     """Start ``chargeward server`` on free loopback ports; returns it and its server.json."""
     args = [
@@ -126,7 +128,7 @@ def start_server(
     ]
     if public_url:
         args += ["--public-url", public_url]
-    proc = spawn(args, log, env)
+    proc = spawn([*args, *extra_args], log, env)
     try:
         return proc, wait_for_file(data_dir / "server.json", proc)
     except ChargewardError:

@@ -238,12 +238,21 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(
-    root: Path, pki: Pki, extra_env: dict[str, str] | None = None, public_url: str | None = None
+    root: Path,
+    pki: Pki,
+    extra_env: dict[str, str] | None = None,
+    public_url: str | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[Server]:
     data = root / "server-data"
     env = {"CHARGEWARD_KEY_PASSPHRASE": TEST_PASSPHRASE, **(extra_env or {})}
     proc, info = start_server(
-        data, pki.root_pem, root / "server.log", env=env, public_url=public_url
+        data,
+        pki.root_pem,
+        root / "server.log",
+        env=env,
+        public_url=public_url,
+        extra_args=extra_args,
     )
     srv: Server | None = None
     try:

@@ -68,6 +68,15 @@ def server(
     ] = False,
     certificate_days: Annotated[int, typer.Option(min=1, max=3650)] = 365,
     renew_within_days: Annotated[int, typer.Option(min=1, max=3650)] = 30,
+    campaign_tick: Annotated[
+        float, typer.Option(min=0.2, max=3600, help="Seconds between campaign scheduler runs.")
+    ] = 5.0,
+    campaign_approval_threshold: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Campaigns targeting more stations need a second person to start."
+        ),
+    ] = 100,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str | None,
@@ -102,6 +111,8 @@ def server(
                     http_port=http_port,
                     public_url=public_url,
                     heartbeat_interval=heartbeat_interval,
+                    campaign_tick=campaign_tick,
+                    campaign_approval_threshold=campaign_approval_threshold,
                     security=OcppSecurity(
                         tls_certificate=tls_cert,
                         tls_key=tls_key,

@@ -59,6 +59,10 @@ class StationSink(Protocol):
     ) -> None: ...
     async def update_available(self, station_id: str, report: UpdateAvailable) -> None: ...
     async def owner_notification(self, station_id: str, notice: dict[str, Any]) -> None: ...
+    async def transactions(self, station_id: str, active: dict[str, str]) -> None:
+        """The transactions running now changed ({evse id: transaction id})."""
+        ...
+
     async def check_csr(self, station_id: str, csr: str, certificate_type: str) -> SignAnswer:
         """Decide a SignCertificateRequest (OCPP A02) that came over this station's own
         connection."""
@@ -314,12 +318,17 @@ class CsmsChargePoint(HardenedChargePoint):
         self._require_boot()
         parse_ocpp_time(timestamp)
         tx = str(transaction_info["transaction_id"])
+        before = dict(self.active_transactions)
         if event_type == "Ended":
             self.active_transactions = {
                 e: t for e, t in self.active_transactions.items() if t != tx
             }
         elif evse is not None:
             self.active_transactions[int(evse["id"])] = tx
+        if self.active_transactions != before:
+            await self.sink.transactions(
+                self.id, {str(e): t for e, t in self.active_transactions.items()}
+            )
         return call_result.TransactionEvent()
 
     # -- security (OCPP A01, A02) ----------------------------------------------------------------

@@ -355,3 +355,19 @@ async def acknowledge(
         now=now,
     )
     return _view(row)
+
+
+async def campaign_paused(
+    s: AsyncSession, campaign_id: int, name: str, reason: str, *, now: dt.datetime
+) -> Alert:
+    """A campaign's error gate paused it: an operator must look before it goes on."""
+    return await _raise(
+        s,
+        kind="campaign_paused",
+        severity="critical",
+        station_id=f"campaign:{campaign_id}",
+        key=f"campaign_paused:{campaign_id}",
+        message=f"campaign {name} paused: {reason}",
+        details={"campaign_id": campaign_id, "name": name, "reason": reason},
+        now=now,
+    )

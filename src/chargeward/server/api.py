@@ -20,7 +20,6 @@ from fastapi.responses import FileResponse
 
 from chargeward import audit
 from chargeward.errors import BundleError, Conflict
-from chargeward.ocpp.csms import FirmwareOrder
 from chargeward.release.bundle import verify_bundle
 from chargeward.server import authz, problems, services, urls
 from chargeward.server.fleet import StationFilter
@@ -33,7 +32,8 @@ from chargeward.server.schemas import (
     UpdateRequest,
     UpdateView,
 )
-from chargeward.server.state import DOWNLOAD_URL_TTL, ServerState
+from chargeward.server.state import ServerState
+from chargeward.server.updates import send_update
 
 MAX_BUNDLE = 2 * 1024**3
 
@@ -59,6 +59,7 @@ def create_app(state: ServerState) -> FastAPI:
     problems.install(app)
 
     from chargeward.server.api_accounts import router as accounts_router
+    from chargeward.server.api_campaigns import router as campaign_router
     from chargeward.server.api_certificates import router as certificate_router
     from chargeward.server.api_fleet import router as fleet_router
     from chargeward.server.api_logs import router as log_router
@@ -73,6 +74,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(log_router)
     app.include_router(station_import_router)
     app.include_router(fleet_router)
+    app.include_router(campaign_router)
     app.include_router(station_security_router)
     instrument(app, state.metrics)  # GET /metrics and request counting
 
@@ -151,28 +153,9 @@ def create_app(state: ServerState) -> FastAPI:
                 now=now,
                 require_published=state.repository.initialized,
             )
-        expires = int((now + DOWNLOAD_URL_TTL).timestamp())
-        location = state.public_url + urls.signed_path(
-            state.url_key, order.sha256, station_id, expires
+        response = await send_update(
+            state, order, retries=body.retries, retry_interval=body.retry_interval
         )
-        try:
-            response = await cp.update_firmware(
-                FirmwareOrder(
-                    request_id=order.request_id,
-                    location=location,
-                    signature=order.signature,
-                    signing_certificate=order.signing_certificate_pem,
-                    retrieve_at=now,
-                    retries=body.retries,
-                    retry_interval=body.retry_interval,
-                )
-            )
-        except TimeoutError:
-            response = "NoResponse"
-        except Exception as e:  # CALLERROR or connection lost: record, then report
-            response = f"Error:{type(e).__name__}"[:30]
-        async with state.db.session() as s:
-            await services.set_update_response(s, order.request_id, response, now=state.clock())
         return UpdateAccepted(
             transaction_id=order.transaction_id,
             request_id=order.request_id,

@@ -86,6 +86,18 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/proposals/{ref}/publish"): "releases:publish",
     ("GET", "/api/v1/repository"): "releases:read",
     ("POST", "/api/v1/repository/revocations"): "releases:publish",
+    # campaigns
+    ("POST", "/api/v1/campaigns"): "campaigns:write",
+    ("GET", "/api/v1/campaigns"): "campaigns:read",
+    ("GET", "/api/v1/campaigns/{ref}"): "campaigns:read",
+    ("GET", "/api/v1/campaigns/{ref}/stations"): "campaigns:read",
+    ("GET", "/api/v1/campaigns/{ref}/stations/{station_id}"): "campaigns:read",
+    ("POST", "/api/v1/campaigns/{ref}/approve"): "campaigns:approve",
+    ("POST", "/api/v1/campaigns/{ref}/pause"): "campaigns:write",
+    ("POST", "/api/v1/campaigns/{ref}/resume"): "campaigns:write",
+    ("POST", "/api/v1/campaigns/{ref}/abort"): "campaigns:write",
+    ("POST", "/api/v1/campaigns/{ref}/retry"): "campaigns:write",
+    ("POST", "/api/v1/campaigns/{ref}/rollback"): "campaigns:write",
     # audit
     ("GET", "/api/v1/audit"): "audit:read",
     # metrics: Prometheus scrapes with a bearer token (chargeward.server.metrics)

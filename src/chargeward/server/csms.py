@@ -212,6 +212,13 @@ class DbSink:
             station_id=station_id,
         )
 
+    async def transactions(self, station_id: str, active: dict[str, str]) -> None:
+        now = self.clock()
+        await self.writes.run(
+            lambda s: services.record_transactions(s, station_id, active, now=now),
+            station_id=station_id,
+        )
+
     async def update_available(self, station_id: str, report: UpdateAvailable) -> None:
         now = self.clock()
         found = {

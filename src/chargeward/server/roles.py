@@ -16,7 +16,8 @@ releases:upload    upload a signed release bundle
 releases:approve   submit an approval signature for a proposal
 releases:publish   publish an approved proposal; propose a CRL (revocation)
 campaigns:read     see rollout campaigns
-campaigns:write    create, pause, resume and cancel rollout campaigns
+campaigns:write    create, pause, resume, abort, retry and roll back rollout campaigns
+campaigns:approve  start a campaign above the approval size (never one's own)
 users:manage       create users, change roles, disable accounts, see every API token
 audit:read         read the audit log and the station security events
 logs:read          download log files uploaded by stations
@@ -29,7 +30,7 @@ role               permissions
 admin              every permission
 release-manager    stations:read, releases:read/upload/publish, campaigns:read/write,
                    audit:read, metrics:read
-approver           stations:read, releases:read/approve, campaigns:read, audit:read
+approver           stations:read, releases:read/approve, campaigns:read/approve, audit:read
 operator           stations:read/write/command, releases:read, campaigns:read/write,
                    logs:read, metrics:read
 auditor            stations:read, releases:read, campaigns:read, audit:read, logs:read,
@@ -55,6 +56,7 @@ PERMISSIONS: frozenset[str] = frozenset(
         "releases:publish",
         "campaigns:read",
         "campaigns:write",
+        "campaigns:approve",
         "users:manage",
         "audit:read",
         "logs:read",
@@ -77,7 +79,14 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         }
     ),
     "approver": frozenset(
-        {"stations:read", "releases:read", "releases:approve", "campaigns:read", "audit:read"}
+        {
+            "stations:read",
+            "releases:read",
+            "releases:approve",
+            "campaigns:read",
+            "campaigns:approve",
+            "audit:read",
+        }
     ),
     "operator": frozenset(
         {

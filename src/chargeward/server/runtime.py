@@ -21,7 +21,7 @@ import uvicorn
 from chargeward.crypto import load_certificates, passphrase_from_env
 from chargeward.crypto.pki import certificate_fingerprint, certificate_pem
 from chargeward.errors import ChargewardError, ConfigError, Conflict
-from chargeward.server import services, urls
+from chargeward.server import campaign_scheduler, services, urls
 from chargeward.server.api import create_app
 from chargeward.server.blobs import BlobStore
 from chargeward.server.cluster import Node
@@ -45,6 +45,8 @@ class ServerConfig:
     public_url: str | None = None
     heartbeat_interval: int = 300
     renew_interval: float = 60.0  # how often the online TUF roles are checked for renewal
+    campaign_tick: float = 5.0  # how often the leader plans running campaigns
+    campaign_approval_threshold: int = 100  # more stations: a second person starts it
     security: OcppSecurity = field(default_factory=OcppSecurity)  # TLS, charger CA, profile 1
 
 
@@ -125,6 +127,7 @@ async def run_server(
         blobs=BlobStore(config.data_dir / "blobs"),
         url_key=urls.load_or_create_key(config.data_dir),
         public_url="",
+        campaign_approval_threshold=config.campaign_approval_threshold,
     )
     # Scale-out (PostgreSQL): presence, commands across nodes, leader-only jobs.
     node = state.node = Node(db, state.registry, state.metrics)
@@ -182,7 +185,12 @@ async def run_server(
     node.api_url = api_url
     # Jobs that must run once per cluster, not once per node: only the leader runs them.
     await node.start(
-        {"renew_online_metadata": lambda: renew_online_metadata(state, config.renew_interval)}
+        {
+            "renew_online_metadata": lambda: renew_online_metadata(state, config.renew_interval),
+            "campaign_scheduler": lambda: campaign_scheduler.run_forever(
+                state, config.campaign_tick
+            ),
+        }
     )
     info: dict[str, object] = {
         "ocpp_url": f"{'wss' if ssl_context else 'ws'}://{host}:{ocpp_port}/ocpp/",

@@ -16,9 +16,10 @@ from sqlalchemy import Table, bindparam, desc, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
+from chargeward.campaign import machine
 from chargeward.errors import Conflict, NotFound
 from chargeward.release.bundle import VerifiedBundle
-from chargeward.server import alerts, fleet, passwords, tokens
+from chargeward.server import alerts, campaigns, fleet, passwords, tokens
 from chargeward.server.blobs import BlobStore
 from chargeward.server.schemas import (
     BootView,
@@ -195,6 +196,8 @@ async def record_boot(
         await fleet.record_reported_firmware(
             s, row, {alerts.MAIN_COMPONENT: firmware_version}, now=now
         )
+    versions = dict(row.reported_firmware or {})
+    await campaigns.on_station_event(s, station_id, machine.Boot(now, reason, versions))
 
 
 async def record_connector_status(
@@ -209,6 +212,22 @@ async def record_connector_status(
     row = await _station(s, station_id)
     row.connector_status = {**row.connector_status, f"{evse_id}/{connector_id}": status}
     row.last_seen = now
+    if status == "Faulted":  # unhealthy: fails a station soaking a new image
+        await campaigns.on_station_event(
+            s, station_id, machine.Fault(now, "connector_faulted", f"{evse_id}/{connector_id}")
+        )
+
+
+async def record_transactions(
+    s: AsyncSession, station_id: str, active: dict[str, str], *, now: dt.datetime
+) -> None:
+    """Store the transactions running now ({evse id: transaction id}, OCPP E01)."""
+    row = await _station(s, station_id)
+    was_charging = bool(row.active_transactions)
+    row.active_transactions = dict(active)
+    row.last_seen = now
+    if bool(active) != was_charging:  # deadlines stop while charging (OCPP L01.FR.06)
+        await campaigns.on_station_event(s, station_id, machine.Charging(now, bool(active)))
 
 
 async def _latest_open_update(s: AsyncSession, station_id: str) -> FirmwareUpdate | None:
@@ -257,6 +276,10 @@ async def record_firmware_status(
         details={"status": status, "request_id": request_id},
         now=now,
     )
+    if request_id is not None:
+        await campaigns.on_station_event(
+            s, station_id, machine.Status(now, status), request_id=request_id
+        )
 
 
 async def record_owner_notification(
@@ -313,6 +336,16 @@ async def record_security_event(
         now=now,
         transaction_id=update.transaction_id if update else None,
     )
+    if type == ROLLED_BACK_EVENT:
+        fault = machine.Fault(now, "rolled_back", (tech_info or "")[:200])
+    elif alerts.SECURITY_EVENT_ALERTS.get(type) == "critical":
+        fault = machine.Fault(now, "security_event", type)
+    else:
+        return
+    await campaigns.on_station_event(s, station_id, fault)
+
+
+ROLLED_BACK_EVENT = "FirmwareUpdateRolledBack"  # the agent fell back to its old slot
 
 
 async def list_stations(
@@ -612,6 +645,9 @@ async def set_update_response(
         transaction_id=row.transaction_id,
         details={"status": response, "request_id": request_id},
         now=now,
+    )
+    await campaigns.on_station_event(
+        s, row.station_id, machine.Response(now, response), request_id=request_id
     )
 
 

@@ -39,6 +39,7 @@ class ServerState:
     metrics: Metrics = field(default_factory=Metrics)
     node: Node | None = None  # this process in the cluster (set by the runtime)
     clock: Callable[[], dt.datetime] = _utc_now
+    campaign_approval_threshold: int = 100  # larger campaigns need a second person
     _signers: dict[str, TufSigner] = field(default_factory=dict)
     _target_index: tuple[int, dict[str, str]] = (0, {})
 

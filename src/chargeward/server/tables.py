@@ -68,6 +68,9 @@ class Station(Base):
     certificate_serial: Mapped[str | None] = mapped_column(String(40), default=None)
     # BasicAuthPassword rotation: the new hash while the station's answer is outstanding.
     pending_password_hash: Mapped[str | None] = mapped_column(String(200), default=None)
+    # Transactions running now, {evse id: transaction id} (TransactionEvent, OCPP E01): the
+    # campaign planner never dispatches to a station with one (L01.FR.06).
+    active_transactions: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
 
 
 class Release(Base):
@@ -401,3 +404,49 @@ class StationCommand(Base):
 
 
 Index("ix_station_commands_claim", StationCommand.node_id, StationCommand.state)
+
+
+# -- campaigns (server/campaigns.py, chargeward.campaign) ----------------------------------
+
+
+class Campaign(Base):
+    """A staged rollout of one release; ``spec`` is the validated definition (JSON form)."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"))
+    release_class: Mapped[str] = mapped_column(String(10))
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    expected: Mapped[dict[str, Any]] = mapped_column()  # component -> version
+    # awaiting_approval | running | paused | aborted | completed
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    stage: Mapped[int] = mapped_column(Integer, default=0)
+    stage_sizes: Mapped[list[Any]] = mapped_column(JSON)
+    stage_started_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    pause_reason: Mapped[str | None] = mapped_column(String(300), default=None)
+    gate_baseline: Mapped[list[Any]] = mapped_column(JSON, default=lambda: [0, 0])
+    rollback_of: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_by: Mapped[str] = mapped_column(String(100))
+    approved_by: Mapped[str | None] = mapped_column(String(100), default=None)
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+    finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class CampaignStation(Base):
+    """One station's run in one campaign; ``run`` is the machine state (campaign.codec)."""
+
+    __tablename__ = "campaign_stations"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    station_id: Mapped[str] = mapped_column(String(48), primary_key=True, index=True)
+    stage: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20))
+    request_id: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
+    run: Mapped[dict[str, Any]] = mapped_column()
+    updated_at: Mapped[dt.datetime]
+
+
+Index("ix_campaign_stations_state", CampaignStation.campaign_id, CampaignStation.state)

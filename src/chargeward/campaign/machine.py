@@ -1,0 +1,459 @@
+"""One station's way through a campaign: a pure state machine over events and a clock.
+
+    >>> s = StationRun("CP-1", stage=0)
+    >>> s = step(s, Dispatched(at=t0, request_id=7), policy)          # doctest: +SKIP
+    >>> s = step(s, Status("Downloading", at=t1), policy)             # doctest: +SKIP
+
+States, and what moves a station on::
+
+    pending ── its stage starts ──> waiting ── in window, free, not charging ──> dispatched
+    waiting <──> deferred              (a transaction is active: counted apart, never a failure)
+    dispatched ── Accepted, Download* ──> downloading ── Installing ──> installing
+    installing ── Installed / InstallRebooting ──> rebooting
+    rebooting ── BootNotification(FirmwareUpdate) with every expected version ──> soaking
+    soaking ── soak time without faults, security events or a reboot loop ──> succeeded
+
+    any failure status, a refused request, or a timeout ──> waiting again while attempts are
+    left (``max_attempts`` UpdateFirmware requests in all), else failed / timed_out
+    a boot that reports the old version after the install started ──> rolled_back
+    abort ──> canceled (only stations not yet installing)
+
+Phase deadlines stop while the station is charging (OCPP L01.FR.06/07: it waits for the
+session to end), so a long session never times a station out.  Nothing here reads a clock
+or the database; the scheduler feeds events in and persists what comes out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from chargeward.campaign.spec import CampaignSpec
+
+State = Literal[
+    "pending",
+    "waiting",
+    "deferred",
+    "dispatched",
+    "downloading",
+    "installing",
+    "rebooting",
+    "soaking",
+    "succeeded",
+    "failed",
+    "rolled_back",
+    "timed_out",
+    "canceled",
+]
+TERMINAL: frozenset[str] = frozenset(
+    {"succeeded", "failed", "rolled_back", "timed_out", "canceled"}
+)
+ERRORS: frozenset[str] = frozenset({"failed", "rolled_back", "timed_out"})
+IN_FLIGHT: frozenset[str] = frozenset(
+    {"dispatched", "downloading", "installing", "rebooting", "soaking"}
+)
+# Past this point the charger is writing or running the new image: abort leaves it alone.
+COMMITTED: frozenset[str] = frozenset({"installing", "rebooting", "soaking"})
+
+# OCPP 2.0.1 FirmwareStatusEnumType, mapped onto the phases.
+DOWNLOAD_STATUSES = frozenset(
+    {"Downloading", "Downloaded", "DownloadScheduled", "DownloadPaused", "SignatureVerified"}
+)
+INSTALL_STATUSES = frozenset({"Installing", "InstallScheduled"})
+INSTALLED_STATUSES = frozenset({"Installed", "InstallRebooting"})
+FAILED_STATUSES = frozenset(
+    {
+        "DownloadFailed",
+        "InvalidSignature",
+        "InstallVerificationFailed",
+        "InvalidCertificate",
+        "RevokedCertificate",
+        "InstallationFailed",
+    }
+)
+ACCEPTED_RESPONSES = frozenset({"Accepted", "AcceptedCanceled"})
+REBOOT_LOOP = 2  # boots during the soak beyond the update's own
+
+
+@dataclass(frozen=True)
+class StationRun:
+    """A station's progress in one campaign (one row of ``campaign_stations``)."""
+
+    station_id: str
+    stage: int
+    state: State = "pending"
+    attempts: int = 0  # UpdateFirmware requests sent
+    request_id: int | None = None  # of the newest request: ties statuses to this campaign
+    phase: str | None = None  # which deadline runs: response | download | install | reboot
+    deadline: dt.datetime | None = None
+    charging_since: dt.datetime | None = None  # deadlines stop while a session runs
+    soak_until: dt.datetime | None = None
+    boots_in_soak: int = 0
+    last_status: str | None = None
+    reason: str | None = None  # why it failed, was deferred or was canceled
+    started_at: dt.datetime | None = None  # first dispatch
+    finished_at: dt.datetime | None = None
+    timeline: tuple[tuple[str, str, str], ...] = ()  # (time, state, note), newest last
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+
+# -- events -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class At:
+    """An event at an instant; the plain ones carry nothing else."""
+
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Dispatched(At):
+    """The scheduler sent UpdateFirmware with ``request_id``."""
+
+    request_id: int
+
+
+@dataclass(frozen=True)
+class Response(At):
+    """The station's UpdateFirmwareResponse (or ``NoResponse``/``Error:...``)."""
+
+    status: str
+
+
+@dataclass(frozen=True)
+class Status(At):
+    """A FirmwareStatusNotification for the station's current request."""
+
+    status: str
+
+
+@dataclass(frozen=True)
+class Boot(At):
+    """A BootNotification; ``versions`` per component (``main`` = firmwareVersion)."""
+
+    reason: str
+    versions: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Fault(At):
+    """Something unhealthy: a Faulted connector, a critical security event, a rollback event."""
+
+    kind: str  # connector_faulted | security_event | rolled_back
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Charging(At):
+    """A transaction started (``active``) or the last one ended."""
+
+    active: bool
+
+
+class Tick(At):
+    """Time passed: deadlines and soaks are checked."""
+
+
+class StageStarted(At):
+    """The station's stage started."""
+
+
+class Defer(At):
+    """The planner found the station charging when it could have been dispatched."""
+
+
+class Resume(At):
+    """No longer charging: back to waiting for a slot."""
+
+
+class Abort(At):
+    """The campaign was aborted."""
+
+
+class Retry(At):
+    """An operator retries a failed station: its attempts start again."""
+
+
+Event = (
+    Dispatched
+    | Response
+    | Status
+    | Boot
+    | Fault
+    | Charging
+    | Tick
+    | StageStarted
+    | Defer
+    | Resume
+    | Abort
+    | Retry
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the machine needs of a campaign."""
+
+    expected: Mapping[str, str]  # component -> version the release brings
+    spec: CampaignSpec
+    timeline_cap: int = 40
+
+    def timeout(self, phase: str) -> dt.timedelta:
+        t = self.spec.timeouts
+        return {
+            "response": t.response,
+            "download": t.download,
+            "install": t.install,
+            "reboot": t.reboot,
+        }[phase]
+
+
+# -- the machine ---------------------------------------------------------------------------------
+
+
+def _iso(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _to(
+    run: StationRun,
+    state: State,
+    at: dt.datetime,
+    policy: Policy,
+    note: str = "",
+    **changes: object,
+) -> StationRun:
+    timeline = (*run.timeline, (_iso(at), state, note))[-policy.timeline_cap :]
+    finished = at if state in TERMINAL else None
+    return replace(
+        run,
+        state=state,
+        timeline=timeline,
+        finished_at=finished,
+        **changes,  # type: ignore[arg-type]
+    )
+
+
+def _phase(run: StationRun, phase: str, at: dt.datetime, policy: Policy) -> dict[str, object]:
+    """The fields that start ``phase``'s deadline (frozen while charging)."""
+    return {"phase": phase, "deadline": at + policy.timeout(phase)}
+
+
+def _failure(
+    run: StationRun, at: dt.datetime, policy: Policy, reason: str, timed_out: bool = False
+) -> StationRun:
+    """A failed attempt: wait for another while attempts are left, else the end."""
+    if run.attempts < policy.spec.max_attempts:
+        return _to(
+            run, "waiting", at, policy, f"retry: {reason}", reason=reason, phase=None, deadline=None
+        )
+    final: State = "timed_out" if timed_out else "failed"
+    return _to(run, final, at, policy, reason, reason=reason, phase=None, deadline=None)
+
+
+def _versions_ok(versions: Mapping[str, str], expected: Mapping[str, str]) -> bool:
+    return all(versions.get(c) == v for c, v in expected.items())
+
+
+def step(run: StationRun, event: Event, policy: Policy) -> StationRun:
+    """The station's state after ``event``.  Events that do not apply change nothing."""
+    at = event.at
+    s = run.state
+    if isinstance(event, Charging):
+        return _charging(run, event, policy)
+    if s in TERMINAL:
+        if isinstance(event, Retry) and s in ERRORS:
+            return _to(run, "waiting", at, policy, "retry by operator", attempts=0, reason=None)
+        return run
+    if isinstance(event, Abort):
+        if s in COMMITTED:
+            return run  # the image is being written or runs: let it finish, then gate it
+        return _to(
+            run,
+            "canceled",
+            at,
+            policy,
+            "campaign aborted",
+            reason="aborted",
+            phase=None,
+            deadline=None,
+        )
+    if isinstance(event, StageStarted):
+        return _to(run, "waiting", at, policy, "stage started") if s == "pending" else run
+    if isinstance(event, Defer):
+        return (
+            _to(run, "deferred", at, policy, "charging", reason="charging")
+            if s == "waiting"
+            else run
+        )
+    if isinstance(event, Resume):
+        return (
+            _to(run, "waiting", at, policy, "session ended", reason=None)
+            if s == "deferred"
+            else run
+        )
+    if isinstance(event, Dispatched):
+        if s not in ("waiting", "deferred") or run.attempts >= policy.spec.max_attempts:
+            return run  # the scheduler may not send more than the policy allows
+        return _to(
+            run,
+            "dispatched",
+            at,
+            policy,
+            f"UpdateFirmware requestId {event.request_id}",
+            attempts=run.attempts + 1,
+            request_id=event.request_id,
+            started_at=run.started_at or at,
+            reason=None,
+            **_phase(run, "response", at, policy),
+        )
+    if isinstance(event, Response):
+        if s != "dispatched":
+            return run
+        if event.status in ACCEPTED_RESPONSES:
+            return _to(
+                run,
+                "downloading",
+                at,
+                policy,
+                f"station: {event.status}",
+                **_phase(run, "download", at, policy),
+            )
+        return _failure(run, at, policy, f"UpdateFirmware {event.status}")
+    if isinstance(event, Status):
+        return _status(run, event, policy)
+    if isinstance(event, Boot):
+        return _boot(run, event, policy)
+    if isinstance(event, Fault):
+        if event.kind == "rolled_back" and s in COMMITTED:
+            return _to(
+                run,
+                "rolled_back",
+                at,
+                policy,
+                event.detail or "fell back to the old slot",
+                reason="rolled back",
+                phase=None,
+                deadline=None,
+            )
+        if s == "soaking":
+            return _failure_final(
+                run, at, policy, f"unhealthy in soak: {event.kind} {event.detail}".strip()
+            )
+        return run
+    if isinstance(event, Tick):
+        return _tick(run, event, policy)
+    return run
+
+
+def _failure_final(run: StationRun, at: dt.datetime, policy: Policy, reason: str) -> StationRun:
+    """A failure of the new image itself: retrying the same image cannot help."""
+    return _to(
+        run, "failed", at, policy, reason, reason=reason, phase=None, deadline=None, soak_until=None
+    )
+
+
+def _status(run: StationRun, event: Status, policy: Policy) -> StationRun:
+    s, at, status = run.state, event.at, event.status
+    if s not in ("dispatched", "downloading", "installing", "rebooting"):
+        return run
+    run = replace(run, last_status=status)
+    if status in FAILED_STATUSES:
+        if status == "InstallationFailed" and s in ("installing", "rebooting"):
+            return _failure_final(run, at, policy, status)
+        return _failure(run, at, policy, status)
+    if status in DOWNLOAD_STATUSES and s in ("dispatched", "downloading"):
+        if s == "dispatched":
+            return _to(
+                run, "downloading", at, policy, status, **_phase(run, "download", at, policy)
+            )
+        return run
+    if status in INSTALL_STATUSES and s in ("dispatched", "downloading", "installing"):
+        if s != "installing":
+            return _to(run, "installing", at, policy, status, **_phase(run, "install", at, policy))
+        return run
+    if status in INSTALLED_STATUSES and s in ("dispatched", "downloading", "installing"):
+        return _to(run, "rebooting", at, policy, status, **_phase(run, "reboot", at, policy))
+    return run
+
+
+def _boot(run: StationRun, event: Boot, policy: Policy) -> StationRun:
+    s, at = run.state, event.at
+    if s == "soaking":
+        boots = run.boots_in_soak + 1
+        if boots >= REBOOT_LOOP:
+            return _failure_final(run, at, policy, f"reboot loop: {boots} boots during the soak")
+        if not _versions_ok(event.versions, policy.expected):
+            return _to(
+                run,
+                "rolled_back",
+                at,
+                policy,
+                "booted the old version during the soak",
+                reason="rolled back",
+                soak_until=None,
+            )
+        return replace(run, boots_in_soak=boots)
+    if s not in ("dispatched", "downloading", "installing", "rebooting"):
+        return run
+    new = _versions_ok(event.versions, policy.expected)
+    if new and event.reason == "FirmwareUpdate":
+        return _to(
+            run,
+            "soaking",
+            at,
+            policy,
+            "booted the new version",
+            phase=None,
+            deadline=None,
+            soak_until=at + policy.spec.soak,
+            boots_in_soak=0,
+        )
+    if s in COMMITTED and not new:
+        return _to(
+            run,
+            "rolled_back",
+            at,
+            policy,
+            f"booted {dict(event.versions)} after the install",
+            reason="rolled back",
+            phase=None,
+            deadline=None,
+        )
+    if new:  # the new version without reason FirmwareUpdate: not proof of our install
+        return _failure_final(run, at, policy, f"booted the new version with reason {event.reason}")
+    return run  # a reboot before installing (e.g. a power cut while downloading)
+
+
+def _tick(run: StationRun, event: Tick, policy: Policy) -> StationRun:
+    at = event.at
+    if run.state == "soaking" and run.soak_until is not None and at >= run.soak_until:
+        return _to(run, "succeeded", at, policy, "healthy through the soak", soak_until=None)
+    if run.deadline is not None and run.charging_since is None and at >= run.deadline:
+        return _failure(run, at, policy, f"{run.phase} timed out", timed_out=True)
+    return run
+
+
+def _charging(run: StationRun, event: Charging, policy: Policy) -> StationRun:
+    at = event.at
+    if event.active:
+        return run if run.charging_since is not None else replace(run, charging_since=at)
+    if run.charging_since is None:
+        return run
+    paused = max(at - run.charging_since, dt.timedelta(0))
+    deadline = run.deadline + paused if run.deadline is not None else None
+    return replace(run, charging_since=None, deadline=deadline)
+
+
+def counts(runs: list[StationRun] | tuple[StationRun, ...]) -> dict[str, int]:
+    """Stations per state (every state listed, zeros included)."""
+    out = {s: 0 for s in State.__args__}  # type: ignore[attr-defined]
+    for r in runs:
+        out[r.state] += 1
+    return out

@@ -1,0 +1,157 @@
+"""The campaign scheduler: the leader's loop that plans each running campaign and dispatches.
+
+Each tick, per running campaign, in one transaction: load the runs and the fleet, let stations
+that now match join (dynamic targeting), run the pure planner, store every changed run and the
+campaign, and store each dispatch (``services.create_update`` plus the run's ``Dispatched``
+state with its ``requestId``).  Only after that commit are the UpdateFirmware requests sent
+(:func:`chargeward.server.updates.send_update`), so every transition is persisted before it
+acts: a crash between the two leaves a run waiting for an answer that never comes, which its
+response timeout turns into one more attempt, never into an extra request beyond the policy.
+A new leader simply runs the next tick from what is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chargeward import audit
+from chargeward.campaign import machine, planner
+from chargeward.campaign.machine import StationRun
+from chargeward.errors import ChargewardError
+from chargeward.server import alerts, campaigns, services
+from chargeward.server.state import ServerState
+from chargeward.server.tables import Campaign, FirmwareUpdate, Release
+from chargeward.server.updates import send_update
+
+LOG = logging.getLogger("chargeward.campaigns")
+SEND_CONCURRENCY = 50  # UpdateFirmware requests in flight at once per tick
+
+
+async def _join(
+    s: AsyncSession, row: Campaign, c: planner.Campaign, present: set[str], now: dt.datetime
+) -> list[str]:
+    """Stations that match the selector now and are in no other live campaign join at the
+    last stage (hawkBit/Mender dynamic groups)."""
+    release = await s.get(Release, row.release_id)
+    models = set(release.hardware_models["models"]) if release else set()
+    busy = await campaigns._busy_elsewhere(s, row.id)
+    facts = [f for f in await campaigns.fleet_facts(s) if f.model is None or f.model in models]
+    joined = [
+        sid for sid in planner.targets(c.spec, facts) if sid not in present and sid not in busy
+    ]
+    last = max(len(c.stage_sizes) - 1, 0)
+    for sid in joined:  # the planner starts them with their stage
+        s.add(campaigns.new_run_row(row.id, StationRun(sid, last), now))
+    if joined:
+        await audit.record(
+            s,
+            actor=audit.SYSTEM,
+            action="campaign.joined",
+            target=f"campaign:{row.id}",
+            details={"stations": joined[:1000], "count": len(joined)},
+            now=now,
+        )
+    return joined
+
+
+async def tick_campaign(state: ServerState, campaign_id: int) -> list[services.UpdateOrder]:
+    """Plan ``campaign_id`` once and send what it dispatches; returns the orders sent."""
+    now = state.clock()
+    orders: list[services.UpdateOrder] = []
+    async with state.db.session() as s:
+        row = await s.get(Campaign, campaign_id)
+        if row is None or row.status != "running":
+            return []
+        c = campaigns.to_planner(row)
+        loaded = await campaigns.load_runs(s, row.id)
+        if c.spec.dynamic and await _join(s, row, c, set(loaded), now):
+            await s.flush()
+            loaded = await campaigns.load_runs(s, row.id)
+        runs = {sid: run for sid, (_, run) in loaded.items()}
+        fleet, sites = await campaigns.fleet_now(s, list(runs))
+        result = planner.plan(c, runs, fleet, sites, now)
+        for sid, run in result.runs.items():
+            await _close_abandoned(s, runs[sid], run, now)
+            campaigns.store_run(loaded[sid][0], run, now)
+        campaigns.store_campaign(row, result.campaign, now)
+        for note in result.notes:
+            await audit.record(
+                s,
+                actor=audit.SYSTEM,
+                action="campaign.progress",
+                target=f"campaign:{row.id}",
+                details={"name": row.name, "note": note, "stage": result.campaign.stage},
+                now=now,
+            )
+        if result.campaign.status == "paused" and c.status == "running":
+            await alerts.campaign_paused(
+                s, row.id, row.name, result.campaign.pause_reason or "", now=now
+            )
+        for sid in result.dispatch:
+            try:
+                order = await services.create_update(
+                    s,
+                    sid,
+                    row.release_id,
+                    actor=f"campaign:{row.name}",
+                    now=now,
+                    require_published=state.repository.initialized,
+                )
+            except ChargewardError as e:  # e.g. an operator's own update is in progress
+                LOG.info("%s: not dispatched for campaign %s: %s", sid, row.name, e)
+                continue
+            run = machine.step(
+                result.runs.get(sid, runs[sid]), machine.Dispatched(now, order.request_id), c.policy
+            )
+            campaigns.store_run(loaded[sid][0], run, now)
+            orders.append(order)
+    gate = asyncio.Semaphore(SEND_CONCURRENCY)
+
+    async def send(order: services.UpdateOrder) -> None:
+        async with gate:
+            await send_update(
+                state, order, retries=c.spec.retries, retry_interval=c.spec.retry_interval
+            )
+
+    await asyncio.gather(*(send(o) for o in orders))
+    return orders
+
+
+async def _close_abandoned(
+    s: AsyncSession, before: StationRun, after: StationRun, now: dt.datetime
+) -> None:
+    """A request the campaign gave up on (timed out) is closed, so a retry may be sent."""
+    if before.request_id is None or after.state not in ("waiting", "timed_out"):
+        return
+    if before.state not in planner.UPDATING:
+        return
+    update = await s.get(FirmwareUpdate, before.request_id)
+    if update is not None and update.outcome == "pending":
+        update.outcome = "timed_out"
+        update.updated_at = now
+
+
+async def tick(state: ServerState) -> int:
+    """One round over every running campaign; returns how many UpdateFirmware were sent."""
+    async with state.db.snapshot() as s:
+        ids = (await s.scalars(select(Campaign.id).where(Campaign.status == "running"))).all()
+    sent = 0
+    for campaign_id in ids:
+        try:
+            sent += len(await tick_campaign(state, campaign_id))
+        except Exception:  # one campaign's trouble must not stop the others
+            LOG.exception("campaign %d: tick failed", campaign_id)
+    return sent
+
+
+async def run_forever(state: ServerState, interval: float) -> None:
+    """The leader job (``server.cluster``): a tick every ``interval`` seconds."""
+    while True:
+        await tick(state)
+        state.metrics.leader_job_runs.labels("campaign_scheduler").inc()
+        await asyncio.sleep(interval)

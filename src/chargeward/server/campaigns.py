@@ -1,0 +1,542 @@
+"""Campaigns in the database: create, approve, pause, resume, abort, retry, roll back, views,
+and the station reports that move a station's run on.
+
+The decisions are in :mod:`chargeward.campaign` (pure); this module loads their inputs, stores
+their outputs and writes the audit trail.  Station reports reach a run through
+:func:`on_station_event`, called by :mod:`chargeward.server.services` inside the transaction
+that stores the report, so a report and its effect on the campaign commit together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, cast
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chargeward import audit
+from chargeward.campaign import machine, planner
+from chargeward.campaign.codec import run_from_row, run_to_row
+from chargeward.campaign.machine import ERRORS, TERMINAL, StationRun
+from chargeward.campaign.spec import (
+    CampaignSpec,
+    StationFacts,
+    check_class,
+    parse_spec,
+    spec_document,
+)
+from chargeward.errors import Conflict, NotFound
+from chargeward.model.fleet import parse_windows
+from chargeward.server.tables import (
+    Campaign,
+    CampaignStation,
+    Release,
+    ReleaseImage,
+    Site,
+    Station,
+    StationTag,
+)
+
+LIVE = ("running", "paused", "awaiting_approval")  # a station's reports go to these
+DEFAULT_APPROVAL_THRESHOLD = 100  # larger campaigns need a second person to start them
+
+
+@dataclass(frozen=True)
+class StageView:
+    stage: int
+    size: int  # stations assigned to this stage
+    counts: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class CampaignView:
+    id: int
+    name: str
+    release_id: str
+    version: str
+    release_class: str
+    status: str
+    stage: int
+    stages: Sequence[StageView]
+    counts: Mapping[str, int]  # over the whole campaign, every state listed
+    deferred_charging: int  # waiting for a session to end (included in counts too)
+    mean_time_to_update_s: float | None
+    pause_reason: str | None
+    created_by: str
+    approved_by: str | None
+    created_at: dt.datetime
+    spec: Mapping[str, Any]
+
+
+# -- loading and saving ---------------------------------------------------------------------------
+
+
+def to_planner(row: Campaign) -> planner.Campaign:
+    return planner.Campaign(
+        id=row.id,
+        spec=parse_spec(row.spec),
+        release_class=row.release_class,
+        expected=dict(row.expected),
+        status=cast(planner.CampaignStatus, row.status),
+        stage=row.stage,
+        stage_started_at=row.stage_started_at,
+        stage_sizes=tuple(int(n) for n in row.stage_sizes),
+        pause_reason=row.pause_reason,
+        gate_baseline=(int(row.gate_baseline[0]), int(row.gate_baseline[1])),
+    )
+
+
+def store_campaign(row: Campaign, c: planner.Campaign, now: dt.datetime) -> None:
+    row.status = c.status
+    row.stage = c.stage
+    row.stage_started_at = c.stage_started_at
+    row.pause_reason = c.pause_reason
+    row.gate_baseline = list(c.gate_baseline)
+    row.updated_at = now
+    if c.status in ("completed", "aborted") and row.finished_at is None:
+        row.finished_at = now
+
+
+async def load_runs(
+    s: AsyncSession, campaign_id: int
+) -> dict[str, tuple[CampaignStation, StationRun]]:
+    rows = (
+        await s.scalars(select(CampaignStation).where(CampaignStation.campaign_id == campaign_id))
+    ).all()
+    return {r.station_id: (r, run_from_row(r.run)) for r in rows}
+
+
+def store_run(row: CampaignStation, run: StationRun, now: dt.datetime) -> None:
+    row.stage = run.stage
+    row.state = run.state
+    row.request_id = run.request_id
+    row.run = run_to_row(run)
+    row.updated_at = now
+
+
+def new_run_row(campaign_id: int, run: StationRun, now: dt.datetime) -> CampaignStation:
+    row = CampaignStation(campaign_id=campaign_id, station_id=run.station_id, updated_at=now)
+    store_run(row, run, now)
+    return row
+
+
+async def get_campaign(s: AsyncSession, ref: str | int) -> Campaign:
+    row = None
+    if isinstance(ref, int) or str(ref).isdigit():
+        row = await s.get(Campaign, int(ref))
+    if row is None:
+        row = (await s.scalars(select(Campaign).where(Campaign.name == str(ref)))).first()
+    if row is None:
+        raise NotFound(f"no campaign {ref!r}")
+    return row
+
+
+async def fleet_facts(s: AsyncSession) -> list[StationFacts]:
+    tags: dict[str, list[str]] = {}
+    for sid, tag in (await s.execute(select(StationTag.station_id, StationTag.tag))).all():
+        tags.setdefault(sid, []).append(tag)
+    rows = (
+        await s.execute(
+            select(
+                Station.id,
+                Station.model,
+                Station.hardware_revision,
+                Station.firmware_version,
+                Station.customer,
+                Station.site_id,
+            )
+        )
+    ).all()
+    return [
+        StationFacts(
+            id=r[0],
+            model=r[1],
+            hardware_revision=r[2],
+            firmware_version=r[3],
+            customer=r[4],
+            site_id=r[5],
+            tags=tuple(tags.get(r[0], ())),
+        )
+        for r in rows
+    ]
+
+
+async def _busy_elsewhere(s: AsyncSession, campaign_id: int | None) -> set[str]:
+    """Stations with an unfinished run in another live campaign."""
+    q = (
+        select(CampaignStation.station_id)
+        .join(Campaign, Campaign.id == CampaignStation.campaign_id)
+        .where(Campaign.status.in_(LIVE), CampaignStation.state.not_in(sorted(TERMINAL)))
+    )
+    if campaign_id is not None:
+        q = q.where(CampaignStation.campaign_id != campaign_id)
+    return set((await s.scalars(q)).all())
+
+
+# -- lifecycle ----------------------------------------------------------------------------------
+
+
+async def create_campaign(
+    s: AsyncSession,
+    spec: CampaignSpec,
+    *,
+    actor: str,
+    now: dt.datetime,
+    approval_threshold: int = DEFAULT_APPROVAL_THRESHOLD,
+    rollback_of: int | None = None,
+) -> CampaignView:
+    """Store a campaign with its targeted stations in stages; large ones await approval."""
+    release = await s.get(Release, spec.release_id)
+    if release is None:
+        raise NotFound(f"no release {spec.release_id!r}")
+    check_class(spec, release.release_class)
+    if (await s.scalars(select(Campaign.id).where(Campaign.name == spec.name))).first():
+        raise Conflict(f"a campaign named {spec.name!r} exists already")
+    components = (
+        await s.scalars(select(ReleaseImage.component).where(ReleaseImage.release_id == release.id))
+    ).all()
+    models = set(release.hardware_models["models"])
+    busy = await _busy_elsewhere(s, None)
+    facts = [f for f in await fleet_facts(s) if f.model is None or f.model in models]
+    chosen = [sid for sid in planner.targets(spec, facts) if sid not in busy]
+    if not chosen:
+        raise Conflict(
+            "the target selects no station (or every one is in another running campaign)"
+        )
+    needs_approval = len(chosen) > approval_threshold
+    row = Campaign(
+        name=spec.name,
+        release_id=release.id,
+        release_class=release.release_class,
+        spec=spec_document(spec),
+        expected={c: release.version for c in components} or {"main": release.version},
+        status="awaiting_approval" if needs_approval else "running",
+        stage=0,
+        stage_sizes=[],
+        stage_started_at=None if needs_approval else now,
+        gate_baseline=[0, 0],
+        rollback_of=rollback_of,
+        created_by=actor,
+        created_at=now,
+        updated_at=now,
+    )
+    s.add(row)
+    await s.flush()
+    sizes, stage_of = planner.assign_stages(row.id, spec, chosen)
+    row.stage_sizes = list(sizes)
+    s.add_all(new_run_row(row.id, StationRun(sid, stage_of[sid]), now) for sid in chosen)
+    await audit.record(
+        s,
+        actor=actor,
+        action="campaign.created",
+        target=f"campaign:{row.id}",
+        details={
+            "name": spec.name,
+            "release_id": release.id,
+            "version": release.version,
+            "stations": len(chosen),
+            "stage_sizes": list(sizes),
+            "needs_approval": needs_approval,
+            "rollback_of": rollback_of,
+        },
+        now=now,
+    )
+    await s.flush()
+    return await campaign_view(s, row.id)
+
+
+async def _transition(
+    s: AsyncSession, ref: str | int, *, actor: str, now: dt.datetime, action: str, **details: Any
+) -> Campaign:
+    row = await get_campaign(s, ref)
+    await audit.record(
+        s,
+        actor=actor,
+        action=f"campaign.{action}",
+        target=f"campaign:{row.id}",
+        details={"name": row.name, **details},
+        now=now,
+    )
+    row.updated_at = now
+    return row
+
+
+async def approve(s: AsyncSession, ref: str | int, *, actor: str, now: dt.datetime) -> CampaignView:
+    row = await get_campaign(s, ref)
+    if row.status != "awaiting_approval":
+        raise Conflict(f"campaign {row.name} is {row.status}, not awaiting approval")
+    if actor == row.created_by:
+        raise Conflict("the two-person rule: the campaign's creator cannot approve it")
+    row = await _transition(s, ref, actor=actor, now=now, action="approved")
+    row.status, row.approved_by, row.stage_started_at = "running", actor, now
+    return await campaign_view(s, row.id)
+
+
+async def pause(s: AsyncSession, ref: str | int, *, actor: str, now: dt.datetime) -> CampaignView:
+    row = await get_campaign(s, ref)
+    if row.status != "running":
+        raise Conflict(f"campaign {row.name} is {row.status}, not running")
+    row = await _transition(s, ref, actor=actor, now=now, action="paused")
+    row.status, row.pause_reason = "paused", f"paused by {actor}"
+    return await campaign_view(s, row.id)
+
+
+async def resume(s: AsyncSession, ref: str | int, *, actor: str, now: dt.datetime) -> CampaignView:
+    """Run again; the errors so far are acknowledged, so the gate counts only new ones."""
+    row = await get_campaign(s, ref)
+    if row.status != "paused":
+        raise Conflict(f"campaign {row.name} is {row.status}, not paused")
+    runs = [r for _, r in (await load_runs(s, row.id)).values() if r.stage <= row.stage]
+    errors = sum(r.state in ERRORS for r in runs)
+    finished = sum(r.state in TERMINAL for r in runs)
+    row = await _transition(
+        s, ref, actor=actor, now=now, action="resumed", acknowledged_errors=errors
+    )
+    row.status, row.pause_reason, row.gate_baseline = "running", None, [errors, finished]
+    return await campaign_view(s, row.id)
+
+
+async def abort(s: AsyncSession, ref: str | int, *, actor: str, now: dt.datetime) -> CampaignView:
+    """Cancel every station not yet installing; those installing finish and are gated."""
+    row = await get_campaign(s, ref)
+    if row.status in ("aborted", "completed"):
+        raise Conflict(f"campaign {row.name} is {row.status} already")
+    c = to_planner(row)
+    canceled = 0
+    for station_row, run in (await load_runs(s, row.id)).values():
+        new = machine.step(run, machine.Abort(now), c.policy)
+        if new != run:
+            canceled += 1
+            store_run(station_row, new, now)
+    row = await _transition(s, ref, actor=actor, now=now, action="aborted", canceled=canceled)
+    row.status, row.finished_at = "aborted", now
+    return await campaign_view(s, row.id)
+
+
+async def retry_failed(
+    s: AsyncSession, ref: str | int, *, actor: str, now: dt.datetime
+) -> CampaignView:
+    row = await get_campaign(s, ref)
+    if row.status in ("aborted",):
+        raise Conflict(f"campaign {row.name} is aborted")
+    c = to_planner(row)
+    retried = []
+    for station_row, run in (await load_runs(s, row.id)).values():
+        new = machine.step(run, machine.Retry(now), c.policy)
+        if new != run:
+            retried.append(run.station_id)
+            store_run(station_row, new, now)
+    if not retried:
+        raise Conflict(f"campaign {row.name} has no failed station to retry")
+    row = await _transition(s, ref, actor=actor, now=now, action="retried", stations=retried)
+    if row.status == "completed":
+        row.status, row.finished_at = "running", None
+    return await campaign_view(s, row.id)
+
+
+async def rollback(
+    s: AsyncSession,
+    ref: str | int,
+    *,
+    to_release: str,
+    actor: str,
+    now: dt.datetime,
+    approval_threshold: int = DEFAULT_APPROVAL_THRESHOLD,
+) -> CampaignView:
+    """A new campaign installing ``to_release`` on the stations that took this one's release
+    (succeeded, or still soaking); this one is aborted first if it still runs."""
+    row = await get_campaign(s, ref)
+    took = sorted(
+        sid
+        for sid, (_, run) in (await load_runs(s, row.id)).items()
+        if run.state in ("succeeded", "soaking")
+    )
+    if not took:
+        raise Conflict(f"no station of campaign {row.name} took its release; nothing to roll back")
+    if row.status in ("running", "paused", "awaiting_approval"):
+        await abort(s, row.id, actor=actor, now=now)
+    spec = replace(
+        parse_spec(row.spec),
+        name=f"{row.name}-rollback"[:64],
+        release_id=to_release,
+        selector=replace(parse_spec(row.spec).selector, stations=tuple(took), version=None),
+        dynamic=False,
+    )
+    return await create_campaign(
+        s, spec, actor=actor, now=now, approval_threshold=approval_threshold, rollback_of=row.id
+    )
+
+
+# -- views ----------------------------------------------------------------------------------------
+
+
+async def campaign_view(s: AsyncSession, ref: str | int) -> CampaignView:
+    row = await get_campaign(s, ref)
+    runs = [r for _, r in (await load_runs(s, row.id)).values()]
+    version = (await s.scalar(select(Release.version).where(Release.id == row.release_id))) or ""
+    by_stage: dict[int, list[StationRun]] = {}
+    for r in runs:
+        by_stage.setdefault(r.stage, []).append(r)
+    stages = [
+        StageView(k, len(by_stage.get(k, [])), machine.counts(by_stage.get(k, [])))
+        for k in range(max(len(row.stage_sizes), 1))
+    ]
+    durations = [
+        (r.finished_at - r.started_at).total_seconds()
+        for r in runs
+        if r.state == "succeeded" and r.started_at and r.finished_at
+    ]
+    return CampaignView(
+        id=row.id,
+        name=row.name,
+        release_id=row.release_id,
+        version=version,
+        release_class=row.release_class,
+        status=row.status,
+        stage=row.stage,
+        stages=stages,
+        counts=machine.counts(runs),
+        deferred_charging=sum(_deferred_charging(r) for r in runs),
+        mean_time_to_update_s=sum(durations) / len(durations) if durations else None,
+        pause_reason=row.pause_reason,
+        created_by=row.created_by,
+        approved_by=row.approved_by,
+        created_at=row.created_at,
+        spec=row.spec,
+    )
+
+
+def _deferred_charging(run: StationRun) -> bool:
+    """Held back by a charging session: by the planner, or by the station's own install gate
+    (UpdateFirmware accepted, install waiting for the session to end, OCPP L01.FR.06/07)."""
+    if run.state == "deferred":
+        return True
+    waiting_to_install = run.state in ("dispatched", "downloading", "installing")
+    return run.charging_since is not None and waiting_to_install and run.last_status != "Installing"
+
+
+async def list_campaigns(s: AsyncSession) -> list[CampaignView]:
+    ids = (await s.scalars(select(Campaign.id).order_by(Campaign.id))).all()
+    return [await campaign_view(s, i) for i in ids]
+
+
+async def station_run(s: AsyncSession, ref: str | int, station_id: str) -> StationRun:
+    row = await get_campaign(s, ref)
+    found = await s.get(CampaignStation, (row.id, station_id))
+    if found is None:
+        raise NotFound(f"station {station_id} is not in campaign {row.name}")
+    return run_from_row(found.run)
+
+
+# -- station reports ------------------------------------------------------------------------------
+
+
+async def on_station_event(
+    s: AsyncSession,
+    station_id: str,
+    event: machine.Event,
+    *,
+    request_id: int | None = None,
+) -> StationRun | None:
+    """Apply a station's report to its run in a live campaign (by ``request_id`` when the
+    report names one, so a status always reaches the campaign that sent the request)."""
+    q = (
+        select(CampaignStation, Campaign)
+        .join(Campaign, Campaign.id == CampaignStation.campaign_id)
+        .where(CampaignStation.station_id == station_id, Campaign.status.in_(LIVE))
+    )
+    if request_id is not None:
+        q = q.where(CampaignStation.request_id == request_id)
+    else:
+        q = q.where(CampaignStation.state.not_in(sorted(TERMINAL)))
+    found = (await s.execute(q.order_by(CampaignStation.campaign_id.desc()).limit(1))).first()
+    if found is None:
+        return None
+    station_row, campaign_row = found
+    run = run_from_row(station_row.run)
+    new = machine.step(run, event, to_planner(campaign_row).policy)
+    if new != run:
+        store_run(station_row, new, event.at)
+        if new.state != run.state:
+            await audit.record(
+                s,
+                actor=f"station:{station_id}",
+                action="campaign.station",
+                target=f"campaign:{campaign_row.id}",
+                details={
+                    "station": station_id,
+                    "from": run.state,
+                    "to": new.state,
+                    "reason": new.reason,
+                    "request_id": new.request_id,
+                },
+                now=event.at,
+            )
+    return new
+
+
+# -- what the planner needs of the fleet ---------------------------------------------------------
+
+
+async def fleet_now(
+    s: AsyncSession,
+    station_ids: Sequence[str],
+    connected: Mapping[str, bool] | None = None,
+) -> tuple[dict[str, planner.FleetStation], dict[str, planner.SiteNow]]:
+    """The stations of a campaign and their sites as the planner sees them now.
+
+    ``connected`` overrides the stored connection state (the local registry knows best).
+    """
+    rows = (
+        await s.execute(
+            select(Station.id, Station.site_id, Station.connected, Station.active_transactions)
+        )
+    ).all()
+    updating = set(
+        (
+            await s.scalars(
+                select(CampaignStation.station_id)
+                .join(Campaign, Campaign.id == CampaignStation.campaign_id)
+                .where(
+                    Campaign.status.in_(LIVE),
+                    CampaignStation.state.in_(sorted(planner.UPDATING)),
+                )
+            )
+        ).all()
+    )
+    wanted = set(station_ids)
+    fleet: dict[str, planner.FleetStation] = {}
+    per_site: dict[str, list[int]] = {}  # site -> [available, updating]
+    for sid, site, is_connected, transactions in rows:
+        up = connected.get(sid, is_connected) if connected is not None else is_connected
+        if sid in wanted:
+            fleet[sid] = planner.FleetStation(sid, site, bool(up), bool(transactions))
+        if site is not None:
+            tally = per_site.setdefault(site, [0, 0])
+            if sid in updating:
+                tally[1] += 1
+            elif up:
+                tally[0] += 1
+    sites: dict[str, planner.SiteNow] = {}
+    for site in (await s.scalars(select(Site).where(Site.id.in_(sorted(per_site))))).all():
+        available, busy = per_site.get(site.id, [0, 0])
+        sites[site.id] = planner.SiteNow(
+            site.id,
+            site.timezone,
+            tuple(parse_windows(site.maintenance_windows or [])),
+            available,
+            busy,
+        )
+    return fleet, sites
+
+
+async def count_live(s: AsyncSession) -> int:
+    return int(
+        await s.scalar(
+            select(func.count()).select_from(Campaign).where(Campaign.status == "running")
+        )
+        or 0
+    )

@@ -1,0 +1,61 @@
+"""Sending one UpdateFirmware (OCPP L01) to a station on any node, and recording the answer.
+
+Both an operator's single update (``POST /api/v1/stations/{id}/firmware-updates``) and the
+campaign scheduler go through :func:`send_update` once the update is stored
+(``services.create_update``): the download link is signed here, the station's answer or the
+failure to get one is stored with its audit entry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from chargeward.ocpp.csms import FirmwareOrder
+from chargeward.server import services, urls
+from chargeward.server.state import DOWNLOAD_URL_TTL, ServerState
+
+LOG = logging.getLogger("chargeward.updates")
+
+
+async def send_update(
+    state: ServerState,
+    order: services.UpdateOrder,
+    *,
+    retries: int | None,
+    retry_interval: int | None,
+    install_at: dt.datetime | None = None,
+) -> str:
+    """Send ``order`` and store the answer; returns the station's status, ``NotConnected``,
+    ``NoResponse`` or ``Error:<kind>``."""
+    now = state.clock()
+    cp = await state.station(order.station_id)
+    if cp is None:
+        response = "NotConnected"
+    else:
+        expires = int((now + DOWNLOAD_URL_TTL).timestamp())
+        location = state.public_url + urls.signed_path(
+            state.url_key, order.sha256, order.station_id, expires
+        )
+        try:
+            response = await cp.update_firmware(
+                FirmwareOrder(
+                    request_id=order.request_id,
+                    location=location,
+                    signature=order.signature,
+                    signing_certificate=order.signing_certificate_pem,
+                    retrieve_at=now,
+                    install_at=install_at,
+                    retries=retries,
+                    retry_interval=retry_interval,
+                )
+            )
+        except TimeoutError:
+            response = "NoResponse"
+        except Exception as e:  # CALLERROR or connection lost: record, then report
+            response = f"Error:{type(e).__name__}"[:30]
+    async with state.db.session() as s:
+        await services.set_update_response(s, order.request_id, response, now=state.clock())
+    if response not in ("Accepted", "AcceptedCanceled"):
+        LOG.warning("%s: UpdateFirmware %d: %s", order.station_id, order.request_id, response)
+    return response

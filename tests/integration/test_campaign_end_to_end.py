@@ -1,0 +1,218 @@
+"""Campaigns end to end: the real server process (scheduler on the leader, SQLite) and real
+agents over OCPP 2.0.1 on loopback.
+
+- a good release goes canary -> 100 %, the rest of the fleet only after the canary passed its
+  health gate (new version reported with reason FirmwareUpdate, healthy through the soak);
+- a station charging when its turn comes is deferred (not failed, not timed out) and updated
+  once the session ends;
+- a bad release (the charging application fails its start-up self-test, so the charger falls
+  back to its old slot) pauses the campaign at the canary, raises an alert, and no other
+  station gets an UpdateFirmware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from chargeward.agent.agent import Agent, AgentConfig
+from chargeward.agent.provision import provision
+from chargeward.agent.state import Identity
+from chargeward.model.firmware import ImageHeader
+from tests.support.fleet import MODEL, Pki, Server, assert_no_crash, running_server
+
+STATIONS = ["CP-A", "CP-B", "CP-C", "CP-D"]
+ALL_DAY = [
+    {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "end": "12:00"},
+    {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "12:00", "end": "00:00"},
+]
+BAD_VERSION = "1.2.0"
+
+
+def self_test(header: ImageHeader) -> str | None:
+    """The simulated charging application: release 1.2.0 crashes at start-up."""
+    return "charging application crashed at start-up" if header.version == BAD_VERSION else None
+
+
+async def api(srv: Server, method: str, path: str, **kw: Any) -> Any:
+    return await asyncio.to_thread(srv.api, method, path, **kw)
+
+
+async def until(pred: Callable[[], Any], what: str, timeout: float = 90) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        value = await pred()
+        if value:
+            return value
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextlib.asynccontextmanager
+async def agents(
+    srv: Server, root: Path, pki: Pki, factory: Path
+) -> AsyncIterator[dict[str, Agent]]:
+    running: dict[str, Agent] = {}
+    tasks = []
+    for sid in STATIONS:
+        password = await asyncio.to_thread(srv.add_station, sid)
+        provision(
+            root / sid,
+            identity=Identity(sid, MODEL, "ACME", sid),
+            password=password,
+            roots_pem=pki.root_pem.read_bytes(),
+            factory_bundle=factory,
+        )
+        agent = Agent(
+            AgentConfig(
+                state_dir=root / sid,
+                csms_url=srv.ocpp_url,
+                reconnect_delay=0.2,
+                response_timeout=10,
+                trial_health_timeout=20,
+                self_test=self_test,
+            )
+        )
+        running[sid] = agent
+        tasks.append(asyncio.create_task(agent.run()))
+    try:
+        for sid in STATIONS:
+            await until(
+                lambda sid=sid: _connected(srv, sid), f"{sid} to connect and boot", timeout=30
+            )
+        yield running
+    finally:
+        for agent in running.values():
+            agent.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
+
+
+async def _connected(srv: Server, sid: str) -> bool:
+    s = await api(srv, "GET", f"/api/v1/stations/{sid}")
+    return bool(s["connected"] and s["firmware_version"])
+
+
+def campaign_doc(name: str, release: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "release": release,
+        "target": {"models": [MODEL]},
+        "stages": {"canary": 1, "then": ["100%"]},
+        "gates": {"success": "100%", "error": 1},
+        "soak": "2s",
+        "jitter": 0,
+        "concurrency": {"global": 10, "per_site": 10, "keep_available": 0},
+        "timeouts": {"response": "30s", "download": "60s", "install": "60s", "reboot": "60s"},
+        "retry_interval": 1,
+    }
+
+
+async def campaign(srv: Server, ref: int) -> dict[str, Any]:
+    return dict(await api(srv, "GET", f"/api/v1/campaigns/{ref}"))
+
+
+async def runs(srv: Server, ref: int) -> dict[str, dict[str, Any]]:
+    rows = await api(srv, "GET", f"/api/v1/campaigns/{ref}/stations")
+    return {r["station_id"]: r for r in rows}
+
+
+async def test_canary_then_fleet_charging_deferred_and_a_bad_release_pauses_at_canary(
+    tmp_path: Path, pki: Pki, factory_bundle: Path
+) -> None:
+    good = pki.bundle(tmp_path / "acme-1.1.0.cwb", "1.1.0", 2)
+    bad = pki.bundle(tmp_path / "acme-1.2.0.cwb", BAD_VERSION, 3)
+    with running_server(tmp_path, pki, extra_args=("--campaign-tick", "0.3")) as srv:
+        good_id = srv.upload(good)["id"]
+        bad_id = srv.upload(bad)["id"]
+        await api(srv, "POST", "/api/v1/sites", json={
+            "id": "depot", "name": "Depot", "timezone": "Europe/London",
+            "maintenance_windows": ALL_DAY,
+        })  # fmt: skip
+        async with agents(srv, tmp_path, pki, factory_bundle) as fleet:
+            for sid in STATIONS:
+                await api(srv, "PATCH", f"/api/v1/stations/{sid}", json={"site_id": "depot"})
+            created = await api(
+                srv, "POST", "/api/v1/campaigns", json=campaign_doc("good", good_id)
+            )
+            cid = created["id"]
+            assert created["stages"][0]["size"] == 1 and created["stages"][1]["size"] == 3
+            canary = next(s for s, r in (await runs(srv, cid)).items() if r["stage"] == 0)
+            charging = next(s for s in STATIONS if s != canary)
+            await fleet[charging].start_session(1)  # a car charges at one of the others
+
+            # The canary alone goes first and must pass its gate before the rest start.
+            async def canary_done() -> bool:
+                r = await runs(srv, cid)
+                others = [r[s] for s in STATIONS if s != canary]
+                assert all(o["attempts"] == 0 for o in others) or r[canary]["state"] == "succeeded"
+                return r[canary]["state"] == "succeeded"
+
+            await until(canary_done, "the canary to pass its health gate")
+            # The charging station is deferred, counted apart; the others update.
+            await until(
+                lambda: _state_is(srv, cid, charging, "deferred"), "the charging one deferred"
+            )
+            view = await campaign(srv, cid)
+            assert view["deferred_charging"] == 1 and view["counts"]["failed"] == 0
+            others = [s for s in STATIONS if s not in (canary, charging)]
+            for sid in others:
+                await until(lambda sid=sid: _state_is(srv, cid, sid, "succeeded"), f"{sid}")
+            r = await runs(srv, cid)
+            assert r[charging]["attempts"] == 0  # never sent an update while charging
+            first_other = min(r[s]["started_at"] for s in others)
+            assert first_other >= r[canary]["finished_at"]
+
+            await fleet[charging].end_session(1)
+            await until(
+                lambda: _state_is(srv, cid, charging, "succeeded"), "the deferred one updated"
+            )
+            view = await until(
+                lambda: _status_is(srv, cid, "completed"), "the campaign to complete"
+            )
+            assert view["counts"]["succeeded"] == 4 and view["mean_time_to_update_s"] > 0
+            for sid in STATIONS:
+                s = await api(srv, "GET", f"/api/v1/stations/{sid}")
+                assert s["firmware_version"] == "1.1.0"
+            timeline = (await runs(srv, cid))[charging]["timeline"]
+            assert [t[1] for t in timeline][:3] == ["waiting", "deferred", "waiting"]
+
+            # A bad release: the canary falls back to its old slot; the campaign pauses there.
+            bad_c = (await api(srv, "POST", "/api/v1/campaigns", json=campaign_doc("bad", bad_id)))[
+                "id"
+            ]
+            paused = await until(lambda: _status_is(srv, bad_c, "paused"), "the gate to pause it")
+            r = await runs(srv, bad_c)
+            bad_canary = next(s for s, x in r.items() if x["stage"] == 0)
+            assert r[bad_canary]["state"] == "rolled_back"
+            assert "1 stations failed" in paused["pause_reason"]
+            await asyncio.sleep(2)  # several ticks: nothing else moves while paused
+            r = await runs(srv, bad_c)
+            untouched = [s for s in STATIONS if s != bad_canary]
+            assert all(r[s]["state"] == "pending" and r[s]["attempts"] == 0 for s in untouched)
+            for sid in STATIONS:
+                s = await api(srv, "GET", f"/api/v1/stations/{sid}")
+                assert s["firmware_version"] == "1.1.0"  # the canary too: it fell back
+                assert all(u["release_id"] != bad_id for u in s["updates"]) or sid == bad_canary
+            alerts = await api(srv, "GET", "/api/v1/alerts")
+            assert any(a["kind"] == "campaign_paused" for a in alerts)
+            trail = await api(srv, "GET", "/api/v1/audit", params={"target": f"campaign:{bad_c}"})
+            assert {"campaign.created", "campaign.progress", "campaign.station"} <= {
+                e["action"] for e in trail
+            }
+            await api(srv, "POST", f"/api/v1/campaigns/{bad_c}/abort")
+            aborted = await campaign(srv, bad_c)
+            assert aborted["status"] == "aborted" and aborted["counts"]["canceled"] == 3
+    assert_no_crash(srv.proc.output())
+
+
+async def _state_is(srv: Server, cid: int, sid: str, state: str) -> bool:
+    return (await runs(srv, cid))[sid]["state"] == state
+
+
+async def _status_is(srv: Server, cid: int, status: str) -> dict[str, Any] | None:
+    view = await campaign(srv, cid)
+    return view if view["status"] == status else None
