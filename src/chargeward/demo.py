@@ -128,6 +128,7 @@ def start_server(
     ]
     if public_url:
         args += ["--public-url", public_url]
+    (data_dir / "server.json").unlink(missing_ok=True)  # a killed server leaves its own
     proc = spawn([*args, *extra_args], log, env)
     try:
         return proc, wait_for_file(data_dir / "server.json", proc)

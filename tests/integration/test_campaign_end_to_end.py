@@ -13,111 +13,22 @@ agents over OCPP 2.0.1 on loopback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
-from chargeward.agent.agent import Agent, AgentConfig
-from chargeward.agent.provision import provision
-from chargeward.agent.state import Identity
-from chargeward.model.firmware import ImageHeader
-from tests.support.fleet import MODEL, Pki, Server, assert_no_crash, running_server
-
-STATIONS = ["CP-A", "CP-B", "CP-C", "CP-D"]
-ALL_DAY = [
-    {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "end": "12:00"},
-    {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "12:00", "end": "00:00"},
-]
-BAD_VERSION = "1.2.0"
-
-
-def self_test(header: ImageHeader) -> str | None:
-    """The simulated charging application: release 1.2.0 crashes at start-up."""
-    return "charging application crashed at start-up" if header.version == BAD_VERSION else None
-
-
-async def api(srv: Server, method: str, path: str, **kw: Any) -> Any:
-    return await asyncio.to_thread(srv.api, method, path, **kw)
-
-
-async def until(pred: Callable[[], Any], what: str, timeout: float = 90) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        value = await pred()
-        if value:
-            return value
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-@contextlib.asynccontextmanager
-async def agents(
-    srv: Server, root: Path, pki: Pki, factory: Path
-) -> AsyncIterator[dict[str, Agent]]:
-    running: dict[str, Agent] = {}
-    tasks = []
-    for sid in STATIONS:
-        password = await asyncio.to_thread(srv.add_station, sid)
-        provision(
-            root / sid,
-            identity=Identity(sid, MODEL, "ACME", sid),
-            password=password,
-            roots_pem=pki.root_pem.read_bytes(),
-            factory_bundle=factory,
-        )
-        agent = Agent(
-            AgentConfig(
-                state_dir=root / sid,
-                csms_url=srv.ocpp_url,
-                reconnect_delay=0.2,
-                response_timeout=10,
-                trial_health_timeout=20,
-                self_test=self_test,
-            )
-        )
-        running[sid] = agent
-        tasks.append(asyncio.create_task(agent.run()))
-    try:
-        for sid in STATIONS:
-            await until(
-                lambda sid=sid: _connected(srv, sid), f"{sid} to connect and boot", timeout=30
-            )
-        yield running
-    finally:
-        for agent in running.values():
-            agent.stop()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
-
-
-async def _connected(srv: Server, sid: str) -> bool:
-    s = await api(srv, "GET", f"/api/v1/stations/{sid}")
-    return bool(s["connected"] and s["firmware_version"])
-
-
-def campaign_doc(name: str, release: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "release": release,
-        "target": {"models": [MODEL]},
-        "stages": {"canary": 1, "then": ["100%"]},
-        "gates": {"success": "100%", "error": 1},
-        "soak": "2s",
-        "jitter": 0,
-        "concurrency": {"global": 10, "per_site": 10, "keep_available": 0},
-        "timeouts": {"response": "30s", "download": "60s", "install": "60s", "reboot": "60s"},
-        "retry_interval": 1,
-    }
-
-
-async def campaign(srv: Server, ref: int) -> dict[str, Any]:
-    return dict(await api(srv, "GET", f"/api/v1/campaigns/{ref}"))
-
-
-async def runs(srv: Server, ref: int) -> dict[str, dict[str, Any]]:
-    rows = await api(srv, "GET", f"/api/v1/campaigns/{ref}/stations")
-    return {r["station_id"]: r for r in rows}
+from tests.support.campaigns import (
+    ALL_DAY,
+    BAD_VERSION,
+    STATIONS,
+    agents,
+    api,
+    campaign,
+    campaign_doc,
+    runs,
+    state_is,
+    status_is,
+    until,
+)
+from tests.support.fleet import Pki, assert_no_crash, running_server
 
 
 async def test_canary_then_fleet_charging_deferred_and_a_bad_release_pauses_at_canary(
@@ -154,13 +65,13 @@ async def test_canary_then_fleet_charging_deferred_and_a_bad_release_pauses_at_c
             await until(canary_done, "the canary to pass its health gate")
             # The charging station is deferred, counted apart; the others update.
             await until(
-                lambda: _state_is(srv, cid, charging, "deferred"), "the charging one deferred"
+                lambda: state_is(srv, cid, charging, "deferred"), "the charging one deferred"
             )
             view = await campaign(srv, cid)
             assert view["deferred_charging"] == 1 and view["counts"]["failed"] == 0
             others = [s for s in STATIONS if s not in (canary, charging)]
             for sid in others:
-                await until(lambda sid=sid: _state_is(srv, cid, sid, "succeeded"), f"{sid}")
+                await until(lambda sid=sid: state_is(srv, cid, sid, "succeeded"), f"{sid}")
             r = await runs(srv, cid)
             assert r[charging]["attempts"] == 0  # never sent an update while charging
             first_other = min(r[s]["started_at"] for s in others)
@@ -168,11 +79,9 @@ async def test_canary_then_fleet_charging_deferred_and_a_bad_release_pauses_at_c
 
             await fleet[charging].end_session(1)
             await until(
-                lambda: _state_is(srv, cid, charging, "succeeded"), "the deferred one updated"
+                lambda: state_is(srv, cid, charging, "succeeded"), "the deferred one updated"
             )
-            view = await until(
-                lambda: _status_is(srv, cid, "completed"), "the campaign to complete"
-            )
+            view = await until(lambda: status_is(srv, cid, "completed"), "the campaign to complete")
             assert view["counts"]["succeeded"] == 4 and view["mean_time_to_update_s"] > 0
             for sid in STATIONS:
                 s = await api(srv, "GET", f"/api/v1/stations/{sid}")
@@ -184,7 +93,7 @@ async def test_canary_then_fleet_charging_deferred_and_a_bad_release_pauses_at_c
             bad_c = (await api(srv, "POST", "/api/v1/campaigns", json=campaign_doc("bad", bad_id)))[
                 "id"
             ]
-            paused = await until(lambda: _status_is(srv, bad_c, "paused"), "the gate to pause it")
+            paused = await until(lambda: status_is(srv, bad_c, "paused"), "the gate to pause it")
             r = await runs(srv, bad_c)
             bad_canary = next(s for s, x in r.items() if x["stage"] == 0)
             assert r[bad_canary]["state"] == "rolled_back"
@@ -207,12 +116,3 @@ async def test_canary_then_fleet_charging_deferred_and_a_bad_release_pauses_at_c
             aborted = await campaign(srv, bad_c)
             assert aborted["status"] == "aborted" and aborted["counts"]["canceled"] == 3
     assert_no_crash(srv.proc.output())
-
-
-async def _state_is(srv: Server, cid: int, sid: str, state: str) -> bool:
-    return (await runs(srv, cid))[sid]["state"] == state
-
-
-async def _status_is(srv: Server, cid: int, status: str) -> dict[str, Any] | None:
-    view = await campaign(srv, cid)
-    return view if view["status"] == status else None

@@ -16,6 +16,7 @@ from rich.markup import escape
 from chargeward import __version__
 from chargeward.cli import (
     agent,
+    campaign,
     factory,
     fleet,
     keys,
@@ -59,6 +60,7 @@ app.add_typer(agent.app, name="agent", help="Run the reference charger agent.")
 users.register(app)  # user, login, logout
 app.add_typer(factory.app, name="factory", help="Provision chargers at the factory.")
 fleet.register(app)
+campaign.register(app)
 
 
 @app.command("version")

@@ -370,6 +370,43 @@ async def rollback(
     )
 
 
+async def join_security_campaign(
+    s: AsyncSession, station: Station, version: str, *, now: dt.datetime
+) -> int | None:
+    """A station whose periodic check found security release ``version`` joins the running
+    security campaign for that release and its model, at the campaign's current stage (still
+    gated, still in its windows unless the campaign bypasses them).  Returns the campaign id."""
+    q = (
+        select(Campaign, Release)
+        .join(Release, Release.id == Campaign.release_id)
+        .where(
+            Campaign.status.in_(("running", "paused")),
+            Campaign.release_class == "security",
+            Release.version == version,
+        )
+        .order_by(Campaign.id.desc())
+    )
+    for row, release in (await s.execute(q)).all():
+        if station.model is not None and station.model not in release.hardware_models["models"]:
+            continue
+        if await s.get(CampaignStation, (row.id, station.id)) is not None:
+            return row.id  # already in it
+        if station.id in await _busy_elsewhere(s, row.id):
+            return None
+        run = StationRun(station.id, row.stage)
+        s.add(new_run_row(row.id, run, now))
+        await audit.record(
+            s,
+            actor=f"station:{station.id}",
+            action="campaign.joined",
+            target=f"campaign:{row.id}",
+            details={"stations": [station.id], "count": 1, "reason": "security update reported"},
+            now=now,
+        )
+        return row.id
+    return None
+
+
 # -- views ----------------------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from chargeward.errors import Conflict, NotFound
 from chargeward.model.targets import REVOCATION_TARGET
 from chargeward.publish import ImageRepository, OnlineSigners
 from chargeward.publish.targets import ImageFacts, release_targets
+from chargeward.server import campaigns
 from chargeward.server.schemas import ProposalView, ProposedTarget
 from chargeward.server.services import find_release, station_actor
 from chargeward.server.tables import Approval, Proposal, Release, ReleaseImage, Station
@@ -338,3 +339,6 @@ async def record_available_update(
         details=dict(data),
         now=now,
     )
+    version = data.get("version")
+    if isinstance(version, str):  # standing policy: join the running security campaign
+        await campaigns.join_security_campaign(s, station, version, now=now)

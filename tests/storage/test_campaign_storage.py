@@ -1,0 +1,144 @@
+"""Campaigns in the database, on SQLite and PostgreSQL: creation against the fleet registry,
+the two-person rule, station reports reaching the run that sent the request, the scheduler's
+tick (dispatch stored before it is sent), and the security standing policy."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from chargeward import audit
+from chargeward.campaign import machine
+from chargeward.campaign.spec import CampaignSpecError, parse_spec
+from chargeward.errors import Conflict
+from chargeward.release.bundle import verify_bundle
+from chargeward.server import campaign_scheduler, campaigns, services
+from chargeward.server.blobs import BlobStore
+from chargeward.server.db import Database
+from chargeward.server.repository import record_available_update
+from chargeward.server.state import ServerState
+from chargeward.server.tables import FirmwareUpdate, Station
+from tests.support.fleet import MODEL, Pki
+
+NOW = dt.datetime(2026, 11, 2, 10, 0, tzinfo=dt.UTC)
+
+
+async def _release(db: Database, tmp_path: Path, pki: Pki, version: str, cls: str) -> str:
+    bundle = pki.bundle(tmp_path / f"r-{version}.cwb", version, 2, release_class=cls)
+    now = dt.datetime.now(dt.UTC)  # the fixture certificates are valid from today
+    verified = verify_bundle(bundle, [pki.root_cert], workdir=tmp_path / f"x-{version}", now=now)
+    async with db.session() as s:
+        view = await services.store_release(
+            s, verified, BlobStore(tmp_path / "blobs"), actor="alice", now=NOW
+        )
+    return view.id
+
+
+async def _fleet(db: Database, n: int) -> list[str]:
+    ids = [f"CP-{i:02d}" for i in range(n)]
+    async with db.session() as s:
+        for sid in ids:
+            await services.register_station(s, sid, actor="alice", model=MODEL, now=NOW)
+            row = await s.get(Station, sid)
+            assert row is not None
+            row.firmware_version = "1.0.0"
+    return ids
+
+
+def _spec(release: str, **kw: object) -> dict[str, object]:
+    return {"name": "c1", "release": release, "stages": {"canary": 1, "then": ["100%"]},
+            "jitter": 0, "target": {"models": [MODEL]}, **kw}  # fmt: skip
+
+
+async def test_two_person_rule_and_reports_reach_the_run_by_request_id(
+    db: Database, tmp_path: Path, pki: Pki
+) -> None:
+    release = await _release(db, tmp_path, pki, "1.1.0", "feature")
+    ids = await _fleet(db, 5)
+    async with db.session() as s:
+        view = await campaigns.create_campaign(
+            s, parse_spec(_spec(release)), actor="alice", now=NOW, approval_threshold=3
+        )
+    assert view.status == "awaiting_approval" and [st.size for st in view.stages] == [1, 4]
+    async with db.session() as s:
+        with pytest.raises(Conflict, match="two-person rule"):
+            await campaigns.approve(s, view.id, actor="alice", now=NOW)
+    async with db.session() as s:
+        approved = await campaigns.approve(s, view.id, actor="bob", now=NOW)
+    assert approved.status == "running" and approved.approved_by == "bob"
+
+    # A second campaign cannot take stations another live campaign holds.
+    async with db.session() as s:
+        with pytest.raises(Conflict, match="selects no station"):
+            await campaigns.create_campaign(
+                s, parse_spec({**_spec(release), "name": "c2"}), actor="carol", now=NOW
+            )
+        with pytest.raises(CampaignSpecError, match="only security releases"):
+            await campaigns.create_campaign(
+                s, parse_spec({**_spec(release), "name": "c3", "bypass_windows": True}),
+                actor="carol", now=NOW,
+            )  # fmt: skip
+
+    # The scheduler's tick stores the dispatch with its requestId before sending; a station
+    # that is not connected answers nothing, which costs one of its attempts.
+    state = ServerState(tmp_path, db, BlobStore(tmp_path / "blobs"), b"k" * 32, "http://x")
+    state.clock = lambda: NOW
+    async with db.session() as s:
+        for sid in ids:  # stored as connected, but this process holds no connection
+            row = await s.get(Station, sid)
+            assert row is not None
+            row.connected = True
+    orders = await campaign_scheduler.tick_campaign(state, view.id)
+    assert len(orders) == 1
+    async with db.snapshot() as s:
+        runs = await campaigns.load_runs(s, view.id)
+        canary = next(sid for sid, (_, r) in runs.items() if r.stage == 0)
+        run = runs[canary][1]
+        update = await s.get(FirmwareUpdate, orders[0].request_id)
+        assert update is not None and update.response_status == "NotConnected"
+    assert (run.state, run.attempts, run.request_id) == ("waiting", 1, orders[0].request_id)
+
+    # A status with that requestId moves that run; one with another id moves nothing.
+    async with db.session() as s:
+        await campaigns.on_station_event(
+            s, canary, machine.Status(NOW, "Downloading"), request_id=orders[0].request_id + 99
+        )
+        unmoved = await campaigns.station_run(s, view.id, canary)
+    assert unmoved == run
+
+
+async def test_resume_acknowledges_errors_and_the_security_policy_joins_reporters(
+    db: Database, tmp_path: Path, pki: Pki
+) -> None:
+    security = await _release(db, tmp_path, pki, "1.0.1", "security")
+    ids = await _fleet(db, 3)
+    spec = _spec(security, target={"stations": ids[:2]}, gates={"error": 1})
+    async with db.session() as s:
+        view = await campaigns.create_campaign(s, parse_spec(spec), actor="alice", now=NOW)
+        runs = await campaigns.load_runs(s, view.id)
+        row, run = next(v for v in runs.values() if v[1].stage == 0)  # the canary failed
+        campaigns.store_run(row, replace(run, state="failed", reason="DownloadFailed"), NOW)
+        campaign_row = await campaigns.get_campaign(s, view.id)
+        campaign_row.status = "paused"
+    async with db.session() as s:
+        resumed = await campaigns.resume(s, view.id, actor="bob", now=NOW)
+        stored = await campaigns.get_campaign(s, view.id)
+        assert list(stored.gate_baseline) == [1, 1]
+    assert resumed.status == "running" and resumed.pause_reason is None
+
+    # The third station was not targeted; it reports the security release as available.
+    async with db.session() as s:
+        await record_available_update(
+            s, ids[2], {"target": "t", "version": "1.0.1", "security_version": 2}, now=NOW
+        )
+    async with db.snapshot() as s:
+        joined = await campaigns.station_run(s, view.id, ids[2])
+        trail = await audit.entries(s, target=f"campaign:{view.id}")
+    assert joined.state == "pending" and joined.stage == 0
+    assert any(
+        e.action == "campaign.joined" and e.details["reason"] == "security update reported"
+        for e in trail
+    )

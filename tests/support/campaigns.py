@@ -1,0 +1,122 @@
+"""Helpers for campaign tests: real in-process agents (their charging application's self-test
+fails on one bad version) against a real server process, and API polling that keeps the
+event loop free for the agents."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from chargeward.agent.agent import Agent, AgentConfig
+from chargeward.agent.provision import provision
+from chargeward.agent.state import Identity
+from chargeward.model.firmware import ImageHeader
+from tests.support.fleet import MODEL, Pki, Server
+
+STATIONS = ["CP-A", "CP-B", "CP-C", "CP-D"]
+ALL_DAY = [
+    {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "end": "12:00"},
+    {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "12:00", "end": "00:00"},
+]
+BAD_VERSION = "1.2.0"
+
+
+def self_test(header: ImageHeader) -> str | None:
+    """The simulated charging application: release 1.2.0 crashes at start-up."""
+    return "charging application crashed at start-up" if header.version == BAD_VERSION else None
+
+
+async def api(srv: Server, method: str, path: str, **kw: Any) -> Any:
+    return await asyncio.to_thread(srv.api, method, path, **kw)
+
+
+async def until(pred: Callable[[], Any], what: str, timeout: float = 90) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        value = await pred()
+        if value:
+            return value
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextlib.asynccontextmanager
+async def agents(
+    srv: Server, root: Path, pki: Pki, factory: Path, ids: list[str] = STATIONS
+) -> AsyncIterator[dict[str, Agent]]:
+    """Register, provision and run one real agent per station id until the block ends."""
+    running: dict[str, Agent] = {}
+    tasks = []
+    for sid in ids:
+        password = await asyncio.to_thread(srv.add_station, sid)
+        provision(
+            root / sid,
+            identity=Identity(sid, MODEL, "ACME", sid),
+            password=password,
+            roots_pem=pki.root_pem.read_bytes(),
+            factory_bundle=factory,
+        )
+        agent = Agent(
+            AgentConfig(
+                state_dir=root / sid,
+                csms_url=srv.ocpp_url,
+                reconnect_delay=0.2,
+                response_timeout=10,
+                trial_health_timeout=20,
+                self_test=self_test,
+            )
+        )
+        running[sid] = agent
+        tasks.append(asyncio.create_task(agent.run()))
+    try:
+        for sid in ids:
+            await until(
+                lambda sid=sid: _connected(srv, sid), f"{sid} to connect and boot", timeout=30
+            )
+        yield running
+    finally:
+        for agent in running.values():
+            agent.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
+
+
+async def _connected(srv: Server, sid: str) -> bool:
+    s = await api(srv, "GET", f"/api/v1/stations/{sid}")
+    return bool(s["connected"] and s["firmware_version"])
+
+
+def campaign_doc(name: str, release: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "release": release,
+        "target": {"models": [MODEL]},
+        "stages": {"canary": 1, "then": ["100%"]},
+        "gates": {"success": "100%", "error": 1},
+        "soak": "2s",
+        "jitter": 0,
+        "concurrency": {"global": 10, "per_site": 10, "keep_available": 0},
+        "timeouts": {"response": "30s", "download": "60s", "install": "60s", "reboot": "60s"},
+        "retry_interval": 1,
+    }
+
+
+async def campaign(srv: Server, ref: int) -> dict[str, Any]:
+    return dict(await api(srv, "GET", f"/api/v1/campaigns/{ref}"))
+
+
+async def runs(srv: Server, ref: int) -> dict[str, dict[str, Any]]:
+    rows = await api(srv, "GET", f"/api/v1/campaigns/{ref}/stations")
+    return {r["station_id"]: r for r in rows}
+
+
+async def state_is(srv: Server, cid: int, sid: str, state: str) -> bool:
+    return (await runs(srv, cid))[sid]["state"] == state
+
+
+async def status_is(srv: Server, cid: int, status: str) -> dict[str, Any] | None:
+    view = await campaign(srv, cid)
+    return view if view["status"] == status else None
