@@ -52,8 +52,9 @@ test: system-deps lint typecheck
 clean:
 	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache
 
-# Benchmarks (a few minutes): publishing, the charger's streaming verify, then 10,000 OCPP
-# connections on one server process; figures merged into benchmarks/results/latest.json.
+# Benchmarks (a few minutes): publishing, the charger's streaming verify, 10,000 OCPP
+# connections on one server process, then the campaign planner (100,000 stations) and a
+# 1,000-station rollout; figures merged into benchmarks/results/latest.json.
 # Each runs even if an earlier one misses its target.
 # Extra options: make bench BENCH_ARGS=--profile BENCH_VERIFY_ARGS=--profile
 #                BENCH_CONNECTIONS_ARGS="--stations 2000"
@@ -62,4 +63,5 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.bench_publish $(BENCH_ARGS); status=$$?; \
 	$(PY) -m benchmarks.bench_verify $(BENCH_VERIFY_ARGS) || status=1; \
 	$(PY) -m benchmarks.bench_connections $(BENCH_CONNECTIONS_ARGS) || status=1; \
+	$(PY) -m benchmarks.bench_campaign $(BENCH_CAMPAIGN_ARGS) || status=1; \
 	exit $$status

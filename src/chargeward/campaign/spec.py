@@ -279,9 +279,11 @@ def _stages(raw: object) -> tuple[Amount, ...]:
         ):
             raise CampaignSpecError("stages.exponential", "must be a factor from 1.1 to 10")
         return _expand_exponential(canary, float(factor))
-    then = t.get("then", ["100%"])
-    if not isinstance(then, list) or not 0 < len(then) < MAX_STAGES:
-        raise CampaignSpecError("stages.then", f"must be a list of 1-{MAX_STAGES - 1} sizes")
+    # The whole fleet is always the last stage (CampaignSpec.stage_sizes), so ``then`` may be
+    # empty: a campaign of one stage.
+    then = t.get("then", [])
+    if not isinstance(then, list) or len(then) >= MAX_STAGES:
+        raise CampaignSpecError("stages.then", f"must be a list of at most {MAX_STAGES - 1} sizes")
     previous = canary
     for i, item in enumerate(then):
         amount = parse_amount(f"stages.then.{i}", item)

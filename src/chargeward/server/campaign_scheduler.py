@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import logging
 
 from sqlalchemy import select
@@ -29,6 +30,7 @@ from chargeward.server.tables import Campaign, FirmwareUpdate, Release
 from chargeward.server.updates import send_update
 
 LOG = logging.getLogger("chargeward.campaigns")
+JOIN_EVERY_S = 30.0
 SEND_CONCURRENCY = 50  # UpdateFirmware requests in flight at once per tick
 
 
@@ -59,8 +61,13 @@ async def _join(
     return joined
 
 
-async def tick_campaign(state: ServerState, campaign_id: int) -> list[services.UpdateOrder]:
-    """Plan ``campaign_id`` once and send what it dispatches; returns the orders sent."""
+async def tick_campaign(
+    state: ServerState, campaign_id: int, *, join: bool = True
+) -> list[services.UpdateOrder]:
+    """Plan ``campaign_id`` once and send what it dispatches; returns the orders sent.
+
+    ``join``: let newly matching stations join first (dynamic targeting).
+    """
     now = state.clock()
     orders: list[services.UpdateOrder] = []
     async with state.db.session() as s:
@@ -68,16 +75,15 @@ async def tick_campaign(state: ServerState, campaign_id: int) -> list[services.U
         if row is None or row.status != "running":
             return []
         c = campaigns.to_planner(row)
-        loaded = await campaigns.load_runs(s, row.id)
-        if c.spec.dynamic and await _join(s, row, c, set(loaded), now):
+        runs, rows = await campaigns.load_for_planning(s, row.id)
+        if join and c.spec.dynamic and await _join(s, row, c, set(runs), now):
             await s.flush()
-            loaded = await campaigns.load_runs(s, row.id)
-        runs = {sid: run for sid, (_, run) in loaded.items()}
+            runs, rows = await campaigns.load_for_planning(s, row.id)
         fleet, sites = await campaigns.fleet_now(s, list(runs))
         result = planner.plan(c, runs, fleet, sites, now)
         for sid, run in result.runs.items():
             await _close_abandoned(s, runs[sid], run, now)
-            campaigns.store_run(loaded[sid][0], run, now)
+            campaigns.store_run(rows[sid], run, now)
         campaigns.store_campaign(row, result.campaign, now)
         for note in result.notes:
             await audit.record(
@@ -108,7 +114,7 @@ async def tick_campaign(state: ServerState, campaign_id: int) -> list[services.U
             run = machine.step(
                 result.runs.get(sid, runs[sid]), machine.Dispatched(now, order.request_id), c.policy
             )
-            campaigns.store_run(loaded[sid][0], run, now)
+            campaigns.store_run(rows[sid], run, now)
             orders.append(order)
     gate = asyncio.Semaphore(SEND_CONCURRENCY)
 
@@ -136,22 +142,24 @@ async def _close_abandoned(
         update.updated_at = now
 
 
-async def tick(state: ServerState) -> int:
+async def tick(state: ServerState, *, join: bool = True) -> int:
     """One round over every running campaign; returns how many UpdateFirmware were sent."""
     async with state.db.snapshot() as s:
         ids = (await s.scalars(select(Campaign.id).where(Campaign.status == "running"))).all()
     sent = 0
     for campaign_id in ids:
         try:
-            sent += len(await tick_campaign(state, campaign_id))
+            sent += len(await tick_campaign(state, campaign_id, join=join))
         except Exception:  # one campaign's trouble must not stop the others
             LOG.exception("campaign %d: tick failed", campaign_id)
     return sent
 
 
 async def run_forever(state: ServerState, interval: float) -> None:
-    """The leader job (``server.cluster``): a tick every ``interval`` seconds."""
-    while True:
-        await tick(state)
+    """The leader job (``server.cluster``): a tick every ``interval`` seconds; new stations
+    are looked for every :data:`JOIN_EVERY_S` seconds (it reads the whole fleet)."""
+    join_every = max(1, round(JOIN_EVERY_S / interval))
+    for n in itertools.count():
+        await tick(state, join=n % join_every == 0)
         state.metrics.leader_job_runs.labels("campaign_scheduler").inc()
         await asyncio.sleep(interval)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chargeward import audit
 from chargeward.campaign import machine, planner
 from chargeward.campaign.codec import run_from_row, run_to_row
-from chargeward.campaign.machine import ERRORS, TERMINAL, StationRun
+from chargeward.campaign.machine import ERRORS, TERMINAL, State, StationRun
 from chargeward.campaign.spec import (
     CampaignSpec,
     StationFacts,
@@ -114,6 +114,9 @@ def store_run(row: CampaignStation, run: StationRun, now: dt.datetime) -> None:
     row.state = run.state
     row.request_id = run.request_id
     row.run = run_to_row(run)
+    row.deferred = _deferred_charging(run)
+    row.started_at = run.started_at
+    row.finished_at = run.finished_at
     row.updated_at = now
 
 
@@ -121,6 +124,34 @@ def new_run_row(campaign_id: int, run: StationRun, now: dt.datetime) -> Campaign
     row = CampaignStation(campaign_id=campaign_id, station_id=run.station_id, updated_at=now)
     store_run(row, run, now)
     return row
+
+
+async def load_for_planning(
+    s: AsyncSession, campaign_id: int
+) -> tuple[dict[str, StationRun], dict[str, CampaignStation]]:
+    """Every run for the planner, and the rows of the unfinished ones (the only ones it can
+    change).  Finished runs are built from their columns alone: their stored history is not
+    decoded, so a tick over a large campaign reads little more than its live stations."""
+    done = (
+        await s.execute(
+            select(CampaignStation.station_id, CampaignStation.stage, CampaignStation.state).where(
+                CampaignStation.campaign_id == campaign_id,
+                CampaignStation.state.in_(sorted(TERMINAL)),
+            )
+        )
+    ).all()
+    runs = {sid: StationRun(sid, stage, cast(State, state)) for sid, stage, state in done}
+    live = (
+        await s.scalars(
+            select(CampaignStation).where(
+                CampaignStation.campaign_id == campaign_id,
+                CampaignStation.state.not_in(sorted(TERMINAL)),
+            )
+        )
+    ).all()
+    rows = {r.station_id: r for r in live}
+    runs.update({r.station_id: run_from_row(r.run) for r in live})
+    return runs, rows
 
 
 async def get_campaign(s: AsyncSession, ref: str | int) -> Campaign:
@@ -412,20 +443,37 @@ async def join_security_campaign(
 
 async def campaign_view(s: AsyncSession, ref: str | int) -> CampaignView:
     row = await get_campaign(s, ref)
-    runs = [r for _, r in (await load_runs(s, row.id)).values()]
     version = (await s.scalar(select(Release.version).where(Release.id == row.release_id))) or ""
-    by_stage: dict[int, list[StationRun]] = {}
-    for r in runs:
-        by_stage.setdefault(r.stage, []).append(r)
+    where = CampaignStation.campaign_id == row.id
+    tally = (
+        await s.execute(
+            select(CampaignStation.stage, CampaignStation.state, func.count())
+            .where(where)
+            .group_by(CampaignStation.stage, CampaignStation.state)
+        )
+    ).all()
+    per_stage: dict[int, dict[str, int]] = {}
+    for stage, state, n in tally:
+        per_stage.setdefault(stage, {})[state] = int(n)
     stages = [
-        StageView(k, len(by_stage.get(k, [])), machine.counts(by_stage.get(k, [])))
+        StageView(k, sum(per_stage.get(k, {}).values()), _all_states(per_stage.get(k, {})))
         for k in range(max(len(row.stage_sizes), 1))
     ]
-    durations = [
-        (r.finished_at - r.started_at).total_seconds()
-        for r in runs
-        if r.state == "succeeded" and r.started_at and r.finished_at
-    ]
+    overall: dict[str, int] = {}
+    for counts in per_stage.values():
+        for state, n in counts.items():
+            overall[state] = overall.get(state, 0) + n
+    times = (
+        await s.execute(
+            select(CampaignStation.started_at, CampaignStation.finished_at).where(
+                where, CampaignStation.state == "succeeded"
+            )
+        )
+    ).all()
+    durations = [(b - a).total_seconds() for a, b in times if a is not None and b is not None]
+    deferred = await s.scalar(
+        select(func.count()).select_from(CampaignStation).where(where, CampaignStation.deferred)
+    )
     return CampaignView(
         id=row.id,
         name=row.name,
@@ -435,8 +483,8 @@ async def campaign_view(s: AsyncSession, ref: str | int) -> CampaignView:
         status=row.status,
         stage=row.stage,
         stages=stages,
-        counts=machine.counts(runs),
-        deferred_charging=sum(_deferred_charging(r) for r in runs),
+        counts=_all_states(overall),
+        deferred_charging=int(deferred or 0),
         mean_time_to_update_s=sum(durations) / len(durations) if durations else None,
         pause_reason=row.pause_reason,
         created_by=row.created_by,
@@ -444,6 +492,10 @@ async def campaign_view(s: AsyncSession, ref: str | int) -> CampaignView:
         created_at=row.created_at,
         spec=row.spec,
     )
+
+
+def _all_states(counts: Mapping[str, int]) -> dict[str, int]:
+    return {state: counts.get(state, 0) for state in machine.counts([])}
 
 
 def _deferred_charging(run: StationRun) -> bool:

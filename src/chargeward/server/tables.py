@@ -446,6 +446,10 @@ class CampaignStation(Base):
     state: Mapped[str] = mapped_column(String(20))
     request_id: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
     run: Mapped[dict[str, Any]] = mapped_column()
+    # Copies of run fields that views count without decoding ``run``.
+    deferred: Mapped[bool] = mapped_column(default=False)  # held back by a charging session
+    started_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     updated_at: Mapped[dt.datetime]
 
 
