@@ -49,6 +49,7 @@ async def _join(
     last = max(len(c.stage_sizes) - 1, 0)
     for sid in joined:  # the planner starts them with their stage
         s.add(campaigns.new_run_row(row.id, StationRun(sid, last), now))
+    await campaigns.enrol(s, row.id, joined)
     if joined:
         await audit.record(
             s,
@@ -85,6 +86,8 @@ async def tick_campaign(
             await _close_abandoned(s, runs[sid], run, now)
             campaigns.store_run(rows[sid], run, now)
         campaigns.store_campaign(row, result.campaign, now)
+        if result.campaign.status == "completed":
+            await campaigns.release_stations(s, row.id)
         for note in result.notes:
             await audit.record(
                 s,

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
@@ -154,6 +154,23 @@ async def load_for_planning(
     return runs, rows
 
 
+async def enrol(s: AsyncSession, campaign_id: int, station_ids: Sequence[str]) -> None:
+    """Mark stations as in ``campaign_id`` (see ``Station.campaign_id``)."""
+    for chunk in range(0, len(station_ids), 500):
+        await s.execute(
+            update(Station)
+            .where(Station.id.in_(station_ids[chunk : chunk + 500]))
+            .values(campaign_id=campaign_id)
+        )
+
+
+async def release_stations(s: AsyncSession, campaign_id: int) -> None:
+    """A campaign ended: its stations are in no campaign any more."""
+    await s.execute(
+        update(Station).where(Station.campaign_id == campaign_id).values(campaign_id=None)
+    )
+
+
 async def get_campaign(s: AsyncSession, ref: str | int) -> Campaign:
     row = None
     if isinstance(ref, int) or str(ref).isdigit():
@@ -259,6 +276,7 @@ async def create_campaign(
     sizes, stage_of = planner.assign_stages(row.id, spec, chosen)
     row.stage_sizes = list(sizes)
     s.add_all(new_run_row(row.id, StationRun(sid, stage_of[sid]), now) for sid in chosen)
+    await enrol(s, row.id, chosen)
     await audit.record(
         s,
         actor=actor,
@@ -344,6 +362,7 @@ async def abort(s: AsyncSession, ref: str | int, *, actor: str, now: dt.datetime
             store_run(station_row, new, now)
     row = await _transition(s, ref, actor=actor, now=now, action="aborted", canceled=canceled)
     row.status, row.finished_at = "aborted", now
+    await release_stations(s, row.id)
     return await campaign_view(s, row.id)
 
 
@@ -365,6 +384,7 @@ async def retry_failed(
     row = await _transition(s, ref, actor=actor, now=now, action="retried", stations=retried)
     if row.status == "completed":
         row.status, row.finished_at = "running", None
+        await enrol(s, row.id, retried)
     return await campaign_view(s, row.id)
 
 
@@ -426,6 +446,7 @@ async def join_security_campaign(
             return None
         run = StationRun(station.id, row.stage)
         s.add(new_run_row(row.id, run, now))
+        station.campaign_id = row.id
         await audit.record(
             s,
             actor=f"station:{station.id}",
@@ -532,6 +553,9 @@ async def on_station_event(
 ) -> StationRun | None:
     """Apply a station's report to its run in a live campaign (by ``request_id`` when the
     report names one, so a status always reaches the campaign that sent the request)."""
+    station = await s.get(Station, station_id)  # loaded already: no query
+    if station is None or station.campaign_id is None:
+        return None
     q = (
         select(CampaignStation, Campaign)
         .join(Campaign, Campaign.id == CampaignStation.campaign_id)

@@ -52,7 +52,7 @@ from chargeward.server import services
 from chargeward.server.csms import Registry
 from chargeward.server.db import Database
 from chargeward.server.metrics import Metrics
-from chargeward.server.tables import ClusterNode, StationCommand, StationPresence
+from chargeward.server.tables import ClusterNode, Station, StationCommand, StationPresence
 
 LOG = logging.getLogger("chargeward.cluster")
 
@@ -212,6 +212,17 @@ class Node:
         metrics.node.labels(self.id, db.dialect).set(1)
 
     # lifecycle
+
+    async def forget_stale_connections(self) -> None:
+        """Before the listener opens, alone (SQLite): a station the database calls connected
+        was held by an earlier run that did not shut down cleanly, and is not connected now.
+        (With PostgreSQL the housekeeping job does this for nodes whose heartbeat stopped.)"""
+        if self.clustered:
+            return
+        async with self.db.session() as s:
+            await s.execute(
+                update(Station).where(Station.connected.is_(True)).values(connected=False)
+            )
 
     async def start(self, jobs: dict[str, Job]) -> None:
         """Register (PostgreSQL) and start competing for leadership; ``jobs`` run on the leader."""

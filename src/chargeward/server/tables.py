@@ -71,6 +71,9 @@ class Station(Base):
     # Transactions running now, {evse id: transaction id} (TransactionEvent, OCPP E01): the
     # campaign planner never dispatches to a station with one (L01.FR.06).
     active_transactions: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # The live campaign the station is in (None: none), so a report from a station outside
+    # every campaign costs no campaign lookup (a reconnect storm is mostly such reports).
+    campaign_id: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class Release(Base):

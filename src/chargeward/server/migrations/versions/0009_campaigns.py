@@ -21,6 +21,7 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("active_transactions", sa.JSON(), server_default="{}", nullable=False)
         )
+        batch_op.add_column(sa.Column("campaign_id", sa.Integer(), nullable=True))
     op.create_table(
         "campaigns",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -72,4 +73,5 @@ def downgrade() -> None:
     op.drop_table("campaign_stations")
     op.drop_table("campaigns")
     with op.batch_alter_table("stations", schema=None) as batch_op:
+        batch_op.drop_column("campaign_id")
         batch_op.drop_column("active_transactions")
