@@ -44,7 +44,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from websockets.asyncio.client import ClientConnection, connect
 
-from benchmarks.bench_connections import cpu_seconds, raise_fd_limit
+from benchmarks.bench_connections import PASSWORD, cpu_seconds, raise_fd_limit, register_stations
 from benchmarks.report import RESULTS_DIR, verdict, write_results
 from benchmarks.timing import Stats, timed
 from chargeward.campaign import planner
@@ -54,7 +54,6 @@ from chargeward.model.fleet import parse_windows
 
 TARGET_TICK_S = 1.0
 TARGET_CPU_MS = 20.0
-PASSWORD = "bench-station-secret-0123456789"  # noqa: S105 (a benchmark fixture, not a secret)
 PASSPHRASE = "bench-fixture-passphrase"  # noqa: S105 (protects generated fixture keys)
 MODEL = "AC22"
 ZONES = ("Europe/London", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "UTC")
@@ -155,13 +154,8 @@ def bench_planner(console: Console, stations: int, rounds: int) -> dict[str, Any
 
 async def prepare_server(data_dir: Path, work: Path, ids: Sequence[str]) -> tuple[Path, Path]:
     """Keys, two signed releases, and the registered stations (one shared password hash)."""
-    from sqlalchemy import insert
-
     from chargeward.demo import make_pki
     from chargeward.release.bundle import build_bundle
-    from chargeward.server import passwords
-    from chargeward.server.db import Database
-    from chargeward.server.tables import Station
 
     signer, cert, root_pem = make_pki(work, PASSPHRASE.encode())
     payload = work / "firmware-1.1.0.bin"
@@ -176,24 +170,7 @@ async def prepare_server(data_dir: Path, work: Path, ids: Sequence[str]) -> tupl
         signer=signer,
         signing_certificate=cert,
     )
-    db = await Database.open(data_dir=data_dir)
-    digest = passwords.hash_station_secret(PASSWORD)
-    now = dt.datetime.now(dt.UTC)
-    rows = [
-        {
-            "id": sid,
-            "password_hash": digest,
-            "connected": False,
-            "connector_status": {},
-            "security_profile": 1,
-            "created_at": now,
-            "model": MODEL,
-        }
-        for sid in ids
-    ]
-    async with db.session() as s:
-        await s.execute(insert(Station), rows)
-    await db.close()
+    await register_stations(data_dir, ids, 1, MODEL)
     return root_pem, bundle
 
 

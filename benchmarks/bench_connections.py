@@ -175,8 +175,8 @@ def _prepare_tls(data_dir: Path) -> ssl.SSLContext:
     return client
 
 
-async def _prepare_database(
-    data_dir: Path, station_ids: Sequence[str], security_profile: int
+async def register_stations(
+    data_dir: Path, station_ids: Sequence[str], security_profile: int, model: str | None = None
 ) -> None:
     """N registered stations sharing one password (one hash computed, N rows inserted)."""
     import datetime as dt
@@ -190,7 +190,7 @@ async def _prepare_database(
     db = await Database.open(data_dir=data_dir)
     digest = passwords.hash_station_secret(PASSWORD)
     now = dt.datetime.now(dt.UTC)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": sid,
             "password_hash": digest,
@@ -198,6 +198,7 @@ async def _prepare_database(
             "connector_status": {},
             "security_profile": security_profile,
             "created_at": now,
+            "model": model,
         }
         for sid in station_ids
     ]
@@ -466,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir = Path(tmp)
         console.print(f"registering {args.stations:,} stations …")
         client_tls = None if args.profile_1 else _prepare_tls(data_dir)
-        asyncio.run(_prepare_database(data_dir, station_ids, 1 if args.profile_1 else 2))
+        asyncio.run(register_stations(data_dir, station_ids, 1 if args.profile_1 else 2))
         results = {
             kind: asyncio.run(measure(kind, data_dir, station_ids, args, client_tls))
             for kind in ("baseline", "csms")
