@@ -142,3 +142,26 @@ async def test_resume_acknowledges_errors_and_the_security_policy_joins_reporter
         e.action == "campaign.joined" and e.details["reason"] == "security update reported"
         for e in trail
     )
+
+
+async def test_a_station_that_matches_later_joins_at_the_last_stage(
+    db: Database, tmp_path: Path, pki: Pki
+) -> None:
+    release = await _release(db, tmp_path, pki, "1.1.0", "feature")
+    await _fleet(db, 2)
+    async with db.session() as s:
+        view = await campaigns.create_campaign(s, parse_spec(_spec(release)), actor="a", now=NOW)
+        await services.register_station(s, "CP-NEW", actor="a", model=MODEL, now=NOW)
+        await services.register_station(s, "CP-OTHER", actor="a", model="DC50", now=NOW)
+    state = ServerState(tmp_path, db, BlobStore(tmp_path / "blobs"), b"k" * 32, "http://x")
+    state.clock = lambda: NOW
+    await campaign_scheduler.tick_campaign(state, view.id, join=False)
+    async with db.snapshot() as s:
+        assert set(await campaigns.load_runs(s, view.id)) == {"CP-00", "CP-01"}
+    await campaign_scheduler.tick_campaign(state, view.id)
+    async with db.snapshot() as s:
+        runs = {sid: r for sid, (_, r) in (await campaigns.load_runs(s, view.id)).items()}
+        joined = await s.get(Station, "CP-NEW")
+        assert joined is not None and joined.campaign_id == view.id
+    assert set(runs) == {"CP-00", "CP-01", "CP-NEW"}  # the other model stays out
+    assert runs["CP-NEW"].stage == len(view.stages) - 1

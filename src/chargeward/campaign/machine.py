@@ -240,7 +240,7 @@ def _to(
     )
 
 
-def _phase(run: StationRun, phase: str, at: dt.datetime, policy: Policy) -> dict[str, object]:
+def _phase(phase: str, at: dt.datetime, policy: Policy) -> dict[str, object]:
     """The fields that start ``phase``'s deadline (frozen while charging)."""
     return {"phase": phase, "deadline": at + policy.timeout(phase)}
 
@@ -311,7 +311,7 @@ def step(run: StationRun, event: Event, policy: Policy) -> StationRun:
             request_id=event.request_id,
             started_at=run.started_at or at,
             reason=None,
-            **_phase(run, "response", at, policy),
+            **_phase("response", at, policy),
         )
     if isinstance(event, Response):
         if s != "dispatched":
@@ -323,7 +323,7 @@ def step(run: StationRun, event: Event, policy: Policy) -> StationRun:
                 at,
                 policy,
                 f"station: {event.status}",
-                **_phase(run, "download", at, policy),
+                **_phase("download", at, policy),
             )
         return _failure(run, at, policy, f"UpdateFirmware {event.status}")
     if isinstance(event, Status):
@@ -370,16 +370,14 @@ def _status(run: StationRun, event: Status, policy: Policy) -> StationRun:
         return _failure(run, at, policy, status)
     if status in DOWNLOAD_STATUSES and s in ("dispatched", "downloading"):
         if s == "dispatched":
-            return _to(
-                run, "downloading", at, policy, status, **_phase(run, "download", at, policy)
-            )
+            return _to(run, "downloading", at, policy, status, **_phase("download", at, policy))
         return run
     if status in INSTALL_STATUSES and s in ("dispatched", "downloading", "installing"):
         if s != "installing":
-            return _to(run, "installing", at, policy, status, **_phase(run, "install", at, policy))
+            return _to(run, "installing", at, policy, status, **_phase("install", at, policy))
         return run
     if status in INSTALLED_STATUSES and s in ("dispatched", "downloading", "installing"):
-        return _to(run, "rebooting", at, policy, status, **_phase(run, "reboot", at, policy))
+        return _to(run, "rebooting", at, policy, status, **_phase("reboot", at, policy))
     return run
 
 

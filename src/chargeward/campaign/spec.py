@@ -24,7 +24,7 @@ import datetime as dt
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -157,7 +157,6 @@ class CampaignSpec:
     bypass_windows: bool = False  # security releases only
     dynamic: bool = True  # stations that match later join
     notes: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def stage_sizes(self, fleet: int) -> list[int]:
         """Cumulative station counts per stage for a fleet of ``fleet`` stations."""

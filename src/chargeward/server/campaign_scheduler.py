@@ -40,11 +40,10 @@ async def _join(
     """Stations that match the selector now and are in no other live campaign join at the
     last stage (hawkBit/Mender dynamic groups)."""
     release = await s.get(Release, row.release_id)
-    models = set(release.hardware_models["models"]) if release else set()
-    busy = await campaigns._busy_elsewhere(s, row.id)
-    facts = [f for f in await campaigns.fleet_facts(s) if f.model is None or f.model in models]
+    if release is None:
+        return []
     joined = [
-        sid for sid in planner.targets(c.spec, facts) if sid not in present and sid not in busy
+        sid for sid in await campaigns.eligible(s, c.spec, release, row.id) if sid not in present
     ]
     last = max(len(c.stage_sizes) - 1, 0)
     for sid in joined:  # the planner starts them with their stage

@@ -224,6 +224,17 @@ async def _busy_elsewhere(s: AsyncSession, campaign_id: int | None) -> set[str]:
     return set((await s.scalars(q)).all())
 
 
+async def eligible(
+    s: AsyncSession, spec: CampaignSpec, release: Release, campaign_id: int | None = None
+) -> list[str]:
+    """Stations the selector picks that can run ``release`` (its models) and are in no other
+    live campaign than ``campaign_id``."""
+    models = set(release.hardware_models["models"])
+    busy = await _busy_elsewhere(s, campaign_id)
+    facts = [f for f in await fleet_facts(s) if f.model is None or f.model in models]
+    return [sid for sid in planner.targets(spec, facts) if sid not in busy]
+
+
 # -- lifecycle ----------------------------------------------------------------------------------
 
 
@@ -246,10 +257,7 @@ async def create_campaign(
     components = (
         await s.scalars(select(ReleaseImage.component).where(ReleaseImage.release_id == release.id))
     ).all()
-    models = set(release.hardware_models["models"])
-    busy = await _busy_elsewhere(s, None)
-    facts = [f for f in await fleet_facts(s) if f.model is None or f.model in models]
-    chosen = [sid for sid in planner.targets(spec, facts) if sid not in busy]
+    chosen = await eligible(s, spec, release)
     if not chosen:
         raise Conflict(
             "the target selects no station (or every one is in another running campaign)"
@@ -595,14 +603,9 @@ async def on_station_event(
 
 
 async def fleet_now(
-    s: AsyncSession,
-    station_ids: Sequence[str],
-    connected: Mapping[str, bool] | None = None,
+    s: AsyncSession, station_ids: Sequence[str]
 ) -> tuple[dict[str, planner.FleetStation], dict[str, planner.SiteNow]]:
-    """The stations of a campaign and their sites as the planner sees them now.
-
-    ``connected`` overrides the stored connection state (the local registry knows best).
-    """
+    """The stations of a campaign and their sites as the planner sees them now."""
     rows = (
         await s.execute(
             select(Station.id, Station.site_id, Station.connected, Station.active_transactions)
@@ -623,8 +626,7 @@ async def fleet_now(
     wanted = set(station_ids)
     fleet: dict[str, planner.FleetStation] = {}
     per_site: dict[str, list[int]] = {}  # site -> [available, updating]
-    for sid, site, is_connected, transactions in rows:
-        up = connected.get(sid, is_connected) if connected is not None else is_connected
+    for sid, site, up, transactions in rows:
         if sid in wanted:
             fleet[sid] = planner.FleetStation(sid, site, bool(up), bool(transactions))
         if site is not None:
@@ -644,12 +646,3 @@ async def fleet_now(
             busy,
         )
     return fleet, sites
-
-
-async def count_live(s: AsyncSession) -> int:
-    return int(
-        await s.scalar(
-            select(func.count()).select_from(Campaign).where(Campaign.status == "running")
-        )
-        or 0
-    )

@@ -48,10 +48,6 @@ STATION_ID_RE = re.compile(r"^[A-Za-z0-9*_=+|@.-]{1,48}$")
 FAILED_STATUSES = frozenset(
     {"DownloadFailed", "InstallationFailed", "InstallVerificationFailed", "InvalidSignature"}
 )
-REJECTED_RESPONSES = frozenset({"Rejected", "InvalidCertificate", "RevokedCertificate"})
-# The request did not reach the station, or no answer came: this request is over (a campaign
-# may send another within its attempts).
-UNDELIVERED_RESPONSES = frozenset({"NotConnected", "NoResponse"})
 
 
 def station_actor(station_id: str) -> str:
@@ -638,11 +634,9 @@ async def set_update_response(
         raise NotFound(f"no firmware update {request_id}")
     row.response_status = response
     row.updated_at = now
-    if (
-        response in REJECTED_RESPONSES
-        or response in UNDELIVERED_RESPONSES
-        or response.startswith("Error:")
-    ):
+    # Refused, or never delivered or answered (NotConnected, NoResponse, Error:...): this
+    # request is over, so a campaign may send another within its attempts.
+    if response not in machine.ACCEPTED_RESPONSES:
         row.outcome = "failed"
     await audit.record(
         s,

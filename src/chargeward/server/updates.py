@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from chargeward.campaign.machine import ACCEPTED_RESPONSES
 from chargeward.ocpp.csms import FirmwareOrder
 from chargeward.server import services, urls
 from chargeward.server.state import DOWNLOAD_URL_TTL, ServerState
@@ -56,6 +57,6 @@ async def send_update(
             response = f"Error:{type(e).__name__}"[:30]
     async with state.db.session() as s:
         await services.set_update_response(s, order.request_id, response, now=state.clock())
-    if response not in ("Accepted", "AcceptedCanceled"):
+    if response not in ACCEPTED_RESPONSES:
         LOG.warning("%s: UpdateFirmware %d: %s", order.station_id, order.request_id, response)
     return response
