@@ -19,6 +19,7 @@ name = "ac-1-1-0"
 release = "{release}"
 soak = "1s"
 jitter = 0
+retries = 6
 retry_interval = 1
 max_attempts = 2
 [target]
@@ -103,6 +104,9 @@ async def test_cli_campaign_two_person_rule_and_a_restart_changes_no_outcome(
                 return sum(x["attempts"] for x in r.values()) >= 2
 
             await until(next_stage_started, "the second stage to start")
+            # A station may be downloading now. Its own retries (6, at least 63 s of back-off
+            # in all) outlast the restart, so the cut download resumes from the new process
+            # instead of failing; the campaign must then add no UpdateFirmware of its own.
             srv.proc.stop()
             second = start(tmp_path, pki, port, "server-2.log")  # same data, same OCPP port
             done = await until(lambda: status_is(second, cid, "completed"), "the campaign to end")

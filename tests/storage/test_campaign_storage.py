@@ -165,3 +165,86 @@ async def test_a_station_that_matches_later_joins_at_the_last_stage(
         assert joined is not None and joined.campaign_id == view.id
     assert set(runs) == {"CP-00", "CP-01", "CP-NEW"}  # the other model stays out
     assert runs["CP-NEW"].stage == len(view.stages) - 1
+
+
+async def test_a_batch_of_station_reports_reads_up_front_and_writes_together(
+    db: Database, tmp_path: Path, pki: Pki
+) -> None:
+    """Reports of 20 stations in a campaign, sent at once through the group commit: every run,
+    update, status row and audit entry lands as if written one by one, while the statements
+    per batch stay a handful instead of a dozen per report (the prefetch and the queued
+    appends; figures in benchmarks/bench_campaign.py)."""
+    import asyncio
+
+    from sqlalchemy import event, func, select
+
+    from chargeward.server.csms import DbSink
+    from chargeward.server.tables import AuditEntry, FirmwareStatusEvent
+
+    release = await _release(db, tmp_path, pki, "1.1.0", "feature")
+    ids = await _fleet(db, 20)
+    spec = parse_spec(_spec(release))  # both stages started below, by hand
+    async with db.session() as s:
+        view = await campaigns.create_campaign(s, spec, actor="alice", now=NOW)
+        policy = campaigns.to_planner(await campaigns.get_campaign(s, view.id)).policy
+        requests: dict[str, int] = {}
+        for sid, (row, run) in (await campaigns.load_runs(s, view.id)).items():
+            order = await services.create_update(
+                s, sid, release, actor="campaign:c1", now=NOW, require_published=False
+            )
+            waiting = machine.step(run, machine.StageStarted(NOW), policy)
+            sent = machine.step(waiting, machine.Dispatched(NOW, order.request_id), policy)
+            campaigns.store_run(row, sent, NOW)
+            requests[sid] = order.request_id
+    async with db.snapshot() as s:
+        audit_before = int(await s.scalar(select(func.count()).select_from(AuditEntry)) or 0)
+
+    statements: list[str] = []
+    engine = db.engine.sync_engine
+
+    def counter(*args: object) -> None:
+        statements.append(str(args[2]).split()[0])
+
+    event.listen(engine, "before_cursor_execute", counter)
+    sink = DbSink(db, clock=lambda: NOW)
+
+    async def report(sid: str) -> None:
+        await sink.update_response(sid, requests[sid], "Accepted")
+        for status in ("Downloading", "Downloaded", "SignatureVerified", "Installing"):
+            await sink.firmware_status(sid, status, requests[sid])
+
+    try:
+        await asyncio.gather(*(report(sid) for sid in ids))
+        await sink.close()
+    finally:
+        event.remove(engine, "before_cursor_execute", counter)
+
+    writes, batches = sink.writes.writes, sink.writes.batches
+    assert writes == 5 * len(ids)
+    async with db.snapshot() as s:
+        runs = await campaigns.load_runs(s, view.id)
+        assert {sid: (r.state, r.request_id) for sid, (_, r) in runs.items()} == {
+            sid: ("installing", requests[sid]) for sid in ids
+        }
+        updates = (await s.scalars(select(FirmwareUpdate))).all()
+        assert {u.station_id: (u.response_status, u.last_status) for u in updates} == {
+            sid: ("Accepted", "Installing") for sid in ids
+        }
+        events = await s.scalars(select(FirmwareStatusEvent).order_by(FirmwareStatusEvent.id))
+        mine = [(e.station_id, e.status) for e in events.all() if e.station_id == ids[0]]
+        assert [st for _, st in mine] == [
+            "Downloading", "Downloaded", "SignatureVerified", "Installing"
+        ]  # fmt: skip
+        trail = await audit.entries(s, limit=10_000)
+    # Per report: its own entry; per run that changed state: one more (dispatched ->
+    # downloading, downloading -> installing).
+    assert len(trail) - audit_before == 5 * len(ids) + 2 * len(ids)
+    moved = [e for e in trail if e.action == "campaign.station" and e.target.endswith(str(view.id))]
+    assert {(e.details["from"], e.details["to"]) for e in moved} >= {
+        ("dispatched", "downloading"), ("downloading", "installing")
+    }  # fmt: skip
+    # Read up front, written together: a bounded number of statements per transaction,
+    # whatever the number of reports in it (a dozen per report before).
+    per_batch = (len(statements) - statements.count("BEGIN")) / batches
+    assert batches < writes / 2, (batches, writes)
+    assert per_batch <= 16, (per_batch, sorted(set(statements)))

@@ -6,6 +6,9 @@
 Entries are written to an append-only table in the same transaction as the change they
 describe, so an action and its audit entry are committed together or not at all.  The storage
 behind this function can change (a Merkle log) without touching any caller.
+
+:func:`record` queues the entry on the session (:mod:`chargeward.server.appends`): a
+transaction of many station reports writes its entries in one executemany, in order.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chargeward.server.appends import queue_insert
 from chargeward.server.tables import AuditEntry
 
 SYSTEM = "system"
@@ -50,15 +54,17 @@ async def record(
     now: dt.datetime | None = None,
 ) -> None:
     """Append one audit entry in the caller's transaction."""
-    session.add(
-        AuditEntry(
-            time=now or dt.datetime.now(dt.UTC),
-            actor=actor[:100],
-            action=action,
-            target=target[:200],
-            transaction_id=transaction_id,
-            details=details or {},
-        )
+    queue_insert(
+        session,
+        AuditEntry,
+        {
+            "time": now or dt.datetime.now(dt.UTC),
+            "actor": actor[:100],
+            "action": action,
+            "target": target[:200],
+            "transaction_id": transaction_id,
+            "details": details or {},
+        },
     )
 
 

@@ -454,6 +454,7 @@ async def join_security_campaign(
             return None
         run = StationRun(station.id, row.stage)
         s.add(new_run_row(row.id, run, now))
+        _forget_runs(s)
         station.campaign_id = row.id
         await audit.record(
             s,
@@ -552,6 +553,56 @@ async def station_run(s: AsyncSession, ref: str | int, station_id: str) -> Stati
 # -- station reports ------------------------------------------------------------------------------
 
 
+RUNS_CACHE = "chargeward.campaign_runs"  # session.info: {station id: [(run row, campaign)]}
+
+
+async def prefetch_runs(s: AsyncSession, station_ids: Sequence[str]) -> None:
+    """Load the live-campaign runs of ``station_ids`` into the session in one query, for the
+    :func:`on_station_event` calls of a group-commit batch (which then query nothing)."""
+    cache: dict[str, list[tuple[CampaignStation, Campaign]]] = {sid: [] for sid in station_ids}
+    if station_ids:
+        rows = await s.execute(
+            select(CampaignStation, Campaign)
+            .join(Campaign, Campaign.id == CampaignStation.campaign_id)
+            .where(CampaignStation.station_id.in_(sorted(station_ids)), Campaign.status.in_(LIVE))
+        )
+        for station_row, campaign_row in rows:
+            cache[station_row.station_id].append((station_row, campaign_row))
+    s.info[RUNS_CACHE] = cache
+
+
+def _forget_runs(s: AsyncSession) -> None:
+    """A run was added in this session: prefetched runs no longer tell the whole story."""
+    s.info.pop(RUNS_CACHE, None)
+
+
+async def _live_run(
+    s: AsyncSession, station_id: str, request_id: int | None
+) -> tuple[CampaignStation, Campaign] | None:
+    """The run a report belongs to: by ``request_id`` when it names one, else the station's
+    unfinished run in its newest live campaign."""
+    cached = s.info.get(RUNS_CACHE, {}).get(station_id)
+    if cached is not None:  # the same rule as the query below, on the loaded rows
+        mine = [
+            (r, c)
+            for r, c in cached
+            if c.status in LIVE
+            and (r.request_id == request_id if request_id is not None else r.state not in TERMINAL)
+        ]
+        return max(mine, key=lambda rc: rc[1].id, default=None)
+    q = (
+        select(CampaignStation, Campaign)
+        .join(Campaign, Campaign.id == CampaignStation.campaign_id)
+        .where(CampaignStation.station_id == station_id, Campaign.status.in_(LIVE))
+    )
+    if request_id is not None:
+        q = q.where(CampaignStation.request_id == request_id)
+    else:
+        q = q.where(CampaignStation.state.not_in(sorted(TERMINAL)))
+    found = (await s.execute(q.order_by(CampaignStation.campaign_id.desc()).limit(1))).first()
+    return None if found is None else (found[0], found[1])
+
+
 async def on_station_event(
     s: AsyncSession,
     station_id: str,
@@ -564,16 +615,7 @@ async def on_station_event(
     station = await s.get(Station, station_id)  # loaded already: no query
     if station is None or station.campaign_id is None:
         return None
-    q = (
-        select(CampaignStation, Campaign)
-        .join(Campaign, Campaign.id == CampaignStation.campaign_id)
-        .where(CampaignStation.station_id == station_id, Campaign.status.in_(LIVE))
-    )
-    if request_id is not None:
-        q = q.where(CampaignStation.request_id == request_id)
-    else:
-        q = q.where(CampaignStation.state.not_in(sorted(TERMINAL)))
-    found = (await s.execute(q.order_by(CampaignStation.campaign_id.desc()).limit(1))).first()
+    found = await _live_run(s, station_id, request_id)
     if found is None:
         return None
     station_row, campaign_row = found

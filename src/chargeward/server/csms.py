@@ -131,6 +131,7 @@ class DbSink:
                 now=now,
             ),
             station_id=station_id,
+            open_update=info.reason == "FirmwareUpdate",  # it belongs to that update
         )
 
     async def connected(self, station_id: str, connected: bool) -> bool:
@@ -183,6 +184,16 @@ class DbSink:
                 s, station_id, status=status, request_id=request_id, now=now
             ),
             station_id=station_id,
+            request_id=request_id,
+        )
+
+    async def update_response(self, station_id: str, request_id: int, response: str) -> None:
+        """The answer to an UpdateFirmware (or why there was none), with the reports."""
+        now = self.clock()
+        await self.writes.run(
+            lambda s: services.set_update_response(s, request_id, response, now=now),
+            station_id=station_id,
+            request_id=request_id,
         )
 
     async def log_status(self, station_id: str, status: str, request_id: int | None) -> None:
@@ -203,6 +214,7 @@ class DbSink:
                 s, station_id, type=type, timestamp=timestamp, tech_info=tech_info, now=now
             ),
             station_id=station_id,
+            open_update=True,
         )
 
     async def owner_notification(self, station_id: str, notice: dict[str, Any]) -> None:

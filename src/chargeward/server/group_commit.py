@@ -11,8 +11,11 @@ SQLite's single write lock and committing (benchmarks/bench_connections.py, ADR 
 
 :meth:`GroupCommit.run` queues a write and waits until it is committed, so a caller still
 answers its station only once the write is durable.  One worker takes every write queued so
-far, prefetches the stations they name in one ``SELECT``, runs the writes in queue order in
-one transaction and commits once.  While that transaction runs, the next writes queue up, so
+far, loads what they will read in a few ``SELECT`` s (their stations, the updates their
+requestIds name, pending updates, campaign runs: :func:`services.prefetch_reports`), runs the
+writes in queue order in one transaction and commits once.  With their reads answered from
+the session, the writes reach the database together at the commit: one executemany per
+table for the whole batch.  While that transaction runs, the next writes queue up, so
 batches grow with the load and a lone write waits for nothing.
 
 A write that fails must not take the others down with it: when a batch fails, each of its
@@ -28,11 +31,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward.server.db import Database
-from chargeward.server.tables import Station
+from chargeward.server.services import ReportKeys, prefetch_reports
 
 LOG = logging.getLogger("chargeward.group_commit")
 T = TypeVar("T")
@@ -44,6 +46,8 @@ MAX_BATCH = 500  # writes per transaction; bounds how long one transaction holds
 class _Queued:
     write: Write
     station_id: str | None
+    request_id: int | None
+    open_update: bool
     future: asyncio.Future[Any] = field(repr=False)
 
 
@@ -61,14 +65,22 @@ class GroupCommit:
         self.writes = 0
 
     async def run(
-        self, write: Callable[[AsyncSession], Awaitable[T]], *, station_id: str | None = None
+        self,
+        write: Callable[[AsyncSession], Awaitable[T]],
+        *,
+        station_id: str | None = None,
+        request_id: int | None = None,
+        open_update: bool = False,
     ) -> T:
         """Queue ``write`` and return its result once its transaction has committed.
 
-        ``station_id`` names the station the write reads, so the batch can load it up front.
+        What the write reads, so the batch can load it up front: ``station_id`` (the station
+        and its live campaign runs), ``request_id`` (the FirmwareUpdate it names) and
+        ``open_update`` (the station's pending update).  A write may read anything else too;
+        that only costs its own query.
         """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Queued(write, station_id, future))
+        self._queue.append(_Queued(write, station_id, request_id, open_update, future))
         self._wake.set()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work(), name="group-commit")
@@ -116,11 +128,17 @@ class GroupCommit:
             _settle(queued, result=result)
 
     async def _run_together(self, batch: list[_Queued]) -> list[Any]:
+        keys = ReportKeys(
+            stations=frozenset(q.station_id for q in batch if q.station_id is not None),
+            requests=frozenset(q.request_id for q in batch if q.request_id is not None),
+            open_updates=frozenset(
+                q.station_id for q in batch if q.open_update and q.station_id is not None
+            ),
+        )
         async with self.db.session() as s:
-            ids = sorted({q.station_id for q in batch if q.station_id is not None})
-            # Into the identity map, where each write's session.get finds its station.  The
-            # map holds unchanged rows weakly: ``loaded`` keeps them alive for the batch.
-            loaded = (await s.scalars(select(Station).where(Station.id.in_(ids)))).all()
+            # Into the identity map, where each write's session.get finds its rows.  The map
+            # holds unchanged rows weakly: ``loaded`` keeps them alive for the batch.
+            loaded = await prefetch_reports(s, keys)
             results = [await q.write(s) for q in batch]
             del loaded
             return results

@@ -142,6 +142,7 @@ async def run_server(
         charger_ca=charger_ca,
         allow_profile_1=config.security.allow_profile_1,
     )
+    state.reports = listener.sink
     await node.forget_stale_connections()
     try:
         ws = await listener.serve(config.host, config.ocpp_port)

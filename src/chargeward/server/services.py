@@ -20,6 +20,7 @@ from chargeward.campaign import machine
 from chargeward.errors import Conflict, NotFound
 from chargeward.release.bundle import VerifiedBundle
 from chargeward.server import alerts, campaigns, fleet, passwords, tokens
+from chargeward.server.appends import queue_insert
 from chargeward.server.blobs import BlobStore
 from chargeward.server.schemas import (
     BootView,
@@ -165,15 +166,17 @@ async def record_boot(
     row.serial_number = serial_number or row.serial_number  # the factory import set it
     row.last_boot_reason = reason
     row.last_seen = now
-    s.add(
-        BootEvent(
-            station_id=station_id,
-            reason=reason,
-            firmware_version=firmware_version,
-            model=model,
-            vendor=vendor,
-            received_at=now,
-        )
+    queue_insert(
+        s,
+        BootEvent,
+        {
+            "station_id": station_id,
+            "reason": reason,
+            "firmware_version": firmware_version,
+            "model": model,
+            "vendor": vendor,
+            "received_at": now,
+        },
     )
     # Only a boot after an update belongs to the update's transaction (one query fewer for
     # every other boot: a storm of them follows each outage).
@@ -229,7 +232,14 @@ async def record_transactions(
         await campaigns.on_station_event(s, station_id, machine.Charging(now, bool(active)))
 
 
+OPEN_UPDATES = "chargeward.open_updates"  # session.info: {station id: [pending updates]}
+
+
 async def _latest_open_update(s: AsyncSession, station_id: str) -> FirmwareUpdate | None:
+    cached = s.info.get(OPEN_UPDATES, {}).get(station_id)
+    if cached is not None:  # prefetched for a group-commit batch (prefetch_reports)
+        pending = [u for u in cached if u.outcome == "pending"]
+        return max(pending, key=lambda u: u.id, default=None)
     q = (
         select(FirmwareUpdate)
         .where(FirmwareUpdate.station_id == station_id, FirmwareUpdate.outcome == "pending")
@@ -237,6 +247,47 @@ async def _latest_open_update(s: AsyncSession, station_id: str) -> FirmwareUpdat
         .limit(1)
     )
     return (await s.scalars(q)).first()
+
+
+@dataclass(frozen=True)
+class ReportKeys:
+    """What a batch of station reports will read, so it can be loaded in a few queries."""
+
+    stations: frozenset[str] = frozenset()
+    requests: frozenset[int] = frozenset()  # FirmwareUpdate ids (OCPP requestId)
+    open_updates: frozenset[str] = frozenset()  # stations whose pending update is looked up
+
+
+async def prefetch_reports(s: AsyncSession, keys: ReportKeys) -> list[object]:
+    """Load what the reports of a group-commit batch read: their stations, the updates their
+    requestIds name, pending updates and live campaign runs.  Afterwards the reports' own
+    reads come from the session's identity map and caches, so the batch's writes reach the
+    database together at commit (one executemany per table) instead of one by one.
+
+    Returns the loaded rows: the identity map holds unchanged rows weakly, so the caller keeps
+    the list for the batch.
+    """
+    keep: list[object] = []
+    if keys.stations:
+        stations = (
+            await s.scalars(select(Station).where(Station.id.in_(sorted(keys.stations))))
+        ).all()
+        keep.extend(stations)
+        await campaigns.prefetch_runs(s, [st.id for st in stations if st.campaign_id is not None])
+    if keys.requests:
+        q = select(FirmwareUpdate).where(FirmwareUpdate.id.in_(sorted(keys.requests)))
+        keep.extend((await s.scalars(q)).all())
+    if keys.open_updates:
+        q = select(FirmwareUpdate).where(
+            FirmwareUpdate.station_id.in_(sorted(keys.open_updates)),
+            FirmwareUpdate.outcome == "pending",
+        )
+        pending: dict[str, list[FirmwareUpdate]] = {sid: [] for sid in keys.open_updates}
+        for u in (await s.scalars(q)).all():
+            pending[u.station_id].append(u)
+            keep.append(u)
+        s.info[OPEN_UPDATES] = pending
+    return keep
 
 
 async def record_firmware_status(
@@ -257,14 +308,16 @@ async def record_firmware_status(
         elif status in FAILED_STATUSES:
             update.outcome = "failed"
     tid = update.transaction_id if update else None
-    s.add(
-        FirmwareStatusEvent(
-            station_id=station_id,
-            request_id=request_id,
-            transaction_id=tid,
-            status=status,
-            received_at=now,
-        )
+    queue_insert(
+        s,
+        FirmwareStatusEvent,
+        {
+            "station_id": station_id,
+            "request_id": request_id,
+            "transaction_id": tid,
+            "status": status,
+            "received_at": now,
+        },
     )
     await audit.record(
         s,
@@ -550,6 +603,36 @@ async def list_releases(s: AsyncSession) -> list[ReleaseView]:
 # -- firmware updates -----------------------------------------------------------------------
 
 
+_DISPATCHABLE = "chargeward.dispatchable"  # session.info: {(release id, published?): rows}
+
+
+async def _dispatchable(
+    s: AsyncSession, release_id: str, require_published: bool
+) -> tuple[Release, ReleaseImage]:
+    """The release and its image an UpdateFirmware sends, checked once per session (a
+    campaign tick dispatches the same release to hundreds of stations in one session)."""
+    cache: dict[tuple[str, bool], tuple[Release, ReleaseImage]] = s.info.setdefault(
+        _DISPATCHABLE, {}
+    )
+    if (release_id, require_published) in cache:
+        return cache[release_id, require_published]
+    release = await find_release(s, release_id)
+    if require_published:
+        await require_published_release(s, release)
+    image = (
+        await s.scalars(
+            select(ReleaseImage)
+            .where(ReleaseImage.release_id == release.id)
+            .order_by(ReleaseImage.component)
+            .limit(1)
+        )
+    ).first()
+    if image is None:
+        raise NotFound(f"release {release.version} has no image")
+    cache[release_id, require_published] = release, image
+    return release, image
+
+
 @dataclass(frozen=True)
 class UpdateOrder:
     """What the OCPP layer needs to send one UpdateFirmware."""
@@ -573,25 +656,13 @@ async def create_update(
 ) -> UpdateOrder:
     """Record an UpdateFirmware for a station; with a TUF repository, only published releases."""
     station = await _station(s, station_id)
-    release = await find_release(s, release_id)
-    if require_published:
-        await require_published_release(s, release)
+    release, image = await _dispatchable(s, release_id, require_published)
     models = release.hardware_models["models"]
     if station.model and station.model not in models:
         raise Conflict(
             f"release {release.version} is for {', '.join(models)}, "
             f"station {station_id} is a {station.model}"
         )
-    image = (
-        await s.scalars(
-            select(ReleaseImage)
-            .where(ReleaseImage.release_id == release.id)
-            .order_by(ReleaseImage.component)
-            .limit(1)
-        )
-    ).first()
-    if image is None:
-        raise NotFound(f"release {release.version} has no image")
     if await _latest_open_update(s, station_id) is not None:
         raise Conflict(f"station {station_id} has an update in progress")
     tid = audit.new_transaction_id()
@@ -606,6 +677,7 @@ async def create_update(
         updated_at=now,
     )
     s.add(row)
+    s.info.pop(OPEN_UPDATES, None)  # prefetched pending updates no longer tell it all
     await s.flush()
     await audit.record(
         s,

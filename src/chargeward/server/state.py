@@ -15,7 +15,7 @@ from chargeward.ocpp.csms import CsmsChargePoint
 from chargeward.publish import ImageRepository, OnlineSigners
 from chargeward.server.blobs import BlobStore
 from chargeward.server.cluster import Node
-from chargeward.server.csms import Registry
+from chargeward.server.csms import DbSink, Registry
 from chargeward.server.db import Database
 from chargeward.server.metrics import Metrics
 from chargeward.trust.tuf_keys import TufSigner
@@ -38,6 +38,7 @@ class ServerState:
     registry: Registry = field(default_factory=Registry)
     metrics: Metrics = field(default_factory=Metrics)
     node: Node | None = None  # this process in the cluster (set by the runtime)
+    reports: DbSink | None = None  # the OCPP listener's group-committed writes (runtime)
     clock: Callable[[], dt.datetime] = _utc_now
     campaign_approval_threshold: int = 100  # larger campaigns need a second person
     _signers: dict[str, TufSigner] = field(default_factory=dict)

@@ -55,8 +55,11 @@ async def send_update(
             response = "NoResponse"
         except Exception as e:  # CALLERROR or connection lost: record, then report
             response = f"Error:{type(e).__name__}"[:30]
-    async with state.db.session() as s:
-        await services.set_update_response(s, order.request_id, response, now=state.clock())
+    if state.reports is not None:  # with the station reports: one transaction for many
+        await state.reports.update_response(order.station_id, order.request_id, response)
+    else:
+        async with state.db.session() as s:
+            await services.set_update_response(s, order.request_id, response, now=state.clock())
     if response not in ACCEPTED_RESPONSES:
         LOG.warning("%s: UpdateFirmware %d: %s", order.station_id, order.request_id, response)
     return response
