@@ -141,3 +141,28 @@ async def test_batches_never_exceed_their_cap(db: Database, batch: int) -> None:
     await asyncio.gather(*(writes.run(connect(sid), station_id=sid) for sid in ids))
     await writes.close()
     assert sum(sizes) == len(ids) and max(sizes) <= batch
+
+
+async def test_drift_alerts_found_from_the_batch_prefetch_are_neither_lost_nor_doubled(
+    db: Database,
+) -> None:
+    """Unresolved alerts are read for the whole batch up front; an alert raised by one boot is
+    seen by the next boot of the same station in the same batch (counted, not raised again)."""
+    from chargeward.server.tables import Alert
+
+    ids = [f"CP-{i:02d}" for i in range(30)]
+    await _register(db, ids)
+    sink = DbSink(db, clock=lambda: NOW)
+    await asyncio.gather(*(sink.boot(sid, BOOT) for sid in ids))  # 1.0.0 becomes expected
+    odd = BootInfo(reason="PowerUp", model="AC22", vendor="ACME", firmware_version="6.6.6",
+                   serial_number=None)  # fmt: skip
+    # Two boots per station with firmware no update explains, all queued at once.
+    await asyncio.gather(*(sink.boot(sid, odd) for sid in ids for _ in range(2)))
+    await sink.close()
+    assert sink.writes.batches < sink.writes.writes / 2  # they did share transactions
+    async with db.snapshot() as s:
+        rows = (await s.scalars(select(Alert).where(Alert.kind == "firmware_drift"))).all()
+        found = sorted((a.station_id, a.state, a.count) for a in rows)
+    assert found == [
+        (sid, "open", 2) for sid in ids
+    ]

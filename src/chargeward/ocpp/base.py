@@ -16,9 +16,16 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ocpp import messages as _ocpp_messages
 from ocpp.exceptions import FormatViolationError, OCPPError
 from ocpp.routing import create_route_map
 from ocpp.v201 import ChargePoint
+
+# The ocpp package validates each payload in the default thread pool unless told otherwise.
+# Our frames are small and capped (the websocket's max_size), so schema validation takes tens
+# of microseconds, less than the hop to a thread and back; inline it also leaves the pool to
+# the password checks (benchmarks/bench_campaign.py).
+_ocpp_messages.ASYNC_VALIDATION = False
 
 LOG = logging.getLogger("chargeward.ocpp")
 MAX_UNIQUE_ID = 36  # OCPP-J: messageId is at most 36 characters

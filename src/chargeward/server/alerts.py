@@ -11,7 +11,7 @@ Every alert opened, resolved or acknowledged writes an audit entry.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import desc, select
@@ -75,7 +75,30 @@ def _view(a: Alert) -> AlertView:
     )
 
 
+UNRESOLVED = "chargeward.unresolved_alerts"  # session.info: {station id: [open alerts]}
+
+
+async def prefetch_unresolved(s: AsyncSession, station_ids: Sequence[str]) -> list[Alert]:
+    """Load the unresolved alerts of ``station_ids`` in one query, for a batch of reports."""
+    rows = (
+        await s.scalars(
+            select(Alert).where(
+                Alert.station_id.in_(sorted(station_ids)), Alert.state != "resolved"
+            )
+        )
+    ).all()
+    cache: dict[str, list[Alert]] = {sid: [] for sid in station_ids}
+    for row in rows:
+        cache[row.station_id].append(row)
+    s.info[UNRESOLVED] = cache
+    return list(rows)
+
+
 async def _unresolved(s: AsyncSession, station_id: str, key: str) -> Alert | None:
+    cached = s.info.get(UNRESOLVED, {}).get(station_id)
+    if cached is not None:  # the same rule as the query below, on the loaded rows
+        mine = [a for a in cached if a.key == key and a.state != "resolved"]
+        return max(mine, key=lambda a: a.id, default=None)
     q = (
         select(Alert)
         .where(Alert.station_id == station_id, Alert.key == key, Alert.state != "resolved")
@@ -113,6 +136,9 @@ async def _raise(
     )
     s.add(row)
     await s.flush()
+    cached = s.info.get(UNRESOLVED, {}).get(station_id)
+    if cached is not None:
+        cached.append(row)
     await audit.record(
         s,
         actor=audit.SYSTEM,

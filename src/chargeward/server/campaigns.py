@@ -10,6 +10,8 @@ that stores the report, so a report and its effect on the campaign commit togeth
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
@@ -74,10 +76,20 @@ class CampaignView:
 # -- loading and saving ---------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
+def _spec_from_json(text: str) -> CampaignSpec:
+    return parse_spec(json.loads(text))
+
+
+def stored_spec(row: Campaign) -> CampaignSpec:
+    """The campaign's spec (stored once at creation), parsed once per process, not per report."""
+    return _spec_from_json(json.dumps(row.spec, sort_keys=True))
+
+
 def to_planner(row: Campaign) -> planner.Campaign:
     return planner.Campaign(
         id=row.id,
-        spec=parse_spec(row.spec),
+        spec=stored_spec(row),
         release_class=row.release_class,
         expected=dict(row.expected),
         status=cast(planner.CampaignStatus, row.status),
@@ -418,10 +430,10 @@ async def rollback(
     if row.status in ("running", "paused", "awaiting_approval"):
         await abort(s, row.id, actor=actor, now=now)
     spec = replace(
-        parse_spec(row.spec),
+        stored_spec(row),
         name=f"{row.name}-rollback"[:64],
         release_id=to_release,
-        selector=replace(parse_spec(row.spec).selector, stations=tuple(took), version=None),
+        selector=replace(stored_spec(row).selector, stations=tuple(took), version=None),
         dynamic=False,
     )
     return await create_campaign(

@@ -132,6 +132,7 @@ class DbSink:
             ),
             station_id=station_id,
             open_update=info.reason == "FirmwareUpdate",  # it belongs to that update
+            alerts=True,  # firmware drift
         )
 
     async def connected(self, station_id: str, connected: bool) -> bool:
@@ -215,6 +216,7 @@ class DbSink:
             ),
             station_id=station_id,
             open_update=True,
+            alerts=True,
         )
 
     async def owner_notification(self, station_id: str, notice: dict[str, Any]) -> None:

@@ -48,6 +48,7 @@ class _Queued:
     station_id: str | None
     request_id: int | None
     open_update: bool
+    alerts: bool
     future: asyncio.Future[Any] = field(repr=False)
 
 
@@ -71,16 +72,17 @@ class GroupCommit:
         station_id: str | None = None,
         request_id: int | None = None,
         open_update: bool = False,
+        alerts: bool = False,
     ) -> T:
         """Queue ``write`` and return its result once its transaction has committed.
 
         What the write reads, so the batch can load it up front: ``station_id`` (the station
-        and its live campaign runs), ``request_id`` (the FirmwareUpdate it names) and
-        ``open_update`` (the station's pending update).  A write may read anything else too;
-        that only costs its own query.
+        and its live campaign runs), ``request_id`` (the FirmwareUpdate it names),
+        ``open_update`` (the station's pending update) and ``alerts`` (its unresolved
+        alerts).  A write may read anything else too; that only costs its own query.
         """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Queued(write, station_id, request_id, open_update, future))
+        self._queue.append(_Queued(write, station_id, request_id, open_update, alerts, future))
         self._wake.set()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work(), name="group-commit")
@@ -134,6 +136,7 @@ class GroupCommit:
             open_updates=frozenset(
                 q.station_id for q in batch if q.open_update and q.station_id is not None
             ),
+            alerts=frozenset(q.station_id for q in batch if q.alerts and q.station_id is not None),
         )
         async with self.db.session() as s:
             # Into the identity map, where each write's session.get finds its rows.  The map

@@ -256,13 +256,14 @@ class ReportKeys:
     stations: frozenset[str] = frozenset()
     requests: frozenset[int] = frozenset()  # FirmwareUpdate ids (OCPP requestId)
     open_updates: frozenset[str] = frozenset()  # stations whose pending update is looked up
+    alerts: frozenset[str] = frozenset()  # stations whose unresolved alerts are looked up
 
 
 async def prefetch_reports(s: AsyncSession, keys: ReportKeys) -> list[object]:
     """Load what the reports of a group-commit batch read: their stations, the updates their
-    requestIds name, pending updates and live campaign runs.  Afterwards the reports' own
-    reads come from the session's identity map and caches, so the batch's writes reach the
-    database together at commit (one executemany per table) instead of one by one.
+    requestIds name, pending updates, unresolved alerts and live campaign runs.  Afterwards
+    the reports' own reads come from the session's identity map and caches, so the batch's
+    writes reach the database together at commit (one executemany per table), not one by one.
 
     Returns the loaded rows: the identity map holds unchanged rows weakly, so the caller keeps
     the list for the batch.
@@ -287,6 +288,8 @@ async def prefetch_reports(s: AsyncSession, keys: ReportKeys) -> list[object]:
             pending[u.station_id].append(u)
             keep.append(u)
         s.info[OPEN_UPDATES] = pending
+    if keys.alerts:
+        keep.extend(await alerts.prefetch_unresolved(s, sorted(keys.alerts)))
     return keep
 
 
