@@ -163,6 +163,4 @@ async def test_drift_alerts_found_from_the_batch_prefetch_are_neither_lost_nor_d
     async with db.snapshot() as s:
         rows = (await s.scalars(select(Alert).where(Alert.kind == "firmware_drift"))).all()
         found = sorted((a.station_id, a.state, a.count) for a in rows)
-    assert found == [
-        (sid, "open", 2) for sid in ids
-    ]
+    assert found == [(sid, "open", 2) for sid in ids]

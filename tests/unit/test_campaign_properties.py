@@ -5,7 +5,12 @@ and go, charge and misbehave), campaigns (stages, gates, limits, classes) and ev
 then runs ticks of the planner against a simulated fleet.  After every tick:
 
 - a stage never exceeds its size (stations ever dispatched <= the current cumulative size);
-- no dispatch outside the site's window (feature class, or security without bypass);
+- no dispatch outside the site's window (feature class, or security without bypass) unless
+  it was sent ahead: within ``download_ahead`` of the window, with an ``install_at`` that lies
+  inside a window; every reschedule's ``install_at`` lies inside a window too, and a
+  reschedule is never an attempt;
+- a simulated charger (which, like the agent, installs at ``install_at`` once no car charges)
+  never starts installing outside its window;
 - no dispatch to a station with an active transaction;
 - the per-site availability floor, the per-site and the global limits hold after the tick's
   dispatches;
@@ -56,24 +61,24 @@ class Sim:
     now: dt.datetime = START
     next_request: int = 1
     dispatches: dict[str, int] = field(default_factory=dict)
+    reschedules: dict[str, int] = field(default_factory=dict)
     ever_dispatched: set[str] = field(default_factory=set)
 
 
-windows_st = st.lists(
-    st.fixed_dictionaries(
-        {
-            "days": st.lists(
-                st.sampled_from(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]),
-                min_size=1,
-                max_size=7,
-                unique=True,
-            ),
-            "start": st.sampled_from(["00:00", "01:30", "02:00", "22:00", "23:00", "12:00"]),
-            "end": st.sampled_from(["04:00", "05:00", "03:00", "06:30", "23:59", "13:00"]),
-        }
-    ),
-    max_size=2,
-).filter(lambda ws: all(w["start"] != w["end"] for w in ws))
+window_st = st.fixed_dictionaries(
+    {
+        "days": st.lists(
+            st.sampled_from(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]),
+            min_size=1,
+            max_size=7,
+            unique=True,
+        ),
+        "start": st.sampled_from(["00:00", "01:30", "02:00", "22:00", "23:00", "12:00"]),
+        "end": st.sampled_from(["04:00", "05:00", "03:00", "06:30", "23:59", "13:00"]),
+    }
+)
+windows_st = st.lists(window_st, max_size=2)
+some_windows_st = st.lists(window_st, min_size=1, max_size=2)
 
 
 @st.composite
@@ -114,6 +119,7 @@ def sims(draw: st.DrawFn) -> Sim:
             reboot=dt.timedelta(minutes=20),
         ),
         jitter=dt.timedelta(minutes=draw(st.sampled_from([0, 30]))),
+        download_ahead=dt.timedelta(minutes=draw(st.sampled_from([0, 30, 120, 360]))),
         max_attempts=draw(st.integers(1, 3)),
         bypass_windows=release_class == "security" and draw(st.booleans()),
     )
@@ -164,8 +170,14 @@ def station_reacts(sim: Sim, sid: str, policy: machine.Policy) -> None:
     elif run.state == "downloading":
         if b == "fail_download":
             event = machine.Status(at, "DownloadFailed")
+        elif run.install_at is not None and at < run.install_at:
+            event = machine.Status(at, "InstallScheduled")  # OCPP L01.FR.11: waits for it
         elif not sim.charging[sid]:  # the agent's own gate: never installs while charging
-            event = machine.Status(at, "Installing")
+            event = start_install(sim, sid, at)
+    elif run.state == "installing" and run.last_status != "Installing":
+        due = run.install_at is None or at >= run.install_at
+        if due and not sim.charging[sid]:
+            event = start_install(sim, sid, at)
     elif run.state == "installing":
         event = machine.Status(at, "Installed")
     elif run.state == "rebooting":
@@ -174,6 +186,15 @@ def station_reacts(sim: Sim, sid: str, policy: machine.Policy) -> None:
         event = machine.Fault(at, "connector_faulted", "1/1")
     if event is not None:
         sim.runs[sid] = machine.step(run, event, policy)
+
+
+def start_install(sim: Sim, sid: str, at: dt.datetime) -> machine.Event:
+    """The charger starts writing the image: never outside its window, where windows apply."""
+    site = sim.site_of[sid]
+    zone, windows = sim.sites[site] if site else ("UTC", ())
+    if sim.campaign.windows_apply and windows:
+        assert in_window(windows, zone, at), (sid, at, windows, sim.runs[sid])
+    return machine.Status(at, "Installing")
 
 
 def gate_crossed(c: planner.Campaign, runs: dict[str, StationRun]) -> bool:
@@ -198,12 +219,25 @@ def tick(sim: Sim, check: bool = True) -> None:
     policy = sim.campaign.policy
     for sid in result.dispatch:
         sim.runs[sid] = machine.step(
-            sim.runs[sid], machine.Dispatched(sim.now, sim.next_request), policy
+            sim.runs[sid],
+            machine.Dispatched(sim.now, sim.next_request, result.install_at.get(sid)),
+            policy,
         )
         assert sim.runs[sid].state == "dispatched"
         sim.next_request += 1
         sim.dispatches[sid] = sim.dispatches.get(sid, 0) + 1
         sim.ever_dispatched.add(sid)
+    for sid, move in result.reschedule.items():
+        before_run = sim.runs[sid]
+        sim.runs[sid] = machine.step(
+            before_run,
+            machine.Rescheduled(sim.now, sim.next_request, move.install_at, move.reason),
+            policy,
+        )
+        assert sim.runs[sid].state == "dispatched"
+        assert sim.runs[sid].attempts == before_run.attempts  # a reschedule is no attempt
+        sim.next_request += 1
+        sim.reschedules[sid] = sim.reschedules.get(sid, 0) + 1
     if not check:
         return
     c = sim.campaign
@@ -212,8 +246,16 @@ def tick(sim: Sim, check: bool = True) -> None:
     for sid in result.dispatch:
         site = sim.site_of[sid]
         zone, windows = sim.sites[site] if site else ("UTC", ())
-        if c.windows_apply and windows:  # never outside the window
-            assert in_window(windows, zone, sim.now), (sid, sim.now, windows)
+        install_at = result.install_at.get(sid)
+        if c.windows_apply and windows:  # never outside the window, or sent ahead of it
+            if install_at is None:
+                assert in_window(windows, zone, sim.now), (sid, sim.now, windows)
+            else:
+                assert not in_window(windows, zone, sim.now)
+                assert in_window(windows, zone, install_at), (sid, install_at, windows)
+                assert sim.now < install_at <= sim.now + c.spec.download_ahead
+        else:
+            assert install_at is None  # no window to wait for
         assert not sim.charging[sid]  # never while charging
         assert sim.dispatches[sid] <= c.spec.max_attempts  # the retry policy
     if result.dispatch:  # the global limit
@@ -226,6 +268,12 @@ def tick(sim: Sim, check: bool = True) -> None:
         if site is not None:
             assert sites_after[site].available >= floor, (site, sites_after[site])
             assert sites_after[site].updating <= c.spec.concurrency.per_site
+    for sid, move in result.reschedule.items():  # moved into the next window
+        site = sim.site_of[sid]
+        assert c.windows_apply and site is not None
+        zone, windows = sim.sites[site]
+        assert not in_window(windows, zone, sim.now)
+        assert sim.now < move.install_at and in_window(windows, zone, move.install_at)
     if before.status == "running" and gate_crossed(replace(c, status="running"), sim.runs):
         assert c.status == "paused", "the error gate was crossed and the campaign runs on"
     if c.status == "paused":
@@ -250,7 +298,11 @@ def restored(sim: Sim) -> Sim:
     runs = {r["station_id"]: run_from_row(r) for r in rows}
     assert runs == sim.runs
     return replace(
-        sim, runs=runs, dispatches=dict(sim.dispatches), ever_dispatched=set(sim.ever_dispatched)
+        sim,
+        runs=runs,
+        dispatches=dict(sim.dispatches),
+        reschedules=dict(sim.reschedules),
+        ever_dispatched=set(sim.ever_dispatched),
     )
 
 
@@ -277,6 +329,42 @@ def test_invariants_hold_over_random_fleets_and_event_sequences(
         advance_world(sim, data)
     for sid, n in sim.dispatches.items():
         assert n <= sim.campaign.spec.max_attempts, sid
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sim=sims(), windows=some_windows_st, data=st.data())
+def test_feature_releases_install_only_inside_windows_though_they_download_ahead(
+    sim: Sim, windows: list[dict[str, object]], data: st.DataObject
+) -> None:
+    """Every station behaves, sits at a site with windows and charges now and then: each one
+    downloads when it may (ahead of its window) and starts installing only inside a window
+    (``start_install`` checks), rescheduled when a session outlasts its window."""
+    site_windows = tuple(parse_windows(windows))
+    sim.sites = {site: (zone, site_windows) for site, (zone, _) in sim.sites.items()}
+    sim.site_of = {sid: data.draw(st.sampled_from(sorted(sim.sites))) for sid in sim.runs}
+    sim.behaviour = dict.fromkeys(sim.runs, "good")
+    sim.connected = dict.fromkeys(sim.runs, True)
+    spec = replace(
+        sim.campaign.spec,
+        bypass_windows=False,
+        gates=Gates(Amount(50, True)),
+        concurrency=replace(sim.campaign.spec.concurrency, keep_available=0),
+    )
+    sim.campaign = replace(sim.campaign, spec=spec, release_class="feature")
+    for _ in range(60):
+        tick(sim)
+        for sid in sim.runs:
+            station_reacts(sim, sid, sim.campaign.policy)
+        sim.now += dt.timedelta(minutes=data.draw(st.sampled_from([5, 17, 45, 120])))
+        for sid in list(sim.runs):
+            if data.draw(st.integers(0, 5)) == 0:
+                sim.charging[sid] = not sim.charging[sid]
+                sim.runs[sid] = machine.step(
+                    sim.runs[sid], machine.Charging(sim.now, sim.charging[sid]), sim.campaign.policy
+                )
+    for sid, run in sim.runs.items():
+        assert run.attempts <= sim.campaign.spec.max_attempts, sid
+        assert sim.dispatches.get(sid, 0) == run.attempts, sid  # reschedules are no attempts
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

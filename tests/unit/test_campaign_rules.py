@@ -200,9 +200,17 @@ Setup = tuple[planner.Campaign, dict, dict, dict]  # type: ignore[type-arg]
 
 
 def one_station_campaign(
-    windows: list[dict[str, object]], release_class: str = "feature", bypass: bool = False
+    windows: list[dict[str, object]],
+    release_class: str = "feature",
+    bypass: bool = False,
+    download_ahead: str = "0",  # only dispatches inside the window (see download-ahead tests)
 ) -> Setup:
-    s = spec(bypass_windows=bypass, stages={"canary": 1}, concurrency={"keep_available": 0})
+    s = spec(
+        bypass_windows=bypass,
+        stages={"canary": 1},
+        concurrency={"keep_available": 0},
+        download_ahead=download_ahead,
+    )
     c = planner.Campaign(1, s, release_class, NEW, stage_started_at=T0, stage_sizes=(1,))
     runs = {"CP-1": StationRun("CP-1", 0, "waiting")}
     fleet = {"CP-1": planner.FleetStation("CP-1", "london", True, False)}

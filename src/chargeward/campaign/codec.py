@@ -40,6 +40,10 @@ def run_to_row(run: StationRun) -> dict[str, Any]:
         "started_at": _time(run.started_at),
         "finished_at": _time(run.finished_at),
         "timeline": [list(t) for t in run.timeline],
+        "install_at": _time(run.install_at),
+        "reschedules": run.reschedules,
+        "rescheduled_from": run.rescheduled_from,
+        "window_guard": run.window_guard,
     }
 
 
@@ -60,4 +64,8 @@ def run_from_row(row: dict[str, Any]) -> StationRun:
         started_at=_parse(row.get("started_at")),
         finished_at=_parse(row.get("finished_at")),
         timeline=tuple((str(a), str(b), str(c)) for a, b, c in row.get("timeline", [])),
+        install_at=_parse(row.get("install_at")),
+        reschedules=int(row.get("reschedules", 0)),
+        rescheduled_from=row.get("rescheduled_from"),
+        window_guard=bool(row.get("window_guard", True)),
     )

@@ -18,6 +18,14 @@ States, and what moves a station on::
     a boot that reports the old version after the install started ──> rolled_back
     abort ──> canceled (only stations not yet installing)
 
+A request may carry an install time (OCPP ``installDateTime``: the start of the site's next
+maintenance window when the station was sent it ahead of the window).  Once the image is in,
+the install deadline counts from that time, not from the download, so a station waiting for
+its window is never timed out.  A station whose install has not started when it finds itself
+outside its window is *rescheduled*: a new request for the same release with the next window's
+start (the station answers ``AcceptedCanceled`` for the old one, OCPP L01).  A reschedule is
+not an attempt; if the station refuses it, the run follows the old request again.
+
 Phase deadlines stop while the station is charging (OCPP L01.FR.06/07: it waits for the
 session to end), so a long session never times a station out.  Nothing here reads a clock
 or the database; the scheduler feeds events in and persists what comes out.
@@ -61,6 +69,8 @@ COMMITTED: frozenset[str] = frozenset({"installing", "rebooting", "soaking"})
 DOWNLOAD_STATUSES = frozenset(
     {"Downloading", "Downloaded", "DownloadScheduled", "DownloadPaused", "SignatureVerified"}
 )
+# The image is in: a station with an install time now waits for it.
+DOWNLOADED_STATUSES = frozenset({"Downloaded", "SignatureVerified"})
 INSTALL_STATUSES = frozenset({"Installing", "InstallScheduled"})
 INSTALLED_STATUSES = frozenset({"Installed", "InstallRebooting"})
 FAILED_STATUSES = frozenset(
@@ -96,10 +106,21 @@ class StationRun:
     started_at: dt.datetime | None = None  # first dispatch
     finished_at: dt.datetime | None = None
     timeline: tuple[tuple[str, str, str], ...] = ()  # (time, state, note), newest last
+    install_at: dt.datetime | None = None  # the request's installDateTime, if it has one
+    reschedules: int = 0  # requests re-sent to move the install into a window (no attempt)
+    rescheduled_from: int | None = None  # the request a pending reschedule replaces
+    window_guard: bool = True  # False once a reschedule was refused: never re-sent again
 
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
+
+    @property
+    def install_pending(self) -> bool:
+        """The station accepted the request (or may have) and has not started installing."""
+        if self.state in ("dispatched", "downloading"):
+            return True
+        return self.state == "installing" and self.last_status != "Installing"
 
 
 # -- events -------------------------------------------------------------------------------------
@@ -114,9 +135,21 @@ class At:
 
 @dataclass(frozen=True)
 class Dispatched(At):
-    """The scheduler sent UpdateFirmware with ``request_id``."""
+    """The scheduler sent UpdateFirmware with ``request_id`` (``installDateTime`` =
+    ``install_at`` when given)."""
 
     request_id: int
+    install_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Rescheduled(At):
+    """The scheduler re-sent UpdateFirmware for the same release as ``request_id``, to
+    install at ``install_at``; ``reason`` says why.  Not an attempt."""
+
+    request_id: int
+    install_at: dt.datetime
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -182,6 +215,7 @@ class Retry(At):
 
 Event = (
     Dispatched
+    | Rescheduled
     | Response
     | Status
     | Boot
@@ -311,11 +345,33 @@ def step(run: StationRun, event: Event, policy: Policy) -> StationRun:
             request_id=event.request_id,
             started_at=run.started_at or at,
             reason=None,
+            install_at=event.install_at,
+            rescheduled_from=None,
+            window_guard=True,
+            **_phase("response", at, policy),
+        )
+    if isinstance(event, Rescheduled):
+        if s == "dispatched" or not run.install_pending or not run.window_guard:
+            return run  # no answer yet, or installing already: nothing to move
+        return _to(
+            run,
+            "dispatched",
+            at,
+            policy,
+            f"rescheduled ({event.reason}): UpdateFirmware requestId {event.request_id}, "
+            f"install at {_iso(event.install_at)}",
+            request_id=event.request_id,
+            rescheduled_from=run.request_id,
+            install_at=event.install_at,
+            reschedules=run.reschedules + 1,
+            reason=f"rescheduled: {event.reason}",
             **_phase("response", at, policy),
         )
     if isinstance(event, Response):
         if s != "dispatched":
             return run
+        if run.rescheduled_from is not None and event.status not in ACCEPTED_RESPONSES:
+            return _reschedule_refused(run, at, policy, event.status)
         if event.status in ACCEPTED_RESPONSES:
             return _to(
                 run,
@@ -323,6 +379,7 @@ def step(run: StationRun, event: Event, policy: Policy) -> StationRun:
                 at,
                 policy,
                 f"station: {event.status}",
+                rescheduled_from=None,
                 **_phase("download", at, policy),
             )
         return _failure(run, at, policy, f"UpdateFirmware {event.status}")
@@ -363,22 +420,54 @@ def _status(run: StationRun, event: Status, policy: Policy) -> StationRun:
     s, at, status = run.state, event.at, event.status
     if s not in ("dispatched", "downloading", "installing", "rebooting"):
         return run
-    run = replace(run, last_status=status)
+    run = replace(run, last_status=status, rescheduled_from=None)
     if status in FAILED_STATUSES:
         if status == "InstallationFailed" and s in ("installing", "rebooting"):
             return _failure_final(run, at, policy, status)
         return _failure(run, at, policy, status)
     if status in DOWNLOAD_STATUSES and s in ("dispatched", "downloading"):
         if s == "dispatched":
-            return _to(run, "downloading", at, policy, status, **_phase("download", at, policy))
+            run = _to(run, "downloading", at, policy, status, **_phase("download", at, policy))
+        if status in DOWNLOADED_STATUSES and _waits_to_install(run, at):
+            return replace(run, **_install_phase(run, at, policy))  # type: ignore[arg-type]
         return run
     if status in INSTALL_STATUSES and s in ("dispatched", "downloading", "installing"):
         if s != "installing":
-            return _to(run, "installing", at, policy, status, **_phase("install", at, policy))
+            return _to(run, "installing", at, policy, status, **_install_phase(run, at, policy))
         return run
     if status in INSTALLED_STATUSES and s in ("dispatched", "downloading", "installing"):
         return _to(run, "rebooting", at, policy, status, **_phase("reboot", at, policy))
     return run
+
+
+def _reschedule_refused(run: StationRun, at: dt.datetime, policy: Policy, why: str) -> StationRun:
+    """The station did not take the reschedule, so it keeps the old request (an agent refuses
+    while it installs): follow that one again, and never try to move it a second time."""
+    assert run.rescheduled_from is not None
+    state: State = "installing" if why == "Rejected" else "downloading"
+    return _to(
+        run,
+        state,
+        at,
+        policy,
+        f"reschedule refused ({why}); following requestId {run.rescheduled_from} again",
+        request_id=run.rescheduled_from,
+        rescheduled_from=None,
+        install_at=None,
+        window_guard=False,
+        **_phase("install", at, policy),
+    )
+
+
+def _waits_to_install(run: StationRun, at: dt.datetime) -> bool:
+    return run.install_at is not None and at < run.install_at and run.phase != "install"
+
+
+def _install_phase(run: StationRun, at: dt.datetime, policy: Policy) -> dict[str, object]:
+    """The install deadline counts from the request's install time when that is later: a
+    station waiting for its window is not late."""
+    start = max(at, run.install_at) if run.install_at is not None else at
+    return {"phase": "install", "deadline": start + policy.timeout("install")}
 
 
 def _boot(run: StationRun, event: Boot, policy: Policy) -> StationRun:
@@ -434,6 +523,8 @@ def _tick(run: StationRun, event: Tick, policy: Policy) -> StationRun:
     if run.state == "soaking" and run.soak_until is not None and at >= run.soak_until:
         return _to(run, "succeeded", at, policy, "healthy through the soak", soak_until=None)
     if run.deadline is not None and run.charging_since is None and at >= run.deadline:
+        if run.state == "dispatched" and run.rescheduled_from is not None:
+            return _reschedule_refused(run, at, policy, "no answer")  # maybe never sent
         return _failure(run, at, policy, f"{run.phase} timed out", timed_out=True)
     return run
 

@@ -14,7 +14,15 @@ Each tick the planner
 4. picks stations to dispatch, in stage and rank order, each only if it is connected, past its
    jitter delay, inside its site's maintenance window (feature releases always; security
    releases unless the campaign bypasses windows), not charging (else *deferred*), and only
-   while the global and per-site limits and the site's availability floor allow.
+   while the global and per-site limits and the site's availability floor allow.  Where windows
+   apply, a station outside its window whose next window opens within the campaign's
+   ``download_ahead`` is dispatched early with ``install_at`` = that window's start (OCPP
+   ``installDateTime``): it downloads now and installs only inside the window.
+
+Where windows apply, a station that is outside its window, past its install time and has not
+started installing (it was charging all window long, say) is *rescheduled*
+(:attr:`Plan.reschedule`): the same release again with the next window's start.  This is
+checked in running and paused campaigns alike, and is not an attempt.
 
 Stations are ranked by a hash of campaign and station id, so the canary is a fair sample and
 the same on every node and after every restart.  A station with no site, or a site without
@@ -32,7 +40,7 @@ from typing import Literal
 from chargeward.campaign import machine
 from chargeward.campaign.machine import ERRORS, TERMINAL, StationRun
 from chargeward.campaign.spec import CampaignSpec, StationFacts
-from chargeward.model.fleet import MaintenanceWindow, in_window
+from chargeward.model.fleet import MaintenanceWindow, in_window, next_window_start
 
 CampaignStatus = Literal[
     "awaiting_approval", "running", "paused", "aborted", "completed", "rolled_back"
@@ -87,11 +95,22 @@ class SiteNow:
     updating: int
 
 
+@dataclass(frozen=True)
+class Reschedule:
+    """Send the station's release again, to install at ``install_at``; ``reason`` is why."""
+
+    install_at: dt.datetime
+    reason: str
+
+
 @dataclass
 class Plan:
     campaign: Campaign
     runs: dict[str, StationRun] = field(default_factory=dict)  # changed, to persist
     dispatch: list[str] = field(default_factory=list)
+    # installDateTime of a dispatch sent ahead of its window (absent: install at once)
+    install_at: dict[str, dt.datetime] = field(default_factory=dict)
+    reschedule: dict[str, Reschedule] = field(default_factory=dict)  # not attempts
     notes: list[str] = field(default_factory=list)  # what happened to the campaign, for audit
 
 
@@ -159,6 +178,8 @@ def plan(
 ) -> Plan:
     """The next decisions for ``campaign`` (see the module docstring)."""
     out = Plan(campaign)
+    if campaign.status == "paused":
+        out.reschedule = reschedules(campaign, runs, fleet, sites, now)
     if campaign.status != "running":
         return out
     policy = campaign.policy
@@ -172,6 +193,7 @@ def plan(
     for run in list(current.values()):  # 1. time passes
         if not run.terminal:
             put(machine.step(run, machine.Tick(now), policy))
+    out.reschedule = reschedules(campaign, current, fleet, sites, now)
 
     reason = _gate(campaign, current.values())  # 2. error gate
     if reason is not None:
@@ -195,6 +217,41 @@ def plan(
             put(machine.step(run, machine.StageStarted(now), policy))
 
     _dispatch(out, campaign, current, put, fleet, sites, started, now)  # 4.
+    return out
+
+
+def reschedules(
+    campaign: Campaign,
+    runs: Mapping[str, StationRun],
+    fleet: Mapping[str, FleetStation],
+    sites: Mapping[str, SiteNow],
+    now: dt.datetime,
+) -> dict[str, Reschedule]:
+    """Stations to send their release again so that the install starts inside a window: the
+    station took the request, has not started installing, its install time has come (or it
+    has none) and ``now`` is outside its site's windows.  A request still unanswered waits,
+    and a refused reschedule is never repeated (``window_guard``)."""
+    out: dict[str, Reschedule] = {}
+    if not campaign.windows_apply:
+        return out
+    for run in runs.values():
+        if run.state == "dispatched" or not run.install_pending or not run.window_guard:
+            continue
+        if run.install_at is not None and now < run.install_at:
+            continue  # sent ahead: waiting for its window to open
+        station = fleet.get(run.station_id)
+        if station is None or not station.connected or station.site_id is None:
+            continue
+        site = sites.get(station.site_id)
+        if site is None or not site.windows or in_window(site.windows, site.timezone, now):
+            continue
+        opens = next_window_start(site.windows, site.timezone, now)
+        if opens is None:
+            continue
+        why = "the window closed before the install started"
+        if station.charging or run.charging_since is not None:
+            why += " (charging)"
+        out[run.station_id] = Reschedule(opens, why)
     return out
 
 
@@ -229,13 +286,18 @@ def _dispatch(
         if now < started + jitter_delay(campaign, run.station_id) and run.stage == campaign.stage:
             continue
         site = sites.get(station.site_id) if station.site_id else None
+        install_at = None
         if (
             campaign.windows_apply
             and site is not None
             and site.windows
             and not in_window(site.windows, site.timezone, now)
         ):
-            continue
+            ahead = campaign.spec.download_ahead
+            opens = next_window_start(site.windows, site.timezone, now) if ahead else None
+            if opens is None or opens - now > ahead:
+                continue
+            install_at = opens  # download now, install when the window opens
         if station.charging:  # OCPP L01.FR.06: never while a car is charging
             if run.state == "waiting":
                 put(machine.step(run, machine.Defer(now), policy))
@@ -249,3 +311,5 @@ def _dispatch(
             site_available[site.id] = site_available.get(site.id, 0) - 1
         in_flight += 1
         out.dispatch.append(run.station_id)
+        if install_at is not None:
+            out.install_at[run.station_id] = install_at

@@ -16,6 +16,11 @@ Stage sizes are cumulative: ``canary`` stations (a count or a percentage of the 
 fleet), then each ``then`` entry is the share of the fleet done once that stage is through.
 ``{"canary": "1%", "exponential": 2}`` doubles the cumulative size at each stage until the whole
 fleet is in (AWS IoT Jobs' exponential rate, per stage instead of per minute).
+
+``download_ahead`` (default ``"2h"``, ``0`` turns it off): a station whose site has maintenance
+windows may be sent its UpdateFirmware this long before its next window opens, with OCPP
+``installDateTime`` set to the window's start, so it downloads outside the window and installs
+only inside it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from chargeward.errors import BundleError
 ReleaseClass = Literal["feature", "security"]
 MAX_STAGES = 20
 MAX_STATIONS_LISTED = 100_000
+MAX_DOWNLOAD_AHEAD = dt.timedelta(days=7)
 _DURATION = re.compile(r"^(\d{1,6})(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -151,6 +157,8 @@ class CampaignSpec:
     concurrency: Concurrency = Concurrency()
     timeouts: Timeouts = Timeouts()
     jitter: dt.timedelta = dt.timedelta(minutes=5)  # random start delay per station
+    # Dispatch this long before a site's window opens, installDateTime = the window's start.
+    download_ahead: dt.timedelta = dt.timedelta(hours=2)
     retries: int = 3  # OCPP UpdateFirmware.retries (download attempts on the station)
     retry_interval: int = 120  # OCPP UpdateFirmware.retryInterval, seconds
     max_attempts: int = 2  # UpdateFirmware requests per station, ever
@@ -174,12 +182,14 @@ class CampaignSpec:
 
 
 def parse_duration(field: str, value: object) -> dt.timedelta:
-    """``"90s"``, ``"30m"``, ``"2h"``, ``"1d"`` or a number of seconds."""
+    """``"90s"``, ``"30m"``, ``"2h"``, ``"1d"``, ``"0"`` or a number of seconds."""
     if isinstance(value, bool):
         raise CampaignSpecError(field, f"must be a duration like 30m, got {value!r}")
     if isinstance(value, int | float) and 0 <= value <= 10**8:
         return dt.timedelta(seconds=float(value))
     if isinstance(value, str):
+        if value.strip() == "0":
+            return dt.timedelta(0)
         m = _DURATION.fullmatch(value.strip())
         if m:
             return dt.timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
@@ -315,8 +325,8 @@ def parse_spec(raw: object) -> CampaignSpec:
         raw,
         {
             "name", "release", "target", "stages", "gates", "soak", "concurrency", "timeouts",
-            "jitter", "retries", "retry_interval", "max_attempts", "bypass_windows", "dynamic",
-            "notes",
+            "jitter", "download_ahead", "retries", "retry_interval", "max_attempts",
+            "bypass_windows", "dynamic", "notes",
         },
     )  # fmt: skip
     name = t.get("name")
@@ -353,6 +363,9 @@ def parse_spec(raw: object) -> CampaignSpec:
     for key, flag in (("bypass_windows", bypass), ("dynamic", dynamic)):
         if not isinstance(flag, bool):
             raise CampaignSpecError(key, "must be true or false")
+    download_ahead = parse_duration("download_ahead", t.get("download_ahead", "2h"))
+    if download_ahead > MAX_DOWNLOAD_AHEAD:
+        raise CampaignSpecError("download_ahead", "must be at most 7d (a week of windows)")
     notes = t.get("notes", "")
     if not isinstance(notes, str) or len(notes) > 2000:
         raise CampaignSpecError("notes", "must be text of at most 2000 characters")
@@ -366,6 +379,7 @@ def parse_spec(raw: object) -> CampaignSpec:
         concurrency=concurrency,
         timeouts=timeouts,
         jitter=parse_duration("jitter", t.get("jitter", "5m")),
+        download_ahead=download_ahead,
         retries=_int("retries", t.get("retries", 3), 0, 10),
         retry_interval=_int("retry_interval", t.get("retry_interval", 120), 0, 86400),
         max_attempts=_int("max_attempts", t.get("max_attempts", 2), 1, 10),
@@ -413,6 +427,7 @@ def spec_document(spec: CampaignSpec) -> dict[str, Any]:
             for k in ("response", "download", "install", "reboot")
         },
         "jitter": seconds(spec.jitter),
+        "download_ahead": seconds(spec.download_ahead),
         "retries": spec.retries,
         "retry_interval": spec.retry_interval,
         "max_attempts": spec.max_attempts,

@@ -6,6 +6,8 @@ name the day it *starts*).  DST is handled by converting the instant to local ti
     >>> w = parse_windows([{"days": ["sat", "sun"], "start": "22:00", "end": "04:00"}])
     >>> in_window(w, "Europe/London", dt.datetime(2026, 3, 29, 1, 30, tzinfo=dt.UTC))
     True
+    >>> next_window_start(w, "Europe/London", dt.datetime(2026, 10, 30, 12, 0, tzinfo=dt.UTC))
+    datetime.datetime(2026, 10, 31, 22, 0, tzinfo=datetime.timezone.utc)
 
 A support period ends on its end date (the last supported day): ``manufactured + years`` unless
 the model names an explicit end date, which wins::
@@ -117,6 +119,60 @@ def in_window(windows: Sequence[MaintenanceWindow], timezone: str, instant: dt.d
         elif (today in w.days and t >= w.start) or (yesterday in w.days and t < w.end):
             return True  # crosses midnight: starts on a listed day, ends the next
     return False
+
+
+def next_window_start(
+    windows: Sequence[MaintenanceWindow], timezone: str, after: dt.datetime
+) -> dt.datetime | None:
+    """The first instant at or after ``after`` (aware) at which one of ``windows`` opens, in
+    UTC; None without windows.
+
+    Each start is the local wall time in ``timezone`` on a listed day.  Across the autumn
+    change a repeated wall time opens at its first occurrence; a start that falls into the
+    spring gap opens when the clocks go forward (the first instant :func:`in_window` holds).
+    A window that lies wholly inside the gap does not open that day.  The result always
+    satisfies ``in_window(windows, timezone, result)``.
+    """
+    if not windows:
+        return None
+    zone = ZoneInfo(timezone)
+    after = after.astimezone(dt.UTC)
+    first = after.astimezone(zone).date()
+    best: dt.datetime | None = None
+    for offset in range(-1, 9):  # a week and a day either side covers every weekly start
+        day = first + dt.timedelta(days=offset)
+        for w in windows:
+            if DAYS[day.weekday()] not in w.days:
+                continue
+            wall = dt.datetime.combine(day, w.start)
+            early = wall.replace(tzinfo=zone, fold=0).astimezone(dt.UTC)
+            late = wall.replace(tzinfo=zone, fold=1).astimezone(dt.UTC)
+            lo, hi = min(early, late), max(early, late)
+            if in_window(windows, timezone, lo):
+                start = lo
+            elif lo != hi and in_window(windows, timezone, hi):
+                start = _first_inside(windows, timezone, lo, hi)  # the spring gap
+            else:
+                continue
+            if start >= after and (best is None or start < best):
+                best = start
+    return best
+
+
+def _first_inside(
+    windows: Sequence[MaintenanceWindow], timezone: str, lo: dt.datetime, hi: dt.datetime
+) -> dt.datetime:
+    """The first second in ``(lo, hi]`` inside a window (``lo`` outside, ``hi`` inside)."""
+    while hi - lo > dt.timedelta(seconds=1):
+        mid = lo + (hi - lo) / 2
+        mid = mid.replace(microsecond=0)
+        if mid <= lo:
+            break
+        if in_window(windows, timezone, mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def add_years(day: dt.date, years: int) -> dt.date:

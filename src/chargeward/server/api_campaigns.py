@@ -48,6 +48,8 @@ class StationRunOut(BaseModel):
     started_at: str | None
     finished_at: str | None
     timeline: list[list[str]]
+    install_at: str | None = None  # installDateTime of the current request, if any
+    reschedules: int = 0  # requests re-sent to keep the install inside a window
 
 
 class RollbackIn(BaseModel):

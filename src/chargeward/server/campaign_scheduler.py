@@ -8,6 +8,11 @@ state with its ``requestId``).  Only after that commit are the UpdateFirmware re
 acts: a crash between the two leaves a run waiting for an answer that never comes, which its
 response timeout turns into one more attempt, never into an extra request beyond the policy.
 A new leader simply runs the next tick from what is stored.
+
+A dispatch sent ahead of its window carries ``installDateTime`` (the window's start).  A
+station that has not started installing when its window closes is sent the same release
+again with the next window's start (:func:`_reschedule`), stored first like every dispatch;
+paused campaigns are ticked for that alone.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from chargeward.campaign.machine import StationRun
 from chargeward.errors import ChargewardError
 from chargeward.server import alerts, campaigns, services
 from chargeward.server.state import ServerState
-from chargeward.server.tables import Campaign, FirmwareUpdate, Release
+from chargeward.server.tables import Campaign, CampaignStation, FirmwareUpdate, Release
 from chargeward.server.updates import send_update
 
 LOG = logging.getLogger("chargeward.campaigns")
@@ -70,12 +75,14 @@ async def tick_campaign(
     """
     now = state.clock()
     orders: list[services.UpdateOrder] = []
+    install_at: dict[int, dt.datetime | None] = {}  # requestId -> installDateTime
     async with state.db.session() as s:
         row = await s.get(Campaign, campaign_id)
-        if row is None or row.status != "running":
+        if row is None or row.status not in ("running", "paused"):
             return []
         c = campaigns.to_planner(row)
         runs, rows = await campaigns.load_for_planning(s, row.id)
+        join = join and row.status == "running"  # a paused one is only ticked for reschedules
         if join and c.spec.dynamic and await _join(s, row, c, set(runs), now):
             await s.flush()
             runs, rows = await campaigns.load_for_planning(s, row.id)
@@ -84,7 +91,8 @@ async def tick_campaign(
         for sid, run in result.runs.items():
             await _close_abandoned(s, runs[sid], run, now)
             campaigns.store_run(rows[sid], run, now)
-        campaigns.store_campaign(row, result.campaign, now)
+        if row.status == "running":
+            campaigns.store_campaign(row, result.campaign, now)
         if result.campaign.status == "completed":
             await campaigns.release_stations(s, row.id)
         for note in result.notes:
@@ -113,21 +121,86 @@ async def tick_campaign(
             except ChargewardError as e:  # e.g. an operator's own update is in progress
                 LOG.info("%s: not dispatched for campaign %s: %s", sid, row.name, e)
                 continue
+            install_at[order.request_id] = result.install_at.get(sid)
             run = machine.step(
-                result.runs.get(sid, runs[sid]), machine.Dispatched(now, order.request_id), c.policy
+                result.runs.get(sid, runs[sid]),
+                machine.Dispatched(now, order.request_id, install_at[order.request_id]),
+                c.policy,
             )
             campaigns.store_run(rows[sid], run, now)
             orders.append(order)
+        for sid, move in result.reschedule.items():
+            moved = await _reschedule(
+                s, state, row, c, rows[sid], result.runs.get(sid, runs[sid]), move, now
+            )
+            if moved is not None:
+                install_at[moved.request_id] = move.install_at
+                orders.append(moved)
     gate = asyncio.Semaphore(SEND_CONCURRENCY)
 
     async def send(order: services.UpdateOrder) -> None:
         async with gate:
             await send_update(
-                state, order, retries=c.spec.retries, retry_interval=c.spec.retry_interval
+                state,
+                order,
+                retries=c.spec.retries,
+                retry_interval=c.spec.retry_interval,
+                install_at=install_at.get(order.request_id),
             )
 
     await asyncio.gather(*(send(o) for o in orders))
     return orders
+
+
+async def _reschedule(
+    s: AsyncSession,
+    state: ServerState,
+    row: Campaign,
+    c: planner.Campaign,
+    run_row: CampaignStation,
+    run: StationRun,
+    move: planner.Reschedule,
+    now: dt.datetime,
+) -> services.UpdateOrder | None:
+    """Store a reschedule: the old request is closed, a new one for the same release with
+    ``installDateTime`` = ``move.install_at`` is stored with the run (not an attempt)."""
+    old = await s.get(FirmwareUpdate, run.request_id) if run.request_id is not None else None
+    was = old.outcome if old is not None else None
+    if old is not None and old.outcome == "pending":
+        old.outcome, old.updated_at = "rescheduled", now
+    try:
+        order = await services.create_update(
+            s,
+            run.station_id,
+            row.release_id,
+            actor=f"campaign:{row.name}",
+            now=now,
+            require_published=state.repository.initialized,
+        )
+    except ChargewardError as e:
+        if old is not None and was is not None:
+            old.outcome = was
+        LOG.info("%s: not rescheduled for campaign %s: %s", run.station_id, row.name, e)
+        return None
+    new = machine.step(
+        run, machine.Rescheduled(now, order.request_id, move.install_at, move.reason), c.policy
+    )
+    campaigns.store_run(run_row, new, now)
+    await audit.record(
+        s,
+        actor=audit.SYSTEM,
+        action="campaign.rescheduled",
+        target=f"campaign:{row.id}",
+        details={
+            "station": run.station_id,
+            "reason": move.reason,
+            "install_at": move.install_at.isoformat(),
+            "request_id": order.request_id,
+            "replaces": run.request_id,
+        },
+        now=now,
+    )
+    return order
 
 
 async def _close_abandoned(
@@ -147,7 +220,9 @@ async def _close_abandoned(
 async def tick(state: ServerState, *, join: bool = True) -> int:
     """One round over every running campaign; returns how many UpdateFirmware were sent."""
     async with state.db.snapshot() as s:
-        ids = (await s.scalars(select(Campaign.id).where(Campaign.status == "running"))).all()
+        ids = (
+            await s.scalars(select(Campaign.id).where(Campaign.status.in_(("running", "paused"))))
+        ).all()
     sent = 0
     for campaign_id in ids:
         try:
