@@ -248,3 +248,54 @@ async def test_a_batch_of_station_reports_reads_up_front_and_writes_together(
     per_batch = (len(statements) - statements.count("BEGIN")) / batches
     assert batches < writes / 2, (batches, writes)
     assert per_batch <= 16, (per_batch, sorted(set(statements)))
+
+
+async def test_boots_after_our_update_in_one_batch_move_the_expected_version_not_drift(
+    db: Database, tmp_path: Path, pki: Pki
+) -> None:
+    """A batch of boots after an update Chargeward sent: the pending update (read up front with
+    the version it brings) explains the new version, so no drift alert; a station that boots
+    a version nobody sent in the same batch raises one."""
+    import asyncio
+
+    from sqlalchemy import select
+
+    from chargeward.ocpp.csms import BootInfo
+    from chargeward.server.csms import DbSink
+    from chargeward.server.tables import Alert
+
+    def boot(version: str) -> BootInfo:
+        return BootInfo(reason="FirmwareUpdate", model=MODEL, vendor="ACME",
+                        firmware_version=version, serial_number=None)  # fmt: skip
+
+    release = await _release(db, tmp_path, pki, "1.1.0", "feature")
+    ids = await _fleet(db, 12)
+    first = DbSink(db, clock=lambda: NOW)
+    await asyncio.gather(
+        *(first.boot(sid, replace(boot("1.0.0"), reason="PowerUp")) for sid in ids)
+    )
+    await first.close()  # 1.0.0 is now what each should run
+    async with db.session() as s:
+        for sid in ids[:-1]:
+            await services.create_update(
+                s, sid, release, actor="alice", now=NOW, require_published=False
+            )
+    sink = DbSink(db, clock=lambda: NOW)
+    await asyncio.gather(
+        *(sink.boot(sid, boot("1.1.0")) for sid in ids[:-1]), sink.boot(ids[-1], boot("6.6.6"))
+    )
+    await sink.close()
+    assert sink.writes.batches < len(ids)
+    async with db.snapshot() as s:
+        stations = (await s.scalars(select(Station).where(Station.id.in_(ids)))).all()
+        expected = {st.id: st.expected_firmware for st in stations}
+        drift = (await s.scalars(select(Alert).where(Alert.kind == "firmware_drift"))).all()
+        drifting = [a.station_id for a in drift]
+        moved = await audit.entries(s, limit=10_000)
+    assert drifting == [ids[-1]]
+    main = next(iter(expected[ids[0]]))
+    assert {sid: expected[sid][main] for sid in ids} == {
+        **{sid: "1.1.0" for sid in ids[:-1]}, ids[-1]: "1.0.0"
+    }  # fmt: skip
+    explained = [e for e in moved if e.action == "station.expected_firmware"]
+    assert len(explained) == len(ids) - 1 and all(e.transaction_id for e in explained)

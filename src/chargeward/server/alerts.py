@@ -75,6 +75,8 @@ def _view(a: Alert) -> AlertView:
     )
 
 
+# session.info: {station id: [(pending FirmwareUpdate, version it brings)]}
+PENDING_VERSIONS = "chargeward.pending_update_versions"
 UNRESOLVED = "chargeward.unresolved_alerts"  # session.info: {station id: [open alerts]}
 
 
@@ -171,6 +173,19 @@ async def _update_explains(
     s: AsyncSession, station_id: str, component: str, version: str, now: dt.datetime
 ) -> FirmwareUpdate | None:
     """The update Chargeward sent that brought ``version``: pending, or succeeded recently."""
+    prefetched: list[tuple[FirmwareUpdate, str]] = s.info.get(PENDING_VERSIONS, {}).get(
+        station_id, []
+    )
+    for update, brings in sorted(
+        prefetched, key=lambda uv: -uv[0].id
+    ):  # prefetched for a batch of reports: the usual case, a boot after our own update
+        if (
+            update.component == component
+            and brings == version
+            and update.outcome in ("pending", "succeeded")
+            and update.updated_at >= now - UPDATE_EXPLAINS_FOR
+        ):
+            return update
     q = (
         select(FirmwareUpdate)
         .join(Release, Release.id == FirmwareUpdate.release_id)

@@ -279,15 +279,24 @@ async def prefetch_reports(s: AsyncSession, keys: ReportKeys) -> list[object]:
         q = select(FirmwareUpdate).where(FirmwareUpdate.id.in_(sorted(keys.requests)))
         keep.extend((await s.scalars(q)).all())
     if keys.open_updates:
-        q = select(FirmwareUpdate).where(
-            FirmwareUpdate.station_id.in_(sorted(keys.open_updates)),
-            FirmwareUpdate.outcome == "pending",
+        with_version = (
+            select(FirmwareUpdate, Release.version)
+            .join(Release, Release.id == FirmwareUpdate.release_id)
+            .where(
+                FirmwareUpdate.station_id.in_(sorted(keys.open_updates)),
+                FirmwareUpdate.outcome == "pending",
+            )
         )
         pending: dict[str, list[FirmwareUpdate]] = {sid: [] for sid in keys.open_updates}
-        for u in (await s.scalars(q)).all():
+        versions: dict[str, list[tuple[FirmwareUpdate, str]]] = {
+            sid: [] for sid in keys.open_updates
+        }
+        for u, version in (await s.execute(with_version)).all():
             pending[u.station_id].append(u)
+            versions[u.station_id].append((u, version))
             keep.append(u)
         s.info[OPEN_UPDATES] = pending
+        s.info[alerts.PENDING_VERSIONS] = versions  # what explains a new version (drift)
     if keys.alerts:
         keep.extend(await alerts.prefetch_unresolved(s, sorted(keys.alerts)))
     return keep
@@ -680,7 +689,8 @@ async def create_update(
         updated_at=now,
     )
     s.add(row)
-    s.info.pop(OPEN_UPDATES, None)  # prefetched pending updates no longer tell it all
+    for key in (OPEN_UPDATES, alerts.PENDING_VERSIONS):  # prefetched: no longer the whole story
+        s.info.pop(key, None)
     await s.flush()
     await audit.record(
         s,
