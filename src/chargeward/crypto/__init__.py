@@ -2,10 +2,18 @@
 
 Keys are addressed by URI (``file:/path/key.pem``, or ``pkcs11:token=...;object=...`` for a
 key inside an HSM token) and used through the :class:`~chargeward.crypto.keys.Signer`
-protocol, so nothing outside this package cares where a private key lives.
+protocol, so nothing outside this package cares where a private key lives.  Ed25519 keys
+for signed notes (audit-log checkpoints) live in :mod:`~chargeward.crypto.ed25519`.
 :func:`key_attributes` shows that a token key cannot be extracted.
 """
 
+from chargeward.crypto.ed25519 import (
+    Ed25519Signer,
+    MessageSigner,
+    generate_ed25519_key,
+    load_ed25519_signer,
+    verify_ed25519,
+)
 from chargeward.crypto.keys import (
     Signer,
     generate_key,
@@ -41,7 +49,9 @@ from chargeward.crypto.signature import (
 __all__ = [
     "CertificateInfo",
     "Digest",
+    "Ed25519Signer",
     "KeyProtection",
+    "MessageSigner",
     "Pkcs11Signer",
     "Signer",
     "certificate_fingerprint",
@@ -49,6 +59,7 @@ __all__ = [
     "check_signing_certificate",
     "create_root_ca",
     "describe_certificate",
+    "generate_ed25519_key",
     "generate_key",
     "issue_firmware_signing_certificate",
     "key_attributes",
@@ -57,6 +68,7 @@ __all__ = [
     "load_certificate_file",
     "load_certificates",
     "load_certificates_file",
+    "load_ed25519_signer",
     "load_signer",
     "passphrase_from_env",
     "public_key_fingerprint",
@@ -64,6 +76,7 @@ __all__ = [
     "sha256_bytes",
     "sha256_file",
     "sign_firmware_digest",
+    "verify_ed25519",
     "verify_firmware_signature",
     "verify_firmware_signing_certificate",
 ]

@@ -1,0 +1,140 @@
+"""Ed25519 keys for signed notes (C2SP signed-note, tree-head checkpoints of the audit log).
+
+Keys are addressed like the firmware keys of :mod:`chargeward.crypto.keys`: ``file:PATH``
+(or a bare path) names an encrypted PKCS#8 PEM file; the passphrase comes from a callable.
+Ed25519 keys inside a PKCS#11 token are not supported yet (``pkcs11:`` URIs are refused with
+a clear error).  Ed25519 signs the message itself (RFC 8032 PureEdDSA), not a digest.
+
+    >>> secret = lambda: b"correct horse battery"
+    >>> signer = generate_ed25519_key("file:/tmp/log-key.pem", secret)  # doctest: +SKIP
+    >>> signature = signer.sign(b"note text\\n")  # doctest: +SKIP
+    >>> verify_ed25519(signer.public_key_raw(), b"note text\\n", signature)  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from chargeward.crypto.keys import (
+    MIN_PASSPHRASE_LENGTH,
+    PassphraseSource,
+    _file_path,
+    normalise_uri,
+)
+from chargeward.crypto.pkcs11 import is_pkcs11_uri
+from chargeward.errors import ConfigError, KeyAccessError
+
+PUBLIC_KEY_SIZE = 32  # RFC 8032 section 5.1.5
+SIGNATURE_SIZE = 64  # RFC 8032 section 5.1.6
+
+
+class MessageSigner(Protocol):
+    """Something that holds an Ed25519 private key and signs whole messages."""
+
+    @property
+    def uri(self) -> str: ...
+
+    def public_key_raw(self) -> bytes:
+        """The 32-byte RFC 8032 encoding of the public key."""
+        ...
+
+    def sign(self, message: bytes) -> bytes:
+        """The 64-byte Ed25519 signature of ``message``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Ed25519Signer:
+    """An Ed25519 private key held in memory (loaded from an encrypted file)."""
+
+    uri: str
+    _key: ed25519.Ed25519PrivateKey = field(repr=False)
+
+    def public_key_raw(self) -> bytes:
+        return self._key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    def sign(self, message: bytes) -> bytes:
+        return self._key.sign(message)
+
+
+def _refuse_pkcs11(uri: str) -> None:
+    if is_pkcs11_uri(uri):
+        raise KeyAccessError(f"Ed25519 keys in PKCS#11 tokens are not supported yet: {uri}")
+
+
+def _create_exclusive(path: Path, content: bytes) -> None:
+    """Write a new private key file (0600); never replaces an existing one."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as e:
+        raise KeyAccessError(f"refusing to overwrite existing key file {path}") from e
+    except OSError as e:
+        raise KeyAccessError(f"cannot create key file {path}: {e.strerror}") from e
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(content)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def generate_ed25519_key(uri: str, passphrase: PassphraseSource) -> Ed25519Signer:
+    """Create a new Ed25519 key at ``uri`` (encrypted PKCS#8 PEM); never overwrites a key."""
+    _refuse_pkcs11(uri)
+    path = _file_path(uri)
+    secret = passphrase()
+    if len(secret) < MIN_PASSPHRASE_LENGTH:
+        raise ConfigError(f"key passphrase must be at least {MIN_PASSPHRASE_LENGTH} characters")
+    if path.exists():
+        raise KeyAccessError(f"refusing to overwrite existing key file {path}")
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(secret),
+    )
+    _create_exclusive(path, pem)
+    return Ed25519Signer(normalise_uri(uri), key)
+
+
+def load_ed25519_signer(uri: str, passphrase: PassphraseSource) -> Ed25519Signer:
+    """Open the Ed25519 key at ``uri`` for signing; plaintext key files are refused."""
+    _refuse_pkcs11(uri)
+    path = _file_path(uri)
+    try:
+        pem = path.read_bytes()
+    except OSError as e:
+        raise KeyAccessError(f"cannot read key file {path}: {e.strerror}") from e
+    if b"ENCRYPTED PRIVATE KEY" not in pem:
+        raise KeyAccessError(f"{path} is not an encrypted PKCS#8 key; plaintext keys are refused")
+    try:
+        key = serialization.load_pem_private_key(pem, password=passphrase())
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise KeyAccessError(f"cannot decrypt {path}: wrong passphrase or damaged file") from e
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise KeyAccessError(f"{path} does not hold an Ed25519 key")
+    return Ed25519Signer(normalise_uri(uri), key)
+
+
+def verify_ed25519(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` is a valid Ed25519 signature of ``message`` (RFC 8032 5.1.7).
+
+    A public key or signature of the wrong length, or a key that is not a valid point,
+    is simply a failed verification.
+    """
+    if len(public_key) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
+        return False
+    try:
+        ed25519.Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
