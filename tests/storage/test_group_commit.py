@@ -164,3 +164,29 @@ async def test_drift_alerts_found_from_the_batch_prefetch_are_neither_lost_nor_d
         rows = (await s.scalars(select(Alert).where(Alert.kind == "firmware_drift"))).all()
         found = sorted((a.station_id, a.state, a.count) for a in rows)
     assert found == [(sid, "open", 2) for sid in ids]
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.2])
+async def test_writes_arriving_one_by_one_share_a_batch_within_the_gather_delay(
+    db: Database, delay: float
+) -> None:
+    """Reports that trickle in (one every few milliseconds, as in a rollout) would each pay a
+    transaction; the gather delay lets those of one instant share it."""
+    ids = [f"CP-{i}" for i in range(6)]
+    await _register(db, ids)
+    writes = GroupCommit(db, gather_delay=delay)
+
+    async def trickle() -> None:
+        pending = []
+        for sid in ids:
+            pending.append(asyncio.create_task(writes.run(connect(sid), station_id=sid)))
+            await asyncio.sleep(0.01)  # the previous write's batch has started by now
+        await asyncio.gather(*pending)
+
+    await trickle()
+    await writes.close()
+    assert writes.writes == len(ids)
+    if delay:
+        assert writes.batches == 1
+    else:
+        assert writes.batches > 1

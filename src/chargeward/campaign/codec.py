@@ -12,6 +12,8 @@ from typing import Any, cast
 
 from chargeward.campaign.machine import State, StationRun
 
+Timeline = tuple[tuple[str, str, str], ...]
+
 
 def _time(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).isoformat() if value is not None else None
@@ -63,7 +65,9 @@ def run_from_row(row: dict[str, Any]) -> StationRun:
         reason=row.get("reason"),
         started_at=_parse(row.get("started_at")),
         finished_at=_parse(row.get("finished_at")),
-        timeline=tuple((str(a), str(b), str(c)) for a, b, c in row.get("timeline", [])),
+        # Up to timeline_cap entries per run, decoded on every report and tick: map(tuple)
+        # keeps that a C loop (the entries are the strings run_to_row stored).
+        timeline=cast(Timeline, tuple(map(tuple, row.get("timeline", ())))),
         install_at=_parse(row.get("install_at")),
         reschedules=int(row.get("reschedules", 0)),
         rescheduled_from=row.get("rescheduled_from"),

@@ -33,7 +33,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from chargeward.ocpp.csms import BootInfo, CsmsChargePoint, SignAnswer, SignedChain, UpdateAvailable
-from chargeward.server import logs, services, station_security
+from chargeward.server import logs, passwords, services, station_security
 from chargeward.server.db import Database
 from chargeward.server.group_commit import GroupCommit
 from chargeward.server.metrics import MeteredChargePoint, Metrics
@@ -308,6 +308,7 @@ class CsmsListener:
         self.refusals: list[tuple[str, str]] = []  # (station id, reason), newest last
         self.connection_serials: dict[str, str] = {}  # certificate serial of the last login
         self.booted_stations: set[str] = set()  # BootNotification accepted in this process
+        self.recent_logins = passwords.RecentLogins()  # reconnects skip argon2 (ADR 0009)
 
     def _peer_certificate(self, connection: ServerConnection) -> x509.Certificate | None:
         ssl_object = connection.transport.get_extra_info("ssl_object")
@@ -331,7 +332,9 @@ class CsmsListener:
         creds = basic_credentials(request.headers)
         profile = auth.profile if auth is not None else 2
         if profile != 3 and creds is not None and creds[0] == station_id:
-            ok = await station_security.check_password(self.db, station_id, creds[1], auth)
+            ok = await station_security.check_password(
+                self.db, station_id, creds[1], auth, self.recent_logins
+            )
         return station_security.Presented(tls, cert, problem, ok)
 
     def _refuse(self, connection: ServerConnection, status: HTTPStatus, text: str) -> Response:

@@ -15,8 +15,9 @@ far, loads what they will read in a few ``SELECT`` s (their stations, the update
 requestIds name, pending updates, campaign runs: :func:`services.prefetch_reports`), runs the
 writes in queue order in one transaction and commits once.  With their reads answered from
 the session, the writes reach the database together at the commit: one executemany per
-table for the whole batch.  While that transaction runs, the next writes queue up, so
-batches grow with the load and a lone write waits for nothing.
+table for the whole batch.  A batch starts :data:`GATHER_DELAY` (5 ms) after its first write
+arrives, so the reports of that instant join it; while its transaction runs the next writes
+queue up, so batches grow with the load and a lone write waits 5 ms at most.
 
 A write that fails must not take the others down with it: when a batch fails, each of its
 writes runs again in a transaction of its own, and only the one that fails gets the error.
@@ -40,6 +41,9 @@ LOG = logging.getLogger("chargeward.group_commit")
 T = TypeVar("T")
 Write = Callable[[AsyncSession], Awaitable[Any]]
 MAX_BATCH = 500  # writes per transaction; bounds how long one transaction holds the lock
+# Seconds a new batch waits for more writes before it starts (like PostgreSQL's commit_delay):
+# under a moderate load batches of one or two writes would each pay a whole transaction.
+GATHER_DELAY = 0.005
 
 
 @dataclass
@@ -55,9 +59,12 @@ class _Queued:
 class GroupCommit:
     """One writer task that commits queued writes in batches (see the module docstring)."""
 
-    def __init__(self, db: Database, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, db: Database, max_batch: int = MAX_BATCH, gather_delay: float = GATHER_DELAY
+    ) -> None:
         self.db = db
         self.max_batch = max_batch
+        self.gather_delay = gather_delay
         self._queue: list[_Queued] = []
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -99,6 +106,8 @@ class GroupCommit:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self.gather_delay and len(self._queue) < self.max_batch and not self._closing:
+                await asyncio.sleep(self.gather_delay)  # let the reports of this instant join
             while self._queue:
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]

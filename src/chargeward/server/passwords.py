@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
+from time import monotonic
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -125,3 +127,57 @@ def token_digest(token: str) -> str:
 
 def same_digest(a: str, b: str) -> bool:
     return hmac.compare_digest(a, b)
+
+
+class RecentLogins:
+    """Station passwords verified in the last ``ttl`` seconds, so a reconnect skips argon2.
+
+        >>> recent = RecentLogins(ttl=900)
+        >>> recent.seen("CP-1", "$argon2id$...", "pw")
+        False
+        >>> recent.remember("CP-1", "$argon2id$...", "pw")
+        >>> recent.seen("CP-1", "$argon2id$...", "pw"), recent.seen("CP-1", "$argon2id$...", "x")
+        (True, False)
+
+    A firmware update ends with the station reconnecting minutes after its last login (and a
+    network blip reconnects a whole site): at fleet scale those argon2 checks were a tenth of
+    the server's CPU per update (benchmarks/bench_campaign.py).  What is kept is an HMAC of
+    (station, stored hash, password) under a key that exists only in this process's memory:
+    nothing usable outside it, a rotated or changed hash no longer matches, a wrong password
+    still costs a full argon2 check, and an entry lapses after ``ttl`` (ADR 0009).
+    """
+
+    def __init__(
+        self, ttl: float = 900.0, max_entries: int = 200_000, clock: Callable[[], float] = monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.clock = clock
+        self._key = secrets.token_bytes(32)
+        self._seen: dict[str, tuple[bytes, float]] = {}  # station -> (digest, expiry)
+
+    def _digest(self, station_id: str, stored_hash: str, password: str) -> bytes:
+        message = "\0".join((station_id, stored_hash, password)).encode()
+        return hmac.new(self._key, message, hashlib.sha256).digest()
+
+    def seen(self, station_id: str, stored_hash: str, password: str) -> bool:
+        entry = self._seen.get(station_id)
+        if entry is None:
+            return False
+        digest, expiry = entry
+        if self.clock() >= expiry:
+            del self._seen[station_id]
+            return False
+        return hmac.compare_digest(digest, self._digest(station_id, stored_hash, password))
+
+    def remember(self, station_id: str, stored_hash: str, password: str) -> None:
+        if len(self._seen) >= self.max_entries and station_id not in self._seen:
+            now = self.clock()
+            self._seen = {k: v for k, v in self._seen.items() if v[1] > now}
+            if len(self._seen) >= self.max_entries:
+                return  # full of live entries: this login simply is not remembered
+        digest = self._digest(station_id, stored_hash, password)
+        self._seen[station_id] = (digest, self.clock() + self.ttl)
+
+    def forget(self, station_id: str) -> None:
+        self._seen.pop(station_id, None)

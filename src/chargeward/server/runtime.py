@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import json
 import logging
 import os
@@ -116,6 +117,24 @@ async def renew_online_metadata(state: ServerState, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+GC_THRESHOLDS = (20_000, 20, 50)  # CPython's are (700, 10, 10) (3.11)
+
+
+def tune_garbage_collector() -> None:
+    """Collect less often, and never re-scan what start-up built.
+
+    A server holding thousands of station connections, ORM rows and decoded campaign runs
+    keeps a large heap of long-lived objects; with CPython's default thresholds every few
+    hundred allocations start a collection, and each full one walks that whole heap.  Objects
+    alive once the server is ready (modules, schemas, keys) are moved out of the collector's
+    sight (``gc.freeze``, as Instagram's servers do), and young generations are collected
+    after 20,000 allocations instead of 700 (benchmarks/bench_campaign.py, ADR 0009).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def run_server(
     config: ServerConfig, on_ready: Callable[[dict[str, object]], None] | None = None
 ) -> None:
@@ -162,6 +181,7 @@ async def run_server(
             access_log=False,
         )
     )
+    tune_garbage_collector()
     task = asyncio.create_task(uv.serve())
     # Station certificate renewal (OCPP A02): a plain periodic task on every node for now.
     cert_renewer = asyncio.create_task(

@@ -127,18 +127,27 @@ async def _rehash(db: Database, station_id: str, old_hash: str, password: str) -
 
 
 async def check_password(
-    db: Database, station_id: str, password: str, auth: StationAuth | None
+    db: Database,
+    station_id: str,
+    password: str,
+    auth: StationAuth | None,
+    recent: passwords.RecentLogins | None = None,
 ) -> bool:
     """Check ``password`` against the current and a pending hash (argon2, off the loop).
 
     ``auth`` is what :func:`station_auth` read for the station (None: unknown station; the
     check still costs one argon2 verification).  Logging in with the pending password
-    confirms the rotation: the old hash is dropped.
+    confirms the rotation: the old hash is dropped.  ``recent``: logins verified a short
+    while ago, which a reconnect with the same password and stored hash does not repeat.
     """
     current = auth.password_hash if auth is not None else None
+    if recent is not None and current is not None and recent.seen(station_id, current, password):
+        return True  # verified against this very hash minutes ago (a reconnect)
     if await asyncio.to_thread(passwords.verify_station_secret, current, password):
         if current is not None and passwords.station_secret_needs_rehash(current):
             await _rehash(db, station_id, current, password)
+        elif current is not None and recent is not None:
+            recent.remember(station_id, current, password)
         return True
     if auth is None or auth.pending_password_hash is None:
         return False
