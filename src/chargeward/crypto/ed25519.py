@@ -14,9 +14,7 @@ a clear error).  Ed25519 signs the message itself (RFC 8032 PureEdDSA), not a di
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -24,13 +22,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from chargeward.crypto.keys import (
-    MIN_PASSPHRASE_LENGTH,
     PassphraseSource,
     _file_path,
     normalise_uri,
+    write_new_key_file,
 )
 from chargeward.crypto.pkcs11 import is_pkcs11_uri
-from chargeward.errors import ConfigError, KeyAccessError
+from chargeward.errors import KeyAccessError
 
 PUBLIC_KEY_SIZE = 32  # RFC 8032 section 5.1.5
 SIGNATURE_SIZE = 64  # RFC 8032 section 5.1.6
@@ -72,37 +70,11 @@ def _refuse_pkcs11(uri: str) -> None:
         raise KeyAccessError(f"Ed25519 keys in PKCS#11 tokens are not supported yet: {uri}")
 
 
-def _create_exclusive(path: Path, content: bytes) -> None:
-    """Write a new private key file (0600); never replaces an existing one."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError as e:
-        raise KeyAccessError(f"refusing to overwrite existing key file {path}") from e
-    except OSError as e:
-        raise KeyAccessError(f"cannot create key file {path}: {e.strerror}") from e
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(content)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def generate_ed25519_key(uri: str, passphrase: PassphraseSource) -> Ed25519Signer:
     """Create a new Ed25519 key at ``uri`` (encrypted PKCS#8 PEM); never overwrites a key."""
     _refuse_pkcs11(uri)
-    path = _file_path(uri)
-    secret = passphrase()
-    if len(secret) < MIN_PASSPHRASE_LENGTH:
-        raise ConfigError(f"key passphrase must be at least {MIN_PASSPHRASE_LENGTH} characters")
-    if path.exists():
-        raise KeyAccessError(f"refusing to overwrite existing key file {path}")
     key = ed25519.Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(secret),
-    )
-    _create_exclusive(path, pem)
+    write_new_key_file(uri, passphrase, key)
     return Ed25519Signer(normalise_uri(uri), key)
 
 

@@ -31,6 +31,7 @@ from typing import Protocol
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chargeward.crypto.pkcs11 import (
     generate_pkcs11_key,
@@ -115,13 +116,20 @@ def generate_key(uri: str, passphrase: PassphraseSource) -> Signer:
     """
     if is_pkcs11_uri(uri):
         return generate_pkcs11_key(uri, passphrase)
+    key = ec.generate_private_key(ec.SECP256R1())
+    write_new_key_file(uri, passphrase, key)
+    return FileSigner(normalise_uri(uri), key)
+
+
+def write_new_key_file(
+    uri: str, passphrase: PassphraseSource, key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey
+) -> None:
+    """Store ``key`` at the ``file:`` ``uri`` as encrypted PKCS#8 PEM (mode 0600, fsynced);
+    never replaces an existing file, and refuses a passphrase that is too short."""
     path = _file_path(uri)
     secret = passphrase()
     if len(secret) < MIN_PASSPHRASE_LENGTH:
         raise ConfigError(f"key passphrase must be at least {MIN_PASSPHRASE_LENGTH} characters")
-    if path.exists():
-        raise KeyAccessError(f"refusing to overwrite existing key file {path}")
-    key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -138,7 +146,6 @@ def generate_key(uri: str, passphrase: PassphraseSource) -> Signer:
         fh.write(pem)
         fh.flush()
         os.fsync(fh.fileno())
-    return FileSigner(normalise_uri(uri), key)
 
 
 def load_signer(uri: str, passphrase: PassphraseSource) -> Signer:
