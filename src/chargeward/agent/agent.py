@@ -106,6 +106,22 @@ PASSWORD_VARIABLE = ("SecurityCtrlr", "BasicAuthPassword")  # write-only (OCPP A
 _R = TypeVar("_R")
 
 
+async def cancel_and_wait(task: asyncio.Task[Any], *, every: float = 0.1) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling again if a cancellation is lost.
+
+    On Python 3.11 ``asyncio.wait_for`` swallows a cancellation that arrives in the same loop
+    iteration as the result it waited for (python/cpython#86296, fixed in 3.12).  The ocpp
+    package waits for every CALLRESULT that way, so an UpdateFirmware that arrives together
+    with the answer to the job's last status could leave the old job running (and sleeping
+    until its retrieveDateTime) instead of cancelled (OCPP L01.FR.24: AcceptedCanceled).
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=every)
+    if not task.cancelled() and task.exception() is not None:
+        LOG.debug("cancelled task ended with %r", task.exception())
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     state_dir: Path
@@ -331,10 +347,8 @@ class Agent:
     async def _shutdown_tasks(self) -> None:
         """A reboot ends the update and the log upload of this boot."""
         for task in (self._update_task, self._log_task):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            if task is not None:
+                await cancel_and_wait(task)
         self._update_task = self._log_task = None
         self._installing = False
 
@@ -1084,9 +1098,7 @@ class Agent:
         task, self._log_task = self._log_task, None
         canceled = self._log_uploading
         if task is not None and not task.done():
-            task.cancel()  # the new request replaces the upload in progress
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)  # the new request replaces the upload in progress
             if canceled is not None:
                 await self._log_status("AcceptedCanceled", canceled)
         self._log_task = asyncio.create_task(self._upload_log(job))
