@@ -201,6 +201,7 @@ class UpdateAccepted(BaseModel):
 
 class AuditEntryView(BaseModel):
     id: int
+    leaf_index: int  # position in the Merkle log (chargeward.audit.tree)
     time: dt.datetime
     actor: str
     action: str
