@@ -42,6 +42,7 @@ def new_transaction_id() -> str:
 class Entry:
     id: int
     leaf_index: int
+    leaf_hash: bytes
     time: dt.datetime
     actor: str
     action: str
@@ -94,5 +95,16 @@ async def entries(
         q = q.where(AuditEntry.target == target)
     rows = (await session.scalars(q)).all()
     return [
-        Entry(r.id, r.leaf_index, r.time, r.actor, r.action, r.target, r.transaction_id, r.details) for r in rows
+        Entry(
+            r.id,
+            r.leaf_index,
+            bytes(r.leaf_hash),
+            r.time,
+            r.actor,
+            r.action,
+            r.target,
+            r.transaction_id,
+            r.details,
+        )
+        for r in rows
     ]

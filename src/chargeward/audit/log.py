@@ -39,6 +39,7 @@ from chargeward.server.tables import AuditCheckpoint
 
 DEFAULT_ORIGIN = "chargeward.local/audit"
 KEY_FILE = Path("audit") / "checkpoint.key"
+VKEY_FILE = Path("audit") / "checkpoint.vkey"  # public: the verifier key auditors pin
 
 
 @dataclass(frozen=True)
@@ -145,9 +146,7 @@ async def sign_checkpoint(
     if latest is None and current.size == 0 and not force:
         return None
     note = sign_note(Checkpoint(origin, current.size, current.root_hash), signer)
-    row = AuditCheckpoint(
-        size=current.size, root_hash=current.root_hash, note=note, created_at=now
-    )
+    row = AuditCheckpoint(size=current.size, root_hash=current.root_hash, note=note, created_at=now)
     s.add(row)
     await s.flush()
     return _stored(row)

@@ -181,7 +181,7 @@ def create_app(state: ServerState) -> FastAPI:
             rows = await audit.entries(
                 s, transaction_id=transaction_id, target=target, start=start, limit=limit
             )
-        return [AuditEntryView(**vars(r)) for r in rows]
+        return [AuditEntryView(**{**vars(r), "leaf_hash": r.leaf_hash.hex()}) for r in rows]
 
     @app.get("/firmware/sha256/{sha256}", include_in_schema=False)
     async def download(sha256: str, station: str, expires: int, sig: str) -> FileResponse:

@@ -145,9 +145,14 @@ def prepare_checkpoint_key(state: ServerState) -> None:
     Without ``$CHARGEWARD_KEY_PASSPHRASE`` the server runs, but signs no checkpoints (loudly).
     """
     try:
-        state.checkpoint_signer()
+        key = audit_log.vkey_of(state.checkpoint_signer(), state.audit_origin)
+    except ValueError as e:
+        raise ConfigError(f"audit origin {state.audit_origin!r} is not usable: {e}") from e
     except ChargewardError as e:
         LOG.error("audit checkpoints are not signed: %s", e)
+        return
+    # Public: what auditors pin (also served at GET /api/v1/audit/vkey).
+    (state.data_dir / audit_log.VKEY_FILE).write_text(key.vkey + "\n")
 
 
 GC_THRESHOLDS = (20_000, 20, 50)  # CPython's are (700, 10, 10) (3.11)

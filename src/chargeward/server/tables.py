@@ -252,7 +252,7 @@ class AuditTreeHead(Base):
 
 
 class AuditCheckpoint(Base):
-    """A signed tree head: a C2SP checkpoint in a signed note (:mod:`chargeward.audit.checkpoint`)."""
+    """A signed tree head: a C2SP checkpoint as a signed note (:mod:`..audit.checkpoint`)."""
 
     __tablename__ = "audit_checkpoints"
 

@@ -8,6 +8,8 @@ Create Date: 2026-12-08 10:00:00
 
 from __future__ import annotations
 
+import datetime as dt
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -119,10 +121,8 @@ def _backfill() -> int:
     return tree.size
 
 
-def _utc(value: object) -> object:
-    import datetime as dt
-
-    if isinstance(value, dt.datetime) and value.tzinfo is None:  # SQLite stores naive UTC
+def _utc(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None:  # SQLite stores naive UTC
         return value.replace(tzinfo=dt.UTC)
     return value
 
