@@ -177,7 +177,11 @@ async def test_proofs_served_by_the_api_verify(db: Database, api: httpx.AsyncCli
     entries = (await api.get("/api/v1/audit", params={"limit": 100})).json()
     assert [e["leaf_index"] for e in entries] == list(range(head.size))
     for index in (0, 5, 6, 13, head.size - 1):
-        p = (await api.get("/api/v1/audit/proofs/inclusion", params={"index": index, "size": head.size})).json()
+        p = (
+            await api.get(
+                "/api/v1/audit/proofs/inclusion", params={"index": index, "size": head.size}
+            )
+        ).json()
         assert p["root_hash"] == head.root_hash.hex()
         merkle.verify_inclusion(
             bytes.fromhex(entries[index]["leaf_hash"]),
@@ -186,7 +190,11 @@ async def test_proofs_served_by_the_api_verify(db: Database, api: httpx.AsyncCli
             [bytes.fromhex(h) for h in p["hashes"]],
             head.root_hash,
         )
-    c = (await api.get("/api/v1/audit/proofs/consistency", params={"old": first["size"], "new": head.size})).json()
+    c = (
+        await api.get(
+            "/api/v1/audit/proofs/consistency", params={"old": first["size"], "new": head.size}
+        )
+    ).json()
     merkle.verify_consistency(
         first["size"],
         head.size,

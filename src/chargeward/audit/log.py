@@ -20,7 +20,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -35,6 +35,7 @@ from chargeward.crypto.ed25519 import (
 )
 from chargeward.crypto.keys import PassphraseSource
 from chargeward.errors import NotFound
+from chargeward.server.appends import write_queued
 from chargeward.server.tables import AuditCheckpoint
 
 DEFAULT_ORIGIN = "chargeward.local/audit"
@@ -55,6 +56,12 @@ class StoredCheckpoint:
     root_hash: bytes
     note: str
     created_at: dt.datetime
+
+
+def _connection(ss: Session) -> Connection:
+    """The session's connection, after writing what it has queued (so reads include it)."""
+    write_queued(ss)
+    return ss.connection()
 
 
 def checkpoint_key_uri(data_dir: Path) -> str:
@@ -78,7 +85,7 @@ async def head(s: AsyncSession) -> TreeHead:
     """The committed tree size and its root hash."""
 
     def read(ss: Session) -> TreeHead:
-        c = ss.connection()
+        c = _connection(ss)
         size = tree.tree_size(c)
         return TreeHead(size, merkle.root(size, tree.ConnectionReader(c)))
 
@@ -86,7 +93,7 @@ async def head(s: AsyncSession) -> TreeHead:
 
 
 async def _bounded(s: AsyncSession, size: int) -> None:
-    current = await s.run_sync(lambda ss: tree.tree_size(ss.connection()))
+    current = await s.run_sync(lambda ss: tree.tree_size(_connection(ss)))
     if size > current:
         raise NotFound(f"the audit log has {current} entries, not {size}")
 
@@ -95,7 +102,7 @@ async def inclusion_proof(s: AsyncSession, *, index: int, size: int) -> list[byt
     """PATH(index, D[size]) from the stored tree (one query for the hashes)."""
     await _bounded(s, size)
     return await s.run_sync(
-        lambda ss: merkle.inclusion_proof(index, size, tree.ConnectionReader(ss.connection()))
+        lambda ss: merkle.inclusion_proof(index, size, tree.ConnectionReader(_connection(ss)))
     )
 
 
@@ -103,13 +110,13 @@ async def consistency_proof(s: AsyncSession, *, old: int, new: int) -> list[byte
     """PROOF(old, D[new]) from the stored tree (one query for the hashes)."""
     await _bounded(s, new)
     return await s.run_sync(
-        lambda ss: merkle.consistency_proof(old, new, tree.ConnectionReader(ss.connection()))
+        lambda ss: merkle.consistency_proof(old, new, tree.ConnectionReader(_connection(ss)))
     )
 
 
 async def root_at(s: AsyncSession, size: int) -> bytes:
     await _bounded(s, size)
-    return await s.run_sync(lambda ss: merkle.root(size, tree.ConnectionReader(ss.connection())))
+    return await s.run_sync(lambda ss: merkle.root(size, tree.ConnectionReader(_connection(ss))))
 
 
 def _stored(row: AuditCheckpoint) -> StoredCheckpoint:

@@ -196,13 +196,11 @@ def verify_export(
     for position, entry in enumerate(entries):
         if entry.leaf_index != position:
             if entry.leaf_index > position:
-                gap = f"entries {position}..{entry.leaf_index - 1} are missing"
+                gap = f"entries {position}..{entry.leaf_index - 1} before it are missing"
             else:
                 gap = "it is out of order or repeated"
             raise LogVerificationError(
-                f"has leaf index {entry.leaf_index} where {position} was expected: {gap}",
-                position,
-                entry.id,
+                f"comes where leaf {position} was expected: {gap}", entry.leaf_index, entry.id
             )
         data = entry.leaf(position)
         if entry.leaf_hash is not None and merkle.leaf_hash(data) != entry.leaf_hash:
