@@ -54,8 +54,10 @@ class Log:
 
     def verify(self, tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "chargeward", "audit", "verify", str(self.export(tmp))]
-            + ["--vkey", self.vkey, *extra],
+            [
+                *(sys.executable, "-m", "chargeward", "audit", "verify"),
+                *(str(self.export(tmp)), "--vkey", self.vkey, *extra),
+            ],
             capture_output=True,
             text=True,
             env={**os.environ, "COLUMNS": "300"},

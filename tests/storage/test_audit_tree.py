@@ -21,6 +21,7 @@ from chargeward.audit.checkpoint import open_checkpoint, parse_vkey
 from chargeward.crypto.ed25519 import generate_ed25519_key
 from chargeward.server import services
 from chargeward.server.api import create_app
+from chargeward.server.appends import write_queued
 from chargeward.server.blobs import BlobStore
 from chargeward.server.db import MIGRATIONS, Database
 from chargeward.server.state import ServerState
@@ -76,11 +77,15 @@ async def test_appends_get_contiguous_indexes_and_the_stored_tree_is_the_recompu
 
 async def test_a_rolled_back_append_leaves_no_gap(db: Database) -> None:
     await _record(db, 0, 3)
-    with pytest.raises(RuntimeError):
+
+    async def abandoned() -> None:
         async with db.session() as s:
             await audit.record(s, actor="a", action="x", target="y", now=NOW)
-            await s.flush()
+            await s.run_sync(write_queued)  # leaf 3 is taken, then rolled back
             raise RuntimeError("abort the transaction")
+
+    with pytest.raises(RuntimeError):
+        await abandoned()
     await _record(db, 3, 2)
     indexes, stored, scratch = await _recomputed(db)
     assert indexes == [0, 1, 2, 3, 4] and stored == scratch

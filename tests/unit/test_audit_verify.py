@@ -33,7 +33,9 @@ def test_a_campaign_that_needed_approval_runs_only_after_a_second_person_approve
     assert check_rules(log(SMALL, ("system", "campaign.progress", "campaign:2", {}))) == 1
     with pytest.raises(RuleViolation, match=r"entry index 1 \(id 101\): campaign:1 ran"):
         check_rules(log(CREATED, PROGRESS, approved))
-    with pytest.raises(RuleViolation, match=r"index 1 \(id 101\): campaign:1 ran \(firmware.update_requested\)"):
+    with pytest.raises(
+        RuleViolation, match=r"index 1 \(id 101\): campaign:1 ran \(firmware.update_requested\)"
+    ):
         check_rules(log(CREATED, DISPATCH))
     with pytest.raises(RuleViolation, match="approved by its own creator 'carol'"):
         check_rules(log(CREATED, ("carol", "campaign.approved", "campaign:1", {}), PROGRESS))

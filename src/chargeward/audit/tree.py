@@ -12,8 +12,8 @@ perfect-subtree hashes of :mod:`chargeward.audit.merkle`, ``audit_tree_head`` th
 It first increments the head row (``UPDATE ... RETURNING``): on PostgreSQL that takes the
 row lock a ``SELECT ... FOR UPDATE`` would take, so concurrent transactions append one after
 the other and get distinct, consecutive leaf indexes; on SQLite the statement takes the
-database write lock.  Then one ``IN`` query reads the nodes the new leaves complete, and
-the entries and new nodes are inserted with one executemany each.
+database write lock.  Then one query (an OR of primary-key lookups) reads the nodes the
+new leaves complete, and the entries and new nodes are inserted with one executemany each.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, tuple_, update
+from sqlalchemy import Connection, and_, insert, or_, select, update
 
 from chargeward.audit import merkle
 from chargeward.audit.leaves import canonical_entry, canonical_json
@@ -40,9 +40,11 @@ class ConnectionReader:
     def get_many(self, keys: Sequence[merkle.Key]) -> Mapping[merkle.Key, bytes]:
         if not keys:
             return {}
+        # ``(level, idx) IN (...)`` scans the whole table on SQLite (and is no better on
+        # PostgreSQL); an OR of primary-key lookups is a handful of index searches on both.
         rows = self.conn.execute(
             select(AuditNode.level, AuditNode.idx, AuditNode.hash).where(
-                tuple_(AuditNode.level, AuditNode.idx).in_(list(keys))
+                or_(*(and_(AuditNode.level == lv, AuditNode.idx == ix) for lv, ix in keys))
             )
         )
         return {(level, idx): bytes(value) for level, idx, value in rows}
