@@ -9,6 +9,9 @@ behind this function can change (a Merkle log) without touching any caller.
 
 :func:`record` queues the entry on the session (:mod:`chargeward.server.appends`): a
 transaction of many station reports writes its entries in one executemany, in order.
+When they are written each entry becomes the next leaf of the log's RFC 6962 Merkle tree
+(:mod:`chargeward.audit.tree`); signed checkpoints of the tree (:mod:`chargeward.audit.log`)
+let anyone holding the log's verifier key check an export offline (:mod:`.verify`).
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chargeward.server.appends import queue_insert
+from chargeward.audit import tree
+from chargeward.server.appends import queue_insert, register_writer
 from chargeward.server.tables import AuditEntry
 
 SYSTEM = "system"
+
+register_writer(AuditEntry, tree.write_entries)
 
 
 def new_transaction_id() -> str:
@@ -35,6 +41,8 @@ def new_transaction_id() -> str:
 @dataclass(frozen=True)
 class Entry:
     id: int
+    leaf_index: int
+    leaf_hash: bytes
     time: dt.datetime
     actor: str
     action: str
@@ -73,15 +81,30 @@ async def entries(
     *,
     transaction_id: str | None = None,
     target: str | None = None,
+    start: int = 0,
     limit: int = 1000,
 ) -> list[Entry]:
-    """Read entries in append order, optionally for one transaction or target."""
-    q = select(AuditEntry).order_by(AuditEntry.id).limit(limit)
+    """Read entries in append (leaf) order from leaf ``start``, optionally for one
+    transaction or target."""
+    q = select(AuditEntry).order_by(AuditEntry.leaf_index).limit(limit)
+    if start:
+        q = q.where(AuditEntry.leaf_index >= start)
     if transaction_id is not None:
         q = q.where(AuditEntry.transaction_id == transaction_id)
     if target is not None:
         q = q.where(AuditEntry.target == target)
     rows = (await session.scalars(q)).all()
     return [
-        Entry(r.id, r.time, r.actor, r.action, r.target, r.transaction_id, r.details) for r in rows
+        Entry(
+            r.id,
+            r.leaf_index,
+            bytes(r.leaf_hash),
+            r.time,
+            r.actor,
+            r.action,
+            r.target,
+            r.transaction_id,
+            r.details,
+        )
+        for r in rows
     ]

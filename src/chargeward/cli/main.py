@@ -16,6 +16,7 @@ from rich.markup import escape
 from chargeward import __version__
 from chargeward.cli import (
     agent,
+    audit,
     campaign,
     factory,
     fleet,
@@ -61,6 +62,7 @@ users.register(app)  # user, login, logout
 app.add_typer(factory.app, name="factory", help="Provision chargers at the factory.")
 fleet.register(app)
 campaign.register(app)
+app.add_typer(audit.app, name="audit", help="Export the audit log and verify it offline.")
 
 
 @app.command("version")

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from chargeward import logging_setup
+from chargeward.audit.log import DEFAULT_ORIGIN
 from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, console
 from chargeward.errors import ConfigError
 from chargeward.server.runtime import ServerConfig, add_manufacturer_root, run_server
@@ -77,6 +78,13 @@ def server(
             min=0, help="Campaigns targeting more stations need a second person to start."
         ),
     ] = 100,
+    audit_origin: Annotated[
+        str, typer.Option(help="Names the audit log in its signed checkpoints.")
+    ] = DEFAULT_ORIGIN,
+    checkpoint_interval: Annotated[
+        float,
+        typer.Option(min=0.2, max=86400, help="Seconds between audit checkpoints (if it grew)."),
+    ] = 60.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str | None,
@@ -113,6 +121,8 @@ def server(
                     heartbeat_interval=heartbeat_interval,
                     campaign_tick=campaign_tick,
                     campaign_approval_threshold=campaign_approval_threshold,
+                    audit_origin=audit_origin,
+                    checkpoint_interval=checkpoint_interval,
                     security=OcppSecurity(
                         tls_certificate=tls_cert,
                         tls_key=tls_key,

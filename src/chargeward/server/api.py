@@ -59,6 +59,7 @@ def create_app(state: ServerState) -> FastAPI:
     problems.install(app)
 
     from chargeward.server.api_accounts import router as accounts_router
+    from chargeward.server.api_audit import router as audit_router
     from chargeward.server.api_campaigns import router as campaign_router
     from chargeward.server.api_certificates import router as certificate_router
     from chargeward.server.api_fleet import router as fleet_router
@@ -76,6 +77,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(fleet_router)
     app.include_router(campaign_router)
     app.include_router(station_security_router)
+    app.include_router(audit_router)
     instrument(app, state.metrics)  # GET /metrics and request counting
 
     @app.get("/healthz", include_in_schema=False)
@@ -172,11 +174,14 @@ def create_app(state: ServerState) -> FastAPI:
         _: Operator,
         transaction_id: str | None = None,
         target: str | None = None,
+        start: Annotated[int, Query(ge=0, description="first leaf index")] = 0,
         limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
     ) -> list[AuditEntryView]:
-        async with state.db.session() as s:
-            rows = await audit.entries(s, transaction_id=transaction_id, target=target, limit=limit)
-        return [AuditEntryView(**vars(r)) for r in rows]
+        async with state.db.snapshot() as s:
+            rows = await audit.entries(
+                s, transaction_id=transaction_id, target=target, start=start, limit=limit
+            )
+        return [AuditEntryView(**{**vars(r), "leaf_hash": r.leaf_hash.hex()}) for r in rows]
 
     @app.get("/firmware/sha256/{sha256}", include_in_schema=False)
     async def download(sha256: str, station: str, expires: int, sig: str) -> FileResponse:

@@ -9,16 +9,29 @@ Nobody reads these rows back in the transaction that writes them, so they need n
 order queued, with one executemany each: before the session's next ORM query (like autoflush,
 so a query in the same transaction sees them) and before it commits.  A rollback drops them
 with the rest of the transaction.
+
+A model may have a writer of its own (:func:`register_writer`) that replaces the plain
+executemany: the audit log's assigns leaf indexes and appends to its Merkle tree
+(:func:`chargeward.audit.tree.write_entries`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import event, insert
+from sqlalchemy import Connection, event, insert
 from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session
 
 _QUEUE = "chargeward.append_queue"  # session.info: {model: [row values]}, insertion-ordered
+
+Writer = Callable[[Connection, list[dict[str, Any]]], None]
+_WRITERS: dict[type[DeclarativeBase], Writer] = {}
+
+
+def register_writer(model: type[DeclarativeBase], writer: Writer) -> None:
+    """Write queued rows of ``model`` with ``writer(connection, rows)``, in queue order."""
+    _WRITERS[model] = writer
 
 
 def queue_insert(session: Any, model: type[DeclarativeBase], values: dict[str, Any]) -> None:
@@ -33,7 +46,11 @@ def write_queued(session: Session) -> None:
     if queue:
         conn = session.connection()
         for model, rows in queue.items():
-            conn.execute(insert(model), rows)
+            writer = _WRITERS.get(model)
+            if writer is not None:
+                writer(conn, rows)
+            else:
+                conn.execute(insert(model), rows)
 
 
 @event.listens_for(Session, "before_commit")

@@ -100,6 +100,13 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/campaigns/{ref}/rollback"): "campaigns:write",
     # audit
     ("GET", "/api/v1/audit"): "audit:read",
+    ("GET", "/api/v1/audit/tree"): "audit:read",
+    ("GET", "/api/v1/audit/checkpoints"): "audit:read",
+    ("GET", "/api/v1/audit/checkpoints/latest"): "audit:read",
+    ("POST", "/api/v1/audit/checkpoints"): "audit:sign",
+    ("GET", "/api/v1/audit/vkey"): "audit:read",
+    ("GET", "/api/v1/audit/proofs/inclusion"): "audit:read",
+    ("GET", "/api/v1/audit/proofs/consistency"): "audit:read",
     # metrics: Prometheus scrapes with a bearer token (chargeward.server.metrics)
     ("GET", "/metrics"): "metrics:read",
     # fleet registry (api_fleet.py): sites, models, station records, support, alerts, events

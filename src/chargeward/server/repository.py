@@ -316,6 +316,7 @@ async def publish(
             "proposal": proposal.id,
             "targets_version": version,
             "approvers": list(status.approvers),
+            "threshold": status.threshold,  # what the offline verifier checks against
             "targets": sorted(await _additions(s, proposal)),
         },
         now=now,

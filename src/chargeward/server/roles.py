@@ -19,7 +19,8 @@ campaigns:read     see rollout campaigns
 campaigns:write    create, pause, resume, abort, retry and roll back rollout campaigns
 campaigns:approve  start a campaign above the approval size (never one's own)
 users:manage       create users, change roles, disable accounts, see every API token
-audit:read         read the audit log and the station security events
+audit:read         read the audit log, its proofs and checkpoints, station security events
+audit:sign         sign an audit-log checkpoint on demand (the leader also signs on a timer)
 logs:read          download log files uploaded by stations
 metrics:read       read server metrics and cluster status
 =================  ===================================================================
@@ -59,6 +60,7 @@ PERMISSIONS: frozenset[str] = frozenset(
         "campaigns:approve",
         "users:manage",
         "audit:read",
+        "audit:sign",
         "logs:read",
         "metrics:read",
     }

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import uvicorn
 
+from chargeward.audit import log as audit_log
+from chargeward.audit.log import DEFAULT_ORIGIN
 from chargeward.crypto import load_certificates, passphrase_from_env
 from chargeward.crypto.pki import certificate_fingerprint, certificate_pem
 from chargeward.errors import ChargewardError, ConfigError, Conflict
@@ -48,6 +50,8 @@ class ServerConfig:
     renew_interval: float = 60.0  # how often the online TUF roles are checked for renewal
     campaign_tick: float = 5.0  # how often the leader plans running campaigns
     campaign_approval_threshold: int = 100  # more stations: a second person starts it
+    audit_origin: str = DEFAULT_ORIGIN  # names the log in its signed checkpoints
+    checkpoint_interval: float = 60.0  # how often the leader signs a checkpoint if the log grew
     security: OcppSecurity = field(default_factory=OcppSecurity)  # TLS, charger CA, profile 1
 
 
@@ -117,6 +121,40 @@ async def renew_online_metadata(state: ServerState, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+async def sign_checkpoints(state: ServerState, interval: float) -> None:
+    """Sign an audit-log checkpoint whenever the log grew, every ``interval`` seconds."""
+    while True:
+        try:
+            signer = state.checkpoint_signer()
+            async with state.db.session() as s:
+                signed = await audit_log.sign_checkpoint(
+                    s, signer, origin=state.audit_origin, now=state.clock()
+                )
+        except ChargewardError as e:
+            LOG.error("cannot sign an audit checkpoint: %s", e)
+        else:
+            if signed is not None:
+                LOG.info("signed audit checkpoint at size %d", signed.size)
+        state.metrics.leader_job_runs.labels("audit_checkpoints").inc()
+        await asyncio.sleep(interval)
+
+
+def prepare_checkpoint_key(state: ServerState) -> None:
+    """Make (first start) or open the checkpoint key now, so a wrong passphrase shows early.
+
+    Without ``$CHARGEWARD_KEY_PASSPHRASE`` the server runs, but signs no checkpoints (loudly).
+    """
+    try:
+        key = audit_log.vkey_of(state.checkpoint_signer(), state.audit_origin)
+    except ValueError as e:
+        raise ConfigError(f"audit origin {state.audit_origin!r} is not usable: {e}") from e
+    except ChargewardError as e:
+        LOG.error("audit checkpoints are not signed: %s", e)
+        return
+    # Public: what auditors pin (also served at GET /api/v1/audit/vkey).
+    (state.data_dir / audit_log.VKEY_FILE).write_text(key.vkey + "\n")
+
+
 GC_THRESHOLDS = (20_000, 20, 50)  # CPython's are (700, 10, 10) (3.11)
 
 
@@ -147,7 +185,9 @@ async def run_server(
         url_key=urls.load_or_create_key(config.data_dir),
         public_url="",
         campaign_approval_threshold=config.campaign_approval_threshold,
+        audit_origin=config.audit_origin,
     )
+    prepare_checkpoint_key(state)
     # Scale-out (PostgreSQL): presence, commands across nodes, leader-only jobs.
     node = state.node = Node(db, state.registry, state.metrics)
     state.metrics.count_stations(lambda: len(state.registry.stations))
@@ -212,6 +252,7 @@ async def run_server(
             "campaign_scheduler": lambda: campaign_scheduler.run_forever(
                 state, config.campaign_tick
             ),
+            "audit_checkpoints": lambda: sign_checkpoints(state, config.checkpoint_interval),
         }
     )
     info: dict[str, object] = {

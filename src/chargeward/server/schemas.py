@@ -201,6 +201,8 @@ class UpdateAccepted(BaseModel):
 
 class AuditEntryView(BaseModel):
     id: int
+    leaf_index: int  # position in the Merkle log (chargeward.audit.tree)
+    leaf_hash: str  # hex SHA-256(0x00 || canonical entry), stored when appended
     time: dt.datetime
     actor: str
     action: str

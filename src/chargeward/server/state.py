@@ -9,7 +9,9 @@ from pathlib import Path
 
 from cryptography import x509
 
+from chargeward.audit.log import DEFAULT_ORIGIN, open_checkpoint_key
 from chargeward.crypto import load_certificates, load_signer, passphrase_from_env
+from chargeward.crypto.ed25519 import MessageSigner
 from chargeward.errors import ConfigError
 from chargeward.ocpp.csms import CsmsChargePoint
 from chargeward.publish import ImageRepository, OnlineSigners
@@ -41,6 +43,8 @@ class ServerState:
     reports: DbSink | None = None  # the OCPP listener's group-committed writes (runtime)
     clock: Callable[[], dt.datetime] = _utc_now
     campaign_approval_threshold: int = 100  # larger campaigns need a second person
+    audit_origin: str = DEFAULT_ORIGIN  # the checkpoint origin line and note key name
+    audit_signer: MessageSigner | None = None  # opened on first use if not set
     _signers: dict[str, TufSigner] = field(default_factory=dict)
     _target_index: tuple[int, dict[str, str]] = (0, {})
 
@@ -82,6 +86,12 @@ class ServerState:
         return OnlineSigners(
             snapshot=self._signers[uris["snapshot"]], timestamp=self._signers[uris["timestamp"]]
         )
+
+    def checkpoint_signer(self) -> MessageSigner:
+        """The audit checkpoint key (``<data-dir>/audit/checkpoint.key``; made on first use)."""
+        if self.audit_signer is None:
+            self.audit_signer = open_checkpoint_key(self.data_dir, passphrase_from_env())
+        return self.audit_signer
 
     def manufacturer_roots(self) -> list[x509.Certificate]:
         path = self.data_dir / TRUST_FILE

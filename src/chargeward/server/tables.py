@@ -6,7 +6,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -213,9 +223,44 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(200))
     transaction_id: Mapped[str | None] = mapped_column(String(36), index=True)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Position in the Merkle log and SHA-256(0x00 || canonical entry) (chargeward.audit.tree).
+    leaf_index: Mapped[int] = mapped_column(BigInteger, index=True, unique=True)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 
 Index("ix_audit_action", AuditEntry.action)
+
+
+class AuditNode(Base):
+    """A perfect-subtree hash of the audit log's Merkle tree (:mod:`chargeward.audit.merkle`):
+    level 0 holds the leaf hashes; ``(level, idx)`` covers leaves ``[idx * 2**level, ...)``."""
+
+    __tablename__ = "audit_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditTreeHead(Base):
+    """One row (``id`` 1): how many leaves the audit log has.  Appending locks this row."""
+
+    __tablename__ = "audit_tree_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditCheckpoint(Base):
+    """A signed tree head: a C2SP checkpoint as a signed note (:mod:`..audit.checkpoint`)."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    size: Mapped[int] = mapped_column(BigInteger, index=True)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime]
 
 
 class StationLog(Base):
