@@ -54,7 +54,8 @@ clean:
 
 # Benchmarks (a few minutes): publishing, the charger's streaming verify, 10,000 OCPP
 # connections on one server process, then the campaign planner (100,000 stations) and a
-# 1,000-station rollout; figures merged into benchmarks/results/latest.json.
+# 1,000-station rollout, then the audit log's Merkle tree in memory and in the database
+# (append rate, proofs at 1,000,000 entries); figures merged into benchmarks/results/latest.json.
 # Each runs even if an earlier one misses its target.
 # Extra options: make bench BENCH_ARGS=--profile BENCH_VERIFY_ARGS=--profile
 #                BENCH_CONNECTIONS_ARGS="--stations 2000"
@@ -64,4 +65,6 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.bench_verify $(BENCH_VERIFY_ARGS) || status=1; \
 	$(PY) -m benchmarks.bench_connections $(BENCH_CONNECTIONS_ARGS) || status=1; \
 	$(PY) -m benchmarks.bench_campaign $(BENCH_CAMPAIGN_ARGS) || status=1; \
+	$(PY) -m benchmarks.bench_merkle $(BENCH_MERKLE_ARGS) || status=1; \
+	$(PY) -m benchmarks.bench_audit $(BENCH_AUDIT_ARGS) || status=1; \
 	exit $$status

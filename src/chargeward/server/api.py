@@ -36,6 +36,7 @@ from chargeward.server.state import ServerState
 from chargeward.server.updates import send_update
 
 MAX_BUNDLE = 2 * 1024**3
+DOWNLOAD = "/firmware/sha256/{sha256}"  # signed, expiring firmware links (server.urls)
 
 
 async def operator(request: Request) -> str:
@@ -183,7 +184,7 @@ def create_app(state: ServerState) -> FastAPI:
             )
         return [AuditEntryView(**{**vars(r), "leaf_hash": r.leaf_hash.hex()}) for r in rows]
 
-    @app.get("/firmware/sha256/{sha256}", include_in_schema=False)
+    @app.get(DOWNLOAD, include_in_schema=False)
     async def download(sha256: str, station: str, expires: int, sig: str) -> FileResponse:
         if not urls.check(
             state.url_key, sha256, station, expires, sig, int(state.clock().timestamp())
@@ -194,6 +195,11 @@ def create_app(state: ServerState) -> FastAPI:
             path, media_type="application/octet-stream", filename=f"{sha256[:16]}.cwfw"
         )
 
+    # Every charger of a rollout fetches its image: match this route first, not after the
+    # whole API (route matching was a visible share of a download's cost, ADR 0009).
+    routes = app.router.routes
+    first = next(i for i, r in enumerate(routes) if getattr(r, "path", None) == DOWNLOAD)
+    routes.insert(0, routes.pop(first))
     return app
 
 

@@ -82,8 +82,13 @@ def _spec_from_json(text: str) -> CampaignSpec:
 
 
 def stored_spec(row: Campaign) -> CampaignSpec:
-    """The campaign's spec (stored once at creation), parsed once per process, not per report."""
-    return _spec_from_json(json.dumps(row.spec, sort_keys=True))
+    """The campaign's spec (stored once at creation), parsed once per process, not per report;
+    kept on the loaded row too, so the reports of one batch do not even re-serialise it."""
+    spec: CampaignSpec | None = row.__dict__.get("_parsed_spec")
+    if spec is None:
+        spec = _spec_from_json(json.dumps(row.spec, sort_keys=True))
+        row.__dict__["_parsed_spec"] = spec  # not a mapped attribute: never written back
+    return spec
 
 
 def to_planner(row: Campaign) -> planner.Campaign:

@@ -15,9 +15,9 @@ far, loads what they will read in a few ``SELECT`` s (their stations, the update
 requestIds name, pending updates, campaign runs: :func:`services.prefetch_reports`), runs the
 writes in queue order in one transaction and commits once.  With their reads answered from
 the session, the writes reach the database together at the commit: one executemany per
-table for the whole batch.  A batch starts :data:`GATHER_DELAY` (5 ms) after its first write
+table for the whole batch.  A batch starts :data:`GATHER_DELAY` (20 ms) after its first write
 arrives, so the reports of that instant join it; while its transaction runs the next writes
-queue up, so batches grow with the load and a lone write waits 5 ms at most.
+queue up, so batches grow with the load and a lone write waits 20 ms at most.
 
 A write that fails must not take the others down with it: when a batch fails, each of its
 writes runs again in a transaction of its own, and only the one that fails gets the error.
@@ -43,7 +43,7 @@ Write = Callable[[AsyncSession], Awaitable[Any]]
 MAX_BATCH = 500  # writes per transaction; bounds how long one transaction holds the lock
 # Seconds a new batch waits for more writes before it starts (like PostgreSQL's commit_delay):
 # under a moderate load batches of one or two writes would each pay a whole transaction.
-GATHER_DELAY = 0.005
+GATHER_DELAY = 0.02
 
 
 @dataclass
