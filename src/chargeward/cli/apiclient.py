@@ -54,21 +54,23 @@ class ApiClient:
         headers = {} if anonymous else {"Authorization": f"Bearer {token or api_token(data_dir)}"}
         self.client = httpx.Client(base_url=self.base, timeout=120, headers=headers)
 
-    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+    def text(self, method: str, path: str, **kw: Any) -> str:
+        """The body of a plain-text answer."""
         try:
             r = self.client.request(method, path, **kw)
         except httpx.HTTPError as e:
             raise TransportError(f"cannot reach the server at {self.base}: {e}") from e
         if r.status_code >= 400:
             raise refusal(r)
-        return r
-
-    def text(self, method: str, path: str, **kw: Any) -> str:
-        """The body of a plain-text answer."""
-        return self._send(method, path, **kw).text
+        return r.text
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
-        r = self._send(method, path, **kw)
+        try:
+            r = self.client.request(method, path, **kw)
+        except httpx.HTTPError as e:
+            raise TransportError(f"cannot reach the server at {self.base}: {e}") from e
+        if r.status_code >= 400:
+            raise refusal(r)
         return r.json() if r.content else None
 
 

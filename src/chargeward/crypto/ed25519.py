@@ -17,14 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from chargeward.crypto.keys import (
     PassphraseSource,
+    _file_path,
     normalise_uri,
-    read_key_file,
     write_new_key_file,
 )
 from chargeward.crypto.pkcs11 import is_pkcs11_uri
@@ -81,7 +81,17 @@ def generate_ed25519_key(uri: str, passphrase: PassphraseSource) -> Ed25519Signe
 def load_ed25519_signer(uri: str, passphrase: PassphraseSource) -> Ed25519Signer:
     """Open the Ed25519 key at ``uri`` for signing; plaintext key files are refused."""
     _refuse_pkcs11(uri)
-    path, key = read_key_file(uri, passphrase)
+    path = _file_path(uri)
+    try:
+        pem = path.read_bytes()
+    except OSError as e:
+        raise KeyAccessError(f"cannot read key file {path}: {e.strerror}") from e
+    if b"ENCRYPTED PRIVATE KEY" not in pem:
+        raise KeyAccessError(f"{path} is not an encrypted PKCS#8 key; plaintext keys are refused")
+    try:
+        key = serialization.load_pem_private_key(pem, password=passphrase())
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise KeyAccessError(f"cannot decrypt {path}: wrong passphrase or damaged file") from e
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise KeyAccessError(f"{path} does not hold an Ed25519 key")
     return Ed25519Signer(normalise_uri(uri), key)

@@ -32,7 +32,6 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from chargeward.crypto.pkcs11 import (
     generate_pkcs11_key,
@@ -153,15 +152,6 @@ def load_signer(uri: str, passphrase: PassphraseSource) -> Signer:
     """Open the private key at ``uri`` for signing (``passphrase`` is the PIN for ``pkcs11:``)."""
     if is_pkcs11_uri(uri):
         return load_pkcs11_signer(uri, passphrase)
-    path, key = read_key_file(uri, passphrase)
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-        raise KeyAccessError(f"{path} does not hold an ECDSA P-256 key")
-    return FileSigner(normalise_uri(uri), key)
-
-
-def read_key_file(uri: str, passphrase: PassphraseSource) -> tuple[Path, PrivateKeyTypes]:
-    """Decrypt the PKCS#8 key file at the ``file:`` ``uri``; plaintext key files are refused.
-    The caller checks the key type."""
     path = _file_path(uri)
     try:
         pem = path.read_bytes()
@@ -170,9 +160,12 @@ def read_key_file(uri: str, passphrase: PassphraseSource) -> tuple[Path, Private
     if b"ENCRYPTED PRIVATE KEY" not in pem:
         raise KeyAccessError(f"{path} is not an encrypted PKCS#8 key; plaintext keys are refused")
     try:
-        return path, serialization.load_pem_private_key(pem, password=passphrase())
+        key = serialization.load_pem_private_key(pem, password=passphrase())
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise KeyAccessError(f"cannot decrypt {path}: wrong passphrase or damaged file") from e
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise KeyAccessError(f"{path} does not hold an ECDSA P-256 key")
+    return FileSigner(normalise_uri(uri), key)
 
 
 def public_key_pem(key: ec.EllipticCurvePublicKey) -> str:
