@@ -79,6 +79,7 @@ async def test_import_stores_the_hash_so_the_charger_can_log_in(
         PasswordHasher(type=Type.I).hash(PASSWORD),  # argon2i
         "$argon2id$v=19$m=65536,t=3,p=4$broken",
     ],
+    ids=["plaintext", "sha256", "bcrypt", "argon2i", "broken-argon2id"],
 )
 async def test_anything_but_an_argon2id_hash_is_refused(
     tmp_path: Path, make_item: Callable[[str], StationImport], password_hash: str

@@ -7,9 +7,11 @@ Async, on a session; the tree work runs in ``session.run_sync`` on the session's
     ...     note = await sign_checkpoint(s, signer, origin="chargeward.local/audit", now=now)
     ...     proof = await inclusion_proof(s, index=5, size=8)
 
-The checkpoint key is an Ed25519 file key (:mod:`chargeward.crypto.ed25519`) at
-``<data-dir>/audit/checkpoint.key``, made at the server's first start and opened with
-``$CHARGEWARD_KEY_PASSPHRASE`` like the server's TUF online keys.  Its verifier key
+The checkpoint key is an Ed25519 key (:mod:`chargeward.crypto.ed25519`): by default a file
+key at ``<data-dir>/audit/checkpoint.key``, made at the server's first start and opened with
+``$CHARGEWARD_KEY_PASSPHRASE`` like the server's TUF online keys; or, with
+``chargeward server --checkpoint-key pkcs11:token=...;object=...``, a key generated in a
+PKCS#11 token beforehand (``chargeward keys generate --algorithm ed25519 URI``).  Its verifier key
 (:func:`~chargeward.audit.checkpoint.verifier_key`, named after the log's origin) is what
 auditors pin.
 """
@@ -28,7 +30,6 @@ from chargeward.audit import merkle, tree
 from chargeward.audit.checkpoint import Checkpoint, VerifierKey, verifier_key
 from chargeward.audit.checkpoint import sign_checkpoint as sign_note
 from chargeward.crypto.ed25519 import (
-    Ed25519Signer,
     MessageSigner,
     generate_ed25519_key,
     load_ed25519_signer,
@@ -68,8 +69,13 @@ def checkpoint_key_uri(data_dir: Path) -> str:
     return f"file:{(data_dir / KEY_FILE).resolve()}"
 
 
-def open_checkpoint_key(data_dir: Path, passphrase: PassphraseSource) -> Ed25519Signer:
-    """The checkpoint key of ``data_dir``, made on first use."""
+def open_checkpoint_key(
+    data_dir: Path, passphrase: PassphraseSource, uri: str | None = None
+) -> MessageSigner:
+    """The checkpoint key at ``uri`` (a token key is never made here), or else the file key
+    of ``data_dir``, made on first use."""
+    if uri is not None:
+        return load_ed25519_signer(uri, passphrase)
     uri = checkpoint_key_uri(data_dir)
     if not (data_dir / KEY_FILE).exists():
         return generate_ed25519_key(uri, passphrase)

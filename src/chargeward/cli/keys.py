@@ -1,6 +1,8 @@
 """``chargeward keys``: create and inspect private keys addressed by URI.
 
-File keys are ECDSA P-256 in passphrase-encrypted PKCS#8 files (mode 0600); the passphrase
+Keys are ECDSA P-256 (firmware, TUF and certificate signing) or, with ``--algorithm ed25519``,
+Ed25519 (the audit log's checkpoints).  File keys are passphrase-encrypted PKCS#8 files
+(mode 0600); the passphrase
 comes from ``$CHARGEWARD_KEY_PASSPHRASE`` or, on a terminal, a prompt.  Token keys are
 generated inside a PKCS#11 token and cannot leave it; the user PIN comes from
 ``$CHARGEWARD_PKCS11_PIN`` or, on a terminal, a prompt (a file passphrase is never offered
@@ -11,16 +13,26 @@ to a token as a PIN).
     $ export CHARGEWARD_PKCS11_PIN=...
     $ chargeward keys generate "pkcs11:token=release-hsm;object=firmware-signing"
     $ chargeward keys show "pkcs11:token=release-hsm;object=firmware-signing"
+    $ chargeward keys generate --algorithm ed25519 "pkcs11:token=audit-hsm;object=checkpoints"
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+from enum import StrEnum
 from typing import Annotated
 
 import typer
 from rich.text import Text
 
 from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, console, key_secret, record_audit
+from chargeward.crypto.ed25519 import (
+    Ed25519Signer,
+    MessageSigner,
+    generate_ed25519_key,
+    load_ed25519_signer,
+)
 from chargeward.crypto.keys import (
     PassphraseSource,
     Signer,
@@ -29,7 +41,7 @@ from chargeward.crypto.keys import (
     public_key_fingerprint,
     public_key_pem,
 )
-from chargeward.crypto.pkcs11 import KeyProtection, Pkcs11Signer
+from chargeward.crypto.pkcs11 import KeyProtection, Pkcs11Ed25519Signer, Pkcs11Signer
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -53,26 +65,52 @@ def _protection_line(protection: KeyProtection) -> str:
     return f"Private key: WARNING, can leave the token ({flags})"
 
 
-def _protection(signer: Signer) -> KeyProtection | None:
-    return signer.protection() if isinstance(signer, Pkcs11Signer) else None
+class Algorithm(StrEnum):
+    p256 = "p256"
+    ed25519 = "ed25519"
 
 
-def _print_key(signer: Signer, protection: KeyProtection | None) -> None:
-    console.print(
-        Text(f"Public key SHA-256: {public_key_fingerprint(signer.public_key())}"),
-        soft_wrap=True,
-    )
+AlgorithmOption = Annotated[
+    Algorithm,
+    typer.Option(help="p256: ECDSA P-256 (signing keys); ed25519: audit checkpoint keys."),
+]
+
+
+def _protection(signer: Signer | MessageSigner) -> KeyProtection | None:
+    if isinstance(signer, Pkcs11Signer | Pkcs11Ed25519Signer):
+        return signer.protection()
+    return None
+
+
+def _fingerprint(signer: Signer | MessageSigner) -> str:
+    if isinstance(signer, Ed25519Signer | Pkcs11Ed25519Signer):
+        return hashlib.sha256(signer.public_key_raw()).hexdigest()
+    return public_key_fingerprint(signer.public_key())  # type: ignore[union-attr]
+
+
+def _print_key(signer: Signer | MessageSigner, protection: KeyProtection | None) -> None:
+    console.print(Text(f"Public key SHA-256: {_fingerprint(signer)}"), soft_wrap=True)
     if protection is not None:
         style = "green" if protection.non_extractable else "bold red"
         console.print(Text(_protection_line(protection), style=style), soft_wrap=True)
 
 
 @app.command("generate")
-def generate(uri: KeyUri, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
-    """Create a new ECDSA P-256 key at URI (an existing key is never replaced)."""
-    signer = generate_key(uri, _secret(uri, new=True))
+def generate(
+    uri: KeyUri, data_dir: DataDir = DEFAULT_DATA_DIR, algorithm: AlgorithmOption = Algorithm.p256
+) -> None:
+    """Create a new key at URI (an existing key is never replaced)."""
+    secret = _secret(uri, new=True)
+    signer: Signer | MessageSigner = (
+        generate_ed25519_key(uri, secret)
+        if algorithm is Algorithm.ed25519
+        else generate_key(uri, secret)
+    )
     protection = _protection(signer)
-    details: dict[str, object] = {"public_key_sha256": public_key_fingerprint(signer.public_key())}
+    details: dict[str, object] = {
+        "algorithm": algorithm.value,
+        "public_key_sha256": _fingerprint(signer),
+    }
     if protection is not None:
         details["protection"] = protection.as_dict()
     record_audit(data_dir, "key.generate", signer.uri, details)
@@ -81,12 +119,20 @@ def generate(uri: KeyUri, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 
 
 @app.command("show")
-def show(uri: KeyUri) -> None:
-    """Print the public key of URI (PEM), its SHA-256 fingerprint and its protection.
+def show(uri: KeyUri, algorithm: AlgorithmOption = Algorithm.p256) -> None:
+    """Print the public key of URI (PEM; Ed25519: base64 of the raw 32 bytes), its SHA-256
+    fingerprint and its protection.
 
     For a token key this says whether the private key can ever leave the token.
     """
-    signer = load_signer(uri, _secret(uri, new=False))
+    secret = _secret(uri, new=False)
+    if algorithm is Algorithm.ed25519:
+        ed = load_ed25519_signer(uri, secret)
+        console.print(Text(f"Key {ed.uri} (Ed25519)"), soft_wrap=True)
+        _print_key(ed, _protection(ed))
+        console.print(Text(base64.b64encode(ed.public_key_raw()).decode()), soft_wrap=True)
+        return
+    signer = load_signer(uri, secret)
     console.print(Text(f"Key {signer.uri}"), soft_wrap=True)
     _print_key(signer, _protection(signer))
     console.print(Text(public_key_pem(signer.public_key()).rstrip("\n")), soft_wrap=True)

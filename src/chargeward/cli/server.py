@@ -85,6 +85,14 @@ def server(
         float,
         typer.Option(min=0.2, max=86400, help="Seconds between audit checkpoints (if it grew)."),
     ] = 60.0,
+    checkpoint_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Ed25519 key URI signing audit checkpoints (file: or pkcs11:; PIN from "
+            "$CHARGEWARD_PKCS11_PIN). Default: <data-dir>/audit/checkpoint.key, made at "
+            "first start."
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str | None,
@@ -123,6 +131,7 @@ def server(
                     campaign_approval_threshold=campaign_approval_threshold,
                     audit_origin=audit_origin,
                     checkpoint_interval=checkpoint_interval,
+                    checkpoint_key=checkpoint_key,
                     security=OcppSecurity(
                         tls_certificate=tls_cert,
                         tls_key=tls_key,

@@ -1,9 +1,11 @@
 """Ed25519 keys for signed notes (C2SP signed-note, tree-head checkpoints of the audit log).
 
 Keys are addressed like the firmware keys of :mod:`chargeward.crypto.keys`: ``file:PATH``
-(or a bare path) names an encrypted PKCS#8 PEM file; the passphrase comes from a callable.
-Ed25519 keys inside a PKCS#11 token are not supported yet (``pkcs11:`` URIs are refused with
-a clear error).  Ed25519 signs the message itself (RFC 8032 PureEdDSA), not a digest.
+(or a bare path) names an encrypted PKCS#8 PEM file, the passphrase coming from a callable;
+``pkcs11:token=...;object=...`` names a key inside a PKCS#11 token
+(:class:`chargeward.crypto.pkcs11.Pkcs11Ed25519Signer`), the PIN coming from
+``$CHARGEWARD_PKCS11_PIN`` or the same callable.  Ed25519 signs the message itself
+(RFC 8032 PureEdDSA), not a digest.
 
     >>> secret = lambda: b"correct horse battery"
     >>> signer = generate_ed25519_key("file:/tmp/log-key.pem", secret)  # doctest: +SKIP
@@ -27,7 +29,11 @@ from chargeward.crypto.keys import (
     normalise_uri,
     write_new_key_file,
 )
-from chargeward.crypto.pkcs11 import is_pkcs11_uri
+from chargeward.crypto.pkcs11 import (
+    generate_pkcs11_ed25519_key,
+    is_pkcs11_uri,
+    load_pkcs11_ed25519_signer,
+)
 from chargeward.errors import KeyAccessError
 
 PUBLIC_KEY_SIZE = 32  # RFC 8032 section 5.1.5
@@ -65,22 +71,20 @@ class Ed25519Signer:
         return self._key.sign(message)
 
 
-def _refuse_pkcs11(uri: str) -> None:
+def generate_ed25519_key(uri: str, passphrase: PassphraseSource) -> MessageSigner:
+    """Create a new Ed25519 key at ``uri`` (encrypted PKCS#8 PEM, or inside a PKCS#11 token);
+    never overwrites a key."""
     if is_pkcs11_uri(uri):
-        raise KeyAccessError(f"Ed25519 keys in PKCS#11 tokens are not supported yet: {uri}")
-
-
-def generate_ed25519_key(uri: str, passphrase: PassphraseSource) -> Ed25519Signer:
-    """Create a new Ed25519 key at ``uri`` (encrypted PKCS#8 PEM); never overwrites a key."""
-    _refuse_pkcs11(uri)
+        return generate_pkcs11_ed25519_key(uri, passphrase)
     key = ed25519.Ed25519PrivateKey.generate()
     write_new_key_file(uri, passphrase, key)
     return Ed25519Signer(normalise_uri(uri), key)
 
 
-def load_ed25519_signer(uri: str, passphrase: PassphraseSource) -> Ed25519Signer:
+def load_ed25519_signer(uri: str, passphrase: PassphraseSource) -> MessageSigner:
     """Open the Ed25519 key at ``uri`` for signing; plaintext key files are refused."""
-    _refuse_pkcs11(uri)
+    if is_pkcs11_uri(uri):
+        return load_pkcs11_ed25519_signer(uri, passphrase)
     path = _file_path(uri)
     try:
         pem = path.read_bytes()

@@ -1,4 +1,7 @@
-"""ECDSA P-256 keys held in a PKCS#11 token (an HSM, or SoftHSM2 in tests and demos).
+"""ECDSA P-256 and Ed25519 keys held in a PKCS#11 token (an HSM, or SoftHSM2 in tests and demos).
+
+P-256 keys sign firmware, TUF metadata and certificates (:class:`Pkcs11Signer`); Ed25519 keys
+sign the audit log's checkpoints (:class:`Pkcs11Ed25519Signer`, ``CKM_EDDSA``, PKCS#11 v3.0).
 
 A key is named by an RFC 7512 URI, of which this module understands a strict subset::
 
@@ -47,11 +50,12 @@ from typing import TYPE_CHECKING
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from chargeward.errors import KeyAccessError
 
 if TYPE_CHECKING:
-    from pkcs11 import PrivateKey, Session, Token
+    from pkcs11 import PrivateKey, PublicKey, Session, Token
     from pkcs11._pkcs11 import lib as Pkcs11Library
 
 PIN_ENV = "CHARGEWARD_PKCS11_PIN"
@@ -64,6 +68,11 @@ SCHEME = "pkcs11:"
 # ecParameters namedCurve prime256v1 (RFC 5480 section 2.1.1.1), DER: the CKA_EC_PARAMS value.
 P256_EC_PARAMS = bytes.fromhex("06082a8648ce3d030107")
 _P256_BYTES = 32
+# id-Ed25519 (RFC 8410 section 3), DER: the CKA_EC_PARAMS of a CKK_EC_EDWARDS key (PKCS#11 v3.0
+# Current Mechanisms section 2.3.5 also allows the curve name "edwards25519").
+ED25519_EC_PARAMS = bytes.fromhex("06032b6570")
+ED25519_EC_PARAMS_NAMES = (ED25519_EC_PARAMS, bytes.fromhex("130c") + b"edwards25519")
+_ED25519_BYTES = 32
 # CK_TOKEN_INFO.label is CK_UTF8CHAR[32] (PKCS#11 v2.40 base section 3.2).
 MAX_TOKEN_LABEL_BYTES = 32
 MAX_LISTED_LABELS = 20
@@ -317,7 +326,7 @@ def _ambiguous(count: int, what: str, location: _Location) -> KeyAccessError:
     )
 
 
-def _private_key(session: Session, location: _Location) -> PrivateKey:
+def _private_key(session: Session, location: _Location, *, ed25519: bool = False) -> PrivateKey:
     from pkcs11 import Attribute, KeyType, ObjectClass, PrivateKey
 
     label = location.uri.object
@@ -336,7 +345,12 @@ def _private_key(session: Session, location: _Location) -> PrivateKey:
             f"(private keys present: {', '.join(present) or 'none'})"
         )
     key = keys[0]
-    if key.key_type != KeyType.EC or key[Attribute.EC_PARAMS] != P256_EC_PARAMS:
+    if ed25519:
+        if key.key_type != KeyType.EC_EDWARDS or key[Attribute.EC_PARAMS] not in (
+            ED25519_EC_PARAMS_NAMES
+        ):
+            raise KeyAccessError(f"key {label!r} in token {location.uri.token!r} is not Ed25519")
+    elif key.key_type != KeyType.EC or key[Attribute.EC_PARAMS] != P256_EC_PARAMS:
         raise KeyAccessError(f"key {label!r} in token {location.uri.token!r} is not ECDSA P-256")
     return key
 
@@ -356,9 +370,7 @@ def _ec_point(value: bytes, label: str) -> ec.EllipticCurvePublicKey:
         raise KeyAccessError(f"public key {label!r} holds no valid P-256 point") from e
 
 
-def _public_key(
-    session: Session, location: _Location, private: PrivateKey
-) -> ec.EllipticCurvePublicKey:
+def _public_object(session: Session, location: _Location, private: PrivateKey) -> PublicKey:
     from pkcs11 import Attribute, ObjectClass, PublicKey
 
     label = location.uri.object
@@ -377,9 +389,37 @@ def _public_key(
         raise KeyAccessError(
             f"token {location.uri.token!r} holds no public key object labelled {label!r}"
         )
-    if keys[0][Attribute.EC_PARAMS] != P256_EC_PARAMS:
-        raise KeyAccessError(f"public key {label!r} is not on P-256")
-    return _ec_point(keys[0][Attribute.EC_POINT], label)
+    return keys[0]
+
+
+def _public_key(
+    session: Session, location: _Location, private: PrivateKey
+) -> ec.EllipticCurvePublicKey:
+    from pkcs11 import Attribute
+
+    key = _public_object(session, location, private)
+    if key[Attribute.EC_PARAMS] != P256_EC_PARAMS:
+        raise KeyAccessError(f"public key {location.uri.object!r} is not on P-256")
+    return _ec_point(key[Attribute.EC_POINT], location.uri.object)
+
+
+def _ed25519_point(value: bytes, label: str) -> bytes:
+    """CKA_EC_POINT of an Edwards key: the DER OCTET STRING of the 32-byte RFC 8032 encoding
+    (PKCS#11 v3.0 Current Mechanisms section 2.3.5); the bare 32 bytes are accepted too."""
+    if len(value) == _ED25519_BYTES + 2 and value[:2] == bytes([0x04, _ED25519_BYTES]):
+        value = value[2:]
+    if len(value) != _ED25519_BYTES:
+        raise KeyAccessError(f"public key {label!r} holds no valid Ed25519 point")
+    return value
+
+
+def _ed25519_public(session: Session, location: _Location, private: PrivateKey) -> bytes:
+    from pkcs11 import Attribute
+
+    key = _public_object(session, location, private)
+    if key[Attribute.EC_PARAMS] not in ED25519_EC_PARAMS_NAMES:
+        raise KeyAccessError(f"public key {location.uri.object!r} is not an Ed25519 key")
+    return _ed25519_point(key[Attribute.EC_POINT], location.uri.object)
 
 
 @dataclass(frozen=True)
@@ -488,12 +528,10 @@ def key_attributes(uri: str, pin_source: PinSource) -> KeyProtection:
         return _protection(_private_key(session, location))
 
 
-def generate_pkcs11_key(uri: str, pin_source: PinSource) -> Pkcs11Signer:
-    """Generate a P-256 key pair inside the token, labelled as ``uri``'s ``object``.
-
-    The private key is TOKEN, PRIVATE, SENSITIVE, not EXTRACTABLE and may only sign.
-    An existing object with that label is never replaced.
-    """
+def _generate_pair(
+    uri: str, pin_source: PinSource, *, ed25519: bool
+) -> tuple[_Location, str, bytes]:
+    """Generate a key pair in the token; returns where it is, the PIN and CKA_EC_POINT."""
     from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag
 
     location = _locate(uri)
@@ -505,14 +543,14 @@ def generate_pkcs11_key(uri: str, pin_source: PinSource) -> Pkcs11Signer:
                 f"an object labelled {label!r}"
             )
         public, private = session.generate_keypair(
-            KeyType.EC,
+            KeyType.EC_EDWARDS if ed25519 else KeyType.EC,
             id=secrets.token_bytes(16),
             label=label,
             store=True,
             capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
-            mechanism=Mechanism.EC_KEY_PAIR_GEN,
+            mechanism=(Mechanism.EC_EDWARDS_KEY_PAIR_GEN if ed25519 else Mechanism.EC_KEY_PAIR_GEN),
             public_template={
-                Attribute.EC_PARAMS: P256_EC_PARAMS,
+                Attribute.EC_PARAMS: ED25519_EC_PARAMS if ed25519 else P256_EC_PARAMS,
                 Attribute.TOKEN: True,
                 Attribute.PRIVATE: False,
                 Attribute.VERIFY: True,
@@ -532,5 +570,69 @@ def generate_pkcs11_key(uri: str, pin_source: PinSource) -> Pkcs11Signer:
             private.destroy()
             public.destroy()
             raise KeyAccessError(f"token {location.uri.token!r} would not keep the key sensitive")
-        key = _ec_point(public[Attribute.EC_POINT], label)
+        point = bytes(public[Attribute.EC_POINT])
+    return location, pin, point
+
+
+def generate_pkcs11_key(uri: str, pin_source: PinSource) -> Pkcs11Signer:
+    """Generate a P-256 key pair inside the token, labelled as ``uri``'s ``object``.
+
+    The private key is TOKEN, PRIVATE, SENSITIVE, not EXTRACTABLE and may only sign.
+    An existing object with that label is never replaced.
+    """
+    location, pin, point = _generate_pair(uri, pin_source, ed25519=False)
+    key = _ec_point(point, location.uri.object)
     return Pkcs11Signer(str(location.uri), location, pin, key)
+
+
+@dataclass(frozen=True)
+class Pkcs11Ed25519Signer:
+    """An Ed25519 private key in a PKCS#11 token; signs whole messages (``CKM_EDDSA``).
+
+    Implements :class:`chargeward.crypto.ed25519.MessageSigner`.
+    """
+
+    uri: str
+    _location: _Location = field(repr=False)
+    _pin: str = field(repr=False)
+    _public: bytes = field(repr=False)
+
+    def public_key_raw(self) -> bytes:
+        return self._public
+
+    def sign(self, message: bytes) -> bytes:
+        """PureEdDSA over ``message`` inside the token (RFC 8032 section 5.1.6)."""
+        from pkcs11 import Mechanism, SignMixin
+
+        with _logged_in(self._location, _known(self._pin)) as (session, _):
+            key = _private_key(session, self._location, ed25519=True)
+            if not isinstance(key, SignMixin):
+                raise KeyAccessError(f"{self.uri}: the key is not allowed to sign (CKA_SIGN)")
+            signature = bytes(key.sign(message, mechanism=Mechanism.EDDSA))
+        try:  # a mismatched public key object would otherwise go unnoticed until verification
+            Ed25519PublicKey.from_public_bytes(self._public).verify(signature, message)
+        except (InvalidSignature, ValueError) as e:
+            raise KeyAccessError(
+                f"{self.uri}: the token's signature does not match its public key object"
+            ) from e
+        return signature
+
+    def protection(self) -> KeyProtection:
+        with _logged_in(self._location, _known(self._pin)) as (session, _):
+            return _protection(_private_key(session, self._location, ed25519=True))
+
+
+def load_pkcs11_ed25519_signer(uri: str, pin_source: PinSource) -> Pkcs11Ed25519Signer:
+    """Open the Ed25519 key named by ``uri``; checks PIN, key type and public key now."""
+    location = _locate(uri)
+    with _logged_in(location, _ask(pin_source)) as (session, pin):
+        private = _private_key(session, location, ed25519=True)
+        public = _ed25519_public(session, location, private)
+    return Pkcs11Ed25519Signer(str(location.uri), location, pin, public)
+
+
+def generate_pkcs11_ed25519_key(uri: str, pin_source: PinSource) -> Pkcs11Ed25519Signer:
+    """Generate an Ed25519 key pair inside the token (same protection as P-256 keys)."""
+    location, pin, point = _generate_pair(uri, pin_source, ed25519=True)
+    public = _ed25519_point(point, location.uri.object)
+    return Pkcs11Ed25519Signer(str(location.uri), location, pin, public)

@@ -52,6 +52,7 @@ class ServerConfig:
     campaign_approval_threshold: int = 100  # more stations: a second person starts it
     audit_origin: str = DEFAULT_ORIGIN  # names the log in its signed checkpoints
     checkpoint_interval: float = 60.0  # how often the leader signs a checkpoint if the log grew
+    checkpoint_key: str | None = None  # Ed25519 key URI (file: or pkcs11:); default in data dir
     security: OcppSecurity = field(default_factory=OcppSecurity)  # TLS, charger CA, profile 1
 
 
@@ -149,10 +150,14 @@ def prepare_checkpoint_key(state: ServerState) -> None:
     except ValueError as e:
         raise ConfigError(f"audit origin {state.audit_origin!r} is not usable: {e}") from e
     except ChargewardError as e:
+        if state.checkpoint_key is not None:  # asked for by name: a broken key stops the start
+            raise ConfigError(f"audit checkpoint key {state.checkpoint_key}: {e}") from e
         LOG.error("audit checkpoints are not signed: %s", e)
         return
     # Public: what auditors pin (also served at GET /api/v1/audit/vkey).
-    (state.data_dir / audit_log.VKEY_FILE).write_text(key.vkey + "\n")
+    vkey_file = state.data_dir / audit_log.VKEY_FILE
+    vkey_file.parent.mkdir(parents=True, exist_ok=True)
+    vkey_file.write_text(key.vkey + "\n")
 
 
 GC_THRESHOLDS = (20_000, 20, 50)  # CPython's are (700, 10, 10) (3.11)
@@ -186,6 +191,7 @@ async def run_server(
         public_url="",
         campaign_approval_threshold=config.campaign_approval_threshold,
         audit_origin=config.audit_origin,
+        checkpoint_key=config.checkpoint_key,
     )
     prepare_checkpoint_key(state)
     # Scale-out (PostgreSQL): presence, commands across nodes, leader-only jobs.

@@ -45,6 +45,7 @@ class ServerState:
     campaign_approval_threshold: int = 100  # larger campaigns need a second person
     audit_origin: str = DEFAULT_ORIGIN  # the checkpoint origin line and note key name
     audit_signer: MessageSigner | None = None  # opened on first use if not set
+    checkpoint_key: str | None = None  # its URI; None: <data-dir>/audit/checkpoint.key
     _signers: dict[str, TufSigner] = field(default_factory=dict)
     _target_index: tuple[int, dict[str, str]] = (0, {})
 
@@ -88,9 +89,12 @@ class ServerState:
         )
 
     def checkpoint_signer(self) -> MessageSigner:
-        """The audit checkpoint key (``<data-dir>/audit/checkpoint.key``; made on first use)."""
+        """The audit checkpoint key: ``checkpoint_key``, else ``<data-dir>/audit/checkpoint.key``
+        (made on first use)."""
         if self.audit_signer is None:
-            self.audit_signer = open_checkpoint_key(self.data_dir, passphrase_from_env())
+            self.audit_signer = open_checkpoint_key(
+                self.data_dir, passphrase_from_env(), self.checkpoint_key
+            )
         return self.audit_signer
 
     def manufacturer_roots(self) -> list[x509.Certificate]:
