@@ -27,17 +27,19 @@ from typing import IO, BinaryIO
 from chargeward.crypto.signature import Digest
 from chargeward.errors import BundleError, Conflict, NotFound, TransportError
 from chargeward.release.manifest import (
+    ATTESTATION_NAMES,
     CERTIFICATE_NAME,
     IMAGE_SUFFIX,
     IMAGES_DIR,
     MANIFEST_NAME,
+    MAX_ATTESTATION_BYTES,
     MAX_IMAGES,
     MAX_MANIFEST_BYTES,
 )
 
 MAX_CERTIFICATE_BYTES = 16 * 1024
 DEFAULT_MAX_IMAGE_BYTES = 2 << 30
-MAX_MEMBERS = MAX_IMAGES + 2
+MAX_MEMBERS = MAX_IMAGES + 2 + len(ATTESTATION_NAMES)
 CHUNK = 1 << 20
 _IMAGE_MEMBER_RE = re.compile(
     re.escape(IMAGES_DIR) + r"/[a-z0-9][a-z0-9_-]{0,31}" + re.escape(IMAGE_SUFFIX)
@@ -56,11 +58,13 @@ _REFUSED_TYPES = {
 
 @dataclass(frozen=True)
 class BundleMembers:
-    """The checked members of a bundle: manifest, certificate and images by member name."""
+    """The checked members of a bundle: manifest, certificate, and images and supply-chain
+    attestations by member name."""
 
     manifest: tarfile.TarInfo
     certificate: tarfile.TarInfo
     images: dict[str, tarfile.TarInfo]
+    attestations: dict[str, tarfile.TarInfo]
 
 
 @contextlib.contextmanager
@@ -85,13 +89,18 @@ def _size_limit(name: str, max_image_bytes: int) -> int:
         return MAX_MANIFEST_BYTES
     if name == CERTIFICATE_NAME:
         return MAX_CERTIFICATE_BYTES
+    if name in ATTESTATION_NAMES:
+        return MAX_ATTESTATION_BYTES
     if _IMAGE_MEMBER_RE.fullmatch(name):
         return max_image_bytes
     raise BundleError(f"member {name!r}: unexpected member; a bundle holds only {_expected()}")
 
 
 def _expected() -> str:
-    return f"{MANIFEST_NAME}, {CERTIFICATE_NAME} and {IMAGES_DIR}/<component>{IMAGE_SUFFIX}"
+    return (
+        f"{MANIFEST_NAME}, {CERTIFICATE_NAME}, {IMAGES_DIR}/<component>{IMAGE_SUFFIX} "
+        f"and {', '.join(ATTESTATION_NAMES)}"
+    )
 
 
 def check_member(member: tarfile.TarInfo, *, max_image_bytes: int) -> None:
@@ -138,7 +147,8 @@ def scan_members(
             raise BundleError(f"member {required!r}: missing from the bundle")
     manifest = seen.pop(MANIFEST_NAME)
     certificate = seen.pop(CERTIFICATE_NAME)
-    return BundleMembers(manifest, certificate, seen)
+    attestations = {name: seen.pop(name) for name in ATTESTATION_NAMES if name in seen}
+    return BundleMembers(manifest, certificate, seen, attestations)
 
 
 def _reader(tar: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:

@@ -2,9 +2,13 @@
 
 A bundle (``.cwb``) is an uncompressed POSIX tar holding exactly::
 
-    images/<component>.cwfw    the CWFW envelope around the firmware payload
-    manifest.json              canonical JSON: release metadata, image digest and signature
+    images/<component>.cwfw    the CWFW envelope around each firmware payload (1-16 components)
+    manifest.json              canonical JSON: release metadata, image digests and signatures,
+                               and the digests of the supply-chain documents below
     signing-certificate.pem    the firmware-signing certificate
+    sbom.cdx.json              optional: CycloneDX 1.6 SBOM of the release
+    vulnerability-report.json  optional: the offline vulnerability gate's report
+    vex.openvex.json           optional: OpenVEX statements for the accepted findings
 
 The image signature is the OCPP 2.0.1 one: ECDSA P-256 over the SHA-256 of the whole
 ``.cwfw`` file, DER, base64.  Building::
@@ -30,8 +34,10 @@ payload differ only in the manifest's ``signature`` field.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography import x509
@@ -66,9 +72,15 @@ from chargeward.model.targets import check_customer, check_release_class
 from chargeward.release.archive import DEFAULT_MAX_IMAGE_BYTES, write_bundle_tar
 from chargeward.release.image import EnvelopeStream, image_header
 from chargeward.release.manifest import (
+    ATTESTATION_NAMES,
     CERTIFICATE_NAME,
     MANIFEST_NAME,
+    MAX_IMAGES,
+    SBOM_NAME,
+    SCAN_REPORT_NAME,
+    VEX_NAME,
     Manifest,
+    ManifestAttestation,
     ManifestImage,
     check_notes,
     format_created,
@@ -79,7 +91,11 @@ from chargeward.release.verify import VerifiedBundle, VerifiedImage, read_manife
 SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
 
 __all__ = [
+    "ATTESTATION_NAMES",
     "DEFAULT_MAX_IMAGE_BYTES",
+    "SBOM_NAME",
+    "SCAN_REPORT_NAME",
+    "VEX_NAME",
     "Manifest",
     "ManifestImage",
     "VerifiedBundle",
@@ -140,8 +156,22 @@ def _check_payload(payload: Path) -> None:
         raise BundleError(f"firmware payload {payload} is empty")
 
 
+def _images_of(payload: Path | Mapping[str, Path], component: str) -> dict[str, Path]:
+    images = {component: payload} if isinstance(payload, Path) else dict(payload)
+    if not 1 <= len(images) <= MAX_IMAGES:
+        raise BundleError(f"a release holds 1-{MAX_IMAGES} images, got {len(images)}")
+    for name, path in images.items():
+        check_component(name)
+        _check_payload(path)
+    return images
+
+
+def _check_attestations(attestations: Mapping[str, bytes]) -> tuple[ManifestAttestation, ...]:
+    return tuple(ManifestAttestation.of(name, data) for name, data in attestations.items())
+
+
 def build_bundle(
-    payload: Path,
+    payload: Path | Mapping[str, Path],
     out: Path,
     *,
     version: str,
@@ -154,9 +184,15 @@ def build_bundle(
     now: dt.datetime | None = None,
     release_class: str = "feature",
     customer: str | None = None,
+    attestations: Mapping[str, bytes] | None = None,
 ) -> Manifest:
     """Pack, sign and write a release bundle to the new file ``out``; returns its manifest.
 
+    ``payload`` is one firmware file (the image of ``component``) or, for a multi-image
+    release, a mapping of component name to firmware file; each image is signed on its own.
+    ``attestations`` maps supply-chain document names (:data:`SBOM_NAME`,
+    :data:`SCAN_REPORT_NAME`, :data:`VEX_NAME`) to their bytes: they are packed beside the
+    images and listed with their digests in the manifest, so the release id covers them.
     ``created`` is ``now`` if given, else ``$SOURCE_DATE_EPOCH`` if set, else the clock.
     Raises :class:`BundleError` for invalid release metadata, :class:`ConfigError` if the
     key does not match the certificate or the certificate cannot sign firmware, and
@@ -165,37 +201,50 @@ def build_bundle(
     check_version(version)
     check_security_version(security_version)
     models = check_models(hardware_models)
-    check_component(component)
     check_notes(notes)
     check_release_class(release_class)
     check_customer(customer)
+    listed = _check_attestations(attestations or {})
     refuse_existing(out)
     pem = _check_signing_pair(signer, signing_certificate, now)
-    _check_payload(payload)
+    images = _images_of(payload, component)
     created = _created(now)
-    try:
-        header, prefix = image_header(
-            payload,
-            component=component,
-            version=version,
-            security_version=security_version,
-            hardware_models=list(models),
-        )
-    except OSError as e:
-        raise ConfigError(f"cannot read {payload}: {e.strerror}") from e
-    size = len(prefix) + header.payload_length
+    envelopes: dict[str, tuple[Path, int, bytes]] = {}
+    for name, path in images.items():
+        try:
+            header, prefix = image_header(
+                path,
+                component=name,
+                version=version,
+                security_version=security_version,
+                hardware_models=list(models),
+            )
+        except OSError as e:
+            raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+        envelopes[name] = (path, len(prefix) + header.payload_length, prefix)
+    streams: dict[str, EnvelopeStream] = {}
     made: list[Manifest] = []
 
-    def manifest_json() -> bytes:
-        # Called after the image went into the tar: its digest is known now.
-        digest = stream.digest()
+    def signed(name: str) -> ManifestImage:
+        path, size, _ = envelopes[name]
+        digest = streams[name].digest()
         if digest.length != size:
-            raise IntegrityError(f"{payload} changed while the bundle was built")
+            raise IntegrityError(f"{path} changed while the bundle was built")
         signature = sign_firmware_digest(signer, digest)
         try:
             verify_firmware_signature(signing_certificate, digest, signature)
         except BadSignature as e:
             raise BadSignature(f"signing key {signer.uri} produced an invalid signature") from e
+        return ManifestImage(
+            component=name,
+            path=image_path(name),
+            sha256=digest.sha256,
+            length=digest.length,
+            signature=signature,
+        )
+
+    def manifest_json() -> bytes:
+        # Called after the images went into the tar: their digests are known now.
         made.append(
             Manifest(
                 version=version,
@@ -205,26 +254,27 @@ def build_bundle(
                 notes=notes,
                 release_class=release_class,
                 customer=customer,
-                images=(
-                    ManifestImage(
-                        component=component,
-                        path=image_path(component),
-                        sha256=digest.sha256,
-                        length=digest.length,
-                        signature=signature,
-                    ),
-                ),
+                images=tuple(signed(name) for name in sorted(envelopes)),
+                attestations=listed,
             )
         )
         return made[0].to_json()
 
     try:
-        with payload.open("rb") as src, new_file(out) as fh:
-            stream = EnvelopeStream(prefix, src)
+        with contextlib.ExitStack() as stack, new_file(out) as fh:
+            for name, (path, _, prefix) in envelopes.items():
+                streams[name] = EnvelopeStream(prefix, stack.enter_context(path.open("rb")))
             write_bundle_tar(
                 fh,
-                streams={image_path(component): (size, stream)},  # type: ignore[dict-item]
-                blobs={MANIFEST_NAME: manifest_json, CERTIFICATE_NAME: pem.encode()},
+                streams={
+                    image_path(name): (envelopes[name][1], stream)  # type: ignore[misc]
+                    for name, stream in streams.items()
+                },
+                blobs={
+                    MANIFEST_NAME: manifest_json,
+                    CERTIFICATE_NAME: pem.encode(),
+                    **dict(attestations or {}),
+                },
                 mtime=int(created.timestamp()),
             )
     except OSError as e:

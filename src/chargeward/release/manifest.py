@@ -47,11 +47,22 @@ MAX_SIGNATURE_CHARS = 800
 CREATED_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _CREATED_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
+# Supply-chain documents a bundle may carry beside its images, each listed in the manifest with
+# its digest (so the release id covers them): the CycloneDX SBOM, the vulnerability gate's
+# report and the OpenVEX statements of accepted risks.
+SBOM_NAME = "sbom.cdx.json"
+SCAN_REPORT_NAME = "vulnerability-report.json"
+VEX_NAME = "vex.openvex.json"
+ATTESTATION_NAMES = (SBOM_NAME, SCAN_REPORT_NAME, VEX_NAME)
+MAX_ATTESTATION_BYTES = 8 << 20
+
 _TOP_KEYS = frozenset({"schema", "release", "images", "signing_certificate"})
+_TOP_OPTIONAL = frozenset({"attestations"})
 _RELEASE_KEYS = frozenset({"version", "security_version", "hardware_models", "created", "notes"})
 # Optional, written only when not the default (so older manifests keep their encoding).
 _RELEASE_OPTIONAL = frozenset({"release_class", "customer"})
 _IMAGE_KEYS = frozenset({"component", "path", "sha256", "length", "signature"})
+_ATTESTATION_KEYS = frozenset({"name", "sha256", "length"})
 
 
 def image_path(component: str) -> str:
@@ -124,6 +135,33 @@ class ManifestImage:
 
 
 @dataclass(frozen=True)
+class ManifestAttestation:
+    """A supply-chain document in the bundle (SBOM, scan report, VEX) and its digest."""
+
+    name: str
+    sha256: str
+    length: int
+
+    def __post_init__(self) -> None:
+        if self.name not in ATTESTATION_NAMES:
+            raise BundleError(
+                f"attestation {self.name!r} is not one of {', '.join(ATTESTATION_NAMES)}"
+            )
+        check_sha256(self.sha256)
+        if not isinstance(self.length, int) or not 0 < self.length <= MAX_ATTESTATION_BYTES:
+            raise BundleError(
+                f"attestation {self.name!r}: length must be 1-{MAX_ATTESTATION_BYTES} bytes"
+            )
+
+    @classmethod
+    def of(cls, name: str, data: bytes) -> ManifestAttestation:
+        return cls(name, hashlib.sha256(data).hexdigest(), len(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "sha256": self.sha256, "length": self.length}
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A release manifest; construct with :meth:`from_json` or by :func:`build_bundle`.
 
@@ -140,8 +178,15 @@ class Manifest:
     signing_certificate_path: str = CERTIFICATE_NAME
     release_class: str = "feature"
     customer: str | None = None
+    attestations: tuple[ManifestAttestation, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "attestations", tuple(sorted(self.attestations, key=lambda a: a.name))
+        )
+        names = [a.name for a in self.attestations]
+        if len(set(names)) != len(names):
+            raise BundleError("an attestation is listed twice in the manifest")
         check_release_class(self.release_class)
         check_customer(self.customer)
         check_version(self.version)
@@ -179,6 +224,10 @@ class Manifest:
                 return image
         raise BundleError(f"release {self.version} has no {component!r} image")
 
+    def attestation(self, name: str) -> ManifestAttestation | None:
+        """The listed attestation called ``name`` (e.g. :data:`SBOM_NAME`), if any."""
+        return next((a for a in self.attestations if a.name == name), None)
+
     def to_dict(self) -> dict[str, Any]:
         release: dict[str, Any] = {
             "version": self.version,
@@ -191,12 +240,15 @@ class Manifest:
             release["release_class"] = self.release_class
         if self.customer is not None:
             release["customer"] = self.customer
-        return {
+        out: dict[str, Any] = {
             "schema": SCHEMA,
             "release": release,
             "images": [image.to_dict() for image in self.images],
             "signing_certificate": self.signing_certificate_path,
         }
+        if self.attestations:  # written only when present: older manifests keep their encoding
+            out["attestations"] = [a.to_dict() for a in self.attestations]
+        return out
 
     def to_json(self) -> bytes:
         """The canonical encoding, byte for byte what ``manifest.json`` holds."""
@@ -213,7 +265,7 @@ class Manifest:
         if len(raw) > MAX_MANIFEST_BYTES:
             raise BundleError(f"manifest is {len(raw)} bytes; the limit is {MAX_MANIFEST_BYTES}")
         data = _load_json(raw)
-        top = _object(data, _TOP_KEYS, "manifest")
+        top = _object(data, _TOP_KEYS, "manifest", _TOP_OPTIONAL)
         if top["schema"] != SCHEMA:
             raise BundleError(f"unsupported manifest schema {top['schema']!r}; expected {SCHEMA!r}")
         release = _object(top["release"], _RELEASE_KEYS, "manifest 'release'", _RELEASE_OPTIONAL)
@@ -232,6 +284,13 @@ class Manifest:
                     signature=fields["signature"],
                 )
             )
+        attestations_raw = top.get("attestations", [])
+        if not isinstance(attestations_raw, list) or len(attestations_raw) > len(ATTESTATION_NAMES):
+            raise BundleError("manifest 'attestations' must be a short list")
+        attestations = [
+            ManifestAttestation(**_object(item, _ATTESTATION_KEYS, f"manifest attestations[{i}]"))
+            for i, item in enumerate(attestations_raw)
+        ]
         if not isinstance(release["hardware_models"], list):
             raise BundleError("manifest 'hardware_models' must be a list")
         manifest = cls(
@@ -244,6 +303,7 @@ class Manifest:
             signing_certificate_path=top["signing_certificate"],
             release_class=release.get("release_class", "feature"),
             customer=release.get("customer"),
+            attestations=tuple(attestations),
         )
         if manifest.to_json() != raw:
             raise BundleError(

@@ -11,7 +11,11 @@ below.  The checks, in order (the first failure raises):
 4. each image's length and SHA-256 equal the manifest's (:class:`IntegrityError`);
 5. each image's signature verifies with the certificate (:class:`BadSignature`);
 6. each image's envelope is intact and its signed header agrees with the manifest on
-   component, version, security version and hardware models (:class:`IntegrityError`).
+   component, version, security version and hardware models (:class:`IntegrityError`);
+7. each supply-chain attestation (SBOM, scan report, VEX) the manifest lists is present with
+   the listed length and SHA-256, and none is unlisted (:class:`IntegrityError`).  What the
+   documents say is judged elsewhere (:mod:`chargeward.supply`); here they are only bound to
+   the release id.
 
     >>> work = Path("work")  # doctest: +SKIP
     >>> verified = verify_bundle(Path("release.cwb"), [root], workdir=work)  # doctest: +SKIP
@@ -25,7 +29,8 @@ import contextlib
 import datetime as dt
 import hashlib
 import tarfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -53,8 +58,10 @@ from chargeward.release.manifest import (
     CERTIFICATE_NAME,
     IMAGES_DIR,
     MANIFEST_NAME,
+    MAX_ATTESTATION_BYTES,
     MAX_MANIFEST_BYTES,
     Manifest,
+    ManifestAttestation,
     ManifestImage,
 )
 
@@ -84,6 +91,7 @@ class VerifiedBundle:
     manifest_sha256: str
     signing_certificate_pem: str
     images: tuple[VerifiedImage, ...]
+    attestations: Mapping[str, bytes] = field(default_factory=dict)  # member name -> data
 
 
 def read_manifest(bundle: Path) -> Manifest:
@@ -96,6 +104,7 @@ def read_manifest(bundle: Path) -> Manifest:
         members = scan_members(tar)
         manifest = _read_manifest(tar, members)
         _match_images(members, manifest)
+        _match_attestations(members, manifest)
         return manifest
 
 
@@ -142,6 +151,7 @@ def _verify(
         manifest_raw = read_member(tar, members.manifest, MAX_MANIFEST_BYTES)
         manifest = Manifest.from_json(manifest_raw)
         _match_images(members, manifest)
+        _match_attestations(members, manifest)
         certificate = _signing_certificate(
             read_member(tar, members.certificate, MAX_CERTIFICATE_BYTES)
         )
@@ -161,6 +171,13 @@ def _verify(
             digest = copy_member(tar, members.images[image.path], dest)
             created.append(dest)
             extracted.append((image, dest, digest))
+        attestations = {
+            a.name: _read_attestation(tar, members.attestations[a.name], a)
+            for a in manifest.attestations
+        }
+        for name, data in attestations.items():
+            _write_new(workdir / name, data)
+            created.append(workdir / name)
     verified = tuple(
         _verify_image(manifest, image, dest, digest, certificate)
         for image, dest, digest in extracted
@@ -170,7 +187,33 @@ def _verify(
         manifest_sha256=hashlib.sha256(manifest_raw).hexdigest(),
         signing_certificate_pem=certificate_pem(certificate),
         images=verified,
+        attestations=attestations,
     )
+
+
+def _read_attestation(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, listed: ManifestAttestation
+) -> bytes:
+    data = read_member(tar, member, MAX_ATTESTATION_BYTES)
+    if hashlib.sha256(data).hexdigest() != listed.sha256:
+        raise IntegrityError(f"member {listed.name!r}: SHA-256 differs from the manifest")
+    return data
+
+
+def _match_attestations(members: BundleMembers, manifest: Manifest) -> None:
+    listed = {a.name: a for a in manifest.attestations}
+    unlisted = sorted(members.attestations.keys() - listed.keys())
+    if unlisted:
+        raise BundleError(f"member {unlisted[0]!r}: unexpected member, not listed in the manifest")
+    missing = sorted(listed.keys() - members.attestations.keys())
+    if missing:
+        raise BundleError(f"member {missing[0]!r}: listed in the manifest but not in the bundle")
+    for name, attestation in listed.items():
+        size = members.attestations[name].size
+        if size != attestation.length:
+            raise IntegrityError(
+                f"member {name!r}: {size} bytes, but the manifest says {attestation.length}"
+            )
 
 
 def _read_manifest(tar: tarfile.TarFile, members: BundleMembers) -> Manifest:
@@ -262,11 +305,11 @@ def _verify_image(
         "security_version": manifest.security_version,
         "hardware_models": manifest.hardware_models,
     }
-    for field, value in expected.items():
-        actual = getattr(header, field)
+    for name, value in expected.items():
+        actual = getattr(header, name)
         if actual != value:
             raise IntegrityError(
-                f"{image.path}: the signed image header has {field} {actual!r}, "
+                f"{image.path}: the signed image header has {name} {actual!r}, "
                 f"but the manifest says {value!r}"
             )
     return VerifiedImage(
