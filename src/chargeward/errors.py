@@ -16,6 +16,7 @@ into an OCPP status.  Library errors are converted where they enter (``raise ...
     |   +-- IncompatibleImage       image is for other hardware
     |   +-- RepositoryRefused       TUF metadata or target refused (``reason`` says why)
     |   +-- CredentialStoreError    a charger's sealed secrets do not open (key, tamper, swap)
+    |   +-- AttestationRefused      a signed attestation (DSSE, provenance) refused (``reason``)
     +-- BundleError             malformed bundle or manifest (bad input)
     +-- TransportError          network or I/O trouble: may succeed on retry
     +-- NotFound                a named thing does not exist
@@ -84,6 +85,22 @@ class RepositoryRefused(TrustError):
 class CredentialStoreError(TrustError):
     """A charger's encrypted secrets cannot be opened: wrong device key or product secret,
     a changed file, or a file copied from another charger or another purpose."""
+
+
+class AttestationRefused(TrustError):
+    """A signed attestation (a DSSE envelope around an in-toto statement) is refused.
+
+    ``reason`` is a short stable code: ``oversized``, ``malformed``, ``signature``,
+    ``payload-type``, ``statement-type``, ``predicate-type``, ``subject-digest``,
+    ``subject-missing`` or ``subject-extra``; the message names the field or subject.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.args[0]}"
 
 
 class ChargingUnavailable(ChargewardError):

@@ -22,6 +22,7 @@ from chargeward.cli import (
     fleet,
     keys,
     pki,
+    provenance,
     release,
     repo,
     server,
@@ -63,6 +64,11 @@ app.add_typer(factory.app, name="factory", help="Provision chargers at the facto
 fleet.register(app)
 campaign.register(app)
 app.add_typer(audit.app, name="audit", help="Export the audit log and verify it offline.")
+app.add_typer(
+    provenance.app,
+    name="provenance",
+    help="Create and verify signed build provenance (SLSA v1 in a DSSE envelope).",
+)
 
 
 @app.command("version")

@@ -340,3 +340,25 @@ def publish(
         ),
         soft_wrap=True,
     )
+
+
+@app.command("rebuild-check")
+def rebuild_check(
+    command: Annotated[str, typer.Option("--command", help='Build command, e.g. "make firmware".')],
+    source: Annotated[Path, typer.Option("--source", help="Source directory.", file_okay=False)],
+    output: Annotated[
+        list[str], typer.Option("--output", help="Build output to compare (relative; repeat).")
+    ],
+    source_date_epoch: Annotated[
+        int | None,
+        typer.Option(envvar="SOURCE_DATE_EPOCH", min=0, help="Default: the last commit's time."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds allowed per build.")] = 1800,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the result as JSON.", dir_okay=False)
+    ] = None,
+) -> None:
+    """Build SOURCE twice in clean copies; exit 3 if an output differs, 1 if a build fails."""
+    from chargeward.cli.provenance import run_rebuild_check
+
+    run_rebuild_check(command, source, output, source_date_epoch, timeout, json_out)

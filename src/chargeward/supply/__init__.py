@@ -1,0 +1,1 @@
+"""Supply chain: component lists, SBOMs, the vulnerability gate, provenance and rebuild checks."""
