@@ -601,3 +601,97 @@ MANIFEST_DEFECTS: list[tuple[str, Callable[[], bytes], str]] = [
 def test_manifest_is_strict(raw: Callable[[], bytes], message: str) -> None:
     with pytest.raises(BundleError, match=message):
         Manifest.from_json(raw())
+
+
+# --- several images, and the supply-chain documents ---------------------------------------
+
+SBOM = b'{"bomFormat":"CycloneDX","specVersion":"1.6"}'
+REPORT = b'{"decision":"pass","findings":[]}'
+
+
+def test_a_multi_image_release_signs_and_verifies_each_image(
+    tmp_path: Path, pki: Pki, payload: Path
+) -> None:
+    modem = tmp_path / "modem.bin"
+    modem.write_bytes(b"modem firmware " * 1000)
+    out = tmp_path / "multi.cwb"
+    manifest = build(pki, {"main": payload, "modem": modem}, out)
+    assert [i.component for i in manifest.images] == ["main", "modem"]
+    verified = verify_bundle(out, [pki.root], workdir=tmp_path / "work")
+    assert [i.component for i in verified.images] == ["main", "modem"]
+    assert verified.images[1].file.read_bytes().endswith(modem.read_bytes())
+    assert verified.images[0].signature != verified.images[1].signature
+    # An image swapped for another component's (same signer) fails on its own digest.
+    members = read_members(out)
+    swapped = rewrite(
+        out,
+        tmp_path / "swapped.cwb",
+        replace={"images/modem.cwfw": members["images/main.cwfw"]},
+    )
+    with pytest.raises(IntegrityError, match=r"images/modem.cwfw"):
+        verify_bundle(swapped, [pki.root], workdir=tmp_path / "w2")
+
+
+def test_attestations_are_bound_to_the_release_id(tmp_path: Path, pki: Pki, payload: Path) -> None:
+    out = tmp_path / "attested.cwb"
+    manifest = build(
+        pki, payload, out, attestations={"sbom.cdx.json": SBOM, "vulnerability-report.json": REPORT}
+    )
+    listed = {a.name: a.sha256 for a in manifest.attestations}
+    assert listed == {
+        "sbom.cdx.json": hashlib.sha256(SBOM).hexdigest(),
+        "vulnerability-report.json": hashlib.sha256(REPORT).hexdigest(),
+    }
+    plain = build(pki, payload, tmp_path / "plain.cwb")
+    assert "attestations" not in json.loads(plain.to_json())  # older encoding unchanged
+    verified = verify_bundle(out, [pki.root], workdir=tmp_path / "work")
+    assert dict(verified.attestations) == {
+        "sbom.cdx.json": SBOM,
+        "vulnerability-report.json": REPORT,
+    }
+    assert (tmp_path / "work" / "sbom.cdx.json").read_bytes() == SBOM
+    assert read_manifest(out) == manifest
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        (
+            {"replace": {"sbom.cdx.json": SBOM.replace(b"1.6", b"1.5")}},
+            IntegrityError,
+            "'sbom.cdx.json': SHA-256 differs from the manifest",
+        ),
+        ({"drop": ("sbom.cdx.json",)}, BundleError, "listed in the manifest but not in"),
+        (
+            {"extra": [regular("vex.openvex.json", b"{}")]},
+            BundleError,
+            "'vex.openvex.json': unexpected member, not listed",
+        ),
+        ({"extra": [regular("notes.txt", b"hi")]}, BundleError, "unexpected member"),
+    ],
+)
+def test_tampered_attestations_are_refused(
+    tmp_path: Path,
+    pki: Pki,
+    payload: Path,
+    change: dict[str, Any],
+    error: type[Exception],
+    message: str,
+) -> None:
+    out = tmp_path / "attested.cwb"
+    build(pki, payload, out, attestations={"sbom.cdx.json": SBOM})
+    bad = rewrite(out, tmp_path / "bad.cwb", **change)
+    with pytest.raises(error, match=message):
+        verify_bundle(bad, [pki.root], workdir=tmp_path / "work")
+    assert files_under(tmp_path / "work") == []
+
+
+def test_unknown_attestation_names_and_too_many_images_are_refused(
+    tmp_path: Path, pki: Pki, payload: Path
+) -> None:
+    with pytest.raises(BundleError, match=r"attestation 'notes\.json' is not one of"):
+        build(pki, payload, tmp_path / "a.cwb", attestations={"notes.json": b"{}"})
+    many = {f"c{i}": payload for i in range(17)}
+    with pytest.raises(BundleError, match="1-16 images"):
+        build(pki, many, tmp_path / "b.cwb")
+    assert not (tmp_path / "a.cwb").exists() and not (tmp_path / "b.cwb").exists()
