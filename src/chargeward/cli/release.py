@@ -36,6 +36,7 @@ from chargeward.crypto.pki import load_certificate, load_certificate_file, load_
 from chargeward.errors import ChargewardError, ConfigError, Conflict, TrustError
 from chargeward.publish.targets import ImageFacts, release_targets
 from chargeward.release.bundle import (
+    SBOM_NAME,
     Manifest,
     VerifiedBundle,
     build_bundle,
@@ -228,6 +229,7 @@ def _expected_targets(
             release_class=view["release_class"],
             customer=view["customer"],
             images=[ImageFacts(i["component"], i["sha256"], i["length"]) for i in view["images"]],
+            sbom_sha256=view.get("documents", {}).get(SBOM_NAME),
         )
     if not roots:
         raise ConfigError("--bundle needs --root (the Manufacturer Root CA) to verify it")
@@ -244,6 +246,7 @@ def _expected_targets(
         release_class=m.release_class,
         customer=m.customer,
         images=[ImageFacts(i.component, i.sha256, i.length) for i in verified.images],
+        sbom_sha256=sbom.sha256 if (sbom := m.attestation(SBOM_NAME)) is not None else None,
     )
 
 

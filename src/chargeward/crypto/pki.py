@@ -186,7 +186,7 @@ def _issue_leaf(
         raise UntrustedCertificate("CA key does not match the CA certificate")
     if not _is_ca(ca_certificate):
         raise UntrustedCertificate("the issuing certificate is not a CA certificate")
-    if subject_key.public_numbers() == _ec_key(ca_certificate).public_numbers():
+    if subject_key.public_numbers() == certificate_ec_key(ca_certificate).public_numbers():
         raise UntrustedCertificate(f"the {what} key must differ from the CA key")
     end = min(not_after, ca_certificate.not_valid_after_utc)
     if end <= now:
@@ -217,7 +217,7 @@ def _issue_leaf(
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(subject_key), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(_ec_key(ca_certificate)),
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(certificate_ec_key(ca_certificate)),
             critical=False,
         )
     )
@@ -287,7 +287,8 @@ def certificate_common_name(cert: x509.Certificate) -> str | None:
     return names[0].value
 
 
-def _ec_key(cert: x509.Certificate) -> ec.EllipticCurvePublicKey:
+def certificate_ec_key(cert: x509.Certificate) -> ec.EllipticCurvePublicKey:
+    """The certificate's ECDSA public key; :class:`UntrustedCertificate` for any other kind."""
     key = cert.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise UntrustedCertificate("certificate does not hold an EC key")
@@ -386,7 +387,7 @@ def check_signing_certificate(cert: x509.Certificate, *, now: dt.datetime | None
             raise UntrustedCertificate("signing certificate is not for code signing")
     except x509.ExtensionNotFound:
         pass  # OCPP does not require EKU; when present it must allow code signing.
-    _ec_key(cert)
+    certificate_ec_key(cert)
 
 
 def verify_firmware_signing_certificate(
@@ -670,7 +671,7 @@ def _authority_key_identifier(ca: x509.Certificate) -> x509.AuthorityKeyIdentifi
     try:
         ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(_ec_key(ca))
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(certificate_ec_key(ca))
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
@@ -761,7 +762,7 @@ def _subject_key_id(cert: x509.Certificate) -> bytes:
     try:
         return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except x509.ExtensionNotFound:
-        return x509.SubjectKeyIdentifier.from_public_key(_ec_key(cert)).digest
+        return x509.SubjectKeyIdentifier.from_public_key(certificate_ec_key(cert)).digest
 
 
 def _crl_key_id(crl: x509.CertificateRevocationList) -> bytes | None:

@@ -1,5 +1,8 @@
 """The TUF targets of a release: each image listed once per hardware model it supports.
 
+The custom fields carry the release's facts and, when the release has one, the SHA-256 of its
+SBOM, so the approvers' threshold signature covers the SBOM too.
+
 One function, used by the server when it proposes a release and by an approver's CLI when it
 checks the proposal against the bundle in hand.
 """
@@ -29,6 +32,7 @@ def release_targets(
     release_class: str,
     customer: str | None,
     images: Iterable[ImageFacts],
+    sbom_sha256: str | None = None,
 ) -> dict[str, TargetFile]:
     out: dict[str, TargetFile] = {}
     for image in images:
@@ -39,6 +43,7 @@ def release_targets(
             component=image.component,
             release_class=release_class,
             customer=customer,
+            sbom_sha256=sbom_sha256,
         ).to_dict()
         for model in models:
             path = firmware_target_path(model, version, image.component)

@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 
 from chargeward import audit
+from chargeward.crypto.signature import sha256_file
 from chargeward.errors import BundleError, Conflict
 from chargeward.release.bundle import verify_bundle
 from chargeward.server import authz, problems, services, urls
@@ -61,6 +62,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     from chargeward.server.api_accounts import router as accounts_router
     from chargeward.server.api_audit import router as audit_router
+    from chargeward.server.api_supply import router as supply_router
     from chargeward.server.api_campaigns import router as campaign_router
     from chargeward.server.api_certificates import router as certificate_router
     from chargeward.server.api_fleet import router as fleet_router
@@ -79,6 +81,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(campaign_router)
     app.include_router(station_security_router)
     app.include_router(audit_router)
+    app.include_router(supply_router)
     instrument(app, state.metrics)  # GET /metrics and request counting
 
     @app.get("/healthz", include_in_schema=False)
@@ -116,13 +119,19 @@ def create_app(state: ServerState) -> FastAPI:
         try:
             bundle = work / "bundle.cwb"
             await _receive(request.stream(), bundle, MAX_BUNDLE)
+            digest = await asyncio.to_thread(sha256_file, bundle)
             roots = state.manufacturer_roots()
             verified = await asyncio.to_thread(
                 verify_bundle, bundle, roots, workdir=work / "x", now=state.clock()
             )
             async with state.db.session() as s:
                 return await services.store_release(
-                    s, verified, state.blobs, actor=who, now=state.clock()
+                    s,
+                    verified,
+                    state.blobs,
+                    actor=who,
+                    now=state.clock(),
+                    bundle_sha256=digest.sha256,
                 )
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -85,6 +85,10 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/proposals/{ref}/approvals"): "releases:approve",
     ("POST", "/api/v1/proposals/{ref}/publish"): "releases:publish",
     ("GET", "/api/v1/repository"): "releases:read",
+    ("GET", "/api/v1/releases/{release_id}/documents"): "releases:read",
+    ("GET", "/api/v1/releases/{release_id}/documents/{name}"): "releases:read",
+    ("PUT", "/api/v1/releases/{release_id}/provenance"): "releases:upload",
+    ("POST", "/api/v1/exposure"): "stations:read",
     ("POST", "/api/v1/repository/revocations"): "releases:publish",
     # campaigns
     ("POST", "/api/v1/campaigns"): "campaigns:write",

@@ -28,12 +28,23 @@ from chargeward.publish.targets import ImageFacts, release_targets
 from chargeward.server import campaigns
 from chargeward.server.schemas import ProposalView, ProposedTarget
 from chargeward.server.services import find_release, station_actor
-from chargeward.server.tables import Approval, Proposal, Release, ReleaseImage, Station
+from chargeward.release.manifest import SBOM_NAME
+from chargeward.server.supply_chain import require_supply_chain
+from chargeward.server.tables import (
+    Approval,
+    Proposal,
+    Release,
+    ReleaseDocument,
+    ReleaseImage,
+    Station,
+)
 from chargeward.trust.approval import Approval as ApprovalRecord
 from chargeward.trust.approval import approval_status, check_approval, signed_proposal
 
 
-def _release_targets(release: Release, images: Sequence[ReleaseImage]) -> dict[str, TargetFile]:
+async def _release_targets(s: AsyncSession, release: Release) -> dict[str, TargetFile]:
+    images = await _images(s, release.id)
+    sbom = await s.get(ReleaseDocument, (release.id, SBOM_NAME))
     return release_targets(
         version=release.version,
         security_version=release.security_version,
@@ -41,6 +52,7 @@ def _release_targets(release: Release, images: Sequence[ReleaseImage]) -> dict[s
         release_class=release.release_class,
         customer=release.customer,
         images=[ImageFacts(i.component, i.sha256, i.length) for i in images],
+        sbom_sha256=sbom.sha256 if sbom is not None else None,
     )
 
 
@@ -72,7 +84,7 @@ async def _additions(s: AsyncSession, proposal: Proposal) -> dict[str, TargetFil
     """What the proposal adds to the repository (recomputed from its source)."""
     if proposal.release_id is not None:
         release = await find_release(s, proposal.release_id)
-        return _release_targets(release, await _images(s, release.id))
+        return await _release_targets(s, release)
     listed = _metadata(proposal).signed.targets
     return {REVOCATION_TARGET: listed[REVOCATION_TARGET]}
 
@@ -145,11 +157,12 @@ async def release_proposal(
     )
     proposal = rows.first()
     if proposal is None:
+        await require_supply_chain(s, release)
         return await _new_proposal(
             s,
             repo,
             kind="release",
-            additions=_release_targets(release, await _images(s, release.id)),
+            additions=await _release_targets(s, release),
             release_id=release.id,
             created_by=release.uploaded_by,
             actor=actor,

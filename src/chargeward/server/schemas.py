@@ -149,6 +149,8 @@ class ReleaseView(BaseModel):
     customer: str | None = None
     state: str = "pending"  # pending (awaiting approval) | published
     targets_version: int | None = None
+    bundle_sha256: str | None = None  # the bundle file as uploaded
+    documents: dict[str, str] = {}  # supply-chain document name -> SHA-256
 
 
 class ProposedTarget(BaseModel):

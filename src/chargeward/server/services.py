@@ -19,7 +19,7 @@ from chargeward import audit
 from chargeward.campaign import machine
 from chargeward.errors import Conflict, NotFound
 from chargeward.release.bundle import VerifiedBundle
-from chargeward.server import alerts, campaigns, fleet, passwords, tokens
+from chargeward.server import alerts, campaigns, fleet, passwords, supply_chain, tokens
 from chargeward.server.appends import queue_insert
 from chargeward.server.blobs import BlobStore
 from chargeward.server.schemas import (
@@ -493,9 +493,16 @@ async def station_detail(
 
 
 async def store_release(
-    s: AsyncSession, bundle: VerifiedBundle, blobs: BlobStore, *, actor: str, now: dt.datetime
+    s: AsyncSession,
+    bundle: VerifiedBundle,
+    blobs: BlobStore,
+    *,
+    actor: str,
+    now: dt.datetime,
+    bundle_sha256: str | None = None,
 ) -> ReleaseView:
-    """Keep a verified bundle: images into the blob store, the release in the database."""
+    """Keep a verified bundle: images into the blob store, the release and its supply-chain
+    documents in the database (``bundle_sha256``: the digest of the file as uploaded)."""
     release_id = bundle.manifest_sha256
     if await s.get(Release, release_id) is not None:
         raise Conflict(f"release {release_id[:12]} was already uploaded")
@@ -514,9 +521,13 @@ async def store_release(
             uploaded_at=now,
             release_class=m.release_class,
             customer=m.customer,
+            bundle_sha256=bundle_sha256,
         )
     )
     await s.flush()
+    supply = await supply_chain.store_documents(
+        s, release_id, m, bundle.attestations, actor=actor, now=now
+    )
     for image in bundle.images:
         s.add(
             ReleaseImage(
@@ -537,6 +548,9 @@ async def store_release(
             "security_version": m.security_version,
             "hardware_models": list(m.hardware_models),
             "images": {i.component: i.sha256 for i in bundle.images},
+            "created": m.created,
+            "bundle_sha256": bundle_sha256,
+            **supply,
         },
         now=now,
     )
@@ -568,6 +582,7 @@ async def release_view(s: AsyncSession, release_id: str) -> ReleaseView:
         )
     ).all()
     state, targets_version = await publication(s, row.id)
+    documents = await supply_chain.documents_of(s, row.id)
     return ReleaseView(
         id=row.id,
         version=row.version,
@@ -579,6 +594,8 @@ async def release_view(s: AsyncSession, release_id: str) -> ReleaseView:
         customer=row.customer,
         state=state,
         targets_version=targets_version,
+        bundle_sha256=row.bundle_sha256,
+        documents={name: d.sha256 for name, d in sorted(documents.items())},
         images=[
             ReleaseImageView(component=i.component, sha256=i.sha256, length=i.length)
             for i in images

@@ -99,6 +99,7 @@ class Release(Base):
     uploaded_at: Mapped[dt.datetime]
     release_class: Mapped[str] = mapped_column(String(10), default="feature")
     customer: Mapped[str | None] = mapped_column(String(64))
+    bundle_sha256: Mapped[str | None] = mapped_column(String(64), default=None)  # as uploaded
 
 
 class Proposal(Base):
@@ -140,6 +141,32 @@ class ReleaseImage(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     length: Mapped[int] = mapped_column(BigInteger)
     signature: Mapped[str] = mapped_column(String(800))
+
+
+class ReleaseDocument(Base):
+    """A supply-chain document of a release: SBOM, scan report, VEX (from the bundle, bound to
+    the release id by the manifest) or provenance (added after upload, verified)."""
+
+    __tablename__ = "release_documents"
+
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    added_by: Mapped[str] = mapped_column(String(100))
+    added_at: Mapped[dt.datetime]
+
+
+class ReleaseComponent(Base):
+    """One component or library a release's SBOM lists (fleet exposure queries)."""
+
+    __tablename__ = "release_components"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[str] = mapped_column(String(100))
+    purl: Mapped[str | None] = mapped_column(String(500))
 
 
 class FirmwareUpdate(Base):
