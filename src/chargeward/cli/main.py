@@ -27,6 +27,7 @@ from chargeward.cli import (
     server,
     station,
     station_security,
+    supply,
     token,
     users,
 )
@@ -38,6 +39,7 @@ from chargeward.errors import (
     Conflict,
     KeyAccessError,
     NotFound,
+    SupplyChainError,
     TransportError,
     TrustError,
 )
@@ -63,6 +65,11 @@ app.add_typer(factory.app, name="factory", help="Provision chargers at the facto
 fleet.register(app)
 campaign.register(app)
 app.add_typer(audit.app, name="audit", help="Export the audit log and verify it offline.")
+app.add_typer(
+    supply.app,
+    name="supply",
+    help="Component lists, CycloneDX SBOMs and the offline vulnerability gate.",
+)
 
 
 @app.command("version")
@@ -79,6 +86,7 @@ EXIT_CODES: list[tuple[type[ChargewardError], int]] = [
     (TransportError, 5),
     (BundleError, 6),
     (ConfigError, 6),
+    (SupplyChainError, 6),
     (KeyAccessError, 6),
     (Conflict, 7),
 ]
