@@ -22,6 +22,7 @@ graph is not available offline.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -60,6 +61,7 @@ class Match:
     severity: Severity
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def purl_identity(purl: str) -> str:
     """A package URL without version, qualifiers and subpath: the package itself."""
     p = PackageURL.from_string(purl)
@@ -96,15 +98,22 @@ def _base(ecosystem: str) -> str:
     return ecosystem.partition(":")[0]  # "Debian:12" -> "Debian"
 
 
+@functools.lru_cache(maxsize=1 << 12)
+def _osv_package(purl: str) -> tuple[str, str] | None:
+    """``(ecosystem, normalised name)`` of a package URL, if its type has an OSV ecosystem."""
+    p = PackageURL.from_string(purl)
+    ecosystem = _ecosystem(p)
+    return None if ecosystem is None else (ecosystem, _normal_name(ecosystem, _osv_name(p)))
+
+
 def package_matches(affected: AffectedPackage, purl: str) -> bool:
     """Whether ``affected`` names the package of ``purl``."""
     if affected.purl is not None:
         return purl_identity(affected.purl) == purl_identity(purl)
-    p = PackageURL.from_string(purl)
-    ecosystem = _ecosystem(p)
-    if ecosystem is None or ecosystem != _base(affected.ecosystem):
+    package = _osv_package(purl)
+    if package is None or package[0] != _base(affected.ecosystem):
         return False
-    return _normal_name(ecosystem, _osv_name(p)) == _normal_name(ecosystem, affected.name)
+    return package[1] == _normal_name(package[0], affected.name)
 
 
 def _describe(r: Range) -> str:
