@@ -17,7 +17,10 @@ into an OCPP status.  Library errors are converted where they enter (``raise ...
     |   +-- RepositoryRefused       TUF metadata or target refused (``reason`` says why)
     |   +-- CredentialStoreError    a charger's sealed secrets do not open (key, tamper, swap)
     |   +-- AttestationRefused      a signed attestation (DSSE, provenance) refused (``reason``)
+    |   +-- GateRefused             the vulnerability gate refused a release (lists every finding)
+    |   +-- PinnedComponentChanged  a certified (pinned) component differs from the previous release
     +-- BundleError             malformed bundle or manifest (bad input)
+    +-- SupplyChainError        malformed component list, SBOM, advisory or allowlist (bad input)
     +-- TransportError          network or I/O trouble: may succeed on retry
     +-- NotFound                a named thing does not exist
     +-- Conflict                the request clashes with current state
@@ -107,8 +110,25 @@ class ChargingUnavailable(ChargewardError):
     """A charging session cannot start: connector not Available, or tamper quarantine."""
 
 
+class GateRefused(TrustError):
+    """The vulnerability gate refused a release: unaccepted findings at or above the threshold,
+    or findings that could not be evaluated.  The message lists every blocking finding."""
+
+
+class PinnedComponentChanged(TrustError):
+    """A pinned (certified) component changed version, purl or image hash, or disappeared."""
+
+
 class BundleError(ChargewardError):
     """A release bundle or its manifest is malformed."""
+
+
+class SupplyChainError(ChargewardError):
+    """A component list, SBOM, OSV advisory or allowlist is malformed.
+
+    The message names the file and the field path, e.g.
+    ``components.toml: components[2].libraries[0].purl: ...``.
+    """
 
 
 class TransportError(ChargewardError):

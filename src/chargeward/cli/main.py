@@ -28,6 +28,7 @@ from chargeward.cli import (
     server,
     station,
     station_security,
+    supply,
     token,
     users,
 )
@@ -39,6 +40,7 @@ from chargeward.errors import (
     Conflict,
     KeyAccessError,
     NotFound,
+    SupplyChainError,
     TransportError,
     TrustError,
 )
@@ -65,9 +67,15 @@ fleet.register(app)
 campaign.register(app)
 app.add_typer(audit.app, name="audit", help="Export the audit log and verify it offline.")
 app.add_typer(
+<<<<<<< HEAD
     provenance.app,
     name="provenance",
     help="Create and verify signed build provenance (SLSA v1 in a DSSE envelope).",
+=======
+    supply.app,
+    name="supply",
+    help="Component lists, CycloneDX SBOMs and the offline vulnerability gate.",
+>>>>>>> supply
 )
 
 
@@ -85,6 +93,7 @@ EXIT_CODES: list[tuple[type[ChargewardError], int]] = [
     (TransportError, 5),
     (BundleError, 6),
     (ConfigError, 6),
+    (SupplyChainError, 6),
     (KeyAccessError, 6),
     (Conflict, 7),
 ]
