@@ -67,15 +67,14 @@ fleet.register(app)
 campaign.register(app)
 app.add_typer(audit.app, name="audit", help="Export the audit log and verify it offline.")
 app.add_typer(
-<<<<<<< HEAD
     provenance.app,
     name="provenance",
     help="Create and verify signed build provenance (SLSA v1 in a DSSE envelope).",
-=======
+)
+app.add_typer(
     supply.app,
     name="supply",
     help="Component lists, CycloneDX SBOMs and the offline vulnerability gate.",
->>>>>>> supply
 )
 
 

@@ -62,7 +62,6 @@ def create_app(state: ServerState) -> FastAPI:
 
     from chargeward.server.api_accounts import router as accounts_router
     from chargeward.server.api_audit import router as audit_router
-    from chargeward.server.api_supply import router as supply_router
     from chargeward.server.api_campaigns import router as campaign_router
     from chargeward.server.api_certificates import router as certificate_router
     from chargeward.server.api_fleet import router as fleet_router
@@ -70,6 +69,7 @@ def create_app(state: ServerState) -> FastAPI:
     from chargeward.server.api_repository import router as repository_router
     from chargeward.server.api_station_import import router as station_import_router
     from chargeward.server.api_station_security import router as station_security_router
+    from chargeward.server.api_supply import router as supply_router
     from chargeward.server.metrics import instrument
 
     app.include_router(accounts_router)

@@ -146,7 +146,9 @@ def _station(x: ExposedStation) -> ExposedStationOut:
         releases=x.releases,
         status=x.status,
         packages=[
-            PackageOut(name=p.name, version=p.version, purl=p.purl, status=p.status, reason=p.reason)
+            PackageOut(
+                name=p.name, version=p.version, purl=p.purl, status=p.status, reason=p.reason
+            )
             for p in x.packages
         ],
     )

@@ -28,6 +28,7 @@ from chargeward.errors import (
     Conflict,
     KeyAccessError,
     NotFound,
+    SupplyChainError,
     TransportError,
     TrustError,
 )
@@ -37,6 +38,7 @@ ERRORS: list[tuple[type[ChargewardError], int, str]] = [
     (NotFound, 404, "not_found"),
     (Conflict, 409, "conflict"),
     (BundleError, 422, "invalid_bundle"),
+    (SupplyChainError, 422, "invalid_supply_chain"),
     (TrustError, 422, "untrusted"),
     (ConfigError, 503, "unavailable"),
     (KeyAccessError, 503, "unavailable"),

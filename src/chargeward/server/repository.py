@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from securesystemslib.signer import Signature
 from sqlalchemy import select
@@ -25,10 +25,10 @@ from chargeward.errors import Conflict, NotFound
 from chargeward.model.targets import REVOCATION_TARGET
 from chargeward.publish import ImageRepository, OnlineSigners
 from chargeward.publish.targets import ImageFacts, release_targets
+from chargeward.release.manifest import SBOM_NAME
 from chargeward.server import campaigns
 from chargeward.server.schemas import ProposalView, ProposedTarget
 from chargeward.server.services import find_release, station_actor
-from chargeward.release.manifest import SBOM_NAME
 from chargeward.server.supply_chain import require_supply_chain
 from chargeward.server.tables import (
     Approval,

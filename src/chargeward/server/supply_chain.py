@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chargeward import audit
 from chargeward.crypto.pki import certificate_ec_key, load_certificate
 from chargeward.errors import BundleError, Conflict, NotFound, SupplyChainError
 from chargeward.release.manifest import (
@@ -40,7 +41,6 @@ from chargeward.release.manifest import (
     Manifest,
     image_path,
 )
-from chargeward import audit
 from chargeward.server.tables import Release, ReleaseComponent, ReleaseDocument, Station
 from chargeward.supply.advisories import Advisory
 from chargeward.supply.gate import REPORT_FORMAT
@@ -203,9 +203,7 @@ async def add_provenance(
             "sha256": row.sha256,
             "subjects": sorted(x.name for x in subjects),
             "keyid": statement.keyid,
-            "external_parameters": dict(
-                statement.build_definition.get("externalParameters", {})
-            ),
+            "external_parameters": dict(statement.build_definition.get("externalParameters", {})),
         },
         now=now,
     )
@@ -258,9 +256,7 @@ async def exposure(s: AsyncSession, advisory: Advisory) -> ExposureReport:
     by_version: dict[str, list[Release]] = {}
     for r in releases:
         by_version.setdefault(r.version, []).append(r)
-    with_sbom = set(
-        (await s.scalars(select(ReleaseComponent.release_id).distinct())).all()
-    )
+    with_sbom = set((await s.scalars(select(ReleaseComponent.release_id).distinct())).all())
     hits: dict[str, list[ExposedPackage]] = {}
     for row in (await s.scalars(select(ReleaseComponent))).all():
         found = _match(advisory, row)
