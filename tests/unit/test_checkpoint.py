@@ -394,8 +394,10 @@ def test_key_files_are_protected(tmp_path: Path) -> None:
         load_ed25519_signer(str(tmp_path / "missing.key"), passphrase)
 
 
-def test_pkcs11_ed25519_keys_are_refused_clearly() -> None:
-    with pytest.raises(KeyAccessError, match="not supported yet"):
+def test_a_pkcs11_ed25519_key_in_a_missing_token_is_refused_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Token keys are covered in test_checkpoint_key_pkcs11.py; here: no such token.
+    monkeypatch.setenv("SOFTHSM2_CONF", str(tmp_path / "absent.conf"))
+    with pytest.raises(KeyAccessError, match="PKCS#11"):
         load_ed25519_signer("pkcs11:token=audit;object=log", passphrase)
-    with pytest.raises(KeyAccessError, match="not supported yet"):
-        generate_ed25519_key("pkcs11:token=audit;object=log", passphrase)

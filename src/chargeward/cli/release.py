@@ -12,6 +12,9 @@ malformed bundle 6, each with a one-line reason.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import hashlib
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,17 +35,34 @@ from chargeward.cli.common import (
     record_audit,
 )
 from chargeward.cli.display import fields_table
+from chargeward.cli.supply import FailOn, findings_table
+from chargeward.crypto.keys import Signer
 from chargeward.crypto.pki import load_certificate, load_certificate_file, load_certificates_file
-from chargeward.errors import ChargewardError, ConfigError, Conflict, TrustError
+from chargeward.crypto.signature import sha256_file
+from chargeward.errors import ChargewardError, ConfigError, Conflict, GateRefused, TrustError
+from chargeward.fileio import refuse_existing, write_new_file
 from chargeward.publish.targets import ImageFacts, release_targets
 from chargeward.release.bundle import (
     SBOM_NAME,
+    SCAN_REPORT_NAME,
     Manifest,
     VerifiedBundle,
     build_bundle,
     read_manifest,
     verify_bundle,
 )
+from chargeward.supply.advisories import load_advisories
+from chargeward.supply.allowlist import Allowlist, load_allowlist
+from chargeward.supply.attest import ReleaseDocuments, release_documents
+from chargeward.supply.components import ComponentList, load_components
+from chargeward.supply.gate import evaluate
+from chargeward.supply.provenance import (
+    BUNDLE_SUBJECT,
+    ProvenanceInputs,
+    Subject,
+    create_provenance,
+)
+from chargeward.supply.severity import Severity
 from chargeward.trust.review import fetch_published_targets, review_proposal
 from chargeward.trust.tuf_keys import TufSigner
 
@@ -69,16 +89,72 @@ def _manifest_rows(manifest: Manifest) -> list[tuple[str, object]]:
             (f"{image.component}: SHA-256", image.sha256),
             (f"{image.component}: length", f"{image.length} bytes"),
         ]
+    for attestation in manifest.attestations:
+        rows.append((attestation.name, f"SHA-256 {attestation.sha256}"))
     return rows
+
+
+def _supply_documents(
+    components: Path,
+    advisories: Path | None,
+    allowlist: Path | None,
+    fail_on: FailOn,
+    min_approvers: int,
+) -> tuple[ComponentList, ReleaseDocuments]:
+    """Gate the declared components; the SBOM, scan report and VEX the bundle will carry."""
+    if advisories is None:
+        raise ConfigError(
+            "--components needs --advisories: a release's SBOM is always scanned "
+            "(point it at a directory of OSV advisories)"
+        )
+    declared = load_components(components)
+    accepted = load_allowlist(allowlist, min_approvers=min_approvers) if allowlist else Allowlist()
+    with console.status(Text(f"Scanning {declared.name} {declared.version}")):
+        advisory_set = load_advisories(advisories)
+        try:
+            made = release_documents(
+                declared,
+                advisory_set,
+                accepted,
+                threshold=Severity[fail_on.name.upper()],
+                now=dt.datetime.now(dt.UTC),
+            )
+        except GateRefused:
+            console.print(
+                findings_table(
+                    evaluate(
+                        declared,
+                        advisory_set,
+                        accepted,
+                        Severity[fail_on.name.upper()],
+                        dt.datetime.now(dt.UTC),
+                    )
+                )
+            )
+            raise
+    console.print(findings_table(made.gate))
+    return declared, made
+
+
+def _images(
+    image: Path | None, component: str, declared: ComponentList | None, components: Path | None
+) -> Path | dict[str, Path]:
+    images: dict[str, Path] = {}
+    if declared is not None and components is not None:
+        images = {
+            c.name: components.parent / c.image for c in declared.components if c.image is not None
+        }
+    if image is not None:
+        if component in images:
+            raise ConfigError(f"--image names component {component!r}, which {components} has")
+        images[component] = image
+    if not images:
+        raise ConfigError("give --image, or a --components list whose components name images")
+    return images
 
 
 @app.command("build")
 def build(
-    image: Annotated[Path, typer.Option("--image", help="Raw firmware payload.")],
-    version: Annotated[str, typer.Option("--version", help="Firmware version, e.g. 1.2.0.")],
-    security_version: Annotated[
-        int, typer.Option("--security-version", min=0, help="Anti-rollback counter.")
-    ],
     model: Annotated[
         list[str], typer.Option("--model", help="Hardware model (repeat for several).")
     ],
@@ -87,6 +163,16 @@ def build(
         Path, typer.Option("--signing-cert", help="Firmware-signing certificate (PEM).")
     ],
     out: Annotated[Path, typer.Option("--out", help="Bundle to create (.cwb).", dir_okay=False)],
+    security_version: Annotated[
+        int, typer.Option("--security-version", min=0, help="Anti-rollback counter.")
+    ],
+    image: Annotated[
+        Path | None, typer.Option("--image", help="Raw firmware payload (of --component).")
+    ] = None,
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="Firmware version, e.g. 1.2.0 (default: --components')."),
+    ] = None,
     component: Annotated[str, typer.Option("--component", help="Image component.")] = "main",
     notes: Annotated[str, typer.Option("--notes", help="Release notes.")] = "",
     release_class: Annotated[
@@ -95,14 +181,73 @@ def build(
     customer: Annotated[
         str | None, typer.Option("--customer", help="Only chargers of this customer may install.")
     ] = None,
+    components: Annotated[
+        Path | None,
+        typer.Option(
+            "--components",
+            help="Component list (TOML/JSON): each component with an image becomes one image "
+            "of the release; the SBOM, scan report and VEX go into the bundle.",
+            dir_okay=False,
+        ),
+    ] = None,
+    advisories: Annotated[
+        Path | None, typer.Option("--advisories", help="Directory of OSV advisories (offline).")
+    ] = None,
+    allowlist: Annotated[
+        Path | None, typer.Option("--allowlist", help="Accepted risks (TOML or JSON).")
+    ] = None,
+    fail_on: Annotated[
+        FailOn, typer.Option("--fail-on", help="Refuse findings of this severity and above.")
+    ] = FailOn.high,
+    min_approvers: Annotated[
+        int, typer.Option("--min-approvers", min=1, help="Approvers each accepted risk needs.")
+    ] = 1,
+    provenance: Annotated[
+        Path | None,
+        typer.Option(
+            "--provenance",
+            help="Also write signed SLSA provenance (DSSE) for the images and the bundle here.",
+            dir_okay=False,
+        ),
+    ] = None,
+    source_repo: Annotated[
+        str | None, typer.Option("--source-repo", help="Source repository URL (provenance).")
+    ] = None,
+    source_commit: Annotated[
+        str | None, typer.Option("--source-commit", help="Git commit built (provenance).")
+    ] = None,
+    source_ref: Annotated[
+        str | None, typer.Option("--source-ref", help="Git ref built (provenance).")
+    ] = None,
+    build_command: Annotated[
+        str | None, typer.Option("--build-command", help="The build command (provenance).")
+    ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """Pack, sign and write a release bundle (never overwrites OUT)."""
+    """Gate, pack, sign and write a release bundle (never overwrites OUT)."""
+    started = dt.datetime.now(dt.UTC)
+    refuse_existing(out)
+    if provenance is not None:
+        refuse_existing(provenance)
+        if not source_repo or not source_commit:
+            raise ConfigError("--provenance needs --source-repo and --source-commit")
     certificate = load_certificate_file(signing_cert)
+    declared, made = (
+        _supply_documents(components, advisories, allowlist, fail_on, min_approvers)
+        if components is not None
+        else (None, None)
+    )
+    if declared is not None:
+        if version is not None and version != declared.version:
+            raise ConfigError(f"--version {version} differs from {components}'s {declared.version}")
+        version = declared.version
+    if version is None:
+        raise ConfigError("give --version (or a --components list, which names it)")
+    payload = _images(image, component, declared, components)
     signer = open_signer(signing_key, "signing key")
-    with console.status(Text(f"Packing and signing {image}")):
+    with console.status(Text(f"Packing and signing {version}")):
         manifest = build_bundle(
-            image,
+            payload,
             out,
             version=version,
             security_version=security_version,
@@ -113,24 +258,59 @@ def build(
             notes=notes,
             release_class=release_class,
             customer=customer,
+            attestations=made.documents if made is not None else None,
         )
-    record_audit(
-        data_dir,
-        "release.build",
-        manifest.release_id,
-        {
-            "version": version,
-            "security_version": security_version,
-            "hardware_models": sorted(model),
-            "signing_key": signer.uri,
-            "images": {i.component: i.sha256 for i in manifest.images},
-            "bundle": str(out),
-        },
-    )
+    details: dict[str, Any] = {
+        "version": version,
+        "security_version": security_version,
+        "hardware_models": sorted(model),
+        "signing_key": signer.uri,
+        "images": {i.component: i.sha256 for i in manifest.images},
+        "attestations": {a.name: a.sha256 for a in manifest.attestations},
+        "bundle": str(out),
+    }
+    if provenance is not None and source_repo and source_commit:  # both checked above
+        details["provenance"] = _write_provenance(
+            provenance,
+            out,
+            manifest,
+            signer,
+            ProvenanceInputs(
+                subjects=(),
+                source_repo=source_repo,
+                source_commit=source_commit.lower(),
+                started_on=started,
+                source_ref=source_ref,
+                build_command=build_command,
+                release_version=version,
+                sbom=_document_subject(manifest, SBOM_NAME),
+                scan_report=_document_subject(manifest, SCAN_REPORT_NAME),
+            ),
+        )
+    record_audit(data_dir, "release.build", manifest.release_id, details)
     console.print(Text(f"Built {out}: release id {manifest.release_id}"), soft_wrap=True)
     rows = _manifest_rows(manifest)
     rows.append(("Signed by", certificate.subject.rfc4514_string()))
     console.print(fields_table(rows))
+
+
+def _document_subject(manifest: Manifest, name: str) -> Subject | None:
+    listed = manifest.attestation(name)
+    return Subject(name, listed.sha256) if listed is not None else None
+
+
+def _write_provenance(
+    path: Path, bundle: Path, manifest: Manifest, signer: Signer, inputs: ProvenanceInputs
+) -> str:
+    """Sign provenance naming every image (``images/<component>.cwfw``) and the bundle."""
+    subjects = [Subject(i.path, i.sha256) for i in manifest.images]
+    subjects.append(Subject(BUNDLE_SUBJECT, sha256_file(bundle).sha256))
+    inputs = dataclasses.replace(inputs, subjects=tuple(subjects))
+    envelope = create_provenance(inputs, signer, clock=lambda: dt.datetime.now(dt.UTC))
+    data = envelope.to_json()
+    write_new_file(path, data)
+    console.print(Text(f"Wrote provenance {path} ({len(subjects)} subjects)"), soft_wrap=True)
+    return hashlib.sha256(data).hexdigest()
 
 
 @app.command("verify")
@@ -190,18 +370,39 @@ def show(bundle: BundlePath) -> None:
 @app.command("upload")
 def upload(
     bundle: BundlePath,
+    provenance: Annotated[
+        Path | None,
+        typer.Option(
+            "--provenance", help="Signed provenance from `release build --provenance`.", exists=True
+        ),
+    ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     server: ServerUrl = None,
 ) -> None:
-    """Upload a bundle to the server, which verifies it against its Manufacturer Root CAs."""
+    """Upload a bundle to the server, which verifies it against its Manufacturer Root CAs.
+
+    With --provenance, the server also checks that the provenance is signed by the release's
+    signing key and names exactly its images and this bundle, then keeps it.
+    """
+    api = ApiClient(data_dir, server)
     with console.status(Text(f"Uploading {bundle.name}")):
-        r = ApiClient(data_dir, server).request(
+        r = api.request(
             "POST",
             "/api/v1/releases",
             content=bundle.read_bytes(),
             headers={"Content-Type": "application/octet-stream"},
         )
     console.print(Text(f"Uploaded release {r['version']}: id {r['id']}"), soft_wrap=True)
+    for name, digest in r.get("documents", {}).items():
+        console.print(Text(f"  {name}: sha256 {digest}"), soft_wrap=True)
+    if provenance is not None:
+        kept = api.request(
+            "PUT",
+            f"/api/v1/releases/{r['id']}/provenance",
+            content=provenance.read_bytes(),
+            headers={"Content-Type": "application/json"},
+        )
+        console.print(Text(f"Provenance verified and kept: sha256 {kept['sha256']}"))
     console.print(
         Text(f"It is {r['state']}: approvers run `chargeward release approve {r['id'][:12]}`"),
         soft_wrap=True,

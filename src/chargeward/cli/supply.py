@@ -90,7 +90,7 @@ def pinned(
     console.print(Text(f"pinned components unchanged: {', '.join(kept) or 'none'}"))
 
 
-def _findings_table(result: GateResult) -> Table:
+def findings_table(result: GateResult) -> Table:
     table = Table(title=Text(f"{result.release} {result.version}: findings"))
     for column in ("advisory", "package", "component", "severity", "status", "decision"):
         table.add_column(column, overflow="fold")
@@ -155,7 +155,7 @@ def scan(
         outputs.append((vex, openvex(result, author=author or release.supplier)))
     for path, data in outputs:
         write_new_file(path, data)
-    console.print(_findings_table(result))
+    console.print(findings_table(result))
     console.print(
         Text(
             f"{result.packages_checked} packages checked against {result.advisory_count} "

@@ -45,11 +45,10 @@ from chargeward.server.tables import Release, ReleaseComponent, ReleaseDocument,
 from chargeward.supply.advisories import Advisory
 from chargeward.supply.gate import REPORT_FORMAT
 from chargeward.supply.matching import match
-from chargeward.supply.provenance import Subject, verify_provenance
+from chargeward.supply.provenance import BUNDLE_SUBJECT, Subject, verify_provenance
 from chargeward.supply.sbom import sbom_components
 
 PROVENANCE_NAME = "provenance.dsse.json"
-BUNDLE_SUBJECT = "bundle"  # the provenance subject naming the bundle file as uploaded
 MAX_PROVENANCE_BYTES = 1 << 20
 
 

@@ -66,6 +66,11 @@ _COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # git SHA-1 or SHA-256 objec
 _UUID_NAMESPACE = uuid.UUID("5c6b2f0e-3f43-4a52-9d6c-6a1b3c9e8d10")
 
 
+# A release's provenance names each image by its bundle member (``images/<component>.cwfw``)
+# and the bundle file itself by this name.
+BUNDLE_SUBJECT = "bundle"
+
+
 @dataclass(frozen=True)
 class ProvenanceLimits:
     """Caps on an untrusted provenance envelope."""

@@ -36,7 +36,6 @@ from cyclonedx.model.contact import OrganizationalEntity
 from cyclonedx.model.license import License, LicenseExpression
 from cyclonedx.output import make_outputter
 from cyclonedx.schema import OutputFormat, SchemaVersion
-from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
 from chargeward.errors import ConfigError, SupplyChainError
@@ -163,6 +162,10 @@ def validate_sbom(data: bytes, source: str = "SBOM") -> None:
         raise SupplyChainError(f"{source}: not JSON: {e}") from e
     if not isinstance(document, dict) or document.get("specVersion") != "1.6":
         raise SupplyChainError(f"{source}: not a CycloneDX 1.6 document (specVersion)")
+    # Imported here: jsonschema's format checkers take about a second to import, which every
+    # CLI command and server start would otherwise pay.
+    from cyclonedx.validation.json import JsonStrictValidator
+
     error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(data.decode())
     if error is not None:
         detail = error.data

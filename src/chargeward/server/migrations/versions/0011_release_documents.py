@@ -1,5 +1,5 @@
-"""release documents: the uploaded bundle's digest; SBOM, vulnerability report, VEX and provenance per release; the SBOM's
-components, indexed by purl and name, for fleet exposure queries
+"""release documents: the uploaded bundle's digest; SBOM, vulnerability report, VEX and
+provenance per release; the SBOM's components, indexed by name, for fleet exposure queries
 
 Revision ID: 0011
 Revises: 0010

@@ -1,0 +1,73 @@
+"""The supply-chain documents a release bundle carries, made in one step before it is built.
+
+:func:`release_documents` runs the vulnerability gate over the declared components and, if it
+passes, returns the SBOM, the scan report and (when risks were accepted) the OpenVEX document,
+named as the bundle members they become (:mod:`chargeward.release.manifest`).  A refused gate
+raises :class:`~chargeward.errors.GateRefused` listing every blocking finding, so no bundle is
+ever built around a release the gate refused.
+
+    >>> components = load_components(Path("release/components.toml"))      # doctest: +SKIP
+    >>> made = release_documents(components, load_advisories(Path("osv")), allowlist,
+    ...                          threshold=Severity.HIGH, now=now)         # doctest: +SKIP
+    >>> sorted(made.documents)                                             # doctest: +SKIP
+    ['sbom.cdx.json', 'vulnerability-report.json']
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+
+from chargeward.release.manifest import SBOM_NAME, SCAN_REPORT_NAME, VEX_NAME
+from chargeward.supply.advisories import AdvisorySet
+from chargeward.supply.allowlist import Allowlist
+from chargeward.supply.components import ComponentList
+from chargeward.supply.gate import GateResult, evaluate, report_json
+from chargeward.supply.sbom import build_sbom
+from chargeward.supply.severity import Severity
+from chargeward.supply.vex import openvex
+
+
+def release_digest(components: ComponentList) -> str:
+    """A stable name for the release's content (the SBOM's serial number derives from it):
+    SHA-256 of its name, version and each component's name, version and image digest."""
+    content = {
+        "name": components.name,
+        "version": components.version,
+        "components": sorted([c.name, c.version, c.sha256] for c in components.components),
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ReleaseDocuments:
+    gate: GateResult
+    documents: dict[str, bytes]  # bundle member name -> bytes
+
+
+def release_documents(
+    components: ComponentList,
+    advisories: AdvisorySet,
+    allowlist: Allowlist,
+    *,
+    threshold: Severity,
+    now: dt.datetime,
+    sbom_created: dt.datetime | None = None,
+    author: str | None = None,
+) -> ReleaseDocuments:
+    """Gate the release, then make its SBOM, scan report and VEX (see the module notes).
+
+    ``now`` is when the gate decides (accepted risks expire); ``sbom_created`` is the SBOM's
+    timestamp (default ``$SOURCE_DATE_EPOCH`` or the clock, for reproducible SBOMs).
+    """
+    result = evaluate(components, advisories, allowlist, threshold, now)
+    result.raise_if_refused()
+    documents = {
+        SBOM_NAME: build_sbom(components, release_digest(components), sbom_created),
+        SCAN_REPORT_NAME: report_json(result),
+    }
+    if result.accepted:
+        documents[VEX_NAME] = openvex(result, author=author or components.supplier)
+    return ReleaseDocuments(result, documents)
