@@ -18,6 +18,7 @@ from chargeward.cli import (
     agent,
     audit,
     campaign,
+    evidence,
     factory,
     fleet,
     keys,
@@ -63,6 +64,7 @@ app.add_typer(factory.app, name="factory", help="Provision chargers at the facto
 fleet.register(app)
 campaign.register(app)
 app.add_typer(audit.app, name="audit", help="Export the audit log and verify it offline.")
+app.add_typer(evidence.app, name="evidence", help="Evidence packs for regulators and auditors.")
 
 
 @app.command("version")
