@@ -47,7 +47,7 @@ unit: system-deps $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit
 
 test: system-deps lint typecheck
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --junitxml=reports/pytest.xml
 
 clean:
 	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,27 +130,38 @@ def entry_from_json(obj: dict[str, Any]) -> ExportedEntry:
     )
 
 
-def parse_export(lines: Iterable[str]) -> Export:
-    """Parse the JSON-lines export (header, checkpoint and entry records)."""
-    export = Export()
+def parse_records(
+    lines: Iterable[str], what: str, handle: Callable[[int, dict[str, Any]], None]
+) -> None:
+    """Call ``handle(line number, record)`` for every JSON line; a line that is not JSON or
+    lacks a field raises :class:`MalformedExport` naming it."""
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-            kind = record["type"]
-            if kind == "header":
-                if record.get("format") != EXPORT_FORMAT:
-                    raise MalformedExport(f"line {number}: not a {EXPORT_FORMAT} export")
-                export.vkey, export.origin = record.get("vkey"), record.get("origin")
-            elif kind == "checkpoint":
-                export.checkpoints.append(str(record["note"]))
-            elif kind == "entry":
-                export.entries.append(entry_from_json(record))
-            else:
-                raise MalformedExport(f"line {number}: unknown record type {kind!r}")
+            handle(number, json.loads(line))
         except (ValueError, KeyError, TypeError) as e:
-            raise MalformedExport(f"line {number} of the export is malformed: {e}") from e
+            raise MalformedExport(f"line {number} of the {what} is malformed: {e}") from e
+
+
+def parse_export(lines: Iterable[str]) -> Export:
+    """Parse the JSON-lines export (header, checkpoint and entry records)."""
+    export = Export()
+
+    def handle(number: int, record: dict[str, Any]) -> None:
+        kind = record["type"]
+        if kind == "header":
+            if record.get("format") != EXPORT_FORMAT:
+                raise MalformedExport(f"line {number}: not a {EXPORT_FORMAT} export")
+            export.vkey, export.origin = record.get("vkey"), record.get("origin")
+        elif kind == "checkpoint":
+            export.checkpoints.append(str(record["note"]))
+        elif kind == "entry":
+            export.entries.append(entry_from_json(record))
+        else:
+            raise MalformedExport(f"line {number}: unknown record type {kind!r}")
+
+    parse_records(lines, "export", handle)
     return export
 
 

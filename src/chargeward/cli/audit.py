@@ -3,6 +3,7 @@
     $ chargeward audit export --out audit.jsonl              # through the running server's API
     $ chargeward audit export --out audit.jsonl --offline    # from the data directory's database
     $ chargeward audit verify audit.jsonl --vkey "$(cat pinned.vkey)" --checkpoint kept.note
+    $ chargeward audit verify pack/audit/proofs.jsonl --vkey "$(cat pinned.vkey)"
 
 The export is JSON lines: a header (format, origin, verifier key), every signed checkpoint
 note, then every entry with its leaf index and the leaf hash stored when it was appended.
@@ -10,7 +11,8 @@ note, then every entry with its leaf index and the leaf hash stored when it was 
 leaf, the root at every checkpoint size, each checkpoint's signature, consistency between
 checkpoints (also those kept elsewhere, ``--checkpoint``) and the two-person rules
 (:mod:`chargeward.audit.verify`).  On failure it prints one line naming the first bad entry
-and exits with status 3.
+and exits with status 3.  ``verify`` also checks the inclusion proofs of an evidence pack
+(:mod:`chargeward.audit.proofs`): selected entries, each proven against one signed checkpoint.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from chargeward.audit.checkpoint import parse_vkey
 from chargeward.audit.leaves import format_time
+from chargeward.audit.proofs import is_proofs_file, parse_proofs, verify_proofs
 from chargeward.audit.verify import EXPORT_FORMAT, parse_export, verify_export
 from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, ServerUrl, console, err_console
 from chargeward.errors import ConfigError
@@ -34,7 +37,8 @@ app = typer.Typer(no_args_is_help=True)
 PAGE = 10_000
 
 
-def _progress() -> Progress:
+def progress_bar() -> Progress:
+    """A transient progress bar on stderr for long exports."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -119,7 +123,7 @@ def export(
     """Export every entry (with its leaf index), every checkpoint and the verifier key."""
     header, entries = _from_database(data_dir) if offline else _from_api(data_dir, server)
     count = 0
-    with out.open("w", encoding="utf-8") as fh, _progress() as progress:
+    with out.open("w", encoding="utf-8") as fh, progress_bar() as progress:
         task = progress.add_task("exporting audit entries", total=header["size"])
         _line(
             fh,
@@ -147,6 +151,16 @@ def _read_vkey(value: str) -> str:
     return value.strip()
 
 
+def _pinned(vkey: str | None, embedded: str | None) -> str:
+    """The verifier key to check against: ``--vkey``, else (with a warning) the file's own."""
+    if vkey:
+        return _read_vkey(vkey)
+    if not embedded:
+        raise ConfigError("no verifier key: pass --vkey (the file names none)")
+    err_console.print("warning: trusting the verifier key inside the file; pin one with --vkey")
+    return embedded
+
+
 @app.command("verify")
 def verify(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="An export.")],
@@ -166,16 +180,16 @@ def verify(
         str | None, typer.Option(help="The log's origin (default: the key's name).")
     ] = None,
 ) -> None:
-    """Verify an export offline; exits 3 naming the first bad entry."""
+    """Verify an export (or an evidence pack's proofs) offline; exits 3 naming the first bad
+    entry."""
     with file.open(encoding="utf-8") as fh:
+        if is_proofs_file(fh.readline()):
+            fh.seek(0)
+            _verify_proofs(fh, vkey, origin)
+            return
+        fh.seek(0)
         parsed = parse_export(fh)
-    pinned = _read_vkey(vkey) if vkey else parsed.vkey
-    if not pinned:
-        raise ConfigError("no verifier key: pass --vkey (the export names none)")
-    if not vkey:
-        err_console.print(
-            "warning: trusting the verifier key inside the export; pin one with --vkey"
-        )
+    pinned = _pinned(vkey, parsed.vkey)
     external = [p.read_text(encoding="utf-8") for p in checkpoint or []]
     report = verify_export(parsed, parse_vkey(pinned), external=external, origin=origin)
     console.print(
@@ -188,3 +202,12 @@ def verify(
             f"note: entries {report.signed_size}..{report.entries - 1} are not covered by a "
             "signed checkpoint yet"
         )
+
+
+def _verify_proofs(lines: IO[str], vkey: str | None, origin: str | None) -> None:
+    proofs = parse_proofs(lines)
+    report = verify_proofs(proofs, parse_vkey(_pinned(vkey, proofs.vkey)), origin=origin)
+    console.print(
+        f"verified {report.entries} entries: each is in the log under the checkpoint signed "
+        f"at size {report.checkpoint.size} (root {report.checkpoint.root_hash.hex()})"
+    )

@@ -18,6 +18,7 @@ from chargeward.cli import (
     agent,
     audit,
     campaign,
+    evidence,
     factory,
     fleet,
     keys,
@@ -76,6 +77,7 @@ app.add_typer(
     name="supply",
     help="Component lists, CycloneDX SBOMs and the offline vulnerability gate.",
 )
+app.add_typer(evidence.app, name="evidence", help="Evidence packs for regulators and auditors.")
 
 
 @app.command("version")

@@ -23,7 +23,9 @@ from chargeward.server import services
 from chargeward.server.api import Operator
 from chargeward.server.schemas import (
     ApprovalRequest,
+    ProposalApprovalsView,
     ProposalView,
+    ReleaseFilesView,
     ReleaseView,
     RoleStatusView,
 )
@@ -73,6 +75,22 @@ async def get_proposal(release_id: str, who: Operator, state: State) -> Proposal
         return await repo_services.get_proposal(
             s, state.repository, release_id, actor=who, now=state.clock()
         )
+
+
+@router.get("/api/v1/releases/{release_id}/approvals", response_model=list[ProposalApprovalsView])
+async def release_approvals(
+    release_id: str, _: Operator, state: State
+) -> list[ProposalApprovalsView]:
+    """Who approved the release, with which key and when (read only)."""
+    async with state.db.snapshot() as s:
+        return await repo_services.release_approvals(s, release_id)
+
+
+@router.get("/api/v1/releases/{release_id}/files", response_model=ReleaseFilesView)
+async def release_files(release_id: str, _: Operator, state: State) -> ReleaseFilesView:
+    """The release's manifest.json and signing certificate, as uploaded."""
+    async with state.db.snapshot() as s:
+        return await services.release_files(s, release_id)
 
 
 @router.post("/api/v1/releases/{release_id}/approvals", response_model=ProposalView)

@@ -79,6 +79,8 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/releases"): "releases:read",
     ("GET", "/api/v1/releases/{release_id}"): "releases:read",
     ("GET", "/api/v1/releases/{release_id}/proposal"): "releases:read",
+    ("GET", "/api/v1/releases/{release_id}/approvals"): "releases:read",
+    ("GET", "/api/v1/releases/{release_id}/files"): "releases:read",
     ("POST", "/api/v1/releases/{release_id}/approvals"): "releases:approve",
     ("POST", "/api/v1/releases/{release_id}/publish"): "releases:publish",
     ("GET", "/api/v1/proposals/{ref}"): "releases:read",

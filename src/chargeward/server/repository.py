@@ -27,7 +27,12 @@ from chargeward.publish import ImageRepository, OnlineSigners
 from chargeward.publish.targets import ImageFacts, release_targets
 from chargeward.release.manifest import SBOM_NAME
 from chargeward.server import campaigns
-from chargeward.server.schemas import ProposalView, ProposedTarget
+from chargeward.server.schemas import (
+    ApprovalRecordView,
+    ProposalApprovalsView,
+    ProposalView,
+    ProposedTarget,
+)
 from chargeward.server.services import find_release, station_actor
 from chargeward.server.supply_chain import require_supply_chain
 from chargeward.server.tables import (
@@ -245,6 +250,50 @@ async def proposal_view(s: AsyncSession, repo: ImageRepository, proposal: Propos
         missing=0 if published else status.missing,
         summary="published" if published else status.describe(),
     )
+
+
+async def release_approvals(s: AsyncSession, release_id: str) -> list[ProposalApprovalsView]:
+    """Every proposal of a release, oldest first, with the approvals each received.
+
+    Read only: unlike :func:`get_proposal` it never makes or remakes a proposal.
+    """
+    release = await find_release(s, release_id)
+    proposals = (
+        await s.scalars(
+            select(Proposal).where(Proposal.release_id == release.id).order_by(Proposal.id)
+        )
+    ).all()
+    rows = (
+        await s.scalars(
+            select(Approval)
+            .where(Approval.proposal_id.in_([p.id for p in proposals]))
+            .order_by(Approval.id)
+        )
+    ).all()
+    return [
+        ProposalApprovalsView(
+            proposal=p.id,
+            kind=p.kind,
+            state=p.state,
+            base_version=p.base_version,
+            created_by=p.created_by,
+            created_at=p.created_at,
+            published_at=p.published_at,
+            targets_version=p.targets_version,
+            approvals=[
+                ApprovalRecordView(
+                    approver=a.owner,
+                    keyid=a.keyid,
+                    signature=a.signature,
+                    submitted_by=a.submitted_by,
+                    submitted_at=a.created_at,
+                )
+                for a in rows
+                if a.proposal_id == p.id
+            ],
+        )
+        for p in proposals
+    ]
 
 
 async def get_proposal(

@@ -180,6 +180,38 @@ class ApprovalRequest(BaseModel):
     signature: str = Field(min_length=16, max_length=400, pattern=r"^[0-9a-f]+$")
 
 
+class ApprovalRecordView(BaseModel):
+    """One approver's signature as the server received it."""
+
+    approver: str  # the owner of the TUF key that signed
+    keyid: str
+    signature: str  # hex, over the proposal's targets metadata
+    submitted_by: str  # the API caller who submitted it
+    submitted_at: dt.datetime
+
+
+class ProposalApprovalsView(BaseModel):
+    """A proposal of a release and every approval it received (read only)."""
+
+    proposal: int
+    kind: str
+    state: str  # open | published
+    base_version: int
+    created_by: str
+    created_at: dt.datetime
+    published_at: dt.datetime | None
+    targets_version: int | None
+    approvals: list[ApprovalRecordView]
+
+
+class ReleaseFilesView(BaseModel):
+    """The signed files of a release exactly as uploaded."""
+
+    release_id: str
+    manifest: str  # manifest.json, byte for byte (its SHA-256 is the release id)
+    signing_certificate: str  # PEM
+
+
 class RoleStatusView(BaseModel):
     role: str
     version: int

@@ -25,6 +25,7 @@ from chargeward.server.blobs import BlobStore
 from chargeward.server.schemas import (
     BootView,
     FirmwareStatusView,
+    ReleaseFilesView,
     ReleaseImageView,
     ReleaseView,
     StationDetail,
@@ -600,6 +601,16 @@ async def release_view(s: AsyncSession, release_id: str) -> ReleaseView:
             ReleaseImageView(component=i.component, sha256=i.sha256, length=i.length)
             for i in images
         ],
+    )
+
+
+async def release_files(s: AsyncSession, release_id: str) -> ReleaseFilesView:
+    """The manifest and signing certificate of a release, as uploaded."""
+    row = await find_release(s, release_id)
+    return ReleaseFilesView(
+        release_id=row.id,
+        manifest=row.manifest_json,
+        signing_certificate=row.signing_certificate_pem,
     )
 
 

@@ -1,0 +1,229 @@
+"""The requirements matrix: the mapping names real tests, results come only from the JUnit
+report, and a requirement is satisfied only when every test mapped to it passed."""
+
+from __future__ import annotations
+
+import ast
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from chargeward.errors import BundleError
+from chargeward.evidence.bundle import SUPPLY_MEMBERS, read_supply
+from chargeward.evidence.matrix import (
+    FAILED,
+    NOT_RUN,
+    PASSED,
+    SKIPPED,
+    JUnitReportError,
+    Requirement,
+    build_matrix,
+    node_key,
+    parse_junit,
+    parse_requirements,
+    result_of,
+)
+from chargeward.evidence.pack import requirements
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def repository_tests() -> set[str]:
+    """Every test function's node id (without parameters) in the repository's test files."""
+    found: set[str] = set()
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        rel = path.relative_to(ROOT).as_posix()
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                if node.name.startswith("test"):
+                    found.add(f"{rel}::{node.name}")
+            elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+                found.update(
+                    f"{rel}::{node.name}::{m.name}"
+                    for m in node.body
+                    if isinstance(m, ast.FunctionDef | ast.AsyncFunctionDef)
+                    and m.name.startswith("test")
+                )
+    return found
+
+
+def report(*cases: tuple[str, str, str]) -> bytes:
+    """A pytest-style report of (classname, name, outcome) cases."""
+    bodies = {
+        "passed": "",
+        "failed": '<failure message="assert 1 == 2">trace</failure>',
+        "error": '<error message="fixture failed">trace</error>',
+        "skipped": '<skipped type="pytest.skip" message="no softhsm">skip</skipped>',
+    }
+    xml = "".join(
+        f'<testcase classname="{c}" name="{n}" time="0.01">{bodies[o]}</testcase>'
+        for c, n, o in cases
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="0" '
+        f'failures="0" skipped="0" tests="{len(cases)}" time="0.1" '
+        f'timestamp="2026-01-05T10:00:00" hostname="ci">{xml}</testsuite></testsuites>'
+    ).encode()
+
+
+def test_every_mapped_test_exists_in_the_repository() -> None:
+    known = repository_tests()
+    assert len(known) > 300  # the collector sees the suite
+    mapped = {t for r in requirements() for t in r.tests}
+    assert sorted(mapped - known) == []
+    assert "tests/unit/test_merkle.py::TestRfc6962Examples::test_root_of_the_seven_leaf_tree" in (
+        known
+    )
+
+
+def test_the_mapping_covers_the_regulations_asked_for() -> None:
+    ids = {r.id for r in requirements()}
+    for wanted in (
+        "UK-SCP Sch.1 para 2",
+        "UK-SCP Sch.1 para 3(3)(b)",
+        "UK-SCP Sch.1 para 3(4)(a)",
+        "UK-SCP Sch.1 para 10",
+        "ETSI EN 303 645 5.1",
+        "ETSI EN 303 645 5.3",
+        "ETSI EN 303 645 5.4",
+        "ETSI EN 303 645 5.7",
+        "CRA Annex I Part I (2)(f)",
+        "CRA Annex I Part II (1)",
+        "CRA Annex I Part II (7)",
+    ):
+        assert wanted in ids
+    # Only the paragraph 3 texts quote the Regulations; every other text says it does not.
+    quoted = {r.id for r in requirements() if r.wording == "quoted"}
+    assert quoted and all(i.startswith("UK-SCP Sch.1 para 3") for i in quoted)
+
+
+def test_node_ids_map_to_the_names_pytest_reports() -> None:
+    assert node_key("tests/unit/test_x.py::test_y") == ("tests.unit.test_x", "test_y")
+    assert node_key("tests/unit/test_merkle.py::TestA::test_b") == (
+        "tests.unit.test_merkle.TestA",
+        "test_b",
+    )
+
+
+def test_each_outcome_is_read_and_a_test_absent_from_the_report_is_not_run() -> None:
+    parsed = parse_junit(
+        report(
+            ("tests.unit.test_a", "test_ok", "passed"),
+            ("tests.unit.test_a", "test_bad", "failed"),
+            ("tests.unit.test_a", "test_broken", "error"),
+            ("tests.unit.test_a", "test_skip", "skipped"),
+            ("tests.unit.test_a", "test_param[sqlite]", "passed"),
+            ("tests.unit.test_a", "test_param[postgresql]", "skipped"),
+            ("tests.unit.test_a", "test_mixed[1]", "passed"),
+            ("tests.unit.test_a", "test_mixed[2]", "failed"),
+        )
+    )
+    results = {
+        name: result_of(parsed, f"tests/unit/test_a.py::{name}").result
+        for name in ("test_ok", "test_bad", "test_broken", "test_skip", "test_param",
+                     "test_mixed", "test_absent")
+    }  # fmt: skip
+    assert results == {
+        "test_ok": PASSED,
+        "test_bad": FAILED,
+        "test_broken": FAILED,  # an error is not a pass
+        "test_skip": SKIPPED,
+        "test_param": PASSED,  # one case passed, the other skipped
+        "test_mixed": FAILED,  # one failing case fails the test
+        "test_absent": NOT_RUN,
+    }
+    assert result_of(parsed, "tests/unit/test_a.py::test_param").cases == {
+        "passed": 1,
+        "skipped": 1,
+    }
+    assert parsed.timestamp == "2026-01-05T10:00:00" and parsed.hostname == "ci"
+    assert parsed.totals == {"passed": 3, "failed": 2, "error": 1, "skipped": 2}
+
+
+def test_a_requirement_with_one_failing_test_is_not_satisfied() -> None:
+    def req(rid: str, *numbers: int) -> Requirement:
+        return Requirement(
+            rid, "F", "text", "paraphrased", tuple(f"t/test_a.py::test_{n}" for n in numbers)
+        )
+
+    # all pass, one fails, one skipped, one not run, no tests
+    reqs = [req("R1", 1, 2), req("R2", 1, 3), req("R3", 4), req("R4", 1, 9), req("R5")]
+    parsed = parse_junit(
+        report(
+            ("t.test_a", "test_1", "passed"),
+            ("t.test_a", "test_2", "passed"),
+            ("t.test_a", "test_3", "failed"),
+            ("t.test_a", "test_4", "skipped"),
+        )
+    )
+    rows = {row.requirement.id: row for row in build_matrix(reqs, parsed)}
+    assert {i: (r.satisfied, r.status) for i, r in rows.items()} == {
+        "R1": (True, "satisfied"),
+        "R2": (False, "failed"),
+        "R3": (False, "incomplete"),
+        "R4": (False, "incomplete"),
+        "R5": (False, "no tests"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"<testsuites><testsuite>", "not well-formed XML"),
+        (b"", "not well-formed XML"),
+        (b"<html><body/></html>", "not JUnit XML"),
+        (b"<testsuites/>", "not JUnit XML"),
+        (b'<testsuite><testcase name="x"/></testsuite>', "without classname or name"),
+        (
+            b'<?xml version="1.0"?><!DOCTYPE t [<!ENTITY a "aaaa">]><testsuite>&a;</testsuite>',
+            "holds a DTD",
+        ),
+    ],
+)
+def test_a_malformed_report_is_refused_with_a_clear_error(data: bytes, message: str) -> None:
+    with pytest.raises(JUnitReportError, match=message):
+        parse_junit(data)
+
+
+def test_a_single_testsuite_root_is_accepted() -> None:
+    parsed = parse_junit(b'<testsuite><testcase classname="m" name="test_x"/></testsuite>')
+    assert result_of(parsed, "m.py::test_x").result == PASSED
+
+
+def test_a_bad_mapping_is_refused() -> None:
+    good = b'[[requirement]]\nid="A"\nframework="F"\ntext="t"\nwording="quoted"\ntests=[]\n'
+    assert parse_requirements(good)[0].id == "A"
+    with pytest.raises(Exception, match="node ids without parameters"):
+        parse_requirements(good.replace(b"tests=[]", b'tests=["tests/x.py::test_y[1]"]'))
+    with pytest.raises(Exception, match="wording"):
+        parse_requirements(good.replace(b'"quoted"', b'"roughly"'))
+    with pytest.raises(Exception, match="unique"):
+        parse_requirements(good + good)
+
+
+def _tar(members: dict[str, bytes]) -> io.BytesIO:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf
+
+
+def test_supply_chain_members_are_read_when_present_and_only_those() -> None:
+    sbom = b'{"bomFormat": "CycloneDX"}'
+    with tarfile.open(fileobj=_tar({"manifest.json": b"{}", "sbom.cdx.json": sbom})) as tar:
+        assert read_supply(tar) == {"sbom.cdx.json": sbom}
+    assert "vex.openvex.json" in SUPPLY_MEMBERS
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        link = tarfile.TarInfo("sbom.cdx.json")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tar, pytest.raises(BundleError, match="not a regular"):
+        read_supply(tar)
