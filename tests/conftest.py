@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -8,6 +9,12 @@ import pytest
 from chargeward.server.db import Database
 from tests.support.databases import PostgresTemplates, postgres_database, sqlite_url
 from tests.support.fleet import Pki
+
+# The CLI's rich consoles are made when chargeward.cli is first imported (by a test module,
+# after this file) and fold long cells to the terminal width.  Test processes have no
+# terminal, so every test, in process or in a worker, gets the same wide console: assertions
+# about digests and window lists must not depend on wrapping.
+os.environ.setdefault("COLUMNS", "200")
 
 
 @pytest.fixture(scope="session")

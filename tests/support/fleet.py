@@ -31,6 +31,11 @@ from chargeward.crypto.pki import CRL_VALIDITY, RevokedEntry, issue_crl
 from chargeward.demo import Process as Proc
 from chargeward.demo import spawn, start_server
 from chargeward.release.bundle import build_bundle
+from chargeward.supply.advisories import advisory_set
+from chargeward.supply.allowlist import Allowlist
+from chargeward.supply.attest import image_components, release_documents
+from chargeward.supply.components import Library
+from chargeward.supply.severity import Severity
 
 TEST_PASSPHRASE = "test-fixture-passphrase-not-a-secret"  # generated test keys only
 MODEL = "AC22"
@@ -82,7 +87,10 @@ class Pki:
         payload: bytes | None = None,
         models: list[str] | None = None,
         release_class: str = "feature",
+        attested: bool = True,
     ) -> Path:
+        """A signed bundle; ``attested``: with the SBOM and passing scan report that
+        publication requires (test fixture: scanned against an empty advisory set)."""
         src = out.with_suffix(".payload")
         src.write_bytes(
             payload if payload is not None else (f"firmware {version}\n".encode() * 4096)
@@ -96,8 +104,24 @@ class Pki:
             signer=self.signing_signer,
             signing_certificate=self.signing_cert,
             release_class=release_class,
+            attestations=fixture_documents(version, {"main": src}) if attested else None,
         )
         return out
+
+
+def fixture_documents(version: str, images: dict[str, Path]) -> dict[str, bytes]:
+    """SBOM and scan report for test bundles (no advisories: a clean, real scan report)."""
+    components = image_components("test-firmware", version, "ACME", images, FIXTURE_LIBRARIES)
+    made = release_documents(
+        components, advisory_set([]), Allowlist(), threshold=Severity.HIGH, now=now()
+    )
+    return made.documents
+
+
+FIXTURE_LIBRARIES = (
+    Library("zlib", "1.3.1", "pkg:generic/zlib@1.3.1", "Zlib"),
+    Library("mbedtls", "3.6.2", "pkg:github/Mbed-TLS/mbedtls@3.6.2", "Apache-2.0"),
+)
 
 
 def cli(

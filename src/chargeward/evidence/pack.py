@@ -14,6 +14,7 @@ written.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -106,6 +107,17 @@ def find_release(api: Api, ref: str) -> dict[str, Any]:
 def _server_files(api: Api, release_id: str) -> ReleaseFiles:
     got = api.request("GET", f"/api/v1/releases/{release_id}/files")
     return ReleaseFiles(got["manifest"].encode(), got["signing_certificate"].encode(), "server")
+
+
+def _with_server_documents(api: Api, release: dict[str, Any], files: ReleaseFiles) -> ReleaseFiles:
+    """Add the supply-chain documents the server keeps (the provenance is never inside the
+    bundle: it names the bundle) that the files in hand lack."""
+    supply = dict(files.supply)
+    for name in release.get("documents", {}):
+        if name in SUPPLY_MEMBERS and name not in supply:
+            path = f"/api/v1/releases/{release['id']}/documents/{name}"
+            supply[name] = api.text("GET", path).encode("utf-8")  # JSON documents, UTF-8
+    return dataclasses.replace(files, supply=supply)
 
 
 def _audit_entries(api: Api, targets: list[str], progress: Progress) -> list[dict[str, Any]]:
@@ -271,7 +283,7 @@ def collect(
             f"the bundle ({files.source}) is release {files.release_id[:12]}, not the "
             f"exported release {release['id'][:12]} ({release['version']})"
         )
-    files = files or _server_files(api, release["id"])
+    files = _with_server_documents(api, release, files or _server_files(api, release["id"]))
     approvals = api.request("GET", f"/api/v1/releases/{release['id']}/approvals")
     targets = [release["id"], *(f"campaign:{c['id']}" for c in campaigns)]
     audit, proofs = _audit(api, targets, progress)

@@ -18,12 +18,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from chargeward.release.manifest import SBOM_NAME, SCAN_REPORT_NAME, VEX_NAME
 from chargeward.supply.advisories import AdvisorySet
 from chargeward.supply.allowlist import Allowlist
-from chargeward.supply.components import ComponentList
+from chargeward.supply.components import Component, ComponentList, Library, file_sha256
 from chargeward.supply.gate import GateResult, evaluate, report_json
 from chargeward.supply.sbom import build_sbom
 from chargeward.supply.severity import Severity
@@ -71,3 +74,40 @@ def release_documents(
     if result.accepted:
         documents[VEX_NAME] = openvex(result, author=author or components.supplier)
     return ReleaseDocuments(result, documents)
+
+
+def image_components(
+    name: str,
+    version: str,
+    supplier: str,
+    images: Mapping[str, Path],
+    libraries: Sequence[Library] = (),
+    *,
+    licence: str = "LicenseRef-Proprietary",
+) -> ComponentList:
+    """A component list for firmware images that need no hand-written list: each image one
+    ``firmware`` component (hashed from its file) with ``libraries`` built into every one.
+
+    For simple products and for demonstrations; real releases declare their components in a
+    file (:func:`~chargeward.supply.components.load_components`).
+    """
+    vendor = re.sub(r"[^a-z0-9]+", "-", supplier.lower()).strip("-") or "vendor"
+    return ComponentList(
+        name=name,
+        version=version,
+        supplier=supplier,
+        components=tuple(
+            Component(
+                kind="firmware",
+                name=component,
+                version=version,
+                purl=f"pkg:generic/{vendor}/{component}@{version}",
+                licence=licence,
+                sha256=file_sha256(path),
+                image=path.name,
+                libraries=tuple(libraries),
+            )
+            for component, path in sorted(images.items())
+        ),
+        source=f"{name} {version} (images)",
+    )
