@@ -8,6 +8,7 @@ release, updates every charger, shows live progress and ends with a summary tabl
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import secrets
@@ -34,6 +35,11 @@ from chargeward.crypto import (
 )
 from chargeward.errors import ChargewardError, TransportError
 from chargeward.release.bundle import build_bundle
+from chargeward.supply.advisories import AdvisorySet, advisory_set, load_advisories
+from chargeward.supply.allowlist import Allowlist
+from chargeward.supply.attest import image_components, release_documents
+from chargeward.supply.components import Library
+from chargeward.supply.severity import Severity
 
 MODEL = "AC22"
 FINAL = {
@@ -198,6 +204,22 @@ def _progress_table(rows: dict[str, dict[str, Any]]) -> Table:
     return t
 
 
+# What the demo firmware declares it is built from (versions past the example advisories).
+DEMO_LIBRARIES = (
+    Library("zlib", "1.3.1", "pkg:generic/zlib@1.3.1", "Zlib"),
+    Library("openssl", "3.0.15", "pkg:generic/openssl@3.0.15", "Apache-2.0"),
+    Library("curl", "8.11.1", "pkg:generic/curl@8.11.1", "curl"),
+)
+EXAMPLE_ADVISORIES = Path(__file__).resolve().parents[2] / "examples" / "advisories"
+
+
+def demo_advisories() -> AdvisorySet:
+    """The OSV advisories shipped in ``examples/advisories`` (in a source checkout)."""
+    if EXAMPLE_ADVISORIES.is_dir():
+        return load_advisories(EXAMPLE_ADVISORIES)
+    return advisory_set([])
+
+
 def run_demo(
     workdir: Path, *, stations: int = 3, keep_running: bool = False, console: Console | None = None
 ) -> bool:
@@ -212,10 +234,21 @@ def run_demo(
     signer, cert, root_pem = make_pki(workdir / "pki", passphrase.encode())
     console.print(f"Manufacturer Root CA and firmware-signing certificate in {workdir / 'pki'}")
     bundles = {}
+    advisories = demo_advisories()
     for version, sv in (("1.0.0", 1), ("1.1.0", 2)):
         payload = workdir / f"firmware-{version}.bin"
         payload.write_bytes(os.urandom(256 * 1024) + f"demo firmware {version}\n".encode())
         out = workdir / f"demo-{version}.cwb"
+        components = image_components(
+            "demo-firmware", version, "Demo Chargers Ltd", {"main": payload}, DEMO_LIBRARIES
+        )
+        made = release_documents(
+            components,
+            advisories,
+            Allowlist(),
+            threshold=Severity.HIGH,
+            now=dt.datetime.now(dt.UTC),
+        )
         m = build_bundle(
             payload,
             out,
@@ -224,10 +257,13 @@ def run_demo(
             hardware_models=[MODEL],
             signer=signer,
             signing_certificate=cert,
+            attestations=made.documents,
         )
         bundles[version] = out
         console.print(
-            f"built and signed {out.name}: release {m.release_id[:12]}, security version {sv}"
+            f"built and signed {out.name}: release {m.release_id[:12]}, security version {sv}; "
+            f"SBOM of {made.gate.packages_checked} packages scanned against "
+            f"{made.gate.advisory_count} OSV advisories: {len(made.gate.findings)} findings"
         )
 
     console.rule("[bold]2. TUF repository: 2-of-3 root holders, 2-of-3 release approvers")
