@@ -54,12 +54,42 @@ def _publish(
     return ("rm", "release.published", "rel-1", details)
 
 
+def _upload(**details: Any) -> tuple[str, str, str, dict[str, Any]]:
+    base: dict[str, Any] = {
+        "version": "1.2.0",
+        "sbom": {"sha256": "ab" * 32, "packages": 7},
+        "scan": {"decision": "passed", "findings": 1, "blocking": 0, "accepted": 1},
+    }
+    return ("carol", "release.upload", "rel-1", {**base, **details})
+
+
+UPLOAD = _upload()
+
+
 def test_a_release_is_published_only_after_the_approvals_it_needed() -> None:
-    assert check_rules(log(_approval("ann"), _approval("bob"), _publish(["ann", "bob"]))) == 1
-    assert check_rules(log(_approval("ann"), _publish(["ann"], threshold=None))) == 1
-    with pytest.raises(RuleViolation, match=r"index 1 .*does not show before it: bob"):
-        check_rules(log(_approval("ann"), _publish(["ann", "bob"]), _approval("bob")))
+    assert (
+        check_rules(log(UPLOAD, _approval("ann"), _approval("bob"), _publish(["ann", "bob"])))
+        == 1
+    )
+    assert check_rules(log(UPLOAD, _approval("ann"), _publish(["ann"], threshold=None))) == 1
+    with pytest.raises(RuleViolation, match=r"index 2 .*does not show before it: bob"):
+        check_rules(log(UPLOAD, _approval("ann"), _publish(["ann", "bob"]), _approval("bob")))
     with pytest.raises(RuleViolation, match="with 1 of the 2 approvals it needed"):
-        check_rules(log(_approval("ann"), _publish(["ann"])))
+        check_rules(log(UPLOAD, _approval("ann"), _publish(["ann"])))
     with pytest.raises(RuleViolation, match="nobody"):
-        check_rules(log(_publish([], threshold=0)))
+        check_rules(log(UPLOAD, _publish([], threshold=0)))
+
+
+def test_a_release_is_published_only_after_an_upload_with_sbom_and_a_passed_scan() -> None:
+    approvals = (_approval("ann"), _approval("bob"), _publish(["ann", "bob"]))
+    with pytest.raises(RuleViolation, match=r"index 2 .*shows no upload \(build\) of it before"):
+        check_rules(log(*approvals))
+    with pytest.raises(RuleViolation, match=r"index 3 .*rel-1 was published without an SBOM"):
+        check_rules(log(_upload(sbom=None), *approvals))
+    with pytest.raises(RuleViolation, match="without a vulnerability scan in its upload"):
+        check_rules(log(_upload(scan=None), *approvals))
+    with pytest.raises(RuleViolation, match="its vulnerability scan says 'refused'"):
+        check_rules(log(_upload(scan={"decision": "refused"}), *approvals))
+    # The upload must come before the publication, not after it.
+    with pytest.raises(RuleViolation, match="shows no upload"):
+        check_rules(log(*approvals, UPLOAD))

@@ -22,7 +22,9 @@ What is checked, in log order:
    Successive checkpoints are also checked for consistency (RFC 9162 section 2.1.4).
 4. The log's rules: a campaign that needed approval was approved by someone other than its
    creator before it ran; a release (or revocation) was published only after the approvals
-   it lists, at least as many as its threshold.
+   it lists, at least as many as its threshold; and a release was published only after its
+   upload recorded a built, signed bundle with an SBOM and a vulnerability scan that passed
+   (``release.upload`` details ``sbom`` and ``scan.decision == "passed"``).
 """
 
 from __future__ import annotations
@@ -249,6 +251,39 @@ def verify_export(
     return Report(len(entries), merkle.root(tree.size, tree), len(signed), covered, rules)
 
 
+def _check_supply_chain(e: ExportedEntry, upload: dict[str, Any] | None, position: int) -> None:
+    """A release is published only after an upload showing its SBOM and a passed scan."""
+    if upload is None:
+        raise RuleViolation(
+            f"{e.target} was published, but the log shows no upload (build) of it before",
+            position,
+            e.id,
+        )
+    scan = upload.get("scan")
+    missing = [
+        what
+        for what, present in (
+            ("an SBOM", isinstance(upload.get("sbom"), dict)),
+            ("a vulnerability scan", isinstance(scan, dict)),
+        )
+        if not present
+    ]
+    if missing:
+        raise RuleViolation(
+            f"{e.target} was published without {' or '.join(missing)} in its upload",
+            position,
+            e.id,
+        )
+    assert isinstance(scan, dict)
+    if scan.get("decision") != "passed":
+        raise RuleViolation(
+            f"{e.target} was published although its vulnerability scan says "
+            f"{scan.get('decision')!r}",
+            position,
+            e.id,
+        )
+
+
 @dataclass
 class _Campaign:
     creator: str
@@ -262,6 +297,7 @@ def check_rules(entries: Sequence[ExportedEntry]) -> int:
     campaigns: dict[str, _Campaign] = {}
     actors: dict[str, str] = {}  # "campaign:<name>" (dispatch actor) -> "campaign:<id>"
     approvals: dict[tuple[str, Any], set[str]] = {}
+    uploads: dict[str, dict[str, Any]] = {}  # release id -> its upload's details
     checked = 0
     for position, e in enumerate(entries):
         d = e.details
@@ -284,7 +320,11 @@ def check_rules(entries: Sequence[ExportedEntry]) -> int:
                 position,
                 e.id,
             )
+        if e.action == "release.upload":
+            uploads[e.target] = d
         kind, _, verb = e.action.rpartition(".")
+        if kind == "release" and verb == "published":
+            _check_supply_chain(e, uploads.get(e.target), position)
         if kind == "campaign" or "proposal" not in d:
             continue
         if verb == "approved":
