@@ -68,8 +68,7 @@ UPLOAD = _upload()
 
 def test_a_release_is_published_only_after_the_approvals_it_needed() -> None:
     assert (
-        check_rules(log(UPLOAD, _approval("ann"), _approval("bob"), _publish(["ann", "bob"])))
-        == 1
+        check_rules(log(UPLOAD, _approval("ann"), _approval("bob"), _publish(["ann", "bob"]))) == 1
     )
     assert check_rules(log(UPLOAD, _approval("ann"), _publish(["ann"], threshold=None))) == 1
     with pytest.raises(RuleViolation, match=r"index 2 .*does not show before it: bob"):

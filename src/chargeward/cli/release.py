@@ -54,7 +54,7 @@ from chargeward.release.bundle import (
 from chargeward.supply.advisories import load_advisories
 from chargeward.supply.allowlist import Allowlist, load_allowlist
 from chargeward.supply.attest import ReleaseDocuments, release_documents
-from chargeward.supply.components import ComponentList, load_components
+from chargeward.supply.components import ComponentList, check_pinned, load_components
 from chargeward.supply.gate import evaluate
 from chargeward.supply.provenance import (
     BUNDLE_SUBJECT,
@@ -100,6 +100,7 @@ def _supply_documents(
     allowlist: Path | None,
     fail_on: FailOn,
     min_approvers: int,
+    previous: Path | None,
 ) -> tuple[ComponentList, ReleaseDocuments]:
     """Gate the declared components; the SBOM, scan report and VEX the bundle will carry."""
     if advisories is None:
@@ -108,6 +109,8 @@ def _supply_documents(
             "(point it at a directory of OSV advisories)"
         )
     declared = load_components(components)
+    if previous is not None:  # certified (pinned) components must not change
+        check_pinned(declared, previous=load_components(previous))
     accepted = load_allowlist(allowlist, min_approvers=min_approvers) if allowlist else Allowlist()
     with console.status(Text(f"Scanning {declared.name} {declared.version}")):
         advisory_set = load_advisories(advisories)
@@ -202,6 +205,14 @@ def build(
     min_approvers: Annotated[
         int, typer.Option("--min-approvers", min=1, help="Approvers each accepted risk needs.")
     ] = 1,
+    previous: Annotated[
+        Path | None,
+        typer.Option(
+            "--previous",
+            help="The previous release's component list: refuse if a pinned component changed.",
+            dir_okay=False,
+        ),
+    ] = None,
     provenance: Annotated[
         Path | None,
         typer.Option(
@@ -233,7 +244,7 @@ def build(
             raise ConfigError("--provenance needs --source-repo and --source-commit")
     certificate = load_certificate_file(signing_cert)
     declared, made = (
-        _supply_documents(components, advisories, allowlist, fail_on, min_approvers)
+        _supply_documents(components, advisories, allowlist, fail_on, min_approvers, previous)
         if components is not None
         else (None, None)
     )

@@ -28,6 +28,7 @@ from chargeward.server.supply_chain import (
     documents_of,
     exposure,
 )
+from chargeward.server.tables import ReleaseDocument
 from chargeward.supply.advisories import MAX_ADVISORY_BYTES, parse_advisory
 
 router = APIRouter(tags=["supply chain"])
@@ -68,16 +69,17 @@ async def list_documents(release_id: str, request: Request, _: Operator) -> list
     async with _state(request).db.snapshot() as s:
         release = await find_release(s, release_id)
         rows = await documents_of(s, release.id)
-    return [
-        DocumentOut(
-            name=r.name,
-            sha256=r.sha256,
-            length=len(r.data),
-            added_by=r.added_by,
-            added_at=r.added_at,
-        )
-        for r in sorted(rows.values(), key=lambda r: r.name)
-    ]
+        return [_document(r) for r in sorted(rows.values(), key=lambda r: r.name)]
+
+
+def _document(row: ReleaseDocument) -> DocumentOut:
+    return DocumentOut(
+        name=row.name,
+        sha256=row.sha256,
+        length=len(row.data),
+        added_by=row.added_by,
+        added_at=row.added_at,
+    )
 
 
 @router.get("/api/v1/releases/{release_id}/documents/{name}")
@@ -85,7 +87,8 @@ async def get_document(release_id: str, name: str, request: Request, _: Operator
     async with _state(request).db.snapshot() as s:
         release = await find_release(s, release_id)
         row = await document(s, release.id, name)
-    return Response(row.data, media_type="application/json", headers={"ETag": f'"{row.sha256}"'})
+        data, sha256 = row.data, row.sha256  # read before the snapshot rolls back
+    return Response(data, media_type="application/json", headers={"ETag": f'"{sha256}"'})
 
 
 @router.put(
@@ -100,13 +103,7 @@ async def put_provenance(release_id: str, request: Request, who: Operator) -> Do
     async with state.db.session() as s:
         release = await find_release(s, release_id)
         row = await add_provenance(s, release, envelope, actor=who, now=state.clock())
-        return DocumentOut(
-            name=row.name,
-            sha256=row.sha256,
-            length=len(row.data),
-            added_by=row.added_by,
-            added_at=row.added_at,
-        )
+        return _document(row)
 
 
 class PackageOut(BaseModel):
