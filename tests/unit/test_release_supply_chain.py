@@ -209,13 +209,24 @@ def test_provenance_names_every_image_and_the_bundle(
 ) -> None:
     components = write_release(tmp_path / "rel", "4.2.0", zlib="1.3.1")
     out = tmp_path / "release.provenance.json"
+    from chargeward.supply.rebuild import OutputDigests, RebuildResult, RebuildStatus
+
+    rebuilt = tmp_path / "rebuild.json"
+    rebuilt.write_bytes(
+        RebuildResult(
+            RebuildStatus.REPRODUCIBLE,
+            "make firmware",
+            1700000000,
+            (OutputDigests("out/main.bin", "c" * 64, "c" * 64),),
+        ).to_json()
+    )
     result = build(
         tmp_path,
         keys,
         components,
         advisories,
         *("--provenance", str(out), "--source-repo", "https://git.example/acme/fw"),
-        *("--source-commit", "a" * 40),
+        *("--source-commit", "a" * 40, "--rebuild-result", str(rebuilt)),
     )
     assert result.exit_code == 0, (result.output, result.exception)
     verified = verify_bundle(tmp_path / "release.cwb", [pki.root], workdir=tmp_path / "w")
@@ -468,3 +479,58 @@ def test_a_changed_pinned_component_refuses_the_build(
     )
     result = build(tmp_path, keys, components, advisories, "--previous", str(previous))
     assert result.exit_code == 0, (result.output, result.exception)
+
+
+def test_cli_fleet_exposure_names_the_affected_stations(
+    tmp_path: Path, pki: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    import httpx
+    from tests.unit.test_cli_fleet import http_api
+
+    from chargeward.server.db import Database
+
+    data = tmp_path / "server"
+    (data / "tmp").mkdir(parents=True)
+    add_manufacturer_root(data, certificate_pem(pki.root).encode())
+    bundle = library_bundle(tmp_path, pki, "1.0.0", "1.2.12", attested=True)
+
+    async def stations() -> None:
+        db = await Database.open(data_dir=data)
+        try:
+            async with db.session() as s:
+                for station_id, version in (("CP-001", "1.0.0"), ("CP-002", "0.9.0")):
+                    s.add(
+                        Station(
+                            id=station_id,
+                            password_hash="x",
+                            model="AC22",
+                            firmware_version=version,
+                            created_at=NOW,
+                        )
+                    )
+        finally:
+            await db.close()
+
+    advisory = tmp_path / "CVE-2022-37434.json"
+    advisory.write_text(json.dumps(ZLIB_ADVISORY))
+    with http_api(data) as (url, token):
+        monkeypatch.setenv("CHARGEWARD_SERVER", url)
+        monkeypatch.setenv("CHARGEWARD_API_TOKEN", token)
+        r = httpx.post(
+            f"{url}/api/v1/releases",
+            content=bundle.read_bytes(),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert r.status_code == 201, r.text
+        asyncio.run(stations())
+        runner = CliRunner()
+        result = runner.invoke(app, ["fleet", "exposure", str(advisory), "--data-dir", str(data)])
+        assert result.exit_code == 3, (result.output, result.exception)
+        assert "CP-001" in result.output and "pkg:generic/zlib@1.2.12" in result.output
+        assert "1 affected, 0 possibly affected, 1 unknown" in result.output
+        advisory.write_text('{"id": "X", "affected": [{"package": {}}]}')
+        bad = runner.invoke(app, ["fleet", "exposure", str(advisory), "--data-dir", str(data)])
+        assert isinstance(bad.exception, SupplyChainError)
+        assert str(advisory) in str(bad.exception) and "affected[0].package" in str(bad.exception)

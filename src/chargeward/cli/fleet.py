@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -22,6 +23,8 @@ from rich.text import Text
 from chargeward.cli.apiclient import ApiClient
 from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, ServerUrl, console
 from chargeward.model.fleet import DAYS
+from chargeward.supply._fields import read_input
+from chargeward.supply.advisories import MAX_ADVISORY_BYTES, parse_advisory
 
 site_app = typer.Typer(no_args_is_help=True)
 model_app = typer.Typer(no_args_is_help=True)
@@ -388,3 +391,53 @@ def events_list(
             r["tech_info"] or "",
         )
     console.print(t)
+
+
+@fleet_app.command("exposure")
+def fleet_exposure(
+    advisory: Annotated[
+        Path,
+        typer.Argument(
+            metavar="ADVISORY",
+            help="One OSV advisory (JSON), e.g. from an OSV export or a vendor PSIRT.",
+            dir_okay=False,
+        ),
+    ],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    server: ServerUrl = None,
+    json_out: Json = False,
+) -> None:
+    """Stations running a package ADVISORY affects, from the SBOMs of the releases they run.
+
+    Exits 3 if any station is affected or possibly affected (a range that could not be
+    evaluated), 0 if none is; stations whose release has no SBOM here are listed as unknown.
+    """
+    raw = read_input(advisory, MAX_ADVISORY_BYTES)
+    parsed = parse_advisory(raw, str(advisory))  # a malformed file is refused here, offline
+    report = _api(data_dir, server).request(
+        "POST", "/api/v1/exposure", content=raw, headers={"Content-Type": "application/json"}
+    )
+    if json_out:
+        console.print_json(data=report)
+    else:
+        t = Table("station", "status", "model", "site", "version", "packages", title=parsed.id)
+        for r in [*report["affected"], *report["indeterminate"]]:
+            t.add_row(
+                r["station_id"],
+                Text(r["status"], "bold red" if r["status"] == "affected" else "yellow"),
+                r["model"] or "-",
+                r["site_id"] or "-",
+                r["firmware_version"] or "-",
+                Text(", ".join(sorted({p["purl"] for p in r["packages"]}))),
+            )
+        console.print(t)
+        console.print(
+            Text(
+                f"{len(report['affected'])} affected, {len(report['indeterminate'])} possibly "
+                f"affected, {len(report['unknown'])} unknown (no SBOM for their release), "
+                f"of {report['stations_checked']} stations"
+            ),
+            soft_wrap=True,
+        )
+    if report["affected"] or report["indeterminate"]:
+        raise typer.Exit(3)

@@ -76,6 +76,12 @@ def _read_capped(path: Path, limit: int, what: str) -> bytes:
     return data
 
 
+def read_rebuild_result(path: Path) -> RebuildResult:
+    """The JSON of ``release rebuild-check --json``, size-capped and checked."""
+    data = _read_capped(path, MAX_RESULT_BYTES, "rebuild result")
+    return RebuildResult.from_json(data, f"rebuild result {path}")
+
+
 def _optional_subject(path: Path | None) -> Subject | None:
     return None if path is None else subject_from_file(path)
 
@@ -123,8 +129,7 @@ def create(
     refuse_existing(out)
     rebuild = None
     if rebuild_result is not None:
-        data = _read_capped(rebuild_result, MAX_RESULT_BYTES, "rebuild result")
-        rebuild = RebuildResult.from_json(data, f"rebuild result {rebuild_result}")
+        rebuild = read_rebuild_result(rebuild_result)
     inputs = ProvenanceInputs(
         subjects=tuple(_subjects(subject)),
         source_repo=source_repo,

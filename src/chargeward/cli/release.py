@@ -35,6 +35,7 @@ from chargeward.cli.common import (
     record_audit,
 )
 from chargeward.cli.display import fields_table
+from chargeward.cli.provenance import read_rebuild_result, run_rebuild_check
 from chargeward.cli.supply import FailOn, findings_table
 from chargeward.crypto.keys import Signer
 from chargeward.crypto.pki import load_certificate, load_certificate_file, load_certificates_file
@@ -233,6 +234,14 @@ def build(
     build_command: Annotated[
         str | None, typer.Option("--build-command", help="The build command (provenance).")
     ] = None,
+    rebuild_result: Annotated[
+        Path | None,
+        typer.Option(
+            "--rebuild-result",
+            help="JSON of `release rebuild-check --json`, recorded in the provenance.",
+            dir_okay=False,
+        ),
+    ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Gate, pack, sign and write a release bundle (never overwrites OUT)."""
@@ -242,6 +251,9 @@ def build(
         refuse_existing(provenance)
         if not source_repo or not source_commit:
             raise ConfigError("--provenance needs --source-repo and --source-commit")
+    elif rebuild_result is not None:
+        raise ConfigError("--rebuild-result is recorded in the provenance: give --provenance too")
+    rebuild = read_rebuild_result(rebuild_result) if rebuild_result is not None else None
     certificate = load_certificate_file(signing_cert)
     declared, made = (
         _supply_documents(components, advisories, allowlist, fail_on, min_approvers, previous)
@@ -296,6 +308,7 @@ def build(
                 release_version=version,
                 sbom=_document_subject(manifest, SBOM_NAME),
                 scan_report=_document_subject(manifest, SCAN_REPORT_NAME),
+                rebuild=rebuild,
             ),
         )
     record_audit(data_dir, "release.build", manifest.release_id, details)
@@ -574,6 +587,4 @@ def rebuild_check(
     ] = None,
 ) -> None:
     """Build SOURCE twice in clean copies; exit 3 if an output differs, 1 if a build fails."""
-    from chargeward.cli.provenance import run_rebuild_check
-
     run_rebuild_check(command, source, output, source_date_epoch, timeout, json_out)
