@@ -176,7 +176,14 @@ async def test_campaign_pack_verifies_offline_and_a_changed_proof_is_caught(
     ev = json.loads((pack / "evidence.json").read_text())
     assert ev["subject"]["release_id"] == rid and ev["subject"]["campaign"]["id"] == cid
     supply = ev["release"]["files"]["supply_chain"]
-    assert supply["sbom.cdx.json"] == {"present": False, "note": "not present in this bundle"}
+    # The bundle's SBOM and scan report travel into the pack, as the manifest lists them.
+    manifest = read_manifest(bundle)
+    for name in ("sbom.cdx.json", "vulnerability-report.json"):
+        listed = manifest.attestation(name)
+        assert listed is not None
+        assert supply[name] == {"present": True, "file": f"release/{name}", "sha256": listed.sha256}
+        assert hashlib.sha256((pack / "release" / name).read_bytes()).hexdigest() == listed.sha256
+    assert supply["provenance.dsse.json"]["present"] is False
 
     # Approvals: who approved the release with which key, and the campaign's second person.
     (proposal,) = ev["approvals"]
