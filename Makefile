@@ -8,6 +8,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 SOFTHSM_MODULE := /usr/lib/softhsm/libsofthsm2.so
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+# pytest-xdist workers: every test uses its own ports, directories, tokens and databases.
+TEST_WORKERS ?= 2
 
 .PHONY: demo demo-keep test lint typecheck unit setup system-deps clean
 
@@ -47,7 +49,7 @@ unit: system-deps $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit
 
 test: system-deps lint typecheck
-	$(VENV)/bin/pytest -q --junitxml=reports/pytest.xml
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --junitxml=reports/pytest.xml
 
 clean:
 	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache
