@@ -227,7 +227,10 @@ def _expected_targets(
             models=view["hardware_models"],
             release_class=view["release_class"],
             customer=view["customer"],
-            images=[ImageFacts(i["component"], i["sha256"], i["length"]) for i in view["images"]],
+            images=[
+                ImageFacts(i["component"], i["sha256"], i["length"], i["signature"])
+                for i in view["images"]
+            ],
         )
     if not roots:
         raise ConfigError("--bundle needs --root (the Manufacturer Root CA) to verify it")
@@ -243,7 +246,7 @@ def _expected_targets(
         models=m.hardware_models,
         release_class=m.release_class,
         customer=m.customer,
-        images=[ImageFacts(i.component, i.sha256, i.length) for i in verified.images],
+        images=[ImageFacts(i.component, i.sha256, i.length, i.signature) for i in verified.images],
     )
 
 

@@ -1,5 +1,9 @@
 """The TUF targets of a release: each image listed once per hardware model it supports.
 
+Each target's custom fields carry the image's OCPP signature, so every image of a release
+(also those OCPP never carries) is covered by both trust layers, and the list of the
+release's components, so a charger notices one the repository does not list.
+
 One function, used by the server when it proposes a release and by an approver's CLI when it
 checks the proposal against the bundle in hand.
 """
@@ -19,6 +23,7 @@ class ImageFacts:
     component: str
     sha256: str
     length: int
+    signature: str  # the OCPP firmware signature (base64), as in the manifest
 
 
 def release_targets(
@@ -30,8 +35,10 @@ def release_targets(
     customer: str | None,
     images: Iterable[ImageFacts],
 ) -> dict[str, TargetFile]:
+    listed = list(images)
+    components = tuple(sorted(image.component for image in listed))
     out: dict[str, TargetFile] = {}
-    for image in images:
+    for image in listed:
         custom = TargetCustom(
             models=tuple(models),
             version=version,
@@ -39,6 +46,8 @@ def release_targets(
             component=image.component,
             release_class=release_class,
             customer=customer,
+            signature=image.signature,
+            components=components,
         ).to_dict()
         for model in models:
             path = firmware_target_path(model, version, image.component)

@@ -19,10 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
 from chargeward.errors import BundleError, Conflict, NotFound
+
+# The BootNotification firmwareVersion is component MAIN_COMPONENT.
+from chargeward.model.firmware import MAIN_COMPONENT as MAIN_COMPONENT
 from chargeward.server.schemas import AlertView, SecurityEventView
 from chargeward.server.tables import Alert, FirmwareUpdate, Release, SecurityEvent, Station
 
-MAIN_COMPONENT = "main"  # the BootNotification firmwareVersion
 # An update Chargeward sent explains a report if it is still pending, or finished this recently.
 UPDATE_EXPLAINS_FOR = dt.timedelta(hours=24)
 ALERT_STATES = ("open", "acknowledged", "resolved")

@@ -40,7 +40,7 @@ def _release_targets(release: Release, images: Sequence[ReleaseImage]) -> dict[s
         models=release.hardware_models["models"],
         release_class=release.release_class,
         customer=release.customer,
-        images=[ImageFacts(i.component, i.sha256, i.length) for i in images],
+        images=[ImageFacts(i.component, i.sha256, i.length, i.signature) for i in images],
     )
 
 
