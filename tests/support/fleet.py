@@ -82,13 +82,21 @@ class Pki:
         payload: bytes | None = None,
         models: list[str] | None = None,
         release_class: str = "feature",
+        components: dict[str, bytes] | None = None,
     ) -> Path:
+        """A signed bundle; ``components`` maps component names to payloads (several images),
+        else ``payload`` is the one ``main`` image."""
         src = out.with_suffix(".payload")
         src.write_bytes(
             payload if payload is not None else (f"firmware {version}\n".encode() * 4096)
         )
+        sources: Path | dict[str, Path] = src
+        if components is not None:
+            sources = {name: out.with_suffix(f".{name}.payload") for name in components}
+            for name, path in sources.items():
+                path.write_bytes(components[name])
         build_bundle(
-            src,
+            sources,
             out,
             version=version,
             security_version=security_version,
