@@ -17,12 +17,11 @@ Only a :class:`~chargeward.agent.components.VerifiedRelease` (or a lone
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 
 from chargeward.agent.components import VerifiedRelease, accept_release
 from chargeward.agent.state import ComponentInfo, InstallState, SlotInfo, StateDir, other
-from chargeward.agent.storage import atomic_copy, fsync_dir
+from chargeward.agent.storage import atomic_copy, remove
 from chargeward.agent.verify import VerifiedImage
 
 
@@ -40,10 +39,9 @@ def write_slot(
         InstallState(request_id, "pending", target, h.version, h.security_version)
     )
     state.set_slot_info(target, None)
-    components = state.slot_dir(target) / "components"
-    if components.exists():  # the slot's old group: nothing of it may survive into the new one
-        shutil.rmtree(components)
-        fsync_dir(components.parent)
+    old_group = state.slot_dir(target) / "components"
+    for stale in sorted(old_group.glob("*")) if old_group.is_dir() else ():
+        remove(stale)  # the slot's old group: nothing of it survives into the new one
     atomic_copy(image.path, state.slot_image(target))
     for c in release.components:
         atomic_copy(c.path, state.component_image(target, c.component))
