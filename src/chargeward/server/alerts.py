@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import desc, select
+from sqlalchemy import desc, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
@@ -174,7 +174,12 @@ async def _resolve(s: AsyncSession, row: Alert, reason: str, *, now: dt.datetime
 async def _update_explains(
     s: AsyncSession, station_id: str, component: str, version: str, now: dt.datetime
 ) -> FirmwareUpdate | None:
-    """The update Chargeward sent that brought ``version``: pending, or succeeded recently."""
+    """The update Chargeward sent that brought ``version``: pending, or succeeded recently.
+
+    Component ``main`` (the BootNotification firmwareVersion) is the release version, so
+    any update explains it, whichever image of a multi-image release OCPP carried.
+    """
+    any_image = component == MAIN_COMPONENT
     prefetched: list[tuple[FirmwareUpdate, str]] = s.info.get(PENDING_VERSIONS, {}).get(
         station_id, []
     )
@@ -182,7 +187,7 @@ async def _update_explains(
         prefetched, key=lambda uv: -uv[0].id
     ):  # prefetched for a batch of reports: the usual case, a boot after our own update
         if (
-            update.component == component
+            (any_image or update.component == component)
             and brings == version
             and update.outcome in ("pending", "succeeded")
             and update.updated_at >= now - UPDATE_EXPLAINS_FOR
@@ -193,7 +198,7 @@ async def _update_explains(
         .join(Release, Release.id == FirmwareUpdate.release_id)
         .where(
             FirmwareUpdate.station_id == station_id,
-            FirmwareUpdate.component == component,
+            true() if any_image else FirmwareUpdate.component == component,
             Release.version == version,
             FirmwareUpdate.outcome.in_(("pending", "succeeded")),
             FirmwareUpdate.updated_at >= now - UPDATE_EXPLAINS_FOR,
