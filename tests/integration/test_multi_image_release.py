@@ -9,12 +9,18 @@ import asyncio
 import hashlib
 from pathlib import Path
 
-from chargeward.agent.agent import Agent, AgentConfig
-from chargeward.agent.provision import provision
-from chargeward.agent.state import Identity, StateDir
+from chargeward.agent.state import StateDir
 from chargeward.release.bundle import verify_bundle
-from tests.support.campaigns import ALL_DAY, api, campaign_doc, state_is, status_is, until
-from tests.support.fleet import MODEL, Pki, Server, assert_no_crash, cli, running_server
+from tests.support.campaigns import (
+    ALL_DAY,
+    agents,
+    api,
+    campaign_doc,
+    state_is,
+    status_is,
+    until,
+)
+from tests.support.fleet import Pki, assert_no_crash, cli, running_server
 from tests.support.trust import TufKeys, person_tokens
 
 STATION = "CP-MULTI"
@@ -53,30 +59,8 @@ async def test_two_image_release_reaches_the_agent_as_one_slot_group(
             )  # fmt: skip
         await asyncio.to_thread(as_, "carol", "release", "publish", rid)
 
-        password = await asyncio.to_thread(srv.add_station, STATION)
-        provision(
-            tmp_path / STATION,
-            identity=Identity(STATION, MODEL, "ACME", STATION),
-            password=password,
-            roots_pem=pki.root_pem.read_bytes(),
-            factory_bundle=factory,
-            tuf_root=root_json.read_bytes(),
-        )
-        state = StateDir(tmp_path / STATION)
-        agent = Agent(
-            AgentConfig(
-                state_dir=state.root,
-                csms_url=srv.ocpp_url,
-                reconnect_delay=0.2,
-                response_timeout=10,
-                repository_url=f"{srv.api_url}/tuf/",
-            )
-        )
-        task = asyncio.create_task(agent.run())
-        try:
-            await until(
-                lambda: _reports(srv, "1.0.0"), "the station to connect with 1.0.0", timeout=30
-            )
+        tuf_root = root_json.read_bytes()
+        async with agents(srv, tmp_path, pki, factory, [STATION], tuf_root=tuf_root):
             await api(srv, "POST", "/api/v1/sites", json={
                 "id": "depot", "name": "Depot", "timezone": "Europe/London",
                 "maintenance_windows": ALL_DAY,
@@ -86,12 +70,10 @@ async def test_two_image_release_reaches_the_agent_as_one_slot_group(
             cid = created["id"]
             await until(lambda: state_is(srv, cid, STATION, "succeeded"), "the station to succeed")
             await until(lambda: status_is(srv, cid, "completed"), "the campaign to complete")
-        finally:
-            agent.stop()
-            await asyncio.wait_for(task, 20)
         detail = srv.station(STATION)
         server_log = srv.proc.output()
 
+    state = StateDir(tmp_path / STATION)
     assert detail["firmware_version"] == "1.1.0"
     assert detail["updates"][-1]["outcome"] == "succeeded"
     assert [e["type"] for e in detail["security_events"]] == ["FirmwareUpdated"]
@@ -104,8 +86,3 @@ async def test_two_image_release_reaches_the_agent_as_one_slot_group(
         path = state.image_of("b", info, image.component)
         assert hashlib.sha256(path.read_bytes()).hexdigest() == image.sha256
     assert_no_crash(server_log)
-
-
-async def _reports(srv: Server, version: str) -> bool:
-    s = await api(srv, "GET", f"/api/v1/stations/{STATION}")
-    return bool(s["connected"] and s["firmware_version"] == version)

@@ -53,7 +53,7 @@ from chargeward.agent.verify import (
     verify_image,
 )
 from chargeward.model.targets import firmware_target_path
-from chargeward.publish.targets import ImageFacts, release_targets
+from chargeward.publish.targets import bundle_targets
 from chargeward.release.bundle import verify_bundle
 from tests.support.agent_harness import PASSWORD, running_agent, running_csms, statuses
 from tests.support.fleet import MODEL, Pki
@@ -76,14 +76,7 @@ def two_images(pki: Pki, bundle: Path, work: Path) -> VerifiedRelease:
     primary, then the other component against the TUF targets the server would publish."""
     verified = verify_bundle(bundle, [pki.root_cert], workdir=work)
     m = verified.manifest
-    listed = release_targets(
-        version=m.version,
-        security_version=m.security_version,
-        models=m.hardware_models,
-        release_class=m.release_class,
-        customer=m.customer,
-        images=[ImageFacts(i.component, i.sha256, i.length, i.signature) for i in verified.images],
-    )
+    listed = bundle_targets(verified)
     main, modem = verified.primary, next(i for i in verified.images if i.component == "modem")
     signed = verify_image(
         main.file, pki.signing_cert, main.signature, model=MODEL, rollback_floor=1

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,17 +56,6 @@ def rel(tmp_path_factory: pytest.TempPathFactory) -> Releases:
     more = {**images, "main": b"app 1.2.0" * 999}
     other = verify_bundle(release("1.2.0", 2, **more), [pki.root_cert], workdir=d / "o")
     return Releases(pki, factory, update, other)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def repo(clock: Clock) -> Iterator[TufRepo]:
-    with TufRepo(clock) as r:
-        yield r
 
 
 def charger(tmp_path: Path, rel: Releases, repo: TufRepo) -> StateDir:
@@ -121,6 +109,12 @@ def assert_untouched(state: StateDir) -> None:
     running = state.slot_info("a")
     assert running is not None and running.version == "1.0.0"
     assert list(state.downloads.iterdir()) == []
+
+
+def served_as(component: str, data: bytes) -> str:
+    """The name the repository serves 1.1.0's ``component`` listed as ``data`` under."""
+    directory, _, base = firmware_target_path(MODEL, "1.1.0", component).rpartition("/")
+    return f"targets/{directory}/{hashlib.sha256(data).hexdigest()}.{base}"
 
 
 def targets_fetched(repo: TufRepo, component: str) -> list[str]:
@@ -189,37 +183,25 @@ async def test_component_whose_signed_header_names_another_release_or_component_
     assert_untouched(state)
 
 
-async def test_component_missing_from_the_repository_is_refused(
-    tmp_path: Path, rel: Releases, repo: TufRepo, clock: Clock
-) -> None:
-    state = charger(tmp_path, rel, repo)
-    location = publish_release(repo, rel.update)
-    repo.remove_target(firmware_target_path(MODEL, "1.1.0", "modem"))
-    repo.publish()
-    csms = await install(state, repo, clock, location, rel)
-    assert statuses(csms) == ["Downloading", "Downloaded", "InvalidSignature"]
-    events = csms.of("SecurityEventNotification")
-    assert [e["type"] for e in events] == ["FirmwareRepositoryCheckFailed"]
-    assert events[0]["tech_info"].startswith("not-listed: ")
-    assert_untouched(state)
-
-
-async def test_tampered_component_download_is_refused(
-    tmp_path: Path, rel: Releases, repo: TufRepo, clock: Clock
+@pytest.mark.parametrize("fault", ["not-listed", "hash"])
+async def test_component_missing_from_the_repository_or_tampered_on_the_way_is_refused(
+    tmp_path: Path, rel: Releases, repo: TufRepo, clock: Clock, fault: str
 ) -> None:
     state = charger(tmp_path, rel, repo)
     location = publish_release(repo, rel.update)
     modem = image(rel.update, "modem")
-    path = firmware_target_path(MODEL, "1.1.0", "modem")
-    directory, _, base = path.rpartition("/")
-    served = f"targets/{directory}/{hashlib.sha256(modem).hexdigest()}.{base}"
-    repo.serve(served, modem[:-1] + bytes([modem[-1] ^ 1]))  # same length, one bit flipped
+    if fault == "not-listed":
+        repo.remove_target(firmware_target_path(MODEL, "1.1.0", "modem"))
+        repo.publish()
+    else:  # the download is altered: same length, one bit flipped
+        repo.serve(served_as("modem", modem), modem[:-1] + bytes([modem[-1] ^ 1]))
     csms = await install(state, repo, clock, location, rel)
     assert statuses(csms) == ["Downloading", "Downloaded", "InvalidSignature"]
     events = csms.of("SecurityEventNotification")
     assert [e["type"] for e in events] == ["FirmwareRepositoryCheckFailed"]
-    assert events[0]["tech_info"].startswith("hash: ")
-    assert targets_fetched(repo, "modem") == [served]
+    assert events[0]["tech_info"].startswith(f"{fault}: ")
+    fetched = [] if fault == "not-listed" else [served_as("modem", modem)]
+    assert targets_fetched(repo, "modem") == fetched
     assert_untouched(state)
 
 
@@ -228,9 +210,7 @@ async def test_unreachable_component_download_fails_the_download(
 ) -> None:
     state = charger(tmp_path, rel, repo)
     location = publish_release(repo, rel.update)
-    modem = image(rel.update, "modem")
-    directory, _, base = firmware_target_path(MODEL, "1.1.0", "modem").rpartition("/")
-    repo.serve(f"targets/{directory}/{hashlib.sha256(modem).hexdigest()}.{base}", None)
+    repo.serve(served_as("modem", image(rel.update, "modem")), None)
     csms = await install(state, repo, clock, location, rel)
     assert statuses(csms) == ["Downloading", "Downloaded", "DownloadFailed"]
     assert_untouched(state)

@@ -34,7 +34,7 @@ from chargeward.cli.common import (
 from chargeward.cli.display import fields_table
 from chargeward.crypto.pki import load_certificate, load_certificate_file, load_certificates_file
 from chargeward.errors import ChargewardError, ConfigError, Conflict, TrustError
-from chargeward.publish.targets import ImageFacts, release_targets
+from chargeward.publish.targets import ImageFacts, bundle_targets, release_targets
 from chargeward.release.bundle import (
     Manifest,
     VerifiedBundle,
@@ -239,15 +239,7 @@ def _expected_targets(
         verified = verify_bundle(bundle, anchors, workdir=Path(workdir))
     if verified.manifest_sha256 != view["id"]:
         raise TrustError(f"{bundle} is not release {view['id'][:12]} on the server")
-    m = verified.manifest
-    return release_targets(
-        version=m.version,
-        security_version=m.security_version,
-        models=m.hardware_models,
-        release_class=m.release_class,
-        customer=m.customer,
-        images=[ImageFacts(i.component, i.sha256, i.length, i.signature) for i in verified.images],
-    )
+    return bundle_targets(verified)
 
 
 @app.command("approve")

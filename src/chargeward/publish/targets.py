@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from tuf.api.metadata import TargetFile
 
 from chargeward.model.targets import TargetCustom, firmware_target_path
+from chargeward.release.verify import VerifiedBundle
 
 
 @dataclass(frozen=True)
@@ -58,3 +59,16 @@ def release_targets(
                 unrecognized_fields={"custom": custom},
             )
     return out
+
+
+def bundle_targets(bundle: VerifiedBundle) -> dict[str, TargetFile]:
+    """The targets of a verified bundle (what an approver expects the release to add)."""
+    m = bundle.manifest
+    return release_targets(
+        version=m.version,
+        security_version=m.security_version,
+        models=m.hardware_models,
+        release_class=m.release_class,
+        customer=m.customer,
+        images=[ImageFacts(i.component, i.sha256, i.length, i.signature) for i in bundle.images],
+    )
