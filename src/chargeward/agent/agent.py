@@ -760,7 +760,7 @@ class Agent:
         if not other_components(verified):
             return accept_release(verified, ())
         ident = self.identity
-        return await self._refresh(
+        release = await self._refresh(
             lambda repo: fetch_release(
                 repo,
                 verified,
@@ -771,6 +771,8 @@ class Agent:
                 max_bytes=self.config.max_image_bytes,
             )
         )
+        certificates.check_not_revoked(self.state, job.certificate, self.clock())  # this refresh
+        return release
 
     async def _refused(self, rid: int, e: ChargewardError) -> None:
         """Report an update refused before anything was written (the running slot stays)."""
