@@ -130,7 +130,9 @@ class ImageBench:
             models=list(manifest.hardware_models),
             release_class=manifest.release_class,
             customer=manifest.customer,
-            images=[ImageFacts(i.component, i.sha256, i.length) for i in manifest.images],
+            images=[
+                ImageFacts(i.component, i.sha256, i.length, i.signature) for i in manifest.images
+            ],
         )
         publish_release(self.repo, self.keys, additions, now=self.now, phases=phases)
 

@@ -12,6 +12,7 @@ tests' ``tests.support.trust.TufKeys`` does, but without importing the tests:
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import os
@@ -138,7 +139,8 @@ def signed_image(
 def synthetic_release(index: int, *, minor: int = 0) -> dict[str, TargetFile]:
     """The targets of release ``1.<minor>.<index>``: one 4 MiB ``main`` image for one model."""
     version = f"1.{minor}.{index}"
-    image = ImageFacts("main", hashlib.sha256(version.encode()).hexdigest(), 4 << 20)
+    digest = hashlib.sha256(version.encode()).hexdigest()
+    image = ImageFacts("main", digest, 4 << 20, base64.b64encode(bytes(72)).decode())
     return release_targets(
         version=version,
         security_version=1,

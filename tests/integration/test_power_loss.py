@@ -10,6 +10,9 @@ and kills it:
 - at a random instant, over many trials (``CHARGEWARD_POWER_LOSS_TRIALS``, default 1,000;
   seed ``CHARGEWARD_POWER_LOSS_SEED``).
 
+Both with a one-image release and with a two-image one (``main`` + ``modem``, a slot group):
+every image of the running slot must still verify after the kill.
+
 After each kill the real agent starts on the same flash against an OCPP CSMS on 127.0.0.1 and
 must boot a verified image, report the truth (``Installed`` when the new version runs,
 ``InstallationFailed`` when an install had started and the old version runs, nothing when it
@@ -34,9 +37,23 @@ from pathlib import Path
 import pytest
 
 from chargeward.agent import bootloader, installer, storage
+from chargeward.agent.components import (
+    VerifiedRelease,
+    accept_release,
+    check_listing,
+    verify_component,
+)
 from chargeward.agent.provision import provision
 from chargeward.agent.state import Identity, StateDir
-from chargeward.agent.verify import VerifiedImage, accept_image, secure_boot_check, verify_image
+from chargeward.agent.verify import (
+    VerifiedImage,
+    accept_image,
+    check_target,
+    secure_boot_check,
+    verify_image,
+)
+from chargeward.model.targets import firmware_target_path
+from chargeward.publish.targets import bundle_targets
 from chargeward.release.bundle import verify_bundle
 from tests.support.agent_harness import PASSWORD, running_agent, running_csms, statuses
 from tests.support.fleet import MODEL, Pki
@@ -50,33 +67,76 @@ UPDATE, NEXT = "1.1.0", "1.2.0"
 @dataclass
 class Fixture:
     template: Path  # a provisioned charger running 1.0.0, never modified
-    images: dict[str, VerifiedImage]
+    images: dict[str, VerifiedImage | VerifiedRelease]
+    components: int  # images per slot besides the primary
 
 
-@pytest.fixture(scope="module")
-def fx(tmp_path_factory: pytest.TempPathFactory) -> Fixture:
+def two_images(pki: Pki, bundle: Path, work: Path) -> VerifiedRelease:
+    """A ``main`` + ``modem`` release verified as the agent verifies it: both layers for the
+    primary, then the other component against the TUF targets the server would publish."""
+    verified = verify_bundle(bundle, [pki.root_cert], workdir=work)
+    m = verified.manifest
+    listed = bundle_targets(verified)
+    main, modem = verified.primary, next(i for i in verified.images if i.component == "modem")
+    signed = verify_image(
+        main.file, pki.signing_cert, main.signature, model=MODEL, rollback_floor=1
+    )
+    info = listed[firmware_target_path(MODEL, m.version, "main")]
+    approval = check_target(
+        info,
+        sha256=signed.sha256,
+        length=signed.length,
+        header=signed.header,
+        model=MODEL,
+        customer=None,
+        rollback_floor=1,
+    )
+    primary = accept_image(signed, approval)
+    listing = check_listing(
+        listed[firmware_target_path(MODEL, m.version, "modem")],
+        component="modem",
+        primary=primary,
+        model=MODEL,
+        customer=None,
+        rollback_floor=1,
+    )
+    component = verify_component(modem.file, listing, primary, model=MODEL, rollback_floor=1)
+    return accept_release(primary, [component])
+
+
+@pytest.fixture(scope="module", params=["one image", "two images"])
+def fx(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Fixture:
     d = tmp_path_factory.mktemp("power-loss")
     pki = Pki.create(d / "pki")
     payload = os.urandom(48 * 1024)
+    grouped = request.param == "two images"
+
+    def bundle(version: str) -> Path:
+        data = payload + version.encode()
+        components = {"main": data, "modem": os.urandom(24 * 1024)} if grouped else None
+        return pki.bundle(d / f"{version}.cwb", version, 1, payload=data, components=components)
+
     provision(
         d / "template",
         identity=Identity("CP-PL", MODEL, "T", "CP-PL"),
         password=PASSWORD,
         roots_pem=pki.root_pem.read_bytes(),
-        factory_bundle=pki.bundle(d / "f.cwb", "1.0.0", 1, payload=payload),
+        factory_bundle=bundle("1.0.0"),
     )
-    images = {}
+    images: dict[str, VerifiedImage | VerifiedRelease] = {}
     for version in (UPDATE, NEXT):
-        bundle = pki.bundle(d / f"{version}.cwb", version, 1, payload=payload + version.encode())
-        img = verify_bundle(bundle, [pki.root_cert], workdir=d / version).images[0]
+        if grouped:
+            images[version] = two_images(pki, bundle(version), d / version)
+            continue
+        img = verify_bundle(bundle(version), [pki.root_cert], workdir=d / version).images[0]
         signed = verify_image(
             img.file, pki.signing_cert, img.signature, model=MODEL, rollback_floor=1
         )
         images[version] = accept_image(signed, None)
-    return Fixture(d / "template", images)
+    return Fixture(d / "template", images, 1 if grouped else 0)
 
 
-def update_cycle(state: StateDir, image: VerifiedImage, request_id: int) -> None:
+def update_cycle(state: StateDir, image: VerifiedImage | VerifiedRelease, request_id: int) -> None:
     """The flash work of one update, in the agent's order (the network parts left out)."""
     installer.write_slot(state, image, request_id, attempts=3)
     installer.mark_rebooting(state)
@@ -102,7 +162,11 @@ def fresh(fx: Fixture, where: Path) -> StateDir:
 
 
 def killed_update(
-    state: StateDir, image: VerifiedImage, *, at_step: int | None = None, after: float = 0.0
+    state: StateDir,
+    image: VerifiedImage | VerifiedRelease,
+    *,
+    at_step: int | None = None,
+    after: float = 0.0,
 ) -> bool:
     """Run :func:`update_cycle` in a child process and SIGKILL it at step ``at_step`` (1-based)
     or ``after`` seconds; True when the kill landed before the cycle finished."""
@@ -166,6 +230,9 @@ def check_recovery(fx: Fixture, state: StateDir) -> str:
         state.slot_image(active), info.signature, info.signing_certificate, state.trust_anchors()
     )
     assert header.version == running
+    # Every image of the running slot's group too (the bootloader's own check).
+    assert bootloader.check_slot(state, active).version == running
+    assert len(info.components) == fx.components
     # The truth, told to the CSMS.
     if running == UPDATE:
         assert reported == ["Installed"]

@@ -13,19 +13,7 @@ from chargeward.crypto.pki import verify_crl
 from chargeward.model.targets import REVOCATION_TARGET, firmware_target_path
 from chargeward.release.bundle import read_manifest
 from tests.support.fleet import MODEL, Pki, cli, running_server, wait_for
-from tests.support.trust import TufKeys
-
-
-def _token(out: str) -> str:
-    return out.strip().rsplit(" ", 1)[-1]
-
-
-def person_tokens(data: Path) -> dict[str, str]:
-    """API tokens for alice and bob (approvers) and carol (who uploads)."""
-    return {
-        n: _token(cli("token", "create", n, "--data-dir", str(data)).stdout)
-        for n in ("alice", "bob", "carol")
-    }
+from tests.support.trust import TufKeys, person_tokens
 
 
 def plain_tuf_client(api_url: str, root_json: Path, work: Path) -> Updater:

@@ -76,7 +76,7 @@ class Csms:
             "location": location,
             "retrieve_date_time": ocpp_time(retrieve_at),
             "signing_certificate": certificate or bundle.signing_certificate_pem,
-            "signature": signature or bundle.images[0].signature,
+            "signature": signature or bundle.primary.signature,
         }
         if install_at is not None:
             firmware["install_date_time"] = ocpp_time(install_at)
@@ -196,6 +196,30 @@ def publish_update(repo: TufRepo, update: VerifiedBundle, **custom: Any) -> str:
     repo.publish()
     repo.serve("downloads/u-1.1.0.cwfw", data)
     return repo.url + "downloads/u-1.1.0.cwfw"
+
+
+def publish_release(repo: TufRepo, release: VerifiedBundle, **custom: Any) -> str:
+    """List every image of ``release`` as the server does (signature and components in the
+    custom fields); serve the primary for UpdateFirmware and return its URL."""
+    m = release.manifest
+    components = tuple(i.component for i in release.images)
+    for image in release.images:
+        fields: dict[str, Any] = {
+            "release_class": m.release_class,
+            "signature": image.signature,
+            "components": components,
+            **custom,
+        }
+        repo.add_firmware(
+            image.file.read_bytes(),
+            TargetCustom(
+                m.hardware_models, m.version, m.security_version, image.component, **fields
+            ),
+        )
+    repo.publish()
+    name = f"downloads/u-{m.version}.cwfw"
+    repo.serve(name, release.primary.file.read_bytes())
+    return repo.url + name
 
 
 @contextlib.asynccontextmanager

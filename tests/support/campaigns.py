@@ -46,9 +46,18 @@ async def until(pred: Callable[[], Any], what: str, timeout: float = 90) -> Any:
 
 @contextlib.asynccontextmanager
 async def agents(
-    srv: Server, root: Path, pki: Pki, factory: Path, ids: list[str] = STATIONS
+    srv: Server,
+    root: Path,
+    pki: Pki,
+    factory: Path,
+    ids: list[str] = STATIONS,
+    *,
+    tuf_root: bytes | None = None,
 ) -> AsyncIterator[dict[str, Agent]]:
-    """Register, provision and run one real agent per station id until the block ends."""
+    """Register, provision and run one real agent per station id until the block ends.
+
+    With ``tuf_root`` the agents check every update against the server's TUF repository.
+    """
     running: dict[str, Agent] = {}
     tasks = []
     for sid in ids:
@@ -59,6 +68,7 @@ async def agents(
             password=password,
             roots_pem=pki.root_pem.read_bytes(),
             factory_bundle=factory,
+            tuf_root=tuf_root,
         )
         agent = Agent(
             AgentConfig(
@@ -68,6 +78,7 @@ async def agents(
                 response_timeout=10,
                 trial_health_timeout=20,
                 self_test=self_test,
+                repository_url=f"{srv.api_url}/tuf/" if tuf_root else None,
             )
         )
         running[sid] = agent

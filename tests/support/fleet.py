@@ -87,16 +87,24 @@ class Pki:
         payload: bytes | None = None,
         models: list[str] | None = None,
         release_class: str = "feature",
+        components: dict[str, bytes] | None = None,
         attested: bool = True,
     ) -> Path:
-        """A signed bundle; ``attested``: with the SBOM and passing scan report that
-        publication requires (test fixture: scanned against an empty advisory set)."""
+        """A signed bundle; ``components`` maps component names to payloads (several images),
+        else ``payload`` is the one ``main`` image.  ``attested``: with the SBOM and passing
+        scan report that publication requires (test fixture: scanned against an empty
+        advisory set)."""
         src = out.with_suffix(".payload")
         src.write_bytes(
             payload if payload is not None else (f"firmware {version}\n".encode() * 4096)
         )
+        sources: Path | dict[str, Path] = src
+        if components is not None:
+            sources = {name: out.with_suffix(f".{name}.payload") for name in components}
+            for name, path in sources.items():
+                path.write_bytes(components[name])
         build_bundle(
-            src,
+            sources,
             out,
             version=version,
             security_version=security_version,
@@ -104,7 +112,11 @@ class Pki:
             signer=self.signing_signer,
             signing_certificate=self.signing_cert,
             release_class=release_class,
-            attestations=fixture_documents(version, {"main": src}) if attested else None,
+            attestations=(
+                fixture_documents(version, sources if isinstance(sources, dict) else {"main": src})
+                if attested
+                else None
+            ),
         )
         return out
 

@@ -16,6 +16,14 @@ ROOT_HOLDERS = ("ana", "ben", "cyd")
 APPROVERS = ("alice", "bob", "carol")
 
 
+def person_tokens(data: Path) -> dict[str, str]:
+    """API tokens for alice and bob (approvers) and carol (who uploads)."""
+    return {
+        n: cli("token", "create", n, "--data-dir", str(data)).stdout.strip().rsplit(" ", 1)[-1]
+        for n in ("alice", "bob", "carol")
+    }
+
+
 def _pass() -> bytes:
     return TEST_PASSPHRASE.encode()
 

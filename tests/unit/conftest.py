@@ -1,4 +1,5 @@
-"""Shared fixtures for the unit tests: passphrases, a small PKI, a firmware payload.
+"""Shared fixtures for the unit tests: passphrases, a small PKI, a firmware payload, a clock
+and a TUF repository served on 127.0.0.1 (tests/support/tufrepo.py).
 
 Tests use these through fixtures only (``conftest`` is not imported by name), so the module
 stays private to this directory.
@@ -7,13 +8,14 @@ stays private to this directory.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from tests.support.cli_runner import RUNNER_PASSPHRASE
+from tests.support.tufrepo import Clock, TufRepo
 from typer.testing import CliRunner
 
 from chargeward.crypto.keys import Signer, generate_key
@@ -86,3 +88,16 @@ def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     monkeypatch.chdir(tmp_path)
     return CliRunner()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The clock shared by a TUF repository and the charger under test."""
+    return Clock()
+
+
+@pytest.fixture
+def repo(clock: Clock) -> Iterator[TufRepo]:
+    """An empty TUF repository (root 2-of-3, targets 2-of-3) on 127.0.0.1."""
+    with TufRepo(clock) as r:
+        yield r

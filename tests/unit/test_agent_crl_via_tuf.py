@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,17 +64,6 @@ def fw(tmp_path_factory: pytest.TempPathFactory) -> Firmware:
 @pytest.fixture(scope="module")
 def foreign(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki.create(tmp_path_factory.mktemp("foreign"), "EVIL")
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def repo(clock: Clock) -> Iterator[TufRepo]:
-    with TufRepo(clock) as r:
-        yield r
 
 
 def publish_crl(repo: TufRepo, der: bytes) -> None:

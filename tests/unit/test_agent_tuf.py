@@ -28,11 +28,6 @@ LIMITS = RepositoryLimits(connect_timeout=2.0, read_timeout=2.0, download_timeou
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def repo(clock: Clock) -> Iterator[TufRepo]:
     with TufRepo(clock) as r:
         r.add_firmware(IMAGE, TargetCustom((MODEL,), "1.1.0", 2, "main", "security"))

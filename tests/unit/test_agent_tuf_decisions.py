@@ -146,12 +146,14 @@ def test_find_security_updates_picks_newer_security_releases_for_this_charger() 
         TargetCustom((MODEL,), "1.2.0", 3, "main", "feature"),  # not a security release
         TargetCustom((MODEL,), "1.3.0", 5, "main", "security", customer="fleet-b"),
         TargetCustom((MODEL,), "1.4.0", 6, "main", "security", customer="fleet-a"),
-        TargetCustom((MODEL,), "1.2.1", 4, "main", "security"),
+        TargetCustom((MODEL,), "1.2.1", 4, "main", "security", components=("main", "modem")),
+        TargetCustom((MODEL,), "1.2.1", 4, "modem", "security", components=("main", "modem")),
     )
     listed["firmware/AC22/9.9.9/main.cwfw"] = target({"models": 1}, "firmware/AC22/9.9.9/main.cwfw")
     found = find_security_updates(
         listed, model=MODEL, customer="fleet-a", running_security_version=2
     )
+    # One report per release: 1.2.1's modem image comes with its primary.
     assert [(u.version, u.security_version) for u in found] == [("1.2.1", 4), ("1.4.0", 6)]
     assert found[0].report() == {
         "target": f"firmware/{MODEL}/1.2.1/main.cwfw",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,17 +35,6 @@ def fw(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pki, Path, VerifiedBun
     factory = pki.bundle(d / "factory.cwb", "1.0.0", 1)
     update = verify_bundle(pki.bundle(d / "u.cwb", "1.1.0", 2), [pki.root_cert], workdir=d / "x")
     return pki, factory, update
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def repo(clock: Clock) -> Iterator[TufRepo]:
-    with TufRepo(clock) as r:
-        yield r
 
 
 async def test_listed_update_installs_and_security_release_is_reported_once(

@@ -97,8 +97,10 @@ async def test_a_different_drift_supersedes_the_open_alert(db: Database) -> None
     assert newest.state == "open" and newest.details["reported"] == "1.2"
 
 
-async def _sent_update(db: Database, version: str) -> str:
-    """An UpdateFirmware Chargeward sent for ``version``; returns its transaction id."""
+async def _sent_update(
+    db: Database, version: str, components: tuple[str, ...] = ("main",)
+) -> services.UpdateOrder:
+    """An UpdateFirmware Chargeward sent for ``version`` (a release of ``components``)."""
     release_id = version.encode().hex().ljust(64, "0")
     async with db.session() as s:
         s.add(
@@ -109,21 +111,22 @@ async def _sent_update(db: Database, version: str) -> str:
             )
         )  # fmt: skip
         await s.flush()
-        s.add(
+        s.add_all(
             ReleaseImage(
-                release_id=release_id, component="main", sha256="0" * 64, length=1, signature="-"
+                release_id=release_id, component=c, sha256="0" * 64, length=1, signature=f"{c}-sig"
             )
+            for c in components
         )
         await s.flush()
         order = await services.create_update(
             s, "CP-1", release_id, actor="alice", now=NOW, require_published=False
         )
-    return order.transaction_id
+    return order
 
 
 async def test_an_update_chargeward_sent_moves_the_expectation(db: Database) -> None:
     await boot(db, "1.0")
-    tid = await _sent_update(db, "1.1")
+    tid = (await _sent_update(db, "1.1")).transaction_id
     async with db.session() as s:
         for status in ("Downloading", "Downloaded", "Installing", "InstallRebooting"):
             await services.record_firmware_status(s, "CP-1", status=status, request_id=1, now=NOW)
@@ -225,3 +228,14 @@ async def _drift_over_ocpp(api: Api) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_multi_image_release_sends_its_primary_and_explains_the_new_version(
+    db: Database,
+) -> None:
+    await boot(db, "1.0")
+    order = await _sent_update(db, "1.1", ("ui", "app", "modem"))  # no "main": "app" is primary
+    assert order.signature == "app-sig"
+    await boot(db, "1.1", reason="FirmwareUpdate")  # firmwareVersion: the release version
+    assert await drift_alerts(db) == []
+    assert await expected(db) == {"main": "1.1"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
 
 from chargeward.crypto import generate_key
 from chargeward.errors import BadSignature, ConfigError, Conflict, TrustError
+from chargeward.model.targets import TargetCustom
 from chargeward.publish import ExpiryPolicy, ImageRepository, OnlineSigners
 from chargeward.publish.roles import RootChange, RootPlan, empty_targets, new_root, next_root
 from chargeward.publish.targets import ImageFacts, release_targets
@@ -26,6 +28,7 @@ from chargeward.trust.review import review_proposal
 from chargeward.trust.tuf_keys import TufSigner, tuf_key
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
+SIG = base64.b64encode(b"signature of main").decode()
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,7 @@ def release(version: str = "1.1.0", sha: str = "ab" * 32, **kw: object) -> dict[
         "models": ["AC22", "DC50"],
         "release_class": "security",
         "customer": None,
-        "images": [ImageFacts("main", sha, 1234)],
+        "images": [ImageFacts("main", sha, 1234, SIG)],
     }
     args.update(kw)
     return release_targets(**args)  # type: ignore[arg-type]
@@ -61,6 +64,25 @@ def test_release_targets_one_per_model_with_signed_custom_fields() -> None:
     assert sorted(targets) == ["firmware/AC22/1.1.0/main.cwfw", "firmware/DC50/1.1.0/main.cwfw"]
     custom = targets["firmware/AC22/1.1.0/main.cwfw"].unrecognized_fields["custom"]
     assert custom["security_version"] == 2 and custom["release_class"] == "security"
+    assert custom["signature"] == SIG and custom["components"] == ["main"]
+
+
+def test_release_targets_list_every_image_with_its_own_signature() -> None:
+    modem_sig = base64.b64encode(b"signature of modem").decode()
+    images = [ImageFacts("modem", "cd" * 32, 99, modem_sig), ImageFacts("main", "ab" * 32, 9, SIG)]
+    targets = release(images=images)
+    assert len(targets) == 4  # two images, two models
+    for model in ("AC22", "DC50"):
+        main = targets[f"firmware/{model}/1.1.0/main.cwfw"]
+        modem = targets[f"firmware/{model}/1.1.0/modem.cwfw"]
+        assert (modem.length, modem.hashes) == (99, {"sha256": "cd" * 32})
+        assert main.unrecognized_fields["custom"]["signature"] == SIG
+        assert modem.unrecognized_fields["custom"]["signature"] == modem_sig
+        for target in (main, modem):
+            assert target.unrecognized_fields["custom"]["components"] == ["main", "modem"]
+            assert TargetCustom.from_dict(target.unrecognized_fields["custom"]).version == "1.1.0"
+    # The order the images come in does not change the targets (server and approver agree).
+    assert release(images=images[::-1]) == targets
 
 
 def test_one_of_two_cannot_publish_two_can(repo: ImageRepository, keys: TufKeys) -> None:

@@ -47,6 +47,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from chargeward.agent import bootloader, certificates, diagnostics, download, installer, upload
 from chargeward.agent import tls as station_tls
 from chargeward.agent.bootloader import Booted, NoBootableSlot
+from chargeward.agent.components import VerifiedRelease, accept_release, other_components
+from chargeward.agent.release_fetch import fetch_release
 from chargeward.agent.security_log import SecurityLog, to_jsonl
 from chargeward.agent.state import StateDir
 from chargeward.agent.tuf_client import RepositoryClient, RepositoryLimits, RepositoryView
@@ -707,51 +709,10 @@ class Agent:
                 return
             await self._status("Downloaded", rid)
             try:
-                signed = await asyncio.to_thread(
-                    verify_image,
-                    part,
-                    job.certificate,
-                    job.signature,
-                    model=self.identity.model,
-                    rollback_floor=self.state.rollback_floor(),
-                )
-            except BadSignature as e:
-                part.unlink(missing_ok=True)
-                await self._status("InvalidSignature", rid)
-                await self._security_event("InvalidFirmwareSignature", str(e))
-                return
-            except TrustError as e:
-                part.unlink(missing_ok=True)
-                await self._status("SignatureVerified", rid)
-                await self._status("InstallVerificationFailed", rid)
-                if isinstance(e, RollbackRefused):
-                    await self._security_event("FirmwareRollbackRefused", str(e))
-                LOG.warning("%s: install refused: %s", self.identity.station_id, e)
-                return
-            try:
-                verified = await self._repository_check(signed)
-            except RepositoryRefused as e:
-                part.unlink(missing_ok=True)
-                await self._status("InvalidSignature", rid)
-                await self._security_event(REPOSITORY_EVENT, str(e))
-                return
-            except TrustError as e:  # RollbackRefused: the listed security version is too low
-                part.unlink(missing_ok=True)
-                await self._status("SignatureVerified", rid)
-                await self._status("InstallVerificationFailed", rid)
-                await self._security_event("FirmwareRollbackRefused", str(e))
-                return
-            except TransportError as e:
-                LOG.warning("%s: TUF repository unreachable: %s", self.identity.station_id, e)
-                part.unlink(missing_ok=True)
-                await self._status("DownloadFailed", rid)
-                return
-            try:  # OCPP L01 certificate check again: this refresh may have revoked it
-                certificates.check_not_revoked(self.state, job.certificate, self.clock())
-            except (RevokedCertificate, UntrustedCertificate) as e:
-                part.unlink(missing_ok=True)
-                await self._status("InvalidSignature", rid)
-                await self._security_event("InvalidFirmwareSigningCertificate", str(e))
+                release = await self._verify_release(job, part)
+            except (TrustError, TransportError) as e:
+                self._remove_parts(job, part)
+                await self._refused(rid, e)
                 return
             await self._status("SignatureVerified", rid)
             scheduled = False
@@ -764,7 +725,7 @@ class Agent:
             self._installing = True
             try:
                 await asyncio.to_thread(
-                    installer.write_slot, self.state, verified, rid, self.config.boot_attempts
+                    installer.write_slot, self.state, release, rid, self.config.boot_attempts
                 )
             except (OSError, ChargewardError) as e:
                 self._installing = False
@@ -773,7 +734,7 @@ class Agent:
                 await self._release_connectors()
                 return
             finally:
-                part.unlink(missing_ok=True)
+                self._remove_parts(job, part)
             await self._status("InstallRebooting", rid)
             installer.mark_rebooting(self.state)
             self.request_reboot("FirmwareUpdate")
@@ -781,6 +742,62 @@ class Agent:
             if not self._installing:  # AcceptedCanceled or reboot: give connectors back
                 self._release_connectors_soon()
             raise
+
+    async def _verify_release(self, job: UpdateJob, part: Path) -> VerifiedRelease:
+        """Both layers for the downloaded primary, then for every other component the
+        repository lists in its release; raises TrustError or TransportError."""
+        signed = await asyncio.to_thread(
+            verify_image,
+            part,
+            job.certificate,
+            job.signature,
+            model=self.identity.model,
+            rollback_floor=self.state.rollback_floor(),
+        )
+        verified = await self._repository_check(signed)
+        # OCPP L01 certificate check again: this refresh may have revoked it.
+        certificates.check_not_revoked(self.state, job.certificate, self.clock())
+        if not other_components(verified):
+            return accept_release(verified, ())
+        ident = self.identity
+        release = await self._refresh(
+            lambda repo: fetch_release(
+                repo,
+                verified,
+                state=self.state,
+                model=ident.model,
+                customer=ident.customer,
+                key=job.download_key,
+                max_bytes=self.config.max_image_bytes,
+            )
+        )
+        certificates.check_not_revoked(self.state, job.certificate, self.clock())  # this refresh
+        return release
+
+    async def _refused(self, rid: int, e: ChargewardError) -> None:
+        """Report an update refused before anything was written (the running slot stays)."""
+        LOG.warning("%s: update refused: %s", self.identity.station_id, e)
+        if isinstance(e, TransportError):
+            await self._status("DownloadFailed", rid)
+        elif isinstance(e, RepositoryRefused):
+            await self._status("InvalidSignature", rid)
+            await self._security_event(REPOSITORY_EVENT, str(e))
+        elif isinstance(e, BadSignature):
+            await self._status("InvalidSignature", rid)
+            await self._security_event("InvalidFirmwareSignature", str(e))
+        elif isinstance(e, RevokedCertificate | UntrustedCertificate):
+            await self._status("InvalidSignature", rid)
+            await self._security_event("InvalidFirmwareSigningCertificate", str(e))
+        else:  # the signature held; the signed contents (header, security version) did not
+            await self._status("SignatureVerified", rid)
+            await self._status("InstallVerificationFailed", rid)
+            if isinstance(e, RollbackRefused):
+                await self._security_event("FirmwareRollbackRefused", str(e))
+
+    def _remove_parts(self, job: UpdateJob, part: Path) -> None:
+        part.unlink(missing_ok=True)
+        for other in self.state.downloads.glob(f"{job.download_key}.*.part"):
+            other.unlink(missing_ok=True)
 
     async def _repository_check(self, image: SignedImage) -> VerifiedImage:
         """Layer 2 (when provisioned): the TUF repository must list this image for us."""

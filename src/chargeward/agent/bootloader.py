@@ -10,6 +10,9 @@ floor (a signed but older image is a downgrade, not a way back).
 - A slot that fails verification was altered (tamper).  With the other slot bootable the
   charger falls back to it and queues a ``TamperDetectionActivated`` event for the CSMS;
   with no bootable slot :class:`NoBootableSlot` sends the agent into quarantine.
+- A slot holding a multi-image release is a group: every component image must verify (same
+  certificate, same version) for the slot to boot; health check, commit and fallback act on
+  the slot as a whole.
 - The rollback floor rises only in :func:`commit` (rauc's mark-good).
 
 This module only reads and writes the state directory; it never talks to the network.
@@ -47,11 +50,25 @@ def check_slot(state: StateDir, slot: str) -> ImageHeader:
     info = state.slot_info(slot)
     if info is None:
         raise BundleError(f"slot {slot} holds no installed image")
+    anchors = state.trust_anchors()
     header = secure_boot_check(
-        state.slot_image(slot), info.signature, info.signing_certificate, state.trust_anchors()
+        state.slot_image(slot), info.signature, info.signing_certificate, anchors
     )
     if header.version != info.version or header.security_version != info.security_version:
         raise BundleError(f"slot {slot} metadata does not match its image")
+    for c in info.components:  # a slot group: every image of the release, or none of them
+        part = secure_boot_check(
+            state.component_image(slot, c.component),
+            c.signature,
+            info.signing_certificate,
+            anchors,
+        )
+        if (part.component, part.version, part.security_version) != (
+            c.component,
+            header.version,
+            header.security_version,
+        ):
+            raise BundleError(f"slot {slot} component {c.component} does not match its image")
     floor = state.rollback_floor()
     if header.security_version < floor:
         raise RollbackRefused(

@@ -1,28 +1,37 @@
-"""Writing a verified image into the inactive slot, in rauc's order.
+"""Writing a verified release into the inactive slot, in rauc's order.
 
 1. save the install state ``pending`` (before anything is written),
 2. invalidate the target slot (its slot.json goes first, so a half-written image is never
    taken for a bootable one),
-3. copy the image (temp file, fsync, rename),
-4. write the slot's metadata, then the install state ``written``,
+3. copy every image of the release: the primary, then each other component (temp file,
+   fsync, rename),
+4. write the slot's metadata (every component's digest and signature), then the install
+   state ``written``,
 5. switch boot control to the new slot as a *trial* with ``attempts`` boots.
 
 A power loss between any two steps leaves the running slot untouched and bootable; the next
 start finds ``pending``/``written`` and reports the truth (see ``Agent._report_unfinished``).
-Only a :class:`~chargeward.agent.verify.VerifiedImage` can be installed.
+Only a :class:`~chargeward.agent.components.VerifiedRelease` (or a lone
+:class:`~chargeward.agent.verify.VerifiedImage`) can be installed.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from chargeward.agent.state import InstallState, SlotInfo, StateDir, other
-from chargeward.agent.storage import atomic_copy
+from chargeward.agent.components import VerifiedRelease, accept_release
+from chargeward.agent.state import ComponentInfo, InstallState, SlotInfo, StateDir, other
+from chargeward.agent.storage import atomic_copy, remove
 from chargeward.agent.verify import VerifiedImage
 
 
-def write_slot(state: StateDir, image: VerifiedImage, request_id: int, attempts: int) -> str:
-    """Install ``image`` into the inactive slot as a trial; returns the slot written."""
+def write_slot(
+    state: StateDir, release: VerifiedRelease | VerifiedImage, request_id: int, attempts: int
+) -> str:
+    """Install ``release`` into the inactive slot as a trial; returns the slot written."""
+    if isinstance(release, VerifiedImage):
+        release = accept_release(release, ())
+    image = release.primary
     bc = state.boot_control()
     target = other(bc.active)
     h = image.header
@@ -30,7 +39,12 @@ def write_slot(state: StateDir, image: VerifiedImage, request_id: int, attempts:
         InstallState(request_id, "pending", target, h.version, h.security_version)
     )
     state.set_slot_info(target, None)
+    old_group = state.slot_dir(target) / "components"
+    for stale in sorted(old_group.glob("*")) if old_group.is_dir() else ():
+        remove(stale)  # the slot's old group: nothing of it survives into the new one
     atomic_copy(image.path, state.slot_image(target))
+    for c in release.components:
+        atomic_copy(c.path, state.component_image(target, c.component))
     state.set_slot_info(
         target,
         SlotInfo(
@@ -41,6 +55,10 @@ def write_slot(state: StateDir, image: VerifiedImage, request_id: int, attempts:
             component=h.component,
             version=h.version,
             security_version=h.security_version,
+            components=tuple(
+                ComponentInfo(c.component, c.sha256, c.length, c.signature)
+                for c in release.components
+            ),
         ),
     )
     state.set_install_state(

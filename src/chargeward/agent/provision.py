@@ -1,7 +1,8 @@
 """Factory provisioning of a charger's state directory, and its factory reset.
 
 The factory image comes from a release bundle verified against the same Manufacturer Root CA
-the charger will trust; it goes into slot ``a``, which becomes the committed active slot, and
+the charger will trust (every image of a multi-image release: the primary and its other
+components); it goes into slot ``a``, which becomes the committed active slot, and
 the rollback floor starts at its security version.  With ``tuf_root`` (the image repository's
 root.json) the charger also checks every update against the TUF repository.  Secrets go to the
 sealed credential store (:mod:`chargeward.agent.credentials`), never to a plain file.
@@ -26,7 +27,14 @@ from pathlib import Path
 from cryptography import x509
 
 from chargeward.agent.credentials import Credentials, CredentialStore
-from chargeward.agent.state import BootControl, Identity, SlotInfo, StateDir, check_tuf_root
+from chargeward.agent.state import (
+    BootControl,
+    ComponentInfo,
+    Identity,
+    SlotInfo,
+    StateDir,
+    check_tuf_root,
+)
 from chargeward.agent.storage import atomic_copy, atomic_write, fsync_dir
 from chargeward.crypto import certificate_pem, key_matches_certificate, load_certificates
 from chargeward.crypto.pki import certificate_common_name
@@ -63,6 +71,7 @@ class FactoryImage:
     file: Path
     info: SlotInfo
     hardware_models: tuple[str, ...]
+    component_files: tuple[tuple[str, Path], ...] = ()  # a multi-image release's other images
 
 
 @contextmanager
@@ -71,7 +80,8 @@ def verified_factory_image(bundle: Path, roots_pem: bytes) -> Iterator[FactoryIm
     roots = load_certificates(roots_pem)
     with tempfile.TemporaryDirectory(prefix="provision-") as tmp:
         verified = verify_bundle(bundle, roots, workdir=Path(tmp) / "x")
-        image = verified.images[0]
+        image = verified.primary
+        others = [i for i in verified.images if i is not image]
         yield FactoryImage(
             file=image.file,
             info=SlotInfo(
@@ -82,8 +92,12 @@ def verified_factory_image(bundle: Path, roots_pem: bytes) -> Iterator[FactoryIm
                 component=image.component,
                 version=image.header.version,
                 security_version=image.header.security_version,
+                components=tuple(
+                    ComponentInfo(i.component, i.sha256, i.length, i.signature) for i in others
+                ),
             ),
             hardware_models=tuple(image.header.hardware_models),
+            component_files=tuple((i.component, i.file) for i in others),
         )
 
 
@@ -157,6 +171,8 @@ def install(
     if anchors.csms_roots_pem is not None:
         atomic_write(state.csms_roots_path, anchors.csms_roots_pem)
     atomic_copy(image.file, state.slot_image("a"))
+    for component, file in image.component_files:
+        atomic_copy(file, state.component_image("a", component))
     state.set_slot_info("a", image.info)
     state.raise_rollback_floor(image.info.security_version)
     state.set_boot_control(BootControl(active="a"))

@@ -14,7 +14,9 @@
     secure/tuf/bootstrap-root.json  TUF root shipped at manufacture (its presence enforces TUF)
     secure/tuf/metadata/        python-tuf's verified metadata (root_history/, timestamp.json, ...)
     boot.json                   boot control: active slot, trial flag, attempts left
-    slots/{a,b}/image.cwfw      firmware image, with slot.json (signature, certificate, header)
+    slots/{a,b}/image.cwfw      firmware image (the release's primary), with slot.json
+                                (signature, certificate, header, the other components)
+    slots/{a,b}/components/<component>.cwfw  the release's other images (a slot group)
     install.json                install state (rauc order: "pending" before the slot is written)
     downloads/<key>.part        partial downloads, resumed after a drop or a reboot
     status.json                 last firmware status sent (for TriggerMessage)
@@ -42,6 +44,7 @@ from chargeward.agent.credentials import CredentialStore
 from chargeward.agent.storage import atomic_write, read_json, remove, write_json
 from chargeward.crypto import load_certificates
 from chargeward.errors import BundleError, ConfigError
+from chargeward.model.firmware import check_component
 from chargeward.model.targets import check_customer
 from chargeward.server.passwords import check_password_policy
 
@@ -73,7 +76,20 @@ class BootControl:
 
 
 @dataclass(frozen=True)
+class ComponentInfo:
+    """One more image of the slot's release: same certificate, version and security version."""
+
+    component: str
+    sha256: str
+    length: int
+    signature: str
+
+
+@dataclass(frozen=True)
 class SlotInfo:
+    """What a slot holds: the release's primary image and, for a multi-image release, the
+    other components (``components``, each a file under ``components/``)."""
+
     sha256: str
     length: int
     signature: str
@@ -81,6 +97,18 @@ class SlotInfo:
     component: str
     version: str
     security_version: int
+    components: tuple[ComponentInfo, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SlotInfo:
+        others = tuple(ComponentInfo(**c) for c in data.get("components", ()))
+        return cls(**{**data, "components": others})
+
+    def component_sha256(self, component: str) -> str | None:
+        """The SHA-256 of ``component``'s image in this slot, if it holds one."""
+        if component == self.component:
+            return self.sha256
+        return next((c.sha256 for c in self.components if c.component == component), None)
 
 
 @dataclass(frozen=True)
@@ -128,6 +156,16 @@ class StateDir:
 
     def slot_image(self, slot: str) -> Path:
         return self.slot_dir(slot) / "image.cwfw"
+
+    def component_image(self, slot: str, component: str) -> Path:
+        """Where a non-primary component of the slot's release lives."""
+        return self.slot_dir(slot) / "components" / f"{check_component(component)}.cwfw"
+
+    def image_of(self, slot: str, info: SlotInfo, component: str) -> Path:
+        """The file holding ``component``'s image in ``slot`` (described by ``info``)."""
+        if component == info.component:
+            return self.slot_image(slot)
+        return self.component_image(slot, component)
 
     @property
     def downloads(self) -> Path:
@@ -249,7 +287,7 @@ class StateDir:
 
     def slot_info(self, slot: str) -> SlotInfo | None:
         data = read_json(self.slot_dir(slot) / "slot.json")
-        return SlotInfo(**data) if data else None
+        return SlotInfo.from_dict(data) if data else None
 
     def set_slot_info(self, slot: str, info: SlotInfo | None) -> None:
         path = self.slot_dir(slot) / "slot.json"

@@ -136,6 +136,22 @@ class RepositoryView:
                 LOG.debug("downloaded %s (%d bytes)", path, info.length)
             return Path(cached).read_bytes()
 
+    def download_to(self, info: TargetFile, dest: Path, max_length: int) -> None:
+        """Download the listed target ``info`` into ``dest``; python-tuf checks its length and
+        hashes against the verified metadata (``RepositoryRefused`` ``length``/``hash``).
+
+        A target listed longer than ``max_length`` is refused (``oversized``) before any byte
+        is fetched.
+        """
+        if info.length > max_length:
+            raise RepositoryRefused(
+                "oversized",
+                f"{info.path} is listed with {info.length} bytes (at most {max_length})",
+            )
+        with _mapped():
+            self._updater.download_target(info, str(dest))
+        LOG.debug("downloaded %s (%d bytes)", info.path, info.length)
+
     def revocation_list(self) -> bytes | None:
         """The DER firmware-signing CRL the repository lists (``revocation/...crl``), or None.
 
@@ -220,7 +236,7 @@ class RepositoryClient:
         tolerance = dt.timedelta(seconds=self.limits.clock_tolerance)
         floor = self.state.time_floor()
         check_clock(now, floor, tolerance)
-        fetcher = HttpxFetcher(self.limits)
+        fetcher = HttpxFetcher(self.limits, targets_url=self.base_url + "targets/")
         try:
             with _mapped():  # a failing disk is TransportError too: retry later
                 metadata_dir = self.state.tuf_metadata_dir

@@ -33,6 +33,10 @@ class RepositoryLimits:
     timestamp_max_length: int = 16_384
     snapshot_max_length: int = 2_000_000
     targets_max_length: int = 5_000_000
+    # A firmware image downloaded as a TUF target (a multi-image release's other components):
+    # its own cap and time limit, since images are far larger than metadata.
+    image_max_length: int = 512 * 1024 * 1024
+    image_download_timeout: float = 1800.0
     max_root_rotations: int = 64  # roots loaded in one refresh
     max_delegations: int = 32  # roles visited for one target
     clock_tolerance: float = 300.0  # seconds of clock skew accepted against the time floor
@@ -66,8 +70,9 @@ class HttpxFetcher(FetcherInterface):
     one ``DownloadLengthMismatchError``.
     """
 
-    def __init__(self, limits: RepositoryLimits) -> None:
+    def __init__(self, limits: RepositoryLimits, targets_url: str | None = None) -> None:
         self._limits = limits
+        self._targets_url = targets_url  # downloads below it are images, not metadata
         self._client = httpx.Client(
             timeout=httpx.Timeout(limits.read_timeout, connect=limits.connect_timeout),
             follow_redirects=False,
@@ -92,19 +97,19 @@ class HttpxFetcher(FetcherInterface):
         return self._chunks(url, response)
 
     def _chunks(self, url: str, response: httpx.Response) -> Iterator[bytes]:
-        deadline = time.monotonic() + self._limits.download_timeout
+        limits = self._limits
+        image = self._targets_url is not None and url.startswith(self._targets_url)
+        cap = limits.image_max_length if image else limits.max_download
+        timeout = limits.image_download_timeout if image else limits.download_timeout
+        deadline = time.monotonic() + timeout
         received = 0
         try:
-            for chunk in response.iter_bytes(self._limits.chunk_size):
+            for chunk in response.iter_bytes(limits.chunk_size):
                 received += len(chunk)
-                if received > self._limits.max_download:
-                    raise exceptions.DownloadLengthMismatchError(
-                        f"{url}: more than {self._limits.max_download} bytes"
-                    )
+                if received > cap:
+                    raise exceptions.DownloadLengthMismatchError(f"{url}: more than {cap} bytes")
                 if time.monotonic() > deadline:
-                    raise exceptions.SlowRetrievalError(
-                        f"{url}: not complete after {self._limits.download_timeout} s"
-                    )
+                    raise exceptions.SlowRetrievalError(f"{url}: not complete after {timeout} s")
                 yield chunk
         except httpx.TimeoutException as e:
             raise exceptions.SlowRetrievalError(f"{url}: {e!r}") from e

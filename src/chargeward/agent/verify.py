@@ -52,7 +52,7 @@ from chargeward.errors import (
     RepositoryRefused,
     RollbackRefused,
 )
-from chargeward.model.firmware import ImageHeader
+from chargeward.model.firmware import ImageHeader, primary_component
 from chargeward.model.targets import TargetCustom, firmware_target_path
 from chargeward.release.image import CHUNK, MAGIC, MAX_HEADER, read_header_from
 
@@ -364,7 +364,9 @@ def find_security_updates(
 ) -> list[SecurityUpdate]:
     """Security releases in ``targets`` (verified metadata) for this model and customer.
 
-    Only targets at their canonical path whose signed custom fields say release class
+    One target per release (its primary image: the other components of a multi-image
+    release come with it).  Only targets at their canonical path whose signed custom fields say
+    release class
     ``security``, list ``model``, allow ``customer`` and raise the security version qualify;
     malformed entries are skipped.  Sorted by security version, then path.
     """
@@ -377,6 +379,7 @@ def find_security_updates(
             continue
         if (
             path == canonical
+            and custom.component == primary_component(custom.components or [custom.component])
             and custom.release_class == "security"
             and model in custom.models
             and custom.customer in (None, customer)

@@ -162,7 +162,9 @@ def status(state_dir: StateDirOpt) -> None:
         console.print(
             f"  slot {slot}: "
             + (
-                f"{info.version} (security {info.security_version}, sha256 {info.sha256[:12]})"
+                f"{info.version} (security {info.security_version}, sha256 {info.sha256[:12]}"
+                + "".join(f"; {c.component} {c.sha256[:12]}" for c in info.components)
+                + ")"
                 if info
                 else "empty"
             )

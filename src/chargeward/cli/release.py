@@ -42,7 +42,7 @@ from chargeward.crypto.pki import load_certificate, load_certificate_file, load_
 from chargeward.crypto.signature import sha256_file
 from chargeward.errors import ChargewardError, ConfigError, Conflict, GateRefused, TrustError
 from chargeward.fileio import refuse_existing, write_new_file
-from chargeward.publish.targets import ImageFacts, release_targets
+from chargeward.publish.targets import ImageFacts, bundle_targets, release_targets
 from chargeward.release.bundle import (
     SBOM_NAME,
     SCAN_REPORT_NAME,
@@ -453,7 +453,10 @@ def _expected_targets(
             models=view["hardware_models"],
             release_class=view["release_class"],
             customer=view["customer"],
-            images=[ImageFacts(i["component"], i["sha256"], i["length"]) for i in view["images"]],
+            images=[
+                ImageFacts(i["component"], i["sha256"], i["length"], i["signature"])
+                for i in view["images"]
+            ],
             sbom_sha256=view.get("documents", {}).get(SBOM_NAME),
         )
     if not roots:
@@ -463,16 +466,7 @@ def _expected_targets(
         verified = verify_bundle(bundle, anchors, workdir=Path(workdir))
     if verified.manifest_sha256 != view["id"]:
         raise TrustError(f"{bundle} is not release {view['id'][:12]} on the server")
-    m = verified.manifest
-    return release_targets(
-        version=m.version,
-        security_version=m.security_version,
-        models=m.hardware_models,
-        release_class=m.release_class,
-        customer=m.customer,
-        images=[ImageFacts(i.component, i.sha256, i.length) for i in verified.images],
-        sbom_sha256=sbom.sha256 if (sbom := m.attestation(SBOM_NAME)) is not None else None,
-    )
+    return bundle_targets(verified)
 
 
 @app.command("approve")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +18,26 @@ MAX_SECURITY_VERSION = 2**31 - 1
 _VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$")
 _COMPONENT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# OCPP 2.0.1 UpdateFirmware: signature is at most 800 characters (base64).
+MAX_SIGNATURE_CHARS = 800
+# The component whose image a release sends over OCPP when it has one (see primary_component).
+MAIN_COMPONENT = "main"
+
+
+def primary_component(components: Iterable[str]) -> str:
+    """The component whose image OCPP ``UpdateFirmware`` carries for a release.
+
+    OCPP 2.0.1 sends one location and one signature, so a release with several images names
+    one of them *primary*: ``main`` when the release has it, else the first component in
+    sorted order.  The other images reach the reference agent through the TUF repository.
+
+        >>> primary_component(["modem", "main"]), primary_component(["ui", "app"])
+        ('main', 'app')
+    """
+    names = sorted(set(components))
+    if not names:
+        raise BundleError("a release holds at least one image")
+    return MAIN_COMPONENT if MAIN_COMPONENT in names else names[0]
 
 
 def check_version(version: object) -> str:
@@ -59,6 +82,17 @@ def check_component(name: object) -> str:
 def check_sha256(value: object) -> str:
     if not isinstance(value, str) or not _SHA256_RE.fullmatch(value):
         raise BundleError("sha256 must be 64 lowercase hex digits")
+    return value
+
+
+def check_signature(value: object) -> str:
+    """An OCPP firmware signature: base64 text of 1-800 characters."""
+    if not isinstance(value, str) or not value or len(value) > MAX_SIGNATURE_CHARS:
+        raise BundleError(f"signature must be base64 text of 1-{MAX_SIGNATURE_CHARS} characters")
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise BundleError("signature is not valid base64") from e
     return value
 
 

@@ -13,6 +13,10 @@ finds the target for an image from its own model and the image's signed header. 
     >>> TargetCustom(("ac22",), "1.4.0", 3, "main", "security").to_dict()["security_version"]
     3
 
+Each target also carries the image's OCPP firmware signature (``signature``, base64), so an
+image a charger receives only through TUF (a multi-image release's non-primary components)
+passes both trust layers.
+
 The certificate revocation list for firmware-signing certificates is the target
 ``revocation/firmware-signing.crl`` (DER X.509 CRL, issued by the Manufacturer Root CA).
 """
@@ -29,6 +33,7 @@ from chargeward.model.firmware import (
     check_models,
     check_security_version,
     check_sha256,
+    check_signature,
     check_version,
 )
 
@@ -90,6 +95,14 @@ class TargetCustom:
     release_class: str = "feature"
     customer: str | None = None
     sbom_sha256: str | None = None
+    # The image's OCPP firmware signature (base64), so that an image that travels only
+    # through TUF is still checked against the firmware-signing certificate.  Targets
+    # published before multi-image releases have none.
+    signature: str | None = None
+    # Every component of the release (sorted), so a charger knows which images belong to it
+    # and notices one the repository does not list.  None: a target from before multi-image
+    # releases (the release is this one image).
+    components: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", check_models(self.models))
@@ -100,9 +113,20 @@ class TargetCustom:
         check_customer(self.customer)
         if self.sbom_sha256 is not None:
             check_sha256(self.sbom_sha256)
+        if self.signature is not None:
+            check_signature(self.signature)
+        if self.components is not None:
+            if not isinstance(self.components, list | tuple) or not self.components:
+                raise BundleError("components must be a non-empty list")
+            names = tuple(sorted(check_component(c) for c in self.components))
+            if len(set(names)) != len(names) or self.component not in names:
+                raise BundleError(
+                    f"components {names} must be distinct and hold {self.component!r}"
+                )
+            object.__setattr__(self, "components", names)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "models": list(self.models),
             "version": self.version,
             "security_version": self.security_version,
@@ -111,6 +135,12 @@ class TargetCustom:
             "customer": self.customer,
             "sbom_sha256": self.sbom_sha256,
         }
+        # Written only when present: older targets keep their encoding.
+        if self.signature is not None:
+            out["signature"] = self.signature
+        if self.components is not None:
+            out["components"] = list(self.components)
+        return out
 
     @classmethod
     def from_dict(cls, data: object) -> TargetCustom:
@@ -126,6 +156,8 @@ class TargetCustom:
                 release_class=data.get("release_class", "feature"),
                 customer=data.get("customer"),
                 sbom_sha256=data.get("sbom_sha256"),
+                signature=data.get("signature"),
+                components=data.get("components"),
             )
         except KeyError as e:
             raise BundleError(f"target custom fields lack {e.args[0]!r}") from e

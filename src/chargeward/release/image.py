@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -75,8 +76,7 @@ def image_header(
         digest.sha256,
         digest.length,
     )
-    raw = canonical_json(header.to_dict())
-    return header, MAGIC + struct.pack(">I", len(raw)) + raw
+    return header, envelope_prefix(header)
 
 
 def pack_image(
@@ -107,6 +107,32 @@ def pack_image(
     if digest.length != len(prefix) + header.payload_length:
         raise IntegrityError(f"{payload} changed while it was packed")
     return header, digest
+
+
+def envelope_prefix(header: ImageHeader) -> bytes:
+    """The bytes before the payload in an image with ``header``."""
+    raw = canonical_json(header.to_dict())
+    return MAGIC + struct.pack(">I", len(raw)) + raw
+
+
+def rewrap_image(image: Path, out: Path, release: ImageHeader) -> Digest:
+    """Write ``out`` = ``image``'s payload in an envelope naming ``release``'s component,
+    version, security version and models; returns the SHA-256/length of ``out``.
+
+    A pinned component keeps its payload from one release to the next while its signed header
+    names the new release: a charger rebuilds the new image from the one it runs and compares
+    the digest with the listed one instead of downloading it again.  Nothing here is trusted:
+    the caller checks the digest and the signature of ``out``.
+    """
+    with image.open("rb") as src, out.open("wb") as dst:
+        old, _ = read_header_from(src)
+        header = replace(
+            release, payload_sha256=old.payload_sha256, payload_length=old.payload_length
+        )
+        stream = EnvelopeStream(envelope_prefix(header), src)
+        while chunk := stream.read(CHUNK):
+            dst.write(chunk)
+    return stream.digest()
 
 
 def read_header_from(fh: BinaryIO) -> tuple[ImageHeader, int]:

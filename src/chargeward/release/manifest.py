@@ -13,8 +13,6 @@ that matters is checked against the signed images by :func:`chargeward.release.v
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import hashlib
 import json
@@ -29,7 +27,9 @@ from chargeward.model.firmware import (
     check_models,
     check_security_version,
     check_sha256,
+    check_signature,
     check_version,
+    primary_component,
 )
 from chargeward.model.targets import check_customer, check_release_class
 from chargeward.release.image import canonical_json
@@ -42,8 +42,6 @@ IMAGE_SUFFIX = ".cwfw"
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_IMAGES = 16
 MAX_NOTES_CHARS = 16 * 1024
-# OCPP 2.0.1 UpdateFirmware: signature is at most 800 characters (base64).
-MAX_SIGNATURE_CHARS = 800
 CREATED_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _CREATED_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
@@ -87,16 +85,6 @@ def parse_created(value: object) -> dt.datetime:
         raise BundleError(f"created {value!r} is not a valid UTC time") from e
 
 
-def _check_signature(value: object) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_SIGNATURE_CHARS:
-        raise BundleError(f"signature must be base64 text of 1-{MAX_SIGNATURE_CHARS} characters")
-    try:
-        base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise BundleError("signature is not valid base64") from e
-    return value
-
-
 def check_notes(value: object) -> str:
     if not isinstance(value, str) or len(value) > MAX_NOTES_CHARS:
         raise BundleError(f"notes must be a string of at most {MAX_NOTES_CHARS} characters")
@@ -122,7 +110,7 @@ class ManifestImage:
             )
         check_sha256(self.sha256)
         check_length(self.length)
-        _check_signature(self.signature)
+        check_signature(self.signature)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -223,6 +211,11 @@ class Manifest:
             if image.component == component:
                 return image
         raise BundleError(f"release {self.version} has no {component!r} image")
+
+    @property
+    def primary(self) -> ManifestImage:
+        """The image OCPP ``UpdateFirmware`` carries (see :func:`primary_component`)."""
+        return self.image(primary_component(image.component for image in self.images))
 
     def attestation(self, name: str) -> ManifestAttestation | None:
         """The listed attestation called ``name`` (e.g. :data:`SBOM_NAME`), if any."""

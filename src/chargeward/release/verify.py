@@ -93,6 +93,12 @@ class VerifiedBundle:
     images: tuple[VerifiedImage, ...]
     attestations: Mapping[str, bytes] = field(default_factory=dict)  # member name -> data
 
+    @property
+    def primary(self) -> VerifiedImage:
+        """The image OCPP ``UpdateFirmware`` carries (:meth:`Manifest.primary`)."""
+        component = self.manifest.primary.component
+        return next(image for image in self.images if image.component == component)
+
 
 def read_manifest(bundle: Path) -> Manifest:
     """Read the manifest of ``bundle`` without verifying anything it claims.

@@ -14,15 +14,17 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import desc, select
+from sqlalchemy import desc, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
 from chargeward.errors import BundleError, Conflict, NotFound
+
+# The BootNotification firmwareVersion is component MAIN_COMPONENT.
+from chargeward.model.firmware import MAIN_COMPONENT as MAIN_COMPONENT
 from chargeward.server.schemas import AlertView, SecurityEventView
 from chargeward.server.tables import Alert, FirmwareUpdate, Release, SecurityEvent, Station
 
-MAIN_COMPONENT = "main"  # the BootNotification firmwareVersion
 # An update Chargeward sent explains a report if it is still pending, or finished this recently.
 UPDATE_EXPLAINS_FOR = dt.timedelta(hours=24)
 ALERT_STATES = ("open", "acknowledged", "resolved")
@@ -172,7 +174,12 @@ async def _resolve(s: AsyncSession, row: Alert, reason: str, *, now: dt.datetime
 async def _update_explains(
     s: AsyncSession, station_id: str, component: str, version: str, now: dt.datetime
 ) -> FirmwareUpdate | None:
-    """The update Chargeward sent that brought ``version``: pending, or succeeded recently."""
+    """The update Chargeward sent that brought ``version``: pending, or succeeded recently.
+
+    Component ``main`` (the BootNotification firmwareVersion) is the release version, so
+    any update explains it, whichever image of a multi-image release OCPP carried.
+    """
+    any_image = component == MAIN_COMPONENT
     prefetched: list[tuple[FirmwareUpdate, str]] = s.info.get(PENDING_VERSIONS, {}).get(
         station_id, []
     )
@@ -180,7 +187,7 @@ async def _update_explains(
         prefetched, key=lambda uv: -uv[0].id
     ):  # prefetched for a batch of reports: the usual case, a boot after our own update
         if (
-            update.component == component
+            (any_image or update.component == component)
             and brings == version
             and update.outcome in ("pending", "succeeded")
             and update.updated_at >= now - UPDATE_EXPLAINS_FOR
@@ -191,7 +198,7 @@ async def _update_explains(
         .join(Release, Release.id == FirmwareUpdate.release_id)
         .where(
             FirmwareUpdate.station_id == station_id,
-            FirmwareUpdate.component == component,
+            true() if any_image else FirmwareUpdate.component == component,
             Release.version == version,
             FirmwareUpdate.outcome.in_(("pending", "succeeded")),
             FirmwareUpdate.updated_at >= now - UPDATE_EXPLAINS_FOR,

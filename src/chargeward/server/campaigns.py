@@ -31,12 +31,12 @@ from chargeward.campaign.spec import (
     spec_document,
 )
 from chargeward.errors import Conflict, NotFound
+from chargeward.model.firmware import MAIN_COMPONENT
 from chargeward.model.fleet import parse_windows
 from chargeward.server.tables import (
     Campaign,
     CampaignStation,
     Release,
-    ReleaseImage,
     Site,
     Station,
     StationTag,
@@ -271,9 +271,6 @@ async def create_campaign(
     check_class(spec, release.release_class)
     if (await s.scalars(select(Campaign.id).where(Campaign.name == spec.name))).first():
         raise Conflict(f"a campaign named {spec.name!r} exists already")
-    components = (
-        await s.scalars(select(ReleaseImage.component).where(ReleaseImage.release_id == release.id))
-    ).all()
     chosen = await eligible(s, spec, release)
     if not chosen:
         raise Conflict(
@@ -285,7 +282,9 @@ async def create_campaign(
         release_id=release.id,
         release_class=release.release_class,
         spec=spec_document(spec),
-        expected={c: release.version for c in components} or {"main": release.version},
+        # BootNotification reports one firmwareVersion (component "main"): the release version,
+        # which every image of a multi-image release carries in its signed header.
+        expected={MAIN_COMPONENT: release.version},
         status="awaiting_approval" if needs_approval else "running",
         stage=0,
         stage_sizes=[],

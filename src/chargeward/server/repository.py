@@ -56,7 +56,7 @@ async def _release_targets(s: AsyncSession, release: Release) -> dict[str, Targe
         models=release.hardware_models["models"],
         release_class=release.release_class,
         customer=release.customer,
-        images=[ImageFacts(i.component, i.sha256, i.length) for i in images],
+        images=[ImageFacts(i.component, i.sha256, i.length, i.signature) for i in images],
         sbom_sha256=sbom.sha256 if sbom is not None else None,
     )
 

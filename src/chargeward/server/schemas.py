@@ -135,6 +135,7 @@ class ReleaseImageView(BaseModel):
     component: str
     sha256: str
     length: int
+    signature: str  # the OCPP firmware signature (base64), also in the image's TUF target
 
 
 class ReleaseView(BaseModel):

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chargeward import audit
 from chargeward.campaign import machine
 from chargeward.errors import Conflict, NotFound
+from chargeward.model.firmware import primary_component
 from chargeward.release.bundle import VerifiedBundle
 from chargeward.server import alerts, campaigns, fleet, passwords, supply_chain, tokens
 from chargeward.server.appends import queue_insert
@@ -598,7 +599,9 @@ async def release_view(s: AsyncSession, release_id: str) -> ReleaseView:
         bundle_sha256=row.bundle_sha256,
         documents={name: d.sha256 for name, d in sorted(documents.items())},
         images=[
-            ReleaseImageView(component=i.component, sha256=i.sha256, length=i.length)
+            ReleaseImageView(
+                component=i.component, sha256=i.sha256, length=i.length, signature=i.signature
+            )
             for i in images
         ],
     )
@@ -649,7 +652,7 @@ _DISPATCHABLE = "chargeward.dispatchable"  # session.info: {(release id, publish
 async def _dispatchable(
     s: AsyncSession, release_id: str, require_published: bool
 ) -> tuple[Release, ReleaseImage]:
-    """The release and its image an UpdateFirmware sends, checked once per session (a
+    """The release and its primary image (the one UpdateFirmware sends), checked once per session (a
     campaign tick dispatches the same release to hundreds of stations in one session)."""
     cache: dict[tuple[str, bool], tuple[Release, ReleaseImage]] = s.info.setdefault(
         _DISPATCHABLE, {}
@@ -659,16 +662,14 @@ async def _dispatchable(
     release = await find_release(s, release_id)
     if require_published:
         await require_published_release(s, release)
-    image = (
-        await s.scalars(
-            select(ReleaseImage)
-            .where(ReleaseImage.release_id == release.id)
-            .order_by(ReleaseImage.component)
-            .limit(1)
-        )
-    ).first()
-    if image is None:
+    images = {
+        i.component: i
+        for i in await s.scalars(select(ReleaseImage).where(ReleaseImage.release_id == release.id))
+    }
+    if not images:
         raise NotFound(f"release {release.version} has no image")
+    # OCPP carries one image, the primary; the reference agent takes the rest from TUF.
+    image = images[primary_component(images)]
     cache[release_id, require_published] = release, image
     return release, image
 
