@@ -55,17 +55,20 @@ clean:
 	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache
 
 # Benchmarks (a few minutes): publishing, the charger's streaming verify, 10,000 OCPP
-# connections on one server process, then the campaign planner (100,000 stations) and a
-# 1,000-station rollout, then the audit log's Merkle tree in memory and in the database
-# (append rate, proofs at 1,000,000 entries); figures merged into benchmarks/results/latest.json.
+# connections on one server process, firmware download throughput against nginx (installed
+# with apt-get when missing and run as root), then the campaign planner (100,000 stations)
+# and a 1,000-station rollout, then the audit log's Merkle tree in memory and in the database
+# (append rate, proofs at 1,000,000 entries); figures merged into benchmarks/results/latest.json
+# (and latest.md, for the download benchmark).
 # Each runs even if an earlier one misses its target.
 # Extra options: make bench BENCH_ARGS=--profile BENCH_VERIFY_ARGS=--profile
-#                BENCH_CONNECTIONS_ARGS="--stations 2000"
+#                BENCH_CONNECTIONS_ARGS="--stations 2000" BENCH_DOWNLOAD_ARGS="--size-mib 8"
 .PHONY: bench
 bench: $(STAMP)
 	$(PY) -m benchmarks.bench_publish $(BENCH_ARGS); status=$$?; \
 	$(PY) -m benchmarks.bench_verify $(BENCH_VERIFY_ARGS) || status=1; \
 	$(PY) -m benchmarks.bench_connections $(BENCH_CONNECTIONS_ARGS) || status=1; \
+	$(PY) -m benchmarks.bench_download $(BENCH_DOWNLOAD_ARGS) || status=1; \
 	$(PY) -m benchmarks.bench_campaign $(BENCH_CAMPAIGN_ARGS) || status=1; \
 	$(PY) -m benchmarks.bench_merkle $(BENCH_MERKLE_ARGS) || status=1; \
 	$(PY) -m benchmarks.bench_audit $(BENCH_AUDIT_ARGS) || status=1; \

@@ -43,11 +43,10 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
 
 import asyncpg  # type: ignore[import-untyped]
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import insert, update
 from sqlalchemy.engine import make_url
 
-from benchmarks.report import RESULTS_DIR, stats_table, verdict, write_results
+from benchmarks.report import RESULTS_DIR, progress_bar, stats_table, verdict, write_results
 from benchmarks.timing import Stats
 from chargeward import audit
 from chargeward.audit import log, merkle
@@ -58,17 +57,6 @@ TARGET_RATE = 5_000.0  # entries/s
 TARGET_PROOF_S = 0.005
 POSTGRES_ENV = "CHARGEWARD_BENCH_POSTGRES_URL"
 NOW = dt.datetime(2026, 12, 8, tzinfo=dt.UTC)
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 @asynccontextmanager
@@ -114,7 +102,7 @@ async def bench_appends(
     tree_rates: list[float] = []
     plain_rates: list[float] = []
     n = 0
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task(f"{backend}: appending", total=batches)
         for _ in range(batches):
             rows = [_row(n + i) for i in range(size)]
@@ -151,7 +139,7 @@ def _rate(s: Stats) -> dict[str, float]:
 def build_tree(console: Console, leaves: int) -> merkle.MemoryTree:
     tree = merkle.MemoryTree()
     chunk = 50_000
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task("building a tree in memory", total=leaves)
         for start in range(0, leaves, chunk):
             count = min(chunk, leaves - start)
@@ -221,7 +209,7 @@ async def bench_proofs(
     consistency: list[float] = []
     async with db.snapshot() as s:
         root = await log.root_at(s, size)
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task(f"{backend}: proofs at {size:,}", total=2 * count)
         for _ in range(count):
             index = rng.randrange(size)

@@ -26,7 +26,6 @@ import asyncio
 import base64
 import datetime as dt
 import json
-import os
 import random
 import sys
 import tempfile
@@ -40,12 +39,12 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
 
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from websockets.asyncio.client import ClientConnection, connect
 
 from benchmarks.bench_connections import PASSWORD, cpu_seconds, raise_fd_limit, register_stations
-from benchmarks.report import RESULTS_DIR, verdict, write_results
+from benchmarks.fixtures import release_bundle
+from benchmarks.report import RESULTS_DIR, progress_bar, verdict, write_results
 from benchmarks.timing import Stats, timed
 from chargeward.campaign import planner
 from chargeward.campaign.machine import StationRun
@@ -153,23 +152,8 @@ def bench_planner(console: Console, stations: int, rounds: int) -> dict[str, Any
 
 
 async def prepare_server(data_dir: Path, work: Path, ids: Sequence[str]) -> tuple[Path, Path]:
-    """Keys, two signed releases, and the registered stations (one shared password hash)."""
-    from chargeward.demo import make_pki
-    from chargeward.release.bundle import build_bundle
-
-    signer, cert, root_pem = make_pki(work, PASSPHRASE.encode())
-    payload = work / "firmware-1.1.0.bin"
-    payload.write_bytes(os.urandom(64 * 1024))
-    bundle = work / "bench-1.1.0.cwb"
-    build_bundle(
-        payload,
-        bundle,
-        version="1.1.0",
-        security_version=2,
-        hardware_models=[MODEL],
-        signer=signer,
-        signing_certificate=cert,
-    )
+    """Keys, a signed release, and the registered stations (one shared password hash)."""
+    root_pem, bundle = release_bundle(work, 64 * 1024, PASSPHRASE.encode(), model=MODEL)
     await register_stations(data_dir, ids, 1, MODEL)
     return root_pem, bundle
 
@@ -293,14 +277,7 @@ async def one_rollout(console: Console, stations: int) -> dict[str, Any]:
             r.raise_for_status()
             cid = r.json()["id"]
             updates = [asyncio.create_task(st.update()) for st in fleet]
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-                transient=True,
-            ) as bar:
+            with progress_bar(console) as bar:
                 task = bar.add_task("rollout: stations succeeded", total=stations)
                 while True:
                     view = (await api.get(f"/api/v1/campaigns/{cid}")).json()

@@ -54,12 +54,19 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from benchmarks.report import RESULTS_DIR, print_profile, summary_table, verdict, write_results
+from benchmarks.report import (
+    RESULTS_DIR,
+    print_profile,
+    progress_bar,
+    summary_table,
+    verdict,
+    write_results,
+)
 
 TARGET_CONNECTIONS = 10_000
 TARGET_KIB_PER_CONNECTION = 50
@@ -352,13 +359,7 @@ async def measure(
     try:
         await asyncio.sleep(1.0)  # let the imports and the database settle
         rss_before = rss_kib(server.process.pid)
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            transient=True,
-        ) as progress:
+        with progress_bar() as progress:
             result = await storm(
                 server.port,
                 station_ids,

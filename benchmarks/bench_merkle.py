@@ -34,10 +34,9 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from benchmarks.report import RESULTS_DIR, print_profile, verdict, write_results
+from benchmarks.report import RESULTS_DIR, print_profile, progress_bar, verdict, write_results
 from benchmarks.timing import Stats, profile, timed
 from chargeward.audit.merkle import (
     Key,
@@ -112,14 +111,7 @@ def bench_append(console: Console, tree: MemoryTree, leaves: int, chunk: int) ->
     base: list[float] = []
     appended: list[float] = []
     total = 0.0
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task("appending leaves", total=leaves)
         while tree.size < leaves:
             batch = entries(tree.size, min(chunk, leaves - tree.size))

@@ -99,6 +99,30 @@ class BenchKeys:
         return repo
 
 
+def release_bundle(
+    work: Path, payload_size: int, passphrase: bytes, *, model: str = MODEL
+) -> tuple[Path, Path]:
+    """A demo PKI in ``work`` and a signed release 1.1.0 bundle of ``payload_size`` random
+    bytes for ``model``, as a server accepts it; returns (root certificate PEM, bundle)."""
+    from chargeward.demo import make_pki
+    from chargeward.release.bundle import build_bundle
+
+    signer, cert, root_pem = make_pki(work, passphrase)
+    payload = work / "firmware-1.1.0.bin"
+    write_payload(payload, payload_size)
+    bundle = work / "bench-1.1.0.cwb"
+    build_bundle(
+        payload,
+        bundle,
+        version="1.1.0",
+        security_version=2,
+        hardware_models=[model],
+        signer=signer,
+        signing_certificate=cert,
+    )
+    return root_pem, bundle
+
+
 def write_payload(path: Path, size: int) -> None:
     """``size`` random bytes (fresh from the kernel, so nothing downstream can shortcut)."""
     with path.open("wb") as fh:

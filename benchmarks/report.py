@@ -5,6 +5,15 @@ replaces its own sections and keeps the others', so ``bench_publish`` and ``benc
 both land in one file:
 
     >>> write_results(RESULTS_DIR / "latest.json", {"image_publish": {}})  # doctest: +SKIP
+
+``latest.md`` holds the same runs as markdown tables, one ``## section`` per benchmark, each
+replaced by its own run and the others kept:
+
+    >>> print(markdown_table(["level", "MiB/s"], [["1", "812"]]))
+    | level | MiB/s |
+    |---|---:|
+    | 1 | 812 |
+    >>> write_markdown(RESULTS_DIR / "latest.md", "download_throughput", "...")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -13,18 +22,32 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import ssl
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from benchmarks.timing import Stats
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SCHEMA = 1
+
+
+def progress_bar(console: Console | None = None) -> Progress:
+    """The bar a long step shows while it runs: description, bar, done/total, elapsed."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 def verdict(passed: bool) -> str:
@@ -186,6 +209,33 @@ def write_results(path: Path, results: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(document, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table: the first column left-aligned, the others right-aligned."""
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_markdown(path: Path, section: str, body: str) -> None:
+    """Replace ``## section`` of the markdown file ``path`` with ``body`` (stamped with the
+    time), keeping every other section; a new section goes at the end."""
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        text = path.read_text()
+    except OSError:
+        text = "# Benchmark results (latest run of each)\n"
+    block = f"## {section}\n\nMeasured {now}.\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^## {re.escape(section)}\n.*?(?=^## |\Z)", re.M | re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block + "\n", text, count=1).rstrip("\n") + "\n"
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 

@@ -40,6 +40,18 @@ MAX_BUNDLE = 2 * 1024**3
 DOWNLOAD = "/firmware/sha256/{sha256}"  # signed, expiring firmware links (server.urls)
 
 
+class FirmwareFile(FileResponse):
+    """A blob read and sent 256 KiB at a time, not Starlette's 64 KiB (ADR 0012).
+
+    Every read is a hop to a worker thread and back; at 64 KiB those hops held the server to
+    a third to a half of nginx's throughput (``benchmarks/bench_download.py``).  The cost is
+    memory: a slow station's connection holds up to one chunk unsent, 25 MiB for a
+    campaign's default of 100 stations at once.
+    """
+
+    chunk_size = 256 * 1024
+
+
 async def operator(request: Request) -> str:
     """The API caller's name (for the audit log), as the app-wide authorization found it."""
     return authz.current_principal(request).name
@@ -200,7 +212,7 @@ def create_app(state: ServerState) -> FastAPI:
         ):
             raise HTTPException(403, "download link invalid or expired")
         path = state.blobs.path(sha256)
-        return FileResponse(
+        return FirmwareFile(
             path, media_type="application/octet-stream", filename=f"{sha256[:16]}.cwfw"
         )
 
