@@ -41,7 +41,7 @@ DOWNLOAD = "/firmware/sha256/{sha256}"  # signed, expiring firmware links (serve
 
 
 class FirmwareFile(FileResponse):
-    """A blob read and sent 256 KiB at a time, not Starlette's 64 KiB (ADR 0012).
+    """A blob read and sent 256 KiB at a time, not Starlette's 64 KiB (ADR 0013).
 
     Every read is a hop to a worker thread and back; at 64 KiB those hops held the server to
     a third to a half of nginx's throughput (``benchmarks/bench_download.py``).  The cost is
