@@ -210,6 +210,31 @@ def write_results(path: Path, results: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(document, indent=2) + "\n")
     os.replace(tmp, path)
+    for name, section in results.items():  # and the same figures as markdown, beside it
+        write_markdown(path.with_suffix(".md"), name, section_markdown(section))
+
+
+def _figures(prefix: str, value: Any) -> list[list[str]]:
+    """Rows ``name | median | min | max`` for every measurement in a section (a dict with
+    ``median_s``), and ``name | value`` rows for plain figures (ratios, verdicts, counts)."""
+    if isinstance(value, dict):
+        if "median_s" in value:
+            return [[prefix, *(f"{value[k]:g}" for k in ("median_s", "min_s", "max_s"))]]
+        rows: list[list[str]] = []
+        for key, inner in value.items():
+            if key not in ("generated", "samples_s"):
+                rows += _figures(f"{prefix}.{key}" if prefix else key, inner)
+        return rows
+    if isinstance(value, bool | int | float | str) and prefix:
+        return [[prefix, str(value), "", ""]]
+    return []
+
+
+def section_markdown(section: dict[str, Any]) -> str:
+    """A section of ``latest.json`` as a markdown table: each measurement's median, min and
+    max in the unit its name gives (``_s``, ``_ms``, ``_kib``; plain seconds otherwise)."""
+    rows = _figures("", section)
+    return markdown_table(["figure", "median (or value)", "min", "max"], rows) if rows else ""
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
