@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from chargeward.errors import ConfigError, Conflict
+from chargeward.errors import ChargewardError, ConfigError, Conflict
 
 
 def refuse_existing(path: Path) -> None:
@@ -111,3 +111,18 @@ def replace_file(dest: Path, data: bytes, *, mode: int = 0o644) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(dest.parent)
+
+
+def read_capped(
+    path: Path, limit: int, *, what: str = "", error: type[ChargewardError] = ConfigError
+) -> bytes:
+    """The bytes of an input file, refused (as ``error``) when unreadable or over ``limit``."""
+    name = f"{what} {path}" if what else str(path)
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as e:
+        raise error(f"cannot read {name}: {e.strerror}") from e
+    if len(data) > limit:
+        raise error(f"{name}: larger than {limit} bytes")
+    return data

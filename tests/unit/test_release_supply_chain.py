@@ -295,6 +295,24 @@ def library_bundle(tmp_path: Path, pki: Any, version: str, zlib: str, attested: 
     return out
 
 
+def bundle_with(tmp_path: Path, pki: Any, documents: dict[str, str]) -> Path:
+    """A signed bundle carrying hand-made supply-chain documents (as an attacker might)."""
+    payload = tmp_path / "fw.bin"
+    payload.write_bytes(b"firmware\n" * 100)
+    bundle = tmp_path / "hand-made.cwb"
+    build_bundle(
+        payload,
+        bundle,
+        version="1.0.1",
+        security_version=1,
+        hardware_models=["AC22"],
+        signer=pki.signer,
+        signing_certificate=pki.signing_cert,
+        attestations={name: text.encode() for name, text in documents.items()},
+    )
+    return bundle
+
+
 async def upload(api: Api, bundle: Path) -> dict[str, Any]:
     result: dict[str, Any] = await api.call(
         "POST", "/api/v1/releases", expect=201, content=bundle.read_bytes()
@@ -322,25 +340,13 @@ async def test_upload_keeps_the_documents_and_audits_what_they_say(
 async def test_a_refusing_scan_report_refuses_the_upload(
     api: Api, tmp_path: Path, pki: Any
 ) -> None:
-    payload = tmp_path / "fw.bin"
-    payload.write_bytes(b"firmware\n" * 100)
     refused = {
         "format": "chargeward-vulnerability-report/1",
         "decision": "refused",
         "advisories": {"count": 1, "digest": "sha256:" + "0" * 64},
         "findings": [{"advisory": "CVE-1", "blocking": True, "accepted_by": None}],
     }
-    bundle = tmp_path / "refused.cwb"
-    build_bundle(
-        payload,
-        bundle,
-        version="1.0.1",
-        security_version=1,
-        hardware_models=["AC22"],
-        signer=pki.signer,
-        signing_certificate=pki.signing_cert,
-        attestations={"vulnerability-report.json": json.dumps(refused).encode()},
-    )
+    bundle = bundle_with(tmp_path, pki, {"vulnerability-report.json": json.dumps(refused)})
     r = await api.client.post("/api/v1/releases", content=bundle.read_bytes())
     assert r.status_code == 409, r.text
     assert "vulnerability report refuses it (1 blocking finding(s))" in r.text
@@ -350,20 +356,8 @@ async def test_a_refusing_scan_report_refuses_the_upload(
 async def test_a_corrupt_sbom_refuses_the_upload_naming_the_field(
     api: Api, tmp_path: Path, pki: Any
 ) -> None:
-    payload = tmp_path / "fw.bin"
-    payload.write_bytes(b"firmware\n" * 100)
     sbom = {"bomFormat": "CycloneDX", "specVersion": "1.6", "version": "one"}
-    bundle = tmp_path / "corrupt.cwb"
-    build_bundle(
-        payload,
-        bundle,
-        version="1.0.3",
-        security_version=1,
-        hardware_models=["AC22"],
-        signer=pki.signer,
-        signing_certificate=pki.signing_cert,
-        attestations={"sbom.cdx.json": json.dumps(sbom).encode()},
-    )
+    bundle = bundle_with(tmp_path, pki, {"sbom.cdx.json": json.dumps(sbom)})
     r = await api.client.post("/api/v1/releases", content=bundle.read_bytes())
     assert r.status_code == 422, r.text
     assert r.json()["error"]["code"] == "invalid_supply_chain"

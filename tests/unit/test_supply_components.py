@@ -144,7 +144,7 @@ def test_duplicate_component_and_library_are_refused() -> None:
 
 
 def test_json_duplicate_keys_are_refused() -> None:
-    with pytest.raises(SupplyChainError, match=r"c\.json: malformed document: duplicate key"):
+    with pytest.raises(SupplyChainError, match=r"c\.json: malformed document: repeats the key"):
         parse_components(b'{"release": {}, "release": {}}', "c.json")
 
 

@@ -30,7 +30,7 @@ from chargeward.cli.common import console, err_console, open_signer
 from chargeward.cli.display import fields_table
 from chargeward.crypto.dsse import DEFAULT_MAX_ENVELOPE_BYTES, load_public_key
 from chargeward.errors import ConfigError
-from chargeward.fileio import refuse_existing, write_new_file
+from chargeward.fileio import read_capped, refuse_existing, write_new_file
 from chargeward.supply.provenance import (
     DEFAULT_BUILDER_ID,
     PAYLOAD_TYPE,
@@ -65,20 +65,9 @@ def _subjects(files: list[Path]) -> list[Subject]:
     return subjects
 
 
-def _read_capped(path: Path, limit: int, what: str) -> bytes:
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(limit + 1)
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
-    if len(data) > limit:
-        raise ConfigError(f"{what} {path} is larger than {limit} bytes")
-    return data
-
-
 def read_rebuild_result(path: Path) -> RebuildResult:
     """The JSON of ``release rebuild-check --json``, size-capped and checked."""
-    data = _read_capped(path, MAX_RESULT_BYTES, "rebuild result")
+    data = read_capped(path, MAX_RESULT_BYTES, what="rebuild result")
     return RebuildResult.from_json(data, f"rebuild result {path}")
 
 
@@ -184,11 +173,11 @@ def verify(
     """Verify FILE's signature and that it attests exactly the --subject files."""
     keys = [
         load_public_key(
-            _read_capped(path, MAX_PUBLIC_KEY_FILE_BYTES, "public key"), f"public key {path}"
+            read_capped(path, MAX_PUBLIC_KEY_FILE_BYTES, what="public key"), f"public key {path}"
         )
         for path in public_key
     ]
-    data = _read_capped(provenance, DEFAULT_MAX_ENVELOPE_BYTES, "provenance")
+    data = read_capped(provenance, DEFAULT_MAX_ENVELOPE_BYTES, what="provenance")
     statement = verify_provenance(data, keys, _subjects(subject))
     console.print(Text(f"verified: {provenance}"), style="bold green", soft_wrap=True)
     console.print(fields_table(_statement_rows(statement), title="Verified provenance"))

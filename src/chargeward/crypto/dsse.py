@@ -38,6 +38,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
+from chargeward import strictjson
 from chargeward.crypto.keys import Signer, public_key_fingerprint
 from chargeward.errors import AttestationRefused, ConfigError
 
@@ -113,35 +114,10 @@ def _malformed(message: str) -> NoReturn:
     raise AttestationRefused("malformed", message)
 
 
-def _refuse_constant(name: str) -> NoReturn:
-    raise ValueError(f"the non-JSON number {name}")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"the key {key!r} appears twice")
-        out[key] = value
-    return out
-
-
 def load_strict_json(raw: bytes) -> Any:
-    """Parse UTF-8 JSON refusing repeated keys, NaN/Infinity and deep nesting.
-
-    Raises :class:`ValueError` with a short reason; callers add which file or field it was.
-    A repeated key matters for signed data: two parsers could read two different values.
-    """
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError("not valid UTF-8") from e
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant)
-    except RecursionError as e:
-        raise ValueError("JSON nested too deeply") from e
-    except ValueError as e:
-        raise ValueError(f"not valid JSON: {e}") from e
+    """Parse UTF-8 JSON refusing repeated keys, NaN/Infinity and deep nesting
+    (:func:`chargeward.strictjson.loads`); raises :class:`ValueError` with a short reason."""
+    return strictjson.loads(raw)
 
 
 def _b64(value: object, field: str, limit: int) -> bytes:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import re
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
+from chargeward import strictjson
 from chargeward.errors import BundleError
 from chargeward.model.firmware import (
     check_component,
@@ -306,30 +306,11 @@ class Manifest:
         return manifest
 
 
-def _refuse_constant(name: str) -> NoReturn:
-    raise BundleError(f"manifest holds the non-JSON number {name}")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise BundleError(f"manifest repeats the key {key!r}")
-        out[key] = value
-    return out
-
-
 def _load_json(raw: bytes) -> Any:
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BundleError("manifest is not valid UTF-8") from e
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant)
+        return strictjson.loads(raw)
     except ValueError as e:
-        raise BundleError(f"manifest is not valid JSON: {e}") from e
-    except RecursionError as e:
-        raise BundleError("manifest JSON is nested too deeply") from e
+        raise BundleError(f"manifest {e}") from e
 
 
 def _object(

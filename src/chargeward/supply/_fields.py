@@ -16,7 +16,6 @@ traceback.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 import tomllib
 from collections.abc import Mapping
@@ -25,18 +24,11 @@ from typing import Any
 
 from packageurl import PackageURL
 
+from chargeward import strictjson
 from chargeward.errors import SupplyChainError
+from chargeward.fileio import read_capped
 
 SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
-
-
-def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
 
 
 def read_document(
@@ -55,12 +47,9 @@ def read_document(
     except UnicodeDecodeError as e:
         raise SupplyChainError(f"{source}: not UTF-8 text ({e.reason})") from e
     try:
-        if as_json:
-            value = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
-        else:
-            value = tomllib.loads(text)
+        value = strictjson.loads(data) if as_json else tomllib.loads(text)
     except (ValueError, RecursionError) as e:
-        # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors with line/column.
+        # strictjson's and tomllib's errors are ValueErrors naming the key or line/column.
         raise SupplyChainError(f"{source}: malformed document: {e}") from e
     if not isinstance(value, dict):
         raise SupplyChainError(f"{source}: the document must be a table/object")
@@ -69,14 +58,7 @@ def read_document(
 
 def read_input(path: Path, max_bytes: int) -> bytes:
     """The bytes of an input file (refused above ``max_bytes``), or a :class:`SupplyChainError`."""
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(max_bytes + 1)
-    except OSError as e:
-        raise SupplyChainError(f"cannot read {path}: {e.strerror}") from e
-    if len(data) > max_bytes:
-        raise SupplyChainError(f"{path}: larger than {max_bytes} bytes")
-    return data
+    return read_capped(path, max_bytes, error=SupplyChainError)
 
 
 def _kind(value: object) -> str:
