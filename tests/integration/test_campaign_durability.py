@@ -43,7 +43,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(root: Path, pki: Pki, port: int, log: str) -> Server:
+def start(root: Path, pki: Pki, ports: tuple[int, int], log: str) -> Server:
+    """The server on fixed OCPP and HTTP ports: a restarted server keeps its addresses (the
+    download links already handed to stations name the HTTP one), as in production."""
+    ocpp_port, http_port = ports
     data = root / "server-data"
     proc, info = start_server(
         data,
@@ -56,7 +59,9 @@ def start(root: Path, pki: Pki, port: int, log: str) -> Server:
             "--campaign-approval-threshold",
             "3",
             "--ocpp-port",
-            str(port),
+            str(ocpp_port),
+            "--http-port",
+            str(http_port),
         ),
     )
     token = (data / "admin.token").read_text().strip()
@@ -69,8 +74,10 @@ async def test_cli_campaign_two_person_rule_and_a_restart_changes_no_outcome(
     from tests.support.fleet import MODEL
 
     update = pki.bundle(tmp_path / "acme-1.1.0.cwb", "1.1.0", 2)
-    port = free_port()
-    srv = start(tmp_path, pki, port, "server-1.log")
+    ports = (free_port(), free_port())
+    while ports[0] == ports[1]:
+        ports = (ports[0], free_port())
+    srv = start(tmp_path, pki, ports, "server-1.log")
     second: Server | None = None
     try:
         release = srv.upload(update)["id"]
@@ -105,10 +112,11 @@ async def test_cli_campaign_two_person_rule_and_a_restart_changes_no_outcome(
 
             await until(next_stage_started, "the second stage to start")
             # A station may be downloading now. Its own retries (6, at least 63 s of back-off
-            # in all) outlast the restart, so the cut download resumes from the new process
-            # instead of failing; the campaign must then add no UpdateFirmware of its own.
+            # in all) outlast the restart, and the new process listens on the same ports, so the
+            # cut download resumes from it instead of failing; the campaign must then add no
+            # UpdateFirmware of its own.
             srv.proc.stop()
-            second = start(tmp_path, pki, port, "server-2.log")  # same data, same OCPP port
+            second = start(tmp_path, pki, ports, "server-2.log")  # same data, same ports
             done = await until(lambda: status_is(second, cid, "completed"), "the campaign to end")
             assert done["counts"]["succeeded"] == 4
 
