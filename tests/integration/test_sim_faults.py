@@ -96,7 +96,7 @@ bad_release = "1.2.0"
 async def run(doc: bytes, tmp: Path) -> dict[str, Any]:
     scenario = parse_scenario(doc, "scenario.toml")
     opts = SimOptions(workdir=tmp, live=False)
-    return await run_scenario(scenario, opts, Console(file=open(tmp / "view.txt", "w")))  # noqa: SIM115
+    return await run_scenario(scenario, opts, Console(file=open(tmp / "view.txt", "w")))
 
 
 def assert_common(summary: dict[str, Any]) -> None:
