@@ -139,6 +139,8 @@ class AgentConfig:
     update_check_interval: float = 86400.0  # seconds between checks for security releases
     repository_limits: RepositoryLimits = field(default_factory=RepositoryLimits)
     download_rate_limit: int | None = None  # bytes per second; None: as fast as the link
+    # HTTP proxy for firmware downloads (e.g. the site's gateway); None: connect directly.
+    download_proxy: str | None = None
     # A trial slot must be healthy (application started, CSMS connected, connectors
     # Available) within this many seconds, or the charger reboots and uses up an attempt.
     trial_health_timeout: float = 600.0
@@ -209,6 +211,16 @@ class Agent:
         self._background: set[asyncio.Task[None]] = set()
         if self.tls:
             station_tls.client_context(self.state)  # refuse a missing trust anchor at once
+
+    @property
+    def online(self) -> bool:
+        """Connected to the CSMS right now."""
+        return self._online.is_set()
+
+    @property
+    def firmware_version(self) -> str | None:
+        """The version this boot runs (None before the bootloader step or in quarantine)."""
+        return self._booted.header.version if self._booted is not None else None
 
     @property
     def tls(self) -> bool:
@@ -699,6 +711,7 @@ class Agent:
                     retry_interval=job.retry_interval,
                     stats=stats,
                     rate_limit=self.config.download_rate_limit,
+                    proxy=self.config.download_proxy,
                     on_pause=paused,
                     on_resume=resumed,
                 )

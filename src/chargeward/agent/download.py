@@ -136,13 +136,15 @@ async def fetch(
     on_resume: ResumeCallback | None = None,
     rng: random.Random | None = None,
     clock: Callable[[], float] = time.monotonic,
+    proxy: str | None = None,
 ) -> Path:
     """Download ``url`` into ``part``, resuming from what ``part`` already holds.
 
     Makes at most ``retries + 1`` attempts (OCPP ``retries`` counts the retries).  After a
     failed attempt that will be retried, ``on_pause(retry, delay, error)`` is awaited, then
     ``delay`` seconds are slept (:func:`backoff_delay`), then ``on_resume()`` is awaited just
-    before the next attempt.  ``rate_limit`` caps the average bandwidth in bytes per second.
+    before the next attempt.  ``rate_limit`` caps the average bandwidth in bytes per second;
+    ``proxy`` (``http://host:port``) sends the requests through an HTTP proxy.
 
     Raises DownloadRefused at once for a 4xx or an image over ``max_bytes``, and
     TransportError when the last attempt failed.
@@ -155,7 +157,7 @@ async def fetch(
         if rate_limit is None
         else _TokenBucket(rate_limit, clock=clock, sleep=sleep, stats=stats)
     )
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, proxy=proxy) as client:
         retry = 0
         while True:
             stats.attempts += 1

@@ -27,6 +27,7 @@ from chargeward.cli import (
     release,
     repo,
     server,
+    sim,
     station,
     station_security,
     supply,
@@ -77,6 +78,7 @@ app.add_typer(
     name="supply",
     help="Component lists, CycloneDX SBOMs and the offline vulnerability gate.",
 )
+app.add_typer(sim.app, name="sim", help="Simulate a fleet of real agents with faults.")
 app.add_typer(evidence.app, name="evidence", help="Evidence packs for regulators and auditors.")
 
 

@@ -1,0 +1,93 @@
+"""What a finished simulation must show, checked against the server's records and the flash.
+
+- every station runs a verified image (the bootloader's check of the active slot, on flash);
+- the campaign's counts add up to the stations it targeted;
+- no station started installing (its ``Installing`` status, as the server received it)
+  outside its site's maintenance windows or while an EV was charging on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from chargeward.model.fleet import in_window, parse_windows
+from chargeward.sim.scenario import Site
+from chargeward.sim.server import call
+from chargeward.sim.station import SimStation
+
+PARALLEL = 16
+
+
+@dataclass
+class Checks:
+    unverified: list[str] = field(default_factory=list)
+    counts_total: int = 0
+    targeted: int = 0
+    outside_window: list[str] = field(default_factory=list)
+    during_session: list[str] = field(default_factory=list)
+    installs_seen: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.unverified
+            and self.counts_total == self.targeted
+            and not self.outside_window
+            and not self.during_session
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "unverified": self.unverified,
+            "counts_total": self.counts_total,
+            "targeted": self.targeted,
+            "installs_seen": self.installs_seen,
+            "outside_window": self.outside_window,
+            "during_session": self.during_session,
+        }
+
+
+def _installing_times(detail: Mapping[str, Any]) -> list[dt.datetime]:
+    return [
+        dt.datetime.fromisoformat(s["received_at"]).astimezone(dt.UTC)
+        for s in detail["firmware_statuses"]
+        if s["status"] == "Installing"
+    ]
+
+
+async def check_run(
+    api: httpx.AsyncClient,
+    stations: Sequence[SimStation],
+    sites: Mapping[str, Site],
+    campaign: Mapping[str, Any],
+    targeted: int,
+) -> Checks:
+    checks = Checks(targeted=targeted, counts_total=sum(campaign["counts"].values()))
+    checks.unverified = [
+        st.plan.station_id for st in stations if st.flash.verified_version() is None
+    ]
+    gate = asyncio.Semaphore(PARALLEL)
+
+    async def one(st: SimStation) -> None:
+        async with gate:
+            detail = await call(api, "GET", f"/api/v1/stations/{st.plan.station_id}")
+        site = sites[st.plan.site]
+        windows = parse_windows(site.windows)
+        for t in _installing_times(detail):
+            checks.installs_seen += 1
+            if not in_window(windows, site.timezone, t):
+                checks.outside_window.append(f"{st.plan.station_id} at {t.isoformat()}")
+            now = dt.datetime.now(dt.UTC)
+            for s in st.record.sessions:
+                if s.start <= t <= (s.end or now):
+                    checks.during_session.append(f"{st.plan.station_id} at {t.isoformat()}")
+
+    await asyncio.gather(*(one(st) for st in stations))
+    return checks

@@ -1,0 +1,304 @@
+"""Simulation scenarios (TOML): the fleet, its sites and links, the campaign and the faults.
+
+Every error names the file and the field::
+
+    >>> parse_scenario(b'seed = 1\\n[[fleet]]\\ncount = "x"\\n', "s.toml")
+    Traceback (most recent call last):
+    chargeward.errors.ConfigError: s.toml: fleet[0].count: must be a int, not string
+
+A scenario, in short (``examples/sim/`` has complete ones)::
+
+    seed = 7
+    duration = 120                      # seconds, unless --until-version or --duration
+    [releases]
+    versions = ["1.0.0", "1.1.0"]       # generated and signed for local runs, in this order
+    [campaign]                          # a campaign document (chargeward campaign create)
+    release = "1.1.0"
+    stages = { canary = 1, then = ["100%"] }
+    [[sites]]
+    id = "depot"
+    timezone = "Europe/London"
+    windows = "always"                  # or a list of {days, start, end} in local time
+    link = { bandwidth = 250_000, latency_ms = 20 }
+    [[fleet]]
+    count = 20
+    site = "depot"
+    firmware = "1.0.0"
+    sessions = { per_hour = 6, mean_minutes = 0.5 }   # or busy = [[start_s, end_s], ...]
+    [faults]
+    link_drop = { probability = 0.2, at_byte = [2_000, 30_000] }
+    corrupt = { probability = 0.1 }
+    power_loss = { probability = 0.1, step = "random" }
+    offline = { probability = 0.05, at = 10, duration = 15 }
+    clock_skew = { probability = 0.1, seconds = 20 }
+    bad_release = "1.2.0"               # its start-up self-test fails on every charger
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chargeward.errors import BundleError, ConfigError, SupplyChainError
+from chargeward.model.fleet import check_id, check_timezone, parse_windows
+from chargeward.supply._fields import Fields, read_document
+
+ALL_WEEK = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+ALWAYS: list[dict[str, Any]] = [
+    {"days": ALL_WEEK, "start": "00:00", "end": "12:00"},
+    {"days": ALL_WEEK, "start": "12:00", "end": "00:00"},
+]
+MAX_STATIONS = 100_000
+
+
+@dataclass(frozen=True)
+class Link:
+    bandwidth: int | None = None  # bytes per second, shared by the site; None: unlimited
+    latency_ms: float = 0.0  # one way
+
+
+@dataclass(frozen=True)
+class Site:
+    id: str
+    timezone: str
+    windows: list[dict[str, Any]]
+    link: Link
+
+
+@dataclass(frozen=True)
+class Sessions:
+    per_hour: float = 0.0
+    mean_minutes: float = 0.0
+    busy: tuple[tuple[float, float], ...] = ()  # (start, end) seconds after the start
+
+
+@dataclass(frozen=True)
+class Group:
+    count: int
+    site: str
+    firmware: str
+    model: str = "AC22"
+    prefix: str = "SIM"
+    sessions: Sessions = Sessions()
+
+
+@dataclass(frozen=True)
+class Chance:
+    """A fault that hits each station with ``probability`` (drawn from the station's seed)."""
+
+    probability: float = 0.0
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Faults:
+    link_drop: Chance = Chance()  # at_byte = n or [lo, hi]; once per station
+    corrupt: Chance = Chance()  # one flipped byte in the first download; at_byte optional
+    power_loss: Chance = Chance()  # step = n or "random" (max_step), counted from the install
+    offline: Chance = Chance()  # at, duration (seconds after the start)
+    clock_skew: Chance = Chance()  # seconds (negative: behind)
+    bad_release: str | None = None  # the charging application fails on this version
+
+
+@dataclass(frozen=True)
+class Scenario:
+    source: str
+    seed: int
+    duration: float
+    versions: list[str]
+    image_bytes: int
+    campaign: dict[str, Any]
+    sites: dict[str, Site]
+    fleet: list[Group]
+    faults: Faults
+    server_url: str | None = None
+
+    @property
+    def stations(self) -> int:
+        return sum(g.count for g in self.fleet)
+
+    def scaled(self, stations: int) -> Scenario:
+        """The same scenario with ``stations`` chargers, spread over the groups pro rata."""
+        total = self.stations
+        counts = [max(1, g.count * stations // total) for g in self.fleet]
+        counts[0] += stations - sum(counts)
+        if counts[0] < 1:
+            raise ConfigError(f"{self.source}: cannot spread {stations} stations over the groups")
+        groups = [
+            Group(c, g.site, g.firmware, g.model, g.prefix, g.sessions)
+            for c, g in zip(counts, self.fleet, strict=True)
+        ]
+        return Scenario(
+            self.source,
+            self.seed,
+            self.duration,
+            self.versions,
+            self.image_bytes,
+            self.campaign,
+            self.sites,
+            groups,
+            self.faults,
+            self.server_url,
+        )
+
+
+def _number(f: Fields, key: str, default: float, *, low: float = 0.0) -> float:
+    value = f.value.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise f.error(key, f"must be a number, not {type(value).__name__}")
+    if value < low:
+        raise f.error(key, f"must be at least {low:g}")
+    return float(value)
+
+
+def _count(f: Fields, key: str, default: int | None = None, *, low: int = 0) -> int:
+    value = f.value.get(key, default)
+    if value is None:
+        raise f.error(key, "missing")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise f.error(key, f"must be a int, not {'string' if isinstance(value, str) else value}")
+    if value < low:
+        raise f.error(key, f"must be at least {low}")
+    return value
+
+
+def _site(f: Fields) -> Site:
+    f.only("id", "timezone", "windows", "link")
+    site_id = f.text("id")
+    try:
+        check_id("id", site_id)
+        tz = check_timezone(f.text("timezone"))
+        raw = f.value.get("windows", "always")
+        windows = ALWAYS if raw == "always" else raw
+        if not isinstance(windows, list):
+            raise f.error("windows", 'must be "always" or a list of {days, start, end}')
+        parse_windows(windows)
+    except BundleError as e:
+        raise f.error(None, str(e)) from e
+    link = f.table("link")
+    if link is None:
+        return Site(site_id, tz, windows, Link())
+    link.only("bandwidth", "latency_ms")
+    bw = _count(link, "bandwidth", 0, low=0)
+    return Site(site_id, tz, windows, Link(bw or None, _number(link, "latency_ms", 0.0)))
+
+
+def _sessions(f: Fields | None) -> Sessions:
+    if f is None:
+        return Sessions()
+    f.only("per_hour", "mean_minutes", "busy")
+    busy = []
+    for i, pair in enumerate(f.value.get("busy", [])):
+        ok = isinstance(pair, list) and len(pair) == 2
+        ok = ok and all(isinstance(x, int | float) and not isinstance(x, bool) for x in pair)
+        if not ok or not 0 <= pair[0] < pair[1]:
+            raise f.error(f"busy[{i}]", "must be [start, end] seconds, start < end")
+        busy.append((float(pair[0]), float(pair[1])))
+    per_hour = _number(f, "per_hour", 0.0)
+    mean = _number(f, "mean_minutes", 0.0)
+    if per_hour and not mean:
+        raise f.error("mean_minutes", "needed with per_hour")
+    return Sessions(per_hour, mean, tuple(busy))
+
+
+def _group(f: Fields, sites: dict[str, Site], versions: list[str]) -> Group:
+    f.only("count", "site", "firmware", "model", "prefix", "sessions")
+    site = f.text("site")
+    if site not in sites:
+        raise f.error("site", f"no site {site!r} in [[sites]]")
+    firmware = f.text("firmware")
+    if firmware not in versions:
+        raise f.error("firmware", f"{firmware!r} is not in releases.versions")
+    return Group(
+        count=_count(f, "count", low=1),
+        site=site,
+        firmware=firmware,
+        model=f.optional_text("model") or "AC22",
+        prefix=f.optional_text("prefix") or "SIM",
+        sessions=_sessions(f.table("sessions")),
+    )
+
+
+FAULT_PARAMS = {
+    "link_drop": ("at_byte",),
+    "corrupt": ("at_byte",),
+    "power_loss": ("step", "max_step"),
+    "offline": ("at", "duration"),
+    "clock_skew": ("seconds",),
+}
+
+
+def _chance(f: Fields | None, name: str) -> Chance:
+    if f is None:
+        return Chance()
+    f.only("probability", *FAULT_PARAMS[name])
+    p = _number(f, "probability", 0.0)
+    if p > 1:
+        raise f.error("probability", "must be between 0 and 1")
+    params = {k: v for k, v in f.value.items() if k != "probability"}
+    if name == "offline":
+        _number(f, "at", 0.0)
+        _number(f, "duration", 0.0)
+    if name == "clock_skew":
+        _number(f, "seconds", 0.0, low=-1e9)
+    if name == "power_loss" and params.get("step", "random") != "random":
+        _count(f, "step", low=1)
+    return Chance(p, params)
+
+
+def _faults(f: Fields | None, versions: list[str]) -> Faults:
+    if f is None:
+        return Faults()
+    f.only(*FAULT_PARAMS, "bad_release")
+    bad = f.optional_text("bad_release")
+    if bad is not None and bad not in versions:
+        raise f.error("bad_release", f"{bad!r} is not in releases.versions")
+    chances = {name: _chance(f.table(name), name) for name in FAULT_PARAMS}
+    return Faults(bad_release=bad, **chances)
+
+
+def parse_scenario(data: bytes, source: str) -> Scenario:
+    try:
+        doc = read_document(data, source, as_json=False)
+        doc.only("seed", "duration", "server", "releases", "campaign", "sites", "fleet", "faults")
+        releases = doc.table("releases", required=True)
+        assert releases is not None
+        releases.only("versions", "image_kib")
+        versions = releases.texts("versions")
+        if not versions:
+            raise releases.error("versions", "name at least one version")
+        sites = {s.id: s for s in map(_site, doc.tables("sites", required=True))}
+        groups = [_group(g, sites, versions) for g in doc.tables("fleet", required=True)]
+        if not groups:
+            raise doc.error("fleet", "name at least one group")
+        campaign = doc.table("campaign", required=True)
+        assert campaign is not None
+        if campaign.text("release") not in versions:
+            raise campaign.error("release", "is not in releases.versions")
+        server = doc.table("server")
+        scenario = Scenario(
+            source=source,
+            seed=_count(doc, "seed", 0),
+            duration=_number(doc, "duration", 300.0, low=1.0),
+            versions=versions,
+            image_bytes=_count(releases, "image_kib", 32, low=1) * 1024,
+            campaign=dict(campaign.value),
+            sites=sites,
+            fleet=groups,
+            faults=_faults(doc.table("faults"), versions),
+            server_url=server.optional_text("url") if server else None,
+        )
+    except SupplyChainError as e:
+        raise ConfigError(str(e)) from e
+    if scenario.stations > MAX_STATIONS:
+        raise ConfigError(f"{source}: at most {MAX_STATIONS} stations")
+    return scenario
+
+
+def load_scenario(path: Path) -> Scenario:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+    return parse_scenario(data, str(path))

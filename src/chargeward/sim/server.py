@@ -1,0 +1,140 @@
+"""The server a simulation runs against: started by the simulator, or one already running.
+
+Stations are registered as ``chargeward station add --security-profile 1`` registers them (the
+same services, on the server's data directory, many per transaction), sites, releases and the
+campaign go through the REST API with the operator token of the data directory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from chargeward.demo import Process, start_server
+from chargeward.errors import ConfigError, TransportError
+from chargeward.server import fleet, services
+from chargeward.server.db import Database
+from chargeward.server.station_security import set_profile
+from chargeward.sim.plan import StationPlan
+from chargeward.sim.scenario import Site
+
+ACTOR = "sim"
+BATCH = 500
+
+
+@dataclass
+class Backend:
+    data_dir: Path
+    api_url: str
+    ocpp_url: str
+    token: str
+    process: Process | None = None  # started by the simulator
+
+    @classmethod
+    def start(cls, data_dir: Path, root_pem: Path, log: Path, passphrase: str) -> Backend:
+        proc, info = start_server(
+            data_dir,
+            root_pem,
+            log,
+            env={"CHARGEWARD_KEY_PASSPHRASE": passphrase},
+            extra_args=(
+                *("--campaign-tick", "0.5"),
+                *("--campaign-approval-threshold", "1000000"),  # the simulator's own runs
+            ),
+        )
+        token = (data_dir / "admin.token").read_text().strip()
+        return cls(data_dir, info["api_url"], info["ocpp_url"], token, proc)
+
+    @classmethod
+    def existing(cls, api_url: str, data_dir: Path) -> Backend:
+        try:
+            info = json.loads((data_dir / "server.json").read_text())
+            token = (data_dir / "admin.token").read_text().strip()
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{data_dir} is not a running server's data directory: {e}") from e
+        return cls(data_dir, api_url.rstrip("/"), info["ocpp_url"], token)
+
+    def stop(self) -> str:
+        return self.process.stop() if self.process is not None else ""
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.popen.pid if self.process is not None else None
+
+    def upstreams(self) -> tuple[tuple[str, int], tuple[str, int]]:
+        """(OCPP host, port), (HTTP host, port) for the links."""
+        o, h = urlsplit(self.ocpp_url), urlsplit(self.api_url)
+        return (o.hostname or "", o.port or 80), (h.hostname or "", h.port or 80)
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.api_url,
+            timeout=120,
+            headers={"Authorization": f"Bearer {self.token}"},
+            limits=httpx.Limits(max_connections=16),
+        )
+
+
+async def call(api: httpx.AsyncClient, method: str, path: str, **kw: Any) -> Any:
+    try:
+        r = await api.request(method, path, **kw)
+    except httpx.HTTPError as e:
+        raise TransportError(f"{method} {path}: {e}") from e
+    if r.status_code >= 400:
+        raise TransportError(f"{method} {path}: HTTP {r.status_code} {r.text[:500]}")
+    return r.json() if r.content else None
+
+
+async def upload_releases(api: httpx.AsyncClient, bundles: dict[str, Path]) -> dict[str, str]:
+    """Upload each bundle (or find it when already there); returns version -> release id."""
+    ids: dict[str, str] = {}
+    for version, path in bundles.items():
+        r = await api.post("/api/v1/releases", content=path.read_bytes())
+        if r.status_code == 409:
+            listed = await call(api, "GET", "/api/v1/releases")
+            ids[version] = next(x["id"] for x in listed if x["version"] == version)
+            continue
+        if r.status_code >= 400:
+            raise TransportError(f"upload of {path.name}: HTTP {r.status_code} {r.text[:500]}")
+        ids[version] = r.json()["id"]
+    return ids
+
+
+async def ensure_sites(api: httpx.AsyncClient, sites: Sequence[Site]) -> None:
+    for site in sites:
+        doc = {"timezone": site.timezone, "maintenance_windows": site.windows}
+        r = await api.post("/api/v1/sites", json={"id": site.id, "name": site.id, **doc})
+        if r.status_code == 409:
+            await call(api, "PATCH", f"/api/v1/sites/{site.id}", json=doc)
+        elif r.status_code >= 400:
+            raise TransportError(f"site {site.id}: HTTP {r.status_code} {r.text[:500]}")
+
+
+async def register(data_dir: Path, plans: Sequence[StationPlan]) -> dict[str, str]:
+    """Register every station (profile 1, on its site); returns station id -> password."""
+    db = await Database.open(data_dir=data_dir)
+    passwords: dict[str, str] = {}
+    try:
+        for start in range(0, len(plans), BATCH):
+            async with db.session() as s:
+                now = dt.datetime.now(dt.UTC)
+                for p in plans[start : start + BATCH]:
+                    passwords[p.station_id] = await services.register_station(
+                        s, p.station_id, model=p.model, actor=ACTOR, now=now
+                    )
+                await s.flush()
+                for p in plans[start : start + BATCH]:
+                    await set_profile(s, p.station_id, 1, actor=ACTOR, now=now)
+                    await fleet.update_station(
+                        s, p.station_id, {"site_id": p.site}, actor=ACTOR, now=now
+                    )
+    finally:
+        await db.close()
+    return passwords

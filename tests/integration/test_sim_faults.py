@@ -1,0 +1,143 @@
+"""The fleet simulator's fault scenarios, against a real server process: real agents (one
+event loop), a simulated flash (power cuts at install steps) and a simulated link (drops,
+corrupted bytes, latency, a bandwidth cap).
+
+After each run: every station's active slot verifies on its flash, the campaign's counts add
+up to the stations it targeted, and no station started installing outside its site's
+maintenance window or while an EV was charging on it (the server's ``Installing`` receipts
+against the scenario's windows and the sessions the simulator drove).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from chargeward.sim.runner import SimOptions, run_scenario
+from chargeward.sim.scenario import parse_scenario
+
+FAULTS = b"""
+seed = 20261121
+duration = 80
+
+[releases]
+versions = ["1.0.0", "1.1.0"]
+image_kib = 32
+
+[campaign]
+release = "1.1.0"
+stages = { canary = 2, then = ["100%"] }
+gates = { success = "50%", error = "100%" }  # faulted attempts are retried, not gated
+
+[[sites]]
+id = "london"
+timezone = "Europe/London"
+windows = "always"
+link = { bandwidth = 4_000_000, latency_ms = 10 }
+
+[[sites]]
+id = "tokyo"
+timezone = "Asia/Tokyo"
+windows = "always"
+link = { bandwidth = 2_000_000, latency_ms = 40 }
+
+[[fleet]]
+count = 50
+site = "london"
+firmware = "1.0.0"
+
+[[fleet]]
+count = 40
+site = "tokyo"
+firmware = "1.0.0"
+
+[[fleet]]
+count = 10
+site = "london"
+firmware = "1.0.0"
+prefix = "BUSY"
+sessions = { busy = [[0, 12]] }
+
+[faults]
+link_drop = { probability = 0.2, at_byte = [2_000, 30_000] }
+corrupt = { probability = 0.1 }
+power_loss = { probability = 0.2, step = "random" }
+"""
+
+BAD = b"""
+seed = 7
+duration = 60
+
+[releases]
+versions = ["1.0.0", "1.2.0"]
+image_kib = 16
+
+[campaign]
+release = "1.2.0"
+stages = { canary = 1, then = ["100%"] }
+gates = { success = "100%", error = 1 }
+
+[[sites]]
+id = "depot"
+timezone = "America/New_York"
+
+[[fleet]]
+count = 30
+site = "depot"
+firmware = "1.0.0"
+
+[faults]
+bad_release = "1.2.0"
+"""
+
+
+async def run(doc: bytes, tmp: Path) -> dict[str, Any]:
+    scenario = parse_scenario(doc, "scenario.toml")
+    opts = SimOptions(workdir=tmp, live=False)
+    return await run_scenario(scenario, opts, Console(file=open(tmp / "view.txt", "w")))
+
+
+def assert_common(summary: dict[str, Any]) -> None:
+    checks = summary["checks"]
+    assert checks["unverified"] == [], checks
+    assert checks["counts_total"] == checks["targeted"] == summary["stations"]
+    assert checks["outside_window"] == [] and checks["during_session"] == [], checks
+    assert "unverified" not in summary["final_versions"]
+
+
+async def test_drops_corruption_power_cuts_and_charging_all_end_verified(tmp_path: Path) -> None:
+    s = await run(FAULTS, tmp_path)
+    assert_common(s)
+    c = s["campaign"]
+    assert c["status"] == "completed", c
+    # A power cut before the new slot ran leaves the old, verified slot running: the server
+    # counts it rolled back (an error of that attempt, not retried by itself).
+    counts, detail = c["counts"], s["stations_detail"]
+    assert counts["succeeded"] + counts["rolled_back"] == 100, counts
+    for sid, r in s["runs"].items():
+        want = "1.1.0" if r["state"] == "succeeded" else "1.0.0"
+        assert detail[sid]["verified_version"] == want, (sid, r, detail[sid])
+        assert r["state"] == "succeeded" or detail[sid]["power_cuts"], (sid, detail[sid])
+    assert counts["succeeded"] >= 80
+    faults, link = s["faults"], s["faults"]["link"]
+    # Every planned fault was injected, and the fleet still ended on the verified release.
+    assert link.get("dropped", 0) >= faults["planned"]["link_drop"] > 0
+    assert link.get("corrupted", 0) >= faults["planned"]["corrupt"] > 0
+    assert faults["power_cuts"] > 0
+    # The charging ones were deferred, then updated after their sessions.
+    busy = {k: v for k, v in s["stations_detail"].items() if k.startswith("BUSY")}
+    assert all(v["sessions"] for v in busy.values())
+    assert s["checks"]["installs_seen"] >= counts["succeeded"]
+
+
+async def test_bad_release_pauses_at_the_canary_and_leaves_the_rest(tmp_path: Path) -> None:
+    s = await run(BAD, tmp_path)
+    assert_common(s)
+    c = s["campaign"]
+    assert c["status"] == "paused" and "failed" in (c["pause_reason"] or ""), c
+    assert c["counts"]["rolled_back"] == 1 and c["counts"]["pending"] == 29, c["counts"]
+    assert s["final_versions"] == {"1.0.0": 30}  # the canary fell back to its verified slot
+    canary = [sid for sid, r in s["runs"].items() if r["state"] == "rolled_back"]
+    assert len(canary) == 1 and s["runs"][canary[0]]["stage"] == 0
