@@ -11,7 +11,7 @@ SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # pytest-xdist workers: every test uses its own ports, directories, tokens and databases.
 TEST_WORKERS ?= 2
 
-.PHONY: demo demo-keep test lint typecheck unit setup system-deps clean
+.PHONY: demo demo-keep test lint typecheck unit setup system-deps clean security-report
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ unit: system-deps $(STAMP)
 
 test: system-deps lint typecheck
 	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --junitxml=reports/pytest.xml
+
+# docs/security.md: the attack catalogue with each attack's result from the last `make test`
+# (reports/pytest.xml); not part of `make test`.
+security-report: $(STAMP)
+	$(PY) -m chargeward evidence attacks --test-report reports/pytest.xml -o docs/security.md
 
 clean:
 	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache

@@ -7,6 +7,10 @@
 
 ``extra`` fields become top-level keys; an exception becomes ``"exception"`` (its traceback as
 one string), so every line stays one JSON object for log shippers.
+
+:func:`websocket_logger` is the logger to hand a websockets connection: at DEBUG websockets
+logs every handshake header, and an ``Authorization`` header carries a station's Basic-auth
+password (base64 is no protection), so its value is replaced before any handler sees it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,34 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LEVELS = ("debug", "info", "warning", "error")
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+# What websockets logs per handshake header at DEBUG: "< %s: %s" (read), "> %s: %s" (sent).
+_HEADER_FORMATS = ("< %s: %s", "> %s: %s")
+_SECRET_HEADERS = ("authorization", "proxy-authorization")
+
+
+class RedactCredentials(logging.Filter):
+    """Replaces the value of a logged credential header with ``[redacted]``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (
+            record.msg in _HEADER_FORMATS
+            and isinstance(args, tuple)
+            and len(args) == 2
+            and str(args[0]).lower() in _SECRET_HEADERS
+        ):
+            record.args = (args[0], "[redacted]")
+        return True
+
+
+def websocket_logger(name: str) -> logging.Logger:
+    """The logger ``name`` with :class:`RedactCredentials` on it (added once)."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, RedactCredentials) for f in logger.filters):
+        logger.addFilter(RedactCredentials())
+    return logger
 
 
 class JsonFormatter(logging.Formatter):

@@ -3,12 +3,11 @@ report, and a requirement is satisfied only when every test mapped to it passed.
 
 from __future__ import annotations
 
-import ast
 import io
 import tarfile
-from pathlib import Path
 
 import pytest
+from tests.support.nodeids import repository_tests
 
 from chargeward.errors import BundleError
 from chargeward.evidence.bundle import SUPPLY_MEMBERS, read_supply
@@ -26,27 +25,6 @@ from chargeward.evidence.matrix import (
     result_of,
 )
 from chargeward.evidence.pack import requirements
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def repository_tests() -> set[str]:
-    """Every test function's node id (without parameters) in the repository's test files."""
-    found: set[str] = set()
-    for path in (ROOT / "tests").rglob("test_*.py"):
-        rel = path.relative_to(ROOT).as_posix()
-        for node in ast.parse(path.read_text(encoding="utf-8")).body:
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                if node.name.startswith("test"):
-                    found.add(f"{rel}::{node.name}")
-            elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
-                found.update(
-                    f"{rel}::{node.name}::{m.name}"
-                    for m in node.body
-                    if isinstance(m, ast.FunctionDef | ast.AsyncFunctionDef)
-                    and m.name.startswith("test")
-                )
-    return found
 
 
 def report(*cases: tuple[str, str, str]) -> bytes:

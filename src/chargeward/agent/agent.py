@@ -75,6 +75,7 @@ from chargeward.errors import (
     TrustError,
     UntrustedCertificate,
 )
+from chargeward.logging_setup import websocket_logger
 from chargeward.model.firmware import ImageHeader
 from chargeward.ocpp.base import ocpp_time, parse_ocpp_time, utc_now
 from chargeward.ocpp.station import (
@@ -330,6 +331,7 @@ class Agent:
                     open_timeout=15,
                     max_size=256 * 1024,
                     ping_interval=60,
+                    logger=websocket_logger("chargeward.agent.ws"),  # its password: not logged
                 ) as ws:
                     refused = False
                     await self._session(ws, booted, first)

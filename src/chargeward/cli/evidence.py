@@ -5,12 +5,14 @@
           --test-report reports/pytest.xml -o evidence-1.2.0 --zip
     $ chargeward evidence export --campaign ac22-1.2.0 --test-report reports/pytest.xml \\
           -o evidence-ac22-1.2.0
+    $ chargeward evidence attacks --test-report reports/pytest.xml -o docs/security.md
 
 The pack holds the release's signed files (and its supply-chain documents when the bundle
 carries them), the approvals, the campaigns with per-station outcomes, the audit entries
 with inclusion proofs against a signed checkpoint, and a requirements matrix whose results
 come from the test report (:mod:`chargeward.evidence`).  Nothing is written unless all of it
-could be gathered.
+could be gathered.  ``attacks`` renders the attack catalogue (:mod:`chargeward.evidence.attacks`)
+with each attack's latest result from the same report.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from rich.progress import Progress
 from chargeward.cli.audit import progress_bar
 from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, ServerUrl, console, err_console
 from chargeward.errors import ConfigError
+from chargeward.evidence.attacks import render
 from chargeward.evidence.bundle import read_bundle
-from chargeward.evidence.matrix import JUnitReportError
-from chargeward.evidence.pack import Inputs, check_inputs, collect, write_pack
+from chargeward.evidence.matrix import JUnitReportError, parse_junit
+from chargeward.evidence.pack import Inputs, attack_catalogue, check_inputs, collect, write_pack
+from chargeward.fileio import replace_file
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -105,3 +109,23 @@ def export(
             "checkpoint and carry no proof; export again after the next checkpoint",
             soft_wrap=True,
         )
+
+
+@app.command("attacks")
+def attacks(
+    test_report: Annotated[
+        Path,
+        typer.Option("--test-report", help="JUnit XML report of the test run (pytest --junitxml)."),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Write the Markdown here (replaced if present).")
+    ] = Path("docs/security.md"),
+) -> None:
+    """Render the attack catalogue with each attack's result from the test report."""
+    catalogue = attack_catalogue()
+    markdown = render(catalogue, parse_junit(_read_report(test_report)), test_report.name)
+    replace_file(out, markdown.encode())
+    console.print(
+        f"wrote {out}: {len(catalogue.attacks)} attacks in {len(catalogue.classes)} classes",
+        soft_wrap=True,
+    )

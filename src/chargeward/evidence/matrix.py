@@ -7,7 +7,8 @@ XML report (pytest ``--junitxml``).  Pure: takes bytes, returns rows; nothing is
     >>> [r.requirement.id for r in rows if not r.satisfied]         # doctest: +SKIP
 
 A test is named by its pytest node id without parameters (``tests/unit/test_x.py::test_y``);
-every parametrised case in the report counts for it.  Its result is ``failed`` if any case
+every parametrised case in the report counts for it.  A node id with parameters
+(``tests/unit/test_x.py::test_y[case]``) names that one case.  Its result is ``failed`` if any case
 failed or errored, ``passed`` if the rest passed or were skipped and at least one passed,
 ``skipped`` if every case was skipped, and ``not run`` if the report has no case of it.
 A requirement is satisfied only if it names tests and every one of them passed.
@@ -20,6 +21,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from chargeward.errors import ConfigError
 
@@ -51,6 +53,7 @@ class JUnitReport:
     timestamp: str | None = None
     hostname: str | None = None
     totals: Mapping[str, int] = field(default_factory=dict)
+    cases: Mapping[tuple[str, str], Counter[str]] = field(default_factory=dict)  # full names
 
 
 @dataclass(frozen=True)
@@ -85,15 +88,20 @@ def _text(value: object, what: str) -> str:
     return value.strip()
 
 
+def load_toml(data: bytes, what: str, limit: int = MAX_REQUIREMENTS_BYTES) -> dict[str, Any]:
+    """A TOML document of at most ``limit`` bytes; :class:`ConfigError` naming ``what``."""
+    if len(data) > limit:
+        raise ConfigError(f"{what} is too large")
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{what} is not valid TOML: {e}") from e
+
+
 def parse_requirements(data: bytes) -> list[Requirement]:
     """The mapping (``requirements.toml``): ``[[requirement]]`` tables with ``id``,
     ``framework``, ``text``, ``wording`` and ``tests`` (pytest node ids)."""
-    if len(data) > MAX_REQUIREMENTS_BYTES:
-        raise ConfigError("requirements file is too large")
-    try:
-        doc = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"requirements file is not valid TOML: {e}") from e
+    doc = load_toml(data, "requirements file")
     found: list[Requirement] = []
     for n, item in enumerate(doc.get("requirement", [])):
         rid = _text(item.get("id"), f"requirement {n} id")
@@ -152,6 +160,7 @@ def parse_junit(data: bytes) -> JUnitReport:
     if root.tag not in ("testsuites", "testsuite") or not suites:
         raise JUnitReportError("test report is not JUnit XML (no <testsuite>)")
     outcomes: dict[tuple[str, str], Counter[str]] = {}
+    cases: dict[tuple[str, str], Counter[str]] = {}
     totals: Counter[str] = Counter()
     for suite in suites:
         for case in suite.iter("testcase"):
@@ -160,14 +169,16 @@ def parse_junit(data: bytes) -> JUnitReport:
                 raise JUnitReportError("test report has a <testcase> without classname or name")
             outcome = _outcome(case)
             outcomes.setdefault((classname, name.partition("[")[0]), Counter())[outcome] += 1
+            cases.setdefault((classname, name), Counter())[outcome] += 1
             totals[outcome] += 1
     first = suites[0]
-    return JUnitReport(outcomes, first.get("timestamp"), first.get("hostname"), dict(totals))
+    return JUnitReport(outcomes, first.get("timestamp"), first.get("hostname"), dict(totals), cases)
 
 
 def result_of(report: JUnitReport, node_id: str) -> MappedTest:
-    """The result of one mapped test (see the module docstring)."""
-    cases = report.outcomes.get(node_key(node_id), Counter())
+    """The result of one mapped test or, with parameters, one case (see the module docstring)."""
+    key = node_key(node_id)
+    cases = (report.cases if "[" in key[1] else report.outcomes).get(key, Counter())
     if not cases:
         result = NOT_RUN
     elif cases["failed"] or cases["error"]:

@@ -32,7 +32,7 @@ from chargeward.audit.checkpoint import open_checkpoint, parse_vkey
 from chargeward.audit.proofs import format_proofs, parse_proofs, verify_proofs
 from chargeward.crypto.pki import describe_certificate, load_certificate
 from chargeward.errors import BundleError, Conflict, NotFound
-from chargeward.evidence import matrix, render
+from chargeward.evidence import attacks, matrix, render
 from chargeward.evidence.bundle import SUPPLY_MEMBERS, ReleaseFiles
 
 FORMAT = "chargeward-evidence/1"
@@ -84,6 +84,12 @@ def requirements() -> list[matrix.Requirement]:
     """The mapping shipped with the package (``requirements.toml``)."""
     raw = resources.files("chargeward.evidence").joinpath("requirements.toml").read_bytes()
     return matrix.parse_requirements(raw)
+
+
+def attack_catalogue() -> attacks.Catalogue:
+    """The attack catalogue shipped with the package (``attacks.toml``)."""
+    raw = resources.files("chargeward.evidence").joinpath("attacks.toml").read_bytes()
+    return attacks.parse_catalogue(raw)
 
 
 def _json(value: Any) -> bytes:

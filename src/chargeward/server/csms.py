@@ -32,6 +32,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from chargeward.logging_setup import websocket_logger
 from chargeward.ocpp.csms import BootInfo, CsmsChargePoint, SignAnswer, SignedChain, UpdateAvailable
 from chargeward.server import logs, passwords, services, station_security
 from chargeward.server.db import Database
@@ -452,5 +453,5 @@ class CsmsListener:
             open_timeout=30,
             ping_interval=60,
             ping_timeout=60,
-            logger=logging.getLogger("chargeward.csms.ws"),
+            logger=websocket_logger("chargeward.csms.ws"),  # no Basic auth in debug logs
         )

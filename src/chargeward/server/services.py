@@ -704,6 +704,13 @@ async def create_update(
             f"release {release.version} is for {', '.join(models)}, "
             f"station {station_id} is a {station.model}"
         )
+    if release.customer is not None and station.customer != release.customer:
+        # The customer lock the charger checks against the TUF listing, kept here too:
+        # a station without the reference agent would install whatever it is sent.
+        raise Conflict(
+            f"release {release.version} is locked to customer {release.customer}, "
+            f"station {station_id} belongs to {station.customer or 'no customer'}"
+        )
     if await _latest_open_update(s, station_id) is not None:
         raise Conflict(f"station {station_id} has an update in progress")
     tid = audit.new_transaction_id()
