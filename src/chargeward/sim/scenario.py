@@ -4,7 +4,7 @@ Every error names the file and the field::
 
     >>> parse_scenario(b'seed = 1\\n[[fleet]]\\ncount = "x"\\n', "s.toml")
     Traceback (most recent call last):
-    chargeward.errors.ConfigError: s.toml: fleet[0].count: must be a int, not string
+    chargeward.errors.ConfigError: s.toml: releases: missing
 
 A scenario, in short (``examples/sim/`` has complete ones)::
 
@@ -157,7 +157,10 @@ def _count(f: Fields, key: str, default: int | None = None, *, low: int = 0) -> 
     if value is None:
         raise f.error(key, "missing")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise f.error(key, f"must be a int, not {'string' if isinstance(value, str) else value}")
+        kind = {str: "a string", float: "a fraction", bool: "true/false"}.get(
+            type(value), type(value).__name__
+        )
+        raise f.error(key, f"must be a whole number, not {kind}")
     if value < low:
         raise f.error(key, f"must be at least {low}")
     return value
@@ -268,7 +271,12 @@ def parse_scenario(data: bytes, source: str) -> Scenario:
         versions = releases.texts("versions")
         if not versions:
             raise releases.error("versions", "name at least one version")
-        sites = {s.id: s for s in map(_site, doc.tables("sites", required=True))}
+        sites: dict[str, Site] = {}
+        for index, table in enumerate(doc.tables("sites", required=True)):
+            site = _site(table)
+            if site.id in sites:
+                raise doc.error(f"sites[{index}].id", f"site {site.id!r} is listed twice")
+            sites[site.id] = site
         groups = [_group(g, sites, versions) for g in doc.tables("fleet", required=True)]
         if not groups:
             raise doc.error("fleet", "name at least one group")
