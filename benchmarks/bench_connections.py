@@ -36,9 +36,7 @@ import contextlib
 import cProfile
 import io
 import json
-import os
 import pstats
-import resource
 import signal
 import ssl
 import subprocess
@@ -67,6 +65,7 @@ from benchmarks.report import (
     verdict,
     write_results,
 )
+from chargeward.procinfo import cpu_seconds, raise_fd_limit, rss_kib
 
 TARGET_CONNECTIONS = 10_000
 TARGET_KIB_PER_CONNECTION = 50
@@ -77,26 +76,6 @@ TLS_CERT, TLS_KEY = "csms-tls.pem", "csms-tls.key"
 TLS_PASSPHRASE = "bench-fixture-passphrase"  # noqa: S105 (protects a generated fixture)
 PROFILE_FILE = RESULTS_DIR / "ocpp-connections.prof"
 _REPO = Path(__file__).resolve().parents[1]
-
-
-def raise_fd_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime + stime
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # --- the server side (a child process) -------------------------------------------------------

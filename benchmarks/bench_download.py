@@ -51,7 +51,6 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.bench_connections import cpu_seconds, raise_fd_limit
 from benchmarks.fixtures import release_bundle
 from benchmarks.report import (
     RESULTS_DIR,
@@ -62,6 +61,7 @@ from benchmarks.report import (
     write_results,
 )
 from benchmarks.timing import Stats
+from chargeward.procinfo import cpu_seconds, raise_fd_limit
 
 PASSPHRASE = b"bench-fixture-passphrase"
 STATION = "BENCH-DL-1"

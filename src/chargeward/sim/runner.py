@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import resource
 import tempfile
 import time
 from collections import Counter
@@ -27,6 +25,7 @@ from chargeward.agent.provision import provision
 from chargeward.agent.state import Identity
 from chargeward.errors import ConfigError
 from chargeward.model.firmware import ImageHeader
+from chargeward.procinfo import cpu_seconds, raise_fd_limit, rss_kib
 from chargeward.sim import flash as flash_mod
 from chargeward.sim import server as backend
 from chargeward.sim.checks import check_run
@@ -63,26 +62,6 @@ class SimOptions:
     checks: bool = True
     live: bool = True
     workdir: Path | None = None
-
-
-def rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def cpu_seconds(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def self_test_for(bad: str | None) -> Callable[[ImageHeader], str | None] | None:
@@ -272,7 +251,7 @@ async def _run(
         setup_s = time.perf_counter() - t_setup
         t0.set()
         await asyncio.sleep(0.5)  # sessions at 0 s are running when the campaign starts
-        cpu0 = cpu_seconds(srv.pid)
+        cpu0 = cpu_seconds(srv.pid) if srv.pid is not None else 0.0
         doc = {**CAMPAIGN_DEFAULTS, **scenario.campaign}
         doc["release"] = release_ids[scenario.campaign["release"]]
         doc.setdefault("target", {"models": sorted({p.model for p in sim.plans})})
@@ -290,7 +269,7 @@ async def _run(
                     break
                 await asyncio.sleep(1.0)
         wall = time.perf_counter() - started
-        cpu = cpu_seconds(srv.pid) - cpu0
+        cpu = cpu_seconds(srv.pid) - cpu0 if srv.pid is not None else 0.0
         runs = await backend.call(api, "GET", f"/api/v1/campaigns/{cid}/stations")
         rss_end = rss_kib()
         checks = None
