@@ -21,15 +21,17 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# SoftHSM2 and OpenSC (pkcs11-tool) from apt, only when missing; silent when installed.
+# SoftHSM2 and OpenSC (pkcs11-tool), and nginx (the download benchmark's baseline, whose smoke
+# test runs in `make test`) from apt, only when missing; silent when installed.
 system-deps:
-	@if [ ! -e $(SOFTHSM_MODULE) ] || ! command -v softhsm2-util >/dev/null 2>&1; then \
+	@if [ ! -e $(SOFTHSM_MODULE) ] || ! command -v softhsm2-util >/dev/null 2>&1 || \
+		! { command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null 2>&1; then \
 		command -v apt-get >/dev/null 2>&1 || { \
-			echo "system-deps: install softhsm2 and opensc with your package manager" >&2; \
+			echo "system-deps: install softhsm2, opensc and nginx with your package manager" >&2; \
 			exit 1; }; \
-		echo "system-deps: installing softhsm2 and opensc (apt-get)"; \
+		echo "system-deps: installing softhsm2, opensc and nginx-light (apt-get)"; \
 		$(SUDO) apt-get update -qq && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 opensc; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 opensc nginx-light; \
 	fi
 
 demo: system-deps $(STAMP)
@@ -60,16 +62,16 @@ clean:
 	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache
 
 # Benchmarks (a few minutes): publishing, the charger's streaming verify, 10,000 OCPP
-# connections on one server process, firmware download throughput against nginx (installed
-# with apt-get when missing and run as root), then the campaign planner (100,000 stations)
+# connections on one server process, firmware download throughput against nginx (from
+# `make system-deps`), then the campaign planner (100,000 stations)
 # and a 1,000-station rollout, then the audit log's Merkle tree in memory and in the database
 # (append rate, proofs at 1,000,000 entries); figures merged into benchmarks/results/latest.json
-# (and latest.md, for the download benchmark).
+# and, one table per benchmark, benchmarks/results/latest.md.
 # Each runs even if an earlier one misses its target.
 # Extra options: make bench BENCH_ARGS=--profile BENCH_VERIFY_ARGS=--profile
 #                BENCH_CONNECTIONS_ARGS="--stations 2000" BENCH_DOWNLOAD_ARGS="--size-mib 8"
 .PHONY: bench
-bench: $(STAMP)
+bench: system-deps $(STAMP)
 	$(PY) -m benchmarks.bench_publish $(BENCH_ARGS); status=$$?; \
 	$(PY) -m benchmarks.bench_verify $(BENCH_VERIFY_ARGS) || status=1; \
 	$(PY) -m benchmarks.bench_connections $(BENCH_CONNECTIONS_ARGS) || status=1; \

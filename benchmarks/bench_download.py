@@ -23,7 +23,7 @@ resumed download (``Range: bytes=N-``) must answer 206 with the right bytes from
 
 Figures are merged into ``benchmarks/results/latest.json`` (``download_throughput``) and
 ``benchmarks/results/latest.md``.  Exit status 1 if a check failed; 2 if nginx is missing
-and cannot be installed (only as root with apt-get).
+(``make system-deps`` installs it).
 """
 
 from __future__ import annotations
@@ -313,24 +313,14 @@ async def measure(
 
 
 def find_nginx(console: Console) -> str | None:
-    """nginx on PATH (or in /usr/sbin); installed with apt-get only when running as root."""
+    """nginx on PATH or in /usr/sbin (``make system-deps`` installs ``nginx-light``)."""
     found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
-    if found:
-        return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+    if found is None:
         console.print(
-            "[red]nginx is not installed, so there is no baseline to compare with: install it "
-            "(e.g. `apt-get install nginx-light`) or run this benchmark as root to let it "
-            "install nginx with apt-get[/]"
+            "[red]nginx is not installed, so there is no baseline to compare with: run "
+            "`make system-deps` (or `apt-get install nginx-light`)[/]"
         )
-        return None
-    console.print("nginx is not installed: installing it with apt-get …")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for args in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "nginx-light"]):
-        if subprocess.run(args, env=env, check=False).returncode != 0:
-            console.print(f"[red]`{' '.join(args)}` failed; install nginx by hand[/]")
-            return None
-    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    return found
 
 
 def free_port() -> int:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import io
 import tarfile
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from tests.support.nodeids import repository_tests
 
-from chargeward.errors import BundleError
-from chargeward.evidence.bundle import SUPPLY_MEMBERS, read_supply
+from chargeward.errors import IntegrityError
+from chargeward.evidence.bundle import SUPPLY_MEMBERS, read_bundle
 from chargeward.evidence.matrix import (
     FAILED,
     NOT_RUN,
@@ -25,6 +27,10 @@ from chargeward.evidence.matrix import (
     result_of,
 )
 from chargeward.evidence.pack import requirements
+from chargeward.release.bundle import build_bundle
+
+if TYPE_CHECKING:
+    from conftest import Pki
 
 
 def report(*cases: tuple[str, str, str]) -> bytes:
@@ -192,16 +198,31 @@ def _tar(members: dict[str, bytes]) -> io.BytesIO:
     return buf
 
 
-def test_supply_chain_members_are_read_when_present_and_only_those() -> None:
+def test_supply_chain_documents_come_from_the_bundle_bound_to_its_manifest(
+    tmp_path: Path, pki: Pki
+) -> None:
     sbom = b'{"bomFormat": "CycloneDX"}'
-    with tarfile.open(fileobj=_tar({"manifest.json": b"{}", "sbom.cdx.json": sbom})) as tar:
-        assert read_supply(tar) == {"sbom.cdx.json": sbom}
-    assert "vex.openvex.json" in SUPPLY_MEMBERS
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        link = tarfile.TarInfo("sbom.cdx.json")
-        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
-        tar.addfile(link)
-    buf.seek(0)
-    with tarfile.open(fileobj=buf) as tar, pytest.raises(BundleError, match="not a regular"):
-        read_supply(tar)
+    payload = tmp_path / "fw.bin"
+    payload.write_bytes(b"firmware\n" * 100)
+    bundle = tmp_path / "r.cwb"
+    build_bundle(
+        payload,
+        bundle,
+        version="1.0.0",
+        security_version=1,
+        hardware_models=["AC22"],
+        signer=pki.signer,
+        signing_certificate=pki.signing_cert,
+        attestations={"sbom.cdx.json": sbom},
+    )
+    files = read_bundle(bundle)
+    assert files.supply == {"sbom.cdx.json": sbom}
+    assert "vex.openvex.json" in SUPPLY_MEMBERS and "provenance.dsse.json" in SUPPLY_MEMBERS
+    # A document swapped after the build no longer matches the manifest's digest.
+    with tarfile.open(bundle) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    members["sbom.cdx.json"] = sbom.replace(b"CycloneDX", b"CycloneDx")
+    tampered = tmp_path / "tampered.cwb"
+    tampered.write_bytes(_tar(members).getvalue())
+    with pytest.raises(IntegrityError, match="SHA-256 differs from the manifest"):
+        read_bundle(tampered)

@@ -528,3 +528,24 @@ def test_cli_fleet_exposure_names_the_affected_stations(
         bad = runner.invoke(app, ["fleet", "exposure", str(advisory), "--data-dir", str(data)])
         assert isinstance(bad.exception, SupplyChainError)
         assert str(advisory) in str(bad.exception) and "affected[0].package" in str(bad.exception)
+
+
+async def test_an_sbom_package_too_long_to_index_is_refused_not_cut_short(
+    api: Api, tmp_path: Path, pki: Any
+) -> None:
+    from chargeward.supply.attest import image_components
+    from chargeward.supply.components import Library
+    from chargeward.supply.sbom import build_sbom
+
+    payload = tmp_path / "lib.bin"
+    payload.write_bytes(b"x" * 100)
+    long_version = "1." + "9" * 120
+    lib = Library("zlib", long_version, f"pkg:generic/zlib@{long_version}", "Zlib")
+    components = image_components("acme-fw", "1.0.0", "ACME", {"main": payload}, [lib])
+    sbom = build_sbom(components, "ab" * 32).decode()
+    r = await api.client.post(
+        "/api/v1/releases", content=bundle_with(tmp_path, pki, {"sbom.cdx.json": sbom}).read_bytes()
+    )
+    assert r.status_code == 422, r.text
+    assert "version is longer than 100 characters" in r.json()["error"]["message"]
+    assert (await api.call("GET", "/api/v1/releases")) == []

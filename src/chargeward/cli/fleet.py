@@ -22,8 +22,9 @@ from rich.text import Text
 
 from chargeward.cli.apiclient import ApiClient
 from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, ServerUrl, console
+from chargeward.errors import SupplyChainError
+from chargeward.fileio import read_capped
 from chargeward.model.fleet import DAYS
-from chargeward.supply._fields import read_input
 from chargeward.supply.advisories import MAX_ADVISORY_BYTES, parse_advisory
 
 site_app = typer.Typer(no_args_is_help=True)
@@ -412,7 +413,7 @@ def fleet_exposure(
     Exits 3 if any station is affected or possibly affected (a range that could not be
     evaluated), 0 if none is; stations whose release has no SBOM here are listed as unknown.
     """
-    raw = read_input(advisory, MAX_ADVISORY_BYTES)
+    raw = read_capped(advisory, MAX_ADVISORY_BYTES, error=SupplyChainError)
     parsed = parse_advisory(raw, str(advisory))  # a malformed file is refused here, offline
     report = _api(data_dir, server).request(
         "POST", "/api/v1/exposure", content=raw, headers={"Content-Type": "application/json"}

@@ -40,7 +40,7 @@ from chargeward.cli.supply import FailOn, findings_table
 from chargeward.crypto.keys import Signer
 from chargeward.crypto.pki import load_certificate, load_certificate_file, load_certificates_file
 from chargeward.crypto.signature import sha256_file
-from chargeward.errors import ChargewardError, ConfigError, Conflict, GateRefused, TrustError
+from chargeward.errors import ChargewardError, ConfigError, Conflict, TrustError
 from chargeward.fileio import refuse_existing, write_new_file
 from chargeward.publish.targets import ImageFacts, bundle_targets, release_targets
 from chargeward.release.bundle import (
@@ -54,7 +54,7 @@ from chargeward.release.bundle import (
 )
 from chargeward.supply.advisories import load_advisories
 from chargeward.supply.allowlist import Allowlist, load_allowlist
-from chargeward.supply.attest import ReleaseDocuments, release_documents
+from chargeward.supply.attest import documents_for
 from chargeward.supply.components import ComponentList, check_pinned, load_components
 from chargeward.supply.gate import evaluate
 from chargeward.supply.provenance import (
@@ -102,7 +102,7 @@ def _supply_documents(
     fail_on: FailOn,
     min_approvers: int,
     previous: Path | None,
-) -> tuple[ComponentList, ReleaseDocuments]:
+) -> tuple[ComponentList, dict[str, bytes]]:
     """Gate the declared components; the SBOM, scan report and VEX the bundle will carry."""
     if advisories is None:
         raise ConfigError(
@@ -114,30 +114,16 @@ def _supply_documents(
         check_pinned(declared, previous=load_components(previous))
     accepted = load_allowlist(allowlist, min_approvers=min_approvers) if allowlist else Allowlist()
     with console.status(Text(f"Scanning {declared.name} {declared.version}")):
-        advisory_set = load_advisories(advisories)
-        try:
-            made = release_documents(
-                declared,
-                advisory_set,
-                accepted,
-                threshold=Severity[fail_on.name.upper()],
-                now=dt.datetime.now(dt.UTC),
-            )
-        except GateRefused:
-            console.print(
-                findings_table(
-                    evaluate(
-                        declared,
-                        advisory_set,
-                        accepted,
-                        Severity[fail_on.name.upper()],
-                        dt.datetime.now(dt.UTC),
-                    )
-                )
-            )
-            raise
-    console.print(findings_table(made.gate))
-    return declared, made
+        gate = evaluate(
+            declared,
+            load_advisories(advisories),
+            accepted,
+            Severity[fail_on.name.upper()],
+            dt.datetime.now(dt.UTC),
+        )
+    console.print(findings_table(gate))
+    gate.raise_if_refused()
+    return declared, documents_for(declared, gate)
 
 
 def _images(
@@ -281,7 +267,7 @@ def build(
             notes=notes,
             release_class=release_class,
             customer=customer,
-            attestations=made.documents if made is not None else None,
+            attestations=made,
         )
     details: dict[str, Any] = {
         "version": version,

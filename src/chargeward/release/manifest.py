@@ -52,6 +52,9 @@ SBOM_NAME = "sbom.cdx.json"
 SCAN_REPORT_NAME = "vulnerability-report.json"
 VEX_NAME = "vex.openvex.json"
 ATTESTATION_NAMES = (SBOM_NAME, SCAN_REPORT_NAME, VEX_NAME)
+# The release's signed build provenance names the bundle's own digest, so it travels beside the
+# bundle (and the server keeps it under this name), never inside.
+PROVENANCE_NAME = "provenance.dsse.json"
 MAX_ATTESTATION_BYTES = 8 << 20
 
 _TOP_KEYS = frozenset({"schema", "release", "images", "signing_certificate"})

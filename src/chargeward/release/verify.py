@@ -100,6 +100,26 @@ class VerifiedBundle:
         return next(image for image in self.images if image.component == component)
 
 
+def read_documents(bundle: Path) -> tuple[Manifest, bytes, dict[str, bytes]]:
+    """The manifest, the signing certificate as stored and the supply-chain documents, each
+    document checked against the digest the manifest lists; signatures are not checked.
+
+    For showing a release (evidence packs): the structural checks of :func:`verify_bundle`,
+    not its trust decision.
+    """
+    with open_bundle(bundle) as tar:
+        members = scan_members(tar)
+        manifest = _read_manifest(tar, members)
+        _match_images(members, manifest)
+        _match_attestations(members, manifest)
+        certificate = read_member(tar, members.certificate, MAX_CERTIFICATE_BYTES)
+        documents = {
+            a.name: _read_attestation(tar, members.attestations[a.name], a)
+            for a in manifest.attestations
+        }
+    return manifest, certificate, documents
+
+
 def read_manifest(bundle: Path) -> Manifest:
     """Read the manifest of ``bundle`` without verifying anything it claims.
 

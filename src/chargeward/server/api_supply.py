@@ -17,6 +17,7 @@ import datetime as dt
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
+from chargeward.errors import BundleError
 from chargeward.server.api import Operator
 from chargeward.server.services import find_release
 from chargeward.server.state import ServerState
@@ -32,7 +33,7 @@ from chargeward.server.tables import ReleaseDocument
 from chargeward.supply.advisories import MAX_ADVISORY_BYTES, parse_advisory
 
 router = APIRouter(tags=["supply chain"])
-_BINARY_BODY = {
+_JSON_BODY = {
     "requestBody": {
         "required": True,
         "content": {"application/json": {"schema": {"type": "object"}}},
@@ -46,8 +47,6 @@ def _state(request: Request) -> ServerState:
 
 
 async def _body(request: Request, limit: int, what: str) -> bytes:
-    from chargeward.errors import BundleError
-
     data = bytearray()
     async for chunk in request.stream():
         data += chunk
@@ -95,7 +94,7 @@ async def get_document(release_id: str, name: str, request: Request, _: Operator
     "/api/v1/releases/{release_id}/provenance",
     response_model=DocumentOut,
     status_code=201,
-    openapi_extra=_BINARY_BODY,
+    openapi_extra=_JSON_BODY,
 )
 async def put_provenance(release_id: str, request: Request, who: Operator) -> DocumentOut:
     state = _state(request)
@@ -151,7 +150,7 @@ def _station(x: ExposedStation) -> ExposedStationOut:
     )
 
 
-@router.post("/api/v1/exposure", response_model=ExposureOut, openapi_extra=_BINARY_BODY)
+@router.post("/api/v1/exposure", response_model=ExposureOut, openapi_extra=_JSON_BODY)
 async def post_exposure(request: Request, _: Operator) -> ExposureOut:
     raw = await _body(request, MAX_ADVISORY_BYTES, "advisory")
     advisory = parse_advisory(raw, "advisory")

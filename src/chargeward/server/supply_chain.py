@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +34,7 @@ from chargeward import audit
 from chargeward.crypto.pki import certificate_ec_key, load_certificate
 from chargeward.errors import BundleError, Conflict, NotFound, SupplyChainError
 from chargeward.release.manifest import (
+    PROVENANCE_NAME,
     SBOM_NAME,
     SCAN_REPORT_NAME,
     VEX_NAME,
@@ -43,54 +43,12 @@ from chargeward.release.manifest import (
 )
 from chargeward.server.tables import Release, ReleaseComponent, ReleaseDocument, Station
 from chargeward.supply.advisories import Advisory
-from chargeward.supply.gate import REPORT_FORMAT
+from chargeward.supply.gate import scan_summary
 from chargeward.supply.matching import match
 from chargeward.supply.provenance import BUNDLE_SUBJECT, Subject, verify_provenance
-from chargeward.supply.sbom import sbom_components
+from chargeward.supply.sbom import SbomPackage, sbom_components
 
-PROVENANCE_NAME = "provenance.dsse.json"
 MAX_PROVENANCE_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class ScanSummary:
-    """What a vulnerability report says, as the audit log keeps it."""
-
-    decision: str
-    findings: int
-    blocking: int
-    accepted: int
-    advisories: str  # "sha256:<digest of the advisory set>"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "decision": self.decision,
-            "findings": self.findings,
-            "blocking": self.blocking,
-            "accepted": self.accepted,
-            "advisories": self.advisories,
-        }
-
-
-def scan_summary(data: bytes, source: str) -> ScanSummary:
-    """Read a vulnerability report (``chargeward supply scan --report``)."""
-    try:
-        doc = json.loads(data)
-        if not isinstance(doc, dict) or doc.get("format") != REPORT_FORMAT:
-            raise ValueError(f"format is not {REPORT_FORMAT!r}")
-        findings = doc["findings"]
-        decision = doc["decision"]
-        if decision not in ("passed", "refused") or not isinstance(findings, list):
-            raise ValueError("decision or findings malformed")
-        return ScanSummary(
-            decision=decision,
-            findings=len(findings),
-            blocking=sum(1 for f in findings if f.get("blocking")),
-            accepted=sum(1 for f in findings if f.get("accepted_by")),
-            advisories=str(doc["advisories"]["digest"]),
-        )
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise SupplyChainError(f"{source}: not a vulnerability report: {e}") from e
 
 
 async def store_documents(
@@ -109,10 +67,9 @@ async def store_documents(
     if sbom is not None:
         packages = sbom_components(sbom, f"{where}: {SBOM_NAME}")
         for p in packages:
+            _check_package(p, f"{where}: {SBOM_NAME}")
             s.add(
-                ReleaseComponent(
-                    release_id=release_id, name=p.name[:200], version=p.version[:100], purl=p.purl
-                )
+                ReleaseComponent(release_id=release_id, name=p.name, version=p.version, purl=p.purl)
             )
         details["sbom"] = {"sha256": _sha256(sbom), "packages": len(packages)}
     report = documents.get(SCAN_REPORT_NAME)
@@ -139,6 +96,19 @@ async def store_documents(
             )
         )
     return details
+
+
+# The widths of release_components' columns: a longer value is refused, never cut short.
+PACKAGE_LIMITS = {"name": 200, "version": 100, "purl": 500}
+
+
+def _check_package(package: SbomPackage, where: str) -> None:
+    for field_name, limit in PACKAGE_LIMITS.items():
+        if len(getattr(package, field_name)) > limit:
+            raise SupplyChainError(
+                f"{where}: package {package.purl[:80]!r}: {field_name} is longer than "
+                f"{limit} characters"
+            )
 
 
 def _sha256(data: bytes) -> str:

@@ -67,13 +67,27 @@ def release_documents(
     """
     result = evaluate(components, advisories, allowlist, threshold, now)
     result.raise_if_refused()
+    documents = documents_for(components, result, sbom_created=sbom_created, author=author)
+    return ReleaseDocuments(result, documents)
+
+
+def documents_for(
+    components: ComponentList,
+    gate: GateResult,
+    *,
+    sbom_created: dt.datetime | None = None,
+    author: str | None = None,
+) -> dict[str, bytes]:
+    """The documents of a release whose gate passed (``gate`` as :func:`evaluate` gave it)."""
+    if gate.refused:
+        raise ValueError("documents are made only for a release the gate passed")
     documents = {
         SBOM_NAME: build_sbom(components, release_digest(components), sbom_created),
-        SCAN_REPORT_NAME: report_json(result),
+        SCAN_REPORT_NAME: report_json(gate),
     }
-    if result.accepted:
-        documents[VEX_NAME] = openvex(result, author=author or components.supplier)
-    return ReleaseDocuments(result, documents)
+    if gate.accepted:
+        documents[VEX_NAME] = openvex(gate, author=author or components.supplier)
+    return documents
 
 
 def image_components(

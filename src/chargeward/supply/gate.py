@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from chargeward.errors import ConfigError, GateRefused
+from chargeward.errors import ConfigError, GateRefused, SupplyChainError
 from chargeward.supply.advisories import AdvisorySet
 from chargeward.supply.allowlist import Allowlist, AllowlistEntry
 from chargeward.supply.components import ComponentList
@@ -213,3 +213,45 @@ def report_json(result: GateResult) -> bytes:
         "findings": [_finding_json(f) for f in result.findings],
     }
     return (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class ScanSummary:
+    """What a vulnerability report says, as the audit log keeps it."""
+
+    decision: str
+    findings: int
+    blocking: int
+    accepted: int
+    advisories: str  # "sha256:<digest of the advisory set>"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "decision": self.decision,
+            "findings": self.findings,
+            "blocking": self.blocking,
+            "accepted": self.accepted,
+            "advisories": self.advisories,
+        }
+
+
+def scan_summary(data: bytes, source: str) -> ScanSummary:
+    """Read back a report that :func:`report_json` wrote; :class:`SupplyChainError` if it
+    is not one."""
+    try:
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("format") != REPORT_FORMAT:
+            raise ValueError(f"format is not {REPORT_FORMAT!r}")
+        findings = doc["findings"]
+        decision = doc["decision"]
+        if decision not in ("passed", "refused") or not isinstance(findings, list):
+            raise ValueError("decision or findings malformed")
+        return ScanSummary(
+            decision=decision,
+            findings=len(findings),
+            blocking=sum(1 for f in findings if f.get("blocking")),
+            accepted=sum(1 for f in findings if f.get("accepted_by")),
+            advisories=str(doc["advisories"]["digest"]),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise SupplyChainError(f"{source}: not a vulnerability report: {e}") from e
