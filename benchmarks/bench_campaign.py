@@ -226,7 +226,7 @@ class LightStation:
 
 
 async def one_rollout(console: Console, stations: int) -> dict[str, Any]:
-    from chargeward.demo import start_server
+    from chargeward.local import start_server
 
     raise_fd_limit()
     ids = [f"CP-{i:05d}" for i in range(stations)]

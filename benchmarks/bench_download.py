@@ -499,7 +499,7 @@ def print_table(console: Console, section: dict[str, Any]) -> None:
 async def bench(
     nginx_binary: str, args: argparse.Namespace, console: Console, tmp: Path
 ) -> dict[str, Any]:
-    from chargeward.demo import start_server
+    from chargeward.local import start_server
 
     work, data, prefix = tmp / "work", tmp / "data", tmp / "nginx"
     for d in (work, data, prefix):

@@ -104,7 +104,7 @@ def release_bundle(
 ) -> tuple[Path, Path]:
     """A demo PKI in ``work`` and a signed release 1.1.0 bundle of ``payload_size`` random
     bytes for ``model``, as a server accepts it; returns (root certificate PEM, bundle)."""
-    from chargeward.demo import make_pki
+    from chargeward.local import make_pki
     from chargeward.release.bundle import build_bundle
 
     signer, cert, root_pem = make_pki(work, passphrase)

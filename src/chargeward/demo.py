@@ -1,436 +1,396 @@
 """``chargeward demo``: a manufacturer and an operator, end to end, on this machine.
 
-Creates a PKI (Manufacturer Root CA + firmware-signing certificate, encrypted key files),
-builds and signs a factory image and an update, starts the management server and several
-reference chargers as separate processes talking OCPP 2.0.1 over loopback, uploads the
-release, updates every charger, shows live progress and ends with a summary table.
+1. The manufacturer makes a PKI (Manufacturer Root CA, firmware-signing certificate, encrypted
+   key files) and three releases, each gated against the shipped OSV advisories with its SBOM
+   and scan report: 1.0.0 (the factory image), 1.1.0 and 1.2.0, whose charging application
+   crashes at start-up on every charger.
+2. A TUF repository: a 2-of-3 root and 2-of-3 release approvers.
+3. The operator's server starts on SQLite; a fleet of simulated chargers (the real agent on a
+   simulated flash and link, see :mod:`chargeward.sim`) on three sites in three time zones,
+   each with a maintenance window in local time, a few with a car charging, connects.
+4. carol uploads 1.1.0, alice and bob approve it (2 of 3), carol publishes it; dave creates a
+   staged campaign with a canary and alice starts it (two-person rule); it runs live.
+5. The same for 1.2.0: the canary fails its health check and falls back to 1.1.0, the campaign
+   pauses itself at the canary and dave aborts it; no other charger is touched.
+6. Checks (every charger on a verified image, counts add up, no install outside a window or
+   during a session), the audit log exported and verified offline, a summary.
+
+``quick`` runs the same story on a smaller fleet with smaller images (for CI).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-import json
-import os
-import secrets
 import shutil
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
-from chargeward.crypto import (
-    certificate_pem,
-    create_root_ca,
-    generate_key,
-    issue_firmware_signing_certificate,
+from chargeward.errors import ChargewardError
+from chargeward.local import demo_advisories, make_repository, run_cli
+from chargeward.procinfo import raise_fd_limit
+from chargeward.sim import flash as flash_mod
+from chargeward.sim import server as backend
+from chargeward.sim.checks import Checks, check_run
+from chargeward.sim.releases import Releases, make_releases
+from chargeward.sim.runner import CAMPAIGN_DEFAULTS, SimOptions, Simulation, Trust, log_to
+from chargeward.sim.scenario import (
+    Chance,
+    Faults,
+    Group,
+    Link,
+    Scenario,
+    Sessions,
+    Site,
+    window_from_now,
 )
-from chargeward.errors import ChargewardError, TransportError
-from chargeward.release.bundle import build_bundle
-from chargeward.supply.advisories import AdvisorySet, advisory_set, load_advisories
-from chargeward.supply.allowlist import Allowlist
-from chargeward.supply.attest import image_components, release_documents
-from chargeward.supply.components import Library
-from chargeward.supply.severity import Severity
 
 MODEL = "AC22"
-FINAL = {
-    "Installed",
-    "DownloadFailed",
-    "InstallationFailed",
-    "InstallVerificationFailed",
-    "InvalidSignature",
-}
-
-
-@dataclass
-class Process:
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> str:
-        """SIGTERM, then SIGKILL after 10 s; returns everything the process printed."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
-        return self.output()
-
-
-def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> Process:
-    """Start ``chargeward ARGS`` as its own process, output to ``log``."""
-    with log.open("wb") as fh:
-        p = subprocess.Popen(
-            [sys.executable, "-m", "chargeward", *args],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
-    return Process(p, log)
-
-
-def run_cli(args: list[str], env: dict[str, str] | None = None) -> str:
-    r = subprocess.run(
-        [sys.executable, "-m", "chargeward", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
-    if r.returncode != 0:
-        raise ChargewardError(
-            f"chargeward {args[0]} {args[1]} failed: {(r.stderr or r.stdout).strip()}"
-        )
-    return r.stdout
-
-
-def wait_for_file(path: Path, proc: Process, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            data: dict[str, Any] = json.loads(path.read_text())
-            return data
-        if proc.popen.poll() is not None:
-            raise ChargewardError(f"the server exited; see {proc.log}")
-        time.sleep(0.1)
-    raise TransportError(f"the server did not start within {timeout}s; see {proc.log}")
-
-
-def start_server(
-    data_dir: Path,
-    root_pem: Path,
-    log: Path,
-    *,
-    env: dict[str, str] | None = None,
-    public_url: str | None = None,
-    extra_args: Sequence[str] = (),
-) -> tuple[Process, dict[str, Any]]:
-    """Start ``chargeward server`` on free loopback ports; returns it and its server.json."""
-    args = [
-        "server",
-        "--data-dir",
-        str(data_dir),
-        "--ocpp-port",
-        "0",
-        "--http-port",
-        "0",
-        "--manufacturer-root",
-        str(root_pem),
-        "--allow-insecure-profile-1",  # demo and tests on loopback: plain ws
-    ]
-    if public_url:
-        args += ["--public-url", public_url]
-    (data_dir / "server.json").unlink(missing_ok=True)  # a killed server leaves its own
-    proc = spawn([*args, *extra_args], log, env)
-    try:
-        return proc, wait_for_file(data_dir / "server.json", proc)
-    except ChargewardError:
-        proc.stop()
-        raise
-
-
-def make_pki(d: Path, passphrase: bytes) -> tuple[Any, Any, Path]:
-    root_key = generate_key(f"file:{d}/root-ca.key", lambda: passphrase)
-    root = create_root_ca(root_key, "Demo Chargers Ltd Manufacturer Root CA", "Demo Chargers Ltd")
-    (d / "root-ca.pem").write_text(certificate_pem(root))
-    signing_key = generate_key(f"file:{d}/firmware-signing.key", lambda: passphrase)
-    cert = issue_firmware_signing_certificate(
-        root_key,
-        root,
-        signing_key.public_key(),
-        "Demo Chargers Ltd Firmware Signing",
-        "Demo Chargers Ltd",
-    )
-    (d / "firmware-signing.pem").write_text(certificate_pem(cert))
-    return signing_key, cert, d / "root-ca.pem"
-
-
-ROOT_HOLDERS = ("ana", "ben", "cyd")
-APPROVERS = ("alice", "bob", "carol")
-
-
-def make_repository(keys: Path, data: Path, env: dict[str, str]) -> Path:
-    """Keys for a 2-of-3 root and 2-of-3 approvers, then ``chargeward repo init``."""
-    keys.mkdir(parents=True)
-    secret = env["CHARGEWARD_KEY_PASSPHRASE"].encode()
-    uri = {}
-    for name in (*ROOT_HOLDERS, *APPROVERS, "snapshot", "timestamp"):
-        uri[name] = generate_key(f"file:{keys / name}.key", lambda: secret).uri
-    root_json = keys / "root.json"
-    args = ["repo", "init", "--data-dir", str(data), "--root-out", str(root_json)]
-    for name in ROOT_HOLDERS:
-        args += ["--root-key", f"{name}={uri[name]}"]
-    for name in APPROVERS:
-        args += ["--targets-key", f"{name}={uri[name]}"]
-    args += ["--snapshot-key", uri["snapshot"], "--timestamp-key", uri["timestamp"]]
-    run_cli(args, env)
-    return root_json
-
-
-def _progress_table(rows: dict[str, dict[str, Any]]) -> Table:
-    t = Table(
-        "station",
-        "firmware",
-        "connected",
-        "last status",
-        "outcome",
-        title="Firmware update 1.0.0 -> 1.1.0",
-    )
-    for sid, d in rows.items():
-        last = d["firmware_statuses"][-1]["status"] if d.get("firmware_statuses") else "-"
-        outcome = d["updates"][-1]["outcome"] if d.get("updates") else "-"
-        style = {"succeeded": "green", "failed": "red"}.get(outcome, "yellow")
-        t.add_row(
-            sid,
-            d.get("firmware_version") or "-",
-            "yes" if d.get("connected") else "no",
-            last,
-            f"[{style}]{outcome}[/]",
-        )
-    return t
-
-
-# What the demo firmware declares it is built from (versions past the example advisories).
-DEMO_LIBRARIES = (
-    Library("zlib", "1.3.1", "pkg:generic/zlib@1.3.1", "Zlib"),
-    Library("openssl", "3.0.15", "pkg:generic/openssl@3.0.15", "Apache-2.0"),
-    Library("curl", "8.11.1", "pkg:generic/curl@8.11.1", "curl"),
+VERSIONS = ("1.0.0", "1.1.0", "1.2.0")
+GOOD, BAD = "1.1.0", "1.2.0"
+# site, IANA time zone, station id prefix, share of the fleet, link (bytes/s shared by the
+# site, one-way latency)
+SITES = (
+    ("london", "Europe/London", "LON", 0.4, Link(4_000_000, 15.0)),
+    ("newyork", "America/New_York", "NYC", 0.3, Link(2_000_000, 40.0)),
+    ("tokyo", "Asia/Tokyo", "TYO", 0.3, Link(1_000_000, 90.0)),
 )
-EXAMPLE_ADVISORIES = Path(__file__).resolve().parents[2] / "examples" / "advisories"
+ROLES = {"carol": "release-manager", "alice": "approver", "bob": "approver", "dave": "operator"}
 
 
-def demo_advisories() -> AdvisorySet:
-    """The OSV advisories shipped in ``examples/advisories`` (in a source checkout)."""
-    if EXAMPLE_ADVISORIES.is_dir():
-        return load_advisories(EXAMPLE_ADVISORIES)
-    return advisory_set([])
+@dataclass(frozen=True)
+class Size:
+    stations: int
+    image_kib: int
+    charging_s: float  # how long the cars at the busy chargers charge from the start
+    timeout_s: float  # per campaign
+
+
+FULL = Size(stations=100, image_kib=256, charging_s=40, timeout_s=900)
+QUICK = Size(stations=24, image_kib=32, charging_s=15, timeout_s=300)
+
+
+def demo_scenario(size: Size, now: dt.datetime) -> Scenario:
+    """Three sites, each with a window open now in its local time, a few chargers busy."""
+    sites, groups = {}, []
+    for name, tz, prefix, share, link in SITES:
+        window = window_from_now(
+            tz, now, opens_in=-dt.timedelta(minutes=30), length=dt.timedelta(hours=4)
+        )
+        sites[name] = Site(name, tz, [window], link)
+        count = max(2, round(size.stations * share))
+        busy = max(1, count // 10)
+        groups.append(Group(count - busy, name, "1.0.0", MODEL, prefix))
+        charging = Sessions(busy=((0.0, size.charging_s),))
+        groups.append(Group(busy, name, "1.0.0", MODEL, f"{prefix}-EV", charging))
+    return Scenario(
+        source="demo",
+        seed=20261204,
+        duration=size.timeout_s,
+        versions=list(VERSIONS),
+        image_bytes=size.image_kib * 1024,
+        campaign={"release": GOOD},
+        sites=sites,
+        fleet=groups,
+        faults=Faults(
+            link_drop=Chance(0.08, {"at_byte": [4_000, 24_000]}),
+            corrupt=Chance(0.05),
+            bad_release=BAD,
+        ),
+    )
+
+
+def campaign_document(name: str, release_id: str, canary: int) -> dict[str, Any]:
+    return {
+        **CAMPAIGN_DEFAULTS,
+        "name": name,
+        "release": release_id,
+        "target": {"models": [MODEL]},
+        "stages": {"canary": canary, "then": ["50%", "100%"]},
+        "gates": {"success": "90%", "error": "10%"},
+        "soak": "3s",
+        "concurrency": {"global": 50, "per_site": 20, "keep_available": 0},
+    }
+
+
+class Demo:
+    def __init__(self, workdir: Path, size: Size, console: Console) -> None:
+        self.work = workdir
+        self.size = size
+        self.console = console
+        self.data = workdir / "server"
+        self.tokens: dict[str, str] = {}
+        self.made: Releases | None = None
+        self.env: dict[str, str] = {}
+
+    def say(self, text: str) -> None:
+        self.console.print(text)
+
+    async def cli(self, args: list[str], who: str | None = None) -> str:
+        """``chargeward ARGS`` as its own process (as ``who``), off the event loop."""
+        env = dict(self.env)
+        if who is not None:
+            env["CHARGEWARD_API_TOKEN"] = self.tokens[who]
+        out = await asyncio.to_thread(run_cli, [*args, "--data-dir", str(self.data)], env)
+        return out.strip().splitlines()[-1] if out.strip() else ""
+
+    def client(self, srv: backend.Backend, who: str) -> httpx.AsyncClient:
+        return srv.client(self.tokens[who])
+
+    # -- the story ------------------------------------------------------------------------
+
+    def manufacture(self, scenario: Scenario) -> Releases:
+        self.console.rule("[bold]1. Manufacturer: PKI, SBOMs, vulnerability gate, signed releases")
+        made = make_releases(
+            self.work,
+            scenario.versions,
+            image_bytes=scenario.image_bytes,
+            models=[MODEL],
+            advisories=demo_advisories(),
+        )
+        self.env = {"CHARGEWARD_KEY_PASSPHRASE": made.passphrase}
+        for version, gate in made.gates.items():
+            self.say(
+                f"release {version} ({made.release_ids[version][:12]}): SBOM of "
+                f"{gate.packages_checked} packages against {gate.advisory_count} OSV advisories, "
+                f"{len(gate.findings)} findings, {len(gate.blocking)} blocking; signed with "
+                "the firmware-signing key (ECDSA P-256)"
+            )
+        self.console.rule("[bold]2. TUF repository: 2-of-3 root holders, 2-of-3 approvers")
+        make_repository(self.work / "tuf-keys", self.data, self.env)
+        self.say(f"root.json for the chargers in {self.work / 'tuf-keys' / 'root.json'}")
+        return made
+
+    async def publish(self, srv: backend.Backend, version: str) -> str:
+        """carol uploads, alice and bob approve (TUF targets, 2 of 3), carol publishes."""
+        assert self.made is not None
+        said = await self.cli(["release", "upload", str(self.made.bundles[version])], "carol")
+        self.say(f"carol: {said}")
+        rid = self.made.release_ids[version]
+        for who in ("alice", "bob"):
+            key = f"file:{self.work / 'tuf-keys' / who}.key"
+            self.say(f"{who}: {await self.cli(['release', 'approve', rid, '--key', key], who)}")
+        self.say(f"carol: {await self.cli(['release', 'publish', rid], 'carol')}")
+        return rid
+
+    async def campaign(
+        self, sim: Simulation, srv: backend.Backend, version: str, rid: str, canary: int
+    ) -> dict[str, Any]:
+        """dave creates the campaign, alice starts it; followed live until it has ended."""
+        doc = campaign_document(f"rollout-{version}", rid, canary)
+        async with self.client(srv, "dave") as dave, self.client(srv, "alice") as alice:
+            made = await backend.call(dave, "POST", "/api/v1/campaigns", json=doc)
+            self.say(
+                f"dave: campaign {made['name']} over {made['counts'].get('pending', 0)} "
+                f"chargers, canary of {canary}, then 50 %, then 100 %: {made['status']}"
+            )
+            started = await backend.call(alice, "POST", f"/api/v1/campaigns/{made['id']}/approve")
+            self.say(f"alice (second person): {started['status']}")
+            return await sim.follow(srv, dave, made["id"], f"campaign {made['name']}")
+
+    async def run(self, keep_running: bool) -> bool:
+        now = dt.datetime.now(dt.UTC)
+        scenario = demo_scenario(self.size, now)
+        self.made = made = self.manufacture(scenario)
+        self.console.rule("[bold]3. Operator: server on SQLite, chargers on three sites")
+        srv = backend.Backend.start(
+            self.data,
+            made.root_pem,
+            self.work / "server.log",
+            made.passphrase,
+            approval_threshold=self.size.stations // 2,  # a whole-fleet campaign: two people
+        )
+        trust = Trust((self.work / "tuf-keys" / "root.json").read_bytes(), f"{srv.api_url}/tuf/")
+        sim = Simulation(scenario, SimOptions(), self.console, trust)
+        root = flash_mod.flash_root("chargeward-demo-")
+        log_to(self.work / "chargers.log")
+        flash_mod.install_hook()
+        try:
+            for who, role in ROLES.items():
+                made_token = await asyncio.to_thread(
+                    run_cli, ["token", "create", who, "--role", role, "--data-dir", str(self.data)]
+                )
+                self.tokens[who] = made_token.split()[-1]
+            self.say(f"server up: OCPP {srv.ocpp_url}{{stationId}}, API {srv.api_url}")
+            async with srv.client() as admin:
+                await backend.upload_releases(admin, {"1.0.0": made.bundles["1.0.0"]})
+                await sim.bring_up(srv, admin, made.bundles, made.root_pem.read_bytes(), root)
+            self.say(
+                f"{sim.connected}/{len(sim.stations)} chargers connected, running 1.0.0; "
+                + "; ".join(
+                    f"{s.id} ({s.timezone}) window {s.windows[0]['start']}-{s.windows[0]['end']}"
+                    " local"
+                    for s in scenario.sites.values()
+                )
+            )
+            results = {}
+            for step, version, canary in ((4, GOOD, 3), (5, BAD, 1)):
+                title = "the good release" if version == GOOD else "a bad release"
+                self.console.rule(f"[bold]{step}. Release {version}, {title}")
+                rid = await self.publish(srv, version)
+                campaign = await self.campaign(sim, srv, version, rid, canary)
+                self.say(_campaign_line(campaign))
+                results[version] = campaign
+            bad = results[BAD]
+            if bad["status"] == "paused":
+                async with self.client(srv, "dave") as dave:
+                    aborted = await backend.call(
+                        dave, "POST", f"/api/v1/campaigns/{bad['id']}/abort"
+                    )
+                self.say(f"dave: campaign {aborted['name']} {aborted['status']}")
+                bad["status"] = f"paused, then {aborted['status']}"
+            self.console.rule("[bold]6. Checks, audit log, summary")
+            checks = await self.check(sim, srv, scenario, results)
+            audit_line = await self.verify_audit(srv)
+            self.say(audit_line)
+            ok = self.summary(sim, scenario, results, checks)
+            if keep_running:
+                self.say(
+                    f"server and chargers keep running: API {srv.api_url}/api/docs "
+                    f"(admin token in {self.data / 'admin.token'}); press Ctrl-C to stop"
+                )
+                await asyncio.Event().wait()
+            return ok
+        finally:
+            await sim.shut_down()
+            flash_mod.remove_hook()
+            srv.stop()
+            flash_mod.remove_root(root)
+
+    async def check(
+        self,
+        sim: Simulation,
+        srv: backend.Backend,
+        scenario: Scenario,
+        results: Mapping[str, Mapping[str, Any]],
+    ) -> list[Checks]:
+        out = []
+        async with srv.client() as admin:
+            for c in results.values():
+                runs = await backend.call(admin, "GET", f"/api/v1/campaigns/{c['id']}/stations")
+                out.append(await check_run(admin, sim.stations, scenario.sites, c, len(runs)))
+        return out
+
+    async def verify_audit(self, srv: backend.Backend) -> str:
+        """Sign a checkpoint now, export the log and verify it offline against the vkey."""
+        async with srv.client() as admin:
+            await backend.call(admin, "POST", "/api/v1/audit/checkpoints")
+            vkey = (await admin.get("/api/v1/audit/vkey")).text.strip()
+        export = self.work / "audit-export.jsonl"
+        await asyncio.to_thread(
+            run_cli, ["audit", "export", "--out", str(export), "--data-dir", str(self.data)]
+        )
+        said = await asyncio.to_thread(run_cli, ["audit", "verify", str(export), "--vkey", vkey])
+        return f"audit log exported and verified offline: {' '.join(said.split())}"
+
+    def summary(
+        self,
+        sim: Simulation,
+        scenario: Scenario,
+        results: Mapping[str, Mapping[str, Any]],
+        checks: list[Checks],
+    ) -> bool:
+        sites = Table(title="Chargers by site (versions verified on each charger's flash)")
+        for col in ("site", "time zone", "window", "chargers", "on 1.1.0", "other",
+                    "waited for a car"):  # fmt: skip
+            sites.add_column(col, justify="left" if col in ("site", "time zone") else "right")
+        final: Counter[str] = Counter()
+        for site in scenario.sites.values():
+            here = [st for st in sim.stations if st.plan.site == site.id]
+            versions = Counter(st.flash.verified_version() or "unverified" for st in here)
+            final.update(versions)
+            other = {v: n for v, n in versions.items() if v != GOOD}
+            w = site.windows[0]
+            sites.add_row(
+                site.id,
+                site.timezone,
+                f"{w['start']}-{w['end']}",
+                str(len(here)),
+                str(versions.get(GOOD, 0)),
+                ", ".join(f"{n} on {v}" for v, n in other.items()) or "-",
+                str(sum(1 for st in here if st.record.sessions)),
+            )
+        campaigns = Table(title="Campaigns")
+        for col in ("campaign", "status", "succeeded", "rolled back", "failed", "untouched",
+                    "wall time"):  # fmt: skip
+            campaigns.add_column(col, justify="left" if col == "campaign" else "right")
+        for c in results.values():
+            counts = c["counts"]
+            campaigns.add_row(
+                f"{c['name']}",
+                c["status"],
+                str(counts.get("succeeded", 0)),
+                str(counts.get("rolled_back", 0)),
+                str(counts.get("failed", 0)),
+                str(counts.get("pending", 0) + counts.get("canceled", 0)),
+                f"{c['wall_s']:.0f} s",
+            )
+        self.console.print(sites)
+        self.console.print(campaigns)
+        for c in results.values():
+            if c.get("pause_reason"):
+                self.say(f"{c['name']} paused itself: {c['pause_reason']}")
+        good, bad = results[GOOD], results[BAD]
+        n = len(sim.stations)
+        passed = all(ch.ok for ch in checks)
+        ok = (
+            passed
+            and final == Counter({GOOD: n})
+            and good["status"] == "completed"
+            and good["counts"].get("succeeded") == n
+            and bool(bad.get("pause_reason"))
+            and bad["counts"].get("rolled_back", 0) >= 1
+            and bad["counts"].get("succeeded", 0) == 0
+        )
+        installs = sum(ch.installs_seen for ch in checks) // max(1, len(checks))
+        self.say(
+            f"checks: {'passed' if passed else 'FAILED'}: every charger runs a verified image, "
+            f"each campaign's counts add up, none of {installs} installs began outside its "
+            "site's window or while a car was charging"
+        )
+        self.say(
+            f"[bold {'green' if ok else 'red'}]{final.get(GOOD, 0)}/{n} chargers on {GOOD}; "
+            f"{BAD} stopped at its canary, which rolled back by itself[/]"
+            if ok
+            else f"[bold red]demo FAILED: final versions {dict(final)}; see {self.work}[/]"
+        )
+        return ok
+
+
+def _campaign_line(c: Mapping[str, Any]) -> str:
+    counts = ", ".join(f"{k} {v}" for k, v in c["counts"].items() if v)
+    reason = f" ({c['pause_reason']})" if c.get("pause_reason") else ""
+    return f"campaign {c['name']}: {c['status']}{reason} after {c['wall_s']:.0f} s: {counts}"
 
 
 def run_demo(
-    workdir: Path, *, stations: int = 3, keep_running: bool = False, console: Console | None = None
+    workdir: Path,
+    *,
+    quick: bool = False,
+    stations: int | None = None,
+    keep_running: bool = False,
+    console: Console | None = None,
 ) -> bool:
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # a log: wide enough for the tables
+            console = Console(width=120)
+    size = QUICK if quick else FULL
+    if stations is not None:
+        size = Size(stations, size.image_kib, size.charging_s, size.timeout_s)
     if workdir.exists():
         shutil.rmtree(workdir)
-    (workdir / "pki").mkdir(parents=True)
-    passphrase = secrets.token_urlsafe(18)  # protects this demo's generated keys only
-    env = {"CHARGEWARD_KEY_PASSPHRASE": passphrase}
-
-    console.rule("[bold]1. Manufacturer: keys, certificates, signed releases")
-    signer, cert, root_pem = make_pki(workdir / "pki", passphrase.encode())
-    console.print(f"Manufacturer Root CA and firmware-signing certificate in {workdir / 'pki'}")
-    bundles = {}
-    advisories = demo_advisories()
-    for version, sv in (("1.0.0", 1), ("1.1.0", 2)):
-        payload = workdir / f"firmware-{version}.bin"
-        payload.write_bytes(os.urandom(256 * 1024) + f"demo firmware {version}\n".encode())
-        out = workdir / f"demo-{version}.cwb"
-        components = image_components(
-            "demo-firmware", version, "Demo Chargers Ltd", {"main": payload}, DEMO_LIBRARIES
-        )
-        made = release_documents(
-            components,
-            advisories,
-            Allowlist(),
-            threshold=Severity.HIGH,
-            now=dt.datetime.now(dt.UTC),
-        )
-        m = build_bundle(
-            payload,
-            out,
-            version=version,
-            security_version=sv,
-            hardware_models=[MODEL],
-            signer=signer,
-            signing_certificate=cert,
-            attestations=made.documents,
-        )
-        bundles[version] = out
-        console.print(
-            f"built and signed {out.name}: release {m.release_id[:12]}, security version {sv}; "
-            f"SBOM of {made.gate.packages_checked} packages scanned against "
-            f"{made.gate.advisory_count} OSV advisories: {len(made.gate.findings)} findings"
-        )
-
-    console.rule("[bold]2. TUF repository: 2-of-3 root holders, 2-of-3 release approvers")
-    data = workdir / "server"
-    tuf_root = make_repository(workdir / "tuf-keys", data, env)
-    console.print(
-        f"root keys held by {', '.join(ROOT_HOLDERS)} (2 of 3), releases approved by "
-        f"{', '.join(APPROVERS)} (2 of 3); chargers get {tuf_root.name} at manufacture"
-    )
-
-    console.rule("[bold]3. Operator: management server and chargers")
-    server, info = start_server(data, root_pem, workdir / "server.log", env=env)
-    agents: list[Process] = []
+    workdir.mkdir(parents=True)
+    raise_fd_limit()
     try:
-        token = (data / "admin.token").read_text().strip()
-        tokens = {
-            who: run_cli(["token", "create", who, "--data-dir", str(data)]).split()[-1]
-            for who in APPROVERS
-        }
-        console.print(f"server up: OCPP {info['ocpp_url']}{{stationId}}, API {info['api_url']}")
-        ids = [f"DEMO-{i:03d}" for i in range(1, stations + 1)]
-        for sid in ids:
-            added = run_cli(
-                [
-                    *("station", "add", sid, "--model", MODEL),
-                    *("--security-profile", "1", "--data-dir", str(data)),
-                ]
-            )
-            password = added.split("BasicAuthPassword:")[1].split()[0]
-            state = workdir / "chargers" / sid
-            run_cli(
-                [
-                    "agent",
-                    "init",
-                    "--state-dir",
-                    str(state),
-                    "--station-id",
-                    sid,
-                    "--model",
-                    MODEL,
-                    "--root",
-                    str(root_pem),
-                    "--factory-bundle",
-                    str(bundles["1.0.0"]),
-                    "--tuf-root",
-                    str(tuf_root),
-                ],
-                {"CHARGEWARD_STATION_PASSWORD": password},
-            )
-            agents.append(
-                spawn(
-                    [
-                        "agent",
-                        "run",
-                        "--state-dir",
-                        str(state),
-                        "--csms",
-                        str(info["ocpp_url"]),
-                        "--reconnect-delay",
-                        "1",
-                        "--repository",
-                        f"{info['api_url']}/tuf/",
-                    ],
-                    workdir / f"agent-{sid}.log",
-                )
-            )
-        api = httpx.Client(
-            base_url=str(info["api_url"]), timeout=30, headers={"Authorization": f"Bearer {token}"}
-        )
-
-        def station(sid: str) -> dict[str, Any]:
-            r = api.get(f"/api/v1/stations/{sid}")
-            r.raise_for_status()
-            body: dict[str, Any] = r.json()
-            return body
-
-        deadline = time.monotonic() + 60
-        while not all(station(s)["connected"] for s in ids):
-            if time.monotonic() > deadline:
-                raise TransportError("chargers did not connect within 60 s")
-            time.sleep(0.2)
-        console.print(f"{stations} chargers connected, all running 1.0.0")
-
-        console.rule("[bold]4. Release 1.1.0: uploaded by carol, approved by alice and bob")
-        as_carol = {**env, "CHARGEWARD_API_TOKEN": tokens["carol"]}
-        run_cli(["release", "upload", str(bundles["1.1.0"]), "--data-dir", str(data)], as_carol)
-        release = api.get("/api/v1/releases").json()[-1]
-        rid = release["id"]
-        console.print(
-            f"release {release['version']} verified by the server (id {rid[:12]}): "
-            f"{release['state']}"
-        )
-        for who in ("alice", "bob"):
-            said = run_cli(
-                [
-                    "release",
-                    "approve",
-                    rid,
-                    "--key",
-                    f"file:{workdir / 'tuf-keys' / who}.key",
-                    "--data-dir",
-                    str(data),
-                ],
-                {**env, "CHARGEWARD_API_TOKEN": tokens[who]},
-            )
-            console.print(f"{who}: {said.strip().splitlines()[-1]}")
-        said = run_cli(["release", "publish", rid, "--data-dir", str(data)], as_carol)
-        console.print(said.strip().splitlines()[-1])
-
-        console.rule("[bold]5. Update every charger (OCPP signature + TUF checked on each)")
-        started = time.monotonic()
-        for sid in ids:
-            r = api.post(
-                f"/api/v1/stations/{sid}/firmware-updates",
-                json={"release_id": release["id"], "retry_interval": 2},
-            )
-            r.raise_for_status()
-        rows = {s: station(s) for s in ids}
-        with Live(_progress_table(rows), console=console, refresh_per_second=4) as live:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                rows = {s: station(s) for s in ids}
-                live.update(_progress_table(rows))
-                if all(
-                    d["updates"] and d["updates"][-1]["outcome"] != "pending" for d in rows.values()
-                ):
-                    break
-                time.sleep(0.25)
-        elapsed = time.monotonic() - started
-
-        console.rule("[bold]Summary")
-        summary = Table(
-            "station", "before", "after", "OCPP statuses (L01)", "security events", "outcome"
-        )
-        ok = True
-        for sid, d in rows.items():
-            statuses = " > ".join(e["status"] for e in d["firmware_statuses"])
-            events = ", ".join(e["type"] for e in d["security_events"]) or "-"
-            outcome = d["updates"][-1]["outcome"]
-            ok = ok and outcome == "succeeded" and d["firmware_version"] == "1.1.0"
-            summary.add_row(
-                sid,
-                d["boots"][0]["firmware_version"],
-                d["firmware_version"],
-                statuses,
-                events,
-                outcome,
-            )
-        console.print(summary)
-        console.print(
-            f"{sum(1 for d in rows.values() if d['updates'][-1]['outcome'] == 'succeeded')}"
-            f"/{stations} chargers updated in {elapsed:.1f} s; audit trail at "
-            f"{info['api_url']}/api/v1/audit"
-        )
-        if keep_running:
-            console.print(
-                f"server and chargers keep running; API docs at "
-                f"{info['api_url']}/api/docs (token in {data / 'admin.token'}); "
-                "press Ctrl-C to stop"
-            )
-            try:
-                while True:
-                    time.sleep(1)
-            except KeyboardInterrupt:
-                pass
-        return ok
-    finally:
-        for a in agents:
-            a.stop()
-        server.stop()
+        return asyncio.run(Demo(workdir, size, console).run(keep_running))
+    except ChargewardError as e:
+        console.print(f"[bold red]demo stopped: {e}[/]")
+        return False

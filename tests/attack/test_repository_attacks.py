@@ -26,7 +26,7 @@ from tuf.api.metadata import TargetFile
 
 from chargeward.agent.state import StateDir
 from chargeward.agent.tuf_client import RepositoryLimits
-from chargeward.demo import Process
+from chargeward.local import Process
 from chargeward.model.targets import TargetCustom, firmware_target_path
 from chargeward.release.bundle import verify_bundle
 from tests.support.fleet import MODEL, Pki, Server, assert_no_crash, running_server, wait_for

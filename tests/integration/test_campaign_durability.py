@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from chargeward.demo import start_server
+from chargeward.local import start_server
 from tests.support.campaigns import STATIONS, agents, api, campaign, runs, status_is, until
 from tests.support.fleet import TEST_PASSPHRASE, Pki, Server, assert_no_crash, cli
 

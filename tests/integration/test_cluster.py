@@ -27,7 +27,7 @@ from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
 from sqlalchemy import update
 
-from chargeward.demo import Process, spawn, wait_for_file
+from chargeward.local import Process, spawn, wait_for_file
 from chargeward.server import services
 from chargeward.server.db import Database
 from chargeward.server.tables import Station

@@ -1,31 +1,56 @@
-"""`chargeward demo` (what `make demo` runs) completes and exits 0 with a summary."""
+"""`chargeward demo --quick` (what `make demo` runs, on a smaller fleet) tells the whole story
+and exits 0: releases gated, signed and approved 2 of 3, a canary-first campaign started by a
+second person over chargers on three sites, a bad release stopped at its canary, checks, and
+an audit log that verifies offline and names who did what."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 
-def test_demo_updates_every_charger(tmp_path: Path) -> None:
+def test_quick_demo_updates_the_fleet_and_stops_the_bad_release(tmp_path: Path) -> None:
+    work = tmp_path / "demo"
     r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chargeward",
-            "demo",
-            "--workdir",
-            str(tmp_path / "demo"),
-            "--stations",
-            "2",
-        ],
+        [sys.executable, "-m", "chargeward", "demo", "--quick", "--workdir", str(work)],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=420,
+        env={**os.environ, "COLUMNS": "200"},
     )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "2/2 chargers updated" in r.stdout
-    assert "Traceback" not in r.stdout + r.stderr
-    for sid in ("DEMO-001", "DEMO-002"):
-        log = (tmp_path / "demo" / f"agent-{sid}.log").read_text()
-        assert "firmware status Installed" in log
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert "Traceback" not in out
+    assert "24/24 chargers on 1.1.0" in out
+    assert "bob: approved: release 1.1.0 approved by alice, bob (2 of 2)" in out
+    assert "alice (second person): running" in out
+    assert "campaign rollout-1.1.0: completed" in out
+    assert "rollout-1.2.0 paused itself: 1 of 1 finished stations failed" in out
+    assert "checks: passed" in out
+    assert "audit log exported and verified offline: verified" in out
+    for tz in ("Europe/London", "America/New_York", "Asia/Tokyo"):
+        assert tz in out
+
+    entries = [
+        e
+        for line in (work / "audit-export.jsonl").read_text().splitlines()
+        if (e := json.loads(line))["type"] == "entry"
+    ]
+    who = Counter((e["action"], e["actor"]) for e in entries)
+    # Who approved what: 2 of 3 approvers on each release, the campaign started by a second
+    # person, and the bad campaign aborted by its operator.
+    assert who[("release.approved", "alice")] == who[("release.approved", "bob")] == 2
+    assert who[("release.published", "carol")] == 2
+    assert who[("campaign.created", "dave")] == 2 and who[("campaign.approved", "alice")] == 2
+    assert who[("campaign.aborted", "dave")] == 1
+    # What went where: the good release to every charger, the bad one to its canary only.
+    requested = Counter(e["actor"] for e in entries if e["action"] == "firmware.update_requested")
+    assert requested["campaign:rollout-1.2.0"] == 1
+    assert requested["campaign:rollout-1.1.0"] >= 24
+    # What each charger reported: 24 chargers, every one its statuses.
+    reporters = {e["actor"] for e in entries if e["action"] == "station.firmware_status"}
+    assert len(reporters) == 24

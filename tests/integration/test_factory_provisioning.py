@@ -11,7 +11,7 @@ import pytest
 
 from chargeward.agent.state import StateDir
 from chargeward.crypto import certificate_pem, create_root_ca, generate_key
-from chargeward.demo import Process, spawn
+from chargeward.local import Process, spawn
 from tests.support.fleet import (
     MODEL,
     TEST_PASSPHRASE,

@@ -28,8 +28,8 @@ from chargeward.crypto import (
 )
 from chargeward.crypto.keys import Signer, load_signer
 from chargeward.crypto.pki import CRL_VALIDITY, RevokedEntry, issue_crl
-from chargeward.demo import Process as Proc
-from chargeward.demo import spawn, start_server
+from chargeward.local import Process as Proc
+from chargeward.local import spawn, start_server
 from chargeward.release.bundle import build_bundle
 from chargeward.supply.advisories import advisory_set
 from chargeward.supply.allowlist import Allowlist

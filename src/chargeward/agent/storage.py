@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from chargeward.errors import IntegrityError
+
 FaultHook = Callable[[str], None]
 _fault_hook: FaultHook | None = None
 
@@ -81,7 +83,11 @@ def write_json(path: Path, data: Any, mode: int = 0o644) -> None:
 
 
 def read_json(path: Path, default: Any = None) -> Any:
+    """The JSON in ``path``, or ``default`` when there is none.  Writes are atomic, so a file
+    that does not parse was damaged on the flash: :class:`IntegrityError` names it."""
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return default
+    except (ValueError, RecursionError) as e:  # undecodable bytes, bad JSON, absurd nesting
+        raise IntegrityError(f"state file {path} is damaged: {e}") from e

@@ -125,14 +125,20 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="Where the demo keeps its files.")] = Path(
         "demo-data"
     ),
-    stations: Annotated[int, typer.Option(min=1, max=50)] = 3,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A smaller fleet and smaller images (for CI).")
+    ] = False,
+    stations: Annotated[
+        int | None, typer.Option(min=6, max=2000, help="Chargers in the fleet.")
+    ] = None,
     keep_running: Annotated[
         bool,
         typer.Option("--keep-running", help="Keep the server and chargers up for a look around."),
     ] = False,
 ) -> None:
-    """Run the end-to-end demo: sign a release and update simulated chargers over OCPP."""
+    """Run the end-to-end demo: releases signed, gated and approved, a staged campaign over
+    simulated chargers on three sites, a bad release stopped at its canary."""
     from chargeward.demo import run_demo
 
-    if not run_demo(workdir, stations=stations, keep_running=keep_running):
+    if not run_demo(workdir, quick=quick, stations=stations, keep_running=keep_running):
         raise typer.Exit(1)

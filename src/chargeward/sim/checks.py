@@ -19,7 +19,7 @@ import httpx
 from chargeward.model.fleet import in_window, parse_windows
 from chargeward.sim.scenario import Site
 from chargeward.sim.server import call
-from chargeward.sim.station import SimStation
+from chargeward.sim.station import Session, SimStation
 
 PARALLEL = 16
 
@@ -62,6 +62,25 @@ def _installing_times(detail: Mapping[str, Any]) -> list[dt.datetime]:
     ]
 
 
+def violations(
+    station_id: str,
+    installing: Sequence[dt.datetime],
+    site: Site,
+    sessions: Sequence[Session],
+    now: dt.datetime,
+) -> tuple[list[str], list[str]]:
+    """The installs that began outside the site's windows, and those during a session (one
+    still open counts up to ``now``)."""
+    windows = parse_windows(site.windows)
+    outside, during = [], []
+    for t in installing:
+        if not in_window(windows, site.timezone, t):
+            outside.append(f"{station_id} at {t.isoformat()}")
+        if any(s.start <= t <= (s.end or now) for s in sessions):
+            during.append(f"{station_id} at {t.isoformat()}")
+    return outside, during
+
+
 async def check_run(
     api: httpx.AsyncClient,
     stations: Sequence[SimStation],
@@ -78,16 +97,14 @@ async def check_run(
     async def one(st: SimStation) -> None:
         async with gate:
             detail = await call(api, "GET", f"/api/v1/stations/{st.plan.station_id}")
-        site = sites[st.plan.site]
-        windows = parse_windows(site.windows)
-        for t in _installing_times(detail):
-            checks.installs_seen += 1
-            if not in_window(windows, site.timezone, t):
-                checks.outside_window.append(f"{st.plan.station_id} at {t.isoformat()}")
-            now = dt.datetime.now(dt.UTC)
-            for s in st.record.sessions:
-                if s.start <= t <= (s.end or now):
-                    checks.during_session.append(f"{st.plan.station_id} at {t.isoformat()}")
+        times = _installing_times(detail)
+        checks.installs_seen += len(times)
+        outside, during = violations(
+            st.plan.station_id, times, sites[st.plan.site], st.record.sessions, now
+        )
+        checks.outside_window += outside
+        checks.during_session += during
 
+    now = dt.datetime.now(dt.UTC)
     await asyncio.gather(*(one(st) for st in stations))
     return checks

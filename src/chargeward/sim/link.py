@@ -93,6 +93,11 @@ class SiteLink:
                 w.transport.abort()
 
     @property
+    def ideal(self) -> bool:
+        """No latency and no bandwidth cap: only per-station faults need this proxy."""
+        return not self.latency and self.bucket.rate is None
+
+    @property
     def ocpp_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ocpp/"
 

@@ -39,6 +39,11 @@ class StationFaults:
     offline: tuple[float, float] | None = None  # (start, duration) seconds after the start
     clock_skew: float = 0.0  # seconds added to the agent's clock
 
+    @property
+    def uses_link(self) -> bool:
+        """Faults the site's link injects (the rest happen on the station itself)."""
+        return self.drop_at is not None or self.corrupt_at is not None or self.offline is not None
+
 
 @dataclass(frozen=True)
 class StationPlan:

@@ -1,10 +1,11 @@
-"""Signed releases for local simulations: a throw-away manufacturer PKI and one bundle per
-version, with the SBOM and scan report that publication requires.
+"""Signed releases for local simulations and the demo: a throw-away manufacturer PKI and one
+bundle per version, each gated against OSV advisories and carrying the SBOM and scan report
+that publication requires.
 
     >>> made = make_releases(Path("work"), ["1.0.0", "1.1.0"], image_bytes=32 << 10)
     ...                                                                 # doctest: +SKIP
-    >>> made.bundles["1.1.0"]                                           # doctest: +SKIP
-    PosixPath('work/sim-1.1.0.cwb')
+    >>> made.bundles["1.1.0"], made.gates["1.1.0"].packages_checked    # doctest: +SKIP
+    (PosixPath('work/sim-1.1.0.cwb'), 3)
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import datetime as dt
 import os
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from chargeward.demo import DEMO_LIBRARIES, make_pki
+from chargeward.local import DEMO_LIBRARIES, make_pki
 from chargeward.release.bundle import build_bundle
-from chargeward.supply.advisories import advisory_set
+from chargeward.supply.advisories import AdvisorySet, advisory_set
 from chargeward.supply.allowlist import Allowlist
 from chargeward.supply.attest import image_components, release_documents
+from chargeward.supply.gate import GateResult
 from chargeward.supply.severity import Severity
 
 
@@ -29,27 +31,39 @@ class Releases:
     root_pem: Path
     passphrase: str  # protects the generated keys of this run only
     bundles: dict[str, Path]
+    gates: dict[str, GateResult] = field(default_factory=dict)
+    release_ids: dict[str, str] = field(default_factory=dict)
 
 
 def make_releases(
-    work: Path, versions: Sequence[str], *, image_bytes: int, models: Sequence[str]
+    work: Path,
+    versions: Sequence[str],
+    *,
+    image_bytes: int,
+    models: Sequence[str],
+    advisories: AdvisorySet | None = None,
 ) -> Releases:
-    """Security versions rise with the order of ``versions`` (1, 2, ...)."""
+    """Security versions rise with the order of ``versions`` (1, 2, ...).  A release the
+    gate refuses raises :class:`~chargeward.errors.GateRefused` (no bundle is written)."""
     (work / "pki").mkdir(parents=True, exist_ok=True)
     passphrase = secrets.token_urlsafe(18)
     signer, cert, root_pem = make_pki(work / "pki", passphrase.encode())
-    bundles = {}
+    made = Releases(root_pem, passphrase, {})
     for sv, version in enumerate(versions, start=1):
         payload = work / f"firmware-{version}.bin"
         payload.write_bytes(os.urandom(image_bytes) + f"simulated firmware {version}\n".encode())
         components = image_components(
             "sim-firmware", version, "Demo Chargers Ltd", {"main": payload}, DEMO_LIBRARIES
         )
-        made = release_documents(
-            components, advisory_set([]), Allowlist(), threshold=Severity.HIGH, now=_now()
+        docs = release_documents(
+            components,
+            advisories if advisories is not None else advisory_set([]),
+            Allowlist(),
+            threshold=Severity.HIGH,
+            now=dt.datetime.now(dt.UTC),
         )
         out = work / f"sim-{version}.cwb"
-        build_bundle(
+        manifest = build_bundle(
             payload,
             out,
             version=version,
@@ -57,11 +71,9 @@ def make_releases(
             hardware_models=list(models),
             signer=signer,
             signing_certificate=cert,
-            attestations=made.documents,
+            attestations=docs.documents,
         )
-        bundles[version] = out
-    return Releases(root_pem, passphrase, bundles)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+        made.bundles[version] = out
+        made.gates[version] = docs.gate
+        made.release_ids[version] = manifest.release_id
+    return made

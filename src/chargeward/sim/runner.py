@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.live import Live
 
@@ -28,7 +29,7 @@ from chargeward.model.firmware import ImageHeader
 from chargeward.procinfo import cpu_seconds, raise_fd_limit, rss_kib
 from chargeward.sim import flash as flash_mod
 from chargeward.sim import server as backend
-from chargeward.sim.checks import check_run
+from chargeward.sim.checks import Checks, check_run
 from chargeward.sim.link import SiteLink
 from chargeward.sim.plan import StationPlan, plan_fleet
 from chargeward.sim.releases import make_releases
@@ -86,10 +87,11 @@ def _provision(
             password=passwords[p.station_id],
             factory_bundle=kw["bundles"][p.firmware],
             roots_pem=kw["roots_pem"],
+            tuf_root=kw["tuf_root"],
         )
 
 
-def _log_to(path: Path) -> None:
+def log_to(path: Path) -> None:
     """The agents' logs go to a file in the work directory, not over the live view."""
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -111,15 +113,36 @@ def _configure(scenario: Scenario, opts: SimOptions) -> Scenario:
     return scenario
 
 
+@dataclass(frozen=True)
+class Trust:
+    """The TUF side for the agents: the root they are made with and the repository they ask."""
+
+    tuf_root: bytes
+    repository_url: str
+
+
 class Simulation:
-    def __init__(self, scenario: Scenario, opts: SimOptions, console: Console) -> None:
+    """A fleet of real agents on simulated flash and links, against one server.
+
+    ``bring_up`` registers and provisions the fleet and starts every station; ``follow`` shows
+    a campaign live until it ends; ``shut_down`` stops the stations and links.
+    """
+
+    def __init__(
+        self, scenario: Scenario, opts: SimOptions, console: Console, trust: Trust | None = None
+    ) -> None:
         self.scenario = scenario
         self.opts = opts
         self.console = console
+        self.trust = trust
         self.plans = plan_fleet(scenario)
         self.links: dict[str, SiteLink] = {}
         self.stations: list[SimStation] = []
         self.by_id: dict[str, SimStation] = {}
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.t0 = asyncio.Event()  # sessions and offline times count from the first campaign
+        self.figures: dict[str, float] = {}
 
     def link_stats(self) -> Counter[str]:
         total: Counter[str] = Counter()
@@ -143,26 +166,90 @@ class Simulation:
             await link.start()
             self.links[site.id] = link
 
-    def make_stations(self, root: Path) -> None:
+    def make_stations(self, root: Path, srv: backend.Backend) -> None:
+        """One agent per plan.  A station whose site link is ideal (no latency, no cap) and
+        which has no link fault planned connects to the server directly: a proxy would only
+        copy its bytes, at three descriptors per station instead of one."""
         test = self_test_for(self.scenario.faults.bad_release)
         for p in self.plans:
             link = self.links[p.site]
+            direct = link.ideal and not p.faults.uses_link
             rng = random.Random(f"{self.scenario.seed}:{p.station_id}:reconnect")  # noqa: S311
             config = AgentConfig(
                 state_dir=root / p.station_id,
-                csms_url=link.ocpp_url,
+                csms_url=srv.ocpp_url if direct else link.ocpp_url,
                 reconnect_delay=1.0 + rng.random() * 2,
                 response_timeout=60,
                 trial_health_timeout=60,
                 default_retries=3,
                 default_retry_interval=2,
-                download_proxy=link.proxy_url,
+                download_proxy=None if direct else link.proxy_url,
+                repository_url=self.trust.repository_url if self.trust else None,
                 self_test=test,
             )
             flash = flash_mod.Flash(root / p.station_id, p.faults.power_cut_step)
             st = SimStation(p, flash, config)
             self.stations.append(st)
             self.by_id[p.station_id] = st
+
+    async def bring_up(
+        self,
+        srv: backend.Backend,
+        api: httpx.AsyncClient,
+        bundles: Mapping[str, Path],
+        roots_pem: bytes,
+        root: Path,
+    ) -> None:
+        """Sites, registration, links, provisioning (factory images), then every station
+        started and connected (or the connect deadline passed)."""
+        t_setup = time.perf_counter()
+        await backend.ensure_sites(api, list(self.scenario.sites.values()))
+        passwords = await backend.register(srv.data_dir, self.plans)
+        await self.start_links(srv)
+        self.figures["rss_before_stations_kib"] = rss_kib()
+        tuf_root = self.trust.tuf_root if self.trust else None
+        for start in range(0, len(self.plans), 200):  # provisioning verifies the factory image
+            await asyncio.to_thread(
+                _provision, self.plans[start : start + 200], root, passwords,
+                bundles=bundles, roots_pem=roots_pem, tuf_root=tuf_root,
+            )  # fmt: skip
+        self.make_stations(root, srv)
+        for st in self.stations:
+            link = self.links[st.plan.site]
+            self.tasks.append(asyncio.create_task(st.run(self.stop, link, self.t0)))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60 + len(self.stations) * 0.05
+        while self.connected < len(self.stations) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.5)  # agents have no shared "connected" event to wait on
+        self.figures["rss_connected_kib"] = rss_kib()
+        self.figures["setup_s"] = time.perf_counter() - t_setup
+
+    @property
+    def connected(self) -> int:
+        return sum(st.online for st in self.stations)
+
+    async def follow(
+        self, srv: backend.Backend, api: httpx.AsyncClient, cid: int, title: str = ""
+    ) -> dict[str, Any]:
+        """Show campaign ``cid`` live until it has ended (or the scenario's duration passed);
+        returns it, with ``wall_s`` and the server's ``cpu_s`` over that span."""
+        if not self.t0.is_set():
+            self.t0.set()
+        cpu0 = cpu_seconds(srv.pid) if srv.pid is not None else 0.0
+        started = time.perf_counter()
+        with Live(console=self.console, refresh_per_second=2, transient=True) as view:
+            while True:
+                campaign = await backend.call(api, "GET", f"/api/v1/campaigns/{cid}")
+                elapsed = time.perf_counter() - started
+                if self.opts.live:
+                    snap = snapshot(self.stations, campaign, elapsed)
+                    view.update(live(snap, self.link_stats(), title))
+                if self.done(campaign, elapsed):
+                    break
+                await asyncio.sleep(1.0)
+        campaign["wall_s"] = time.perf_counter() - started
+        campaign["cpu_s"] = cpu_seconds(srv.pid) - cpu0 if srv.pid is not None else 0.0
+        return dict(campaign)
 
     def done(self, campaign: Mapping[str, Any] | None, elapsed: float) -> bool:
         if elapsed >= self.scenario.duration:
@@ -175,6 +262,14 @@ class Simulation:
         # Finished: wait for the stations still mid-update (an abort leaves installs running).
         busy = {"dispatched", "downloading", "installing", "rebooting", "soaking"}
         return not any(campaign["counts"].get(s) for s in busy)
+
+    async def shut_down(self) -> None:
+        self.stop.set()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            self.tasks.clear()
+        for link in self.links.values():
+            await link.close()
 
 
 async def run_scenario(
@@ -198,18 +293,12 @@ async def run_scenario(
         if opts.server_url is None or opts.data_dir is None:
             raise ConfigError("give --server URL and --data-dir DIR, or --start-server")
         srv = backend.Backend.existing(opts.server_url, opts.data_dir)
-    stop = asyncio.Event()
-    tasks: list[asyncio.Task[None]] = []
-    _log_to(work / "agents.log")
+    log_to(work / "agents.log")
     flash_mod.install_hook()
     try:
-        return await _run(sim, srv, made.bundles, made.root_pem.read_bytes(), root, stop, tasks)
+        return await _run(sim, srv, made.bundles, made.root_pem.read_bytes(), root)
     finally:
-        stop.set()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for link in sim.links.values():
-            await link.close()
+        await sim.shut_down()
         flash_mod.remove_hook()
         srv.stop()
         flash_mod.remove_root(root)
@@ -221,73 +310,48 @@ async def _run(
     bundles: dict[str, Path],
     roots_pem: bytes,
     root: Path,
-    stop: asyncio.Event,
-    tasks: list[asyncio.Task[None]],
 ) -> dict[str, Any]:
-    scenario, console = sim.scenario, sim.console
-    t0 = asyncio.Event()  # sessions and offline times count from the campaign's start
-    t_setup = time.perf_counter()
+    scenario = sim.scenario
     async with srv.client() as api:
         release_ids = await backend.upload_releases(api, bundles)
-        await backend.ensure_sites(api, list(scenario.sites.values()))
-        passwords = await backend.register(srv.data_dir, sim.plans)
-        await sim.start_links(srv)
-        rss0 = rss_kib()
-        for start in range(0, len(sim.plans), 200):  # provisioning verifies the factory image
-            await asyncio.to_thread(
-                _provision, sim.plans[start : start + 200], root, passwords,
-                bundles=bundles, roots_pem=roots_pem,
-            )  # fmt: skip
-        sim.make_stations(root)
-        for st in sim.stations:
-            tasks.append(asyncio.create_task(st.run(stop, sim.links[st.plan.site], t0)))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60 + len(sim.stations) * 0.05
-        while sum(st.online for st in sim.stations) < len(sim.stations):
-            if loop.time() > deadline:
-                break
-            await asyncio.sleep(0.5)
-        rss_connected = rss_kib()
-        setup_s = time.perf_counter() - t_setup
-        t0.set()
+        await sim.bring_up(srv, api, bundles, roots_pem, root)
+        sim.t0.set()
         await asyncio.sleep(0.5)  # sessions at 0 s are running when the campaign starts
-        cpu0 = cpu_seconds(srv.pid) if srv.pid is not None else 0.0
         doc = {**CAMPAIGN_DEFAULTS, **scenario.campaign}
         doc["release"] = release_ids[scenario.campaign["release"]]
         doc.setdefault("target", {"models": sorted({p.model for p in sim.plans})})
         created = await backend.call(api, "POST", "/api/v1/campaigns", json=doc)
-        cid = created["id"]
-        started = time.perf_counter()
-        campaign: dict[str, Any] | None = None
-        with Live(console=console, refresh_per_second=2, transient=True) as view:
-            while True:
-                campaign = await backend.call(api, "GET", f"/api/v1/campaigns/{cid}")
-                elapsed = time.perf_counter() - started
-                if sim.opts.live:
-                    view.update(live(snapshot(sim.stations, campaign, elapsed), sim.link_stats()))
-                if sim.done(campaign, elapsed):
-                    break
-                await asyncio.sleep(1.0)
-        wall = time.perf_counter() - started
-        cpu = cpu_seconds(srv.pid) - cpu0 if srv.pid is not None else 0.0
-        runs = await backend.call(api, "GET", f"/api/v1/campaigns/{cid}/stations")
-        rss_end = rss_kib()
+        campaign = await sim.follow(srv, api, created["id"])
+        runs = await backend.call(api, "GET", f"/api/v1/campaigns/{created['id']}/stations")
         checks = None
         if sim.opts.checks:
             checks = await check_run(api, sim.stations, scenario.sites, campaign, len(runs))
-    stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    tasks.clear()
+    await sim.shut_down()
+    summary = summarize(sim, campaign, runs, checks)
+    if sim.opts.live:
+        sim.console.print(summary_table(summary))
+    return summary
+
+
+def summarize(
+    sim: Simulation,
+    campaign: Mapping[str, Any],
+    runs: list[dict[str, Any]],
+    checks: Checks | None,
+) -> dict[str, Any]:
+    """The run as a JSON document: the campaign, final versions on flash, faults, costs."""
+    scenario, f = sim.scenario, sim.figures
     n = len(sim.stations)
     final = Counter(st.flash.verified_version() or "unverified" for st in sim.stations)
-    summary: dict[str, Any] = {
+    rss0, rss_connected = f.get("rss_before_stations_kib", 0), f.get("rss_connected_kib", 0)
+    return {
         "scenario": scenario.source,
         "seed": scenario.seed,
         "stations": n,
-        "setup_s": round(setup_s, 1),
-        "wall_s": round(wall, 1),
+        "setup_s": round(f.get("setup_s", 0.0), 1),
+        "wall_s": round(campaign["wall_s"], 1),
         "campaign": {
-            "id": cid,
+            "id": campaign["id"],
             "status": campaign["status"],
             "pause_reason": campaign.get("pause_reason"),
             "counts": dict(campaign["counts"]),
@@ -315,11 +379,11 @@ async def _run(
         "memory": {
             "rss_before_stations_kib": rss0,
             "rss_connected_kib": rss_connected,
-            "rss_end_kib": rss_end,
+            "rss_end_kib": rss_kib(),
             "per_station_kib": (rss_connected - rss0) / n if n else 0.0,
         },
-        "server_cpu_s": round(cpu, 2),
-        "server_cpu_ms_per_station": cpu / n * 1000 if n else 0.0,
+        "server_cpu_s": round(campaign["cpu_s"], 2),
+        "server_cpu_ms_per_station": campaign["cpu_s"] / n * 1000 if n else 0.0,
         "checks": checks.to_dict() if checks is not None else None,
         "stations_detail": {
             st.plan.station_id: {
@@ -336,6 +400,3 @@ async def _run(
             for st in sim.stations
         },
     }
-    if sim.opts.live:
-        console.print(summary_table(summary))
-    return summary

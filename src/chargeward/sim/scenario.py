@@ -36,9 +36,11 @@ A scenario, in short (``examples/sim/`` has complete ones)::
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from chargeward.errors import BundleError, ConfigError, SupplyChainError
 from chargeward.model.fleet import check_id, check_timezone, parse_windows
@@ -50,6 +52,23 @@ ALWAYS: list[dict[str, Any]] = [
     {"days": ALL_WEEK, "start": "12:00", "end": "00:00"},
 ]
 MAX_STATIONS = 100_000
+
+
+def window_from_now(
+    timezone: str, now: dt.datetime, *, opens_in: dt.timedelta, length: dt.timedelta
+) -> dict[str, Any]:
+    """A daily maintenance window in ``timezone``'s wall time that opens ``opens_in`` after
+    ``now`` (negative: it is open already) and lasts ``length`` (under a day), whole minutes.
+
+    >>> now = dt.datetime(2026, 12, 4, 23, 40, tzinfo=dt.UTC)   # 08:40 in Tokyo
+    >>> w = window_from_now("Asia/Tokyo", now, opens_in=dt.timedelta(minutes=-40),
+    ...                     length=dt.timedelta(hours=3))
+    >>> w["start"], w["end"]
+    ('08:00', '11:00')
+    """
+    start = (now + opens_in).astimezone(ZoneInfo(timezone))
+    end = start + length
+    return {"days": ALL_WEEK, "start": f"{start:%H:%M}", "end": f"{end:%H:%M}"}
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from chargeward.demo import Process, start_server
 from chargeward.errors import ConfigError, TransportError
+from chargeward.local import Process, start_server
 from chargeward.server import fleet, services
 from chargeward.server.db import Database
 from chargeward.server.station_security import set_profile
@@ -38,7 +38,15 @@ class Backend:
     process: Process | None = None  # started by the simulator
 
     @classmethod
-    def start(cls, data_dir: Path, root_pem: Path, log: Path, passphrase: str) -> Backend:
+    def start(
+        cls,
+        data_dir: Path,
+        root_pem: Path,
+        log: Path,
+        passphrase: str,
+        *,
+        approval_threshold: int = 1_000_000,  # the simulator's own runs need no second person
+    ) -> Backend:
         proc, info = start_server(
             data_dir,
             root_pem,
@@ -46,7 +54,7 @@ class Backend:
             env={"CHARGEWARD_KEY_PASSPHRASE": passphrase},
             extra_args=(
                 *("--campaign-tick", "0.5"),
-                *("--campaign-approval-threshold", "1000000"),  # the simulator's own runs
+                *("--campaign-approval-threshold", str(approval_threshold)),
             ),
         )
         token = (data_dir / "admin.token").read_text().strip()
@@ -73,11 +81,12 @@ class Backend:
         o, h = urlsplit(self.ocpp_url), urlsplit(self.api_url)
         return (o.hostname or "", o.port or 80), (h.hostname or "", h.port or 80)
 
-    def client(self) -> httpx.AsyncClient:
+    def client(self, token: str | None = None) -> httpx.AsyncClient:
+        """An API client acting with ``token`` (default: the data directory's admin token)."""
         return httpx.AsyncClient(
             base_url=self.api_url,
             timeout=120,
-            headers={"Authorization": f"Bearer {self.token}"},
+            headers={"Authorization": f"Bearer {token or self.token}"},
             limits=httpx.Limits(max_connections=16),
         )
 

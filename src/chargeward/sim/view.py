@@ -36,8 +36,9 @@ def snapshot(
     }
 
 
-def live(snap: Mapping[str, Any], link_stats: Mapping[str, int]) -> Group:
-    t = Table(title=f"simulated fleet, {snap['elapsed_s']:.0f} s", min_width=60)
+def live(snap: Mapping[str, Any], link_stats: Mapping[str, int], title: str = "") -> Group:
+    heading = f"{title}: " if title else ""
+    t = Table(title=f"{heading}simulated fleet, {snap['elapsed_s']:.0f} s", min_width=60)
     t.add_column("")
     t.add_column("", justify="right")
     t.add_row("connected", f"{snap['connected']} / {snap['stations']}")
