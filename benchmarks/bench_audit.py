@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import os
 import random
 import secrets
 import sqlite3
@@ -41,21 +40,21 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import asyncpg  # type: ignore[import-untyped]
 from rich.console import Console
 from sqlalchemy import insert, update
 from sqlalchemy.engine import make_url
 
-from benchmarks.report import RESULTS_DIR, progress_bar, stats_table, verdict, write_results
+from benchmarks.fixtures import scratch_postgres
+from benchmarks.report import RESULTS_DIR, stats_table, verdict, write_results
 from benchmarks.timing import Stats
 from chargeward import audit
 from chargeward.audit import log, merkle
+from chargeward.progress import progress_bar
 from chargeward.server.db import Database
 from chargeward.server.tables import AuditEntry, AuditTreeHead
 
 TARGET_RATE = 5_000.0  # entries/s
 TARGET_PROOF_S = 0.005
-POSTGRES_ENV = "CHARGEWARD_BENCH_POSTGRES_URL"
 NOW = dt.datetime(2026, 12, 8, tzinfo=dt.UTC)
 
 
@@ -69,20 +68,12 @@ async def database(backend: str, workdir: Path) -> AsyncIterator[Database]:
         finally:
             await db.close()
         return
-    admin = os.environ.get(POSTGRES_ENV, "postgresql://postgres@127.0.0.1:5432/postgres")
-    name = f"cw_bench_{secrets.token_hex(6)}"
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
-    try:
+    async with scratch_postgres() as url:
         db = await Database.open(data_dir=workdir, url=url)
         try:
             yield db
         finally:
             await db.close()
-    finally:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.close()
 
 
 def _row(n: int) -> dict[str, Any]:

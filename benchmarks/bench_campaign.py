@@ -44,13 +44,14 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from benchmarks.bench_connections import PASSWORD, register_stations
 from benchmarks.fixtures import release_bundle
-from benchmarks.report import RESULTS_DIR, progress_bar, verdict, write_results
+from benchmarks.report import RESULTS_DIR, verdict, write_results
 from benchmarks.timing import Stats, timed
 from chargeward.campaign import planner
 from chargeward.campaign.machine import StationRun
 from chargeward.campaign.spec import parse_spec
 from chargeward.model.fleet import parse_windows
 from chargeward.procinfo import cpu_seconds, raise_fd_limit
+from chargeward.progress import progress_bar
 
 TARGET_TICK_S = 1.0
 TARGET_CPU_MS = 20.0

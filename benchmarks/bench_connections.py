@@ -60,12 +60,12 @@ from websockets.asyncio.server import ServerConnection, serve
 from benchmarks.report import (
     RESULTS_DIR,
     print_profile,
-    progress_bar,
     summary_table,
     verdict,
     write_results,
 )
 from chargeward.procinfo import cpu_seconds, raise_fd_limit, rss_kib
+from chargeward.progress import progress_bar
 
 TARGET_CONNECTIONS = 10_000
 TARGET_KIB_PER_CONNECTION = 50

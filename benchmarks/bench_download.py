@@ -55,13 +55,13 @@ from benchmarks.fixtures import release_bundle
 from benchmarks.report import (
     RESULTS_DIR,
     markdown_table,
-    progress_bar,
     verdict,
     write_markdown,
     write_results,
 )
 from benchmarks.timing import Stats
 from chargeward.procinfo import cpu_seconds, raise_fd_limit
+from chargeward.progress import progress_bar
 
 PASSPHRASE = b"bench-fixture-passphrase"
 STATION = "BENCH-DL-1"

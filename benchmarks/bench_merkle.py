@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.report import RESULTS_DIR, print_profile, progress_bar, verdict, write_results
+from benchmarks.report import RESULTS_DIR, print_profile, verdict, write_results
 from benchmarks.timing import Stats, profile, timed
 from chargeward.audit.merkle import (
     Key,
@@ -48,6 +48,7 @@ from chargeward.audit.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from chargeward.progress import progress_bar
 
 TARGET_PROOF_S = 0.005
 

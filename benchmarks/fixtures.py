@@ -16,10 +16,15 @@ import base64
 import datetime as dt
 import hashlib
 import os
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]
 from cryptography import x509
+from sqlalchemy.engine import make_url
 from tuf.api.metadata import Metadata, TargetFile, Targets
 
 from chargeward.crypto import (
@@ -184,3 +189,24 @@ def prepopulate(repo: ImageRepository, keys: BenchKeys, *, releases: int, now: d
     approvals = [keys.approve(n, proposal) for n in APPROVERS[:2]]
     signed = signed_proposal(repo.root().signed, proposal, approvals)
     return repo.publish_targets(signed, keys.online(), now=now)
+
+
+POSTGRES_ENV = "CHARGEWARD_BENCH_POSTGRES_URL"
+
+
+@asynccontextmanager
+async def scratch_postgres() -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database for one benchmark run (dropped afterwards); yields its
+    URL.  The server comes from ``$CHARGEWARD_BENCH_POSTGRES_URL`` (default: trust auth on
+    127.0.0.1:5432)."""
+    admin = os.environ.get(POSTGRES_ENV, "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"cw_bench_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield make_url(admin).set(database=name).render_as_string(hide_password=False)
+        finally:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

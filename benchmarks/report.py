@@ -29,25 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from benchmarks.timing import Stats
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SCHEMA = 1
-
-
-def progress_bar(console: Console | None = None) -> Progress:
-    """The bar a long step shows while it runs: description, bar, done/total, elapsed."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 def verdict(passed: bool) -> str:

@@ -10,13 +10,18 @@ against the scenario's windows and the sessions the simulator drove).
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from chargeward.sim.runner import SimOptions, run_scenario
-from chargeward.sim.scenario import parse_scenario
+from chargeward.sim.scenario import parse_scenario, window_from_now
+
+HOURS_1 = dt.timedelta(hours=1)
+HOURS_2 = dt.timedelta(hours=2)
+MINUTES_10 = dt.timedelta(minutes=10)
 
 FAULTS = b"""
 seed = 20261121
@@ -141,3 +146,60 @@ async def test_bad_release_pauses_at_the_canary_and_leaves_the_rest(tmp_path: Pa
     assert s["final_versions"] == {"1.0.0": 30}  # the canary fell back to its verified slot
     canary = [sid for sid, r in s["runs"].items() if r["state"] == "rolled_back"]
     assert len(canary) == 1 and s["runs"][canary[0]]["stage"] == 0
+
+
+def windows_scenario(now: dt.datetime) -> bytes:
+    """Two sites: one whose maintenance window is open now, one whose window opens in three
+    hours (both in local wall time, in time zones far apart)."""
+    open_w = window_from_now("Asia/Tokyo", now, opens_in=-MINUTES_10, length=HOURS_2)
+    shut_w = window_from_now("America/Chicago", now, opens_in=3 * HOURS_1, length=HOURS_1)
+
+    def toml(w: dict[str, Any]) -> str:
+        return f'[{{ days = {w["days"]!r}, start = "{w["start"]}", end = "{w["end"]}" }}]'
+
+    return f"""
+seed = 11
+duration = 45
+[releases]
+versions = ["1.0.0", "1.1.0"]
+image_kib = 16
+[campaign]
+release = "1.1.0"
+stages = {{ canary = 1, then = ["100%"] }}
+gates = {{ success = "90%", error = 1 }}
+[[sites]]
+id = "tokyo"
+timezone = "Asia/Tokyo"
+windows = {toml(open_w)}
+[[sites]]
+id = "chicago"
+timezone = "America/Chicago"
+windows = {toml(shut_w)}
+[[fleet]]
+count = 20
+site = "tokyo"
+firmware = "1.0.0"
+prefix = "TYO"
+[[fleet]]
+count = 20
+site = "chicago"
+firmware = "1.0.0"
+prefix = "CHI"
+""".encode()
+
+
+async def test_a_site_whose_window_is_shut_is_not_touched(tmp_path: Path) -> None:
+    s = await run(windows_scenario(dt.datetime.now(dt.UTC)), tmp_path)
+    assert_common(s)
+    detail = s["stations_detail"]
+    tokyo = {k: v for k, v in detail.items() if k.startswith("TYO")}
+    chicago = {k: v for k, v in detail.items() if k.startswith("CHI")}
+    assert len(tokyo) == len(chicago) == 20
+    assert {v["verified_version"] for v in tokyo.values()} == {"1.1.0"}, tokyo
+    # Chicago's window opens in three hours: not one download, still on its verified image,
+    # its runs waiting.
+    assert {v["verified_version"] for v in chicago.values()} == {"1.0.0"}
+    assert all(v["downloads"] == 0 for v in chicago.values()), chicago
+    assert {s["runs"][k]["state"] for k in chicago} == {"waiting"}, s["runs"]
+    assert s["campaign"]["counts"]["succeeded"] == 20
+    assert s["checks"]["installs_seen"] >= 20

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from chargeward.audit.checkpoint import parse_vkey
 from chargeward.audit.leaves import format_time
@@ -32,6 +32,7 @@ from chargeward.audit.proofs import is_proofs_file, parse_proofs, verify_proofs
 from chargeward.audit.verify import EXPORT_FORMAT, parse_export, verify_export
 from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, ServerUrl, console, err_console
 from chargeward.errors import ConfigError
+from chargeward.progress import progress_bar as bar_on
 
 app = typer.Typer(no_args_is_help=True)
 PAGE = 10_000
@@ -39,14 +40,7 @@ PAGE = 10_000
 
 def progress_bar() -> Progress:
     """A transient progress bar on stderr for long exports."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
+    return bar_on(err_console)
 
 
 def _line(out: IO[str], record: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import tempfile
 import time
@@ -27,6 +28,7 @@ from chargeward.agent.state import Identity
 from chargeward.errors import ConfigError
 from chargeward.model.firmware import ImageHeader
 from chargeward.procinfo import cpu_seconds, raise_fd_limit, rss_kib
+from chargeward.progress import progress_bar
 from chargeward.sim import flash as flash_mod
 from chargeward.sim import server as backend
 from chargeward.sim.checks import Checks, check_run
@@ -203,26 +205,45 @@ class Simulation:
         """Sites, registration, links, provisioning (factory images), then every station
         started and connected (or the connect deadline passed)."""
         t_setup = time.perf_counter()
-        await backend.ensure_sites(api, list(self.scenario.sites.values()))
-        passwords = await backend.register(srv.data_dir, self.plans)
-        await self.start_links(srv)
-        self.figures["rss_before_stations_kib"] = rss_kib()
-        tuf_root = self.trust.tuf_root if self.trust else None
-        for start in range(0, len(self.plans), 200):  # provisioning verifies the factory image
-            await asyncio.to_thread(
-                _provision, self.plans[start : start + 200], root, passwords,
-                bundles=bundles, roots_pem=roots_pem, tuf_root=tuf_root,
-            )  # fmt: skip
-        self.make_stations(root, srv)
-        for st in self.stations:
-            link = self.links[st.plan.site]
-            self.tasks.append(asyncio.create_task(st.run(self.stop, link, self.t0)))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60 + len(self.stations) * 0.05
-        while self.connected < len(self.stations) and loop.time() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.5)  # agents have no shared "connected" event to wait on
+        n = len(self.plans)
+        with progress_bar(self.console) as bar:
+            await backend.ensure_sites(api, list(self.scenario.sites.values()))
+            task = bar.add_task("registering stations", total=n)
+            passwords = await backend.register(
+                srv, self.plans, lambda k: bar.advance(task, k)
+            )
+            await self.start_links(srv)
+            self.figures["rss_before_stations_kib"] = rss_kib()
+            tuf_root = self.trust.tuf_root if self.trust else None
+            task = bar.add_task("provisioning (factory image verified)", total=n)
+            for start in range(0, n, 200):
+                batch = self.plans[start : start + 200]
+                await asyncio.to_thread(
+                    _provision, batch, root, passwords,
+                    bundles=bundles, roots_pem=roots_pem, tuf_root=tuf_root,
+                )  # fmt: skip
+                bar.advance(task, len(batch))
+            self.make_stations(root, srv)
+            self.figures["registered_s"] = time.perf_counter() - t_setup
+            cpu0 = self._server_cpu(srv)
+            t_connect = time.perf_counter()
+            for st in self.stations:
+                link = self.links[st.plan.site]
+                self.tasks.append(asyncio.create_task(st.run(self.stop, link, self.t0)))
+            task = bar.add_task("connecting (BootNotification accepted)", total=n)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60 + n * 0.05
+            while self.connected < n and loop.time() < deadline:
+                bar.update(task, completed=self.connected)
+                await asyncio.sleep(0.5)  # agents have no shared "connected" event to wait on
+        self.figures["connect_s"] = time.perf_counter() - t_connect
+        self.figures["server_cpu_connect_s"] = self._server_cpu(srv) - cpu0
         self.figures["rss_connected_kib"] = rss_kib()
         self.figures["setup_s"] = time.perf_counter() - t_setup
+
+    @staticmethod
+    def _server_cpu(srv: backend.Backend) -> float:
+        return cpu_seconds(srv.pid) if srv.pid is not None else 0.0
 
     @property
     def connected(self) -> int:
@@ -235,7 +256,7 @@ class Simulation:
         returns it, with ``wall_s`` and the server's ``cpu_s`` over that span."""
         if not self.t0.is_set():
             self.t0.set()
-        cpu0 = cpu_seconds(srv.pid) if srv.pid is not None else 0.0
+        cpu0, sim_cpu0 = self._server_cpu(srv), cpu_seconds(os.getpid())
         started = time.perf_counter()
         with Live(console=self.console, refresh_per_second=2, transient=True) as view:
             while True:
@@ -248,7 +269,8 @@ class Simulation:
                     break
                 await asyncio.sleep(1.0)
         campaign["wall_s"] = time.perf_counter() - started
-        campaign["cpu_s"] = cpu_seconds(srv.pid) - cpu0 if srv.pid is not None else 0.0
+        campaign["cpu_s"] = self._server_cpu(srv) - cpu0
+        campaign["sim_cpu_s"] = cpu_seconds(os.getpid()) - sim_cpu0
         return dict(campaign)
 
     def done(self, campaign: Mapping[str, Any] | None, elapsed: float) -> bool:
@@ -382,8 +404,11 @@ def summarize(
             "rss_end_kib": rss_kib(),
             "per_station_kib": (rss_connected - rss0) / n if n else 0.0,
         },
+        "connect_s": round(f.get("connect_s", 0.0), 1),
         "server_cpu_s": round(campaign["cpu_s"], 2),
         "server_cpu_ms_per_station": campaign["cpu_s"] / n * 1000 if n else 0.0,
+        "server_cpu_ms_per_connect": f.get("server_cpu_connect_s", 0.0) / n * 1000 if n else 0.0,
+        "sim_cpu_ms_per_station": campaign.get("sim_cpu_s", 0.0) / n * 1000 if n else 0.0,
         "checks": checks.to_dict() if checks is not None else None,
         "stations_detail": {
             st.plan.station_id: {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import httpx
 from chargeward.errors import ConfigError, TransportError
 from chargeward.local import Process, start_server
 from chargeward.server import fleet, services
-from chargeward.server.db import Database
+from chargeward.server.db import DATABASE_URL_ENV, Database
 from chargeward.server.station_security import set_profile
 from chargeward.sim.plan import StationPlan
 from chargeward.sim.scenario import Site
@@ -36,6 +36,7 @@ class Backend:
     ocpp_url: str
     token: str
     process: Process | None = None  # started by the simulator
+    database_url: str | None = None  # None: the data directory's SQLite file
 
     @classmethod
     def start(
@@ -46,19 +47,23 @@ class Backend:
         passphrase: str,
         *,
         approval_threshold: int = 1_000_000,  # the simulator's own runs need no second person
+        database_url: str | None = None,
     ) -> Backend:
+        env = {"CHARGEWARD_KEY_PASSPHRASE": passphrase}
+        if database_url is not None:
+            env[DATABASE_URL_ENV] = database_url
         proc, info = start_server(
             data_dir,
             root_pem,
             log,
-            env={"CHARGEWARD_KEY_PASSPHRASE": passphrase},
+            env=env,
             extra_args=(
                 *("--campaign-tick", "0.5"),
                 *("--campaign-approval-threshold", str(approval_threshold)),
             ),
         )
         token = (data_dir / "admin.token").read_text().strip()
-        return cls(data_dir, info["api_url"], info["ocpp_url"], token, proc)
+        return cls(data_dir, info["api_url"], info["ocpp_url"], token, proc, database_url)
 
     @classmethod
     def existing(cls, api_url: str, data_dir: Path) -> Backend:
@@ -92,8 +97,15 @@ class Backend:
 
 
 async def call(api: httpx.AsyncClient, method: str, path: str, **kw: Any) -> Any:
+    """One API request; a GET whose kept-alive connection the server had just closed is sent
+    once more on a new one."""
     try:
-        r = await api.request(method, path, **kw)
+        try:
+            r = await api.request(method, path, **kw)
+        except httpx.RemoteProtocolError:
+            if method != "GET":
+                raise
+            r = await api.request(method, path, **kw)
     except httpx.HTTPError as e:
         raise TransportError(f"{method} {path}: {e}") from e
     if r.status_code >= 400:
@@ -126,9 +138,12 @@ async def ensure_sites(api: httpx.AsyncClient, sites: Sequence[Site]) -> None:
             raise TransportError(f"site {site.id}: HTTP {r.status_code} {r.text[:500]}")
 
 
-async def register(data_dir: Path, plans: Sequence[StationPlan]) -> dict[str, str]:
-    """Register every station (profile 1, on its site); returns station id -> password."""
-    db = await Database.open(data_dir=data_dir)
+async def register(
+    srv: Backend, plans: Sequence[StationPlan], advance: Callable[[int], object] | None = None
+) -> dict[str, str]:
+    """Register every station (profile 1, on its site) in ``srv``'s database; returns station
+    id -> password.  ``advance(n)`` is called after each batch of ``n``."""
+    db = await Database.open(data_dir=srv.data_dir, url=srv.database_url)
     passwords: dict[str, str] = {}
     try:
         for start in range(0, len(plans), BATCH):
@@ -144,6 +159,8 @@ async def register(data_dir: Path, plans: Sequence[StationPlan]) -> dict[str, st
                     await fleet.update_station(
                         s, p.station_id, {"site_id": p.site}, actor=ACTOR, now=now
                     )
+            if advance is not None:
+                advance(len(plans[start : start + BATCH]))
     finally:
         await db.close()
     return passwords
