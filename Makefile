@@ -21,17 +21,19 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# SoftHSM2 and OpenSC (pkcs11-tool), and nginx (the download benchmark's baseline, whose smoke
-# test runs in `make test`) from apt, only when missing; silent when installed.
+# SoftHSM2 and OpenSC (pkcs11-tool), nginx (the download benchmark's baseline, whose smoke
+# test runs in `make test`) and Chromium (the dashboard's browser tests drive Debian's
+# /usr/bin/chromium; Playwright never downloads one) from apt, only when missing.
 system-deps:
 	@if [ ! -e $(SOFTHSM_MODULE) ] || ! command -v softhsm2-util >/dev/null 2>&1 || \
-		! { command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null 2>&1; then \
+		! { command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null 2>&1 || \
+		[ ! -x /usr/bin/chromium ]; then \
 		command -v apt-get >/dev/null 2>&1 || { \
-			echo "system-deps: install softhsm2, opensc and nginx with your package manager" >&2; \
+			echo "system-deps: install softhsm2, opensc, nginx and chromium with your package manager" >&2; \
 			exit 1; }; \
-		echo "system-deps: installing softhsm2, opensc and nginx-light (apt-get)"; \
+		echo "system-deps: installing softhsm2, opensc, nginx-light and chromium (apt-get)"; \
 		$(SUDO) apt-get update -qq && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 opensc nginx-light; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 opensc nginx-light chromium; \
 	fi
 
 demo: system-deps $(STAMP)

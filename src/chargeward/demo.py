@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import secrets
 import shutil
 from collections import Counter
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ from rich.table import Table
 from chargeward.errors import ChargewardError
 from chargeward.local import demo_advisories, make_repository, run_cli
 from chargeward.procinfo import raise_fd_limit
+from chargeward.server.runtime import write_private
 from chargeward.sim import flash as flash_mod
 from chargeward.sim import server as backend
 from chargeward.sim.checks import Checks, check_run
@@ -251,12 +253,17 @@ class Demo:
             audit_line = await self.verify_audit(srv)
             self.say(audit_line)
             ok = self.summary(sim, scenario, results, checks)
+            login = await self.dashboard_user(srv)
+            self.say(
+                f"[bold]dashboard: {srv.api_url}/[/] ({login}); API docs {srv.api_url}/api/docs"
+            )
             if keep_running:
                 self.say(
-                    f"server and chargers keep running: API {srv.api_url}/api/docs "
+                    "server and chargers keep running "
                     f"(admin token in {self.data / 'admin.token'}); press Ctrl-C to stop"
                 )
                 await asyncio.Event().wait()
+            self.say("`make demo-keep` (or `chargeward demo --keep-running`) keeps them up")
             return ok
         finally:
             await sim.shut_down()
@@ -277,6 +284,26 @@ class Demo:
                 runs = await backend.call(admin, "GET", f"/api/v1/campaigns/{c['id']}/stations")
                 out.append(await check_run(admin, sim.stations, scenario.sites, c, len(runs)))
         return out
+
+    async def dashboard_user(self, srv: backend.Backend) -> str:
+        """An admin account for a person to look around the dashboard: a fresh password and
+        TOTP secret, generated now, written to the work directory (demo data, not a secret
+        of anything else)."""
+        password = secrets.token_urlsafe(12)
+        async with srv.client() as admin:
+            made = await backend.call(
+                admin,
+                "POST",
+                "/api/v1/users",
+                json={"username": "demo", "password": password, "role": "admin"},
+            )
+        login = self.work / "dashboard-login.txt"
+        write_private(
+            login,
+            f"user: demo\npassword: {password}\nTOTP secret: {made['totp_secret']}\n"
+            f"TOTP URI: {made['totp_uri']}\n".encode(),
+        )
+        return f"log in as demo: password and TOTP secret in {login}"
 
     async def verify_audit(self, srv: backend.Backend) -> str:
         """Sign a checkpoint now, export the log and verify it offline against the vkey."""

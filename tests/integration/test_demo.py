@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow
+@pytest.mark.timeout(450)
 def test_quick_demo_updates_the_fleet_and_stops_the_bad_release(tmp_path: Path) -> None:
     work = tmp_path / "demo"
     r = subprocess.run(
@@ -32,6 +37,9 @@ def test_quick_demo_updates_the_fleet_and_stops_the_bad_release(tmp_path: Path) 
     assert "rollout-1.2.0 paused itself: 1 of 1 finished stations failed" in out
     assert "checks: passed" in out
     assert "audit log exported and verified offline: verified" in out
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/ \(log in as demo", out), out[-2000:]
+    login = (work / "dashboard-login.txt").read_text()
+    assert "user: demo" in login and "TOTP secret: " in login
     for tz in ("Europe/London", "America/New_York", "Asia/Tokyo"):
         assert tz in out
 

@@ -26,6 +26,7 @@ from fastapi import Depends, Request
 from chargeward.server.accounts import Refusal, authenticate, unauthenticated
 from chargeward.server.roles import Principal
 from chargeward.server.state import ServerState
+from chargeward.server.web_routes import WEB_ROUTES
 
 PUBLIC: Final = "public"
 AUTHENTICATED: Final = "authenticated"
@@ -44,6 +45,9 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/log-uploads/{token}"): PUBLIC,  # one-time upload token
     ("PUT", "/api/v1/log-uploads/{token}"): PUBLIC,
     ("POST", "/api/v1/auth/login"): PUBLIC,
+    # the dashboard: its pages check the session cookie themselves and act through the routes
+    # below with it, so the API's permissions apply unchanged (chargeward.server.web)
+    **{route: PUBLIC for route in WEB_ROUTES},
     # accounts and tokens
     ("POST", "/api/v1/auth/logout"): AUTHENTICATED,
     ("GET", "/api/v1/auth/me"): AUTHENTICATED,

@@ -209,9 +209,7 @@ class Simulation:
         with progress_bar(self.console) as bar:
             await backend.ensure_sites(api, list(self.scenario.sites.values()))
             task = bar.add_task("registering stations", total=n)
-            passwords = await backend.register(
-                srv, self.plans, lambda k: bar.advance(task, k)
-            )
+            passwords = await backend.register(srv, self.plans, lambda k: bar.advance(task, k))
             await self.start_links(srv)
             self.figures["rss_before_stations_kib"] = rss_kib()
             tuf_root = self.trust.tuf_root if self.trust else None

@@ -1,0 +1,19 @@
+"""The dashboard's routes (:mod:`chargeward.server.web`), listed for the authorization table."""
+
+WEB_ROUTES = [
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("POST", "/logout"),
+    ("GET", "/"),
+    ("GET", "/campaigns"),
+    ("POST", "/campaigns"),
+    ("GET", "/campaigns/preview"),
+    ("GET", "/campaigns/{ref}"),
+    ("GET", "/campaigns/{ref}/live"),
+    ("GET", "/campaigns/{ref}/stations/{station_id}"),
+    ("POST", "/campaigns/{ref}/{action}"),
+    ("GET", "/releases"),
+    ("GET", "/releases/{release_id}"),
+    ("GET", "/security"),
+    ("GET", "/static/{name}"),
+]

@@ -1,0 +1,171 @@
+"""The dashboard's pages in-process (real SQLite, the real app over ASGI): login with password
+and TOTP, redirects to login, CSRF on every form, and the API's roles applied to the pages.
+
+The browser tests (``tests/browser``) drive the same pages in Chromium against a server
+process with simulated chargers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chargeward.server.web import LOGIN_COOKIE, SESSION_COOKIE
+from chargeward.server.web_routes import WEB_ROUTES
+from tests.support.accounts_api import AccountsApi, User, accounts_api
+
+CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[AccountsApi]:
+    async with accounts_api(tmp_path) as e:
+        yield e
+
+
+async def browser(env: AccountsApi, address: str = "10.0.0.7") -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=env.app, client=(address, 50000))
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+async def log_in(env: AccountsApi, c: httpx.AsyncClient, user: User) -> None:
+    page = await c.get("/login")
+    token = CSRF.search(page.text)
+    assert token is not None
+    r = await c.post(
+        "/login",
+        data={
+            "csrf": token.group(1),
+            "username": user.name,
+            "password": user.password,
+            "totp": user.code(env.clock.now) if user.totp_secret else "",
+            "next": "/campaigns",
+        },
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/campaigns", r.text
+    env.clock.advance(seconds=30)
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie, cookie
+
+
+async def test_every_page_sends_an_anonymous_visitor_to_login(env: AccountsApi) -> None:
+    async with await browser(env) as c:
+        for method, path in WEB_ROUTES:
+            if method != "GET" or "{" in path or path in ("/login",):
+                continue
+            r = await c.get(path)
+            if path == "/campaigns/preview":
+                assert r.status_code == 401
+                continue
+            assert r.status_code == 303, path
+            assert r.headers["location"] == f"/login?next={path.replace('/', '%2F')}" or r.headers[
+                "location"
+            ].startswith("/login?next=/"), r.headers["location"]
+        r = await c.get("/campaigns/3")
+        assert r.status_code == 303 and r.headers["location"].startswith("/login")
+
+
+async def test_login_needs_the_totp_code_and_a_wrong_one_changes_nothing(env: AccountsApi) -> None:
+    alice = await env.add_user("alice", "operator")
+    async with await browser(env) as c:
+        page = await c.get("/login")
+        token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+        form = {"csrf": token, "username": "alice", "password": alice.password, "totp": "000000"}
+        r = await c.post("/login", data=form)
+        assert r.status_code == 401 and SESSION_COOKIE not in r.headers.get("set-cookie", "")
+        assert 'role="alert"' in r.text and "Traceback" not in r.text
+        assert (await c.get("/")).status_code == 303  # still not signed in
+        await log_in(env, c, alice)
+        r = await c.get("/")
+        assert r.status_code == 200 and "Fleet overview" in r.text and "alice" in r.text
+        assert r.headers["content-security-policy"].startswith("default-src 'self'")
+
+
+async def test_login_form_without_its_csrf_token_is_refused(env: AccountsApi) -> None:
+    alice = await env.add_user("alice", "operator")
+    async with await browser(env) as c:
+        await c.get("/login")
+        r = await c.post(
+            "/login",
+            data={
+                "username": "alice",
+                "password": alice.password,
+                "totp": alice.code(env.clock.now),
+            },
+        )
+        assert r.status_code == 403 and "CSRF" in r.text
+        assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
+    async with await browser(env, "10.0.0.8") as other:  # no login nonce cookie at all
+        assert LOGIN_COOKIE not in other.cookies
+        r = await other.post("/login", data={"csrf": "0" * 64, "username": "alice"})
+        assert r.status_code == 403
+
+
+async def test_every_form_refuses_a_post_without_the_sessions_csrf_token(env: AccountsApi) -> None:
+    alice = await env.add_user("alice", "operator")
+    async with await browser(env) as c:
+        await log_in(env, c, alice)
+        for path, form in (
+            ("/campaigns", {"name": "x", "release": "r"}),
+            ("/campaigns/1/abort", {}),
+            ("/campaigns/1/approve", {}),
+            ("/logout", {}),
+        ):
+            for csrf in (None, "f" * 64):
+                data = form | ({"csrf": csrf} if csrf else {})
+                r = await c.post(path, data=data)
+                assert r.status_code == 403 and "CSRF" in r.text, (path, csrf, r.text[:300])
+        assert (await c.get("/")).status_code == 200  # the refused logout did not log out
+        listed = await c.get("/campaigns")
+        assert "No campaigns yet." in listed.text  # the refused create made nothing
+
+
+async def test_an_auditor_sees_campaigns_but_has_no_create_form_and_cannot_post_one(
+    env: AccountsApi,
+) -> None:
+    eve = await env.add_user("eve", "auditor")
+    async with await browser(env) as c:
+        await log_in(env, c, eve)
+        page = await c.get("/campaigns")
+        assert page.status_code == 200 and "New campaign" not in page.text
+        token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+        r = await c.post("/campaigns", data={"csrf": token, "name": "sneaky", "release": "x"})
+        assert r.status_code == 403 and "campaigns:write" in r.text, r.text[:500]
+        r = await c.post("/campaigns/1/approve", data={"csrf": token})
+        assert r.status_code in (403, 404)
+
+
+async def test_logout_ends_the_session_on_the_server(env: AccountsApi) -> None:
+    alice = await env.add_user("alice", "operator")
+    async with await browser(env) as c:
+        await log_in(env, c, alice)
+        stolen = c.cookies[SESSION_COOKIE]
+        page = await c.get("/")
+        token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+        r = await c.post("/logout", data={"csrf": token})
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+    async with await browser(env, "10.0.0.9") as thief:
+        thief.cookies.set(SESSION_COOKIE, stolen)
+        assert (await thief.get("/")).status_code == 303
+
+
+@pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/", "/\\evil"])
+async def test_login_never_redirects_off_site(env: AccountsApi, target: str) -> None:
+    alice = await env.add_user("alice", "operator")
+    async with await browser(env) as c:
+        page = await c.get("/login", params={"next": target})
+        token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+        r = await c.post(
+            "/login",
+            data={
+                "csrf": token,
+                "username": "alice",
+                "password": alice.password,
+                "totp": alice.code(env.clock.now),
+                "next": target,
+            },
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/"
