@@ -25,7 +25,7 @@ from typing import Any
 import pyotp
 import pytest
 from cryptography import x509
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, expect
 from rich.console import Console
 
 from chargeward.agent import installer
@@ -37,9 +37,8 @@ from chargeward.sim import server as backend
 from chargeward.sim.releases import make_releases
 from chargeward.sim.runner import SimOptions, Simulation, log_to
 from chargeward.sim.scenario import parse_scenario
+from tests.support.browser import log_in, open_page, shot
 
-CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parents[2] / "reports" / "screenshots"
 PASSWORD = "a long browser-test passphrase"  # generated test fixture, not a secret
 STATIONS = 6
 SCENARIO = f"""
@@ -116,36 +115,11 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
         flash_mod.remove_root(root)
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
 async def session(browser: Browser, fleet: Fleet, user: str | None) -> tuple[BrowserContext, Page]:
-    ctx = await browser.new_context(
-        base_url=fleet.srv.api_url, viewport={"width": 1366, "height": 900}
-    )
-    page = await ctx.new_page()
     if user is None:
-        return ctx, page
-    await page.goto("/login")
-    await page.get_by_label("User name").fill(user)
-    await page.get_by_label("Password").fill(PASSWORD)
-    if fleet.secrets[user]:
-        await page.get_by_label("Authenticator code").fill(fleet.totp(user))
-    await page.get_by_role("button", name="Log in").click()
-    await expect(page.get_by_role("heading", name="Fleet overview")).to_be_visible()
-    return ctx, page
-
-
-async def shot(page: Page, name: str) -> None:
-    await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        return await open_page(browser, fleet.srv.api_url)
+    totp = fleet.totp(user) if fleet.secrets[user] else None  # auditors have none
+    return await log_in(browser, fleet.srv.api_url, user, PASSWORD, totp)
 
 
 async def test_operator_and_approver_run_a_campaign_and_see_tamper_and_drift(
@@ -207,6 +181,10 @@ async def test_operator_and_approver_run_a_campaign_and_see_tamper_and_drift(
     assert "completed" in seen and "running" in seen, seen
     assert await olive.evaluate("window.__notReloaded === true")
     await expect(olive.locator('[data-state="succeeded"]')).to_have_text(str(STATIONS))
+    # The outcomes-over-time chart: every station entered "succeeded", none failed.
+    await expect(olive.locator('[data-outcome="succeeded"]')).to_have_text(str(STATIONS))
+    await expect(olive.locator('[data-outcome="failed"]')).to_have_text("0")
+    await expect(olive.locator("#outcomes polyline.succeeded")).to_have_count(1)
     await expect(olive.get_by_role("button", name="Abort")).to_have_count(0)  # live too
     await shot(olive, "campaign-completed")
     assert all(st.flash.verified_version() == "1.1.0" for st in fleet.sim.stations)
@@ -268,6 +246,19 @@ async def test_operator_and_approver_run_a_campaign_and_see_tamper_and_drift(
     await shot(olive, "station-timeline")
     await olive.goto("/releases")
     await shot(olive, "releases")
+
+    # Roll back: a new campaign for the stations that took 1.1.0, held for a second person
+    # like any other (the operator then aborts it before it sends anything).
+    await olive.goto(campaign_url)
+    rollback_to = "1.0.0 (security version 1; pending)"
+    await olive.get_by_label("Release to return to").select_option(label=rollback_to)
+    await olive.get_by_role("button", name="Create roll-back campaign").click()
+    await expect(
+        olive.get_by_role("heading", name="Campaign browser-rollout-rollback")
+    ).to_be_visible()
+    await expect(olive.locator("#status")).to_have_text("awaiting_approval")
+    await olive.get_by_role("button", name="Abort").click()
+    await expect(olive.locator("#status")).to_have_text("aborted")
 
 
 async def wait_for_alert(fleet: Fleet, station_id: str, kind: str) -> None:

@@ -7,11 +7,13 @@ process with simulated chargers."""
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from markupsafe import escape
 
 from chargeward.server.web import LOGIN_COOKIE, SESSION_COOKIE
 from chargeward.server.web_routes import WEB_ROUTES
@@ -105,19 +107,21 @@ async def test_login_form_without_its_csrf_token_is_refused(env: AccountsApi) ->
 
 
 async def test_every_form_refuses_a_post_without_the_sessions_csrf_token(env: AccountsApi) -> None:
-    alice = await env.add_user("alice", "operator")
+    alice = await env.add_user("alice", "admin")
+    posts = [path for method, path in WEB_ROUTES if method == "POST" and path != "/login"]
+    concrete = {"{ref}": "1", "{action}": "abort", "{release_id}": "0" * 64}
     async with await browser(env) as c:
         await log_in(env, c, alice)
-        for path, form in (
-            ("/campaigns", {"name": "x", "release": "r"}),
-            ("/campaigns/1/abort", {}),
-            ("/campaigns/1/approve", {}),
-            ("/logout", {}),
-        ):
+        for route in posts:
+            path = route
+            for name, value in concrete.items():
+                path = path.replace(name, value)
+            form = {"name": "x", "release": "r", "approval": "{}", "totp": "123456"}
             for csrf in (None, "f" * 64):
                 data = form | ({"csrf": csrf} if csrf else {})
                 r = await c.post(path, data=data)
                 assert r.status_code == 403 and "CSRF" in r.text, (path, csrf, r.text[:300])
+        assert len(posts) >= 5  # logout, campaigns (create, actions), releases (approve, publish)
         assert (await c.get("/")).status_code == 200  # the refused logout did not log out
         listed = await c.get("/campaigns")
         assert "No campaigns yet." in listed.text  # the refused create made nothing
@@ -169,3 +173,49 @@ async def test_login_never_redirects_off_site(env: AccountsApi, target: str) -> 
             },
         )
         assert r.status_code == 303 and r.headers["location"] == "/"
+
+
+async def test_an_audit_entry_verifies_and_one_changed_in_the_database_does_not(
+    env: AccountsApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHARGEWARD_KEY_PASSPHRASE", "test fixture passphrase")  # not a secret
+    aud = await env.add_user("aud", "auditor")
+    admin = await env.client()
+    r = await admin.post("/api/v1/audit/checkpoints", headers=env.bearer(env.admin_token))
+    assert r.status_code == 201, r.text
+    signed = r.json()["size"]
+    async with await browser(env) as c:
+        await log_in(env, c, aud)  # appended after the checkpoint
+        log = await c.get("/audit")
+        assert log.status_code == 200 and "auth.login" in log.text and "user.create" in log.text
+        page = await c.get("/audit/0")
+        assert page.status_code == 200 and ">Verified<" in page.text, page.text
+        assert page.text.count('class="passed"') == 3
+        newer = await c.get(f"/audit/{signed}")
+        assert "Partly verified" in newer.text and "newer than the latest checkpoint" in newer.text
+        # Someone with write access to the database changes the first entry's actor.
+        db = sqlite3.connect(tmp_path / "chargeward.db")
+        with db:
+            db.execute("DROP TRIGGER IF EXISTS audit_entries_no_update")
+            db.execute("UPDATE audit_entries SET actor = 'mallory' WHERE leaf_index = 0")
+        db.close()
+        page = await c.get("/audit/0")
+        assert "Does not verify" in page.text and "stored at append time" in page.text
+        assert "mallory" in page.text and page.text.count('class="failed"') >= 1
+        assert (await c.get("/audit/999999")).status_code == 404
+
+
+async def test_an_operator_has_no_audit_log_and_fragments_escape_what_they_echo(
+    env: AccountsApi,
+) -> None:
+    olive = await env.add_user("olive", "operator")
+    async with await browser(env) as c:
+        await log_in(env, c, olive)
+        assert "Audit log" not in (await c.get("/")).text
+        r = await c.get("/audit")
+        assert r.status_code == 403 and "audit:read" in r.text
+        hostile = "<script>alert(1)</script>"
+        r = await c.get("/campaigns/preview", params={"model": hostile})
+        assert hostile not in r.text and str(escape(hostile)) in r.text
+        r = await c.get("/campaigns/999/live")
+        assert r.status_code == 404 and r.text.startswith("<p role='alert'>")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import json
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,6 +65,7 @@ from chargeward.supply.provenance import (
     create_provenance,
 )
 from chargeward.supply.severity import Severity
+from chargeward.trust.approval import approval_document
 from chargeward.trust.review import fetch_published_targets, review_proposal
 from chargeward.trust.tuf_keys import TufSigner
 
@@ -468,6 +470,16 @@ def approve(
     tuf_root: Annotated[
         Path | None, typer.Option(help="Trusted TUF root.json (default: the data dir's).")
     ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the signed approval to this file instead of sending it (to submit in "
+            "the dashboard, confirmed with your TOTP code).",
+            dir_okay=False,
+        ),
+    ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     server: ServerUrl = None,
 ) -> None:
@@ -485,7 +497,14 @@ def approve(
         key=key,
         trusted_root=trusted_root(data_dir, tuf_root),
         title=f"Release {view['version']}: targets you are approving",
+        output=output,
     )
+    if output is not None:
+        console.print(
+            Text(f"release {view['version']}: approval signed, written to {output} ({summary})"),
+            soft_wrap=True,
+        )
+        return
     console.print(Text(f"approved: release {view['version']} {summary}"), soft_wrap=True)
 
 
@@ -497,8 +516,10 @@ def approve_proposal(
     key: str,
     trusted_root: bytes,
     title: str,
+    output: Path | None = None,
 ) -> str:
-    """Fetch proposal ``ref``, check it against the verified repository, sign it, send it."""
+    """Fetch proposal ``ref``, check it against the verified repository, sign it, send it
+    (or, with ``output``, write it there: :func:`chargeward.trust.approval.approval_document`)."""
     proposal_view = api.request("GET", f"/api/v1/proposals/{ref}")
     if proposal_view["state"] == "published":
         raise Conflict(f"proposal {proposal_view['id']} is already published")
@@ -523,6 +544,12 @@ def approve_proposal(
     console.print(table)
     signer = TufSigner(open_signer(key, "approver key"))
     signature = signer.sign(proposal.signed_bytes)
+    if output is not None:
+        document = approval_document(
+            proposal_view["id"], proposal_view["release_id"], signature.keyid, signature.signature
+        )
+        output.write_text(json.dumps(document, indent=2) + "\n")
+        return f"proposal {proposal_view['id']}, key {signature.keyid[:12]}"
     result = api.request(
         "POST",
         f"/api/v1/proposals/{proposal_view['id']}/approvals",

@@ -401,6 +401,42 @@ async def login(
     return LoginSession(token, user.username, user.role, expires, int(SESSION_IDLE.total_seconds()))
 
 
+async def confirm_totp(
+    s: AsyncSession, principal: Principal, code: str, *, address: str, now: dt.datetime
+) -> Refusal | None:
+    """Step-up confirmation: ``code`` must be a fresh TOTP code of the logged-in user.
+
+    Used where an action in the dashboard must be confirmed by the person at the keyboard
+    (a release approval).  A wrong code counts towards the account's lockout like a failed
+    login; each time-step is accepted once.  A refusal is *returned* so the caller commits
+    the failure count.
+    """
+    if principal.kind != "session":
+        return Refusal(400, "bad_request", "a TOTP confirmation needs a login session")
+    account = await _throttle(s, f"user:{principal.name[:150]}")
+    wait = _locked_for(account, now)
+    if wait is not None:
+        message = f"account locked, retry after {wait} s"
+        return Refusal(429, "rate_limited", message, retry_after=wait)
+    user = await _enabled_user(s, principal.name)
+    if user.totp_secret is None:
+        return Refusal(403, "forbidden", _OUTSIDE["totp not enrolled"])
+    checked = _totp_check(user.totp_secret, code, user.totp_last_step, now)
+    if isinstance(checked, str):
+        _count_failure(account, ACCOUNT_FAILURES, now, window=False)
+        await audit.record(
+            s,
+            actor=principal.name,
+            action="auth.confirm_failed",
+            target=principal.name,
+            details={"reason": checked, "address": address},
+            now=now,
+        )
+        return Refusal(403, "forbidden", f"confirmation refused: {_OUTSIDE[checked]}")
+    user.totp_last_step = checked
+    return None
+
+
 async def logout(s: AsyncSession, principal: Principal, *, now: dt.datetime) -> None:
     if principal.kind != "session":
         raise Refusal(400, "bad_request", "only a login session can log out; revoke tokens")

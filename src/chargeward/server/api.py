@@ -72,6 +72,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.state.chargeward = state
     problems.install(app)
 
+    from chargeward.server import web
     from chargeward.server.api_accounts import router as accounts_router
     from chargeward.server.api_audit import router as audit_router
     from chargeward.server.api_campaigns import router as campaign_router
@@ -83,7 +84,6 @@ def create_app(state: ServerState) -> FastAPI:
     from chargeward.server.api_station_security import router as station_security_router
     from chargeward.server.api_supply import router as supply_router
     from chargeward.server.metrics import instrument
-    from chargeward.server.web import router as web_router
 
     app.include_router(accounts_router)
     app.include_router(repository_router)
@@ -95,7 +95,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(station_security_router)
     app.include_router(audit_router)
     app.include_router(supply_router)
-    app.include_router(web_router)  # the dashboard at /, a client of the routes above
+    web.install(app)  # the dashboard at /, a client of the routes above
     instrument(app, state.metrics)  # GET /metrics and request counting
 
     @app.get("/healthz", include_in_schema=False)

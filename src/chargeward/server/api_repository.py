@@ -18,9 +18,10 @@ from fastapi.responses import FileResponse
 
 from chargeward.crypto.pki import verify_crl
 from chargeward.errors import BundleError, NotFound
+from chargeward.server import accounts, services
 from chargeward.server import repository as repo_services
-from chargeward.server import services
 from chargeward.server.api import Operator
+from chargeward.server.authz import CurrentPrincipal, client_address
 from chargeward.server.schemas import (
     ApprovalRequest,
     ProposalApprovalsView,
@@ -95,18 +96,33 @@ async def release_files(release_id: str, _: Operator, state: State) -> ReleaseFi
 
 @router.post("/api/v1/releases/{release_id}/approvals", response_model=ProposalView)
 async def approve(
-    release_id: str, body: ApprovalRequest, who: Operator, state: State
+    release_id: str,
+    body: ApprovalRequest,
+    request: Request,
+    principal: CurrentPrincipal,
+    state: State,
 ) -> ProposalView:
+    """An approver's signature over the proposal; with ``totp``, confirmed by a fresh code
+    of the caller's login session (a wrong code refuses it and counts towards lockout)."""
+    now = state.clock()
     async with state.db.session() as s:
-        return await repo_services.approve(
-            s,
-            state.repository,
-            release_id,
-            keyid=body.keyid,
-            signature=body.signature,
-            actor=who,
-            now=state.clock(),
-        )
+        refusal = None
+        if body.totp is not None:
+            refusal = await accounts.confirm_totp(
+                s, principal, body.totp, address=client_address(request), now=now
+            )
+        if refusal is None:
+            return await repo_services.approve(
+                s,
+                state.repository,
+                release_id,
+                keyid=body.keyid,
+                signature=body.signature,
+                actor=principal.name,
+                confirmed=body.totp is not None,
+                now=now,
+            )
+    raise refusal  # after the commit: the failure counts
 
 
 @router.post("/api/v1/releases/{release_id}/publish", response_model=ReleaseView)
@@ -122,8 +138,10 @@ async def get_any_proposal(ref: str, who: Operator, state: State) -> ProposalVie
 
 
 @router.post("/api/v1/proposals/{ref}/approvals", response_model=ProposalView)
-async def approve_any(ref: str, body: ApprovalRequest, who: Operator, state: State) -> ProposalView:
-    return await approve(ref, body, who, state)
+async def approve_any(
+    ref: str, body: ApprovalRequest, request: Request, principal: CurrentPrincipal, state: State
+) -> ProposalView:
+    return await approve(ref, body, request, principal, state)
 
 
 @router.post("/api/v1/proposals/{ref}/publish", response_model=ProposalView)

@@ -312,8 +312,10 @@ async def approve(
     signature: str,
     actor: str,
     now: dt.datetime,
+    confirmed: bool = False,
 ) -> ProposalView:
-    """Record one approver's signature over a proposal's current bytes."""
+    """Record one approver's signature over a proposal's current bytes (``confirmed``: the
+    submitter confirmed it with a fresh TOTP code, as the dashboard requires)."""
     proposal = await _open_proposal(s, repo, ref, actor=actor, now=now)
     record = check_approval(
         repo.root().signed,
@@ -344,6 +346,7 @@ async def approve(
             "keyid": record.keyid,
             "proposal": proposal.id,
             "counted": not repeat,
+            **({"confirmed_with": "totp"} if confirmed else {}),
         },
         now=now,
     )

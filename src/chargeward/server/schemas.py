@@ -179,6 +179,9 @@ class ProposalView(BaseModel):
 class ApprovalRequest(BaseModel):
     keyid: str = Field(min_length=64, max_length=64, pattern=r"^[0-9a-f]+$")
     signature: str = Field(min_length=16, max_length=400, pattern=r"^[0-9a-f]+$")
+    # A fresh TOTP code of the caller's login session: the dashboard always sends one (the
+    # person at the keyboard confirms), and a wrong one refuses the approval.
+    totp: str | None = Field(default=None, max_length=10)
 
 
 class ApprovalRecordView(BaseModel):

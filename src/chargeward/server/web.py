@@ -16,30 +16,39 @@ address.
   every two seconds; without script the page still shows the figures as of its load.
 
 Pages: ``/`` fleet overview, ``/campaigns`` (list, create form with a live preview of the
-stations the selector matches), ``/campaigns/{id}`` (stages, counts, actions, per-station
-status timeline), ``/releases`` and ``/releases/{id}`` (components, findings, approvals),
-``/security`` (alerts and security events).
+stations the selector matches), ``/campaigns/{id}`` (stages, counts, outcomes over time,
+actions, roll back, per-station status timeline), ``/releases`` and ``/releases/{id}``
+(components, findings, approvals; approve with an approval file and a TOTP code, publish),
+``/security`` (alerts and security events), ``/audit`` (the audit log, each entry with a
+"verify" page: its leaf hash, the signed checkpoint and the inclusion proof).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import hmac
 import secrets
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import httpx
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import escape
 
+from chargeward.audit import merkle
+from chargeward.audit.checkpoint import open_checkpoint, parse_vkey
+from chargeward.audit.verify import entry_from_json
+from chargeward.errors import BundleError, TrustError
 from chargeward.server import accounts
 from chargeward.server.authz import client_address
+from chargeward.trust.approval import parse_approval_file
 
 HERE = Path(__file__).resolve().parent / "web_assets"
 SESSION_COOKIE = "cw_session"
@@ -65,6 +74,10 @@ class Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
+
+
+class NeedLogin(Exception):
+    """The request has no valid login session: a page redirects to /login, a fragment 401s."""
 
 
 def csrf_token(secret: str) -> str:
@@ -101,7 +114,11 @@ class Page:
             except (ValueError, KeyError, TypeError):
                 message = r.text[:300] or f"HTTP {r.status_code}"
             raise Refused(r.status_code, message)
-        return r.json() if r.content else None
+        if not r.content:
+            return None
+        return (
+            r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text
+        )
 
     async def get(self, path: str, **params: Any) -> Any:
         return await self.call("GET", path, params=params)
@@ -162,6 +179,61 @@ def csrf_refused(page: Page) -> HTMLResponse:
         message="This form has expired or did not come from this dashboard (CSRF token "
         "missing or wrong). Nothing was changed; reload the page and try again.",
     )
+
+
+class BadForm(Exception):
+    """A POST whose CSRF token does not belong to the session: refused, nothing changed."""
+
+
+async def _signed_in(request: Request) -> AsyncIterator[Page]:
+    async with Page(request) as page:
+        request.state.page = page
+        if not await page.signed_in():
+            raise NeedLogin
+        yield page
+
+
+async def _fragment(request: Request) -> None:
+    request.state.fragment = True
+
+
+async def _posted(request: Request, page: Annotated[Page, Depends(_signed_in)]) -> dict[str, str]:
+    data = await page.form()
+    if data is None:
+        raise BadForm
+    return data
+
+
+# A page's route takes ``page: SignedIn`` (a fragment's ``_: Fragment`` before it, a form's
+# ``data: Posted``); the handlers below turn a missing session, a refused API call and a bad
+# CSRF token into the login redirect, an error page (or fragment) and a 403.
+SignedIn = Annotated[Page, Depends(_signed_in)]
+Fragment = Annotated[None, Depends(_fragment)]
+Posted = Annotated[dict[str, str], Depends(_posted)]
+
+
+def install(app: FastAPI) -> None:
+    """Mount the dashboard on ``app``: its routes and the handlers of its exceptions."""
+
+    def fragment(request: Request) -> bool:
+        return bool(getattr(request.state, "fragment", False))
+
+    async def need_login(request: Request, _: Exception) -> Response:
+        return HTMLResponse("", status_code=401) if fragment(request) else to_login(request)
+
+    async def refused(request: Request, e: Exception) -> Response:
+        assert isinstance(e, Refused)
+        if fragment(request):
+            return HTMLResponse(f"<p role='alert'>{escape(e.message)}</p>", status_code=e.status)
+        return refused_page(request.state.page, e)
+
+    async def bad_form(request: Request, _: Exception) -> Response:
+        return csrf_refused(request.state.page)
+
+    app.add_exception_handler(NeedLogin, need_login)
+    app.add_exception_handler(Refused, refused)
+    app.add_exception_handler(BadForm, bad_form)
+    app.include_router(router)
 
 
 def _safe_next(target: str | None) -> str:
@@ -255,70 +327,58 @@ def breakdown(stations: list[Mapping[str, Any]], key: str) -> list[tuple[str, in
 
 
 @router.get("/")
-async def overview(request: Request) -> Response:
-    async with Page(request) as page:
-        if not await page.signed_in():
-            return to_login(request)
-        try:
-            stations = await page.get("/api/v1/stations")
-            alerts = await page.get("/api/v1/alerts", state="active")
-            support = await page.get("/api/v1/fleet/support", within_days=180)
-            campaigns = await page.get("/api/v1/campaigns")
-        except Refused as e:
-            return refused_page(page, e)
-        releases = await page.get("/api/v1/releases") if page.can("releases:read") else []
-        published = [r for r in releases if r["state"] == "published"]
-        newest = max(published, key=lambda r: r["security_version"], default=None)
-        behind = [
-            s
-            for s in stations
-            if newest
-            and s["model"] in newest["hardware_models"]
-            and s["firmware_version"] != newest["version"]
-        ]
-        return page.render(
-            "overview.html",
-            total=len(stations),
-            connected=sum(s["connected"] for s in stations),
-            charts={
-                "firmware version": ("version", breakdown(stations, "firmware_version")),
-                "model": ("model", breakdown(stations, "model")),
-                "site": ("site", breakdown(stations, "site_id")),
-            },
-            drift=[a for a in alerts if a["kind"] == "firmware_drift"],
-            alerts=alerts,
-            support=[
-                r
-                for r in support
-                if {r["security_state"], r["feature_state"]} & {"ending", "ended"}
-            ],
-            support_unknown=sum(
-                r["security_state"] == "unknown" and r["feature_state"] == "unknown"
-                for r in support
-            ),
-            newest=newest,
-            behind=len(behind),
-            running=[c for c in campaigns if c["status"] in ("running", "awaiting_approval")],
-        )
+async def overview(page: SignedIn) -> Response:
+    stations = await page.get("/api/v1/stations")
+    alerts = await page.get("/api/v1/alerts", state="active")
+    support = await page.get("/api/v1/fleet/support", within_days=180)
+    campaigns = await page.get("/api/v1/campaigns")
+    releases = await page.get("/api/v1/releases") if page.can("releases:read") else []
+    published = [r for r in releases if r["state"] == "published"]
+    newest = max(published, key=lambda r: r["security_version"], default=None)
+    behind = [
+        s
+        for s in stations
+        if newest
+        and s["model"] in newest["hardware_models"]
+        and s["firmware_version"] != newest["version"]
+    ]
+    return page.render(
+        "overview.html",
+        total=len(stations),
+        connected=sum(s["connected"] for s in stations),
+        charts={
+            "firmware version": ("version", breakdown(stations, "firmware_version")),
+            "model": ("model", breakdown(stations, "model")),
+            "site": ("site", breakdown(stations, "site_id")),
+        },
+        drift=[a for a in alerts if a["kind"] == "firmware_drift"],
+        alerts=alerts,
+        support=[
+            r for r in support if {r["security_state"], r["feature_state"]} & {"ending", "ended"}
+        ],
+        support_unknown=sum(
+            r["security_state"] == "unknown" and r["feature_state"] == "unknown" for r in support
+        ),
+        newest=newest,
+        behind=len(behind),
+        running=[c for c in campaigns if c["status"] in ("running", "awaiting_approval")],
+    )
+
+
+# -- campaigns ---------------------------------------------------------------------------------
 
 
 @router.get("/campaigns")
-async def campaign_list(request: Request) -> Response:
-    async with Page(request) as page:
-        if not await page.signed_in():
-            return to_login(request)
-        return await _campaigns_page(page)
+async def campaign_list(page: SignedIn) -> Response:
+    return await _campaigns_page(page)
 
 
 async def _campaigns_page(
     page: Page, status: int = 200, error: str | None = None, form: Mapping[str, str] | None = None
 ) -> HTMLResponse:
-    try:
-        campaigns = await page.get("/api/v1/campaigns")
-        releases = await page.get("/api/v1/releases")
-        stations = await page.get("/api/v1/stations")
-    except Refused as e:
-        return refused_page(page, e)
+    campaigns = await page.get("/api/v1/campaigns")
+    releases = await page.get("/api/v1/releases")
+    stations = await page.get("/api/v1/stations")
     return page.render(
         "campaigns.html",
         status=status,
@@ -359,125 +419,194 @@ def _number_or_percent(text: str) -> int | str:
 
 
 @router.post("/campaigns")
-async def create_campaign(request: Request) -> Response:
-    async with Page(request) as page:
-        if not await page.signed_in():
-            return to_login(request)
-        data = await page.form()
-        if data is None:
-            return csrf_refused(page)
-        try:
-            made = await page.call("POST", "/api/v1/campaigns", json=campaign_document(data))
-        except Refused as e:
-            return await _campaigns_page(page, status=e.status, error=e.message, form=data)
-        return RedirectResponse(f"/campaigns/{made['id']}", status_code=303)
+async def create_campaign(page: SignedIn, data: Posted) -> Response:
+    try:
+        made = await page.call("POST", "/api/v1/campaigns", json=campaign_document(data))
+    except Refused as e:
+        return await _campaigns_page(page, status=e.status, error=e.message, form=data)
+    return RedirectResponse(f"/campaigns/{made['id']}", status_code=303)
 
 
 @router.get("/campaigns/preview")
-async def campaign_preview(request: Request, model: str = "", site: str = "") -> Response:
+async def campaign_preview(
+    _: Fragment, page: SignedIn, model: str = "", site: str = ""
+) -> Response:
     """How many stations the create form's selector matches (a fragment)."""
-    async with Page(request) as page:
-        if not await page.signed_in():
-            return HTMLResponse("", status_code=401)
-        params = {k: v for k, v in (("model", model), ("site", site)) if v}
-        try:
-            matched = await page.get("/api/v1/stations", **params)
-        except Refused as e:
-            return HTMLResponse(f"<span>{e.message}</span>", status_code=e.status)
-        return page.render("preview.html", matched=len(matched), model=model, site=site)
+    params = {k: v for k, v in (("model", model), ("site", site)) if v}
+    matched = await page.get("/api/v1/stations", **params)
+    return page.render("preview.html", matched=len(matched), model=model, site=site)
+
+
+# Outcomes charted over a campaign's life: a station entering the state counts once.
+OUTCOMES = ("succeeded", "failed", "rolled_back", "deferred")
+CHART_POINTS = 24
+
+
+def outcome_series(
+    runs: Sequence[Mapping[str, Any]], start: dt.datetime, end: dt.datetime
+) -> tuple[list[dt.datetime], dict[str, list[int]]]:
+    """Cumulative count of stations that entered each of :data:`OUTCOMES`, at
+    :data:`CHART_POINTS` times from ``start`` to ``end`` (from the runs' timelines)."""
+    span = max((end - start).total_seconds(), 1.0)
+    times = [
+        start + dt.timedelta(seconds=span * i / (CHART_POINTS - 1)) for i in range(CHART_POINTS)
+    ]
+    first: dict[str, list[dt.datetime]] = {o: [] for o in OUTCOMES}
+    for run in runs:
+        entered: dict[str, dt.datetime] = {}
+        for when, state, *_ in run.get("timeline", ()):
+            if state in first and state not in entered:
+                with contextlib.suppress(ValueError):
+                    entered[state] = dt.datetime.fromisoformat(when)
+        for state, when in entered.items():
+            first[state].append(when)
+    series = {o: [sum(w <= t for w in first[o]) for t in times] for o in OUTCOMES}
+    return times, series
+
+
+def chart(runs: Sequence[Mapping[str, Any]], campaign: Mapping[str, Any]) -> dict[str, Any]:
+    """The outcomes-over-time chart of the campaign page: polylines in a 600x160 box."""
+    start = dt.datetime.fromisoformat(campaign["created_at"])
+    now = dt.datetime.now(dt.UTC)
+    ends = [dt.datetime.fromisoformat(r["finished_at"]) for r in runs if r.get("finished_at")]
+    end = max(ends) if campaign["status"] in ("completed", "aborted") and ends else now
+    times, series = outcome_series(runs, start, end)
+    top = max([len(runs), 1])
+    lines = {
+        o: " ".join(
+            f"{600 * i / (CHART_POINTS - 1):.1f},{160 - 160 * v / top:.1f}"
+            for i, v in enumerate(values)
+        )
+        for o, values in series.items()
+    }
+    return {"times": times, "series": series, "lines": lines, "top": top}
 
 
 async def _campaign_context(page: Page, ref: int) -> dict[str, Any]:
     campaign = await page.get(f"/api/v1/campaigns/{ref}")
     runs = await page.get(f"/api/v1/campaigns/{ref}/stations")
-    return {"c": campaign, "runs": runs, "run_states": RUN_STATES}
+    return {"c": campaign, "runs": runs, "run_states": RUN_STATES, "chart": chart(runs, campaign)}
+
+
+async def _campaign_page(page: Page, ref: int, status: int = 200, error: str = "") -> Response:
+    context = await _campaign_context(page, ref)
+    releases = await page.get("/api/v1/releases") if page.can("campaigns:write") else []
+    # Any other release is offered: the API decides what a roll-back may go to.
+    older = sorted(
+        (r for r in releases if r["id"] != context["c"]["release_id"]),
+        key=lambda r: -r["security_version"],
+    )
+    return page.render("campaign.html", status=status, error=error, rollback_to=older, **context)
 
 
 @router.get("/campaigns/{ref}")
-async def campaign_page(request: Request, ref: int) -> Response:
-    async with Page(request) as page:
-        if not await page.signed_in():
-            return to_login(request)
-        try:
-            return page.render("campaign.html", **await _campaign_context(page, ref))
-        except Refused as e:
-            return refused_page(page, e)
+async def campaign_page(page: SignedIn, ref: int) -> Response:
+    return await _campaign_page(page, ref)
 
 
 @router.get("/campaigns/{ref}/live")
-async def campaign_live(request: Request, ref: int) -> Response:
-    async with Page(request) as page:
-        if not await page.signed_in():
-            return HTMLResponse("", status_code=401)
-        try:
-            return page.render("campaign_live.html", **await _campaign_context(page, ref))
-        except Refused as e:
-            return HTMLResponse(f"<p role='alert'>{e.message}</p>", status_code=e.status)
+async def campaign_live(_: Fragment, page: SignedIn, ref: int) -> Response:
+    return page.render("campaign_live.html", **await _campaign_context(page, ref))
 
 
 @router.get("/campaigns/{ref}/stations/{station_id}")
-async def station_run(request: Request, ref: int, station_id: str) -> Response:
-    async with Page(request) as page:
-        if not await page.signed_in():
-            return to_login(request)
-        try:
-            campaign = await page.get(f"/api/v1/campaigns/{ref}")
-            run = await page.get(f"/api/v1/campaigns/{ref}/stations/{station_id}")
-            detail = await page.get(f"/api/v1/stations/{station_id}")
-        except Refused as e:
-            return refused_page(page, e)
-        return page.render("station_run.html", c=campaign, run=run, station=detail)
+async def station_run(page: SignedIn, ref: int, station_id: str) -> Response:
+    campaign = await page.get(f"/api/v1/campaigns/{ref}")
+    run = await page.get(f"/api/v1/campaigns/{ref}/stations/{station_id}")
+    detail = await page.get(f"/api/v1/stations/{station_id}")
+    return page.render("station_run.html", c=campaign, run=run, station=detail)
 
 
-CAMPAIGN_ACTIONS = ("approve", "pause", "resume", "abort", "retry")
+CAMPAIGN_ACTIONS = ("approve", "pause", "resume", "abort", "retry", "rollback")
 
 
 @router.post("/campaigns/{ref}/{action}")
-async def campaign_action(request: Request, ref: int, action: str) -> Response:
-    async with Page(request) as page:
-        if not await page.signed_in():
-            return to_login(request)
-        data = await page.form()
-        if data is None:
-            return csrf_refused(page)
-        if action not in CAMPAIGN_ACTIONS:
-            return page.render("error.html", status=404, message=f"no action {action!r}")
-        try:
-            await page.call("POST", f"/api/v1/campaigns/{ref}/{action}")
-        except Refused as e:
-            try:
-                context = await _campaign_context(page, ref)
-            except Refused:
-                return refused_page(page, e)
-            return page.render("campaign.html", status=e.status, error=e.message, **context)
-        return RedirectResponse(f"/campaigns/{ref}", status_code=303)
+async def campaign_action(page: SignedIn, data: Posted, ref: int, action: str) -> Response:
+    if action not in CAMPAIGN_ACTIONS:
+        return page.render("error.html", status=404, message=f"no action {action!r}")
+    body = {"json": {"release": data.get("release", "")}} if action == "rollback" else {}
+    try:
+        done = await page.call("POST", f"/api/v1/campaigns/{ref}/{action}", **body)
+    except Refused as e:
+        return await _campaign_page(page, ref, status=e.status, error=e.message)
+    return RedirectResponse(f"/campaigns/{done['id']}", status_code=303)
+
+
+# -- releases ----------------------------------------------------------------------------------
 
 
 @router.get("/releases")
-async def release_list(request: Request) -> Response:
-    async with Page(request) as page:
-        if not await page.signed_in():
-            return to_login(request)
-        try:
-            releases = await page.get("/api/v1/releases")
-        except Refused as e:
-            return refused_page(page, e)
-        releases.sort(key=lambda r: -r["security_version"])
-        return page.render("releases.html", releases=releases)
+async def release_list(page: SignedIn) -> Response:
+    releases = await page.get("/api/v1/releases")
+    releases.sort(key=lambda r: -r["security_version"])
+    return page.render("releases.html", releases=releases)
+
+
+async def _release_page(
+    page: Page, release_id: str, status: int = 200, error: str = "", notice: str = ""
+) -> Response:
+    release = await page.get(f"/api/v1/releases/{release_id}")
+    history = await page.get(f"/api/v1/releases/{release_id}/approvals")
+    proposal = None
+    if release["state"] != "published" and history and history[-1]["state"] == "open":
+        proposal = await page.get(f"/api/v1/proposals/{history[-1]['proposal']}")
+    return page.render(
+        "release.html",
+        status=status,
+        error=error,
+        notice=notice,
+        r=release,
+        history=history,
+        proposal=proposal,
+        docs=await _documents(page, release["id"], release),
+    )
 
 
 @router.get("/releases/{release_id}")
-async def release_page(request: Request, release_id: str) -> Response:
-    async with Page(request) as page:
-        if not await page.signed_in():
-            return to_login(request)
-        try:
-            release = await page.get(f"/api/v1/releases/{release_id}")
-            approvals = await page.get(f"/api/v1/releases/{release_id}/approvals")
-            documents = await _documents(page, release_id, release)
-        except Refused as e:
-            return refused_page(page, e)
-        return page.render("release.html", r=release, approvals=approvals, docs=documents)
+async def release_page(page: SignedIn, release_id: str) -> Response:
+    return await _release_page(page, release_id)
+
+
+@router.post("/releases/{release_id}/approve")
+async def approve_release(page: SignedIn, data: Posted, release_id: str) -> Response:
+    """An approver's signature (an approval file made with ``chargeward release approve
+    --output`` on the approver's own machine: the key never reaches the server), confirmed
+    with a fresh TOTP code of the person logged in."""
+    code = data.get("totp", "").strip()
+    try:
+        approval = parse_approval_file(data.get("approval", "").strip())
+        if not code:
+            raise BundleError("enter the current code of your authenticator app to confirm")
+    except BundleError as e:
+        return await _release_page(page, release_id, status=400, error=str(e))
+    release = await page.get(f"/api/v1/releases/{release_id}")
+    if approval.release_id not in (None, release["id"]):
+        return await _release_page(
+            page,
+            release_id,
+            status=400,
+            error=f"this approval file is for release {approval.release_id[:12]}, "
+            f"not {release['id'][:12]}",
+        )
+    body = {"keyid": approval.keyid, "signature": approval.signature, "totp": code}
+    try:
+        done = await page.call(
+            "POST", f"/api/v1/proposals/{approval.proposal}/approvals", json=body
+        )
+    except Refused as e:
+        return await _release_page(page, release_id, status=e.status, error=e.message)
+    return await _release_page(page, release_id, notice=f"Approval recorded: {done['summary']}")
+
+
+@router.post("/releases/{release_id}/publish")
+async def publish_release(page: SignedIn, data: Posted, release_id: str) -> Response:
+    try:
+        done = await page.call("POST", f"/api/v1/releases/{release_id}/publish")
+    except Refused as e:
+        return await _release_page(page, release_id, status=e.status, error=e.message)
+    return await _release_page(
+        page, release_id, notice=f"Published as targets version {done['targets_version']}."
+    )
 
 
 async def _documents(page: Page, release_id: str, release: Mapping[str, Any]) -> dict[str, Any]:
@@ -491,21 +620,124 @@ async def _documents(page: Page, release_id: str, release: Mapping[str, Any]) ->
     return out
 
 
+# -- security and audit ------------------------------------------------------------------------
+
+
 @router.get("/security")
-async def security(request: Request) -> Response:
-    async with Page(request) as page:
-        if not await page.signed_in():
-            return to_login(request)
-        try:
-            alerts = await page.get("/api/v1/alerts")
-            events = (  # the raw events are the audit trail's: audit:read, as in the API
-                await page.get("/api/v1/security-events", limit=200)
-                if page.can("audit:read")
-                else None
+async def security(page: SignedIn) -> Response:
+    alerts = await page.get("/api/v1/alerts")
+    events = (  # the raw events are the audit trail's: audit:read, as in the API
+        await page.get("/api/v1/security-events", limit=200) if page.can("audit:read") else None
+    )
+    return page.render("security.html", alerts=alerts, events=events)
+
+
+AUDIT_PAGE = 100
+
+
+@router.get("/audit")
+async def audit_log(
+    page: SignedIn, start: int | None = None, target: str = "", transaction_id: str = ""
+) -> Response:
+    """The audit log, a page of entries at a time (newest page first), filterable."""
+    size = (await page.get("/api/v1/audit/tree"))["size"]
+    first = max(0, size - AUDIT_PAGE) if start is None else max(0, min(start, size))
+    filters = {k: v for k, v in (("target", target), ("transaction_id", transaction_id)) if v}
+    entries = await page.get("/api/v1/audit", start=first, limit=AUDIT_PAGE, **filters)
+    return page.render(
+        "audit.html",
+        entries=list(reversed(entries)),
+        size=size,
+        first=first,
+        page_size=AUDIT_PAGE,
+        target=target,
+        transaction_id=transaction_id,
+    )
+
+
+@router.get("/audit/{index}")
+async def audit_entry(page: SignedIn, index: int) -> Response:
+    """One entry, verified: its leaf recomputed, the latest signed checkpoint's signature
+    under the log's key, and the inclusion proof from the leaf to the signed root."""
+    found = await page.get("/api/v1/audit", start=index, limit=1)
+    if not found or found[0]["leaf_index"] != index:
+        raise Refused(404, f"no audit entry {index}")
+    raw = found[0]
+    try:
+        note = await page.get("/api/v1/audit/checkpoints/latest")
+    except Refused as e:
+        if e.status != 404:
+            raise
+        note = None
+    vkey = await page.get("/api/v1/audit/vkey")
+    checks = await verify_entry(page, raw, note, vkey)
+    return page.render("audit_entry.html", e=raw, checks=checks, vkey=vkey.strip())
+
+
+async def verify_entry(
+    page: Page, raw: Mapping[str, Any], note: str | None, vkey: str
+) -> list[tuple[str, bool | None, str]]:
+    """(check, passed or None when it could not run, what was found) for one entry."""
+    entry = entry_from_json(dict(raw))
+    leaf = merkle.leaf_hash(entry.leaf(entry.leaf_index))
+    same = entry.leaf_hash == leaf
+    checks: list[tuple[str, bool | None, str]] = [
+        (
+            "Entry unchanged since it was appended",
+            same,
+            f"leaf hash recomputed from the entry: {leaf.hex()}"
+            + ("" if same else f"; stored at append time: {raw['leaf_hash']}"),
+        )
+    ]
+    if not note:
+        checks.append(("Signed checkpoint", None, "no checkpoint has been signed yet"))
+        return checks
+    try:
+        checkpoint = open_checkpoint(note, parse_vkey(vkey.strip()))
+    except TrustError as e:
+        checks.append(("Signed checkpoint", False, str(e)))
+        return checks
+    checks.append(
+        (
+            "Signed checkpoint",
+            True,
+            f"tree of {checkpoint.size:,} entries, root {checkpoint.root_hash.hex()}, "
+            f"signature verified under {checkpoint.origin}",
+        )
+    )
+    if entry.leaf_index >= checkpoint.size:
+        checks.append(
+            (
+                "Included under the signed root",
+                None,
+                f"entry {entry.leaf_index} is newer than the latest checkpoint "
+                f"({checkpoint.size:,} entries); the next one will cover it",
             )
-        except Refused as e:
-            return refused_page(page, e)
-        return page.render("security.html", alerts=alerts, events=events)
+        )
+        return checks
+    proof = await page.get(
+        "/api/v1/audit/proofs/inclusion", index=entry.leaf_index, size=checkpoint.size
+    )
+    try:
+        merkle.verify_inclusion(
+            leaf,
+            entry.leaf_index,
+            checkpoint.size,
+            [bytes.fromhex(h) for h in proof["hashes"]],
+            checkpoint.root_hash,
+        )
+    except (merkle.ProofError, ValueError) as e:
+        checks.append(("Included under the signed root", False, str(e)))
+    else:
+        checks.append(
+            (
+                "Included under the signed root",
+                True,
+                f"inclusion proof of {len(proof['hashes'])} hashes leads from the recomputed "
+                "leaf to the checkpoint's root",
+            )
+        )
+    return checks
 
 
 @router.get("/static/{name}")

@@ -14,6 +14,10 @@ WEB_ROUTES = [
     ("POST", "/campaigns/{ref}/{action}"),
     ("GET", "/releases"),
     ("GET", "/releases/{release_id}"),
+    ("POST", "/releases/{release_id}/approve"),
+    ("POST", "/releases/{release_id}/publish"),
     ("GET", "/security"),
+    ("GET", "/audit"),
+    ("GET", "/audit/{index}"),
     ("GET", "/static/{name}"),
 ]

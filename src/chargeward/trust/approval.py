@@ -18,6 +18,7 @@ Rules (one decision, enforced here and nowhere else):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -26,7 +27,8 @@ from securesystemslib.signer import Signature
 from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, Root, Targets
 
-from chargeward.errors import BadSignature, Conflict, TrustError
+from chargeward import strictjson
+from chargeward.errors import BadSignature, BundleError, Conflict, TrustError
 from chargeward.trust.tuf_keys import key_owner
 
 TARGETS = Targets.type
@@ -131,3 +133,63 @@ def signed_proposal(
     except UnsignedMetadataError as e:  # defence in depth: python-tuf must agree
         raise Conflict(f"cannot publish: {e}") from e
     return signed
+
+
+# -- approval files: a signature made on the approver's machine, submitted elsewhere ---------
+
+APPROVAL_FORMAT = "chargeward-approval/1"
+MAX_APPROVAL_FILE = 4096  # an approval file is a few hundred bytes
+
+
+@dataclass(frozen=True)
+class ApprovalFile:
+    """What ``chargeward release approve --output`` writes: one signature over one proposal."""
+
+    proposal: int
+    release_id: str | None
+    keyid: str
+    signature: str
+
+
+def approval_document(
+    proposal: int, release_id: str | None, keyid: str, signature: str
+) -> dict[str, object]:
+    return {
+        "format": APPROVAL_FORMAT,
+        "proposal": proposal,
+        "release": release_id,
+        "keyid": keyid,
+        "signature": signature,
+    }
+
+
+def parse_approval_file(text: str) -> ApprovalFile:
+    """Read an approval file; :class:`~chargeward.errors.BundleError` says what is wrong.
+
+    Only the shape is checked here: the signature itself is checked by the server against
+    the proposal's bytes and the approver keys of the trusted root (:func:`check_approval`).
+    """
+    if len(text) > MAX_APPROVAL_FILE:
+        raise BundleError(f"approval file is {len(text)} characters; one is a few hundred")
+    try:
+        doc = strictjson.loads(text.encode())
+    except ValueError as e:
+        raise BundleError(f"approval file {e}") from None
+    if not isinstance(doc, dict) or doc.get("format") != APPROVAL_FORMAT:
+        raise BundleError(
+            f"not an approval file (expected format {APPROVAL_FORMAT!r}, from "
+            "`chargeward release approve --output`)"
+        )
+    proposal, release = doc.get("proposal"), doc.get("release")
+    if not isinstance(proposal, int) or isinstance(proposal, bool) or proposal < 1:
+        raise BundleError("approval file: 'proposal' must be a proposal number")
+    if release is not None and not isinstance(release, str):
+        raise BundleError("approval file: 'release' must be a release id")
+    return ApprovalFile(proposal, release, _hex(doc, "keyid"), _hex(doc, "signature"))
+
+
+def _hex(doc: dict[str, object], name: str) -> str:
+    value = doc.get(name)
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{16,400}", value):
+        raise BundleError(f"approval file: {name!r} must be lowercase hex")
+    return value
