@@ -67,11 +67,14 @@ clean:
 # connections on one server process, firmware download throughput against nginx (from
 # `make system-deps`), then the campaign planner (100,000 stations)
 # and a 1,000-station rollout, then the audit log's Merkle tree in memory and in the database
-# (append rate, proofs at 1,000,000 entries); figures merged into benchmarks/results/latest.json
+# (append rate, proofs at 1,000,000 entries), then simulated fleets of 1,000 (SQLite) and
+# 10,000 (PostgreSQL) stations running the real agent code through three rollouts each
+# (about an hour in all); figures merged into benchmarks/results/latest.json
 # and, one table per benchmark, benchmarks/results/latest.md.
 # Each runs even if an earlier one misses its target.
 # Extra options: make bench BENCH_ARGS=--profile BENCH_VERIFY_ARGS=--profile
 #                BENCH_CONNECTIONS_ARGS="--stations 2000" BENCH_DOWNLOAD_ARGS="--size-mib 8"
+#                BENCH_SIM_ARGS="--stations 1000 --rollouts 2"
 .PHONY: bench
 bench: system-deps $(STAMP)
 	$(PY) -m benchmarks.bench_publish $(BENCH_ARGS); status=$$?; \
@@ -81,4 +84,5 @@ bench: system-deps $(STAMP)
 	$(PY) -m benchmarks.bench_campaign $(BENCH_CAMPAIGN_ARGS) || status=1; \
 	$(PY) -m benchmarks.bench_merkle $(BENCH_MERKLE_ARGS) || status=1; \
 	$(PY) -m benchmarks.bench_audit $(BENCH_AUDIT_ARGS) || status=1; \
+	$(PY) -m benchmarks.bench_sim $(BENCH_SIM_ARGS) || status=1; \
 	exit $$status

@@ -8,6 +8,7 @@ log record of every logger, down to DEBUG, is captured while the passwords are u
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import logging
 from pathlib import Path
 
@@ -107,3 +108,44 @@ async def test_passwords_never_appear_in_logs(
 @pytest.fixture(scope="module")
 def tls_pki(tmp_path_factory: pytest.TempPathFactory) -> TlsPki:
     return TlsPki.create(tmp_path_factory.mktemp("tls-pki"))
+
+
+async def test_a_stolen_session_cannot_confirm_an_approval_without_the_totp_device(
+    tmp_path: Path,
+) -> None:
+    """The dashboard's approval confirmation: the code used to log in cannot be replayed,
+    guessing locks the account as failed logins do, and every refusal is audited."""
+    async with accounts_api(tmp_path) as env:
+        alice = await env.add_user("alice", "approver")
+        login_code = alice.code(env.clock.now)
+        session = await env.login(alice)  # the thief holds this session, not alice's phone
+        c = await env.client("10.0.0.66")
+        body = {"keyid": "ab" * 32, "signature": "30" + "cd" * 35}
+
+        async def approve(totp: str) -> tuple[int, str]:
+            r = await c.post(
+                "/api/v1/releases/" + "0" * 64 + "/approvals",
+                json={**body, "totp": totp},
+                headers=env.bearer(session),
+            )
+            return r.status_code, r.json()["error"]["message"]
+
+        assert await approve(login_code) == (403, "confirmation refused: invalid TOTP code")
+        for guess in ("000000", "111111", "222222", "333333"):
+            assert await approve(guess) == (403, "confirmation refused: invalid TOTP code")
+        status, message = await approve("444444")
+        assert status == 429 and message.startswith("account locked"), message
+        r = await env.try_login(alice, totp=alice.code(env.clock.now + dt.timedelta(seconds=30)))
+        assert r.status_code == 429  # the real owner is locked out too, as after failed logins
+        audit = await c.get("/api/v1/audit", headers=env.bearer(env.admin_token))
+        refused = [
+            e["details"]["reason"] for e in audit.json() if e["action"] == "auth.confirm_failed"
+        ]
+        assert refused == ["totp replayed", *["totp wrong"] * 4]
+        # A token, not a login session, cannot be "confirmed" by a code at all.
+        r = await c.post(
+            "/api/v1/releases/" + "0" * 64 + "/approvals",
+            json={**body, "totp": "123456"},
+            headers=env.bearer(env.admin_token),
+        )
+        assert r.status_code == 400 and "login session" in r.text
