@@ -15,7 +15,7 @@ import httpx
 import pytest
 from markupsafe import escape
 
-from chargeward.server.web import LOGIN_COOKIE, SESSION_COOKIE
+from chargeward.server.web import LOGIN_COOKIE, SESSION_COOKIE, campaign_document
 from chargeward.server.web_routes import WEB_ROUTES
 from tests.support.accounts_api import AccountsApi, User, accounts_api
 
@@ -219,3 +219,30 @@ async def test_an_operator_has_no_audit_log_and_fragments_escape_what_they_echo(
         assert hostile not in r.text and str(escape(hostile)) in r.text
         r = await c.get("/campaigns/999/live")
         assert r.status_code == 404 and r.text.startswith("<p role='alert'>")
+
+
+def test_the_create_form_becomes_the_apis_campaign_document() -> None:
+    doc = campaign_document(
+        {
+            "name": " night-rollout ",
+            "release": "abc",
+            "model": "AC22",
+            "site": "",
+            "canary": "5",
+            "stages": "25%, 100%",
+            "soak": "10m",
+            "jitter": "",
+            "download_ahead": "4h",
+            "bypass_windows": "on",
+        }
+    )
+    assert doc == {
+        "name": "night-rollout",
+        "release": "abc",
+        "target": {"models": ["AC22"]},
+        "stages": {"canary": 5, "then": ["25%", "100%"]},
+        "soak": "10m",
+        "download_ahead": "4h",
+        "bypass_windows": True,
+    }
+    assert "bypass_windows" not in campaign_document({"name": "x", "release": "r"})

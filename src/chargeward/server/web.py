@@ -407,9 +407,11 @@ def campaign_document(data: Mapping[str, str]) -> dict[str, Any]:
             "then": [s.strip() for s in data.get("stages", "100%").split(",") if s.strip()],
         },
     }
-    for name in ("soak", "jitter"):
+    for name in ("soak", "jitter", "download_ahead"):
         if data.get(name, "").strip():
             doc[name] = data[name].strip()
+    if data.get("bypass_windows") == "on":
+        doc["bypass_windows"] = True  # the API refuses it for anything but a security release
     return doc
 
 
@@ -434,7 +436,11 @@ async def campaign_preview(
     """How many stations the create form's selector matches (a fragment)."""
     params = {k: v for k, v in (("model", model), ("site", site)) if v}
     matched = await page.get("/api/v1/stations", **params)
-    return page.render("preview.html", matched=len(matched), model=model, site=site)
+    sites = {x["id"]: x for x in await page.get("/api/v1/sites")}
+    per_site = breakdown(matched, "site_id")
+    return page.render(
+        "preview.html", matched=len(matched), model=model, site=site, per_site=per_site, sites=sites
+    )
 
 
 # Outcomes charted over a campaign's life: a station entering the state counts once.
