@@ -27,11 +27,25 @@ async def log_in(
     await page.get_by_label("Password").fill(password)
     if totp:
         await page.get_by_label("Authenticator code").fill(totp)
-    await page.get_by_role("button", name="Log in").click()
+    await page.get_by_label("Password").press("Enter")  # the keyboard submits the form
     await expect(page.get_by_role("heading", name="Fleet overview")).to_be_visible()
     return ctx, page
 
 
+# Form controls without an accessible name (a <label>, aria-label or aria-labelledby; a
+# button's own text), and images without alt text: what a screen reader could not announce.
+UNLABELLED = """() => Array.from(document.querySelectorAll(
+    'input:not([type=hidden]), select, textarea, button, img')).filter((el) => {
+  if (el.tagName === 'IMG') return !el.hasAttribute('alt');
+  if (el.tagName === 'BUTTON') return !el.textContent.trim() && !el.getAttribute('aria-label');
+  return !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+      && !el.getAttribute('aria-labelledby');
+}).map((el) => el.outerHTML.slice(0, 120))"""
+
+
 async def shot(page: Page, name: str) -> None:
-    """A screenshot of the whole page, kept as a test artifact in reports/screenshots/."""
+    """A screenshot of the whole page, kept as a test artifact in reports/screenshots/, once
+    every form control on it has an accessible name and the page has one <h1> and a <main>."""
+    assert await page.evaluate(UNLABELLED) == [], f"{name}: unlabelled controls"
+    assert await page.locator("h1").count() == 1 and await page.locator("main").count() == 1
     await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
