@@ -100,6 +100,8 @@ async def install(
         await csms.wait(lambda: final & set(statuses(csms)), "a final status")
         if "Installed" in statuses(csms):
             await csms.wait(lambda: len(csms.of("BootNotification")) == 2, "the new boot")
+        if "InvalidSignature" in statuses(csms):  # its security event is sent just after
+            await csms.wait(lambda: csms.of("SecurityEventNotification"), "the security event")
         return csms
 
 

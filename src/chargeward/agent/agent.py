@@ -198,6 +198,7 @@ class Agent:
         self.repository = self._repository_client()
         self._repository_lock = asyncio.Lock()  # one Updater at a time on the metadata cache
         self._registered = asyncio.Event()  # BootNotification accepted during this boot
+        self._started = False  # this boot's start-up (or tamper notification) went through
         self._booted: Booted | None = None
         self.security_log = SecurityLog(config.state_dir / "log")  # OCPP N01, UK SCP Sch.1 10
         self._log_job: upload.LogUpload | None = None  # accepted, upload not started yet
@@ -285,6 +286,7 @@ class Agent:
         self._holding_connectors = False
         self.connector_status = {c: "Unavailable" for c in range(1, self.config.connectors + 1)}
         self._registered.clear()
+        self._started = False
         trial = booted.trial
         problem = self.config.self_test(booted.header) if self.config.self_test else None
         if problem:
@@ -335,7 +337,7 @@ class Agent:
                 ) as ws:
                     refused = False
                     await self._session(ws, booted, first)
-                    first = False
+                    first = not self._started  # start-up again if that one did not finish
             except InvalidStatus as e:
                 LOG.error(
                     "%s: CSMS refused the connection: HTTP %s",
@@ -375,28 +377,37 @@ class Agent:
         self._csms_chain = certificates.connection_chain(ws.transport.get_extra_info("ssl_object"))
         reader = asyncio.create_task(cp.start())
         self._online.set()
-        tasks: set[asyncio.Task[Any]] = {reader}
+        # The session's own work runs beside the reader: a connection that closes (or a reboot)
+        # while the BootNotification waits for its answer ends the session, and the next one
+        # starts on a new connection (a call retried on a closed one would wait forever).
+        work = asyncio.create_task(self._session_work(booted, first))
+        rebooting = asyncio.create_task(self._reboot.wait())
+        tasks: set[asyncio.Task[Any]] = {reader, work, rebooting}
         try:
-            if booted is None:  # quarantine: notify, no heartbeats, no connector status
-                if first:
-                    await self._notify_tamper()
-            elif first:
-                await self._startup(booted)
-            else:
-                await self._send_connector_status()
-            if booted is not None:
-                tasks.add(asyncio.create_task(self._heartbeats()))
-            rebooting = asyncio.create_task(self._reboot.wait())
-            tasks.add(rebooting)
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            failed = work.exception() if work in done and not work.cancelled() else None
+            if failed is not None:
+                raise failed
         finally:
             self._online.clear()
             self._cp = None
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, Exception):
-                    await t
+            # Each cancelled again if a cancellation is lost (see cancel_and_wait).
+            await asyncio.gather(*(cancel_and_wait(t) for t in tasks))
+
+    async def _session_work(self, booted: Booted | None, first: bool) -> None:
+        """Start-up of one connection (BootNotification, or connector status after a
+        reconnect; the tamper notification in quarantine), then heartbeats."""
+        if booted is None:  # quarantine: notify, no heartbeats, no connector status
+            if first:
+                await self._notify_tamper()
+                self._started = True
+            await asyncio.Event().wait()  # until the connection closes or a reboot
+        elif first:
+            await self._startup(booted)
+            self._started = True
+        else:
+            await self._send_connector_status()
+        await self._heartbeats()
 
     # -- messages to the CSMS -------------------------------------------------------------
 
@@ -1046,6 +1057,7 @@ class Agent:
         LOG.critical("%s: tamper quarantine: %s", self.identity.station_id, reason)
         self.quarantine = reason
         self._booted = None
+        self._started = False
         self.sessions.clear()
         self.connector_status = {}
         self.state.set_owner_notice(self._owner_message(reason))  # the charger's own display
