@@ -74,3 +74,52 @@ async def test_a_booted_station_reconnects_to_a_restarted_server_without_booting
         await server.wait_closed()  # type: ignore[attr-defined]
     finally:
         await db.close()
+
+
+async def test_a_reconnect_while_the_old_connection_s_disconnect_is_written_stays_connected(
+    tmp_path: Path,
+) -> None:
+    """A charger back from a reboot in under a second: the old connection's "disconnected"
+    may be committed after the new one's "connected" (seen with 10,000 simulated chargers:
+    the planner then skipped stations that were online).  Connected must win."""
+    db = await Database.open(data_dir=tmp_path)
+    try:
+        async with db.session() as s:
+            await services.register_station(s, "CP-1", actor="test", password=PASSWORD, now=NOW)
+            (await s.get(services.Station, "CP-1")).security_profile = 1  # type: ignore[union-attr]
+        listener, port, server = await _listener(db)
+        real = listener.sink.connected
+        reconnected = asyncio.Event()
+
+        async def late_disconnect(station_id: str, connected: bool) -> bool:
+            if not connected:  # held back until the new connection's write went through
+                await reconnected.wait()
+            return await real(station_id, connected)
+
+        listener.sink.connected = late_disconnect  # type: ignore[method-assign]
+        try:
+            await _session(port, "CP-1", boot=True)
+            await asyncio.sleep(0.2)  # the old handler now waits to write "disconnected"
+            auth = base64.b64encode(f"CP-1:{PASSWORD}".encode()).decode()
+            async with connect(
+                f"ws://127.0.0.1:{port}/ocpp/CP-1",
+                subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
+                additional_headers={"Authorization": f"Basic {auth}"},
+            ) as ws:
+                cp = ChargePoint("CP-1", ws, response_timeout=10)
+                reader = asyncio.create_task(cp.start())
+                await cp.call(call.Heartbeat(), suppress=False)  # "connected" is written
+                reconnected.set()
+                for _ in range(50):
+                    await asyncio.sleep(0.05)
+                    async with db.session() as s:
+                        station = await services.station_detail(s, "CP-1", now=NOW)
+                    if station.connected:
+                        break
+                assert station.connected
+                reader.cancel()
+        finally:
+            server.close()  # type: ignore[attr-defined]
+            await server.wait_closed()  # type: ignore[attr-defined]
+    finally:
+        await db.close()

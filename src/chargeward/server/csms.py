@@ -434,6 +434,11 @@ class CsmsListener:
                 )
                 if not elsewhere:  # it may have reconnected to another node already
                     await self.sink.connected(station_id, False)
+                    if station_id in self.registry.stations:
+                        # It reconnected here while that write waited for its batch (a
+                        # charger back from a reboot in under a second): its "connected"
+                        # may have been committed first.  Connected it is.
+                        await self.sink.connected(station_id, True)
             LOG.info("%s: disconnected", station_id, extra={"station_id": station_id})
 
     async def serve(self, host: str, port: int) -> Server:
