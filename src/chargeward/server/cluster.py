@@ -45,12 +45,14 @@ import asyncpg  # type: ignore[import-untyped]
 from ocpp.exceptions import OCPPError
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward.errors import Conflict, TransportError
 from chargeward.ocpp.csms import CsmsChargePoint
 from chargeward.server import services
 from chargeward.server.csms import Registry
 from chargeward.server.db import Database
+from chargeward.server.group_commit import GroupCommit
 from chargeward.server.metrics import Metrics
 from chargeward.server.tables import ClusterNode, Station, StationCommand, StationPresence
 
@@ -286,10 +288,14 @@ class Node:
 
     # presence
 
-    async def connected(self, station_id: str) -> None:
+    async def connected(self, station_id: str, writes: GroupCommit | None = None) -> None:
+        """Record that this node holds the station; through ``writes`` (the station reports'
+        group commit) when given, so a connect storm shares transactions and pool connections
+        instead of taking one each (10,000 at once ran the pool dry)."""
         if not self.clustered:
             return
-        async with self.db.session() as s:
+
+        async def upsert(s: AsyncSession) -> None:
             stmt = pg_insert(StationPresence).values(
                 station_id=station_id, node_id=self.id, connected_at=func.now()
             )
@@ -299,6 +305,12 @@ class Node:
                     set_={"node_id": self.id, "connected_at": func.now()},
                 )
             )
+
+        if writes is not None:
+            await writes.run(upsert, station_id=station_id)
+            return
+        async with self.db.session() as s:
+            await upsert(s)
 
     async def disconnected(self, station_id: str) -> bool:
         """Forget the station here; True if another live node holds it now."""

@@ -65,7 +65,7 @@ class Registry:
 class Presence(Protocol):
     """Where connections are recorded for other server processes (``server.cluster.Node``)."""
 
-    async def connected(self, station_id: str) -> None: ...
+    async def connected(self, station_id: str, writes: GroupCommit | None = None) -> None: ...
     async def disconnected(self, station_id: str) -> bool: ...  # True: held by another node
 
 
@@ -419,7 +419,7 @@ class CsmsListener:
         booted_before = await self.sink.connected(station_id, True)
         cp.booted = cp.booted or booted_before
         if self.presence is not None:
-            await self.presence.connected(station_id)
+            await self.presence.connected(station_id, self.sink.writes)
         try:
             await cp.start()
         except ConnectionClosed:
