@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,10 +158,20 @@ def _station(csms: Csms, station_id: str, ws: ServerConnection) -> ChargePoint:
 
 
 @contextlib.asynccontextmanager
-async def running_csms() -> AsyncIterator[Csms]:
+async def running_csms(
+    first_connection: Callable[[ServerConnection], Awaitable[None]] | None = None,
+) -> AsyncIterator[Csms]:
+    """The CSMS on a free loopback port; ``first_connection``, when given, handles the first
+    connection instead (e.g. one that drops it), and every later one is served normally."""
     csms = Csms()
+    connections = 0
 
     async def handler(ws: ServerConnection) -> None:
+        nonlocal connections
+        connections += 1
+        if first_connection is not None and connections == 1:
+            await first_connection(ws)
+            return
         assert ws.request is not None
         station = _station(csms, ws.request.path.rsplit("/", 1)[-1], ws)
         csms.station = station

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.support.agent_harness import PASSWORD, Csms, _station
+from tests.support.agent_harness import PASSWORD, Csms, running_csms
 from tests.support.fleet import MODEL, Pki
 from tests.support.tufrepo import Clock
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 
 from chargeward.agent.agent import Agent, AgentConfig
 from chargeward.agent.provision import provision
@@ -39,28 +39,18 @@ async def dropping_csms(
 ) -> AsyncIterator[tuple[Csms, list[str]]]:
     """A CSMS whose first connection reads ``drop_after`` messages, answers none and closes
     (or, with ``hang``, keeps it open and silent); later connections are served normally.
-    Yields it and the log of connections."""
-    csms, log = Csms(), []
+    Yields it and what the first connection received."""
+    received: list[str] = []
 
-    async def handler(ws: ServerConnection) -> None:
-        log.append("open")
-        if len(log) == 1:
-            for _ in range(drop_after):
-                log.append(str(await ws.recv())[:60])
-            if hang:
-                await ws.wait_closed()
-            await ws.close(1011, "server overloaded")
-            return
-        assert ws.request is not None
-        station = _station(csms, ws.request.path.rsplit("/", 1)[-1], ws)
-        csms.station = station
-        with contextlib.suppress(Exception):
-            await station.start()
+    async def drop(ws: ServerConnection) -> None:
+        for _ in range(drop_after):
+            received.append(str(await ws.recv())[:60])
+        if hang:
+            await ws.wait_closed()
+        await ws.close(1011, "server overloaded")
 
-    async with serve(handler, "127.0.0.1", 0, subprotocols=["ocpp2.0.1"]) as server:  # type: ignore[list-item]
-        port = next(iter(server.sockets)).getsockname()[1]
-        csms.url = f"ws://127.0.0.1:{port}/ocpp/"
-        yield csms, log
+    async with running_csms(drop) as csms:
+        yield csms, received
 
 
 def charger(tmp_path: Path, charger_pki: tuple[Pki, Path]) -> StateDir:
@@ -87,8 +77,8 @@ async def test_a_connection_dropped_during_the_boot_notification_is_retried_on_a
         task = asyncio.create_task(agent.run())
         try:
             await csms.wait(lambda: csms.of("BootNotification"), "a BootNotification", 15)
-            assert log[:2] == ["open", log[1]] and "BootNotification" in log[1]
-            assert log.count("open") == 2  # one reconnect, not a storm of them
+            assert len(log) == 1 and "BootNotification" in log[0]  # the dropped one
+            assert len(csms.of("BootNotification")) == 1  # one reconnect, not a storm of them
             # The session that followed is a normal one: status reported, heartbeats sent.
             await csms.wait(lambda: csms.of("StatusNotification"), "a StatusNotification", 10)
         finally:
@@ -107,7 +97,7 @@ async def test_a_reboot_while_the_boot_notification_waits_for_an_answer_happens_
         agent = Agent(config, clock=Clock())
         task = asyncio.create_task(agent.run())
         try:
-            await csms.wait(lambda: len(log) >= 2, "the first BootNotification", 15)
+            await csms.wait(lambda: log, "the first BootNotification", 15)
             assert agent.boots == 1
             agent.request_reboot("RemoteReset")  # e.g. the install just wrote its slot
             # Not after the 60 s response timeout: the session ends, the charger boots again.

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ocpp.exceptions import SecurityError
@@ -20,15 +21,20 @@ NOW = dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.UTC)
 PASSWORD = "Station-Password-0123456789"
 
 
-async def _session(port: int, station_id: str, *, boot: bool) -> object:
-    """Connect, optionally boot, send one Heartbeat; returns its result (or raises)."""
+def _connect(port: int, station_id: str) -> Any:
+    """The station's websocket to the listener (Basic auth, profile 1)."""
     auth = base64.b64encode(f"{station_id}:{PASSWORD}".encode()).decode()
-    async with connect(
+    return connect(
         f"ws://127.0.0.1:{port}/ocpp/{station_id}",
         subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
         additional_headers={"Authorization": f"Basic {auth}"},
         open_timeout=10,
-    ) as ws:
+    )
+
+
+async def _session(port: int, station_id: str, *, boot: bool) -> object:
+    """Connect, optionally boot, send one Heartbeat; returns its result (or raises)."""
+    async with _connect(port, station_id) as ws:
         cp = ChargePoint(station_id, ws, response_timeout=10)
         reader = asyncio.create_task(cp.start())
         try:
@@ -100,12 +106,7 @@ async def test_a_reconnect_while_the_old_connection_s_disconnect_is_written_stay
         try:
             await _session(port, "CP-1", boot=True)
             await asyncio.sleep(0.2)  # the old handler now waits to write "disconnected"
-            auth = base64.b64encode(f"CP-1:{PASSWORD}".encode()).decode()
-            async with connect(
-                f"ws://127.0.0.1:{port}/ocpp/CP-1",
-                subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
-                additional_headers={"Authorization": f"Basic {auth}"},
-            ) as ws:
+            async with _connect(port, "CP-1") as ws:
                 cp = ChargePoint("CP-1", ws, response_timeout=10)
                 reader = asyncio.create_task(cp.start())
                 await cp.call(call.Heartbeat(), suppress=False)  # "connected" is written
