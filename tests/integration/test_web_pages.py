@@ -6,51 +6,23 @@ process with simulated chargers."""
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 from markupsafe import escape
 
 from chargeward.server.web import LOGIN_COOKIE, SESSION_COOKIE, campaign_document
 from chargeward.server.web_routes import WEB_ROUTES
-from tests.support.accounts_api import AccountsApi, User, accounts_api
-
-CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
+from tests.support.accounts_api import AccountsApi, accounts_api
+from tests.support.dashboard import CSRF, browser, log_in
 
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[AccountsApi]:
     async with accounts_api(tmp_path) as e:
         yield e
-
-
-async def browser(env: AccountsApi, address: str = "10.0.0.7") -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=env.app, client=(address, 50000))
-    return httpx.AsyncClient(transport=transport, base_url="http://test")
-
-
-async def log_in(env: AccountsApi, c: httpx.AsyncClient, user: User) -> None:
-    page = await c.get("/login")
-    token = CSRF.search(page.text)
-    assert token is not None
-    r = await c.post(
-        "/login",
-        data={
-            "csrf": token.group(1),
-            "username": user.name,
-            "password": user.password,
-            "totp": user.code(env.clock.now) if user.totp_secret else "",
-            "next": "/campaigns",
-        },
-    )
-    assert r.status_code == 303 and r.headers["location"] == "/campaigns", r.text
-    env.clock.advance(seconds=30)
-    cookie = r.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie, cookie
 
 
 async def test_every_page_sends_an_anonymous_visitor_to_login(env: AccountsApi) -> None:

@@ -75,13 +75,13 @@ class AccountsApi:
     def bearer(token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
 
-    async def add_user(self, name: str, role: str, password: str = PASSWORD) -> User:
+    async def add_user(
+        self, name: str, role: str, password: str = PASSWORD, customer: str | None = None
+    ) -> User:
+        """An account; with ``customer`` one of that customer's (tenancy)."""
         c = await self.client()
-        r = await c.post(
-            "/api/v1/users",
-            json={"username": name, "password": password, "role": role},
-            headers=self.bearer(self.admin_token),
-        )
+        body = {"username": name, "password": password, "role": role, "customer": customer}
+        r = await c.post("/api/v1/users", json=body, headers=self.bearer(self.admin_token))
         assert r.status_code == 201, r.text
         return User(name, role, r.json()["totp_secret"], password)
 

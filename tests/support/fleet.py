@@ -89,6 +89,7 @@ class Pki:
         release_class: str = "feature",
         components: dict[str, bytes] | None = None,
         attested: bool = True,
+        customer: str | None = None,
     ) -> Path:
         """A signed bundle; ``components`` maps component names to payloads (several images),
         else ``payload`` is the one ``main`` image.  ``attested``: with the SBOM and passing
@@ -112,6 +113,7 @@ class Pki:
             signer=self.signing_signer,
             signing_certificate=self.signing_cert,
             release_class=release_class,
+            customer=customer,
             attestations=(
                 fixture_documents(version, sources if isinstance(sources, dict) else {"main": src})
                 if attested

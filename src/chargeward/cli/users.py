@@ -1,6 +1,7 @@
 """``chargeward user``, ``login``, ``logout`` and scoped tokens: operator accounts over the API.
 
     $ chargeward user add alice --role approver          # with the admin token, at first
+    $ chargeward user add olga --role operator --customer fleet-a   # fleet-a's stations only
     password for alice: ...
     TOTP for alice (shown once): otpauth://totp/Chargeward:alice?secret=...
     $ chargeward login alice --totp 492039               # session in <data-dir>/session.token
@@ -56,23 +57,32 @@ def _show_enrolment(r: dict[str, Any]) -> None:
 def add(
     username: str,
     role: Annotated[str, typer.Option(help=ROLE_HELP)],
+    customer: Annotated[
+        str | None,
+        typer.Option(
+            help="A customer account (operator or auditor): that customer's stations only."
+        ),
+    ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     server: ServerUrl = None,
 ) -> None:
     """Create an account; privileged roles get a TOTP secret, printed once."""
     password = _password(f"password for {username}", confirm=True)
-    body = {"username": username, "password": password, "role": role}
+    body: dict[str, Any] = {"username": username, "password": password, "role": role}
+    if customer is not None:
+        body["customer"] = customer
     _show_enrolment(ApiClient(data_dir, server).request("POST", "/api/v1/users", json=body))
 
 
 @app.command("list")
 def list_(data_dir: DataDir = DEFAULT_DATA_DIR, server: ServerUrl = None) -> None:
     """Every account, its role and state."""
-    table = Table("user", "role", "TOTP", "state", "changed")
+    table = Table("user", "role", "customer", "TOTP", "state", "changed")
     for u in ApiClient(data_dir, server).request("GET", "/api/v1/users"):
         table.add_row(
             u["username"],
             u["role"],
+            u.get("customer") or "all",
             "yes" if u["totp_enrolled"] else "no",
             "disabled" if u["disabled"] else "active",
             u["updated_at"][:19],

@@ -21,6 +21,9 @@ Roles and permissions are in :mod:`chargeward.server.roles`; scoped API tokens i
   15 min lock that address.  The first lock lasts 60 s and each further one twice as long (at
   most a day); a successful login clears the account's count.  Both are kept in the database,
   so every server process sees them.  Unknown usernames are counted like known ones.
+- Customer accounts: a user created with a ``customer`` (a charge point operator's staff) may
+  only be an operator or an auditor and sees and acts on that customer's stations alone
+  (:mod:`chargeward.server.tenancy`); the customer cannot be changed afterwards.
 
 Refusals are :class:`Refusal` errors carrying the HTTP status and stable error code; the audit
 log gets the detailed reason (``auth.login_failed``), the caller a uniform message.
@@ -40,7 +43,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
-from chargeward.errors import ChargewardError, Conflict, NotFound
+from chargeward.errors import BundleError, ChargewardError, Conflict, NotFound
+from chargeward.model.targets import check_customer
 from chargeward.server import passwords
 from chargeward.server.roles import (
     PRIVILEGED_ROLES,
@@ -62,6 +66,8 @@ TOTP_STEP = 30
 ISSUER = "Chargeward"
 USERNAME = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
 RESERVED_NAMES = frozenset({audit.SYSTEM})
+# The roles a customer account may have: releases, approvals and users are the manufacturer's.
+CUSTOMER_ROLES = ("operator", "auditor")
 
 
 class Refusal(ChargewardError):
@@ -109,6 +115,7 @@ class UserView:
     totp_enrolled: bool
     created_at: dt.datetime
     updated_at: dt.datetime
+    customer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,9 +130,14 @@ class LoginSession:
 # -- users ----------------------------------------------------------------------------------
 
 
-def check_role(role: str) -> None:
+def check_role(role: str, customer: str | None = None) -> None:
     if role not in ROLES:
         raise invalid("role", f"unknown role {role!r}; roles are: {', '.join(ROLES)}")
+    if customer is not None and role not in CUSTOMER_ROLES:
+        raise invalid(
+            "role",
+            f"an account of customer {customer} can be {' or '.join(CUSTOMER_ROLES)}, not {role}",
+        )
 
 
 def _enrol_totp(row: User) -> Enrolment:
@@ -151,19 +163,32 @@ def _view(row: User) -> UserView:
         row.totp_secret is not None,
         row.created_at,
         row.updated_at,
+        row.customer,
     )
 
 
 async def create_user(
-    s: AsyncSession, username: str, password: str, role: str, *, actor: str, now: dt.datetime
+    s: AsyncSession,
+    username: str,
+    password: str,
+    role: str,
+    *,
+    actor: str,
+    now: dt.datetime,
+    customer: str | None = None,
 ) -> Enrolment:
-    """A new account; privileged roles get a TOTP secret (in the returned enrolment only)."""
+    """A new account; privileged roles get a TOTP secret (in the returned enrolment only).
+    With ``customer`` the account sees and acts on that customer's stations only."""
     if not USERNAME.match(username) or username in RESERVED_NAMES:
         raise invalid(
             "username",
             "username must be 2-64 characters: a lowercase letter, then a-z 0-9 . _ -",
         )
-    check_role(role)
+    try:
+        check_customer(customer)
+    except BundleError as e:
+        raise invalid("customer", str(e)) from e
+    check_role(role, customer)
     try:
         password_hash = await asyncio.to_thread(passwords.hash_user_password, password, username)
     except ValueError as e:
@@ -174,6 +199,7 @@ async def create_user(
         username=username,
         password_hash=password_hash,
         role=role,
+        customer=customer,
         disabled=False,
         created_at=now,
         updated_at=now,
@@ -187,7 +213,7 @@ async def create_user(
         actor=actor,
         action="user.create",
         target=username,
-        details={"role": role, "totp": enrolment.totp_secret is not None},
+        details={"role": role, "customer": customer, "totp": enrolment.totp_secret is not None},
         now=now,
     )
     return enrolment
@@ -205,8 +231,8 @@ async def set_role(
     s: AsyncSession, username: str, role: str, *, actor: str, now: dt.datetime
 ) -> Enrolment:
     """Change a role; a user becoming privileged without TOTP gets a secret (returned once)."""
-    check_role(role)
     row = await _user(s, username)
+    check_role(role, row.customer)
     before = row.role
     row.role = role
     row.updated_at = now
@@ -467,7 +493,14 @@ async def authenticate(s: AsyncSession, bearer: str, *, now: dt.datetime) -> Pri
         user = await _enabled_user(s, session.username)
         if now - session.last_used_at >= SESSION_TOUCH:
             session.last_used_at = now
-        return Principal(user.username, user.role, "session", permissions_of(user.role), session.id)
+        return Principal(
+            user.username,
+            user.role,
+            "session",
+            permissions_of(user.role),
+            session.id,
+            user.customer,
+        )
     token = (await s.scalars(select(ApiToken).where(ApiToken.token_sha256 == digest))).first()
     if token is None:
         raise unauthenticated("invalid token")
@@ -480,7 +513,12 @@ async def authenticate(s: AsyncSession, bearer: str, *, now: dt.datetime) -> Pri
         user = await _enabled_user(s, token.owner)
         allowed = permissions_of(user.role)
         return Principal(
-            user.username, user.role, "token", allowed & (scopes or frozenset()), token.id
+            user.username,
+            user.role,
+            "token",
+            allowed & (scopes or frozenset()),
+            token.id,
+            user.customer,
         )
     allowed = permissions_of(token.role)
     return Principal(

@@ -22,6 +22,7 @@ from chargeward.errors import BundleError, Conflict, NotFound
 
 # The BootNotification firmwareVersion is component MAIN_COMPONENT.
 from chargeward.model.firmware import MAIN_COMPONENT as MAIN_COMPONENT
+from chargeward.server import tenancy
 from chargeward.server.schemas import AlertView, SecurityEventView
 from chargeward.server.tables import Alert, FirmwareUpdate, Release, SecurityEvent, Station
 
@@ -323,6 +324,7 @@ async def search_security_events(
     critical: bool = False,
     limit: int = 100,
     offset: int = 0,
+    customer: str | None = None,
 ) -> list[SecurityEventView]:
     """Stored SecurityEventNotifications, newest first; times filter the station's timestamp."""
     if not 1 <= limit <= MAX_PAGE or offset < 0:
@@ -338,6 +340,8 @@ async def search_security_events(
         q = q.where(SecurityEvent.timestamp <= until)
     if critical:
         q = q.where(SecurityEvent.type.in_(sorted(SECURITY_EVENT_ALERTS)))
+    if customer is not None:
+        q = q.where(SecurityEvent.station_id.in_(tenancy.stations_of(customer)))
     rows = (await s.scalars(q.limit(limit).offset(offset))).all()
     return [event_view(e) for e in rows]
 
@@ -365,6 +369,7 @@ async def list_alerts(
     kind: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    customer: str | None = None,
 ) -> list[AlertView]:
     """Alerts newest first; ``state`` ``active`` means open or acknowledged."""
     if state is not None and state not in (*ALERT_STATES, "active"):
@@ -380,6 +385,8 @@ async def list_alerts(
         q = q.where(Alert.station_id == station_id)
     if kind is not None:
         q = q.where(Alert.kind == kind)
+    if customer is not None:
+        q = q.where(Alert.station_id.in_(tenancy.stations_of(customer)))
     return [_view(a) for a in (await s.scalars(q.limit(limit).offset(offset))).all()]
 
 

@@ -9,6 +9,7 @@ given.  Errors have one JSON shape with a stable code (:mod:`chargeward.server.p
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from chargeward import audit
 from chargeward.crypto.signature import sha256_file
 from chargeward.errors import BundleError, Conflict
 from chargeward.release.bundle import verify_bundle
-from chargeward.server import authz, problems, services, urls
+from chargeward.server import authz, problems, services, tenancy, urls
 from chargeward.server.fleet import StationFilter
 from chargeward.server.schemas import (
     AuditEntryView,
@@ -105,8 +106,13 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.get("/api/v1/stations", response_model=list[StationSummary])
     async def list_stations(
-        _: Operator, filters: Annotated[StationFilter, Depends()]
+        request: Request, _: Operator, filters: Annotated[StationFilter, Depends()]
     ) -> list[StationSummary]:
+        customer = tenancy.customer_of(request)
+        if customer is not None:
+            if filters.customer not in (None, customer):
+                return []
+            filters = dataclasses.replace(filters, customer=customer)
         async with state.db.snapshot() as s:
             return await services.list_stations(s, filters)
 
@@ -151,9 +157,11 @@ def create_app(state: ServerState) -> FastAPI:
             shutil.rmtree(work, ignore_errors=True)
 
     @app.get("/api/v1/releases", response_model=list[ReleaseView])
-    async def list_releases(_: Operator) -> list[ReleaseView]:
+    async def list_releases(request: Request, _: Operator) -> list[ReleaseView]:
+        customer = tenancy.customer_of(request)
         async with state.db.snapshot() as s:
-            return await services.list_releases(s)
+            found = await services.list_releases(s)
+        return [r for r in found if tenancy.release_visible(r.customer, customer)]
 
     @app.get("/api/v1/releases/{release_id}", response_model=ReleaseView)
     async def get_release(release_id: str, _: Operator) -> ReleaseView:

@@ -59,6 +59,7 @@ class PrincipalView(BaseModel):
     role: str | None
     kind: str
     permissions: list[str]
+    customer: str | None = None
 
 
 class TokenRequest(BaseModel):
@@ -87,6 +88,8 @@ class UserCreate(BaseModel):
     username: str = Field(min_length=2, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
     role: str = Field(max_length=30)
+    # a customer account: operator or auditor of that customer's stations only
+    customer: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class RoleChange(BaseModel):
@@ -104,6 +107,7 @@ class UserView(BaseModel):
     totp_enrolled: bool
     created_at: dt.datetime
     updated_at: dt.datetime
+    customer: str | None = None
 
 
 class EnrolmentView(BaseModel):
@@ -144,6 +148,7 @@ async def me(principal: CurrentPrincipal) -> PrincipalView:
         role=principal.role,
         kind=principal.kind,
         permissions=sorted(principal.permissions),
+        customer=principal.customer,
     )
 
 
@@ -190,7 +195,13 @@ async def create_user(
     state = _state(request)
     async with state.db.session() as s:
         enrolment = await accounts.create_user(
-            s, body.username, body.password, body.role, actor=principal.name, now=state.clock()
+            s,
+            body.username,
+            body.password,
+            body.role,
+            actor=principal.name,
+            now=state.clock(),
+            customer=body.customer,
         )
     return EnrolmentView(**vars(enrolment))
 

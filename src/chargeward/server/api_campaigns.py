@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from chargeward.campaign.codec import run_to_row
 from chargeward.campaign.spec import parse_spec
-from chargeward.server import campaigns
+from chargeward.server import campaigns, tenancy
 from chargeward.server.api import Operator
 from chargeward.server.campaigns import CampaignView
 from chargeward.server.state import ServerState
@@ -65,8 +65,10 @@ async def create_campaign(
     request: Request, who: Operator, document: Annotated[dict[str, Any], Body()]
 ) -> CampaignView:
     state = _state(request)
-    spec = parse_spec(document)
+    customer = tenancy.customer_of(request)
+    spec = tenancy.scope_campaign(parse_spec(document), customer)
     async with state.db.session() as s:
+        await tenancy.check_release(s, spec.release_id, customer)
         view = await campaigns.create_campaign(
             s,
             spec,
@@ -79,8 +81,12 @@ async def create_campaign(
 
 @router.get("/api/v1/campaigns", response_model=list[CampaignView])
 async def list_campaigns(request: Request, _: Operator) -> list[CampaignView]:
+    customer = tenancy.customer_of(request)
     async with _state(request).db.snapshot() as s:
-        return await campaigns.list_campaigns(s)
+        found = await campaigns.list_campaigns(s)
+    if customer is None:
+        return found
+    return [c for c in found if tenancy.campaign_customer(c.spec) == customer]
 
 
 @router.get("/api/v1/campaigns/{ref}", response_model=CampaignView)
@@ -151,6 +157,8 @@ for _name, _action in ACTIONS.items():
 @router.post("/api/v1/campaigns/{ref}/rollback", response_model=CampaignView, status_code=201)
 async def rollback(ref: str, body: RollbackIn, request: Request, who: Operator) -> CampaignView:
     state = _state(request)
+    async with state.db.snapshot() as s:
+        await tenancy.check_release(s, body.release, tenancy.customer_of(request))
     return await _act(
         request,
         ref,

@@ -29,7 +29,7 @@ from pydantic_core import PydanticCustomError
 
 from chargeward.errors import BundleError
 from chargeward.model.fleet import check_id, check_tags, check_timezone, parse_windows
-from chargeward.server import alerts, fleet
+from chargeward.server import alerts, fleet, tenancy
 from chargeward.server.api import Operator
 from chargeward.server.schemas import (
     AlertView,
@@ -144,8 +144,10 @@ class AcknowledgeRequest(_Strict):
 
 @router.get("/api/v1/sites", response_model=list[SiteView])
 async def list_sites(request: Request, _: Operator) -> list[SiteView]:
+    customer = tenancy.customer_of(request)
     async with _state(request).db.snapshot() as s:
-        return await fleet.list_sites(s)
+        found = await fleet.list_sites(s)
+    return [site for site in found if customer is None or site.customer == customer]
 
 
 @router.post("/api/v1/sites", response_model=SiteView, status_code=201)
@@ -245,7 +247,9 @@ async def support(
     unknown (no manufacture date)."""
     state = _state(request)
     async with state.db.snapshot() as s:
-        return await fleet.support_report(s, today=state.clock().date(), within_days=within_days)
+        found = await fleet.support_report(s, today=state.clock().date(), within_days=within_days)
+    customer = tenancy.customer_of(request)
+    return [v for v in found if customer is None or v.customer == customer]
 
 
 @router.get("/api/v1/alerts", response_model=list[AlertView])
@@ -260,7 +264,13 @@ async def list_alerts(
 ) -> list[AlertView]:
     async with _state(request).db.snapshot() as s:
         return await alerts.list_alerts(
-            s, state=state, station_id=station_id, kind=kind, limit=limit, offset=offset
+            s,
+            state=state,
+            station_id=station_id,
+            kind=kind,
+            limit=limit,
+            offset=offset,
+            customer=tenancy.customer_of(request),
         )
 
 
@@ -301,4 +311,5 @@ async def security_events(
             critical=critical,
             limit=limit,
             offset=offset,
+            customer=tenancy.customer_of(request),
         )

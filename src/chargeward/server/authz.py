@@ -23,14 +23,15 @@ from typing import Annotated, Final
 
 from fastapi import Depends, Request
 
+from chargeward.server import tenancy
 from chargeward.server.accounts import Refusal, authenticate, unauthenticated
 from chargeward.server.roles import Principal
 from chargeward.server.state import ServerState
+from chargeward.server.tenancy import PRINCIPAL_KEY
 from chargeward.server.web_routes import WEB_ROUTES
 
 PUBLIC: Final = "public"
 AUTHENTICATED: Final = "authenticated"
-_PRINCIPAL = "chargeward.principal"
 
 # (method, path template) -> PUBLIC, AUTHENTICATED or a permission.  HEAD is checked as GET.
 ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
@@ -151,7 +152,7 @@ async def authorize(request: Request) -> None:
     route = request.scope.get("route")
     path = getattr(route, "path", None)
     needed = required_permission(request.method, path) if path else None
-    if needed is None:
+    if needed is None or path is None:
         raise Refusal(403, "forbidden", "route has no permission assigned")
     if needed == PUBLIC:
         return
@@ -162,14 +163,17 @@ async def authorize(request: Request) -> None:
     state: ServerState = request.app.state.chargeward
     async with state.db.session() as s:
         principal = await authenticate(s, bearer.strip(), now=state.clock())
-    if needed != AUTHENTICATED and not principal.can(needed):
-        who = f"role {principal.role}" if principal.kind != "token" else "this token"
-        raise Refusal(403, "forbidden", f"{who} lacks the permission {needed}")
-    request.scope[_PRINCIPAL] = principal
+        if needed != AUTHENTICATED and not principal.can(needed):
+            who = f"role {principal.role}" if principal.kind != "token" else "this token"
+            raise Refusal(403, "forbidden", f"{who} lacks the permission {needed}")
+        if needed != AUTHENTICATED:
+            method = "GET" if request.method == "HEAD" else request.method
+            await tenancy.check(s, principal, method, path, request.path_params)
+    request.scope[PRINCIPAL_KEY] = principal
 
 
 def current_principal(request: Request) -> Principal:
-    principal = request.scope.get(_PRINCIPAL)
+    principal = request.scope.get(PRINCIPAL_KEY)
     if not isinstance(principal, Principal):  # a public route asked for a caller
         raise unauthenticated("bearer token required")
     return principal

@@ -129,6 +129,7 @@ class Principal:
     kind: PrincipalKind
     permissions: frozenset[str]
     credential_id: int
+    customer: str | None = None  # a customer account: that customer's stations only
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions

@@ -403,6 +403,9 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(30))
+    # A customer account (a charge point operator's staff) sees and acts on that customer's
+    # stations only; None: the manufacturer's own staff, every customer (server.tenancy).
+    customer: Mapped[str | None] = mapped_column(String(64), default=None)
     totp_secret: Mapped[str | None] = mapped_column(String(64), default=None)
     # The newest TOTP time-step accepted: a code of this step or older is a replay.
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
