@@ -21,14 +21,15 @@ from sqlalchemy import select
 
 from chargeward.errors import Conflict
 from chargeward.release.bundle import build_bundle, verify_bundle
-from chargeward.server import authz, fleet, services, tenancy
+from chargeward.server import authz, services, tenancy
 from chargeward.server.blobs import BlobStore
 from chargeward.server.db import Database
 from chargeward.server.roles import ROLE_PERMISSIONS
-from chargeward.server.tables import FirmwareUpdate, SecurityEvent, Station
+from chargeward.server.tables import FirmwareUpdate, Station
 from tests.support.accounts_api import AccountsApi, User, accounts_api
 from tests.support.dashboard import browser, log_in
 from tests.support.fleet import MODEL, Pki
+from tests.support.tenants import A, B, seed_two_customers
 
 NOW = dt.datetime.now(dt.UTC)  # the test PKI is valid from now on
 
@@ -85,7 +86,6 @@ async def test_customer_locked_release_dispatch_to_another_customers_station_ref
 
 # -- customer accounts: an operator of one customer sees and touches only its stations -------
 
-A, B = "fleet-a", "fleet-b"
 CAMPAIGN = {"stages": {"canary": 1, "then": ["100%"]}, "gates": {"min_finished": 1}}
 
 
@@ -110,37 +110,7 @@ async def tenants(tmp_path: Path, pki: Pki) -> AsyncIterator[Tenants]:
     """Two customers' stations and sites, a release for all and one for fleet-b alone,
     fleet-b's campaign, and fleet-a's operator logged in."""
     async with accounts_api(tmp_path / "srv") as env:
-        s3 = env.state
-        ids = {}
-        for name, version, customer in (("generic", "1.1.0", None), ("b", "1.2.0", B)):
-            path = pki.bundle(tmp_path / f"{name}.cwb", version, 2, customer=customer)
-            verified = verify_bundle(path, [pki.root_cert], workdir=tmp_path / name, now=NOW)
-            async with s3.db.session() as s:
-                stored = await services.store_release(s, verified, s3.blobs, actor="m", now=NOW)
-            ids[name] = stored.id
-        async with s3.db.session() as s:
-            for site, customer in (("SITE-A", A), ("SITE-B", B)):
-                await fleet.create_site(
-                    s, fleet.SiteInput(site, site, customer, "UTC", []), actor="m", now=NOW
-                )
-            for sid, customer, site in (
-                ("CP-A1", A, "SITE-A"),
-                ("CP-A2", A, "SITE-A"),
-                ("CP-B1", B, "SITE-B"),
-            ):
-                await services.register_station(s, sid, actor="m", model=MODEL, now=NOW)
-                row = await s.get(Station, sid)
-                assert row is not None
-                row.customer, row.site_id, row.firmware_version = customer, site, "1.0.0"
-                s.add(
-                    SecurityEvent(
-                        station_id=sid,
-                        type="FirmwareUpdateFailed",
-                        timestamp=NOW,
-                        tech_info=f"seen on {sid}",
-                        received_at=NOW,
-                    )
-                )
+        ids = await seed_two_customers(env, pki, tmp_path)
         admin = env.bearer(env.admin_token)
         t = Tenants(env, ids["generic"], ids["b"], "b-rollout", {}, {}, admin)
         made = await t.call(

@@ -72,6 +72,7 @@ def create_app(state: ServerState) -> FastAPI:
     )
     app.state.chargeward = state
     problems.install(app)
+    problems.document(app)
 
     from chargeward.server import web
     from chargeward.server.api_accounts import router as accounts_router
@@ -206,7 +207,7 @@ def create_app(state: ServerState) -> FastAPI:
         _: Operator,
         transaction_id: str | None = None,
         target: str | None = None,
-        start: Annotated[int, Query(ge=0, description="first leaf index")] = 0,
+        start: Annotated[int, Query(ge=0, le=2**63 - 1, description="first leaf index")] = 0,
         limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
     ) -> list[AuditEntryView]:
         async with state.db.snapshot() as s:

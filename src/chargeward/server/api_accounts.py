@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 from chargeward.server import accounts, tokens
 from chargeward.server.authz import CurrentPrincipal, client_address
 from chargeward.server.roles import ROLE_PERMISSIONS
+from chargeward.server.schemas import RowId
 from chargeward.server.state import ServerState
 
 router = APIRouter(tags=["accounts"])
@@ -176,7 +177,7 @@ async def list_tokens(request: Request, principal: CurrentPrincipal) -> list[Tok
 
 
 @router.delete("/api/v1/tokens/{token_id}", response_model=TokenView)
-async def revoke_token(token_id: int, request: Request, principal: CurrentPrincipal) -> TokenView:
+async def revoke_token(token_id: RowId, request: Request, principal: CurrentPrincipal) -> TokenView:
     state = _state(request)
     async with state.db.session() as s:
         return TokenView(**vars(await tokens.revoke(s, principal, token_id, now=state.clock())))

@@ -34,6 +34,8 @@ from chargeward.server.api import Operator
 from chargeward.server.schemas import (
     AlertView,
     ChargerModelView,
+    Offset,
+    RowId,
     SecurityEventView,
     SiteView,
     StationSummary,
@@ -260,7 +262,7 @@ async def list_alerts(
     station_id: Annotated[str | None, Query(max_length=48)] = None,
     kind: Annotated[str | None, Query(max_length=30)] = None,
     limit: Annotated[int, Query(ge=1, le=alerts.MAX_PAGE)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[AlertView]:
     async with _state(request).db.snapshot() as s:
         return await alerts.list_alerts(
@@ -276,7 +278,7 @@ async def list_alerts(
 
 @router.post("/api/v1/alerts/{alert_id}/acknowledge", response_model=AlertView)
 async def acknowledge_alert(
-    alert_id: int, request: Request, who: Operator, body: AcknowledgeRequest | None = None
+    alert_id: RowId, request: Request, who: Operator, body: AcknowledgeRequest | None = None
 ) -> AlertView:
     state = _state(request)
     async with state.db.session() as s:
@@ -295,7 +297,7 @@ async def security_events(
     until: dt.datetime | None = None,
     critical: bool = False,
     limit: Annotated[int, Query(ge=1, le=alerts.MAX_PAGE)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[SecurityEventView]:
     """Stored SecurityEventNotifications, newest first; ``since``/``until`` need an offset."""
     for name, value in (("since", since), ("until", until)):

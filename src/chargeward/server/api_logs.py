@@ -33,6 +33,7 @@ from chargeward.errors import Conflict, TransportError
 from chargeward.ocpp.csms import LogAnswer, LogRequest
 from chargeward.server import logs
 from chargeward.server.api import Operator
+from chargeward.server.schemas import RowId
 from chargeward.server.state import ServerState
 
 router = APIRouter(tags=["logs"])
@@ -144,7 +145,7 @@ async def list_logs(station_id: str, request: Request, _: Operator) -> list[LogV
 
 @router.get("/api/v1/stations/{station_id}/logs/{request_id}", response_class=FileResponse)
 async def get_log_file(
-    station_id: str, request_id: int, request: Request, _: Operator
+    station_id: str, request_id: RowId, request: Request, _: Operator
 ) -> FileResponse:
     state = _state(request)
     async with state.db.snapshot() as s:

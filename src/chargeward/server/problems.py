@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
@@ -87,6 +88,66 @@ def field_name(loc: Sequence[int | str]) -> str | None:
     if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
         parts = parts[1:]
     return ".".join(parts) or None
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                "fields": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "field": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                            "message": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
+
+
+def document(app: FastAPI) -> None:
+    """The OpenAPI document tells the truth about errors: every operation may answer 4XX/5XX
+    with the shape above (FastAPI's default lists a 422 body the handlers never send), and
+    every operation but the public ones takes a bearer token."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        components = doc.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        schemas["Problem"] = PROBLEM_SCHEMA
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        problem = {"$ref": "#/components/schemas/Problem"}
+        for item in doc.get("paths", {}).values():
+            for operation in item.values():
+                responses = operation.setdefault("responses", {})
+                responses.pop("422", None)
+                for status, what in (("4XX", "Refused"), ("5XX", "Server error")):
+                    responses[status] = {
+                        "description": f"{what}: the error's code and message",
+                        "content": {"application/json": {"schema": problem}},
+                    }
+        doc["security"] = [{"bearer": []}]
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def install(app: FastAPI) -> None:

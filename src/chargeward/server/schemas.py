@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Path, Query
 from pydantic import BaseModel, Field
+
+# Numbers in paths and queries are bounded by what the database can store (PostgreSQL
+# integer, SQLite's 64-bit one for offsets), so an absurd one is a 422, not a server error.
+MAX_ROW_ID = 2**31 - 1
+RowId = Annotated[int, Path(ge=0, le=MAX_ROW_ID)]
+Offset = Annotated[int, Query(ge=0, le=2**63 - 1)]
 
 
 class StationSummary(BaseModel):

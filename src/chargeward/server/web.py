@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
+import fastapi
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -662,7 +663,9 @@ async def audit_log(
 
 
 @router.get("/audit/{index}")
-async def audit_entry(page: SignedIn, index: int) -> Response:
+async def audit_entry(
+    page: SignedIn, index: Annotated[int, fastapi.Path(ge=0, le=2**63 - 1)]
+) -> Response:
     """One entry, verified: its leaf recomputed, the latest signed checkpoint's signature
     under the log's key, and the inclusion proof from the leaf to the signed root."""
     found = await page.get("/api/v1/audit", start=index, limit=1)
