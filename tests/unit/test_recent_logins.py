@@ -15,6 +15,10 @@ from chargeward.server.station_security import StationAuth
 PASSWORD = "correct-horse-battery-staple-42"  # a test fixture, not a secret
 
 
+def _as_bytes(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
 class Clock:
     def __init__(self) -> None:
         self.t = 1000.0
@@ -42,8 +46,14 @@ def test_nothing_usable_is_kept_and_the_size_is_capped() -> None:
     for i in range(5):
         recent.remember(f"CP-{i}", "h", PASSWORD)
     assert [recent.seen(f"CP-{i}", "h", PASSWORD) for i in range(5)] == [True] * 3 + [False] * 2
-    kept = repr(vars(recent))
-    assert PASSWORD not in kept and "h'" not in kept.split("_seen")[1]  # digests only
+    # only (32-byte HMAC digest, expiry) per station: neither the password nor the stored hash
+    assert all(
+        isinstance(digest, bytes) and len(digest) == 32 and isinstance(expiry, float)
+        for digest, expiry in recent._seen.values()
+    )
+    kept = [value for value in vars(recent).values() if isinstance(value, (str, bytes))]
+    kept += [digest for digest, _ in recent._seen.values()]
+    assert not any(PASSWORD.encode() in v or v == b"h" for v in map(_as_bytes, kept))
     clock.t += 61  # all lapsed: room again
     recent.remember("CP-9", "h", PASSWORD)
     assert recent.seen("CP-9", "h", PASSWORD)
