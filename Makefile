@@ -11,7 +11,7 @@ SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # pytest-xdist workers: every test uses its own ports, directories, tokens and databases.
 TEST_WORKERS ?= 2
 
-.PHONY: demo demo-keep test lint typecheck unit setup system-deps clean security-report
+.PHONY: demo demo-keep test test-slow lint typecheck unit setup system-deps clean security-report
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,13 +52,20 @@ typecheck: $(STAMP)
 unit: system-deps $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit
 
+# `make test`: every test but the slow suites (about 8 minutes on 2 cores); `make test-slow`:
+# the slow ones (whole-fleet simulations, SIGKILL power-loss runs, the demo, Chromium, the
+# fuzzing campaigns; about 5 minutes).  CI (.ci/run) runs both.
 test: system-deps lint typecheck
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --junitxml=reports/pytest.xml
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) -m "not slow" --junitxml=reports/pytest.xml
+
+test-slow: system-deps $(STAMP)
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) -m slow --junitxml=reports/pytest-slow.xml
 
 # docs/security.md: the attack catalogue with each attack's result from the last `make test`
-# (reports/pytest.xml); not part of `make test`.
+# and `make test-slow` (reports/pytest.xml, reports/pytest-slow.xml); not part of either.
 security-report: $(STAMP)
-	$(PY) -m chargeward evidence attacks --test-report reports/pytest.xml -o docs/security.md
+	$(PY) -m chargeward evidence attacks --test-report reports/pytest.xml \
+		--test-report reports/pytest-slow.xml -o docs/security.md
 
 clean:
 	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache
@@ -69,7 +76,9 @@ clean:
 # and a 1,000-station rollout, then the audit log's Merkle tree in memory and in the database
 # (append rate, proofs at 1,000,000 entries), then simulated fleets of 1,000 (SQLite) and
 # 10,000 (PostgreSQL) stations running the real agent code through three rollouts each
-# (about an hour in all); figures merged into benchmarks/results/latest.json
+# (about an hour in all), then firmware deltas between consecutive releases of real shared
+# libraries (detools against bsdiff4 and zstd -19) and a 1,000-station rollout on 256 kbit/s
+# lines with full images, deltas and site-local caches; figures merged into benchmarks/results/latest.json
 # and, one table per benchmark, benchmarks/results/latest.md.
 # Each runs even if an earlier one misses its target.
 # Extra options: make bench BENCH_ARGS=--profile BENCH_VERIFY_ARGS=--profile
@@ -85,4 +94,6 @@ bench: system-deps $(STAMP)
 	$(PY) -m benchmarks.bench_merkle $(BENCH_MERKLE_ARGS) || status=1; \
 	$(PY) -m benchmarks.bench_audit $(BENCH_AUDIT_ARGS) || status=1; \
 	$(PY) -m benchmarks.bench_sim $(BENCH_SIM_ARGS) || status=1; \
+	$(PY) -m benchmarks.bench_delta $(BENCH_DELTA_ARGS) || status=1; \
+	$(PY) -m benchmarks.bench_bandwidth $(BENCH_BANDWIDTH_ARGS) || status=1; \
 	exit $$status

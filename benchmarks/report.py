@@ -63,6 +63,16 @@ def stats_table(title: str, rows: list[list[str]]) -> Table:
     return table
 
 
+def rows_table(title: str, header: list[str], rows: list[list[str]]) -> Table:
+    """A rich table like :func:`markdown_table`: the first column left, the others right."""
+    table = Table(title=title, title_justify="left")
+    for i, column in enumerate(header):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def summary_table(results: dict[str, Any]) -> Table:
     """One line per benchmark: figure, target and verdict."""
     table = Table(title="Summary", title_justify="left")

@@ -9,6 +9,7 @@ import pytest
 from chargeward.server.db import Database
 from tests.support.databases import PostgresTemplates, postgres_database, sqlite_url
 from tests.support.fleet import Pki
+from tests.support.tls import TlsPki
 
 # The CLI's rich consoles are made when chargeward.cli is first imported (by a test module,
 # after this file) and fold long cells to the terminal width.  Test processes have no
@@ -25,6 +26,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture(scope="session")
 def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki.create(tmp_path_factory.mktemp("other-pki"), name="Mallory")
+
+
+@pytest.fixture(scope="module")
+def tls_pki(tmp_path_factory: pytest.TempPathFactory) -> TlsPki:
+    """A charger CA and a CSMS server certificate for 127.0.0.1 (tests/support/tls.py)."""
+    return TlsPki.create(tmp_path_factory.mktemp("tls-pki"))
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,20 @@ from pathlib import Path
 
 def rss_kib(pid: int | str = "self") -> int:
     """Resident set size (``VmRSS``) of ``pid`` in KiB."""
+    return _status_kib(pid, "VmRSS")
+
+
+def peak_rss_kib(pid: int | str = "self") -> int:
+    """Peak resident set size (``VmHWM``) of ``pid`` in KiB, since it last exec'd (unlike
+    ``ru_maxrss``, which keeps the high-water mark of the process it was forked from)."""
+    return _status_kib(pid, "VmHWM")
+
+
+def _status_kib(pid: int | str, name: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{name}:"):
             return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    raise RuntimeError(f"no {name} for process {pid}")
 
 
 def cpu_seconds(pid: int) -> float:

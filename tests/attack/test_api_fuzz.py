@@ -41,7 +41,7 @@ from tests.support.fleet import TEST_PASSPHRASE, Pki
 from tests.support.served_api import served_api
 from tests.support.tenants import STATIONS, A, seed_two_customers
 
-pytestmark = [pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 EXAMPLES = 4  # requests per operation and caller: valid ones and invalid ones
 LAST = {

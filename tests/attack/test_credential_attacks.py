@@ -105,11 +105,6 @@ async def test_passwords_never_appear_in_logs(
         assert _leaks(caplog.records, secret) == []
 
 
-@pytest.fixture(scope="module")
-def tls_pki(tmp_path_factory: pytest.TempPathFactory) -> TlsPki:
-    return TlsPki.create(tmp_path_factory.mktemp("tls-pki"))
-
-
 async def test_a_stolen_session_cannot_confirm_an_approval_without_the_totp_device(
     tmp_path: Path,
 ) -> None:

@@ -73,8 +73,3 @@ async def test_oversized_ocpp_frame_closes_only_that_connection(
                 await ws.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # too big
         assert await try_connect(url, ssl_context=ctx, auth=auth["Authorization"]) == 101
-
-
-@pytest.fixture(scope="module")
-def tls_pki(tmp_path_factory: pytest.TempPathFactory) -> TlsPki:
-    return TlsPki.create(tmp_path_factory.mktemp("tls-pki"))

@@ -17,11 +17,6 @@ from tests.support.tls import TlsPki, now, running_csms, try_connect
 PASSWORD = "profile-test-password-0123"
 
 
-@pytest.fixture(scope="module")
-def tls_pki(tmp_path_factory: pytest.TempPathFactory) -> TlsPki:
-    return TlsPki.create(tmp_path_factory.mktemp("tls-pki"))
-
-
 async def test_profile_2_tls_versions_ciphers_and_passwords(
     tmp_path: Path, tls_pki: TlsPki
 ) -> None:

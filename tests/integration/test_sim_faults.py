@@ -14,10 +14,13 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import pytest
 from rich.console import Console
 
 from chargeward.sim.runner import SimOptions, run_scenario
 from chargeward.sim.scenario import parse_scenario, window_from_now
+
+pytestmark = pytest.mark.slow  # about 100 simulated stations per scenario
 
 HOURS_1 = dt.timedelta(hours=1)
 HOURS_2 = dt.timedelta(hours=2)

@@ -14,7 +14,7 @@ from chargeward.agent.agent import Agent, AgentConfig
 from chargeward.agent.provision import provision
 from chargeward.agent.state import Identity
 from chargeward.model.firmware import ImageHeader
-from tests.support.fleet import MODEL, Pki, Server
+from tests.support.fleet import MODEL, Pki, Server, cli
 
 STATIONS = ["CP-A", "CP-B", "CP-C", "CP-D"]
 ALL_DAY = [
@@ -53,10 +53,12 @@ async def agents(
     ids: list[str] = STATIONS,
     *,
     tuf_root: bytes | None = None,
+    configs: dict[str, dict[str, Any]] | None = None,
 ) -> AsyncIterator[dict[str, Agent]]:
     """Register, provision and run one real agent per station id until the block ends.
 
-    With ``tuf_root`` the agents check every update against the server's TUF repository.
+    With ``tuf_root`` the agents check every update against the server's TUF repository;
+    ``configs``: more AgentConfig fields for some stations (e.g. a Local Controller's).
     """
     running: dict[str, Agent] = {}
     tasks = []
@@ -79,6 +81,7 @@ async def agents(
                 trial_health_timeout=20,
                 self_test=self_test,
                 repository_url=f"{srv.api_url}/tuf/" if tuf_root else None,
+                **(configs or {}).get(sid, {}),
             )
         )
         running[sid] = agent
@@ -131,3 +134,12 @@ async def state_is(srv: Server, cid: int, sid: str, state: str) -> bool:
 async def status_is(srv: Server, cid: int, status: str) -> dict[str, Any] | None:
     view = await campaign(srv, cid)
     return view if view["status"] == status else None
+
+
+async def upload_release(srv: Server, bundle: Path, version: str) -> dict[str, Any]:
+    """Upload ``bundle`` with the CLI; the server's view of the release ``version``."""
+    await asyncio.to_thread(cli, "release", "upload", str(bundle), "--data-dir", str(srv.data_dir))
+    found: dict[str, Any] = next(
+        r for r in await api(srv, "GET", "/api/v1/releases") if r["version"] == version
+    )
+    return found

@@ -7,31 +7,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import queue
+import socket
 import ssl
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from chargeward.agent.agent import Agent, AgentConfig
 from chargeward.agent.provision import provision
 from chargeward.agent.state import Identity, StateDir
-from chargeward.crypto import certificate_pem, create_root_ca, generate_key
+from chargeward.crypto import (
+    certificate_pem,
+    create_root_ca,
+    generate_key,
+    load_certificate,
+    load_signer,
+)
 from chargeward.crypto.keys import Signer
 from chargeward.crypto.sealing import generate_device_key_pair
 from chargeward.crypto.tls import issue_server_certificate, issue_station_certificate
 from chargeward.server import services
-from chargeward.server.csms import CsmsListener, Registry
+from chargeward.server.csms import CsmsListener, ListenerTimeouts, Registry
 from chargeward.server.db import Database
 from chargeward.server.station_security import ChargerCa, set_profile
+from chargeward.server.throttle import StationThrottle
 from chargeward.server.tls import TlsFiles, server_context
-from tests.support.fleet import MODEL, TEST_PASSPHRASE, Pki
+from tests.support.fleet import MODEL, TEST_PASSPHRASE, Pki, basic
 
 SUBPROTOCOLS: Any = ["ocpp2.0.1"]
 
@@ -85,6 +95,53 @@ class TlsPki:
             d / "server.pem",
             f"file:{d}/server.key",
         )
+
+    def with_server_certificate(
+        self,
+        d: Path,
+        host: str,
+        *,
+        days: int = 30,
+        at: dt.datetime | None = None,
+        alt_names: Sequence[str] = (),
+    ) -> TlsPki:
+        """This PKI serving a new CSMS certificate for ``host`` under the same CSMS root
+        (written to ``d``), issued ``at`` (now) for ``days``: e.g. another host's or an
+        expired certificate that still chains to the root the stations trust."""
+        d.mkdir(parents=True, exist_ok=True)
+        signer = load_signer(f"file:{self.dir}/csms-root.key", _pass)
+        root = load_certificate(self.csms_ca_pem.read_bytes())
+        key = generate_key(f"file:{d}/server.key", _pass)
+        cert = issue_server_certificate(
+            signer,
+            root,
+            key.public_key(),
+            host,
+            "ACME",
+            alt_names=alt_names,
+            days=days,
+            now=at or now(),
+        )
+        (d / "server.pem").write_text(certificate_pem(cert))
+        return replace(self, server_cert=d / "server.pem", server_key=key.uri)
+
+    def server_context(
+        self,
+        *,
+        minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+        maximum: ssl.TLSVersion | None = None,
+        ciphers: str | None = None,
+    ) -> ssl.SSLContext:
+        """A bare TLS server context with this PKI's server certificate: any version and
+        suite a test asks for (an attacker's or a misconfigured server)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        if ciphers is not None or minimum < ssl.TLSVersion.TLSv1_2:
+            ctx.set_ciphers((ciphers or "DEFAULT") + ":@SECLEVEL=0")
+        ctx.minimum_version = minimum
+        if maximum is not None:
+            ctx.maximum_version = maximum
+        ctx.load_cert_chain(self.server_cert, self.server_key.removeprefix("file:"), _pass)
+        return ctx
 
     def charger_ca(self) -> ChargerCa:
         return ChargerCa((self.ca,), self.ca_signer, days=365)
@@ -158,6 +215,14 @@ class Csms:
             await s.flush()
             await set_profile(s, station_id, profile, actor="test", now=now())
 
+    async def station_state(self, station_id: str) -> dict[str, Any]:
+        """What the CSMS holds about a station: its detail and its audit trail, without what
+        any connection changes (connected, last seen, connect and disconnect entries)."""
+        async with self.db.session() as s:
+            detail = await services.station_detail(s, station_id)
+        trail = [a for a in await self.audit(station_id) if a[0] not in _CONNECTION_ENTRIES]
+        return {**detail.model_dump(exclude={"connected", "last_seen"}), "audit": trail}
+
     async def audit(self, target: str) -> list[tuple[str, dict[str, Any]]]:
         from sqlalchemy import select
 
@@ -178,23 +243,40 @@ class Csms:
         raise AssertionError(f"timed out waiting for {what}")
 
 
+_CONNECTION_ENTRIES = frozenset({"station.connect", "station.disconnect"})
+
+
 @contextlib.asynccontextmanager
 async def running_csms(
-    data_dir: Path, pki: TlsPki, *, tls: bool = True, allow_profile_1: bool = False
+    data_dir: Path,
+    pki: TlsPki,
+    *,
+    tls: bool = True,
+    allow_profile_1: bool = False,
+    timeouts: ListenerTimeouts | None = None,
+    database_url: str | None = None,
+    throttle: StationThrottle | None = None,
+    tls_maximum: ssl.TLSVersion | None = None,
 ) -> AsyncIterator[Csms]:
-    db = await Database.open(data_dir=data_dir)
+    """The real OCPP listener on 127.0.0.1 with the real server TLS context (capped at
+    ``tls_maximum`` when given, e.g. to test the TLS 1.2 leg)."""
+    db = await Database.open(data_dir=data_dir, url=database_url)
     registry = Registry()
     ctx = (
         server_context(TlsFiles(pki.server_cert, pki.server_key, pki.ca_pem), _pass)
         if tls
         else None
     )
+    if ctx is not None and tls_maximum is not None:
+        ctx.maximum_version = tls_maximum
     listener = CsmsListener(
         db,
         registry,
         ssl_context=ctx,
         charger_ca=pki.charger_ca(),
         allow_profile_1=allow_profile_1,
+        timeouts=timeouts,
+        throttle=throttle,
     )
     server = await listener.serve("127.0.0.1", 0)
     port = next(iter(server.sockets)).getsockname()[1]
@@ -204,6 +286,31 @@ async def running_csms(
         server.close()
         await asyncio.wait_for(server.wait_closed(), 10)
         await db.close()
+
+
+@contextlib.asynccontextmanager
+async def station_connection(
+    url: str,
+    station_id: str,
+    password: str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    source: str | None = None,
+) -> AsyncIterator[ClientConnection]:
+    """A station's websocket to the CSMS at ``url`` (profile 2: HTTP Basic), any size in,
+    from the loopback address ``source`` when given (127.0.0.2 is another client)."""
+    extra: dict[str, Any] = {"local_addr": (source, 0)} if source else {}
+    async with connect(
+        url + station_id,
+        ssl=ssl_context,
+        subprotocols=SUBPROTOCOLS,
+        additional_headers={"Authorization": basic(station_id, password)},
+        open_timeout=5,
+        close_timeout=1,
+        max_size=None,
+        **extra,
+    ) as ws:
+        yield ws
 
 
 async def try_connect(
@@ -269,3 +376,75 @@ async def running_agent(state: StateDir, url: str) -> AsyncIterator[Agent]:
     finally:
         agent.stop()
         await asyncio.wait_for(task, 10)
+
+
+# -- a bare TLS server: one handshake per connection, what the server saw of it --------------
+
+
+@dataclass(frozen=True)
+class ServerSide:
+    """The server's side of one handshake: what was negotiated, or the error that ended it."""
+
+    version: str | None = None
+    cipher: str | None = None
+    compression: str | None = None
+    error: OSError | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """OpenSSL's reason for a failed handshake (e.g. ``NO_SHARED_CIPHER``)."""
+        return getattr(self.error, "reason", None) if self.error else None
+
+
+@dataclass
+class TlsServer:
+    port: int
+    handshakes: queue.Queue[ServerSide]
+
+    def next_handshake(self, timeout: float = 5) -> ServerSide:
+        return self.handshakes.get(timeout=timeout)
+
+
+@contextlib.contextmanager
+def tls_server(ctx: ssl.SSLContext) -> Iterator[TlsServer]:
+    """A TLS server with ``ctx`` on 127.0.0.1 (a thread with blocking sockets, 5 s timeouts)
+    that does the handshake of each connection and reports it; nothing runs above TLS."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    server = TlsServer(listener.getsockname()[1], queue.Queue())
+    stop = threading.Event()
+
+    def handle(conn: socket.socket) -> None:
+        conn.settimeout(5)
+        try:
+            tls = ctx.wrap_socket(conn, server_side=True)
+        except OSError as e:
+            conn.close()
+            server.handshakes.put(ServerSide(error=e))
+            return
+        with tls:
+            cipher = tls.cipher()
+            server.handshakes.put(
+                ServerSide(tls.version(), cipher[0] if cipher else None, tls.compression())
+            )
+            with contextlib.suppress(OSError):
+                tls.recv(1)  # until the client closes
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            handle(conn)
+
+    thread = threading.Thread(target=serve, name="tls-server", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        stop.set()
+        thread.join(10)
+        listener.close()

@@ -111,6 +111,15 @@ def test_fleet_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         assert "mon,tue,wed,thu,fri 01:00-05:00" in cw("site", "list")
         out = cw("site", "set-windows", "lon-1", "--window", "sat-sun 22:00-04:00")
         assert "sat,sun 22:00-04:00 (Europe/London)" in out
+        out = cw("site", "set-link-budget", "lon-1", "--download-window", "mon-sun 23:00-05:00",
+                 "--bandwidth-limit", "32000")  # fmt: skip
+        assert "downloads mon,tue,wed,thu,fri,sat,sun 23:00-05:00, 32,000 bytes/s" in out
+        shown = cw("site", "show", "lon-1")
+        assert "downloads only: mon," in shown and "download cap: 32,000 bytes/s" in shown
+        bad = cw("site", "set-link-budget", "lon-1", "--bandwidth-limit", "10", code=2)
+        assert "1024" in bad
+        out = cw("site", "set-link-budget", "lon-1", "--clear")
+        assert "downloads any time, no cap" in out
 
         cw("model", "add", "AC22", "--vendor", "ACME", "--feature-years", "2")
         out = cw("model", "set-support", "AC22", "--security-end", "2030-01-31")

@@ -21,6 +21,7 @@ from chargeward.evidence.matrix import (
     JUnitReportError,
     Requirement,
     build_matrix,
+    merge_junit,
     node_key,
     parse_junit,
     parse_requirements,
@@ -174,6 +175,20 @@ def test_a_malformed_report_is_refused_with_a_clear_error(data: bytes, message: 
 def test_a_single_testsuite_root_is_accepted() -> None:
     parsed = parse_junit(b'<testsuite><testcase classname="m" name="test_x"/></testsuite>')
     assert result_of(parsed, "m.py::test_x").result == PASSED
+
+
+def test_the_main_and_the_slow_runs_reports_merge_into_one() -> None:
+    main = report(
+        ("tests.unit.test_a", "test_ok", "passed"), ("tests.unit.test_a", "test_x", "failed")
+    )
+    slow = parse_junit(
+        merge_junit([main, b'<testsuite><testcase classname="tests.b" name="test_s"/></testsuite>'])
+    )
+    assert result_of(slow, "tests/b.py::test_s").result == PASSED
+    assert result_of(slow, "tests/unit/test_a.py::test_x").result == FAILED
+    assert slow.totals == {"passed": 2, "failed": 1}
+    with pytest.raises(JUnitReportError, match="not JUnit XML"):
+        merge_junit([main, b"<html/>"])
 
 
 def test_a_bad_mapping_is_refused() -> None:

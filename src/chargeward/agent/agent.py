@@ -48,6 +48,13 @@ from chargeward.agent import bootloader, certificates, diagnostics, download, in
 from chargeward.agent import tls as station_tls
 from chargeward.agent.bootloader import Booted, NoBootableSlot
 from chargeward.agent.components import VerifiedRelease, accept_release, other_components
+from chargeward.agent.delta_update import (
+    DeltaJob,
+    DeltaRefused,
+    check_delta_listing,
+    delta_offer,
+)
+from chargeward.agent.local_cache import FirmwareCache
 from chargeward.agent.release_fetch import fetch_release
 from chargeward.agent.security_log import SecurityLog, to_jsonl
 from chargeward.agent.state import StateDir
@@ -63,6 +70,7 @@ from chargeward.agent.verify import (
     verify_image,
 )
 from chargeward.crypto.pki import CertificateHashData
+from chargeward.crypto.signature import Digest, sha256_file
 from chargeward.errors import (
     BadSignature,
     ChargewardError,
@@ -77,20 +85,21 @@ from chargeward.errors import (
 )
 from chargeward.logging_setup import websocket_logger
 from chargeward.model.firmware import ImageHeader
-from chargeward.ocpp.base import ocpp_time, parse_ocpp_time, utc_now
+from chargeward.ocpp.base import VENDOR_ID, ocpp_time, parse_ocpp_time, utc_now
 from chargeward.ocpp.station import (
     CertificateResult,
     InstalledCertificate,
     QuarantineChargePoint,
     StationChargePoint,
 )
+from chargeward.release.delta import apply_delta, delta_result
 
 LOG = logging.getLogger("chargeward.agent")
 SUBPROTOCOL = "ocpp2.0.1"
 TECH_INFO_MAX = 255
+MAX_FRAME = 256 * 1024  # the largest OCPP frame taken from the CSMS; a larger one: close 1009
 ROUTINE_EVENTS = frozenset({"FirmwareUpdated", "StartupOfTheDevice", "ResetOrReboot"})
 REPOSITORY_EVENT = "FirmwareRepositoryCheckFailed"
-VENDOR_ID = "org.chargeward"
 UPDATE_AVAILABLE = "SecurityUpdateAvailable"
 OWNER_NOTIFICATION = "OwnerNotification"
 FINAL_STATUSES = frozenset(
@@ -145,6 +154,10 @@ class AgentConfig:
     # A trial slot must be healthy (application started, CSMS connected, connectors
     # Available) within this many seconds, or the charger reboots and uses up an attempt.
     trial_health_timeout: float = 600.0
+    # A Local Controller (OCPP L03/L04): serve published firmware on this address ("host:port")
+    # at this base URL (what the site's chargers reach it at); None: an ordinary charger.
+    local_cache_listen: str | None = None
+    local_cache_url: str | None = None
     # The charging application's start-up self-test: returns a problem, or None when it
     # started.  The reference agent has no application of its own; simulators inject one.
     self_test: Callable[[ImageHeader], str | None] | None = None
@@ -169,11 +182,28 @@ class UpdateJob:
     install_at: dt.datetime | None
     retries: int
     retry_interval: int
+    delta: DeltaJob | None = None  # the CSMS's offer of a delta from the running image
 
     @property
     def download_key(self) -> str:
         # The signature identifies the image; the URL may change between attempts.
         return hashlib.sha256(self.signature.encode()).hexdigest()[:24]
+
+
+MAX_RETRY_AFTER = 3600.0
+
+
+def retry_after(value: str | None) -> float:
+    """The seconds a ``Retry-After`` header asks for (0 when absent or not a number of
+    seconds), at most an hour: a CSMS refusing logins (429) is not hammered, and a wrong
+    header cannot park the charger for days.
+
+        >>> retry_after("60"), retry_after(None), retry_after("soon"), retry_after("999999")
+        (60.0, 0.0, 0.0, 3600.0)
+    """
+    if value is None or not value.strip().isdigit():
+        return 0.0
+    return min(float(value.strip()), MAX_RETRY_AFTER)
 
 
 class Agent:
@@ -211,6 +241,7 @@ class Agent:
         self._no_sessions.set()
         self._holding_connectors = False  # free connectors Unavailable for a pending install
         self._background: set[asyncio.Task[None]] = set()
+        self.cache = self._local_cache()
         if self.tls:
             station_tls.client_context(self.state)  # refuse a missing trust anchor at once
 
@@ -220,6 +251,11 @@ class Agent:
         return self._online.is_set()
 
     @property
+    def updating(self) -> bool:
+        """A firmware update of this boot is under way (a new one would cancel it)."""
+        return self._update_task is not None and not self._update_task.done()
+
+    @property
     def firmware_version(self) -> str | None:
         """The version this boot runs (None before the bootloader step or in quarantine)."""
         return self._booted.header.version if self._booted is not None else None
@@ -227,6 +263,35 @@ class Agent:
     @property
     def tls(self) -> bool:
         return self.config.csms_url.lower().startswith("wss://")
+
+    def _local_cache(self) -> FirmwareCache | None:
+        listen, url = self.config.local_cache_listen, self.config.local_cache_url
+        if listen is None:
+            return None
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit() or not url:
+            raise ConfigError(
+                f"local cache: listen on host:port and give the URL chargers use, got "
+                f"{listen!r} and {url!r}"
+            )
+        return FirmwareCache(
+            self.config.state_dir / "cache",
+            url,
+            notify=self._publish_status,
+            max_bytes=self.config.max_image_bytes,
+            proxy=self.config.download_proxy,
+            rate_limit=self.config.download_rate_limit,
+        )
+
+    async def _publish_status(
+        self, status: str, request_id: int, locations: list[str] | None
+    ) -> None:
+        LOG.info("%s: PublishFirmwareStatus %s (%d)", self.identity.station_id, status, request_id)
+        await self._call(
+            call.PublishFirmwareStatusNotification(
+                status=status, location=locations, request_id=request_id
+            )
+        )
 
     def _repository_client(self) -> RepositoryClient | None:
         if self.state.tuf_bootstrap_root() is None:
@@ -299,6 +364,9 @@ class Agent:
             background.append(asyncio.create_task(self._update_checks()))
         if trial:
             background.append(asyncio.create_task(self._trial_watchdog()))
+        if self.cache is not None and self.config.local_cache_listen:
+            host, _, port = self.config.local_cache_listen.rpartition(":")
+            background.append(asyncio.create_task(self.cache.run(host.strip("[]"), int(port))))
         try:
             await self._connect_loop(booted)
         finally:
@@ -321,7 +389,9 @@ class Agent:
     async def _connect_loop(self, booted: Booted | None) -> None:
         first = True
         refused = False  # one FailedToAuthenticateAtCsms per run of refusals, not per attempt
+        refused_certificate = ""  # one InvalidCsmsCertificate per run of the same reason
         while not self._reboot.is_set():
+            delay = self.config.reconnect_delay
             try:
                 # Built per attempt: a renewed certificate or password is used at once.
                 context = station_tls.client_context(self.state) if self.tls else None
@@ -331,11 +401,11 @@ class Agent:
                     subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
                     additional_headers=self._auth_header(),
                     open_timeout=15,
-                    max_size=256 * 1024,
+                    max_size=MAX_FRAME,
                     ping_interval=60,
                     logger=websocket_logger("chargeward.agent.ws"),  # its password: not logged
                 ) as ws:
-                    refused = False
+                    refused, refused_certificate = False, ""
                     await self._session(ws, booted, first)
                     first = not self._started  # start-up again if that one did not finish
             except InvalidStatus as e:
@@ -344,6 +414,7 @@ class Agent:
                     self.identity.station_id,
                     e.response.status_code,
                 )
+                delay = max(delay, retry_after(e.response.headers.get("Retry-After")))
                 if e.response.status_code in (401, 403) and not refused:
                     refused = True  # logged only: without a connection it cannot be sent
                     self.record_security_event(
@@ -352,15 +423,27 @@ class Agent:
                         f"connection: HTTP {e.response.status_code}",
                     )
             except ssl.SSLCertVerificationError as e:
-                LOG.error("%s: CSMS certificate refused: %s", self.identity.station_id, e)
-                self.record_security_event("InvalidCsmsCertificate", str(e)[:TECH_INFO_MAX])
+                # e.g. "unable to get local issuer certificate", "certificate has expired",
+                # "IP address mismatch, certificate is not valid for '127.0.0.1'."
+                reason = f"TLS certificate verify failed: {e.verify_message or e}"
+                LOG.error(
+                    "%s: cannot connect to CSMS %s: %s",
+                    self.identity.station_id,
+                    diagnostics.public_url(self.config.csms_url),
+                    reason,
+                )
+                if reason != refused_certificate:
+                    refused_certificate = reason
+                    self.record_security_event("InvalidCsmsCertificate", reason[:TECH_INFO_MAX])
+            except ssl.SSLError as e:  # no shared TLS version or cipher suite
+                LOG.warning("%s: TLS with the CSMS failed: %s", self.identity.station_id, e)
             except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as e:
                 LOG.info("%s: connection to CSMS failed: %s", self.identity.station_id, e)
             except ChargewardError as e:  # e.g. the sealed device key does not open
                 LOG.error("%s: cannot connect to the CSMS: %s", self.identity.station_id, e)
             if not self._reboot.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._reboot.wait(), self.config.reconnect_delay)
+                    await asyncio.wait_for(self._reboot.wait(), delay)
 
     async def _shutdown_tasks(self) -> None:
         """A reboot ends the update and the log upload of this boot."""
@@ -433,6 +516,17 @@ class Agent:
         await self._call(call.FirmwareStatusNotification(status=status, request_id=request_id))
         # Recorded once the CSMS has it: a power loss before that sends it again at start-up.
         self.state.set_last_status(status, request_id)
+
+    async def _status_note(self, request_id: int, note: dict[str, Any]) -> None:
+        """Downloading again, with a note for a Chargeward CSMS in customData (others ignore
+        it): e.g. why a delta was not used."""
+        await self._call(
+            call.FirmwareStatusNotification(
+                status="Downloading",
+                request_id=request_id,
+                custom_data={"vendor_id": VENDOR_ID, **note},
+            )
+        )
 
     async def _security_event(self, type: str, tech_info: str) -> None:
         level = logging.INFO if type in ROUTINE_EVENTS else logging.WARNING
@@ -552,12 +646,27 @@ class Agent:
 
     # -- StationController: requests from the CSMS ----------------------------------------
 
+    def publish_firmware(
+        self, location: str, checksum: str, request_id: int, retries: int, retry_interval: int
+    ) -> str:
+        if self.cache is None:
+            return "Rejected"  # not a Local Controller
+        return self.cache.publish(location, checksum, request_id, retries, retry_interval)
+
+    async def after_publish_firmware(self, checksum: str, status: str) -> None:
+        if status == "Accepted" and self.cache is not None:
+            self.cache.start(checksum)
+
+    def unpublish_firmware(self, checksum: str) -> str:
+        return "NoFirmware" if self.cache is None else self.cache.unpublish(checksum)
+
     def update_firmware(
         self,
         request_id: int,
         firmware: dict[str, Any],
         retries: int | None,
         retry_interval: int | None,
+        custom_data: dict[str, Any] | None = None,
     ) -> str:
         """OCPP L01: decide the UpdateFirmware response (certificate check, busy state)."""
         if self._installing:
@@ -578,13 +687,24 @@ class Agent:
         except UntrustedCertificate as e:
             self._pending_event = ("InvalidFirmwareSigningCertificate", str(e))
             return "InvalidCertificate"
+        problem = download.location_problem(firmware["location"])
+        if problem is not None:
+            LOG.warning("%s: UpdateFirmware refused: %s", self.identity.station_id, problem)
+            return "Rejected"
         try:
             retrieve_at = parse_ocpp_time(firmware["retrieve_date_time"])
             install_raw = firmware.get("install_date_time")
             install_at = parse_ocpp_time(install_raw) if install_raw else None
         except Exception:
             return "Rejected"
-        busy = self._update_task is not None and not self._update_task.done()
+        try:
+            delta = delta_offer(
+                custom_data, model=self.identity.model, max_bytes=self.config.max_image_bytes
+            )
+        except DeltaRefused as e:  # the full image then
+            LOG.warning("%s: delta offer ignored: %s", self.identity.station_id, e)
+            delta = None
+        busy = self.updating
         self._job = UpdateJob(
             request_id=request_id,
             location=firmware["location"],
@@ -596,6 +716,7 @@ class Agent:
             retry_interval=(
                 self.config.default_retry_interval if retry_interval is None else retry_interval
             ),
+            delta=delta,
         )
         return "AcceptedCanceled" if busy else "Accepted"
 
@@ -699,46 +820,8 @@ class Agent:
                 await self._status("DownloadScheduled", rid)
                 await self._wait_until(job.retrieve_at)
             await self._status("Downloading", rid)
-            stats = download.DownloadStats()
-            self.download_stats.append(stats)
-            try:
-
-                async def paused(retry: int, delay: float, error: Exception) -> None:
-                    LOG.info(
-                        "%s: download paused (%s); retry %d in %.0f s",
-                        self.identity.station_id,
-                        error,
-                        retry,
-                        delay,
-                    )
-                    await self._status("DownloadPaused", rid)
-
-                async def resumed() -> None:
-                    await self._status("Downloading", rid)
-
-                await download.fetch(
-                    job.location,
-                    part,
-                    max_bytes=self.config.max_image_bytes,
-                    retries=job.retries,
-                    retry_interval=job.retry_interval,
-                    stats=stats,
-                    rate_limit=self.config.download_rate_limit,
-                    proxy=self.config.download_proxy,
-                    on_pause=paused,
-                    on_resume=resumed,
-                )
-            except TransportError as e:
-                LOG.warning("%s: download failed: %s", self.identity.station_id, e)
-                part.unlink(missing_ok=True)
-                await self._status("DownloadFailed", rid)
-                return
-            await self._status("Downloaded", rid)
-            try:
-                release = await self._verify_release(job, part)
-            except (TrustError, TransportError) as e:
-                self._remove_parts(job, part)
-                await self._refused(rid, e)
+            release = await self._obtain(job, part)
+            if release is None:
                 return
             await self._status("SignatureVerified", rid)
             scheduled = False
@@ -768,6 +851,123 @@ class Agent:
             if not self._installing:  # AcceptedCanceled or reboot: give connectors back
                 self._release_connectors_soon()
             raise
+
+    async def _obtain(self, job: UpdateJob, part: Path) -> VerifiedRelease | None:
+        """The release downloaded into ``part`` and verified: rebuilt from the offered delta
+        if there is one and it works, else the full image.  None when the update was refused
+        or the download failed (both reported)."""
+        rid = job.request_id
+        for delta in ([job.delta] if job.delta is not None else []) + [None]:
+            if delta is not None:
+                if not await self._rebuild_from_delta(job, delta, part):
+                    continue
+            else:
+                try:
+                    await self._fetch(job, job.location, part, self.config.max_image_bytes)
+                except TransportError as e:
+                    LOG.warning("%s: download failed: %s", self.identity.station_id, e)
+                    part.unlink(missing_ok=True)
+                    await self._status("DownloadFailed", rid)
+                    return None
+            await self._status("Downloaded", rid)
+            try:
+                return await self._verify_release(job, part)
+            except (TrustError, TransportError) as e:
+                self._remove_parts(job, part)
+                if delta is not None and isinstance(e, TrustError):
+                    # Not the signed image: whatever made the delta, the full image decides.
+                    LOG.warning(
+                        "%s: the image rebuilt from the delta was refused (%s); downloading "
+                        "the full image",
+                        self.identity.station_id,
+                        e,
+                    )
+                    reason = f"the rebuilt image was refused: {e}"
+                    await self._status_note(rid, {"delta_fallback": reason[:TECH_INFO_MAX]})
+                    continue
+                await self._refused(rid, e)
+                return None
+        return None
+
+    async def _fetch(self, job: UpdateJob, url: str, part: Path, max_bytes: int) -> None:
+        """Download ``url`` to ``part`` (resuming what is there), reporting pauses."""
+        rid = job.request_id
+        stats = download.DownloadStats()
+        self.download_stats.append(stats)
+
+        async def paused(retry: int, delay: float, error: Exception) -> None:
+            LOG.info(
+                "%s: download paused (%s); retry %d in %.0f s",
+                self.identity.station_id,
+                error,
+                retry,
+                delay,
+            )
+            await self._status("DownloadPaused", rid)
+
+        async def resumed() -> None:
+            await self._status("Downloading", rid)
+
+        await download.fetch(
+            url,
+            part,
+            max_bytes=max_bytes,
+            retries=job.retries,
+            retry_interval=job.retry_interval,
+            stats=stats,
+            rate_limit=self.config.download_rate_limit,
+            proxy=self.config.download_proxy,
+            on_pause=paused,
+            on_resume=resumed,
+        )
+
+    async def _rebuild_from_delta(self, job: UpdateJob, delta: DeltaJob, part: Path) -> bool:
+        """The new image rebuilt into ``part`` from the running slot and the offered delta
+        (:mod:`chargeward.agent.delta_update`); False, with the reason reported and nothing
+        left behind, when the full image must be downloaded instead."""
+        delta_part = self.state.downloads / f"{job.download_key}.delta"
+        try:
+            if self._booted is None:
+                raise DeltaRefused("no running image to apply a delta to")
+            running = self.state.slot_image(self._booted.slot)
+            base = await asyncio.to_thread(sha256_file, running)
+            if base.sha256 != delta.from_sha256:
+                raise DeltaRefused(
+                    f"the delta applies to image {delta.from_sha256[:12]}, "
+                    f"this charger runs {base.sha256[:12]}"
+                )
+            await self._fetch(job, delta.location, delta_part, delta.length)
+            got = await asyncio.to_thread(sha256_file, delta_part)
+            if got != Digest(delta.sha256, delta.length):
+                raise DeltaRefused(
+                    f"the delta downloaded differs from the offer ({got.sha256[:12]})"
+                )
+            if self.repository is not None:
+                info = await self._refresh(lambda repo: repo.target(delta.target))
+                expected = check_delta_listing(info, delta, base)
+            else:  # the OCPP signature check of the rebuilt image still follows
+                expected = await asyncio.to_thread(delta_result, delta_part)
+            await asyncio.to_thread(
+                apply_delta,
+                running,
+                delta_part,
+                part,
+                expected=expected,
+                max_size=self.config.max_image_bytes,
+            )
+        except (TrustError, TransportError) as e:
+            part.unlink(missing_ok=True)
+            LOG.warning(
+                "%s: delta not used (%s); downloading the full image", self.identity.station_id, e
+            )
+            if isinstance(e, RepositoryRefused):
+                await self._security_event(REPOSITORY_EVENT, f"delta refused: {e}")
+            await self._status_note(job.request_id, {"delta_fallback": str(e)[:TECH_INFO_MAX]})
+            return False
+        finally:
+            delta_part.unlink(missing_ok=True)
+        LOG.info("%s: image rebuilt from a %d-byte delta", self.identity.station_id, delta.length)
+        return True
 
     async def _verify_release(self, job: UpdateJob, part: Path) -> VerifiedRelease:
         """Both layers for the downloaded primary, then for every other component the

@@ -11,8 +11,8 @@ jitter, and the caller hears about each pause so that it can report the OCPP sta
     ...     on_resume=lambda: status("Downloading"))     # doctest: +SKIP
 
 ``TransportError`` after the last retry means ``DownloadFailed``; ``DownloadRefused`` (a 4xx,
-an image over the cap, a body longer than the server declared) is raised at once, without
-retrying.
+an image over the cap, a body longer than the server declared, a URL that
+:func:`location_problem` refuses) is raised at once, without retrying.
 """
 
 from __future__ import annotations
@@ -44,7 +44,21 @@ ResumeCallback = Callable[[], Awaitable[None]]
 
 
 class DownloadRefused(TransportError):
-    """A 4xx, an image over the cap or a body longer than declared: never retried."""
+    """A 4xx, an image over the cap, a body longer than declared or a URL that is no place to
+    download from: never retried."""
+
+
+def location_problem(url: str) -> str | None:
+    """Why ``url`` is no HTTP(S) URL to fetch from or upload to, or None when it is one."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as e:  # e.g. http://[::1 or a control character
+        return f"malformed URL: {e}"
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        return "not an HTTP(S) URL with a host"
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        return f"port {parsed.port} out of range"
+    return None
 
 
 class _Restart(Exception):
@@ -149,6 +163,9 @@ async def fetch(
     Raises DownloadRefused at once for a 4xx or an image over ``max_bytes``, and
     TransportError when the last attempt failed.
     """
+    problem = location_problem(url)
+    if problem is not None:
+        raise DownloadRefused(f"cannot download from {url[:100]!r}: {problem}")
     stats = stats or DownloadStats()
     stats.resumed_from = stats.resumed_from or []
     rng = rng or random.SystemRandom()

@@ -10,9 +10,10 @@
 
 A renewal installs the new certificate first and then makes the pending key current; a
 power loss between the two leaves a certificate that matches the pending key, and
-:func:`client_identity` finishes the switch.  The TLS client checks the CSMS certificate
-against ``csms-roots.pem`` with hostname verification and presents the station certificate
-when the charger has one::
+:func:`client_identity` finishes the switch.  The TLS client is as strict as the CSMS
+(:func:`~chargeward.crypto.tls.restrict_to_ocpp_tls`: TLS >= 1.2, the OCPP cipher suites, no
+compression or renegotiation), checks the CSMS certificate against ``csms-roots.pem`` with
+hostname verification and presents the station certificate when the charger has one::
 
     >>> ctx = client_context(StateDir(Path("charger-1")))  # doctest: +SKIP
 """
@@ -41,6 +42,7 @@ from chargeward.crypto.tls import (
     issuers_of,
     load_chain,
     organization_of,
+    restrict_to_ocpp_tls,
     verify_signed_chain,
 )
 from chargeward.errors import ConfigError, UntrustedCertificate
@@ -67,15 +69,22 @@ def client_identity(state: StateDir) -> tuple[str, str] | None:
 
 
 def client_context(state: StateDir) -> ssl.SSLContext:
-    """TLS >= 1.2 to the CSMS, its certificate checked against ``secure/csms-roots.pem``."""
+    """The TLS context for wss:// to the CSMS (OCPP 2.0.1 part 2, A00).
+
+    TLS 1.2 or 1.3; for TLS 1.2 only the OCPP cipher suites; no compression, no
+    renegotiation.  The CSMS certificate must chain to ``secure/csms-roots.pem`` (the only
+    trust anchors: no system CAs), be valid now and name the host of the URL.  With a
+    station certificate (profile 3) the context presents it.
+    """
     roots = state.csms_roots_path
     if not roots.exists():
         raise ConfigError(
             f"wss:// needs the CSMS root certificate(s) in {roots} "
             "(provision them with 'chargeward agent init --csms-root' or InstallCertificate)"
         )
-    ctx = ssl.create_default_context(cafile=str(roots))
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx = restrict_to_ocpp_tls(ssl.create_default_context(cafile=str(roots)))
+    ctx.verify_mode = ssl.CERT_REQUIRED  # the defaults of a client context, stated
+    ctx.check_hostname = True
     identity = client_identity(state)
     if identity is not None:
         pem, password = encrypted_key_pem(identity[1])

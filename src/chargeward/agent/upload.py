@@ -20,17 +20,15 @@ import random
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httpx
 
-from chargeward.agent.download import MAX_BACKOFF, backoff_delay
+from chargeward.agent.download import MAX_BACKOFF, backoff_delay, location_problem
 from chargeward.errors import TransportError
 
 _RNG = random.SystemRandom()
 
 LOG = logging.getLogger("chargeward.agent.upload")
-SCHEMES = ("http", "https")
 DENIED = frozenset({401, 403, 404, 410})  # not allowed to upload there (unknown or used URL)
 LOG_TYPES = {"SecurityLog": ("security", "jsonl"), "DiagnosticsLog": ("diagnostics", "json")}
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # what one upload may carry; the newest entries are kept
@@ -68,8 +66,7 @@ class UploadRefused(TransportError):
 
 def supported(url: str) -> bool:
     """Whether ``url`` is one this agent can upload to (HTTP or HTTPS, with a host)."""
-    parts = urlsplit(url)
-    return parts.scheme in SCHEMES and bool(parts.hostname)
+    return location_problem(url) is None
 
 
 def failure_status(error: TransportError) -> str:

@@ -119,6 +119,17 @@ def run(
         int | None,
         typer.Option(min=1024, help="Cap firmware downloads at this many bytes per second."),
     ] = None,
+    local_cache_listen: Annotated[
+        str | None,
+        typer.Option(
+            help="Act as the site's Local Controller: serve published firmware (OCPP "
+            "PublishFirmware) on host:port, e.g. 0.0.0.0:8081."
+        ),
+    ] = None,
+    local_cache_url: Annotated[
+        str | None,
+        typer.Option(help="The base URL the site's chargers reach that server at."),
+    ] = None,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Run the charger: connect, boot, and install firmware updates as the CSMS asks."""
@@ -135,6 +146,8 @@ def run(
             repository_url=repository,
             update_check_interval=update_check_interval,
             download_rate_limit=download_rate_limit,
+            local_cache_listen=local_cache_listen,
+            local_cache_url=local_cache_url,
         )
     )
 

@@ -148,6 +148,29 @@ def show(
     console.print(status_line(c))
 
 
+@app.command("downloads")
+def downloads(
+    ref: str, data_dir: DataDir = DEFAULT_DATA_DIR, server: ServerUrl = None, json_out: Json = False
+) -> None:
+    """Bytes the server sent for a campaign, per station, and the site caches it used."""
+    d = ApiClient(data_dir, server).request("GET", f"/api/v1/campaigns/{ref}/downloads")
+    if json_out:
+        console.print_json(data=d)
+        return
+    t = Table("station", "bytes sent", "requests", title=f"campaign {d['campaign_id']} downloads")
+    for r in d["stations"]:
+        t.add_row(r["station_id"], f"{r['bytes_sent']:,}", str(r["requests"]))
+    console.print(t)
+    n = len(d["stations"])
+    console.print(f"server sent {d['bytes_sent']:,} bytes to {n} station{'' if n == 1 else 's'}")
+    for c in d["local_caches"]:
+        why = f": {c['reason']}" if c["reason"] else ""
+        console.print(
+            f"site {c['site_id']}: Local Controller {c['station_id']} {c['status']}{why}",
+            soft_wrap=True,
+        )
+
+
 @app.command("stations")
 def stations(
     ref: str,

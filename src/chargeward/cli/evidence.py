@@ -28,7 +28,7 @@ from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, ServerUrl, console,
 from chargeward.errors import ConfigError
 from chargeward.evidence.attacks import render
 from chargeward.evidence.bundle import read_bundle
-from chargeward.evidence.matrix import JUnitReportError, parse_junit
+from chargeward.evidence.matrix import JUnitReportError, merge_junit, parse_junit
 from chargeward.evidence.pack import Inputs, attack_catalogue, check_inputs, collect, write_pack
 from chargeward.fileio import replace_file
 
@@ -49,19 +49,23 @@ class _RichProgress:
         self.progress.advance(self.task)
 
 
-def _read_report(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise JUnitReportError(f"cannot read test report {path}: {e.strerror}") from e
+def _read_report(paths: list[Path]) -> bytes:
+    """The reports named, merged into one (``make test`` and ``make test-slow`` write two)."""
+    data = []
+    for path in paths:
+        try:
+            data.append(path.read_bytes())
+        except OSError as e:
+            raise JUnitReportError(f"cannot read test report {path}: {e.strerror}") from e
+    return merge_junit(data)
+
+
+REPORT_HELP = "JUnit XML report of the test run (pytest --junitxml); repeat to merge several."
 
 
 @app.command("export")
 def export(
-    test_report: Annotated[
-        Path,
-        typer.Option("--test-report", help="JUnit XML report of the test run (pytest --junitxml)."),
-    ],
+    test_report: Annotated[list[Path], typer.Option("--test-report", help=REPORT_HELP)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Write the pack to this new directory.")],
     release: Annotated[
         str | None, typer.Option("--release", help="The release: version, id or id prefix.")
@@ -86,7 +90,7 @@ def export(
         raise ConfigError("name exactly one of --release VERSION_OR_ID and --campaign ID")
     kind, ref = ("release", release) if release is not None else ("campaign", campaign)
     assert ref is not None
-    inputs = Inputs(kind, ref, _read_report(test_report), report_name=test_report.name)
+    inputs = Inputs(kind, ref, _read_report(test_report), report_name=test_report[0].name)
     check_inputs(inputs)  # a bad report fails before the server is asked anything
     files = read_bundle(bundle) if bundle is not None else None
     if out.exists():
@@ -113,17 +117,15 @@ def export(
 
 @app.command("attacks")
 def attacks(
-    test_report: Annotated[
-        Path,
-        typer.Option("--test-report", help="JUnit XML report of the test run (pytest --junitxml)."),
-    ],
+    test_report: Annotated[list[Path], typer.Option("--test-report", help=REPORT_HELP)],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Write the Markdown here (replaced if present).")
     ] = Path("docs/security.md"),
 ) -> None:
     """Render the attack catalogue with each attack's result from the test report."""
     catalogue = attack_catalogue()
-    markdown = render(catalogue, parse_junit(_read_report(test_report)), test_report.name)
+    names = " + ".join(p.name for p in test_report)
+    markdown = render(catalogue, parse_junit(_read_report(test_report)), names)
     replace_file(out, markdown.encode())
     console.print(
         f"wrote {out}: {len(catalogue.attacks)} attacks in {len(catalogue.classes)} classes",

@@ -142,6 +142,48 @@ def site_show(
     console.print(_site_table([r]))
     if r["bandwidth_note"]:
         console.print(Text(f"bandwidth: {r['bandwidth_note']}"))
+    if r.get("download_windows"):
+        console.print(Text(f"downloads only: {_windows(r['download_windows'])}"))
+    if r.get("bandwidth_limit"):
+        console.print(Text(f"download cap: {r['bandwidth_limit']:,} bytes/s for the site"))
+
+
+@site_app.command("set-link-budget")
+def site_set_link_budget(
+    site_id: str,
+    window: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--download-window",
+            help="When the site's chargers may download, local time, e.g. 'mon-fri 22:00-06:00' "
+            "(repeatable).",
+        ),
+    ] = None,
+    bandwidth_limit: Annotated[
+        int | None,
+        typer.Option(min=1024, help="Bytes per second for all the site's downloads together."),
+    ] = None,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Downloads at any time, at any rate.")
+    ] = False,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    server: ServerUrl = None,
+) -> None:
+    """Set when and how fast a site's chargers download firmware."""
+    if clear:
+        body: dict[str, object] = {"download_windows": [], "bandwidth_limit": None}
+    elif window or bandwidth_limit is not None:
+        body = {}
+        if window:
+            body["download_windows"] = [parse_window(w) for w in window]
+        if bandwidth_limit is not None:
+            body["bandwidth_limit"] = bandwidth_limit
+    else:
+        raise typer.BadParameter("give --download-window, --bandwidth-limit or --clear")
+    r = _api(data_dir, server).request("PATCH", f"/api/v1/sites/{site_id}", json=body)
+    windows = _windows(r["download_windows"]) if r["download_windows"] else "any time"
+    cap = f"{r['bandwidth_limit']:,} bytes/s" if r["bandwidth_limit"] else "no cap"
+    console.print(Text(f"site {r['id']}: downloads {windows}, {cap} ({r['timezone']})"))
 
 
 @site_app.command("set-windows")

@@ -43,7 +43,7 @@ from chargeward.crypto.pki import load_certificate, load_certificate_file, load_
 from chargeward.crypto.signature import sha256_file
 from chargeward.errors import ChargewardError, ConfigError, Conflict, TrustError
 from chargeward.fileio import refuse_existing, write_new_file
-from chargeward.publish.targets import ImageFacts, bundle_targets, release_targets
+from chargeward.publish.targets import DeltaFacts, ImageFacts, bundle_targets, release_targets
 from chargeward.release.bundle import (
     SBOM_NAME,
     SCAN_REPORT_NAME,
@@ -433,7 +433,20 @@ def trusted_root(data_dir: Path, tuf_root: Path | None) -> bytes:
 def _expected_targets(
     view: dict[str, Any], bundle: Path | None, roots: list[Path]
 ) -> dict[str, Any]:
-    """What the release should add: from the bundle in hand if given, else the server's view."""
+    """What the release should add: from the bundle in hand if given, else the server's view;
+    with the server's deltas either way (each only ever rebuilds an image of the release: the
+    charger checks the result against that image's target)."""
+    deltas = [
+        DeltaFacts(
+            d["component"],
+            d["from_version"],
+            d["from_sha256"],
+            d["from_length"],
+            d["sha256"],
+            d["length"],
+        )
+        for d in view.get("deltas", [])
+    ]
     if bundle is None:
         return release_targets(
             version=view["version"],
@@ -446,6 +459,7 @@ def _expected_targets(
                 for i in view["images"]
             ],
             sbom_sha256=view.get("documents", {}).get(SBOM_NAME),
+            deltas=deltas,
         )
     if not roots:
         raise ConfigError("--bundle needs --root (the Manufacturer Root CA) to verify it")
@@ -454,7 +468,7 @@ def _expected_targets(
         verified = verify_bundle(bundle, anchors, workdir=Path(workdir))
     if verified.manifest_sha256 != view["id"]:
         raise TrustError(f"{bundle} is not release {view['id'][:12]} on the server")
-    return bundle_targets(verified)
+    return bundle_targets(verified, deltas)
 
 
 @app.command("approve")

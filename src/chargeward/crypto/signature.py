@@ -49,6 +49,16 @@ def sha256_file(path: Path) -> Digest:
     return Digest(h.hexdigest(), length)
 
 
+def md5_file(path: Path) -> str:
+    """MD5 of ``path`` (hex): the checksum OCPP PublishFirmware carries, a transfer check
+    only; what a charger installs is checked by SHA-256 and signature."""
+    h = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def sha256_bytes(data: bytes) -> Digest:
     return Digest(hashlib.sha256(data).hexdigest(), len(data))
 

@@ -15,6 +15,10 @@ certificate with a PKCS#10 request (OCPP A02)::
     chargeward.errors.UntrustedCertificate: certificate CN 'CP-1' is not the station identity
 
 Every refusal is an :class:`~chargeward.errors.UntrustedCertificate` naming the reason.
+
+Both ends of an OCPP connection use one TLS policy, :func:`restrict_to_ocpp_tls`::
+
+    >>> ctx = restrict_to_ocpp_tls(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import secrets
+import ssl
 from collections.abc import Sequence
 
 from cryptography import x509
@@ -46,6 +51,31 @@ from chargeward.errors import ConfigError, IntegrityError, UntrustedCertificate
 MIN_EC_BITS = 224  # OCPP 2.0.1 A00.FR.5xx: EC keys of at least 224 bits
 MAX_CSR_CHARS = 5500  # SignCertificateRequest.csr
 MAX_CHAIN_CHARS = 10000  # CertificateSignedRequest.certificateChain
+
+
+# OCPP 2.0.1 part 2, A00: TLS_ECDHE_ECDSA_WITH_AES_{128,256}_GCM_SHA{256,384} and
+# TLS_RSA_WITH_AES_{128,256}_GCM_SHA{256,384}, in OpenSSL's names.
+OCPP_TLS12_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "AES128-GCM-SHA256",
+        "AES256-GCM-SHA384",
+    ]
+)
+
+
+def restrict_to_ocpp_tls(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    """The TLS policy of both ends (OCPP 2.0.1 part 2, A00), applied to ``ctx``.
+
+    TLS 1.2 or 1.3 only; for TLS 1.2 exactly :data:`OCPP_TLS12_CIPHERS` (no CBC, no
+    ChaCha20); no compression (CRIME); no renegotiation.  TLS 1.3 keeps OpenSSL's AEAD
+    suites: Python's ``ssl`` cannot restrict them, and OCPP lists suites for TLS 1.2 only.
+    """
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(OCPP_TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    return ctx
 
 
 def _now() -> dt.datetime:

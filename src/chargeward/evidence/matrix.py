@@ -175,6 +175,20 @@ def parse_junit(data: bytes) -> JUnitReport:
     return JUnitReport(outcomes, first.get("timestamp"), first.get("hostname"), dict(totals), cases)
 
 
+def merge_junit(reports: Sequence[bytes]) -> bytes:
+    """One JUnit XML report holding every suite of ``reports`` (e.g. the main and the slow
+    test runs); each is checked as :func:`parse_junit` does first."""
+    if len(reports) == 1:
+        return reports[0]
+    merged = ET.Element("testsuites")
+    for data in reports:
+        parse_junit(data)
+        root = ET.fromstring(data)  # noqa: S314 (checked above: no DTD, size capped)
+        merged.extend([root] if root.tag == "testsuite" else root.findall("testsuite"))
+    out: bytes = ET.tostring(merged, encoding="utf-8", xml_declaration=True)
+    return out
+
+
 def result_of(report: JUnitReport, node_id: str) -> MappedTest:
     """The result of one mapped test or, with parameters, one case (see the module docstring)."""
     key = node_key(node_id)

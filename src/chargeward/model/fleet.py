@@ -83,13 +83,16 @@ def _hhmm(field: str, value: object) -> dt.time:
     return dt.time(int(value[:2]), int(value[3:]))
 
 
-def parse_windows(raw: Sequence[object]) -> list[MaintenanceWindow]:
-    """Validate weekly windows ``{"days": [...], "start": "HH:MM", "end": "HH:MM"}``."""
+def parse_windows(
+    raw: Sequence[object], field: str = "maintenance_windows"
+) -> list[MaintenanceWindow]:
+    """Validate weekly windows ``{"days": [...], "start": "HH:MM", "end": "HH:MM"}``
+    (``field`` names them in errors)."""
     if len(raw) > MAX_WINDOWS:
-        raise BundleError(f"maintenance_windows: at most {MAX_WINDOWS} windows")
+        raise BundleError(f"{field}: at most {MAX_WINDOWS} windows")
     out: list[MaintenanceWindow] = []
     for i, item in enumerate(raw):
-        where = f"maintenance_windows[{i}]"
+        where = f"{field}[{i}]"
         if not isinstance(item, dict) or set(item) - {"days", "start", "end"}:
             raise BundleError(f"{where} must be an object with days, start and end only")
         days = item.get("days")

@@ -17,6 +17,16 @@ Each target also carries the image's OCPP firmware signature (``signature``, bas
 image a charger receives only through TUF (a multi-image release's non-primary components)
 passes both trust layers.
 
+A release may also list binary deltas that rebuild one of its images from an image the fleet
+runs, beside the image::
+
+    >>> delta_target_path("ac22", "1.4.0", "main", "1.3.2")
+    'firmware/ac22/1.4.0/main.from-1.3.2.cwdl'
+
+Their custom object (:class:`DeltaCustom`) names both ends by digest.  A charger trusts a
+delta for nothing but transport: what it installs is the rebuilt image, checked against the
+image's own target and OCPP signature.
+
 The certificate revocation list for firmware-signing certificates is the target
 ``revocation/firmware-signing.crl`` (DER X.509 CRL, issued by the Manufacturer Root CA).
 """
@@ -30,6 +40,7 @@ from typing import Any
 from chargeward.errors import BundleError
 from chargeward.model.firmware import (
     check_component,
+    check_length,
     check_models,
     check_security_version,
     check_sha256,
@@ -58,6 +69,16 @@ def firmware_target_path(model: str, version: str, component: str) -> str:
         f"{FIRMWARE_PREFIX}{check_path_safe('hardware model', model)}/"
         f"{check_version(version)}/{check_component(component)}.cwfw"
     )
+
+
+DELTA_SUFFIX = ".cwdl"
+
+
+def delta_target_path(model: str, version: str, component: str, from_version: str) -> str:
+    """The TUF target path of the delta rebuilding ``component`` of ``version`` from the
+    same component of release ``from_version`` (same directory as the image it rebuilds)."""
+    image = firmware_target_path(model, version, component)
+    return f"{image.removesuffix('.cwfw')}.from-{check_version(from_version)}{DELTA_SUFFIX}"
 
 
 def model_delegation_pattern(model: str) -> str:
@@ -163,3 +184,64 @@ class TargetCustom:
             raise BundleError(f"target custom fields lack {e.args[0]!r}") from e
         except TypeError as e:
             raise BundleError(f"target custom fields are malformed: {e}") from e
+
+
+@dataclass(frozen=True)
+class DeltaCustom:
+    """The signed ``custom`` fields of a delta target: ``{"delta": {...}}``.
+
+    ``version``/``component`` name the image the delta rebuilds (its target is
+    :func:`firmware_target_path`), ``to_*`` that image's digest, ``from_*`` the image it
+    applies to.  A firmware target's custom fields never hold ``delta``, so neither is taken
+    for the other.
+    """
+
+    component: str
+    version: str
+    from_version: str
+    from_sha256: str
+    from_length: int
+    to_sha256: str
+    to_length: int
+
+    def __post_init__(self) -> None:
+        check_component(self.component)
+        check_version(self.version)
+        check_version(self.from_version)
+        check_sha256(self.from_sha256)
+        check_sha256(self.to_sha256)
+        check_length(self.from_length)
+        check_length(self.to_length)
+        if self.from_sha256 == self.to_sha256:
+            raise BundleError("a delta must change the image")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "delta": {
+                "component": self.component,
+                "version": self.version,
+                "from": {
+                    "version": self.from_version,
+                    "sha256": self.from_sha256,
+                    "length": self.from_length,
+                },
+                "to": {"sha256": self.to_sha256, "length": self.to_length},
+            }
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> DeltaCustom:
+        """Parse a delta target's custom object; raises BundleError when it is malformed."""
+        try:
+            delta = data["delta"]  # type: ignore[index]
+            return cls(
+                component=delta["component"],
+                version=delta["version"],
+                from_version=delta["from"]["version"],
+                from_sha256=delta["from"]["sha256"],
+                from_length=delta["from"]["length"],
+                to_sha256=delta["to"]["sha256"],
+                to_length=delta["to"]["length"],
+            )
+        except (KeyError, TypeError) as e:
+            raise BundleError(f"delta target custom fields are malformed: {e!r}") from e

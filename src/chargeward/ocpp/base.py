@@ -9,6 +9,7 @@ logged as warnings; only a real fault in our own code is logged with a traceback
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -17,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ocpp import messages as _ocpp_messages
-from ocpp.exceptions import FormatViolationError, OCPPError
+from ocpp.exceptions import FormatViolationError, OCPPError, TypeConstraintViolationError
 from ocpp.routing import create_route_map
 from ocpp.v201 import ChargePoint
 
@@ -29,6 +30,13 @@ _ocpp_messages.ASYNC_VALIDATION = False
 
 LOG = logging.getLogger("chargeward.ocpp")
 MAX_UNIQUE_ID = 36  # OCPP-J: messageId is at most 36 characters
+# customData vendorId of Chargeward's OCPP extensions (delta offers, status notes): stations
+# and CSMSs that do not know them ignore them.
+VENDOR_ID = "org.chargeward"
+# Arrays and objects in one frame, the frame included: OCPP 2.0.1 messages nest under ten, and
+# the ocpp package converts and validates payloads recursively.
+MAX_DEPTH = 32
+_MAX_QUEUED_RESPONSES = 8
 
 
 class _QuietOcppErrors(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -50,6 +58,37 @@ class _QuietOcppErrors(logging.LoggerAdapter):  # type: ignore[type-arg]
         self.debug(msg, *args, **kw)
 
 
+def is_text(value: str) -> bool:
+    """Whether ``value`` can be stored and sent as UTF-8: no NUL, no lone surrogate."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")  # a lone surrogate, from an escape such as \ud800, does not
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _content_problem(msg: list[Any]) -> str | None:
+    """Why the values of a frame cannot be taken: nested over ``MAX_DEPTH`` levels, or a
+    string that is not text (OCPP strings are UTF-8; no database stores a NUL character or
+    half a surrogate pair, in a key or a value)."""
+    level: list[Any] = [msg]
+    for _ in range(MAX_DEPTH):
+        below: list[Any] = []
+        for value in level:
+            for child in [*value, *value.values()] if isinstance(value, dict) else value:
+                if isinstance(child, str):
+                    if not is_text(child):
+                        return "a string is not text (a NUL or a lone surrogate)"
+                elif isinstance(child, dict | list):
+                    below.append(child)
+        if not below:
+            return None
+        level = below
+    return f"message nested over {MAX_DEPTH} levels"
+
+
 def _frame_error(raw: Any) -> tuple[str, str, str, bool] | None:
     """Return (unique_id, code, description, reply) when ``raw`` is not a well-formed frame.
 
@@ -57,24 +96,30 @@ def _frame_error(raw: Any) -> tuple[str, str, str, bool] | None:
     """
     try:
         msg = json.loads(raw)
+    except RecursionError:  # nesting past the interpreter's stack
+        return "-1", "RpcFrameworkError", f"message nested over {MAX_DEPTH} levels", True
     except (ValueError, TypeError):
         return "-1", "RpcFrameworkError", "message is not valid JSON", True
     if not isinstance(msg, list) or not msg:
         return "-1", "RpcFrameworkError", "message is not a JSON array", True
+    kind = msg[0]
+    answer = not (isinstance(kind, int | float) and kind in (3, 4))  # a response: never
     uid = msg[1] if len(msg) > 1 and isinstance(msg[1], str) else "-1"
     if len(uid) > MAX_UNIQUE_ID:
-        return "-1", "RpcFrameworkError", "messageId longer than 36 characters", True
-    kind = msg[0]
+        return "-1", "RpcFrameworkError", "messageId longer than 36 characters", answer
     shapes: dict[Any, tuple[type, ...]] = {
         2: (int, str, str, dict),
         3: (int, str, dict),
         4: (int, str, str, str, dict),
     }
-    if isinstance(kind, bool) or kind not in shapes:
-        return uid, "MessageTypeNotSupported", f"unknown MessageTypeId {kind!r}", True
-    want = shapes[kind]
+    want = shapes.get(kind) if isinstance(kind, int | float) else None  # e.g. not a list
+    if want is None:
+        return uid, "MessageTypeNotSupported", f"unknown MessageTypeId {kind!r:.40}", True
     if len(msg) != len(want) or not all(isinstance(v, t) for v, t in zip(msg, want, strict=True)):
-        return uid, "FormatViolation", "frame does not have the OCPP-J shape", kind == 2
+        return uid, "FormatViolation", "frame does not have the OCPP-J shape", answer
+    problem = _content_problem(msg)
+    if problem is not None:
+        return uid, "FormatViolation", problem, answer
     return None
 
 
@@ -121,6 +166,7 @@ class HardenedChargePoint(ChargePoint):  # type: ignore[misc]
             logger=_QuietOcppErrors(LOG, {"station": station_id}),
         )
         self.route_map = _Routes(self)
+        self._response_queue = _Responses(self)
         self.invalid_messages = 0
 
     async def route_message(self, raw_msg: Any) -> None:
@@ -133,6 +179,50 @@ class HardenedChargePoint(ChargePoint):  # type: ignore[misc]
                 await self._send(json.dumps([4, uid, code, description, {}]))
             return
         await super().route_message(raw_msg)
+
+    def _unsolicited(self, response: Any) -> None:
+        self.invalid_messages += 1
+        LOG.warning("%s: dropped a response to no call in flight (%s)", self.id, response.unique_id)
+
+    async def _get_specific_response(self, unique_id: str, timeout: float) -> Any:
+        """The response to the call in flight; responses with other ids are dropped.
+
+        The ``ocpp`` package recurses once per response with another id, so that enough of
+        them, queued before a call, ended it with a RecursionError.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            response = await asyncio.wait_for(self._response_queue.get(), deadline - loop.time())
+            if response.unique_id == unique_id:
+                return response
+            self._unsolicited(response)
+
+
+class _Responses(asyncio.Queue[Any]):
+    """Where the receive loop puts CALLRESULTs and CALLERRORs for the call in flight.
+
+    OCPP-J allows one call in flight (``ChargePoint.call`` holds a lock until its answer or
+    timeout); a response that arrives while there is none answers nothing and is dropped, not
+    kept until the next call.  At most a few wait for the caller to take them.
+    """
+
+    def __init__(self, owner: HardenedChargePoint) -> None:
+        super().__init__()
+        self._owner = owner
+
+    def put_nowait(self, item: Any) -> None:
+        if self._owner._call_lock.locked() and self.qsize() < _MAX_QUEUED_RESPONSES:
+            super().put_nowait(item)
+        else:
+            self._owner._unsolicited(item)
+
+
+def int32(value: int) -> int:
+    """``value``, an OCPP ``integer``: 32 bits, signed (OCPP 2.0.1 Part 2, 2.1)."""
+    if not -(2**31) <= value < 2**31:
+        raise TypeConstraintViolationError(details={"cause": f"{value} is not a 32-bit integer"})
+    return value
 
 
 def utc_now() -> dt.datetime:
@@ -148,8 +238,8 @@ def parse_ocpp_time(value: str) -> dt.datetime:
     """Parse an OCPP date-time; the ``ocpp`` package does not enforce the format."""
     try:
         t = dt.datetime.fromisoformat(value)
-    except (TypeError, ValueError) as e:
+        if t.tzinfo is None:
+            raise FormatViolationError(details={"cause": f"date-time without offset {value!r}"})
+        return t.astimezone(dt.UTC)
+    except (TypeError, ValueError, OverflowError) as e:  # e.g. 0001-01-01T00:00:00+01:00
         raise FormatViolationError(details={"cause": f"bad date-time {value!r}"}) from e
-    if t.tzinfo is None:
-        raise FormatViolationError(details={"cause": f"date-time without offset {value!r}"})
-    return t.astimezone(dt.UTC)

@@ -30,7 +30,15 @@ from websockets.exceptions import ConnectionClosed
 
 from chargeward.crypto.pki import CertificateHashData
 from chargeward.errors import Conflict, TransportError
-from chargeward.ocpp.base import HardenedChargePoint, ocpp_time, parse_ocpp_time, utc_now
+from chargeward.ocpp.base import (
+    VENDOR_ID,
+    HardenedChargePoint,
+    int32,
+    is_text,
+    ocpp_time,
+    parse_ocpp_time,
+    utc_now,
+)
 
 
 @dataclass(frozen=True)
@@ -51,9 +59,20 @@ class StationSink(Protocol):
         self, station_id: str, evse_id: int, connector_id: int, status: str
     ) -> None: ...
     async def firmware_status(
-        self, station_id: str, status: str, request_id: int | None
-    ) -> None: ...
+        self, station_id: str, status: str, request_id: int | None, note: str | None = None
+    ) -> None:
+        """A FirmwareStatusNotification; ``note``: what a Chargeward charger added (e.g. why
+        it did not use a delta)."""
+        ...
+
     async def log_status(self, station_id: str, status: str, request_id: int | None) -> None: ...
+    async def publish_status(
+        self, station_id: str, status: str, request_id: int | None, locations: list[str]
+    ) -> None:
+        """A Local Controller's PublishFirmwareStatusNotification (``locations`` once
+        ``Published``)."""
+        ...
+
     async def security_event(
         self, station_id: str, type: str, timestamp: dt.datetime, tech_info: str | None
     ) -> None: ...
@@ -112,16 +131,13 @@ class UpdateAvailable:
         if not isinstance(raw, dict):
             return None
         target, version, sv = raw.get("target"), raw.get("version"), raw.get("security_version")
-        if not (isinstance(target, str) and 0 < len(target) <= 200):
+        if not (isinstance(target, str) and 0 < len(target) <= 200 and is_text(target)):
             return None
-        if not (isinstance(version, str) and 0 < len(version) <= 50):
+        if not (isinstance(version, str) and 0 < len(version) <= 50 and is_text(version)):
             return None
         if isinstance(sv, bool) or not isinstance(sv, int) or sv < 0:
             return None
         return cls(target, version, sv)
-
-
-VENDOR_ID = "org.chargeward"
 
 
 @dataclass(frozen=True)
@@ -134,6 +150,9 @@ class FirmwareOrder:
     install_at: dt.datetime | None = None
     retries: int | None = None
     retry_interval: int | None = None
+    # OCPP customData (snake_case keys, with vendor_id): a vendor extension such as the delta
+    # offer of chargeward.server.deltas; stations that do not know it ignore it.
+    custom_data: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -261,11 +280,32 @@ class CsmsChargePoint(HardenedChargePoint):
 
     @on(Action.firmware_status_notification)
     async def on_firmware_status(
-        self, status: str, request_id: int | None = None, **_: Any
+        self,
+        status: str,
+        request_id: int | None = None,
+        custom_data: dict[str, Any] | None = None,
+        **_: Any,
     ) -> call_result.FirmwareStatusNotification:
         self._require_boot()
-        await self.sink.firmware_status(self.id, status, request_id)
+        note = None
+        if custom_data and custom_data.get("vendor_id") == VENDOR_ID:
+            fallback = custom_data.get("delta_fallback")
+            note = f"delta not used: {fallback[:200]}" if isinstance(fallback, str) else None
+        await self.sink.firmware_status(self.id, status, _request_id(request_id), note)
         return call_result.FirmwareStatusNotification()
+
+    @on(Action.publish_firmware_status_notification)
+    async def on_publish_firmware_status(
+        self,
+        status: str,
+        location: list[str] | None = None,
+        request_id: int | None = None,
+        **_: Any,
+    ) -> call_result.PublishFirmwareStatusNotification:
+        self._require_boot()
+        locations = [u for u in location or [] if isinstance(u, str)]
+        await self.sink.publish_status(self.id, status, _request_id(request_id), locations)
+        return call_result.PublishFirmwareStatusNotification()
 
     @on(Action.security_event_notification)
     async def on_security_event(
@@ -280,7 +320,7 @@ class CsmsChargePoint(HardenedChargePoint):
         self, status: str, request_id: int | None = None, **_: Any
     ) -> call_result.LogStatusNotification:
         self._require_boot()
-        await self.sink.log_status(self.id, status, request_id)
+        await self.sink.log_status(self.id, status, _request_id(request_id))
         return call_result.LogStatusNotification()
 
     @on(Action.data_transfer)
@@ -404,9 +444,32 @@ class CsmsChargePoint(HardenedChargePoint):
                 firmware=firmware,
                 retries=order.retries,
                 retry_interval=order.retry_interval,
+                custom_data=order.custom_data,
             ),
             suppress=False,
         )
+        return str(result.status)
+
+    async def publish_firmware(
+        self, location: str, checksum: str, request_id: int, *, retries: int, retry_interval: int
+    ) -> str:
+        """Send PublishFirmware to a Local Controller; returns its status."""
+        result = await self.call(
+            call.PublishFirmware(
+                location=location,
+                checksum=checksum,
+                request_id=request_id,
+                retries=retries,
+                retry_interval=retry_interval,
+            ),
+            suppress=False,
+        )
+        return str(result.status)
+
+    async def unpublish_firmware(self, checksum: str) -> str:
+        """Send UnpublishFirmware; returns ``Unpublished``, ``NoFirmware`` or
+        ``DownloadOngoing``."""
+        result = await self.call(call.UnpublishFirmware(checksum=checksum), suppress=False)
         return str(result.status)
 
     async def _call_or_lost(self, payload: Any) -> Any:
@@ -501,6 +564,11 @@ class CsmsChargePoint(HardenedChargePoint):
             )
         )
         return _answer(result)
+
+
+def _request_id(value: int | None) -> int | None:
+    """A requestId, which names a row: a 32-bit OCPP ``integer`` or absent."""
+    return None if value is None else int32(value)
 
 
 def _json_object(data: object) -> dict[str, Any] | None:

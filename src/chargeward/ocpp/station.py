@@ -65,8 +65,10 @@ class StationController(Protocol):
         firmware: dict[str, Any],
         retries: int | None,
         retry_interval: int | None,
+        custom_data: dict[str, Any] | None = None,
     ) -> str:
-        """Decide the UpdateFirmware response status."""
+        """Decide the UpdateFirmware response status (``custom_data``: the request's
+        customData, keys in snake_case, e.g. a delta offer)."""
         ...
 
     async def after_update_firmware(self, request_id: int, status: str) -> None: ...
@@ -110,6 +112,18 @@ class StationController(Protocol):
         """Runs after the GetLog answer was sent: the upload and its LogStatusNotifications."""
         ...
 
+    def publish_firmware(
+        self, location: str, checksum: str, request_id: int, retries: int, retry_interval: int
+    ) -> str:
+        """PublishFirmware (L03): ``Accepted`` by a Local Controller, ``Rejected`` otherwise."""
+        ...
+
+    async def after_publish_firmware(self, checksum: str, status: str) -> None: ...
+
+    def unpublish_firmware(self, checksum: str) -> str:
+        """UnpublishFirmware (L04): ``Unpublished``, ``NoFirmware`` or ``DownloadOngoing``."""
+        ...
+
     def set_variable(self, component: str, variable: str, value: str) -> str:
         """Decide and carry out one SetVariables entry (OCPP B05); a SetVariableStatus."""
         ...
@@ -148,6 +162,7 @@ class StationChargePoint(HardenedChargePoint):
         self._reset_status = "Rejected"
         self._certificate_results: dict[str, CertificateResult] = {}
         self._log_responses: dict[int, str] = {}
+        self._publish_responses: dict[str, str] = {}
 
     @on(Action.update_firmware)
     def on_update_firmware(
@@ -156,9 +171,12 @@ class StationChargePoint(HardenedChargePoint):
         firmware: dict[str, Any],
         retries: int | None = None,
         retry_interval: int | None = None,
+        custom_data: dict[str, Any] | None = None,
         **_: Any,
     ) -> call_result.UpdateFirmware:
-        status = self.controller.update_firmware(request_id, firmware, retries, retry_interval)
+        status = self.controller.update_firmware(
+            request_id, firmware, retries, retry_interval, custom_data
+        )
         self._responses[request_id] = status
         return call_result.UpdateFirmware(status=status)
 
@@ -167,6 +185,32 @@ class StationChargePoint(HardenedChargePoint):
         await self.controller.after_update_firmware(
             request_id, self._responses.pop(request_id, "Rejected")
         )
+
+    @on(Action.publish_firmware)
+    def on_publish_firmware(
+        self,
+        location: str,
+        checksum: str,
+        request_id: int,
+        retries: int | None = None,
+        retry_interval: int | None = None,
+        **_: Any,
+    ) -> call_result.PublishFirmware:
+        status = self.controller.publish_firmware(
+            location, checksum, request_id, retries or 0, retry_interval or 30
+        )
+        self._publish_responses[checksum] = status
+        return call_result.PublishFirmware(status=status)
+
+    @after(Action.publish_firmware)
+    async def after_publish_firmware(self, checksum: str, **_: Any) -> None:
+        await self.controller.after_publish_firmware(
+            checksum, self._publish_responses.pop(checksum, "Rejected")
+        )
+
+    @on(Action.unpublish_firmware)
+    def on_unpublish_firmware(self, checksum: str, **_: Any) -> call_result.UnpublishFirmware:
+        return call_result.UnpublishFirmware(status=self.controller.unpublish_firmware(checksum))
 
     @on(Action.trigger_message)
     def on_trigger_message(self, requested_message: str, **_: Any) -> call_result.TriggerMessage:
@@ -336,7 +380,7 @@ class QuarantineChargePoint(StationChargePoint):
     async def route_message(self, raw_msg: Any) -> None:
         try:
             msg = json.loads(raw_msg)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):  # refused as such by route_message
             msg = None
         if (
             isinstance(msg, list)

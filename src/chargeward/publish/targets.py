@@ -5,6 +5,11 @@ Each target's custom fields carry the image's OCPP signature, so every image of 
 components, so a charger notices one the repository does not list, and, when the release has
 one, the SHA-256 of its SBOM, so the approvers' threshold signature covers the SBOM too.
 
+A release may also carry binary deltas the server made from images the fleet runs
+(:mod:`chargeward.server.deltas`): each is listed beside the image it rebuilds, with both ends'
+digests (:class:`~chargeward.model.targets.DeltaCustom`), so the approvers' threshold
+signature covers the delta like any target.
+
 One function, used by the server when it proposes a release and by an approver's CLI when it
 checks the proposal against the bundle in hand.
 """
@@ -16,7 +21,13 @@ from dataclasses import dataclass
 
 from tuf.api.metadata import TargetFile
 
-from chargeward.model.targets import TargetCustom, firmware_target_path
+from chargeward.errors import BundleError
+from chargeward.model.targets import (
+    DeltaCustom,
+    TargetCustom,
+    delta_target_path,
+    firmware_target_path,
+)
 from chargeward.release.manifest import SBOM_NAME
 from chargeward.release.verify import VerifiedBundle
 
@@ -29,6 +40,18 @@ class ImageFacts:
     signature: str  # the OCPP firmware signature (base64), as in the manifest
 
 
+@dataclass(frozen=True)
+class DeltaFacts:
+    """A delta rebuilding ``component`` of the release from that of release ``from_version``."""
+
+    component: str
+    from_version: str
+    from_sha256: str
+    from_length: int
+    sha256: str  # of the delta file
+    length: int
+
+
 def release_targets(
     *,
     version: str,
@@ -38,6 +61,7 @@ def release_targets(
     customer: str | None,
     images: Iterable[ImageFacts],
     sbom_sha256: str | None = None,
+    deltas: Iterable[DeltaFacts] = (),
 ) -> dict[str, TargetFile]:
     listed = list(images)
     components = tuple(sorted(image.component for image in listed))
@@ -62,11 +86,36 @@ def release_targets(
                 path=path,
                 unrecognized_fields={"custom": custom},
             )
+    by_component = {image.component: image for image in listed}
+    for delta in deltas:
+        rebuilt = by_component.get(delta.component)
+        if rebuilt is None:
+            raise BundleError(f"a delta for {delta.component!r}, which the release lacks")
+        custom = DeltaCustom(
+            component=delta.component,
+            version=version,
+            from_version=delta.from_version,
+            from_sha256=delta.from_sha256,
+            from_length=delta.from_length,
+            to_sha256=rebuilt.sha256,
+            to_length=rebuilt.length,
+        ).to_dict()
+        for model in models:
+            path = delta_target_path(model, version, delta.component, delta.from_version)
+            out[path] = TargetFile(
+                length=delta.length,
+                hashes={"sha256": delta.sha256},
+                path=path,
+                unrecognized_fields={"custom": custom},
+            )
     return out
 
 
-def bundle_targets(bundle: VerifiedBundle) -> dict[str, TargetFile]:
-    """The targets of a verified bundle (what an approver expects the release to add)."""
+def bundle_targets(
+    bundle: VerifiedBundle, deltas: Iterable[DeltaFacts] = ()
+) -> dict[str, TargetFile]:
+    """The targets of a verified bundle and the server's ``deltas`` for it (what an approver
+    expects the release to add)."""
     m = bundle.manifest
     return release_targets(
         version=m.version,
@@ -76,4 +125,5 @@ def bundle_targets(bundle: VerifiedBundle) -> dict[str, TargetFile]:
         customer=m.customer,
         images=[ImageFacts(i.component, i.sha256, i.length, i.signature) for i in bundle.images],
         sbom_sha256=sbom.sha256 if (sbom := m.attestation(SBOM_NAME)) is not None else None,
+        deltas=deltas,
     )

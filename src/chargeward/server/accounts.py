@@ -53,6 +53,7 @@ from chargeward.server.roles import (
     permissions_of,
 )
 from chargeward.server.tables import ApiToken, LoginThrottle, User, UserSession
+from chargeward.server.throttle import lock_length
 
 SESSION_LIFETIME = dt.timedelta(hours=8)
 SESSION_IDLE = dt.timedelta(minutes=30)
@@ -312,7 +313,8 @@ def _count_failure(row: LoginThrottle, limit: int, now: dt.datetime, window: boo
     if row.failures >= limit:
         row.lock_count += 1
         row.failures = 0
-        row.locked_until = now + min(MAX_LOCK, FIRST_LOCK * 2 ** min(row.lock_count - 1, 20))
+        lock = lock_length(row.lock_count, FIRST_LOCK.total_seconds(), MAX_LOCK.total_seconds())
+        row.locked_until = now + dt.timedelta(seconds=lock)
 
 
 def _totp_check(

@@ -12,18 +12,19 @@ import asyncio
 import dataclasses
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse
+from starlette.types import Receive, Scope, Send
 
 from chargeward import audit
 from chargeward.crypto.signature import sha256_file
 from chargeward.errors import BundleError, Conflict
 from chargeward.release.bundle import verify_bundle
-from chargeward.server import authz, problems, services, tenancy, urls
+from chargeward.server import authz, deltas, link_budget, problems, services, tenancy, urls
 from chargeward.server.fleet import StationFilter
 from chargeward.server.schemas import (
     AuditEntryView,
@@ -48,9 +49,41 @@ class FirmwareFile(FileResponse):
     a third to a half of nginx's throughput (``benchmarks/bench_download.py``).  The cost is
     memory: a slow station's connection holds up to one chunk unsent, 25 MiB for a
     campaign's default of 100 stations at once.
+
+    With ``on_done`` the body bytes sent are counted and handed to it when the response ends;
+    with ``pacer`` they are paced by the site's bandwidth cap (:mod:`server.link_budget`).
     """
 
     chunk_size = 256 * 1024
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        pacer: link_budget.Pacer | None = None,
+        on_done: Callable[[int], Awaitable[None]] | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(path, **kw)
+        self.pacer = pacer
+        self.on_done = on_done
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.on_done is None and self.pacer is None:
+            await super().__call__(scope, receive, send)
+            return
+        await link_budget.respond(
+            scope,
+            receive,
+            send,
+            super().__call__,
+            pacer=self.pacer,
+            on_done=self.on_done or _ignore,
+        )
+
+
+async def _ignore(_: int) -> None:
+    return None
 
 
 async def operator(request: Request) -> str:
@@ -146,7 +179,7 @@ def create_app(state: ServerState) -> FastAPI:
                 verify_bundle, bundle, roots, workdir=work / "x", now=state.clock()
             )
             async with state.db.session() as s:
-                return await services.store_release(
+                view = await services.store_release(
                     s,
                     verified,
                     state.blobs,
@@ -154,6 +187,14 @@ def create_app(state: ServerState) -> FastAPI:
                     now=state.clock(),
                     bundle_sha256=digest.sha256,
                 )
+            # Before anyone proposes it: the deltas are targets of the release (server.deltas).
+            made = await deltas.make_release_deltas(
+                state.db, state.blobs, view.id, work, actor=who, now=state.clock()
+            )
+            if not made:
+                return view
+            async with state.db.snapshot() as s:
+                return await services.release_view(s, view.id)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -216,15 +257,35 @@ def create_app(state: ServerState) -> FastAPI:
             )
         return [AuditEntryView(**{**vars(r), "leaf_hash": r.leaf_hash.hex()}) for r in rows]
 
+    usage = link_budget.Usage(state.db, state.clock)
+
     @app.get(DOWNLOAD, include_in_schema=False)
-    async def download(sha256: str, station: str, expires: int, sig: str) -> FileResponse:
+    async def download(
+        sha256: str, station: str, expires: int, sig: str, req: int = 0
+    ) -> FileResponse:
+        now = state.clock()
         if not urls.check(
-            state.url_key, sha256, station, expires, sig, int(state.clock().timestamp())
+            state.url_key, sha256, station, expires, sig, int(now.timestamp()), request=req
         ):
             raise HTTPException(403, "download link invalid or expired")
-        path = state.blobs.path(sha256)
+        budget = await state.budgets.get(state.db, station)
+        wait = budget.closed_for(now)
+        if wait is not None:
+            raise HTTPException(
+                503,
+                f"outside site {budget.site_id}'s download windows; retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+
+        async def counted(sent: int) -> None:
+            await usage.add(station, req, sha256, sent)
+
         return FirmwareFile(
-            path, media_type="application/octet-stream", filename=f"{sha256[:16]}.cwfw"
+            state.blobs.path(sha256),
+            media_type="application/octet-stream",
+            filename=f"{sha256[:16]}.cwfw",
+            pacer=state.pacers.get(budget),
+            on_done=counted,
         )
 
     # Every charger of a rollout fetches its image: match this route first, not after the

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from chargeward.campaign.codec import run_to_row
 from chargeward.campaign.spec import parse_spec
-from chargeward.server import campaigns, tenancy
+from chargeward.server import campaigns, link_budget, local_cache, tenancy
 from chargeward.server.api import Operator
 from chargeward.server.campaigns import CampaignView
 from chargeward.server.state import ServerState
@@ -50,6 +50,31 @@ class StationRunOut(BaseModel):
     timeline: list[list[str]]
     install_at: str | None = None  # installDateTime of the current request, if any
     reschedules: int = 0  # requests re-sent to keep the install inside a window
+
+
+class StationBytesOut(BaseModel):
+    station_id: str
+    bytes_sent: int
+    requests: int  # download requests (a resumed download is one more)
+
+
+class SiteCacheOut(BaseModel):
+    site_id: str
+    station_id: str  # the Local Controller
+    sha256: str
+    status: str
+    locations: list[str]
+    reason: str | None
+
+
+class CampaignDownloadsOut(BaseModel):
+    """What the server sent for a campaign: per station (Local Controllers included) and in
+    all, and the site caches it used."""
+
+    campaign_id: int
+    bytes_sent: int
+    stations: list[StationBytesOut]
+    local_caches: list[SiteCacheOut]
 
 
 class RollbackIn(BaseModel):
@@ -115,6 +140,30 @@ async def campaign_station(
 ) -> StationRunOut:
     async with _state(request).db.snapshot() as s:
         return _run_out(run_to_row(await campaigns.station_run(s, ref, station_id)))
+
+
+@router.get("/api/v1/campaigns/{ref}/downloads", response_model=CampaignDownloadsOut)
+async def campaign_downloads(ref: str, request: Request, _: Operator) -> CampaignDownloadsOut:
+    async with _state(request).db.snapshot() as s:
+        campaign_id = (await campaigns.get_campaign(s, ref)).id
+        usage = await link_budget.campaign_usage(s, campaign_id)
+        caches = [
+            SiteCacheOut(
+                site_id=c.site_id,
+                station_id=c.station_id,
+                sha256=c.sha256,
+                status=c.status,
+                locations=[str(u) for u in c.locations],
+                reason=c.reason,
+            )
+            for c in await local_cache.campaign_caches(s, campaign_id)
+        ]
+    return CampaignDownloadsOut(
+        campaign_id=campaign_id,
+        bytes_sent=sum(u.bytes_sent for u in usage),
+        stations=[StationBytesOut(**vars(u)) for u in usage],
+        local_caches=caches,
+    )
 
 
 async def _act(

@@ -29,7 +29,7 @@ from pydantic_core import PydanticCustomError
 
 from chargeward.errors import BundleError
 from chargeward.model.fleet import check_id, check_tags, check_timezone, parse_windows
-from chargeward.server import alerts, fleet, tenancy
+from chargeward.server import alerts, fleet, link_budget, tenancy
 from chargeward.server.api import Operator
 from chargeward.server.schemas import (
     AlertView,
@@ -74,12 +74,21 @@ def _windows(raw: list[dict[str, Any]]) -> None:
     parse_windows(raw)
 
 
+def _download_windows(raw: list[dict[str, Any]]) -> None:
+    parse_windows(raw, "download_windows")
+
+
 SiteId = Annotated[str, _rule(lambda v: check_id("id", v))]
 Timezone = Annotated[str, Field(max_length=64, examples=["Europe/London"]), _rule(check_timezone)]
 Windows = Annotated[
     list[dict[str, Any]],
     Field(examples=[[{"days": ["mon", "tue"], "start": "01:00", "end": "05:00"}]]),
     _rule(_windows),
+]
+DownloadWindows = Annotated[
+    list[dict[str, Any]],
+    Field(examples=[[{"days": ["mon", "tue"], "start": "22:00", "end": "06:00"}]]),
+    _rule(_download_windows),
 ]
 FirmwareMap = Annotated[
     dict[str, str], _rule(lambda v: fleet.check_firmware_map("expected_firmware", v))
@@ -98,6 +107,10 @@ class SiteCreate(_Strict):
     timezone: Timezone
     maintenance_windows: Windows = []
     bandwidth_note: str | None = Field(default=None, max_length=200)
+    download_windows: DownloadWindows = []
+    bandwidth_limit: int | None = Field(
+        default=None, ge=link_budget.MIN_BANDWIDTH, le=10**12, description="bytes per second"
+    )
 
 
 class SitePatch(_Strict):
@@ -106,6 +119,10 @@ class SitePatch(_Strict):
     timezone: Timezone = "UTC"
     maintenance_windows: Windows = []
     bandwidth_note: str | None = Field(default=None, max_length=200)
+    download_windows: DownloadWindows = []
+    bandwidth_limit: int | None = Field(
+        default=None, ge=link_budget.MIN_BANDWIDTH, le=10**12, description="bytes per second"
+    )
 
 
 class ModelCreate(_Strict):

@@ -102,6 +102,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/campaigns"): "campaigns:read",
     ("GET", "/api/v1/campaigns/{ref}"): "campaigns:read",
     ("GET", "/api/v1/campaigns/{ref}/stations"): "campaigns:read",
+    ("GET", "/api/v1/campaigns/{ref}/downloads"): "campaigns:read",
     ("GET", "/api/v1/campaigns/{ref}/stations/{station_id}"): "campaigns:read",
     ("POST", "/api/v1/campaigns/{ref}/approve"): "campaigns:approve",
     ("POST", "/api/v1/campaigns/{ref}/pause"): "campaigns:write",

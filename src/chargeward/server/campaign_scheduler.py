@@ -29,7 +29,7 @@ from chargeward import audit
 from chargeward.campaign import machine, planner
 from chargeward.campaign.machine import StationRun
 from chargeward.errors import ChargewardError
-from chargeward.server import alerts, campaigns, services
+from chargeward.server import alerts, campaigns, local_cache, services
 from chargeward.server.state import ServerState
 from chargeward.server.tables import Campaign, CampaignStation, FirmwareUpdate, Release
 from chargeward.server.updates import send_update
@@ -76,6 +76,9 @@ async def tick_campaign(
     now = state.clock()
     orders: list[services.UpdateOrder] = []
     install_at: dict[int, dt.datetime | None] = {}  # requestId -> installDateTime
+    via: dict[int, str | None] = {}  # requestId -> the site's Local Controller location
+    router = local_cache.Router(state, campaign_id, now)
+    cached: list[int] = []  # publications to take down (the campaign completed)
     async with state.db.session() as s:
         row = await s.get(Campaign, campaign_id)
         if row is None or row.status not in ("running", "paused"):
@@ -95,6 +98,7 @@ async def tick_campaign(
             campaigns.store_campaign(row, result.campaign, now)
         if result.campaign.status == "completed":
             await campaigns.release_stations(s, row.id)
+            cached = await local_cache.unpublish_after(s, row.id)
         for note in result.notes:
             await audit.record(
                 s,
@@ -108,7 +112,12 @@ async def tick_campaign(
             await alerts.campaign_paused(
                 s, row.id, row.name, result.campaign.pause_reason or "", now=now
             )
+        moving = result.dispatch or result.reschedule
+        image = await _primary_sha256(s, row.release_id) if moving else None
         for sid in result.dispatch:
+            route = await router.route(s, sid, image) if image else local_cache.DIRECT
+            if route.wait:  # the site's Local Controller is publishing the image
+                continue
             try:
                 order = await services.create_update(
                     s,
@@ -122,6 +131,7 @@ async def tick_campaign(
                 LOG.info("%s: not dispatched for campaign %s: %s", sid, row.name, e)
                 continue
             install_at[order.request_id] = result.install_at.get(sid)
+            via[order.request_id] = route.location
             run = machine.step(
                 result.runs.get(sid, runs[sid]),
                 machine.Dispatched(now, order.request_id, install_at[order.request_id]),
@@ -135,6 +145,8 @@ async def tick_campaign(
             )
             if moved is not None:
                 install_at[moved.request_id] = move.install_at
+                if image:  # the same source as before; a held publication: the server
+                    via[moved.request_id] = (await router.route(s, sid, image)).location
                 orders.append(moved)
     gate = asyncio.Semaphore(SEND_CONCURRENCY)
 
@@ -146,10 +158,20 @@ async def tick_campaign(
                 retries=c.spec.retries,
                 retry_interval=c.spec.retry_interval,
                 install_at=install_at.get(order.request_id),
+                via=via.get(order.request_id),
             )
 
+    await router.send()  # PublishFirmware to Local Controllers, after the commit
     await asyncio.gather(*(send(o) for o in orders))
+    await asyncio.gather(*(local_cache.unpublish(state, i) for i in cached))
     return orders
+
+
+async def _primary_sha256(s: AsyncSession, release_id: str) -> str | None:
+    try:
+        return (await services.primary_image(s, release_id)).sha256
+    except ChargewardError:  # no image: create_update says why, per station
+        return None
 
 
 async def _reschedule(

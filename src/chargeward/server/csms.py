@@ -8,7 +8,9 @@ TLS with a client certificate from the charger CA, valid now, CN = station ident
 handshake already refused old TLS versions, other cipher suites and certificates from another
 CA (:mod:`chargeward.server.tls`).  Every refusal gets the same ``401``, its reason goes to
 the log (and, for a certificate of a known station, to the audit log); a missing subprotocol
-gets ``400``; any other path ``404``.  Every connected station is a
+gets ``400``; any other path ``404``.  Failed logins are counted per station and address
+(:mod:`chargeward.server.throttle`): a locked caller gets ``429`` with ``Retry-After`` before
+its password is looked at.  Every connected station is a
 :class:`~chargeward.ocpp.csms.CsmsChargePoint` in the :class:`Registry`.
 """
 
@@ -34,11 +36,12 @@ from websockets.http11 import Request, Response
 
 from chargeward.logging_setup import websocket_logger
 from chargeward.ocpp.csms import BootInfo, CsmsChargePoint, SignAnswer, SignedChain, UpdateAvailable
-from chargeward.server import logs, passwords, services, station_security
+from chargeward.server import local_cache, logs, passwords, services, station_security
 from chargeward.server.db import Database
 from chargeward.server.group_commit import GroupCommit
 from chargeward.server.metrics import MeteredChargePoint, Metrics
 from chargeward.server.repository import record_available_update
+from chargeward.server.throttle import StationThrottle
 
 LOG = logging.getLogger("chargeward.csms")
 SUBPROTOCOL = "ocpp2.0.1"
@@ -60,6 +63,22 @@ class Registry:
 
     def get(self, station_id: str) -> CsmsChargePoint | None:
         return self.stations.get(station_id)
+
+
+@dataclass(frozen=True)
+class ListenerTimeouts:
+    """How long a connection may take to open, and to answer a ping once open.
+
+    A client that does not finish the TLS handshake and the HTTP upgrade within
+    ``open_timeout`` seconds is disconnected (slow-loris: a request sent a byte at a time, a
+    socket that sends nothing), as is one that leaves a ping unanswered ``ping_timeout``
+    seconds after it was sent (every ``ping_interval`` seconds).  The open timeout allows for
+    a reconnect storm, in which upgrades queue behind the password checks.
+    """
+
+    open_timeout: float = 30.0
+    ping_interval: float = 60.0
+    ping_timeout: float = 60.0
 
 
 class Presence(Protocol):
@@ -179,14 +198,25 @@ class DbSink:
             station_id=station_id,
         )
 
-    async def firmware_status(self, station_id: str, status: str, request_id: int | None) -> None:
+    async def firmware_status(
+        self, station_id: str, status: str, request_id: int | None, note: str | None = None
+    ) -> None:
         now = self.clock()
         await self.writes.run(
             lambda s: services.record_firmware_status(
-                s, station_id, status=status, request_id=request_id, now=now
+                s, station_id, status=status, request_id=request_id, now=now, note=note
             ),
             station_id=station_id,
             request_id=request_id,
+        )
+
+    async def publish_status(
+        self, station_id: str, status: str, request_id: int | None, locations: list[str]
+    ) -> None:
+        now = self.clock()
+        await self.writes.run(
+            lambda s: local_cache.record_status(s, station_id, status, request_id, locations, now),
+            station_id=station_id,
         )
 
     async def update_response(self, station_id: str, request_id: int, response: str) -> None:
@@ -270,6 +300,11 @@ def basic_credentials(headers: Headers) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
+def _address(connection: ServerConnection) -> str:
+    peer = connection.remote_address
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+
+
 def _password_problem(headers: Headers, station_id: str) -> str:
     creds = basic_credentials(headers)
     if creds is None:
@@ -294,9 +329,12 @@ class CsmsListener:
         allow_profile_1: bool = False,
         metrics: Metrics | None = None,
         presence: Presence | None = None,
+        timeouts: ListenerTimeouts | None = None,
+        throttle: StationThrottle | None = None,
     ) -> None:
         self.db = db
         self.registry = registry
+        self.timeouts = timeouts or ListenerTimeouts()
         self.metrics = metrics or Metrics()
         self.presence = presence  # scale-out: which node holds which station
         self.sink = DbSink(db, clock, charger_ca)
@@ -310,6 +348,7 @@ class CsmsListener:
         self.connection_serials: dict[str, str] = {}  # certificate serial of the last login
         self.booted_stations: set[str] = set()  # BootNotification accepted in this process
         self.recent_logins = passwords.RecentLogins()  # reconnects skip argon2 (ADR 0009)
+        self.throttle = throttle or StationThrottle()  # failed logins (ADR 0015)
 
     def _peer_certificate(self, connection: ServerConnection) -> x509.Certificate | None:
         ssl_object = connection.transport.get_extra_info("ssl_object")
@@ -369,6 +408,20 @@ class CsmsListener:
             return self._refuse(
                 connection, HTTPStatus.BAD_REQUEST, f"subprotocol {SUBPROTOCOL} required"
             )
+        address = _address(connection)
+        wait = self.throttle.wait(station_id, address)
+        if wait is not None:  # before any database read or argon2 check
+            self.metrics.auth_failures.inc()
+            self.refusals.append((station_id, "too many failed logins"))
+            del self.refusals[:-100]
+            LOG.warning("%s: refused, too many failed logins from %s", station_id, address)
+            response = self._refuse(
+                connection,
+                HTTPStatus.TOO_MANY_REQUESTS,
+                f"too many failed logins, retry after {wait} s",
+            )
+            response.headers["Retry-After"] = str(wait)
+            return response
         auth = await self.sink.writes.run(
             lambda s: station_security.station_auth(s, station_id), station_id=station_id
         )
@@ -386,9 +439,11 @@ class CsmsListener:
             self.refusals.append((station_id, reason))
             del self.refusals[:-100]
             LOG.warning("%s: authentication refused (%s)", station_id, reason)
+            self.throttle.failed(station_id, address)
             if auth is not None and (seen.certificate_problem is not None or profile == 3):
                 await station_security.audit_refusal(self.db, station_id, reason, self.clock())
             return self._refuse(connection, HTTPStatus.UNAUTHORIZED, "authentication failed")
+        self.throttle.succeeded(station_id, address)
         if seen.certificate is not None:
             self.connection_serials[station_id] = f"{seen.certificate.serial_number:x}"
             await station_security.record_connection_certificate(
@@ -455,8 +510,8 @@ class CsmsListener:
             compression=None,
             # A reconnect storm (every station after an outage) must queue, not be dropped.
             backlog=4096,
-            open_timeout=30,
-            ping_interval=60,
-            ping_timeout=60,
+            open_timeout=self.timeouts.open_timeout,  # also the TLS handshake's
+            ping_interval=self.timeouts.ping_interval,
+            ping_timeout=self.timeouts.ping_timeout,
             logger=websocket_logger("chargeward.csms.ws"),  # no Basic auth in debug logs
         )

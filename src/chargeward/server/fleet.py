@@ -52,6 +52,8 @@ class SiteInput:
     timezone: str
     maintenance_windows: Sequence[object]
     bandwidth_note: str | None = None
+    download_windows: Sequence[object] = ()
+    bandwidth_limit: int | None = None
 
 
 def _site_view(row: Site, stations: int = 0) -> SiteView:
@@ -62,6 +64,8 @@ def _site_view(row: Site, stations: int = 0) -> SiteView:
         timezone=row.timezone,
         maintenance_windows=list(row.maintenance_windows),
         bandwidth_note=row.bandwidth_note,
+        download_windows=list(row.download_windows or []),
+        bandwidth_limit=row.bandwidth_limit,
         stations=stations,
     )
 
@@ -88,6 +92,10 @@ async def create_site(
         timezone=site.timezone,
         maintenance_windows=windows,
         bandwidth_note=site.bandwidth_note,
+        download_windows=[
+            w.as_dict() for w in parse_windows(site.download_windows, "download_windows")
+        ],
+        bandwidth_limit=site.bandwidth_limit,
         created_at=now,
     )
     s.add(row)
@@ -105,15 +113,16 @@ async def create_site(
 async def update_site(
     s: AsyncSession, site_id: str, changes: Mapping[str, Any], *, actor: str, now: dt.datetime
 ) -> SiteView:
-    """Change ``name``, ``customer``, ``timezone``, ``maintenance_windows``, ``bandwidth_note``."""
+    """Change ``name``, ``customer``, ``timezone``, ``maintenance_windows``, ``bandwidth_note``,
+    ``download_windows``, ``bandwidth_limit``."""
     row = await _site(s, site_id)
     before = _site_view(row).model_dump(mode="json")
     for name, value in changes.items():
         if name == "timezone":
             row.timezone = check_timezone(value)
-        elif name == "maintenance_windows":
-            row.maintenance_windows = [w.as_dict() for w in parse_windows(value)]
-        elif name in ("name", "customer", "bandwidth_note"):
+        elif name in ("maintenance_windows", "download_windows"):
+            setattr(row, name, [w.as_dict() for w in parse_windows(value, name)])
+        elif name in ("name", "customer", "bandwidth_note", "bandwidth_limit"):
             setattr(row, name, value)
         else:
             raise BundleError(f"{name}: not a site field")

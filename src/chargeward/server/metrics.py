@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Response
+from ocpp.v201.enums import Action, FirmwareStatusEnumType
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
 from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.registry import Collector
@@ -27,7 +28,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chargeward.ocpp.csms import CsmsChargePoint, StationSink
 
 _FRAME_KIND = {3: "CallResult", 4: "CallError"}
-_MAX_ACTION = 64
+_ACTIONS = frozenset(a.value for a in Action)
+_STATUSES = frozenset(s.value for s in FirmwareStatusEnumType)
 
 
 class Metrics:
@@ -88,19 +90,27 @@ class Metrics:
         self.stations_connected.set_function(lambda: float(connected()))
 
     def ocpp_frame(self, direction: str, raw: Any) -> None:
-        """Count one OCPP-J frame; malformed ones count as action ``invalid``."""
+        """Count one OCPP-J frame; malformed ones count as action ``invalid``.
+
+        Labels are OCPP 2.0.1 names only (``unknown`` for any other action or status): what a
+        station sends must not add label sets, each kept for the life of the process.
+        """
         try:
             msg = json.loads(raw)
             kind = msg[0]
-            action = str(msg[2])[:_MAX_ACTION] if kind == 2 else _FRAME_KIND[kind]
-        except (ValueError, TypeError, LookupError):
+            if kind == 2:
+                action = msg[2] if isinstance(msg[2], str) and msg[2] in _ACTIONS else "unknown"
+                body = msg[3] if action == "FirmwareStatusNotification" else None
+            else:
+                action, body = _FRAME_KIND[kind], None
+        except (ValueError, TypeError, LookupError, RecursionError):
             self.ocpp_messages.labels(direction, "invalid").inc()
             return
         self.ocpp_messages.labels(direction, action).inc()
-        if kind == 2 and action == "FirmwareStatusNotification" and isinstance(msg[3], dict):
-            status = msg[3].get("status")
-            if isinstance(status, str) and len(status) <= 40:
-                self.firmware_statuses.labels(status).inc()
+        if body is not None:
+            status = body.get("status") if isinstance(body, dict) else None
+            known = isinstance(status, str) and status in _STATUSES
+            self.firmware_statuses.labels(status if known else "unknown").inc()
 
     def render(self) -> bytes:
         return _generate_latest(self.registry)

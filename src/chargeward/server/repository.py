@@ -27,6 +27,7 @@ from chargeward.publish import ImageRepository, OnlineSigners
 from chargeward.publish.targets import ImageFacts, release_targets
 from chargeward.release.manifest import SBOM_NAME
 from chargeward.server import campaigns
+from chargeward.server.deltas import release_deltas
 from chargeward.server.schemas import (
     ApprovalRecordView,
     ProposalApprovalsView,
@@ -58,6 +59,7 @@ async def _release_targets(s: AsyncSession, release: Release) -> dict[str, Targe
         customer=release.customer,
         images=[ImageFacts(i.component, i.sha256, i.length, i.signature) for i in images],
         sbom_sha256=sbom.sha256 if sbom is not None else None,
+        deltas=await release_deltas(s, release.id),
     )
 
 

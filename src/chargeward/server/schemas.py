@@ -44,6 +44,8 @@ class SiteView(BaseModel):
     timezone: str
     maintenance_windows: list[dict[str, Any]]
     bandwidth_note: str | None
+    download_windows: list[dict[str, Any]] = []  # none: downloads at any time
+    bandwidth_limit: int | None = None  # bytes/s for all the site's downloads together
     stations: int = 0
 
 
@@ -125,6 +127,15 @@ class UpdateView(BaseModel):
     updated_at: dt.datetime
 
 
+class DownloadsView(BaseModel):
+    """What the server sent the station: bytes in all, download requests, bytes per campaign
+    (by id)."""
+
+    bytes_sent: int = 0
+    requests: int = 0
+    campaigns: dict[str, int] = {}
+
+
 class StationDetail(StationSummary):
     connector_status: dict[str, str]
     firmware_statuses: list[FirmwareStatusView]
@@ -136,6 +147,7 @@ class StationDetail(StationSummary):
     alerts: list[AlertView] = []  # open and acknowledged, newest first
     support: SupportView | None = None
     logs: str | None = None  # where its GetLog uploads are listed (GET)
+    downloads: DownloadsView = DownloadsView()
 
 
 class ReleaseImageView(BaseModel):
@@ -143,6 +155,17 @@ class ReleaseImageView(BaseModel):
     sha256: str
     length: int
     signature: str  # the OCPP firmware signature (base64), also in the image's TUF target
+
+
+class ReleaseDeltaView(BaseModel):
+    """A delta the server made for the release from a version the fleet runs."""
+
+    component: str
+    from_version: str
+    from_sha256: str
+    from_length: int
+    sha256: str
+    length: int
 
 
 class ReleaseView(BaseModel):
@@ -159,6 +182,7 @@ class ReleaseView(BaseModel):
     targets_version: int | None = None
     bundle_sha256: str | None = None  # the bundle file as uploaded
     documents: dict[str, str] = {}  # supply-chain document name -> SHA-256
+    deltas: list[ReleaseDeltaView] = []  # from the versions the fleet ran at upload
 
 
 class ProposedTarget(BaseModel):

@@ -20,12 +20,23 @@ from chargeward.campaign import machine
 from chargeward.errors import Conflict, NotFound
 from chargeward.model.firmware import primary_component
 from chargeward.release.bundle import VerifiedBundle
-from chargeward.server import alerts, campaigns, fleet, passwords, supply_chain, tokens
+from chargeward.server import (
+    alerts,
+    campaigns,
+    deltas,
+    fleet,
+    link_budget,
+    passwords,
+    supply_chain,
+    tokens,
+)
 from chargeward.server.appends import queue_insert
 from chargeward.server.blobs import BlobStore
 from chargeward.server.schemas import (
     BootView,
+    DownloadsView,
     FirmwareStatusView,
+    ReleaseDeltaView,
     ReleaseFilesView,
     ReleaseImageView,
     ReleaseView,
@@ -305,9 +316,16 @@ async def prefetch_reports(s: AsyncSession, keys: ReportKeys) -> list[object]:
 
 
 async def record_firmware_status(
-    s: AsyncSession, station_id: str, *, status: str, request_id: int | None, now: dt.datetime
+    s: AsyncSession,
+    station_id: str,
+    *,
+    status: str,
+    request_id: int | None,
+    now: dt.datetime,
+    note: str | None = None,
 ) -> None:
-    """Store a FirmwareStatusNotification and advance the update it belongs to."""
+    """Store a FirmwareStatusNotification and advance the update it belongs to (``note``:
+    what the charger added, kept in the audit entry)."""
     await touch(s, station_id, now=now)
     update = None
     if request_id is not None:
@@ -339,7 +357,7 @@ async def record_firmware_status(
         action="station.firmware_status",
         target=station_id,
         transaction_id=tid,
-        details={"status": status, "request_id": request_id},
+        details={"status": status, "request_id": request_id, **({"note": note} if note else {})},
         now=now,
     )
     if request_id is not None:
@@ -488,6 +506,7 @@ async def station_detail(
             for b in boots
         ],
         updates=[await _update_view(s, u) for u in updates],
+        downloads=DownloadsView(**await link_budget.station_usage(s, station_id)),
     )
 
 
@@ -598,6 +617,17 @@ async def release_view(s: AsyncSession, release_id: str) -> ReleaseView:
         targets_version=targets_version,
         bundle_sha256=row.bundle_sha256,
         documents={name: d.sha256 for name, d in sorted(documents.items())},
+        deltas=[
+            ReleaseDeltaView(
+                component=d.component,
+                from_version=d.from_version,
+                from_sha256=d.from_sha256,
+                from_length=d.from_length,
+                sha256=d.sha256,
+                length=d.length,
+            )
+            for d in await deltas.release_deltas(s, row.id)
+        ],
         images=[
             ReleaseImageView(
                 component=i.component, sha256=i.sha256, length=i.length, signature=i.signature
@@ -674,6 +704,11 @@ async def _dispatchable(
     return release, image
 
 
+async def primary_image(s: AsyncSession, release_id: str) -> ReleaseImage:
+    """The image UpdateFirmware sends for ``release_id`` (its primary component)."""
+    return (await _dispatchable(s, release_id, False))[1]
+
+
 @dataclass(frozen=True)
 class UpdateOrder:
     """What the OCPP layer needs to send one UpdateFirmware."""
@@ -684,6 +719,7 @@ class UpdateOrder:
     sha256: str
     signature: str
     signing_certificate_pem: str
+    delta: deltas.DeltaOffer | None = None  # for a station running a version with a delta
 
 
 async def create_update(
@@ -728,6 +764,7 @@ async def create_update(
     for key in (OPEN_UPDATES, alerts.PENDING_VERSIONS):  # prefetched: no longer the whole story
         s.info.pop(key, None)
     await s.flush()
+    offer = await deltas.offer_for(s, release, image, station)
     await audit.record(
         s,
         actor=actor,
@@ -739,11 +776,18 @@ async def create_update(
             "version": release.version,
             "request_id": row.id,
             "sha256": image.sha256,
+            **({"delta_sha256": offer.sha256, "delta_length": offer.length} if offer else {}),
         },
         now=now,
     )
     return UpdateOrder(
-        row.id, tid, station_id, image.sha256, image.signature, release.signing_certificate_pem
+        row.id,
+        tid,
+        station_id,
+        image.sha256,
+        image.signature,
+        release.signing_certificate_pem,
+        offer,
     )
 
 

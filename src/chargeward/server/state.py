@@ -19,6 +19,7 @@ from chargeward.server.blobs import BlobStore
 from chargeward.server.cluster import Node
 from chargeward.server.csms import DbSink, Registry
 from chargeward.server.db import Database
+from chargeward.server.link_budget import Budgets, Pacers
 from chargeward.server.metrics import Metrics
 from chargeward.trust.tuf_keys import TufSigner
 
@@ -46,6 +47,8 @@ class ServerState:
     audit_origin: str = DEFAULT_ORIGIN  # the checkpoint origin line and note key name
     audit_signer: MessageSigner | None = None  # opened on first use if not set
     checkpoint_key: str | None = None  # its URI; None: <data-dir>/audit/checkpoint.key
+    budgets: Budgets = field(default_factory=Budgets)  # download windows and caps per site
+    pacers: Pacers = field(default_factory=Pacers)  # one bandwidth cap per site
     _signers: dict[str, TufSigner] = field(default_factory=dict)
     _target_index: tuple[int, dict[str, str]] = (0, {})
 

@@ -143,6 +143,62 @@ class ReleaseImage(Base):
     signature: Mapped[str] = mapped_column(String(800))
 
 
+class ReleaseDelta(Base):
+    """A binary delta rebuilding a component of a release from that of an older release the
+    fleet runs (made at upload, :mod:`chargeward.server.deltas`; the file is a blob)."""
+
+    __tablename__ = "release_deltas"
+
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"), primary_key=True)
+    component: Mapped[str] = mapped_column(String(32), primary_key=True)
+    from_version: Mapped[str] = mapped_column(String(50), primary_key=True)
+    from_sha256: Mapped[str] = mapped_column(String(64))
+    from_length: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    length: Mapped[int] = mapped_column(BigInteger)
+
+
+class DownloadUsage(Base):
+    """Bytes the server sent to a station for one download link: one firmware file for one
+    update (``request_id``, 0 for none) or one local-cache publication; ``campaign_id`` when a
+    campaign sent it (server.link_budget)."""
+
+    __tablename__ = "download_usage"
+
+    station_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    request_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    campaign_id: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
+    bytes_sent: Mapped[int] = mapped_column(BigInteger, default=0)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    first_at: Mapped[dt.datetime]
+    last_at: Mapped[dt.datetime]
+
+
+class SiteCache(Base):
+    """A firmware file a site's Local Controller was asked to publish (OCPP PublishFirmware):
+    ``id`` is the requestId; ``locations`` what it serves the file at once ``Published``
+    (server.local_cache)."""
+
+    __tablename__ = "site_caches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    station_id: Mapped[str] = mapped_column(String(48), index=True)  # the Local Controller
+    site_id: Mapped[str] = mapped_column(String(48), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    md5: Mapped[str] = mapped_column(String(32))
+    campaign_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Requested | Downloading | ... (PublishFirmwareStatusEnumType) | Unpublished | Failed
+    status: Mapped[str] = mapped_column(String(20))
+    locations: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    reason: Mapped[str | None] = mapped_column(String(300), default=None)
+    requested_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+
+
+Index("ux_site_caches_station_file", SiteCache.station_id, SiteCache.sha256, unique=True)
+
+
 class ReleaseDocument(Base):
     """A supply-chain document of a release: SBOM, scan report, VEX (from the bundle, bound to
     the release id by the manifest) or provenance (added after upload, verified)."""
@@ -342,6 +398,10 @@ class Site(Base):
     timezone: Mapped[str] = mapped_column(String(64))  # IANA name
     maintenance_windows: Mapped[list[Any]] = mapped_column(JSON, default=list)
     bandwidth_note: Mapped[str | None] = mapped_column(String(200), default=None)
+    # Link budget (server.link_budget): when the site's chargers may download (weekly windows
+    # in its time zone, none = any time) and at most how fast, all together (bytes/s).
+    download_windows: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+    bandwidth_limit: Mapped[int | None] = mapped_column(BigInteger, default=None)
     created_at: Mapped[dt.datetime]
 
 

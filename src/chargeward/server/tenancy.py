@@ -63,6 +63,7 @@ CUSTOMER_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/campaigns"): FILTERED,
     ("GET", "/api/v1/campaigns/{ref}"): CHECKED,
     ("GET", "/api/v1/campaigns/{ref}/stations"): CHECKED,
+    ("GET", "/api/v1/campaigns/{ref}/downloads"): CHECKED,
     ("GET", "/api/v1/campaigns/{ref}/stations/{station_id}"): CHECKED,
     ("POST", "/api/v1/campaigns/{ref}/pause"): CHECKED,
     ("POST", "/api/v1/campaigns/{ref}/resume"): CHECKED,

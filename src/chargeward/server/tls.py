@@ -1,11 +1,12 @@
 """The CSMS's TLS context for OCPP security profiles 2 and 3.
 
 TLS 1.2 or 1.3 only; for TLS 1.2 exactly the cipher suites OCPP 2.0.1 names for the CSMS (A00
-"Security profiles"); no compression.  With a charger CA the context asks for a client
-certificate (``CERT_OPTIONAL``): a profile-2 station without one still connects and proves
-itself with HTTP Basic, a presented certificate must chain to the charger CA.  Validity in time
-and CN = station identity are checked per connection against the URL (which the handshake
-cannot see) by :mod:`chargeward.server.csms`, with the server's clock::
+"Security profiles"); no compression, no renegotiation: the policy of both ends,
+:func:`chargeward.crypto.tls.restrict_to_ocpp_tls`.  With a charger CA the context asks for a
+client certificate (``CERT_OPTIONAL``): a profile-2 station without one still connects and
+proves itself with HTTP Basic, a presented certificate must chain to the charger CA.
+Validity in time and CN = station identity are checked per connection against the URL (which
+the handshake cannot see) by :mod:`chargeward.server.csms`, with the server's clock::
 
     >>> ctx = server_context(TlsFiles(Path("csms.pem"), "file:csms.key", Path("ca.pem")),
     ...                      passphrase)  # doctest: +SKIP
@@ -21,22 +22,13 @@ from pathlib import Path
 
 from chargeward.crypto.keys import PassphraseSource, load_signer
 from chargeward.crypto.pki import load_certificates_file
-from chargeward.crypto.tls import check_tls_key_uri
+from chargeward.crypto.tls import OCPP_TLS12_CIPHERS as OCPP_TLS12_CIPHERS  # re-exported
+from chargeward.crypto.tls import check_tls_key_uri, restrict_to_ocpp_tls
 from chargeward.errors import ConfigError
 from chargeward.server.station_security import ChargerCa
 
 LOG = logging.getLogger("chargeward.server")
 
-# OCPP 2.0.1 part 2, A00: TLS_ECDHE_ECDSA_WITH_AES_{128,256}_GCM_SHA{256,384} and
-# TLS_RSA_WITH_AES_{128,256}_GCM_SHA{256,384}, in OpenSSL's names.
-OCPP_TLS12_CIPHERS = ":".join(
-    [
-        "ECDHE-ECDSA-AES128-GCM-SHA256",
-        "ECDHE-ECDSA-AES256-GCM-SHA384",
-        "AES128-GCM-SHA256",
-        "AES256-GCM-SHA384",
-    ]
-)
 # OpenSSL's X509_V_FLAG_NO_CHECK_TIME: the handshake checks the chain, the server checks
 # validity in time with its own (injectable) clock and says why it refused.
 _NO_CHECK_TIME = 0x200000
@@ -63,10 +55,8 @@ class TlsFiles:
 
 def server_context(files: TlsFiles, passphrase: PassphraseSource) -> ssl.SSLContext:
     limit_tls_read_buffer()  # the listener holds thousands of these connections
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers(OCPP_TLS12_CIPHERS)
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx = restrict_to_ocpp_tls(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     key_file = check_tls_key_uri(files.key)
     try:
         ctx.load_cert_chain(files.certificate, key_file, password=passphrase)

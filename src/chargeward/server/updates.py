@@ -13,7 +13,7 @@ import logging
 
 from chargeward.campaign.machine import ACCEPTED_RESPONSES
 from chargeward.ocpp.csms import FirmwareOrder
-from chargeward.server import services, urls
+from chargeward.server import deltas, link_budget, services, urls
 from chargeward.server.state import DOWNLOAD_URL_TTL, ServerState
 
 LOG = logging.getLogger("chargeward.updates")
@@ -26,18 +26,31 @@ async def send_update(
     retries: int | None,
     retry_interval: int | None,
     install_at: dt.datetime | None = None,
+    via: str | None = None,
 ) -> str:
     """Send ``order`` and store the answer; returns the station's status, ``NotConnected``,
-    ``NoResponse`` or ``Error:<kind>``."""
+    ``NoResponse`` or ``Error:<kind>``.
+
+    ``via``: the site's Local Controller location of the image (server.local_cache), sent
+    instead of the server's, with no delta offer (the site's LAN makes bytes cheap).
+    ``retrieveDateTime`` is the opening of the site's next download window when it has
+    windows and none is open (server.link_budget)."""
     now = state.clock()
     cp = await state.station(order.station_id)
     if cp is None:
         response = "NotConnected"
     else:
         expires = int((now + DOWNLOAD_URL_TTL).timestamp())
-        location = state.public_url + urls.signed_path(
-            state.url_key, order.sha256, order.station_id, expires
-        )
+
+        def link(sha256: str) -> str:
+            return state.public_url + urls.signed_path(
+                state.url_key, sha256, order.station_id, expires, order.request_id
+            )
+
+        location = via or link(order.sha256)
+        offer = None if via else order.delta
+        custom = deltas.custom_data(offer, link(offer.sha256)) if offer is not None else None
+        budget = await state.budgets.get(state.db, order.station_id)
         try:
             response = await cp.update_firmware(
                 FirmwareOrder(
@@ -45,10 +58,11 @@ async def send_update(
                     location=location,
                     signature=order.signature,
                     signing_certificate=order.signing_certificate_pem,
-                    retrieve_at=now,
+                    retrieve_at=link_budget.retrieve_at(budget, now),
                     install_at=install_at,
                     retries=retries,
                     retry_interval=retry_interval,
+                    custom_data=custom,
                 )
             )
         except TimeoutError:

@@ -1,9 +1,12 @@
 """Signed, expiring firmware download URLs.
 
 The OCPP ``firmware.location`` handed to a station is
-``<base>/firmware/sha256/<hex>?station=<id>&expires=<unix>&sig=<hmac>``: the blob is public by
-digest in principle, but the server only serves it to the station it was issued for, until it
-expires.  The HMAC key is a random secret kept in the data directory.
+``<base>/firmware/sha256/<hex>?station=<id>&req=<requestId>&expires=<unix>&sig=<hmac>``: the
+blob is public by digest in principle, but the server only serves it to the station it was
+issued for, until it expires.  ``req`` is the UpdateFirmware (or PublishFirmware) requestId
+the link was issued for, 0 for none: the bytes sent are counted against it
+(:mod:`chargeward.server.link_budget`).  The HMAC key is a random secret kept in the data
+directory.
 """
 
 from __future__ import annotations
@@ -29,19 +32,20 @@ def load_or_create_key(data_dir: Path) -> bytes:
     return key
 
 
-def _mac(key: bytes, sha256: str, station: str, expires: int) -> str:
-    msg = f"{sha256}\n{station}\n{expires}".encode()
+def _mac(key: bytes, sha256: str, station: str, expires: int, request: int) -> str:
+    msg = f"{sha256}\n{station}\n{expires}\n{request}".encode()
     return hmac.new(key, msg, hashlib.sha256).hexdigest()[:32]
 
 
-def signed_path(key: bytes, sha256: str, station: str, expires: int) -> str:
-    query = urlencode(
-        {"station": station, "expires": expires, "sig": _mac(key, sha256, station, expires)}
-    )
+def signed_path(key: bytes, sha256: str, station: str, expires: int, request: int = 0) -> str:
+    mac = _mac(key, sha256, station, expires, request)
+    query = urlencode({"station": station, "req": request, "expires": expires, "sig": mac})
     return f"/firmware/sha256/{sha256}?{query}"
 
 
-def check(key: bytes, sha256: str, station: str, expires: int, sig: str, now: int) -> bool:
+def check(
+    key: bytes, sha256: str, station: str, expires: int, sig: str, now: int, request: int = 0
+) -> bool:
     if now > expires:
         return False
-    return hmac.compare_digest(_mac(key, sha256, station, expires), sig)
+    return hmac.compare_digest(_mac(key, sha256, station, expires, request), sig)

@@ -7,7 +7,10 @@ the station (``/ocpp/<id>``, or ``?station=<id>`` in a signed download URL) and 
 forwards bytes, adding:
 
 - one-way latency in both directions;
-- a bandwidth cap on what the server sends, shared by every connection of the site;
+- a bandwidth cap on what the server sends, shared by every connection of the site, and one
+  for each station's own line (a cellular modem each);
+- the site's LAN: a download from a host on it (its Local Controller, :meth:`add_lan`) goes
+  there directly, not over the WAN link (no caps, counted apart: ``lan bytes``);
 - per station faults on downloads (:class:`DownloadFault`): the connection drops after N
   bytes, or one byte of the body is flipped;
 - stations offline: their connections are cut and new ones refused until they are back.
@@ -68,12 +71,16 @@ class SiteLink:
         *,
         latency: float = 0.0,
         bandwidth: int | None = None,
+        station_bandwidth: int | None = None,
         faults: FaultPlan | None = None,
     ) -> None:
         self.site = site
         self.upstream = {"ocpp": ocpp, "http": http}
         self.latency = latency
         self.bucket = _Bucket(bandwidth)
+        self.station_bandwidth = station_bandwidth
+        self._lines: dict[str, _Bucket] = {}  # each station's own line
+        self._lan: set[tuple[str, int]] = set()
         self.faults = faults
         self.stats: Counter[str] = Counter()
         self._offline: set[str] = set()
@@ -95,7 +102,19 @@ class SiteLink:
     @property
     def ideal(self) -> bool:
         """No latency and no bandwidth cap: only per-station faults need this proxy."""
-        return not self.latency and self.bucket.rate is None
+        return not self.latency and self.bucket.rate is None and self.station_bandwidth is None
+
+    def add_lan(self, host: str, port: int) -> None:
+        """A server on the site's LAN (a Local Controller's firmware cache)."""
+        self._lan.add((host, port))
+
+    def _line(self, station: str) -> _Bucket | None:
+        if self.station_bandwidth is None:
+            return None
+        line = self._lines.get(station)
+        if line is None:
+            line = self._lines[station] = _Bucket(self.station_bandwidth)
+        return line
 
     @property
     def ocpp_url(self) -> str:
@@ -121,13 +140,15 @@ class SiteLink:
             method, target, version = line.split(b" ", 2)
         except ValueError:
             return None
-        if target.startswith(b"http://"):  # proxy request: only to the server's HTTP side
+        if target.startswith(b"http://"):  # proxy request: the server's HTTP side or the LAN
             url = urlsplit(target.decode("latin-1"))
-            if (url.hostname, url.port) != self.upstream["http"]:
+            where = (url.hostname or "", url.port or 80)
+            if where != self.upstream["http"] and where not in self._lan:
                 return None
             path = url.path + (f"?{url.query}" if url.query else "")
             station = (parse_qs(url.query).get("station") or [""])[0]
-            return "http", b" ".join((method, path.encode("latin-1"), version)), station
+            kind = "http" if where == self.upstream["http"] else f"lan:{where[0]}:{where[1]}"
+            return kind, b" ".join((method, path.encode("latin-1"), version)), station
         m = _OCPP_PATH.match(target)
         if m is None:
             return None
@@ -149,18 +170,31 @@ class SiteLink:
         download = kind == "http" and b"/firmware/" in line
         if download and self.faults is not None:
             fault = self.faults(station)
+        lan = kind.startswith("lan:")
+        if lan:
+            _, host, port = kind.split(":")
+            upstream = (host, int(port))
+        else:
+            upstream = self.upstream[kind]
         try:
-            up_r, up_w = await asyncio.open_connection(*self.upstream[kind])
+            up_r, up_w = await asyncio.open_connection(*upstream)
         except OSError:
             writer.transport.abort()
             return
-        self.stats[f"{kind} connections"] += 1
+        self.stats["lan connections" if lan else f"{kind} connections"] += 1
         self._open.setdefault(station, set()).add(writer)
         up_w.write(line)
         try:
             await asyncio.gather(
                 self._pump(reader, up_w, None, shaped=False),
-                self._pump(up_r, writer, fault, shaped=download),
+                self._pump(
+                    up_r,
+                    writer,
+                    fault,
+                    shaped=download,
+                    line=self._line(station) if download else None,
+                    counter="lan bytes" if lan else ("wan bytes" if download else None),
+                ),
             )
         finally:
             self._open.get(station, set()).discard(writer)
@@ -174,6 +208,8 @@ class SiteLink:
         fault: DownloadFault | None,
         *,
         shaped: bool,
+        line: _Bucket | None = None,
+        counter: str | None = None,
     ) -> None:
         """Forward until end of stream (then half-close ``dst``) or a drop (abort)."""
         sent = 0
@@ -195,9 +231,13 @@ class SiteLink:
                     data = cut
                 if shaped:
                     await self.bucket.take(len(data))
+                    if line is not None:
+                        await line.take(len(data))
                 dst.write(data)
                 await dst.drain()
                 sent += len(data)
+                if counter is not None:
+                    self.stats[counter] += len(data)
         except (ConnectionError, OSError):
             dst.transport.abort()
             return

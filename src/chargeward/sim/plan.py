@@ -119,3 +119,14 @@ def plan_fleet(scenario: Scenario) -> list[StationPlan]:
         for g, group in enumerate(scenario.fleet)
         for n in range(group.count)
     ]
+
+
+def controller_plans(scenario: Scenario) -> list[StationPlan]:
+    """A Local Controller for each site that has one: ``LC-<site>``, the fleet's first model
+    and version, no sessions, no faults."""
+    model = scenario.fleet[0].model
+    return [
+        StationPlan(f"LC-{site.id}", model, site.id, scenario.versions[0], (), StationFaults())
+        for site in scenario.sites.values()
+        if site.local_controller
+    ]

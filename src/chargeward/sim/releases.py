@@ -42,16 +42,22 @@ def make_releases(
     image_bytes: int,
     models: Sequence[str],
     advisories: AdvisorySet | None = None,
+    change: float | None = None,
 ) -> Releases:
     """Security versions rise with the order of ``versions`` (1, 2, ...).  A release the
-    gate refuses raises :class:`~chargeward.errors.GateRefused` (no bundle is written)."""
+    gate refuses raises :class:`~chargeward.errors.GateRefused` (no bundle is written).
+
+    Each image is random bytes; with ``change`` each later one is the one before with that
+    share rewritten in a few places (a minor release, for deltas), else all new."""
     (work / "pki").mkdir(parents=True, exist_ok=True)
     passphrase = secrets.token_urlsafe(18)
     signer, cert, root_pem = make_pki(work / "pki", passphrase.encode())
     made = Releases(root_pem, passphrase, {})
+    image = b""
     for sv, version in enumerate(versions, start=1):
         payload = work / f"firmware-{version}.bin"
-        payload.write_bytes(os.urandom(image_bytes) + f"simulated firmware {version}\n".encode())
+        image = _next_image(image, image_bytes, change)
+        payload.write_bytes(image + f"simulated firmware {version}\n".encode())
         components = image_components(
             "sim-firmware", version, "Demo Chargers Ltd", {"main": payload}, DEMO_LIBRARIES
         )
@@ -77,3 +83,15 @@ def make_releases(
         made.gates[version] = docs.gate
         made.release_ids[version] = manifest.release_id
     return made
+
+
+def _next_image(previous: bytes, size: int, change: float | None) -> bytes:
+    if change is None or len(previous) != size:
+        return os.urandom(size)
+    image = bytearray(previous)
+    patches = 8
+    length = max(1, int(size * change) // patches)
+    for i in range(patches):  # spread over the image, like code changed in a few modules
+        at = (i * size) // patches
+        image[at : at + length] = os.urandom(len(image[at : at + length]))
+    return bytes(image)

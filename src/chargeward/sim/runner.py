@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
+import socket
 import tempfile
 import time
 from collections import Counter
@@ -33,7 +35,7 @@ from chargeward.sim import flash as flash_mod
 from chargeward.sim import server as backend
 from chargeward.sim.checks import Checks, check_run
 from chargeward.sim.link import SiteLink
-from chargeward.sim.plan import StationPlan, plan_fleet
+from chargeward.sim.plan import StationPlan, controller_plans, plan_fleet
 from chargeward.sim.releases import make_releases
 from chargeward.sim.scenario import Scenario
 from chargeward.sim.station import SimStation
@@ -51,6 +53,7 @@ CAMPAIGN_DEFAULTS: dict[str, Any] = {
     "timeouts": {"response": "60s", "download": "300s", "install": "120s", "reboot": "120s"},
 }
 FINISHED = ("completed", "paused", "aborted")
+OPEN_TIMEOUT = 60.0  # the sessions due at the start: each one call (CALL_TIMEOUT) or less
 
 
 @dataclass
@@ -138,6 +141,8 @@ class Simulation:
         self.console = console
         self.trust = trust
         self.plans = plan_fleet(scenario)
+        self.controller_plans = controller_plans(scenario)
+        self.controllers: list[SimStation] = []  # the sites' Local Controllers (not targets)
         self.links: dict[str, SiteLink] = {}
         self.stations: list[SimStation] = []
         self.by_id: dict[str, SimStation] = {}
@@ -145,6 +150,12 @@ class Simulation:
         self.tasks: list[asyncio.Task[None]] = []
         self.t0 = asyncio.Event()  # sessions and offline times count from the first campaign
         self.figures: dict[str, float] = {}
+
+    async def sessions_opened(self) -> None:
+        """Wait until every station's sessions due at the start have begun (bounded)."""
+        waits = [st.opened.wait() for st in self.stations]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*waits), OPEN_TIMEOUT)
 
     def link_stats(self) -> Counter[str]:
         total: Counter[str] = Counter()
@@ -161,6 +172,7 @@ class Simulation:
                 http,
                 latency=site.link.latency_ms / 1000,
                 bandwidth=site.link.bandwidth,
+                station_bandwidth=site.link.station_bandwidth,
                 faults=lambda sid: (
                     self.by_id[sid].next_download_fault() if sid in self.by_id else None
                 ),
@@ -194,6 +206,27 @@ class Simulation:
             self.stations.append(st)
             self.by_id[p.station_id] = st
 
+    def make_controllers(self, root: Path) -> None:
+        """One Local Controller per site that has one: an agent that also serves published
+        firmware on the site's LAN; its own downloads cross the site's WAN link."""
+        for p in self.controller_plans:
+            link = self.links[p.site]
+            port = free_port()
+            link.add_lan("127.0.0.1", port)
+            config = AgentConfig(
+                state_dir=root / p.station_id,
+                csms_url=link.ocpp_url,
+                reconnect_delay=1.0,
+                response_timeout=60,
+                default_retries=3,
+                default_retry_interval=2,
+                download_proxy=link.proxy_url,
+                local_cache_listen=f"127.0.0.1:{port}",
+                local_cache_url=f"http://127.0.0.1:{port}",
+            )
+            flash = flash_mod.Flash(root / p.station_id, None)
+            self.controllers.append(SimStation(p, flash, config))
+
     async def bring_up(
         self,
         srv: backend.Backend,
@@ -209,29 +242,36 @@ class Simulation:
         with progress_bar(self.console) as bar:
             await backend.ensure_sites(api, list(self.scenario.sites.values()))
             task = bar.add_task("registering stations", total=n)
-            passwords = await backend.register(srv, self.plans, lambda k: bar.advance(task, k))
+            everyone = self.plans + self.controller_plans
+            passwords = await backend.register(srv, everyone, lambda k: bar.advance(task, k))
+            for p in self.controller_plans:
+                await backend.call(
+                    api, "PATCH", f"/api/v1/stations/{p.station_id}",
+                    json={"tags": ["local-controller"]},
+                )  # fmt: skip
             await self.start_links(srv)
             self.figures["rss_before_stations_kib"] = rss_kib()
             tuf_root = self.trust.tuf_root if self.trust else None
             task = bar.add_task("provisioning (factory image verified)", total=n)
-            for start in range(0, n, 200):
-                batch = self.plans[start : start + 200]
+            for start in range(0, len(everyone), 200):
+                batch = everyone[start : start + 200]
                 await asyncio.to_thread(
                     _provision, batch, root, passwords,
                     bundles=bundles, roots_pem=roots_pem, tuf_root=tuf_root,
                 )  # fmt: skip
-                bar.advance(task, len(batch))
+                bar.advance(task, min(len(batch), max(0, n - start)))
             self.make_stations(root, srv)
+            self.make_controllers(root)
             self.figures["registered_s"] = time.perf_counter() - t_setup
             cpu0 = self._server_cpu(srv)
             t_connect = time.perf_counter()
-            for st in self.stations:
+            for st in self.stations + self.controllers:
                 link = self.links[st.plan.site]
                 self.tasks.append(asyncio.create_task(st.run(self.stop, link, self.t0)))
             task = bar.add_task("connecting (BootNotification accepted)", total=n)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 60 + n * 0.05
-            while self.connected < n and loop.time() < deadline:
+            while (self.connected < n or not self.controllers_up) and loop.time() < deadline:
                 bar.update(task, completed=self.connected)
                 await asyncio.sleep(0.5)  # agents have no shared "connected" event to wait on
         self.figures["connect_s"] = time.perf_counter() - t_connect
@@ -242,6 +282,10 @@ class Simulation:
     @staticmethod
     def _server_cpu(srv: backend.Backend) -> float:
         return cpu_seconds(srv.pid) if srv.pid is not None else 0.0
+
+    @property
+    def controllers_up(self) -> bool:
+        return all(c.online for c in self.controllers)
 
     @property
     def connected(self) -> int:
@@ -304,7 +348,13 @@ async def run_scenario(
     work = Path(tempfile.mkdtemp(prefix="chargeward-sim-", dir=opts.workdir))
     root = flash_mod.flash_root()
     models = sorted({p.model for p in sim.plans})
-    made = make_releases(work, scenario.versions, image_bytes=scenario.image_bytes, models=models)
+    made = make_releases(
+        work,
+        scenario.versions,
+        image_bytes=scenario.image_bytes,
+        models=models,
+        change=scenario.image_change,
+    )
     if opts.start_server:
         srv = backend.Backend.start(
             work / "server", made.root_pem, work / "server.log", made.passphrase
@@ -332,17 +382,29 @@ async def _run(
     root: Path,
 ) -> dict[str, Any]:
     scenario = sim.scenario
+    target = scenario.campaign["release"]
+    later = {target: bundles[target]} if scenario.deltas else {}
     async with srv.client() as api:
-        release_ids = await backend.upload_releases(api, bundles)
+        # With deltas, the release to roll out comes after the fleet reported what it runs:
+        # the server makes its deltas from those versions at upload.
+        release_ids = await backend.upload_releases(
+            api, {v: b for v, b in bundles.items() if v not in later}
+        )
         await sim.bring_up(srv, api, bundles, roots_pem, root)
+        release_ids |= await backend.upload_releases(api, later)
         sim.t0.set()
-        await asyncio.sleep(0.5)  # sessions at 0 s are running when the campaign starts
+        await sim.sessions_opened()  # sessions at 0 s are running when the campaign starts
         doc = {**CAMPAIGN_DEFAULTS, **scenario.campaign}
         doc["release"] = release_ids[scenario.campaign["release"]]
+        if sim.controllers:  # the chargers, not their sites' Local Controllers
+            doc.setdefault("target", {"stations": [p.station_id for p in sim.plans]})
         doc.setdefault("target", {"models": sorted({p.model for p in sim.plans})})
         created = await backend.call(api, "POST", "/api/v1/campaigns", json=doc)
         campaign = await sim.follow(srv, api, created["id"])
         runs = await backend.call(api, "GET", f"/api/v1/campaigns/{created['id']}/stations")
+        campaign["downloads"] = await backend.call(
+            api, "GET", f"/api/v1/campaigns/{created['id']}/downloads"
+        )
         checks = None
         if sim.opts.checks:
             checks = await check_run(api, sim.stations, scenario.sites, campaign, len(runs))
@@ -394,6 +456,13 @@ def summarize(
                 "clock_skew": sum(p.faults.clock_skew != 0 for p in sim.plans),
             },
         },
+        "bytes": {
+            "server_sent": campaign["downloads"]["bytes_sent"],
+            "wan": sim.link_stats().get("wan bytes", 0),
+            "lan": sim.link_stats().get("lan bytes", 0),
+            "image": scenario.image_bytes,
+            "local_caches": [c["status"] for c in campaign["downloads"]["local_caches"]],
+        },
         "sessions": sum(len(st.record.sessions) for st in sim.stations),
         "refused_sessions": sum(st.record.refused_sessions for st in sim.stations),
         "memory": {
@@ -423,3 +492,11 @@ def summarize(
             for st in sim.stations
         },
     }
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

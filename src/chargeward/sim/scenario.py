@@ -12,6 +12,8 @@ A scenario, in short (``examples/sim/`` has complete ones)::
     duration = 120                      # seconds, unless --until-version or --duration
     [releases]
     versions = ["1.0.0", "1.1.0"]       # generated and signed for local runs, in this order
+    change = 0.05                       # each release rewrites 5 % of the image (default: all)
+    deltas = true                       # false: uploaded first, so the server makes no deltas
     [campaign]                          # a campaign document (chargeward campaign create)
     release = "1.1.0"
     stages = { canary = 1, then = ["100%"] }
@@ -19,7 +21,8 @@ A scenario, in short (``examples/sim/`` has complete ones)::
     id = "depot"
     timezone = "Europe/London"
     windows = "always"                  # or a list of {days, start, end} in local time
-    link = { bandwidth = 250_000, latency_ms = 20 }
+    link = { bandwidth = 250_000, latency_ms = 20 }  # station_bandwidth: each line's cap
+    local_controller = true             # a Local Controller caches firmware for the site
     [[fleet]]
     count = 20
     site = "depot"
@@ -75,6 +78,7 @@ def window_from_now(
 class Link:
     bandwidth: int | None = None  # bytes per second, shared by the site; None: unlimited
     latency_ms: float = 0.0  # one way
+    station_bandwidth: int | None = None  # bytes per second for each station's own line
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class Site:
     timezone: str
     windows: list[dict[str, Any]]
     link: Link
+    local_controller: bool = False  # a Local Controller caches firmware for the site
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,8 @@ class Scenario:
     fleet: list[Group]
     faults: Faults
     server_url: str | None = None
+    image_change: float | None = None  # share of the image each release changes; None: all
+    deltas: bool = True  # the fleet reports its versions before the release is uploaded
 
     @property
     def stations(self) -> int:
@@ -159,6 +166,8 @@ class Scenario:
             groups,
             self.faults,
             self.server_url,
+            self.image_change,
+            self.deltas,
         )
 
 
@@ -186,7 +195,7 @@ def _count(f: Fields, key: str, default: int | None = None, *, low: int = 0) -> 
 
 
 def _site(f: Fields) -> Site:
-    f.only("id", "timezone", "windows", "link")
+    f.only("id", "timezone", "windows", "link", "local_controller")
     site_id = f.text("id")
     try:
         check_id("id", site_id)
@@ -198,12 +207,26 @@ def _site(f: Fields) -> Site:
         parse_windows(windows)
     except BundleError as e:
         raise f.error(None, str(e)) from e
+    controller = f.value.get("local_controller", False)
+    if not isinstance(controller, bool):
+        raise f.error("local_controller", "must be true or false")
     link = f.table("link")
     if link is None:
-        return Site(site_id, tz, windows, Link())
-    link.only("bandwidth", "latency_ms")
+        return Site(site_id, tz, windows, Link(), controller)
+    link.only("bandwidth", "latency_ms", "station_bandwidth")
     bw = _count(link, "bandwidth", 0, low=0)
-    return Site(site_id, tz, windows, Link(bw or None, _number(link, "latency_ms", 0.0)))
+    per = _count(link, "station_bandwidth", 0, low=0)
+    latency = _number(link, "latency_ms", 0.0)
+    return Site(site_id, tz, windows, Link(bw or None, latency, per or None), controller)
+
+
+def _change(f: Fields) -> float | None:
+    if "change" not in f.value:
+        return None
+    change = _number(f, "change", 0.0)
+    if not 0 < change <= 1:
+        raise f.error("change", "must be a share of the image, above 0 and at most 1")
+    return change
 
 
 def _sessions(f: Fields | None) -> Sessions:
@@ -286,7 +309,10 @@ def parse_scenario(data: bytes, source: str) -> Scenario:
         doc.only("seed", "duration", "server", "releases", "campaign", "sites", "fleet", "faults")
         releases = doc.table("releases", required=True)
         assert releases is not None
-        releases.only("versions", "image_kib")
+        releases.only("versions", "image_kib", "change", "deltas")
+        deltas = releases.value.get("deltas", True)
+        if not isinstance(deltas, bool):
+            raise releases.error("deltas", "must be true or false")
         versions = releases.texts("versions")
         if not versions:
             raise releases.error("versions", "name at least one version")
@@ -310,6 +336,8 @@ def parse_scenario(data: bytes, source: str) -> Scenario:
             duration=_number(doc, "duration", 300.0, low=1.0),
             versions=versions,
             image_bytes=_count(releases, "image_kib", 32, low=1) * 1024,
+            image_change=_change(releases),
+            deltas=deltas,
             campaign=dict(campaign.value),
             sites=sites,
             fleet=groups,

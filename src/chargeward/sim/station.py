@@ -48,6 +48,9 @@ class SimStation:
         self.config = config
         self.record = StationRecord()
         self.agent: Agent | None = None
+        # Set once the sessions due at the start have begun (or been refused): a campaign
+        # created after that finds those EVs charging, however slow the machine.
+        self.opened = asyncio.Event()
         skew = dt.timedelta(seconds=plan.faults.clock_skew)
         self.clock: Callable[[], dt.datetime] = lambda: utc_now() + skew
 
@@ -106,10 +109,18 @@ class SimStation:
         await self.flash.cut.wait()
 
     async def _sessions(self, stop: asyncio.Event, started: asyncio.Event) -> None:
+        try:
+            await self._drive_sessions(stop, started)
+        finally:
+            self.opened.set()
+
+    async def _drive_sessions(self, stop: asyncio.Event, started: asyncio.Event) -> None:
         await started.wait()
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         for start, end in self.plan.sessions:
+            if start > 0:
+                self.opened.set()
             await asyncio.sleep(max(0.0, t0 + start - loop.time()))
             agent = self.agent
             if agent is None or stop.is_set():
