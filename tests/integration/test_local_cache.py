@@ -9,6 +9,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from chargeward.sim.runner import free_port
 from tests.support.campaigns import (
     ALL_DAY,
@@ -48,6 +50,9 @@ async def _roll_out(srv: Server, release: dict[str, Any], stations: list[str]) -
     return downloads
 
 
+# Twenty-one real agents each flash, reboot, self-test and commit: the heaviest test in the
+# suite, so it gets more than the default per-test time limit on a loaded 2-core machine.
+@pytest.mark.timeout(300)
 async def test_a_site_with_a_local_controller_downloads_the_image_once(
     tmp_path: Path, pki: Pki
 ) -> None:

@@ -81,7 +81,8 @@ def test_a_delta_for_another_base_is_refused_before_anything_is_written(
     old, new = pair
     make_delta(old, new, tmp_path / "d.cwdl")
     other = tmp_path / "other"
-    other.write_bytes(old.read_bytes()[:-1] + b"\0")
+    base = old.read_bytes()
+    other.write_bytes(base[:-1] + bytes([base[-1] ^ 0xFF]))  # last byte changed, always
     why = _refused(tmp_path, other, tmp_path / "d.cwdl")
     assert why.startswith("the delta applies to image ") and ", not to " in why
 
