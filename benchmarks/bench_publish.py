@@ -69,7 +69,7 @@ from chargeward.crypto import Signer
 from chargeward.publish import ImageRepository
 from chargeward.publish.targets import ImageFacts, release_targets
 from chargeward.release.bundle import build_bundle
-from chargeward.trust.approval import signed_proposal
+from chargeward.trust.approval import label_accounts, signed_proposal
 
 TARGET_RATIO = 1.5
 TARGET_PUBLISH_S = 2.0
@@ -90,7 +90,8 @@ def publish_release(
     with phases("sign"):
         approvals = [keys.approve(name, proposal) for name in APPROVERS[:2]]
     with phases("verify"):
-        signed = signed_proposal(repo.root().signed, proposal, approvals)
+        root = repo.root().signed
+        signed = signed_proposal(root, proposal, approvals, label_accounts(root))
     with phases("write"):
         return repo.publish_targets(signed, keys.online(), now=now)
 

@@ -38,7 +38,7 @@ from chargeward.publish import ImageRepository, OnlineSigners
 from chargeward.publish.roles import create_repository
 from chargeward.publish.targets import ImageFacts, release_targets
 from chargeward.release.image import pack_image
-from chargeward.trust.approval import Approval, signed_proposal
+from chargeward.trust.approval import Approval, label_accounts, signed_proposal
 from chargeward.trust.tuf_keys import TufSigner, tuf_key
 
 PASSPHRASE = b"benchmark passphrase, not a secret"
@@ -187,7 +187,8 @@ def prepopulate(repo: ImageRepository, keys: BenchKeys, *, releases: int, now: d
         additions.update(synthetic_release(i))
     proposal = repo.propose(additions, now=now)
     approvals = [keys.approve(n, proposal) for n in APPROVERS[:2]]
-    signed = signed_proposal(repo.root().signed, proposal, approvals)
+    root = repo.root().signed
+    signed = signed_proposal(root, proposal, approvals, label_accounts(root))
     return repo.publish_targets(signed, keys.online(), now=now)
 
 

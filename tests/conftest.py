@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from chargeward.crypto import keyfile
 from chargeward.server.db import Database
 from tests.support.databases import PostgresTemplates, postgres_database, sqlite_url
 from tests.support.fleet import Pki
+from tests.support.junit_provenance import record_run
 from tests.support.tls import TlsPki
 
 # The CLI's rich consoles are made when chargeward.cli is first imported (by a test module,
@@ -16,6 +18,19 @@ from tests.support.tls import TlsPki
 # terminal, so every test, in process or in a worker, gets the same wide console: assertions
 # about digests and window lists must not depend on wrapping.
 os.environ.setdefault("COLUMNS", "200")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The JUnit report names the commit and environment it ran under (evidence packs)."""
+    record_run(session.config)
+
+
+# Key files made by tests use scrypt's minimum cost (16 MiB, ~50 ms to open) rather than the
+# production default (128 MiB, ~0.5 s): the suite makes and opens hundreds of keys, many in CLI
+# subprocesses (which inherit the environment).  Tests of the cost itself pass
+# keyfile.DEFAULT_PARAMS explicitly.
+keyfile.write_params = keyfile.MINIMUM_PARAMS
+os.environ[keyfile.COST_ENV] = "14"
 
 
 @pytest.fixture(scope="session")

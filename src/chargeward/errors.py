@@ -9,6 +9,7 @@ into an OCPP status.  Library errors are converted where they enter (``raise ...
     +-- KeyAccessError          a key URI that cannot be resolved, a wrong passphrase
     +-- TrustError              a decision *against* the data: never retry
     |   +-- UntrustedCertificate    signing certificate not under an installed root
+    |   |   +-- CertificatePathRefused  RFC 5280 path validation refused it (``reason``)
     |   +-- RevokedCertificate      signing certificate revoked
     |   +-- BadSignature            signature does not verify
     |   +-- IntegrityError          length or digest mismatch
@@ -47,6 +48,21 @@ class TrustError(ChargewardError):
 
 class UntrustedCertificate(TrustError):
     """A certificate does not chain to an installed trust anchor, or is not valid now."""
+
+
+class CertificatePathRefused(UntrustedCertificate):
+    """RFC 5280 path validation refused a certificate (``crypto.path``).
+
+    ``reason`` is a short stable code: ``malformed``, ``validity``, ``critical-extension``,
+    ``leaf-profile``, ``issuer``, ``anchor``, ``intermediate``, ``name-constraints`` or
+    ``policy``; the message
+    says what was wrong, as any :class:`UntrustedCertificate` does (``type(e)(message)``
+    re-raises keep working, with the reason ``path``).
+    """
+
+    def __init__(self, message: str, *, reason: str = "path") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class RevokedCertificate(TrustError):

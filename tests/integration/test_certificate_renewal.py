@@ -37,7 +37,7 @@ async def test_renewal_before_expiry_end_to_end(
     )
     first = load_certificate(state.device_certificate_path.read_bytes())
     async with running_csms(tmp_path / "srv", tls_pki) as csms:
-        await csms.add_station("CP-MTLS", PASSWORD, 3)
+        await csms.add_station("CP-MTLS", PASSWORD, 3, first)
         async with running_agent(state, csms.url):
             await csms.wait(lambda: csms.registry.get("CP-MTLS"), "the station to connect")
             assert csms.listener.connection_serials["CP-MTLS"] == f"{first.serial_number:x}"
@@ -98,7 +98,7 @@ async def test_csr_for_another_identity_is_rejected(tmp_path: Path, cn: str) -> 
     if not cn:  # not a CSR at all
         csr = "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
     async with running_csms(tmp_path / "srv", tls_pki) as csms:
-        await csms.add_station("CP-MTLS", PASSWORD, 3)
+        await csms.add_station("CP-MTLS", PASSWORD, 3, station.cert)
         answer = await _sign_request(csms.url + "CP-MTLS", tls_pki.client_context(station), csr)
         assert answer.status == "Rejected"
         trail = await csms.audit("CP-MTLS")

@@ -22,10 +22,13 @@ from chargeward.audit.checkpoint import parse_vkey
 from chargeward.audit.proofs import parse_proofs, verify_proofs
 from chargeward.audit.verify import LogVerificationError
 from chargeward.cli.main import app, exit_code_for
+from chargeward.crypto.keys import generate_key, public_key_pem
 from chargeward.errors import BundleError, NotFound
 from chargeward.evidence.pack import requirements
+from chargeward.evidence.testrun import ReportProvenanceRefused
 from chargeward.release.bundle import read_manifest
 from tests.support.campaigns import ALL_DAY, agents, api, campaign_doc, status_is, until
+from tests.support.evidence import run_properties
 from tests.support.fleet import (
     TEST_PASSPHRASE,
     Pki,
@@ -39,11 +42,12 @@ from tests.support.trust import TufKeys
 STATIONS = ["CP-A", "CP-B"]
 PASSING = "UK-SCP Sch.1 para 3(3)(b)"
 FAILING = "UK-SCP Sch.1 para 2"
+COMMIT = "c0ffee" * 6 + "c0ff"  # the commit the test run names, and the pack is about
 
 
 def junit_report(path: Path) -> Path:
-    """A report in pytest's form: every test of PASSING passed, one of FAILING failed (a
-    parametrised case), the rest of FAILING's tests passed; every other test absent."""
+    """A report in pytest's form, run at COMMIT: every test of PASSING passed, one of FAILING
+    failed (a parametrised case), the rest of FAILING's tests passed; every other test absent."""
     mapping = {r.id: r for r in requirements()}
     cases = []
     for node in mapping[PASSING].tests + mapping[FAILING].tests:
@@ -56,8 +60,12 @@ def junit_report(path: Path) -> Path:
     path.write_text(
         '<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" '
         'errors="0" failures="1" skipped="0" tests="9" time="1.0" '
-        'timestamp="2026-01-05T10:00:00.000000" hostname="ci">' + "".join(cases) + "</testsuite>"
-        "</testsuites>"
+        'timestamp="2026-01-05T10:00:00.000000" hostname="ci">'
+        + "<properties>"
+        + "".join(f'<property name="{k}" value="{v}" />' for k, v in run_properties(COMMIT).items())
+        + "</properties>"
+        + "".join(cases)
+        + "</testsuite></testsuites>"
     )
     return path
 
@@ -89,7 +97,7 @@ def check_sums(pack: Path) -> list[str]:
         digest, name = line.split("  ", 1)
         listed[name] = digest
     on_disk = sorted(p.relative_to(pack).as_posix() for p in pack.rglob("*") if p.is_file())
-    assert sorted([*listed, "SHA256SUMS"]) == on_disk
+    assert sorted([*listed, "SHA256SUMS", "evidence.dsse.json"]) == on_disk
     for name, digest in listed.items():
         assert hashlib.sha256((pack / name).read_bytes()).hexdigest() == digest, name
     return on_disk
@@ -104,6 +112,9 @@ async def test_campaign_pack_verifies_offline_and_a_changed_proof_is_caught(
     bundle = pki.bundle(tmp_path / "acme-1.1.0.cwb", "1.1.0", 2)
     other = pki.bundle(tmp_path / "acme-1.1.1.cwb", "1.1.1", 2)
     report = junit_report(tmp_path / "pytest.xml")
+    signer = generate_key(f"file:{tmp_path}/evidence.key", lambda: TEST_PASSPHRASE.encode())
+    pub = tmp_path / "evidence.pub.pem"
+    pub.write_text(public_key_pem(signer.public_key()))
     at = ("--data-dir", str(data))
     extra = ("--campaign-tick", "0.3", "--campaign-approval-threshold", "1")
     with running_server(tmp_path, pki, extra_args=extra) as srv:
@@ -133,13 +144,14 @@ async def test_campaign_pack_verifies_offline_and_a_changed_proof_is_caught(
         out_dir = tmp_path / "out"
         pack = out_dir / "ac22"
         auditor = tokens["dana"]
-        args = ("evidence", "export", "--test-report", str(report), *at)
+        signing = ("--key", signer.uri, "--commit", COMMIT)
+        args = ("evidence", "export", "--test-report", str(report), *signing, *at)
         # Bad input: one clear error, a distinct exit code, nothing written.
         broken = tmp_path / "broken.xml"
         broken.write_text("<testsuites><testsuite>")
         r = await asyncio.to_thread(
-            cli, *args[:2], "--campaign", "ac22-1.1.0", "--test-report", str(broken), *at,
-            "-o", str(pack), env={"CHARGEWARD_API_TOKEN": auditor}, check=False,
+            cli, *args[:2], "--campaign", "ac22-1.1.0", "--test-report", str(broken), *signing,
+            *at, "-o", str(pack), env={"CHARGEWARD_API_TOKEN": auditor}, check=False,
         )  # fmt: skip
         assert r.returncode == 6 and r.stdout == "", r.stderr
         [line] = r.stderr.splitlines()
@@ -152,6 +164,12 @@ async def test_campaign_pack_verifies_offline_and_a_changed_proof_is_caught(
         )  # fmt: skip
         assert isinstance(refused.exception, BundleError)
         assert "not the exported release" in str(refused.exception)
+        # A report from another commit than the one named is refused, before the server.
+        refused = await chargeward(
+            *args, "--campaign", "ac22-1.1.0", "--commit", "d" * 40, "-o", str(pack),
+            token=auditor,
+        )  # fmt: skip
+        assert isinstance(refused.exception, ReportProvenanceRefused)
         assert not out_dir.exists() or not any(out_dir.iterdir())
 
         out = await ok(
@@ -166,7 +184,7 @@ async def test_campaign_pack_verifies_offline_and_a_changed_proof_is_caught(
     assert_no_crash(srv.proc.output())
 
     files = check_sums(pack)
-    for name in ("evidence.md", "evidence.html", "evidence.json", "VERIFY.md",
+    for name in ("evidence.md", "evidence.html", "evidence.json", "VERIFY.md", "evidence.dsse.json",
                  "release/manifest.json", "release/signing-certificate.pem",
                  "release/approvals.json", "audit/proofs.jsonl", "audit/checkpoint.note",
                  "audit/checkpoint.vkey", "tests/pytest.xml"):  # fmt: skip
@@ -210,9 +228,19 @@ async def test_campaign_pack_verifies_offline_and_a_changed_proof_is_caught(
     rows = {r["id"]: r for r in ev["tests"]["requirements"]}
     assert rows[PASSING]["satisfied"] and rows[PASSING]["status"] == "satisfied"
     assert not rows[FAILING]["satisfied"] and rows[FAILING]["status"] == "failed"
-    assert rows[FAILING]["tests"][0]["result"] == "failed"
+    assert rows[FAILING]["parts"][0]["tests"][0]["result"] == "failed"
+    assert rows[FAILING]["parts"][0]["party"] == "pipeline"
     other_row = rows["ETSI EN 303 645 5.7"]
-    assert {t["result"] for t in other_row["tests"]} == {"not run"}
+    assert {t["result"] for p in other_row["parts"] for t in p["tests"]} == {"not run"}
+    boot = rows["UK-SCP Sch.1 para 3(4)(a)"]
+    assert (boot["status"], boot["satisfied"]) == ("manufacturer to evidence", False)
+    assert [p["party"] for p in boot["parts"]] == ["platform"]
+    provenance = ev["tests"]["report"]["provenance"]
+    assert (provenance["commit"], provenance["same_commit"]) == (COMMIT, True)
+    # Signed: the pack and its zip verify under the producer's key.
+    for where in (pack, pack.with_name("ac22.zip")):
+        out = await ok("evidence", "verify", str(where), "--key", str(pub))
+        assert f"from commit {COMMIT}" in out and signer.uri not in out
     page = (pack / "evidence.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "<table>" in page
     assert not re.search(r"<(link|script|img)|(src|href)=", page)  # nothing fetched

@@ -13,8 +13,18 @@ from typing import Any
 import httpx
 from cryptography import x509
 
+from chargeward.crypto.keys import load_signer
 from chargeward.crypto.pki import certificate_fingerprint, certificate_hash_data, certificate_pem
-from tests.support.fleet import Pki, Server, assert_no_crash, cli, running_server, wait_for
+from chargeward.crypto.root_rotation import endorsed_root_bundle, issue_link_certificate
+from tests.support.fleet import (
+    TEST_PASSPHRASE,
+    Pki,
+    Server,
+    assert_no_crash,
+    cli,
+    running_server,
+    wait_for,
+)
 
 STATION = "CP-0001"
 CERTIFICATES = f"/api/v1/stations/{STATION}/certificates"
@@ -56,6 +66,10 @@ def test_new_root_installed_over_ocpp_then_releases_under_it_install(
     tmp_path: Path, pki: Pki, factory_bundle: Path
 ) -> None:
     new = Pki.create(tmp_path / "new-pki", name="ACME 2027")
+    endorsed = tmp_path / "acme-2027-endorsed.pem"  # what 'chargeward pki link-root' writes
+    old_key = load_signer(f"file:{pki.dir / 'root.key'}", lambda: TEST_PASSPHRASE.encode())
+    link = issue_link_certificate(old_key, pki.root_cert, new.root_cert)
+    endorsed.write_text(endorsed_root_bundle(new.root_cert, [link]))
     release_bundle = new.bundle(tmp_path / "acme-2027-1.1.0.cwb", "1.1.0", 2)
     with running_server(tmp_path, trusting(tmp_path, pki, new.root_cert)) as srv:
         agent, state = srv.start_agent(tmp_path, pki, STATION, factory_bundle)
@@ -67,7 +81,7 @@ def test_new_root_installed_over_ocpp_then_releases_under_it_install(
         assert update(srv, release["id"])["station_response"] == "InvalidCertificate"
 
         out = cli(
-            "station", "install-root", STATION, "--cert", str(new.root_pem),
+            "station", "install-root", STATION, "--cert", str(endorsed),
             "--data-dir", str(srv.data_dir),
         ).stdout  # fmt: skip
         assert "accepted InstallCertificate" in out

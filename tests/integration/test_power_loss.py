@@ -37,6 +37,7 @@ from pathlib import Path
 import pytest
 
 from chargeward.agent import bootloader, installer, storage
+from chargeward.agent.certificates import boot_revocations
 from chargeward.agent.components import (
     VerifiedRelease,
     accept_release,
@@ -226,8 +227,13 @@ def check_recovery(fx: Fixture, state: StateDir) -> str:
     active = state.boot_control().active
     info = state.slot_info(active)
     assert info is not None and info.version == running
+    anchors = state.trust_anchors()
     header = secure_boot_check(
-        state.slot_image(active), info.signature, info.signing_certificate, state.trust_anchors()
+        state.slot_image(active),
+        info.signature,
+        info.signing_certificate,
+        anchors,
+        revoked_serials=boot_revocations(state, anchors),
     )
     assert header.version == running
     # Every image of the running slot's group too (the bootloader's own check).

@@ -63,7 +63,7 @@ async def test_profile_3_needs_a_valid_certificate_with_its_identity(
     wrong_cn = tls_pki.station_cert("CP-OTHER")
     foreign = other.station_cert("CP-3")  # right CN, unknown CA
     async with running_csms(tmp_path / "srv", tls_pki) as csms:
-        await csms.add_station("CP-3", PASSWORD, 3)
+        await csms.add_station("CP-3", PASSWORD, 3, good.cert)
         url = csms.url + "CP-3"
         ctx = tls_pki.client_context
         assert await try_connect(url, ssl_context=ctx(good)) == 101  # Basic is not needed
@@ -86,7 +86,7 @@ async def test_profile_3_needs_a_valid_certificate_with_its_identity(
         refused = [d for a, d in await csms.audit("CP-3") if a == "station.connection_refused"]
         assert [d["reason"] for d in refused] == reasons
         assert refused[0]["security_event"] == "InvalidChargingStationCertificate"
-        # The server recorded the certificate the station connected with.
+        # The registered certificate is unchanged by the refusals.
         from chargeward.server.station_security import security_view
 
         async with csms.db.session() as s:

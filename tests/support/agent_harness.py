@@ -18,6 +18,7 @@ from ocpp.v201.enums import Action
 from websockets.asyncio.server import ServerConnection, serve
 
 from chargeward.agent.agent import Agent, AgentConfig
+from chargeward.agent.location import LAB_LOOPBACK
 from chargeward.agent.provision import provision
 from chargeward.agent.state import Identity, StateDir
 from chargeward.agent.tuf_client import RepositoryLimits
@@ -149,6 +150,11 @@ def _station(csms: Csms, station_id: str, ws: ServerConnection) -> ChargePoint:
             record("SecurityEventNotification", kw)
             return call_result.SecurityEventNotification()
 
+        @on(Action.log_status_notification)
+        def log_status(self, **kw: Any) -> call_result.LogStatusNotification:
+            record("LogStatusNotification", kw)
+            return call_result.LogStatusNotification()
+
         @on(Action.data_transfer)
         def data_transfer(self, **kw: Any) -> call_result.DataTransfer:
             record("DataTransfer", kw)
@@ -252,7 +258,7 @@ async def running_agent(
             repository_url=repository_url,
             update_check_interval=check_interval,
             repository_limits=LIMITS,
-            **config,
+            **{"location_policy": LAB_LOOPBACK, **config},  # 127.0.0.1 servers: a lab setting
         ),
         clock=clock,
     )

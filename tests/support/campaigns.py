@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from chargeward.agent.agent import Agent, AgentConfig
+from chargeward.agent.location import LAB_LOOPBACK
 from chargeward.agent.provision import provision
 from chargeward.agent.state import Identity
 from chargeward.model.firmware import ImageHeader
@@ -81,6 +82,7 @@ async def agents(
                 trial_health_timeout=20,
                 self_test=self_test,
                 repository_url=f"{srv.api_url}/tuf/" if tuf_root else None,
+                location_policy=LAB_LOOPBACK,  # the test server is on 127.0.0.1: a lab setting
                 **(configs or {}).get(sid, {}),
             )
         )

@@ -254,6 +254,7 @@ class Server:
                 "0.5",
                 "--log-level",
                 "info",
+                *("--allow-location", "127.0.0.0/8"),  # the server is on 127.0.0.1: a lab setting
                 *tuf_run,
                 *run_args,
             ],

@@ -23,6 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from chargeward.agent.agent import Agent, AgentConfig
+from chargeward.agent.location import LAB_LOOPBACK
 from chargeward.agent.provision import provision
 from chargeward.agent.state import Identity, StateDir
 from chargeward.crypto import (
@@ -38,9 +39,10 @@ from chargeward.crypto.tls import issue_server_certificate, issue_station_certif
 from chargeward.server import services
 from chargeward.server.csms import CsmsListener, ListenerTimeouts, Registry
 from chargeward.server.db import Database
+from chargeward.server.station_certificates import register_certificate
 from chargeward.server.station_security import ChargerCa, set_profile
 from chargeward.server.throttle import StationThrottle
-from chargeward.server.tls import TlsFiles, server_context
+from chargeward.server.tls import TlsFiles, load_certificate_and_key, server_context
 from tests.support.fleet import MODEL, TEST_PASSPHRASE, Pki, basic
 
 SUBPROTOCOLS: Any = ["ocpp2.0.1"]
@@ -140,7 +142,7 @@ class TlsPki:
         ctx.minimum_version = minimum
         if maximum is not None:
             ctx.maximum_version = maximum
-        ctx.load_cert_chain(self.server_cert, self.server_key.removeprefix("file:"), _pass)
+        load_certificate_and_key(ctx, self.server_cert, self.server_key, _pass)
         return ctx
 
     def charger_ca(self) -> ChargerCa:
@@ -207,12 +209,22 @@ class Csms:
     listener: CsmsListener
     url: str
 
-    async def add_station(self, station_id: str, password: str, profile: int) -> None:
+    async def add_station(
+        self,
+        station_id: str,
+        password: str,
+        profile: int,
+        certificate: x509.Certificate | None = None,
+    ) -> None:
+        """Register a station; ``certificate`` becomes its registered station certificate
+        (profile 3 needs one, ADR 0022)."""
         async with self.db.session() as s:
             await services.register_station(
                 s, station_id, actor="test", password=password, now=now()
             )
             await s.flush()
+            if certificate is not None:
+                await register_certificate(s, station_id, certificate, actor="test", now=now())
             await set_profile(s, station_id, profile, actor="test", now=now())
 
     async def station_state(self, station_id: str) -> dict[str, Any]:
@@ -368,7 +380,13 @@ def provision_charger(
 @contextlib.asynccontextmanager
 async def running_agent(state: StateDir, url: str) -> AsyncIterator[Agent]:
     agent = Agent(
-        AgentConfig(state_dir=state.root, csms_url=url, reconnect_delay=0.1, response_timeout=5)
+        AgentConfig(
+            state_dir=state.root,
+            csms_url=url,
+            reconnect_delay=0.1,
+            response_timeout=5,
+            location_policy=LAB_LOOPBACK,  # the test server is on 127.0.0.1: a lab setting
+        )
     )
     task = asyncio.create_task(agent.run())
     try:

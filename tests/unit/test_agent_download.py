@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 from collections.abc import AsyncIterator
@@ -21,14 +22,19 @@ from chargeward.agent.download import (
     DownloadRefused,
     DownloadStats,
     backoff_delay,
-    fetch,
 )
+from chargeward.agent.download import (
+    fetch as _fetch,
+)
+from chargeward.agent.location import LAB_LOOPBACK
 from chargeward.errors import TransportError
 
 pytestmark = pytest.mark.timeout(20)
 
 DATA = os.urandom(1 << 20)
 CAP = 4 << 20
+# The test origins listen on 127.0.0.1: allowed here deliberately (a lab setting).
+fetch = functools.partial(_fetch, policy=LAB_LOOPBACK)
 
 
 @dataclass

@@ -17,6 +17,7 @@ import pytest
 from tests.support.fleet import MODEL, Pki
 
 from chargeward.agent.agent import Agent, AgentConfig
+from chargeward.agent.location import LAB_LOOPBACK
 from chargeward.agent.provision import provision
 from chargeward.agent.state import Identity
 
@@ -63,7 +64,11 @@ def agent(tmp_path: Path, firmware: tuple[Pki, Path]) -> tuple[Agent, Recorder]:
         factory_bundle=factory,
     )
     a = Agent(
-        AgentConfig(state_dir=tmp_path / "charger", csms_url="ws://127.0.0.1:9/ocpp/"),
+        AgentConfig(
+            state_dir=tmp_path / "charger",
+            csms_url="ws://127.0.0.1:9/ocpp/",
+            location_policy=LAB_LOOPBACK,  # the upload server is on 127.0.0.1
+        ),
         clock=lambda: T0,
     )
     recorder = Recorder()

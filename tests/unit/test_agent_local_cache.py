@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from chargeward.agent.local_cache import FirmwareCache, PublishJob
+from chargeward.agent.location import LAB_LOOPBACK
 from chargeward.sim.runner import free_port
 
 IMAGE = os.urandom(300_000)
@@ -54,7 +55,9 @@ async def serving(cache: FirmwareCache) -> AsyncIterator[None]:
 
 
 def _cache(root: Path, name: str, notify: Reports) -> FirmwareCache:
-    return FirmwareCache(root / name, f"http://127.0.0.1:{free_port()}", notify=notify)
+    return FirmwareCache(
+        root / name, f"http://127.0.0.1:{free_port()}", notify=notify, policy=LAB_LOOPBACK
+    )
 
 
 async def _origin(tmp_path: Path) -> tuple[FirmwareCache, str]:
@@ -72,7 +75,7 @@ async def test_a_publication_cut_by_a_reboot_resumes_from_its_partial_file(tmp_p
     # The controller lost power mid-download: the job is on flash, with half the file.
     half = len(IMAGE) // 2
     (lc.directory / f"{MD5}.part").write_bytes(IMAGE[:half])
-    rebooted = FirmwareCache(lc.directory, lc.base_url, notify=reports)
+    rebooted = FirmwareCache(lc.directory, lc.base_url, notify=reports, policy=LAB_LOOPBACK)
     async with serving(origin), serving(rebooted):
         await asyncio.wait_for(reports.done.wait(), 20)
         assert rebooted.downloaded_bytes == len(IMAGE) - half  # only the rest came over

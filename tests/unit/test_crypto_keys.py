@@ -73,7 +73,7 @@ def test_key_file_is_encrypted_and_private(tmp_path: Path) -> None:
     path = tmp_path / "k.pem"
     generate_key(str(path), passphrase)
     pem = path.read_bytes()
-    assert pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert pem.startswith(b"-----BEGIN CHARGEWARD ENCRYPTED PRIVATE KEY-----")
     assert PASSPHRASE not in pem
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 

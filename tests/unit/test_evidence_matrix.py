@@ -4,6 +4,7 @@ report, and a requirement is satisfied only when every test mapped to it passed.
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,14 +12,21 @@ from typing import TYPE_CHECKING
 import pytest
 from tests.support.nodeids import repository_tests
 
-from chargeward.errors import IntegrityError
+from chargeward.errors import ConfigError, IntegrityError
 from chargeward.evidence.bundle import SUPPLY_MEMBERS, read_bundle
 from chargeward.evidence.matrix import (
     FAILED,
+    INCOMPLETE,
+    MANUFACTURER,
     NOT_RUN,
+    PARTIES,
     PASSED,
+    PLATFORM,
+    SATISFIED,
+    SIMULATED,
     SKIPPED,
     JUnitReportError,
+    Part,
     Requirement,
     build_matrix,
     merge_junit,
@@ -129,9 +137,8 @@ def test_each_outcome_is_read_and_a_test_absent_from_the_report_is_not_run() -> 
 
 def test_a_requirement_with_one_failing_test_is_not_satisfied() -> None:
     def req(rid: str, *numbers: int) -> Requirement:
-        return Requirement(
-            rid, "F", "text", "paraphrased", tuple(f"t/test_a.py::test_{n}" for n in numbers)
-        )
+        tests = tuple(f"t/test_a.py::test_{n}" for n in numbers)
+        return Requirement(rid, "F", "text", "paraphrased", (Part("pipeline", "text", tests),))
 
     # all pass, one fails, one skipped, one not run, no tests
     reqs = [req("R1", 1, 2), req("R2", 1, 3), req("R3", 4), req("R4", 1, 9), req("R5")]
@@ -192,7 +199,10 @@ def test_the_main_and_the_slow_runs_reports_merge_into_one() -> None:
 
 
 def test_a_bad_mapping_is_refused() -> None:
-    good = b'[[requirement]]\nid="A"\nframework="F"\ntext="t"\nwording="quoted"\ntests=[]\n'
+    good = (
+        b'[[requirement]]\nid="A"\nframework="F"\ntext="t"\nwording="quoted"\n'
+        b'party="pipeline"\ntests=[]\n'
+    )
     assert parse_requirements(good)[0].id == "A"
     with pytest.raises(Exception, match="node ids without parameters"):
         parse_requirements(good.replace(b"tests=[]", b'tests=["tests/x.py::test_y[1]"]'))
@@ -241,3 +251,99 @@ def test_supply_chain_documents_come_from_the_bundle_bound_to_its_manifest(
     tampered.write_bytes(_tar(members).getvalue())
     with pytest.raises(IntegrityError, match="SHA-256 differs from the manifest"):
         read_bundle(tampered)
+
+
+# -- who meets each requirement ----------------------------------------------------------------
+
+HEAD = b'[[requirement]]\nid="A"\nframework="F"\ntext="t"\nwording="paraphrased"\n'
+PART = b'[[requirement.part]]\nparty="%s"\nclaim="c"\ntests=[]\n'
+
+
+def test_a_requirement_may_be_split_into_parts_one_per_party() -> None:
+    (one,) = parse_requirements(HEAD + b'party="platform"\ntests=["t/test_a.py::test_1"]\n')
+    assert one.parts == (Part("platform", "t", ("t/test_a.py::test_1",)),)
+    (split,) = parse_requirements(HEAD + PART % b"pipeline" + PART % b"reference-agent")
+    assert [p.party for p in split.parts] == ["pipeline", "reference-agent"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'party="chargeward"\ntests=[]\n', "A: unknown party 'chargeward' (one of pipeline, "
+         "reference-agent, platform)"),
+        (b'party="Platform"\ntests=[]\n', "unknown party 'Platform'"),
+        (b"party=3\ntests=[]\n", "unknown party 3"),
+        (b"tests=[]\n", "A: party is missing"),
+        (b"", "A: party is missing"),
+        (PART % b"pipeline" + PART % b"hardware", "A part 2: unknown party 'hardware'"),
+        (b'[[requirement.part]]\nclaim="c"\ntests=[]\n', "A part 1: party is missing"),
+        (PART % b"pipeline" + PART % b"pipeline", "A: one part per party"),
+        (b'[[requirement.part]]\nparty="platform"\ntests=[]\n', "A part 1 claim must be"),
+        (b'party="pipeline"\n' + PART % b"platform", "party and tests in its parts only"),
+        (b'party="pipeline"\nowner="x"\n', "A: unknown keys owner"),
+        ((PART % b"platform").replace(b"tests", b"test"), "A part 1: unknown keys test"),
+        (b"part=[]\n", "part is a list"),
+    ],
+)  # fmt: skip
+def test_every_requirement_must_name_a_known_party(body: bytes, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_requirements(HEAD + body)
+
+
+def test_every_shipped_requirement_names_who_meets_it() -> None:
+    for r in requirements():
+        assert r.parts, r.id
+        assert all(p.party in PARTIES and p.claim for p in r.parts), r.id
+        assert len({p.party for p in r.parts}) == len(r.parts), r.id
+    by_id = {r.id: r for r in requirements()}
+    # Secure boot is the charger platform's (hardware root of trust, bootloader), wherever
+    # it is asked for; so are secure storage's hardware key and the disclosure policy.
+    assert [p.party for p in by_id["UK-SCP Sch.1 para 3(4)(a)"].parts] == [PLATFORM]
+    assert [p.party for p in by_id["CRA Annex I Part II (4)-(6)"].parts] == [PLATFORM]
+    for rid in ("ETSI EN 303 645 5.7", "ETSI EN 303 645 5.4", "UK-SCP Sch.1 para 4"):
+        assert PLATFORM in {p.party for p in by_id[rid].parts}, rid
+    assert [p.party for p in by_id["CRA Annex I Part II (7)"].parts] == ["pipeline"]
+
+
+def _passing(reqs: list[Requirement], **outcomes: str) -> bytes:
+    cases = []
+    for node in dict.fromkeys(t for r in reqs for t in r.tests):
+        cls, name = node_key(node)
+        cases.append((cls, name, outcomes.get(name, "passed")))
+    return report(*cases)
+
+
+def test_secure_boot_is_a_platform_obligation_even_when_every_test_passes() -> None:
+    reqs = requirements()
+    rows = {r.requirement.id: r for r in build_matrix(reqs, parse_junit(_passing(reqs)))}
+    boot = rows["UK-SCP Sch.1 para 3(4)(a)"]
+    assert all(t.result == PASSED for t in boot.tests) and boot.tests
+    assert (boot.satisfied, boot.status) == (False, MANUFACTURER)
+    ((part),) = boot.parts
+    assert (part.status, part.simulation) == (MANUFACTURER, SIMULATED)
+    # No requirement with a platform part counts as satisfied, whatever its tests say.
+    for row in rows.values():
+        has_platform = any(p.part.party == PLATFORM for p in row.parts)
+        assert row.satisfied is not has_platform, row.requirement.id
+        assert row.status == (MANUFACTURER if has_platform else SATISFIED), row.requirement.id
+
+
+def test_platform_parts_are_never_satisfied_and_a_failing_simulation_fails() -> None:
+    def row(*parts: tuple[str, tuple[int, ...]], **outcomes: str) -> tuple[str, list[str]]:
+        req = Requirement(
+            "R", "F", "t", "paraphrased",
+            tuple(Part(party, party, tuple(f"t/test_a.py::test_{n}" for n in ns))
+                  for party, ns in parts),
+        )  # fmt: skip
+        (got,) = build_matrix([req], parse_junit(_passing([req], **outcomes)))
+        return got.status, [p.status for p in got.parts]
+
+    assert row(("pipeline", (1,)), ("platform", (2,))) == (MANUFACTURER, [SATISFIED, MANUFACTURER])
+    assert row(("platform", ())) == (MANUFACTURER, [MANUFACTURER])
+    assert row(("reference-agent", (1,))) == (SATISFIED, [SATISFIED])
+    # A failing simulation of a platform behaviour is a failure of the reference agent.
+    assert row(("pipeline", (1,)), ("platform", (2,)), test_2="failed")[0] == FAILED
+    assert row(("pipeline", (1,)), ("platform", (2,)), test_1="skipped") == (
+        INCOMPLETE, [INCOMPLETE, MANUFACTURER]
+    )  # fmt: skip
+    assert row(("pipeline", ()), ("platform", (2,)))[0] == "no tests"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from chargeward.trust.approval import (
     Approval,
     approval_status,
     check_approval,
+    label_accounts,
     signed_proposal,
 )
 from chargeward.trust.review import review_proposal
@@ -89,9 +91,12 @@ def test_one_of_two_cannot_publish_two_can(repo: ImageRepository, keys: TufKeys)
     root = repo.root().signed
     proposal = repo.propose(release(), now=NOW)
     one = [approve(keys, proposal, "alice")]
-    assert approval_status(root, proposal, one).describe() == "needs 1 more approval (1 of 2)"
+    assert (
+        approval_status(root, proposal, one, label_accounts(root)).describe()
+        == "needs 1 more approval (1 of 2)"
+    )
     with pytest.raises(Conflict, match="needs 1 more approval"):
-        signed_proposal(root, proposal, one)
+        signed_proposal(root, proposal, one, label_accounts(root))
     # Publishing metadata signed by one key is refused by python-tuf's threshold check too.
     half = Metadata[Targets].from_bytes(proposal.to_bytes())
     half.sign(keys.tuf("alice"))
@@ -99,9 +104,11 @@ def test_one_of_two_cannot_publish_two_can(repo: ImageRepository, keys: TufKeys)
         repo.publish_targets(half, keys.online(), now=NOW)
     # The same person twice counts once.
     twice = [*one, approve(keys, proposal, "alice")]
-    assert approval_status(root, proposal, twice).missing == 1
+    assert approval_status(root, proposal, twice, label_accounts(root)).missing == 1
     both = [*one, approve(keys, proposal, "bob")]
-    version = repo.publish_targets(signed_proposal(root, proposal, both), keys.online(), now=NOW)
+    version = repo.publish_targets(
+        signed_proposal(root, proposal, both, label_accounts(root)), keys.online(), now=NOW
+    )
     assert version == 2
     assert repo.targets().signed.version == 2
     assert sorted(repo.targets().signed.targets) == sorted(release())
@@ -113,24 +120,32 @@ def test_one_of_two_cannot_publish_two_can(repo: ImageRepository, keys: TufKeys)
 def test_one_person_holding_two_keys_counts_once(tmp_path: Path, keys: TufKeys) -> None:
     twin = keys.add("alice-2")
     approvers = [keys.tuf("alice").public_key, tuf_key(twin.public_key(), owner="alice")]
-    root = new_root(
-        RootPlan(
-            root_keys=[keys.tuf("ana").public_key],
-            root_threshold=1,
-            targets_keys=[*approvers, keys.tuf("bob").public_key],
-            targets_threshold=2,
-            snapshot_key=keys.tuf("snapshot").public_key,
-            timestamp_key=keys.tuf("timestamp").public_key,
-        ),
-        now=NOW,
+    plan = RootPlan(
+        root_keys=[keys.tuf("ana").public_key],
+        root_threshold=1,
+        targets_keys=[*approvers, keys.tuf("bob").public_key],
+        targets_threshold=2,
+        snapshot_key=keys.tuf("snapshot").public_key,
+        timestamp_key=keys.tuf("timestamp").public_key,
     )
+    with pytest.raises(ConfigError, match="alice would hold two targets keys"):
+        new_root(plan, now=NOW)
+    # A root made some other way (or before keys had to equal people) still counts her once.
+    root = new_root(
+        dataclasses.replace(plan, targets_keys=[approvers[0]], targets_threshold=1), now=NOW
+    )
+    root.signed.add_key(approvers[1], Targets.type)
+    root.signed.add_key(keys.tuf("bob").public_key, Targets.type)
+    root.signed.roles[Targets.type].threshold = 2
     proposal = Metadata(Targets(version=2, expires=NOW + dt.timedelta(days=1)))
     sig = TufSigner(twin, approvers[1]).sign(proposal.signed_bytes)
     two_keys_one_person = [
         approve(keys, proposal, "alice"),
         Approval(sig.keyid, "alice", sig.signature, "alice"),
     ]
-    status = approval_status(root.signed, proposal, two_keys_one_person)
+    status = approval_status(
+        root.signed, proposal, two_keys_one_person, label_accounts(root.signed)
+    )
     assert status.approvers == ("alice",) and status.missing == 1
 
 
@@ -141,15 +156,43 @@ def test_uploader_cannot_approve_and_strangers_cannot_sign(
     proposal = repo.propose(release(), now=NOW)
     carol = keys.tuf("carol").sign(proposal.signed_bytes)
     with pytest.raises(Conflict, match="carol uploaded this release"):
-        check_approval(root, proposal, carol, uploader="carol", submitted_by="carol")
+        check_approval(
+            root,
+            proposal,
+            carol,
+            uploader="carol",
+            submitted_by="carol",
+            accounts=label_accounts(root),
+        )
     with pytest.raises(Conflict, match="cannot approve"):
-        check_approval(root, proposal, carol, uploader="carol", submitted_by="alice")
+        check_approval(
+            root,
+            proposal,
+            carol,
+            uploader="carol",
+            submitted_by="alice",
+            accounts=label_accounts(root),
+        )
     root_key = keys.tuf("ana").sign(proposal.signed_bytes)
     with pytest.raises(TrustError, match="not a release-approver"):
-        check_approval(root, proposal, root_key, uploader="carol", submitted_by="ana")
+        check_approval(
+            root,
+            proposal,
+            root_key,
+            uploader="carol",
+            submitted_by="ana",
+            accounts=label_accounts(root),
+        )
     forged = Signature(carol.keyid, keys.tuf("carol").sign(b"something else").signature)
     with pytest.raises(BadSignature, match="does not match this proposal"):
-        check_approval(root, proposal, forged, uploader="dave", submitted_by="carol")
+        check_approval(
+            root,
+            proposal,
+            forged,
+            uploader="dave",
+            submitted_by="carol",
+            accounts=label_accounts(root),
+        )
 
 
 def test_stale_proposal_is_refused_after_another_publish(
@@ -159,17 +202,23 @@ def test_stale_proposal_is_refused_after_another_publish(
     first = repo.propose(release("1.1.0"), now=NOW)
     second = repo.propose(release("1.2.0", "cd" * 32), now=NOW)
     ok = [approve(keys, first, "alice"), approve(keys, first, "bob")]
-    repo.publish_targets(signed_proposal(root, first, ok), keys.online(), now=NOW)
+    repo.publish_targets(
+        signed_proposal(root, first, ok, label_accounts(root)), keys.online(), now=NOW
+    )
     late = [approve(keys, second, "alice"), approve(keys, second, "bob")]
     with pytest.raises(Conflict, match="moved on"):
-        repo.publish_targets(signed_proposal(root, second, late), keys.online(), now=NOW)
+        repo.publish_targets(
+            signed_proposal(root, second, late, label_accounts(root)), keys.online(), now=NOW
+        )
 
 
 def test_a_published_path_cannot_change_contents(repo: ImageRepository, keys: TufKeys) -> None:
     root = repo.root().signed
     proposal = repo.propose(release(), now=NOW)
     both = [approve(keys, proposal, "alice"), approve(keys, proposal, "bob")]
-    repo.publish_targets(signed_proposal(root, proposal, both), keys.online(), now=NOW)
+    repo.publish_targets(
+        signed_proposal(root, proposal, both, label_accounts(root)), keys.online(), now=NOW
+    )
     with pytest.raises(Conflict, match="already published with different contents"):
         repo.propose(release(sha="ef" * 32), now=NOW)
 
@@ -177,13 +226,13 @@ def test_a_published_path_cannot_change_contents(repo: ImageRepository, keys: Tu
 def test_review_refuses_a_proposal_with_something_slipped_in(repo: ImageRepository) -> None:
     published = repo.targets().signed
     honest = repo.propose(release(), now=NOW)
-    assert review_proposal(honest, published, release()) == sorted(release())
+    assert review_proposal(honest, published, release(), now=NOW) == sorted(release())
     sneaky = repo.propose({**release(), **release("6.6.6", "66" * 32)}, now=NOW)
     with pytest.raises(TrustError, match="not part of this release"):
-        review_proposal(sneaky, published, release())
+        review_proposal(sneaky, published, release(), now=NOW)
     altered = repo.propose(release(sha="99" * 32), now=NOW)
     with pytest.raises(TrustError, match="other contents"):
-        review_proposal(altered, published, release())
+        review_proposal(altered, published, release(), now=NOW)
 
 
 def test_online_roles_renewed_before_expiry(repo: ImageRepository, keys: TufKeys) -> None:
@@ -294,3 +343,40 @@ def test_every_role_key_in_an_hsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     verified.verify_delegate(Root.type, repo.root().signed_bytes, repo.root().signatures)
     ts = repo.timestamp()
     verified.verify_delegate(Timestamp.type, ts.signed_bytes, ts.signatures)
+
+
+def test_review_refuses_an_expiry_or_a_field_the_policy_does_not_allow(
+    repo: ImageRepository,
+) -> None:
+    published = repo.targets().signed
+    honest = repo.propose(release(), now=NOW)
+    # The approver's clock may run a little behind the server's (ExpiryPolicy.clock_skew).
+    before = NOW - dt.timedelta(minutes=9)
+    assert review_proposal(honest, published, release(), now=before) == sorted(release())
+    with pytest.raises(TrustError, match="beyond the 90-day targets lifetime"):
+        review_proposal(honest, published, release(), now=NOW - dt.timedelta(minutes=11))
+    with pytest.raises(TrustError, match="within the 1-day publishing margin"):
+        review_proposal(honest, published, release(), now=NOW + dt.timedelta(days=89, hours=1))
+    with pytest.raises(TrustError, match="expired at"):
+        review_proposal(honest, published, release(), now=NOW + dt.timedelta(days=90))
+    honest.signed.unrecognized_fields["x-note"] = "hello"
+    with pytest.raises(TrustError, match="changes x-note of the published targets"):
+        review_proposal(honest, published, release(), now=NOW)
+
+
+def test_publish_refuses_targets_that_expire_too_soon_or_too_late(
+    repo: ImageRepository, keys: TufKeys
+) -> None:
+    root = repo.root().signed
+    proposal = repo.propose(release(), now=NOW)
+    both = [approve(keys, proposal, "alice"), approve(keys, proposal, "bob")]
+    signed = signed_proposal(root, proposal, both, label_accounts(root))
+    before = sorted(p.name for p in repo.metadata_dir.iterdir())
+    margin = ExpiryPolicy(publish_margin=dt.timedelta(days=10))
+    late = ImageRepository(repo.directory, margin)
+    with pytest.raises(Conflict, match="within the 10-day publishing margin"):
+        late.publish_targets(signed, keys.online(), now=NOW + dt.timedelta(days=81))
+    with pytest.raises(Conflict, match="beyond the 90-day targets lifetime"):
+        repo.publish_targets(signed, keys.online(), now=NOW - dt.timedelta(days=1))
+    assert sorted(p.name for p in repo.metadata_dir.iterdir()) == before
+    assert repo.publish_targets(signed, keys.online(), now=NOW + dt.timedelta(days=80)) == 2

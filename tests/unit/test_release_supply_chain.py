@@ -523,7 +523,10 @@ def test_cli_fleet_exposure_names_the_affected_stations(
         result = runner.invoke(app, ["fleet", "exposure", str(advisory), "--data-dir", str(data)])
         assert result.exit_code == 3, (result.output, result.exception)
         assert "CP-001" in result.output and "pkg:generic/zlib@1.2.12" in result.output
-        assert "1 affected, 0 possibly affected, 1 unknown" in result.output
+        assert (
+            "1 affected, 0 possibly affected, 0 covered by VEX or an accepted risk, 1 unknown"
+            in result.output
+        )
         advisory.write_text('{"id": "X", "affected": [{"package": {}}]}')
         bad = runner.invoke(app, ["fleet", "exposure", str(advisory), "--data-dir", str(data)])
         assert isinstance(bad.exception, SupplyChainError)

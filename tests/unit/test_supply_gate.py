@@ -191,10 +191,10 @@ def test_listed_version_is_affected_even_with_a_git_range() -> None:
         (osv(ranges=semver(("introduced", "0"), ("fixed", "1.3"))), "not a semantic version"),
         (
             osv(
-                package={"ecosystem": "Maven", "name": "zlib", "purl": "pkg:generic/zlib"},
+                package={"ecosystem": "Hackage", "name": "zlib", "purl": "pkg:generic/zlib"},
                 ranges=[{"type": "ECOSYSTEM", "events": [{"introduced": "0"}]}],
             ),
-            "no version rule for ecosystem Maven",
+            "no version rule for ecosystem Hackage",
         ),
         (osv(ranges=[{"type": "CALVER", "events": [{"introduced": "0"}]}]), "unknown range type"),
         (osv(), "neither versions nor ranges"),

@@ -55,6 +55,8 @@ from chargeward.agent.delta_update import (
     delta_offer,
 )
 from chargeward.agent.local_cache import FirmwareCache
+from chargeward.agent.location import SECURITY_EVENT as LOCATION_EVENT
+from chargeward.agent.location import LocationPolicy, LocationRefused
 from chargeward.agent.release_fetch import fetch_release
 from chargeward.agent.security_log import SecurityLog, to_jsonl
 from chargeward.agent.state import StateDir
@@ -161,6 +163,13 @@ class AgentConfig:
     # The charging application's start-up self-test: returns a problem, or None when it
     # started.  The reference agent has no application of its own; simulators inject one.
     self_test: Callable[[ImageHeader], str | None] | None = None
+    # Where the CSMS may send the charger to download or upload (UpdateFirmware, deltas,
+    # PublishFirmware, GetLog): refuses loopback, link-local, private networks and
+    # credentials in URLs unless allowed (chargeward.agent.location, ADR 0023).
+    location_policy: LocationPolicy = field(default_factory=LocationPolicy)
+    # LAB ONLY: install a ManufacturerRootCertificate the held roots do not endorse (any CSMS
+    # could then replace the firmware trust anchor).  Warned at start and on every use.
+    allow_unendorsed_manufacturer_roots: bool = False
 
 
 @dataclass
@@ -242,6 +251,13 @@ class Agent:
         self._holding_connectors = False  # free connectors Unavailable for a pending install
         self._background: set[asyncio.Task[None]] = set()
         self.cache = self._local_cache()
+        if config.location_policy.lab_loopback:
+            LOG.warning(
+                "%s: the location policy allows loopback (%s): a lab setting, never for a "
+                "charger in the field",
+                self.identity.station_id,
+                ", ".join(config.location_policy.allow_networks),
+            )
         if self.tls:
             station_tls.client_context(self.state)  # refuse a missing trust anchor at once
 
@@ -281,7 +297,21 @@ class Agent:
             max_bytes=self.config.max_image_bytes,
             proxy=self.config.download_proxy,
             rate_limit=self.config.download_rate_limit,
+            policy=self.config.location_policy,
+            on_refused=self._location_refused,
         )
+
+    async def _location_refused(self, what: str, error: LocationRefused) -> None:
+        """A URL from the CSMS the location policy forbids: a log line naming the rule and
+        a security event (the caller reports the call's own failure status)."""
+        LOG.warning(
+            "%s: %s: location refused by rule %r: %s",
+            self.identity.station_id,
+            what,
+            error.rule,
+            error.detail,
+        )
+        await self._security_event(LOCATION_EVENT, f"{what}: {error}"[:TECH_INFO_MAX])
 
     async def _publish_status(
         self, status: str, request_id: int, locations: list[str] | None
@@ -312,6 +342,13 @@ class Agent:
 
     async def run(self) -> None:
         """Boot, serve, and boot again after each reboot until :meth:`stop`."""
+        if self.config.allow_unendorsed_manufacturer_roots:
+            LOG.warning(
+                "%s: LAB SWITCH %s is on: the CSMS may install manufacturer roots that no "
+                "installed root endorses; never run a charger in the field like this",
+                self.identity.station_id,
+                certificates.LAB_SWITCH,
+            )
         while not self.stop_requested.is_set():
             self.boots += 1
             self._reboot.clear()
@@ -784,10 +821,18 @@ class Agent:
 
     def install_certificate(self, certificate_type: str, certificate: str) -> CertificateResult:
         result = certificates.install_certificate(
-            self.state, certificate_type, certificate, self.clock()
+            self.state,
+            certificate_type,
+            certificate,
+            self.clock(),
+            allow_unendorsed=self.config.allow_unendorsed_manufacturer_roots,
         )
-        LOG.info(
-            "%s: InstallCertificate %s: %s", self.identity.station_id, certificate_type, result
+        LOG.log(
+            logging.INFO if result.status == "Accepted" else logging.WARNING,
+            "%s: InstallCertificate %s: %s",
+            self.identity.station_id,
+            certificate_type,
+            result,
         )
         return result
 
@@ -803,7 +848,8 @@ class Agent:
 
     async def after_certificate_change(self, result: CertificateResult) -> None:
         if result.security_event is not None:
-            await self._security_event(certificates.TRUST_STORE_EVENT, result.security_event)
+            kind = result.event_type or certificates.TRUST_STORE_EVENT
+            await self._security_event(kind, result.security_event)
 
     # -- the update (OCPP L01) -----------------------------------------------------------
 
@@ -867,7 +913,9 @@ class Agent:
                 except TransportError as e:
                     LOG.warning("%s: download failed: %s", self.identity.station_id, e)
                     part.unlink(missing_ok=True)
-                    await self._status("DownloadFailed", rid)
+                    if isinstance(e, LocationRefused):
+                        await self._location_refused(f"UpdateFirmware {rid}", e)
+                    await self._status("DownloadFailed", rid)  # OCPP L01
                     return None
             await self._status("Downloaded", rid)
             try:
@@ -919,6 +967,7 @@ class Agent:
             proxy=self.config.download_proxy,
             on_pause=paused,
             on_resume=resumed,
+            policy=self.config.location_policy,
         )
 
     async def _rebuild_from_delta(self, job: UpdateJob, delta: DeltaJob, part: Path) -> bool:
@@ -962,6 +1011,8 @@ class Agent:
             )
             if isinstance(e, RepositoryRefused):
                 await self._security_event(REPOSITORY_EVENT, f"delta refused: {e}")
+            if isinstance(e, LocationRefused):
+                await self._location_refused(f"UpdateFirmware {job.request_id} delta", e)
             await self._status_note(job.request_id, {"delta_fallback": str(e)[:TECH_INFO_MAX]})
             return False
         finally:
@@ -1385,10 +1436,13 @@ class Agent:
                     retries=job.retries,
                     retry_interval=job.retry_interval,
                     content_type="application/json",
+                    policy=self.config.location_policy,
                 )
             except TransportError as e:
                 LOG.warning("%s: log upload failed: %s", self.identity.station_id, e)
-                await self._log_status(upload.failure_status(e), rid)
+                if isinstance(e, LocationRefused):
+                    await self._location_refused(f"GetLog {rid}", e)
+                await self._log_status(upload.failure_status(e), rid)  # OCPP N01
                 return
             LOG.info(
                 "%s: %s uploaded (%d bytes, %d attempt(s))",

@@ -2,14 +2,18 @@
 
 UK SCP Regulations Schedule 1 para 3(4)(a): at every start the software is verified against
 the manufacturer trust anchors before it runs.  A slot is bootable only when its image, its
-signature and certificate chain verify and its security version is not below the rollback
-floor (a signed but older image is a downgrade, not a way back).
+signature and certificate chain verify, its signing certificate is not revoked by a CRL the
+charger holds, and its security version is not below the rollback floor (a signed but older
+image is a downgrade, not a way back).
 
 - A trial slot gets ``attempts_left`` boots to become healthy; the count is decremented
   *before* each try, so a crash loop ends on the previous slot.
 - A slot that fails verification was altered (tamper).  With the other slot bootable the
   charger falls back to it and queues a ``TamperDetectionActivated`` event for the CSMS;
-  with no bootable slot :class:`NoBootableSlot` sends the agent into quarantine.
+  with no bootable slot :class:`NoBootableSlot` sends the agent into quarantine.  A slot
+  whose signing certificate a held CRL revokes (e.g. keyCompromise) is refused the same way,
+  whether its image was written around the update checks or installed before the revocation
+  (docs/adr/0018).
 - A slot holding a multi-image release is a group: every component image must verify (same
   certificate, same version) for the slot to boot; health check, commit and fallback act on
   the slot as a whole.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
+from chargeward.agent.certificates import boot_revocations
 from chargeward.agent.state import BootControl, InstallState, StateDir, other
 from chargeward.agent.verify import secure_boot_check
 from chargeward.errors import BundleError, ChargewardError, RollbackRefused
@@ -51,8 +56,13 @@ def check_slot(state: StateDir, slot: str) -> ImageHeader:
     if info is None:
         raise BundleError(f"slot {slot} holds no installed image")
     anchors = state.trust_anchors()
+    revoked = boot_revocations(state, anchors)  # the CRLs the charger holds
     header = secure_boot_check(
-        state.slot_image(slot), info.signature, info.signing_certificate, anchors
+        state.slot_image(slot),
+        info.signature,
+        info.signing_certificate,
+        anchors,
+        revoked_serials=revoked,
     )
     if header.version != info.version or header.security_version != info.security_version:
         raise BundleError(f"slot {slot} metadata does not match its image")
@@ -62,6 +72,7 @@ def check_slot(state: StateDir, slot: str) -> ImageHeader:
             c.signature,
             info.signing_certificate,
             anchors,
+            revoked_serials=revoked,
         )
         if (part.component, part.version, part.security_version) != (
             c.component,

@@ -14,8 +14,10 @@ charger's secure storage around them::
     True
     >>> apply_published_crl(state, der, now)    # the CRL the TUF repository lists  # doctest: +SKIP
     >>> check_not_revoked(state, cert, now)     # again before installing  # doctest: +SKIP
-    >>> install_certificate(state, "ManufacturerRootCertificate", pem, now).status  # doctest: +SKIP
+    >>> bundle = endorsed_root_bundle(new_root, [link])  # endorsed by a held root  # doctest: +SKIP
+    >>> install_certificate(state, MANUFACTURER_ROOT, bundle, now).status  # doctest: +SKIP
     'Accepted'
+    >>> boot_revocations(state, state.trust_anchors())  # what secure boot refuses  # doctest: +SKIP
     >>> install_certificate(state, "CSMSRootCertificate", pem, now).status  # doctest: +SKIP
     'Accepted'
     >>> delete_certificate(state, hash_data, connection=chain).reason_code  # doctest: +SKIP
@@ -54,6 +56,7 @@ from chargeward.crypto.pki import (
     verify_firmware_signing_certificate,
     verify_held_crl,
 )
+from chargeward.crypto.root_rotation import check_root_endorsement, root_and_links
 from chargeward.errors import (
     ChargewardError,
     IntegrityError,
@@ -77,6 +80,11 @@ _RSA_KEYS = (PublicKeyAlgorithmOID.RSAES_PKCS1_v1_5, PublicKeyAlgorithmOID.RSASS
 # OCPP 2.0.1 lists no security event for a changed trust store; this one's description
 # ("security parameters, such as keys ..., were changed") is the closest.
 TRUST_STORE_EVENT = "ReconfigurationOfSecurityParameters"
+# A refused ManufacturerRootCertificate: the certificate offered to verify firmware signatures
+# is not valid (OCPP 2.0.1 part 2, security events; critical).  Nothing was reconfigured, so
+# not the event above; the message itself was valid OCPP, so not InvalidMessages.
+ROOT_REFUSED_EVENT = "InvalidFirmwareSigningCertificate"
+LAB_SWITCH = "allow_unendorsed_manufacturer_roots"
 
 
 def _utc_now() -> dt.datetime:
@@ -189,6 +197,27 @@ def apply_published_crl(state: StateDir, der: bytes, now: dt.datetime) -> str | 
     if crl.expired:
         LOG.warning("the repository's CRL %d is past its next update", crl.crl_number)
     return None
+
+
+def boot_revocations(state: StateDir, anchors: Sequence[x509.Certificate]) -> frozenset[int]:
+    """The serials the held CRLs revoke, for secure boot (no clock: boot has none it trusts).
+
+    Unlike the update path, which fails closed, a held CRL that no longer verifies is skipped
+    with an error line and the others still revoke: a damaged file must not brick a charger
+    whose way out of quarantine (a verified update) would fail closed on it too, and an
+    attacker who can write secure storage could delete the file to the same effect
+    (docs/adr/0018).
+    """
+    serials: set[int] = set()
+    for path in sorted(_crl_dir(state).glob("*.der")):
+        try:
+            crl = _held_crl(path, anchors, _utc_now())
+        except IntegrityError as e:
+            LOG.error("secure boot: %s; the other held CRLs still apply", e)
+            continue
+        if crl is not None:
+            serials |= crl.revoked_serials
+    return frozenset(serials)
 
 
 def _held_revocations(
@@ -318,8 +347,58 @@ def _store(state: StateDir, store: RootStore, roots: Sequence[x509.Certificate])
     store.save(state, "".join(certificate_pem(c) for c in roots).encode("ascii"))
 
 
+def _refused(certificate_type: str, reason_code: str, reason: str) -> CertificateResult:
+    """Rejected; a refused ManufacturerRootCertificate is also a security event (OCPP M05)."""
+    if certificate_type != MANUFACTURER_ROOT:
+        return CertificateResult("Rejected", reason_code, reason)
+    return CertificateResult(
+        "Rejected",
+        reason_code,
+        reason,
+        security_event=f"{certificate_type} refused: {reason}",
+        event_type=ROOT_REFUSED_EVENT,
+    )
+
+
+def _endorsement(
+    state: StateDir,
+    cert: x509.Certificate,
+    links: Sequence[x509.Certificate],
+    roots: Sequence[x509.Certificate],
+    now: dt.datetime,
+    allow_unendorsed: bool,
+) -> str | CertificateResult:
+    """How a held root endorses the new manufacturer root (text for the security event), or
+    the refusal.  ``allow_unendorsed`` is the lab switch: it installs anyway, loudly."""
+    try:
+        revoked = _held_revocations(state, now, roots)  # a held root may revoke its link
+        endorsement = check_root_endorsement(cert, links, roots, now=now, revoked_serials=revoked)
+    except RevokedCertificate as e:
+        return _refused(MANUFACTURER_ROOT, "RevokedLink", f"{e}: {_describe(cert)}")
+    except UntrustedCertificate as e:
+        if not allow_unendorsed:
+            return _refused(MANUFACTURER_ROOT, "NotEndorsed", f"{e}: {_describe(cert)}")
+        LOG.warning(
+            "LAB SWITCH %s is on: installing %s WITHOUT endorsement by an installed root (%s)",
+            LAB_SWITCH,
+            _describe(cert),
+            e,
+        )
+        return f"installed WITHOUT endorsement (lab switch {LAB_SWITCH})"
+    endorser = certificate_fingerprint(endorsement.endorser)[:16]
+    return (  # short: techInfo carries 255 characters
+        f"endorsed by the installed root sha256 {endorser}, "
+        f"link serial {endorsement.link.serial_number:x}"
+    )
+
+
 def install_certificate(
-    state: StateDir, certificate_type: str, pem: str, now: dt.datetime
+    state: StateDir,
+    certificate_type: str,
+    pem: str,
+    now: dt.datetime,
+    *,
+    allow_unendorsed: bool = False,
 ) -> CertificateResult:
     """OCPP M05: add a ManufacturerRootCertificate or CSMSRootCertificate to its store.
 
@@ -327,6 +406,13 @@ def install_certificate(
     certificate type, a certificate that is not a valid self-signed CA certificate with a
     strong enough key (M05.FR.07) or a full store (M05.FR.06); Failed when it cannot be
     written (M05.FR.03).  A new CSMS root is trusted from the next connection on.
+
+    A new ManufacturerRootCertificate must be endorsed by a root the charger holds: ``pem``
+    is the new root followed by link certificates (RFC 4210 §4.4 NewWithOld,
+    :mod:`chargeward.crypto.root_rotation`), one of them issued by a held root and not
+    revoked by its CRL.  Otherwise it is Rejected (``NotEndorsed``, ``RevokedLink``) with an
+    ``InvalidFirmwareSigningCertificate`` security event, and the trust store is unchanged;
+    ``allow_unendorsed`` (a lab switch, off in production) installs it anyway with a warning.
     """
     store = ROOT_STORES.get(certificate_type)
     if store is None:
@@ -335,13 +421,16 @@ def install_certificate(
         )
     try:
         certs = load_certificates(pem.encode())
-        if len(certs) != 1:
+        if certificate_type == MANUFACTURER_ROOT:
+            cert, links = root_and_links(certs)
+        elif len(certs) != 1:
             raise UntrustedCertificate(f"expected one certificate, got {len(certs)}")
-        cert = certs[0]
+        else:
+            cert, links = certs[0], []
         check_root_certificate(cert, now=now)
         _check_key_strength(cert)
     except UntrustedCertificate as e:
-        return CertificateResult("Rejected", "InvalidCertificate", str(e))
+        return _refused(certificate_type, "InvalidCertificate", str(e))
     try:
         roots = store.load(state)
     except ChargewardError as e:  # unreadable store: refuse, never overwrite it
@@ -349,6 +438,12 @@ def install_certificate(
     fingerprint = certificate_fingerprint(cert)
     if any(certificate_fingerprint(r) == fingerprint for r in roots):
         return CertificateResult("Accepted")  # already installed: nothing changes
+    how = ""
+    if certificate_type == MANUFACTURER_ROOT:
+        endorsed = _endorsement(state, cert, links, roots, now, allow_unendorsed)
+        if isinstance(endorsed, CertificateResult):
+            return endorsed
+        how = f"; {endorsed}"
     if len(roots) >= MAX_ROOTS:
         return CertificateResult("Rejected", "StoreFull", f"{MAX_ROOTS} roots are installed")
     try:
@@ -356,7 +451,7 @@ def install_certificate(
     except OSError as e:
         return CertificateResult("Failed", "WriteFailed", f"cannot write the trust store: {e}")
     return CertificateResult(
-        "Accepted", security_event=f"{certificate_type} installed: {_describe(cert)}"
+        "Accepted", security_event=f"{certificate_type} installed: {_describe(cert)}{how}"
     )
 
 

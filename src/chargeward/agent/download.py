@@ -12,7 +12,9 @@ jitter, and the caller hears about each pause so that it can report the OCPP sta
 
 ``TransportError`` after the last retry means ``DownloadFailed``; ``DownloadRefused`` (a 4xx,
 an image over the cap, a body longer than the server declared, a URL that
-:func:`location_problem` refuses) is raised at once, without retrying.
+:func:`location_problem` refuses) and ``LocationRefused`` (a place the agent's
+:class:`~chargeward.agent.location.LocationPolicy` forbids: checked on the URL and again on
+every address the connection goes to) are raised at once, without retrying.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from pathlib import Path
 
 import httpx
 
+from chargeward.agent import location
+from chargeward.agent.location import DEFAULT_POLICY, LocationPolicy, LocationRefused
 from chargeward.errors import TransportError
 
 LOG = logging.getLogger("chargeward.agent.download")
@@ -49,7 +53,10 @@ class DownloadRefused(TransportError):
 
 
 def location_problem(url: str) -> str | None:
-    """Why ``url`` is no HTTP(S) URL to fetch from or upload to, or None when it is one."""
+    """Why ``url`` is no HTTP(S) URL to fetch from or upload to, or None when it is one.
+
+    Only the form: whether the charger may go there is the location policy's decision,
+    made when it connects (:mod:`chargeward.agent.location`)."""
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as e:  # e.g. http://[::1 or a control character
@@ -151,6 +158,7 @@ async def fetch(
     rng: random.Random | None = None,
     clock: Callable[[], float] = time.monotonic,
     proxy: str | None = None,
+    policy: LocationPolicy = DEFAULT_POLICY,
 ) -> Path:
     """Download ``url`` into ``part``, resuming from what ``part`` already holds.
 
@@ -158,14 +166,17 @@ async def fetch(
     failed attempt that will be retried, ``on_pause(retry, delay, error)`` is awaited, then
     ``delay`` seconds are slept (:func:`backoff_delay`), then ``on_resume()`` is awaited just
     before the next attempt.  ``rate_limit`` caps the average bandwidth in bytes per second;
-    ``proxy`` (``http://host:port``) sends the requests through an HTTP proxy.
+    ``proxy`` (``http://host:port``) sends the requests through an HTTP proxy; ``policy``
+    says where the charger may connect.
 
-    Raises DownloadRefused at once for a 4xx or an image over ``max_bytes``, and
-    TransportError when the last attempt failed.
+    Raises DownloadRefused at once for a 4xx or an image over ``max_bytes``, LocationRefused
+    for a place ``policy`` forbids (no connection is made), and TransportError when the last
+    attempt failed.
     """
     problem = location_problem(url)
     if problem is not None:
         raise DownloadRefused(f"cannot download from {url[:100]!r}: {problem}")
+    await location.check(policy, url, proxy=proxy)
     stats = stats or DownloadStats()
     stats.resumed_from = stats.resumed_from or []
     rng = rng or random.SystemRandom()
@@ -174,7 +185,7 @@ async def fetch(
         if rate_limit is None
         else _TokenBucket(rate_limit, clock=clock, sleep=sleep, stats=stats)
     )
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, proxy=proxy) as client:
+    async with location.client(policy, timeout=timeout, proxy=proxy) as client:
         retry = 0
         while True:
             stats.attempts += 1
@@ -182,7 +193,7 @@ async def fetch(
                 if await _one_attempt(client, url, part, max_bytes, stats, bucket):
                     return part
                 error: Exception = _Restart("the download ended before the declared length")
-            except DownloadRefused:
+            except (DownloadRefused, LocationRefused):
                 raise
             except (httpx.TransportError, httpx.StreamError, OSError, _Restart) as e:
                 error = e

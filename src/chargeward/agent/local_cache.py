@@ -38,6 +38,7 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from chargeward.agent import download
+from chargeward.agent.location import DEFAULT_POLICY, LocationPolicy, LocationRefused
 from chargeward.agent.storage import fsync_dir
 from chargeward.crypto.signature import md5_file
 from chargeward.errors import TransportError
@@ -48,6 +49,8 @@ SUFFIX = ".cwfw"
 
 # (status, requestId, locations) -> a PublishFirmwareStatusNotification to the CSMS
 Notify = Callable[[str, int, list[str] | None], Awaitable[None]]
+# (what, refusal) -> the agent's log line and security event for a forbidden location
+OnRefused = Callable[[str, LocationRefused], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,12 @@ class FirmwareCache:
         max_bytes: int = 512 << 20,
         proxy: str | None = None,
         rate_limit: int | None = None,
+        policy: LocationPolicy = DEFAULT_POLICY,
+        on_refused: OnRefused | None = None,
     ) -> None:
         self.directory = directory
+        self.policy = policy
+        self.on_refused = on_refused
         self.base_url = base_url.rstrip("/")
         self.notify = notify
         self.max_bytes = max_bytes
@@ -168,10 +175,13 @@ class FirmwareCache:
                         on_pause=paused,
                         on_resume=resumed,
                         proxy=self.proxy,
+                        policy=self.policy,
                     )
-                except TransportError as e:  # DownloadRefused included
+                except TransportError as e:  # DownloadRefused, LocationRefused included
                     LOG.warning("PublishFirmware %d: download failed: %s", rid, e)
-                    await self.notify("DownloadFailed", rid, None)
+                    if isinstance(e, LocationRefused) and self.on_refused is not None:
+                        await self.on_refused(f"PublishFirmware {rid}", e)
+                    await self.notify("DownloadFailed", rid, None)  # OCPP L03
                     return
                 finally:
                     self.downloaded_bytes += stats.bytes_received

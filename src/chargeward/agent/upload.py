@@ -7,7 +7,8 @@ The file goes in the form field ``file``, as common CSMSs expect::
 
 A 4xx answer is final (:class:`UploadRefused`); a 5xx answer or a network error is retried
 ``retries`` times with the download's back-off (``retry_interval`` doubling, with jitter),
-then raised as :class:`TransportError`.
+then raised as :class:`TransportError`.  A place the agent's location policy forbids raises
+:class:`~chargeward.agent.location.LocationRefused` before any connection is made.
 :func:`failure_status` names the ``LogStatusNotification`` status for either.
 """
 
@@ -23,7 +24,9 @@ from dataclasses import dataclass
 
 import httpx
 
+from chargeward.agent import location
 from chargeward.agent.download import MAX_BACKOFF, backoff_delay, location_problem
+from chargeward.agent.location import DEFAULT_POLICY, LocationPolicy
 from chargeward.errors import TransportError
 
 _RNG = random.SystemRandom()
@@ -73,7 +76,7 @@ def failure_status(error: TransportError) -> str:
     """The OCPP ``UploadLogStatusEnumType`` for a failed upload."""
     if isinstance(error, UploadRefused):
         return "PermissionDenied" if error.status_code in DENIED else "BadMessage"
-    return "UploadFailure"
+    return "UploadFailure"  # network trouble, or a place the location policy forbids
 
 
 async def upload(
@@ -86,10 +89,12 @@ async def upload(
     content_type: str = "application/octet-stream",
     timeout: float = 30.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    policy: LocationPolicy = DEFAULT_POLICY,
 ) -> int:
     """POST ``data`` as the form field ``file``; returns the number of attempts made."""
     last: Exception | None = None
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+    await location.check(policy, url, proxy=None)
+    async with location.client(policy, timeout=timeout) as client:
         for attempt in range(retries + 1):
             if attempt:  # the download's retry policy: exponential back-off with jitter
                 await sleep(

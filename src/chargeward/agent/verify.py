@@ -390,16 +390,28 @@ def find_security_updates(
 
 
 def secure_boot_check(
-    image: Path, signature: str, signing_certificate: str, anchors: list[x509.Certificate]
+    image: Path,
+    signature: str,
+    signing_certificate: str,
+    anchors: list[x509.Certificate],
+    *,
+    revoked_serials: frozenset[int],
 ) -> ImageHeader:
     """The bootloader's check of a slot: origin (certificate), signature and contents.
 
     Validity periods are not checked at boot: the certificate was valid when the image was
     installed, and a charger must not stop booting the day a certificate expires.
+    Revocation is: ``revoked_serials`` are those of the CRLs the charger holds
+    (:func:`chargeward.agent.certificates.boot_revocations`), and an image whose signing
+    certificate was revoked (e.g. keyCompromise) does not run, however it reached the slot.
+    Raises :class:`~chargeward.errors.RevokedCertificate` for it.
     """
     cert = load_certificate(signing_certificate)
     verify_firmware_signing_certificate(
-        cert, anchors, now=cert.not_valid_before_utc + dt.timedelta(seconds=1)
+        cert,
+        anchors,
+        now=cert.not_valid_before_utc + dt.timedelta(seconds=1),
+        revoked_serials=revoked_serials,
     )
     scan = _scan_image(image)
     verify_firmware_signature(cert, scan.file, signature)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -12,6 +13,7 @@ from typing import Annotated
 import typer
 
 from chargeward.agent.agent import Agent, AgentConfig
+from chargeward.agent.location import LocationPolicy
 from chargeward.agent.provision import factory_reset, provision
 from chargeward.agent.state import Identity, StateDir
 from chargeward.cli.common import console
@@ -98,6 +100,24 @@ def factory_reset_(
     )
 
 
+def location_policy(allowed: list[str], *, allow_private: bool, https_only: bool) -> LocationPolicy:
+    """The agent's location policy from ``--allow-location`` values (CIDR or host names)."""
+    networks, hosts = [], []
+    for entry in allowed:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            hosts.append(entry)
+        else:
+            networks.append(entry)
+    return LocationPolicy(
+        allow_hosts=tuple(hosts),
+        allow_networks=tuple(networks),
+        allow_private=allow_private,
+        https_only=https_only,
+    )
+
+
 @app.command("run")
 def run(
     state_dir: StateDirOpt,
@@ -130,6 +150,29 @@ def run(
         str | None,
         typer.Option(help="The base URL the site's chargers reach that server at."),
     ] = None,
+    allow_location: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Allow downloads and log uploads only from this host name (*.example.com "
+            "for its subdomains) or network (CIDR); repeat for more.  Allowing 127.0.0.0/8 "
+            "is a lab setting.",
+        ),
+    ] = None,
+    allow_private_locations: Annotated[
+        bool,
+        typer.Option(help="Allow private-network (RFC 1918, ULA) download and upload URLs."),
+    ] = False,
+    https_only_locations: Annotated[
+        bool, typer.Option(help="Refuse http:// download and upload URLs.")
+    ] = False,
+    lab_allow_unendorsed_roots: Annotated[
+        bool,
+        typer.Option(
+            "--lab-allow-unendorsed-manufacturer-roots",
+            help="LAB ONLY: accept ManufacturerRootCertificates that no installed root "
+            "endorses (any CSMS could then replace the firmware trust anchor).",
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Run the charger: connect, boot, and install firmware updates as the CSMS asks."""
@@ -148,6 +191,12 @@ def run(
             download_rate_limit=download_rate_limit,
             local_cache_listen=local_cache_listen,
             local_cache_url=local_cache_url,
+            location_policy=location_policy(
+                allow_location or [],
+                allow_private=allow_private_locations,
+                https_only=https_only_locations,
+            ),
+            allow_unendorsed_manufacturer_roots=lab_allow_unendorsed_roots,
         )
     )
 

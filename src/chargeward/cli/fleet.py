@@ -436,6 +436,11 @@ def events_list(
     console.print(t)
 
 
+def _exposed(package: dict[str, Any]) -> str:
+    accepted = package.get("accepted")
+    return f"{package['purl']} ({accepted})" if accepted else str(package["purl"])
+
+
 @fleet_app.command("exposure")
 def fleet_exposure(
     advisory: Annotated[
@@ -453,7 +458,9 @@ def fleet_exposure(
     """Stations running a package ADVISORY affects, from the SBOMs of the releases they run.
 
     Exits 3 if any station is affected or possibly affected (a range that could not be
-    evaluated), 0 if none is; stations whose release has no SBOM here are listed as unknown.
+    evaluated), 0 if none is; stations whose release has no SBOM here are listed as unknown,
+    and those whose release's VEX or accepted risks cover the packages as accepted, with the
+    statement.
     """
     raw = read_capped(advisory, MAX_ADVISORY_BYTES, error=SupplyChainError)
     parsed = parse_advisory(raw, str(advisory))  # a malformed file is refused here, offline
@@ -464,20 +471,23 @@ def fleet_exposure(
         console.print_json(data=report)
     else:
         t = Table("station", "status", "model", "site", "version", "packages", title=parsed.id)
-        for r in [*report["affected"], *report["indeterminate"]]:
+        accepted = report.get("accepted", [])
+        styles = {"affected": "bold red", "indeterminate": "yellow", "accepted": "green"}
+        for r in [*report["affected"], *report["indeterminate"], *accepted]:
             t.add_row(
                 r["station_id"],
-                Text(r["status"], "bold red" if r["status"] == "affected" else "yellow"),
+                Text(r["status"], styles.get(r["status"], "")),
                 r["model"] or "-",
                 r["site_id"] or "-",
                 r["firmware_version"] or "-",
-                Text(", ".join(sorted({p["purl"] for p in r["packages"]}))),
+                Text("\n".join(sorted({_exposed(p) for p in r["packages"]}))),
             )
         console.print(t)
         console.print(
             Text(
                 f"{len(report['affected'])} affected, {len(report['indeterminate'])} possibly "
-                f"affected, {len(report['unknown'])} unknown (no SBOM for their release), "
+                f"affected, {len(accepted)} covered by VEX or an accepted risk, "
+                f"{len(report['unknown'])} unknown (no SBOM for their release), "
                 f"of {report['stations_checked']} stations"
             ),
             soft_wrap=True,

@@ -1,15 +1,18 @@
 """``chargeward keys``: create and inspect private keys addressed by URI.
 
 Keys are ECDSA P-256 (firmware, TUF and certificate signing) or, with ``--algorithm ed25519``,
-Ed25519 (the audit log's checkpoints).  File keys are passphrase-encrypted PKCS#8 files
-(mode 0600); the passphrase
-comes from ``$CHARGEWARD_KEY_PASSPHRASE`` or, on a terminal, a prompt.  Token keys are
+Ed25519 (the audit log's checkpoints).  File keys are passphrase-protected files (scrypt and
+AES-256-GCM around PKCS#8, mode 0600, :mod:`chargeward.crypto.keyfile`); the passphrase
+comes from ``$CHARGEWARD_KEY_PASSPHRASE`` or, on a terminal, a prompt.  ``rewrap`` converts
+a file of the old PBKDF2 format (or changes the passphrase; the new one comes from
+``$CHARGEWARD_NEW_KEY_PASSPHRASE`` or a prompt, or ``--keep-passphrase`` keeps it).  Token keys are
 generated inside a PKCS#11 token and cannot leave it; the user PIN comes from
 ``$CHARGEWARD_PKCS11_PIN`` or, on a terminal, a prompt (a file passphrase is never offered
 to a token as a PIN).
 
     $ chargeward keys generate file:keys/signing.pem
     $ chargeward keys show file:keys/signing.pem
+    $ chargeward keys rewrap --keep-passphrase file:keys/old-signing.pem
     $ export CHARGEWARD_PKCS11_PIN=...
     $ chargeward keys generate "pkcs11:token=release-hsm;object=firmware-signing"
     $ chargeward keys show "pkcs11:token=release-hsm;object=firmware-signing"
@@ -20,7 +23,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -33,15 +39,19 @@ from chargeward.crypto.ed25519 import (
     generate_ed25519_key,
     load_ed25519_signer,
 )
+from chargeward.crypto.keyfile import KeyFileInfo, describe
 from chargeward.crypto.keys import (
+    NEW_PASSPHRASE_ENV,
     PassphraseSource,
     Signer,
     generate_key,
     load_signer,
     public_key_fingerprint,
     public_key_pem,
+    rewrap_key_file,
 )
 from chargeward.crypto.pkcs11 import KeyProtection, Pkcs11Ed25519Signer, Pkcs11Signer
+from chargeward.errors import KeyAccessError
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -135,4 +145,52 @@ def show(uri: KeyUri, algorithm: AlgorithmOption = Algorithm.p256) -> None:
     signer = load_signer(uri, secret)
     console.print(Text(f"Key {signer.uri}"), soft_wrap=True)
     _print_key(signer, _protection(signer))
+    if signer.uri.startswith("file:"):
+        info = describe(Path(signer.uri.removeprefix("file:")).read_bytes())
+        console.print(Text(f"Protection: {_protection_of(info)}"), soft_wrap=True)
     console.print(Text(public_key_pem(signer.public_key()).rstrip("\n")), soft_wrap=True)
+
+
+def _protection_of(info: KeyFileInfo) -> str:
+    if info.params is None:
+        return f"{info.format}, {info.kdf}"
+    p = info.params
+    return f"{info.format}, {info.kdf} n={p.n} r={p.r} p={p.p} ({p.memory >> 20} MiB)"
+
+
+def _new_passphrase() -> bytes:
+    value = os.environ.get(NEW_PASSPHRASE_ENV)
+    if value:
+        return value.encode()
+    if not sys.stdin.isatty():
+        raise KeyAccessError(
+            f"no new passphrase: set {NEW_PASSPHRASE_ENV} or pass --keep-passphrase"
+        )
+    entered: str = typer.prompt(
+        "New passphrase for the key", hide_input=True, confirmation_prompt=True
+    )
+    return entered.encode()
+
+
+@app.command("rewrap")
+def rewrap(
+    uri: KeyUri,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    keep_passphrase: Annotated[
+        bool, typer.Option(help="Keep the current passphrase (only the protection changes).")
+    ] = False,
+) -> None:
+    """Re-encrypt a key file in the current format (scrypt, AES-256-GCM): converts a file of
+    the old PBKDF2 format, or changes the passphrase.  The file is replaced atomically."""
+    done = rewrap_key_file(
+        uri, _secret(uri, new=False), None if keep_passphrase else _new_passphrase
+    )
+    record_audit(
+        data_dir,
+        "key.rewrap",
+        f"file:{done.path.resolve()}",
+        {"was": _protection_of(done.was), "now": _protection_of(done.now)},
+    )
+    console.print(Text(f"Re-wrapped {done.path}"), soft_wrap=True)
+    console.print(Text(f"  was: {_protection_of(done.was)}"), soft_wrap=True)
+    console.print(Text(f"  now: {_protection_of(done.now)}"), soft_wrap=True)

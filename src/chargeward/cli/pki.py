@@ -11,6 +11,16 @@ just two steps::
           --cn "ACME Firmware Signing" --org ACME --generate-key
     $ chargeward pki show signing.pem
 
+Chargers add a new Manufacturer Root CA only when a root they hold endorses it: the old
+root's key issues a link certificate over the new root (RFC 4210 §4.4 NewWithOld), and the
+station receives both in one bundle (docs/adr/0018-manufacturer-root-rotation.md)::
+
+    $ chargeward pki init-root --key 'pkcs11:token=root-2030;object=root' --out root-2030.pem \\
+          --cn "ACME Manufacturer Root CA 2030" --org ACME --generate-key
+    $ chargeward pki link-root --ca-cert root.pem --ca-key 'pkcs11:token=root;object=root' \\
+          --new-root root-2030.pem --out root-2030-endorsed.pem
+    $ chargeward station install-root CP-1 --cert root-2030-endorsed.pem
+
 A compromised or retired firmware-signing certificate is revoked through a CRL the chargers
 hold (published as the repository target ``revocation/firmware-signing.crl``)::
 
@@ -73,6 +83,7 @@ from chargeward.crypto.pki import (
     load_certificates_file,
     verify_crl,
 )
+from chargeward.crypto.root_rotation import endorsed_root_bundle, issue_link_certificate
 from chargeward.crypto.tls import (
     check_tls_key_uri,
     issue_server_certificate,
@@ -187,6 +198,59 @@ def show(
         console.print(
             fields_table(certificate_rows(describe_certificate(certificate)), title=title)
         )
+
+
+@app.command("link-root")
+def link_root(
+    ca_key: Annotated[
+        str, typer.Option("--ca-key", help="URI of the current root's key (file: or pkcs11:).")
+    ],
+    ca_cert: Annotated[
+        Path, typer.Option("--ca-cert", help="The current root's certificate (PEM).")
+    ],
+    new_root: Annotated[
+        Path, typer.Option("--new-root", help="The new root certificate (PEM, from init-root).")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Where to write the bundle: new root, then link (PEM).", dir_okay=False
+        ),
+    ],
+    days: Annotated[
+        int | None,
+        typer.Option("--days", min=1, help="Link validity in days (default: until a root ends)."),
+    ] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Endorse a new Manufacturer Root CA with the current root's key (root rotation).
+
+    Writes the bundle chargers accept in InstallCertificate: the new root, then a link
+    certificate the current root issues over the new root's subject and key.
+    """
+    refuse_existing(out)
+    old = load_certificate_file(ca_cert)
+    new = load_certificate_file(new_root)
+    signer = _ca_signer(ca_key, old, ca_cert)
+    link = issue_link_certificate(signer, old, new, days=days)
+    write_new_file(out, endorsed_root_bundle(new, [link]).encode("ascii"))
+    record_audit(
+        data_dir,
+        "pki.root_link_issued",
+        str(out),
+        {
+            "ca_key": signer.uri,
+            "endorser": old.subject.rfc4514_string(),
+            "endorser_sha256": certificate_fingerprint(old),
+            "new_root": new.subject.rfc4514_string(),
+            "new_root_sha256": certificate_fingerprint(new),
+            "link_serial": f"{link.serial_number:x}",
+            "link_not_after": link.not_valid_after_utc.isoformat(),
+        },
+    )
+    endorsed = f"{new.subject.rfc4514_string()} endorsed by {old.subject.rfc4514_string()}"
+    console.print(Text(f"Wrote {out}: {endorsed}"), soft_wrap=True)
+    console.print(fields_table(certificate_rows(describe_certificate(link)), title="link"))
 
 
 # -- OCPP security profiles 2 and 3: charger CA, station and CSMS server certificates --------

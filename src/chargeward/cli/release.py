@@ -460,6 +460,7 @@ def _expected_targets(
             ],
             sbom_sha256=view.get("documents", {}).get(SBOM_NAME),
             deltas=deltas,
+            scan_report_sha256=view.get("documents", {}).get(SCAN_REPORT_NAME),
         )
     if not roots:
         raise ConfigError("--bundle needs --root (the Manufacturer Root CA) to verify it")
@@ -499,8 +500,9 @@ def approve(
 ) -> None:
     """Check RELEASE's proposed targets metadata and sign it with your own key.
 
-    The proposal must be exactly the published (verified) targets plus this release; anything
-    else is refused before your key is touched.
+    The proposal must be exactly the published (verified) targets plus this release, with the
+    next version and an expiry within the targets lifetime; anything else is refused before
+    your key is touched.
     """
     api = ApiClient(data_dir, server)
     view = api.request("GET", f"/api/v1/releases/{release_id}")
@@ -531,16 +533,18 @@ def approve_proposal(
     trusted_root: bytes,
     title: str,
     output: Path | None = None,
+    now: dt.datetime | None = None,
 ) -> str:
-    """Fetch proposal ``ref``, check it against the verified repository, sign it, send it
-    (or, with ``output``, write it there: :func:`chargeward.trust.approval.approval_document`)."""
+    """Fetch proposal ``ref``, check it against the verified repository and the expiry policy
+    at ``now`` (default: this machine's clock), sign it, send it (or, with ``output``, write it
+    there: :func:`chargeward.trust.approval.approval_document`)."""
     proposal_view = api.request("GET", f"/api/v1/proposals/{ref}")
     if proposal_view["state"] == "published":
         raise Conflict(f"proposal {proposal_view['id']} is already published")
     proposal = Metadata[Targets].from_bytes(proposal_view["metadata"].encode())
     with console.status(Text("Checking the proposal against the published repository")):
         published = fetch_published_targets(api.base + "/tuf/", trusted_root)
-        changed = review_proposal(proposal, published, expected)
+        changed = review_proposal(proposal, published, expected, now=now or dt.datetime.now(dt.UTC))
     table = Table(title=Text(title))
     for col in ("target", "sha256", "length", "security", "class", "customer"):
         table.add_column(col, overflow="fold")

@@ -13,6 +13,12 @@
 
 ``root-out`` is the root every charger is given at manufacture (``agent init --tuf-root``).
 Root and targets keys are offline keys: these commands are run where they are held.
+
+Keys equal people: one owner holds one root key and one targets key at most, and each targets
+key's OWNER is the operator account that approves with it (``--account LABEL=ACCOUNT`` when
+the label is not the account name).  ``init`` and ``rotate-root`` bind the new root's targets
+keys to those accounts on the server (audited); ``register-keys`` does it for a repository
+made before, and ``approver-keys`` lists the bindings.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy.ext.asyncio import AsyncSession
 from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Timestamp
 
 from chargeward.cli.apiclient import ApiClient
@@ -32,9 +39,10 @@ from chargeward.cli.common import (
     DEFAULT_DATA_DIR,
     DataDir,
     ServerUrl,
+    actor,
     console,
+    in_session,
     open_signer,
-    record_audit,
 )
 from chargeward.cli.display import when
 from chargeward.cli.release import approve_proposal, trusted_root
@@ -44,11 +52,62 @@ from chargeward.fileio import write_new_file
 from chargeward.model.targets import REVOCATION_TARGET
 from chargeward.publish import ImageRepository, OnlineSigners
 from chargeward.publish.roles import RootChange, create_repository, next_root
+from chargeward.server import approver_keys
 from chargeward.trust.tuf_keys import TufSigner, key_owner, tuf_key
 
 app = typer.Typer(no_args_is_help=True)
 
 KeySpecs = Annotated[list[str], typer.Option(help="OWNER=KEY-URI (repeat).")]
+AccountSpecs = Annotated[
+    list[str],
+    typer.Option(
+        "--account",
+        help="LABEL=ACCOUNT: the operator account of a targets key whose owner label is not "
+        "the account name (repeat).",
+    ),
+]
+
+
+def _accounts(specs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for spec in specs:
+        label, sep, account = spec.partition("=")
+        if not sep or not label or not account or label in out:
+            raise ConfigError(
+                f"--account must be given once per label as LABEL=ACCOUNT, got {spec!r}"
+            )
+        out[label] = account
+    return out
+
+
+def _bind(
+    data_dir: Path,
+    root_version: int,
+    found: list[approver_keys.Binding],
+    action: str,
+    details: dict[str, object],
+) -> None:
+    """Bind approver keys to accounts and audit the ceremony, in one transaction."""
+    from chargeward import audit
+
+    now = _now()
+    who = actor()
+
+    async def work(s: AsyncSession) -> None:
+        await audit.record(
+            s, actor=who, action=action, target=f"root v{root_version}", details=details, now=now
+        )
+        await approver_keys.register(s, root_version, found, actor=who, now=now)
+
+    in_session(data_dir, work)
+
+
+def _print_bindings(found: list[approver_keys.Binding]) -> None:
+    for b in found:
+        console.print(
+            Text(f"approver key {b.keyid[:12]} ({b.label}) is held by account {b.account}"),
+            soft_wrap=True,
+        )
 
 
 def _signer(uri: str, what: str) -> Signer:
@@ -89,12 +148,15 @@ def init(
     root_out: Annotated[
         Path | None, typer.Option(help="Also write root version 1 here (for chargers).")
     ] = None,
+    account: AccountSpecs = [],  # noqa: B006 (typer needs a literal default)
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """Create the repository: root (signed by every root key) and empty targets."""
+    """Create the repository: root (signed by every root key) and empty targets, and bind each
+    targets key to the operator account of its owner."""
     repo = _repo(data_dir)
     roots = _owned(root_key, "root")
     approvers = _owned(targets_key, "targets")
+    found = approver_keys.bindings([s.public_key for s in approvers], _accounts(account))
     online = OnlineSigners(
         snapshot=_online(snapshot_key, "snapshot"), timestamp=_online(timestamp_key, "timestamp")
     )
@@ -110,10 +172,11 @@ def init(
     repo.set_online_key_uris({"snapshot": snapshot_key, "timestamp": timestamp_key})
     if root_out is not None:
         write_new_file(root_out, root.to_bytes())
-    record_audit(
+    _bind(
         data_dir,
+        1,
+        found,
         "repo.init",
-        "root v1",
         {
             "root_keys": {key_owner(s.public_key): s.public_key.keyid for s in roots},
             "root_threshold": root_threshold,
@@ -121,6 +184,7 @@ def init(
             "targets_threshold": targets_threshold,
         },
     )
+    _print_bindings(found)
     console.print(
         Text(
             f"TUF repository created in {repo.directory}: root {root_threshold} of {len(roots)}, "
@@ -180,6 +244,7 @@ def rotate_root(
     targets_threshold: Annotated[int | None, typer.Option(min=1)] = None,
     snapshot_key: Annotated[str | None, typer.Option(help="New online snapshot key.")] = None,
     timestamp_key: Annotated[str | None, typer.Option(help="New online timestamp key.")] = None,
+    account: AccountSpecs = [],  # noqa: B006
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Publish root version N+1: rotate root keys, replace a compromised key, change thresholds.
@@ -210,6 +275,7 @@ def rotate_root(
     )
     now = _now()
     root = next_root(current.signed, change, now=now)
+    found = approver_keys.root_bindings(root.signed, _accounts(account))
     for uri in sign_with:
         signer = TufSigner(_signer(uri, "root key"))
         keyid = signer.public_key.keyid
@@ -221,10 +287,11 @@ def rotate_root(
         root.sign(signer, append=True)
     version = repo.rotate_root(root, online, now=now)
     repo.set_online_key_uris(uris)
-    record_audit(
+    _bind(
         data_dir,
+        version,
+        found,
         "repo.rotate_root",
-        f"root v{version}",
         {
             "added_root": [k.keyid for k in change.add_root_keys],
             "removed_root": list(remove_root_key),
@@ -235,6 +302,43 @@ def rotate_root(
         },
     )
     console.print(Text(f"published root version {version}"), soft_wrap=True)
+    _print_bindings(found)
+
+
+@app.command("register-keys")
+def register_keys(
+    account: AccountSpecs = [],  # noqa: B006
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Bind the current root's targets keys to operator accounts (by owner label, or as
+    --account LABEL=ACCOUNT says); keys no longer in the root are retired.  Audited."""
+    root = _repo(data_dir).root().signed
+    found = approver_keys.root_bindings(root, _accounts(account))
+    now, who = _now(), actor()
+    in_session(
+        data_dir,
+        lambda s: approver_keys.register(s, root.version, found, actor=who, now=now),
+    )
+    _print_bindings(found)
+
+
+@app.command("approver-keys")
+def list_approver_keys(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Which operator account holds each approver (targets) key, and since when."""
+    rows = in_session(data_dir, approver_keys.list_keys)
+    table = Table(title="Approver keys")
+    for col in ("keyid", "label", "account", "root", "registered", "state"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r.keyid[:16],
+            Text(r.label),
+            Text(r.account),
+            str(r.root_version),
+            f"{when(r.registered_at)} by {r.registered_by}",
+            f"retired {when(r.retired_at)}" if r.retired_at else "in service",
+        )
+    console.print(table)
 
 
 @app.command("propose-crl")

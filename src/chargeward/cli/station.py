@@ -2,7 +2,7 @@
 
 Certificate management goes through the running server (OCPP M03-M05)::
 
-    $ chargeward station install-root CP-1 --cert new-root.pem
+    $ chargeward station install-root CP-1 --cert endorsed-root.pem   # pki link-root
     $ chargeward station certificates CP-1
     $ chargeward station delete-root CP-1 --cert old-root.pem
 """
@@ -15,16 +15,26 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from cryptography import x509
 from rich.table import Table
 from rich.text import Text
 
 from chargeward.cli.apiclient import ApiClient
 from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, ServerUrl, actor, console
-from chargeward.crypto.pki import certificate_hash_data, certificate_pem, load_certificate_file
-from chargeward.errors import ChargewardError
+from chargeward.crypto.pki import (
+    certificate_common_name,
+    certificate_hash_data,
+    certificate_pem,
+    load_certificate,
+    load_certificate_file,
+    load_certificates_file,
+)
+from chargeward.crypto.tls import check_client_leaf
+from chargeward.errors import ChargewardError, ConfigError, UntrustedCertificate
 from chargeward.server import services
 from chargeward.server.db import Database
 from chargeward.server.schemas import StationDetail, StationSummary
+from chargeward.server.station_certificates import register_certificate
 from chargeward.server.station_security import set_profile
 
 app = typer.Typer(no_args_is_help=True)
@@ -40,8 +50,13 @@ def add(
     security_profile: Annotated[
         int, typer.Option(min=1, max=3, help="OCPP security profile (1 lab, 2 TLS, 3 mTLS).")
     ] = 2,
+    certificate: Annotated[
+        Path | None,
+        typer.Option(help="Its station certificate (PEM), the only one it may log in with."),
+    ] = None,
 ) -> None:
     """Register a station and print its generated BasicAuthPassword (shown only once)."""
+    cert = station_certificate_file(certificate, station_id) if certificate else None
 
     async def go() -> str:
         db = await Database.open(data_dir=data_dir)
@@ -51,8 +66,10 @@ def add(
                 password = await services.register_station(
                     s, station_id, model=model, actor=actor(), now=now
                 )
+                await s.flush()
+                if cert is not None:
+                    await register_certificate(s, station_id, cert, actor=actor(), now=now)
                 if security_profile != 2:
-                    await s.flush()
                     await set_profile(s, station_id, security_profile, actor=actor(), now=now)
                 return password
         finally:
@@ -64,6 +81,19 @@ def add(
         raise typer.BadParameter(str(e)) from e
     console.print(f"registered [bold]{station_id}[/]")
     console.print(f"BasicAuthPassword: [bold]{password}[/]  (shown once; stored hashed)")
+
+
+def station_certificate_file(path: Path, station_id: str) -> x509.Certificate:
+    """A station certificate file for ``station_id``: a client leaf with its CN (whether the
+    charger CA issued it, the listener checks at every login)."""
+    try:
+        cert = load_certificate(path.read_bytes())
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+    check_client_leaf(cert)
+    if certificate_common_name(cert) != station_id:
+        raise UntrustedCertificate(f"{path}: certificate CN is not {station_id}")
+    return cert
 
 
 def _firmware(r: StationSummary) -> str:
@@ -305,12 +335,15 @@ def install_root(
 ) -> None:
     """Install a ManufacturerRootCertificate on a connected station (InstallCertificate).
 
-    The server must trust the root already (chargeward server --manufacturer-root).
+    The server must trust the root already (chargeward server --manufacturer-root).  --cert is
+    the bundle ``chargeward pki link-root`` writes: the new root, then the link certificate
+    by which a root the station holds endorses it (docs/adr/0018).
     """
-    certificate = load_certificate_file(cert)
+    bundle = load_certificates_file(cert)
+    certificate = bundle[0]
     body = {
         "certificate_type": "ManufacturerRootCertificate",
-        "certificate_pem": certificate_pem(certificate),
+        "certificate_pem": "".join(certificate_pem(c) for c in bundle),
     }
     r = ApiClient(data_dir, server).request("POST", CERTIFICATES.format(station_id), json=body)
     _answered(station_id, f"InstallCertificate of {certificate.subject.rfc4514_string()}", r)

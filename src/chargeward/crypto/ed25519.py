@@ -1,7 +1,8 @@
 """Ed25519 keys for signed notes (C2SP signed-note, tree-head checkpoints of the audit log).
 
 Keys are addressed like the firmware keys of :mod:`chargeward.crypto.keys`: ``file:PATH``
-(or a bare path) names an encrypted PKCS#8 PEM file, the passphrase coming from a callable;
+(or a bare path) names a passphrase-protected key file (:mod:`chargeward.crypto.keyfile`),
+the passphrase coming from a callable;
 ``pkcs11:token=...;object=...`` names a key inside a PKCS#11 token
 (:class:`chargeward.crypto.pkcs11.Pkcs11Ed25519Signer`), the PIN coming from
 ``$CHARGEWARD_PKCS11_PIN`` or the same callable.  Ed25519 signs the message itself
@@ -19,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -27,6 +28,7 @@ from chargeward.crypto.keys import (
     PassphraseSource,
     _file_path,
     normalise_uri,
+    read_key_file,
     write_new_key_file,
 )
 from chargeward.crypto.pkcs11 import (
@@ -72,7 +74,7 @@ class Ed25519Signer:
 
 
 def generate_ed25519_key(uri: str, passphrase: PassphraseSource) -> MessageSigner:
-    """Create a new Ed25519 key at ``uri`` (encrypted PKCS#8 PEM, or inside a PKCS#11 token);
+    """Create a new Ed25519 key at ``uri`` (a key file, or inside a PKCS#11 token);
     never overwrites a key."""
     if is_pkcs11_uri(uri):
         return generate_pkcs11_ed25519_key(uri, passphrase)
@@ -85,19 +87,9 @@ def load_ed25519_signer(uri: str, passphrase: PassphraseSource) -> MessageSigner
     """Open the Ed25519 key at ``uri`` for signing; plaintext key files are refused."""
     if is_pkcs11_uri(uri):
         return load_pkcs11_ed25519_signer(uri, passphrase)
-    path = _file_path(uri)
-    try:
-        pem = path.read_bytes()
-    except OSError as e:
-        raise KeyAccessError(f"cannot read key file {path}: {e.strerror}") from e
-    if b"ENCRYPTED PRIVATE KEY" not in pem:
-        raise KeyAccessError(f"{path} is not an encrypted PKCS#8 key; plaintext keys are refused")
-    try:
-        key = serialization.load_pem_private_key(pem, password=passphrase())
-    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-        raise KeyAccessError(f"cannot decrypt {path}: wrong passphrase or damaged file") from e
+    key = read_key_file(uri, passphrase)
     if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise KeyAccessError(f"{path} does not hold an Ed25519 key")
+        raise KeyAccessError(f"{_file_path(uri)} does not hold an Ed25519 key")
     return Ed25519Signer(normalise_uri(uri), key)
 
 

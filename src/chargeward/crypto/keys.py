@@ -2,9 +2,12 @@
 
 Supported schemes:
 
-* ``file:PATH`` (or a bare path): an encrypted PKCS#8 PEM file holding an ECDSA P-256 key.
+* ``file:PATH`` (or a bare path): a passphrase-protected file holding an ECDSA P-256 key
+  (scrypt and AES-256-GCM around PKCS#8, :mod:`chargeward.crypto.keyfile`; files of the old
+  PBKDF2 PKCS#8 format are read with a warning and converted by :func:`rewrap_key_file`).
   The passphrase comes from a callable, by default ``$CHARGEWARD_KEY_PASSPHRASE``; the CLI
-  falls back to a prompt.
+  falls back to a prompt.  File keys are for development and small deployments; CA and root
+  keys in production belong in an HSM (``pkcs11:``, docs/key-ceremony.md).
 * ``pkcs11:token=LABEL;object=LABEL[?module-path=/path/module.so]`` (RFC 7512): an ECDSA
   P-256 key generated inside a PKCS#11 token that never leaves it
   (:mod:`chargeward.crypto.pkcs11`).  The callable supplies the user PIN unless
@@ -22,17 +25,19 @@ Supported schemes:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from chargeward.crypto import keyfile
 from chargeward.crypto.pkcs11 import (
     generate_pkcs11_key,
     is_pkcs11_uri,
@@ -40,8 +45,11 @@ from chargeward.crypto.pkcs11 import (
     normalise_pkcs11_uri,
 )
 from chargeward.errors import ConfigError, KeyAccessError
+from chargeward.fileio import replace_file
 
+LOG = logging.getLogger("chargeward.crypto.keys")
 PASSPHRASE_ENV = "CHARGEWARD_KEY_PASSPHRASE"  # noqa: S105 (a variable name)
+NEW_PASSPHRASE_ENV = "CHARGEWARD_NEW_KEY_PASSPHRASE"  # noqa: S105 (a variable name)
 MIN_PASSPHRASE_LENGTH = 12
 
 PassphraseSource = Callable[[], bytes]
@@ -124,17 +132,11 @@ def generate_key(uri: str, passphrase: PassphraseSource) -> Signer:
 def write_new_key_file(
     uri: str, passphrase: PassphraseSource, key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey
 ) -> None:
-    """Store ``key`` at the ``file:`` ``uri`` as encrypted PKCS#8 PEM (mode 0600, fsynced);
-    never replaces an existing file, and refuses a passphrase that is too short."""
+    """Store ``key`` at the ``file:`` ``uri`` as a Chargeward key file (scrypt and AES-256-GCM,
+    :mod:`chargeward.crypto.keyfile`; mode 0600, fsynced); never replaces an existing file,
+    and refuses a passphrase that is too short."""
     path = _file_path(uri)
-    secret = passphrase()
-    if len(secret) < MIN_PASSPHRASE_LENGTH:
-        raise ConfigError(f"key passphrase must be at least {MIN_PASSPHRASE_LENGTH} characters")
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(secret),
-    )
+    pem = keyfile.wrap(key, _new_secret(passphrase))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -148,24 +150,118 @@ def write_new_key_file(
         os.fsync(fh.fileno())
 
 
+def _new_secret(passphrase: PassphraseSource) -> bytes:
+    secret = passphrase()
+    if len(secret) < MIN_PASSPHRASE_LENGTH:
+        raise ConfigError(f"key passphrase must be at least {MIN_PASSPHRASE_LENGTH} characters")
+    return secret
+
+
+def rewrap_command(path: Path) -> str:
+    """The command that converts the key file at ``path`` to the current format."""
+    return f"chargeward keys rewrap file:{path}"
+
+
+def read_key_file(uri: str, passphrase: PassphraseSource) -> keyfile.PrivateKey:
+    """The private key in the key file at the ``file:`` ``uri`` (either format).
+
+    A file of the old PBKDF2 format is read with a warning naming :func:`rewrap_command`.
+    """
+    path = _file_path(uri)
+    data = _read(path)
+    try:
+        key, legacy = keyfile.unwrap(data, passphrase())
+    except KeyAccessError as e:
+        raise KeyAccessError(f"cannot open key file {path}: {e}") from e
+    if legacy:
+        LOG.warning(
+            "key file %s is protected by PBKDF2 with few iterations; re-wrap it with scrypt: %s",
+            path,
+            rewrap_command(path),
+        )
+    return key
+
+
+def _read(path: Path) -> bytes:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(keyfile.MAX_FILE + 1)
+    except OSError as e:
+        raise KeyAccessError(f"cannot read key file {path}: {e.strerror}") from e
+
+
+@dataclass(frozen=True)
+class Rewrapped:
+    """What ``rewrap_key_file`` did: the format before, the KDF parameters now."""
+
+    path: Path
+    was: keyfile.KeyFileInfo
+    now: keyfile.KeyFileInfo
+
+
+def rewrap_key_file(
+    uri: str, old: PassphraseSource, new: PassphraseSource | None = None
+) -> Rewrapped:
+    """Re-encrypt the key file at ``uri`` in the current format (with the ``new`` passphrase,
+    or the old one when ``new`` is None).
+
+    Atomic: the new file is written beside the old one (mode 0600), fsynced, and renamed over
+    it with ``os.replace``; a crash leaves the old or the new file, both opening the same key.
+    """
+    if is_pkcs11_uri(uri):
+        raise KeyAccessError("a PKCS#11 key is not a file: nothing to re-wrap")
+    path = _file_path(uri)
+    data = _read(path)
+    secret = old()
+    try:
+        was = keyfile.describe(data)
+        key, _ = keyfile.unwrap(data, secret)
+    except KeyAccessError as e:
+        raise KeyAccessError(f"cannot open key file {path}: {e}") from e
+    new_secret = secret if new is None else _new_secret(new)
+    pem = keyfile.wrap(key, new_secret)
+    if keyfile.unwrap(pem, new_secret)[0].private_bytes(*_DER_PKCS8) != key.private_bytes(
+        *_DER_PKCS8
+    ):  # pragma: no cover - a broken writer
+        raise KeyAccessError(f"re-wrapping {path} did not round-trip; the old file is kept")
+    try:  # a temporary file beside it (0600), fsynced, os.replace, directory fsynced
+        replace_file(path, pem, mode=0o600)
+    except ConfigError as e:
+        raise KeyAccessError(f"cannot re-wrap {path}: {e}") from e
+    return Rewrapped(path, was, keyfile.describe(pem))
+
+
+_DER_PKCS8 = (
+    serialization.Encoding.DER,
+    serialization.PrivateFormat.PKCS8,
+    serialization.NoEncryption(),
+)
+
+
 def load_signer(uri: str, passphrase: PassphraseSource) -> Signer:
     """Open the private key at ``uri`` for signing (``passphrase`` is the PIN for ``pkcs11:``)."""
     if is_pkcs11_uri(uri):
         return load_pkcs11_signer(uri, passphrase)
-    path = _file_path(uri)
-    try:
-        pem = path.read_bytes()
-    except OSError as e:
-        raise KeyAccessError(f"cannot read key file {path}: {e.strerror}") from e
-    if b"ENCRYPTED PRIVATE KEY" not in pem:
-        raise KeyAccessError(f"{path} is not an encrypted PKCS#8 key; plaintext keys are refused")
-    try:
-        key = serialization.load_pem_private_key(pem, password=passphrase())
-    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-        raise KeyAccessError(f"cannot decrypt {path}: wrong passphrase or damaged file") from e
+    key = read_key_file(uri, passphrase)
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-        raise KeyAccessError(f"{path} does not hold an ECDSA P-256 key")
+        raise KeyAccessError(f"{_file_path(uri)} does not hold an ECDSA P-256 key")
     return FileSigner(normalise_uri(uri), key)
+
+
+def ssl_key_file(uri: str, passphrase: PassphraseSource) -> tuple[bytes, bytes]:
+    """The key file at ``uri`` as Python's ``ssl`` can load it: (PKCS#8 PEM, password).
+
+    ``ssl`` reads only PKCS#8 with PBKDF2 from a file; the PEM is encrypted under a fresh
+    random 256-bit password that lives only in this process (no guessing attack applies).
+    """
+    key = read_key_file(uri, passphrase)
+    password = secrets.token_hex(32).encode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(password),
+    )
+    return pem, password
 
 
 def public_key_pem(key: ec.EllipticCurvePublicKey) -> str:

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from chargeward.crypto import path
 from chargeward.crypto.keys import Signer, public_key_fingerprint
 from chargeward.errors import (
     BadSignature,
@@ -367,27 +368,9 @@ def check_signing_certificate(cert: x509.Certificate, *, now: dt.datetime | None
     """Check ``cert`` has the firmware-signing profile and is valid at ``now``.
 
     This does not look at the issuer; :func:`verify_firmware_signing_certificate` does both.
-    Raises :class:`UntrustedCertificate` with the reason.
+    Raises :class:`UntrustedCertificate` (a :class:`CertificatePathRefused`) with the reason.
     """
-    now = now or _now()
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        raise UntrustedCertificate("signing certificate is not valid at this time")
-    try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-        if bc.ca:
-            raise UntrustedCertificate("signing certificate is a CA certificate")
-        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-        if not ku.digital_signature:
-            raise UntrustedCertificate("signing certificate lacks digitalSignature key usage")
-    except x509.ExtensionNotFound as e:
-        raise UntrustedCertificate(f"signing certificate lacks an extension: {e}") from e
-    try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        if ExtendedKeyUsageOID.CODE_SIGNING not in eku:
-            raise UntrustedCertificate("signing certificate is not for code signing")
-    except x509.ExtensionNotFound:
-        pass  # OCPP does not require EKU; when present it must allow code signing.
-    certificate_ec_key(cert)
+    path.check_signing_profile(cert, now or _now())
 
 
 def verify_firmware_signing_certificate(
@@ -399,29 +382,21 @@ def verify_firmware_signing_certificate(
 ) -> x509.Certificate:
     """Check ``cert`` is a valid firmware-signing certificate issued directly by an anchor.
 
-    Returns the anchor that issued it.  Raises :class:`UntrustedCertificate` (with the
-    reason) or :class:`RevokedCertificate`.  Anchors that are not CA certificates are
-    ignored.
+    The path is decided by :func:`chargeward.crypto.path.verify_signing_path` (RFC 5280:
+    anchor a CA with keyCertSign, no unknown critical extension, name constraints, validity,
+    signature; OCPP: no intermediates).  Returns the anchor that issued it.  Raises
+    :class:`UntrustedCertificate` (a :class:`CertificatePathRefused` with the reason) or
+    :class:`RevokedCertificate`.
 
         >>> root = verify_firmware_signing_certificate(cert, [root_ca])  # doctest: +SKIP
     """
-    now = now or _now()
-    if not anchors:
-        raise UntrustedCertificate("no ManufacturerRootCertificate installed")
-    check_signing_certificate(cert, now=now)
-    for anchor in anchors:
-        if anchor.subject != cert.issuer or not _is_ca(anchor):
-            continue
-        if not anchor.not_valid_before_utc <= now <= anchor.not_valid_after_utc:
-            continue
-        try:
-            cert.verify_directly_issued_by(anchor)
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-        if cert.serial_number in revoked_serials:
-            raise RevokedCertificate(f"signing certificate serial {cert.serial_number:x} revoked")
-        return anchor
-    raise UntrustedCertificate("signing certificate is not issued by an installed root")
+    der = serialization.Encoding.DER
+    verified = path.verify_signing_path(
+        cert.public_bytes(der), [a.public_bytes(der) for a in anchors], at=now or _now()
+    )
+    if cert.serial_number in revoked_serials:
+        raise RevokedCertificate(f"signing certificate serial {cert.serial_number:x} revoked")
+    return anchors[verified.anchor_index]
 
 
 _KEY_USAGES = (

@@ -24,6 +24,7 @@ Both ends of an OCPP connection use one TLS policy, :func:`restrict_to_ocpp_tls`
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 import secrets
 import ssl
@@ -36,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from chargeward.crypto.keys import Signer
+from chargeward.crypto.path import STATION_CERTIFICATE, verify_path
 from chargeward.crypto.pki import (
     _is_ca,
     _issue_leaf,
@@ -206,12 +208,44 @@ def _validity(cert: x509.Certificate, now: dt.datetime, what: str) -> None:
         )
 
 
-def _client_auth(cert: x509.Certificate) -> bool:
+def check_client_leaf(cert: x509.Certificate) -> None:
+    """Is ``cert`` an end-entity certificate for TLS client authentication?
+
+    basicConstraints must not say CA (RFC 5280 4.2.1.9: a station certificate must not be able
+    to issue more certificates for its CN); keyUsage must be present with digitalSignature
+    (4.2.1.3; the client signs the handshake, RFC 8446 4.4.3); extendedKeyUsage must be
+    present with clientAuth (4.2.1.12: absent would mean any purpose).  OpenSSL's own purpose
+    check at the handshake lets a leaf without keyUsage or extendedKeyUsage through.
+    """
     try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        extensions = cert.extensions
+        constraints = extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
-        return True
-    return ExtendedKeyUsageOID.CLIENT_AUTH in eku
+        constraints = None
+    except ValueError as e:  # duplicate or malformed extensions
+        raise UntrustedCertificate(f"certificate extensions are malformed: {e}") from e
+    if constraints is not None and constraints.ca:
+        raise UntrustedCertificate("certificate is a CA certificate (basicConstraints CA=true)")
+    try:
+        usage: x509.KeyUsage | None = extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is None or not usage.digital_signature:
+        raise UntrustedCertificate("certificate keyUsage lacks digitalSignature")
+    try:
+        eku = extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        raise UntrustedCertificate(
+            "certificate is not for client authentication (no clientAuth extended key usage)"
+        ) from None
+    if ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
+        raise UntrustedCertificate("certificate is not for client authentication")
+
+
+def issuer_name_hash(cert: x509.Certificate) -> str:
+    """SHA-256 of the DER issuer name, hex: with the serial number it names one certificate
+    (RFC 5280 4.1.2.2), as OCPP's CertificateHashData issuerNameHash does."""
+    return hashlib.sha256(cert.issuer.public_bytes()).hexdigest()
 
 
 def check_station_certificate(
@@ -221,21 +255,26 @@ def check_station_certificate(
     *,
     now: dt.datetime,
 ) -> x509.Certificate:
-    """Security profile 3: is ``cert`` the certificate of ``station_id`` at ``now``?
+    """Security profile 3: is ``cert`` a certificate of ``station_id`` at ``now``?
 
-    It must be issued by one of ``cas`` (valid CA certificates), be valid, allow clientAuth and
-    have CN = ``station_id``.  Returns the issuing CA.
+    It must be issued by one of ``cas`` (valid CA certificates), be valid, be a client leaf
+    (:func:`check_client_leaf`) and have CN = ``station_id``.  Returns the issuing CA.  Whether
+    it is the station's *current* certificate, and not revoked, is the server's decision
+    (:mod:`chargeward.server.station_security`).
     """
     issuer = next((ca for ca in cas if _is_ca(ca) and is_issued_by(cert, ca)), None)
     if issuer is None:
         raise UntrustedCertificate("certificate is not issued by the charger CA")
     _validity(issuer, now, "the charger CA certificate")
     _validity(cert, now, "certificate")
-    if not _client_auth(cert):
-        raise UntrustedCertificate("certificate is not for client authentication")
+    check_client_leaf(cert)
     cn = certificate_common_name(cert)
     if cn != station_id:
         raise UntrustedCertificate(f"certificate CN {cn!r} is not the station identity")
+    der = serialization.Encoding.DER  # RFC 5280 path: keyCertSign, critical extensions, names
+    verify_path(
+        cert.public_bytes(der), [issuer.public_bytes(der)], at=now, profile=STATION_CERTIFICATE
+    )
     return issuer
 
 
@@ -263,7 +302,9 @@ def verify_signed_chain(
 
     ``chain_pem`` is leaf first.  The leaf must certify the key in ``private_pem`` (the key
     the station made for its CSR), name ``serial_number`` and chain, through the certificates
-    sent with it, to one of ``anchors``.
+    sent with it, to one of ``anchors``: RFC 5280 path validation by
+    :func:`chargeward.crypto.path.verify_path` (raises its
+    :class:`~chargeward.errors.CertificatePathRefused`, an :class:`UntrustedCertificate`).
     """
     chain = load_chain(chain_pem)
     leaf = chain[0]
@@ -272,19 +313,15 @@ def verify_signed_chain(
     _validity(leaf, now, "certificate")
     if certificate_common_name(leaf) != serial_number:
         raise UntrustedCertificate("the certificate CN is not this station's serial number")
-    current, rest = leaf, chain[1:]
-    for _ in range(len(chain) + 1):
-        anchor = next((a for a in anchors if _is_ca(a) and is_issued_by(current, a)), None)
-        if anchor is not None:
-            _validity(anchor, now, "the issuing CA certificate")
-            return leaf
-        parent = next((c for c in rest if _is_ca(c) and is_issued_by(current, c)), None)
-        if parent is None:
-            break
-        _validity(parent, now, "an intermediate CA certificate")
-        rest = [c for c in rest if c is not parent]
-        current = parent
-    raise UntrustedCertificate("the certificate chain does not lead to a trusted CA")
+    der = serialization.Encoding.DER
+    verify_path(
+        leaf.public_bytes(der),
+        [a.public_bytes(der) for a in anchors],
+        intermediates=[c.public_bytes(der) for c in chain[1:]],
+        at=now,
+        profile=STATION_CERTIFICATE,
+    )
+    return leaf
 
 
 def issuers_of(

@@ -1,15 +1,22 @@
 """Collect an evidence pack through the server's REST API and write it, all or nothing.
 
     >>> api = ApiClient(data_dir)                                        # doctest: +SKIP
-    >>> inputs = Inputs("release", "1.2.0", report=Path("reports/pytest.xml").read_bytes())
+    >>> inputs = Inputs("release", "1.2.0", report=Path("reports/pytest.xml").read_bytes(),
+    ...                 commit=head)                                      # doctest: +SKIP
     >>> evidence = collect(api, inputs, files=read_bundle(bundle))       # doctest: +SKIP
-    >>> write_pack(evidence, Path("evidence-1.2.0"), zip_too=True)       # doctest: +SKIP
+    >>> write_pack(evidence, Path("evidence-1.2.0"), signer, zip_too=True)  # doctest: +SKIP
 
 The pack is built in a temporary directory beside the destination and renamed into place
 only when complete; on any error nothing is left behind.  Every audit entry concerning the
 release or campaign comes with an RFC 6962 inclusion proof against the latest signed
 checkpoint, and the proofs are verified (:mod:`chargeward.audit.proofs`) before anything is
 written.
+
+The test report must name the commit and environment it ran under
+(:mod:`~chargeward.evidence.testrun`): a report without them, or from another commit than
+``Inputs.commit``, is refused unless ``allow_other_commit``, and then the pack says so.  The
+pack is signed (``evidence.dsse.json``, :mod:`~chargeward.evidence.signing`): a DSSE envelope
+over every other file's SHA-256, which ``chargeward evidence verify`` checks.
 """
 
 from __future__ import annotations
@@ -30,9 +37,10 @@ from typing import Any, Protocol
 from chargeward import __version__
 from chargeward.audit.checkpoint import open_checkpoint, parse_vkey
 from chargeward.audit.proofs import format_proofs, parse_proofs, verify_proofs
+from chargeward.crypto.keys import Signer, public_key_fingerprint
 from chargeward.crypto.pki import describe_certificate, load_certificate
-from chargeward.errors import BundleError, Conflict, NotFound
-from chargeward.evidence import attacks, matrix, render
+from chargeward.errors import BundleError, ConfigError, Conflict, NotFound
+from chargeward.evidence import attacks, matrix, render, signing, testrun
 from chargeward.evidence.bundle import SUPPLY_MEMBERS, ReleaseFiles
 
 FORMAT = "chargeward-evidence/1"
@@ -70,6 +78,8 @@ class Inputs:
     ref: str  # release version, id or id prefix; campaign id or name
     report: bytes  # the JUnit XML test report
     report_name: str = "pytest.xml"
+    commit: str = ""  # the Chargeward commit the pack is about; the report must name it
+    allow_other_commit: bool = False  # build from another commit's report, and say so
 
 
 @dataclass
@@ -220,9 +230,40 @@ def _release_section(files: ReleaseFiles) -> tuple[dict[str, Any], dict[str, byt
     return section, out
 
 
-def _tests(report: bytes, report_name: str) -> dict[str, Any]:
+PARTIES = {
+    matrix.PIPELINE: "Chargeward's server and CLI",
+    matrix.REFERENCE_AGENT: (
+        "Chargeward's reference charger agent: met for chargers that run it; for any other "
+        "charger an obligation on its manufacturer"
+    ),
+    matrix.PLATFORM: (
+        "the charger platform and its manufacturer (hardware root of trust, bootloader, "
+        "physical design, the charger's other software, the manufacturer's policies): for the "
+        "manufacturer to evidence, never satisfied by these tests"
+    ),
+}
+
+
+def _part(p: matrix.PartRow) -> dict[str, Any]:
+    return {
+        "party": p.part.party,
+        "claim": p.part.claim,
+        "status": p.status,
+        "simulation": p.simulation,
+        "tests": [
+            {"node_id": t.node_id, "result": t.result, "cases": dict(t.cases)} for t in p.tests
+        ],
+    }
+
+
+def _tests(inputs: Inputs) -> dict[str, Any]:
+    report, report_name = inputs.report, inputs.report_name
     parsed = matrix.parse_junit(report)
+    run = testrun.check_report(
+        parsed, expected_commit=inputs.commit, allow_other_commit=inputs.allow_other_commit
+    )
     rows = matrix.build_matrix(requirements(), parsed)
+    statuses = [r.status for r in rows]
     return {
         "report": {
             "file": f"tests/{report_name}",
@@ -230,7 +271,9 @@ def _tests(report: bytes, report_name: str) -> dict[str, Any]:
             "timestamp": parsed.timestamp,
             "hostname": parsed.hostname,
             "totals": dict(parsed.totals),
+            "provenance": run.to_dict(),
         },
+        "parties": PARTIES,
         "requirements": [
             {
                 "id": r.requirement.id,
@@ -239,23 +282,24 @@ def _tests(report: bytes, report_name: str) -> dict[str, Any]:
                 "wording": r.requirement.wording,
                 "status": r.status,
                 "satisfied": r.satisfied,
-                "tests": [
-                    {"node_id": t.node_id, "result": t.result, "cases": dict(t.cases)}
-                    for t in r.tests
-                ],
+                "parts": [_part(p) for p in r.parts],
             }
             for r in rows
         ],
         "summary": {
             "requirements": len(rows),
             "satisfied": sum(r.satisfied for r in rows),
+            "manufacturer_to_evidence": statuses.count(matrix.MANUFACTURER),
+            "failed": statuses.count(matrix.FAILED),
+            "incomplete": statuses.count(matrix.INCOMPLETE) + statuses.count(matrix.NO_TESTS),
         },
     }
 
 
 def check_inputs(inputs: Inputs) -> dict[str, Any]:
-    """Parse what needs no server (the test report and the mapping) before asking it."""
-    return _tests(inputs.report, inputs.report_name)
+    """Parse what needs no server (the test report, its provenance and the mapping) before
+    asking it."""
+    return _tests(inputs)
 
 
 def collect(
@@ -329,14 +373,18 @@ def _sums(files: dict[str, bytes]) -> bytes:
     ).encode()
 
 
-def pack_files(evidence: Evidence) -> dict[str, bytes]:
-    """Every file of the pack by relative path, SHA256SUMS last covering all the others."""
+def pack_files(evidence: Evidence, signer: Signer) -> dict[str, bytes]:
+    """Every file of the pack by relative path: SHA256SUMS covering all the others, then
+    ``evidence.dsse.json`` signing every file with ``signer`` (the key named in the pack)."""
+    keyid = public_key_fingerprint(signer.public_key())
+    data = {**evidence.data, "signature": {"file": signing.ENVELOPE, "keyid": keyid}}
     files = dict(evidence.files)
-    files["evidence.json"] = _json(evidence.data)
-    files["evidence.md"] = render.markdown(evidence.data).encode()
-    files["evidence.html"] = render.html(evidence.data).encode()
-    files["VERIFY.md"] = render.verify_text(evidence.data).encode()
+    files["evidence.json"] = _json(data)
+    files["evidence.md"] = render.markdown(data).encode()
+    files["evidence.html"] = render.html(data).encode()
+    files["VERIFY.md"] = render.verify_text(data).encode()
     files["SHA256SUMS"] = _sums(files)
+    files[signing.ENVELOPE] = signing.sign_pack(files, data, signer)
     return files
 
 
@@ -349,7 +397,9 @@ def _write_zip(files: dict[str, bytes], dest: Path) -> None:
             zf.writestr(info, files[name])
 
 
-def write_pack(evidence: Evidence, out: Path, *, zip_too: bool = False) -> list[Path]:
+def write_pack(
+    evidence: Evidence, out: Path, signer: Signer, *, zip_too: bool = False
+) -> list[Path]:
     """Write the pack to the new directory ``out`` (and ``out.zip``); returns what was made.
 
     Refuses an existing destination (:class:`Conflict`).  Built beside ``out`` under a
@@ -360,7 +410,7 @@ def write_pack(evidence: Evidence, out: Path, *, zip_too: bool = False) -> list[
         if dest.exists():
             raise Conflict(f"{dest} exists; choose another output or remove it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    files = pack_files(evidence)
+    files = pack_files(evidence, signer)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         tree = work / out.name
@@ -382,3 +432,47 @@ def write_pack(evidence: Evidence, out: Path, *, zip_too: bool = False) -> list[
         return made
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+MAX_PACK_FILES = 100_000
+MAX_PACK_BYTES = 512 << 20
+
+
+def _add(files: dict[str, bytes], name: str, data: bytes, total: int) -> int:
+    if len(files) >= MAX_PACK_FILES or total + len(data) > MAX_PACK_BYTES:
+        raise ConfigError(f"the pack is over {MAX_PACK_FILES} files or {MAX_PACK_BYTES} bytes")
+    files[name] = data
+    return total + len(data)
+
+
+def read_pack(path: Path) -> dict[str, bytes]:
+    """The files of the pack at ``path`` (its directory, or the zip ``write_pack`` made), by
+    relative path; :class:`ConfigError` for anything that is not a readable pack."""
+    files: dict[str, bytes] = {}
+    total = 0
+    if path.is_dir():
+        for item in sorted(path.rglob("*")):
+            if item.is_symlink():
+                raise ConfigError(f"{item}: the pack holds a symbolic link")
+            if item.is_file():
+                total = _add(files, item.relative_to(path).as_posix(), item.read_bytes(), total)
+        return files
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = [i for i in zf.infolist() if not i.is_dir()]
+            if sum(i.file_size for i in infos) > MAX_PACK_BYTES:
+                raise ConfigError(f"{path}: the pack is over {MAX_PACK_BYTES} bytes unpacked")
+            tops = set()
+            for info in infos:
+                top, _, name = info.filename.partition("/")
+                parts = name.split("/")
+                tops.add(top)
+                bad = not top or not name or "" in parts or ".." in parts or "\\" in name
+                if bad or name in files or len(tops) > 1:
+                    raise ConfigError(f"{path}: member {info.filename!r} is not a pack file")
+                total = _add(files, name, zf.read(info), total)
+    except FileNotFoundError as e:
+        raise NotFound(f"no evidence pack at {path}") from e
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ConfigError(f"{path} is neither a pack directory nor a pack zip: {e}") from e
+    return files

@@ -53,6 +53,48 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{esc(k)} {v}" for k, v in counts.items() if v) or "-"
 
 
+PARTY_NAMES = {"pipeline": "Pipeline", "reference-agent": "Reference agent", "platform": "Platform"}
+
+
+def _part_status(part: dict[str, Any]) -> str:
+    if part["party"] == "platform":
+        status = "**manufacturer to evidence**"
+        return status + (f"<br>{esc(part['simulation'])}" if part["simulation"] else "")
+    if part["status"] == "satisfied":
+        return "satisfied" + (
+            " by the reference agent" if part["party"] == "reference-agent" else ""
+        )
+    return f"**{esc(part['status'])}**"
+
+
+def _provenance(report: dict[str, Any]) -> list[str]:
+    prov = report["provenance"]
+    out = [
+        f"The tests ran at Chargeward commit `{prov['commit']}`"
+        + {True: " **on a modified tree** (uncommitted changes: the commit does not describe "
+           "the code that ran)", False: " (clean tree)", None: " (tree state unknown)"}[
+            prov["dirty"]]
+        + ".",
+        "",
+    ]  # fmt: skip
+    if not prov["same_commit"]:
+        out += [
+            f"**Warning: the test report was produced under commit `{prov['commit']}`, not "
+            f"under `{prov['expected_commit']}`, the commit this pack is about.** Its results "
+            "may not hold for that commit.",
+            "",
+        ]
+    out += _table(
+        ["Run", "Python", "Platform", "Chargeward", "Key packages"],
+        [
+            [str(n), esc(r["python"]), esc(r["platform"]), esc(r["chargeward_version"]),
+             esc(", ".join(f"{k} {v}" for k, v in r["packages"].items()))]
+            for n, r in enumerate(prov["runs"], start=1)
+        ],
+    )  # fmt: skip
+    return out
+
+
 def _matrix(tests: dict[str, Any]) -> list[str]:
     report, summary = tests["report"], tests["summary"]
     out = [
@@ -60,9 +102,20 @@ def _matrix(tests: dict[str, Any]) -> list[str]:
         "",
         f"Results read from the JUnit test report `{report['file']}` (SHA-256 "
         f"`{report['sha256']}`, run {esc(report['timestamp'])} on {esc(report['hostname'])}): "
-        f"{summary['satisfied']} of {summary['requirements']} requirements satisfied. A "
-        "requirement is satisfied only if every test mapped to it passed; a test absent from "
-        "the report is *not run*. Texts marked *paraphrased* do not quote the legal wording.",
+        f"{summary['satisfied']} of {summary['requirements']} requirements satisfied; "
+        f"{summary['manufacturer_to_evidence']} need the manufacturer's evidence for their "
+        f"platform parts; {summary['failed']} failed; {summary['incomplete']} incomplete.",
+        "",
+        *_provenance(report),
+        "Every requirement names who meets it:",
+        "",
+        *(f"- **{PARTY_NAMES[k]}**: {esc(v)}." for k, v in tests["parties"].items()),
+        "",
+        "A pipeline or reference-agent part is satisfied only if every test mapped to it "
+        "passed; a test absent from the report is *not run*. A platform part is never "
+        "satisfied by these tests: it is an obligation for the manufacturer to evidence, and "
+        "any test beside it only demonstrates the behaviour in simulation with the reference "
+        "agent. Texts marked *paraphrased* do not quote the legal wording.",
         "",
     ]
     frameworks: dict[str, list[dict[str, Any]]] = {}
@@ -75,10 +128,17 @@ def _matrix(tests: dict[str, Any]) -> list[str]:
             text = esc(row["text"]) + (
                 " *(paraphrased)*" if row["wording"] == "paraphrased" else ""
             )
-            cells = "<br>".join(f"{_code(t['node_id'])}: {t['result']}" for t in row["tests"])
-            verdict = "yes" if row["satisfied"] else f"**no** ({row['status']})"
-            body.append([esc(row["id"]), text, cells or "no automated test", verdict])
-        out += _table(["Requirement", "Text", "Tests and results", "Satisfied"], body)
+            head = f"**{esc(row['id'])}**: {text}<br>Overall: **{esc(row['status'])}**"
+            for n, part in enumerate(row["parts"]):
+                claim = "" if len(row["parts"]) == 1 else f": {esc(part['claim'])}"
+                cells = "<br>".join(f"{_code(t['node_id'])}: {t['result']}" for t in part["tests"])
+                body.append([
+                    head if n == 0 else "",
+                    f"{PARTY_NAMES[part['party']]}{claim}",
+                    cells or "no automated test",
+                    _part_status(part),
+                ])  # fmt: skip
+        out += _table(["Requirement", "Who meets it", "Tests and results", "Status"], body)
     return out
 
 
@@ -248,6 +308,13 @@ def markdown(data: dict[str, Any]) -> str:
         "listed in `SHA256SUMS`; `evidence.json` holds the same facts for machines.",
         "",
     ]
+    sig = data.get("signature")
+    if sig is not None:
+        head += [
+            f"Signed in `{sig['file']}` (DSSE) by the key with SHA-256 fingerprint "
+            f"`{sig['keyid']}`; `chargeward evidence verify` checks it (see `VERIFY.md`).",
+            "",
+        ]
     parts = [head, _matrix(data["tests"]), _release(data), _approvals(data)]
     parts += [_campaigns(data), _audit(data)]
     return "\n".join(line for part in parts for line in part)
@@ -267,9 +334,24 @@ def html(data: dict[str, Any]) -> str:
 def verify_text(data: dict[str, Any]) -> str:
     """The pack's VERIFY.md: how to check it offline."""
     a = data["audit"]
+    sig = data.get("signature")
     lines = [
         "# Verifying this evidence pack offline",
         "",
+    ]
+    if sig is not None:
+        lines += [
+            f"0. Check who produced the pack and that no file changed since: `{sig['file']}` is",
+            "   a DSSE envelope signing the SHA-256 of every other file. Obtain the producer's",
+            f"   public key out of band (its SHA-256 fingerprint is `{sig['keyid']}`) and run",
+            "",
+            "       chargeward evidence verify . --key producer.pub.pem",
+            "",
+            "   It also checks that the requirements matrix is what `tests/` gives and names",
+            "   the commit the tests ran under; any mismatch exits with status 3 and one line.",
+            "",
+        ]
+    lines += [
         "1. Check that no file changed: `sha256sum -c SHA256SUMS` (run in this directory).",
         "",
         "2. Pin the audit log's verifier key. `audit/checkpoint.vkey` holds the key the server",
@@ -300,7 +382,9 @@ def verify_text(data: dict[str, Any]) -> str:
         "   root.pem`; its manifest must equal `release/manifest.json` byte for byte.",
         "",
         "5. The requirements matrix is computed from `tests/` (the JUnit report of the test",
-        "   run) and the mapping shipped with Chargeward; `evidence.json` lists every test.",
+        "   run, whose properties name the commit and environment it ran under) and the",
+        "   mapping shipped with Chargeward; `evidence.json` lists every test and who meets",
+        "   each requirement. Platform parts are the manufacturer's to evidence.",
         "",
     ]
     return "\n".join(lines)

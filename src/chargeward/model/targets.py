@@ -124,6 +124,9 @@ class TargetCustom:
     # and notices one the repository does not list.  None: a target from before multi-image
     # releases (the release is this one image).
     components: tuple[str, ...] | None = None
+    # SHA-256 of the release's vulnerability scan report, so the approvers' threshold
+    # signature covers the report (and every accepted risk in it).  None: no report.
+    scan_report_sha256: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", check_models(self.models))
@@ -136,6 +139,8 @@ class TargetCustom:
             check_sha256(self.sbom_sha256)
         if self.signature is not None:
             check_signature(self.signature)
+        if self.scan_report_sha256 is not None:
+            check_sha256(self.scan_report_sha256)
         if self.components is not None:
             if not isinstance(self.components, list | tuple) or not self.components:
                 raise BundleError("components must be a non-empty list")
@@ -161,6 +166,8 @@ class TargetCustom:
             out["signature"] = self.signature
         if self.components is not None:
             out["components"] = list(self.components)
+        if self.scan_report_sha256 is not None:
+            out["scan_report_sha256"] = self.scan_report_sha256
         return out
 
     @classmethod
@@ -179,6 +186,7 @@ class TargetCustom:
                 sbom_sha256=data.get("sbom_sha256"),
                 signature=data.get("signature"),
                 components=data.get("components"),
+                scan_report_sha256=data.get("scan_report_sha256"),
             )
         except KeyError as e:
             raise BundleError(f"target custom fields lack {e.args[0]!r}") from e

@@ -32,14 +32,16 @@ ADDITIONAL_INFO_MAX = 512  # StatusInfoType.additionalInfo
 class CertificateResult:
     """The station's answer to InstallCertificate (M05) or DeleteCertificate (M04).
 
-    ``security_event`` is the techInfo of a security event to send once the answer is out
-    (the trust store changed), or None.
+    ``security_event`` is the techInfo of a security event to send once the answer is out,
+    or None; ``event_type`` its type, None when the trust store changed (the charger's
+    ``ReconfigurationOfSecurityParameters``).
     """
 
     status: str
     reason_code: str | None = None
     additional_info: str | None = None
     security_event: str | None = None
+    event_type: str | None = None
 
     def status_info(self) -> datatypes.StatusInfoType | None:
         if self.reason_code is None:

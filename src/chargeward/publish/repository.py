@@ -45,6 +45,7 @@ from tuf.api.serialization import DeserializationError
 from chargeward.errors import ConfigError, Conflict, NotFound, TrustError
 from chargeward.fileio import replace_file
 from chargeward.model.targets import REVOCATION_TARGET
+from chargeward.trust.tuf_keys import check_root_people
 
 ISSUED_FIELD = "x-chargeward-issued"
 ONLINE_KEYS_FILE = "online-keys.json"
@@ -65,6 +66,32 @@ class ExpiryPolicy:
     timestamp_renew: dt.timedelta = dt.timedelta(hours=12)
     # Offline roles (root, targets): warn when less than this is left.
     offline_warning: dt.timedelta = dt.timedelta(days=30)
+    # Targets metadata is published only with more than this left (default: one timestamp
+    # lifetime): chargers refuse expired metadata, and a rollout needs time to fetch it.
+    publish_margin: dt.timedelta = dt.timedelta(days=1)
+    # An open proposal fetched with less than this left is made again (approved again).
+    proposal_renew: dt.timedelta = dt.timedelta(days=7)
+    # How far the clocks of approvers and server may differ.
+    clock_skew: dt.timedelta = dt.timedelta(minutes=10)
+
+    def check_targets_expiry(self, expires: dt.datetime, now: dt.datetime) -> str | None:
+        """Why targets metadata expiring at ``expires`` must not be signed or published now
+        (None if it may): expired, expiring within :attr:`publish_margin`, or living longer
+        than the policy's :attr:`targets` lifetime (plus :attr:`clock_skew`)."""
+        left = expires - now
+        if left <= dt.timedelta(0):
+            return f"it expired at {utc_iso(expires)}: every charger would refuse it"
+        if left <= self.publish_margin:
+            return (
+                f"it expires at {utc_iso(expires)}, within the {_span(self.publish_margin)} "
+                "publishing margin: chargers would soon refuse it"
+            )
+        if left > self.targets + self.clock_skew:
+            return (
+                f"it expires at {utc_iso(expires)}, beyond the {_span(self.targets)} targets "
+                "lifetime of the policy"
+            )
+        return None
 
 
 @dataclass(frozen=True)
@@ -81,6 +108,12 @@ class RoleStatus:
     keys: int
     threshold: int
     warning: str | None
+
+
+def _span(delta: dt.timedelta) -> str:
+    if delta % dt.timedelta(days=1) == dt.timedelta(0):
+        return f"{delta.days}-day"
+    return f"{delta.total_seconds() / 3600:g}-hour"
 
 
 def utc_iso(moment: dt.datetime) -> str:
@@ -201,6 +234,9 @@ class ImageRepository:
                 raise Conflict(f"a TUF repository already exists in {self.directory}")
             if root.signed.version != 1 or targets.signed.version != 1:
                 raise ConfigError("a new repository starts at root and targets version 1")
+            check_root_people(root.signed)
+            if (why := self.policy.check_targets_expiry(targets.signed.expires, now)) is not None:
+                raise ConfigError(f"cannot initialise the repository with these targets: {why}")
             try:
                 root.signed.verify_delegate(Root.type, root.signed_bytes, root.signatures)
                 root.signed.verify_delegate(Targets.type, targets.signed_bytes, targets.signatures)
@@ -311,6 +347,12 @@ class ImageRepository:
                     f"the repository moved on (targets version {current}) since this proposal "
                     f"(version {version}) was made: it must be proposed and approved again"
                 )
+            why = self.policy.check_targets_expiry(targets.signed.expires, now)
+            if why is not None:
+                raise Conflict(
+                    f"cannot publish targets version {version}: {why}; "
+                    "it must be proposed and approved again"
+                )
             try:
                 root.verify_delegate(Targets.type, targets.signed_bytes, targets.signatures)
             except UnsignedMetadataError as e:
@@ -338,6 +380,7 @@ class ImageRepository:
                 )
             except UnsignedMetadataError as e:
                 raise TrustError(f"new root is not signed by its own root keys: {e}") from e
+            check_root_people(new_root.signed)  # keys equal people: chargers count keys
             for role in ONLINE_ROLES:  # check before anything is written
                 _check_signer_is(new_root.signed, role, getattr(online, role))
             self._write(f"{version}.root.json", new_root)

@@ -7,6 +7,10 @@
 
 Root changes (rotation, a compromised key replaced, thresholds changed) produce version N+1,
 which must then be signed by a threshold of the old root keys **and** of the new ones.
+
+Keys must equal people (:func:`~chargeward.trust.tuf_keys.check_people`): a root or targets
+role in which one owner holds two keys is refused, since python-tuf on the chargers would count
+that person twice; every targets key names its owner.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from chargeward.publish.repository import (
     OnlineSigners,
     expiry_after,
 )
-from chargeward.trust.tuf_keys import key_owner
+from chargeward.trust.tuf_keys import check_root_people, key_owner
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ def new_root(
         for key in keys:
             root.add_key(key, role)
         root.roles[role].threshold = threshold
+    check_root_people(root)
     return Metadata(root)
 
 
@@ -135,6 +140,7 @@ def next_root(
     )
     _swap_online(root, Snapshot.type, change.snapshot_key)
     _swap_online(root, Timestamp.type, change.timestamp_key)
+    check_root_people(root)
     return Metadata(root)
 
 

@@ -3,7 +3,8 @@
 Each target's custom fields carry the image's OCPP signature, so every image of a release
 (also those OCPP never carries) is covered by both trust layers, the list of the release's
 components, so a charger notices one the repository does not list, and, when the release has
-one, the SHA-256 of its SBOM, so the approvers' threshold signature covers the SBOM too.
+them, the SHA-256 of its SBOM and of its vulnerability scan report, so the approvers'
+threshold signature covers the SBOM and the report (with every accepted risk in it) too.
 
 A release may also carry binary deltas the server made from images the fleet runs
 (:mod:`chargeward.server.deltas`): each is listed beside the image it rebuilds, with both ends'
@@ -28,7 +29,7 @@ from chargeward.model.targets import (
     delta_target_path,
     firmware_target_path,
 )
-from chargeward.release.manifest import SBOM_NAME
+from chargeward.release.manifest import SBOM_NAME, SCAN_REPORT_NAME
 from chargeward.release.verify import VerifiedBundle
 
 
@@ -62,6 +63,7 @@ def release_targets(
     images: Iterable[ImageFacts],
     sbom_sha256: str | None = None,
     deltas: Iterable[DeltaFacts] = (),
+    scan_report_sha256: str | None = None,
 ) -> dict[str, TargetFile]:
     listed = list(images)
     components = tuple(sorted(image.component for image in listed))
@@ -77,6 +79,7 @@ def release_targets(
             sbom_sha256=sbom_sha256,
             signature=image.signature,
             components=components,
+            scan_report_sha256=scan_report_sha256,
         ).to_dict()
         for model in models:
             path = firmware_target_path(model, version, image.component)
@@ -126,4 +129,7 @@ def bundle_targets(
         images=[ImageFacts(i.component, i.sha256, i.length, i.signature) for i in bundle.images],
         sbom_sha256=sbom.sha256 if (sbom := m.attestation(SBOM_NAME)) is not None else None,
         deltas=deltas,
+        scan_report_sha256=(
+            report.sha256 if (report := m.attestation(SCAN_REPORT_NAME)) is not None else None
+        ),
     )

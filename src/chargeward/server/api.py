@@ -24,7 +24,16 @@ from chargeward import audit
 from chargeward.crypto.signature import sha256_file
 from chargeward.errors import BundleError, Conflict
 from chargeward.release.bundle import verify_bundle
-from chargeward.server import authz, deltas, link_budget, problems, services, tenancy, urls
+from chargeward.server import (
+    authz,
+    deltas,
+    link_budget,
+    problems,
+    services,
+    supply_chain,
+    tenancy,
+    urls,
+)
 from chargeward.server.fleet import StationFilter
 from chargeward.server.schemas import (
     AuditEntryView,
@@ -177,6 +186,9 @@ def create_app(state: ServerState) -> FastAPI:
             roots = state.manufacturer_roots()
             verified = await asyncio.to_thread(
                 verify_bundle, bundle, roots, workdir=work / "x", now=state.clock()
+            )
+            await supply_chain.check_upload(
+                state.db, state.data_dir, verified, actor=who, now=state.clock()
             )
             async with state.db.session() as s:
                 view = await services.store_release(

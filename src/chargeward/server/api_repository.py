@@ -31,6 +31,8 @@ from chargeward.server.schemas import (
     RoleStatusView,
 )
 from chargeward.server.state import ServerState
+from chargeward.server.supply_chain import check_publication
+from chargeward.trust.approval import ApprovalRefused, NotKeyHolder
 
 MAX_CRL_BYTES = 1 << 20
 _HASHED_NAME = re.compile(r"^([0-9a-f]{64})\.(.+)$")
@@ -103,25 +105,37 @@ async def approve(
     state: State,
 ) -> ProposalView:
     """An approver's signature over the proposal; with ``totp``, confirmed by a fresh code
-    of the caller's login session (a wrong code refuses it and counts towards lockout)."""
+    of the caller's login session (a wrong code refuses it and counts towards lockout).
+
+    An approval made with another account's key is refused with 403 ``not_key_holder``, one
+    the rules forbid otherwise (the uploader's, an unbound key) with 409; both are audited."""
     now = state.clock()
-    async with state.db.session() as s:
-        refusal = None
-        if body.totp is not None:
-            refusal = await accounts.confirm_totp(
-                s, principal, body.totp, address=client_address(request), now=now
+    try:
+        async with state.db.session() as s:
+            refusal = None
+            if body.totp is not None:
+                refusal = await accounts.confirm_totp(
+                    s, principal, body.totp, address=client_address(request), now=now
+                )
+            if refusal is None:
+                return await repo_services.approve(
+                    s,
+                    state.repository,
+                    release_id,
+                    keyid=body.keyid,
+                    signature=body.signature,
+                    actor=principal.name,
+                    confirmed=body.totp is not None,
+                    now=now,
+                )
+    except ApprovalRefused as e:
+        async with state.db.session() as s:
+            await repo_services.record_refused_approval(
+                s, release_id, e, keyid=body.keyid, actor=principal.name, now=now
             )
-        if refusal is None:
-            return await repo_services.approve(
-                s,
-                state.repository,
-                release_id,
-                keyid=body.keyid,
-                signature=body.signature,
-                actor=principal.name,
-                confirmed=body.totp is not None,
-                now=now,
-            )
+        if isinstance(e, NotKeyHolder):
+            raise accounts.Refusal(403, "not_key_holder", str(e)) from e
+        raise
     raise refusal  # after the commit: the failure counts
 
 
@@ -146,6 +160,7 @@ async def approve_any(
 
 @router.post("/api/v1/proposals/{ref}/publish", response_model=ProposalView)
 async def publish_proposal(ref: str, who: Operator, state: State) -> ProposalView:
+    await check_publication(state.db, state.data_dir, ref, actor=who, now=state.clock())
     async with state.db.session() as s:
         return await repo_services.publish(
             s, state.repository, state.online_signers, ref, actor=who, now=state.clock()

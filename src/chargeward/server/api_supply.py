@@ -7,7 +7,8 @@
 
 The exposure answer lists the stations running a package the advisory affects (``affected``),
 those it may affect because a range could not be evaluated (``indeterminate``, fail closed),
-and those whose running release has no SBOM here (``unknown``).
+those whose exposed packages the release's VEX or accepted risks cover (``accepted``, each
+package with the statement), and those whose running release has no SBOM here (``unknown``).
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ class PackageOut(BaseModel):
     purl: str
     status: str
     reason: str
+    accepted: str | None = None  # the release's VEX statement or accepted risk covering it
 
 
 class ExposedStationOut(BaseModel):
@@ -131,6 +133,7 @@ class ExposureOut(BaseModel):
     affected: list[ExposedStationOut]
     indeterminate: list[ExposedStationOut]
     unknown: list[str]
+    accepted: list[ExposedStationOut] = []
 
 
 def _station(x: ExposedStation) -> ExposedStationOut:
@@ -143,7 +146,12 @@ def _station(x: ExposedStation) -> ExposedStationOut:
         status=x.status,
         packages=[
             PackageOut(
-                name=p.name, version=p.version, purl=p.purl, status=p.status, reason=p.reason
+                name=p.name,
+                version=p.version,
+                purl=p.purl,
+                status=p.status,
+                reason=p.reason,
+                accepted=p.accepted,
             )
             for p in x.packages
         ],
@@ -154,8 +162,9 @@ def _station(x: ExposedStation) -> ExposedStationOut:
 async def post_exposure(request: Request, _: Operator) -> ExposureOut:
     raw = await _body(request, MAX_ADVISORY_BYTES, "advisory")
     advisory = parse_advisory(raw, "advisory")
-    async with _state(request).db.snapshot() as s:
-        report = await exposure(s, advisory)
+    state = _state(request)
+    async with state.db.snapshot() as s:
+        report = await exposure(s, advisory, now=state.clock())
     return ExposureOut(
         advisory=report.advisory,
         aliases=list(report.aliases),
@@ -164,4 +173,5 @@ async def post_exposure(request: Request, _: Operator) -> ExposureOut:
         affected=[_station(x) for x in report.affected],
         indeterminate=[_station(x) for x in report.indeterminate],
         unknown=report.unknown,
+        accepted=[_station(x) for x in report.accepted],
     )

@@ -79,6 +79,9 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("PUT", "/api/v1/stations/{station_id}/security-profile"): "stations:write",
     ("POST", "/api/v1/stations/{station_id}/password-rotation"): "stations:command",
     ("POST", "/api/v1/stations/{station_id}/certificate-renewal"): "stations:command",
+    ("PUT", "/api/v1/stations/{station_id}/certificate"): "stations:write",
+    ("POST", "/api/v1/stations/{station_id}/certificate-revocations"): "stations:write",
+    ("GET", "/api/v1/charger-ca/crl"): "stations:read",
     # releases and the TUF repository
     ("POST", "/api/v1/releases"): "releases:upload",
     ("GET", "/api/v1/releases"): "releases:read",

@@ -3,7 +3,9 @@
 Authentication happens during the HTTP upgrade, before any OCPP frame is read, by the security
 profile configured for the station (:func:`~chargeward.server.station_security.admit`):
 profile 2 = TLS + HTTP Basic with username = the station identity in the path; profile 3 =
-TLS with a client certificate from the charger CA, valid now, CN = station identity; profile 1
+TLS with a client certificate from the charger CA, valid now, a client leaf, CN = station
+identity, and the station's registered certificate, not revoked or superseded
+(:mod:`~chargeward.server.station_certificates`, ADR 0022); profile 1
 (plain ws + Basic) only on a listener started with ``allow_profile_1`` for a lab.  The TLS
 handshake already refused old TLS versions, other cipher suites and certificates from another
 CA (:mod:`chargeward.server.tls`).  Every refusal gets the same ``401``, its reason goes to
@@ -36,7 +38,14 @@ from websockets.http11 import Request, Response
 
 from chargeward.logging_setup import websocket_logger
 from chargeward.ocpp.csms import BootInfo, CsmsChargePoint, SignAnswer, SignedChain, UpdateAvailable
-from chargeward.server import local_cache, logs, passwords, services, station_security
+from chargeward.server import (
+    local_cache,
+    logs,
+    passwords,
+    services,
+    station_certificates,
+    station_security,
+)
 from chargeward.server.db import Database
 from chargeward.server.group_commit import GroupCommit
 from chargeward.server.metrics import MeteredChargePoint, Metrics
@@ -57,9 +66,11 @@ def _utc_now() -> dt.datetime:
 
 @dataclass
 class Registry:
-    """Stations connected to this process."""
+    """Stations connected to this process, and the certificate serial of each one's last
+    login (so a revocation can end the session it opened)."""
 
     stations: dict[str, CsmsChargePoint] = field(default_factory=dict)
+    certificate_serials: dict[str, str] = field(default_factory=dict)
 
     def get(self, station_id: str) -> CsmsChargePoint | None:
         return self.stations.get(station_id)
@@ -345,7 +356,8 @@ class CsmsListener:
         self.allow_profile_1 = allow_profile_1
         self.auth_failures = 0
         self.refusals: list[tuple[str, str]] = []  # (station id, reason), newest last
-        self.connection_serials: dict[str, str] = {}  # certificate serial of the last login
+        # certificate serial of the last login, per station
+        self.connection_serials: dict[str, str] = registry.certificate_serials
         self.booted_stations: set[str] = set()  # BootNotification accepted in this process
         self.recent_logins = passwords.RecentLogins()  # reconnects skip argon2 (ADR 0009)
         self.throttle = throttle or StationThrottle()  # failed logins (ADR 0015)
@@ -357,17 +369,22 @@ class CsmsListener:
 
     async def _presented(
         self,
-        connection: ServerConnection,
         request: Request,
         station_id: str,
+        tls: bool,
+        cert: x509.Certificate | None,
         auth: station_security.StationAuth | None,
     ) -> station_security.Presented:
-        tls = connection.transport.get_extra_info("ssl_object") is not None
-        cert = self._peer_certificate(connection) if tls else None
         problem = None
         if cert is not None:
             cas = list(self.charger_ca.certificates) if self.charger_ca else []
             problem = station_security.certificate_problem(cert, cas, station_id, self.clock())
+            if problem is None and auth is not None:  # ADR 0022: only the registered one
+                problem = station_certificates.registry_problem(
+                    station_certificates.CertificateId.of(cert),
+                    auth.certificates,
+                    required=auth.profile == 3,
+                )
         ok = False
         creds = basic_credentials(request.headers)
         profile = auth.profile if auth is not None else 2
@@ -422,11 +439,15 @@ class CsmsListener:
             )
             response.headers["Retry-After"] = str(wait)
             return response
+        tls = connection.transport.get_extra_info("ssl_object") is not None
+        cert = self._peer_certificate(connection) if tls else None
+        cert_id = station_certificates.CertificateId.of(cert) if cert is not None else None
         auth = await self.sink.writes.run(
-            lambda s: station_security.station_auth(s, station_id), station_id=station_id
+            lambda s: station_security.station_auth(s, station_id, cert_id),
+            station_id=station_id,
         )
         profile = auth.profile if auth is not None else 2
-        seen = await self._presented(connection, request, station_id, auth)
+        seen = await self._presented(request, station_id, tls, cert, auth)
         if auth is None:  # unknown: the same answer (and argon2 effort) as a wrong password
             reason: str | None = _password_problem(request.headers, station_id)
         else:
@@ -444,11 +465,14 @@ class CsmsListener:
                 await station_security.audit_refusal(self.db, station_id, reason, self.clock())
             return self._refuse(connection, HTTPStatus.UNAUTHORIZED, "authentication failed")
         self.throttle.succeeded(station_id, address)
-        if seen.certificate is not None:
-            self.connection_serials[station_id] = f"{seen.certificate.serial_number:x}"
-            await station_security.record_connection_certificate(
-                self.db, station_id, seen.certificate
-            )
+        if cert_id is None:
+            self.connection_serials.pop(station_id, None)
+        else:
+            self.connection_serials[station_id] = cert_id.serial
+            if auth is not None and station_certificates.needs_login_write(
+                cert_id, auth.certificates
+            ):  # a renewal confirmed by its first use (OCPP A02)
+                await station_certificates.record_login(self.db, station_id, cert_id, self.clock())
         return None
 
     async def handler(self, connection: ServerConnection) -> None:

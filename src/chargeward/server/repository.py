@@ -6,7 +6,12 @@ CRL.  Approvers fetch it, check it and sign it with their own keys (``chargeward
 approve`` / ``chargeward repo approve``); once enough distinct approvers have signed,
 ``publish`` writes targets, snapshot and timestamp in that order.  If another proposal is
 published first, an open proposal is made again on the new base, and approvals given to the
-old bytes no longer count.
+old bytes no longer count; so is one fetched less than ``proposal_renew`` before it expires
+(publishing refuses targets metadata that is expired or about to be).
+
+Approvals are checked against the approver-key registry (:mod:`chargeward.server.approver_keys`):
+an account submits approvals made with its own key only, and the uploader's account cannot
+approve.  A refused approval is audited (``<kind>.approval_refused``).
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ from chargeward.errors import Conflict, NotFound
 from chargeward.model.targets import REVOCATION_TARGET
 from chargeward.publish import ImageRepository, OnlineSigners
 from chargeward.publish.targets import ImageFacts, release_targets
-from chargeward.release.manifest import SBOM_NAME
-from chargeward.server import campaigns
+from chargeward.release.manifest import SBOM_NAME, SCAN_REPORT_NAME
+from chargeward.server import approver_keys, campaigns
 from chargeward.server.deltas import release_deltas
 from chargeward.server.schemas import (
     ApprovalRecordView,
@@ -45,12 +50,18 @@ from chargeward.server.tables import (
     Station,
 )
 from chargeward.trust.approval import Approval as ApprovalRecord
-from chargeward.trust.approval import approval_status, check_approval, signed_proposal
+from chargeward.trust.approval import (
+    ApprovalRefused,
+    approval_status,
+    check_approval,
+    signed_proposal,
+)
 
 
 async def _release_targets(s: AsyncSession, release: Release) -> dict[str, TargetFile]:
     images = await _images(s, release.id)
     sbom = await s.get(ReleaseDocument, (release.id, SBOM_NAME))
+    report = await s.get(ReleaseDocument, (release.id, SCAN_REPORT_NAME))
     return release_targets(
         version=release.version,
         security_version=release.security_version,
@@ -60,6 +71,7 @@ async def _release_targets(s: AsyncSession, release: Release) -> dict[str, Targe
         images=[ImageFacts(i.component, i.sha256, i.length, i.signature) for i in images],
         sbom_sha256=sbom.sha256 if sbom is not None else None,
         deltas=await release_deltas(s, release.id),
+        scan_report_sha256=report.sha256 if report is not None else None,
     )
 
 
@@ -97,11 +109,21 @@ async def _additions(s: AsyncSession, proposal: Proposal) -> dict[str, TargetFil
 
 
 async def _current(
-    s: AsyncSession, repo: ImageRepository, proposal: Proposal, *, actor: str, now: dt.datetime
+    s: AsyncSession,
+    repo: ImageRepository,
+    proposal: Proposal,
+    *,
+    actor: str,
+    now: dt.datetime,
+    renew: bool = False,
 ) -> Proposal:
-    """``proposal`` on the current repository state, remade if another one was published."""
+    """``proposal`` on the current repository state, remade if another one was published
+    (or, with ``renew``, if it expires within the policy's ``proposal_renew``)."""
     current = await asyncio.to_thread(repo.targets_version)
-    if proposal.state == "published" or proposal.base_version == current:
+    if proposal.state == "published":
+        return proposal
+    expiring = renew and _metadata(proposal).signed.expires - now < repo.policy.proposal_renew
+    if proposal.base_version == current and not expiring:
         return proposal
     md = await asyncio.to_thread(repo.propose, await _additions(s, proposal), now=now)
     proposal.base_version = current
@@ -111,7 +133,11 @@ async def _current(
         actor=actor,
         action=f"{proposal.kind}.reproposed",  # another proposal was published first
         target=_subject(proposal),
-        details={"proposal": proposal.id, "base_targets_version": current},
+        details={
+            "proposal": proposal.id,
+            "base_targets_version": current,
+            **({"reason": "expiring"} if expiring else {}),
+        },
         now=now,
     )
     return proposal
@@ -153,7 +179,13 @@ async def _new_proposal(
 
 
 async def release_proposal(
-    s: AsyncSession, repo: ImageRepository, release: Release, *, actor: str, now: dt.datetime
+    s: AsyncSession,
+    repo: ImageRepository,
+    release: Release,
+    *,
+    actor: str,
+    now: dt.datetime,
+    renew: bool = False,
 ) -> Proposal:
     """The release's proposal on the current repository state (made or remade as needed)."""
     rows = await s.scalars(
@@ -175,7 +207,7 @@ async def release_proposal(
             actor=actor,
             now=now,
         )
-    return await _current(s, repo, proposal, actor=actor, now=now)
+    return await _current(s, repo, proposal, actor=actor, now=now, renew=renew)
 
 
 async def propose_revocation(
@@ -203,16 +235,22 @@ async def propose_revocation(
 
 
 async def _proposal(
-    s: AsyncSession, repo: ImageRepository, ref: str, *, actor: str, now: dt.datetime
+    s: AsyncSession,
+    repo: ImageRepository,
+    ref: str,
+    *,
+    actor: str,
+    now: dt.datetime,
+    renew: bool = False,
 ) -> Proposal:
     """A proposal by number, or the proposal of a release (id or prefix)."""
     if ref.isdigit() and len(ref) < 12:
         proposal = await s.get(Proposal, int(ref))
         if proposal is None:
             raise NotFound(f"no proposal {ref}")
-        return await _current(s, repo, proposal, actor=actor, now=now)
+        return await _current(s, repo, proposal, actor=actor, now=now, renew=renew)
     release = await find_release(s, ref)
-    return await release_proposal(s, repo, release, actor=actor, now=now)
+    return await release_proposal(s, repo, release, actor=actor, now=now, renew=renew)
 
 
 async def _open_proposal(
@@ -227,7 +265,8 @@ async def _open_proposal(
 
 async def proposal_view(s: AsyncSession, repo: ImageRepository, proposal: Proposal) -> ProposalView:
     md = _metadata(proposal)
-    status = approval_status(repo.root().signed, md, await _approvals(s, proposal.id))
+    accounts = await approver_keys.bound_accounts(s)
+    status = approval_status(repo.root().signed, md, await _approvals(s, proposal.id), accounts)
     added = [
         ProposedTarget(
             path=path,
@@ -301,7 +340,7 @@ async def release_approvals(s: AsyncSession, release_id: str) -> list[ProposalAp
 async def get_proposal(
     s: AsyncSession, repo: ImageRepository, ref: str, *, actor: str, now: dt.datetime
 ) -> ProposalView:
-    proposal = await _proposal(s, repo, ref, actor=actor, now=now)
+    proposal = await _proposal(s, repo, ref, actor=actor, now=now, renew=True)
     return await proposal_view(s, repo, proposal)
 
 
@@ -317,7 +356,10 @@ async def approve(
     confirmed: bool = False,
 ) -> ProposalView:
     """Record one approver's signature over a proposal's current bytes (``confirmed``: the
-    submitter confirmed it with a fresh TOTP code, as the dashboard requires)."""
+    submitter confirmed it with a fresh TOTP code, as the dashboard requires).
+
+    :class:`~chargeward.trust.approval.ApprovalRefused` when the rules forbid it; the caller
+    audits that with :func:`record_refused_approval` after this transaction is rolled back."""
     proposal = await _open_proposal(s, repo, ref, actor=actor, now=now)
     record = check_approval(
         repo.root().signed,
@@ -325,6 +367,7 @@ async def approve(
         Signature(keyid, signature),
         uploader=proposal.created_by,
         submitted_by=actor,
+        accounts=await approver_keys.bound_accounts(s),
     )
     repeat = any(a.owner == record.owner for a in await _approvals(s, proposal.id))
     s.add(
@@ -355,6 +398,39 @@ async def approve(
     return await proposal_view(s, repo, proposal)
 
 
+async def record_refused_approval(
+    s: AsyncSession,
+    ref: str,
+    refusal: ApprovalRefused,
+    *,
+    keyid: str,
+    actor: str,
+    now: dt.datetime,
+) -> None:
+    """Audit an approval the rules refused (``<kind>.approval_refused``), in its own
+    transaction: the refused request's own was rolled back."""
+    kind, subject, number = "release", ref, None
+    if ref.isdigit() and len(ref) < 12:
+        proposal = await s.get(Proposal, int(ref))
+        if proposal is not None:
+            kind, subject, number = proposal.kind, _subject(proposal), proposal.id
+    else:
+        subject = (await find_release(s, ref)).id
+    await audit.record(
+        s,
+        actor=actor,
+        action=f"{kind}.approval_refused",
+        target=subject,
+        details={
+            "reason": refusal.reason,
+            "keyid": keyid,
+            "proposal": number,
+            "error": str(refusal),
+        },
+        now=now,
+    )
+
+
 async def publish(
     s: AsyncSession,
     repo: ImageRepository,
@@ -368,8 +444,9 @@ async def publish(
     proposal = await _open_proposal(s, repo, ref, actor=actor, now=now)
     root = repo.root().signed
     md, approvals = _metadata(proposal), await _approvals(s, proposal.id)
-    status = approval_status(root, md, approvals)
-    signed = signed_proposal(root, md, approvals)
+    accounts = await approver_keys.bound_accounts(s)
+    status = approval_status(root, md, approvals, accounts)
+    signed = signed_proposal(root, md, approvals, accounts)
     version = await asyncio.to_thread(repo.publish_targets, signed, online(), now=now)
     proposal.state = "published"
     proposal.published_at = now

@@ -192,6 +192,7 @@ async def run_server(
         campaign_approval_threshold=config.campaign_approval_threshold,
         audit_origin=config.audit_origin,
         checkpoint_key=config.checkpoint_key,
+        charger_ca=charger_ca,
     )
     prepare_checkpoint_key(state)
     # Scale-out (PostgreSQL): presence, commands across nodes, leader-only jobs.

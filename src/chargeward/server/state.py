@@ -21,6 +21,7 @@ from chargeward.server.csms import DbSink, Registry
 from chargeward.server.db import Database
 from chargeward.server.link_budget import Budgets, Pacers
 from chargeward.server.metrics import Metrics
+from chargeward.server.station_security import ChargerCa
 from chargeward.trust.tuf_keys import TufSigner
 
 TRUST_FILE = Path("trust") / "manufacturer-roots.pem"
@@ -49,6 +50,7 @@ class ServerState:
     checkpoint_key: str | None = None  # its URI; None: <data-dir>/audit/checkpoint.key
     budgets: Budgets = field(default_factory=Budgets)  # download windows and caps per site
     pacers: Pacers = field(default_factory=Pacers)  # one bandwidth cap per site
+    charger_ca: ChargerCa | None = None  # station certificates: their CA (and its key)
     _signers: dict[str, TufSigner] = field(default_factory=dict)
     _target_index: tuple[int, dict[str, str]] = (0, {})
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from argon2 import Type, extract_parameters
 from argon2.exceptions import InvalidHashError
+from cryptography import x509
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,6 +31,7 @@ from chargeward.errors import BundleError, Conflict, TrustError
 from chargeward.model.targets import check_customer
 from chargeward.server import passwords
 from chargeward.server.services import check_station_id
+from chargeward.server.station_certificates import set_current
 from chargeward.server.tables import Station
 
 # At least the cost the server itself uses for station secrets (ADR 0006); a costlier hash
@@ -72,8 +74,8 @@ def check_argon2id_hash(value: str) -> str:
     return value
 
 
-def _check(item: StationImport) -> str:
-    """Validate one entry; returns its device certificate's SHA-256 fingerprint."""
+def _check(item: StationImport) -> x509.Certificate:
+    """Validate one entry; returns its device certificate."""
     try:
         check_station_id(item.station_id)
         check_customer(item.customer)
@@ -85,7 +87,7 @@ def _check(item: StationImport) -> str:
             raise BundleError("the device certificate is a CA certificate")
     except (ValueError, BundleError, TrustError) as e:
         raise BundleError(f"station {item.station_id}: {e}") from e
-    return certificate_fingerprint(cert)
+    return cert
 
 
 async def import_stations(
@@ -96,7 +98,8 @@ async def import_stations(
         raise BundleError("nothing to import")
     if len(items) > MAX_IMPORT:
         raise BundleError(f"at most {MAX_IMPORT} stations per import")
-    fingerprints = [_check(item) for item in items]
+    certs = [_check(item) for item in items]
+    fingerprints = [certificate_fingerprint(cert) for cert in certs]
     for what, values in (
         ("station id", [i.station_id for i in items]),
         ("serial number", [i.serial_number for i in items]),
@@ -113,21 +116,23 @@ async def import_stations(
     if existing:
         shown = ", ".join(sorted(existing)[:5]) + (" ..." if len(existing) > 5 else "")
         raise Conflict(f"{len(existing)} station(s) already registered: {shown}")
-    for item, fingerprint in zip(items, fingerprints, strict=True):
-        s.add(
-            Station(
-                id=item.station_id,
-                password_hash=item.password_hash,
-                model=item.model,
-                vendor=item.vendor,
-                serial_number=item.serial_number,
-                customer=item.customer,
-                device_certificate_sha256=fingerprint,
-                connected=False,
-                connector_status={},
-                created_at=now,
-            )
+    for item, cert, fingerprint in zip(items, certs, fingerprints, strict=True):
+        row = Station(
+            id=item.station_id,
+            password_hash=item.password_hash,
+            model=item.model,
+            vendor=item.vendor,
+            serial_number=item.serial_number,
+            customer=item.customer,
+            device_certificate_sha256=fingerprint,
+            connected=False,
+            connector_status={},
+            created_at=now,
         )
+        # The device certificate is the station's current certificate until its first
+        # renewal retires it (ADR 0022).
+        set_current(row, cert)
+        s.add(row)
         await audit.record(
             s,
             actor=actor,

@@ -23,7 +23,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cryptography import x509
@@ -41,7 +41,7 @@ from chargeward.crypto.tls import (
 )
 from chargeward.errors import Conflict, NotFound, TransportError, UntrustedCertificate
 from chargeward.ocpp.csms import SignAnswer, SignedChain
-from chargeward.server import passwords
+from chargeward.server import passwords, station_certificates
 from chargeward.server.db import Database
 from chargeward.server.tables import Station
 
@@ -108,13 +108,25 @@ class StationAuth:
     profile: int
     password_hash: str
     pending_password_hash: str | None
+    certificates: station_certificates.Registered = field(
+        default_factory=station_certificates.Registered
+    )
 
 
-async def station_auth(s: AsyncSession, station_id: str) -> StationAuth | None:
+async def station_auth(
+    s: AsyncSession, station_id: str, presented: station_certificates.CertificateId | None = None
+) -> StationAuth | None:
+    """What the registry says about ``station_id``; with ``presented`` (the certificate of the
+    connection) also whether that certificate is revoked or retired."""
     row = await s.get(Station, station_id)
     if row is None:
         return None
-    return StationAuth(row.security_profile, row.password_hash, row.pending_password_hash)
+    return StationAuth(
+        row.security_profile,
+        row.password_hash,
+        row.pending_password_hash,
+        await station_certificates.registered(s, row, presented),
+    )
 
 
 async def _rehash(db: Database, station_id: str, old_hash: str, password: str) -> None:
@@ -169,18 +181,6 @@ async def check_password(
     return True
 
 
-async def record_connection_certificate(
-    db: Database, station_id: str, cert: x509.Certificate
-) -> None:
-    """Remember the serial and expiry of the certificate a station connected with."""
-    serial = f"{cert.serial_number:x}"
-    async with db.session() as s:
-        row = await s.get(Station, station_id)
-        if row is not None and row.certificate_serial != serial:
-            row.certificate_serial = serial
-            row.certificate_expires_at = cert.not_valid_after_utc
-
-
 async def audit_refusal(db: Database, station_id: str, reason: str, now: dt.datetime) -> None:
     """Audit a refused certificate of a known station (an InvalidChargingStationCertificate)."""
     async with db.session() as s:
@@ -207,6 +207,8 @@ class SecurityView:
     certificate_expires_at: dt.datetime | None
     password_rotation_pending: bool
     connected: bool
+    certificate_issuer_name_hash: str | None = None
+    pending_certificate_serial: str | None = None
 
 
 async def _row(s: AsyncSession, station_id: str) -> Station:
@@ -224,6 +226,8 @@ def _view(row: Station) -> SecurityView:
         row.certificate_expires_at,
         row.pending_password_hash is not None,
         row.connected,
+        row.certificate_issuer,
+        row.pending_certificate_serial,
     )
 
 
@@ -237,6 +241,13 @@ async def set_profile(
     if profile not in PROFILES:
         raise ValueError("security profile must be 1, 2 or 3")
     row = await _row(s, station_id)
+    if profile == 3 and row.certificate_serial is None and row.security_profile != 3:
+        # Profile 3 accepts only the registered certificate (ADR 0022): without one the
+        # station could not connect at all.
+        raise Conflict(
+            f"station {station_id} has no registered station certificate: import it from the "
+            "factory, register it, or renew it over security profile 2 (OCPP A02) first"
+        )
     old, row.security_profile = row.security_profile, profile
     await audit.record(
         s,
@@ -377,6 +388,8 @@ async def sign_csr(
         cert.not_valid_after_utc,
     )
     async with db.session() as s:
+        # Pending until the station accepts it or logs in with it (ADR 0022).
+        await station_certificates.record_pending(s, station_id, cert, now=now)
         await audit.record(
             s,
             actor=audit.SYSTEM,
@@ -404,9 +417,7 @@ async def record_certificate_delivered(
     db: Database, station_id: str, issued: SignedChain, status: str, now: dt.datetime
 ) -> None:
     async with db.session() as s:
-        row = await s.get(Station, station_id)
-        if row is not None and status == "Accepted":
-            row.certificate_serial, row.certificate_expires_at = issued.serial, issued.expires_at
+        await station_certificates.record_delivered(s, station_id, issued.serial, status, now=now)
         await audit.record(
             s,
             actor=audit.SYSTEM,

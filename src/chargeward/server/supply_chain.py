@@ -5,8 +5,16 @@
   and its packages indexed; a report whose gate refused the release refuses the upload.  What
   they say goes into the ``release.upload`` audit entry, which the offline audit verifier's
   rules read: a release is published only after an upload showing its SBOM and a passed scan.
-* :func:`require_supply_chain` is that rule on the server, applied before a release is
-  proposed for TUF publication.
+* The report's ``decision`` is a claim of whoever built the release.  Before an upload is
+  kept (:func:`check_upload`) and before a release is published (:func:`check_publication`)
+  the server re-checks it (:mod:`chargeward.supply.report_check`): against its findings, and
+  against the server's own evaluation of the SBOM with the OSV advisories in
+  ``<data-dir>/advisories/`` (:data:`ADVISORIES_DIR`).  A report that misstates the scan is
+  refused (422) with a ``release.upload_refused`` / ``release.publish_refused`` audit entry.
+  At publication the scan report and SBOM must also still be the ones whose digests the
+  approvers signed in the targets' custom fields.
+* :func:`require_supply_chain` is the rule that a release has an SBOM and a scan, applied
+  before a release is proposed for TUF publication.
 * :func:`add_provenance` keeps the release's in-toto provenance (DSSE) once it verifies under
   the release's firmware-signing certificate, naming every image and the bundle as uploaded.
 * :func:`exposure` answers "which stations run a package affected by this advisory", from the
@@ -21,18 +29,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
+import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from tuf.api.metadata import Metadata, Targets
 
 from chargeward import audit
 from chargeward.crypto.pki import certificate_ec_key, load_certificate
-from chargeward.errors import BundleError, Conflict, NotFound, SupplyChainError
+from chargeward.errors import (
+    BundleError,
+    Conflict,
+    GateRefused,
+    IntegrityError,
+    NotFound,
+    SupplyChainError,
+)
+from chargeward.model.targets import firmware_target_path
 from chargeward.release.manifest import (
     PROVENANCE_NAME,
     SBOM_NAME,
@@ -41,14 +63,227 @@ from chargeward.release.manifest import (
     Manifest,
     image_path,
 )
-from chargeward.server.tables import Release, ReleaseComponent, ReleaseDocument, Station
-from chargeward.supply.advisories import Advisory
-from chargeward.supply.gate import scan_summary
+from chargeward.release.verify import VerifiedBundle
+from chargeward.server.tables import (
+    Proposal,
+    Release,
+    ReleaseComponent,
+    ReleaseDocument,
+    ReleaseImage,
+    Station,
+)
+from chargeward.supply.advisories import Advisory, AdvisorySet, advisory_set, load_advisories
+from chargeward.supply.gate import Package, scan_summary
 from chargeward.supply.matching import match
 from chargeward.supply.provenance import BUNDLE_SUBJECT, Subject, verify_provenance
+from chargeward.supply.report_check import check_report, describe, read_report
 from chargeward.supply.sbom import SbomPackage, sbom_components
 
+LOG = logging.getLogger(__name__)
 MAX_PROVENANCE_BYTES = 1 << 20
+ADVISORIES_DIR = "advisories"  # below the data directory: the server's OSV advisory set
+
+
+def server_advisories(data_dir: Path) -> AdvisorySet | None:
+    """The server's own OSV advisories (``<data-dir>/advisories/``); None if it keeps none."""
+    directory = data_dir / ADVISORIES_DIR
+    if not directory.exists():
+        return None
+    return load_advisories(directory)
+
+
+def _packages(sbom: bytes, where: str) -> list[Package]:
+    return [
+        Package(p.name, p.purl, p.name, p.version, p.purl) for p in sbom_components(sbom, where)
+    ]
+
+
+def report_problems(
+    documents: Mapping[str, bytes],
+    version: str,
+    advisories: AdvisorySet | None,
+    *,
+    now: dt.datetime,
+) -> list[str]:
+    """How the release's scan report misstates its scan (empty: it holds or there is none).
+
+    With ``advisories`` None the report is checked against itself only.
+    """
+    report = documents.get(SCAN_REPORT_NAME)
+    if report is None:
+        return []
+    where = f"release {version}"
+    if scan_summary(report, f"{where}: {SCAN_REPORT_NAME}").decision != "passed":
+        return []  # it refuses the release itself: store_documents says so (409)
+    parsed = read_report(report, f"{where}: {SCAN_REPORT_NAME}")
+    sbom = documents.get(SBOM_NAME)
+    if sbom is None:
+        return ["the vulnerability report comes without the SBOM it was made from"]
+    packages = _packages(sbom, f"{where}: {SBOM_NAME}")
+    own = advisories if advisories is not None else advisory_set([])
+    return check_report(parsed, packages, own, now=now, version=version)
+
+
+async def _refuse(
+    db: Any,
+    *,
+    action: str,
+    release_id: str,
+    version: str,
+    problems: list[str],
+    details: dict[str, Any],
+    actor: str,
+    now: dt.datetime,
+    error: type[GateRefused] | type[IntegrityError] = GateRefused,
+    what: str = "its vulnerability report does not hold",
+) -> None:
+    """Record the refusal in its own transaction (kept although the request fails), raise."""
+    async with db.session() as s:
+        await audit.record(
+            s,
+            actor=actor,
+            action=action,
+            target=release_id,
+            details={"version": version, "problems": problems[:20], **details},
+            now=now,
+        )
+    raise error(f"release {version}: {what}: {describe(problems)}")
+
+
+def _advisory_details(advisories: AdvisorySet | None) -> dict[str, Any]:
+    if advisories is None:
+        return {"advisories": None}
+    return {
+        "advisories": {
+            "count": len(advisories.advisories),
+            "digest": f"sha256:{advisories.digest}",
+        }
+    }
+
+
+async def check_upload(
+    db: Any, data_dir: Path, bundle: VerifiedBundle, *, actor: str, now: dt.datetime
+) -> None:
+    """Refuse (audited, :class:`GateRefused`) a bundle whose scan report does not hold."""
+    advisories = await asyncio.to_thread(server_advisories, data_dir)
+    if advisories is None:
+        LOG.warning(
+            "no %s/ in the data directory: scan reports are checked against themselves only",
+            ADVISORIES_DIR,
+        )
+    version = bundle.manifest.version
+    documents = bundle.attestations
+    problems = await asyncio.to_thread(report_problems, documents, version, advisories, now=now)
+    if problems:
+        report = documents[SCAN_REPORT_NAME]
+        await _refuse(
+            db,
+            action="release.upload_refused",
+            release_id=bundle.manifest_sha256,
+            version=version,
+            problems=problems,
+            details={"scan_report_sha256": _sha256(report), **_advisory_details(advisories)},
+            actor=actor,
+            now=now,
+        )
+
+
+def _signed_digests(proposal: Proposal, paths: set[str]) -> dict[str, set[str | None]]:
+    """The document digests that the proposal's targets at ``paths`` (the release's images)
+    carry in their custom fields."""
+    md = Metadata[Targets].from_bytes(proposal.metadata_json.encode())
+    signed: dict[str, set[str | None]] = {SBOM_NAME: set(), SCAN_REPORT_NAME: set()}
+    for path, tf in md.signed.targets.items():
+        custom = tf.unrecognized_fields.get("custom")
+        if path not in paths or not isinstance(custom, dict):
+            continue
+        signed[SBOM_NAME].add(custom.get("sbom_sha256"))
+        signed[SCAN_REPORT_NAME].add(custom.get("scan_report_sha256"))
+    return signed
+
+
+async def check_publication(
+    db: Any, data_dir: Path, ref: str, *, actor: str, now: dt.datetime
+) -> None:
+    """Before a release is published: its scan report still holds against the server's
+    advisories today, and its SBOM and scan report are still the ones the approvers signed."""
+    async with db.snapshot() as s:
+        if ref.isdigit() and len(ref) < 12:
+            proposal = await s.get(Proposal, int(ref))
+            if proposal is None or proposal.release_id is None:
+                return  # not found (said by publish) or not a release
+            release_id: str = proposal.release_id
+        else:
+            from chargeward.server.services import find_release
+
+            release_id = (await find_release(s, ref)).id
+        release = await s.get(Release, release_id)
+        assert release is not None
+        version = release.version
+        rows = await documents_of(s, release_id)
+        documents = {name: row.data for name, row in rows.items()}
+        stored = {name: row.sha256 for name, row in rows.items()}
+        latest = (
+            await s.scalars(
+                select(Proposal)
+                .where(Proposal.release_id == release_id, Proposal.state == "open")
+                .order_by(Proposal.id.desc())
+                .limit(1)
+            )
+        ).first()
+        components = (
+            await s.scalars(
+                select(ReleaseImage.component).where(ReleaseImage.release_id == release_id)
+            )
+        ).all()
+        paths = {
+            firmware_target_path(model, version, component)
+            for model in release.hardware_models["models"]
+            for component in components
+        }
+        signed = _signed_digests(latest, paths) if latest is not None else None
+    altered = [
+        f"{name} is not the document it was uploaded as"
+        for name, data in sorted(documents.items())
+        if _sha256(data) != stored[name]
+    ]
+    if signed is not None:
+        for name, digests in signed.items():
+            held = _sha256(documents[name]) if name in documents else None
+            if digests and digests != {held}:
+                altered.append(
+                    f"{name} (sha256 {str(held)[:16]}) is not the one the approvers signed "
+                    f"({', '.join(sorted(str(d)[:16] for d in digests))})"
+                )
+    if altered:
+        await _refuse(
+            db,
+            action="release.publish_refused",
+            release_id=release_id,
+            version=version,
+            problems=altered,
+            details={"reason": "documents altered"},
+            actor=actor,
+            now=now,
+            error=IntegrityError,
+            what="its supply-chain documents changed after upload",
+        )
+    advisories = await asyncio.to_thread(server_advisories, data_dir)
+    problems = await asyncio.to_thread(report_problems, documents, version, advisories, now=now)
+    if problems:
+        await _refuse(
+            db,
+            action="release.publish_refused",
+            release_id=release_id,
+            version=version,
+            problems=problems,
+            details={
+                "scan_report_sha256": stored.get(SCAN_REPORT_NAME),
+                **_advisory_details(advisories),
+            },
+            actor=actor,
+            now=now,
+        )
 
 
 async def store_documents(
@@ -79,6 +314,12 @@ async def store_documents(
             raise Conflict(
                 f"{where}: its vulnerability report refuses it "
                 f"({summary.blocking} blocking finding(s)); it cannot be uploaded"
+            )
+        # The report against itself (the server's advisories: check_upload, before this).
+        problems = report_problems(documents, manifest.version, None, now=now)
+        if problems:
+            raise GateRefused(
+                f"{where}: its vulnerability report does not hold: {describe(problems)}"
             )
         details["scan"] = {"sha256": _sha256(report), **summary.as_dict()}
     vex = documents.get(VEX_NAME)
@@ -186,6 +427,7 @@ class ExposedPackage:
     purl: str
     status: str  # affected | indeterminate
     reason: str
+    accepted: str | None = None  # the release's VEX statement or accepted risk covering it
 
 
 @dataclass
@@ -199,7 +441,9 @@ class ExposedStation:
 
     @property
     def status(self) -> str:
-        affected = any(p.status == "affected" for p in self.packages)
+        if all(p.accepted for p in self.packages):
+            return "accepted"
+        affected = any(p.status == "affected" and not p.accepted for p in self.packages)
         return "affected" if affected else "indeterminate"
 
 
@@ -212,15 +456,89 @@ class ExposureReport:
     affected: list[ExposedStation]  # at least one package affected
     indeterminate: list[ExposedStation]  # only packages the advisory may affect
     unknown: list[str]  # stations whose running release has no SBOM on this server
+    # every exposed package covered by the release's VEX or an accepted risk: listed, with
+    # the statement, never dropped
+    accepted: list[ExposedStation] = field(default_factory=list)
 
 
-async def exposure(s: AsyncSession, advisory: Advisory) -> ExposureReport:
+def _vex_statements(vex: bytes) -> list[tuple[set[str], set[str], str]]:
+    """``(vulnerability ids, product purls, what it says)`` of an OpenVEX document."""
+    try:
+        doc = json.loads(vex)
+        out = []
+        for st in doc.get("statements", []):
+            vuln = st.get("vulnerability", {})
+            ids = {str(vuln.get("name")), *map(str, vuln.get("aliases", []))}
+            purls = set()
+            for product in st.get("products", []):
+                purls.add(str(product.get("@id")))
+                purls.update(str(sub.get("@id")) for sub in product.get("subcomponents", []))
+            why = next(
+                (
+                    st[k]
+                    for k in ("justification", "impact_statement", "action_statement")
+                    if k in st
+                ),
+                "",
+            )
+            out.append((ids, purls, f"VEX {st.get('status')}" + (f": {why}" if why else "")))
+        return out
+    except (ValueError, TypeError, AttributeError):
+        return []  # a VEX this server cannot read accepts nothing
+
+
+def _accepted_risks(report: bytes, now: dt.datetime) -> list[tuple[set[str], set[str], str]]:
+    """The report's accepted findings still valid at ``now``, in :func:`_vex_statements`' form."""
+    try:
+        parsed = read_report(report, SCAN_REPORT_NAME)
+        doc = json.loads(report)
+    except (SupplyChainError, ValueError):
+        return []
+    out = []
+    for f, raw in zip(parsed.findings, doc["findings"], strict=True):
+        if f.accepted_until is None or f.accepted_until <= now:
+            continue
+        entry = raw["accepted_by"]
+        out.append(
+            (
+                f.ids(),
+                {f.purl},
+                f"accepted risk ({entry.get('status')}, until {entry.get('expires')}, "
+                f"approved by {', '.join(map(str, entry.get('approvers', [])))})",
+            )
+        )
+    return out
+
+
+async def _acceptances(
+    s: AsyncSession, release_ids: set[str], now: dt.datetime
+) -> dict[str, list[tuple[set[str], set[str], str]]]:
+    rows = await s.scalars(
+        select(ReleaseDocument).where(
+            ReleaseDocument.release_id.in_(release_ids),
+            ReleaseDocument.name.in_([VEX_NAME, SCAN_REPORT_NAME]),
+        )
+    )
+    out: dict[str, list[tuple[set[str], set[str], str]]] = {}
+    for row in rows.all():
+        made = _vex_statements(row.data) if row.name == VEX_NAME else _accepted_risks(row.data, now)
+        out.setdefault(row.release_id, []).extend(made)
+    return out
+
+
+async def exposure(
+    s: AsyncSession, advisory: Advisory, *, now: dt.datetime | None = None
+) -> ExposureReport:
     """Stations running a release whose SBOM lists a package ``advisory`` affects.
 
     A station runs the releases whose version it reports (BootNotification firmwareVersion)
     and that are built for its model.  Stations whose release is unknown, or has no SBOM,
-    are listed as ``unknown``: never silently clean.
+    are listed as ``unknown``: never silently clean.  A package the release's VEX document
+    or an accepted risk in its scan report (not expired at ``now``) covers is listed with
+    that statement; a station whose exposed packages are all covered is ``accepted``.
     """
+    now = now or dt.datetime.now(dt.UTC)
+    ids = {advisory.id, *advisory.aliases}
     releases = (await s.scalars(select(Release))).all()
     by_version: dict[str, list[Release]] = {}
     for r in releases:
@@ -231,8 +549,21 @@ async def exposure(s: AsyncSession, advisory: Advisory) -> ExposureReport:
         found = _match(advisory, row)
         if found is not None:
             hits.setdefault(row.release_id, []).append(found)
+    statements = await _acceptances(s, set(hits), now)
+    for release_id, packages in hits.items():
+        covered = statements.get(release_id, [])
+        hits[release_id] = [
+            dataclasses.replace(
+                p,
+                accepted=next(
+                    (why for vids, purls, why in covered if vids & ids and p.purl in purls), None
+                ),
+            )
+            for p in packages
+        ]
     affected: list[ExposedStation] = []
     indeterminate: list[ExposedStation] = []
+    accepted: list[ExposedStation] = []
     unknown: list[str] = []
     stations = (await s.scalars(select(Station).order_by(Station.id))).all()
     for st in stations:
@@ -250,7 +581,8 @@ async def exposure(s: AsyncSession, advisory: Advisory) -> ExposureReport:
         for r in running:
             exposed.packages.extend(hits.get(r.id, []))
         if exposed.packages:
-            (affected if exposed.status == "affected" else indeterminate).append(exposed)
+            lists = {"affected": affected, "indeterminate": indeterminate, "accepted": accepted}
+            lists[exposed.status].append(exposed)
     return ExposureReport(
         advisory=advisory.id,
         aliases=advisory.aliases,
@@ -259,6 +591,7 @@ async def exposure(s: AsyncSession, advisory: Advisory) -> ExposureReport:
         affected=affected,
         indeterminate=indeterminate,
         unknown=unknown,
+        accepted=accepted,
     )
 
 

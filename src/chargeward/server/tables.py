@@ -76,6 +76,13 @@ class Station(Base):
     security_profile: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
     certificate_expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     certificate_serial: Mapped[str | None] = mapped_column(String(40), default=None)
+    # The current station certificate is (issuer, serial): SHA-256 of the DER issuer name and
+    # the hex serial; only it is accepted (ADR 0022).  The pending one was issued for a CSR
+    # (A02) and becomes current when the station accepts it or logs in with it.
+    certificate_issuer: Mapped[str | None] = mapped_column(String(64), default=None)
+    pending_certificate_serial: Mapped[str | None] = mapped_column(String(40), default=None)
+    pending_certificate_issuer: Mapped[str | None] = mapped_column(String(64), default=None)
+    pending_certificate_expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     # BasicAuthPassword rotation: the new hash while the station's answer is outstanding.
     pending_password_hash: Mapped[str | None] = mapped_column(String(200), default=None)
     # Transactions running now, {evse id: transaction id} (TransactionEvent, OCPP E01): the
@@ -131,6 +138,20 @@ class Approval(Base):
     signature: Mapped[str] = mapped_column(Text)
     submitted_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[dt.datetime]
+
+
+class ApproverKey(Base):
+    """Which operator account holds a TUF targets (approver) key (server.approver_keys)."""
+
+    __tablename__ = "approver_keys"
+
+    keyid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account: Mapped[str] = mapped_column(String(100), index=True)
+    label: Mapped[str] = mapped_column(String(100))  # the owner named in the root metadata
+    root_version: Mapped[int]
+    registered_by: Mapped[str] = mapped_column(String(100))
+    registered_at: Mapped[dt.datetime]
+    retired_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
 
 class ReleaseImage(Base):
@@ -252,6 +273,31 @@ class FirmwareStatusEvent(Base):
     transaction_id: Mapped[str | None] = mapped_column(String(36))
     status: Mapped[str] = mapped_column(String(30))
     received_at: Mapped[dt.datetime]
+
+
+class RevokedStationCertificate(Base):
+    """A station certificate that no longer authenticates: revoked by an operator, or retired
+    (``superseded``) when its station accepted a renewal.  The charger CA's CRL lists these
+    (server.station_certificates, ADR 0022)."""
+
+    __tablename__ = "revoked_station_certificates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    station_id: Mapped[str] = mapped_column(String(48), index=True)
+    issuer: Mapped[str] = mapped_column(String(64))  # SHA-256 of the DER issuer name
+    serial: Mapped[str] = mapped_column(String(40))  # hex, lower case, no leading zeroes
+    expires_at: Mapped[dt.datetime | None]  # the certificate's notAfter, when known
+    reason: Mapped[str] = mapped_column(String(30))  # RFC 5280 5.3.1 reason name
+    revoked_at: Mapped[dt.datetime]
+    revoked_by: Mapped[str] = mapped_column(String(100))
+
+
+Index(
+    "ux_revoked_station_certificates",
+    RevokedStationCertificate.issuer,
+    RevokedStationCertificate.serial,
+    unique=True,
+)
 
 
 class SecurityEvent(Base):

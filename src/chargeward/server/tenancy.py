@@ -57,6 +57,8 @@ CUSTOMER_ROUTES: dict[tuple[str, str], str] = {
     ("PUT", "/api/v1/stations/{station_id}/security-profile"): CHECKED,
     ("POST", "/api/v1/stations/{station_id}/password-rotation"): CHECKED,
     ("POST", "/api/v1/stations/{station_id}/certificate-renewal"): CHECKED,
+    ("PUT", "/api/v1/stations/{station_id}/certificate"): CHECKED,
+    ("POST", "/api/v1/stations/{station_id}/certificate-revocations"): CHECKED,
     ("GET", "/api/v1/releases"): FILTERED,
     ("GET", "/api/v1/releases/{release_id}"): CHECKED,
     ("POST", "/api/v1/campaigns"): FILTERED,

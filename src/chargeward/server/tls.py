@@ -5,8 +5,11 @@ TLS 1.2 or 1.3 only; for TLS 1.2 exactly the cipher suites OCPP 2.0.1 names for 
 :func:`chargeward.crypto.tls.restrict_to_ocpp_tls`.  With a charger CA the context asks for a
 client certificate (``CERT_OPTIONAL``): a profile-2 station without one still connects and
 proves itself with HTTP Basic, a presented certificate must chain to the charger CA.
-Validity in time and CN = station identity are checked per connection against the URL (which
-the handshake cannot see) by :mod:`chargeward.server.csms`, with the server's clock::
+Validity in time, CN = station identity, the leaf's extensions, and whether it is the
+station's registered certificate and not revoked are checked per connection against the URL
+(which the handshake cannot see) and the database by :mod:`chargeward.server.csms`, with the
+server's clock: a revocation takes effect at the next login on every node without reloading
+this context (ADR 0022)::
 
     >>> ctx = server_context(TlsFiles(Path("csms.pem"), "file:csms.key", Path("ca.pem")),
     ...                      passphrase)  # doctest: +SKIP
@@ -16,11 +19,13 @@ from __future__ import annotations
 
 import asyncio.sslproto
 import logging
+import os
 import ssl
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from chargeward.crypto.keys import PassphraseSource, load_signer
+from chargeward.crypto.keys import PassphraseSource, load_signer, ssl_key_file
 from chargeward.crypto.pki import load_certificates_file
 from chargeward.crypto.tls import OCPP_TLS12_CIPHERS as OCPP_TLS12_CIPHERS  # re-exported
 from chargeward.crypto.tls import check_tls_key_uri, restrict_to_ocpp_tls
@@ -53,18 +58,31 @@ class TlsFiles:
     charger_ca: Path | None = None  # CA of station certificates (profile 3)
 
 
+def load_certificate_and_key(
+    ctx: ssl.SSLContext, certificate: Path, key: str, passphrase: PassphraseSource
+) -> None:
+    """``ctx.load_cert_chain`` for a Chargeward key file (``file:`` URI, any format it reads)."""
+    key_file = check_tls_key_uri(key)
+    pem, password = ssl_key_file(key, passphrase)  # ssl reads only PBKDF2 PKCS#8 files
+    fd, tmp = tempfile.mkstemp(prefix=".tls-key-")  # mode 0600; removed once loaded
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+        ctx.load_cert_chain(certificate, tmp, password=password)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(
+            f"cannot load the TLS certificate {certificate} with key {key_file}: "
+            f"{getattr(e, 'strerror', None) or e} (not a matching pair?)"
+        ) from e
+    finally:
+        os.unlink(tmp)
+
+
 def server_context(files: TlsFiles, passphrase: PassphraseSource) -> ssl.SSLContext:
     limit_tls_read_buffer()  # the listener holds thousands of these connections
     ctx = restrict_to_ocpp_tls(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-    key_file = check_tls_key_uri(files.key)
-    try:
-        ctx.load_cert_chain(files.certificate, key_file, password=passphrase)
-    except (OSError, ssl.SSLError) as e:
-        raise ConfigError(
-            f"cannot load the TLS certificate {files.certificate} with key {key_file}: "
-            f"{getattr(e, 'strerror', None) or e} (wrong passphrase or not a matching pair?)"
-        ) from e
+    load_certificate_and_key(ctx, files.certificate, files.key, passphrase)
     if files.charger_ca is not None:
         try:
             ctx.load_verify_locations(cafile=files.charger_ca)

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.live import Live
 
 from chargeward.agent.agent import AgentConfig
+from chargeward.agent.location import LAB_LOOPBACK
 from chargeward.agent.provision import provision
 from chargeward.agent.state import Identity
 from chargeward.errors import ConfigError
@@ -54,6 +55,10 @@ CAMPAIGN_DEFAULTS: dict[str, Any] = {
 }
 FINISHED = ("completed", "paused", "aborted")
 OPEN_TIMEOUT = 60.0  # the sessions due at the start: each one call (CALL_TIMEOUT) or less
+
+# The simulated backend, its site links and Local Controllers all listen on 127.0.0.1: the
+# stations' location policy allows loopback, deliberately (a lab setting, ADR 0023).
+SIM_LOCATIONS = LAB_LOOPBACK
 
 
 @dataclass
@@ -200,6 +205,7 @@ class Simulation:
                 download_proxy=None if direct else link.proxy_url,
                 repository_url=self.trust.repository_url if self.trust else None,
                 self_test=test,
+                location_policy=SIM_LOCATIONS,
             )
             flash = flash_mod.Flash(root / p.station_id, p.faults.power_cut_step)
             st = SimStation(p, flash, config)
@@ -223,6 +229,7 @@ class Simulation:
                 download_proxy=link.proxy_url,
                 local_cache_listen=f"127.0.0.1:{port}",
                 local_cache_url=f"http://127.0.0.1:{port}",
+                location_policy=SIM_LOCATIONS,
             )
             flash = flash_mod.Flash(root / p.station_id, None)
             self.controllers.append(SimStation(p, flash, config))

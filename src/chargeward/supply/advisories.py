@@ -6,6 +6,10 @@ kept: id, aliases, the affected packages with their ``versions`` and ``ranges``,
 severity.  Structure errors are :class:`~chargeward.errors.SupplyChainError` naming file and
 field; ranges that cannot be *evaluated* are kept and judged indeterminate by the matcher.
 
+Records converted from the NVD by OSV.dev name no ``affected[].package``: only GIT ranges
+with their ``repo`` (and the repository's tags under ``versions``).  Such an entry is kept
+with an empty ecosystem and name, and the matcher finds it by repository.
+
     >>> advisories = load_advisories(Path("advisories"))  # doctest: +SKIP
     >>> advisories.digest  # names exactly this set of advisory files' contents  # doctest: +SKIP
     'c0ffee...'
@@ -34,6 +38,12 @@ class Range:
 
     type: str
     events: tuple[tuple[str, str], ...]
+    repo: str | None = None  # GIT ranges: the repository the commits are in
+
+    @property
+    def open_ended(self) -> bool:
+        """No event ends the range: every later version is affected too."""
+        return not any(kind != "introduced" for kind, _ in self.events)
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,11 @@ class AffectedPackage:
     ranges: tuple[Range, ...]
     versions: tuple[str, ...]
     severity: tuple[Severity, ...] = ()
+
+    @property
+    def repos(self) -> tuple[str, ...]:
+        """The repositories of its GIT ranges."""
+        return tuple(dict.fromkeys(r.repo for r in self.ranges if r.repo))
 
 
 @dataclass(frozen=True)
@@ -92,20 +107,29 @@ def _range(fields: Fields) -> Range:
     kinds = {kind for kind, _ in events}
     if {"fixed", "last_affected"} <= kinds:
         raise fields.error("events", "a range has 'fixed' or 'last_affected' events, not both")
-    return Range(fields.text("type"), tuple(events))
+    kind = fields.text("type")
+    repo = fields.optional_text("repo")
+    if kind == "GIT" and repo is None:
+        raise fields.error("repo", "a GIT range names its repository")
+    return Range(kind, tuple(events), repo)
 
 
 def _affected(fields: Fields) -> AffectedPackage:
-    package = fields.table("package", required=True)
-    assert package is not None
+    package = fields.table("package")
+    ecosystem = name = ""
     purl = None
-    if "purl" in package.value:
-        purl = package.purl("purl").to_string()
+    if package is not None:
+        ecosystem, name = package.text("ecosystem"), package.text("name")
+        if "purl" in package.value:
+            purl = package.purl("purl").to_string()
+    ranges = tuple(_range(r) for r in fields.tables("ranges"))
+    if package is None and not any(r.repo for r in ranges):
+        raise fields.error("package", "missing, and no GIT range names a repository")
     return AffectedPackage(
-        ecosystem=package.text("ecosystem"),
-        name=package.text("name"),
+        ecosystem=ecosystem,
+        name=name,
         purl=purl,
-        ranges=tuple(_range(r) for r in fields.tables("ranges")),
+        ranges=ranges,
         versions=tuple(fields.texts("versions")),
         severity=tuple(_severities(fields)),
     )
@@ -114,10 +138,13 @@ def _affected(fields: Fields) -> AffectedPackage:
 def parse_advisory(data: bytes, source: str) -> Advisory:
     """Parse one OSV advisory (JSON); ``source`` names it in errors."""
     doc = read_document(data, source, max_bytes=MAX_ADVISORY_BYTES, as_json=True)
+    details = doc.value.get("details")
+    details = details if isinstance(details, str) else ""
     return Advisory(
         id=doc.text("id"),
         aliases=tuple(doc.texts("aliases")),
-        summary=doc.optional_text("summary") or "",
+        # NVD-converted records have details but no summary: their first line stands in.
+        summary=doc.optional_text("summary") or details.strip().partition("\n")[0][:200],
         affected=tuple(_affected(a) for a in doc.tables("affected")),
         severity=tuple(_severities(doc)),
         withdrawn=doc.optional_text("withdrawn") is not None,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ from chargeward.errors import ConfigError, GateRefused, SupplyChainError
 from chargeward.supply.advisories import AdvisorySet
 from chargeward.supply.allowlist import Allowlist, AllowlistEntry
 from chargeward.supply.components import ComponentList
-from chargeward.supply.matching import Status, match
+from chargeward.supply.matching import Match, Status, match
 from chargeward.supply.severity import Severity
 
 REPORT_FORMAT = "chargeward-vulnerability-report/1"
@@ -94,6 +95,17 @@ class GateResult:
             )
 
 
+@dataclass(frozen=True)
+class Package:
+    """One package the gate checks: a component, or a library inside ``component``."""
+
+    component: str
+    component_purl: str
+    name: str
+    version: str
+    purl: str
+
+
 def evaluate(
     components: ComponentList,
     advisories: AdvisorySet,
@@ -102,17 +114,39 @@ def evaluate(
     now: dt.datetime,
 ) -> GateResult:
     """Match every package against ``advisories`` and decide (see the module notes)."""
+    packages = []
+    for component, library in components.packages():
+        package = library or component
+        packages.append(
+            Package(component.name, component.purl, package.name, package.version, package.purl)
+        )
+    return evaluate_packages(
+        components.name, components.version, packages, advisories, allowlist, threshold, now
+    )
+
+
+def evaluate_packages(
+    release: str,
+    version: str,
+    packages: Sequence[Package],
+    advisories: AdvisorySet,
+    allowlist: Allowlist,
+    threshold: Severity,
+    now: dt.datetime,
+) -> GateResult:
+    """:func:`evaluate` for a flat list of packages (an SBOM's, on the server)."""
     if now.tzinfo is None:
         raise ConfigError("now must be a timezone-aware datetime")
     if threshold is Severity.UNKNOWN:
         raise ConfigError("the threshold must be a rating from none to critical")
     findings = []
     used: set[str] = set()
-    packages = list(components.packages())
-    for component, library in packages:
-        package = library or component
+    for package in packages:
         for advisory in advisories.advisories:
-            found = match(advisory, package.purl, package.version)
+            try:
+                found = match(advisory, package.purl, package.version)
+            except ValueError as e:  # a purl that does not parse: never clean
+                found = Match("indeterminate", f"unreadable package URL: {e}", Severity.UNKNOWN)
             if found is None:
                 continue
             ids = {advisory.id, *advisory.aliases}
@@ -126,8 +160,8 @@ def evaluate(
                     advisory=advisory.id,
                     aliases=advisory.aliases,
                     summary=advisory.summary,
-                    component=component.name,
-                    component_purl=component.purl,
+                    component=package.component,
+                    component_purl=package.component_purl,
                     package=package.name,
                     version=package.version,
                     purl=package.purl,
@@ -141,8 +175,8 @@ def evaluate(
             )
     findings.sort(key=lambda f: (f.component, f.package, f.purl, f.advisory))
     return GateResult(
-        release=components.name,
-        version=components.version,
+        release=release,
+        version=version,
         threshold=threshold,
         findings=tuple(findings),
         packages_checked=len(packages),

@@ -2,19 +2,27 @@
 
 A package matches an OSV ``affected[]`` entry by the entry's ``package.purl`` (type,
 namespace and name; version ignored) when it has one, else by ecosystem and name, the purl
-type mapped to the OSV ecosystem (``pypi`` -> ``PyPI``, ``deb`` -> ``Debian``, ...).
+type mapped to the OSV ecosystem (``pypi`` -> ``PyPI``, ``deb`` -> ``Debian``, ...).  C
+libraries are also found through the repository of the entry's GIT ranges (OSV.dev's
+NVD-converted records name no package at all; OSS-Fuzz records name the project): a
+``pkg:github`` purl or a ``vcs_url`` qualifier by the whole repository URL, a
+``pkg:generic`` purl by the repository's last path segment (``pkg:generic/openssl`` is
+``https://github.com/openssl/openssl``).
 
 The verdict fails closed:
 
 * the version is listed in ``versions``                            -> affected
 * a SEMVER or ECOSYSTEM range contains it                          -> affected
-* a range cannot be evaluated (GIT range with no ``versions`` list,
-  unknown range type, ecosystem without a version rule, unreadable
-  version)                                                         -> indeterminate
+* a GIT range's ``versions`` (tags) name it (``openssl-3.0.13``)   -> affected
+* a range cannot be evaluated (GIT range with no usable versions
+  list, a listed tag of the same release with another suffix, an
+  open GIT range and a version past its last tag, unknown range
+  type, ecosystem without a version rule, unreadable version)      -> indeterminate
 * otherwise                                                        -> not affected (``None``)
 
-GIT ranges are covered by the ``versions`` list (upstream tags) when there is one: a commit
-graph is not available offline.
+A commit graph is not available offline, so a GIT range is judged by the tags OSV lists for
+it; a version that is not among them is clean only when it is a tag-like version that the
+list would name and the range is closed.
 
     >>> match(advisory, "pkg:pypi/jinja2@3.1.2", "3.1.2")  # doctest: +SKIP
     Match(status='affected', reason='3.1.2 in ECOSYSTEM range introduced 0, fixed 3.1.3', ...)
@@ -31,7 +39,15 @@ from packageurl import PackageURL
 
 from chargeward.supply.advisories import Advisory, AffectedPackage, Range
 from chargeward.supply.severity import Severity
-from chargeward.supply.versions import ECOSYSTEM_SCHEMES, Unordered, in_range
+from chargeward.supply.versions import (
+    ECOSYSTEM_SCHEMES,
+    Unordered,
+    base_version,
+    canonical,
+    in_range,
+    numeric_order,
+    tag_version,
+)
 
 Status = Literal["affected", "indeterminate"]
 
@@ -106,10 +122,53 @@ def _osv_package(purl: str) -> tuple[str, str] | None:
     return None if ecosystem is None else (ecosystem, _normal_name(ecosystem, _osv_name(p)))
 
 
+#: Ecosystems whose entries may also be found through their GIT ranges' repository: source
+#: code with no package registry (none: NVD-converted records).
+REPOSITORY_ECOSYSTEMS = ("", "GIT", "OSS-Fuzz")
+
+
+def _repo_key(url: str) -> str:
+    """``github.com/openssl/openssl`` for any spelling of that repository's URL."""
+    text = url.strip().lower().removeprefix("git+")
+    text = re.sub(r"^[a-z][a-z0-9+.-]*://", "", text)
+    text = re.sub(r"^[^@/]*@", "", text).replace(":", "/", 1) if "@" in text else text
+    return text.removeprefix("www.").rstrip("/").removesuffix(".git")
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _purl_repo(purl: str) -> tuple[str | None, str | None]:
+    """``(repository key, bare name)`` a package URL can be matched to a repository by."""
+    p = PackageURL.from_string(purl)
+    qualifiers = p.qualifiers if isinstance(p.qualifiers, dict) else {}
+    vcs = qualifiers.get("vcs_url")
+    if vcs:
+        return _repo_key(vcs), None
+    if p.type == "github" and p.namespace:
+        return f"github.com/{p.namespace.lower()}/{p.name.lower()}", None
+    if p.type == "generic":
+        return None, str(p.name).lower()
+    return None, None
+
+
+def repository_matches(repo: str, purl: str) -> bool:
+    """Whether the package of ``purl`` is built from the repository ``repo``."""
+    key, name = _purl_repo(purl)
+    repo_key = _repo_key(repo)
+    if key is not None:
+        return key == repo_key
+    return name is not None and repo_key.rpartition("/")[2] == name
+
+
 def package_matches(affected: AffectedPackage, purl: str) -> bool:
-    """Whether ``affected`` names the package of ``purl``."""
-    if affected.purl is not None:
-        return purl_identity(affected.purl) == purl_identity(purl)
+    """Whether ``affected`` names the package of ``purl`` (see the module notes)."""
+    if affected.purl is not None and purl_identity(affected.purl) == purl_identity(purl):
+        return True
+    if affected.ecosystem in REPOSITORY_ECOSYSTEMS and any(
+        repository_matches(repo, purl) for repo in affected.repos
+    ):
+        return True
+    if affected.purl is not None or not affected.ecosystem:
+        return False
     package = _osv_package(purl)
     if package is None or package[0] != _base(affected.ecosystem):
         return False
@@ -120,6 +179,35 @@ def _describe(r: Range) -> str:
     return f"{r.type} range " + ", ".join(f"{kind} {at}" for kind, at in r.events)
 
 
+def _git_verdict(
+    affected: AffectedPackage, ranges: list[Range], version: str
+) -> tuple[Status, str] | None:
+    """GIT ranges, judged by the tags OSV lists for them (``versions``)."""
+    where = ", ".join(dict.fromkeys(r.repo or "?" for r in ranges))
+    if not affected.versions:
+        return "indeterminate", f"GIT range without a versions list ({where}; no commit graph)"
+    tags = {t: v for t in affected.versions if (v := tag_version(t)) is not None}
+    if not tags:
+        return "indeterminate", f"GIT range in {where}: its versions name no release tag"
+    wanted = canonical(version)
+    for tag, listed in tags.items():
+        if listed == wanted:
+            return "affected", f"{version} listed as tag {tag} of {where}"
+    base = base_version(wanted)
+    if base is None:
+        return "indeterminate", f"GIT range in {where}: {version!r} is not a release version"
+    for tag, listed in tags.items():
+        if base_version(listed) == base:
+            return "indeterminate", f"{version} is not listed, but tag {tag} of that release is"
+    if any(r.open_ended for r in ranges):
+        orders = [numeric_order(base, b) for b in map(base_version, tags.values()) if b]
+        if not orders or None in orders or all(o is not None and o > 0 for o in orders):
+            return "indeterminate", (
+                f"GIT range in {where} has no fix: {version} is past its last listed tag"
+            )
+    return None
+
+
 def verdict(affected: AffectedPackage, version: str) -> tuple[Status, str] | None:
     """Whether ``version`` is affected per one ``affected[]`` entry (see the module notes)."""
     if version in affected.versions:
@@ -127,10 +215,15 @@ def verdict(affected: AffectedPackage, version: str) -> tuple[Status, str] | Non
     if not affected.ranges and not affected.versions:
         return "indeterminate", "the advisory lists neither versions nor ranges"
     unsure = []
+    git = [r for r in affected.ranges if r.type == "GIT"]
+    if git:
+        result = _git_verdict(affected, git, version)
+        if result is not None and result[0] == "affected":
+            return result
+        if result is not None:
+            unsure.append(result[1])
     for r in affected.ranges:
         if r.type == "GIT":
-            if not affected.versions:
-                unsure.append("GIT range without a versions list (no commit graph offline)")
             continue
         scheme = "semver" if r.type == "SEMVER" else None
         if r.type == "ECOSYSTEM":

@@ -1,4 +1,4 @@
-"""Version ordering per ecosystem, and OSV range evaluation that fails closed.
+"""Version ordering per ecosystem (univers), OSV range evaluation, and Git tag names.
 
     >>> compare("semver", "1.2.3-rc.1", "1.2.3")
     -1
@@ -6,6 +6,13 @@
     -1
     >>> compare("pypi", "2.0.post1", "2.0")
     1
+    >>> tag_version("OpenSSL_1_1_1w"), tag_version("openssl-3.0.13"), tag_version("curl-8_5_0")
+    ('1.1.1w', '3.0.13', '8.5.0')
+
+The orderings are univers' (https://github.com/aboutcode-org/univers): dpkg's for Debian and
+Ubuntu, PEP 440 for PyPI, Maven's, RubyGems', NuGet's, Composer's, apk's.  SemVer is checked
+against the SemVer 2.0.0 grammar first, because univers coerces loose strings (``1.3.x``)
+into versions, and build metadata is dropped before ordering (SemVer 2.0.0 §10).
 
 A version that a scheme cannot read raises :class:`Unordered`; the caller turns it into an
 *indeterminate* verdict, never a clean one.
@@ -16,9 +23,19 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from packaging.version import InvalidVersion, Version
+from univers.versions import (
+    AlpineLinuxVersion,
+    ComposerVersion,
+    ConanVersion,
+    DebianVersion,
+    MavenVersion,
+    NugetVersion,
+    PypiVersion,
+    RubygemsVersion,
+    SemverVersion,
+    Version,
+)
 
 
 class Unordered(ValueError):
@@ -31,89 +48,28 @@ _SEMVER = re.compile(
     r"(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?"
 )
 
-SemverKey = tuple[int, int, int, tuple[tuple[int, int | str], ...]]
 
-
-def _semver_key(text: str) -> SemverKey:
-    """SemVer 2.0.0 precedence: a release sorts after its pre-releases, build data is ignored."""
-    m = _SEMVER.fullmatch(text)
-    if m is None:
+def _semver(text: str) -> Version:
+    if _SEMVER.fullmatch(text) is None:
         raise Unordered(f"{text!r} is not a semantic version")
-    pre: tuple[tuple[int, int | str], ...] = ((2, 0),)  # no pre-release: after any pre-release
-    if m.group(4):
-        pre = tuple((0, int(p)) if p.isdigit() else (1, p) for p in m.group(4).split("."))
-    return int(m.group(1)), int(m.group(2)), int(m.group(3)), pre
+    return SemverVersion(text.removeprefix("v").partition("+")[0])
 
 
-def _sign(a: Any, b: Any) -> int:
-    return int(a > b) - int(a < b)
-
-
-def _cmp_semver(a: str, b: str) -> int:
-    return _sign(_semver_key(a), _semver_key(b))
-
-
-def _cmp_pypi(a: str, b: str) -> int:
-    try:
-        return _sign(Version(a), Version(b))
-    except InvalidVersion as e:
-        raise Unordered(str(e)) from e
-
-
-_DEBIAN = re.compile(r"(?:(\d+):)?(\d[A-Za-z0-9.+~-]*?)(?:-([A-Za-z0-9.+~]+))?")
-
-
-def _deb_order(c: str) -> int:
-    # dpkg's order(): '~' before everything, even the end of the string; letters before others.
-    if c == "~":
-        return -1
-    if c.isalpha():
-        return ord(c)
-    return ord(c) + 256
-
-
-def _deb_part(a: str, b: str) -> int:
-    """dpkg's verrevcmp: alternate non-digit runs (character order) and digit runs (numeric)."""
-    i = j = 0
-    while i < len(a) or j < len(b):
-        while (i < len(a) and not a[i].isdigit()) or (j < len(b) and not b[j].isdigit()):
-            ca = _deb_order(a[i]) if i < len(a) and not a[i].isdigit() else 0
-            cb = _deb_order(b[j]) if j < len(b) and not b[j].isdigit() else 0
-            if ca != cb:
-                return _sign(ca, cb)
-            i, j = i + 1, j + 1
-        si, sj = i, j
-        while i < len(a) and a[i].isdigit():
-            i += 1
-        while j < len(b) and b[j].isdigit():
-            j += 1
-        diff = _sign(int(a[si:i] or "0"), int(b[sj:j] or "0"))
-        if diff:
-            return diff
-    return 0
-
-
-def _cmp_debian(a: str, b: str) -> int:
-    """Debian policy 5.6.12: ``[epoch:]upstream[-revision]`` compared as dpkg does."""
-    parts = []
-    for text in (a, b):
-        m = _DEBIAN.fullmatch(text)
-        if m is None or not text.isascii():
-            raise Unordered(f"{text!r} is not a Debian version")
-        parts.append((int(m.group(1) or 0), m.group(2), m.group(3) or ""))
-    (ea, ua, ra), (eb, ub, rb) = parts
-    return _sign(ea, eb) or _deb_part(ua, ub) or _deb_part(ra, rb)
-
-
-#: Version schemes by name.
-SCHEMES: dict[str, Callable[[str, str], int]] = {
-    "semver": _cmp_semver,
-    "pypi": _cmp_pypi,
-    "debian": _cmp_debian,
+#: Version schemes by name: each reads a version string into a univers version.
+SCHEMES: dict[str, Callable[[str], Version]] = {
+    "semver": _semver,
+    "pypi": PypiVersion,
+    "debian": DebianVersion,
+    "maven": MavenVersion,
+    "gem": RubygemsVersion,
+    "nuget": NugetVersion,
+    "composer": ComposerVersion,
+    "apk": AlpineLinuxVersion,
+    "conan": ConanVersion,
 }
 
 #: OSV ecosystem (before any ``:release`` suffix) -> scheme of its ECOSYSTEM ranges.
-#: Ecosystems missing here (Maven, Alpine, RubyGems, ...) give indeterminate verdicts.
+#: Ecosystems missing here give indeterminate verdicts for their ECOSYSTEM ranges.
 ECOSYSTEM_SCHEMES: dict[str, str] = {
     "PyPI": "pypi",
     "npm": "semver",
@@ -122,14 +78,34 @@ ECOSYSTEM_SCHEMES: dict[str, str] = {
     "Hex": "semver",
     "Debian": "debian",
     "Ubuntu": "debian",
+    "Maven": "maven",
+    "RubyGems": "gem",
+    "NuGet": "nuget",
+    "Packagist": "composer",
+    "Alpine": "apk",
+    "ConanCenter": "conan",
 }
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _read(scheme: str, text: str) -> Version:
+    reader = SCHEMES.get(scheme)
+    if reader is None:
+        raise Unordered(f"no version rule {scheme!r}")
+    if not text.isascii() or not text.strip():
+        raise Unordered(f"{text!r} is not a {scheme} version")
+    try:
+        return reader(text)
+    except Unordered:
+        raise
+    except (ValueError, TypeError, AttributeError, IndexError) as e:  # univers' InvalidVersion
+        raise Unordered(f"{text!r} is not a {scheme} version") from e
 
 
 def compare(scheme: str, a: str, b: str) -> int:
     """-1, 0 or 1 as ``a`` sorts before, with or after ``b`` under ``scheme``."""
-    if scheme not in SCHEMES:
-        raise Unordered(f"no version rule {scheme!r}")
-    return SCHEMES[scheme](a, b)
+    x, y = _read(scheme, a), _read(scheme, b)
+    return int(x > y) - int(x < y)
 
 
 # Within one version, "introduced" sorts before the events that end a range.
@@ -143,10 +119,10 @@ def in_range(scheme: str, version: str, events: Sequence[tuple[str, str]]) -> bo
     from the beginning) opens, ``fixed`` closes from that version on, ``last_affected``
     closes after that version; a ``limit`` excludes everything at or above it.
     """
-    cmp = SCHEMES.get(scheme)
-    if cmp is None:
-        raise Unordered(f"no version rule {scheme!r}")
-    cmp(version, version)  # an unreadable version is indeterminate, even with no events
+    _read(scheme, version)  # an unreadable version is indeterminate, even with no events
+
+    def cmp(a: str, b: str) -> int:
+        return compare(scheme, a, b)
 
     def order(x: tuple[str, str], y: tuple[str, str]) -> int:
         x0, y0 = x == ("introduced", "0"), y == ("introduced", "0")
@@ -164,3 +140,43 @@ def in_range(scheme: str, version: str, events: Sequence[tuple[str, str]]) -> bo
             affected = False
     limits = [at for kind, at in events if kind == "limit" and at != "*"]
     return affected and all(cmp(version, at) < 0 for at in limits)
+
+
+# -- Git tags -------------------------------------------------------------------------------
+# OSV lists the tags a GIT range covers under their names in the repository: openssl-3.0.13,
+# OpenSSL_1_1_1w, curl-8_5_0, v1.3.1, 1_36_1, mutt-2-2-10-rel.  A version is compared with
+# them after both are brought to one spelling: project prefix dropped, "_" and "-" as ".".
+
+# The version starts at the first digit at the start or after a separator (or a "v" there).
+_TAG_START = re.compile(r"(?:^|(?<=[-_/.])|(?<=^[vV])|(?<=[-_/.][vV]))\d")
+_BASE = re.compile(r"\d+(?:\.\d+)*(?:[a-z](?![a-z0-9]))?")
+_NUMERIC = re.compile(r"\d+(?:\.\d+)*")
+
+
+def canonical(version: str) -> str:
+    """A version in the spelling tags are compared in: lower case, ``.`` as separator."""
+    text = version.strip().lower().removeprefix("v")
+    return re.sub(r"[-_.]+", ".", text).strip(".")
+
+
+def tag_version(tag: str) -> str | None:
+    """The version a release tag names (canonical spelling), or None if it names none."""
+    name = tag.strip().removeprefix("refs/tags/")
+    start = _TAG_START.search(name)
+    if start is None:
+        return None
+    return canonical(name[start.start() :]) or None
+
+
+def base_version(version: str) -> str | None:
+    """The release a canonical version belongs to: ``3.0.13`` of ``3.0.13.acme1``,
+    ``1.1.1w`` of ``1.1.1w``; None if it does not start with a number."""
+    m = _BASE.match(version)
+    return m.group(0) if m else None
+
+
+def numeric_order(a: str, b: str) -> int | None:
+    """-1, 0 or 1 for two plain dotted numbers (``3.0.13``); None for anything else."""
+    if not (_NUMERIC.fullmatch(a) and _NUMERIC.fullmatch(b)):
+        return None
+    return compare("pypi", a, b)  # PEP 440 release segments order as numeric tuples

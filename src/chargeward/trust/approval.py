@@ -1,17 +1,23 @@
 """k-of-n release approval: who may sign a targets proposal, and when it is approved enough.
 
-Pure functions of metadata and signatures; the server stores approvals, the CLI makes them.
+Pure functions of metadata, signatures and the approver-key registry (``accounts``: keyid to
+the operator account that holds the key, :mod:`chargeward.server.approver_keys`); the server
+stores approvals, the CLI makes them.
 
     >>> approval = check_approval(root, proposal, signature, uploader="carol",
-    ...                           submitted_by="alice")                 # doctest: +SKIP
-    >>> approval_status(root, proposal, [approval]).missing             # doctest: +SKIP
+    ...                           submitted_by="alice", accounts=accounts)  # doctest: +SKIP
+    >>> approval_status(root, proposal, [approval], accounts).missing      # doctest: +SKIP
     1
 
-Rules (one decision, enforced here and nowhere else):
+Rules (one decision, enforced here and nowhere else), all comparing **accounts**, never the
+free-text owner labels of the root metadata:
 
-* only keys of the ``targets`` role (approvers named in the root metadata) may approve;
-* the person who uploaded a release can neither approve it nor submit an approval for it;
-* approvals are counted per **owner** (person): one person with two keys counts once;
+* only keys of the ``targets`` role (approvers named in the root metadata) that are bound to an
+  account may approve;
+* the account that uploaded a release can neither approve it (with a key bound to it) nor
+  submit an approval for it;
+* an account submits approvals made with its own key only (:class:`NotKeyHolder` otherwise);
+* approvals are counted per account (person): one person with two keys counts once;
 * the signatures must verify over the exact proposal bytes, and python-tuf must agree that the
   threshold is met before anything is published.
 """
@@ -19,7 +25,7 @@ Rules (one decision, enforced here and nowhere else):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from securesystemslib.exceptions import UnverifiedSignatureError
@@ -32,12 +38,34 @@ from chargeward.errors import BadSignature, BundleError, Conflict, TrustError
 from chargeward.trust.tuf_keys import key_owner
 
 TARGETS = Targets.type
+Accounts = Mapping[str, str]  # keyid -> the operator account holding that approver key
+
+
+class ApprovalRefused(Conflict):
+    """An approval the rules forbid (the server audits it); ``reason`` is a stable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NotKeyHolder(ApprovalRefused):
+    """An account submitted an approval signed with a key bound to another account."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("not-key-holder", message)
+
+
+def label_accounts(root: Root) -> dict[str, str]:
+    """The registry a root's owner labels imply (each label names its account), for checks
+    made without the server's registry (tests, offline tools)."""
+    return {k: key_owner(root.keys[k]) for k in root.roles[TARGETS].keyids}
 
 
 @dataclass(frozen=True)
 class Approval:
     keyid: str
-    owner: str
+    owner: str  # the account the key is bound to (the approver)
     signature: str  # hex DER, as in TUF metadata
     submitted_by: str
 
@@ -86,41 +114,59 @@ def check_approval(
     *,
     uploader: str,
     submitted_by: str,
+    accounts: Accounts,
 ) -> Approval:
-    """Accept or refuse one approval of a proposal uploaded by ``uploader``."""
-    owner = _verify(root, proposal.signed_bytes, signature)
-    if uploader in (owner, submitted_by):
-        raise Conflict(f"{uploader} uploaded this release and cannot approve it")
-    return Approval(signature.keyid, owner, signature.signature, submitted_by)
+    """Accept or refuse one approval of a proposal uploaded by account ``uploader``, submitted
+    by account ``submitted_by``; ``accounts`` binds approver keys to accounts."""
+    label = _verify(root, proposal.signed_bytes, signature)
+    keyid = signature.keyid
+    account = accounts.get(keyid)
+    if account is None:
+        raise ApprovalRefused(
+            "unbound-key",
+            f"approver key {keyid[:12]} ({label}) is not bound to an operator account: "
+            "bind it with `chargeward repo register-keys` on the server host",
+        )
+    if uploader in (account, submitted_by):
+        raise ApprovalRefused("uploader", f"{uploader} uploaded this release and cannot approve it")
+    if submitted_by != account:
+        raise NotKeyHolder(
+            f"key {keyid[:12]} is the approver key of {account}: {submitted_by} cannot submit "
+            "an approval made with another person's key"
+        )
+    return Approval(keyid, account, signature.signature, submitted_by)
 
 
 def _counted(
-    root: Root, proposal: Metadata[Targets], approvals: Iterable[Approval]
+    root: Root, proposal: Metadata[Targets], approvals: Iterable[Approval], accounts: Accounts
 ) -> dict[str, Approval]:
-    """One valid approval per owner (the first seen)."""
-    by_owner: dict[str, Approval] = {}
+    """One valid approval per account (the first seen), submitted by that account."""
+    by_account: dict[str, Approval] = {}
     payload = proposal.signed_bytes  # canonical JSON is costly: encode once
     for a in approvals:
+        account = accounts.get(a.keyid)
+        if account is None or a.submitted_by != account:
+            continue
         try:
-            owner = _verify(root, payload, Signature(a.keyid, a.signature))
+            _verify(root, payload, Signature(a.keyid, a.signature))
         except TrustError:
             continue
-        by_owner.setdefault(owner, a)
-    return by_owner
+        by_account.setdefault(account, a)
+    return by_account
 
 
 def approval_status(
-    root: Root, proposal: Metadata[Targets], approvals: Iterable[Approval]
+    root: Root, proposal: Metadata[Targets], approvals: Iterable[Approval], accounts: Accounts
 ) -> ApprovalStatus:
-    counted = _counted(root, proposal, approvals)
+    counted = _counted(root, proposal, approvals, accounts)
     return ApprovalStatus(root.roles[TARGETS].threshold, tuple(sorted(counted)))
 
 
 def signed_proposal(
-    root: Root, proposal: Metadata[Targets], approvals: Iterable[Approval]
+    root: Root, proposal: Metadata[Targets], approvals: Iterable[Approval], accounts: Accounts
 ) -> Metadata[Targets]:
-    """The proposal with one signature per approver; refuses below threshold."""
-    counted = _counted(root, proposal, approvals)
+    """The proposal with one signature per approver account; refuses below threshold."""
+    counted = _counted(root, proposal, approvals, accounts)
     status = ApprovalStatus(root.roles[TARGETS].threshold, tuple(sorted(counted)))
     if not status.approved:
         raise Conflict(f"cannot publish: {status.describe()}")

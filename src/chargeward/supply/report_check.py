@@ -1,0 +1,176 @@
+"""Is a release's vulnerability report true?  The server's own re-check of an uploaded scan.
+
+Whoever builds a release writes its scan report, so its ``decision`` is only a claim.
+:func:`check_report` re-derives it and lists every way it is wrong:
+
+* each finding blocks when it is indeterminate or rated at or above the report's fail-on
+  level and no accepted risk covers it that is still valid at ``now``; the report's own
+  ``blocking`` flags and its ``decision`` must agree;
+* the server evaluates the release's SBOM against its own advisory set: every finding it
+  makes must be in the report (by advisory id or alias, and package URL), with the server's
+  rating and status counting when they are worse than the report's;
+* the report is about this release (name and version as the manifest says).
+
+Accepted risks in the report are not trusted blindly either: they expire, and the report's
+SHA-256 goes into the TUF targets' custom fields, so the approvers' threshold signature
+covers every acceptance in it.
+
+    >>> report = read_report(data, "vulnerability-report.json")  # doctest: +SKIP
+    >>> problems = check_report(report, packages, advisories, now=now, version="4.2.0")
+    >>> problems  # doctest: +SKIP
+    ['decision is passed, but 1 finding(s) block: CVE-2024-5535 on pkg:generic/openssl@3.0.13']
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chargeward.errors import SupplyChainError
+from chargeward.supply.advisories import AdvisorySet
+from chargeward.supply.allowlist import Allowlist
+from chargeward.supply.gate import REPORT_FORMAT, Package, evaluate_packages
+from chargeward.supply.severity import Severity
+
+MAX_PROBLEMS = 20  # named in a refusal; the count says how many more there are
+
+
+@dataclass(frozen=True)
+class ReportFinding:
+    advisory: str
+    aliases: tuple[str, ...]
+    purl: str
+    severity: Severity
+    status: str
+    blocking: bool
+    accepted_until: dt.datetime | None  # the accepted risk's expiry; None: not accepted
+
+    def ids(self) -> set[str]:
+        return {self.advisory, *self.aliases}
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """A report as :func:`chargeward.supply.gate.report_json` writes it, read back."""
+
+    release: str
+    version: str
+    threshold: Severity
+    decision: str
+    findings: tuple[ReportFinding, ...]
+    advisories: str
+    sha256: str
+
+
+def _time(value: object) -> dt.datetime:
+    if not isinstance(value, str):
+        raise ValueError("expires must be a time")
+    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("expires needs a UTC offset")
+    return moment
+
+
+def _finding(raw: Any) -> ReportFinding:
+    if not isinstance(raw, dict):
+        raise ValueError("a finding must be an object")
+    accepted = raw.get("accepted_by")
+    status = raw["status"]
+    if status not in ("affected", "indeterminate"):
+        raise ValueError(f"finding status {status!r}")
+    if not isinstance(raw["blocking"], bool) or not isinstance(raw["aliases"], list):
+        raise ValueError("finding blocking or aliases malformed")
+    return ReportFinding(
+        advisory=str(raw["advisory"]),
+        aliases=tuple(str(a) for a in raw["aliases"]),
+        purl=str(raw["purl"]),
+        severity=Severity.parse(str(raw["severity"])),
+        status=status,
+        blocking=raw["blocking"],
+        accepted_until=_time(accepted["expires"]) if isinstance(accepted, dict) else None,
+    )
+
+
+def read_report(data: bytes, source: str) -> ScanReport:
+    """Parse a scan report; :class:`SupplyChainError` naming ``source`` if it is not one."""
+    try:
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("format") != REPORT_FORMAT:
+            raise ValueError(f"format is not {REPORT_FORMAT!r}")
+        decision = doc["decision"]
+        if decision not in ("passed", "refused") or not isinstance(doc["findings"], list):
+            raise ValueError("decision or findings malformed")
+        threshold = Severity.parse(str(doc["policy"]["fail_on"]))
+        if threshold is Severity.UNKNOWN:
+            raise ValueError("policy.fail_on is not a rating")
+        return ScanReport(
+            release=str(doc["release"]["name"]),
+            version=str(doc["release"]["version"]),
+            threshold=threshold,
+            decision=decision,
+            findings=tuple(_finding(f) for f in doc["findings"]),
+            advisories=str(doc["advisories"]["digest"]),
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise SupplyChainError(f"{source}: not a vulnerability report: {e}") from e
+
+
+def _blocks(severity: Severity, status: str, threshold: Severity, accepted: bool) -> bool:
+    return (status == "indeterminate" or severity >= threshold) and not accepted
+
+
+def check_report(
+    report: ScanReport,
+    packages: Sequence[Package],
+    advisories: AdvisorySet,
+    *,
+    now: dt.datetime,
+    version: str,
+) -> list[str]:
+    """Every way ``report`` misstates the release's scan (empty: it holds; module notes)."""
+    problems = []
+    if report.version != version:
+        problems.append(f"the report is about version {report.version}, not {version}")
+    own = evaluate_packages(
+        report.release, version, packages, advisories, Allowlist(), report.threshold, now
+    )
+    own_by_key = {(i, f.purl): f for f in own.findings for i in (f.advisory, *f.aliases)}
+    blocking = []
+    for f in report.findings:
+        ours = next((own_by_key[(i, f.purl)] for i in f.ids() if (i, f.purl) in own_by_key), None)
+        severity = max(f.severity, ours.severity) if ours else f.severity
+        statuses = {f.status, ours.status} if ours else {f.status}
+        status = "indeterminate" if "indeterminate" in statuses else "affected"
+        accepted = f.accepted_until is not None and f.accepted_until > now
+        if _blocks(severity, status, report.threshold, accepted):
+            blocking.append(f"{f.advisory} on {f.purl}")
+            if not f.blocking:
+                problems.append(
+                    f"{f.advisory} on {f.purl} ({severity.label}, {status}) is marked as not "
+                    f"blocking at fail-on {report.threshold.label}"
+                    + (" (its accepted risk has expired)" if f.accepted_until else "")
+                )
+    if report.decision == "passed" and blocking:
+        problems.append(
+            f"decision is passed, but {len(blocking)} finding(s) block: " + ", ".join(blocking)
+        )
+    listed = {(i, f.purl) for f in report.findings for i in f.ids()}
+    for g in own.findings:
+        if not any((i, g.purl) in listed for i in (g.advisory, *g.aliases)):
+            problems.append(
+                f"the report omits {g.advisory} on {g.purl} ({g.severity.label}, "
+                f"{g.status}: {g.reason})"
+            )
+    return problems
+
+
+def describe(problems: Sequence[str]) -> str:
+    """The problems in one line, the first :data:`MAX_PROBLEMS` of them named."""
+    shown = "; ".join(problems[:MAX_PROBLEMS])
+    more = len(problems) - MAX_PROBLEMS
+    return shown + (f"; and {more} more" if more > 0 else "")

@@ -1,0 +1,83 @@
+"""The server's re-check of a scan report: findings, decision, accepted risks, completeness."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chargeward.errors import SupplyChainError
+from chargeward.supply.advisories import advisory_set, parse_advisory
+from chargeward.supply.allowlist import Allowlist, parse_allowlist
+from chargeward.supply.gate import Package, evaluate_packages, report_json
+from chargeward.supply.report_check import check_report, read_report
+from chargeward.supply.severity import Severity
+
+OSV = Path(__file__).resolve().parents[1] / "osv_records"
+NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+OPENSSL = [
+    Package("os", "pkg:generic/acme/os@1", "openssl", "3.0.13", "pkg:generic/openssl@3.0.13")
+]
+ADVISORIES = advisory_set([parse_advisory((OSV / "CVE-2024-5535.json").read_bytes(), "a.json")])
+ACCEPTED = parse_allowlist(
+    b'[[accept]]\nadvisory = "CVE-2024-5535"\npurl = "pkg:generic/openssl@3.0.13"\n'
+    b'status = "not_affected"\njustification = "vulnerable_code_not_present"\n'
+    b'approvers = ["a@acme.example"]\nexpires = 2027-01-01\n',
+    "allowlist.toml",
+)
+
+
+def report(allowlist: Allowlist, edit: Any = None) -> bytes:
+    gate = evaluate_packages("acme", "1.0.0", OPENSSL, ADVISORIES, allowlist, Severity.HIGH, NOW)
+    doc = json.loads(report_json(gate))
+    if edit is not None:
+        edit(doc)
+    return json.dumps(doc).encode()
+
+
+def problems(data: bytes, *, now: dt.datetime = NOW, version: str = "1.0.0") -> list[str]:
+    return check_report(read_report(data, "r.json"), OPENSSL, ADVISORIES, now=now, version=version)
+
+
+def test_a_true_report_holds() -> None:
+    assert problems(report(ACCEPTED)) == []
+
+
+def test_a_rating_lowered_below_fail_on_does_not_unblock() -> None:
+    def lower(doc: dict[str, Any]) -> None:
+        doc["decision"] = "passed"
+        doc["findings"][0].update(severity="low", blocking=False)
+
+    found = problems(report(Allowlist(), lower))
+    assert any("(critical, affected) is marked as not blocking" in p for p in found), found
+    assert any(p.startswith("decision is passed, but 1 finding(s) block") for p in found)
+
+
+def test_an_accepted_risk_that_has_expired_accepts_nothing() -> None:
+    later = dt.datetime(2027, 1, 2, tzinfo=dt.UTC)
+    found = problems(report(ACCEPTED), now=later)
+    assert any("its accepted risk has expired" in p for p in found), found
+
+
+def test_a_report_for_another_version_or_missing_a_finding() -> None:
+    found = problems(report(ACCEPTED), version="1.0.1")
+    assert found == ["the report is about version 1.0.0, not 1.0.1"]
+    empty = report(ACCEPTED, lambda doc: doc.update(findings=[]))
+    assert problems(empty)[0].startswith("the report omits CVE-2024-5535 on pkg:generic/openssl")
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: d.pop("policy"),
+        lambda d: d["policy"].update(fail_on="whenever"),
+        lambda d: d["findings"][0].update(status="clean"),
+        lambda d: d["findings"][0]["accepted_by"].update(expires="tomorrow"),
+    ],
+)
+def test_a_malformed_report_is_bad_input(edit: Any) -> None:
+    with pytest.raises(SupplyChainError, match=r"r\.json: not a vulnerability report"):
+        read_report(report(ACCEPTED, edit), "r.json")
