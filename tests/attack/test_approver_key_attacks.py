@@ -14,9 +14,12 @@ or the real REST API, and must be refused for the right reason:
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import copy
 import datetime as dt
 import functools
+import hashlib
 import http.server
 import threading
 from collections.abc import Iterator
@@ -25,6 +28,14 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_public_key,
+)
+from securesystemslib.formats import encode_canonical
+from securesystemslib.signer import Signature, SSlibKey
 from tuf.api.metadata import Metadata, Root, Targets
 from tuf.ngclient import Updater
 from typer.testing import CliRunner
@@ -32,7 +43,8 @@ from typer.testing import CliRunner
 from chargeward.cli.main import app
 from chargeward.crypto.pki import certificate_pem
 from chargeward.errors import ConfigError
-from chargeward.server import services
+from chargeward.publish.roles import RootChange, next_root
+from chargeward.server import approver_keys, services
 from chargeward.server.runtime import add_manufacturer_root
 from chargeward.trust.tuf_keys import OWNER_FIELD
 from tests.support.api_app import Api, running_api
@@ -82,6 +94,23 @@ def served(directory: Path) -> Iterator[str]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(10)
+
+
+def compressed_twin(key: SSlibKey, owner: str) -> SSlibKey:
+    """``key`` in another encoding: its SubjectPublicKeyInfo with the compressed point (SEC 1
+    2.3.3), so the PEM text and hence the keyid differ."""
+    public = load_pem_public_key(key.keyval["public"].encode())
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    point = public.public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
+    spki = bytes.fromhex("3039301306072a8648ce3d020106082a8648ce3d030107032200") + point
+    pem = (
+        "-----BEGIN PUBLIC KEY-----\n"
+        + base64.encodebytes(spki).decode()
+        + "-----END PUBLIC KEY-----\n"
+    )
+    material = {"keytype": key.keytype, "scheme": key.scheme, "keyval": {"public": pem}}
+    keyid = hashlib.sha256(encode_canonical(material).encode()).hexdigest()
+    return SSlibKey(keyid, key.keytype, key.scheme, {"public": pem}, {OWNER_FIELD: owner})
 
 
 def targets_owners(root: Root) -> list[str]:
@@ -137,6 +166,47 @@ def test_one_person_holding_two_targets_keys_is_refused_and_never_reaches_a_tuf_
     owners = targets_owners(trusted)
     assert trusted.version == 1 and sorted(owners) == sorted(APPROVERS)
     assert len({o.casefold() for o in owners}) == len(trusted.roles["targets"].keyids)
+
+
+def test_one_key_in_two_encodings_is_refused_as_two_approvers(
+    tmp_path: Path, keys: TufKeys
+) -> None:
+    """Root holders are asked to sign a root in which alice's key appears a second time,
+    PEM-encoded with the compressed point and labelled "dave": two keyids, two owners, one
+    key.  python-tuf would count alice's one signature twice (threshold 2 met alone); the
+    rotation, the server's key bindings and a hand-made root are all refused."""
+    now = dt.datetime.now(dt.UTC)
+    repo = keys.init_repo(tmp_path / "tuf", now)
+    current = repo.root()
+    alice = keys.tuf("alice").public_key
+    assert isinstance(alice, SSlibKey)
+    twin = compressed_twin(alice, "dave")
+    assert twin.keyid != alice.keyid
+    # What the attack would buy: one signature of alice, copied under both keyids, meets a
+    # threshold of 2 in python-tuf.
+    md = Metadata(Targets(version=2, expires=now + dt.timedelta(days=7)))
+    sig = keys.tuf("alice").sign(md.signed_bytes)
+    forged = copy.deepcopy(current.signed)
+    forged.add_key(twin, Targets.type)
+    forged.roles[Targets.type].threshold = 2
+    sigs = {alice.keyid: sig, twin.keyid: Signature(twin.keyid, sig.signature)}
+    assert forged.get_verification_result(Targets.type, md.signed_bytes, sigs).verified
+    # repo rotate-root's way: next_root refuses it.
+    change = RootChange(add_targets_keys=[twin], targets_threshold=2)
+    with pytest.raises(ConfigError, match="are the same public key"):
+        next_root(current.signed, change, now=now)
+    # A root made by hand and signed by the root holders: the repository refuses to install it.
+    forged.version = current.signed.version + 1
+    new = Metadata(forged)
+    for holder in ROOT_HOLDERS:
+        new.sign(keys.tuf(holder), append=True)
+    with pytest.raises(ConfigError, match="are the same public key"):
+        repo.rotate_root(new, keys.online(), now=now)
+    assert not (repo.metadata_dir / "2.root.json").exists()
+    assert repo.root().signed.version == 1
+    # The server's binding of approver keys to accounts refuses it too.
+    with pytest.raises(ConfigError, match="are the same public key"):
+        approver_keys.root_bindings(forged)
 
 
 # -- the server: approvals compare accounts -------------------------------------------------

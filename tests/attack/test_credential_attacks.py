@@ -144,3 +144,41 @@ async def test_a_stolen_session_cannot_confirm_an_approval_without_the_totp_devi
             headers=env.bearer(env.admin_token),
         )
         assert r.status_code == 400 and "login session" in r.text
+
+
+async def test_a_host_token_cannot_mint_a_token_named_like_a_user_to_act_as_her(
+    tmp_path: Path,
+) -> None:
+    """A token made on the server host acts under its own name; one it mints acts under the
+    name given.  Naming it after a user (``bob``, or ``Bob``) would let it upload or approve
+    as bob: refused with 409 and nothing made.  Nor can a user be made with a token's name."""
+    async with accounts_api(tmp_path) as env:
+        bob = await env.add_user("bob", "operator")
+        c = await env.client()
+        admin = env.bearer(env.admin_token)
+        for name in ("bob", "Bob"):
+            body = {"name": name, "scopes": ["releases:read"], "expires_in": 3600}
+            r = await c.post("/api/v1/tokens", json=body, headers=admin)
+            assert r.status_code == 409, r.text
+            message = r.json()["error"]["message"]
+            assert f"{name!r} is the name of a user account" in message
+        listed = await c.get("/api/v1/tokens", headers=admin)
+        assert [t["name"] for t in listed.json()] == ["admin"]  # the host's own token only
+        trail = await c.get("/api/v1/audit", params={"limit": 200}, headers=admin)
+        assert [e["target"] for e in trail.json() if e["action"] == "token.create"] == ["admin"]
+        # bob himself still logs in as bob; and a token named otherwise acts under its name.
+        me = await c.get("/api/v1/auth/me", headers=env.bearer(await env.login(bob)))
+        assert me.json()["name"] == "bob"
+        body = {"name": "ci-bot", "scopes": ["releases:read"], "expires_in": 3600}
+        r = await c.post("/api/v1/tokens", json=body, headers=admin)
+        assert r.status_code == 201, r.text
+        me = await c.get("/api/v1/auth/me", headers=env.bearer(r.json()["token"]))
+        assert me.json()["name"] == "ci-bot"
+        # The other way round: no user may take the name of a token (it acts under it).
+        for name in ("ci-bot", "admin"):
+            body = {"username": name, "password": OPERATOR_PASSWORD, "role": "operator"}
+            r = await c.post("/api/v1/users", json=body, headers=admin)
+            assert r.status_code == 409, r.text
+            assert f"{name!r} is the name of an API token" in r.json()["error"]["message"]
+        users = await c.get("/api/v1/users", headers=admin)
+        assert [u["username"] for u in users.json()] == ["bob"]

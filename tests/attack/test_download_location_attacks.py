@@ -239,3 +239,34 @@ async def test_get_log_to_the_metadata_service_is_an_upload_failure(charger: Sta
         assert refusals(csms)[0].startswith("GetLog 21: location refused (link-local)")
         assert refusals(csms)[1].startswith("GetLog 22: location refused (loopback)")
         assert t.connections == []
+
+
+async def test_names_only_the_proxy_can_resolve_are_refused_before_the_proxy_is_asked(
+    charger: StateDir, lab: Lab
+) -> None:
+    """Through the site's download proxy the proxy resolves the name, so a name the charger
+    cannot resolve itself (an internal name only the gateway knows, ``localhost.``) could lead
+    anywhere.  The charger refuses it without sending the proxy a request; the proxy here is
+    a trap on loopback that records every connection."""
+    clock = Clock()
+    before = slot_b(charger)
+    async with trap() as t, running_csms() as csms:
+        async with running_agent(
+            charger,
+            csms,
+            clock,
+            None,
+            location_policy=LocationPolicy(),
+            download_proxy=f"http://127.0.0.1:{t.port4}",
+        ) as agent:
+            hostile = [
+                ("http://metadata.invalid/computeMetadata/v1/", "unresolved"),  # RFC 6761 §6.4
+                ("http://localhost./admin", "loopback"),
+                ("http://169.254.169.254./latest/meta-data/", "link-local"),
+            ]
+            for request_id, (url, rule) in enumerate(hostile, start=1):
+                await _refused_update(csms, agent, lab, clock, url, request_id, rule)
+            assert t.connections == []  # the proxy was never asked
+        assert [s.bytes_received for s in agent.download_stats] == [0] * len(hostile)
+    assert slot_b(charger) == before
+    assert charger.rollback_floor() == 1

@@ -18,10 +18,14 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from ocpp.routing import on
+from ocpp.v201 import ChargePoint, call, call_result
 from websockets.asyncio.client import connect
 
 from chargeward.crypto import certificate_pem, load_certificate
 from chargeward.crypto.pki import verify_crl
+from chargeward.crypto.sealing import generate_device_key_pair
+from chargeward.crypto.tls import build_csr
 from chargeward.server import passwords
 from chargeward.server.station_import import StationImport, import_stations
 from chargeward.server.station_security import renew_certificate, security_view, set_profile
@@ -215,6 +219,104 @@ async def test_revoked_certificate_is_refused_and_listed_in_the_crl(
             by
             and by[0][1]["issuer_name_hash"]
             == hashlib.sha256(stolen.cert.issuer.public_bytes()).hexdigest()
+        )
+
+
+class _Thief(ChargePoint):
+    """A station impersonator that keeps the chain CertificateSigned brings and never
+    answers it, so the server keeps the renewal pending."""
+
+    def __init__(self, station_id: str, ws: Any) -> None:
+        super().__init__(station_id, ws, 5)
+        self.chain: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    @on("CertificateSigned")
+    async def on_certificate_signed(
+        self, certificate_chain: str, **_: Any
+    ) -> call_result.CertificateSigned:
+        self.chain.set_result(certificate_chain)
+        await asyncio.Event().wait()  # never answers; the connection is closed under it
+        raise AssertionError("unreachable")
+
+
+async def _renew_as_thief(url: str, ssl_context: Any, station_id: str, key_pem: str) -> str:
+    """Log in with the stolen certificate, ask for a certificate for the thief's own key
+    (SignCertificate, OCPP A02), take the chain and hang up before answering."""
+    csr = build_csr(key_pem, station_id, "ACME")
+    async with connect(url, ssl=ssl_context, subprotocols=SUBPROTOCOLS, open_timeout=5) as ws:
+        thief = _Thief(station_id, ws)
+        reader = asyncio.create_task(thief.start())
+        try:
+            await thief.call(
+                call.BootNotification(
+                    charging_station={"model": "AC22", "vendor_name": "ACME"}, reason="PowerUp"
+                )
+            )
+            answer = await thief.call(
+                call.SignCertificate(csr=csr, certificate_type="ChargingStationCertificate")
+            )
+            assert answer.status == "Accepted"
+            return await asyncio.wait_for(thief.chain, 10)
+        finally:
+            reader.cancel()
+
+
+async def test_renewal_requested_with_a_stolen_key_dies_with_the_revoked_certificate(
+    tmp_path: Path, tls_pki: TlsPki
+) -> None:
+    """A thief with the station's key asks for a renewal for a key of its own and keeps it
+    pending; the operator then revokes the station's certificate for keyCompromise.  The
+    renewal is revoked with it (ADR 0022): logging in with it is refused, it does not
+    become current, and the CRL lists both."""
+    sid = "CP-PENDING"
+    stolen = tls_pki.station_cert(sid, name="pending-stolen")
+    data = tmp_path / "srv"
+    async with running_csms(data, tls_pki) as csms, accounts_api(data) as env:
+        env.clock.now = now()
+        env.state.registry = csms.registry
+        env.state.charger_ca = tls_pki.charger_ca()
+        await _import(csms, sid, stolen)
+        url = csms.url + sid
+        pair = generate_device_key_pair()
+        chain = await _renew_as_thief(url, tls_pki.client_context(stolen), sid, pair.private_pem)
+        renewal = load_certificate(chain.encode())
+        pending = _serial(renewal)
+
+        async def pending_serial() -> str | None:
+            async with csms.db.session() as s:
+                return (await security_view(s, sid)).pending_certificate_serial
+
+        assert await pending_serial() == pending
+        olga = await env.login(await env.add_user("olga", "operator"))
+        api = await env.client()
+        r = await api.post(
+            f"/api/v1/stations/{sid}/certificate-revocations",
+            json={"reason": "keyCompromise"},
+            headers=env.bearer(olga),
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["serial"] == _serial(stolen.cert)
+        before = await _record(csms, sid)
+        thief = station_files(tmp_path / "thief", renewal, pair.private_pem)
+        assert await try_connect(url, ssl_context=tls_pki.client_context(thief)) == 401
+        reason = f"{REFUSED}certificate {pending} is revoked (keyCompromise)"
+        assert csms.listener.refusals == [(sid, reason)]
+        assert await _refusals(csms, sid) == [reason]
+        assert await _record(csms, sid) == before
+        assert r.json()["pending_serial"] == pending
+        assert await pending_serial() is None
+        revoked = [d for a, d in await csms.audit(sid) if a == "station.certificate_revoked"]
+        assert [(d["serial"], d["reason"]) for d in revoked] == [
+            (_serial(stolen.cert), "keyCompromise"),
+            (pending, "keyCompromise"),
+        ]
+        async with csms.db.session() as s:
+            assert (await security_view(s, sid)).certificate_serial == _serial(stolen.cert)
+        r = await api.get("/api/v1/charger-ca/crl", headers=env.bearer(olga))
+        assert r.status_code == 200, r.text
+        crl = verify_crl(r.content, [tls_pki.ca], now=env.clock.now)
+        assert sorted((f"{e.serial:x}", e.reason) for e in crl.entries) == sorted(
+            [(_serial(stolen.cert), "keyCompromise"), (pending, "keyCompromise")]
         )
 
 

@@ -287,6 +287,7 @@ def test_sigkill_at_every_step_of_install_boot_and_commit(fx: Fixture, work: Pat
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # 1,000 SIGKILLed agent processes: 85 s alone, 2-3x that beside others
 def test_sigkill_at_random_instants(fx: Fixture, work: Path) -> None:
     rng = random.Random(SEED)
     # How long one cycle takes here, so the kills spread over all of it.

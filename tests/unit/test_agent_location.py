@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import socket
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,130 @@ def test_cli_allow_location_splits_networks_and_hosts() -> None:
     assert policy.allow_networks == ("10.0.0.0/8", "::1")
     assert policy.allow_hosts == ("fw.acme.example",)
     assert policy.https_only
+
+
+# IANA special-purpose ranges, judged from the module's own table (not the Python version's
+# ipaddress tables), and IPv6 forms that carry an IPv4 address judged by that address.
+@pytest.mark.parametrize(
+    ("url", "rule"),
+    [
+        ("http://[::127.0.0.1]/", "loopback"),  # IPv4-compatible ::/96 (RFC 4291 §2.5.5.1)
+        ("http://[::a9fe:a9fe]/", "link-local"),
+        ("http://[64:ff9b:1::a9fe:a9fe]/", "link-local"),  # RFC 8215 local-use NAT64
+        ("http://[64:ff9b:1::cb00:7207]/", "reserved"),  # local-use: not globally reachable
+        ("http://[2002:7f00:1::1]/", "loopback"),  # 6to4 of 127.0.0.1
+        ("http://192.0.0.192/", "reserved"),  # 192.0.0.0/24, a cloud metadata address
+        ("http://192.0.0.9/", "reserved"),
+        ("http://0.1.2.3/", "reserved"),  # 0.0.0.0/8 "this network"
+        ("http://192.88.99.1/", "reserved"),  # deprecated 6to4 relay anycast (RFC 7526)
+        ("http://198.18.0.1/", "reserved"),  # benchmarking (RFC 2544)
+        ("http://198.51.100.7/", "reserved"),  # documentation (RFC 5737)
+        ("http://203.0.113.9/", "reserved"),
+        ("http://240.0.0.1/", "reserved"),
+        ("http://255.255.255.255/", "reserved"),
+        ("http://[2001:db8::1]/", "reserved"),  # documentation (RFC 3849)
+        ("http://[3fff::1]/", "reserved"),  # documentation (RFC 9637)
+        ("http://[2001::1]/", "reserved"),  # Teredo, in 2001::/23 (RFC 2928)
+        ("http://[100::1]/", "reserved"),  # discard-only (RFC 6666)
+        ("http://[5f00::1]/", "reserved"),  # SRv6 SIDs (RFC 9602)
+        ("http://[4000::1]/", "reserved"),  # outside 2000::/3, unallocated
+        ("http://[fec0::1]/", "private"),  # site-local (deprecated, RFC 3879)
+        ("http://[ff02::1]/", "multicast"),
+    ],
+)
+def test_special_purpose_ranges_are_refused(url: str, rule: str) -> None:
+    refusal = DEFAULT_POLICY.static_refusal(url)
+    assert refusal is not None and refusal.rule == rule, (url, refusal)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::ffff:203.0.114.7]/",
+        "http://[64:ff9b::cb00:7207]/",  # RFC 6052 well-known NAT64 of 203.0.114.7
+        "http://[2002:cb00:7207::1]/",
+        "http://192.31.196.1/",  # AS112: globally reachable per IANA
+    ],
+)
+def test_global_addresses_in_ipv6_forms_are_allowed(url: str) -> None:
+    assert DEFAULT_POLICY.static_refusal(url) is None
+
+
+def test_the_decision_does_not_depend_on_python_ipaddress_tables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Python whose ipaddress tables call everything global changes nothing."""
+    for cls in (ipaddress.IPv4Address, ipaddress.IPv6Address):
+        for flag in ("is_global",):
+            monkeypatch.setattr(cls, flag, property(lambda self: True))
+        for flag in ("is_private", "is_reserved", "is_loopback", "is_link_local"):
+            monkeypatch.setattr(cls, flag, property(lambda self: False))
+    for url, rule in (
+        ("http://127.0.0.1/", "loopback"),
+        ("http://169.254.169.254/", "link-local"),
+        ("http://[fe80::1]/", "link-local"),
+        ("http://192.0.0.192/", "reserved"),
+        ("http://10.0.0.1/", "private"),
+    ):
+        refusal = DEFAULT_POLICY.static_refusal(url)
+        assert refusal is not None and refusal.rule == rule, (url, refusal)
+
+
+@pytest.mark.parametrize(
+    ("url", "rule"),
+    [
+        ("http://169.254.169.254./latest/meta-data/", "link-local"),
+        ("http://127.0.0.1./", "loopback"),
+        ("http://localhost./admin", "loopback"),
+        ("http://LOCALHOST/", "loopback"),
+        ("http://api.localhost/", "loopback"),  # RFC 6761 §6.3
+    ],
+)
+def test_trailing_dot_and_localhost_names_are_refused_statically(url: str, rule: str) -> None:
+    refusal = DEFAULT_POLICY.static_refusal(url)
+    assert refusal is not None and refusal.rule == rule, (url, refusal)
+
+
+PROXY = "http://gateway.site:3128"
+BY_NETWORK = LocationPolicy(allow_networks=("203.0.114.0/24",))  # production: an allowlist
+
+
+@pytest.mark.parametrize("policy", [DEFAULT_POLICY, BY_NETWORK], ids=["default", "by-network"])
+@pytest.mark.parametrize(
+    ("url", "rules"),
+    [
+        ("http://localhost./admin", {"loopback", "not-allowlisted"}),
+        ("http://169.254.169.254./latest/meta-data/", {"link-local", "not-allowlisted"}),
+        ("http://metadata.google.internal/computeMetadata/v1/", {"unresolved"}),
+        ("http://intranet.corp/", {"unresolved"}),
+    ],
+)
+async def test_through_a_proxy_names_that_do_not_resolve_here_are_refused(
+    resolver: dict[str, list[str]], policy: LocationPolicy, url: str, rules: set[str]
+) -> None:
+    """Only the proxy could resolve these: the agent cannot tell where they lead."""
+    with pytest.raises(LocationRefused) as e:
+        await location.check(policy, url, proxy=PROXY)
+    assert e.value.rule in rules, e.value
+
+
+async def test_through_a_proxy_what_the_allowlist_names_still_passes(
+    resolver: dict[str, list[str]],
+) -> None:
+    resolver["fw.acme.example"] = ["203.0.114.7"]
+    resolver["elsewhere.example"] = ["198.252.206.1"]
+    await location.check(DEFAULT_POLICY, "https://fw.acme.example/fw", proxy=PROXY)
+    await location.check(BY_NETWORK, "https://fw.acme.example/fw", proxy=PROXY)
+    with pytest.raises(LocationRefused, match="not-allowlisted"):
+        await location.check(BY_NETWORK, "https://elsewhere.example/fw", proxy=PROXY)
+    # A name on allow_hosts may be left to the proxy (only the gateway resolves it).
+    by_name = LocationPolicy(allow_hosts=("*.vendor.example",))
+    await location.check(by_name, "https://fw.vendor.example./fw", proxy=PROXY)
+    with pytest.raises(LocationRefused, match="not-allowlisted"):
+        await location.check(by_name, "https://intranet.corp/", proxy=PROXY)
+
+
+def test_an_allowlist_covering_loopback_counts_as_the_lab_setting() -> None:
+    assert LocationPolicy(allow_networks=("0.0.0.0/0",)).lab_loopback
+    assert LocationPolicy(allow_networks=("::/0",)).lab_loopback
+    assert not LocationPolicy(allow_networks=("10.0.0.0/8", "2001:4860::/32")).lab_loopback

@@ -35,6 +35,7 @@ from chargeward.supply.severity import Severity
 
 OSV = Path(__file__).resolve().parents[1] / "osv_records"
 NOW = dt.datetime.now(dt.UTC)
+IN_A_YEAR = (NOW + dt.timedelta(days=300)).date().isoformat().encode()  # within 366 days
 
 
 def record(name: str) -> Any:
@@ -64,6 +65,17 @@ def test_every_record_shape_loads() -> None:
         ("CVE-2024-5535.json", "pkg:github/openssl/openssl", "3.0.13", "affected"),
         ("CVE-2024-5535.json", "pkg:generic/libressl", "3.0.13", None),
         ("CVE-2024-5535.json", "pkg:generic/openssl", "3.0.13-acme1", "indeterminate"),
+        # a listed release with a packaging suffix or a trailing zero is never clean
+        ("CVE-2024-5535.json", "pkg:generic/openssl", "3.0.13-1", "indeterminate"),
+        ("CVE-2024-5535.json", "pkg:generic/openssl", "3.0.13_1", "indeterminate"),
+        ("CVE-2024-5535.json", "pkg:generic/openssl", "3.0.13.0", "affected"),
+        ("CVE-2024-5535.json", "pkg:generic/openssl", "1.1.1w-1", "indeterminate"),
+        ("CVE-2024-5535.json", "pkg:generic/openssl", "1.1.1x", "indeterminate"),
+        ("CVE-2024-5535.json", "pkg:generic/openssl", "3.0.15-1", None),
+        ("CVE-2023-42363.json", "pkg:generic/busybox", "1.36.1-1", "indeterminate"),
+        ("CVE-2022-37434.json", "pkg:generic/zlib", "1.2.12-1", "indeterminate"),
+        ("CVE-2022-37434.json", "pkg:generic/zlib", "1.2.12.1", "indeterminate"),
+        ("CVE-2024-2398.json", "pkg:generic/curl", "8.6.0-r1", "indeterminate"),
         ("CVE-2023-42363.json", "pkg:generic/busybox", "1.36.1", "affected"),
         ("CVE-2023-42363.json", "pkg:generic/busybox", "1.37.0", None),
         ("CVE-2022-37434.json", "pkg:generic/zlib", "1.2.12", "affected"),
@@ -212,10 +224,10 @@ async def test_exposure_reports_osv_dev_shapes_and_lists_vex_covered_stations(
     both = parse_allowlist(
         b'[[accept]]\nadvisory = "CVE-2024-5535"\npurl = "pkg:generic/openssl@3.0.13"\n'
         b'status = "not_affected"\njustification = "vulnerable_code_not_in_execute_path"\n'
-        b'approvers = ["a@acme.example"]\nexpires = 2099-01-01\n'
+        b'approvers = ["a@acme.example"]\nexpires = ' + IN_A_YEAR + b"\n"
         b'[[accept]]\nadvisory = "OSV-2024-635"\npurl = "pkg:generic/openssl@3.0.13"\n'
         b'status = "under_investigation"\napprovers = ["a@acme.example"]\n'
-        b"expires = 2099-01-01\n",
+        b"expires = " + IN_A_YEAR + b"\n",
         "allowlist.toml",
     )
     async with running_api(data, NOW) as api:

@@ -7,8 +7,11 @@ the cloud metadata service (169.254.169.254), its own loopback services or the s
 
 * credentials in the URL (``https://user:pw@host/``) and schemes other than HTTP(S)
   (HTTPS only with ``https_only``),
-* loopback (127.0.0.0/8, ::1), link-local (169.254.0.0/16, fe80::/10), unspecified,
-  multicast and other non-global addresses,
+* loopback (127.0.0.0/8, ::1, ``localhost`` and ``*.localhost`` names), link-local
+  (169.254.0.0/16, fe80::/10), unspecified, multicast, every other range the IANA
+  special-purpose registries mark not globally reachable, and IPv6 outside 2000::/3
+  (:data:`SPECIAL_PURPOSE`: an explicit table, so the decision does not change with the
+  Python version's ``ipaddress`` tables),
 * private networks (RFC 1918, RFC 6598 shared space, ULA fc00::/7) unless ``allow_private``,
 
 and, when ``allow_hosts`` or ``allow_networks`` is set (production), everything that is not
@@ -18,12 +21,17 @@ are checked like any others.
 
 Names are resolved once, every address is checked, and the connection goes to a checked
 address (:class:`CheckedBackend`), so DNS rebinding cannot swap the address between check and
-connect.  Through an HTTP proxy the proxy resolves the name; the agent still checks what the
-name resolves to here, but the proxy's own egress rules must back this up.
+connect.  IPv6 addresses that carry an IPv4 address (IPv4-mapped, IPv4-compatible, 6to4,
+NAT64) are judged by that address too; a trailing dot changes nothing (``localhost.`` is
+``localhost``).  Through an HTTP proxy the proxy resolves the name; the agent resolves and
+checks it here first and refuses a name it cannot resolve (rule ``unresolved``) unless the
+name is on ``allow_hosts``; the proxy's own egress rules must back this up.
 
+    >>> LocationPolicy().static_refusal("http://169.254.169.254./latest/meta-data").rule
+    'link-local'
     >>> policy = LocationPolicy(allow_hosts=("firmware.example.com",))
-    >>> policy.static_refusal("http://169.254.169.254/latest/meta-data")
-    Refusal(rule='link-local', detail='169.254.169.254 is a link-local address')
+    >>> policy.static_refusal("https://metadata.example/").rule
+    'not-allowlisted'
 """
 
 from __future__ import annotations
@@ -44,11 +52,89 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 SECURITY_EVENT = "RemoteLocationRefused"  # security log / SecurityEventNotification type
 
-_PRIVATE: tuple[Network, ...] = tuple(
-    ipaddress.ip_network(n)
-    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+
+def _table(*rows: tuple[str, str, str]) -> tuple[tuple[Network, str, str], ...]:
+    return tuple((ipaddress.ip_network(n), rule, why) for n, rule, why in rows)
+
+
+# IANA IPv4 and IPv6 Special-Purpose Address Registries (RFC 6890, updated by RFC 8190) and
+# the multicast and IPv6 address-space registries, as of 2025: every range that is not
+# globally reachable, with the rule that refuses it.  Most specific first.  Blocks are refused
+# whole even where IANA marks one address in them reachable (the PCP and TURN anycast
+# addresses in 192.0.0.0/24 and 2001::/23, AMT, ORCHIDv2, drone remote ID): no firmware store
+# lives there.  Left allowed, being globally reachable: AS112 (192.31.196.0/24,
+# 192.175.48.0/24, 2620:4f:8000::/48) and AMT relay anycast 192.52.193.0/24.  The prefixes
+# that carry an IPv4 address (::ffff:0:0/96, ::/96, 2002::/16, 64:ff9b::/96,
+# 64:ff9b:1::/48) are judged by that address (:func:`_embedded_v4`).
+SPECIAL_PURPOSE: tuple[tuple[Network, str, str], ...] = _table(
+    ("0.0.0.0/32", "unspecified", "this host (RFC 1122 §3.2.1.3)"),
+    ("0.0.0.0/8", "reserved", "this network (RFC 791)"),
+    ("10.0.0.0/8", "private", "private-use (RFC 1918)"),
+    ("100.64.0.0/10", "private", "shared address space (RFC 6598)"),
+    ("127.0.0.0/8", "loopback", "loopback (RFC 1122 §3.2.1.3)"),
+    ("169.254.0.0/16", "link-local", "link-local (RFC 3927)"),
+    ("172.16.0.0/12", "private", "private-use (RFC 1918)"),
+    ("192.0.0.0/24", "reserved", "IETF protocol assignments (RFC 6890 §2.1)"),
+    ("192.0.2.0/24", "reserved", "documentation, TEST-NET-1 (RFC 5737)"),
+    ("192.88.99.0/24", "reserved", "deprecated 6to4 relay anycast (RFC 7526)"),
+    ("192.168.0.0/16", "private", "private-use (RFC 1918)"),
+    ("198.18.0.0/15", "reserved", "benchmarking (RFC 2544)"),
+    ("198.51.100.0/24", "reserved", "documentation, TEST-NET-2 (RFC 5737)"),
+    ("203.0.113.0/24", "reserved", "documentation, TEST-NET-3 (RFC 5737)"),
+    ("224.0.0.0/4", "multicast", "multicast (RFC 5771)"),
+    ("255.255.255.255/32", "reserved", "limited broadcast (RFC 919)"),
+    ("240.0.0.0/4", "reserved", "reserved (RFC 1112)"),
+    ("::/128", "unspecified", "unspecified (RFC 4291 §2.5.2)"),
+    ("::1/128", "loopback", "loopback (RFC 4291 §2.5.3)"),
+    ("64:ff9b:1::/48", "reserved", "local-use IPv4/IPv6 translation (RFC 8215)"),
+    ("100::/64", "reserved", "discard-only (RFC 6666)"),
+    ("100:0:0:1::/64", "reserved", "dummy IPv6 prefix (RFC 9780)"),
+    ("2001::/23", "reserved", "IETF protocol assignments (RFC 2928), Teredo 2001::/32"),
+    ("2001:db8::/32", "reserved", "documentation (RFC 3849)"),
+    ("3fff::/20", "reserved", "documentation (RFC 9637)"),
+    ("5f00::/16", "reserved", "segment routing SIDs (RFC 9602)"),
+    ("fc00::/7", "private", "unique local (RFC 4193)"),
+    ("fe80::/10", "link-local", "link-local unicast (RFC 4291 §2.5.6)"),
+    ("fec0::/10", "private", "site-local, deprecated (RFC 3879)"),
+    ("ff00::/8", "multicast", "multicast (RFC 4291 §2.7)"),
 )
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: embeds an IPv4 address
+_GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")  # RFC 4291 §2.4; the rest is unallocated
+_MAPPED = ipaddress.ip_network("::ffff:0:0/96")  # RFC 4291 §2.5.5.2
+_COMPATIBLE = ipaddress.ip_network("::/96")  # RFC 4291 §2.5.5.1 (deprecated)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 §2.1
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215; prefix length is local
+_6TO4 = ipaddress.ip_network("2002::/16")  # RFC 3056 §2
+_LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+_LOCALHOST = ipaddress.ip_address("127.0.0.1")
+
+
+def _special(address: Address) -> tuple[str, str] | None:
+    """The rule and registry entry that refuse ``address`` (the table above), or None."""
+    for network, rule, why in SPECIAL_PURPOSE:
+        if address.version == network.version and address in network:
+            return rule, why
+    carrier = any(address in n for n in (_MAPPED, _COMPATIBLE, _NAT64, _6TO4))
+    if address.version == 6 and address not in _GLOBAL_UNICAST_V6 and not carrier:
+        return "reserved", "outside global unicast 2000::/3 (RFC 4291 §2.4)"
+    return None
+
+
+def _normalise_host(host: str) -> str:
+    """``host`` as compared and resolved: lower case, no brackets, no trailing dot."""
+    return host.strip("[]").rstrip(".").lower()
+
+
+def _literal(host: str) -> Address | None:
+    """The address ``host`` spells (``[::1]``, ``127.0.0.1.``), or None for a name."""
+    try:
+        return ipaddress.ip_address(_normalise_host(host))
+    except ValueError:
+        return None
+
+
+def _is_localhost(host: str) -> bool:
+    """``localhost`` and names under it are loopback whatever DNS says (RFC 6761 §6.3)."""
+    return host == "localhost" or host.endswith(".localhost")
 
 
 class LocationRefused(TransportError):
@@ -66,16 +152,23 @@ class Refusal:
     detail: str
 
 
-def _embedded_v4(address: Address) -> Address:
-    """The IPv4 address an IPv6 address stands for (mapped, 6to4, NAT64), else itself."""
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return address.ipv4_mapped
-        if address.sixtofour is not None:
-            return address.sixtofour
-        if address in _NAT64:
-            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return address
+def _embedded_v4(address: Address) -> tuple[ipaddress.IPv4Address | None, bool]:
+    """The IPv4 address an IPv6 address carries (IPv4-mapped, IPv4-compatible, 6to4, NAT64)
+    and whether that address is exact: in 64:ff9b:1::/48 the site chooses the prefix length
+    (RFC 6052 §2.2), so the last 32 bits are only one reading, good for refusing, never for
+    allowing."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None, False
+    last32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _MAPPED or address in _NAT64:
+        return last32, True
+    if address in _COMPATIBLE and int(address) > 1:  # not :: or ::1
+        return last32, True
+    if address in _6TO4:
+        return ipaddress.IPv4Address((int(address) >> 80) & 0xFFFFFFFF), True
+    if address in _NAT64_LOCAL:
+        return last32, False
+    return None, False
 
 
 @dataclass(frozen=True)
@@ -106,12 +199,16 @@ class LocationPolicy:
     @property
     def lab_loopback(self) -> bool:
         """Loopback is allowlisted: a lab or test setting, never a production one."""
-        return any(n.is_loopback for n in self.networks)
+        return any(
+            n.version == loop.version and n.overlaps(loop)
+            for n in self.networks
+            for loop in _LOOPBACK
+        )
 
     def _host_allowed(self, host: str) -> bool:
-        host = host.lower().rstrip(".")
+        host = _normalise_host(host)
         for allowed in self.allow_hosts:
-            allowed = allowed.lower().rstrip(".")
+            allowed = _normalise_host(allowed)
             if allowed.startswith("*."):
                 if host.endswith(allowed[1:]):
                     return True
@@ -119,32 +216,45 @@ class LocationPolicy:
                 return True
         return False
 
+    def _network_allowed(self, address: Address) -> bool:
+        embedded, exact = _embedded_v4(address)
+        candidates = (address, embedded) if embedded is not None and exact else (address,)
+        return any(c in n for c in candidates for n in self.networks)
+
     def address_refusal(self, address: Address, *, name_allowed: bool = False) -> Refusal | None:
         """Why the charger may not connect to ``address`` (reached through a name on the
         allowlist when ``name_allowed``), or None."""
-        if any(address in n for n in self.networks):
-            return None
-        plain = _embedded_v4(address)
-        if plain != address and any(plain in n for n in self.networks):
+        if self._network_allowed(address):
             return None
         if self.restricted and not name_allowed:
             return Refusal("not-allowlisted", f"{address} is not on the location allowlist")
-        for candidate in dict.fromkeys((plain, address)):
-            for rule, hit in (
-                ("loopback", candidate.is_loopback),
-                ("link-local", candidate.is_link_local),
-                ("unspecified", candidate.is_unspecified),
-                ("multicast", candidate.is_multicast),
-            ):
-                if hit:
-                    return Refusal(rule, f"{address} is a {rule} address".replace(" a u", " an u"))
-            if any(candidate in n for n in _PRIVATE) or (
-                isinstance(candidate, ipaddress.IPv6Address) and candidate.is_site_local
-            ):
-                if not self.allow_private:
-                    return Refusal("private", f"{address} is a private-network address")
-            elif not candidate.is_global:
-                return Refusal("reserved", f"{address} is not a global address")
+        embedded, _ = _embedded_v4(address)
+        for candidate in (address,) if embedded is None else (embedded, address):
+            hit = _special(candidate)
+            if hit is None:
+                continue
+            rule, why = hit
+            if rule == "private" and self.allow_private:
+                continue
+            what = {
+                "private": "a private-network address",
+                "reserved": "not a global address",
+                "unspecified": "an unspecified address",
+            }.get(rule, f"a {rule} address")
+            return Refusal(rule, f"{address} is {what}: {why}")
+        return None
+
+    def name_refusal(self, host: str) -> Refusal | None:
+        """What a host name alone breaks: ``localhost`` names (RFC 6761 §6.3) and, with an
+        allowlist of names only, a name not on it."""
+        name = _normalise_host(host)
+        if _is_localhost(name):
+            refusal = self.address_refusal(_LOCALHOST, name_allowed=self._host_allowed(name))
+            if refusal is not None and refusal.rule == "loopback":
+                return Refusal("loopback", f"{host} is a loopback name (RFC 6761 §6.3)")
+            return refusal
+        if self.restricted and not self.networks and not self._host_allowed(name):
+            return Refusal("not-allowlisted", f"{host} is not on the allowlist")
         return None
 
     def static_refusal(self, url: str) -> Refusal | None:
@@ -160,12 +270,11 @@ class LocationPolicy:
             return Refusal("https-only", "the location policy allows only https://")
         if parsed.userinfo and not self.allow_credentials:  # credentials leak to logs, proxies
             return Refusal("credentials", "credentials in the URL are refused")
-        try:
-            address = ipaddress.ip_address(parsed.host)
-        except ValueError:
-            if not self._host_allowed(parsed.host) and self.restricted and not self.networks:
-                return Refusal("not-allowlisted", f"{parsed.host} is not on the allowlist")
-            return None
+        if not _normalise_host(parsed.host):
+            return Refusal("malformed", f"no host name in {parsed.host!r}")
+        address = _literal(parsed.host)
+        if address is None:
+            return self.name_refusal(parsed.host)
         return self.address_refusal(address, name_allowed=self._host_allowed(parsed.host))
 
     def check_url(self, url: str) -> None:
@@ -178,20 +287,19 @@ class LocationPolicy:
         """The addresses of ``host`` to connect to, every one of them allowed.
 
         A name that resolves to any refused address is refused as a whole (a name pointing
-        at the metadata service among others is hostile).
+        at the metadata service among others is hostile).  Raises httpcore.ConnectError
+        when the name does not resolve.
         """
-        try:
-            literal: Address | None = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            literal = None
+        literal = _literal(host)
         if literal is not None:
             addresses: Iterable[Address] = [literal]
         else:
-            if self.restricted and not self._host_allowed(host) and not self.networks:
-                raise LocationRefused("not-allowlisted", f"{host} is not on the allowlist")
+            refusal = self.name_refusal(host)
+            if refusal is not None:
+                raise LocationRefused(refusal.rule, refusal.detail)
             try:
                 infos = await asyncio.get_running_loop().getaddrinfo(
-                    host, port, type=socket.SOCK_STREAM
+                    _normalise_host(host), port, type=socket.SOCK_STREAM
                 )
             except OSError as e:
                 raise httpcore.ConnectError(f"cannot resolve {host}: {e}") from e
@@ -271,12 +379,20 @@ def client(
 
 async def check_before_proxy(policy: LocationPolicy, url: str) -> None:
     """Through a proxy: resolve the URL's host here and check it (the proxy resolves again,
-    so its own egress rules must back this up)."""
+    so its own egress rules must back this up).  A name that does not resolve here could
+    lead anywhere once the proxy resolves it: it is refused unless it is on ``allow_hosts``
+    (a site where only the gateway resolves outside names says which ones it trusts)."""
     parsed = httpx.URL(url)
     try:
         await policy.resolve(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80))
-    except httpcore.ConnectError:
-        return  # only the proxy can resolve it: the URL's static checks and the proxy decide
+    except httpcore.ConnectError as e:
+        if policy.allow_hosts and policy._host_allowed(parsed.host):
+            return  # an allowed name the proxy resolves: its egress rules decide the address
+        raise LocationRefused(
+            "unresolved",
+            f"{parsed.host} does not resolve here ({e}); through a proxy only names on the "
+            "allowlist's hosts are left to the proxy",
+        ) from e
 
 
 async def check(policy: LocationPolicy, url: str, *, proxy: str | None) -> None:

@@ -64,6 +64,7 @@ from chargeward.supply.provenance import (
     Subject,
     create_provenance,
 )
+from chargeward.supply.report_check import read_report
 from chargeward.supply.severity import Severity
 from chargeward.trust.approval import approval_document
 from chargeward.trust.review import fetch_published_targets, review_proposal
@@ -436,6 +437,13 @@ def _expected_targets(
     """What the release should add: from the bundle in hand if given, else the server's view;
     with the server's deltas either way (each only ever rebuilds an image of the release: the
     charger checks the result against that image's target)."""
+    return _review_inputs(view, bundle, roots)[0]
+
+
+def _review_inputs(
+    view: dict[str, Any], bundle: Path | None, roots: list[Path]
+) -> tuple[dict[str, Any], bytes | None]:
+    """The expected targets (:func:`_expected_targets`) and, with ``bundle``, its scan report."""
     deltas = [
         DeltaFacts(
             d["component"],
@@ -448,20 +456,7 @@ def _expected_targets(
         for d in view.get("deltas", [])
     ]
     if bundle is None:
-        return release_targets(
-            version=view["version"],
-            security_version=view["security_version"],
-            models=view["hardware_models"],
-            release_class=view["release_class"],
-            customer=view["customer"],
-            images=[
-                ImageFacts(i["component"], i["sha256"], i["length"], i["signature"])
-                for i in view["images"]
-            ],
-            sbom_sha256=view.get("documents", {}).get(SBOM_NAME),
-            deltas=deltas,
-            scan_report_sha256=view.get("documents", {}).get(SCAN_REPORT_NAME),
-        )
+        return _release_targets(view, deltas), None
     if not roots:
         raise ConfigError("--bundle needs --root (the Manufacturer Root CA) to verify it")
     anchors = [cert for path in roots for cert in load_certificates_file(path)]
@@ -469,7 +464,77 @@ def _expected_targets(
         verified = verify_bundle(bundle, anchors, workdir=Path(workdir))
     if verified.manifest_sha256 != view["id"]:
         raise TrustError(f"{bundle} is not release {view['id'][:12]} on the server")
-    return bundle_targets(verified, deltas)
+    return bundle_targets(verified, deltas), verified.attestations.get(SCAN_REPORT_NAME)
+
+
+def _release_targets(view: dict[str, Any], deltas: list[DeltaFacts]) -> dict[str, Any]:
+    return release_targets(
+        version=view["version"],
+        security_version=view["security_version"],
+        models=view["hardware_models"],
+        release_class=view["release_class"],
+        customer=view["customer"],
+        images=[
+            ImageFacts(i["component"], i["sha256"], i["length"], i["signature"])
+            for i in view["images"]
+        ],
+        sbom_sha256=view.get("documents", {}).get(SBOM_NAME),
+        deltas=deltas,
+        scan_report_sha256=view.get("documents", {}).get(SCAN_REPORT_NAME),
+    )
+
+
+def _signed_report(
+    api: ApiClient, view: dict[str, Any], expected: Mapping[str, TargetFile], held: bytes | None
+) -> bytes | None:
+    """The scan report whose SHA-256 the targets to be signed carry (``scan_report_sha256``):
+    the bundle's, else the server's copy, refused if it is another document."""
+    digests = {
+        (tf.unrecognized_fields.get("custom") or {}).get("scan_report_sha256")
+        for tf in expected.values()
+    } - {None}
+    if not digests:
+        return None
+    data = held
+    if data is None:
+        path = f"/api/v1/releases/{view['id']}/documents/{SCAN_REPORT_NAME}"
+        data = api.text("GET", path).encode()
+    held_digest = hashlib.sha256(data).hexdigest()
+    if digests != {held_digest}:
+        raise TrustError(
+            f"the scan report (sha256 {held_digest[:16]}) is not the one the targets carry "
+            f"({', '.join(sorted(str(d)[:16] for d in digests))})"
+        )
+    return data
+
+
+def _show_report(data: bytes) -> None:
+    """Every finding of the scan report and every accepted risk in it: what approvers sign."""
+    report = read_report(data, SCAN_REPORT_NAME)
+    doc = json.loads(data)
+    accepted = [f for f in doc["findings"] if isinstance(f.get("accepted_by"), dict)]
+    console.print(
+        Text(
+            f"Scan report (sha256 {report.sha256[:16]}, {report.release} {report.version}): "
+            f"{report.decision} at fail-on {report.threshold.label}, "
+            f"{len(report.findings)} finding(s), {len(accepted)} accepted risk(s)"
+        ),
+        soft_wrap=True,
+    )
+    for f in doc["findings"]:
+        risk = f.get("accepted_by")
+        if isinstance(risk, dict):
+            approvers = ", ".join(str(a) for a in risk.get("approvers") or []) or "nobody"
+            decision = (
+                f"ACCEPTED RISK {risk.get('ref', '')} ({risk.get('status')}, "
+                f"{risk.get('justification')}) by {approvers} until {risk.get('expires')}"
+            )
+        else:
+            decision = "BLOCKS" if f["blocking"] else "below fail-on"
+        console.print(
+            Text(f"  {f['advisory']} on {f['purl']} ({f['severity']}, {f['status']}): {decision}"),
+            soft_wrap=True,
+        )
 
 
 @app.command("approve")
@@ -503,13 +568,19 @@ def approve(
     The proposal must be exactly the published (verified) targets plus this release, with the
     next version and an expiry within the targets lifetime; anything else is refused before
     your key is touched.
+    Every finding of the release's scan report and every risk accepted in it is listed first:
+    the targets carry the report's SHA-256, so your signature covers them.
     """
     api = ApiClient(data_dir, server)
     view = api.request("GET", f"/api/v1/releases/{release_id}")
+    expected, bundle_report = _review_inputs(view, bundle, root)
+    report = _signed_report(api, view, expected, bundle_report)
+    if report is not None:
+        _show_report(report)
     summary = approve_proposal(
         api,
         view["id"],
-        expected=_expected_targets(view, bundle, root),
+        expected=expected,
         key=key,
         trusted_root=trusted_root(data_dir, tuf_root),
         title=f"Release {view['version']}: targets you are approving",

@@ -11,9 +11,12 @@ import typer
 from chargeward import logging_setup
 from chargeward.audit.log import DEFAULT_ORIGIN
 from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, console
+from chargeward.cli.supply import FailOn
 from chargeward.errors import ConfigError
 from chargeward.server.runtime import ServerConfig, add_manufacturer_root, run_server
 from chargeward.server.tls import OcppSecurity
+from chargeward.supply.report_check import GatePolicy
+from chargeward.supply.severity import Severity
 
 app = typer.Typer(no_args_is_help=False, invoke_without_command=True)
 
@@ -78,6 +81,16 @@ def server(
             min=0, help="Campaigns targeting more stations need a second person to start."
         ),
     ] = 100,
+    gate_fail_on: Annotated[
+        FailOn,
+        typer.Option(
+            help="The laxest fail-on level an uploaded scan report may use (its findings at "
+            "this level and above block unless accepted)."
+        ),
+    ] = FailOn.high,
+    gate_min_approvers: Annotated[
+        int, typer.Option(min=1, help="Approvers each accepted risk in a scan report names.")
+    ] = 1,
     audit_origin: Annotated[
         str, typer.Option(help="Names the audit log in its signed checkpoints.")
     ] = DEFAULT_ORIGIN,
@@ -129,6 +142,10 @@ def server(
                     heartbeat_interval=heartbeat_interval,
                     campaign_tick=campaign_tick,
                     campaign_approval_threshold=campaign_approval_threshold,
+                    gate_policy=GatePolicy(
+                        fail_on=Severity.parse(gate_fail_on.value),
+                        min_approvers=gate_min_approvers,
+                    ),
                     audit_origin=audit_origin,
                     checkpoint_interval=checkpoint_interval,
                     checkpoint_key=checkpoint_key,

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -269,6 +270,19 @@ def public_key_pem(key: ec.EllipticCurvePublicKey) -> str:
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode("ascii")
+
+
+def canonical_public_key(pem: str) -> bytes:
+    """The DER SubjectPublicKeyInfo of the PEM public key ``pem``, in one encoding whatever
+    ``pem`` used (an EC point uncompressed, SEC 1 2.3.3), so one key compares equal to
+    itself.  :class:`ValueError` when ``pem`` is not a PEM public key."""
+    try:
+        key = serialization.load_pem_public_key(pem.encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise ValueError("not a PEM public key") from e
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def public_key_fingerprint(key: ec.EllipticCurvePublicKey) -> str:

@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass
 
 import pyotp
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
@@ -149,6 +149,18 @@ def _enrol_totp(row: User) -> Enrolment:
     return Enrolment(row.username, row.role, secret, uri)
 
 
+async def user_named(s: AsyncSession, name: str) -> bool:
+    """Is ``name`` a user's account name, in any case (usernames are lower case)?"""
+    found = await s.scalars(select(User.id).where(User.username == name.lower()))
+    return found.first() is not None
+
+
+async def _token_named(s: AsyncSession, username: str) -> bool:
+    """Is ``username`` the name of an API token, in any case (revoked ones too)?"""
+    found = await s.scalars(select(ApiToken.id).where(func.lower(ApiToken.name) == username))
+    return found.first() is not None
+
+
 async def _user(s: AsyncSession, username: str) -> User:
     row = (await s.scalars(select(User).where(User.username == username))).first()
     if row is None:
@@ -196,6 +208,11 @@ async def create_user(
         raise invalid("password", str(e)) from e
     if (await s.scalars(select(User.id).where(User.username == username))).first() is not None:
         raise Conflict(f"user {username!r} exists")
+    if await _token_named(s, username):
+        raise Conflict(
+            f"{username!r} is the name of an API token: a token acts under its own name, so a "
+            "user cannot take it; choose another username"
+        )
     row = User(
         username=username,
         password_hash=password_hash,

@@ -188,7 +188,12 @@ def create_app(state: ServerState) -> FastAPI:
                 verify_bundle, bundle, roots, workdir=work / "x", now=state.clock()
             )
             await supply_chain.check_upload(
-                state.db, state.data_dir, verified, actor=who, now=state.clock()
+                state.db,
+                state.data_dir,
+                verified,
+                actor=who,
+                now=state.clock(),
+                policy=state.gate_policy,
             )
             async with state.db.session() as s:
                 view = await services.store_release(

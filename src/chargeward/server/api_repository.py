@@ -160,7 +160,9 @@ async def approve_any(
 
 @router.post("/api/v1/proposals/{ref}/publish", response_model=ProposalView)
 async def publish_proposal(ref: str, who: Operator, state: State) -> ProposalView:
-    await check_publication(state.db, state.data_dir, ref, actor=who, now=state.clock())
+    await check_publication(
+        state.db, state.data_dir, ref, actor=who, now=state.clock(), policy=state.gate_policy
+    )
     async with state.db.session() as s:
         return await repo_services.publish(
             s, state.repository, state.online_signers, ref, actor=who, now=state.clock()

@@ -156,6 +156,7 @@ class RevocationView(BaseModel):
     revoked_at: dt.datetime
     revoked_by: str
     session_closed: bool  # a session opened with it on this server was ended
+    pending_serial: str | None = None  # the pending renewal revoked with it (ADR 0022)
 
 
 def _charger_ca(state: ServerState) -> station_security.ChargerCa:
@@ -204,7 +205,10 @@ async def revoke_certificate(
     )
     closed = False
     cp = state.registry.get(station_id)
-    if cp is not None and state.registry.certificate_serials.get(station_id) == done.serial:
+    if cp is not None and state.registry.certificate_serials.get(station_id) in (
+        done.serial,
+        done.pending_serial,
+    ):
         await cp._connection.close(REVOKED, "station certificate revoked")
         closed = True
     return RevocationView(**vars(done), session_closed=closed)

@@ -33,6 +33,7 @@ from chargeward.server.db import Database
 from chargeward.server.state import TRUST_FILE, ServerState
 from chargeward.server.station_security import renew_certificates_forever
 from chargeward.server.tls import OcppSecurity, listener_security
+from chargeward.supply.report_check import GatePolicy
 
 LOG = logging.getLogger("chargeward.server")
 TOKEN_FILE = "admin.token"  # noqa: S105 (a file name)
@@ -50,6 +51,7 @@ class ServerConfig:
     renew_interval: float = 60.0  # how often the online TUF roles are checked for renewal
     campaign_tick: float = 5.0  # how often the leader plans running campaigns
     campaign_approval_threshold: int = 100  # more stations: a second person starts it
+    gate_policy: GatePolicy = field(default_factory=GatePolicy)  # scan reports' minimum
     audit_origin: str = DEFAULT_ORIGIN  # names the log in its signed checkpoints
     checkpoint_interval: float = 60.0  # how often the leader signs a checkpoint if the log grew
     checkpoint_key: str | None = None  # Ed25519 key URI (file: or pkcs11:); default in data dir
@@ -190,6 +192,7 @@ async def run_server(
         url_key=urls.load_or_create_key(config.data_dir),
         public_url="",
         campaign_approval_threshold=config.campaign_approval_threshold,
+        gate_policy=config.gate_policy,
         audit_origin=config.audit_origin,
         checkpoint_key=config.checkpoint_key,
         charger_ca=charger_ca,

@@ -22,6 +22,7 @@ from chargeward.server.db import Database
 from chargeward.server.link_budget import Budgets, Pacers
 from chargeward.server.metrics import Metrics
 from chargeward.server.station_security import ChargerCa
+from chargeward.supply.report_check import GatePolicy
 from chargeward.trust.tuf_keys import TufSigner
 
 TRUST_FILE = Path("trust") / "manufacturer-roots.pem"
@@ -45,6 +46,7 @@ class ServerState:
     reports: DbSink | None = None  # the OCPP listener's group-committed writes (runtime)
     clock: Callable[[], dt.datetime] = _utc_now
     campaign_approval_threshold: int = 100  # larger campaigns need a second person
+    gate_policy: GatePolicy = field(default_factory=GatePolicy)  # what every scan report meets
     audit_origin: str = DEFAULT_ORIGIN  # the checkpoint origin line and note key name
     audit_signer: MessageSigner | None = None  # opened on first use if not set
     checkpoint_key: str | None = None  # its URI; None: <data-dir>/audit/checkpoint.key

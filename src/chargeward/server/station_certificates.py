@@ -308,6 +308,7 @@ class Revocation:
     reason: str
     revoked_at: dt.datetime
     revoked_by: str
+    pending_serial: str | None = None  # the pending renewal revoked with the current one
 
 
 async def revoke(
@@ -321,7 +322,11 @@ async def revoke(
 ) -> Revocation:
     """Revoke the station's current certificate, or its pending one (``serial``), for
     ``reason`` (RFC 5280 5.3.1).  Audited.  Raises :class:`NotFound` for a serial that is not
-    one of the station's and :class:`Conflict` for one already revoked or retired."""
+    one of the station's and :class:`Conflict` for one already revoked or retired.
+
+    Revoking the current certificate revokes a pending renewal with it, for the same reason:
+    whoever held the current key may have asked for it (OCPP A02), and a login with it would
+    otherwise make it current (ADR 0022)."""
     if reason not in REVOCATION_REASONS or reason == SUPERSEDED:
         allowed = [r for r in REVOCATION_REASONS if r != SUPERSEDED]
         raise ValueError(f"unknown revocation reason {reason!r}; use one of {', '.join(allowed)}")
@@ -352,17 +357,39 @@ async def revoke(
     if listed is not None:
         raise Conflict(f"certificate {wanted} is already revoked ({listed.reason})")
     await _list(s, row, cert, expires, reason, now, actor)
-    if cert.serial == row.pending_certificate_serial:
-        _clear_pending(row)
+    await _audit_revoked(s, station_id, cert, reason, actor, now)
+    pending = None
+    if row.pending_certificate_serial is not None and row.pending_certificate_issuer is not None:
+        renewal = _pending(row)
+        if renewal != cert:
+            await _list(s, row, renewal, row.pending_certificate_expires_at, reason, now, actor)
+            await _audit_revoked(s, station_id, renewal, reason, actor, now, with_=cert.serial)
+            pending = renewal.serial
+    _clear_pending(row)
+    return Revocation(station_id, cert.serial, cert.issuer, reason, now, actor, pending)
+
+
+async def _audit_revoked(
+    s: AsyncSession,
+    station_id: str,
+    cert: CertificateId,
+    reason: str,
+    actor: str,
+    now: dt.datetime,
+    *,
+    with_: str | None = None,
+) -> None:
+    details = {"serial": cert.serial, "issuer_name_hash": cert.issuer, "reason": reason}
+    if with_ is not None:
+        details["revoked_with"] = with_  # the pending renewal of a revoked current certificate
     await audit.record(
         s,
         actor=actor,
         action="station.certificate_revoked",
         target=station_id,
-        details={"serial": cert.serial, "issuer_name_hash": cert.issuer, "reason": reason},
+        details=details,
         now=now,
     )
-    return Revocation(station_id, cert.serial, cert.issuer, reason, now, actor)
 
 
 async def charger_ca_crl(

@@ -9,8 +9,11 @@
   kept (:func:`check_upload`) and before a release is published (:func:`check_publication`)
   the server re-checks it (:mod:`chargeward.supply.report_check`): against its findings, and
   against the server's own evaluation of the SBOM with the OSV advisories in
-  ``<data-dir>/advisories/`` (:data:`ADVISORIES_DIR`).  A report that misstates the scan is
-  refused (422) with a ``release.upload_refused`` / ``release.publish_refused`` audit entry.
+  ``<data-dir>/advisories/`` (:data:`ADVISORIES_DIR`), under the server's own
+  :class:`~chargeward.supply.report_check.GatePolicy` (``chargeward server --gate-fail-on``,
+  ``--gate-min-approvers``): a report laxer than it, or whose accepted risks name too few
+  approvers or last too long, does not hold.  A report that misstates the scan is refused
+  (422) with a ``release.upload_refused`` / ``release.publish_refused`` audit entry.
   At publication the scan report and SBOM must also still be the ones whose digests the
   approvers signed in the targets' custom fields.
 * :func:`require_supply_chain` is the rule that a release has an SBOM and a scan, applied
@@ -76,7 +79,13 @@ from chargeward.supply.advisories import Advisory, AdvisorySet, advisory_set, lo
 from chargeward.supply.gate import Package, scan_summary
 from chargeward.supply.matching import match
 from chargeward.supply.provenance import BUNDLE_SUBJECT, Subject, verify_provenance
-from chargeward.supply.report_check import check_report, describe, read_report
+from chargeward.supply.report_check import (
+    DEFAULT_POLICY,
+    GatePolicy,
+    check_report,
+    describe,
+    read_report,
+)
 from chargeward.supply.sbom import SbomPackage, sbom_components
 
 LOG = logging.getLogger(__name__)
@@ -104,6 +113,7 @@ def report_problems(
     advisories: AdvisorySet | None,
     *,
     now: dt.datetime,
+    policy: GatePolicy = DEFAULT_POLICY,
 ) -> list[str]:
     """How the release's scan report misstates its scan (empty: it holds or there is none).
 
@@ -121,7 +131,7 @@ def report_problems(
         return ["the vulnerability report comes without the SBOM it was made from"]
     packages = _packages(sbom, f"{where}: {SBOM_NAME}")
     own = advisories if advisories is not None else advisory_set([])
-    return check_report(parsed, packages, own, now=now, version=version)
+    return check_report(parsed, packages, own, now=now, version=version, policy=policy)
 
 
 async def _refuse(
@@ -162,7 +172,13 @@ def _advisory_details(advisories: AdvisorySet | None) -> dict[str, Any]:
 
 
 async def check_upload(
-    db: Any, data_dir: Path, bundle: VerifiedBundle, *, actor: str, now: dt.datetime
+    db: Any,
+    data_dir: Path,
+    bundle: VerifiedBundle,
+    *,
+    actor: str,
+    now: dt.datetime,
+    policy: GatePolicy = DEFAULT_POLICY,
 ) -> None:
     """Refuse (audited, :class:`GateRefused`) a bundle whose scan report does not hold."""
     advisories = await asyncio.to_thread(server_advisories, data_dir)
@@ -173,7 +189,9 @@ async def check_upload(
         )
     version = bundle.manifest.version
     documents = bundle.attestations
-    problems = await asyncio.to_thread(report_problems, documents, version, advisories, now=now)
+    problems = await asyncio.to_thread(
+        report_problems, documents, version, advisories, now=now, policy=policy
+    )
     if problems:
         report = documents[SCAN_REPORT_NAME]
         await _refuse(
@@ -203,7 +221,13 @@ def _signed_digests(proposal: Proposal, paths: set[str]) -> dict[str, set[str | 
 
 
 async def check_publication(
-    db: Any, data_dir: Path, ref: str, *, actor: str, now: dt.datetime
+    db: Any,
+    data_dir: Path,
+    ref: str,
+    *,
+    actor: str,
+    now: dt.datetime,
+    policy: GatePolicy = DEFAULT_POLICY,
 ) -> None:
     """Before a release is published: its scan report still holds against the server's
     advisories today, and its SBOM and scan report are still the ones the approvers signed."""
@@ -269,7 +293,9 @@ async def check_publication(
             what="its supply-chain documents changed after upload",
         )
     advisories = await asyncio.to_thread(server_advisories, data_dir)
-    problems = await asyncio.to_thread(report_problems, documents, version, advisories, now=now)
+    problems = await asyncio.to_thread(
+        report_problems, documents, version, advisories, now=now, policy=policy
+    )
     if problems:
         await _refuse(
             db,

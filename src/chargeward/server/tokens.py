@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chargeward import audit
 from chargeward.errors import Conflict, NotFound
 from chargeward.server import passwords
-from chargeward.server.accounts import Refusal, check_role, invalid
+from chargeward.server.accounts import Refusal, check_role, invalid, user_named
 from chargeward.server.roles import PERMISSIONS, Principal
 from chargeward.server.tables import ApiToken
 
@@ -74,8 +74,15 @@ def _check_name(name: str) -> None:
 
 
 async def _unique(s: AsyncSession, name: str) -> None:
+    """Refuse a name taken by a token, or by a user account in any case: a token without an
+    owner acts under its own name, so one named ``bob`` would upload and approve as bob."""
     if (await s.scalars(select(ApiToken.id).where(ApiToken.name == name))).first() is not None:
         raise Conflict(f"an API token named {name!r} exists")
+    if await user_named(s, name):
+        raise Conflict(
+            f"{name!r} is the name of a user account: a token acts under its own name, so it "
+            "cannot take a user's; choose another name"
+        )
 
 
 async def create_service_token(

@@ -13,9 +13,11 @@ The verdict fails closed:
 
 * the version is listed in ``versions``                            -> affected
 * a SEMVER or ECOSYSTEM range contains it                          -> affected
-* a GIT range's ``versions`` (tags) name it (``openssl-3.0.13``)   -> affected
+* a GIT range's ``versions`` (tags) name it (``openssl-3.0.13``,
+  or ``3.0.13.0``: the same release numbers)                       -> affected
 * a range cannot be evaluated (GIT range with no usable versions
-  list, a listed tag of the same release with another suffix, an
+  list, a version that begins with a listed tag's numbers and goes
+  on (``1.2.12-1``, ``3.0.13_1``, ``3.0.13-acme1``, ``1.1.1x``), an
   open GIT range and a version past its last tag, unknown range
   type, ecosystem without a version rule, unreadable version)      -> indeterminate
 * otherwise                                                        -> not affected (``None``)
@@ -42,9 +44,9 @@ from chargeward.supply.severity import Severity
 from chargeward.supply.versions import (
     ECOSYSTEM_SCHEMES,
     Unordered,
-    base_version,
     canonical,
     in_range,
+    leading_numbers,
     numeric_order,
     tag_version,
 )
@@ -193,15 +195,23 @@ def _git_verdict(
     for tag, listed in tags.items():
         if listed == wanted:
             return "affected", f"{version} listed as tag {tag} of {where}"
-    base = base_version(wanted)
-    if base is None:
+    lead = leading_numbers(wanted)
+    if lead is None:
         return "indeterminate", f"GIT range in {where}: {version!r} is not a release version"
-    for tag, listed in tags.items():
-        if base_version(listed) == base:
-            return "indeterminate", f"{version} is not listed, but tag {tag} of that release is"
+    numbers = {tag: n for tag, listed in tags.items() if (n := leading_numbers(listed))}
+    for tag, theirs in numbers.items():
+        if lead == wanted and theirs == tags[tag] and numeric_order(lead, theirs) == 0:
+            return "affected", f"{version} is release {theirs}, listed as tag {tag} of {where}"
+    for tag, theirs in numbers.items():
+        if numeric_order(lead, theirs) == 0 or lead.startswith(theirs + "."):
+            # 1.2.12-1 (read 1.2.12.1), 3.0.13_1, 3.0.13-acme1, 1.1.1x beside 1.1.1w: a build
+            # of a listed release, or a release the list cannot place without the commit graph.
+            return "indeterminate", (
+                f"{version} is not listed, but it begins with tag {tag} of {where}"
+            )
     if any(r.open_ended for r in ranges):
-        orders = [numeric_order(base, b) for b in map(base_version, tags.values()) if b]
-        if not orders or None in orders or all(o is not None and o > 0 for o in orders):
+        orders = [numeric_order(lead, theirs) for theirs in numbers.values()]
+        if not orders or all(o is not None and o > 0 for o in orders):
             return "indeterminate", (
                 f"GIT range in {where} has no fix: {version} is past its last listed tag"
             )

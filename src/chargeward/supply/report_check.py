@@ -3,9 +3,12 @@
 Whoever builds a release writes its scan report, so its ``decision`` is only a claim.
 :func:`check_report` re-derives it and lists every way it is wrong:
 
-* each finding blocks when it is indeterminate or rated at or above the report's fail-on
-  level and no accepted risk covers it that is still valid at ``now``; the report's own
-  ``blocking`` flags and its ``decision`` must agree;
+* the report's fail-on level may not be laxer than the server's (:class:`GatePolicy`,
+  default ``high``: the level ``supply scan`` and ``release build`` refuse at by default);
+* each finding blocks when it is indeterminate or rated at or above the stricter of the two
+  levels and no accepted risk covers it that is still valid at ``now``, names at least the
+  policy's number of approvers and expires at most :attr:`GatePolicy.max_acceptance` after
+  the scan; the report's own ``blocking`` flags and its ``decision`` must agree;
 * the server evaluates the release's SBOM against its own advisory set: every finding it
   makes must be in the report (by advisory id or alias, and package URL), with the server's
   rating and status counting when they are worse than the report's;
@@ -33,10 +36,23 @@ from typing import Any
 from chargeward.errors import SupplyChainError
 from chargeward.supply.advisories import AdvisorySet
 from chargeward.supply.allowlist import Allowlist
-from chargeward.supply.gate import REPORT_FORMAT, Package, evaluate_packages
+from chargeward.supply.gate import REPORT_FORMAT, Package, evaluate_packages, utc_text
 from chargeward.supply.severity import Severity
 
 MAX_PROBLEMS = 20  # named in a refusal; the count says how many more there are
+CLOCK_SKEW = dt.timedelta(minutes=5)  # a report dated later than this after now is refused
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """What the server requires of every scan report, whatever the builder chose."""
+
+    fail_on: Severity = Severity.HIGH  # the laxest fail-on level a report may use
+    min_approvers: int = 1  # distinct approvers each accepted risk names
+    max_acceptance: dt.timedelta = dt.timedelta(days=366)  # from the scan to the expiry
+
+
+DEFAULT_POLICY = GatePolicy()
 
 
 @dataclass(frozen=True)
@@ -48,6 +64,7 @@ class ReportFinding:
     status: str
     blocking: bool
     accepted_until: dt.datetime | None  # the accepted risk's expiry; None: not accepted
+    approvers: tuple[str, ...] = ()  # who accepted the risk (distinct, non-empty)
 
     def ids(self) -> set[str]:
         return {self.advisory, *self.aliases}
@@ -60,6 +77,7 @@ class ScanReport:
     release: str
     version: str
     threshold: Severity
+    evaluated_at: dt.datetime
     decision: str
     findings: tuple[ReportFinding, ...]
     advisories: str
@@ -68,10 +86,10 @@ class ScanReport:
 
 def _time(value: object) -> dt.datetime:
     if not isinstance(value, str):
-        raise ValueError("expires must be a time")
+        raise ValueError("a time must be text")
     moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     if moment.tzinfo is None:
-        raise ValueError("expires needs a UTC offset")
+        raise ValueError(f"{value!r} needs a UTC offset")
     return moment
 
 
@@ -84,6 +102,9 @@ def _finding(raw: Any) -> ReportFinding:
         raise ValueError(f"finding status {status!r}")
     if not isinstance(raw["blocking"], bool) or not isinstance(raw["aliases"], list):
         raise ValueError("finding blocking or aliases malformed")
+    approvers = accepted.get("approvers", []) if isinstance(accepted, dict) else []
+    if not isinstance(approvers, list) or not all(isinstance(a, str) for a in approvers):
+        raise ValueError("accepted_by.approvers must be a list of names")
     return ReportFinding(
         advisory=str(raw["advisory"]),
         aliases=tuple(str(a) for a in raw["aliases"]),
@@ -92,6 +113,7 @@ def _finding(raw: Any) -> ReportFinding:
         status=status,
         blocking=raw["blocking"],
         accepted_until=_time(accepted["expires"]) if isinstance(accepted, dict) else None,
+        approvers=tuple(dict.fromkeys(a.strip() for a in approvers if a.strip())),
     )
 
 
@@ -111,6 +133,7 @@ def read_report(data: bytes, source: str) -> ScanReport:
             release=str(doc["release"]["name"]),
             version=str(doc["release"]["version"]),
             threshold=threshold,
+            evaluated_at=_time(doc["evaluated_at"]),
             decision=decision,
             findings=tuple(_finding(f) for f in doc["findings"]),
             advisories=str(doc["advisories"]["digest"]),
@@ -118,6 +141,22 @@ def read_report(data: bytes, source: str) -> ScanReport:
         )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise SupplyChainError(f"{source}: not a vulnerability report: {e}") from e
+
+
+def _acceptance_problem(
+    f: ReportFinding, evaluated_at: dt.datetime, policy: GatePolicy
+) -> str | None:
+    """Why the finding's accepted risk accepts nothing (None: it holds or there is none)."""
+    if f.accepted_until is None:
+        return None
+    if len(f.approvers) < policy.min_approvers:
+        return f"names {len(f.approvers)} approver(s), at least {policy.min_approvers} needed"
+    if f.accepted_until - evaluated_at > policy.max_acceptance:
+        return (
+            f"expires {utc_text(f.accepted_until)}, more than "
+            f"{policy.max_acceptance.days} days after the scan"
+        )
+    return None
 
 
 def _blocks(severity: Severity, status: str, threshold: Severity, accepted: bool) -> bool:
@@ -131,13 +170,24 @@ def check_report(
     *,
     now: dt.datetime,
     version: str,
+    policy: GatePolicy = DEFAULT_POLICY,
 ) -> list[str]:
     """Every way ``report`` misstates the release's scan (empty: it holds; module notes)."""
     problems = []
+    if report.threshold > policy.fail_on:
+        problems.append(
+            f"the report's fail-on {report.threshold.label} is laxer than the server's "
+            f"minimum {policy.fail_on.label}"
+        )
+    if report.evaluated_at > now + CLOCK_SKEW:
+        problems.append(
+            f"the report is dated {utc_text(report.evaluated_at)}, after the server's time"
+        )
     if report.version != version:
         problems.append(f"the report is about version {report.version}, not {version}")
+    threshold = min(report.threshold, policy.fail_on)
     own = evaluate_packages(
-        report.release, version, packages, advisories, Allowlist(), report.threshold, now
+        report.release, version, packages, advisories, Allowlist(), threshold, now
     )
     own_by_key = {(i, f.purl): f for f in own.findings for i in (f.advisory, *f.aliases)}
     blocking = []
@@ -146,14 +196,18 @@ def check_report(
         severity = max(f.severity, ours.severity) if ours else f.severity
         statuses = {f.status, ours.status} if ours else {f.status}
         status = "indeterminate" if "indeterminate" in statuses else "affected"
-        accepted = f.accepted_until is not None and f.accepted_until > now
-        if _blocks(severity, status, report.threshold, accepted):
+        refused = _acceptance_problem(f, report.evaluated_at, policy)
+        if refused is not None:
+            problems.append(f"{f.advisory} on {f.purl}: its accepted risk {refused}")
+        accepted = refused is None and f.accepted_until is not None and f.accepted_until > now
+        if _blocks(severity, status, threshold, accepted):
             blocking.append(f"{f.advisory} on {f.purl}")
             if not f.blocking:
+                expired = refused is None and f.accepted_until is not None
                 problems.append(
                     f"{f.advisory} on {f.purl} ({severity.label}, {status}) is marked as not "
-                    f"blocking at fail-on {report.threshold.label}"
-                    + (" (its accepted risk has expired)" if f.accepted_until else "")
+                    f"blocking at fail-on {threshold.label}"
+                    + (" (its accepted risk has expired)" if expired else "")
                 )
     if report.decision == "passed" and blocking:
         problems.append(

@@ -149,7 +149,6 @@ def in_range(scheme: str, version: str, events: Sequence[tuple[str, str]]) -> bo
 
 # The version starts at the first digit at the start or after a separator (or a "v" there).
 _TAG_START = re.compile(r"(?:^|(?<=[-_/.])|(?<=^[vV])|(?<=[-_/.][vV]))\d")
-_BASE = re.compile(r"\d+(?:\.\d+)*(?:[a-z](?![a-z0-9]))?")
 _NUMERIC = re.compile(r"\d+(?:\.\d+)*")
 
 
@@ -168,10 +167,11 @@ def tag_version(tag: str) -> str | None:
     return canonical(name[start.start() :]) or None
 
 
-def base_version(version: str) -> str | None:
-    """The release a canonical version belongs to: ``3.0.13`` of ``3.0.13.acme1``,
-    ``1.1.1w`` of ``1.1.1w``; None if it does not start with a number."""
-    m = _BASE.match(version)
+def leading_numbers(version: str) -> str | None:
+    """The dotted numbers a canonical version starts with: ``3.0.13`` of ``3.0.13.acme1``,
+    ``1.1.1`` of ``1.1.1w``, ``1.2.12.1`` of ``1.2.12.1`` (``1.2.12-1``: a packaging suffix
+    reads as one more number); None if it does not start with a number."""
+    m = _NUMERIC.match(version)
     return m.group(0) if m else None
 
 

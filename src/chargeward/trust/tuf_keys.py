@@ -25,6 +25,7 @@ from securesystemslib.signer import Signer as SslibSigner
 from tuf.api.metadata import Root, Targets
 
 from chargeward.crypto import Signer
+from chargeward.crypto.keys import canonical_public_key
 from chargeward.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -59,9 +60,16 @@ def _person(owner: str) -> str:
     return " ".join(owner.split()).casefold()  # "Alice", "alice " and "ALICE" are one person
 
 
-def _public_material(key: Key) -> str:
+def _public_material(role: str, key: Key) -> bytes:
+    """The public key of ``key`` as canonical DER SubjectPublicKeyInfo: one key in two PEM
+    encodings (an EC point compressed or not, SEC 1 2.3.3) gets two keyids but is one key."""
     public = key.keyval.get("public")
-    return "".join(public.split()) if isinstance(public, str) else repr(sorted(key.keyval.items()))
+    if not isinstance(public, str):
+        raise ConfigError(f"{role} key {key.keyid[:12]} holds no PEM public key")
+    try:
+        return canonical_public_key(public)
+    except ValueError as e:
+        raise ConfigError(f"{role} key {key.keyid[:12]} holds no PEM public key") from e
 
 
 def check_people(role: str, keys: Iterable[Key], *, named: bool) -> None:
@@ -72,7 +80,7 @@ def check_people(role: str, keys: Iterable[Key], *, named: bool) -> None:
     person count twice towards the threshold.  With ``named`` every key must name its owner.
     """
     owners: dict[str, str] = {}
-    material: dict[str, str] = {}
+    material: dict[bytes, str] = {}
     for key in keys:
         owner = named_owner(key)
         if owner is None and named:
@@ -86,7 +94,7 @@ def check_people(role: str, keys: Iterable[Key], *, named: bool) -> None:
                 f"{owner} would hold two {role} keys ({owners[person][:12]} and "
                 f"{key.keyid[:12]}): keys must equal people, or chargers count one person twice"
             )
-        public = _public_material(key)
+        public = _public_material(role, key)
         if public in material:
             raise ConfigError(
                 f"{role} keys {material[public][:12]} and {key.keyid[:12]} are the same public "
