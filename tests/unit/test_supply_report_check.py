@@ -181,6 +181,15 @@ def test_the_server_policy_sets_the_approvers_an_accepted_risk_needs() -> None:
     assert any("names 1 approver(s), at least 2 needed" in p for p in found), found
 
 
-def test_a_report_dated_in_the_future_is_refused() -> None:
-    found = problems(report(ACCEPTED, lambda d: d.update(evaluated_at="2999-01-01T00:00:00Z")))
-    assert found == ["the report is dated 2999-01-01T00:00:00Z, after the server's time"], found
+def test_a_report_dated_in_the_future_gains_no_longer_acceptance() -> None:
+    """The acceptance cap counts from the server's time when the report claims a later scan."""
+    far = "2998-06-01T00:00:00Z"
+
+    def future(d: dict[str, Any]) -> None:
+        d.update(evaluated_at="2998-01-01T00:00:00Z")
+        for f in d["findings"]:
+            if isinstance(f.get("accepted_by"), dict):
+                f["accepted_by"]["expires"] = far
+
+    found = problems(report(ACCEPTED, future))
+    assert any("days after the scan" in p for p in found), found

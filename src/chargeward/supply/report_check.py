@@ -8,7 +8,8 @@ Whoever builds a release writes its scan report, so its ``decision`` is only a c
 * each finding blocks when it is indeterminate or rated at or above the stricter of the two
   levels and no accepted risk covers it that is still valid at ``now``, names at least the
   policy's number of approvers and expires at most :attr:`GatePolicy.max_acceptance` after
-  the scan; the report's own ``blocking`` flags and its ``decision`` must agree;
+  the scan or the server's time, whichever is earlier (a report dated in the future gains
+  nothing); the report's own ``blocking`` flags and its ``decision`` must agree;
 * the server evaluates the release's SBOM against its own advisory set: every finding it
   makes must be in the report (by advisory id or alias, and package URL), with the server's
   rating and status counting when they are worse than the report's;
@@ -40,7 +41,6 @@ from chargeward.supply.gate import REPORT_FORMAT, Package, evaluate_packages, ut
 from chargeward.supply.severity import Severity
 
 MAX_PROBLEMS = 20  # named in a refusal; the count says how many more there are
-CLOCK_SKEW = dt.timedelta(minutes=5)  # a report dated later than this after now is refused
 
 
 @dataclass(frozen=True)
@@ -143,15 +143,13 @@ def read_report(data: bytes, source: str) -> ScanReport:
         raise SupplyChainError(f"{source}: not a vulnerability report: {e}") from e
 
 
-def _acceptance_problem(
-    f: ReportFinding, evaluated_at: dt.datetime, policy: GatePolicy
-) -> str | None:
+def _acceptance_problem(f: ReportFinding, since: dt.datetime, policy: GatePolicy) -> str | None:
     """Why the finding's accepted risk accepts nothing (None: it holds or there is none)."""
     if f.accepted_until is None:
         return None
     if len(f.approvers) < policy.min_approvers:
         return f"names {len(f.approvers)} approver(s), at least {policy.min_approvers} needed"
-    if f.accepted_until - evaluated_at > policy.max_acceptance:
+    if f.accepted_until - since > policy.max_acceptance:
         return (
             f"expires {utc_text(f.accepted_until)}, more than "
             f"{policy.max_acceptance.days} days after the scan"
@@ -179,10 +177,6 @@ def check_report(
             f"the report's fail-on {report.threshold.label} is laxer than the server's "
             f"minimum {policy.fail_on.label}"
         )
-    if report.evaluated_at > now + CLOCK_SKEW:
-        problems.append(
-            f"the report is dated {utc_text(report.evaluated_at)}, after the server's time"
-        )
     if report.version != version:
         problems.append(f"the report is about version {report.version}, not {version}")
     threshold = min(report.threshold, policy.fail_on)
@@ -196,7 +190,7 @@ def check_report(
         severity = max(f.severity, ours.severity) if ours else f.severity
         statuses = {f.status, ours.status} if ours else {f.status}
         status = "indeterminate" if "indeterminate" in statuses else "affected"
-        refused = _acceptance_problem(f, report.evaluated_at, policy)
+        refused = _acceptance_problem(f, min(report.evaluated_at, now), policy)
         if refused is not None:
             problems.append(f"{f.advisory} on {f.purl}: its accepted risk {refused}")
         accepted = refused is None and f.accepted_until is not None and f.accepted_until > now
