@@ -56,9 +56,10 @@ typecheck: $(STAMP)
 unit: system-deps $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit
 
-# `make test`: every test but the slow suites (about 10 minutes on 2 cores); `make test-slow`:
-# the slow ones (whole-fleet simulations, SIGKILL power-loss runs, the demo, Chromium, the
-# fuzzing campaigns; about 5 minutes).  CI (.ci/run) runs both.
+# `make test`: every test but the slow suites (about 7 minutes of pytest on 2 cores; no test in
+# it over 30 s there); `make test-slow`: the slow ones (whole-fleet simulations, SIGKILL
+# power-loss runs, the demo, Chromium, the fuzzing campaigns, and the end-to-end tests that
+# take over 30 s beside the others; about 13 minutes).  CI (.ci/run) runs both.
 test: system-deps lint typecheck
 	$(VENV)/bin/pytest -q $(PYTEST_XDIST) -m "not slow" --junitxml=reports/pytest.xml
 

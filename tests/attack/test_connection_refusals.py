@@ -76,6 +76,7 @@ async def _abuse(srv: Server, password: str) -> dict[str, object]:
     return seen
 
 
+@pytest.mark.slow  # 35 s beside the suite's other tests on 2 cores
 def test_refusals_are_clear_and_harmless(tmp_path: Path, pki: Pki, factory_bundle: Path) -> None:
     update = pki.bundle(tmp_path / "acme-1.1.0.cwb", "1.1.0", 2)
     with running_server(tmp_path, pki) as srv:

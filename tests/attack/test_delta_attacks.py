@@ -10,6 +10,8 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from chargeward.agent.state import StateDir
 from chargeward.release.bundle import verify_bundle
 from chargeward.release.delta import make_delta
@@ -18,6 +20,7 @@ from tests.support.deltas import STATION, published_delta_release
 from tests.support.fleet import Pki
 
 
+@pytest.mark.slow  # 74 s beside the suite's other tests on 2 cores
 async def test_a_delta_the_repository_does_not_list_is_refused_and_the_full_image_installed(
     tmp_path: Path, pki: Pki
 ) -> None:

@@ -29,6 +29,7 @@ MAX_SECONDS = 40  # a slow or busy machine stops here, with fewer runs
 MIN_RUNS = 3_000
 
 
+@pytest.mark.slow  # 45 s beside the suite's other tests on 2 cores
 def test_coverage_guided_fuzzing_finds_no_bad_answer_to_any_frame(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()

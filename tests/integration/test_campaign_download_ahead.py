@@ -15,6 +15,8 @@ import datetime as dt
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from chargeward.model.fleet import DAYS
 from tests.support.campaigns import agents, api, campaign_doc, runs, state_is, until
 from tests.support.fleet import Pki, assert_no_crash, running_server
@@ -33,6 +35,7 @@ def window_at(opens: dt.datetime) -> dict[str, object]:
     return {"days": [DAYS[local.weekday()]], "start": f"{local:%H:%M}", "end": f"{end:%H:%M}"}
 
 
+@pytest.mark.slow  # 80 s beside the suite's other tests on 2 cores
 async def test_a_station_downloads_before_its_window_and_installs_only_inside_it(
     tmp_path: Path, pki: Pki, factory_bundle: Path
 ) -> None:

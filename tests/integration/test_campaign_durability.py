@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 
 import httpx
+import pytest
 
 from chargeward.local import start_server
 from tests.support.campaigns import STATIONS, agents, api, campaign, runs, status_is, until
@@ -68,6 +69,7 @@ def start(root: Path, pki: Pki, ports: tuple[int, int], log: str) -> Server:
     return Server(data, proc, info["ocpp_url"], info["api_url"], token)
 
 
+@pytest.mark.slow  # 76 s beside the suite's other tests on 2 cores
 async def test_cli_campaign_two_person_rule_and_a_restart_changes_no_outcome(
     tmp_path: Path, pki: Pki, factory_bundle: Path
 ) -> None:

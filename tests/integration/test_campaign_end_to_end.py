@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from tests.support.campaigns import (
     ALL_DAY,
     BAD_VERSION,
@@ -31,6 +33,7 @@ from tests.support.campaigns import (
 from tests.support.fleet import Pki, assert_no_crash, running_server
 
 
+@pytest.mark.slow  # 53 s beside the suite's other tests on 2 cores
 async def test_canary_then_fleet_charging_deferred_and_a_bad_release_pauses_at_canary(
     tmp_path: Path, pki: Pki, factory_bundle: Path
 ) -> None:

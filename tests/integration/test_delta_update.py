@@ -9,6 +9,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from chargeward.agent.state import StateDir
 from tests.support.agent_harness import L01_HAPPY
 from tests.support.campaigns import api, campaign_doc, state_is, until
@@ -48,6 +50,7 @@ def _start(srv: Any, tmp_path: Path, pki: Pki) -> tuple[Any, Any]:
     return agent, factory
 
 
+@pytest.mark.slow  # 36 s beside the suite's other tests on 2 cores
 def test_station_rebuilds_the_release_from_a_delta_of_its_running_image(
     tmp_path: Path, pki: Pki
 ) -> None:
@@ -75,6 +78,7 @@ def test_station_rebuilds_the_release_from_a_delta_of_its_running_image(
     assert_no_crash(log)
 
 
+@pytest.mark.slow  # 39 s beside the suite's other tests on 2 cores
 def test_a_corrupted_delta_falls_back_to_the_full_image_and_says_why(
     tmp_path: Path, pki: Pki
 ) -> None:
@@ -132,6 +136,7 @@ def test_a_delta_for_another_build_of_the_running_version_is_not_applied(
     assert_no_crash(log)
 
 
+@pytest.mark.slow  # 79 s beside the suite's other tests on 2 cores
 async def test_a_campaign_ships_the_tuf_listed_delta_and_the_station_checks_both_ends(
     tmp_path: Path, pki: Pki
 ) -> None:

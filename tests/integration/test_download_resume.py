@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
+
 from tests.support.fleet import Pki, assert_no_crash, running_server, wait_for
 from tests.support.proxy import CuttingProxy
 
@@ -14,6 +16,7 @@ CUT_AFTER = 1024 * 1024 + 12345
 HEADER_ALLOWANCE = 2048  # HTTP response headers of two responses
 
 
+@pytest.mark.slow  # 31 s beside the suite's other tests on 2 cores
 def test_interrupted_download_resumes(tmp_path: Path, pki: Pki, factory_bundle: Path) -> None:
     bundle = pki.bundle(tmp_path / "big-1.1.0.cwb", "1.1.0", 2, payload=os.urandom(IMAGE_PAYLOAD))
     proxy = CuttingProxy(upstream=("127.0.0.1", 1), cut_first_after=CUT_AFTER)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
@@ -103,6 +104,7 @@ def check_sums(pack: Path) -> list[str]:
     return on_disk
 
 
+@pytest.mark.slow  # 46 s beside the suite's other tests on 2 cores
 async def test_campaign_pack_verifies_offline_and_a_changed_proof_is_caught(
     tmp_path: Path, pki: Pki, factory_bundle: Path
 ) -> None:

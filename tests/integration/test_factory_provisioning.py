@@ -57,6 +57,7 @@ def _run(srv: Server, state: Path, log: Path) -> Process:
     return proc
 
 
+@pytest.mark.slow  # 51 s beside the suite's other tests on 2 cores
 @pytest.mark.timeout(300)  # three CLI runs with argon2 and three agent processes
 def test_factory_chargers_connect_with_unique_credentials_and_after_reset(
     tmp_path: Path, pki: Pki, factory_bundle: Path

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from cryptography import x509
 
 from chargeward.crypto.keys import load_signer
@@ -62,6 +63,7 @@ def update(srv: Server, release_id: str) -> dict[str, Any]:
     )
 
 
+@pytest.mark.slow  # 38 s beside the suite's other tests on 2 cores
 def test_new_root_installed_over_ocpp_then_releases_under_it_install(
     tmp_path: Path, pki: Pki, factory_bundle: Path
 ) -> None:
@@ -139,6 +141,7 @@ def test_new_root_installed_over_ocpp_then_releases_under_it_install(
     assert_no_crash(agent_log)
 
 
+@pytest.mark.slow  # 36 s beside the suite's other tests on 2 cores
 def test_station_refuses_a_non_ca_certificate_and_deleting_its_last_root(
     tmp_path: Path, pki: Pki, other_pki: Pki, factory_bundle: Path
 ) -> None:

@@ -52,6 +52,7 @@ async def _roll_out(srv: Server, release: dict[str, Any], stations: list[str]) -
 
 # Twenty-one real agents each flash, reboot, self-test and commit: the heaviest test in the
 # suite, so it gets more than the default per-test time limit on a loaded 2-core machine.
+@pytest.mark.slow  # 159 s beside the suite's other tests on 2 cores
 @pytest.mark.timeout(300)
 async def test_a_site_with_a_local_controller_downloads_the_image_once(
     tmp_path: Path, pki: Pki

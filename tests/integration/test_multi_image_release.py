@@ -9,6 +9,8 @@ import asyncio
 import hashlib
 from pathlib import Path
 
+import pytest
+
 from chargeward.agent.state import StateDir
 from chargeward.release.bundle import verify_bundle
 from tests.support.campaigns import (
@@ -26,6 +28,7 @@ from tests.support.trust import TufKeys, person_tokens
 STATION = "CP-MULTI"
 
 
+@pytest.mark.slow  # 78 s beside the suite's other tests on 2 cores
 async def test_two_image_release_reaches_the_agent_as_one_slot_group(
     tmp_path: Path, pki: Pki
 ) -> None:

@@ -51,6 +51,7 @@ def keys(tmp_path: Path) -> TufKeys:
     return TufKeys.create(tmp_path / "tuf-keys")
 
 
+@pytest.mark.slow  # 76 s beside the suite's other tests on 2 cores
 def test_two_of_three_approvers_publish_and_a_plain_tuf_client_downloads(
     tmp_path: Path, pki: Pki, keys: TufKeys
 ) -> None:
@@ -113,6 +114,7 @@ def test_two_of_three_approvers_publish_and_a_plain_tuf_client_downloads(
         assert "release.published" in actions and actions.count("release.approved") == 3
 
 
+@pytest.mark.slow  # 70 s beside the suite's other tests on 2 cores
 def test_a_crl_reaches_the_repository_only_through_two_approvals(
     tmp_path: Path, pki: Pki, other_pki: Pki, keys: TufKeys
 ) -> None:
@@ -165,6 +167,7 @@ def test_a_crl_reaches_the_repository_only_through_two_approvals(
         assert verify_crl(got, [pki.root_cert], now=now).revoked_serials == {revoked}
 
 
+@pytest.mark.slow  # 82 s beside the suite's other tests on 2 cores
 def test_agent_installs_a_published_release_after_both_checks_and_reports_security_releases(
     tmp_path: Path, pki: Pki, keys: TufKeys, factory_bundle: Path
 ) -> None:

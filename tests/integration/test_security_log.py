@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from chargeward.agent.security_log import SecurityLog
 from chargeward.server import logs
@@ -54,6 +55,7 @@ def _upload_url(srv: Server, *, ttl: dt.timedelta = logs.UPLOAD_TTL) -> str:
     return asyncio.run(go())
 
 
+@pytest.mark.slow  # 41 s beside the suite's other tests on 2 cores
 def test_security_event_reaches_the_uploaded_security_log(
     tmp_path: Path, pki: Pki, other_pki: Pki, factory_bundle: Path
 ) -> None:
@@ -147,6 +149,7 @@ def _content(srv: Server, request_id: int) -> str:
         return c.get(f"{LOGS}/{request_id}").text
 
 
+@pytest.mark.slow  # 38 s beside the suite's other tests on 2 cores
 def test_upload_urls_work_once_and_diagnostics_hold_no_password(
     tmp_path: Path, pki: Pki, factory_bundle: Path
 ) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.support.agent_harness import L01_HAPPY
 from tests.support.fleet import Pki, assert_no_crash, cli, running_server, wait_for
 
 
+@pytest.mark.slow  # 40 s beside the suite's other tests on 2 cores
 def test_release_reaches_agent_in_l01_order(tmp_path: Path, pki: Pki, factory_bundle: Path) -> None:
     update = pki.bundle(tmp_path / "acme-1.1.0.cwb", "1.1.0", 2)
     with running_server(tmp_path, pki) as srv:
