@@ -136,6 +136,7 @@ def test_wrong_signature_refused(
     _slot_untouched(state)
 
 
+@pytest.mark.slow  # 30 s beside the suite's other tests on 2 cores
 def test_downgrade_below_rollback_floor_refused(
     fleet: tuple[Server, Path], pki: Pki, factory_bundle: Path
 ) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from chargeward.agent.state import StateDir
 from chargeward.sim.runner import free_port
 from tests.support.campaigns import (
@@ -25,6 +27,7 @@ LC = "LC-DEPOT"
 CHARGERS = ["CP-01", "CP-02"]
 
 
+@pytest.mark.slow  # 33 s beside the suite's other tests on 2 cores
 async def test_a_controller_serving_other_bytes_gets_them_refused_by_the_charger(
     tmp_path: Path, pki: Pki
 ) -> None:

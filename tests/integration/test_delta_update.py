@@ -108,6 +108,7 @@ def test_a_corrupted_delta_falls_back_to_the_full_image_and_says_why(
     assert_no_crash(log)
 
 
+@pytest.mark.slow  # 44 s beside the suite's other tests on 2 cores
 def test_a_delta_for_another_build_of_the_running_version_is_not_applied(
     tmp_path: Path, pki: Pki
 ) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from chargeward.server import urls
 from tests.support.campaigns import agents, api, until, upload_release
@@ -89,6 +90,7 @@ def _scheduled(srv: Server, request_id: int) -> Callable[[], Awaitable[bool]]:
     return scheduled
 
 
+@pytest.mark.slow  # 33 s beside the suite's other tests on 2 cores
 async def test_a_sites_downloads_share_its_bandwidth_cap_and_every_byte_is_counted(
     tmp_path: Path, pki: Pki
 ) -> None:

@@ -115,6 +115,7 @@ def _md5(srv: Server, image: dict[str, Any]) -> str:
     return hashlib.md5(blob.read_bytes(), usedforsecurity=False).hexdigest()
 
 
+@pytest.mark.slow  # 45 s beside the suite's other tests on 2 cores
 async def test_a_controller_that_cannot_publish_leaves_its_site_on_the_server(
     tmp_path: Path, pki: Pki
 ) -> None:

@@ -26,6 +26,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field, replace
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -306,6 +307,7 @@ def restored(sim: Sim) -> Sim:
     )
 
 
+@pytest.mark.slow  # 35 s beside the suite's other tests on 2 cores
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sim=sims(), data=st.data())
 def test_invariants_hold_over_random_fleets_and_event_sequences(

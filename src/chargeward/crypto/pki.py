@@ -54,6 +54,20 @@ _ECDSA_SHA256_ALGID = bytes.fromhex("300a06082a8648ce3d040302")
 MAX_SIGNING_CERTIFICATE_CHARS = 5500
 
 
+# A CA certificate signs certificates and CRLs only (RFC 5280 section 4.2.1.3).
+CA_KEY_USAGE = x509.KeyUsage(
+    digital_signature=False,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
 def _der_length(n: int) -> bytes:
     if n < 0x80:
         return bytes([n])
@@ -148,17 +162,7 @@ def create_root_ca(
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            CA_KEY_USAGE,
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)

@@ -31,6 +31,7 @@ from cryptography.x509.oid import ExtensionOID
 
 from chargeward.crypto.keys import Signer
 from chargeward.crypto.pki import (
+    CA_KEY_USAGE,
     _is_ca,
     _sign_certificate,
     certificate_pem,
@@ -111,17 +112,7 @@ def issue_link_certificate(
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            CA_KEY_USAGE,
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier(_key_id(new_root)), critical=False)
