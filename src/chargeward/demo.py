@@ -5,8 +5,9 @@
    and scan report: 1.0.0 (the factory image), 1.1.0 and 1.2.0, whose charging application
    crashes at start-up on every charger.
 2. A TUF repository: a 2-of-3 root and 2-of-3 release approvers.
-3. The operator's server starts on SQLite; a fleet of simulated chargers (the real agent on a
-   simulated flash and link, see :mod:`chargeward.sim`) on three sites in three time zones,
+3. The operator's server starts on SQLite, its HTTP listener on https with a lab CSMS CA
+   (ADR 0025); a fleet of simulated chargers (the real agent on a simulated flash and link,
+   see :mod:`chargeward.sim`; the CA is their CSMS root) on three sites in three time zones,
    each with a maintenance window in local time, a few with a car charging, connects.
 4. carol uploads 1.1.0, alice and bob approve it (2 of 3), carol publishes it; dave creates a
    staged campaign with a canary and alice starts it (two-person rule); it runs live.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import secrets
 import shutil
 from collections import Counter
@@ -35,7 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from chargeward.errors import ChargewardError
-from chargeward.local import demo_advisories, make_repository, run_cli
+from chargeward.local import LabTls, demo_advisories, make_repository, run_cli
 from chargeward.procinfo import raise_fd_limit
 from chargeward.server.runtime import write_private
 from chargeward.sim import flash as flash_mod
@@ -202,12 +204,19 @@ class Demo:
         scenario = demo_scenario(self.size, now)
         self.made = made = self.manufacture(scenario)
         self.console.rule("[bold]3. Operator: server on SQLite, chargers on three sites")
+        # The HTTP listener speaks https with a lab CSMS CA (ADR 0025): the chargers get it
+        # as their CSMS root (secure/csms-roots.pem), the CLI through SSL_CERT_FILE.
+        lab = LabTls.create()
+        ca = self.work / "lab-csms-ca.pem"
+        ca.write_text(lab.ca_pem)
+        self.env["SSL_CERT_FILE"] = str(ca)
         srv = backend.Backend.start(
             self.data,
             made.root_pem,
             self.work / "server.log",
             made.passphrase,
             approval_threshold=self.size.stations // 2,  # a whole-fleet campaign: two people
+            tls=lab,
         )
         trust = Trust((self.work / "tuf-keys" / "root.json").read_bytes(), f"{srv.api_url}/tuf/")
         sim = Simulation(scenario, SimOptions(), self.console, trust)
@@ -217,10 +226,21 @@ class Demo:
         try:
             for who, role in ROLES.items():
                 made_token = await asyncio.to_thread(
-                    run_cli, ["token", "create", who, "--role", role, "--data-dir", str(self.data)]
+                    run_cli,
+                    ["token", "create", who, "--role", role, "--data-dir", str(self.data)],
+                    self.env,
                 )
                 self.tokens[who] = made_token.split()[-1]
             self.say(f"server up: OCPP {srv.ocpp_url}{{stationId}}, API {srv.api_url}")
+            info = json.loads((self.data / "server.json").read_text())
+            self.say(
+                f"server.json: api_url {info['api_url']}, "
+                f"download_base_url {info['download_base_url']}"
+            )
+            self.say(
+                f"HTTPS with the lab CSMS CA in {ca}: the chargers trust it as their CSMS root "
+                "and verify the server on every download and TUF fetch"
+            )
             async with srv.client() as admin:
                 await backend.upload_releases(admin, {"1.0.0": made.bundles["1.0.0"]})
                 await sim.bring_up(srv, admin, made.bundles, made.root_pem.read_bytes(), root)
@@ -249,13 +269,20 @@ class Demo:
                 self.say(f"dave: campaign {aborted['name']} {aborted['status']}")
                 bad["status"] = f"paused, then {aborted['status']}"
             self.console.rule("[bold]6. Checks, audit log, summary")
+            links = sim.link_stats()
+            self.say(
+                f"site links: {links['https tunnels']} firmware downloads over https "
+                "(CONNECT tunnels, the server verified against the lab CA), "
+                f"{links['dropped']} dropped and {links['corrupted']} corrupted on purpose"
+            )
             checks = await self.check(sim, srv, scenario, results)
             audit_line = await self.verify_audit(srv)
             self.say(audit_line)
             ok = self.summary(sim, scenario, results, checks)
             login = await self.dashboard_user(srv)
             self.say(
-                f"[bold]dashboard: {srv.api_url}/[/] ({login}); API docs {srv.api_url}/api/docs"
+                f"[bold]dashboard: {srv.api_url}/[/] ({login}); "
+                f"OpenAPI {srv.api_url}/api/openapi.json"
             )
             if keep_running:
                 self.say(
@@ -312,7 +339,9 @@ class Demo:
             vkey = (await admin.get("/api/v1/audit/vkey")).text.strip()
         export = self.work / "audit-export.jsonl"
         await asyncio.to_thread(
-            run_cli, ["audit", "export", "--out", str(export), "--data-dir", str(self.data)]
+            run_cli,
+            ["audit", "export", "--out", str(export), "--data-dir", str(self.data)],
+            self.env,
         )
         said = await asyncio.to_thread(run_cli, ["audit", "verify", str(export), "--vkey", vkey])
         return f"audit log exported and verified offline: {' '.join(said.split())}"

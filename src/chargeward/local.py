@@ -24,12 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from chargeward.crypto import (
     certificate_pem,
     create_root_ca,
     generate_key,
     issue_firmware_signing_certificate,
 )
+from chargeward.crypto.keys import FileSigner, write_new_key_file
+from chargeward.crypto.tls import issue_server_certificate
 from chargeward.errors import ChargewardError, TransportError
 from chargeward.supply.advisories import AdvisorySet, advisory_set, load_advisories
 from chargeward.supply.components import Library
@@ -94,6 +99,58 @@ def wait_for_file(path: Path, proc: Process, timeout: float = 30) -> dict[str, A
     raise TransportError(f"the server did not start within {timeout}s; see {proc.log}")
 
 
+@dataclass(frozen=True)
+class LabTls:
+    """A throw-away CSMS CA and its server certificate for 127.0.0.1, ::1 and localhost: the
+    HTTP listener of a demo or test server speaks https with it (ADR 0025).  Chargers trust
+    ``ca_pem`` as their CSMS root; a browser pins :meth:`spki_sha256`.  The key stays in memory
+    until :meth:`install` writes it for one server under that server's passphrase."""
+
+    ca_pem: str
+    certificate_pem: str  # the server certificate, then the CA
+    key: ec.EllipticCurvePrivateKey
+
+    @classmethod
+    def create(cls, days: int = 30) -> LabTls:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_signer = FileSigner("file:lab-csms-ca", ca_key)  # in memory only
+        ca = create_root_ca(ca_signer, "Chargeward Lab CSMS CA", "Lab", days=days)
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = issue_server_certificate(
+            ca_signer,
+            ca,
+            key.public_key(),
+            "127.0.0.1",
+            "Lab",
+            alt_names=("localhost", "::1"),
+            days=days,
+        )
+        return cls(certificate_pem(ca), certificate_pem(cert) + certificate_pem(ca), key)
+
+    def spki_sha256(self) -> str:
+        """base64 SHA-256 of the server key's SubjectPublicKeyInfo (Chromium's
+        ``--ignore-certificate-errors-spki-list``)."""
+        import base64
+
+        der = self.key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        digest = hashes.Hash(hashes.SHA256())
+        digest.update(der)
+        return base64.b64encode(digest.finalize()).decode()
+
+    def install(self, d: Path, passphrase: bytes) -> list[str]:
+        """Write the chain, the key (under ``passphrase``) and the CA to ``d``; returns the
+        server options that use them."""
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "https.pem").write_text(self.certificate_pem)
+        (d / "csms-ca.pem").write_text(self.ca_pem)
+        key = d / "https.key"
+        key.unlink(missing_ok=True)
+        write_new_key_file(f"file:{key}", lambda: passphrase, self.key)
+        return ["--http-tls-cert", str(d / "https.pem"), "--http-tls-key", f"file:{key}"]
+
+
 def start_server(
     data_dir: Path,
     root_pem: Path,
@@ -102,8 +159,12 @@ def start_server(
     env: dict[str, str] | None = None,
     public_url: str | None = None,
     extra_args: Sequence[str] = (),
+    tls: LabTls | None = None,
 ) -> tuple[Process, dict[str, Any]]:
-    """Start ``chargeward server`` on free loopback ports; returns it and its server.json."""
+    """Start ``chargeward server`` on free loopback ports; returns it and its server.json.
+
+    With ``tls`` the HTTP listener speaks https with the lab certificate (written beside the
+    data directory, its key under ``$CHARGEWARD_KEY_PASSPHRASE`` of ``env``)."""
     args = [
         "server",
         "--data-dir",
@@ -118,6 +179,9 @@ def start_server(
     ]
     if public_url:
         args += ["--public-url", public_url]
+    if tls is not None:
+        secret = {**os.environ, **(env or {})}.get("CHARGEWARD_KEY_PASSPHRASE", "")
+        args += tls.install(data_dir.parent / f"{data_dir.name}-https", secret.encode())
     (data_dir / "server.json").unlink(missing_ok=True)  # a killed server leaves its own
     proc = spawn([*args, *extra_args], log, env)
     try:

@@ -14,6 +14,12 @@ from the operation's schema and sends them.  Every response must be:
 Operations that end the caller's own credentials (log out, revoke a token, disable a user,
 change a role or a password) run after all the others.  The counts go to
 ``reports/fuzz/api.json``.
+
+The API is served over TLS (the test PKI's server certificate, verified by the client).  A
+second, quick test sends the hostile values of issue 26 (point 6: non-ASCII, superscript,
+full-width and Arabic-Indic digits, a 20-digit id, a ``?``, 5,000 characters, dates beyond
+``datetime``'s range) as every path and query parameter of every operation, and to the
+download and TUF routes the document leaves out: each answer is a 4xx with the error shape.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import hypothesis
 import pytest
 import requests
@@ -40,8 +48,7 @@ from tests.support.accounts_api import AccountsApi
 from tests.support.fleet import TEST_PASSPHRASE, Pki
 from tests.support.served_api import served_api
 from tests.support.tenants import STATIONS, A, seed_two_customers
-
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+from tests.support.tls import TlsPki
 
 EXAMPLES = 4  # requests per operation and caller: valid ones and invalid ones
 LAST = {
@@ -107,7 +114,11 @@ class Tally:
         )
         def run(case: schemathesis.Case) -> None:
             response = case.call(
-                base_url=self.url, session=self.session, headers=headers, timeout=30
+                base_url=self.url,
+                session=self.session,
+                headers=headers,
+                timeout=30,
+                verify=self.session.verify,  # not $REQUESTS_CA_BUNDLE: the test PKI's root
             )
             self.tried[who] += 1
             self.statuses.setdefault(route, Counter())[response.status_code] += 1
@@ -129,16 +140,25 @@ class Tally:
         run()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_every_operation_as_every_caller_no_5xx_no_schema_break_no_other_customers_data(
-    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, pki: Pki, tls_pki: TlsPki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CHARGEWARD_KEY_PASSPHRASE", TEST_PASSPHRASE)  # the audit signing key
-    with served_api(tmp_path / "srv", lambda env: _seed(env, pki, tmp_path)) as (url, seeded):
-        schema = schemathesis.openapi.from_url(f"{url}/api/openapi.json")
+    tls = tls_pki.server_context()
+    with served_api(tmp_path / "srv", lambda env: _seed(env, pki, tmp_path), tls=tls) as (
+        url,
+        seeded,
+    ):
+        assert url.startswith("https://")
+        ca = str(tls_pki.csms_ca_pem)
+        schema = schemathesis.openapi.from_url(f"{url}/api/openapi.json", verify=ca)
         operations = [op.ok() for op in schema.get_all_operations()]
         assert len(operations) >= 80  # the whole API, not a part of it
         order = sorted(operations, key=lambda op: (op.method.upper(), op.path) in LAST)
         tally = Tally(url, seeded["foreign"])
+        tally.session.verify = ca
         for operation in order:
             for who, token in seeded["tokens"].items():
                 tally.fuzz(operation, who, token)
@@ -167,3 +187,95 @@ def test_every_operation_as_every_caller_no_5xx_no_schema_break_no_other_custome
         assert all(n >= len(operations) for n in tally.tried.values()), tally.tried
         customer_routes = {f"{m} {p}" for m, p in tenancy.CUSTOMER_ROUTES}
         assert customer_routes <= set(tally.statuses), "customer routes never reached"
+
+
+# Issue 26, point 6: each once answered 500 (or meant something else) somewhere in the API.
+HOSTILE = (
+    "\u00e9",  # non-ASCII: hmac.compare_digest raised TypeError
+    "99999999999999999999",  # beyond every integer column
+    "\u00b2",  # superscript 2: isdigit() is true, int() fails
+    "\uff11",  # full-width 1: int() reads 1
+    "\u0661",  # Arabic-Indic 1: int() reads 1
+    "?",  # interpolated unquoted into a URL
+    "a" * 5000,
+    "0001-01-01T00:00:00+01:00",  # before year 1 in UTC
+    "9999-12-31T23:00:00-01:00",  # after year 9999 in UTC
+    "-1",
+)
+
+
+def _problem_or_page(r: httpx.Response) -> str | None:
+    """Why ``r`` is not a refusal in the error shape (None: it is, or it is a success)."""
+    if r.status_code >= 500:
+        return f"{r.status_code} {r.text[:200]}"
+    if r.status_code >= 400 and r.headers.get("content-type", "").startswith("application/json"):
+        body = r.json()
+        if not isinstance(body.get("error"), dict) or not isinstance(
+            body["error"].get("code"), str
+        ):
+            return f"{r.status_code} not the error shape: {r.text[:200]}"
+    return None
+
+
+@pytest.mark.timeout(120)
+def test_hostile_path_and_query_values_are_refused_over_tls_without_server_errors(
+    tmp_path: Path, pki: Pki, tls_pki: TlsPki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHARGEWARD_KEY_PASSPHRASE", TEST_PASSPHRASE)
+    tls = tls_pki.server_context()
+    with served_api(tmp_path / "srv", lambda env: _seed(env, pki, tmp_path), tls=tls) as (
+        url,
+        seeded,
+    ):
+        client = httpx.Client(base_url=url, verify=tls_pki.client_context(), timeout=30)
+        doc = client.get("/api/openapi.json").json()
+        callers = {w: seeded["tokens"][w] for w in ("admin", f"operator of {A}")}
+        failures: list[str] = []
+        sent = 0
+
+        def send(who: str, method: str, path: str, params: dict[str, str] | None = None) -> None:
+            nonlocal sent
+            token = callers[who]
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            r = client.request(method, path, params=params, headers=headers)
+            sent += 1
+            why = _problem_or_page(r)
+            if why is not None:
+                failures.append(f"{who}: {method} {path} {params or ''} -> {why}")
+
+        for path, item in doc["paths"].items():
+            for method, op in item.items():
+                if (method.upper(), path) in LAST:
+                    continue  # would end the caller's own session
+                params = [*item.get("parameters", []), *op.get("parameters", [])]
+                names = [p["name"] for p in params if p["in"] == "path"]
+                queries = [p["name"] for p in params if p["in"] == "query"]
+                for value in HOSTILE if names or queries else ():
+                    target = path
+                    for name in names:
+                        target = target.replace(f"{{{name}}}", quote(value, safe=""))
+                    filled = path
+                    for name in names:  # the path's own ids stay ordinary for the query run
+                        filled = filled.replace(f"{{{name}}}", "x")
+                    for who in callers if names else ():  # tenancy looks ids up too
+                        send(who, method.upper(), target)
+                    for q in queries:
+                        send("admin", method.upper(), filled, {q: value})
+        # Routes the document leaves out: signed download links and the TUF repository.
+        for value in HOSTILE:
+            send(
+                "admin",
+                "GET",
+                "/firmware/sha256/" + "a" * 64,
+                {
+                    "station": "CP-A1",
+                    "expires": "4102444800",
+                    "sig": value,
+                    "req": "0",
+                },
+            )
+            send("admin", "GET", "/tuf/metadata/" + quote(value, safe="") + ".json")
+            send("admin", "GET", "/tuf/targets/" + quote(value, safe=""))
+        client.close()
+        assert sent >= 1300, sent  # every operation with a parameter, every value
+        assert failures == [], "\n".join(failures[:25])

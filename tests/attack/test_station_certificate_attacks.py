@@ -28,7 +28,12 @@ from chargeward.crypto.sealing import generate_device_key_pair
 from chargeward.crypto.tls import build_csr
 from chargeward.server import passwords
 from chargeward.server.station_import import StationImport, import_stations
-from chargeward.server.station_security import renew_certificate, security_view, set_profile
+from chargeward.server.station_security import (
+    renew_certificate,
+    security_view,
+    set_profile,
+    solicit_csr,
+)
 from tests.support.accounts_api import accounts_api
 from tests.support.fleet import Pki
 from tests.support.station_certs import LEAVES, odd_leaf, station_files
@@ -278,6 +283,8 @@ async def test_renewal_requested_with_a_stolen_key_dies_with_the_revoked_certifi
         await _import(csms, sid, stolen)
         url = csms.url + sid
         pair = generate_device_key_pair()
+        async with csms.db.session() as s:  # the renewal loop asked the station for a CSR (A02)
+            await solicit_csr(s, sid, now=now())
         chain = await _renew_as_thief(url, tls_pki.client_context(stolen), sid, pair.private_pem)
         renewal = load_certificate(chain.encode())
         pending = _serial(renewal)

@@ -31,6 +31,7 @@ from rich.console import Console
 from chargeward.agent import installer
 from chargeward.agent.state import StateDir
 from chargeward.agent.verify import accept_image, verify_image
+from chargeward.local import LabTls
 from chargeward.release.bundle import verify_bundle
 from chargeward.sim import flash as flash_mod
 from chargeward.sim import server as backend
@@ -80,7 +81,7 @@ class Fleet:
 
 
 @pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+async def fleet(tmp_path: Path, lab_tls: LabTls) -> AsyncIterator[Fleet]:
     scenario = parse_scenario(SCENARIO, "browser.toml")
     made = make_releases(
         tmp_path, scenario.versions, image_bytes=scenario.image_bytes, models=["AC22"]
@@ -88,7 +89,9 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
     srv = backend.Backend.start(
         tmp_path / "server", made.root_pem, tmp_path / "server.log", made.passphrase,
         approval_threshold=1,  # every campaign here needs a second person to start it
+        tls=lab_tls,  # the dashboard over https; the chargers trust its CA (csms-roots.pem)
     )  # fmt: skip
+    assert srv.api_url.startswith("https://")
     sim = Simulation(scenario, SimOptions(), Console(file=open(os.devnull, "w")))  # noqa: SIM115
     root = flash_mod.flash_root("cw-browser-")
     log_to(tmp_path / "agents.log")

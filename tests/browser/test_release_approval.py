@@ -19,6 +19,7 @@ import pyotp
 import pytest
 from playwright.async_api import Browser, expect
 
+from chargeward.local import LabTls
 from tests.support.browser import log_in, shot
 from tests.support.fleet import MODEL, Pki, cli, running_server
 from tests.support.trust import TufKeys
@@ -35,13 +36,14 @@ def code(secret: str, steps_ahead: int = 0) -> str:
 
 
 async def test_a_second_approver_approves_in_the_browser_and_the_release_is_published(
-    browser: Browser, tmp_path: Path, pki: Pki
+    browser: Browser, tmp_path: Path, pki: Pki, lab_tls: LabTls
 ) -> None:
     data = tmp_path / "server-data"
     keys = TufKeys.create(tmp_path / "tuf-keys")
     keys.init_cli(data, root_out=tmp_path / "root.json")
     bundle = pki.bundle(tmp_path / "acme-1.1.0.cwb", "1.1.0", 2, models=[MODEL])
-    with running_server(tmp_path, pki) as srv:
+    with running_server(tmp_path, pki, tls=lab_tls) as srv:
+        assert srv.api_url.startswith("https://") and srv.ca is not None
         # A token acts under its own name, and a name is a token's or a user's, never both:
         # alice approves from the command line with her token; bob and carol are users of the
         # dashboard, so the upload and bob's offline signing go through a CI host token (an
@@ -52,7 +54,7 @@ async def test_a_second_approver_approves_in_the_browser_and_the_release_is_publ
         }
 
         def as_(who: str, *args: str) -> str:
-            env = {"CHARGEWARD_API_TOKEN": tokens[who]}
+            env = {"CHARGEWARD_API_TOKEN": tokens[who], "SSL_CERT_FILE": str(srv.ca)}
             r = cli(*args, "--data-dir", str(data), env=env)
             return r.stdout + r.stderr
 

@@ -53,7 +53,9 @@ def test_first_admin_logs_in_and_mints_a_scoped_token(tmp_path: Path, pki: Pki) 
         assert "403 forbidden" in denied and "lacks the permission users:manage" in denied
 
         run("user", "add", "eve", "--role", "auditor")
-        run("user", "set-role", "eve", "operator")
+        promoted = run("user", "set-role", "eve", "operator")
+        assert "eve enrols TOTP at the next login" in promoted  # no secret for root to see
+        assert "sessions and tokens ended" in run("user", "reset-totp", "eve")
         run("user", "disable", "eve")
         assert "disabled" in run("user", "list")
 
@@ -62,6 +64,9 @@ def test_first_admin_logs_in_and_mints_a_scoped_token(tmp_path: Path, pki: Pki) 
         trail = srv.api("GET", "/api/v1/audit")
         actions = [(e["actor"], e["action"], e["target"]) for e in trail]
         assert ("admin", "user.create", "root") in actions
+        made = next(e for e in trail if e["action"] == "user.create" and e["target"] == "root")
+        assert made["details"]["principal"] == "token"  # the host token admin, not a user
         assert ("root", "token.create", "ci") in actions
         assert ("root", "user.disable", "eve") in actions
+        assert ("root", "user.totp_reset", "eve") in actions
         assert ("root", "auth.logout", "root") in actions

@@ -37,7 +37,15 @@ def test_quick_demo_updates_the_fleet_and_stops_the_bad_release(tmp_path: Path) 
     assert "rollout-1.2.0 paused itself: 1 of 1 finished stations failed" in out
     assert "checks: passed" in out
     assert "audit log exported and verified offline: verified" in out
-    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/ \(log in as demo", out), out[-2000:]
+    # The HTTP listener speaks https (ADR 0025): server.json, the links it hands out and the
+    # chargers' downloads (tunnelled through the site links, the lab CA verified).
+    info = re.search(r"server\.json: api_url (\S+), download_base_url (\S+)", out)
+    assert info is not None, out[-4000:]
+    assert info[1].startswith("https://127.0.0.1:") and info[2].startswith("https://"), info[0]
+    assert re.search(r"dashboard: https://127\.0\.0\.1:\d+/ \(log in as demo", out), out[-2000:]
+    tunnels = re.search(r"site links: (\d+) firmware downloads over https", out)
+    assert tunnels is not None and int(tunnels[1]) >= 24, out[-4000:]
+    assert re.findall(r"http://\S+", out) == []  # no plain-HTTP URL printed
     login = (work / "dashboard-login.txt").read_text()
     assert "user: demo" in login and "TOTP secret: " in login
     for tz in ("Europe/London", "America/New_York", "Asia/Tokyo"):

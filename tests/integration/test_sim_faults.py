@@ -101,9 +101,11 @@ bad_release = "1.2.0"
 """
 
 
-async def run(doc: bytes, tmp: Path) -> dict[str, Any]:
+async def run(
+    doc: bytes, tmp: Path, *, https: bool = False, stations: int | None = None
+) -> dict[str, Any]:
     scenario = parse_scenario(doc, "scenario.toml")
-    opts = SimOptions(workdir=tmp, live=False)
+    opts = SimOptions(workdir=tmp, live=False, https=https, stations=stations)
     return await run_scenario(scenario, opts, Console(file=open(tmp / "view.txt", "w")))
 
 
@@ -138,6 +140,22 @@ async def test_drops_corruption_power_cuts_and_charging_all_end_verified(tmp_pat
     busy = {k: v for k, v in s["stations_detail"].items() if k.startswith("BUSY")}
     assert all(v["sessions"] for v in busy.values())
     assert s["checks"]["installs_seen"] >= counts["succeeded"]
+
+
+async def test_over_https_the_links_tunnel_and_still_inject_drops_and_corruption(
+    tmp_path: Path,
+) -> None:
+    """The server's HTTP listener on https (lab CA as the stations' CSMS root): every
+    download crosses its site link in a CONNECT tunnel that the link terminates with the lab
+    key, the planned faults hit the plaintext, and the fleet still ends verified."""
+    s = await run(FAULTS, tmp_path, https=True, stations=40)
+    assert_common(s)
+    assert s["campaign"]["status"] == "completed", s["campaign"]
+    faults, link = s["faults"], s["faults"]["link"]
+    assert link.get("https tunnels", 0) >= s["stations"], link
+    assert link.get("dropped", 0) >= faults["planned"]["link_drop"] > 0
+    assert link.get("corrupted", 0) >= faults["planned"]["corrupt"] > 0
+    assert link.get("tls refused", 0) == 0
 
 
 async def test_bad_release_pauses_at_the_canary_and_leaves_the_rest(tmp_path: Path) -> None:

@@ -110,15 +110,18 @@ class AccountsApi:
 
 
 @asynccontextmanager
-async def accounts_api(data_dir: Path, admin: str | None = None) -> AsyncIterator[AccountsApi]:
-    """The API over a database in ``data_dir``; ``admin`` is an existing admin token."""
+async def accounts_api(
+    data_dir: Path, admin: str | None = None, admin_name: str = "admin"
+) -> AsyncIterator[AccountsApi]:
+    """The API over a database in ``data_dir``; ``admin`` is an existing admin token, else
+    one named ``admin_name`` is made."""
     db = await Database.open(data_dir=data_dir)
     (data_dir / "tmp").mkdir(exist_ok=True)
     clock = Clock(NOW)
     try:
         if admin is None:
             async with db.session() as s:
-                admin = await services.create_token(s, "admin", actor="test", now=NOW)
+                admin = await services.create_token(s, admin_name, actor="test", now=NOW)
         state = ServerState(
             data_dir=data_dir,
             db=db,

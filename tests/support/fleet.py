@@ -10,6 +10,7 @@ import base64
 import contextlib
 import datetime as dt
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -28,8 +29,8 @@ from chargeward.crypto import (
 )
 from chargeward.crypto.keys import Signer, load_signer
 from chargeward.crypto.pki import CRL_VALIDITY, RevokedEntry, issue_crl
+from chargeward.local import LabTls, spawn, start_server
 from chargeward.local import Process as Proc
-from chargeward.local import spawn, start_server
 from chargeward.release.bundle import build_bundle
 from chargeward.supply.advisories import advisory_set
 from chargeward.supply.allowlist import Allowlist
@@ -174,11 +175,18 @@ class Server:
     api_url: str
     token: str
     agents: list[Proc] = field(default_factory=list)
+    ca: Path | None = None  # the lab CSMS CA when the HTTP listener speaks https
 
     @property
     def http(self) -> httpx.Client:
+        verify: ssl.SSLContext | bool = True
+        if self.ca is not None:
+            verify = ssl.create_default_context(cafile=self.ca)
         return httpx.Client(
-            base_url=self.api_url, timeout=30, headers={"Authorization": f"Bearer {self.token}"}
+            base_url=self.api_url,
+            timeout=30,
+            headers={"Authorization": f"Bearer {self.token}"},
+            verify=verify,
         )
 
     def api(self, method: str, path: str, **kw: Any) -> Any:
@@ -282,7 +290,10 @@ def running_server(
     extra_env: dict[str, str] | None = None,
     public_url: str | None = None,
     extra_args: tuple[str, ...] = (),
+    tls: LabTls | None = None,
 ) -> Iterator[Server]:
+    """``chargeward server`` on loopback; with ``tls`` its HTTP listener speaks https with the
+    lab certificate (``Server.ca`` is the CA to trust: ``SSL_CERT_FILE`` for the CLI)."""
     data = root / "server-data"
     env = {"CHARGEWARD_KEY_PASSPHRASE": TEST_PASSPHRASE, **(extra_env or {})}
     proc, info = start_server(
@@ -292,11 +303,13 @@ def running_server(
         env=env,
         public_url=public_url,
         extra_args=extra_args,
+        tls=tls,
     )
     srv: Server | None = None
     try:
         token = (data / "admin.token").read_text().strip()
-        srv = Server(data, proc, info["ocpp_url"], info["api_url"], token)
+        ca = root / "server-data-https" / "csms-ca.pem" if tls is not None else None
+        srv = Server(data, proc, info["ocpp_url"], info["api_url"], token, ca=ca)
         yield srv
     finally:
         for agent in srv.agents if srv else []:

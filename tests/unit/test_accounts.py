@@ -85,7 +85,8 @@ async def test_an_auditor_logs_in_with_a_password_alone(env: AccountsApi) -> Non
 async def test_wrong_password_and_unknown_user_get_the_same_answer(env: AccountsApi) -> None:
     alice = await env.add_user("alice", "operator")
     bad = await env.try_login(alice, password="not the right password")
-    ghost = await env.try_login(accounts_user("ghost"), totp=None)
+    # From another address: of unknown names only an address window's first is audited.
+    ghost = await env.try_login(accounts_user("ghost"), totp=None, address="10.0.0.2")
     assert bad.status_code == ghost.status_code == 401
     assert error(bad)["message"] == error(ghost)["message"] == "invalid username or password"
     assert await audit_reasons(env, "auth.login_failed") == ["wrong password", "unknown user"]
@@ -154,8 +155,8 @@ async def test_five_failures_lock_the_account_with_a_growing_back_off(env: Accou
     for _ in range(accounts.ACCOUNT_FAILURES - 1):
         await env.try_login(alice, password="wrong password!!")
     assert (await env.try_login(alice)).status_code == 200
-    refusals = [r.details for r in await _entries(env) if r.action == "auth.login_refused"]
-    assert [d["retry_after"] for d in refusals] == [60, 60, 120]
+    locks = [r.details for r in await _entries(env) if r.action == "auth.locked"]
+    assert [d["lock_seconds"] for d in locks] == [60, 120]  # once per lock (ADR 0027)
 
 
 async def _entries(env: AccountsApi) -> list[audit.Entry]:
@@ -276,9 +277,13 @@ async def test_demoting_or_disabling_a_user_narrows_or_ends_their_tokens(
     ).json()["token"]
     changed = await c.put("/api/v1/users/carol/role", json={"role": "auditor"}, headers=admin)
     assert changed.status_code == 200 and changed.json()["totp_secret"] is None
-    upload = await c.post("/api/v1/releases", content=b"x", headers=env.bearer(token))
-    assert upload.status_code == 403  # the scope says yes, carol's role no longer does
-    assert (await c.get("/api/v1/releases", headers=env.bearer(token))).status_code == 200
+    for credential in (session, token):  # a role change ends both (issue 26, point 5)
+        r = await c.get("/api/v1/releases", headers=env.bearer(credential))
+        assert r.status_code == 401, r.text
+    session = await env.login(carol)  # as an auditor now
+    assert (await c.get("/api/v1/releases", headers=env.bearer(session))).status_code == 200
+    upload = await c.post("/api/v1/releases", content=b"x", headers=env.bearer(session))
+    assert upload.status_code == 403
 
     assert (await c.post("/api/v1/users/carol/disable", headers=admin)).status_code == 200
     for credential in (session, token):
@@ -296,18 +301,26 @@ async def test_demoting_or_disabling_a_user_narrows_or_ends_their_tokens(
         ("admin", "user.create", "carol"),
         ("carol", "token.create", "ci"),
         ("admin", "user.role", "carol"),
+        ("admin", "user.credentials_revoked", "carol"),
         ("admin", "user.disable", "carol"),
+        ("admin", "user.credentials_revoked", "carol"),
     ]
 
 
 async def test_a_user_made_privileged_is_enrolled_in_totp(env: AccountsApi) -> None:
+    """The user enrols at the next login, before any privileged request (ADR 0028); the
+    whole flow is in tests/attack/test_session_attacks.py."""
     eve = await env.add_user("eve", "auditor")
     c = await env.client()
     r = await c.put(
         "/api/v1/users/eve/role", json={"role": "operator"}, headers=env.bearer(env.admin_token)
     )
-    assert r.status_code == 200 and r.json()["totp_uri"].startswith("otpauth://totp/")
-    assert (await env.try_login(eve, totp=None)).status_code == 401  # now a TOTP is needed
+    assert r.status_code == 200 and r.json()["totp_enrolment_required"] is True
+    assert r.json()["totp_uri"] is None  # the administrator never sees eve's secret
+    login = await env.try_login(eve, totp=None)
+    assert login.status_code == 200 and login.json()["totp_enrolment_required"] is True
+    r = await c.get("/api/v1/stations", headers=env.bearer(login.json()["token"]))
+    assert r.status_code == 403 and error(r)["code"] == "totp_enrolment_required"
 
 
 async def test_the_first_start_admin_token_is_an_admin(tmp_path: Path) -> None:

@@ -35,3 +35,15 @@ def test_an_approval_file_round_trips() -> None:
 def test_anything_else_is_refused_saying_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(BundleError, match=message):
         parse_approval_file(text)
+
+
+def test_an_approval_file_carries_its_tenant_role_signatures() -> None:
+    """``release approve --output`` of a proposal with tenant roles (ADR 0026): one signature
+    per role file, read back for the dashboard to submit as the approval's ``roles``."""
+    role = "tenant-" + "0a" * 16
+    text = json.dumps(approval_document(3, "ef" * 32, KEYID, SIG, {role: SIG}))
+    assert parse_approval_file(text).roles == {role: SIG}
+    for roles in ({"targets": SIG}, {role: "zz"}, [SIG]):
+        doc = {**approval_document(3, None, KEYID, SIG), "roles": roles}
+        with pytest.raises(BundleError):
+            parse_approval_file(json.dumps(doc))

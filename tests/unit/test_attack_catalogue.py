@@ -33,7 +33,7 @@ def test_the_catalogue_covers_the_classes_of_attack() -> None:
     c = catalogue()
     assert [k.id for k in c.classes] == [
         "tuf", "signature", "downgrade", "tamper", "replay", "brute-force", "fuzzing",
-        "archive", "tls", "auth", "tenant", "audit", "supply",
+        "archive", "tls", "auth", "tenant", "audit", "supply", "http",
     ]  # fmt: skip
     assert len(c.attacks) >= 50
     assert len({a.attack for a in c.attacks}) == len(c.attacks)

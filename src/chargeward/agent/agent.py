@@ -299,6 +299,7 @@ class Agent:
             rate_limit=self.config.download_rate_limit,
             policy=self.config.location_policy,
             on_refused=self._location_refused,
+            csms_roots=self.state.csms_roots_pem(),
         )
 
     async def _location_refused(self, what: str, error: LocationRefused) -> None:
@@ -336,7 +337,16 @@ class Agent:
             self.config.repository_url,
             limits=self.config.repository_limits,
             clock=self.clock,
+            customer=self.identity.customer,
+            auth=self._repository_auth,
         )
+
+    def _repository_auth(self) -> tuple[str, str] | None:
+        """The station id and current BasicAuthPassword, for the customer's tenant role."""
+        try:
+            return (self.identity.station_id, self.state.password())
+        except ChargewardError:
+            return None  # no usable credentials: the public part of the repository only
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -736,7 +746,10 @@ class Agent:
             return "Rejected"
         try:
             delta = delta_offer(
-                custom_data, model=self.identity.model, max_bytes=self.config.max_image_bytes
+                custom_data,
+                model=self.identity.model,
+                max_bytes=self.config.max_image_bytes,
+                customer=self.identity.customer,
             )
         except DeltaRefused as e:  # the full image then
             LOG.warning("%s: delta offer ignored: %s", self.identity.station_id, e)
@@ -968,6 +981,7 @@ class Agent:
             on_pause=paused,
             on_resume=resumed,
             policy=self.config.location_policy,
+            csms_roots=self.state.csms_roots_pem(),
         )
 
     async def _rebuild_from_delta(self, job: UpdateJob, delta: DeltaJob, part: Path) -> bool:
@@ -1437,6 +1451,7 @@ class Agent:
                     retry_interval=job.retry_interval,
                     content_type="application/json",
                     policy=self.config.location_policy,
+                    csms_roots=self.state.csms_roots_pem(),
                 )
             except TransportError as e:
                 LOG.warning("%s: log upload failed: %s", self.identity.station_id, e)

@@ -32,7 +32,7 @@ from tuf.api.metadata import TargetFile
 from chargeward.agent import download
 from chargeward.crypto.signature import Digest
 from chargeward.errors import BundleError, RepositoryRefused, TrustError
-from chargeward.model.targets import DELTA_SUFFIX, FIRMWARE_PREFIX, DeltaCustom
+from chargeward.model.targets import DELTA_SUFFIX, FIRMWARE_PREFIX, DeltaCustom, tenant_path
 from chargeward.ocpp.base import VENDOR_ID
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -51,10 +51,14 @@ class DeltaJob:
     target: str  # its TUF target path
 
 
-def delta_offer(custom_data: object, *, model: str, max_bytes: int) -> DeltaJob | None:
+def delta_offer(
+    custom_data: object, *, model: str, max_bytes: int, customer: str | None = None
+) -> DeltaJob | None:
     """The delta UpdateFirmware's ``customData`` offers (snake_case keys, as the OCPP layer
     hands them over), or None when there is none.  Raises DeltaRefused for an offer that is
-    malformed: the update goes on with the full image."""
+    malformed: the update goes on with the full image.  The delta of a release locked to the
+    charger's ``customer`` is listed under its tenant prefix (``tenants/<id>/firmware/<model>/``,
+    ADR 0026); no other customer's prefix is accepted."""
     if not isinstance(custom_data, dict) or custom_data.get("vendor_id") != VENDOR_ID:
         return None
     offer: Any = custom_data.get("delta")
@@ -72,8 +76,9 @@ def delta_offer(custom_data: object, *, model: str, max_bytes: int) -> DeltaJob 
     if isinstance(length, bool) or not isinstance(length, int) or not 0 < length <= max_bytes:
         raise DeltaRefused(f"delta length must be 1-{max_bytes} bytes")
     prefix = f"{FIRMWARE_PREFIX}{model}/"
+    prefixes = (prefix,) if customer is None else (prefix, tenant_path(customer, prefix))
     if not isinstance(target, str) or not (
-        target.startswith(prefix) and target.endswith(DELTA_SUFFIX) and len(target) <= 256
+        target.startswith(prefixes) and target.endswith(DELTA_SUFFIX) and len(target) <= 256
     ):
         raise DeltaRefused(f"delta target must be a {DELTA_SUFFIX} file under {prefix}")
     assert isinstance(sha256, str)

@@ -159,6 +159,7 @@ async def fetch(
     clock: Callable[[], float] = time.monotonic,
     proxy: str | None = None,
     policy: LocationPolicy = DEFAULT_POLICY,
+    csms_roots: bytes | None = None,
 ) -> Path:
     """Download ``url`` into ``part``, resuming from what ``part`` already holds.
 
@@ -167,7 +168,8 @@ async def fetch(
     ``delay`` seconds are slept (:func:`backoff_delay`), then ``on_resume()`` is awaited just
     before the next attempt.  ``rate_limit`` caps the average bandwidth in bytes per second;
     ``proxy`` (``http://host:port``) sends the requests through an HTTP proxy; ``policy``
-    says where the charger may connect.
+    says where the charger may connect; https is verified against the system CAs and
+    ``csms_roots`` (:func:`chargeward.agent.location.tls_context`).
 
     Raises DownloadRefused at once for a 4xx or an image over ``max_bytes``, LocationRefused
     for a place ``policy`` forbids (no connection is made), and TransportError when the last
@@ -185,7 +187,9 @@ async def fetch(
         if rate_limit is None
         else _TokenBucket(rate_limit, clock=clock, sleep=sleep, stats=stats)
     )
-    async with location.client(policy, timeout=timeout, proxy=proxy) as client:
+    async with location.client(
+        policy, timeout=timeout, proxy=proxy, csms_roots=csms_roots
+    ) as client:
         retry = 0
         while True:
             stats.attempts += 1
@@ -228,7 +232,7 @@ async def _one_attempt(
         stats.resumed_from.append(have)
     async with client.stream("GET", url, headers=headers) as r:
         if r.status_code == 416 and have:
-            m = re.match(r"^bytes \*/(\d+)$", r.headers.get("content-range", ""))
+            m = re.fullmatch(r"^bytes \*/(\d+)$", r.headers.get("content-range", ""))
             if m and int(m.group(1)) == have:
                 return True  # already complete
             part.unlink()
@@ -237,7 +241,7 @@ async def _one_attempt(
             have = 0
             total = int(r.headers.get("content-length", "-1"))
         elif r.status_code == 206:
-            m = _CONTENT_RANGE.match(r.headers.get("content-range", ""))
+            m = _CONTENT_RANGE.fullmatch(r.headers.get("content-range", ""))
             if not m or int(m.group(1)) != have:
                 part.unlink(missing_ok=True)
                 raise _Restart("the server sent another range than asked for")

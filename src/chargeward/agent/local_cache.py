@@ -74,8 +74,10 @@ class FirmwareCache:
         rate_limit: int | None = None,
         policy: LocationPolicy = DEFAULT_POLICY,
         on_refused: OnRefused | None = None,
+        csms_roots: bytes | None = None,  # trusted for https beside the system CAs
     ) -> None:
         self.directory = directory
+        self.csms_roots = csms_roots
         self.policy = policy
         self.on_refused = on_refused
         self.base_url = base_url.rstrip("/")
@@ -176,6 +178,7 @@ class FirmwareCache:
                         on_resume=resumed,
                         proxy=self.proxy,
                         policy=self.policy,
+                        csms_roots=self.csms_roots,
                     )
                 except TransportError as e:  # DownloadRefused, LocationRefused included
                     LOG.warning("PublishFirmware %d: download failed: %s", rid, e)

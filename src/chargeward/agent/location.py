@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -361,18 +362,38 @@ class CheckedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+def tls_context(csms_roots: bytes | None = None) -> ssl.SSLContext:
+    """The TLS context of https downloads, uploads and TUF fetches: the system CAs and,
+    when given, the charger's CSMS roots (``secure/csms-roots.pem``), so a CSMS serving its
+    HTTP listener with the certificate of its OCPP listener is trusted (ADR 0025).  httpx's
+    defaults otherwise: TLS 1.2+, hostname and chain checked."""
+    ctx = httpx.create_ssl_context()
+    if csms_roots:
+        try:
+            ctx.load_verify_locations(cadata=csms_roots.decode("ascii"))
+        except (ssl.SSLError, ValueError) as e:
+            raise ConfigError(f"the CSMS root certificates are not readable PEM: {e}") from e
+    return ctx
+
+
 def client(
-    policy: LocationPolicy, *, timeout: float, proxy: str | None = None
+    policy: LocationPolicy,
+    *,
+    timeout: float,
+    proxy: str | None = None,
+    csms_roots: bytes | None = None,
 ) -> httpx.AsyncClient:
     """An HTTP client for CSMS-named URLs: direct connections go through
     :class:`CheckedBackend`.  Through a proxy the proxy connects; callers check the URL
-    with :func:`check_before_proxy` first."""
+    with :func:`check_before_proxy` first.  https is verified against the system CAs and
+    ``csms_roots`` (:func:`tls_context`)."""
+    ctx = tls_context(csms_roots)
     if proxy is not None:
-        return httpx.AsyncClient(timeout=timeout, follow_redirects=False, proxy=proxy)
+        return httpx.AsyncClient(timeout=timeout, follow_redirects=False, proxy=proxy, verify=ctx)
     transport = httpx.AsyncHTTPTransport()
     # httpx has no parameter for the network backend; its pool is rebuilt with the checked one.
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(), network_backend=CheckedBackend(policy)
+        ssl_context=ctx, network_backend=CheckedBackend(policy)
     )
     return httpx.AsyncClient(timeout=timeout, follow_redirects=False, transport=transport)
 

@@ -172,7 +172,7 @@ class SecurityLog:
         old = sorted(
             (int(m.group(1)), p)
             for p in self.directory.iterdir()
-            if (m := _SEGMENT.match(p.name)) and p.is_file()
+            if (m := _SEGMENT.fullmatch(p.name)) and p.is_file()
         )
         current = [self.current] if self.current.is_file() else []
         return [p for _, p in old] + current

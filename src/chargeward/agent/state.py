@@ -220,6 +220,15 @@ class StateDir:
         path = self.csms_roots_path
         return load_certificates(path.read_bytes()) if path.exists() else []
 
+    def csms_roots_pem(self) -> bytes | None:
+        """``csms-roots.pem`` as it is, or None: also trusted for https downloads, log uploads
+        and TUF fetches, beside the system CAs (ADR 0025)."""
+        path = self.csms_roots_path
+        try:
+            return path.read_bytes() if path.exists() else None
+        except OSError:
+            return None
+
     def set_csms_roots(self, pem: bytes) -> None:
         load_certificates(pem)  # refuse garbage before the TLS client trusts it
         atomic_write(self.csms_roots_path, pem)

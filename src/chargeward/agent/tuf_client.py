@@ -43,7 +43,12 @@ from chargeward.agent.state import StateDir
 from chargeward.agent.tuf_fetcher import HttpxFetcher, RepositoryLimits
 from chargeward.crypto.pki import MAX_CRL_BYTES
 from chargeward.errors import ChargewardError, ConfigError, RepositoryRefused, TransportError
-from chargeward.model.targets import FIRMWARE_PREFIX, REVOCATION_TARGET
+from chargeward.model.targets import (
+    FIRMWARE_PREFIX,
+    REVOCATION_TARGET,
+    tenant_path,
+    tenant_role,
+)
 
 __all__ = [
     "Refreshed",
@@ -101,15 +106,25 @@ class RepositoryView:
         metadata_dir: Path,
         now: dt.datetime,
         targets_dir: Path | None = None,
+        customer: str | None = None,
     ) -> None:
+        self._customer = customer
         self._updater = updater
         self._dir = metadata_dir
         self._now = now
         self._targets_dir = targets_dir or metadata_dir.parent / "targets"
 
     def target(self, path: str) -> TargetFile | None:
-        """The verified ``TargetFile`` for ``path`` (walking delegations), or None."""
+        """The verified ``TargetFile`` for ``path`` (walking delegations), or None.
+
+        For a charger of a customer, a firmware path is looked up in the customer's tenant
+        role first (``tenants/<id>/firmware/...``, ADR 0026), then publicly.
+        """
         with _mapped():
+            if self._customer is not None and path.startswith(FIRMWARE_PREFIX):
+                found = self._updater.get_targetinfo(tenant_path(self._customer, path))
+                if found is not None:
+                    return found
             return self._updater.get_targetinfo(path)
 
     def download(self, path: str, max_length: int) -> bytes | None:
@@ -170,6 +185,16 @@ class RepositoryView:
         prefix = f"{FIRMWARE_PREFIX}{model}/"
         top = read_verified(self._dir, Targets.type, Targets)
         candidates = {p for p in top.targets if p.startswith(prefix)}
+        if self._customer is not None and top.delegations is not None:
+            role = tenant_role(self._customer)
+            if role in (top.delegations.roles or {}):
+                mine = tenant_path(self._customer, prefix)
+                with _mapped():  # walks into (and loads) the tenant role
+                    self._updater.get_targetinfo(f"{mine}0/probe.cwfw")
+                delegated = self._current_delegated(role)
+                if delegated is not None:
+                    check_unexpired({role: delegated}, self._now)
+                    candidates |= {p for p in delegated.targets if p.startswith(mine)}
         role = f"model-{model}"
         if top.delegations is not None and role in (top.delegations.roles or {}):
             self.target(f"{prefix}0/probe.cwfw")  # walks into (and loads) the delegated role
@@ -179,7 +204,8 @@ class RepositoryView:
                 candidates |= {p for p in delegated.targets if p.startswith(prefix)}
         found: dict[str, TargetFile] = {}
         for path in sorted(candidates):
-            info = self.target(path)
+            with _mapped():
+                info = self._updater.get_targetinfo(path)
             if info is not None:
                 found[path] = info
         return found
@@ -216,6 +242,8 @@ class RepositoryClient:
         *,
         limits: RepositoryLimits | None = None,
         clock: Callable[[], dt.datetime] | None = None,
+        customer: str | None = None,
+        auth: Callable[[], tuple[str, str] | None] | None = None,
     ) -> None:
         bootstrap = state.tuf_bootstrap_root()
         if bootstrap is None:
@@ -228,6 +256,10 @@ class RepositoryClient:
         self.targets_dir = state.secure / "tuf" / "targets"  # verified target files (the CRL)
         self._bootstrap = bootstrap
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        # The charger's customer (its tenant role, ADR 0026) and its credentials for the
+        # repository (station id and BasicAuthPassword, read at every refresh: rotated ones).
+        self.customer = customer
+        self._auth = auth or (lambda: None)
 
     @contextlib.contextmanager
     def refresh(self) -> Iterator[RepositoryView]:
@@ -236,7 +268,12 @@ class RepositoryClient:
         tolerance = dt.timedelta(seconds=self.limits.clock_tolerance)
         floor = self.state.time_floor()
         check_clock(now, floor, tolerance)
-        fetcher = HttpxFetcher(self.limits, targets_url=self.base_url + "targets/")
+        fetcher = HttpxFetcher(
+            self.limits,
+            targets_url=self.base_url + "targets/",
+            auth=self._auth(),
+            csms_roots=self.state.csms_roots_pem(),
+        )
         try:
             with _mapped():  # a failing disk is TransportError too: retry later
                 metadata_dir = self.state.tuf_metadata_dir
@@ -265,7 +302,7 @@ class RepositoryClient:
             LOG.debug(
                 "repository refreshed: timestamp v%d, time floor %s", timestamp.version, raised
             )
-            yield RepositoryView(updater, metadata_dir, now, self.targets_dir)
+            yield RepositoryView(updater, metadata_dir, now, self.targets_dir, self.customer)
         finally:
             fetcher.close()
 

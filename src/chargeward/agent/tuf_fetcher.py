@@ -70,13 +70,25 @@ class HttpxFetcher(FetcherInterface):
     one ``DownloadLengthMismatchError``.
     """
 
-    def __init__(self, limits: RepositoryLimits, targets_url: str | None = None) -> None:
+    def __init__(
+        self,
+        limits: RepositoryLimits,
+        targets_url: str | None = None,
+        auth: tuple[str, str] | None = None,
+        csms_roots: bytes | None = None,
+    ) -> None:
+        from chargeward.agent.location import tls_context
+
         self._limits = limits
         self._targets_url = targets_url  # downloads below it are images, not metadata
+        # ``auth``: the station id and BasicAuthPassword, sent with every request so the
+        # repository serves this customer's tenant role and images (ADR 0026).
         self._client = httpx.Client(
             timeout=httpx.Timeout(limits.read_timeout, connect=limits.connect_timeout),
             follow_redirects=False,
             headers={"User-Agent": "chargeward-agent"},
+            auth=httpx.BasicAuth(*auth) if auth is not None else None,
+            verify=tls_context(csms_roots),  # system CAs + secure/csms-roots.pem (ADR 0025)
         )
 
     def close(self) -> None:

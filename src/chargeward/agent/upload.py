@@ -90,11 +90,12 @@ async def upload(
     timeout: float = 30.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     policy: LocationPolicy = DEFAULT_POLICY,
+    csms_roots: bytes | None = None,
 ) -> int:
     """POST ``data`` as the form field ``file``; returns the number of attempts made."""
     last: Exception | None = None
     await location.check(policy, url, proxy=None)
-    async with location.client(policy, timeout=timeout) as client:
+    async with location.client(policy, timeout=timeout, csms_roots=csms_roots) as client:
         for attempt in range(retries + 1):
             if attempt:  # the download's retry policy: exponential back-off with jitter
                 await sleep(

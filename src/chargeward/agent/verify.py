@@ -53,7 +53,7 @@ from chargeward.errors import (
     RollbackRefused,
 )
 from chargeward.model.firmware import ImageHeader, primary_component
-from chargeward.model.targets import TargetCustom, firmware_target_path
+from chargeward.model.targets import TargetCustom, firmware_target_path, tenant_path
 from chargeward.release.image import CHUNK, MAGIC, MAX_HEADER, read_header_from
 
 _TOKEN = object()
@@ -284,7 +284,8 @@ def check_target(
     custom fields), ``wrong-model`` or ``wrong-customer``, or RollbackRefused.
     """
     path = target_path_for(model, header)
-    if info is None or info.path != path:
+    # listed publicly, or (a release locked to this charger's customer) in its tenant role
+    if info is None or info.path not in (path, tenant_path(customer, path)):
         raise RepositoryRefused("not-listed", f"the repository does not list {path}")
     if info.length != length:
         raise RepositoryRefused(
@@ -378,7 +379,7 @@ def find_security_updates(
         except BundleError:
             continue
         if (
-            path == canonical
+            path in (canonical, tenant_path(customer, canonical))
             and custom.component == primary_component(custom.components or [custom.component])
             and custom.release_class == "security"
             and model in custom.models

@@ -12,12 +12,19 @@ transaction of many station reports writes its entries in one executemany, in or
 When they are written each entry becomes the next leaf of the log's RFC 6962 Merkle tree
 (:mod:`chargeward.audit.tree`); signed checkpoints of the tree (:mod:`chargeward.audit.log`)
 let anyone holding the log's verifier key check an export offline (:mod:`.verify`).
+
+Principals: the actor is a name; an entry made by a host token (a token made on the server
+host, acting under its own name) also says so in its details, ``"principal": "token"``.  The
+API's authorization marks a request made with a host token (:func:`acting_host_token`); an
+entry of that request whose actor is the token's name gets the mark.  User names and host
+token names cannot collide any more; entries written before keep their details (ADR 0028).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +36,23 @@ from chargeward.server.appends import queue_insert, register_writer
 from chargeward.server.tables import AuditEntry
 
 SYSTEM = "system"
+PRINCIPAL_KEY = "principal"  # in details: "token" for a host token (ADR 0028)
+HOST_TOKEN = "token"  # noqa: S105 (a principal kind, not a secret)
+# The host token making the current API request, if it is one (set per request by authz).
+_HOST_TOKEN: ContextVar[str | None] = ContextVar("chargeward_audit_host_token", default=None)
+
+
+def acting_host_token(name: str | None) -> None:
+    """Mark the current request (task context) as made by host token ``name`` (None: not)."""
+    _HOST_TOKEN.set(name)
+
+
+def _marked(actor: str, details: dict[str, Any] | None) -> dict[str, Any]:
+    """``details``, with ``"principal": "token"`` when ``actor`` is the calling host token."""
+    if actor != _HOST_TOKEN.get():
+        return details or {}
+    return {**(details or {}), PRINCIPAL_KEY: HOST_TOKEN}
+
 
 register_writer(AuditEntry, tree.write_entries)
 
@@ -71,7 +95,7 @@ async def record(
             "action": action,
             "target": target[:200],
             "transaction_id": transaction_id,
-            "details": details or {},
+            "details": _marked(actor, details),
         },
     )
 

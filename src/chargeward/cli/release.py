@@ -67,7 +67,7 @@ from chargeward.supply.provenance import (
 from chargeward.supply.report_check import read_report
 from chargeward.supply.severity import Severity
 from chargeward.trust.approval import approval_document
-from chargeward.trust.review import fetch_published_targets, review_proposal
+from chargeward.trust.review import Review, fetch_published, review_files
 from chargeward.trust.tuf_keys import TufSigner
 
 app = typer.Typer(no_args_is_help=True)
@@ -567,7 +567,9 @@ def approve(
 
     The proposal must be exactly the published (verified) targets plus this release, with the
     next version and an expiry within the targets lifetime; anything else is refused before
-    your key is touched.
+    your key is touched.  Each customer's tenant role file it re-signs (ADR 0026) is checked
+    the same way against the published role (read with your API token), shown with what it
+    adds (customer, release, models), and signed with the same key.
     Every finding of the release's scan report and every risk accepted in it is listed first:
     the targets carry the report's SHA-256, so your signature covers them.
     """
@@ -613,14 +615,23 @@ def approve_proposal(
     if proposal_view["state"] == "published":
         raise Conflict(f"proposal {proposal_view['id']} is already published")
     proposal = Metadata[Targets].from_bytes(proposal_view["metadata"].encode())
+    # The tenant role files (customer-locked releases, ADR 0026) the proposal changes too.
+    roles = {
+        str(name): Metadata[Targets].from_bytes(str(text).encode())
+        for name, text in (proposal_view.get("roles") or {}).items()
+    }
     with console.status(Text("Checking the proposal against the published repository")):
-        published = fetch_published_targets(api.base + "/tuf/", trusted_root)
-        changed = review_proposal(proposal, published, expected, now=now or dt.datetime.now(dt.UTC))
+        published = fetch_published(api.base + "/tuf/", trusted_root, client=api.client)
+        review = review_files(
+            proposal, roles, published, expected, now=now or dt.datetime.now(dt.UTC)
+        )
     table = Table(title=Text(title))
     for col in ("target", "sha256", "length", "security", "class", "customer"):
         table.add_column(col, overflow="fold")
-    for path in changed:
-        tf = proposal.signed.targets[path]
+    listed = [(path, proposal.signed.targets[path]) for path in review.changed]
+    for name, rr in review.roles.items():
+        listed += [(path, roles[name].signed.targets[path]) for path in rr.added]
+    for path, tf in listed:
         custom = tf.unrecognized_fields.get("custom") or {}
         table.add_row(
             Text(path),
@@ -631,20 +642,65 @@ def approve_proposal(
             Text(str(custom.get("customer") or "any")),
         )
     console.print(table)
+    _show_roles(review, roles)
     signer = TufSigner(open_signer(key, "approver key"))
     signature = signer.sign(proposal.signed_bytes)
+    role_signatures = {}
+    for name, md in sorted(roles.items()):
+        role_sig = signer.sign(md.signed_bytes)
+        if role_sig.keyid != signature.keyid:  # pragma: no cover (one signer, one key)
+            raise TrustError("the approver key changed while signing")
+        role_signatures[name] = role_sig.signature
     if output is not None:
         document = approval_document(
-            proposal_view["id"], proposal_view["release_id"], signature.keyid, signature.signature
+            proposal_view["id"],
+            proposal_view["release_id"],
+            signature.keyid,
+            signature.signature,
+            role_signatures,
         )
         output.write_text(json.dumps(document, indent=2) + "\n")
         return f"proposal {proposal_view['id']}, key {signature.keyid[:12]}"
     result = api.request(
         "POST",
         f"/api/v1/proposals/{proposal_view['id']}/approvals",
-        json={"keyid": signature.keyid, "signature": signature.signature},
+        json={
+            "keyid": signature.keyid,
+            "signature": signature.signature,
+            "roles": role_signatures,
+        },
     )
     return str(result["summary"])
+
+
+def _show_roles(review: Review, roles: Mapping[str, Metadata[Targets]]) -> None:
+    """Every tenant role file the approver is about to sign and what it adds: customer,
+    release version and models (what the top-level table does not show: ADR 0026)."""
+    for path in review.moved_out:
+        console.print(
+            Text(f"  moves the public customer-locked target {path} into its tenant role"),
+            soft_wrap=True,
+        )
+    for name, rr in review.roles.items():
+        who = ", ".join(rr.customers) or "no customer yet"
+        state = "new role" if rr.new else f"version {rr.version - 1} -> {rr.version}"
+        releases = sorted(
+            {
+                f"{c.get('version', '?')} for {', '.join(c.get('models') or []) or '?'}"
+                for path in rr.added
+                if isinstance(c := roles[name].signed.targets[path].custom, dict) and "models" in c
+            }
+        )
+        if rr.added:
+            change = f"adds {len(rr.added)} target(s): release {'; '.join(releases) or '?'}"
+        else:
+            change = "re-signed, no new release"
+        if rr.moved:
+            change += f"; moves {len(rr.moved)} public target(s) in"
+        console.print(
+            Text(f"Tenant role {name} (customer {who}, {state}, {rr.listed} target(s)): {change}"),
+            soft_wrap=True,
+        )
 
 
 @app.command("publish")

@@ -13,6 +13,7 @@ from chargeward.audit.log import DEFAULT_ORIGIN
 from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, console
 from chargeward.cli.supply import FailOn
 from chargeward.errors import ConfigError
+from chargeward.server.http_security import HttpSecurity, is_loopback
 from chargeward.server.runtime import ServerConfig, add_manufacturer_root, run_server
 from chargeward.server.tls import OcppSecurity
 from chargeward.supply.report_check import GatePolicy
@@ -29,7 +30,11 @@ def server(
     http_port: Annotated[int, typer.Option(help="REST API and download port (0: any).")] = 8080,
     public_url: Annotated[
         str | None,
-        typer.Option(help="Base URL stations use for downloads (default: http://HOST:HTTP_PORT)."),
+        typer.Option(
+            help="Base URL stations use for downloads and log uploads (default: the listener's "
+            "own, https://HOST:HTTP_PORT with TLS). https:// is required when the HTTP listener "
+            "serves TLS or the URL is beyond loopback."
+        ),
     ] = None,
     manufacturer_root: Annotated[
         list[Path] | None,
@@ -51,6 +56,41 @@ def server(
     tls_key: Annotated[
         str | None, typer.Option(help="Its key: file:PATH (encrypted PKCS#8).")
     ] = None,
+    http_tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            help="TLS certificate chain of the REST API, dashboard and downloads (PEM, leaf "
+            "first; default: --tls-cert).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    http_tls_key: Annotated[
+        str | None, typer.Option(help="Its key: file:PATH (default: --tls-key).")
+    ] = None,
+    allow_insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--allow-insecure-http",
+            help="Serve the HTTP listener without TLS beyond loopback (isolated lab networks "
+            "only).",
+        ),
+    ] = False,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A reverse proxy (IP or CIDR, repeatable) whose X-Forwarded-For and "
+            "X-Forwarded-Proto are believed (default: nobody's).",
+        ),
+    ] = None,
+    tls_reload_interval: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds between checks of the TLS certificate and key files; a changed pair "
+            "is loaded without a restart (also on SIGHUP). 0: SIGHUP only.",
+        ),
+    ] = 60.0,
     charger_ca: Annotated[
         Path | None,
         typer.Option(
@@ -126,6 +166,12 @@ def server(
             "station passwords; use it only on an isolated lab network"
         )
 
+    if allow_insecure_http and http_tls_cert is None and tls_cert is None and not is_loopback(host):
+        console.print(
+            "[bold yellow]WARNING:[/] the REST API and dashboard without TLS beyond loopback "
+            "expose passwords, tokens and session cookies; use it only on an isolated lab network"
+        )
+
     def ready(info: dict[str, object]) -> None:
         console.print(f"OCPP   {info['ocpp_url']}{{stationId}}")
         console.print(f"API    {info['api_url']}/api/v1   (token in {data_dir}/admin.token)")
@@ -157,6 +203,13 @@ def server(
                         allow_profile_1=allow_insecure_profile_1,
                         certificate_days=certificate_days,
                         renew_within_days=renew_within_days,
+                    ),
+                    http=HttpSecurity(
+                        tls_certificate=http_tls_cert,
+                        tls_key=http_tls_key,
+                        allow_insecure_http=allow_insecure_http,
+                        trusted_proxies=tuple(trusted_proxy or ()),
+                        reload_interval=tls_reload_interval,
                     ),
                 ),
                 ready,

@@ -36,6 +36,10 @@ def run(
     workdir: Annotated[
         Path | None, typer.Option(help="Keep keys, bundles, server log here.")
     ] = None,
+    https: Annotated[
+        bool,
+        typer.Option("--https", help="The started server's HTTP listener on https with a lab CA."),
+    ] = False,
 ) -> None:
     """Run SCENARIO: register the fleet, start the campaign, inject the faults, check."""
     opts = SimOptions(
@@ -47,6 +51,7 @@ def run(
         until_version=until_version,
         duration=duration,
         workdir=workdir,
+        https=https,
     )
     summary = asyncio.run(run_scenario(load_scenario(scenario), opts, console))
     if json_out is not None:

@@ -9,7 +9,14 @@
           --expires-in 30d                               # as alice: her scopes at most
     $ chargeward user list
     $ chargeward user set-role alice release-manager
+    $ chargeward user reset-totp alice                   # a lost authenticator
     $ chargeward user disable alice
+    $ chargeward user totp-enrol                          # as the logged-in user without TOTP
+
+A role change, a password change, a TOTP reset and ``disable`` end the user's sessions and API
+tokens.  A privileged user without TOTP (promoted, or reset) logs in with the password alone
+to a session that may only enrol: ``chargeward user totp-enrol`` shows the secret, asks for a
+code of it, and ends the session; then ``chargeward login`` with a code (ADR 0028).
 
 Passwords come from a hidden prompt or ``$CHARGEWARD_PASSWORD``; they are never echoed.
 """
@@ -19,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -51,6 +59,8 @@ def _show_enrolment(r: dict[str, Any]) -> None:
             Text(f"TOTP for {r['username']} (shown once): {r['totp_uri']}"), soft_wrap=True
         )
         console.print(Text(f"TOTP secret: {r['totp_secret']}"), soft_wrap=True)
+    if r.get("totp_enrolment_required"):
+        console.print(f"{r['username']} enrols TOTP at the next login (chargeward user totp-enrol)")
 
 
 @app.command("add")
@@ -97,11 +107,55 @@ def set_role(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     server: ServerUrl = None,
 ) -> None:
-    """Change an account's role (effective on its next request)."""
+    """Change an account's role: its sessions and tokens end; it logs in again."""
     r = ApiClient(data_dir, server).request(
         "PUT", f"/api/v1/users/{username}/role", json={"role": role}
     )
     _show_enrolment(r)
+
+
+@app.command("reset-totp")
+def reset_totp(
+    username: str, data_dir: DataDir = DEFAULT_DATA_DIR, server: ServerUrl = None
+) -> None:
+    """Forget an account's TOTP: its sessions and tokens end; it enrols again at login."""
+    ApiClient(data_dir, server).request("POST", f"/api/v1/users/{username}/totp/reset")
+    console.print(f"{username}: TOTP reset, sessions and tokens ended; enrols at the next login")
+
+
+@app.command("totp-enrol")
+def totp_enrol(
+    code: Annotated[
+        str | None, typer.Option(help="A code of the new secret (prompted on a terminal).")
+    ] = None,
+    secret_file: Annotated[
+        Path | None,
+        typer.Option(help="Write the secret here (mode 0600) instead of showing it."),
+    ] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    server: ServerUrl = None,
+) -> None:
+    """Enrol TOTP for the logged-in account (one without TOTP): shows the secret once, asks
+    for a code of it; the session then ends and ``chargeward login`` needs a code."""
+    from chargeward.server.runtime import write_private
+
+    client = ApiClient(data_dir, server)
+    r = client.request("POST", "/api/v1/auth/totp/enrolment")
+    if secret_file is not None:
+        write_private(secret_file, r["totp_secret"].encode())
+        console.print(f"TOTP secret for {r['username']} in {secret_file}")
+    else:
+        console.print(
+            Text(f"TOTP for {r['username']} (shown once): {r['totp_uri']}"), soft_wrap=True
+        )
+    if code is None:
+        if not sys.stdin.isatty():
+            raise ConfigError("no code: pass --code or run on a terminal")
+        code = typer.prompt("a code of the new secret")
+    client.request("POST", "/api/v1/auth/totp/enrolment/confirm", json={"code": code})
+    path = data_dir / SESSION_FILE
+    path.unlink(missing_ok=True)
+    console.print("TOTP enrolled; log in again with a code (chargeward login --totp ...)")
 
 
 @app.command("disable")
@@ -146,6 +200,10 @@ def login(
         f"logged in as {r['username']} ({r['role']}) until {r['expires_at'][:19]} UTC; "
         f"session in {data_dir / SESSION_FILE}"
     )
+    if r.get("totp_enrolment_required"):
+        console.print(
+            "this role needs TOTP: the session may only enrol it (chargeward user totp-enrol)"
+        )
 
 
 def logout(data_dir: DataDir = DEFAULT_DATA_DIR, server: ServerUrl = None) -> None:
@@ -164,7 +222,7 @@ _DURATION = re.compile(r"^(\d+)([smhd])$")
 
 def parse_duration(text: str) -> int:
     """``90s``, ``30m``, ``12h``, ``30d`` -> seconds."""
-    match = _DURATION.match(text.strip())
+    match = _DURATION.fullmatch(text.strip())
     if match is None:
         raise typer.BadParameter("use a number and s, m, h or d, e.g. 30d")
     return int(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]

@@ -74,7 +74,7 @@ class ChargerSpec:
     station_id: str | None = None
 
     def identity(self) -> Identity:
-        if not SERIAL_RE.match(self.serial_number):
+        if not SERIAL_RE.fullmatch(self.serial_number):
             raise ConfigError(
                 f"serial number {self.serial_number!r}: 1-25 letters, digits, '.', '_' or '-'"
             )

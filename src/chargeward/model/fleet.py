@@ -179,10 +179,14 @@ def _first_inside(
 
 
 def add_years(day: dt.date, years: int) -> dt.date:
+    """``day`` ``years`` later; beyond the calendar's range, its last (or first) day."""
+    year = day.year + years
+    if not dt.MINYEAR <= year <= dt.MAXYEAR:  # a stored year-9999 date must not break pages
+        return dt.date.max if years > 0 else dt.date.min
     try:
-        return day.replace(year=day.year + years)
+        return day.replace(year=year)
     except ValueError:  # 29 February into a common year
-        return day.replace(year=day.year + years, day=28)
+        return day.replace(year=year, day=28)
 
 
 def support_end(

@@ -33,6 +33,7 @@ The certificate revocation list for firmware-signing certificates is the target
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,48 @@ def firmware_target_path(model: str, version: str, component: str) -> str:
 
 
 DELTA_SUFFIX = ".cwdl"
+
+# Customer-locked releases (ADR 0026): listed in a delegated targets role of their own,
+# served only to the customer's stations and permitted operators.  The role name and path
+# prefix are an opaque digest of the customer id, so public metadata names no customer.
+TENANT_PREFIX = "tenants/"
+TENANT_ROLE_PREFIX = "tenant-"
+
+
+def tenant_id(customer: str) -> str:
+    """The opaque id of ``customer`` in role names and target paths (32 hex digits)."""
+    digest = hashlib.sha256(
+        b"chargeward-tenant/1\0" + check_path_safe("customer", customer).encode()
+    )
+    return digest.hexdigest()[:32]
+
+
+def tenant_role(customer: str) -> str:
+    """The delegated targets role holding ``customer``'s releases: ``tenant-<id>``."""
+    return f"{TENANT_ROLE_PREFIX}{tenant_id(customer)}"
+
+
+def tenant_path(customer: str | None, path: str) -> str:
+    """Where target ``path`` of a release locked to ``customer`` is listed (unchanged for a
+    release for every customer): ``tenants/<id>/firmware/...``."""
+    return path if customer is None else f"{TENANT_PREFIX}{tenant_id(customer)}/{path}"
+
+
+def tenant_delegation_pattern(customer_or_id: str, *, is_id: bool = False) -> str:
+    """The path pattern the tenant role is trusted for (python-tuf matches per segment)."""
+    tid = customer_or_id if is_id else tenant_id(customer_or_id)
+    return f"{TENANT_PREFIX}{tid}/{FIRMWARE_PREFIX}*/*/*"
+
+
+def tenant_of_path(path: str) -> str | None:
+    """The opaque tenant id a target path is listed under, or None for a public path."""
+    if not path.startswith(TENANT_PREFIX):
+        return None
+    tid, _, rest = path[len(TENANT_PREFIX) :].partition("/")
+    return tid if _TENANT_ID_RE.fullmatch(tid) and rest else None
+
+
+_TENANT_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 def delta_target_path(model: str, version: str, component: str, from_version: str) -> str:

@@ -4,6 +4,7 @@
 
     <dir>/metadata/1.root.json ... N.root.json, root.json (the newest root)
     <dir>/metadata/N.targets.json, N.snapshot.json, timestamp.json
+    <dir>/metadata/N.tenant-<id>.json  a customer's delegated targets role (ADR 0026)
     <dir>/online-keys.json         key URIs of the online roles (snapshot, timestamp)
 
 Target files are not copied here: the server serves ``/tuf/targets/<dir>/<sha256>.<name>``
@@ -14,6 +15,14 @@ that writes the repository (the server and offline ``chargeward repo`` commands)
     >>> repo = ImageRepository(data_dir / "tuf")                      # doctest: +SKIP
     >>> proposal = repo.propose({path: target_file}, now=now)          # doctest: +SKIP
     >>> repo.publish_targets(signed_proposal, online, now=now)         # doctest: +SKIP
+
+Customer-locked targets (``tenants/<id>/...``) live in a delegated targets role per customer
+(``tenant-<id>``), signed by the same approver keys and threshold as the top-level targets,
+in the same proposal: :meth:`ImageRepository.propose_files` returns the top-level targets
+and every tenant role, each re-signed (next version, renewed expiry) by every proposal, so
+the snapshot's role versions move together and show no customer's release.  Customer-locked
+targets an older version listed publicly are moved into their tenant role by the next
+proposal (ADR 0026).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import json
+import logging
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -31,6 +41,8 @@ from typing import Any
 from securesystemslib.signer import Signer as SslibSigner
 from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import (
+    DelegatedRole,
+    Delegations,
     Metadata,
     MetaFile,
     Root,
@@ -44,11 +56,18 @@ from tuf.api.serialization import DeserializationError
 
 from chargeward.errors import ConfigError, Conflict, NotFound, TrustError
 from chargeward.fileio import replace_file
-from chargeward.model.targets import REVOCATION_TARGET
+from chargeward.model.targets import (
+    REVOCATION_TARGET,
+    TENANT_ROLE_PREFIX,
+    tenant_delegation_pattern,
+    tenant_of_path,
+    tenant_path,
+)
 from chargeward.trust.tuf_keys import check_root_people
 
 ISSUED_FIELD = "x-chargeward-issued"
 ONLINE_KEYS_FILE = "online-keys.json"
+LOG = logging.getLogger("chargeward.publish")
 ONLINE_ROLES = (Snapshot.type, Timestamp.type)
 _THREAD_LOCK = threading.Lock()
 
@@ -98,6 +117,23 @@ class ExpiryPolicy:
 class OnlineSigners:
     snapshot: SslibSigner
     timestamp: SslibSigner
+
+
+@dataclass(frozen=True)
+class ProposedFiles:
+    """The role files one proposal changes: the top-level targets and every tenant role
+    (``tenant-<id>`` name to metadata), all to be signed by a threshold of approvers."""
+
+    targets: Metadata[Targets]
+    roles: dict[str, Metadata[Targets]]
+
+
+def is_tenant_role(name: str) -> bool:
+    return name.startswith(TENANT_ROLE_PREFIX)
+
+
+def _tenant_role_of_id(tid: str) -> str:
+    return f"{TENANT_ROLE_PREFIX}{tid}"
 
 
 @dataclass(frozen=True)
@@ -175,6 +211,30 @@ class ImageRepository:
 
     def targets(self) -> Metadata[Targets]:
         return self._read(f"{self.targets_version()}.targets.json", Targets)
+
+    def role_versions(self) -> dict[str, int]:
+        """The published version of every delegated role (from the snapshot)."""
+        meta = self.snapshot().signed.meta
+        return {
+            name.removesuffix(".json"): m.version
+            for name, m in meta.items()
+            if name != f"{Targets.type}.json"
+        }
+
+    def delegated(self, role: str, version: int | None = None) -> Metadata[Targets]:
+        """The published metadata of delegated ``role`` (or of its ``version``)."""
+        if version is None:
+            version = self.role_versions().get(role)
+            if version is None:
+                raise NotFound(f"no delegated role {role!r}")
+        return self._read(f"{version}.{role}.json", Targets)
+
+    def published_targets(self) -> dict[str, TargetFile]:
+        """Every published target: the top-level ones and those of every delegated role."""
+        out = dict(self.targets().signed.targets)
+        for role, version in self.role_versions().items():
+            out.update(self.delegated(role, version).signed.targets)
+        return out
 
     def metadata_file(self, name: str) -> Path:
         """The file served at ``/tuf/metadata/<name>`` (only names python-tuf asks for)."""
@@ -259,15 +319,20 @@ class ImageRepository:
         targets_version: int,
         snapshot_version: int,
         timestamp_version: int = 1,
+        roles: Mapping[str, int] | None = None,
     ) -> None:
-        """Write snapshot ``snapshot_version`` then the timestamp (TUF publish order)."""
+        """Write snapshot ``snapshot_version`` (listing the delegated ``roles`` and their
+        versions too) then the timestamp (TUF publish order)."""
         for role in ONLINE_ROLES:
             _check_signer_is(root, role, getattr(online, role))
+        meta = {f"{Targets.type}.json": MetaFile(version=targets_version)}
+        for name, version in sorted((roles or {}).items()):
+            meta[f"{name}.json"] = MetaFile(version=version)
         snapshot = Metadata(
             Snapshot(
                 version=snapshot_version,
                 expires=expiry_after(now, self.policy.snapshot),
-                meta={f"{Targets.type}.json": MetaFile(version=targets_version)},
+                meta=meta,
             )
         )
         snapshot.sign(online.snapshot)
@@ -288,10 +353,19 @@ class ImageRepository:
         timestamp.sign(online.timestamp)
         self._write("timestamp.json", timestamp)
 
-    def _next_online(self, root: Root, online: OnlineSigners, now: dt.datetime, **kw: int) -> None:
+    def _next_online(
+        self,
+        root: Root,
+        online: OnlineSigners,
+        now: dt.datetime,
+        *,
+        targets_version: int | None = None,
+        roles: Mapping[str, int] | None = None,
+    ) -> None:
         ts = self.timestamp().signed
         snap = self.snapshot().signed
-        targets_version = kw.get("targets_version", snap.meta[f"{Targets.type}.json"].version)
+        if targets_version is None:
+            targets_version = snap.meta[f"{Targets.type}.json"].version
         self._publish_online(
             root,
             online,
@@ -299,45 +373,96 @@ class ImageRepository:
             targets_version=targets_version,
             snapshot_version=snap.version + 1,
             timestamp_version=ts.version + 1,
+            roles={**self.role_versions(), **(roles or {})},
         )
 
     def propose(
         self, additions: Mapping[str, TargetFile], *, now: dt.datetime
     ) -> Metadata[Targets]:
+        """The next top-level targets metadata, for a repository without tenant roles (see
+        :meth:`propose_files`, which the server uses)."""
+        files = self.propose_files(additions, now=now)
+        if files.roles:
+            raise Conflict("this change also changes tenant roles: use propose_files")
+        return files.targets
+
+    def propose_files(
+        self, additions: Mapping[str, TargetFile], *, now: dt.datetime
+    ) -> ProposedFiles:
         """The next targets metadata: what is published plus ``additions`` (unsigned).
 
-        A path that is already published may only be listed again with identical contents.
+        Public targets go into the top-level targets, customer-locked ones
+        (``tenants/<id>/...``) into the ``tenant-<id>`` delegated role, delegated from the
+        top-level targets to the root's approver keys and threshold for that prefix only.
+        Every tenant role is re-signed (next version, renewed expiry) with every proposal.
+        A customer-locked target an older version listed publicly moves into its tenant role
+        (under its tenant path).  A path that is already published may only be listed again
+        with identical contents.
         """
+        root = self.root().signed
         current = self.targets().signed
-        targets = dict(current.targets)
+        published_roles = self.role_versions()
+        top = dict(current.targets)
+        tenants: dict[str, dict[str, TargetFile]] = {}
+        versions: dict[str, int] = {}
+        for role, version in published_roles.items():
+            if is_tenant_role(role):
+                tenants[role.removeprefix(TENANT_ROLE_PREFIX)] = dict(
+                    self.delegated(role, version).signed.targets
+                )
+                versions[role] = version
+        for path, tf in list(top.items()):  # the migration of a public customer-locked target
+            customer = _custom_customer(tf)
+            if customer is not None and tenant_of_path(path) is None:
+                del top[path]
+                moved = tenant_path(customer, path)
+                tf = TargetFile(tf.length, tf.hashes, moved, dict(tf.unrecognized_fields))
+                tenants.setdefault(moved.split("/")[1], {})[moved] = tf
         for path, new in additions.items():
-            old = targets.get(path)
+            tid = tenant_of_path(path)
+            listed = top if tid is None else tenants.setdefault(tid, {})
+            old = listed.get(path)
             replaceable = path == REVOCATION_TARGET  # a newer CRL replaces the old one
             if (
                 old is not None
                 and not replaceable
-                and (old.length, old.hashes)
-                != (
-                    new.length,
-                    new.hashes,
-                )
+                and (old.length, old.hashes) != (new.length, new.hashes)
             ):
                 raise Conflict(f"{path} is already published with different contents")
-            targets[path] = new
-        return Metadata(
+            listed[path] = new
+        expires = expiry_after(now, self.policy.targets)
+        delegations = _tenant_delegations(root, current.delegations, sorted(tenants))
+        roles = {
+            _tenant_role_of_id(tid): Metadata(
+                Targets(
+                    version=versions.get(_tenant_role_of_id(tid), 0) + 1,
+                    expires=expires,
+                    targets=dict(sorted(listed.items())),
+                )
+            )
+            for tid, listed in sorted(tenants.items())
+        }
+        targets = Metadata(
             Targets(
                 version=current.version + 1,
-                expires=expiry_after(now, self.policy.targets),
-                targets=targets,
-                delegations=current.delegations,
+                expires=expires,
+                targets=top,
+                delegations=delegations,
                 unrecognized_fields=dict(current.unrecognized_fields),
             )
         )
+        return ProposedFiles(targets, roles)
 
     def publish_targets(
-        self, targets: Metadata[Targets], online: OnlineSigners, *, now: dt.datetime
+        self,
+        targets: Metadata[Targets],
+        online: OnlineSigners,
+        *,
+        now: dt.datetime,
+        roles: Mapping[str, Metadata[Targets]] | None = None,
     ) -> int:
-        """Publish threshold-signed targets metadata; returns the new targets version."""
+        """Publish threshold-signed targets metadata and the delegated ``roles`` it changes
+        (each threshold-signed as its delegation says); returns the new targets version."""
         with self._locked():
             root = self.root().signed
             current = self.targets().signed.version
@@ -357,9 +482,78 @@ class ImageRepository:
                 root.verify_delegate(Targets.type, targets.signed_bytes, targets.signatures)
             except UnsignedMetadataError as e:
                 raise Conflict(f"cannot publish: {e}") from e
+            roles = dict(roles or {})
+            self._check_roles(targets.signed, roles, now)
+            for name, md in sorted(roles.items()):  # delegated roles before their delegator
+                self._write(f"{md.signed.version}.{name}.json", md)
             self._write(f"{version}.targets.json", targets)
-            self._next_online(root, online, now, targets_version=version)
+            self._next_online(
+                root,
+                online,
+                now,
+                targets_version=version,
+                roles={n: md.signed.version for n, md in roles.items()},
+            )
+            self._withdraw_public_customer_targets(version)
             return version
+
+    def _withdraw_public_customer_targets(self, current: int) -> list[str]:
+        """Remove earlier top-level targets versions that listed customer-locked targets in
+        public (published before ADR 0026), once ``current`` no longer does: a TUF client only
+        fetches the version the snapshot names, so nobody needs them, and they would tell an
+        anonymous caller every customer's releases."""
+        if any(_custom_customer(tf) for tf in self.targets().signed.targets.values()):
+            return []  # the current version still lists them: not moved yet
+        removed = []
+        for path in sorted(self.metadata_dir.glob("*.targets.json")):
+            number = path.name.split(".", 1)[0]
+            if not (number.isascii() and number.isdigit()) or int(number) >= current:
+                continue
+            listed = Metadata[Targets].from_bytes(path.read_bytes()).signed.targets
+            if any(_custom_customer(tf) for tf in listed.values()):
+                path.unlink()
+                removed.append(path.name)
+        if removed:
+            LOG.info(
+                "withdrew %d earlier targets version(s) listing customers' releases in public: %s",
+                len(removed),
+                ", ".join(removed),
+            )
+        return removed
+
+    def _check_roles(
+        self, top: Targets, roles: Mapping[str, Metadata[Targets]], now: dt.datetime
+    ) -> None:
+        """Every tenant role the new top-level targets delegate is published with it, as the
+        next version of the published one, in policy, threshold-signed per its delegation."""
+        delegated = set((top.delegations.roles or {}) if top.delegations else {})
+        published = self.role_versions()
+        tenant = {n for n in delegated if is_tenant_role(n)}
+        if set(roles) != tenant:
+            raise Conflict(
+                "cannot publish: the proposal must carry exactly the tenant roles the targets "
+                f"delegate ({len(tenant)}), not {len(roles)}"
+            )
+        for name in delegated - tenant:
+            if name not in published:
+                raise Conflict(f"cannot publish: delegated role {name} is not published")
+        for name, md in roles.items():
+            want = published.get(name, 0) + 1
+            if md.signed.version != want:
+                raise Conflict(
+                    f"the repository moved on since this proposal was made ({name} version "
+                    f"{md.signed.version}, expected {want}): it must be proposed again"
+                )
+            if (why := self.policy.check_targets_expiry(md.signed.expires, now)) is not None:
+                raise Conflict(f"cannot publish {name} version {md.signed.version}: {why}")
+            try:
+                top.verify_delegate(name, md.signed_bytes, md.signatures)
+            except UnsignedMetadataError as e:
+                raise Conflict(f"cannot publish {name}: {e}") from e
+            prefix = f"tenants/{name.removeprefix(TENANT_ROLE_PREFIX)}/"
+            stray = [p for p in md.signed.targets if not p.startswith(prefix)]
+            if stray:
+                raise Conflict(f"cannot publish {name}: it lists {stray[0]} outside its prefix")
 
     def rotate_root(
         self, new_root: Metadata[Root], online: OnlineSigners, *, now: dt.datetime
@@ -432,3 +626,34 @@ class ImageRepository:
                 )
             )
         return out
+
+
+def _custom_customer(tf: TargetFile) -> str | None:
+    custom = tf.unrecognized_fields.get("custom")
+    customer = custom.get("customer") if isinstance(custom, dict) else None
+    return customer if isinstance(customer, str) else None
+
+
+def _tenant_delegations(
+    root: Root, current: Delegations | None, tenant_ids: list[str]
+) -> Delegations | None:
+    """The top-level delegations: the published ones other than tenant roles, then one
+    terminating role per tenant id for its prefix, with the root's approver keys and
+    threshold (kept in step with the root at every proposal)."""
+    if not tenant_ids:
+        return current
+    keyids = sorted(root.roles[Targets.type].keyids)
+    threshold = root.roles[Targets.type].threshold
+    roles: dict[str, DelegatedRole] = {}
+    keys = {}
+    if current is not None:
+        for name, role in (current.roles or {}).items():
+            if not is_tenant_role(name):
+                roles[name] = role
+                keys.update({k: current.keys[k] for k in role.keyids if k in current.keys})
+    for tid in tenant_ids:
+        name = _tenant_role_of_id(tid)
+        pattern = tenant_delegation_pattern(tid, is_id=True)
+        roles[name] = DelegatedRole(name, keyids, threshold, True, paths=[pattern])
+    keys.update({k: root.keys[k] for k in keyids})
+    return Delegations(keys=keys, roles=roles)

@@ -11,6 +11,10 @@ A release may also carry binary deltas the server made from images the fleet run
 digests (:class:`~chargeward.model.targets.DeltaCustom`), so the approvers' threshold
 signature covers the delta like any target.
 
+A release locked to a customer is listed under that customer's opaque prefix
+(``tenants/<id>/firmware/...``, :func:`~chargeward.model.targets.tenant_path`), i.e. in the
+customer's delegated targets role (ADR 0026).
+
 One function, used by the server when it proposes a release and by an approver's CLI when it
 checks the proposal against the bundle in hand.
 """
@@ -28,6 +32,7 @@ from chargeward.model.targets import (
     TargetCustom,
     delta_target_path,
     firmware_target_path,
+    tenant_path,
 )
 from chargeward.release.manifest import SBOM_NAME, SCAN_REPORT_NAME
 from chargeward.release.verify import VerifiedBundle
@@ -82,7 +87,7 @@ def release_targets(
             scan_report_sha256=scan_report_sha256,
         ).to_dict()
         for model in models:
-            path = firmware_target_path(model, version, image.component)
+            path = tenant_path(customer, firmware_target_path(model, version, image.component))
             out[path] = TargetFile(
                 length=image.length,
                 hashes={"sha256": image.sha256},
@@ -104,7 +109,9 @@ def release_targets(
             to_length=rebuilt.length,
         ).to_dict()
         for model in models:
-            path = delta_target_path(model, version, delta.component, delta.from_version)
+            path = tenant_path(
+                customer, delta_target_path(model, version, delta.component, delta.from_version)
+            )
             out[path] = TargetFile(
                 length=delta.length,
                 hashes={"sha256": delta.sha256},

@@ -358,6 +358,60 @@ def event_view(e: SecurityEvent) -> SecurityEventView:
     )
 
 
+# -- station identity -----------------------------------------------------------------------
+
+IDENTITY_VALUES = 10  # distinct claimed values kept on an identity alert
+
+
+async def identity_mismatch(
+    s: AsyncSession,
+    station_id: str,
+    *,
+    field: str,
+    registered: str | None,
+    reported: str,
+    conflict: str | None,
+    now: dt.datetime,
+) -> None:
+    """A BootNotification claims a model, vendor or serial number the registry does not hold
+    (or another station's serial number).  The registry is unchanged (ADR 0027); the alert
+    stays until an operator acknowledges it: an honest report later does not clear it.
+
+    One unresolved alert per station and field: every later claim, whatever its value, is
+    counted on it (``count``, ``reported``/``conflict``: the last claim, ``values``: the first
+    :data:`IDENTITY_VALUES` distinct values) and writes no audit entry.
+    """
+    key = f"identity:{field}"
+    row = await _unresolved(s, station_id, key)
+    if row is not None:
+        values = list(row.details.get("values") or [row.details.get("reported")])
+        if reported not in values and len(values) < IDENTITY_VALUES:
+            values.append(reported)
+        # a new dict: the JSON column is not mutation-tracked
+        row.details = {**row.details, "reported": reported, "conflict": conflict, "values": values}
+        row.count += 1
+        row.last_seen_at = now
+        return
+    claim = f"another station's ({conflict}) serial number" if conflict else f"{field} {reported}"
+    await _raise(
+        s,
+        kind="station_identity",
+        severity="critical",
+        station_id=station_id,
+        key=key,
+        message=f"{station_id} reports {claim}; the registry says {registered}",
+        details={
+            "field": field,
+            "registered": registered,
+            "reported": reported,
+            "conflict": conflict,
+            "values": [reported],
+        },
+        now=now,
+        action="station.identity_mismatch",
+    )
+
+
 # -- listing and acknowledging ---------------------------------------------------------------
 
 

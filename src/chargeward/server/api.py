@@ -108,7 +108,7 @@ def create_app(state: ServerState) -> FastAPI:
         title="Chargeward",
         version="1",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # Swagger UI came from a CDN: third-party script (ADR 0025)
         redoc_url=None,
         dependencies=[Depends(authz.authorize)],  # every route: token, then ROUTE_PERMISSIONS
     )
@@ -127,6 +127,7 @@ def create_app(state: ServerState) -> FastAPI:
     from chargeward.server.api_station_import import router as station_import_router
     from chargeward.server.api_station_security import router as station_security_router
     from chargeward.server.api_supply import router as supply_router
+    from chargeward.server.limits import BodyLimit
     from chargeward.server.metrics import instrument
 
     app.include_router(accounts_router)
@@ -140,6 +141,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(audit_router)
     app.include_router(supply_router)
     web.install(app)  # the dashboard at /, a client of the routes above
+    app.add_middleware(BodyLimit)  # each request body within its route's cap (server.limits)
     instrument(app, state.metrics)  # GET /metrics and request counting
 
     @app.get("/healthz", include_in_schema=False)

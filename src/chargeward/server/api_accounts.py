@@ -3,6 +3,8 @@
     POST   /api/v1/auth/login                    {username, password, totp} -> session token
     POST   /api/v1/auth/logout                   ends the calling session
     GET    /api/v1/auth/me                       the caller: name, role, permissions
+    POST   /api/v1/auth/totp/enrolment           a TOTP secret for one's account without one
+    POST   /api/v1/auth/totp/enrolment/confirm   {code}: enrols it; every session ends
     GET    /api/v1/roles                         every role and its permissions
     POST   /api/v1/tokens                        {name, scopes, expires_in} -> token (once)
     GET    /api/v1/tokens                        the caller's tokens (all: users:manage)
@@ -12,9 +14,13 @@
     GET    /api/v1/users/{username}
     PUT    /api/v1/users/{username}/role         {role}
     PUT    /api/v1/users/{username}/password     {password}
+    POST   /api/v1/users/{username}/totp/reset   forget the TOTP: the user enrols again
     POST   /api/v1/users/{username}/disable      and /enable
 
-Permissions are in :mod:`chargeward.server.authz`; every change is in the audit log.
+Permissions are in :mod:`chargeward.server.authz`; every change is in the audit log.  A role
+change, a password change, a TOTP reset and disabling an account end the user's sessions and
+API tokens; a privileged account without TOTP logs in to a session that may only enrol
+(403 ``totp_enrolment_required`` elsewhere; ADR 0028).
 
     $ curl -X POST $API/api/v1/auth/login \\
         -d '{"username": "alice", "password": "...", "totp": "492039"}'
@@ -53,6 +59,7 @@ class SessionView(BaseModel):
     role: str
     expires_at: dt.datetime
     idle_timeout: int
+    totp_enrolment_required: bool = False  # this session may only enrol TOTP
 
 
 class PrincipalView(BaseModel):
@@ -61,6 +68,7 @@ class PrincipalView(BaseModel):
     kind: str
     permissions: list[str]
     customer: str | None = None
+    totp_enrolment_required: bool = False  # nothing but TOTP enrolment until then
 
 
 class TokenRequest(BaseModel):
@@ -116,6 +124,11 @@ class EnrolmentView(BaseModel):
     role: str
     totp_secret: str | None  # shown once, when TOTP is (re-)enrolled
     totp_uri: str | None
+    totp_enrolment_required: bool = False  # the user enrols TOTP at the next login
+
+
+class EnrolmentConfirm(BaseModel):
+    code: str = Field(min_length=1, max_length=10)
 
 
 @router.post("/api/v1/auth/login", response_model=SessionView)
@@ -142,6 +155,27 @@ async def logout(request: Request, principal: CurrentPrincipal) -> None:
         await accounts.logout(s, principal, now=state.clock())
 
 
+@router.post("/api/v1/auth/totp/enrolment", response_model=EnrolmentView)
+async def begin_enrolment(request: Request, principal: CurrentPrincipal) -> EnrolmentView:
+    state = _state(request)
+    async with state.db.session() as s:
+        enrolment = await accounts.begin_enrolment(s, principal, now=state.clock())
+    return EnrolmentView(**vars(enrolment))
+
+
+@router.post("/api/v1/auth/totp/enrolment/confirm", status_code=204)
+async def confirm_enrolment(
+    body: EnrolmentConfirm, request: Request, principal: CurrentPrincipal
+) -> None:
+    state = _state(request)
+    async with state.db.session() as s:
+        refused = await accounts.confirm_enrolment(
+            s, principal, body.code, address=client_address(request), now=state.clock()
+        )
+    if refused is not None:
+        raise refused  # after the commit: the failure counts
+
+
 @router.get("/api/v1/auth/me", response_model=PrincipalView)
 async def me(principal: CurrentPrincipal) -> PrincipalView:
     return PrincipalView(
@@ -150,6 +184,7 @@ async def me(principal: CurrentPrincipal) -> PrincipalView:
         kind=principal.kind,
         permissions=sorted(principal.permissions),
         customer=principal.customer,
+        totp_enrolment_required=principal.totp_enrolment_required,
     )
 
 
@@ -234,6 +269,14 @@ async def set_password(
         await accounts.set_password(
             s, username, body.password, actor=principal.name, now=state.clock()
         )
+
+
+@router.post("/api/v1/users/{username}/totp/reset", response_model=UserView)
+async def reset_totp(username: str, request: Request, principal: CurrentPrincipal) -> UserView:
+    state = _state(request)
+    async with state.db.session() as s:
+        view = await accounts.reset_totp(s, username, actor=principal.name, now=state.clock())
+    return UserView(**vars(view))
 
 
 @router.post("/api/v1/users/{username}/disable", response_model=UserView)

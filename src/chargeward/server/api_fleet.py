@@ -29,7 +29,7 @@ from pydantic_core import PydanticCustomError
 
 from chargeward.errors import BundleError
 from chargeward.model.fleet import check_id, check_tags, check_timezone, parse_windows
-from chargeward.server import alerts, fleet, link_budget, tenancy
+from chargeward.server import alerts, fleet, inputs, link_budget, tenancy
 from chargeward.server.api import Operator
 from chargeward.server.schemas import (
     AlertView,
@@ -320,6 +320,8 @@ async def security_events(
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.tzinfo is None:
             raise BundleError(f"{name} needs a UTC offset (e.g. 2026-01-01T00:00:00Z)")
+        if value is not None and not inputs.in_utc_range(value):
+            raise inputs.invalid("query", name, "out of range once converted to UTC")
     async with _state(request).db.snapshot() as s:
         return await alerts.search_security_events(
             s,

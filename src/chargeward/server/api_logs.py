@@ -31,7 +31,7 @@ from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
 from chargeward.errors import Conflict, TransportError
 from chargeward.ocpp.csms import LogAnswer, LogRequest
-from chargeward.server import logs
+from chargeward.server import inputs, logs
 from chargeward.server.api import Operator
 from chargeward.server.schemas import RowId
 from chargeward.server.state import ServerState
@@ -187,7 +187,8 @@ async def receive_log(token: str, request: Request) -> LogUploaded:
     if refused is not None:
         raise _refusal(refused)
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > logs.MAX_UPLOAD + MULTIPART_OVERHEAD:
+    size = inputs.row_id(declared, 18)
+    if size is not None and size > logs.MAX_UPLOAD + MULTIPART_OVERHEAD:
         raise HTTPException(413, f"a log file may be at most {logs.MAX_UPLOAD} bytes")
     body = await _read_capped(request.stream(), logs.MAX_UPLOAD + MULTIPART_OVERHEAD)
     data, filename = _uploaded_file(body, request.headers.get("content-type", ""))

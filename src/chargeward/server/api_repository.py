@@ -1,6 +1,10 @@
 """The TUF repository over HTTP (``/tuf/metadata/``, ``/tuf/targets/``) and the approval API.
 
-TUF files are public: every one of them is signed, and chargers verify them with python-tuf.
+TUF files are signed, and chargers verify them with python-tuf.  Root, timestamp, snapshot,
+the top-level targets and fleet-wide images are public; a customer's tenant role
+(``N.tenant-<id>.json``) and its images (``tenants/<id>/...``) are answered only to that
+customer's stations and permitted operators, and 404 to everyone else (ADR 0026,
+:mod:`chargeward.server.tenant_access`).
 Targets are served from the content-addressed blob store by the hash in their consistent-
 snapshot name (``firmware/ac22/1.4.0/<sha256>.main.cwfw``), and only while the published
 targets metadata lists that path with that hash.
@@ -18,7 +22,8 @@ from fastapi.responses import FileResponse
 
 from chargeward.crypto.pki import verify_crl
 from chargeward.errors import BundleError, NotFound
-from chargeward.server import accounts, services
+from chargeward.model.targets import TENANT_PREFIX, TENANT_ROLE_PREFIX, tenant_of_path
+from chargeward.server import accounts, services, tenant_access
 from chargeward.server import repository as repo_services
 from chargeward.server.api import Operator
 from chargeward.server.authz import CurrentPrincipal, client_address
@@ -36,6 +41,7 @@ from chargeward.trust.approval import ApprovalRefused, NotKeyHolder
 
 MAX_CRL_BYTES = 1 << 20
 _HASHED_NAME = re.compile(r"^([0-9a-f]{64})\.(.+)$")
+_METADATA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,194}\.json")  # a file name, ASCII
 
 
 def _state(request: Request) -> ServerState:
@@ -47,22 +53,45 @@ State = Annotated[ServerState, Depends(_state)]
 router = APIRouter()
 
 
+def _tenant_of_metadata(name: str) -> str | None:
+    """The tenant id of metadata file ``[N.]tenant-<id>.json``, or None."""
+    role = name.removesuffix(".json")
+    version, dot, rest = role.partition(".")
+    if dot and version.isdigit():
+        role = rest
+    if not role.startswith(TENANT_ROLE_PREFIX):
+        return None
+    return role.removeprefix(TENANT_ROLE_PREFIX)
+
+
 @router.get("/tuf/metadata/{name}", include_in_schema=False)
-async def tuf_metadata(name: str, state: State) -> FileResponse:
+async def tuf_metadata(name: str, request: Request, state: State) -> FileResponse:
+    # Only names a TUF client asks for (``3.targets.json``, a role name): never a path the
+    # file system refuses (a 5,000-character name was an OSError, a 500; issue 26).
+    if _METADATA_NAME.fullmatch(name) is None:
+        raise NotFound("no such metadata")
+    tid = _tenant_of_metadata(name)
+    if tid is not None and not await tenant_access.may_read_tenant(request, state, tid):
+        raise NotFound("no such metadata")  # as for a file that does not exist
     path = state.repository.metadata_file(name)
     return FileResponse(path, media_type="application/json")
 
 
 @router.get("/tuf/targets/{path:path}", include_in_schema=False)
-async def tuf_target(path: str, state: State) -> FileResponse:
+async def tuf_target(path: str, request: Request, state: State) -> FileResponse:
+    tid = tenant_of_path(path)
+    if path.startswith(TENANT_PREFIX) and (
+        tid is None or not await tenant_access.may_read_tenant(request, state, tid)
+    ):
+        raise NotFound("no such target")  # as for one that does not exist
     directory, _, name = path.rpartition("/")
-    match = _HASHED_NAME.match(name)
+    match = _HASHED_NAME.fullmatch(name)
     if match is None:
         raise NotFound(f"no target {path!r}")
     sha256, base = match.groups()
     target_path = f"{directory}/{base}" if directory else base
     if await asyncio.to_thread(state.published_target_sha256, target_path) != sha256:
-        raise NotFound(f"no target {path!r}")
+        raise NotFound("no such target" if tid is not None else f"no target {path!r}")
     return FileResponse(state.blobs.path(sha256), media_type="application/octet-stream")
 
 
@@ -124,6 +153,7 @@ async def approve(
                     release_id,
                     keyid=body.keyid,
                     signature=body.signature,
+                    role_signatures=dict(body.roles),
                     actor=principal.name,
                     confirmed=body.totp is not None,
                     now=now,

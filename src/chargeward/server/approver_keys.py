@@ -69,7 +69,11 @@ def bindings(keys: Sequence[Key], accounts: Mapping[str, str] | None = None) -> 
     for key in keys:
         label = key_owner(key)
         account = accounts.get(label, label)
-        if not TOKEN_NAME.match(account) or len(label) > MAX_LABEL or len(key.keyid) > MAX_KEYID:
+        if (
+            not TOKEN_NAME.fullmatch(account)
+            or len(label) > MAX_LABEL
+            or len(key.keyid) > MAX_KEYID
+        ):
             raise ConfigError(
                 f"targets key {key.keyid[:12]} is labelled {label!r}, which is not an account "
                 f'name: map it with --account "{label}=ACCOUNT"'

@@ -23,8 +23,14 @@ from typing import Annotated, Final
 
 from fastapi import Depends, Request
 
+from chargeward import audit
 from chargeward.server import tenancy
-from chargeward.server.accounts import Refusal, authenticate, unauthenticated
+from chargeward.server.accounts import (
+    Refusal,
+    authenticate,
+    enrolment_required,
+    unauthenticated,
+)
 from chargeward.server.roles import Principal
 from chargeward.server.state import ServerState
 from chargeward.server.tenancy import PRINCIPAL_KEY
@@ -38,8 +44,6 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     # public: no token, or credentials of their own
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/api/openapi.json"): PUBLIC,
-    ("GET", "/api/docs"): PUBLIC,
-    ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/tuf/metadata/{name}"): PUBLIC,
     ("GET", "/tuf/targets/{path:path}"): PUBLIC,
     ("GET", "/firmware/sha256/{sha256}"): PUBLIC,  # signed, expiring URL
@@ -52,6 +56,8 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     # accounts and tokens
     ("POST", "/api/v1/auth/logout"): AUTHENTICATED,
     ("GET", "/api/v1/auth/me"): AUTHENTICATED,
+    ("POST", "/api/v1/auth/totp/enrolment"): AUTHENTICATED,  # one's own, without TOTP only
+    ("POST", "/api/v1/auth/totp/enrolment/confirm"): AUTHENTICATED,
     ("GET", "/api/v1/roles"): AUTHENTICATED,
     ("POST", "/api/v1/tokens"): AUTHENTICATED,  # scopes limited to the caller's own
     ("GET", "/api/v1/tokens"): AUTHENTICATED,  # one's own; all with users:manage
@@ -61,6 +67,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/users/{username}"): "users:manage",
     ("PUT", "/api/v1/users/{username}/role"): "users:manage",
     ("PUT", "/api/v1/users/{username}/password"): "users:manage",
+    ("POST", "/api/v1/users/{username}/totp/reset"): "users:manage",
     ("POST", "/api/v1/users/{username}/disable"): "users:manage",
     ("POST", "/api/v1/users/{username}/enable"): "users:manage",
     # stations
@@ -153,6 +160,7 @@ def client_address(request: Request) -> str:
 
 async def authorize(request: Request) -> None:
     """The app-wide check: resolve the bearer token, then the route's permission."""
+    audit.acting_host_token(None)  # this request's own caller, not a previous one's
     route = request.scope.get("route")
     path = getattr(route, "path", None)
     needed = required_permission(request.method, path) if path else None
@@ -167,6 +175,10 @@ async def authorize(request: Request) -> None:
     state: ServerState = request.app.state.chargeward
     async with state.db.session() as s:
         principal = await authenticate(s, bearer.strip(), now=state.clock())
+        if principal.host:
+            audit.acting_host_token(principal.name)
+        if needed != AUTHENTICATED and principal.totp_enrolment_required:
+            raise enrolment_required()
         if needed != AUTHENTICATED and not principal.can(needed):
             who = f"role {principal.role}" if principal.kind != "token" else "this token"
             raise Refusal(403, "forbidden", f"{who} lacks the permission {needed}")

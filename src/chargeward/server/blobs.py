@@ -22,7 +22,7 @@ class BlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, sha256: str) -> Path:
-        if not _HEX.match(sha256):
+        if not _HEX.fullmatch(sha256):
             raise NotFound("no such blob")
         p = self.root / sha256
         if not p.is_file():
@@ -30,11 +30,11 @@ class BlobStore:
         return p
 
     def has(self, sha256: str) -> bool:
-        return bool(_HEX.match(sha256)) and (self.root / sha256).is_file()
+        return bool(_HEX.fullmatch(sha256)) and (self.root / sha256).is_file()
 
     def put(self, src: Path, sha256: str, length: int) -> Path:
         """Copy ``src`` in under its digest (atomically; verified by the caller beforehand)."""
-        if not _HEX.match(sha256):
+        if not _HEX.fullmatch(sha256):
             raise IntegrityError("blob name must be a SHA-256 hex digest")
         dst = self.root / sha256
         if dst.is_file() and dst.stat().st_size == length:

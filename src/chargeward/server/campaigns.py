@@ -33,6 +33,7 @@ from chargeward.campaign.spec import (
 from chargeward.errors import Conflict, NotFound
 from chargeward.model.firmware import MAIN_COMPONENT
 from chargeward.model.fleet import parse_windows
+from chargeward.server import inputs
 from chargeward.server.tables import (
     Campaign,
     CampaignStation,
@@ -190,8 +191,9 @@ async def release_stations(s: AsyncSession, campaign_id: int) -> None:
 
 async def get_campaign(s: AsyncSession, ref: str | int) -> Campaign:
     row = None
-    if isinstance(ref, int) or str(ref).isdigit():
-        row = await s.get(Campaign, int(ref))
+    number = inputs.row_id(ref)  # ASCII digits only: full-width 1 is no id (issue 26)
+    if number is not None:
+        row = await s.get(Campaign, number)
     if row is None:
         row = (await s.scalars(select(Campaign).where(Campaign.name == str(ref)))).first()
     if row is None:

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
+from sqlalchemy.ext.asyncio import AsyncSession
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -123,16 +124,39 @@ class DbSink:
         self.seen_flush_interval = seen_flush_interval
         self.writes = GroupCommit(db)  # station reports, many per transaction
         self._seen: dict[str, dt.datetime] = {}
+        # What a station can write to the audit log, per window (ADR 0027).
+        self.event_budget = services.StationWriteBudget()
+        self.boot_budget = services.StationWriteBudget(
+            services.BOOT_BUDGET, action="station.boots_suppressed"
+        )
+        self.csr_refusal_budget = services.StationWriteBudget(
+            services.CSR_REFUSAL_BUDGET, action="station.certificates_refused_suppressed"
+        )
         self._flusher: asyncio.Task[None] | None = None
 
     async def check_csr(self, station_id: str, csr: str, certificate_type: str) -> SignAnswer:
         answer = station_security.decide_csr(self.charger_ca, station_id, csr, certificate_type)
+        if answer.status == "Accepted" and not await station_security.claim_csr_request(
+            self.db, station_id, now=self.clock()
+        ):  # only a CSR the CSMS asked for, once per request (ADR 0027)
+            answer = SignAnswer("Rejected", station_security.UNSOLICITED)
         if answer.status != "Accepted":
             LOG.warning("%s: SignCertificate rejected: %s", station_id, answer.reason)
-            await station_security.audit_csr_refused(
-                self.db, station_id, answer.reason or "rejected", self.clock()
-            )
+            now = self.clock()
+            reason = answer.reason or "rejected"
+            admitted, closed = self.csr_refusal_budget.admit(station_id, reason, now)
+            if closed is not None:
+                await self._summarise([closed], now)
+            if admitted:  # beyond the budget: counted in the window's summary (ADR 0027)
+                await station_security.audit_csr_refused(self.db, station_id, reason, now)
         return answer
+
+    async def _summarise(self, closed: list[services.SuppressedEvents], now: dt.datetime) -> None:
+        async def write(s: AsyncSession) -> None:
+            for summary in closed:
+                await services.record_suppressed_events(s, summary, now=now)
+
+        await self.writes.run(write, station_id=closed[0].station_id)
 
     async def sign_csr(self, station_id: str, csr: str) -> SignedChain:
         assert self.charger_ca is not None  # check_csr accepted the request
@@ -150,6 +174,7 @@ class DbSink:
 
     async def boot(self, station_id: str, info: BootInfo) -> None:
         now = self.clock()
+        admitted, closed = self.boot_budget.admit(station_id, info.reason, now)
         await self.writes.run(
             lambda s: services.record_boot(
                 s,
@@ -160,6 +185,8 @@ class DbSink:
                 vendor=info.vendor,
                 serial_number=info.serial_number,
                 now=now,
+                admitted=admitted,
+                closed=closed,
             ),
             station_id=station_id,
             open_update=info.reason == "FirmwareUpdate",  # it belongs to that update
@@ -169,6 +196,11 @@ class DbSink:
     async def connected(self, station_id: str, connected: bool) -> bool:
         """Record a (dis)connection; returns whether the station ever booted."""
         now = self.clock()
+        if not connected:
+            budgets = (self.event_budget, self.boot_budget, self.csr_refusal_budget)
+            closed = [c for b in budgets if (c := b.close(station_id)) is not None]
+            if closed:
+                await self._summarise(closed, now)
         return await self.writes.run(
             lambda s: services.set_connected(s, station_id, connected, now=now),
             station_id=station_id,
@@ -252,9 +284,17 @@ class DbSink:
         self, station_id: str, type: str, timestamp: dt.datetime, tech_info: str | None
     ) -> None:
         now = self.clock()
+        admitted, closed = self.event_budget.admit(station_id, type, now)
         await self.writes.run(
             lambda s: services.record_security_event(
-                s, station_id, type=type, timestamp=timestamp, tech_info=tech_info, now=now
+                s,
+                station_id,
+                type=type,
+                timestamp=timestamp,
+                tech_info=tech_info,
+                now=now,
+                admitted=admitted,
+                closed=closed,
             ),
             station_id=station_id,
             open_update=True,

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chargeward import audit
 from chargeward.errors import ChargewardError
 from chargeward.model.firmware import primary_component
-from chargeward.model.targets import delta_target_path
+from chargeward.model.targets import delta_target_path, tenant_path
 from chargeward.ocpp.base import VENDOR_ID
 from chargeward.publish.targets import DeltaFacts
 from chargeward.release.delta import make_delta
@@ -196,5 +196,8 @@ async def offer_for(
     row = await s.get(ReleaseDelta, (release.id, image.component, station.firmware_version))
     if row is None:
         return None
-    target = delta_target_path(station.model, release.version, image.component, row.from_version)
+    target = tenant_path(
+        release.customer,
+        delta_target_path(station.model, release.version, image.component, row.from_version),
+    )
     return DeltaOffer(row.sha256, row.length, row.from_sha256, target)

@@ -23,6 +23,7 @@ from chargeward import audit
 from chargeward.errors import BundleError, Conflict, NotFound
 from chargeward.model.firmware import check_component
 from chargeward.model.fleet import (
+    add_years,
     check_id,
     check_tags,
     check_timezone,
@@ -30,7 +31,7 @@ from chargeward.model.fleet import (
     support_end,
     support_state,
 )
-from chargeward.server import alerts
+from chargeward.server import alerts, inputs
 from chargeward.server.schemas import ChargerModelView, SiteView, StationSummary, SupportView
 from chargeward.server.tables import Alert, ChargerModel, Site, Station, StationTag
 
@@ -182,6 +183,26 @@ def _model_view(row: ChargerModel) -> ChargerModelView:
     )
 
 
+# Registry dates are checked against the server clock (issue 26, point 7): a manufacture date
+# from 1990 to a year ahead, a support end from 1990 to a century ahead.  A year-9999 date once
+# made every page that computes support periods fail; those pages also bear stored ones.
+EARLIEST_DATE = dt.date(1990, 1, 1)
+DATE_AHEAD = {"manufactured_on": 1, "feature_support_end": 100, "security_support_end": 100}
+
+
+def check_date(name: str, value: object, now: dt.datetime) -> None:
+    """A registry date within its sane range (:data:`DATE_AHEAD`), else a 422 naming it."""
+    if value is None:
+        return
+    if not isinstance(value, dt.date):
+        raise inputs.invalid("body", name, "must be a date (YYYY-MM-DD)")
+    latest = add_years(now.date(), DATE_AHEAD[name])
+    if not EARLIEST_DATE <= value <= latest:
+        raise inputs.invalid(
+            "body", name, f"must be a date from {EARLIEST_DATE} to {latest} (server clock)"
+        )
+
+
 def _check_years(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 50:
         raise BundleError(f"{name} must be a whole number of years, 0-50")
@@ -201,6 +222,8 @@ async def create_model(
     if not 1 <= len(model.id) <= 20:
         raise BundleError("id must be the hardware model, 1-20 characters")
     _check_years("feature_support_years", model.feature_support_years)
+    check_date("feature_support_end", model.feature_support_end, now)
+    check_date("security_support_end", model.security_support_end, now)
     _check_years("security_support_years", model.security_support_years)
     if await s.get(ChargerModel, model.id) is not None:
         raise Conflict(f"charger model {model.id!r} exists")
@@ -227,6 +250,8 @@ async def update_model(
         if name in ("feature_support_years", "security_support_years"):
             setattr(row, name, _check_years(name, value))
         elif name in ("vendor", "feature_support_end", "security_support_end"):
+            if name != "vendor":
+                check_date(name, value, now)
             setattr(row, name, value)
         else:
             raise BundleError(f"{name}: not a charger model field")
@@ -403,6 +428,8 @@ async def update_station(
             await _site(s, value)
         if name == "expected_firmware":
             value = {**(row.expected_firmware or {}), **check_firmware_map(name, value or {})}
+        if name == "manufactured_on":
+            check_date(name, value, now)
         if name == "hardware_revision" and value is not None and len(value) > 32:
             raise BundleError("hardware_revision must be at most 32 characters")
         old_value = getattr(row, name)

@@ -8,7 +8,8 @@
 Each server has its own :class:`Metrics` (its own collector registry), so several servers in
 one process (tests) do not mix their numbers.  OCPP frames are counted by
 :class:`MeteredChargePoint`, HTTP requests by :class:`HttpMetrics` (labelled with the route
-template, never the raw path, to keep the label set small).
+template, never the raw path, and one of a fixed set of methods and statuses, to keep the label
+set small).
 """
 
 from __future__ import annotations
@@ -28,6 +29,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chargeward.ocpp.csms import CsmsChargePoint, StationSink
 
 _FRAME_KIND = {3: "CallResult", 4: "CallError"}
+# HTTP label values come from a fixed set: any other method token is "other" (5,000 random
+# methods once made 5,092 series, kept for the life of the process; issue 26).
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def http_labels(method: str, route: object, status: int) -> tuple[str, str, str]:
+    """(method, route template, status) as labelled: each from a bounded set."""
+    template = getattr(route, "path", None)
+    return (
+        method if method in HTTP_METHODS else "other",
+        template if isinstance(template, str) else "unmatched",
+        str(status) if 100 <= status <= 599 else "other",
+    )
+
+
 _ACTIONS = frozenset(a.value for a in Action)
 _STATUSES = frozenset(s.value for s in FirmwareStatusEnumType)
 
@@ -160,9 +176,8 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.metrics.http_requests.labels(scope["method"], template, str(status)).inc()
+            labels = http_labels(scope["method"], scope.get("route"), status)
+            self.metrics.http_requests.labels(*labels).inc()
             self.metrics.http_seconds.inc(time.monotonic() - start)
 
 

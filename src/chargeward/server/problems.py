@@ -5,7 +5,8 @@
 A validation error (422) names the first bad field in dotted form (``body.scopes.0`` becomes
 ``scopes.0``) and lists every problem in ``fields``.  Codes in use:
 
-    bad_request 400, unauthenticated 401, forbidden 403, not_found 404,
+    bad_request 400, unauthenticated 401, forbidden 403, totp_enrolment_required 403 (a
+    privileged account without TOTP: enrol first), not_found 404,
     method_not_allowed 405, conflict 409, gone 410, too_large 413, invalid_bundle 422,
     untrusted 422, validation_error 422, rate_limited 429 (with Retry-After),
     internal_error 500, transport_error 502, unavailable 503

@@ -3,7 +3,8 @@
 A change to the repository is a *proposal*: the next ``targets`` metadata, i.e. everything
 published plus a release's images (one target per hardware model) or a new firmware-signing
 CRL.  Approvers fetch it, check it and sign it with their own keys (``chargeward release
-approve`` / ``chargeward repo approve``); once enough distinct approvers have signed,
+approve`` / ``chargeward repo approve``), and every tenant role file (customer-locked
+releases, ADR 0026) it changes with the same key; once enough distinct approvers have signed,
 ``publish`` writes targets, snapshot and timestamp in that order.  If another proposal is
 published first, an open proposal is made again on the new base, and approvals given to the
 old bytes no longer count; so is one fetched less than ``proposal_renew`` before it expires
@@ -29,9 +30,10 @@ from chargeward import audit
 from chargeward.errors import Conflict, NotFound
 from chargeward.model.targets import REVOCATION_TARGET
 from chargeward.publish import ImageRepository, OnlineSigners
+from chargeward.publish.repository import ProposedFiles
 from chargeward.publish.targets import ImageFacts, release_targets
 from chargeward.release.manifest import SBOM_NAME, SCAN_REPORT_NAME
-from chargeward.server import approver_keys, campaigns
+from chargeward.server import approver_keys, campaigns, inputs
 from chargeward.server.deltas import release_deltas
 from chargeward.server.schemas import (
     ApprovalRecordView,
@@ -54,7 +56,7 @@ from chargeward.trust.approval import (
     ApprovalRefused,
     approval_status,
     check_approval,
-    signed_proposal,
+    signed_files,
 )
 
 
@@ -88,11 +90,27 @@ async def _approvals(s: AsyncSession, proposal_id: int) -> list[ApprovalRecord]:
     rows = await s.scalars(
         select(Approval).where(Approval.proposal_id == proposal_id).order_by(Approval.id)
     )
-    return [ApprovalRecord(a.keyid, a.owner, a.signature, a.submitted_by) for a in rows.all()]
+    return [
+        ApprovalRecord(a.keyid, a.owner, a.signature, a.submitted_by, a.role_signatures or {})
+        for a in rows.all()
+    ]
 
 
 def _metadata(proposal: Proposal) -> Metadata[Targets]:
     return Metadata[Targets].from_bytes(proposal.metadata_json.encode())
+
+
+def _roles(proposal: Proposal) -> dict[str, Metadata[Targets]]:
+    """The tenant role files the proposal changes besides the top-level targets."""
+    return {
+        name: Metadata[Targets].from_bytes(str(text).encode())
+        for name, text in (proposal.roles_json or {}).items()
+    }
+
+
+def _store_files(proposal: Proposal, files: ProposedFiles) -> None:
+    proposal.metadata_json = files.targets.to_bytes().decode()
+    proposal.roles_json = {n: md.to_bytes().decode() for n, md in files.roles.items()} or None
 
 
 def _subject(proposal: Proposal) -> str:
@@ -125,9 +143,9 @@ async def _current(
     expiring = renew and _metadata(proposal).signed.expires - now < repo.policy.proposal_renew
     if proposal.base_version == current and not expiring:
         return proposal
-    md = await asyncio.to_thread(repo.propose, await _additions(s, proposal), now=now)
+    files = await asyncio.to_thread(repo.propose_files, await _additions(s, proposal), now=now)
     proposal.base_version = current
-    proposal.metadata_json = md.to_bytes().decode()
+    _store_files(proposal, files)
     await audit.record(
         s,
         actor=actor,
@@ -155,16 +173,16 @@ async def _new_proposal(
     now: dt.datetime,
 ) -> Proposal:
     current = await asyncio.to_thread(repo.targets_version)
-    md = await asyncio.to_thread(repo.propose, additions, now=now)
+    files = await asyncio.to_thread(repo.propose_files, additions, now=now)
     proposal = Proposal(
         kind=kind,
         release_id=release_id,
         base_version=current,
-        metadata_json=md.to_bytes().decode(),
         state="open",
         created_by=created_by,
         created_at=now,
     )
+    _store_files(proposal, files)
     s.add(proposal)
     await s.flush()
     await audit.record(
@@ -244,8 +262,8 @@ async def _proposal(
     renew: bool = False,
 ) -> Proposal:
     """A proposal by number, or the proposal of a release (id or prefix)."""
-    if ref.isdigit() and len(ref) < 12:
-        proposal = await s.get(Proposal, int(ref))
+    if (number := inputs.row_id(ref)) is not None:
+        proposal = await s.get(Proposal, number)
         if proposal is None:
             raise NotFound(f"no proposal {ref}")
         return await _current(s, repo, proposal, actor=actor, now=now, renew=renew)
@@ -264,9 +282,11 @@ async def _open_proposal(
 
 
 async def proposal_view(s: AsyncSession, repo: ImageRepository, proposal: Proposal) -> ProposalView:
-    md = _metadata(proposal)
+    md, roles = _metadata(proposal), _roles(proposal)
     accounts = await approver_keys.bound_accounts(s)
-    status = approval_status(repo.root().signed, md, await _approvals(s, proposal.id), accounts)
+    status = approval_status(
+        repo.root().signed, md, await _approvals(s, proposal.id), accounts, roles
+    )
     added = [
         ProposedTarget(
             path=path,
@@ -285,6 +305,7 @@ async def proposal_view(s: AsyncSession, repo: ImageRepository, proposal: Propos
         base_version=proposal.base_version,
         created_by=proposal.created_by,
         metadata=proposal.metadata_json,
+        roles={n: str(text) for n, text in (proposal.roles_json or {}).items()},
         added=added,
         approvers=list(status.approvers),
         threshold=status.threshold,
@@ -354,6 +375,7 @@ async def approve(
     actor: str,
     now: dt.datetime,
     confirmed: bool = False,
+    role_signatures: dict[str, str] | None = None,
 ) -> ProposalView:
     """Record one approver's signature over a proposal's current bytes (``confirmed``: the
     submitter confirmed it with a fresh TOTP code, as the dashboard requires).
@@ -368,6 +390,8 @@ async def approve(
         uploader=proposal.created_by,
         submitted_by=actor,
         accounts=await approver_keys.bound_accounts(s),
+        roles=_roles(proposal),
+        role_signatures=role_signatures,
     )
     repeat = any(a.owner == record.owner for a in await _approvals(s, proposal.id))
     s.add(
@@ -376,6 +400,7 @@ async def approve(
             keyid=record.keyid,
             owner=record.owner,
             signature=record.signature,
+            role_signatures=dict(record.roles) or None,
             submitted_by=actor,
             created_at=now,
         )
@@ -410,8 +435,8 @@ async def record_refused_approval(
     """Audit an approval the rules refused (``<kind>.approval_refused``), in its own
     transaction: the refused request's own was rolled back."""
     kind, subject, number = "release", ref, None
-    if ref.isdigit() and len(ref) < 12:
-        proposal = await s.get(Proposal, int(ref))
+    if (number := inputs.row_id(ref)) is not None:
+        proposal = await s.get(Proposal, number)
         if proposal is not None:
             kind, subject, number = proposal.kind, _subject(proposal), proposal.id
     else:
@@ -443,11 +468,14 @@ async def publish(
     """Publish an approved proposal; refuses below threshold, saying how many are missing."""
     proposal = await _open_proposal(s, repo, ref, actor=actor, now=now)
     root = repo.root().signed
-    md, approvals = _metadata(proposal), await _approvals(s, proposal.id)
+    md, roles = _metadata(proposal), _roles(proposal)
+    approvals = await _approvals(s, proposal.id)
     accounts = await approver_keys.bound_accounts(s)
-    status = approval_status(root, md, approvals, accounts)
-    signed = signed_proposal(root, md, approvals, accounts)
-    version = await asyncio.to_thread(repo.publish_targets, signed, online(), now=now)
+    status = approval_status(root, md, approvals, accounts, roles)
+    signed, signed_roles = signed_files(root, md, roles, approvals, accounts)
+    version = await asyncio.to_thread(
+        repo.publish_targets, signed, online(), now=now, roles=signed_roles
+    )
     proposal.state = "published"
     proposal.published_at = now
     proposal.targets_version = version

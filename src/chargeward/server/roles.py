@@ -130,6 +130,10 @@ class Principal:
     permissions: frozenset[str]
     credential_id: int
     customer: str | None = None  # a customer account: that customer's stations only
+    # a privileged account without TOTP: no permissions until it enrols (ADR 0028)
+    totp_enrolment_required: bool = False
+    # a host token (or one it minted) acting under its own name, not a user's
+    host: bool = False
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions

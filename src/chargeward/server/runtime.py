@@ -30,9 +30,22 @@ from chargeward.server.blobs import BlobStore
 from chargeward.server.cluster import Node
 from chargeward.server.csms import CsmsListener
 from chargeward.server.db import Database
+from chargeward.server.http_security import (
+    CertificateReloader,
+    CertificateSlot,
+    HttpPerimeter,
+    HttpSecurity,
+    UvicornConfig,
+    check_http_binding,
+    check_public_url,
+    http_server_context,
+    http_tls_files,
+    parse_networks,
+)
+from chargeward.server.limits import HttpLimits, uvicorn_options
 from chargeward.server.state import TRUST_FILE, ServerState
 from chargeward.server.station_security import renew_certificates_forever
-from chargeward.server.tls import OcppSecurity, listener_security
+from chargeward.server.tls import OcppSecurity, limit_tls_handshake, listener_security
 from chargeward.supply.report_check import GatePolicy
 
 LOG = logging.getLogger("chargeward.server")
@@ -56,6 +69,8 @@ class ServerConfig:
     checkpoint_interval: float = 60.0  # how often the leader signs a checkpoint if the log grew
     checkpoint_key: str | None = None  # Ed25519 key URI (file: or pkcs11:); default in data dir
     security: OcppSecurity = field(default_factory=OcppSecurity)  # TLS, charger CA, profile 1
+    http_limits: HttpLimits = field(default_factory=HttpLimits)  # HTTP timeouts (server.limits)
+    http: HttpSecurity = field(default_factory=HttpSecurity)  # HTTPS, lab flag, proxies (ADR 25)
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -183,7 +198,33 @@ def tune_garbage_collector() -> None:
 async def run_server(
     config: ServerConfig, on_ready: Callable[[dict[str, object]], None] | None = None
 ) -> None:
-    ssl_context, charger_ca = listener_security(config.security, passphrase_from_env())
+    passphrase = passphrase_from_env()
+    # The HTTP perimeter first: a refused configuration binds nothing (ADR 0025).
+    http_files = http_tls_files(
+        config.http, config.security.tls_certificate, config.security.tls_key
+    )
+    check_http_binding(
+        config.host, tls=http_files is not None, allow_insecure_http=config.http.allow_insecure_http
+    )
+    check_public_url(
+        config.public_url,
+        tls=http_files is not None,
+        allow_insecure_http=config.http.allow_insecure_http,
+    )
+    trusted_proxies = parse_networks(config.http.trusted_proxies)
+    limit_tls_handshake(config.http_limits.head_timeout)  # a stalled handshake: as a stalled head
+    ssl_context, charger_ca = listener_security(config.security, passphrase)
+    http_ssl = http_server_context(*http_files, passphrase) if http_files else None
+    slots = []
+    if http_ssl is not None and http_files is not None:
+        slots.append(CertificateSlot("HTTP", http_ssl, *http_files))
+    if ssl_context is not None and config.security.tls_certificate and config.security.tls_key:
+        slots.append(
+            CertificateSlot(
+                "OCPP", ssl_context, config.security.tls_certificate, config.security.tls_key
+            )
+        )
+    reloader = CertificateReloader(slots, passphrase, interval=config.http.reload_interval)
     db, _ = await prepare(config.data_dir)
     state = ServerState(
         data_dir=config.data_dir,
@@ -222,13 +263,18 @@ async def run_server(
         ) from e
     ocpp_port = next(iter(ws.sockets)).getsockname()[1]
     uv = uvicorn.Server(
-        uvicorn.Config(
-            create_app(state),
+        UvicornConfig(
+            HttpPerimeter(create_app(state), trusted_proxies),
             host=config.host,
             port=config.http_port,
             log_level="warning",
             lifespan="off",
             access_log=False,
+            # X-Forwarded-* are believed from --trusted-proxy only, by HttpPerimeter; uvicorn's
+            # own default believes them from 127.0.0.1.
+            proxy_headers=False,
+            tls=http_ssl,  # Chargeward's context (its key loader, TLS 1.2+), reloaded in place
+            **uvicorn_options(config.http_limits),  # slow heads and bodies, connections (limits)
         )
     )
     tune_garbage_collector()
@@ -252,7 +298,7 @@ async def run_server(
         raise ConfigError(f"cannot listen for HTTP on {config.host}:{config.http_port}")
     http_port = uv.servers[0].sockets[0].getsockname()[1]
     host = f"[{config.host}]" if ":" in config.host else config.host
-    api_url = f"http://{host}:{http_port}"
+    api_url = f"{'https' if http_ssl else 'http'}://{host}:{http_port}"
     state.public_url = (config.public_url or api_url).rstrip("/")
     node.api_url = api_url
     # Jobs that must run once per cluster, not once per node: only the leader runs them.
@@ -274,11 +320,15 @@ async def run_server(
         "database": db.dialect,
     }
     write_private(config.data_dir / INFO_FILE, json.dumps(info).encode())
+    reloader.on_sighup()
+    watcher = asyncio.create_task(reloader.watch())
     if on_ready:
         on_ready(info)
     try:
         await task
     finally:
+        reloader.remove_sighup()
+        watcher.cancel()
         await node.stop()
         cert_renewer.cancel()
         ws.close()

@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import Path, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 # Numbers in paths and queries are bounded by what the database can store (PostgreSQL
 # integer, SQLite's 64-bit one for offsets), so an absurd one is a 422, not a server error.
@@ -200,6 +200,8 @@ class ProposalView(BaseModel):
     base_version: int
     created_by: str
     metadata: str  # the TUF targets metadata to sign (JSON text)
+    # The tenant roles (customer-locked releases, ADR 0026) to sign too: name -> JSON text.
+    roles: dict[str, str] = {}
     added: list[ProposedTarget]
     approvers: list[str]
     threshold: int
@@ -210,6 +212,11 @@ class ProposalView(BaseModel):
 class ApprovalRequest(BaseModel):
     keyid: str = Field(min_length=64, max_length=64, pattern=r"^[0-9a-f]+$")
     signature: str = Field(min_length=16, max_length=400, pattern=r"^[0-9a-f]+$")
+    # The same key's signature over each tenant role of the proposal (ADR 0026).
+    roles: dict[
+        Annotated[str, StringConstraints(pattern=r"^tenant-[0-9a-f]{32}$")],
+        Annotated[str, StringConstraints(min_length=16, max_length=400, pattern=r"^[0-9a-f]+$")],
+    ] = Field(default_factory=dict, max_length=200)
     # A fresh TOTP code of the caller's login session: the dashboard always sends one (the
     # person at the keyboard confirms), and a wrong one refuses the approval.
     totp: str | None = Field(default=None, max_length=10)

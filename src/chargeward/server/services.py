@@ -69,7 +69,7 @@ def station_actor(station_id: str) -> str:
 
 
 def check_station_id(station_id: str) -> str:
-    if not STATION_ID_RE.match(station_id):
+    if not STATION_ID_RE.fullmatch(station_id):
         raise ValueError(
             "station id must be 1-48 characters of letters, digits and * _ = + | @ . -"
         )
@@ -170,13 +170,27 @@ async def record_boot(
     vendor: str | None,
     serial_number: str | None,
     now: dt.datetime,
+    admitted: bool = True,
+    closed: SuppressedEvents | None = None,
 ) -> None:
+    """Store and audit a BootNotification.
+
+    ``admitted`` False: the station is over its boot budget (ADR 0027, the listener's
+    :class:`StationWriteBudget`); the boot only moves ``last_seen`` and is counted in the
+    window's ``station.boots_suppressed`` summary (``closed``: the summary of a window the
+    boot ended).  What it reports waits for a boot within a budget.
+    """
+    if closed is not None:
+        await record_suppressed_events(s, closed, now=now)
+    if not admitted:
+        await touch(s, station_id, now=now)
+        return
     row = await _station(s, station_id)
     previous = row.firmware_version
     row.firmware_version = firmware_version
-    row.model = model or row.model
-    row.vendor = vendor or row.vendor
-    row.serial_number = serial_number or row.serial_number  # the factory import set it
+    await _check_identity(
+        s, row, {"model": model, "vendor": vendor, "serial_number": serial_number}, now=now
+    )
     row.last_boot_reason = reason
     row.last_seen = now
     queue_insert(
@@ -213,6 +227,49 @@ async def record_boot(
         )
     versions = dict(row.reported_firmware or {})
     await campaigns.on_station_event(s, station_id, machine.Boot(now, reason, versions))
+
+
+_IDENTITY_LENGTHS = {"model": 20, "vendor": 50, "serial_number": 25}
+
+
+async def _check_identity(
+    s: AsyncSession, row: Station, reported: dict[str, str | None], *, now: dt.datetime
+) -> None:
+    """The registry is the authority on what a station is (ADR 0027).
+
+    A reported model, vendor or serial number fills a registry field that has no value yet
+    (the first boot of a station registered without it); one that differs from the registry,
+    or a serial number another station is registered with, changes nothing and raises a
+    ``station_identity`` alert (its audit entry ``station.identity_mismatch``).
+    """
+    for field, value in reported.items():
+        if not value:
+            continue
+        value = value[: _IDENTITY_LENGTHS[field]]
+        registered = getattr(row, field)
+        if registered == value:
+            continue
+        conflict = None
+        if field == "serial_number":
+            conflict = (
+                await s.scalars(
+                    select(Station.id)
+                    .where(Station.serial_number == value, Station.id != row.id)
+                    .limit(1)
+                )
+            ).first()
+        if registered is None and conflict is None:
+            setattr(row, field, value)
+            continue
+        await alerts.identity_mismatch(
+            s,
+            row.id,
+            field=field,
+            registered=registered,
+            reported=value,
+            conflict=conflict,
+            now=now,
+        )
 
 
 async def record_connector_status(
@@ -382,6 +439,107 @@ async def record_owner_notification(
     )
 
 
+# What a station writes to the audit log is budgeted per station and window (ADR 0027): the
+# first ``budget`` reports of a kind in a window are stored and audited; the rest are only
+# counted, and one summary entry per window says how many of which type were suppressed.
+# SecurityEventNotification: ``station.security_events_suppressed`` (per event type).
+SECURITY_EVENT_BUDGET = 20
+SECURITY_EVENT_WINDOW = dt.timedelta(minutes=10)
+# BootNotification: ``station.boots_suppressed`` (per boot reason).  A charger boots a few
+# times a day; even a boot loop takes a minute or so per boot.
+BOOT_BUDGET = 10
+# Refused SignCertificate requests: ``station.certificates_refused_suppressed`` (per reason).
+# Only refusals use it: a CSR the CSMS asked for is signed whatever the budget says.
+CSR_REFUSAL_BUDGET = 5
+_SUMMARY_TYPES = 20  # distinct types named in a summary; more are counted as "(other)"
+_TYPE_CHARS = 60  # a type as named in a summary (OCPP event types are at most 50)
+
+
+@dataclass
+class _EventWindow:
+    started_at: dt.datetime
+    used: int = 0
+    suppressed: dict[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class SuppressedEvents:
+    station_id: str
+    window_started_at: dt.datetime
+    types: dict[str, int]
+    action: str = "station.security_events_suppressed"
+    budget: int = SECURITY_EVENT_BUDGET
+
+
+class StationWriteBudget:
+    """Per-station windows of this process (a station's connection lives in one) for one
+    kind of report: security events, boots, refused CSRs (ADR 0027)."""
+
+    def __init__(
+        self,
+        budget: int = SECURITY_EVENT_BUDGET,
+        window: dt.timedelta = SECURITY_EVENT_WINDOW,
+        *,
+        action: str = "station.security_events_suppressed",
+    ) -> None:
+        self.budget = budget
+        self.window = window
+        self.action = action  # the summary's audit action
+        self._windows: dict[str, _EventWindow] = {}
+
+    def admit(
+        self, station_id: str, type: str, now: dt.datetime
+    ) -> tuple[bool, SuppressedEvents | None]:
+        """Whether this event is stored, and the summary of a window it closed (if any)."""
+        closed: SuppressedEvents | None = None
+        w = self._windows.get(station_id)
+        if w is None or now - w.started_at >= self.window:
+            closed = self.close(station_id)
+            w = self._windows[station_id] = _EventWindow(now)
+        if w.used < self.budget:
+            w.used += 1
+            return True, closed
+        counts = w.suppressed if w.suppressed is not None else {}
+        w.suppressed = counts
+        key = type[:_TYPE_CHARS]
+        key = key if key in counts or len(counts) < _SUMMARY_TYPES else "(other)"
+        counts[key] = counts.get(key, 0) + 1
+        return False, closed
+
+    def close(self, station_id: str) -> SuppressedEvents | None:
+        """The summary of what the station's window suppressed so far (then reset), if any.
+
+        Called when a window ends and when the station disconnects; a reconnect keeps the
+        window and what it used, so reconnecting does not buy a fresh budget.
+        """
+        w = self._windows.get(station_id)
+        if w is None or not w.suppressed:
+            return None
+        summary = SuppressedEvents(
+            station_id, w.started_at, dict(w.suppressed), self.action, self.budget
+        )
+        w.suppressed = None
+        return summary
+
+
+async def record_suppressed_events(
+    s: AsyncSession, summary: SuppressedEvents, *, now: dt.datetime
+) -> None:
+    await audit.record(
+        s,
+        actor=station_actor(summary.station_id),
+        action=summary.action,
+        target=summary.station_id,
+        details={
+            "suppressed": sum(summary.types.values()),
+            "types": summary.types,
+            "window_started_at": summary.window_started_at.isoformat(),
+            "budget": summary.budget,
+        },
+        now=now,
+    )
+
+
 async def record_security_event(
     s: AsyncSession,
     station_id: str,
@@ -390,8 +548,21 @@ async def record_security_event(
     timestamp: dt.datetime,
     tech_info: str | None,
     now: dt.datetime,
+    admitted: bool = True,
+    closed: SuppressedEvents | None = None,
 ) -> None:
     await touch(s, station_id, now=now)
+    if closed is not None:
+        await record_suppressed_events(s, closed, now=now)
+    if not admitted:  # over budget: counted only; a critical type still reaches its alert
+        if alerts.SECURITY_EVENT_ALERTS.get(type) == "critical":
+            await alerts.on_security_event(
+                s, station_id, type=type, tech_info=tech_info, timestamp=timestamp, now=now
+            )
+            await campaigns.on_station_event(
+                s, station_id, machine.Fault(now, "security_event", type)
+            )
+        return
     s.add(
         SecurityEvent(
             station_id=station_id,

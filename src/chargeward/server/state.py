@@ -67,14 +67,16 @@ class ServerState:
         return ImageRepository(self.data_dir / "tuf")
 
     def published_target_sha256(self, path: str) -> str | None:
-        """The SHA-256 the published targets list for ``path`` (None if not listed).
+        """The SHA-256 the published targets (top-level or a tenant role) list for ``path``
+        (None if not listed).
 
-        The index is rebuilt only when a new targets version is published, not per download.
+        The index is rebuilt only when a new targets version is published, not per download
+        (every tenant role change comes with a new top-level version, ADR 0026).
         """
         repo = self.repository
         version = repo.targets_version()
         if self._target_index[0] != version:
-            listed = repo.targets().signed.targets
+            listed = repo.published_targets()
             self._target_index = (
                 version,
                 {p: tf.hashes.get("sha256", "") for p, tf in listed.items()},

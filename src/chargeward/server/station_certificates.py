@@ -61,7 +61,7 @@ class CertificateId:
 def normalise_serial(serial: str) -> str:
     """A serial as the registry keeps it: lower-case hex without leading zeroes."""
     value = serial.strip().lower().removeprefix("0x")
-    if not SERIAL_RE.match(value):
+    if not SERIAL_RE.fullmatch(value):
         raise ValueError("a certificate serial is 1-40 hexadecimal digits")
     return value.lstrip("0") or "0"
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cryptography import x509
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
@@ -401,6 +401,31 @@ async def sign_csr(
     return issued
 
 
+CSR_REQUEST_VALID = dt.timedelta(hours=1)  # how long a TriggerMessage's request stays open
+UNSOLICITED = "the CSMS did not ask this station for a certificate"
+
+
+async def solicit_csr(s: AsyncSession, station_id: str, *, now: dt.datetime) -> None:
+    """Record that the CSMS asks ``station_id`` for one CSR (before TriggerMessage goes out)."""
+    (await _row(s, station_id)).certificate_requested_at = now
+
+
+async def claim_csr_request(db: Database, station_id: str, *, now: dt.datetime) -> bool:
+    """Consume the station's open CSR request: True for the first CSR of a request made
+    within :data:`CSR_REQUEST_VALID`, False otherwise (unsolicited or a second CSR)."""
+    async with db.session() as s:
+        claimed = await s.execute(
+            update(Station)
+            .where(
+                Station.id == station_id,
+                Station.certificate_requested_at.is_not(None),
+                Station.certificate_requested_at >= now - CSR_REQUEST_VALID,
+            )
+            .values(certificate_requested_at=None)
+        )
+        return getattr(claimed, "rowcount", 0) == 1
+
+
 async def audit_csr_refused(db: Database, station_id: str, reason: str, now: dt.datetime) -> None:
     async with db.session() as s:
         await audit.record(
@@ -436,7 +461,7 @@ async def renew_certificate(
     if cp is None:
         raise Conflict(f"station {station_id} is not connected")
     async with db.session() as s:
-        await _row(s, station_id)
+        await solicit_csr(s, station_id, now=clock())
         await audit.record(
             s,
             actor=actor,

@@ -57,7 +57,7 @@ from chargeward.errors import (
     NotFound,
     SupplyChainError,
 )
-from chargeward.model.targets import firmware_target_path
+from chargeward.model.targets import firmware_target_path, tenant_path
 from chargeward.release.manifest import (
     PROVENANCE_NAME,
     SBOM_NAME,
@@ -67,6 +67,7 @@ from chargeward.release.manifest import (
     image_path,
 )
 from chargeward.release.verify import VerifiedBundle
+from chargeward.server import inputs
 from chargeward.server.tables import (
     Proposal,
     Release,
@@ -210,8 +211,11 @@ def _signed_digests(proposal: Proposal, paths: set[str]) -> dict[str, set[str | 
     """The document digests that the proposal's targets at ``paths`` (the release's images)
     carry in their custom fields."""
     md = Metadata[Targets].from_bytes(proposal.metadata_json.encode())
+    listed = dict(md.signed.targets)
+    for text in (proposal.roles_json or {}).values():  # tenant roles (ADR 0026)
+        listed.update(Metadata[Targets].from_bytes(str(text).encode()).signed.targets)
     signed: dict[str, set[str | None]] = {SBOM_NAME: set(), SCAN_REPORT_NAME: set()}
-    for path, tf in md.signed.targets.items():
+    for path, tf in listed.items():
         custom = tf.unrecognized_fields.get("custom")
         if path not in paths or not isinstance(custom, dict):
             continue
@@ -232,8 +236,8 @@ async def check_publication(
     """Before a release is published: its scan report still holds against the server's
     advisories today, and its SBOM and scan report are still the ones the approvers signed."""
     async with db.snapshot() as s:
-        if ref.isdigit() and len(ref) < 12:
-            proposal = await s.get(Proposal, int(ref))
+        if (number := inputs.row_id(ref)) is not None:
+            proposal = await s.get(Proposal, number)
             if proposal is None or proposal.release_id is None:
                 return  # not found (said by publish) or not a release
             release_id: str = proposal.release_id
@@ -261,7 +265,7 @@ async def check_publication(
             )
         ).all()
         paths = {
-            firmware_target_path(model, version, component)
+            tenant_path(release.customer, firmware_target_path(model, version, component))
             for model in release.hardware_models["models"]
             for component in components
         }

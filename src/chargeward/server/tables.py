@@ -83,6 +83,9 @@ class Station(Base):
     pending_certificate_serial: Mapped[str | None] = mapped_column(String(40), default=None)
     pending_certificate_issuer: Mapped[str | None] = mapped_column(String(64), default=None)
     pending_certificate_expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # When the CSMS asked the station for a CSR (TriggerMessage, A02); one CSR is signed per
+    # request, and none without one (ADR 0027).
+    certificate_requested_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     # BasicAuthPassword rotation: the new hash while the station's answer is outstanding.
     pending_password_hash: Mapped[str | None] = mapped_column(String(200), default=None)
     # Transactions running now, {evse id: transaction id} (TransactionEvent, OCPP E01): the
@@ -119,6 +122,8 @@ class Proposal(Base):
     release_id: Mapped[str | None] = mapped_column(ForeignKey("releases.id"), index=True)
     base_version: Mapped[int]
     metadata_json: Mapped[str] = mapped_column(Text)
+    # The tenant roles (ADR 0026) the proposal also changes: role name -> metadata JSON text.
+    roles_json: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     state: Mapped[str] = mapped_column(String(20), default="open")  # open | published
     created_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[dt.datetime]
@@ -136,6 +141,8 @@ class Approval(Base):
     keyid: Mapped[str] = mapped_column(String(64))
     owner: Mapped[str] = mapped_column(String(100))
     signature: Mapped[str] = mapped_column(Text)
+    # The same key's signatures over the proposal's tenant roles: role name -> hex signature.
+    role_signatures: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     submitted_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[dt.datetime]
 
@@ -515,6 +522,8 @@ class User(Base):
     totp_secret: Mapped[str | None] = mapped_column(String(64), default=None)
     # The newest TOTP time-step accepted: a code of this step or older is a replay.
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # A secret shown to the user for self-enrolment, until confirmed with a code (ADR 0028).
+    totp_pending_secret: Mapped[str | None] = mapped_column(String(64), default=None)
     disabled: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
@@ -544,6 +553,12 @@ class LoginThrottle(Base):
     lock_count: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[dt.datetime | None] = mapped_column(default=None)
     last_failure_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # Per address: the open audit window (ADR 0027): its start, failures and refusals while
+    # locked counted in it, and the first usernames tried (bounded).
+    window_started_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    window_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    window_refused: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    window_usernames: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
 
 
 # Scale-out (PostgreSQL only; see chargeward.server.cluster).  Times here are the database's.

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward.campaign.spec import CampaignSpec
 from chargeward.errors import NotFound
+from chargeward.server import inputs
 from chargeward.server.accounts import Refusal
 from chargeward.server.roles import Principal
 from chargeward.server.tables import Campaign, FirmwareUpdate, Release, Site, Station
@@ -153,8 +154,8 @@ async def _owner(s: AsyncSession, name: str, value: str) -> tuple[bool, str | No
         return (found is not None, None if found is None else found[0])
     elif name == "ref":  # an id or a name, as campaigns.get_campaign takes it
         spec = None
-        if value.isdigit() and len(value) < 10:
-            spec = (await s.scalars(select(Campaign.spec).where(Campaign.id == int(value)))).first()
+        if (number := inputs.row_id(value)) is not None:
+            spec = (await s.scalars(select(Campaign.spec).where(Campaign.id == number))).first()
         if spec is None:
             spec = (await s.scalars(select(Campaign.spec).where(Campaign.name == value))).first()
         return (spec is not None, None if spec is None else campaign_customer(spec))

@@ -51,6 +51,18 @@ def limit_tls_read_buffer(size: int = TLS_READ_BUFFER) -> None:
     asyncio.sslproto.SSLProtocol.max_size = size
 
 
+# A TLS client that connects and never finishes its handshake is held by asyncio for 60 s
+# (``asyncio.constants.SSL_HANDSHAKE_TIMEOUT``; neither uvicorn nor websockets pass their own),
+# before any HTTP head or OCPP timeout can start: 150 such connections tie up the listener.
+TLS_HANDSHAKE_TIMEOUT = 10.0
+
+
+def limit_tls_handshake(seconds: float = TLS_HANDSHAKE_TIMEOUT) -> None:
+    """Close a TLS connection whose handshake is not done within ``seconds`` (process-wide:
+    both listeners)."""
+    asyncio.constants.SSL_HANDSHAKE_TIMEOUT = seconds
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     certificate: Path  # server certificate chain, PEM, leaf first

@@ -5,11 +5,13 @@
     >>> minted.token   # cwt_..., shown once; the server keeps only its SHA-256
 
 A token acts as its creator (the audit log names the user), with the scopes it was given and
-never more than the creator's role allows *now*: demoting or disabling the user narrows or
-ends every token they made.  Scopes beyond the creator's permissions are refused, and a token
-cannot mint tokens (that would let it outlive its own expiry).  Tokens made on the server
-host (``chargeward token create NAME --role ROLE``, the ``admin`` token written at first
-start) act under their own name with a role.
+never more than the creator's role allows *now*; a role change, password change, TOTP reset
+or disable of the user revokes every token they made (ADR 0028).  Scopes beyond the
+creator's permissions are refused, and a token cannot mint tokens (that would let it outlive
+its own expiry).  Tokens made on the server host (``chargeward token create NAME --role
+ROLE``, the ``admin`` token written at first start) act under their own name with a role;
+the audit log marks their entries ``"principal": "token"``, and they own only the tokens
+they minted (a user of the same name never does).
 """
 
 from __future__ import annotations
@@ -19,13 +21,19 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
 from chargeward.errors import Conflict, NotFound
 from chargeward.server import passwords
-from chargeward.server.accounts import Refusal, check_role, invalid, user_named
+from chargeward.server.accounts import (
+    Refusal,
+    check_role,
+    enrolment_required,
+    invalid,
+    user_named,
+)
 from chargeward.server.roles import PERMISSIONS, Principal
 from chargeward.server.tables import ApiToken
 
@@ -69,7 +77,7 @@ def _view(row: ApiToken) -> TokenView:
 
 
 def _check_name(name: str) -> None:
-    if not TOKEN_NAME.match(name):
+    if not TOKEN_NAME.fullmatch(name):
         raise invalid("name", "token name must be 1-100 characters: letters, digits, . _ @ -")
 
 
@@ -120,6 +128,8 @@ async def mint(
     """A token for ``creator`` limited to ``scopes``, expiring in ``expires_in`` seconds."""
     if creator.kind == "token":
         raise Refusal(403, "forbidden", "an API token cannot create tokens: log in to do so")
+    if creator.totp_enrolment_required:
+        raise enrolment_required()
     _check_name(name)
     wanted = frozenset(scopes)
     if not wanted:
@@ -163,11 +173,26 @@ async def mint(
     return MintedToken(token, _view(row))
 
 
+def _owned_by(principal: Principal) -> ColumnElement[bool]:
+    """The caller's own tokens: a user's act as the user (``owner``); a host token's are the
+    ones it minted (no owner, ``created_by`` its name).  A user never owns a host token's
+    tokens, even one of the same name left from before names were kept apart."""
+    if principal.host:
+        return and_(ApiToken.owner.is_(None), ApiToken.created_by == principal.name)
+    return ApiToken.owner == principal.name
+
+
+def _owns(principal: Principal, row: ApiToken) -> bool:
+    if principal.host:
+        return row.owner is None and row.created_by == principal.name
+    return row.owner == principal.name
+
+
 async def list_tokens(s: AsyncSession, principal: Principal) -> list[TokenView]:
     """The caller's tokens; every token for ``users:manage``."""
     q = select(ApiToken).order_by(ApiToken.id)
     if not principal.can("users:manage"):
-        q = q.where(or_(ApiToken.owner == principal.name, ApiToken.created_by == principal.name))
+        q = q.where(_owned_by(principal))
     return [_view(r) for r in (await s.scalars(q)).all()]
 
 
@@ -175,7 +200,7 @@ async def revoke(
     s: AsyncSession, principal: Principal, token_id: int, *, now: dt.datetime
 ) -> TokenView:
     row = await s.get(ApiToken, token_id)
-    own = row is not None and principal.name in (row.owner, row.created_by)
+    own = row is not None and _owns(principal, row)
     if row is None or not (own or principal.can("users:manage")):
         raise NotFound(f"no API token {token_id}")
     if row.revoked_at is None:

@@ -48,4 +48,6 @@ def check(
 ) -> bool:
     if now > expires:
         return False
+    if not sig.isascii():  # compare_digest raises TypeError on a non-ASCII str (issue 26)
+        return False
     return hmac.compare_digest(_mac(key, sha256, station, expires, request), sig)

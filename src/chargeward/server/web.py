@@ -47,8 +47,9 @@ from chargeward.audit import merkle
 from chargeward.audit.checkpoint import open_checkpoint, parse_vkey
 from chargeward.audit.verify import entry_from_json
 from chargeward.errors import BundleError, TrustError
-from chargeward.server import accounts
+from chargeward.server import accounts, inputs
 from chargeward.server.authz import client_address
+from chargeward.server.inputs import same_secret
 from chargeward.trust.approval import parse_approval_file
 
 HERE = Path(__file__).resolve().parent / "web_assets"
@@ -79,6 +80,13 @@ class Refused(Exception):
 
 class NeedLogin(Exception):
     """The request has no valid login session: a page redirects to /login, a fragment 401s."""
+
+
+class NeedEnrolment(Exception):
+    """The session's account must enrol TOTP first: a page redirects to /totp-enrolment."""
+
+
+ENROLMENT_PAGE = "/totp-enrolment"
 
 
 def csrf_token(secret: str) -> str:
@@ -152,7 +160,7 @@ class Page:
         """The posted form, or None when its CSRF token does not belong to this session."""
         data = {k: str(v) for k, v in (await self.request.form()).items()}
         given = data.pop("csrf", "")
-        if not self.token or not hmac.compare_digest(given, csrf_token(self.token)):
+        if not self.token or not same_secret(given, csrf_token(self.token)):
             return None
         return data
 
@@ -163,6 +171,12 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+
+
+def _seg(value: object) -> str:
+    """One path segment of the dashboard's own API calls, quoted: an id with ``?``, ``#`` or
+    ``/`` stays that id (``/releases/%3F`` once asked for the release list; issue 26)."""
+    return quote(str(value), safe="")
 
 
 def to_login(request: Request) -> RedirectResponse:
@@ -191,6 +205,8 @@ async def _signed_in(request: Request) -> AsyncIterator[Page]:
         request.state.page = page
         if not await page.signed_in():
             raise NeedLogin
+        if page.me.get("totp_enrolment_required") and request.url.path != ENROLMENT_PAGE:
+            raise NeedEnrolment  # nothing but enrolment until then (ADR 0028)
         yield page
 
 
@@ -231,7 +247,13 @@ def install(app: FastAPI) -> None:
     async def bad_form(request: Request, _: Exception) -> Response:
         return csrf_refused(request.state.page)
 
+    async def need_enrolment(request: Request, _: Exception) -> Response:
+        if fragment(request):
+            return HTMLResponse("", status_code=403)
+        return RedirectResponse(ENROLMENT_PAGE, status_code=303)
+
     app.add_exception_handler(NeedLogin, need_login)
+    app.add_exception_handler(NeedEnrolment, need_enrolment)
     app.add_exception_handler(Refused, refused)
     app.add_exception_handler(BadForm, bad_form)
     app.include_router(router)
@@ -266,7 +288,7 @@ async def login(request: Request) -> Response:
     async with page:
         page.token = ""
         target = _safe_next(data.get("next"))
-        if not nonce or not hmac.compare_digest(data.get("csrf", ""), csrf_token(nonce)):
+        if not nonce or not same_secret(data.get("csrf", ""), csrf_token(nonce)):
             return csrf_refused(page)
         state = request.app.state.chargeward
         async with state.db.session() as s:
@@ -287,10 +309,35 @@ async def login(request: Request) -> Response:
                 error=str(outcome),
                 username=data.get("username", ""),
             )
+    if outcome.totp_enrolment_required:  # a privileged account without TOTP enrols first
+        target = ENROLMENT_PAGE
     done = RedirectResponse(target, status_code=303)
     _set_cookie(request, done, SESSION_COOKIE, outcome.token)
     done.delete_cookie(LOGIN_COOKIE, path="/")
     return done
+
+
+@router.get(ENROLMENT_PAGE)
+async def totp_enrolment(page: SignedIn) -> Response:
+    """A new secret for the account without TOTP, shown once, and the form for a code."""
+    enrolment = await page.call("POST", "/api/v1/auth/totp/enrolment")
+    return page.render("totp_enrolment.html", enrolment=enrolment)
+
+
+@router.post(ENROLMENT_PAGE)
+async def confirm_totp_enrolment(page: SignedIn, data: Posted) -> Response:
+    """Enrol with a code of the secret shown; the session ends, the next login needs a code."""
+    code = data.get("code", "").strip()[:10]
+    try:
+        await page.call("POST", "/api/v1/auth/totp/enrolment/confirm", json={"code": code})
+    except Refused as e:
+        enrolment = await page.call("POST", "/api/v1/auth/totp/enrolment")
+        return page.render(
+            "totp_enrolment.html", status=e.status, enrolment=enrolment, error=e.message
+        )
+    resp = RedirectResponse("/login?next=/", status_code=303)
+    resp.delete_cookie(SESSION_COOKIE, path="/")
+    return resp
 
 
 @router.post("/logout")
@@ -418,7 +465,8 @@ def campaign_document(data: Mapping[str, str]) -> dict[str, Any]:
 
 def _number_or_percent(text: str) -> int | str:
     text = text.strip()
-    return int(text) if text.isdigit() else text
+    number = inputs.row_id(text)
+    return text if number is None else number
 
 
 @router.post("/campaigns")
@@ -490,8 +538,8 @@ def chart(runs: Sequence[Mapping[str, Any]], campaign: Mapping[str, Any]) -> dic
 
 
 async def _campaign_context(page: Page, ref: int) -> dict[str, Any]:
-    campaign = await page.get(f"/api/v1/campaigns/{ref}")
-    runs = await page.get(f"/api/v1/campaigns/{ref}/stations")
+    campaign = await page.get(f"/api/v1/campaigns/{_seg(ref)}")
+    runs = await page.get(f"/api/v1/campaigns/{_seg(ref)}/stations")
     return {"c": campaign, "runs": runs, "run_states": RUN_STATES, "chart": chart(runs, campaign)}
 
 
@@ -518,9 +566,9 @@ async def campaign_live(_: Fragment, page: SignedIn, ref: int) -> Response:
 
 @router.get("/campaigns/{ref}/stations/{station_id}")
 async def station_run(page: SignedIn, ref: int, station_id: str) -> Response:
-    campaign = await page.get(f"/api/v1/campaigns/{ref}")
-    run = await page.get(f"/api/v1/campaigns/{ref}/stations/{station_id}")
-    detail = await page.get(f"/api/v1/stations/{station_id}")
+    campaign = await page.get(f"/api/v1/campaigns/{_seg(ref)}")
+    run = await page.get(f"/api/v1/campaigns/{_seg(ref)}/stations/{_seg(station_id)}")
+    detail = await page.get(f"/api/v1/stations/{_seg(station_id)}")
     return page.render("station_run.html", c=campaign, run=run, station=detail)
 
 
@@ -533,7 +581,7 @@ async def campaign_action(page: SignedIn, data: Posted, ref: int, action: str) -
         return page.render("error.html", status=404, message=f"no action {action!r}")
     body = {"json": {"release": data.get("release", "")}} if action == "rollback" else {}
     try:
-        done = await page.call("POST", f"/api/v1/campaigns/{ref}/{action}", **body)
+        done = await page.call("POST", f"/api/v1/campaigns/{_seg(ref)}/{_seg(action)}", **body)
     except Refused as e:
         return await _campaign_page(page, ref, status=e.status, error=e.message)
     return RedirectResponse(f"/campaigns/{done['id']}", status_code=303)
@@ -552,11 +600,11 @@ async def release_list(page: SignedIn) -> Response:
 async def _release_page(
     page: Page, release_id: str, status: int = 200, error: str = "", notice: str = ""
 ) -> Response:
-    release = await page.get(f"/api/v1/releases/{release_id}")
-    history = await page.get(f"/api/v1/releases/{release_id}/approvals")
+    release = await page.get(f"/api/v1/releases/{_seg(release_id)}")
+    history = await page.get(f"/api/v1/releases/{_seg(release_id)}/approvals")
     proposal = None
     if release["state"] != "published" and history and history[-1]["state"] == "open":
-        proposal = await page.get(f"/api/v1/proposals/{history[-1]['proposal']}")
+        proposal = await page.get(f"/api/v1/proposals/{_seg(history[-1]['proposal'])}")
     return page.render(
         "release.html",
         status=status,
@@ -586,7 +634,7 @@ async def approve_release(page: SignedIn, data: Posted, release_id: str) -> Resp
             raise BundleError("enter the current code of your authenticator app to confirm")
     except BundleError as e:
         return await _release_page(page, release_id, status=400, error=str(e))
-    release = await page.get(f"/api/v1/releases/{release_id}")
+    release = await page.get(f"/api/v1/releases/{_seg(release_id)}")
     if approval.release_id not in (None, release["id"]):
         return await _release_page(
             page,
@@ -595,10 +643,15 @@ async def approve_release(page: SignedIn, data: Posted, release_id: str) -> Resp
             error=f"this approval file is for release {approval.release_id[:12]}, "
             f"not {release['id'][:12]}",
         )
-    body = {"keyid": approval.keyid, "signature": approval.signature, "totp": code}
+    body = {
+        "keyid": approval.keyid,
+        "signature": approval.signature,
+        "roles": dict(approval.roles),
+        "totp": code,
+    }
     try:
         done = await page.call(
-            "POST", f"/api/v1/proposals/{approval.proposal}/approvals", json=body
+            "POST", f"/api/v1/proposals/{_seg(approval.proposal)}/approvals", json=body
         )
     except Refused as e:
         return await _release_page(page, release_id, status=e.status, error=e.message)
@@ -608,7 +661,7 @@ async def approve_release(page: SignedIn, data: Posted, release_id: str) -> Resp
 @router.post("/releases/{release_id}/publish")
 async def publish_release(page: SignedIn, data: Posted, release_id: str) -> Response:
     try:
-        done = await page.call("POST", f"/api/v1/releases/{release_id}/publish")
+        done = await page.call("POST", f"/api/v1/releases/{_seg(release_id)}/publish")
     except Refused as e:
         return await _release_page(page, release_id, status=e.status, error=e.message)
     return await _release_page(
@@ -621,7 +674,9 @@ async def _documents(page: Page, release_id: str, release: Mapping[str, Any]) ->
     out: dict[str, Any] = {}
     for name in release.get("documents", {}):
         try:
-            out[name] = await page.get(f"/api/v1/releases/{release_id}/documents/{name}")
+            out[name] = await page.get(
+                f"/api/v1/releases/{_seg(release_id)}/documents/{_seg(name)}"
+            )
         except Refused:
             continue
     return out

@@ -4,6 +4,8 @@ WEB_ROUTES = [
     ("GET", "/login"),
     ("POST", "/login"),
     ("POST", "/logout"),
+    ("GET", "/totp-enrolment"),
+    ("POST", "/totp-enrolment"),
     ("GET", "/"),
     ("GET", "/campaigns"),
     ("POST", "/campaigns"),

@@ -29,6 +29,7 @@ from chargeward.agent.location import LAB_LOOPBACK
 from chargeward.agent.provision import provision
 from chargeward.agent.state import Identity
 from chargeward.errors import ConfigError
+from chargeward.local import LabTls
 from chargeward.model.firmware import ImageHeader
 from chargeward.procinfo import cpu_seconds, raise_fd_limit, rss_kib
 from chargeward.progress import progress_bar
@@ -73,6 +74,9 @@ class SimOptions:
     checks: bool = True
     live: bool = True
     workdir: Path | None = None
+    # The started server's HTTP listener on https with a lab CA (ADR 0025): the stations trust
+    # it as their CSMS root and download through CONNECT tunnels in their site links.
+    https: bool = False
 
 
 def self_test_for(bad: str | None) -> Callable[[ImageHeader], str | None] | None:
@@ -98,6 +102,7 @@ def _provision(
             factory_bundle=kw["bundles"][p.firmware],
             roots_pem=kw["roots_pem"],
             tuf_root=kw["tuf_root"],
+            csms_roots_pem=kw.get("csms_roots"),  # https downloads from a lab CSMS
         )
 
 
@@ -170,6 +175,7 @@ class Simulation:
 
     async def start_links(self, srv: backend.Backend) -> None:
         ocpp, http = srv.upstreams()
+        tls = srv.link_tls()  # https: the links tunnel (CONNECT) and terminate the lab TLS
         for site in self.scenario.sites.values():
             link = SiteLink(
                 site.id,
@@ -181,6 +187,7 @@ class Simulation:
                 faults=lambda sid: (
                     self.by_id[sid].next_download_fault() if sid in self.by_id else None
                 ),
+                tls=tls,
             )
             await link.start()
             self.links[site.id] = link
@@ -265,6 +272,7 @@ class Simulation:
                 await asyncio.to_thread(
                     _provision, batch, root, passwords,
                     bundles=bundles, roots_pem=roots_pem, tuf_root=tuf_root,
+                    csms_roots=srv.csms_roots,
                 )  # fmt: skip
                 bar.advance(task, min(len(batch), max(0, n - start)))
             self.make_stations(root, srv)
@@ -364,7 +372,11 @@ async def run_scenario(
     )
     if opts.start_server:
         srv = backend.Backend.start(
-            work / "server", made.root_pem, work / "server.log", made.passphrase
+            work / "server",
+            made.root_pem,
+            work / "server.log",
+            made.passphrase,
+            tls=LabTls.create() if opts.https else None,
         )
     else:
         if opts.server_url is None or opts.data_dir is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from cryptography.hazmat.primitives import serialization
 
 from chargeward.errors import ConfigError, TransportError
-from chargeward.local import Process, start_server
+from chargeward.local import LabTls, Process, start_server
 from chargeward.server import fleet, services
 from chargeward.server.db import DATABASE_URL_ENV, Database
 from chargeward.server.station_security import set_profile
+from chargeward.sim.link import LinkTls
 from chargeward.sim.plan import StationPlan
 from chargeward.sim.scenario import Site
 
@@ -37,6 +40,8 @@ class Backend:
     token: str
     process: Process | None = None  # started by the simulator
     database_url: str | None = None  # None: the data directory's SQLite file
+    csms_roots: bytes | None = None  # the lab CSMS CA when the HTTP listener speaks https
+    lab_tls: LabTls | None = None  # its certificate and key: the site links terminate https
 
     @classmethod
     def start(
@@ -48,6 +53,7 @@ class Backend:
         *,
         approval_threshold: int = 1_000_000,  # the simulator's own runs need no second person
         database_url: str | None = None,
+        tls: LabTls | None = None,  # https on the HTTP listener with this lab certificate
     ) -> Backend:
         env = {"CHARGEWARD_KEY_PASSPHRASE": passphrase}
         if database_url is not None:
@@ -61,9 +67,13 @@ class Backend:
                 *("--campaign-tick", "0.5"),
                 *("--campaign-approval-threshold", str(approval_threshold)),
             ),
+            tls=tls,
         )
         token = (data_dir / "admin.token").read_text().strip()
-        return cls(data_dir, info["api_url"], info["ocpp_url"], token, proc, database_url)
+        roots = tls.ca_pem.encode() if tls is not None else None
+        return cls(
+            data_dir, info["api_url"], info["ocpp_url"], token, proc, database_url, roots, tls
+        )
 
     @classmethod
     def existing(cls, api_url: str, data_dir: Path) -> Backend:
@@ -73,6 +83,27 @@ class Backend:
         except (OSError, ValueError) as e:
             raise ConfigError(f"{data_dir} is not a running server's data directory: {e}") from e
         return cls(data_dir, api_url.rstrip("/"), info["ocpp_url"], token)
+
+    def tls_context(self) -> ssl.SSLContext | bool:
+        """What API clients verify the server with: the system CAs, plus the lab CA."""
+        if self.csms_roots is None:
+            return True
+        ctx = ssl.create_default_context()
+        ctx.load_verify_locations(cadata=self.csms_roots.decode())
+        return ctx
+
+    def link_tls(self) -> LinkTls | None:
+        """What the site links need to tunnel the chargers' https downloads (the lab key:
+        the links are part of the lab's simulated network), or None for plain HTTP."""
+        lab = self.lab_tls
+        if lab is None:
+            return None
+        key = lab.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return LinkTls.from_pem(lab.certificate_pem, key.decode(), lab.ca_pem)
 
     def stop(self) -> str:
         return self.process.stop() if self.process is not None else ""
@@ -90,6 +121,7 @@ class Backend:
         """An API client acting with ``token`` (default: the data directory's admin token)."""
         return httpx.AsyncClient(
             base_url=self.api_url,
+            verify=self.tls_context(),
             timeout=120,
             headers={"Authorization": f"Bearer {token or self.token}"},
             limits=httpx.Limits(max_connections=16),

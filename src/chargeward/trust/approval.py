@@ -19,14 +19,17 @@ free-text owner labels of the root metadata:
 * an account submits approvals made with its own key only (:class:`NotKeyHolder` otherwise);
 * approvals are counted per account (person): one person with two keys counts once;
 * the signatures must verify over the exact proposal bytes, and python-tuf must agree that the
-  threshold is met before anything is published.
+  threshold is met before anything is published;
+* a proposal that also carries tenant roles (customer-locked releases, ADR 0026) is approved
+  by one signature per role file besides the top-level one, all by the same key: an approval
+  missing or failing one of them does not count.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from securesystemslib.exceptions import UnverifiedSignatureError
 from securesystemslib.signer import Signature
@@ -68,6 +71,7 @@ class Approval:
     owner: str  # the account the key is bound to (the approver)
     signature: str  # hex DER, as in TUF metadata
     submitted_by: str
+    roles: Mapping[str, str] = field(default_factory=dict)  # tenant role -> signature (hex)
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,25 @@ def _verify(root: Root, payload: bytes, signature: Signature) -> str:
     return key_owner(key)
 
 
+Roles = Mapping[str, Metadata[Targets]]  # tenant role name -> its proposed metadata
+
+
+def _verify_roles(
+    root: Root, keyid: str, roles: Roles, signatures: Mapping[str, str], payloads: dict[str, bytes]
+) -> None:
+    """One signature by ``keyid`` over each proposed role file, and nothing else."""
+    extra = sorted(set(signatures) - set(roles))
+    if extra:
+        raise BadSignature(f"a signature for {extra[0]}, which this proposal does not change")
+    for name in roles:
+        sig = signatures.get(name)
+        if sig is None:
+            raise BadSignature(f"the approval lacks a signature over the proposal's {name}")
+        if name not in payloads:
+            payloads[name] = roles[name].signed_bytes
+        _verify(root, payloads[name], Signature(keyid, sig))
+
+
 def check_approval(
     root: Root,
     proposal: Metadata[Targets],
@@ -115,11 +138,15 @@ def check_approval(
     uploader: str,
     submitted_by: str,
     accounts: Accounts,
+    roles: Roles | None = None,
+    role_signatures: Mapping[str, str] | None = None,
 ) -> Approval:
     """Accept or refuse one approval of a proposal uploaded by account ``uploader``, submitted
-    by account ``submitted_by``; ``accounts`` binds approver keys to accounts."""
+    by account ``submitted_by``; ``accounts`` binds approver keys to accounts.  ``roles``:
+    the tenant role files the proposal also changes, each signed in ``role_signatures``."""
     label = _verify(root, proposal.signed_bytes, signature)
     keyid = signature.keyid
+    _verify_roles(root, keyid, roles or {}, role_signatures or {}, {})
     account = accounts.get(keyid)
     if account is None:
         raise ApprovalRefused(
@@ -134,21 +161,28 @@ def check_approval(
             f"key {keyid[:12]} is the approver key of {account}: {submitted_by} cannot submit "
             "an approval made with another person's key"
         )
-    return Approval(keyid, account, signature.signature, submitted_by)
+    return Approval(keyid, account, signature.signature, submitted_by, dict(role_signatures or {}))
 
 
 def _counted(
-    root: Root, proposal: Metadata[Targets], approvals: Iterable[Approval], accounts: Accounts
+    root: Root,
+    proposal: Metadata[Targets],
+    approvals: Iterable[Approval],
+    accounts: Accounts,
+    roles: Roles | None = None,
 ) -> dict[str, Approval]:
-    """One valid approval per account (the first seen), submitted by that account."""
+    """One valid approval per account (the first seen), submitted by that account, with a
+    valid signature over the top-level targets and over every tenant role in ``roles``."""
     by_account: dict[str, Approval] = {}
     payload = proposal.signed_bytes  # canonical JSON is costly: encode once
+    payloads: dict[str, bytes] = {}
     for a in approvals:
         account = accounts.get(a.keyid)
         if account is None or a.submitted_by != account:
             continue
         try:
             _verify(root, payload, Signature(a.keyid, a.signature))
+            _verify_roles(root, a.keyid, roles or {}, a.roles, payloads)
         except TrustError:
             continue
         by_account.setdefault(account, a)
@@ -156,9 +190,13 @@ def _counted(
 
 
 def approval_status(
-    root: Root, proposal: Metadata[Targets], approvals: Iterable[Approval], accounts: Accounts
+    root: Root,
+    proposal: Metadata[Targets],
+    approvals: Iterable[Approval],
+    accounts: Accounts,
+    roles: Roles | None = None,
 ) -> ApprovalStatus:
-    counted = _counted(root, proposal, approvals, accounts)
+    counted = _counted(root, proposal, approvals, accounts, roles)
     return ApprovalStatus(root.roles[TARGETS].threshold, tuple(sorted(counted)))
 
 
@@ -166,7 +204,19 @@ def signed_proposal(
     root: Root, proposal: Metadata[Targets], approvals: Iterable[Approval], accounts: Accounts
 ) -> Metadata[Targets]:
     """The proposal with one signature per approver account; refuses below threshold."""
-    counted = _counted(root, proposal, approvals, accounts)
+    return signed_files(root, proposal, {}, approvals, accounts)[0]
+
+
+def signed_files(
+    root: Root,
+    proposal: Metadata[Targets],
+    roles: Roles,
+    approvals: Iterable[Approval],
+    accounts: Accounts,
+) -> tuple[Metadata[Targets], dict[str, Metadata[Targets]]]:
+    """The top-level targets and every tenant role, each with one signature per counted
+    approver account; refuses below threshold."""
+    counted = _counted(root, proposal, approvals, accounts, roles)
     status = ApprovalStatus(root.roles[TARGETS].threshold, tuple(sorted(counted)))
     if not status.approved:
         raise Conflict(f"cannot publish: {status.describe()}")
@@ -178,13 +228,26 @@ def signed_proposal(
         root.verify_delegate(TARGETS, signed.signed_bytes, signed.signatures)
     except UnsignedMetadataError as e:  # defence in depth: python-tuf must agree
         raise Conflict(f"cannot publish: {e}") from e
-    return signed
+    out = {}
+    for name, md in roles.items():
+        role = Metadata[Targets].from_bytes(md.to_bytes())
+        role.signatures.clear()
+        for a in counted.values():
+            role.signatures[a.keyid] = Signature(a.keyid, a.roles[name])
+        try:
+            signed.signed.verify_delegate(name, role.signed_bytes, role.signatures)
+        except UnsignedMetadataError as e:
+            raise Conflict(f"cannot publish {name}: {e}") from e
+        out[name] = role
+    return signed, out
 
 
 # -- approval files: a signature made on the approver's machine, submitted elsewhere ---------
 
 APPROVAL_FORMAT = "chargeward-approval/1"
-MAX_APPROVAL_FILE = 4096  # an approval file is a few hundred bytes
+MAX_ROLES = 200  # tenant roles one approval may sign
+MAX_APPROVAL_FILE = 4096  # an approval file is a few hundred bytes ...
+ROLE_ALLOWANCE = 300  # ... plus one line per tenant role it signs
 
 
 @dataclass(frozen=True)
@@ -195,18 +258,26 @@ class ApprovalFile:
     release_id: str | None
     keyid: str
     signature: str
+    roles: Mapping[str, str] = field(default_factory=dict)  # tenant role -> signature
 
 
 def approval_document(
-    proposal: int, release_id: str | None, keyid: str, signature: str
+    proposal: int,
+    release_id: str | None,
+    keyid: str,
+    signature: str,
+    roles: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
-    return {
+    doc: dict[str, object] = {
         "format": APPROVAL_FORMAT,
         "proposal": proposal,
         "release": release_id,
         "keyid": keyid,
         "signature": signature,
     }
+    if roles:
+        doc["roles"] = dict(roles)
+    return doc
 
 
 def parse_approval_file(text: str) -> ApprovalFile:
@@ -215,7 +286,7 @@ def parse_approval_file(text: str) -> ApprovalFile:
     Only the shape is checked here: the signature itself is checked by the server against
     the proposal's bytes and the approver keys of the trusted root (:func:`check_approval`).
     """
-    if len(text) > MAX_APPROVAL_FILE:
+    if len(text) > MAX_APPROVAL_FILE + ROLE_ALLOWANCE * MAX_ROLES:
         raise BundleError(f"approval file is {len(text)} characters; one is a few hundred")
     try:
         doc = strictjson.loads(text.encode())
@@ -231,7 +302,22 @@ def parse_approval_file(text: str) -> ApprovalFile:
         raise BundleError("approval file: 'proposal' must be a proposal number")
     if release is not None and not isinstance(release, str):
         raise BundleError("approval file: 'release' must be a release id")
-    return ApprovalFile(proposal, release, _hex(doc, "keyid"), _hex(doc, "signature"))
+    roles = doc.get("roles", {})
+    if (
+        not isinstance(roles, dict)
+        or len(roles) > MAX_ROLES
+        or not all(isinstance(k, str) and re.fullmatch(r"tenant-[0-9a-f]{32}", k) for k in roles)
+    ):
+        raise BundleError("approval file: 'roles' must map tenant roles to signatures")
+    if len(text) > MAX_APPROVAL_FILE + ROLE_ALLOWANCE * len(roles):
+        raise BundleError(f"approval file is {len(text)} characters; one is a few hundred")
+    return ApprovalFile(
+        proposal,
+        release,
+        _hex(doc, "keyid"),
+        _hex(doc, "signature"),
+        {k: _hex(roles, k) for k in roles},
+    )
 
 
 def _hex(doc: dict[str, object], name: str) -> str:
