@@ -8,9 +8,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 
-from chargeward.sim.link import DownloadFault, SiteLink
+from chargeward.agent import location
+from chargeward.agent.location import LAB_LOOPBACK
+from chargeward.local import LabTls
+from chargeward.sim.link import DownloadFault, LinkTls, SiteLink
 
 BODY = bytes(range(256)) * 1024  # 256 KiB, every byte position recognisable
 
@@ -152,3 +157,115 @@ async def test_a_link_without_latency_or_cap_is_ideal() -> None:
     assert SiteLink("s", up, up).ideal
     assert not SiteLink("s", up, up, latency=0.01).ideal
     assert not SiteLink("s", up, up, bandwidth=1000).ideal
+
+
+# -- https: CONNECT tunnels, the link terminating the chargers' TLS with the lab key ----------
+
+
+@pytest.fixture(scope="module")
+def lab() -> tuple[LabTls, LinkTls]:
+    made = LabTls.create(days=1)
+    return made, LinkTls.from_pem(made.certificate_pem, lab_key_pem(made), made.ca_pem)
+
+
+def lab_key_pem(made: LabTls) -> str:
+    return made.key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+@pytest.fixture
+async def https_upstream(lab: tuple[LabTls, LinkTls]) -> AsyncIterator[Upstream]:
+    """The server's https listener: the lab certificate (LinkTls.server is one such context)."""
+    up = Upstream()
+    up.server = await asyncio.start_server(up.handle, "127.0.0.1", 0, ssl=lab[1].server)
+    up.port = int(up.server.sockets[0].getsockname()[1])
+    yield up
+    up.server.close()
+
+
+def charger(made: LabTls, link: SiteLink, *, trust_lab: bool = True) -> httpx.AsyncClient:
+    """The agent's download client: the link as its HTTP proxy, the lab CA as CSMS root."""
+    roots = made.ca_pem.encode() if trust_lab else None
+    return location.client(LAB_LOOPBACK, timeout=10, proxy=link.proxy_url, csms_roots=roots)
+
+
+def https_url(up: Upstream, station: str) -> str:
+    return f"https://127.0.0.1:{up.port}/firmware/abc.cwfw?station={station}&sig=x"
+
+
+async def test_an_https_download_is_tunnelled_and_reaches_the_server_in_origin_form(
+    lab: tuple[LabTls, LinkTls], https_upstream: Upstream
+) -> None:
+    link = await make_link(https_upstream, tls=lab[1])
+    async with charger(lab[0], link) as client:
+        r = await client.get(https_url(https_upstream, "CP-1"))
+    await link.close()
+    assert r.status_code == 200 and r.content == BODY
+    assert https_upstream.lines == [b"GET /firmware/abc.cwfw?station=CP-1&sig=x HTTP/1.1\r\n"]
+    assert link.stats["https tunnels"] == link.stats["http connections"] == 1
+
+
+async def test_faults_hit_the_plaintext_body_inside_the_tunnel(
+    lab: tuple[LabTls, LinkTls], https_upstream: Upstream
+) -> None:
+    plan = {"CP-1": DownloadFault(corrupt_at=100_000), "CP-2": DownloadFault(drop_at=50_000)}
+    link = await make_link(https_upstream, tls=lab[1], faults=lambda sid: plan.pop(sid, None))
+
+    async def fetch(station: str) -> bytes:  # one client per download, as the agent does
+        async with charger(lab[0], link) as client:
+            return (await client.get(https_url(https_upstream, station))).content
+
+    corrupted = await fetch("CP-1")
+    with pytest.raises(httpx.RemoteProtocolError, match="without sending complete message"):
+        await fetch("CP-2")  # the connection drops mid-body
+    again = await fetch("CP-2")
+    for _ in range(500):  # every tunnel ends once its charger has gone, dropped ones too
+        if not link.open_connections:
+            break
+        await asyncio.sleep(0.01)
+    assert link.open_connections == 0
+    await link.close()
+    diff = [i for i, (a, b) in enumerate(zip(corrupted, BODY, strict=True)) if a != b]
+    assert diff == [100_000] and corrupted[100_000] == BODY[100_000] ^ 0xFF
+    assert again == BODY
+    assert link.stats["corrupted"] == link.stats["dropped"] == 1
+
+
+async def test_a_charger_without_the_lab_ca_refuses_the_link_and_nothing_reaches_the_server(
+    lab: tuple[LabTls, LinkTls], https_upstream: Upstream
+) -> None:
+    link = await make_link(https_upstream, tls=lab[1])
+    async with charger(lab[0], link, trust_lab=False) as client:
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await client.get(https_url(https_upstream, "CP-1"))
+    for _ in range(500):  # the link sees the charger's alert after the charger has raised
+        if link.stats["tls refused"]:
+            break
+        await asyncio.sleep(0.01)
+    await link.close()
+    assert https_upstream.lines == [] and link.stats["tls refused"] == 1
+
+
+async def test_connect_goes_to_the_servers_https_listener_only(
+    lab: tuple[LabTls, LinkTls], https_upstream: Upstream
+) -> None:
+    plain = await make_link(https_upstream)  # no lab key: no tunnels at all
+    tls = await make_link(https_upstream, tls=lab[1])
+    for link, target in (
+        (plain, f"127.0.0.1:{https_upstream.port}"),
+        (tls, "127.0.0.1:1"),
+        (tls, "example.org:443"),
+        (tls, "nonsense"),
+    ):
+        r, w = await asyncio.open_connection("127.0.0.1", link.port)
+        w.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        await w.drain()
+        assert await asyncio.wait_for(r.read(), 10) == b""  # closed, no 200
+        w.close()
+    await plain.close()
+    await tls.close()
+    assert https_upstream.lines == []
+    assert plain.stats["refused"] == 1 and tls.stats["refused"] == 3
