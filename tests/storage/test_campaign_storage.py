@@ -4,11 +4,13 @@ tick (dispatch stored before it is sent), and the security standing policy."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
 from chargeward.campaign import machine
@@ -299,3 +301,68 @@ async def test_boots_after_our_update_in_one_batch_move_the_expected_version_not
     }  # fmt: skip
     explained = [e for e in moved if e.action == "station.expected_firmware"]
     assert len(explained) == len(ids) - 1 and all(e.transaction_id for e in explained)
+
+
+async def test_a_canary_that_fails_while_the_scheduler_reads_never_lets_its_stage_pass(
+    db: Database, tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's bad release once reached 11 more stations: the scheduler read the finished
+    runs, then the canary's rollback committed, then it read the unfinished ones, so the
+    canary was in neither and its stage passed with nobody in it.  The tick now reads and
+    writes one consistent state (``Database.serialized``): the rollback lands before or after
+    the whole tick, never between its queries."""
+    release = await _release(db, tmp_path, pki, "1.1.0", "feature")
+    ids = await _fleet(db, 5)
+    async with db.session() as s:
+        view = await campaigns.create_campaign(
+            s, parse_spec(_spec(release, gates={"success": "90%", "error": "10%"})),
+            actor="alice", now=NOW,
+        )  # fmt: skip
+        runs = await campaigns.load_runs(s, view.id)
+        row, run = next(v for v in runs.values() if v[1].stage == 0)
+        campaigns.store_run(row, replace(run, state="rebooting", request_id=1), NOW)
+        canary = run.station_id
+    state = ServerState(tmp_path, db, BlobStore(tmp_path / "blobs"), b"k" * 32, "http://x")
+    state.clock = lambda: NOW
+    async with db.session() as s:
+        for sid in ids:
+            station = await s.get(Station, sid)
+            assert station is not None
+            station.connected = True
+
+    async def roll_back() -> None:  # the canary's boot, reported on another connection
+        async with db.session() as s:
+            runs = await campaigns.load_runs(s, view.id)
+            row, run = runs[canary]
+            campaigns.store_run(row, replace(run, state="rolled_back", reason="rolled back"), NOW)
+
+    landed: list[asyncio.Task[None]] = []
+    original = campaigns.load_for_planning
+
+    async def between_the_queries(s: AsyncSession, campaign_id: int) -> object:
+        first = s.execute
+
+        async def execute(*a: object, **kw: object) -> object:
+            out = await first(*a, **kw)  # the finished runs: the canary is not among them
+            s.execute = first  # type: ignore[method-assign]
+            landed.append(asyncio.create_task(roll_back()))
+            # Unserialized, the rollback commits now; serialized, it waits for the tick.
+            await asyncio.wait(landed, timeout=2.0)
+            return out
+
+        s.execute = execute  # type: ignore[method-assign]
+        return await original(s, campaign_id)
+
+    monkeypatch.setattr(campaigns, "load_for_planning", between_the_queries)
+    orders = await campaign_scheduler.tick_campaign(state, view.id, join=False)
+    monkeypatch.setattr(campaigns, "load_for_planning", original)
+    await asyncio.wait_for(landed[0], 30)
+    assert orders == []  # stage 1 did not start: nothing sent beyond the canary
+    await campaign_scheduler.tick_campaign(state, view.id, join=False)
+    async with db.snapshot() as s:
+        stored = await campaigns.get_campaign(s, view.id)
+        assert stored.status == "paused" and stored.stage == 0, stored.pause_reason
+        trail = [
+            e.details.get("note") for e in await audit.entries(s, target=f"campaign:{view.id}")
+        ]
+    assert "stage 1 started" not in trail

@@ -79,7 +79,9 @@ async def tick_campaign(
     via: dict[int, str | None] = {}  # requestId -> the site's Local Controller location
     router = local_cache.Router(state, campaign_id, now)
     cached: list[int] = []  # publications to take down (the campaign completed)
-    async with state.db.session() as s:
+    # One consistent state: a canary that finished between two of the planner's queries was
+    # in neither, and its stage passed without it (the bad release went to the next stage).
+    async with state.db.serialized() as s:
         row = await s.get(Campaign, campaign_id)
         if row is None or row.status not in ("running", "paused"):
             return []

@@ -134,6 +134,30 @@ class Database:
             yield s
 
     @asynccontextmanager
+    async def serialized(self) -> AsyncIterator[AsyncSession]:
+        """A session that reads one consistent state and writes on it, committed on success.
+
+        For read-decide-write work over many rows (a campaign tick): a plain session reads
+        each statement at its own moment, so a run that finished between two queries could be
+        missing from both, and a write could overwrite a row changed since it was read.
+        SQLite: ``BEGIN IMMEDIATE`` (other writers wait for this one, up to the busy timeout).
+        PostgreSQL: REPEATABLE READ; a concurrent update of a row it writes fails it with a
+        serialization error (the caller tries again later) instead of being overwritten.
+        """
+        async with self._sessions() as s:
+            if self.engine.dialect.name == "sqlite":
+                conn = await s.connection()
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                await s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            try:
+                yield s
+            except BaseException:
+                await s.rollback()
+                raise
+            await s.commit()
+
+    @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[AsyncSession]:
         """A read-only session whose queries all see one consistent state of the database.
 
