@@ -15,7 +15,7 @@ SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 TEST_WORKERS ?= 3
 PYTEST_XDIST := -n $(TEST_WORKERS) --dist worksteal
 
-.PHONY: demo demo-keep test test-slow lint typecheck unit setup system-deps clean security-report
+.PHONY: demo demo-keep test test-slow lint typecheck unit setup system-deps clean security-report docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,8 +72,14 @@ security-report: $(STAMP)
 	$(PY) -m chargeward evidence attacks --test-report reports/pytest.xml \
 		--test-report reports/pytest-slow.xml -o docs/security.md
 
+# The documentation site (README's pages in docs/, mkdocs.yml) into site/, in strict mode: a
+# broken link, a missing anchor or a page left out of the nav fails the build.
+# tests/unit/test_docs.py builds it the same way in `make test`.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) demo-data site .mypy_cache .ruff_cache .pytest_cache
 
 # Benchmarks (a few minutes): publishing, the charger's streaming verify, 10,000 OCPP
 # connections on one server process, firmware download throughput against nginx (from

@@ -3,7 +3,7 @@
 Run ``make bench``, ``python -m benchmarks.bench_connections`` or
 ``python benchmarks/bench_connections.py`` (``--help`` for options; ``--stations 1000`` for a
 quick look).  The server under test is the real OCPP listener
-(:class:`chargeward.server.csms.CsmsListener`: HTTP Basic auth checked against the stored
+(:class:`chargeward.server.stations.csms.CsmsListener`: HTTP Basic auth checked against the stored
 password hash, one :class:`~chargeward.ocpp.csms.CsmsChargePoint` per connection, every
 BootNotification and Heartbeat written to the SQLite database) in its own process.  The
 stations are light clients in this process: real websockets on loopback, hand-written OCPP-J
@@ -95,7 +95,7 @@ def _server_tls(data_dir: Path) -> ssl.SSLContext | None:
     """The CSMS's own TLS context (profile 2) when the run uses TLS, else None."""
     if not (data_dir / TLS_CERT).exists():
         return None
-    from chargeward.server.tls import TlsFiles, server_context
+    from chargeward.server.stations.tls import TlsFiles, server_context
 
     files = TlsFiles(data_dir / TLS_CERT, f"file:{data_dir / TLS_KEY}")
     return server_context(files, lambda: TLS_PASSPHRASE.encode())
@@ -106,8 +106,8 @@ async def _serve(kind: str, data_dir: Path, port_file: Path) -> None:
     tls = _server_tls(data_dir)
     closing: Callable[[], Awaitable[None]] | None = None
     if kind == "csms":
-        from chargeward.server.csms import CsmsListener, Registry
-        from chargeward.server.db import Database
+        from chargeward.server.stations.csms import CsmsListener, Registry
+        from chargeward.server.store.db import Database
 
         db = await Database.open(data_dir=data_dir)
         listener = CsmsListener(
@@ -116,7 +116,7 @@ async def _serve(kind: str, data_dir: Path, port_file: Path) -> None:
         server = await listener.serve("127.0.0.1", 0)
         closing = listener.sink.close
     else:
-        from chargeward.server.csms import MAX_FRAME
+        from chargeward.server.stations.csms import MAX_FRAME
 
         server = await serve(
             _baseline_handler,
@@ -169,9 +169,9 @@ async def register_stations(
 
     from sqlalchemy import insert
 
-    from chargeward.server import passwords
-    from chargeward.server.db import Database
-    from chargeward.server.tables import Station
+    from chargeward.server.auth import passwords
+    from chargeward.server.store.db import Database
+    from chargeward.server.store.tables import Station
 
     db = await Database.open(data_dir=data_dir)
     digest = passwords.hash_station_secret(PASSWORD)

@@ -427,7 +427,7 @@ def upload(api_url: str, data_dir: Path, bundle: Path) -> str:
 
 def signed_target(data_dir: Path, sha256: str) -> str:
     """The download path a station would be handed, valid for an hour."""
-    from chargeward.server import urls
+    from chargeward.server.common import urls
 
     key = (data_dir / urls.KEY_FILE).read_bytes()
     return urls.signed_path(key, sha256, STATION, int(time.time()) + 3600)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from chargeward.crypto import keyfile
-from chargeward.server.db import Database
+from chargeward.server.store.db import Database
 from tests.support.databases import PostgresTemplates, postgres_database, sqlite_url
 from tests.support.fleet import Pki
 from tests.support.junit_provenance import record_run

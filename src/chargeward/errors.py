@@ -1,30 +1,70 @@
 """The exception tree of Chargeward.
 
-Every error the project raises on purpose derives from ``ChargewardError``; the CLI turns
-one into a single clear line and an exit code, the server into an HTTP problem, the agent
-into an OCPP status.  Library errors are converted where they enter (``raise ... from e``).
+Every exception the package raises derives from ``ChargewardError``; the CLI turns one into a
+single clear line and an exit code (``cli/main.py`` ``EXIT_CODES``), the server into an HTTP
+problem (``server/problems.py`` ``ERRORS``), the agent into an OCPP status.  Library errors are
+converted where they enter (``raise ... from e``).  ``tests/unit/test_error_tree.py`` fails on
+a ``raise`` of a builtin exception class outside its commented allow-list, and on an exception
+class missing from this list.  Classes defined in other modules name their module.
 
-    ChargewardError
-    +-- ConfigError             bad settings, missing files, wrong passphrase source
-    +-- KeyAccessError          a key URI that cannot be resolved, a wrong passphrase
-    +-- TrustError              a decision *against* the data: never retry
+    ChargewardError                 exit 1, HTTP 400 unless a subclass says otherwise
+    +-- ConfigError                 bad settings, missing files, wrong passphrase; exit 6, 503
+    |   +-- JUnitReportError            evidence.matrix: a test report missing, too large, not JUnit
+    +-- KeyAccessError              a key URI that cannot be resolved or opened; exit 6, 503
+    +-- TrustError                  a decision *against* the data: never retry; exit 3, 422
     |   +-- UntrustedCertificate    signing certificate not under an installed root
     |   |   +-- CertificatePathRefused  RFC 5280 path validation refused it (``reason``)
     |   +-- RevokedCertificate      signing certificate revoked
     |   +-- BadSignature            signature does not verify
     |   +-- IntegrityError          length or digest mismatch
+    |   |   +-- DeltaError              release.delta: a delta that does not rebuild the image
     |   +-- RollbackRefused         security version below the rollback floor
     |   +-- IncompatibleImage       image is for other hardware
     |   +-- RepositoryRefused       TUF metadata or target refused (``reason`` says why)
     |   +-- CredentialStoreError    a charger's sealed secrets do not open (key, tamper, swap)
     |   +-- AttestationRefused      a signed attestation (DSSE, provenance) refused (``reason``)
     |   +-- GateRefused             the vulnerability gate refused a release (lists every finding)
-    |   +-- PinnedComponentChanged  a certified (pinned) component differs from the previous release
-    +-- BundleError             malformed bundle or manifest (bad input)
-    +-- SupplyChainError        malformed component list, SBOM, advisory or allowlist (bad input)
-    +-- TransportError          network or I/O trouble: may succeed on retry
-    +-- NotFound                a named thing does not exist
-    +-- Conflict                the request clashes with current state
+    |   +-- PinnedComponentChanged  a certified (pinned) component differs from the last release
+    |   +-- DeltaRefused            agent.delta_update: a delta the agent will not apply
+    |   +-- LogVerificationError    audit.verify: an audit log export does not verify
+    |   |   +-- MalformedExport         audit.verify: the export cannot be read
+    |   |   +-- RuleViolation           audit.verify: an entry breaks a log rule
+    |   +-- MalformedNote           audit.checkpoint: a signed note that cannot be read
+    |   +-- WrongOrigin             audit.checkpoint: a checkpoint of another log
+    |   +-- ProofError              audit.merkle: an inclusion or consistency proof fails
+    |   +-- PackRefused             evidence.signing: an evidence pack does not verify
+    |   +-- ReportProvenanceRefused evidence.testrun: a report not from the named commit
+    +-- BundleError                 malformed bundle or manifest (bad input); exit 6, 422
+    |   +-- CampaignSpecError       campaign.spec: a malformed campaign file
+    +-- SupplyChainError            malformed component list, SBOM, advisory, allowlist; exit 6, 422
+    +-- InvalidValue                bad input, also a ``ValueError``; exit 6, HTTP 400
+    |   +-- Unordered               supply.versions: a version its scheme cannot read or order
+    +-- MisuseError                 a verified-result type built by hand: a bug in the caller, never
+    |                               input; a ``TypeError``; traceback, HTTP 500 (logged)
+    +-- TransportError              network or I/O trouble: may succeed on retry; exit 5, 502
+    |   +-- DownloadRefused         agent.download: a 4xx, an oversized image or a bad URL; no retry
+    |   +-- LocationRefused         agent.location: a URL the location policy refuses; no retry
+    |   +-- UploadRefused           agent.upload: the server refused an upload (4xx); no retry
+    |   +-- RemoteTimeout           server.cluster: a peer node did not answer (a ``TimeoutError``)
+    +-- NotFound                    a named thing does not exist; exit 4, 404
+    +-- Conflict                    the request clashes with current state; exit 7, 409
+    |   +-- ApprovalRefused         trust.approval: an approval the rules forbid (``reason``)
+    |       +-- NotKeyHolder            trust.approval: signed with another account's key
+    +-- ChargingUnavailable         a charging session cannot start (connector busy, quarantine)
+    +-- NoBootableSlot              agent.bootloader: no slot passes the secure-boot check (tamper)
+    +-- TreeStorageError            audit.merkle: the node store lacks or misorders nodes
+    +-- Refusal                     server.accounts: sign-in or permission refused (own status)
+    +-- UploadRefused               server.logs: an unknown, used or expired upload token
+
+``InvalidValue`` and ``MisuseError`` also subclass the builtin their callers and pydantic catch:
+a validator must raise a ``ValueError`` for pydantic to report it as a 422, and ``except
+ValueError`` / ``except TypeError`` around these calls keeps working.
+
+Builtin exceptions raised on purpose are only those a Python protocol requires (``KeyError``
+from a mapping lookup, ``AttributeError`` from ``__getattr__``, ``NotImplementedError`` for a
+refused inherited API), errors that never leave their function, and the simulator's
+``PowerCut`` (a ``BaseException`` so no handler can swallow the simulated power loss); the
+allow-list in ``tests/unit/test_error_tree.py`` names each one and says why.
 """
 
 from __future__ import annotations
@@ -157,3 +197,18 @@ class NotFound(ChargewardError):
 
 class Conflict(ChargewardError):
     """The request clashes with the current state."""
+
+
+class InvalidValue(ChargewardError, ValueError):
+    """A value handed in is malformed or out of its domain (bad input).
+
+    Also a :class:`ValueError`: pydantic validators must raise one, and callers that catch
+    ``ValueError`` (for example around :func:`chargeward.strictjson.loads`) keep working.
+    """
+
+
+class MisuseError(ChargewardError, TypeError):
+    """A verified-result type was built by hand instead of by its verifying function.
+
+    A bug in the calling code, never bad input; also a :class:`TypeError` as before.
+    """

@@ -13,6 +13,8 @@ import os
 import resource
 from pathlib import Path
 
+from chargeward.errors import ConfigError
+
 
 def rss_kib(pid: int | str = "self") -> int:
     """Resident set size (``VmRSS``) of ``pid`` in KiB."""
@@ -29,7 +31,7 @@ def _status_kib(pid: int | str, name: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{name}:"):
             return int(line.split()[1])
-    raise RuntimeError(f"no {name} for process {pid}")
+    raise ConfigError(f"no {name} for process {pid}")
 
 
 def cpu_seconds(pid: int) -> float:

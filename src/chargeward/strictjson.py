@@ -19,16 +19,18 @@ from __future__ import annotations
 import json
 from typing import Any, NoReturn
 
+from chargeward.errors import InvalidValue
+
 
 def _refuse_constant(name: str) -> NoReturn:
-    raise ValueError(f"holds the non-JSON number {name}")
+    raise InvalidValue(f"holds the non-JSON number {name}")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise ValueError(f"repeats the key {key!r}")
+            raise InvalidValue(f"repeats the key {key!r}")
         out[key] = value
     return out
 
@@ -38,12 +40,12 @@ def loads(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError("is not valid UTF-8") from e
+        raise InvalidValue("is not valid UTF-8") from e
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant)
     except RecursionError as e:
-        raise ValueError("is JSON nested too deeply") from e
+        raise InvalidValue("is JSON nested too deeply") from e
     except ValueError as e:
         if str(e).startswith(("repeats the key", "holds the non-JSON")):
             raise
-        raise ValueError(f"is not valid JSON: {e}") from e
+        raise InvalidValue(f"is not valid JSON: {e}") from e

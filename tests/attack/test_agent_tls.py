@@ -22,7 +22,7 @@ import pytest
 from chargeward.agent import tls as station_tls
 from chargeward.agent.state import StateDir
 from chargeward.crypto.tls import OCPP_TLS12_CIPHERS
-from chargeward.server.tls import TlsFiles, server_context
+from chargeward.server.stations.tls import TlsFiles, server_context
 from tests.support.fleet import TEST_PASSPHRASE, Pki
 from tests.support.tls import (
     TlsPki,

@@ -42,7 +42,7 @@ from schemathesis import APIOperation, GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 from schemathesis.core.failures import Failure, FailureGroup
 
-from chargeward.server import tenancy
+from chargeward.server.auth import tenancy
 from chargeward.server.state import TRUST_FILE
 from tests.support.accounts_api import AccountsApi
 from tests.support.fleet import TEST_PASSPHRASE, Pki

@@ -44,7 +44,8 @@ from chargeward.cli.main import app
 from chargeward.crypto.pki import certificate_pem
 from chargeward.errors import ConfigError
 from chargeward.publish.roles import RootChange, next_root
-from chargeward.server import approver_keys, services
+from chargeward.server.auth import tokens as token_service
+from chargeward.server.rollout import approver_keys
 from chargeward.server.runtime import add_manufacturer_root
 from chargeward.trust.tuf_keys import OWNER_FIELD
 from tests.support.api_app import Api, running_api
@@ -235,7 +236,7 @@ async def tokens(api: Api, *names: str) -> dict[str, dict[str, str]]:
     out = {"alice": {}}  # running_api's own client acts as alice
     async with api.db.session() as s:
         for name in names:
-            token = await services.create_token(s, name, actor="test", now=api.clock.now)
+            token = await token_service.create_token(s, name, actor="test", now=api.clock.now)
             out[name] = {"Authorization": f"Bearer {token}"}
     return out
 

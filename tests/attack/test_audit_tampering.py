@@ -28,7 +28,7 @@ from chargeward.audit import log, merkle, tree
 from chargeward.audit.checkpoint import Checkpoint, sign_checkpoint
 from chargeward.cli.main import app
 from chargeward.crypto.ed25519 import generate_ed25519_key
-from chargeward.server.db import Database
+from chargeward.server.store.db import Database
 
 NOW = dt.datetime(2026, 12, 8, 9, 0, tzinfo=dt.UTC)
 PASSPHRASE = "correct horse battery staple"

@@ -227,7 +227,7 @@ async def test_get_log_to_the_metadata_service_is_an_upload_failure(charger: Sta
                 f"the status of GetLog {request_id}",
             )
             await csms.wait(
-                lambda: agent._log_task is None or agent._log_task.done(), "the upload to end"
+                lambda: agent.logs.task is None or agent.logs.task.done(), "the upload to end"
             )
         final = [
             (s["request_id"], s["status"])

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chargeward.server.tables import Station
+from chargeward.server.store.tables import Station
 from tests.support.accounts_api import AccountsApi, User, accounts_api
 from tests.support.dashboard import CSRF, browser, log_in
 from tests.support.fleet import Pki

@@ -1,7 +1,7 @@
 """Unbounded input on the HTTP listener (issue 26, point 2), over real sockets on loopback.
 
 The API is served by uvicorn with the server's own protocol and limits
-(:mod:`chargeward.server.limits`), with short timeouts here.  A 200 MB login body is refused
+(:mod:`chargeward.server.http.limits`), with short timeouts here.  A 200 MB login body is refused
 with 413 before the client has sent it (from its ``Content-Length``, or once a chunked body
 passes the cap) and the connection is closed; a request head or body that stalls is closed
 within its timeout, 150 at once too; and 5,000 random method tokens add no metric series.
@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chargeward.server import limits
-from chargeward.server.limits import DEFAULT_CAP, LOGIN_CAP, BodyLimit, HttpLimits
-from chargeward.server.tls import limit_tls_handshake
+from chargeward.server.http import limits
+from chargeward.server.http.limits import DEFAULT_CAP, LOGIN_CAP, BodyLimit, HttpLimits
+from chargeward.server.stations.tls import limit_tls_handshake
 from tests.support.accounts_api import AccountsApi, accounts_api
 from tests.support.served_api import served_api
 from tests.support.tls import TlsPki
@@ -153,8 +153,9 @@ def test_a_json_route_refuses_more_than_the_default_cap(api: tuple[str, int]) ->
 
 
 def test_uploads_keep_their_own_caps() -> None:
-    from chargeward.server import api_logs, logs
-    from chargeward.server.api import MAX_BUNDLE
+    from chargeward.server.http import api_logs
+    from chargeward.server.http.api import MAX_BUNDLE
+    from chargeward.server.stations import logs
 
     body_limit = BodyLimit(None)  # type: ignore[arg-type]
     assert body_limit.cap_for("POST", "/api/v1/releases") == MAX_BUNDLE

@@ -95,7 +95,7 @@ def test_plain_http_on_a_non_loopback_bind_is_refused(tmp_path: Path, pki: Pki, 
 def test_lab_flag_allows_plain_http_beyond_loopback_loudly(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from chargeward.server.http_security import check_http_binding
+    from chargeward.server.http.http_security import check_http_binding
 
     check_http_binding("127.0.0.1", tls=False, allow_insecure_http=False)  # a proxy on the host
     check_http_binding("::1", tls=False, allow_insecure_http=False)

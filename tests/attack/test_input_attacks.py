@@ -19,8 +19,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from chargeward.server.csms import MAX_FRAME
 from chargeward.server.state import TRUST_FILE
+from chargeward.server.stations.csms import MAX_FRAME
 from tests.support.api_app import running_api
 from tests.support.fleet import Pki, basic
 from tests.support.tls import TlsPki, running_csms, try_connect

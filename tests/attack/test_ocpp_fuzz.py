@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from hypothesis import strategies as st
 
-from chargeward.server.csms import MAX_FRAME
+from chargeward.server.stations.csms import MAX_FRAME
 from tests.support.fuzzing import FuzzReport, fuzz
 from tests.support.ocpp_frames import (
     BOOT,

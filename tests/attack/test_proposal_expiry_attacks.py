@@ -32,9 +32,9 @@ from chargeward.crypto.pki import certificate_pem
 from chargeward.errors import TrustError
 from chargeward.publish import ImageRepository
 from chargeward.publish.targets import ImageFacts, release_targets
-from chargeward.server import services
+from chargeward.server.auth import tokens
 from chargeward.server.runtime import add_manufacturer_root
-from chargeward.server.tables import AuditEntry, Proposal
+from chargeward.server.store.tables import AuditEntry, Proposal
 from chargeward.trust.approval import Approval as ApprovalRecord
 from chargeward.trust.approval import label_accounts, signed_proposal
 from tests.support.api_app import running_api
@@ -245,7 +245,7 @@ async def test_an_expired_proposal_is_not_published(
         headers = {}
         async with api.db.session() as s:
             for name in ("bob", "carol"):
-                token = await services.create_token(s, name, actor="test", now=start)
+                token = await tokens.create_token(s, name, actor="test", now=start)
                 headers[name] = {"Authorization": f"Bearer {token}"}
         headers["alice"] = {}  # running_api's client acts as alice
         der = pki.crl([pki.signing_cert.serial_number], now=start)

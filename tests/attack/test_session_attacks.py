@@ -18,8 +18,9 @@ import pyotp
 import pytest
 
 from chargeward import audit
-from chargeward.server import accounts, passwords, services
-from chargeward.server.tables import User as UserRow
+from chargeward.server.auth import accounts, passwords, tokens
+from chargeward.server.fleet import station_registry
+from chargeward.server.store.tables import User as UserRow
 from tests.support.accounts_api import PASSWORD, AccountsApi, User, accounts_api
 from tests.support.dashboard import CSRF, browser
 
@@ -338,10 +339,10 @@ async def test_token_station_and_site_ids_with_a_trailing_newline_are_refused(
         r = await c.post("/api/v1/tokens", json=body, headers=admin)
         assert r.status_code == 422, r.text  # was 201
         with pytest.raises(ValueError, match="station id"):
-            services.check_station_id("CP-1\n")  # was accepted
+            station_registry.check_station_id("CP-1\n")  # was accepted
         site = {"id": "SITE-1\n", "name": "x", "timezone": "UTC"}
         r = await c.post("/api/v1/sites", json=site, headers=admin)
         assert r.status_code == 422, r.text
         async with env.state.db.session() as s:
             with pytest.raises(accounts.Refusal):
-                await services.create_token(s, "ops\n", actor="test", now=env.clock.now)
+                await tokens.create_token(s, "ops\n", actor="test", now=env.clock.now)

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from chargeward.server.csms import ListenerTimeouts
+from chargeward.server.stations.csms import ListenerTimeouts
 from tests.support.fleet import basic
 from tests.support.fuzzing import FuzzReport
 from tests.support.ocpp_peer import Peer

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from chargeward.server import passwords
-from chargeward.server.throttle import ADDRESS_FAILURES, PAIR_FAILURES, StationThrottle
+from chargeward.server.auth import passwords
+from chargeward.server.auth.throttle import ADDRESS_FAILURES, PAIR_FAILURES, StationThrottle
 from tests.support.fleet import Pki
 from tests.support.tls import (
     Csms,

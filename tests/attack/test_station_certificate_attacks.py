@@ -26,9 +26,9 @@ from chargeward.crypto import certificate_pem, load_certificate
 from chargeward.crypto.pki import verify_crl
 from chargeward.crypto.sealing import generate_device_key_pair
 from chargeward.crypto.tls import build_csr
-from chargeward.server import passwords
-from chargeward.server.station_import import StationImport, import_stations
-from chargeward.server.station_security import (
+from chargeward.server.auth import passwords
+from chargeward.server.stations.station_import import StationImport, import_stations
+from chargeward.server.stations.station_security import (
     renew_certificate,
     security_view,
     set_profile,

@@ -27,9 +27,11 @@ from websockets.asyncio.client import connect
 from chargeward import audit
 from chargeward.crypto.sealing import generate_device_key_pair
 from chargeward.crypto.tls import build_csr
-from chargeward.server import accounts, alerts, fleet, services, station_security
-from chargeward.server.station_security import renew_certificate
-from chargeward.server.tables import (
+from chargeward.server.auth import accounts
+from chargeward.server.fleet import alerts, fleet
+from chargeward.server.stations import station_reports, station_security
+from chargeward.server.stations.station_security import renew_certificate
+from chargeward.server.store.tables import (
     AuditEntry,
     BootEvent,
     LoginThrottle,
@@ -219,7 +221,7 @@ async def test_security_event_flood_is_bounded_and_summarised(
                     type="TamperDetectionActivated", timestamp="2026-12-07T05:00:01Z"
                 )
             )
-        budget = services.SECURITY_EVENT_BUDGET
+        budget = station_reports.SECURITY_EVENT_BUDGET
 
         async def summaries() -> list[dict[str, Any]]:
             return [
@@ -277,7 +279,7 @@ async def test_unsolicited_sign_certificate_issues_nothing(tmp_path: Path, tls_p
                 )
             assert [a.status for a in answers] == ["Rejected"] * 50
             assert await _leaf_count(csms) - before <= 10  # bounded, not 50
-            budget = services.CSR_REFUSAL_BUDGET
+            budget = station_reports.CSR_REFUSAL_BUDGET
             trail = await csms.audit(sid)
             assert "station.certificate_issued" not in [a for a, _ in trail]
             refused = [d["reason"] for a, d in trail if a == "station.certificate_refused"]
@@ -420,7 +422,7 @@ async def test_boot_notification_flood_is_bounded_and_summarised(
         # Connect, the budget's boots, disconnect, the summary: bounded, not 201.
         assert await _leaf_count(csms) - before <= 15
         boots = [a for a, _ in await csms.audit(sid) if a == "station.boot"]
-        budget = services.BOOT_BUDGET
+        budget = station_reports.BOOT_BUDGET
         assert len(boots) == budget
         async with csms.db.session() as s:
             stored = await s.scalar(
@@ -456,7 +458,7 @@ async def test_boots_with_ever_new_models_raise_one_alert_per_field(
         # (as many windows would bring them).
         for i in range(100, 200):
             async with csms.db.session() as s:
-                await services.record_boot(
+                await station_reports.record_boot(
                     s,
                     sid,
                     reason="PowerUp",

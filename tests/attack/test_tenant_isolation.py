@@ -4,7 +4,7 @@ The reference agent refuses such a release itself (the customer in its signed TU
 ``tests/attack/test_repository_attacks.py``), but a third-party station installs whatever
 correctly signed firmware it is sent.  So the server refuses to record the UpdateFirmware:
 the operator's single update and every campaign dispatch go through
-``services.create_update``.  Real bundle, real verification, real database.
+``update_orders.create_update``.  Real bundle, real verification, real database.
 """
 
 from __future__ import annotations
@@ -21,11 +21,14 @@ from sqlalchemy import select
 
 from chargeward.errors import Conflict
 from chargeward.release.bundle import build_bundle, verify_bundle
-from chargeward.server import authz, services, tenancy
-from chargeward.server.blobs import BlobStore
-from chargeward.server.db import Database
-from chargeward.server.roles import ROLE_PERMISSIONS
-from chargeward.server.tables import FirmwareUpdate, Station
+from chargeward.server.auth import tenancy
+from chargeward.server.auth.roles import ROLE_PERMISSIONS
+from chargeward.server.fleet import station_registry
+from chargeward.server.http import authz
+from chargeward.server.rollout import release_catalog, update_orders
+from chargeward.server.store.blobs import BlobStore
+from chargeward.server.store.db import Database
+from chargeward.server.store.tables import FirmwareUpdate, Station
 from tests.support.accounts_api import AccountsApi, User, accounts_api
 from tests.support.dashboard import browser, log_in
 from tests.support.fleet import MODEL, Pki
@@ -54,11 +57,13 @@ async def test_customer_locked_release_dispatch_to_another_customers_station_ref
     db = await Database.open(data_dir=tmp_path / "srv")
     try:
         async with db.session() as s:
-            release = await services.store_release(
+            release = await release_catalog.store_release(
                 s, verified, BlobStore(tmp_path / "srv" / "blobs"), actor="alice", now=NOW
             )
             for station_id, customer in (("CP-A", "fleet-a"), ("CP-B", "fleet-b"), ("CP-0", None)):
-                await services.register_station(s, station_id, actor="alice", model=MODEL, now=NOW)
+                await station_registry.register_station(
+                    s, station_id, actor="alice", model=MODEL, now=NOW
+                )
                 row = await s.get(Station, station_id)
                 assert row is not None
                 row.customer = customer
@@ -66,14 +71,14 @@ async def test_customer_locked_release_dispatch_to_another_customers_station_ref
         for other, owner in (("CP-B", "fleet-b"), ("CP-0", "no customer")):
             async with db.session() as s:
                 with pytest.raises(Conflict) as refused:
-                    await services.create_update(
+                    await update_orders.create_update(
                         s, other, release.id, actor="alice", now=NOW, require_published=False
                     )
             assert str(refused.value) == (
                 f"release 1.1.0 is locked to customer fleet-a, station {other} belongs to {owner}"
             )
         async with db.session() as s:  # the customer's own station gets it
-            order = await services.create_update(
+            order = await update_orders.create_update(
                 s, "CP-A", release.id, actor="alice", now=NOW, require_published=False
             )
         async with db.snapshot() as s:
@@ -165,7 +170,7 @@ async def test_another_customers_objects_are_not_found_on_every_route_that_names
     object of the other customer: 404 worded as for one that does not exist."""
     t = tenants
     async with t.env.state.db.session() as s:
-        order = await services.create_update(
+        order = await update_orders.create_update(
             s, "CP-B1", t.generic, actor="m", now=NOW, require_published=False
         )
     own = await t.call(

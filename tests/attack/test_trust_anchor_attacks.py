@@ -354,7 +354,7 @@ async def test_lab_switch_installs_an_unendorsed_root_loudly(
 
 
 def test_lab_switch_is_off_by_default(tmp_path: Path) -> None:
-    from chargeward.agent.agent import AgentConfig
+    from chargeward.agent.config import AgentConfig
 
     assert AgentConfig(tmp_path, "ws://127.0.0.1:9/").allow_unendorsed_manufacturer_roots is False
 

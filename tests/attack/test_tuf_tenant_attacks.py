@@ -38,9 +38,10 @@ from chargeward.errors import TransportError, TrustError
 from chargeward.model.targets import tenant_role
 from chargeward.publish import ImageRepository
 from chargeward.publish.targets import ImageFacts, release_targets
-from chargeward.server import services
+from chargeward.server.auth import tokens
+from chargeward.server.fleet import station_registry
 from chargeward.server.runtime import add_manufacturer_root
-from chargeward.server.tables import Station
+from chargeward.server.store.tables import Station
 from chargeward.trust.approval import Approval, label_accounts, signed_files
 from chargeward.trust.review import fetch_published, review_files
 from tests.support.accounts_api import AccountsApi
@@ -118,7 +119,7 @@ def served(tmp_path: Path, keys: TufKeys) -> Iterator[Served]:
         paths = publish_two_releases(env, keys, tmp_path)
         async with env.state.db.session() as s:
             for sid, customer in (("CP-A1", A), ("CP-B1", B)):
-                await services.register_station(
+                await station_registry.register_station(
                     s, sid, actor="m", model="AC22", password=PASSWORDS[sid], now=NOW
                 )
                 row = await s.get(Station, sid)
@@ -366,7 +367,7 @@ async def test_an_approval_without_valid_tenant_role_signatures_is_refused(
         headers: dict[str, dict[str, str]] = {"alice": {}}  # running_api's client acts as alice
         async with api.db.session() as s:
             for name in ("bob", "carol"):
-                token = await services.create_token(s, name, actor="test", now=start)
+                token = await tokens.create_token(s, name, actor="test", now=start)
                 headers[name] = {"Authorization": f"Bearer {token}"}
         der = pki.crl([pki.signing_cert.serial_number], now=start)
         r = await api.client.post(

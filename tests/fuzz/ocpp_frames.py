@@ -2,7 +2,7 @@
 
 Each input is one websocket message, text when it is UTF-8 and binary otherwise, given to the
 ``route_message`` of the charge points that receive frames: the CSMS's
-(:class:`~chargeward.server.metrics.MeteredChargePoint`, as the listener runs it, once before
+(:class:`~chargeward.server.common.metrics.MeteredChargePoint`, as the listener runs it, once before
 and once after its BootNotification) and the charger's
 (:class:`~chargeward.ocpp.station.StationChargePoint`).  The CSMS side reports to a sink and
 the charger side decides with a controller that only refuse; the connection collects what is
@@ -28,11 +28,13 @@ from typing import Any
 
 import atheris
 
-with atheris.instrument_imports(include=["chargeward.ocpp", "chargeward.server.metrics", "ocpp"]):
+with atheris.instrument_imports(
+    include=["chargeward.ocpp", "chargeward.server.common.metrics", "ocpp"]
+):
     from chargeward.crypto.pki import CertificateHashData
     from chargeward.ocpp.csms import SignAnswer, SignedChain
     from chargeward.ocpp.station import CertificateResult, InstalledCertificate, StationChargePoint
-    from chargeward.server.metrics import MeteredChargePoint, Metrics
+    from chargeward.server.common.metrics import MeteredChargePoint, Metrics
 
 from tests.support.ocpp_frames import REFUSAL_CODES, expected_reply
 

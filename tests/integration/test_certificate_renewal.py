@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 from chargeward.crypto.pki import load_certificate
 from chargeward.crypto.sealing import generate_device_key_pair
 from chargeward.crypto.tls import build_csr
-from chargeward.server.station_security import renew_expiring_certificates, security_view
+from chargeward.server.stations.station_security import renew_expiring_certificates, security_view
 from tests.support.fleet import Pki
 from tests.support.tls import (
     SUBPROTOCOLS,

@@ -28,9 +28,9 @@ from ocpp.v201.enums import Action
 from sqlalchemy import update
 
 from chargeward.local import Process, spawn, wait_for_file
-from chargeward.server import services
-from chargeward.server.db import Database
-from chargeward.server.tables import Station
+from chargeward.server.fleet import station_registry
+from chargeward.server.store.db import Database
+from chargeward.server.store.tables import Station
 from tests.support.databases import PostgresTemplates, postgres_database
 from tests.support.fleet import TEST_PASSPHRASE, Pki, assert_no_crash, basic
 
@@ -137,7 +137,7 @@ async def test_command_through_another_node_and_leader_failover(
     db = await Database.open(data_dir=tmp_path, url=cluster_db)
     try:
         async with db.session() as s:
-            await services.register_station(
+            await station_registry.register_station(
                 s, STATION, actor="test", password=PASSWORD, now=dt.datetime.now(dt.UTC)
             )
             await s.execute(update(Station).where(Station.id == STATION).values(security_profile=1))

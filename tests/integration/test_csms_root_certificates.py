@@ -28,7 +28,7 @@ from chargeward.crypto.pki import (
 )
 from chargeward.crypto.tls import issue_server_certificate
 from chargeward.ocpp.csms import CertificateAnswer, CsmsChargePoint, InstalledCertificateId
-from chargeward.server.tables import SecurityEvent
+from chargeward.server.store.tables import SecurityEvent
 from tests.support.fleet import TEST_PASSPHRASE, Pki
 from tests.support.tls import (
     Csms,

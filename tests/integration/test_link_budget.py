@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chargeward.server import urls
+from chargeward.server.common import urls
 from tests.support.campaigns import agents, api, until, upload_release
 from tests.support.fleet import Pki, Server, assert_no_crash, running_server
 
@@ -66,11 +66,11 @@ async def test_outside_the_download_windows_nothing_is_sent_and_the_charger_wait
                              json={"release_id": release["id"]})  # fmt: skip
             assert sent["station_response"] == "Accepted"
             agent = running[STATION]
-            assert agent._update_task is not None
+            assert agent.updates.task is not None
             await until(_scheduled(srv, sent["request_id"]), "DownloadScheduled", 20)
             await asyncio.sleep(1)
             assert agent.download_stats == []  # waiting for 'opens', not downloading
-            assert not agent._update_task.done()
+            assert not agent.updates.task.done()
         detail = await api(srv, "GET", f"/api/v1/stations/{STATION}")
     assert detail["firmware_version"] == "1.0.0"
     assert detail["downloads"]["bytes_sent"] == 0

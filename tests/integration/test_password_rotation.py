@@ -10,7 +10,7 @@ import pytest
 
 from chargeward.agent import storage
 from chargeward.errors import TransportError
-from chargeward.server.station_security import rotate_password, security_view
+from chargeward.server.stations.station_security import rotate_password, security_view
 from tests.support.fleet import Pki, basic
 from tests.support.tls import TlsPki, provision_charger, running_agent, running_csms, try_connect
 

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from chargeward.agent.security_log import SecurityLog
-from chargeward.server import logs
-from chargeward.server.db import Database
+from chargeward.server.stations import logs
+from chargeward.server.store.db import Database
 from tests.support.fleet import Pki, Server, assert_no_crash, cli, running_server, wait_for
 
 STATION = "CP-LOG-1"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from chargeward.errors import ConfigError
-from chargeward.server.tls import OcppSecurity, listener_security
+from chargeward.server.stations.tls import OcppSecurity, listener_security
 from tests.support.fleet import basic
 from tests.support.tls import TlsPki, now, running_csms, try_connect
 
@@ -87,7 +87,7 @@ async def test_profile_3_needs_a_valid_certificate_with_its_identity(
         assert [d["reason"] for d in refused] == reasons
         assert refused[0]["security_event"] == "InvalidChargingStationCertificate"
         # The registered certificate is unchanged by the refusals.
-        from chargeward.server.station_security import security_view
+        from chargeward.server.stations.station_security import security_view
 
         async with csms.db.session() as s:
             view = await security_view(s, "CP-3")

@@ -19,13 +19,13 @@ from chargeward import audit
 from chargeward.audit import log, merkle, tree
 from chargeward.audit.checkpoint import open_checkpoint, parse_vkey
 from chargeward.crypto.ed25519 import generate_ed25519_key
-from chargeward.server import services
-from chargeward.server.api import create_app
-from chargeward.server.appends import write_queued
-from chargeward.server.blobs import BlobStore
-from chargeward.server.db import MIGRATIONS, Database
+from chargeward.server.auth import tokens
+from chargeward.server.http.api import create_app
 from chargeward.server.state import ServerState
-from chargeward.server.tables import AuditEntry, AuditNode
+from chargeward.server.store.appends import write_queued
+from chargeward.server.store.blobs import BlobStore
+from chargeward.server.store.db import MIGRATIONS, Database
+from chargeward.server.store.tables import AuditEntry, AuditNode
 
 NOW = dt.datetime(2026, 12, 8, 10, 0, 0, 123456, tzinfo=dt.UTC)
 PASSPHRASE = b"correct horse battery staple"
@@ -152,7 +152,7 @@ async def test_migration_0010_backfills_existing_entries_in_id_order(
 @pytest.fixture
 async def api(db: Database, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     async with db.session() as s:
-        token = await services.create_token(s, "root", actor="test", now=NOW, role="admin")
+        token = await tokens.create_token(s, "root", actor="test", now=NOW, role="admin")
     state = ServerState(
         data_dir=tmp_path,
         db=db,

@@ -17,12 +17,13 @@ from chargeward.campaign import machine
 from chargeward.campaign.spec import CampaignSpecError, parse_spec
 from chargeward.errors import Conflict
 from chargeward.release.bundle import verify_bundle
-from chargeward.server import campaign_scheduler, campaigns, services
-from chargeward.server.blobs import BlobStore
-from chargeward.server.db import Database
-from chargeward.server.repository import record_available_update
+from chargeward.server.fleet import station_registry
+from chargeward.server.rollout import campaign_scheduler, campaigns, release_catalog, update_orders
+from chargeward.server.rollout.repository import record_available_update
 from chargeward.server.state import ServerState
-from chargeward.server.tables import FirmwareUpdate, Station
+from chargeward.server.store.blobs import BlobStore
+from chargeward.server.store.db import Database
+from chargeward.server.store.tables import FirmwareUpdate, Station
 from tests.support.fleet import MODEL, Pki
 
 NOW = dt.datetime(2026, 11, 2, 10, 0, tzinfo=dt.UTC)
@@ -33,7 +34,7 @@ async def _release(db: Database, tmp_path: Path, pki: Pki, version: str, cls: st
     now = dt.datetime.now(dt.UTC)  # the fixture certificates are valid from today
     verified = verify_bundle(bundle, [pki.root_cert], workdir=tmp_path / f"x-{version}", now=now)
     async with db.session() as s:
-        view = await services.store_release(
+        view = await release_catalog.store_release(
             s, verified, BlobStore(tmp_path / "blobs"), actor="alice", now=NOW
         )
     return view.id
@@ -43,7 +44,7 @@ async def _fleet(db: Database, n: int) -> list[str]:
     ids = [f"CP-{i:02d}" for i in range(n)]
     async with db.session() as s:
         for sid in ids:
-            await services.register_station(s, sid, actor="alice", model=MODEL, now=NOW)
+            await station_registry.register_station(s, sid, actor="alice", model=MODEL, now=NOW)
             row = await s.get(Station, sid)
             assert row is not None
             row.firmware_version = "1.0.0"
@@ -153,8 +154,8 @@ async def test_a_station_that_matches_later_joins_at_the_last_stage(
     await _fleet(db, 2)
     async with db.session() as s:
         view = await campaigns.create_campaign(s, parse_spec(_spec(release)), actor="a", now=NOW)
-        await services.register_station(s, "CP-NEW", actor="a", model=MODEL, now=NOW)
-        await services.register_station(s, "CP-OTHER", actor="a", model="DC50", now=NOW)
+        await station_registry.register_station(s, "CP-NEW", actor="a", model=MODEL, now=NOW)
+        await station_registry.register_station(s, "CP-OTHER", actor="a", model="DC50", now=NOW)
     state = ServerState(tmp_path, db, BlobStore(tmp_path / "blobs"), b"k" * 32, "http://x")
     state.clock = lambda: NOW
     await campaign_scheduler.tick_campaign(state, view.id, join=False)
@@ -180,8 +181,8 @@ async def test_a_batch_of_station_reports_reads_up_front_and_writes_together(
 
     from sqlalchemy import event, func, select
 
-    from chargeward.server.csms import DbSink
-    from chargeward.server.tables import AuditEntry, FirmwareStatusEvent
+    from chargeward.server.stations.csms import DbSink
+    from chargeward.server.store.tables import AuditEntry, FirmwareStatusEvent
 
     release = await _release(db, tmp_path, pki, "1.1.0", "feature")
     ids = await _fleet(db, 20)
@@ -191,7 +192,7 @@ async def test_a_batch_of_station_reports_reads_up_front_and_writes_together(
         policy = campaigns.to_planner(await campaigns.get_campaign(s, view.id)).policy
         requests: dict[str, int] = {}
         for sid, (row, run) in (await campaigns.load_runs(s, view.id)).items():
-            order = await services.create_update(
+            order = await update_orders.create_update(
                 s, sid, release, actor="campaign:c1", now=NOW, require_published=False
             )
             waiting = machine.step(run, machine.StageStarted(NOW), policy)
@@ -263,8 +264,8 @@ async def test_boots_after_our_update_in_one_batch_move_the_expected_version_not
     from sqlalchemy import select
 
     from chargeward.ocpp.csms import BootInfo
-    from chargeward.server.csms import DbSink
-    from chargeward.server.tables import Alert
+    from chargeward.server.stations.csms import DbSink
+    from chargeward.server.store.tables import Alert
 
     def boot(version: str) -> BootInfo:
         return BootInfo(reason="FirmwareUpdate", model=MODEL, vendor="ACME",
@@ -279,7 +280,7 @@ async def test_boots_after_our_update_in_one_batch_move_the_expected_version_not
     await first.close()  # 1.0.0 is now what each should run
     async with db.session() as s:
         for sid in ids[:-1]:
-            await services.create_update(
+            await update_orders.create_update(
                 s, sid, release, actor="alice", now=NOW, require_published=False
             )
     sink = DbSink(db, clock=lambda: NOW)

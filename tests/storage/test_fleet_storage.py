@@ -6,8 +6,9 @@ import datetime as dt
 
 import pytest
 
-from chargeward.server import alerts, fleet, services
-from chargeward.server.db import Database
+from chargeward.server.fleet import alerts, fleet, station_registry
+from chargeward.server.stations import station_reports
+from chargeward.server.store.db import Database
 
 NOW = dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.UTC)
 
@@ -19,7 +20,7 @@ async def test_registry_queries(db: Database) -> None:
             s, fleet.SiteInput("lon-1", "London", "acme", "Europe/London", []), actor="t", now=NOW
         )
         for sid in ("CP-1", "CP-2"):
-            await services.register_station(s, sid, actor="t", model="AC22", now=NOW)
+            await station_registry.register_station(s, sid, actor="t", model="AC22", now=NOW)
     async with db.session() as s:
         await fleet.update_station(
             s,
@@ -29,11 +30,11 @@ async def test_registry_queries(db: Database) -> None:
             now=NOW,
         )
         for version in ("1.0", "1.1", "1.1"):
-            await services.record_boot(
+            await station_reports.record_boot(
                 s, "CP-1", reason="PowerUp", firmware_version=version, model="AC22",
                 vendor="ACME", serial_number=None, now=NOW,
             )  # fmt: skip
-        await services.record_security_event(
+        await station_reports.record_security_event(
             s, "CP-2", type="InvalidCsmsCertificate", timestamp=NOW, tech_info=None, now=NOW
         )
     async with db.snapshot() as s:

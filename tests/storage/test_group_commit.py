@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward.errors import NotFound
 from chargeward.ocpp.csms import BootInfo
-from chargeward.server import services
-from chargeward.server.csms import DbSink
-from chargeward.server.db import Database
-from chargeward.server.group_commit import GroupCommit
-from chargeward.server.tables import AuditEntry, BootEvent, Station
+from chargeward.server.fleet import station_registry
+from chargeward.server.stations.csms import DbSink
+from chargeward.server.stations.group_commit import GroupCommit
+from chargeward.server.store.db import Database
+from chargeward.server.store.tables import AuditEntry, BootEvent, Station
 
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 BOOT = BootInfo(
@@ -28,13 +28,13 @@ BOOT = BootInfo(
 
 def connect(station_id: str) -> Callable[[AsyncSession], Awaitable[bool]]:
     """The write that records ``station_id`` as connected."""
-    return lambda s: services.set_connected(s, station_id, True, now=NOW)
+    return lambda s: station_registry.set_connected(s, station_id, True, now=NOW)
 
 
 async def _register(db: Database, ids: list[str]) -> None:
     async with db.session() as s:
         for sid in ids:
-            await services.register_station(s, sid, actor="alice", now=NOW)
+            await station_registry.register_station(s, sid, actor="alice", now=NOW)
 
 
 async def _count(db: Database, table: type) -> int:
@@ -148,7 +148,7 @@ async def test_drift_alerts_found_from_the_batch_prefetch_are_neither_lost_nor_d
 ) -> None:
     """Unresolved alerts are read for the whole batch up front; an alert raised by one boot is
     seen by the next boot of the same station in the same batch (counted, not raised again)."""
-    from chargeward.server.tables import Alert
+    from chargeward.server.store.tables import Alert
 
     ids = [f"CP-{i:02d}" for i in range(30)]
     await _register(db, ids)

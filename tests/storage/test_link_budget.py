@@ -8,9 +8,10 @@ import datetime as dt
 import pytest
 
 from chargeward.errors import BundleError
-from chargeward.server import fleet, link_budget, services
-from chargeward.server.db import Database
-from chargeward.server.tables import SiteCache
+from chargeward.server.fleet import fleet, station_registry
+from chargeward.server.rollout import link_budget
+from chargeward.server.store.db import Database
+from chargeward.server.store.tables import SiteCache
 
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)  # a Monday, noon in London
 EVERY_DAY = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -25,7 +26,7 @@ async def _site_with_station(db: Database, **site: object) -> None:
             actor="t",
             now=NOW,
         )
-        await services.register_station(s, "CP-1", actor="t", model="AC22", now=NOW)
+        await station_registry.register_station(s, "CP-1", actor="t", model="AC22", now=NOW)
     async with db.session() as s:
         await fleet.update_station(s, "CP-1", {"site_id": "depot"}, actor="t", now=NOW)
 

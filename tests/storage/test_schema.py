@@ -13,8 +13,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import DBAPIError
 
-from chargeward.server.db import MIGRATIONS, Database
-from chargeward.server.tables import Base
+from chargeward.server.store.db import MIGRATIONS, Database
+from chargeward.server.store.tables import Base
 
 
 def _head() -> str:

@@ -7,10 +7,12 @@ from pathlib import Path
 
 from chargeward import audit
 from chargeward.release.bundle import verify_bundle
-from chargeward.server import logs, services
-from chargeward.server.blobs import BlobStore
-from chargeward.server.db import Database
-from chargeward.server.tables import Station
+from chargeward.server.fleet import station_registry
+from chargeward.server.rollout import release_catalog, update_orders
+from chargeward.server.stations import logs, station_reports
+from chargeward.server.store.blobs import BlobStore
+from chargeward.server.store.db import Database
+from chargeward.server.store.tables import Station
 from tests.support.fleet import Pki
 
 # Not UTC on purpose: storage must hand back the same instant, as UTC.
@@ -23,13 +25,15 @@ async def test_station_update_and_log_round_trip(
     NOW = dt.datetime.now(PLUS_ONE)
     verified = verify_bundle(factory_bundle, [pki.root_cert], workdir=tmp_path / "x", now=NOW)
     async with db.session() as s:
-        password = await services.register_station(s, "CP-1", actor="alice", model="AC22", now=NOW)
-        release = await services.store_release(
+        password = await station_registry.register_station(
+            s, "CP-1", actor="alice", model="AC22", now=NOW
+        )
+        release = await release_catalog.store_release(
             s, verified, BlobStore(tmp_path / "blobs"), actor="alice", now=NOW
         )
     async with db.session() as s:
-        await services.set_connected(s, "CP-1", True, now=NOW)
-        await services.record_boot(
+        await station_registry.set_connected(s, "CP-1", True, now=NOW)
+        await station_reports.record_boot(
             s,
             "CP-1",
             reason="PowerUp",
@@ -39,16 +43,16 @@ async def test_station_update_and_log_round_trip(
             serial_number="CP-1",
             now=NOW,
         )
-        await services.record_connector_status(
+        await station_reports.record_connector_status(
             s, "CP-1", evse_id=1, connector_id=1, status="Available", now=NOW
         )
-        order = await services.create_update(
+        order = await update_orders.create_update(
             s, "CP-1", release.id, actor="alice", now=NOW, require_published=False
         )
     async with db.session() as s:
-        await services.set_update_response(s, order.request_id, "Accepted", now=NOW)
+        await update_orders.set_update_response(s, order.request_id, "Accepted", now=NOW)
         for status in ("Downloading", "Downloaded", "Installing", "Installed"):
-            await services.record_firmware_status(
+            await station_reports.record_firmware_status(
                 s, "CP-1", status=status, request_id=order.request_id, now=NOW
             )
         log = await logs.begin_request(
@@ -69,7 +73,7 @@ async def test_station_update_and_log_round_trip(
         assert row.connected and row.firmware_version == "0.9.0"
         assert list(row.connector_status.values()) == ["Available"]  # a JSON column
         assert row.last_seen == NOW and row.last_seen.tzinfo == dt.UTC
-        view = await services.update_view(s, order.transaction_id)
+        view = await update_orders.update_view(s, order.transaction_id)
         records = await logs.list_logs(s, "CP-1")
         trail = await audit.entries(s, transaction_id=order.transaction_id)
     assert (view.response_status, view.last_status, view.outcome) == (
@@ -92,12 +96,12 @@ async def test_station_update_and_log_round_trip(
 
 async def test_heartbeats_are_written_in_one_batch(db: Database) -> None:
     """Heartbeats only move last_seen: the sink gathers them and writes one statement."""
-    from chargeward.server.csms import DbSink
+    from chargeward.server.stations.csms import DbSink
 
     start = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
     async with db.session() as s:
         for sid in ("CP-1", "CP-2"):
-            await services.register_station(s, sid, actor="alice", now=start)
+            await station_registry.register_station(s, sid, actor="alice", now=start)
     clock = iter([start + dt.timedelta(seconds=n) for n in (10, 20, 30)])
     sink = DbSink(db, clock=lambda: next(clock), seen_flush_interval=3600)
     await sink.heartbeat("CP-1")

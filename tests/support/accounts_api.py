@@ -20,11 +20,11 @@ import httpx
 import pyotp
 from fastapi import FastAPI
 
-from chargeward.server import services
-from chargeward.server.api import create_app
-from chargeward.server.blobs import BlobStore
-from chargeward.server.db import Database
+from chargeward.server.auth import tokens
+from chargeward.server.http.api import create_app
 from chargeward.server.state import ServerState
+from chargeward.server.store.blobs import BlobStore
+from chargeward.server.store.db import Database
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, 10, tzinfo=dt.UTC)
 PASSWORD = "correct horse battery staple"
@@ -121,7 +121,7 @@ async def accounts_api(
     try:
         if admin is None:
             async with db.session() as s:
-                admin = await services.create_token(s, admin_name, actor="test", now=NOW)
+                admin = await tokens.create_token(s, admin_name, actor="test", now=NOW)
         state = ServerState(
             data_dir=data_dir,
             db=db,

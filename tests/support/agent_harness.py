@@ -17,7 +17,8 @@ from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
 from websockets.asyncio.server import ServerConnection, serve
 
-from chargeward.agent.agent import Agent, AgentConfig
+from chargeward.agent.agent import Agent
+from chargeward.agent.config import AgentConfig
 from chargeward.agent.location import LAB_LOOPBACK
 from chargeward.agent.provision import provision
 from chargeward.agent.state import Identity, StateDir

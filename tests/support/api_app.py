@@ -14,11 +14,11 @@ from typing import Any
 
 import httpx
 
-from chargeward.server import services
-from chargeward.server.api import create_app
-from chargeward.server.blobs import BlobStore
-from chargeward.server.db import Database
+from chargeward.server.auth import tokens
+from chargeward.server.http.api import create_app
 from chargeward.server.state import ServerState
+from chargeward.server.store.blobs import BlobStore
+from chargeward.server.store.db import Database
 
 
 @dataclass
@@ -51,7 +51,7 @@ async def running_api(data_dir: Path, now: dt.datetime) -> AsyncIterator[Api]:
     clock = MovableClock(now)
     try:
         async with db.session() as s:
-            token = await services.create_token(s, "alice", actor="test", now=now)
+            token = await tokens.create_token(s, "alice", actor="test", now=now)
         state = ServerState(
             data_dir=data_dir,
             db=db,

@@ -27,7 +27,7 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy.engine import make_url
 
-from chargeward.server.db import Database
+from chargeward.server.store.db import Database
 
 POSTGRES_URL_ENV = "CHARGEWARD_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"

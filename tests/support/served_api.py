@@ -5,7 +5,7 @@ by uvicorn, in a thread with its own event loop, for clients that are not asynci
     with served_api(tmp_path, seed) as (base_url, seeded):   # seed(env) runs before serving
         requests.get(f"{base_url}/api/v1/stations", headers=...)
 
-It runs with the server's HTTP limits (:mod:`chargeward.server.limits`: its h11 protocol with
+It runs with the server's HTTP limits (:mod:`chargeward.server.http.limits`: its h11 protocol with
 head and body timeouts, ``limits`` to shorten them) and, given ``tls`` (a server context, e.g.
 ``TlsPki.server_context()``), over TLS: the URL is then ``https://``.
 """
@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import uvicorn
 
-from chargeward.server.limits import HttpLimits, uvicorn_options
+from chargeward.server.http.limits import HttpLimits, uvicorn_options
 from tests.support.accounts_api import AccountsApi, accounts_api
 
 T = TypeVar("T")

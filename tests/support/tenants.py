@@ -7,8 +7,9 @@ import datetime as dt
 from pathlib import Path
 
 from chargeward.release.bundle import verify_bundle
-from chargeward.server import fleet, services
-from chargeward.server.tables import SecurityEvent, Station
+from chargeward.server.fleet import fleet, station_registry
+from chargeward.server.rollout import release_catalog
+from chargeward.server.store.tables import SecurityEvent, Station
 from tests.support.accounts_api import AccountsApi
 from tests.support.fleet import MODEL, Pki
 
@@ -25,7 +26,7 @@ async def seed_two_customers(env: AccountsApi, pki: Pki, work: Path) -> dict[str
         path = pki.bundle(work / f"{name}.cwb", version, 2, customer=customer)
         verified = verify_bundle(path, [pki.root_cert], workdir=work / name, now=NOW)
         async with s3.db.session() as s:
-            stored = await services.store_release(s, verified, s3.blobs, actor="m", now=NOW)
+            stored = await release_catalog.store_release(s, verified, s3.blobs, actor="m", now=NOW)
         ids[name] = stored.id
     async with s3.db.session() as s:
         for site, customer in (("SITE-A", A), ("SITE-B", B)):
@@ -33,7 +34,7 @@ async def seed_two_customers(env: AccountsApi, pki: Pki, work: Path) -> dict[str
                 s, fleet.SiteInput(site, site, customer, "UTC", []), actor="m", now=NOW
             )
         for sid, (customer, site) in STATIONS.items():
-            await services.register_station(s, sid, actor="m", model=MODEL, now=NOW)
+            await station_registry.register_station(s, sid, actor="m", model=MODEL, now=NOW)
             row = await s.get(Station, sid)
             assert row is not None
             row.customer, row.site_id, row.firmware_version = customer, site, "1.0.0"

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from chargeward.agent.agent import Agent, AgentConfig
+from chargeward.agent.agent import Agent
+from chargeward.agent.config import AgentConfig
 from chargeward.agent.location import LAB_LOOPBACK
 from chargeward.agent.provision import provision
 from chargeward.agent.state import Identity, StateDir
@@ -36,13 +37,14 @@ from chargeward.crypto import (
 from chargeward.crypto.keys import Signer
 from chargeward.crypto.sealing import generate_device_key_pair
 from chargeward.crypto.tls import issue_server_certificate, issue_station_certificate
-from chargeward.server import services
-from chargeward.server.csms import CsmsListener, ListenerTimeouts, Registry
-from chargeward.server.db import Database
-from chargeward.server.station_certificates import register_certificate
-from chargeward.server.station_security import ChargerCa, set_profile
-from chargeward.server.throttle import StationThrottle
-from chargeward.server.tls import TlsFiles, load_certificate_and_key, server_context
+from chargeward.server.auth.throttle import StationThrottle
+from chargeward.server.fleet import station_registry
+from chargeward.server.stations import station_reports
+from chargeward.server.stations.csms import CsmsListener, ListenerTimeouts, Registry
+from chargeward.server.stations.station_certificates import register_certificate
+from chargeward.server.stations.station_security import ChargerCa, set_profile
+from chargeward.server.stations.tls import TlsFiles, load_certificate_and_key, server_context
+from chargeward.server.store.db import Database
 from tests.support.fleet import MODEL, TEST_PASSPHRASE, Pki, basic
 
 SUBPROTOCOLS: Any = ["ocpp2.0.1"]
@@ -219,7 +221,7 @@ class Csms:
         """Register a station; ``certificate`` becomes its registered station certificate
         (profile 3 needs one, ADR 0022)."""
         async with self.db.session() as s:
-            await services.register_station(
+            await station_registry.register_station(
                 s, station_id, actor="test", password=password, now=now()
             )
             await s.flush()
@@ -231,14 +233,14 @@ class Csms:
         """What the CSMS holds about a station: its detail and its audit trail, without what
         any connection changes (connected, last seen, connect and disconnect entries)."""
         async with self.db.session() as s:
-            detail = await services.station_detail(s, station_id)
+            detail = await station_reports.station_detail(s, station_id)
         trail = [a for a in await self.audit(station_id) if a[0] not in _CONNECTION_ENTRIES]
         return {**detail.model_dump(exclude={"connected", "last_seen"}), "audit": trail}
 
     async def audit(self, target: str) -> list[tuple[str, dict[str, Any]]]:
         from sqlalchemy import select
 
-        from chargeward.server.tables import AuditEntry
+        from chargeward.server.store.tables import AuditEntry
 
         async with self.db.session() as s:
             rows = await s.execute(

@@ -13,10 +13,10 @@ import pytest
 from tests.support.accounts_api import NOW, PASSWORD, AccountsApi, accounts_api
 
 from chargeward import audit
-from chargeward.server import accounts
-from chargeward.server.db import Database
-from chargeward.server.roles import PERMISSIONS
+from chargeward.server.auth import accounts
+from chargeward.server.auth.roles import PERMISSIONS
 from chargeward.server.runtime import prepare
+from chargeward.server.store.db import Database
 
 
 @pytest.fixture
@@ -337,7 +337,7 @@ async def test_the_first_start_admin_token_is_an_admin(tmp_path: Path) -> None:
 
 async def test_accounts_work_on_sqlite_and_postgresql(db: Database) -> None:
     """Login, replay refusal, lockout and scoped tokens through the services, on each backend."""
-    from chargeward.server import tokens
+    from chargeward.server.auth import tokens
 
     now = NOW
     async with db.session() as s:

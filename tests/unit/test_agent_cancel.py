@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from chargeward.agent.agent import cancel_and_wait
+from chargeward.agent.tasks import cancel_and_wait
 
 
 async def _job(answer: asyncio.Future[str], log: list[str]) -> None:

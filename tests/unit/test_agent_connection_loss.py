@@ -19,7 +19,8 @@ from tests.support.fleet import MODEL, Pki
 from tests.support.tufrepo import Clock
 from websockets.asyncio.server import ServerConnection
 
-from chargeward.agent.agent import Agent, AgentConfig
+from chargeward.agent.agent import Agent
+from chargeward.agent.config import AgentConfig
 from chargeward.agent.provision import provision
 from chargeward.agent.state import Identity, StateDir
 

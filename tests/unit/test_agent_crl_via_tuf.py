@@ -25,7 +25,8 @@ from tests.support.fleet import TEST_PASSPHRASE, Pki
 from tests.support.tufrepo import Clock, TufRepo
 
 from chargeward.agent import certificates
-from chargeward.agent.agent import Agent, AgentConfig
+from chargeward.agent.agent import Agent
+from chargeward.agent.config import AgentConfig
 from chargeward.agent.state import StateDir
 from chargeward.agent.tuf_client import RepositoryClient
 from chargeward.crypto import generate_key, issue_firmware_signing_certificate

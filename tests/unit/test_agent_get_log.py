@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from tests.support.fleet import MODEL, Pki
 
-from chargeward.agent.agent import Agent, AgentConfig
+from chargeward.agent.agent import Agent
+from chargeward.agent.config import AgentConfig
 from chargeward.agent.location import LAB_LOOPBACK
 from chargeward.agent.provision import provision
 from chargeward.agent.state import Identity
@@ -135,9 +136,11 @@ async def test_security_log_uploaded_as_json_lines_with_statuses(
 ) -> None:
     a, recorder = agent
     a.record_security_event("TamperDetectionActivated", "case opened")
-    status, filename = a.get_log("SecurityLog", 3, {"remote_location": uploads.url + "/up"}, 0, 0)
+    status, filename = a.callbacks.get_log(
+        "SecurityLog", 3, {"remote_location": uploads.url + "/up"}, 0, 0
+    )
     assert (status, filename) == ("Accepted", "security-CP-7-20261122T100000Z-3.jsonl")
-    await a.after_get_log(3, status)
+    await a.callbacks.after_get_log(3, status)
     await recorder.wait(lambda: ("Uploaded", 3) in recorder.log_statuses())
     assert recorder.log_statuses() == [("Uploading", 3), ("Uploaded", 3)]
     body = uploads.bodies["/up"]
@@ -150,13 +153,15 @@ async def test_a_new_get_log_cancels_the_upload_in_progress(
     agent: tuple[Agent, Recorder], uploads: UploadServer
 ) -> None:
     a, recorder = agent
-    first = a.get_log("SecurityLog", 1, {"remote_location": uploads.url + "/hold"}, 0, 0)
+    first = a.callbacks.get_log("SecurityLog", 1, {"remote_location": uploads.url + "/hold"}, 0, 0)
     assert first[0] == "Accepted"
-    await a.after_get_log(1, first[0])
+    await a.callbacks.after_get_log(1, first[0])
     await recorder.wait(lambda: "/hold" in uploads.bodies)
-    second = a.get_log("DiagnosticsLog", 2, {"remote_location": uploads.url + "/new"}, 0, 0)
+    second = a.callbacks.get_log(
+        "DiagnosticsLog", 2, {"remote_location": uploads.url + "/new"}, 0, 0
+    )
     assert second == ("AcceptedCanceled", "diagnostics-CP-7-20261122T100000Z-2.json")  # N01.FR.12
-    await a.after_get_log(2, second[0])
+    await a.callbacks.after_get_log(2, second[0])
     await recorder.wait(lambda: ("Uploaded", 2) in recorder.log_statuses())
     assert recorder.log_statuses() == [
         ("Uploading", 1),
@@ -171,8 +176,10 @@ async def test_refused_upload_reports_permission_denied(
     agent: tuple[Agent, Recorder], uploads: UploadServer
 ) -> None:
     a, recorder = agent
-    status, _ = a.get_log("SecurityLog", 4, {"remote_location": uploads.url + "/deny"}, 3, 0)
-    await a.after_get_log(4, status)
+    status, _ = a.callbacks.get_log(
+        "SecurityLog", 4, {"remote_location": uploads.url + "/deny"}, 3, 0
+    )
+    await a.callbacks.after_get_log(4, status)
     await recorder.wait(lambda: len(recorder.log_statuses()) == 2)
     assert recorder.log_statuses() == [("Uploading", 4), ("PermissionDenied", 4)]
 
@@ -193,6 +200,6 @@ async def test_requests_it_cannot_serve_are_rejected(
     agent: tuple[Agent, Recorder], log_type: str, log: dict[str, Any]
 ) -> None:
     a, recorder = agent
-    assert a.get_log(log_type, 5, log, None, None) == ("Rejected", None)
-    await a.after_get_log(5, "Rejected")
+    assert a.callbacks.get_log(log_type, 5, log, None, None) == ("Rejected", None)
+    await a.callbacks.after_get_log(5, "Rejected")
     assert recorder.calls == []

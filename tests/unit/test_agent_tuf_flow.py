@@ -22,7 +22,8 @@ from tests.support.agent_harness import (
 from tests.support.fleet import MODEL, Pki
 from tests.support.tufrepo import Clock, TufRepo
 
-from chargeward.agent.agent import Agent, AgentConfig
+from chargeward.agent.agent import Agent
+from chargeward.agent.config import AgentConfig
 from chargeward.errors import ConfigError
 from chargeward.model.targets import TargetCustom
 from chargeward.release.bundle import VerifiedBundle, verify_bundle

@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from tests.support.accounts_api import AccountsApi, accounts_api
 
-from chargeward.server.authz import AUTHENTICATED, PUBLIC, ROUTE_PERMISSIONS
-from chargeward.server.roles import PERMISSIONS, ROLE_PERMISSIONS, ROLES
+from chargeward.server.auth.roles import PERMISSIONS, ROLE_PERMISSIONS, ROLES
+from chargeward.server.http.authz import AUTHENTICATED, PUBLIC, ROUTE_PERMISSIONS
 
 SCOPED = "token:stations:read"
 

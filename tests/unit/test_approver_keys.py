@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from chargeward.cli.main import app
 from chargeward.errors import ConfigError
 from chargeward.publish.roles import RootPlan, new_root
-from chargeward.server import approver_keys
-from chargeward.server.db import Database
-from chargeward.server.tables import AuditEntry
+from chargeward.server.rollout import approver_keys
+from chargeward.server.store.db import Database
+from chargeward.server.store.tables import AuditEntry
 from chargeward.trust.tuf_keys import tuf_key
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)

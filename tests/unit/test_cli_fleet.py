@@ -16,11 +16,12 @@ from tests.support.api_app import MovableClock
 from typer.testing import CliRunner
 
 from chargeward.cli.main import app
-from chargeward.server import services
-from chargeward.server.api import create_app
-from chargeward.server.blobs import BlobStore
-from chargeward.server.db import Database
+from chargeward.server.auth import tokens
+from chargeward.server.http.api import create_app
 from chargeward.server.state import ServerState
+from chargeward.server.stations import station_reports
+from chargeward.server.store.blobs import BlobStore
+from chargeward.server.store.db import Database
 
 
 @contextmanager
@@ -33,7 +34,7 @@ def http_api(data_dir: Path) -> Iterator[str]:
         db = await Database.open(data_dir=data_dir)
         now = dt.datetime.now(dt.UTC)
         async with db.session() as s:
-            box["token"] = await services.create_token(s, "alice", actor="test", now=now)
+            box["token"] = await tokens.create_token(s, "alice", actor="test", now=now)
         state = ServerState(
             data_dir=data_dir,
             db=db,
@@ -75,12 +76,12 @@ def record(
         try:
             async with db.session() as s:
                 if version:
-                    await services.record_boot(
+                    await station_reports.record_boot(
                         s, station, reason="PowerUp", firmware_version=version, model="AC22",
                         vendor="ACME", serial_number=None, now=now,
                     )  # fmt: skip
                 if event:
-                    await services.record_security_event(
+                    await station_reports.record_security_event(
                         s, station, type=event, timestamp=now, tech_info="lid", now=now
                     )
         finally:

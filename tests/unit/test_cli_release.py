@@ -155,7 +155,7 @@ def test_key_pki_and_release_operations_are_audited(released: Path, tmp_path: Pa
     import asyncio
 
     from chargeward import audit
-    from chargeward.server.db import Database
+    from chargeward.server.store.db import Database
 
     async def read() -> list[audit.Entry]:
         db = await Database.open(data_dir=tmp_path / "chargeward-data")

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from chargeward.cli.main import app
 from chargeward.crypto import certificate_pem
 from chargeward.crypto.pki import verify_crl
-from chargeward.server import services
+from chargeward.server.fleet import station_registry
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,7 +31,9 @@ def test_register_revoke_and_export_the_crl(tmp_path: Path, tls_pki: TlsPki) -> 
         env.clock.now = at
         env.state.charger_ca = tls_pki.charger_ca()
         async with env.state.db.session() as s:
-            await services.register_station(s, "CP-CLI", actor="test", password="p" * 20, now=at)
+            await station_registry.register_station(
+                s, "CP-CLI", actor="test", password="p" * 20, now=at
+            )
         return env.admin_token
 
     with served_api(tmp_path / "srv", seed) as (url, token):

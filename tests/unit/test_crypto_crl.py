@@ -20,7 +20,8 @@ from tests.support.fleet import Pki as FleetPki
 from typer.testing import CliRunner
 
 from chargeward.agent import certificates
-from chargeward.agent.agent import Agent, AgentConfig
+from chargeward.agent.agent import Agent
+from chargeward.agent.config import AgentConfig
 from chargeward.agent.provision import provision
 from chargeward.agent.state import Identity, StateDir
 from chargeward.cli.main import app
@@ -308,7 +309,7 @@ def cli_pki(runner: CliRunner, name: str) -> None:
 
 def audit_actions(data_dir: Path) -> list[tuple[str, dict[str, object]]]:
     from chargeward import audit
-    from chargeward.server.db import Database
+    from chargeward.server.store.db import Database
 
     async def read() -> list[audit.Entry]:
         db = await Database.open(data_dir=data_dir)
@@ -467,7 +468,8 @@ def test_charger_answers_revoked_certificate(charger: StateDir, fw_pki: FleetPki
         "signing_certificate": pem,
         "signature": "MEUCIQ==",
     }
-    assert agent.update_firmware(1, firmware, None, None) == "RevokedCertificate"  # OCPP L01
+    answer = agent.callbacks.update_firmware(1, firmware, None, None)
+    assert answer == "RevokedCertificate"  # OCPP L01
 
 
 def test_damaged_crl_fails_closed_until_a_good_one_arrives(

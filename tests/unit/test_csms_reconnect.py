@@ -13,9 +13,11 @@ from ocpp.exceptions import SecurityError
 from ocpp.v201 import ChargePoint, call
 from websockets.asyncio.client import connect
 
-from chargeward.server import services
-from chargeward.server.csms import CsmsListener, Registry
-from chargeward.server.db import Database
+from chargeward.server.fleet import station_registry
+from chargeward.server.stations import station_reports
+from chargeward.server.stations.csms import CsmsListener, Registry
+from chargeward.server.store import tables
+from chargeward.server.store.db import Database
 
 NOW = dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.UTC)
 PASSWORD = "Station-Password-0123456789"
@@ -63,8 +65,10 @@ async def test_a_booted_station_reconnects_to_a_restarted_server_without_booting
     try:
         async with db.session() as s:
             for sid in ("CP-1", "CP-2"):
-                await services.register_station(s, sid, actor="test", password=PASSWORD, now=NOW)
-                (await s.get(services.Station, sid)).security_profile = 1  # type: ignore[union-attr]
+                await station_registry.register_station(
+                    s, sid, actor="test", password=PASSWORD, now=NOW
+                )
+                (await s.get(tables.Station, sid)).security_profile = 1  # type: ignore[union-attr]
         _, port, server = await _listener(db)
         assert await _session(port, "CP-1", boot=True) is not None
         server.close()  # type: ignore[attr-defined]
@@ -91,8 +95,10 @@ async def test_a_reconnect_while_the_old_connection_s_disconnect_is_written_stay
     db = await Database.open(data_dir=tmp_path)
     try:
         async with db.session() as s:
-            await services.register_station(s, "CP-1", actor="test", password=PASSWORD, now=NOW)
-            (await s.get(services.Station, "CP-1")).security_profile = 1  # type: ignore[union-attr]
+            await station_registry.register_station(
+                s, "CP-1", actor="test", password=PASSWORD, now=NOW
+            )
+            (await s.get(tables.Station, "CP-1")).security_profile = 1  # type: ignore[union-attr]
         listener, port, server = await _listener(db)
         real = listener.sink.connected
         reconnected = asyncio.Event()
@@ -114,7 +120,7 @@ async def test_a_reconnect_while_the_old_connection_s_disconnect_is_written_stay
                 for _ in range(50):
                     await asyncio.sleep(0.05)
                     async with db.session() as s:
-                        station = await services.station_detail(s, "CP-1", now=NOW)
+                        station = await station_reports.station_detail(s, "CP-1", now=NOW)
                     if station.connected:
                         break
                 assert station.connected

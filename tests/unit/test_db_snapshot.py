@@ -7,9 +7,9 @@ import datetime as dt
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chargeward.server import services
-from chargeward.server.db import Database
-from chargeward.server.tables import ApiToken
+from chargeward.server.auth import tokens
+from chargeward.server.store.db import Database
+from chargeward.server.store.tables import ApiToken
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
 
@@ -23,7 +23,7 @@ async def test_snapshot_does_not_see_a_commit_made_while_it_reads(db: Database) 
     async with db.snapshot() as reader:
         before = await _count(reader)
         async with db.session() as writer:
-            await services.create_token(writer, "alice", actor="test", now=NOW)
+            await tokens.create_token(writer, "alice", actor="test", now=NOW)
         assert await _count(reader) == before  # same snapshot for the whole view
     async with db.snapshot() as reader:
         assert await _count(reader) == before + 1  # a new view sees the commit
@@ -31,5 +31,5 @@ async def test_snapshot_does_not_see_a_commit_made_while_it_reads(db: Database) 
     async with db.session() as plain:
         first = await _count(plain)
         async with db.session() as writer:
-            await services.create_token(writer, "bob", actor="test", now=NOW)
+            await tokens.create_token(writer, "bob", actor="test", now=NOW)
         assert await _count(plain) == first + 1

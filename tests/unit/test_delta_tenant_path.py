@@ -1,8 +1,9 @@
 """Deltas of customer-locked releases live under the customer's tenant prefix (ADR 0026).
 
 The server offers a customer-locked release's delta at its target in the customer's tenant
-role (``tenants/<id>/firmware/<model>/...cwdl``, :func:`chargeward.server.deltas.offer_for`);
-the reference agent accepts that target for its own customer only.
+role (``tenants/<id>/firmware/<model>/...cwdl``,
+:func:`chargeward.server.rollout.deltas.offer_for`); the reference agent accepts that target
+for its own customer only.
 """
 
 from __future__ import annotations

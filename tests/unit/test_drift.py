@@ -14,10 +14,12 @@ from tests.support.api_app import Api, running_api
 from websockets.asyncio.client import connect
 
 from chargeward import audit
-from chargeward.server import alerts, fleet, services
-from chargeward.server.csms import CsmsListener, Registry
-from chargeward.server.db import Database
-from chargeward.server.tables import Release, ReleaseImage, Station
+from chargeward.server.fleet import alerts, fleet, station_registry
+from chargeward.server.rollout import update_orders
+from chargeward.server.stations import station_reports
+from chargeward.server.stations.csms import CsmsListener, Registry
+from chargeward.server.store.db import Database
+from chargeward.server.store.tables import Release, ReleaseImage, Station
 
 NOW = dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.UTC)
 PASSWORD = "Station-Password-0123456789"
@@ -27,7 +29,7 @@ PASSWORD = "Station-Password-0123456789"
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     db = await Database.open(data_dir=tmp_path)
     async with db.session() as s:
-        await services.register_station(
+        await station_registry.register_station(
             s, "CP-1", actor="test", model="AC22", password=PASSWORD, now=NOW
         )
     yield db
@@ -38,7 +40,7 @@ async def boot(
     db: Database, version: str, *, reason: str = "PowerUp", at: dt.datetime = NOW
 ) -> None:
     async with db.session() as s:
-        await services.record_boot(
+        await station_reports.record_boot(
             s, "CP-1", reason=reason, firmware_version=version, model="AC22",
             vendor="ACME", serial_number="SN-1", now=at,
         )  # fmt: skip
@@ -99,7 +101,7 @@ async def test_a_different_drift_supersedes_the_open_alert(db: Database) -> None
 
 async def _sent_update(
     db: Database, version: str, components: tuple[str, ...] = ("main",)
-) -> services.UpdateOrder:
+) -> update_orders.UpdateOrder:
     """An UpdateFirmware Chargeward sent for ``version`` (a release of ``components``)."""
     release_id = version.encode().hex().ljust(64, "0")
     async with db.session() as s:
@@ -118,7 +120,7 @@ async def _sent_update(
             for c in components
         )
         await s.flush()
-        order = await services.create_update(
+        order = await update_orders.create_update(
             s, "CP-1", release_id, actor="alice", now=NOW, require_published=False
         )
     return order
@@ -129,7 +131,9 @@ async def test_an_update_chargeward_sent_moves_the_expectation(db: Database) -> 
     tid = (await _sent_update(db, "1.1")).transaction_id
     async with db.session() as s:
         for status in ("Downloading", "Downloaded", "Installing", "InstallRebooting"):
-            await services.record_firmware_status(s, "CP-1", status=status, request_id=1, now=NOW)
+            await station_reports.record_firmware_status(
+                s, "CP-1", status=status, request_id=1, now=NOW
+            )
     await boot(db, "1.1", reason="FirmwareUpdate")
     assert await drift_alerts(db) == []
     assert await expected(db) == {"main": "1.1"}
@@ -140,7 +144,9 @@ async def test_an_update_chargeward_sent_moves_the_expectation(db: Database) -> 
         "to": "1.1",
     }
     async with db.session() as s:
-        await services.record_firmware_status(s, "CP-1", status="Installed", request_id=1, now=NOW)
+        await station_reports.record_firmware_status(
+            s, "CP-1", status="Installed", request_id=1, now=NOW
+        )
     await boot(db, "1.1", at=NOW + dt.timedelta(days=3))  # later reboots: still no drift
     assert await drift_alerts(db) == []
 
@@ -199,7 +205,7 @@ async def test_drift_reported_in_a_real_boot_notification(tmp_path: Path) -> Non
 
 async def _drift_over_ocpp(api: Api) -> None:
     async with api.db.session() as s:
-        await services.register_station(
+        await station_registry.register_station(
             s, "CP-1", actor="test", model="AC22", password=PASSWORD, now=NOW
         )
         row = await s.get(Station, "CP-1")

@@ -47,7 +47,7 @@ from chargeward.factory.provisioning import (
     verify_charger,
     write_registration,
 )
-from chargeward.server.passwords import check_password_policy, verify_station_secret
+from chargeward.server.auth.passwords import check_password_policy, verify_station_secret
 
 PRODUCT_SECRET = os.urandom(32)
 

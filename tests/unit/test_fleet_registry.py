@@ -13,7 +13,8 @@ from tests.support.api_app import Api, running_api
 from chargeward import audit
 from chargeward.errors import BundleError
 from chargeward.model.fleet import in_window, parse_windows
-from chargeward.server import fleet, services
+from chargeward.server.fleet import fleet, station_registry
+from chargeward.server.stations import station_reports
 
 NOW = dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.UTC)
 NIGHTS = [{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "01:00", "end": "05:00"}]
@@ -103,7 +104,7 @@ async def test_model_round_trip(api: Api) -> None:
 async def _stations(api: Api, *ids: str, model: str = "AC22") -> None:
     async with api.db.session() as s:
         for sid in ids:
-            await services.register_station(s, sid, actor="test", model=model, now=NOW)
+            await station_registry.register_station(s, sid, actor="test", model=model, now=NOW)
 
 
 async def test_station_registry_fields_and_filters(api: Api) -> None:
@@ -122,7 +123,7 @@ async def test_station_registry_fields_and_filters(api: Api) -> None:
     assert one["expected_firmware"] == {"main": "1.0.0"} and one["security_profile"] == 2
     await api.call("PATCH", "/api/v1/stations/CP-3", json={"tags": ["pilot"]})
     async with api.db.session() as s:
-        await services.record_boot(
+        await station_reports.record_boot(
             s, "CP-2", reason="PowerUp", firmware_version="1.0.0", model="AC22",
             vendor="ACME", serial_number="SN-2", now=NOW,
         )  # fmt: skip

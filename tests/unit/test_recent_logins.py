@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from chargeward.server import passwords, station_security
-from chargeward.server.db import Database
-from chargeward.server.station_security import StationAuth
+from chargeward.server.auth import passwords
+from chargeward.server.stations import station_security
+from chargeward.server.stations.station_security import StationAuth
+from chargeward.server.store.db import Database
 
 PASSWORD = "correct-horse-battery-staple-42"  # a test fixture, not a secret
 

@@ -32,7 +32,7 @@ from chargeward.errors import (
 )
 from chargeward.release.bundle import build_bundle, verify_bundle
 from chargeward.server.runtime import add_manufacturer_root
-from chargeward.server.tables import Station
+from chargeward.server.store.tables import Station
 from chargeward.supply.provenance import verify_provenance
 from chargeward.supply.sbom import sbom_components, validate_sbom
 
@@ -483,7 +483,7 @@ def test_cli_fleet_exposure_names_the_affected_stations(
     import httpx
     from tests.unit.test_cli_fleet import http_api
 
-    from chargeward.server.db import Database
+    from chargeward.server.store.db import Database
 
     data = tmp_path / "server"
     (data / "tmp").mkdir(parents=True)

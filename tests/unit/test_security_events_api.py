@@ -10,7 +10,8 @@ import pytest
 from tests.support.api_app import Api, running_api
 
 from chargeward import audit
-from chargeward.server import services
+from chargeward.server.fleet import station_registry
+from chargeward.server.stations import station_reports
 
 NOW = dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.UTC)
 
@@ -20,13 +21,13 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     async with running_api(tmp_path, NOW) as api:
         async with api.db.session() as s:
             for sid in ("CP-1", "CP-2"):
-                await services.register_station(s, sid, actor="test", model="AC22", now=NOW)
+                await station_registry.register_station(s, sid, actor="test", model="AC22", now=NOW)
         yield api
 
 
 async def event(api: Api, station: str, type: str, minutes: int, info: str | None = None) -> None:
     async with api.db.session() as s:
-        await services.record_security_event(
+        await station_reports.record_security_event(
             s,
             station,
             type=type,

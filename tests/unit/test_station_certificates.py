@@ -15,9 +15,9 @@ from tests.support.tls import TlsPki
 from chargeward.crypto.pki import verify_crl
 from chargeward.crypto.tls import check_client_leaf, issuer_name_hash
 from chargeward.errors import Conflict, NotFound, UntrustedCertificate
-from chargeward.server import services, station_certificates
-from chargeward.server.db import Database
-from chargeward.server.station_certificates import (
+from chargeward.server.fleet import station_registry
+from chargeward.server.stations import station_certificates
+from chargeward.server.stations.station_certificates import (
     CertificateId,
     Registered,
     charger_ca_crl,
@@ -29,8 +29,9 @@ from chargeward.server.station_certificates import (
     registry_problem,
     revoke,
 )
-from chargeward.server.station_security import security_view, set_profile
-from chargeward.server.tables import RevokedStationCertificate, Station
+from chargeward.server.stations.station_security import security_view, set_profile
+from chargeward.server.store.db import Database
+from chargeward.server.store.tables import RevokedStationCertificate, Station
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 A, B, C = (
@@ -79,7 +80,7 @@ def test_serials_are_hex(bad: str) -> None:
 
 async def _station(db: Database, sid: str) -> None:
     async with db.session() as s:
-        await services.register_station(s, sid, actor="test", password="p" * 20, now=NOW)
+        await station_registry.register_station(s, sid, actor="test", password="p" * 20, now=NOW)
 
 
 async def _row(db: Database, sid: str) -> Station:

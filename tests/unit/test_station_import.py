@@ -16,11 +16,11 @@ from chargeward.crypto.keys import generate_key
 from chargeward.crypto.pki import issue_device_certificate
 from chargeward.crypto.sealing import generate_device_key_pair
 from chargeward.errors import BundleError, Conflict
-from chargeward.server import services
-from chargeward.server.db import Database
-from chargeward.server.passwords import hash_password, verify_station_secret
-from chargeward.server.station_import import StationImport, import_stations
-from chargeward.server.tables import Station
+from chargeward.server.auth.passwords import hash_password, verify_station_secret
+from chargeward.server.fleet import station_registry
+from chargeward.server.stations.station_import import StationImport, import_stations
+from chargeward.server.store.db import Database
+from chargeward.server.store.tables import Station
 
 NOW = dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.UTC)
 PASSWORD = "Factory-Password-23456789abc"
@@ -60,7 +60,7 @@ async def test_import_stores_the_hash_so_the_charger_can_log_in(
     async with db.session() as s:
         assert await import_stations(s, items, actor="factory", now=NOW) == ["CP-1", "CP-2"]
     async with db.session() as s:
-        assert verify_station_secret(await services.password_hash(s, "CP-1"), PASSWORD)
+        assert verify_station_secret(await station_registry.password_hash(s, "CP-1"), PASSWORD)
         row = await s.get(Station, "CP-2")
         assert row is not None and row.customer == "acme" and row.serial_number == "CP-2"
         assert row.device_certificate_sha256 is not None

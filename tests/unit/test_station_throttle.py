@@ -7,8 +7,8 @@ from __future__ import annotations
 import doctest
 
 from chargeward.agent.agent import retry_after
-from chargeward.server import throttle
-from chargeward.server.throttle import MAX_LOCK, StationThrottle
+from chargeward.server.auth import throttle
+from chargeward.server.auth.throttle import MAX_LOCK, StationThrottle
 
 
 def test_docstring_example() -> None:

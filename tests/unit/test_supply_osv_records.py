@@ -24,7 +24,7 @@ from chargeward.crypto.pki import certificate_pem
 from chargeward.errors import SupplyChainError
 from chargeward.release.bundle import build_bundle
 from chargeward.server.runtime import add_manufacturer_root
-from chargeward.server.tables import Station
+from chargeward.server.store.tables import Station
 from chargeward.supply.advisories import load_advisories, parse_advisory
 from chargeward.supply.allowlist import Allowlist, parse_allowlist
 from chargeward.supply.attest import image_components, release_documents

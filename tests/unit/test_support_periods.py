@@ -12,7 +12,7 @@ import pytest
 from tests.support.api_app import Api, running_api
 
 from chargeward.model.fleet import support_end
-from chargeward.server import services
+from chargeward.server.fleet import station_registry
 
 TODAY = dt.date(2026, 11, 22)
 NOW = dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.UTC)
@@ -26,7 +26,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
 
 async def station(api: Api, sid: str, manufactured: dt.date | None, model: str = "AC22") -> None:
     async with api.db.session() as s:
-        await services.register_station(s, sid, actor="test", model=model, now=NOW)
+        await station_registry.register_station(s, sid, actor="test", model=model, now=NOW)
     if manufactured is not None:
         await api.call(
             "PATCH", f"/api/v1/stations/{sid}", json={"manufactured_on": manufactured.isoformat()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from chargeward.server.web import CHART_POINTS, chart, outcome_series
+from chargeward.server.http.web import CHART_POINTS, chart, outcome_series
 
 T0 = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)
 

@@ -33,7 +33,7 @@ from tuf.api.metadata import TargetFile
 
 from chargeward.agent.verify import VerifiedImage, check_target, verify_image
 from chargeward.crypto import load_certificate
-from chargeward.errors import IntegrityError, RepositoryRefused
+from chargeward.errors import IntegrityError, MisuseError, RepositoryRefused
 from chargeward.model.targets import firmware_target_path
 
 _TOKEN = object()
@@ -63,7 +63,7 @@ class VerifiedComponent:
 
     def __post_init__(self) -> None:
         if self._token is not _TOKEN:
-            raise TypeError("VerifiedComponent is only made by verify_component()")
+            raise MisuseError("VerifiedComponent is only made by verify_component()")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class VerifiedRelease:
 
     def __post_init__(self) -> None:
         if self._token is not _TOKEN:
-            raise TypeError("VerifiedRelease is only made by accept_release()")
+            raise MisuseError("VerifiedRelease is only made by accept_release()")
 
     @property
     def paths(self) -> list[Path]:

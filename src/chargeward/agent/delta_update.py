@@ -2,7 +2,7 @@
 
 The CSMS may offer, in UpdateFirmware's ``customData`` (vendor ``org.chargeward``), a delta
 that rebuilds the image ``location`` points at from the image this charger runs
-(:mod:`chargeward.server.deltas`).  The charger then:
+(:mod:`chargeward.server.rollout.deltas`).  The charger then:
 
 1. checks that it runs the delta's base (by SHA-256 of its running slot);
 2. downloads the delta (resumable, like any firmware download);

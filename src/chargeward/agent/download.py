@@ -33,7 +33,7 @@ import httpx
 
 from chargeward.agent import location
 from chargeward.agent.location import DEFAULT_POLICY, LocationPolicy, LocationRefused
-from chargeward.errors import TransportError
+from chargeward.errors import InvalidValue, TransportError
 
 LOG = logging.getLogger("chargeward.agent.download")
 FSYNC_EVERY = 1 << 20
@@ -68,7 +68,7 @@ def location_problem(url: str) -> str | None:
     return None
 
 
-class _Restart(Exception):
+class _Restart(TransportError):
     """The server's answer cannot continue the partial file: the attempt failed."""
 
 
@@ -122,7 +122,7 @@ class _TokenBucket:
         stats: DownloadStats,
     ) -> None:
         if rate <= 0:
-            raise ValueError("rate_limit must be a positive number of bytes per second")
+            raise InvalidValue("rate_limit must be a positive number of bytes per second")
         self.rate = rate
         self.burst = max(1, min(rate // 8, 64 << 10))
         self.tokens = float(self.burst)

@@ -10,7 +10,8 @@
 5. switch boot control to the new slot as a *trial* with ``attempts`` boots.
 
 A power loss between any two steps leaves the running slot untouched and bootable; the next
-start finds ``pending``/``written`` and reports the truth (see ``Agent._report_unfinished``).
+start finds ``pending``/``written`` and reports the truth (see ``UpdatePipeline.commit`` in
+:mod:`chargeward.agent.update`).
 Only a :class:`~chargeward.agent.components.VerifiedRelease` (or a lone
 :class:`~chargeward.agent.verify.VerifiedImage`) can be installed.
 """

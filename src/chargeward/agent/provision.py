@@ -41,7 +41,7 @@ from chargeward.crypto.pki import certificate_common_name
 from chargeward.crypto.sealing import DevicePublicKey, generate_device_key_pair
 from chargeward.errors import Conflict, IncompatibleImage, UntrustedCertificate
 from chargeward.release.bundle import verify_bundle
-from chargeward.server.passwords import check_password_policy
+from chargeward.server.auth.passwords import check_password_policy
 
 # Given the device's new public key, the factory CA returns its certificate.
 Certify = Callable[[DevicePublicKey], x509.Certificate]

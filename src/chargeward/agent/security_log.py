@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chargeward.agent.storage import fsync_dir
-from chargeward.errors import ConfigError
+from chargeward.errors import ConfigError, InvalidValue
 
 CURRENT = "security.jsonl"
 _SEGMENT = re.compile(r"^security\.(\d{1,20})\.jsonl$")
@@ -128,7 +128,7 @@ class SecurityLog:
     ) -> SecurityLogEntry:
         """Append one event durably (fsynced) and return it; raises ``OSError`` if flash fails."""
         if time.tzinfo is None:
-            raise ValueError("security log times must be timezone-aware")
+            raise InvalidValue("security log times must be timezone-aware")
         self.directory.mkdir(parents=True, exist_ok=True)
         entry = SecurityLogEntry(
             self._seq(), time.astimezone(dt.UTC), type[:TYPE_MAX], tech_info[:TECH_INFO_MAX], notify

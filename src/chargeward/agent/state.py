@@ -46,7 +46,7 @@ from chargeward.crypto import load_certificates
 from chargeward.errors import BundleError, ConfigError
 from chargeward.model.firmware import check_component
 from chargeward.model.targets import check_customer
-from chargeward.server.passwords import check_password_policy
+from chargeward.server.auth.passwords import check_password_policy
 
 SLOTS = ("a", "b")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"

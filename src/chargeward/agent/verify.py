@@ -49,6 +49,7 @@ from chargeward.errors import (
     BundleError,
     IncompatibleImage,
     IntegrityError,
+    MisuseError,
     RepositoryRefused,
     RollbackRefused,
 )
@@ -76,7 +77,7 @@ class SignedImage:
 
     def __post_init__(self) -> None:
         if self._token is not _TOKEN:
-            raise TypeError("SignedImage is only made by verify_image()")
+            raise MisuseError("SignedImage is only made by verify_image()")
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class RepositoryApproval:
 
     def __post_init__(self) -> None:
         if self._token is not _TOKEN:
-            raise TypeError("RepositoryApproval is only made by check_target()")
+            raise MisuseError("RepositoryApproval is only made by check_target()")
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class VerifiedImage:
 
     def __post_init__(self) -> None:
         if self._token is not _TOKEN:
-            raise TypeError("VerifiedImage is only made by accept_image()")
+            raise MisuseError("VerifiedImage is only made by accept_image()")
 
 
 def verify_signature(path: Path, cert: x509.Certificate, signature: str) -> tuple[str, int]:

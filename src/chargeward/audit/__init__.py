@@ -7,7 +7,7 @@ Entries are written to an append-only table in the same transaction as the chang
 describe, so an action and its audit entry are committed together or not at all.  The storage
 behind this function can change (a Merkle log) without touching any caller.
 
-:func:`record` queues the entry on the session (:mod:`chargeward.server.appends`): a
+:func:`record` queues the entry on the session (:mod:`chargeward.server.store.appends`): a
 transaction of many station reports writes its entries in one executemany, in order.
 When they are written each entry becomes the next leaf of the log's RFC 6962 Merkle tree
 (:mod:`chargeward.audit.tree`); signed checkpoints of the tree (:mod:`chargeward.audit.log`)
@@ -32,8 +32,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward.audit import tree
-from chargeward.server.appends import queue_insert, register_writer
-from chargeward.server.tables import AuditEntry
+from chargeward.server.store.appends import queue_insert, register_writer
+from chargeward.server.store.tables import AuditEntry
 
 SYSTEM = "system"
 PRINCIPAL_KEY = "principal"  # in details: "token" for a host token (ADR 0028)

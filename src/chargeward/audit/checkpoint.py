@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chargeward.crypto.ed25519 import PUBLIC_KEY_SIZE, MessageSigner, verify_ed25519
-from chargeward.errors import BadSignature, TrustError
+from chargeward.errors import BadSignature, InvalidValue, TrustError
 
 EM_DASH = "\u2014"
 SIGNATURE_PREFIX = EM_DASH + " "
@@ -116,9 +116,9 @@ class Checkpoint:
         """The note text (tlog-checkpoint "Note text"); checks every field."""
         _check_line(self.origin, "origin")
         if not 0 <= self.size <= MAX_TREE_SIZE:
-            raise ValueError(f"tree size {self.size} out of range")
+            raise InvalidValue(f"tree size {self.size} out of range")
         if len(self.root_hash) != HASH_SIZE:
-            raise ValueError(f"root hash is {len(self.root_hash)} bytes, not {HASH_SIZE}")
+            raise InvalidValue(f"root hash is {len(self.root_hash)} bytes, not {HASH_SIZE}")
         for line in self.extensions:
             _check_line(line, "extension line")
         root = base64.b64encode(self.root_hash).decode("ascii")
@@ -129,7 +129,7 @@ class Checkpoint:
 
 def _check_line(line: str, what: str) -> None:
     if not line or any(ord(c) < 0x20 for c in line):
-        raise ValueError(f"{what} must be non-empty, one line, without control characters")
+        raise InvalidValue(f"{what} must be non-empty, one line, without control characters")
 
 
 def _valid_key_name(name: str) -> bool:
@@ -145,9 +145,9 @@ def key_id(name: str, public_key: bytes) -> bytes:
 def verifier_key(name: str, public_key: bytes) -> VerifierKey:
     """The verifier key for an Ed25519 public key under key name ``name``."""
     if not _valid_key_name(name):
-        raise ValueError(f"invalid note key name {name!r}: empty, or has a space or '+'")
+        raise InvalidValue(f"invalid note key name {name!r}: empty, or has a space or '+'")
     if len(public_key) != PUBLIC_KEY_SIZE:
-        raise ValueError(f"an Ed25519 public key is {PUBLIC_KEY_SIZE} bytes")
+        raise InvalidValue(f"an Ed25519 public key is {PUBLIC_KEY_SIZE} bytes")
     return VerifierKey(name, key_id(name, public_key), public_key)
 
 
@@ -219,7 +219,7 @@ def _signature(line: str, limits: NoteLimits) -> NoteSignature:
 def sign_note(text: str, key_name: str, signer: MessageSigner) -> SignedNote:
     """Sign note text (which must end in a newline) with an Ed25519 signer."""
     if not text.endswith("\n") or any(ord(c) < 0x20 and c != "\n" for c in text):
-        raise ValueError("note text must end in a newline and hold no other control characters")
+        raise InvalidValue("note text must end in a newline and hold no other control characters")
     key = verifier_key(key_name, signer.public_key_raw())
     signature = NoteSignature(key_name, key.key_id, signer.sign(text.encode()))
     return SignedNote(text, (signature,))

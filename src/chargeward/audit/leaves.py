@@ -21,13 +21,15 @@ import datetime as dt
 import json
 from typing import Any
 
+from chargeward.errors import InvalidValue
+
 FIELDS = ("index", "time", "actor", "action", "target", "transaction_id", "details")
 
 
 def format_time(time: dt.datetime) -> str:
     """RFC 3339 in UTC with microseconds: ``2026-11-21T12:00:00.000000Z``."""
     if time.tzinfo is None:
-        raise ValueError("audit times must be timezone-aware")
+        raise InvalidValue("audit times must be timezone-aware")
     return time.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -35,7 +37,7 @@ def parse_time(text: str) -> dt.datetime:
     """The inverse of :func:`format_time` (any RFC 3339 offset is accepted)."""
     value = dt.datetime.fromisoformat(text)
     if value.tzinfo is None:
-        raise ValueError(f"time {text!r} has no UTC offset")
+        raise InvalidValue(f"time {text!r} has no UTC offset")
     return value.astimezone(dt.UTC)
 
 

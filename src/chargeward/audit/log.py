@@ -36,8 +36,8 @@ from chargeward.crypto.ed25519 import (
 )
 from chargeward.crypto.keys import PassphraseSource
 from chargeward.errors import NotFound
-from chargeward.server.appends import write_queued
-from chargeward.server.tables import AuditCheckpoint
+from chargeward.server.store.appends import write_queued
+from chargeward.server.store.tables import AuditCheckpoint
 
 DEFAULT_ORIGIN = "chargeward.local/audit"
 KEY_FILE = Path("audit") / "checkpoint.key"

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from chargeward.errors import ChargewardError, TrustError
+from chargeward.errors import ChargewardError, InvalidValue, TrustError
 
 HASH_SIZE = 32  # SHA-256
 # A tree of fewer than 2**64 leaves has proofs of at most 64 hashes (RFC 9162 section 2.1.3.1).
@@ -96,7 +96,7 @@ def _perfect_keys(start: int, end: int) -> list[Key]:
     while start < end:
         level = (end - start).bit_length() - 1
         if start % (1 << level):
-            raise ValueError(f"D[{start}:{end}] is not a subtree of the RFC 9162 tree")
+            raise InvalidValue(f"D[{start}:{end}] is not a subtree of the RFC 9162 tree")
         keys.append((level, start >> level))
         start += 1 << level
     return keys
@@ -129,7 +129,7 @@ def _fetch(reader: NodeReader, ranges: Sequence[tuple[int, int]]) -> list[bytes]
 
 def _check_size(size: int) -> None:
     if not 0 <= size <= MAX_TREE_SIZE:
-        raise ValueError(f"tree size {size} out of range")
+        raise InvalidValue(f"tree size {size} out of range")
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -238,7 +238,7 @@ def inclusion_proof(index: int, size: int, reader: NodeReader) -> list[bytes]:
     """PATH(index, D[size]) of RFC 9162 section 2.1.3.1: sibling hashes, leaf to root."""
     _check_size(size)
     if not 0 <= index < size:
-        raise ValueError(f"leaf index {index} is not in a tree of size {size}")
+        raise InvalidValue(f"leaf index {index} is not in a tree of size {size}")
     return _fetch(reader, _path_ranges(index, size))
 
 
@@ -246,7 +246,7 @@ def consistency_proof(old: int, new: int, reader: NodeReader) -> list[bytes]:
     """PROOF(old, D[new]) of RFC 9162 section 2.1.4.1 (empty if ``old`` is 0 or ``new``)."""
     _check_size(new)
     if not 0 <= old <= new:
-        raise ValueError(f"no consistency proof from size {old} to size {new}")
+        raise InvalidValue(f"no consistency proof from size {old} to size {new}")
     if old == 0:
         return []
     return _fetch(reader, _subproof_ranges(old, new))

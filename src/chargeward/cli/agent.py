@@ -12,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-from chargeward.agent.agent import Agent, AgentConfig
+from chargeward.agent.agent import Agent
+from chargeward.agent.config import AgentConfig
 from chargeward.agent.location import LocationPolicy
 from chargeward.agent.provision import factory_reset, provision
 from chargeward.agent.state import Identity, StateDir

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 from rich.console import Console
 
+from chargeward.crypto.backends import backend_for
 from chargeward.crypto.keys import PASSPHRASE_ENV, PassphraseSource, Signer, load_signer
-from chargeward.crypto.pkcs11 import PIN_ENV, is_pkcs11_uri
+from chargeward.crypto.pkcs11 import PIN_ENV
 from chargeward.errors import KeyAccessError
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def token_pin() -> PassphraseSource:
 
 def key_secret(uri: str, *, what: str = "key", new: bool = False) -> PassphraseSource:
     """The secret that opens the key at ``uri``: a token PIN or a key-file passphrase."""
-    if is_pkcs11_uri(uri):
+    if backend_for(uri).opened_with == "pin":
         return token_pin()
     return cli_passphrase(confirm=new, what=what)
 
@@ -96,7 +97,7 @@ def in_session(data_dir: Path, work: Callable[[AsyncSession], Awaitable[T]]) -> 
     """Run ``work`` in one database transaction of the server data directory ``data_dir``."""
     import asyncio
 
-    from chargeward.server.db import Database
+    from chargeward.server.store.db import Database
 
     async def go() -> T:
         db = await Database.open(data_dir=data_dir)

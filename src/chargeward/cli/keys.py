@@ -26,15 +26,14 @@ import hashlib
 import os
 import sys
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.text import Text
 
 from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, console, key_secret, record_audit
+from chargeward.crypto.backends import backend_for
 from chargeward.crypto.ed25519 import (
-    Ed25519Signer,
     MessageSigner,
     generate_ed25519_key,
     load_ed25519_signer,
@@ -50,7 +49,7 @@ from chargeward.crypto.keys import (
     public_key_pem,
     rewrap_key_file,
 )
-from chargeward.crypto.pkcs11 import KeyProtection, Pkcs11Ed25519Signer, Pkcs11Signer
+from chargeward.crypto.pkcs11 import KeyProtection
 from chargeward.errors import KeyAccessError
 
 app = typer.Typer(no_args_is_help=True)
@@ -87,15 +86,13 @@ AlgorithmOption = Annotated[
 
 
 def _protection(signer: Signer | MessageSigner) -> KeyProtection | None:
-    if isinstance(signer, Pkcs11Signer | Pkcs11Ed25519Signer):
-        return signer.protection()
-    return None
+    return backend_for(signer.uri).protection(signer)
 
 
 def _fingerprint(signer: Signer | MessageSigner) -> str:
-    if isinstance(signer, Ed25519Signer | Pkcs11Ed25519Signer):
+    if isinstance(signer, MessageSigner):
         return hashlib.sha256(signer.public_key_raw()).hexdigest()
-    return public_key_fingerprint(signer.public_key())  # type: ignore[union-attr]
+    return public_key_fingerprint(signer.public_key())
 
 
 def _print_key(signer: Signer | MessageSigner, protection: KeyProtection | None) -> None:
@@ -145,8 +142,9 @@ def show(uri: KeyUri, algorithm: AlgorithmOption = Algorithm.p256) -> None:
     signer = load_signer(uri, secret)
     console.print(Text(f"Key {signer.uri}"), soft_wrap=True)
     _print_key(signer, _protection(signer))
-    if signer.uri.startswith("file:"):
-        info = describe(Path(signer.uri.removeprefix("file:")).read_bytes())
+    key_file = backend_for(signer.uri).key_file(signer.uri)
+    if key_file is not None:
+        info = describe(key_file.read_bytes())
         console.print(Text(f"Protection: {_protection_of(info)}"), soft_wrap=True)
     console.print(Text(public_key_pem(signer.public_key()).rstrip("\n")), soft_wrap=True)
 

@@ -40,7 +40,9 @@ from chargeward.errors import (
     ChargewardError,
     ConfigError,
     Conflict,
+    InvalidValue,
     KeyAccessError,
+    MisuseError,
     NotFound,
     SupplyChainError,
     TransportError,
@@ -98,6 +100,7 @@ EXIT_CODES: list[tuple[type[ChargewardError], int]] = [
     (ConfigError, 6),
     (SupplyChainError, 6),
     (KeyAccessError, 6),
+    (InvalidValue, 6),
     (Conflict, 7),
 ]
 
@@ -112,6 +115,8 @@ def exit_code_for(error: ChargewardError) -> int:
 def run() -> None:
     try:
         app()
+    except MisuseError:  # a bug: the traceback is what a report needs
+        raise
     except ChargewardError as e:
         err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(exit_code_for(e))

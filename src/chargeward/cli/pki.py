@@ -89,7 +89,7 @@ from chargeward.crypto.tls import (
     issue_server_certificate,
     issue_station_certificate,
 )
-from chargeward.errors import ConfigError, Conflict, TrustError, UntrustedCertificate
+from chargeward.errors import ConfigError, Conflict, InvalidValue, TrustError, UntrustedCertificate
 from chargeward.fileio import refuse_existing, replace_file, write_new_file
 
 app = typer.Typer(no_args_is_help=True)
@@ -400,15 +400,15 @@ def _read_revocations(path: Path, ca: x509.Certificate) -> Revocations:
     try:
         data = json.loads(path.read_text())
         if data.get("format") != REVOCATIONS_FORMAT:
-            raise ValueError(f"format is not {REVOCATIONS_FORMAT}")
+            raise InvalidValue(f"format is not {REVOCATIONS_FORMAT}")
         if data["issuer_key_sha256"] != _key_id(ca):
-            raise ValueError("it belongs to another CA key")
+            raise InvalidValue("it belongs to another CA key")
         revocations = Revocations(int(data["crl_number"]), tuple(data["revoked"]))
         entries = revocations.revoked()
         if revocations.crl_number < 0 or any(
             e.reason not in REVOCATION_REASONS or e.revoked_at.tzinfo is None for e in entries
         ):
-            raise ValueError("it holds an invalid entry")
+            raise InvalidValue("it holds an invalid entry")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ConfigError(f"cannot use the revocation list {path}: {e}") from e
     return revocations

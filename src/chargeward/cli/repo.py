@@ -52,7 +52,7 @@ from chargeward.fileio import write_new_file
 from chargeward.model.targets import REVOCATION_TARGET
 from chargeward.publish import ImageRepository, OnlineSigners
 from chargeward.publish.roles import RootChange, create_repository, next_root
-from chargeward.server import approver_keys
+from chargeward.server.rollout import approver_keys
 from chargeward.trust.tuf_keys import TufSigner, key_owner, tuf_key
 
 app = typer.Typer(no_args_is_help=True)

@@ -13,9 +13,9 @@ from chargeward.audit.log import DEFAULT_ORIGIN
 from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, console
 from chargeward.cli.supply import FailOn
 from chargeward.errors import ConfigError
-from chargeward.server.http_security import HttpSecurity, is_loopback
+from chargeward.server.http.http_security import HttpSecurity, is_loopback
 from chargeward.server.runtime import ServerConfig, add_manufacturer_root, run_server
-from chargeward.server.tls import OcppSecurity
+from chargeward.server.stations.tls import OcppSecurity
 from chargeward.supply.report_check import GatePolicy
 from chargeward.supply.severity import Severity
 

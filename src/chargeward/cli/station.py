@@ -31,11 +31,12 @@ from chargeward.crypto.pki import (
 )
 from chargeward.crypto.tls import check_client_leaf
 from chargeward.errors import ChargewardError, ConfigError, UntrustedCertificate
-from chargeward.server import services
-from chargeward.server.db import Database
-from chargeward.server.schemas import StationDetail, StationSummary
-from chargeward.server.station_certificates import register_certificate
-from chargeward.server.station_security import set_profile
+from chargeward.server.common.schemas import StationDetail, StationSummary
+from chargeward.server.fleet import station_registry
+from chargeward.server.stations import station_reports
+from chargeward.server.stations.station_certificates import register_certificate
+from chargeward.server.stations.station_security import set_profile
+from chargeward.server.store.db import Database
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -63,7 +64,7 @@ def add(
         try:
             async with db.session() as s:
                 now = dt.datetime.now(dt.UTC)
-                password = await services.register_station(
+                password = await station_registry.register_station(
                     s, station_id, model=model, actor=actor(), now=now
                 )
                 await s.flush()
@@ -137,7 +138,7 @@ def list_(
     ] = None,
 ) -> None:
     """List stations with their reported firmware, optionally filtered."""
-    from chargeward.server.fleet import StationFilter
+    from chargeward.server.fleet.fleet import StationFilter
 
     filters = StationFilter(model, site, customer, tag, connected, firmware)
 
@@ -145,7 +146,7 @@ def list_(
         db = await Database.open(data_dir=data_dir)
         try:
             async with db.session() as s:
-                return await services.list_stations(s, filters)
+                return await station_reports.list_stations(s, filters)
         finally:
             await db.close()
 
@@ -210,7 +211,7 @@ def show(
         db = await Database.open(data_dir=data_dir)
         try:
             async with db.session() as s:
-                return await services.station_detail(s, station_id)
+                return await station_reports.station_detail(s, station_id)
         finally:
             await db.close()
 

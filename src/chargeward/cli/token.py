@@ -27,7 +27,7 @@ from rich.text import Text
 from chargeward.cli import users
 from chargeward.cli.apiclient import ApiClient
 from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, ServerUrl, actor, console, in_session
-from chargeward.server import services
+from chargeward.server.auth import tokens
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -52,7 +52,7 @@ def create(
         return
     token = in_session(
         data_dir,
-        lambda s: services.create_token(
+        lambda s: tokens.create_token(
             s, name, actor=actor(), now=dt.datetime.now(dt.UTC), role=role
         ),
     )

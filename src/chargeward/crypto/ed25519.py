@@ -18,30 +18,19 @@ the passphrase coming from a callable;
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from chargeward.crypto.keys import (
-    PassphraseSource,
-    _file_path,
-    normalise_uri,
-    read_key_file,
-    write_new_key_file,
-)
-from chargeward.crypto.pkcs11 import (
-    generate_pkcs11_ed25519_key,
-    is_pkcs11_uri,
-    load_pkcs11_ed25519_signer,
-)
-from chargeward.errors import KeyAccessError
+from chargeward.crypto.keys import PassphraseSource
 
 PUBLIC_KEY_SIZE = 32  # RFC 8032 section 5.1.5
 SIGNATURE_SIZE = 64  # RFC 8032 section 5.1.6
 
 
+@runtime_checkable
 class MessageSigner(Protocol):
     """Something that holds an Ed25519 private key and signs whole messages."""
 
@@ -76,21 +65,16 @@ class Ed25519Signer:
 def generate_ed25519_key(uri: str, passphrase: PassphraseSource) -> MessageSigner:
     """Create a new Ed25519 key at ``uri`` (a key file, or inside a PKCS#11 token);
     never overwrites a key."""
-    if is_pkcs11_uri(uri):
-        return generate_pkcs11_ed25519_key(uri, passphrase)
-    key = ed25519.Ed25519PrivateKey.generate()
-    write_new_key_file(uri, passphrase, key)
-    return Ed25519Signer(normalise_uri(uri), key)
+    from chargeward.crypto.backends import backend_for  # the table imports this module
+
+    return backend_for(uri).generate_ed25519(uri, passphrase)
 
 
 def load_ed25519_signer(uri: str, passphrase: PassphraseSource) -> MessageSigner:
     """Open the Ed25519 key at ``uri`` for signing; plaintext key files are refused."""
-    if is_pkcs11_uri(uri):
-        return load_pkcs11_ed25519_signer(uri, passphrase)
-    key = read_key_file(uri, passphrase)
-    if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise KeyAccessError(f"{_file_path(uri)} does not hold an Ed25519 key")
-    return Ed25519Signer(normalise_uri(uri), key)
+    from chargeward.crypto.backends import backend_for  # the table imports this module
+
+    return backend_for(uri).load_ed25519(uri, passphrase)
 
 
 def verify_ed25519(public_key: bytes, message: bytes, signature: bytes) -> bool:

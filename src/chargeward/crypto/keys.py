@@ -39,13 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chargeward.crypto import keyfile
-from chargeward.crypto.pkcs11 import (
-    generate_pkcs11_key,
-    is_pkcs11_uri,
-    load_pkcs11_signer,
-    normalise_pkcs11_uri,
-)
-from chargeward.errors import ConfigError, KeyAccessError
+from chargeward.errors import ConfigError, InvalidValue, KeyAccessError
 from chargeward.fileio import replace_file
 
 LOG = logging.getLogger("chargeward.crypto.keys")
@@ -93,7 +87,7 @@ class FileSigner:
 
     def sign_digest(self, digest: bytes) -> bytes:
         if len(digest) != hashlib.sha256().digest_size:
-            raise ValueError("sign_digest expects a SHA-256 digest")
+            raise InvalidValue("sign_digest expects a SHA-256 digest")
         return self._key.sign(digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
 
 
@@ -113,8 +107,13 @@ def normalise_uri(uri: str) -> str:
 
     ``pkcs11:`` URIs are parsed and re-spelt canonically (attribute order, percent-encoding).
     """
-    if is_pkcs11_uri(uri):
-        return normalise_pkcs11_uri(uri)
+    from chargeward.crypto.backends import backend_for  # the table imports this module
+
+    return backend_for(uri).normalise(uri)
+
+
+def normalise_file_uri(uri: str) -> str:
+    """The canonical ``file:`` URI (an absolute path) of a key file URI or bare path."""
     return f"file:{_file_path(uri).resolve()}"
 
 
@@ -123,11 +122,9 @@ def generate_key(uri: str, passphrase: PassphraseSource) -> Signer:
 
     For ``pkcs11:`` URIs ``passphrase`` supplies the token's user PIN (see module docstring).
     """
-    if is_pkcs11_uri(uri):
-        return generate_pkcs11_key(uri, passphrase)
-    key = ec.generate_private_key(ec.SECP256R1())
-    write_new_key_file(uri, passphrase, key)
-    return FileSigner(normalise_uri(uri), key)
+    from chargeward.crypto.backends import backend_for  # the table imports this module
+
+    return backend_for(uri).generate_p256(uri, passphrase)
 
 
 def write_new_key_file(
@@ -209,9 +206,12 @@ def rewrap_key_file(
     Atomic: the new file is written beside the old one (mode 0600), fsynced, and renamed over
     it with ``os.replace``; a crash leaves the old or the new file, both opening the same key.
     """
-    if is_pkcs11_uri(uri):
-        raise KeyAccessError("a PKCS#11 key is not a file: nothing to re-wrap")
-    path = _file_path(uri)
+    from chargeward.crypto.backends import backend_for  # the table imports this module
+
+    backend = backend_for(uri)
+    path = backend.key_file(uri)
+    if path is None:
+        raise KeyAccessError(f"a {backend.name} key is not a file: nothing to re-wrap")
     data = _read(path)
     secret = old()
     try:
@@ -241,12 +241,9 @@ _DER_PKCS8 = (
 
 def load_signer(uri: str, passphrase: PassphraseSource) -> Signer:
     """Open the private key at ``uri`` for signing (``passphrase`` is the PIN for ``pkcs11:``)."""
-    if is_pkcs11_uri(uri):
-        return load_pkcs11_signer(uri, passphrase)
-    key = read_key_file(uri, passphrase)
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-        raise KeyAccessError(f"{_file_path(uri)} does not hold an ECDSA P-256 key")
-    return FileSigner(normalise_uri(uri), key)
+    from chargeward.crypto.backends import backend_for  # the table imports this module
+
+    return backend_for(uri).load_p256(uri, passphrase)
 
 
 def ssl_key_file(uri: str, passphrase: PassphraseSource) -> tuple[bytes, bytes]:
@@ -279,7 +276,7 @@ def canonical_public_key(pem: str) -> bytes:
     try:
         key = serialization.load_pem_public_key(pem.encode())
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-        raise ValueError("not a PEM public key") from e
+        raise InvalidValue("not a PEM public key") from e
     return key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

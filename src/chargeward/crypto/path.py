@@ -50,7 +50,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from chargeward.errors import CertificatePathRefused
+from chargeward.errors import CertificatePathRefused, InvalidValue, MisuseError
 
 MAX_CERTIFICATE_BYTES = 22000  # OCPP: signingCertificate is at most 5500 characters (PEM)
 MAX_ANCHORS = 64
@@ -122,7 +122,7 @@ class VerifiedPath:
 
     def __post_init__(self) -> None:
         if self._token is not _PATH_TOKEN:
-            raise TypeError("VerifiedPath is only made by this module's verify functions")
+            raise MisuseError("VerifiedPath is only made by this module's verify functions")
 
 
 def _refuse(reason: str, message: str) -> CertificatePathRefused:
@@ -367,15 +367,15 @@ def _ee_policy(profile: Profile) -> ExtensionPolicy:
 
     def basic_constraints(_p: Policy, _c: x509.Certificate, bc: x509.BasicConstraints) -> None:
         if bc.ca:
-            raise ValueError(f"{profile.leaf} is a CA certificate")
+            raise InvalidValue(f"{profile.leaf} is a CA certificate")
 
     def key_usage(_p: Policy, _c: x509.Certificate, ku: x509.KeyUsage) -> None:
         if not ku.digital_signature or ku.key_cert_sign:
-            raise ValueError(f"{profile.leaf} key usage is not for signing")
+            raise InvalidValue(f"{profile.leaf} key usage is not for signing")
 
     def usage(_p: Policy, _c: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
         if (eku is None and profile.usage_required) or (eku and profile.usage not in eku):
-            raise ValueError(f"{profile.leaf} is not for {_USAGE_NAMES[profile.usage]}")
+            raise InvalidValue(f"{profile.leaf} is not for {_USAGE_NAMES[profile.usage]}")
 
     return (
         ExtensionPolicy.permit_all()

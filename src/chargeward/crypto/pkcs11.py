@@ -52,7 +52,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from chargeward.errors import KeyAccessError
+from chargeward.errors import InvalidValue, KeyAccessError
 
 if TYPE_CHECKING:
     from pkcs11 import PrivateKey, PublicKey, Session, Token
@@ -487,7 +487,7 @@ class Pkcs11Signer:
         from pkcs11 import Mechanism, SignMixin
 
         if len(digest) != hashlib.sha256().digest_size:
-            raise ValueError("sign_digest expects a SHA-256 digest")
+            raise InvalidValue("sign_digest expects a SHA-256 digest")
         with _logged_in(self._location, _known(self._pin)) as (session, _):
             key = _private_key(session, self._location)
             if not isinstance(key, SignMixin):  # python-pkcs11 mixes in SignMixin for CKA_SIGN

@@ -43,6 +43,8 @@ from chargeward.errors import (
     BadSignature,
     ConfigError,
     IntegrityError,
+    InvalidValue,
+    MisuseError,
     RevokedCertificate,
     RollbackRefused,
     UntrustedCertificate,
@@ -82,15 +84,15 @@ def _der_tlv(tag: int, value: bytes) -> bytes:
 def _der_read(data: bytes, pos: int = 0) -> tuple[int, bytes, int]:
     """The TLV at ``pos`` as ``(tag, value, position after it)`` (definite lengths only)."""
     if pos + 2 > len(data):
-        raise ValueError("truncated DER")
+        raise InvalidValue("truncated DER")
     tag, length, pos = data[pos], data[pos + 1], pos + 2
     if length & 0x80:
         count = length & 0x7F
         if not 0 < count <= 4 or pos + count > len(data):
-            raise ValueError("bad DER length")
+            raise InvalidValue("bad DER length")
         length, pos = int.from_bytes(data[pos : pos + count], "big"), pos + count
     if pos + length > len(data):
-        raise ValueError("truncated DER")
+        raise InvalidValue("truncated DER")
     return tag, data[pos : pos + length], pos + length
 
 
@@ -566,7 +568,7 @@ def _subject_public_key_bits(cert: x509.Certificate) -> bytes:
     _, _, after_algorithm = _der_read(body)
     tag, bits, _ = _der_read(body, after_algorithm)
     if tag != 0x03 or not bits:
-        raise ValueError("SubjectPublicKeyInfo without a BIT STRING")
+        raise InvalidValue("SubjectPublicKeyInfo without a BIT STRING")
     return bits[1:]
 
 
@@ -643,7 +645,7 @@ class Crl:
 
     def __post_init__(self) -> None:
         if self._token is not _CRL_TOKEN:
-            raise TypeError("Crl is only made by verify_crl()")
+            raise MisuseError("Crl is only made by verify_crl()")
 
 
 def _authority_key_identifier(ca: x509.Certificate) -> x509.AuthorityKeyIdentifier:
@@ -850,7 +852,7 @@ def check_crl_progress(held: Crl | None, new: Crl) -> None:
     if held is None:
         return
     if held.issuer_key_id != new.issuer_key_id:
-        raise ValueError("CRLs of different issuers have no order; pass the CRL of new's issuer")
+        raise InvalidValue("CRLs of different issuers have no order; pass the CRL of new's issuer")
     if new.crl_number < held.crl_number:
         raise RollbackRefused(
             f"CRL number {new.crl_number} is older than the held CRL number {held.crl_number}"

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from chargeward.crypto.backends import backend_for
 from chargeward.crypto.keys import Signer
 from chargeward.crypto.path import STATION_CERTIFICATE, verify_path
 from chargeward.crypto.pki import (
@@ -260,7 +261,7 @@ def check_station_certificate(
     It must be issued by one of ``cas`` (valid CA certificates), be valid, be a client leaf
     (:func:`check_client_leaf`) and have CN = ``station_id``.  Returns the issuing CA.  Whether
     it is the station's *current* certificate, and not revoked, is the server's decision
-    (:mod:`chargeward.server.station_security`).
+    (:mod:`chargeward.server.stations.station_security`).
     """
     issuer = next((ca for ca in cas if _is_ca(ca) and is_issued_by(cert, ca)), None)
     if issuer is None:
@@ -351,7 +352,7 @@ def encrypted_key_pem(private_pem: str) -> tuple[bytes, bytes]:
 
 def check_tls_key_uri(uri: str) -> str:
     """The file path of a TLS server key URI (``ssl`` cannot use a PKCS#11 key)."""
-    if uri.startswith("pkcs11:"):
+    if backend_for(uri).key_file(uri) is None:
         raise ConfigError(
             "the TLS server key must be an encrypted PKCS#8 file (file:...); Python's TLS "
             "stack cannot use a PKCS#11 key: terminate TLS in a proxy that can"

@@ -39,7 +39,7 @@ from chargeward.audit.checkpoint import open_checkpoint, parse_vkey
 from chargeward.audit.proofs import format_proofs, parse_proofs, verify_proofs
 from chargeward.crypto.keys import Signer, public_key_fingerprint
 from chargeward.crypto.pki import describe_certificate, load_certificate
-from chargeward.errors import BundleError, ConfigError, Conflict, NotFound
+from chargeward.errors import BundleError, ConfigError, Conflict, InvalidValue, NotFound
 from chargeward.evidence import attacks, matrix, render, signing, testrun
 from chargeward.evidence.bundle import SUPPLY_MEMBERS, ReleaseFiles
 
@@ -327,7 +327,7 @@ def collect(
             c for c in api.request("GET", "/api/v1/campaigns") if c["release_id"] == release["id"]
         ]
     else:
-        raise ValueError(f"no evidence pack for a {inputs.kind!r}")
+        raise InvalidValue(f"no evidence pack for a {inputs.kind!r}")
     if files is not None and files.release_id != release["id"]:
         raise BundleError(
             f"the bundle ({files.source}) is release {files.release_id[:12]}, not the "

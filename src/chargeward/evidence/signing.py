@@ -29,7 +29,7 @@ from chargeward.crypto.dsse import (
     verify_envelope,
 )
 from chargeward.crypto.keys import Signer
-from chargeward.errors import AttestationRefused, ChargewardError, TrustError
+from chargeward.errors import AttestationRefused, ChargewardError, InvalidValue, TrustError
 from chargeward.evidence import matrix, testrun
 
 ENVELOPE = "evidence.dsse.json"
@@ -80,7 +80,7 @@ def statement(files: Mapping[str, bytes], data: Mapping[str, Any]) -> bytes:
 def sign_pack(files: Mapping[str, bytes], data: Mapping[str, Any], signer: Signer) -> bytes:
     """``evidence.dsse.json`` over ``files`` (every other file of the pack)."""
     if ENVELOPE in files:
-        raise ValueError(f"{ENVELOPE} cannot sign itself")
+        raise InvalidValue(f"{ENVELOPE} cannot sign itself")
     return sign_envelope(PAYLOAD_TYPE, statement(files, data), signer).to_json()
 
 

@@ -54,7 +54,7 @@ from chargeward.crypto.sealing import (
 )
 from chargeward.errors import BundleError, ConfigError, Conflict, UntrustedCertificate
 from chargeward.factory.credentials import generate_credentials
-from chargeward.server.passwords import hash_station_secret
+from chargeward.server.auth.passwords import hash_station_secret
 
 REGISTRATION_FORMAT = "chargeward-factory-registration/1"
 DEFAULT_VALIDITY = dt.timedelta(days=20 * 365 + 5)  # 20 years

@@ -1,8 +1,8 @@
 """CSMS side of OCPP 2.0.1: translate station messages into calls on a :class:`StationSink`.
 
 Handlers only convert and validate; what to store and audit is the sink's business
-(``chargeward.server.csms`` implements it with the database services).  Requests to a station
-(UpdateFirmware, certificate management) are methods of :class:`CsmsChargePoint`::
+(``chargeward.server.stations.csms`` implements it with the database services).  Requests to a
+station (UpdateFirmware, certificate management) are methods of :class:`CsmsChargePoint`::
 
     >>> answer = await cp.install_certificate("ManufacturerRootCertificate", pem)  # doctest: +SKIP
     >>> answer.status, answer.reason_code  # doctest: +SKIP
@@ -151,7 +151,7 @@ class FirmwareOrder:
     retries: int | None = None
     retry_interval: int | None = None
     # OCPP customData (snake_case keys, with vendor_id): a vendor extension such as the delta
-    # offer of chargeward.server.deltas; stations that do not know it ignore it.
+    # offer of chargeward.server.rollout.deltas; stations that do not know it ignore it.
     custom_data: dict[str, Any] | None = None
 
 

@@ -7,8 +7,8 @@ them, the SHA-256 of its SBOM and of its vulnerability scan report, so the appro
 threshold signature covers the SBOM and the report (with every accepted risk in it) too.
 
 A release may also carry binary deltas the server made from images the fleet runs
-(:mod:`chargeward.server.deltas`): each is listed beside the image it rebuilds, with both ends'
-digests (:class:`~chargeward.model.targets.DeltaCustom`), so the approvers' threshold
+(:mod:`chargeward.server.rollout.deltas`): each is listed beside the image it rebuilds, with both
+ends' digests (:class:`~chargeward.model.targets.DeltaCustom`), so the approvers' threshold
 signature covers the delta like any target.
 
 A release locked to a customer is listed under that customer's opaque prefix

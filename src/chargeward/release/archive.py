@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from chargeward.crypto.signature import Digest
-from chargeward.errors import BundleError, Conflict, NotFound, TransportError
+from chargeward.errors import BundleError, Conflict, InvalidValue, NotFound, TransportError
 from chargeward.release.manifest import (
     ATTESTATION_NAMES,
     CERTIFICATE_NAME,
@@ -222,7 +222,7 @@ def write_bundle_tar(
     files, streams = files or {}, streams or {}
     names = sorted([*files, *streams, *blobs])
     if len(set(names)) != len(names):
-        raise ValueError("a member name is given twice")
+        raise InvalidValue("a member name is given twice")
     with tarfile.TarFile(
         fileobj=out, mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK
     ) as tar:

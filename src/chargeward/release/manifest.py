@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chargeward import strictjson
-from chargeward.errors import BundleError
+from chargeward.errors import BundleError, InvalidValue
 from chargeward.model.firmware import (
     check_component,
     check_length,
@@ -74,7 +74,7 @@ def image_path(component: str) -> str:
 def format_created(moment: dt.datetime) -> str:
     """``moment`` as the manifest's ``created`` string (UTC, whole seconds)."""
     if moment.tzinfo is None:
-        raise ValueError("created time must be timezone-aware")
+        raise InvalidValue("created time must be timezone-aware")
     return moment.astimezone(dt.UTC).strftime(CREATED_FORMAT)
 
 

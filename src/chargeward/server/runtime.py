@@ -24,13 +24,11 @@ from chargeward.audit.log import DEFAULT_ORIGIN
 from chargeward.crypto import load_certificates, passphrase_from_env
 from chargeward.crypto.pki import certificate_fingerprint, certificate_pem
 from chargeward.errors import ChargewardError, ConfigError, Conflict
-from chargeward.server import campaign_scheduler, services, urls
-from chargeward.server.api import create_app
-from chargeward.server.blobs import BlobStore
-from chargeward.server.cluster import Node
-from chargeward.server.csms import CsmsListener
-from chargeward.server.db import Database
-from chargeward.server.http_security import (
+from chargeward.server.auth import tokens
+from chargeward.server.cluster.cluster import Node
+from chargeward.server.common import urls
+from chargeward.server.http.api import create_app
+from chargeward.server.http.http_security import (
     CertificateReloader,
     CertificateSlot,
     HttpPerimeter,
@@ -42,10 +40,14 @@ from chargeward.server.http_security import (
     http_tls_files,
     parse_networks,
 )
-from chargeward.server.limits import HttpLimits, uvicorn_options
+from chargeward.server.http.limits import HttpLimits, uvicorn_options
+from chargeward.server.rollout import campaign_scheduler
 from chargeward.server.state import TRUST_FILE, ServerState
-from chargeward.server.station_security import renew_certificates_forever
-from chargeward.server.tls import OcppSecurity, limit_tls_handshake, listener_security
+from chargeward.server.stations.csms import CsmsListener
+from chargeward.server.stations.station_security import renew_certificates_forever
+from chargeward.server.stations.tls import OcppSecurity, limit_tls_handshake, listener_security
+from chargeward.server.store.blobs import BlobStore
+from chargeward.server.store.db import Database
 from chargeward.supply.report_check import GatePolicy
 
 LOG = logging.getLogger("chargeward.server")
@@ -108,7 +110,7 @@ async def prepare(data_dir: Path) -> tuple[Database, str | None]:
         try:
             async with db.session() as s:
                 # The built-in ``admin`` principal: role admin, every permission.
-                token = await services.create_token(
+                token = await tokens.create_token(
                     s, "admin", actor="system", now=dt.datetime.now(dt.UTC), role="admin"
                 )
         except Conflict:

@@ -15,18 +15,17 @@ from chargeward.crypto.ed25519 import MessageSigner
 from chargeward.errors import ConfigError
 from chargeward.ocpp.csms import CsmsChargePoint
 from chargeward.publish import ImageRepository, OnlineSigners
-from chargeward.server.blobs import BlobStore
-from chargeward.server.cluster import Node
-from chargeward.server.csms import DbSink, Registry
-from chargeward.server.db import Database
-from chargeward.server.link_budget import Budgets, Pacers
-from chargeward.server.metrics import Metrics
-from chargeward.server.station_security import ChargerCa
+from chargeward.server.cluster.cluster import Node
+from chargeward.server.common.metrics import Metrics
+from chargeward.server.rollout.link_budget import Budgets, Pacers
+from chargeward.server.stations.csms import DbSink, Registry
+from chargeward.server.stations.station_security import ChargerCa
+from chargeward.server.store.blobs import BlobStore
+from chargeward.server.store.db import Database
 from chargeward.supply.report_check import GatePolicy
 from chargeward.trust.tuf_keys import TufSigner
 
 TRUST_FILE = Path("trust") / "manufacturer-roots.pem"
-DOWNLOAD_URL_TTL = dt.timedelta(days=2)
 
 
 def _utc_now() -> dt.datetime:

@@ -24,7 +24,7 @@ import httpx
 from rich.console import Console
 from rich.live import Live
 
-from chargeward.agent.agent import AgentConfig
+from chargeward.agent.config import AgentConfig
 from chargeward.agent.location import LAB_LOOPBACK
 from chargeward.agent.provision import provision
 from chargeward.agent.state import Identity

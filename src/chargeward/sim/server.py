@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives import serialization
 
 from chargeward.errors import ConfigError, TransportError
 from chargeward.local import LabTls, Process, start_server
-from chargeward.server import fleet, services
-from chargeward.server.db import DATABASE_URL_ENV, Database
-from chargeward.server.station_security import set_profile
+from chargeward.server.fleet import fleet, station_registry
+from chargeward.server.stations.station_security import set_profile
+from chargeward.server.store.db import DATABASE_URL_ENV, Database
 from chargeward.sim.link import LinkTls
 from chargeward.sim.plan import StationPlan
 from chargeward.sim.scenario import Site
@@ -182,7 +182,7 @@ async def register(
             async with db.session() as s:
                 now = dt.datetime.now(dt.UTC)
                 for p in plans[start : start + BATCH]:
-                    passwords[p.station_id] = await services.register_station(
+                    passwords[p.station_id] = await station_registry.register_station(
                         s, p.station_id, model=p.model, actor=ACTOR, now=now
                     )
                 await s.flush()

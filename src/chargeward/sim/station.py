@@ -14,7 +14,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chargeward.agent.agent import Agent, AgentConfig
+from chargeward.agent.agent import Agent
+from chargeward.agent.config import AgentConfig
 from chargeward.errors import ChargingUnavailable
 from chargeward.ocpp.base import utc_now
 from chargeward.sim.flash import Flash, PowerCut, run_on

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from chargeward.errors import InvalidValue
 from chargeward.release.manifest import SBOM_NAME, SCAN_REPORT_NAME, VEX_NAME
 from chargeward.supply.advisories import AdvisorySet
 from chargeward.supply.allowlist import Allowlist
@@ -80,7 +81,7 @@ def documents_for(
 ) -> dict[str, bytes]:
     """The documents of a release whose gate passed (``gate`` as :func:`evaluate` gave it)."""
     if gate.refused:
-        raise ValueError("documents are made only for a release the gate passed")
+        raise InvalidValue("documents are made only for a release the gate passed")
     documents = {
         SBOM_NAME: build_sbom(components, release_digest(components), sbom_created),
         SCAN_REPORT_NAME: report_json(gate),

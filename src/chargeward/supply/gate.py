@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chargeward.errors import ConfigError, GateRefused, SupplyChainError
+from chargeward.errors import ConfigError, GateRefused, InvalidValue, SupplyChainError
 from chargeward.supply.advisories import AdvisorySet
 from chargeward.supply.allowlist import Allowlist, AllowlistEntry
 from chargeward.supply.components import ComponentList
@@ -275,11 +275,11 @@ def scan_summary(data: bytes, source: str) -> ScanSummary:
     try:
         doc = json.loads(data)
         if not isinstance(doc, dict) or doc.get("format") != REPORT_FORMAT:
-            raise ValueError(f"format is not {REPORT_FORMAT!r}")
+            raise InvalidValue(f"format is not {REPORT_FORMAT!r}")
         findings = doc["findings"]
         decision = doc["decision"]
         if decision not in ("passed", "refused") or not isinstance(findings, list):
-            raise ValueError("decision or findings malformed")
+            raise InvalidValue("decision or findings malformed")
         return ScanSummary(
             decision=decision,
             findings=len(findings),

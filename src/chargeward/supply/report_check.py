@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chargeward.errors import SupplyChainError
+from chargeward.errors import InvalidValue, SupplyChainError
 from chargeward.supply.advisories import AdvisorySet
 from chargeward.supply.allowlist import Allowlist
 from chargeward.supply.gate import REPORT_FORMAT, Package, evaluate_packages, utc_text
@@ -86,25 +86,25 @@ class ScanReport:
 
 def _time(value: object) -> dt.datetime:
     if not isinstance(value, str):
-        raise ValueError("a time must be text")
+        raise InvalidValue("a time must be text")
     moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     if moment.tzinfo is None:
-        raise ValueError(f"{value!r} needs a UTC offset")
+        raise InvalidValue(f"{value!r} needs a UTC offset")
     return moment
 
 
 def _finding(raw: Any) -> ReportFinding:
     if not isinstance(raw, dict):
-        raise ValueError("a finding must be an object")
+        raise InvalidValue("a finding must be an object")
     accepted = raw.get("accepted_by")
     status = raw["status"]
     if status not in ("affected", "indeterminate"):
-        raise ValueError(f"finding status {status!r}")
+        raise InvalidValue(f"finding status {status!r}")
     if not isinstance(raw["blocking"], bool) or not isinstance(raw["aliases"], list):
-        raise ValueError("finding blocking or aliases malformed")
+        raise InvalidValue("finding blocking or aliases malformed")
     approvers = accepted.get("approvers", []) if isinstance(accepted, dict) else []
     if not isinstance(approvers, list) or not all(isinstance(a, str) for a in approvers):
-        raise ValueError("accepted_by.approvers must be a list of names")
+        raise InvalidValue("accepted_by.approvers must be a list of names")
     return ReportFinding(
         advisory=str(raw["advisory"]),
         aliases=tuple(str(a) for a in raw["aliases"]),
@@ -122,13 +122,13 @@ def read_report(data: bytes, source: str) -> ScanReport:
     try:
         doc = json.loads(data)
         if not isinstance(doc, dict) or doc.get("format") != REPORT_FORMAT:
-            raise ValueError(f"format is not {REPORT_FORMAT!r}")
+            raise InvalidValue(f"format is not {REPORT_FORMAT!r}")
         decision = doc["decision"]
         if decision not in ("passed", "refused") or not isinstance(doc["findings"], list):
-            raise ValueError("decision or findings malformed")
+            raise InvalidValue("decision or findings malformed")
         threshold = Severity.parse(str(doc["policy"]["fail_on"]))
         if threshold is Severity.UNKNOWN:
-            raise ValueError("policy.fail_on is not a rating")
+            raise InvalidValue("policy.fail_on is not a rating")
         return ScanReport(
             release=str(doc["release"]["name"]),
             version=str(doc["release"]["version"]),

@@ -37,8 +37,10 @@ from univers.versions import (
     Version,
 )
 
+from chargeward.errors import InvalidValue
 
-class Unordered(ValueError):
+
+class Unordered(InvalidValue):
     """A version cannot be ordered under the scheme (unparseable, or no scheme known)."""
 
 

@@ -1,7 +1,7 @@
 """k-of-n release approval: who may sign a targets proposal, and when it is approved enough.
 
 Pure functions of metadata, signatures and the approver-key registry (``accounts``: keyid to
-the operator account that holds the key, :mod:`chargeward.server.approver_keys`); the server
+the operator account that holds the key, :mod:`chargeward.server.rollout.approver_keys`); the server
 stores approvals, the CLI makes them.
 
     >>> approval = check_approval(root, proposal, signature, uploader="carol",

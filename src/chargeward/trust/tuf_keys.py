@@ -11,7 +11,7 @@ A key may name its **owner** (a person).  The owner is part of the root metadata
 signed by the root key holders.  Keys must equal people: python-tuf on a charger counts keys,
 so :func:`check_people` refuses a root or targets role in which one person holds two keys (or
 one public key appears under two keyids), and every targets key must name its owner (the server
-binds it to that operator account: :mod:`chargeward.server.approver_keys`).
+binds it to that operator account: :mod:`chargeward.server.rollout.approver_keys`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,198 @@
+"""The OCPP callback adapter: what the CSMS asks of the charger, answered by the agent's parts.
+
+:class:`StationCallbacks` is the :class:`~chargeward.ocpp.station.StationController` the
+charge point calls: each ``on_*`` handler asks for a decision (the answer), each ``after_*``
+handler starts the work once the answer is out.  Decisions live where the work is: the update
+in :mod:`chargeward.agent.update`, logs in :mod:`chargeward.agent.log_requests`, certificates
+in :mod:`chargeward.agent.certificates` and :mod:`chargeward.agent.tls`, published firmware
+in :mod:`chargeward.agent.local_cache`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ocpp.v201 import call
+
+from chargeward.agent import certificates
+from chargeward.agent import tls as station_tls
+from chargeward.agent.sessions import ALLOW_NEW_SESSIONS
+from chargeward.crypto.pki import CertificateHashData
+from chargeward.ocpp.station import CertificateResult, InstalledCertificate
+
+if TYPE_CHECKING:
+    from chargeward.agent.agent import Agent
+
+LOG = logging.getLogger("chargeward.agent")
+TECH_INFO_MAX = 255
+PASSWORD_VARIABLE = ("SecurityCtrlr", "BasicAuthPassword")  # write-only (OCPP A01)
+
+
+class StationCallbacks:
+    """Requests from the CSMS (a StationController), for one :class:`Agent`."""
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+
+    # -- firmware: UpdateFirmware (L01), PublishFirmware / UnpublishFirmware (L03, L04) ----
+
+    def update_firmware(
+        self,
+        request_id: int,
+        firmware: dict[str, Any],
+        retries: int | None,
+        retry_interval: int | None,
+        custom_data: dict[str, Any] | None = None,
+    ) -> str:
+        """OCPP L01: decide the UpdateFirmware response (certificate check, busy state)."""
+        return self._agent.updates.accept(
+            request_id, firmware, retries, retry_interval, custom_data
+        )
+
+    async def after_update_firmware(self, request_id: int, status: str) -> None:
+        await self._agent.updates.start(request_id, status)
+
+    def publish_firmware(
+        self, location: str, checksum: str, request_id: int, retries: int, retry_interval: int
+    ) -> str:
+        cache = self._agent.cache
+        if cache is None:
+            return "Rejected"  # not a Local Controller
+        return cache.publish(location, checksum, request_id, retries, retry_interval)
+
+    async def after_publish_firmware(self, checksum: str, status: str) -> None:
+        if status == "Accepted" and self._agent.cache is not None:
+            self._agent.cache.start(checksum)
+
+    def unpublish_firmware(self, checksum: str) -> str:
+        cache = self._agent.cache
+        return "NoFirmware" if cache is None else cache.unpublish(checksum)
+
+    # -- TriggerMessage, Reset, SetVariables ------------------------------------------------
+
+    async def trigger(self, what: str) -> None:
+        agent = self._agent
+        if what == "FirmwareStatusNotification":
+            last = agent.state.last_status()
+            status = last.get("status")
+            if status is None or status == "Installed":  # OCPP L01.FR.26 / L01.FR.27
+                await agent._call(call.FirmwareStatusNotification(status="Idle"))
+            else:
+                await agent._call(
+                    call.FirmwareStatusNotification(
+                        status=status, request_id=last.get("request_id")
+                    )
+                )
+        elif what == "Heartbeat":
+            await agent._call(call.Heartbeat())
+        elif what == "SignChargingStationCertificate":  # OCPP A02.FR.02
+            csr = station_tls.new_csr(agent.state)
+            result = await agent._call(
+                call.SignCertificate(csr=csr, certificate_type=station_tls.STATION_CERTIFICATE)
+            )
+            LOG.info("%s: SignCertificate: %s", agent.identity.station_id, result.status)
+
+    def reset(self, type: str) -> str:
+        return "Scheduled" if self._agent.updates.installing else "Accepted"
+
+    async def after_reset(self, type: str, status: str) -> None:
+        if status == "Accepted":
+            self._agent.request_reboot("RemoteReset")
+
+    def set_variable(self, component: str, variable: str, value: str) -> str:
+        state = self._agent.state
+        if (component, variable) == PASSWORD_VARIABLE:
+            try:  # sealed on flash before the answer goes out
+                state.set_password(value)
+            except ValueError as e:
+                LOG.warning(
+                    "%s: new BasicAuthPassword refused: %s", self._agent.identity.station_id, e
+                )
+                return "Rejected"
+            LOG.info("%s: BasicAuthPassword changed by the CSMS", self._agent.identity.station_id)
+            return "Accepted"
+        if (component, variable) != ALLOW_NEW_SESSIONS:
+            return "UnknownVariable" if component == ALLOW_NEW_SESSIONS[0] else "UnknownComponent"
+        if value.lower() not in ("true", "false"):
+            return "Rejected"
+        state.set_setting("/".join(ALLOW_NEW_SESSIONS), value.lower() == "true")
+        return "Accepted"
+
+    # -- certificates: A02 (station certificate), M03, M04, M05 ----------------------------
+    # Decisions and storage are in chargeward.agent.certificates and agent.tls.
+
+    def certificate_signed(
+        self, certificate_chain: str, certificate_type: str | None
+    ) -> CertificateResult:
+        agent = self._agent
+        result = station_tls.install_signed_certificate(
+            agent.state, certificate_chain, certificate_type, agent.clock()
+        )
+        LOG.info("%s: CertificateSigned: %s", agent.identity.station_id, result)
+        return result
+
+    async def after_certificate_signed(self, result: CertificateResult) -> None:
+        agent = self._agent
+        if result.security_event is not None:
+            await agent._security_event(certificates.TRUST_STORE_EVENT, result.security_event)
+        if result.status == "Accepted" and agent._cp is not None:
+            # Connect again at once: the new certificate is in use and the CSMS records it.
+            await agent._cp._connection.close(1000, "new station certificate")
+        elif result.status != "Accepted":
+            await agent._security_event(
+                "InvalidChargingStationCertificate", (result.additional_info or "")[:TECH_INFO_MAX]
+            )
+
+    def install_certificate(self, certificate_type: str, certificate: str) -> CertificateResult:
+        agent = self._agent
+        result = certificates.install_certificate(
+            agent.state,
+            certificate_type,
+            certificate,
+            agent.clock(),
+            allow_unendorsed=agent.config.allow_unendorsed_manufacturer_roots,
+        )
+        LOG.log(
+            logging.INFO if result.status == "Accepted" else logging.WARNING,
+            "%s: InstallCertificate %s: %s",
+            agent.identity.station_id,
+            certificate_type,
+            result,
+        )
+        return result
+
+    def installed_certificates(
+        self, certificate_types: list[str] | None
+    ) -> list[InstalledCertificate]:
+        return certificates.installed_certificates(self._agent.state, certificate_types)
+
+    def delete_certificate(self, hash_data: CertificateHashData) -> CertificateResult:
+        agent = self._agent
+        result = certificates.delete_certificate(
+            agent.state, hash_data, connection=agent._csms_chain
+        )
+        LOG.info("%s: DeleteCertificate: %s", agent.identity.station_id, result)
+        return result
+
+    async def after_certificate_change(self, result: CertificateResult) -> None:
+        if result.security_event is not None:
+            kind = result.event_type or certificates.TRUST_STORE_EVENT
+            await self._agent._security_event(kind, result.security_event)
+
+    # -- GetLog (N01) ------------------------------------------------------------------------
+
+    def get_log(
+        self,
+        log_type: str,
+        request_id: int,
+        log: dict[str, Any],
+        retries: int | None,
+        retry_interval: int | None,
+    ) -> tuple[str, str | None]:
+        """OCPP N01: decide the GetLog response (status, filename); :meth:`after_get_log`
+        uploads."""
+        return self._agent.logs.accept(log_type, request_id, log, retries, retry_interval)
+
+    async def after_get_log(self, request_id: int, status: str) -> None:
+        await self._agent.logs.start(request_id, status)

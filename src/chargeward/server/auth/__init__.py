@@ -1,0 +1,1 @@
+"""Who may do what: accounts, API tokens, roles, tenancy, password hashing, throttles."""

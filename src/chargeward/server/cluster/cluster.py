@@ -1,0 +1,541 @@
+"""Several server processes on one PostgreSQL database behave as one CSMS.
+
+What a node does here:
+
+* **Presence.** A node writes a heartbeat (``cluster_nodes``) every few seconds and records
+  which stations it holds (``station_presence``).  A node whose heartbeat is older than
+  :data:`NODE_STALE` is gone, and so are its stations.
+* **Commands across nodes.** A REST call on node B for a station held by node A inserts a
+  ``station_commands`` row (method name + JSON arguments) and ``NOTIFY``\\s A; A claims it with
+  ``FOR UPDATE SKIP LOCKED``, sends the OCPP CALL over its websocket and writes the result row;
+  B, woken by ``NOTIFY`` (or by polling if a notification is lost), returns it.  Call sites do
+  not change: :meth:`Node.station` gives a :class:`RemoteStation` with the same async methods as
+  :class:`~chargeward.ocpp.csms.CsmsChargePoint` for every name in :data:`COMMANDS`.
+* **Leader.** The node holding the advisory lock :data:`LEADER_LOCK` (on its own connection)
+  runs the background jobs (TUF timestamp renewal, housekeeping).  If it dies its connection
+  drops, PostgreSQL releases the lock, and another node takes it within about a second.
+
+On SQLite there is one process: the local registry is all there is and the node is the leader.
+
+Nodes share the database and must also share ``blobs/``, ``tuf/``, ``trust/`` and the
+download-URL key (``url.key``) of the data directory, e.g. one data directory on shared storage:
+any node may serve a download signed by another.
+
+    >>> node = Node(db, registry, metrics)                    # doctest: +SKIP
+    >>> await node.start({"renew": renew_forever})             # doctest: +SKIP
+    >>> cp = await node.station("CP-1")   # local, remote, or None  # doctest: +SKIP
+    >>> answer = await cp.get_installed_certificate_ids(None)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import inspect
+import logging
+import types
+import typing
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import asyncpg  # type: ignore[import-untyped]
+from ocpp.exceptions import OCPPError
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chargeward.errors import Conflict, TransportError
+from chargeward.ocpp.csms import CsmsChargePoint
+from chargeward.server.common.metrics import Metrics
+from chargeward.server.fleet import station_registry
+from chargeward.server.stations.csms import Registry
+from chargeward.server.stations.group_commit import GroupCommit
+from chargeward.server.store.db import Database
+from chargeward.server.store.tables import ClusterNode, Station, StationCommand, StationPresence
+
+LOG = logging.getLogger("chargeward.cluster")
+
+# CsmsChargePoint methods another node may call; add a name here for each new command.
+COMMANDS: frozenset[str] = frozenset(
+    {
+        "update_firmware",
+        "install_certificate",
+        "get_installed_certificate_ids",
+        "delete_certificate",
+        "get_log",
+    }
+)
+LEADER_LOCK = 0x43570002  # pg_try_advisory_lock key of the leader
+NOTIFY_COMMANDS = "chargeward_commands"  # payload: the node id that should look
+NOTIFY_RESULTS = "chargeward_results"  # payload: the command id that finished
+HEARTBEAT = dt.timedelta(seconds=2)
+NODE_STALE = dt.timedelta(seconds=10)
+POLL = 1.0  # seconds between looks when no notification arrives
+COMMAND_TIMEOUT = dt.timedelta(seconds=40)  # the station's 30 s response timeout, plus slack
+KEEP_COMMANDS = dt.timedelta(hours=1)
+
+Job = Callable[[], Awaitable[None]]
+
+
+class RemoteTimeout(TransportError, TimeoutError):
+    """The node holding the station did not answer in time (a TimeoutError, like a local one)."""
+
+
+# --- arguments and results as JSON -------------------------------------------------------
+
+
+def to_json(value: Any) -> Any:
+    """Dataclasses, datetimes, tuples and plain values as JSON-ready data."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    return value
+
+
+def from_json(kind: Any, value: Any) -> Any:
+    """The inverse of :func:`to_json`, guided by the type annotation ``kind``."""
+    if value is None or kind is Any:
+        return value
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = [k for k in typing.get_args(kind) if k is not type(None)]
+        return from_json(options[0], value) if len(options) == 1 else value
+    if origin in (list, tuple):
+        (item, *_) = typing.get_args(kind) or (Any,)
+        return origin(from_json(item, v) for v in value)
+    if origin is dict:
+        return dict(value)
+    if dataclasses.is_dataclass(kind) and isinstance(kind, type):
+        hints = typing.get_type_hints(kind)
+        return kind(**{k: from_json(hints[k], v) for k, v in value.items()})
+    if kind is dt.datetime:
+        return dt.datetime.fromisoformat(value)
+    return value
+
+
+def _hints(method: str) -> dict[str, Any]:
+    return typing.get_type_hints(getattr(CsmsChargePoint, method))
+
+
+def encode_call(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    if method not in COMMANDS:
+        raise AttributeError(f"{method} is not a station command")
+    bound = inspect.signature(getattr(CsmsChargePoint, method)).bind(None, *args, **kwargs)
+    return {k: to_json(v) for k, v in list(bound.arguments.items())[1:]}
+
+
+async def invoke(cp: CsmsChargePoint, method: str, args: dict[str, Any]) -> Any:
+    """Run ``method`` with JSON ``args`` on a local station; the result as JSON."""
+    if method not in COMMANDS:
+        raise Conflict(f"{method} is not a station command")
+    hints = _hints(method)
+    result = await getattr(cp, method)(**{k: from_json(hints[k], v) for k, v in args.items()})
+    return to_json(result)
+
+
+def _error(e: BaseException) -> dict[str, str]:
+    if isinstance(e, TimeoutError) and not isinstance(e, TransportError):
+        kind = "timeout"
+    elif isinstance(e, Conflict | OCPPError):
+        kind = "conflict"
+    else:
+        kind = "transport"
+    message = str(e) if isinstance(e, TransportError | Conflict) else f"{type(e).__name__}: {e}"
+    return {"error": kind, "message": message[:512]}
+
+
+def _raise(result: dict[str, Any]) -> None:
+    message = str(result.get("message", "failed on the node holding the station"))
+    kind = result["error"]
+    if kind == "timeout":
+        raise RemoteTimeout(message)
+    if kind == "conflict":
+        raise Conflict(message)
+    raise TransportError(message)
+
+
+# --- the node ------------------------------------------------------------------------------
+
+
+class RemoteStation:
+    """A station held by another node, with the command methods of ``CsmsChargePoint``."""
+
+    def __init__(self, node: Node, station_id: str, holder: str) -> None:
+        self.id = station_id
+        self.holder = holder
+        self._node = node
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        if name not in COMMANDS:
+            raise AttributeError(f"{name} is not a station command")
+
+        async def command(*args: Any, **kwargs: Any) -> Any:
+            payload = encode_call(name, args, kwargs)
+            value = await self._node.send(self.id, self.holder, name, payload)
+            return from_json(_hints(name).get("return", Any), value)
+
+        return command
+
+
+class Node:
+    """This server process as a member of the cluster (PostgreSQL) or alone (SQLite)."""
+
+    def __init__(
+        self,
+        db: Database,
+        registry: Registry,
+        metrics: Metrics,
+        *,
+        node_id: str | None = None,
+        api_url: str | None = None,
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.metrics = metrics
+        self.id = node_id or str(uuid.uuid4())
+        self.api_url = api_url
+        self.clustered = db.dialect == "postgresql"
+        self.is_leader = False
+        self._jobs: dict[str, Job] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wake = asyncio.Event()
+        self._waiting: dict[int, asyncio.Event] = {}
+        self._main: asyncio.Task[None] | None = None
+        self._last_heartbeat: float = 0.0
+        metrics.node.labels(self.id, db.dialect).set(1)
+
+    # lifecycle
+
+    async def forget_stale_connections(self) -> None:
+        """Before the listener opens, alone (SQLite): a station the database calls connected
+        was held by an earlier run that did not shut down cleanly, and is not connected now.
+        (With PostgreSQL the housekeeping job does this for nodes whose heartbeat stopped.)"""
+        if self.clustered:
+            return
+        async with self.db.session() as s:
+            await s.execute(
+                update(Station).where(Station.connected.is_(True)).values(connected=False)
+            )
+
+    async def start(self, jobs: dict[str, Job]) -> None:
+        """Register (PostgreSQL) and start competing for leadership; ``jobs`` run on the leader."""
+        self._jobs = dict(jobs)
+        if not self.clustered:
+            self._become_leader()
+            return
+        self._jobs.setdefault("cluster_housekeeping", self._housekeeping_forever)
+        await self._heartbeat()
+        self._main = asyncio.create_task(self._run(), name="cluster-node")
+
+    async def stop(self) -> None:
+        if self._main is not None:
+            self._main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._main
+        self._lose_leadership()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.clustered:
+            with contextlib.suppress(Exception):  # best effort: the heartbeat expires anyway
+                async with self.db.session() as s:
+                    await s.execute(
+                        delete(StationPresence).where(StationPresence.node_id == self.id)
+                    )
+                    await s.execute(delete(ClusterNode).where(ClusterNode.id == self.id))
+
+    def status(self) -> dict[str, object]:
+        return {"node_id": self.id, "leader": self.is_leader, "clustered": self.clustered}
+
+    # leadership
+
+    def _become_leader(self) -> None:
+        if self.is_leader:
+            return
+        self.is_leader = True
+        self.metrics.leader.set(1)
+        LOG.info("node %s is the leader: running %s", self.id, ", ".join(self._jobs) or "no jobs")
+        for name, job in self._jobs.items():
+            self._running[name] = asyncio.create_task(self._guard(name, job), name=name)
+
+    def _lose_leadership(self) -> None:
+        if self.is_leader:
+            LOG.warning("node %s is no longer the leader", self.id)
+        self.is_leader = False
+        self.metrics.leader.set(0)
+        for task in self._running.values():
+            task.cancel()
+        self._running.clear()
+
+    async def _guard(self, name: str, job: Job) -> None:
+        while True:
+            try:
+                await job()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                LOG.exception("leader job %s failed; restarting it in 5 s", name)
+                await asyncio.sleep(5)
+
+    # presence
+
+    async def connected(self, station_id: str, writes: GroupCommit | None = None) -> None:
+        """Record that this node holds the station; through ``writes`` (the station reports'
+        group commit) when given, so a connect storm shares transactions and pool connections
+        instead of taking one each (10,000 at once ran the pool dry)."""
+        if not self.clustered:
+            return
+
+        async def upsert(s: AsyncSession) -> None:
+            stmt = pg_insert(StationPresence).values(
+                station_id=station_id, node_id=self.id, connected_at=func.now()
+            )
+            await s.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[StationPresence.station_id],
+                    set_={"node_id": self.id, "connected_at": func.now()},
+                )
+            )
+
+        if writes is not None:
+            await writes.run(upsert, station_id=station_id)
+            return
+        async with self.db.session() as s:
+            await upsert(s)
+
+    async def disconnected(self, station_id: str) -> bool:
+        """Forget the station here; True if another live node holds it now."""
+        if not self.clustered:
+            return False
+        async with self.db.session() as s:
+            await s.execute(
+                delete(StationPresence).where(
+                    StationPresence.station_id == station_id, StationPresence.node_id == self.id
+                )
+            )
+        return await self._holder(station_id) is not None
+
+    async def _holder(self, station_id: str) -> str | None:
+        async with self.db.session() as s:
+            holder = await s.scalar(
+                select(StationPresence.node_id)
+                .join(ClusterNode, ClusterNode.id == StationPresence.node_id)
+                .where(
+                    StationPresence.station_id == station_id,
+                    StationPresence.node_id != self.id,
+                    ClusterNode.heartbeat_at > func.now() - NODE_STALE,
+                )
+            )
+        return holder
+
+    async def station(self, station_id: str) -> CsmsChargePoint | None:
+        """The station's command interface: local, through another node, or None."""
+        cp = self.registry.get(station_id)
+        if cp is not None or not self.clustered:
+            return cp
+        holder = await self._holder(station_id)
+        if holder is None:
+            return None
+        # RemoteStation has exactly the COMMANDS methods of CsmsChargePoint, same signatures.
+        return cast(CsmsChargePoint, RemoteStation(self, station_id, holder))
+
+    # commands, caller side
+
+    async def send(self, station_id: str, holder: str, method: str, args: dict[str, Any]) -> Any:
+        deadline = asyncio.get_running_loop().time() + COMMAND_TIMEOUT.total_seconds()
+        done = asyncio.Event()
+        async with self.db.session() as s:
+            row = StationCommand(
+                node_id=holder,
+                station_id=station_id,
+                method=method,
+                args=args,
+                state="pending",
+                created_at=func.now(),
+                deadline_at=func.now() + COMMAND_TIMEOUT,
+            )
+            s.add(row)
+            await s.flush()
+            command_id = row.id
+            self._waiting[command_id] = done
+            await s.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_COMMANDS, "p": holder})
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), POLL)
+                done.clear()
+                async with self.db.session() as s:
+                    state, result = (
+                        await s.execute(
+                            select(StationCommand.state, StationCommand.result).where(
+                                StationCommand.id == command_id
+                            )
+                        )
+                    ).one()
+                    if state == "done" and result is not None:
+                        break
+                    if asyncio.get_running_loop().time() > deadline:
+                        await s.execute(
+                            update(StationCommand)
+                            .where(StationCommand.id == command_id, StationCommand.state != "done")
+                            .values(state="expired", finished_at=func.now())
+                        )
+                        self.metrics.remote_commands.labels(method, "timeout").inc()
+                        raise RemoteTimeout(
+                            f"station {station_id} (on node {holder}) did not answer {method} "
+                            "in time"
+                        )
+        finally:
+            self._waiting.pop(command_id, None)
+        self.metrics.remote_commands.labels(method, result.get("error", "ok")).inc()
+        if "error" in result:
+            _raise(result)
+        return result.get("value")
+
+    # commands, holder side
+
+    async def _claim(self) -> None:
+        async with self.db.session() as s:
+            rows = (
+                await s.scalars(
+                    select(StationCommand)
+                    .where(StationCommand.node_id == self.id, StationCommand.state == "pending")
+                    .order_by(StationCommand.id)
+                    .limit(20)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            now = await s.scalar(select(func.now()))
+            claimed = []
+            for row in rows:
+                expired = now is not None and row.deadline_at <= now
+                row.state = "expired" if expired else "running"
+                if not expired:
+                    claimed.append((row.id, row.station_id, row.method, dict(row.args)))
+        for command in claimed:
+            task = asyncio.create_task(self._execute(*command))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _execute(
+        self, command_id: int, station_id: str, method: str, args: dict[str, Any]
+    ) -> None:
+        cp = self.registry.get(station_id)
+        result: dict[str, Any]
+        try:
+            if cp is None:
+                raise TransportError(f"station {station_id} is no longer connected")
+            result = {"value": await invoke(cp, method, args)}
+        except Exception as e:  # every failure goes back to the caller
+            result = _error(e)
+        LOG.info(
+            "%s: %s for another node: %s",
+            station_id,
+            method,
+            result.get("error", "ok"),
+            extra={"station_id": station_id, "command_id": command_id},
+        )
+        async with self.db.session() as s:
+            await s.execute(
+                update(StationCommand)
+                .where(StationCommand.id == command_id)
+                .values(state="done", result=result, finished_at=func.now())
+            )
+            await s.execute(
+                text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_RESULTS, "p": str(command_id)}
+            )
+
+    # the loop: heartbeat, leadership, commands
+
+    def _notified(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        if channel == NOTIFY_COMMANDS and payload == self.id:
+            self._wake.set()
+        elif channel == NOTIFY_RESULTS and payload.isdigit():
+            waiting = self._waiting.get(int(payload))
+            if waiting is not None:
+                waiting.set()
+
+    async def _heartbeat(self) -> None:
+        async with self.db.session() as s:
+            stmt = pg_insert(ClusterNode).values(
+                id=self.id, api_url=self.api_url, started_at=func.now(), heartbeat_at=func.now()
+            )
+            await s.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[ClusterNode.id], set_={"heartbeat_at": func.now()}
+                )
+            )
+        self._last_heartbeat = asyncio.get_running_loop().time()
+
+    async def _run(self) -> None:
+        dsn = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(dsn, timeout=5)
+                await conn.add_listener(NOTIFY_COMMANDS, self._notified)
+                await conn.add_listener(NOTIFY_RESULTS, self._notified)
+                while True:
+                    await self._round(conn)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), POLL)
+                    self._wake.clear()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # database gone or restarted: retry, without leadership
+                LOG.warning("cluster connection lost (%s); retrying", e)
+                self._lose_leadership()
+                await asyncio.sleep(POLL)
+            finally:
+                if conn is not None:
+                    conn.terminate()  # releases the advisory lock at once
+
+    async def _round(self, conn: asyncpg.Connection) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last_heartbeat >= HEARTBEAT.total_seconds():
+            await self._heartbeat()
+        if self.is_leader:
+            await conn.fetchval("SELECT 1")  # the lock lives as long as this connection
+        elif await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
+            self._become_leader()
+        await self._claim()
+
+    # leader job: forget what dead nodes held
+
+    async def _housekeeping_forever(self) -> None:
+        while True:
+            await self.housekeeping()
+            self.metrics.leader_job_runs.labels("cluster_housekeeping").inc()
+            await asyncio.sleep(NODE_STALE.total_seconds() / 2)
+
+    async def housekeeping(self) -> None:
+        """Stations of stale nodes become disconnected; old commands and nodes are removed."""
+        async with self.db.session() as s:
+            stale = select(ClusterNode.id).where(
+                ClusterNode.heartbeat_at <= func.now() - NODE_STALE
+            )
+            orphans = (
+                await s.scalars(
+                    delete(StationPresence)
+                    .where(StationPresence.node_id.in_(stale))
+                    .returning(StationPresence.station_id)
+                )
+            ).all()
+            await s.execute(delete(ClusterNode).where(ClusterNode.id.in_(stale)))
+            await s.execute(
+                delete(StationCommand).where(StationCommand.created_at < func.now() - KEEP_COMMANDS)
+            )
+            now = dt.datetime.now(dt.UTC)
+            for station_id in orphans:
+                if self.registry.get(station_id) is None:
+                    LOG.info("%s: its node stopped; marked disconnected", station_id)
+                    await station_registry.set_connected(s, station_id, False, now=now)

@@ -1,0 +1,1 @@
+"""The fleet: the station registry, sites, models, tags, support periods and alerts."""

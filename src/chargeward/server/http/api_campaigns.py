@@ -1,0 +1,219 @@
+"""REST API for rollout campaigns.
+
+    POST   /api/v1/campaigns                       create from a campaign document (JSON; the
+                                                   CLI also reads TOML); large ones await approval
+    GET    /api/v1/campaigns                       every campaign with its counts
+    GET    /api/v1/campaigns/{ref}                 one (by id or name): counts per stage, mean
+                                                   time to update
+    GET    /api/v1/campaigns/{ref}/stations        per-station state ?state=failed
+    GET    /api/v1/campaigns/{ref}/stations/{id}   one station's run and timeline
+    POST   /api/v1/campaigns/{ref}/approve         the two-person rule (not the creator)
+    POST   /api/v1/campaigns/{ref}/pause|resume|abort|retry
+    POST   /api/v1/campaigns/{ref}/rollback        {"release": <previous release id>}
+
+Every change is audited with the caller as actor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Request
+from pydantic import BaseModel
+
+from chargeward.campaign.codec import run_to_row
+from chargeward.campaign.spec import parse_spec
+from chargeward.server.auth import tenancy
+from chargeward.server.http.api import Operator
+from chargeward.server.rollout import campaigns, link_budget, local_cache
+from chargeward.server.rollout.campaigns import CampaignView
+from chargeward.server.state import ServerState
+
+router = APIRouter(tags=["campaigns"])
+
+
+def _state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.chargeward
+    return state
+
+
+class StationRunOut(BaseModel):
+    station_id: str
+    stage: int
+    state: str
+    attempts: int
+    request_id: int | None
+    last_status: str | None
+    reason: str | None
+    started_at: str | None
+    finished_at: str | None
+    timeline: list[list[str]]
+    install_at: str | None = None  # installDateTime of the current request, if any
+    reschedules: int = 0  # requests re-sent to keep the install inside a window
+
+
+class StationBytesOut(BaseModel):
+    station_id: str
+    bytes_sent: int
+    requests: int  # download requests (a resumed download is one more)
+
+
+class SiteCacheOut(BaseModel):
+    site_id: str
+    station_id: str  # the Local Controller
+    sha256: str
+    status: str
+    locations: list[str]
+    reason: str | None
+
+
+class CampaignDownloadsOut(BaseModel):
+    """What the server sent for a campaign: per station (Local Controllers included) and in
+    all, and the site caches it used."""
+
+    campaign_id: int
+    bytes_sent: int
+    stations: list[StationBytesOut]
+    local_caches: list[SiteCacheOut]
+
+
+class RollbackIn(BaseModel):
+    release: str
+
+
+def _run_out(row: dict[str, Any]) -> StationRunOut:
+    return StationRunOut(**{k: row[k] for k in StationRunOut.model_fields})
+
+
+@router.post("/api/v1/campaigns", response_model=CampaignView, status_code=201)
+async def create_campaign(
+    request: Request, who: Operator, document: Annotated[dict[str, Any], Body()]
+) -> CampaignView:
+    state = _state(request)
+    customer = tenancy.customer_of(request)
+    spec = tenancy.scope_campaign(parse_spec(document), customer)
+    async with state.db.session() as s:
+        await tenancy.check_release(s, spec.release_id, customer)
+        view = await campaigns.create_campaign(
+            s,
+            spec,
+            actor=who,
+            now=state.clock(),
+            approval_threshold=state.campaign_approval_threshold,
+        )
+    return view
+
+
+@router.get("/api/v1/campaigns", response_model=list[CampaignView])
+async def list_campaigns(request: Request, _: Operator) -> list[CampaignView]:
+    customer = tenancy.customer_of(request)
+    async with _state(request).db.snapshot() as s:
+        found = await campaigns.list_campaigns(s)
+    if customer is None:
+        return found
+    return [c for c in found if tenancy.campaign_customer(c.spec) == customer]
+
+
+@router.get("/api/v1/campaigns/{ref}", response_model=CampaignView)
+async def get_campaign(ref: str, request: Request, _: Operator) -> CampaignView:
+    async with _state(request).db.snapshot() as s:
+        return await campaigns.campaign_view(s, ref)
+
+
+@router.get("/api/v1/campaigns/{ref}/stations", response_model=list[StationRunOut])
+async def campaign_stations(
+    ref: str, request: Request, _: Operator, state: str | None = None
+) -> list[StationRunOut]:
+    async with _state(request).db.snapshot() as s:
+        row = await campaigns.get_campaign(s, ref)
+        runs = [r for _, r in (await campaigns.load_runs(s, row.id)).values()]
+    return [
+        _run_out(run_to_row(r))
+        for r in sorted(runs, key=lambda r: (r.stage, r.station_id))
+        if state is None or r.state == state
+    ]
+
+
+@router.get("/api/v1/campaigns/{ref}/stations/{station_id}", response_model=StationRunOut)
+async def campaign_station(
+    ref: str, station_id: str, request: Request, _: Operator
+) -> StationRunOut:
+    async with _state(request).db.snapshot() as s:
+        return _run_out(run_to_row(await campaigns.station_run(s, ref, station_id)))
+
+
+@router.get("/api/v1/campaigns/{ref}/downloads", response_model=CampaignDownloadsOut)
+async def campaign_downloads(ref: str, request: Request, _: Operator) -> CampaignDownloadsOut:
+    async with _state(request).db.snapshot() as s:
+        campaign_id = (await campaigns.get_campaign(s, ref)).id
+        usage = await link_budget.campaign_usage(s, campaign_id)
+        caches = [
+            SiteCacheOut(
+                site_id=c.site_id,
+                station_id=c.station_id,
+                sha256=c.sha256,
+                status=c.status,
+                locations=[str(u) for u in c.locations],
+                reason=c.reason,
+            )
+            for c in await local_cache.campaign_caches(s, campaign_id)
+        ]
+    return CampaignDownloadsOut(
+        campaign_id=campaign_id,
+        bytes_sent=sum(u.bytes_sent for u in usage),
+        stations=[StationBytesOut(**vars(u)) for u in usage],
+        local_caches=caches,
+    )
+
+
+async def _act(
+    request: Request,
+    ref: str,
+    who: str,
+    action: Callable[..., Awaitable[CampaignView]],
+    **kw: Any,
+) -> CampaignView:
+    state = _state(request)
+    async with state.db.session() as s:
+        return await action(s, ref, actor=who, now=state.clock(), **kw)
+
+
+# One route per lifecycle action, from this table (the permission of each is in authz).
+ACTIONS: dict[str, Callable[..., Awaitable[CampaignView]]] = {
+    "approve": campaigns.approve,
+    "pause": campaigns.pause,
+    "resume": campaigns.resume,
+    "abort": campaigns.abort,
+    "retry": campaigns.retry_failed,
+}
+
+
+def _action_route(name: str, action: Callable[..., Awaitable[CampaignView]]) -> None:
+    async def route(ref: str, request: Request, who: Operator) -> CampaignView:
+        return await _act(request, ref, who, action)
+
+    route.__name__ = f"campaign_{name}"
+    route.__doc__ = (action.__doc__ or name).split("\n")[0]
+    router.add_api_route(
+        f"/api/v1/campaigns/{{ref}}/{name}", route, methods=["POST"], response_model=CampaignView
+    )
+
+
+for _name, _action in ACTIONS.items():
+    _action_route(_name, _action)
+
+
+@router.post("/api/v1/campaigns/{ref}/rollback", response_model=CampaignView, status_code=201)
+async def rollback(ref: str, body: RollbackIn, request: Request, who: Operator) -> CampaignView:
+    state = _state(request)
+    async with state.db.snapshot() as s:
+        await tenancy.check_release(s, body.release, tenancy.customer_of(request))
+    return await _act(
+        request,
+        ref,
+        who,
+        campaigns.rollback,
+        to_release=body.release,
+        approval_threshold=state.campaign_approval_threshold,
+    )

@@ -1,0 +1,3 @@
+"""The OCPP side: the CSMS listener, station reports and their group commit, certificates, security
+profiles, station import, logs, TLS.
+"""

@@ -1,0 +1,579 @@
+"""The OCPP 2.0.1 listener: ``wss://HOST:PORT/ocpp/{stationId}``, subprotocol ``ocpp2.0.1``.
+
+Authentication happens during the HTTP upgrade, before any OCPP frame is read, by the security
+profile configured for the station (:func:`~chargeward.server.stations.station_security.admit`):
+profile 2 = TLS + HTTP Basic with username = the station identity in the path; profile 3 =
+TLS with a client certificate from the charger CA, valid now, a client leaf, CN = station
+identity, and the station's registered certificate, not revoked or superseded
+(:mod:`~chargeward.server.stations.station_certificates`, ADR 0022); profile 1
+(plain ws + Basic) only on a listener started with ``allow_profile_1`` for a lab.  The TLS
+handshake already refused old TLS versions, other cipher suites and certificates from another
+CA (:mod:`chargeward.server.stations.tls`).  Every refusal gets the same ``401``, its reason goes to
+the log (and, for a certificate of a known station, to the audit log); a missing subprotocol
+gets ``400``; any other path ``404``.  Failed logins are counted per station and address
+(:mod:`chargeward.server.auth.throttle`): a locked caller gets ``429`` with ``Retry-After`` before
+its password is looked at.  Every connected station is a
+:class:`~chargeward.ocpp.csms.CsmsChargePoint` in the :class:`Registry`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime as dt
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+from cryptography import x509
+from sqlalchemy.ext.asyncio import AsyncSession
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from chargeward.logging_setup import websocket_logger
+from chargeward.ocpp.csms import BootInfo, CsmsChargePoint, SignAnswer, SignedChain, UpdateAvailable
+from chargeward.server.auth import passwords
+from chargeward.server.auth.throttle import StationThrottle
+from chargeward.server.common.metrics import MeteredChargePoint, Metrics
+from chargeward.server.fleet import station_registry
+from chargeward.server.rollout import local_cache, update_orders
+from chargeward.server.rollout.repository import record_available_update
+from chargeward.server.stations import logs, station_certificates, station_reports, station_security
+from chargeward.server.stations.group_commit import GroupCommit
+from chargeward.server.store.db import Database
+
+LOG = logging.getLogger("chargeward.csms")
+SUBPROTOCOL = "ocpp2.0.1"
+PATH_PREFIX = "/ocpp/"
+MAX_FRAME = 128 * 1024  # OCPP 2.0.1 messages for this use are far smaller
+
+Clock = Callable[[], dt.datetime]
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class Registry:
+    """Stations connected to this process, and the certificate serial of each one's last
+    login (so a revocation can end the session it opened)."""
+
+    stations: dict[str, CsmsChargePoint] = field(default_factory=dict)
+    certificate_serials: dict[str, str] = field(default_factory=dict)
+
+    def get(self, station_id: str) -> CsmsChargePoint | None:
+        return self.stations.get(station_id)
+
+
+@dataclass(frozen=True)
+class ListenerTimeouts:
+    """How long a connection may take to open, and to answer a ping once open.
+
+    A client that does not finish the TLS handshake and the HTTP upgrade within
+    ``open_timeout`` seconds is disconnected (slow-loris: a request sent a byte at a time, a
+    socket that sends nothing), as is one that leaves a ping unanswered ``ping_timeout``
+    seconds after it was sent (every ``ping_interval`` seconds).  The open timeout allows for
+    a reconnect storm, in which upgrades queue behind the password checks.
+    """
+
+    open_timeout: float = 30.0
+    ping_interval: float = 60.0
+    ping_timeout: float = 60.0
+
+
+class Presence(Protocol):
+    """Where connections are recorded for other server processes (``server.cluster.Node``)."""
+
+    async def connected(self, station_id: str, writes: GroupCommit | None = None) -> None: ...
+    async def disconnected(self, station_id: str) -> bool: ...  # True: held by another node
+
+
+class DbSink:
+    """Station reports into the database.
+
+    Each report is committed before the station gets its answer, many reports to a
+    transaction (:class:`~chargeward.server.stations.group_commit.GroupCommit`).  Heartbeats are the
+    exception: they only move ``last_seen``, so they are gathered in
+    memory and written in one statement at most every ``seen_flush_interval`` seconds
+    (10,000 stations send one every few minutes; a transaction each would be most of the
+    server's work, benchmarks/bench_connections.py).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock = _utc_now,
+        charger_ca: station_security.ChargerCa | None = None,
+        seen_flush_interval: float = 5.0,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.charger_ca = charger_ca
+        self.seen_flush_interval = seen_flush_interval
+        self.writes = GroupCommit(db)  # station reports, many per transaction
+        self._seen: dict[str, dt.datetime] = {}
+        # What a station can write to the audit log, per window (ADR 0027).
+        self.event_budget = station_reports.StationWriteBudget()
+        self.boot_budget = station_reports.StationWriteBudget(
+            station_reports.BOOT_BUDGET, action="station.boots_suppressed"
+        )
+        self.csr_refusal_budget = station_reports.StationWriteBudget(
+            station_reports.CSR_REFUSAL_BUDGET, action="station.certificates_refused_suppressed"
+        )
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def check_csr(self, station_id: str, csr: str, certificate_type: str) -> SignAnswer:
+        answer = station_security.decide_csr(self.charger_ca, station_id, csr, certificate_type)
+        if answer.status == "Accepted" and not await station_security.claim_csr_request(
+            self.db, station_id, now=self.clock()
+        ):  # only a CSR the CSMS asked for, once per request (ADR 0027)
+            answer = SignAnswer("Rejected", station_security.UNSOLICITED)
+        if answer.status != "Accepted":
+            LOG.warning("%s: SignCertificate rejected: %s", station_id, answer.reason)
+            now = self.clock()
+            reason = answer.reason or "rejected"
+            admitted, closed = self.csr_refusal_budget.admit(station_id, reason, now)
+            if closed is not None:
+                await self._summarise([closed], now)
+            if admitted:  # beyond the budget: counted in the window's summary (ADR 0027)
+                await station_security.audit_csr_refused(self.db, station_id, reason, now)
+        return answer
+
+    async def _summarise(
+        self, closed: list[station_reports.SuppressedEvents], now: dt.datetime
+    ) -> None:
+        async def write(s: AsyncSession) -> None:
+            for summary in closed:
+                await station_reports.record_suppressed_events(s, summary, now=now)
+
+        await self.writes.run(write, station_id=closed[0].station_id)
+
+    async def sign_csr(self, station_id: str, csr: str) -> SignedChain:
+        assert self.charger_ca is not None  # check_csr accepted the request
+        chain = await station_security.sign_csr(
+            self.db, self.charger_ca, station_id, csr, now=self.clock()
+        )
+        LOG.info("%s: issued station certificate %s", station_id, chain.serial)
+        return chain
+
+    async def certificate_delivered(self, station_id: str, chain: SignedChain, status: str) -> None:
+        LOG.info("%s: CertificateSigned %s: %s", station_id, chain.serial, status)
+        await station_security.record_certificate_delivered(
+            self.db, station_id, chain, status, self.clock()
+        )
+
+    async def boot(self, station_id: str, info: BootInfo) -> None:
+        now = self.clock()
+        admitted, closed = self.boot_budget.admit(station_id, info.reason, now)
+        await self.writes.run(
+            lambda s: station_reports.record_boot(
+                s,
+                station_id,
+                reason=info.reason,
+                firmware_version=info.firmware_version,
+                model=info.model,
+                vendor=info.vendor,
+                serial_number=info.serial_number,
+                now=now,
+                admitted=admitted,
+                closed=closed,
+            ),
+            station_id=station_id,
+            open_update=info.reason == "FirmwareUpdate",  # it belongs to that update
+            alerts=True,  # firmware drift
+        )
+
+    async def connected(self, station_id: str, connected: bool) -> bool:
+        """Record a (dis)connection; returns whether the station ever booted."""
+        now = self.clock()
+        if not connected:
+            budgets = (self.event_budget, self.boot_budget, self.csr_refusal_budget)
+            closed = [c for b in budgets if (c := b.close(station_id)) is not None]
+            if closed:
+                await self._summarise(closed, now)
+        return await self.writes.run(
+            lambda s: station_registry.set_connected(s, station_id, connected, now=now),
+            station_id=station_id,
+        )
+
+    async def heartbeat(self, station_id: str) -> None:
+        self._seen[station_id] = self.clock()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.seen_flush_interval)
+        await self.flush_seen()
+
+    async def flush_seen(self) -> None:
+        """Write the gathered ``last_seen`` times now (also on shutdown)."""
+        seen, self._seen = self._seen, {}
+        if seen:
+            try:
+                async with self.db.session() as s:
+                    await station_registry.touch_many(s, seen)
+            except Exception:  # a lost batch costs only freshness; never the listener
+                LOG.exception("cannot record last-seen times of %d stations", len(seen))
+
+    async def close(self) -> None:
+        """Write what is pending (on shutdown)."""
+        await self.flush_seen()
+        await self.writes.close()
+
+    async def connector_status(
+        self, station_id: str, evse_id: int, connector_id: int, status: str
+    ) -> None:
+        now = self.clock()
+        await self.writes.run(
+            lambda s: station_reports.record_connector_status(
+                s, station_id, evse_id=evse_id, connector_id=connector_id, status=status, now=now
+            ),
+            station_id=station_id,
+        )
+
+    async def firmware_status(
+        self, station_id: str, status: str, request_id: int | None, note: str | None = None
+    ) -> None:
+        now = self.clock()
+        await self.writes.run(
+            lambda s: station_reports.record_firmware_status(
+                s, station_id, status=status, request_id=request_id, now=now, note=note
+            ),
+            station_id=station_id,
+            request_id=request_id,
+        )
+
+    async def publish_status(
+        self, station_id: str, status: str, request_id: int | None, locations: list[str]
+    ) -> None:
+        now = self.clock()
+        await self.writes.run(
+            lambda s: local_cache.record_status(s, station_id, status, request_id, locations, now),
+            station_id=station_id,
+        )
+
+    async def update_response(self, station_id: str, request_id: int, response: str) -> None:
+        """The answer to an UpdateFirmware (or why there was none), with the reports."""
+        now = self.clock()
+        await self.writes.run(
+            lambda s: update_orders.set_update_response(s, request_id, response, now=now),
+            station_id=station_id,
+            request_id=request_id,
+        )
+
+    async def log_status(self, station_id: str, status: str, request_id: int | None) -> None:
+        now = self.clock()
+        await self.writes.run(
+            lambda s: logs.record_status(
+                s, station_id, status=status, request_id=request_id, now=now
+            ),
+            station_id=station_id,
+        )
+
+    async def security_event(
+        self, station_id: str, type: str, timestamp: dt.datetime, tech_info: str | None
+    ) -> None:
+        now = self.clock()
+        admitted, closed = self.event_budget.admit(station_id, type, now)
+        await self.writes.run(
+            lambda s: station_reports.record_security_event(
+                s,
+                station_id,
+                type=type,
+                timestamp=timestamp,
+                tech_info=tech_info,
+                now=now,
+                admitted=admitted,
+                closed=closed,
+            ),
+            station_id=station_id,
+            open_update=True,
+            alerts=True,
+        )
+
+    async def owner_notification(self, station_id: str, notice: dict[str, Any]) -> None:
+        now = self.clock()
+        await self.writes.run(
+            lambda s: station_reports.record_owner_notification(s, station_id, notice, now=now),
+            station_id=station_id,
+        )
+
+    async def transactions(self, station_id: str, active: dict[str, str]) -> None:
+        now = self.clock()
+        await self.writes.run(
+            lambda s: station_reports.record_transactions(s, station_id, active, now=now),
+            station_id=station_id,
+        )
+
+    async def update_available(self, station_id: str, report: UpdateAvailable) -> None:
+        now = self.clock()
+        found = {
+            "target": report.target,
+            "version": report.version,
+            "security_version": report.security_version,
+        }
+        await self.writes.run(
+            lambda s: record_available_update(s, station_id, found, now=now),
+            station_id=station_id,
+        )
+
+
+def station_id_from_path(path: str) -> str | None:
+    p = urlsplit(path).path
+    if not p.startswith(PATH_PREFIX):
+        return None
+    ident = unquote(p[len(PATH_PREFIX) :])
+    try:
+        return station_registry.check_station_id(ident)
+    except ValueError:
+        return None
+
+
+def basic_credentials(headers: Headers) -> tuple[str, str] | None:
+    value = headers.get("Authorization")
+    if not value or not value.startswith("Basic "):
+        return None
+    try:
+        decoded = base64.b64decode(value[6:], validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+def _address(connection: ServerConnection) -> str:
+    peer = connection.remote_address
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+
+
+def _password_problem(headers: Headers, station_id: str) -> str:
+    creds = basic_credentials(headers)
+    if creds is None:
+        return "no credentials"
+    if creds[0] != station_id:
+        return "username differs from station identity"
+    return station_security.WRONG_PASSWORD
+
+
+class CsmsListener:
+    """Accepts station connections and runs one ``CsmsChargePoint`` per station."""
+
+    def __init__(
+        self,
+        db: Database,
+        registry: Registry,
+        *,
+        heartbeat_interval: int = 300,
+        clock: Clock = _utc_now,
+        ssl_context: ssl.SSLContext | None = None,
+        charger_ca: station_security.ChargerCa | None = None,
+        allow_profile_1: bool = False,
+        metrics: Metrics | None = None,
+        presence: Presence | None = None,
+        timeouts: ListenerTimeouts | None = None,
+        throttle: StationThrottle | None = None,
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.timeouts = timeouts or ListenerTimeouts()
+        self.metrics = metrics or Metrics()
+        self.presence = presence  # scale-out: which node holds which station
+        self.sink = DbSink(db, clock, charger_ca)
+        self.heartbeat_interval = heartbeat_interval
+        self.clock = clock
+        self.ssl_context = ssl_context
+        self.charger_ca = charger_ca
+        self.allow_profile_1 = allow_profile_1
+        self.auth_failures = 0
+        self.refusals: list[tuple[str, str]] = []  # (station id, reason), newest last
+        # certificate serial of the last login, per station
+        self.connection_serials: dict[str, str] = registry.certificate_serials
+        self.booted_stations: set[str] = set()  # BootNotification accepted in this process
+        self.recent_logins = passwords.RecentLogins()  # reconnects skip argon2 (ADR 0009)
+        self.throttle = throttle or StationThrottle()  # failed logins (ADR 0015)
+
+    def _peer_certificate(self, connection: ServerConnection) -> x509.Certificate | None:
+        ssl_object = connection.transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        return x509.load_der_x509_certificate(der) if der else None
+
+    async def _presented(
+        self,
+        request: Request,
+        station_id: str,
+        tls: bool,
+        cert: x509.Certificate | None,
+        auth: station_security.StationAuth | None,
+    ) -> station_security.Presented:
+        problem = None
+        if cert is not None:
+            cas = list(self.charger_ca.certificates) if self.charger_ca else []
+            problem = station_security.certificate_problem(cert, cas, station_id, self.clock())
+            if problem is None and auth is not None:  # ADR 0022: only the registered one
+                problem = station_certificates.registry_problem(
+                    station_certificates.CertificateId.of(cert),
+                    auth.certificates,
+                    required=auth.profile == 3,
+                )
+        ok = False
+        creds = basic_credentials(request.headers)
+        profile = auth.profile if auth is not None else 2
+        if profile != 3 and creds is not None and creds[0] == station_id:
+            ok = await station_security.check_password(
+                self.db, station_id, creds[1], auth, self.recent_logins
+            )
+        return station_security.Presented(tls, cert, problem, ok)
+
+    def _refuse(self, connection: ServerConnection, status: HTTPStatus, text: str) -> Response:
+        response = connection.respond(status, text + "\n")
+        if status == HTTPStatus.UNAUTHORIZED:
+            response.headers["WWW-Authenticate"] = 'Basic realm="chargeward", charset="UTF-8"'
+        return response
+
+    async def process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        station_id = station_id_from_path(request.path)
+        if station_id is None:
+            return self._refuse(
+                connection,
+                HTTPStatus.NOT_FOUND,
+                "no such endpoint; stations connect to /ocpp/{stationId}",
+            )
+        offered = [
+            p.strip()
+            for v in request.headers.get_all("Sec-WebSocket-Protocol")
+            for p in v.split(",")
+        ]
+        if SUBPROTOCOL not in offered:
+            LOG.warning(
+                "%s: refused, subprotocol %s not offered (got %s)",
+                station_id,
+                SUBPROTOCOL,
+                offered or "none",
+            )
+            return self._refuse(
+                connection, HTTPStatus.BAD_REQUEST, f"subprotocol {SUBPROTOCOL} required"
+            )
+        address = _address(connection)
+        wait = self.throttle.wait(station_id, address)
+        if wait is not None:  # before any database read or argon2 check
+            self.metrics.auth_failures.inc()
+            self.refusals.append((station_id, "too many failed logins"))
+            del self.refusals[:-100]
+            LOG.warning("%s: refused, too many failed logins from %s", station_id, address)
+            response = self._refuse(
+                connection,
+                HTTPStatus.TOO_MANY_REQUESTS,
+                f"too many failed logins, retry after {wait} s",
+            )
+            response.headers["Retry-After"] = str(wait)
+            return response
+        tls = connection.transport.get_extra_info("ssl_object") is not None
+        cert = self._peer_certificate(connection) if tls else None
+        cert_id = station_certificates.CertificateId.of(cert) if cert is not None else None
+        auth = await self.sink.writes.run(
+            lambda s: station_security.station_auth(s, station_id, cert_id),
+            station_id=station_id,
+        )
+        profile = auth.profile if auth is not None else 2
+        seen = await self._presented(request, station_id, tls, cert, auth)
+        if auth is None:  # unknown: the same answer (and argon2 effort) as a wrong password
+            reason: str | None = _password_problem(request.headers, station_id)
+        else:
+            reason = station_security.admit(profile, seen, allow_profile_1=self.allow_profile_1)
+            if reason == station_security.WRONG_PASSWORD:
+                reason = _password_problem(request.headers, station_id)
+        if reason is not None:
+            self.auth_failures += 1
+            self.metrics.auth_failures.inc()
+            self.refusals.append((station_id, reason))
+            del self.refusals[:-100]
+            LOG.warning("%s: authentication refused (%s)", station_id, reason)
+            self.throttle.failed(station_id, address)
+            if auth is not None and (seen.certificate_problem is not None or profile == 3):
+                await station_security.audit_refusal(self.db, station_id, reason, self.clock())
+            return self._refuse(connection, HTTPStatus.UNAUTHORIZED, "authentication failed")
+        self.throttle.succeeded(station_id, address)
+        if cert_id is None:
+            self.connection_serials.pop(station_id, None)
+        else:
+            self.connection_serials[station_id] = cert_id.serial
+            if auth is not None and station_certificates.needs_login_write(
+                cert_id, auth.certificates
+            ):  # a renewal confirmed by its first use (OCPP A02)
+                await station_certificates.record_login(self.db, station_id, cert_id, self.clock())
+        return None
+
+    async def handler(self, connection: ServerConnection) -> None:
+        assert connection.request is not None
+        station_id = station_id_from_path(connection.request.path)
+        assert station_id is not None  # checked in process_request
+        cp = MeteredChargePoint(
+            station_id,
+            connection,
+            self.sink,
+            metrics=self.metrics,
+            heartbeat_interval=self.heartbeat_interval,
+        )
+        # A reconnect without a reboot needs no new BootNotification (e.g. to use a renewed
+        # certificate, OCPP A02, or after this server restarted): a station whose
+        # BootNotification was ever accepted stays accepted.
+        cp.booted = station_id in self.booted_stations
+        old = self.registry.stations.get(station_id)
+        if old is not None:
+            LOG.info("%s: new connection replaces the old one", station_id)
+            await old._connection.close(1000, "replaced by a new connection")
+        self.registry.stations[station_id] = cp
+        booted_before = await self.sink.connected(station_id, True)
+        cp.booted = cp.booted or booted_before
+        if self.presence is not None:
+            await self.presence.connected(station_id, self.sink.writes)
+        try:
+            await cp.start()
+        except ConnectionClosed:
+            pass
+        finally:
+            if cp.booted:
+                self.booted_stations.add(station_id)
+            if self.registry.stations.get(station_id) is cp:
+                del self.registry.stations[station_id]
+                elsewhere = self.presence is not None and await self.presence.disconnected(
+                    station_id
+                )
+                if not elsewhere:  # it may have reconnected to another node already
+                    await self.sink.connected(station_id, False)
+                    if station_id in self.registry.stations:
+                        # It reconnected here while that write waited for its batch (a
+                        # charger back from a reboot in under a second): its "connected"
+                        # may have been committed first.  Connected it is.
+                        await self.sink.connected(station_id, True)
+            LOG.info("%s: disconnected", station_id, extra={"station_id": station_id})
+
+    async def serve(self, host: str, port: int) -> Server:
+        return await serve(
+            self.handler,
+            host,
+            port,
+            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            process_request=self.process_request,
+            ssl=self.ssl_context,
+            max_size=MAX_FRAME,
+            # No permessage-deflate: OCPP frames are small, and each compressing connection
+            # keeps ~50 KiB of zlib state (benchmarks/bench_connections.py).
+            compression=None,
+            # A reconnect storm (every station after an outage) must queue, not be dropped.
+            backlog=4096,
+            open_timeout=self.timeouts.open_timeout,  # also the TLS handshake's
+            ping_interval=self.timeouts.ping_interval,
+            ping_timeout=self.timeouts.ping_timeout,
+            logger=websocket_logger("chargeward.csms.ws"),  # no Basic auth in debug logs
+        )
