@@ -74,7 +74,7 @@ security-report: $(STAMP)
 
 # The documentation site (README's pages in docs/, mkdocs.yml) into site/, in strict mode: a
 # broken link, a missing anchor or a page left out of the nav fails the build.
-# tests/unit/test_docs.py builds it the same way in `make test`.
+# tests/integration/test_docs.py builds it the same way in `make test`.
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict --site-dir site
 

@@ -49,9 +49,9 @@ from benchmarks.report import RESULTS_DIR, stats_table, verdict, write_results
 from benchmarks.timing import Stats
 from chargeward import audit
 from chargeward.audit import log, merkle
+from chargeward.audit.tables import AuditEntry, AuditTreeHead
 from chargeward.progress import progress_bar
 from chargeward.server.store.db import Database
-from chargeward.server.store.tables import AuditEntry, AuditTreeHead
 
 TARGET_RATE = 5_000.0  # entries/s
 TARGET_PROOF_S = 0.005

@@ -116,7 +116,7 @@ async def _serve(kind: str, data_dir: Path, port_file: Path) -> None:
         server = await listener.serve("127.0.0.1", 0)
         closing = listener.sink.close
     else:
-        from chargeward.server.stations.csms import MAX_FRAME
+        from chargeward.limits import DEFAULT_SERVER_LIMITS
 
         server = await serve(
             _baseline_handler,
@@ -124,7 +124,7 @@ async def _serve(kind: str, data_dir: Path, port_file: Path) -> None:
             0,
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
             ssl=tls,
-            max_size=MAX_FRAME,
+            max_size=DEFAULT_SERVER_LIMITS.frame_bytes,
             compression=None,
             ping_interval=60,
             ping_timeout=60,
@@ -169,12 +169,12 @@ async def register_stations(
 
     from sqlalchemy import insert
 
-    from chargeward.server.auth import passwords
+    from chargeward.crypto import station_passwords
     from chargeward.server.store.db import Database
     from chargeward.server.store.tables import Station
 
     db = await Database.open(data_dir=data_dir)
-    digest = passwords.hash_station_secret(PASSWORD)
+    digest = station_passwords.hash_station_secret(PASSWORD)
     now = dt.datetime.now(dt.UTC)
     rows: list[dict[str, Any]] = [
         {

@@ -5,9 +5,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from chargeward.crypto import keyfile
 from chargeward.server.store.db import Database
+from tests.support.cli_runner import RUNNER_PASSPHRASE
 from tests.support.databases import PostgresTemplates, postgres_database, sqlite_url
 from tests.support.fleet import Pki
 from tests.support.junit_provenance import record_run
@@ -52,6 +54,15 @@ def tls_pki(tmp_path_factory: pytest.TempPathFactory) -> TlsPki:
 @pytest.fixture(scope="session")
 def factory_bundle(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return pki.bundle(tmp_path_factory.mktemp("bundles") / "factory-1.0.0.cwb", "1.0.0", 1)
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    """A CLI runner in ``tmp_path`` with the test key passphrase set."""
+    monkeypatch.setenv("CHARGEWARD_KEY_PASSPHRASE", RUNNER_PASSPHRASE)
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return CliRunner()
 
 
 # Storage on both backends: ``database_url`` runs a test once on SQLite and once on a fresh

@@ -44,7 +44,7 @@ class missing from this list.  Classes defined in other modules name their modul
     +-- TransportError              network or I/O trouble: may succeed on retry; exit 5, 502
     |   +-- DownloadRefused         agent.download: a 4xx, an oversized image or a bad URL; no retry
     |   +-- LocationRefused         agent.location: a URL the location policy refuses; no retry
-    |   +-- UploadRefused           agent.upload: the server refused an upload (4xx); no retry
+    |   +-- UploadRefused           a log upload URL unknown, used or expired (404/410); no retry
     |   +-- RemoteTimeout           server.cluster: a peer node did not answer (a ``TimeoutError``)
     +-- NotFound                    a named thing does not exist; exit 4, 404
     +-- Conflict                    the request clashes with current state; exit 7, 409
@@ -54,7 +54,6 @@ class missing from this list.  Classes defined in other modules name their modul
     +-- NoBootableSlot              agent.bootloader: no slot passes the secure-boot check (tamper)
     +-- TreeStorageError            audit.merkle: the node store lacks or misorders nodes
     +-- Refusal                     server.accounts: sign-in or permission refused (own status)
-    +-- UploadRefused               server.logs: an unknown, used or expired upload token
 
 ``InvalidValue`` and ``MisuseError`` also subclass the builtin their callers and pydantic catch:
 a validator must raise a ``ValueError`` for pydantic to report it as a 422, and ``except
@@ -189,6 +188,22 @@ class SupplyChainError(ChargewardError):
 
 class TransportError(ChargewardError):
     """Network or storage trouble; the same operation may succeed later."""
+
+
+class UploadRefused(TransportError):
+    """A log upload URL that takes no upload (OCPP N01): retrying it cannot help.
+
+    The server raises it for the upload token it holds, with the ``reason`` (unknown, used or
+    expired) and the HTTP ``status_code`` it answers (404 or 410); the agent for the 4xx answer
+    its upload got (``status_code``, no ``reason``).
+    """
+
+    def __init__(self, status_code: int, reason: str | None = None) -> None:
+        super().__init__(
+            f"upload URL {reason}" if reason else f"server refused the upload: HTTP {status_code}"
+        )
+        self.status_code = status_code
+        self.reason = reason
 
 
 class NotFound(ChargewardError):

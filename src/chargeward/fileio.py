@@ -4,9 +4,12 @@ A file is written to a hidden temporary name in the destination directory, fsync
 linked into place, which fails if the destination appeared meanwhile; readers therefore
 see either nothing or the complete file.
 
-    >>> with new_file(Path("release.cwb")) as fh:  # doctest: +SKIP
-    ...     fh.write(data)
-    >>> write_new_file(Path("root.pem"), pem.encode())  # doctest: +SKIP
+    >>> out = Path(tempfile.mkdtemp())
+    >>> with new_file(out / "release.cwb") as fh:
+    ...     _ = fh.write(b"a release")
+    >>> write_new_file(out / "root.pem", b"a certificate")
+    >>> sorted(p.name for p in out.iterdir())  # no temporary file left behind
+    ['release.cwb', 'root.pem']
 """
 
 from __future__ import annotations

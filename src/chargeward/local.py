@@ -6,9 +6,9 @@
 files); ``make_repository`` makes the keys of a 2-of-3 root and 2-of-3 approvers and runs
 ``chargeward repo init``.
 
-    >>> server, info = start_server(data, root_pem, log)       # doctest: +SKIP
-    >>> info["ocpp_url"]                                       # doctest: +SKIP
-    'ws://127.0.0.1:40123/ocpp/'
+    server, info = start_server(data, root_pem, log)
+    info["ocpp_url"]
+    # -> 'ws://127.0.0.1:40123/ocpp/'
 """
 
 from __future__ import annotations

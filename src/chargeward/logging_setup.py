@@ -1,9 +1,9 @@
 """Log output: human-readable lines (default) or one JSON object per line.
 
-    >>> configure("info", "json")  # doctest: +SKIP
-    >>> logging.getLogger("chargeward.csms").info("connected", extra={"station_id": "CP-1"})
-    {"time": "2026-11-21T12:00:00.123Z", "level": "INFO", "logger": "chargeward.csms",
-     "message": "connected", "station_id": "CP-1"}
+    configure("info", "json")
+    logging.getLogger("chargeward.csms").info("connected", extra={"station_id": "CP-1"})
+    # -> {"time": "2026-11-21T12:00:00.123Z", "level": "INFO", "logger": "chargeward.csms",
+     # -> "message": "connected", "station_id": "CP-1"}
 
 ``extra`` fields become top-level keys; an exception becomes ``"exception"`` (its traceback as
 one string), so every line stays one JSON object for log shippers.

@@ -1,6 +1,7 @@
 """The one progress bar every long step shows: description, bar, done/total, time elapsed.
 
->>> with progress_bar() as bar:
+>>> import io
+>>> with progress_bar(Console(file=io.StringIO())) as bar:
 ...     task = bar.add_task("provisioning", total=2)
 ...     bar.advance(task, 2)
 """

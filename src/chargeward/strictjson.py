@@ -3,15 +3,15 @@ differently.
 
 :func:`loads` refuses invalid UTF-8, a key repeated in one object (two parsers could keep
 different values), the non-JSON numbers NaN and Infinity, and nesting deep enough to exhaust
-the stack.  It raises :class:`ValueError` with a short reason; callers say which file or field
-it was and raise their own error class.
+the stack.  It raises :class:`~chargeward.errors.InvalidValue` (a :class:`ValueError`) with a
+short reason; callers say which file or field it was and raise their own error class.
 
     >>> loads(b'{"a": 1}')
     {'a': 1}
     >>> loads(b'{"a": 1, "a": 2}')
     Traceback (most recent call last):
     ...
-    ValueError: repeats the key 'a'
+    chargeward.errors.InvalidValue: repeats the key 'a'
 """
 
 from __future__ import annotations

@@ -27,10 +27,11 @@ import pytest
 from hypothesis import strategies as st
 from websockets.asyncio.server import ServerConnection
 
-from chargeward.agent.agent import MAX_FRAME, Agent
+from chargeward.agent.agent import Agent
 from chargeward.agent.provision import provision
 from chargeward.agent.state import Identity, StateDir
 from chargeward.crypto import certificate_pem
+from chargeward.limits import DEFAULT_AGENT_LIMITS
 from chargeward.ocpp.base import ocpp_time
 from chargeward.release.bundle import VerifiedBundle, verify_bundle
 from tests.support.agent_harness import PASSWORD, Csms, running_agent, running_csms
@@ -52,6 +53,7 @@ from tests.support.tufrepo import Clock, TufRepo
 
 pytestmark = pytest.mark.timeout(120)
 
+MAX_FRAME = DEFAULT_AGENT_LIMITS.frame_bytes  # the agent's frame cap
 BAD_URLS = (
     "",
     "not a url",

@@ -23,8 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from chargeward.limits import DEFAULT_SERVER_LIMITS as LIMITS
 from chargeward.server.http import limits
-from chargeward.server.http.limits import DEFAULT_CAP, LOGIN_CAP, BodyLimit, HttpLimits
+from chargeward.server.http.limits import BodyLimit, HttpLimits
 from chargeward.server.stations.tls import limit_tls_handshake
 from tests.support.accounts_api import AccountsApi, accounts_api
 from tests.support.served_api import served_api
@@ -145,7 +146,7 @@ def test_a_json_route_refuses_more_than_the_default_cap(api: tuple[str, int]) ->
                 "POST",
                 "/api/v1/campaigns",
                 "Content-Type: application/json",
-                f"Content-Length: {DEFAULT_CAP + 1}",
+                f"Content-Length: {LIMITS.json_body_bytes + 1}",
             )
         )
         status, _, body = response(until_closed(sock))
@@ -154,17 +155,15 @@ def test_a_json_route_refuses_more_than_the_default_cap(api: tuple[str, int]) ->
 
 def test_uploads_keep_their_own_caps() -> None:
     from chargeward.server.http import api_logs
-    from chargeward.server.http.api import MAX_BUNDLE
-    from chargeward.server.stations import logs
 
     body_limit = BodyLimit(None)  # type: ignore[arg-type]
-    assert body_limit.cap_for("POST", "/api/v1/releases") == MAX_BUNDLE
-    log_cap = logs.MAX_UPLOAD + api_logs.MULTIPART_OVERHEAD
+    assert body_limit.cap_for("POST", "/api/v1/releases") == LIMITS.bundle_bytes
+    log_cap = LIMITS.log_upload_bytes + api_logs.MULTIPART_OVERHEAD
     assert body_limit.cap_for("PUT", "/api/v1/log-uploads/abc") == log_cap
-    assert body_limit.cap_for("POST", "/api/v1/auth/login") == LOGIN_CAP
-    assert body_limit.cap_for("POST", "/login") == LOGIN_CAP
-    assert body_limit.cap_for("POST", "/api/v1/releases/x/approvals") == DEFAULT_CAP
-    assert body_limit.cap_for("GET", "/api/v1/releases") == DEFAULT_CAP
+    assert body_limit.cap_for("POST", "/api/v1/auth/login") == LIMITS.login_body_bytes
+    assert body_limit.cap_for("POST", "/login") == LIMITS.login_body_bytes
+    assert body_limit.cap_for("POST", "/api/v1/releases/x/approvals") == LIMITS.json_body_bytes
+    assert body_limit.cap_for("GET", "/api/v1/releases") == LIMITS.json_body_bytes
 
 
 # -- slow clients --------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Bundles are uncompressed tars, so a compressed one is refused from its first bytes; the bomb
 here inflates to 1 GiB from about 1 MiB and is refused by the real upload route without
-zlib ever being asked to inflate it.  OCPP frames are capped (``csms.MAX_FRAME``): a larger
-one closes that connection with 1009 and the listener keeps serving, over real TLS.
+zlib ever being asked to inflate it.  OCPP frames are capped (``ServerLimits.frame_bytes``): a
+larger one closes that connection with 1009 and the listener keeps serving, over real TLS.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from chargeward.limits import DEFAULT_SERVER_LIMITS
 from chargeward.server.state import TRUST_FILE
-from chargeward.server.stations.csms import MAX_FRAME
 from tests.support.api_app import running_api
 from tests.support.fleet import Pki, basic
 from tests.support.tls import TlsPki, running_csms, try_connect
@@ -67,7 +67,7 @@ async def test_oversized_ocpp_frame_closes_only_that_connection(
         async with connect(
             url, ssl=ctx, subprotocols=["ocpp2.0.1"], additional_headers=auth, open_timeout=5
         ) as ws:  # type: ignore[list-item]
-            note = "x" * (MAX_FRAME + 1)
+            note = "x" * (DEFAULT_SERVER_LIMITS.frame_bytes + 1)
             await ws.send(json.dumps([2, "big", "Heartbeat", {"note": note}]))
             with pytest.raises(ConnectionClosed) as closed:
                 await ws.recv()

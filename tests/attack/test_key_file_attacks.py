@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from chargeward.crypto import keyfile
 from chargeward.crypto.keys import generate_key, load_signer
 from chargeward.errors import KeyAccessError
-from tests.unit.test_crypto_keyfile import _with_header
+from tests.unit.crypto.test_crypto_keyfile import _with_header
 
 PASSPHRASE = b"correct horse battery staple"
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from hypothesis import strategies as st
 
-from chargeward.server.stations.csms import MAX_FRAME
+from chargeward.limits import DEFAULT_SERVER_LIMITS
 from tests.support.fuzzing import FuzzReport, fuzz
 from tests.support.ocpp_frames import (
     BOOT,
@@ -54,6 +54,7 @@ AFTER_BOOT = (
     "TransactionEvent",
     "SignCertificate",
 )
+MAX_FRAME = DEFAULT_SERVER_LIMITS.frame_bytes  # the server's frame cap
 LENGTHS = (1, 1_000, MAX_FRAME)  # over maxLength by: the last makes the frame too big
 FLOOD = 1500  # unsolicited responses, more than the ocpp package's recursion could take
 REPLAYS = 20

@@ -26,15 +26,16 @@ from sqlalchemy import select
 from tuf.api.metadata import Metadata, TargetFile, Targets
 from typer.testing import CliRunner
 
+from chargeward.audit.tables import AuditEntry
 from chargeward.cli.main import app
-from chargeward.cli.release import _expected_targets
+from chargeward.cli.release_approval import _expected_targets
 from chargeward.crypto.pki import certificate_pem
 from chargeward.errors import TrustError
 from chargeward.publish import ImageRepository
 from chargeward.publish.targets import ImageFacts, release_targets
 from chargeward.server.auth import tokens
 from chargeward.server.runtime import add_manufacturer_root
-from chargeward.server.store.tables import AuditEntry, Proposal
+from chargeward.server.store.tables import Proposal
 from chargeward.trust.approval import Approval as ApprovalRecord
 from chargeward.trust.approval import label_accounts, signed_proposal
 from tests.support.api_app import running_api

@@ -65,16 +65,20 @@ async def held_open(
     send: bytes = b"",
     every: float = 0.0,
     upgrade: bool = False,
+    opened_into: list[None] | None = None,
 ) -> tuple[float, bytes]:
     """Open a connection and hold it: with ``every``, trickle ``send`` a byte at a time;
     with ``upgrade``, send it whole and then never answer.  Returns the seconds until the
-    server closed the connection and what it sent."""
+    server closed the connection and what it sent; ``opened_into`` gets one item once the
+    connection is open (and its TLS handshake done)."""
     port = urlsplit(csms.url).port
     started = time.monotonic()
     opened = asyncio.open_connection(
         "127.0.0.1", port, ssl=tls, server_hostname="127.0.0.1" if tls else None
     )
     reader, writer = await opened
+    if opened_into is not None:
+        opened_into.append(None)
     if upgrade:
         writer.write(send)
 
@@ -128,11 +132,15 @@ async def test_slow_and_silent_connections_are_closed_and_block_no_one(
         assert seconds < TIMEOUTS.open_timeout + PING_BOUND
 
         # Fifty at once, while a station connects and boots.
+        holding: list[None] = []
         slow = [
-            held_open(csms, tls=tls, send=upgrade_request("CP-SLOW"), every=0.2) for _ in range(25)
-        ] + [held_open(csms, tls=None) for _ in range(25)]
+            held_open(
+                csms, tls=tls, send=upgrade_request("CP-SLOW"), every=0.2, opened_into=holding
+            )
+            for _ in range(25)
+        ] + [held_open(csms, tls=None, opened_into=holding) for _ in range(25)]
         attack = asyncio.gather(*slow)
-        await asyncio.sleep(0.3)  # all of them hold their sockets now
+        await csms.wait(lambda: len(holding) == len(slow), "all of them to hold their sockets")
         booted_in = await asyncio.wait_for(boots(csms, tls_pki, "CP-GOOD"), 5)
         assert booted_in < 2
         results = await attack

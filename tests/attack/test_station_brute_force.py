@@ -5,7 +5,6 @@ address is never locked out by someone else's guesses."""
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,7 +14,8 @@ from typing import Any
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from chargeward.server.auth import passwords
+from chargeward.agent import agent as charger_agent
+from chargeward.crypto import station_passwords
 from chargeward.server.auth.throttle import ADDRESS_FAILURES, PAIR_FAILURES, StationThrottle
 from tests.support.fleet import Pki
 from tests.support.tls import (
@@ -64,13 +64,13 @@ async def lab(tmp_path: Path, tls_pki: TlsPki) -> AsyncIterator[Lab]:
 def argon2_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the listener's argon2 password checks (each still runs for real)."""
     calls: list[int] = []
-    real = passwords.verify_station_secret
+    real = station_passwords.verify_station_secret
 
     def counted(stored: Any, password: str) -> bool:
         calls.append(1)
         return real(stored, password)
 
-    monkeypatch.setattr(passwords, "verify_station_secret", counted)
+    monkeypatch.setattr(station_passwords, "verify_station_secret", counted)
     return calls
 
 
@@ -129,15 +129,28 @@ async def test_a_scanner_trying_many_stations_locks_only_its_own_address(
 
 
 async def test_a_charger_told_to_retry_later_waits_instead_of_hammering(
-    lab: Lab, tmp_path: Path, pki: Pki, factory_bundle: Path, tls_pki: TlsPki
+    lab: Lab,
+    tmp_path: Path,
+    pki: Pki,
+    factory_bundle: Path,
+    tls_pki: TlsPki,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     charger = provision_charger(
         tmp_path / "chargers", pki, factory_bundle, tls_pki, "CP-1", PASSWORD, certificate=False
     )
     for _ in range(PAIR_FAILURES):  # someone guessed CP-1's password from its own address
         lab.csms.listener.throttle.failed("CP-1", ATTACKER)
+    waits: list[float] = []  # what the charger read from each refusal's Retry-After
+    real = charger_agent.retry_after
+
+    def read(value: str | None, *most: float) -> float:
+        waits.append(real(value, *most))
+        return waits[-1]
+
+    monkeypatch.setattr(charger_agent, "retry_after", read)
     async with running_agent(charger, lab.csms.url) as agent:  # reconnects every 0.1 s
-        await lab.csms.wait(lambda: lab.csms.listener.refusals, "the first attempt")
-        await asyncio.sleep(1.5)  # without Retry-After: about fifteen more attempts
+        await lab.csms.wait(lambda: waits, "the charger to read the first refusal")
+        assert waits == [60]  # so its next attempt is in 60 s, not 0.1 s
         assert lab.csms.listener.refusals == [("CP-1", "too many failed logins")]
         assert not agent.online

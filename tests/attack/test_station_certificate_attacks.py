@@ -22,11 +22,10 @@ from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
 from websockets.asyncio.client import connect
 
-from chargeward.crypto import certificate_pem, load_certificate
+from chargeward.crypto import certificate_pem, load_certificate, station_passwords
 from chargeward.crypto.pki import verify_crl
 from chargeward.crypto.sealing import generate_device_key_pair
 from chargeward.crypto.tls import build_csr
-from chargeward.server.auth import passwords
 from chargeward.server.stations.station_import import StationImport, import_stations
 from chargeward.server.stations.station_security import (
     renew_certificate,
@@ -64,7 +63,7 @@ async def _import(csms: Csms, station_id: str, device: StationCert) -> None:
         model="AC22",
         vendor="ACME",
         customer=None,
-        password_hash=passwords.hash_station_secret(PASSWORD),
+        password_hash=station_passwords.hash_station_secret(PASSWORD),
         device_certificate_pem=certificate_pem(device.cert),
     )
     async with csms.db.session() as s:

@@ -25,19 +25,14 @@ from sqlalchemy import func, select
 from websockets.asyncio.client import connect
 
 from chargeward import audit
+from chargeward.audit.tables import AuditEntry
 from chargeward.crypto.sealing import generate_device_key_pair
 from chargeward.crypto.tls import build_csr
-from chargeward.server.auth import accounts
+from chargeward.server.auth import lockout
 from chargeward.server.fleet import alerts, fleet
 from chargeward.server.stations import station_reports, station_security
 from chargeward.server.stations.station_security import renew_certificate
-from chargeward.server.store.tables import (
-    AuditEntry,
-    BootEvent,
-    LoginThrottle,
-    SecurityEvent,
-    Station,
-)
+from chargeward.server.store.tables import BootEvent, LoginThrottle, SecurityEvent, Station
 from tests.support.accounts_api import AccountsApi, User, accounts_api
 from tests.support.tls import (
     SUBPROTOCOLS,
@@ -81,16 +76,16 @@ async def test_random_username_logins_leave_a_bounded_trace(tmp_path: Path) -> N
             body = {"username": f"u{uuid.uuid4().hex[:12]}", "password": "guess-guess-guess"}
             r = await c.post("/api/v1/auth/login", json=body)
             statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-        assert statuses == {401: accounts.ADDRESS_FAILURES, 429: 1000 - accounts.ADDRESS_FAILURES}
+        assert statuses == {401: lockout.ADDRESS_FAILURES, 429: 1000 - lockout.ADDRESS_FAILURES}
         assert await _leaves(env) - leaves <= 3
-        assert await _throttle_rows(env) - rows <= 1 + accounts.UNKNOWN_NAME_BUCKETS
+        assert await _throttle_rows(env) - rows <= 1 + lockout.UNKNOWN_NAME_BUCKETS
         # The lock still works: the address stays locked, even for the right password ...
         assert (await env.try_login(alice, address=ATTACKER)).status_code == 429
         # ... and the summary says how many failed and which names were tried (bounded).
         [summary] = await _entries(env, "auth.login_failures")
         assert summary.details["address"] == ATTACKER
-        assert summary.details["failures"] == accounts.ADDRESS_FAILURES
-        assert len(summary.details["usernames"]) == accounts.WINDOW_USERNAMES
+        assert summary.details["failures"] == lockout.ADDRESS_FAILURES
+        assert len(summary.details["usernames"]) == lockout.WINDOW_USERNAMES
         # Elsewhere alice logs in.
         assert (await env.try_login(alice, address="198.51.100.2")).status_code == 200
 
@@ -103,13 +98,13 @@ async def test_slow_guessing_is_bounded_per_window(tmp_path: Path) -> None:
         c = await env.client(ATTACKER)
         windows = 3
         for _ in range(windows):
-            for _ in range(accounts.ADDRESS_FAILURES - 1):
+            for _ in range(lockout.ADDRESS_FAILURES - 1):
                 body = {"username": f"u{uuid.uuid4().hex[:12]}", "password": "guess-guess-guess"}
                 r = await c.post("/api/v1/auth/login", json=body)
                 assert r.status_code in (401, 429)  # 429: its unknown-name bucket is locked
             env.clock.advance(minutes=16)
         assert await _leaves(env) - leaves <= 2 * windows
-        assert await _throttle_rows(env) - rows <= 1 + accounts.UNKNOWN_NAME_BUCKETS
+        assert await _throttle_rows(env) - rows <= 1 + lockout.UNKNOWN_NAME_BUCKETS
 
 
 async def test_a_real_users_failed_logins_stay_visible(tmp_path: Path) -> None:
@@ -136,7 +131,7 @@ async def test_a_real_users_failed_logins_stay_visible(tmp_path: Path) -> None:
 async def test_lockout_is_audited_once_not_per_refused_attempt(tmp_path: Path) -> None:
     async with accounts_api(tmp_path) as env:
         alice = await env.add_user("alice", "operator")
-        for _ in range(accounts.ACCOUNT_FAILURES):
+        for _ in range(lockout.ACCOUNT_FAILURES):
             await env.try_login(alice, password="wrong password!!", address=ATTACKER)
         leaves = await _leaves(env)
         for _ in range(50):

@@ -12,7 +12,6 @@ agents over OCPP 2.0.1 on loopback.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from tests.support.campaigns import (
     campaign,
     campaign_doc,
     runs,
+    scheduler_ticks,
     state_is,
     status_is,
     until,
@@ -101,7 +101,12 @@ async def test_canary_then_fleet_charging_deferred_and_a_bad_release_pauses_at_c
             bad_canary = next(s for s, x in r.items() if x["stage"] == 0)
             assert r[bad_canary]["state"] == "rolled_back"
             assert "1 stations failed" in paused["pause_reason"]
-            await asyncio.sleep(2)  # several ticks: nothing else moves while paused
+            ticks = await scheduler_ticks(srv)  # then several more: nothing moves while paused
+
+            async def more_ticks() -> bool:
+                return await scheduler_ticks(srv) >= ticks + 3
+
+            await until(more_ticks, "three more scheduler ticks")
             r = await runs(srv, bad_c)
             untouched = [s for s in STATIONS if s != bad_canary]
             assert all(r[s]["state"] == "pending" and r[s]["attempts"] == 0 for s in untouched)

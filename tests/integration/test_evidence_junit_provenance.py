@@ -23,7 +23,7 @@ def test_the_suites_junit_report_carries_its_provenance(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "1",
          f"--junitxml={out}",
-         "tests/unit/test_evidence_matrix.py::test_node_ids_map_to_the_names_pytest_reports"],
+         "tests/unit/evidence/test_evidence_matrix.py::test_node_ids_map_to_the_names_pytest_reports"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr

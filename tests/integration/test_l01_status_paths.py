@@ -6,7 +6,6 @@ frames) and downloads over real HTTP; only the flash is a temporary directory.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import socket
 from collections.abc import Iterator
@@ -19,7 +18,15 @@ from chargeward.agent.provision import provision
 from chargeward.agent.state import Identity, StateDir
 from chargeward.errors import ChargingUnavailable
 from chargeward.release.bundle import VerifiedBundle, verify_bundle
-from tests.support.agent_harness import L01_HAPPY, PASSWORD, running_agent, running_csms, statuses
+from tests.support.agent_harness import (
+    L01_HAPPY,
+    PASSWORD,
+    Csms,
+    running_agent,
+    running_csms,
+    statuses,
+    update_ended,
+)
 from tests.support.fleet import MODEL, Pki
 from tests.support.tufrepo import Clock, TufRepo
 
@@ -151,10 +158,9 @@ async def test_new_request_cancels_the_one_in_progress(
 async def test_download_failed(
     charger: StateDir, rel: Releases, files: TufRepo, clock: Clock
 ) -> None:
-    async with running_csms() as csms, running_agent(charger, csms, clock, None):
+    async with running_csms() as csms, running_agent(charger, csms, clock, None) as agent:
         await csms.update_firmware(files.url + "fw/missing.cwfw", rel.update, clock())
-        await csms.wait(lambda: "DownloadFailed" in statuses(csms), "DownloadFailed")
-        await asyncio.sleep(0.2)
+        await update_ended(agent)
         assert statuses(csms) == ["Downloading", "DownloadFailed"]
     assert charger.boot_control().active == "a"
 
@@ -178,10 +184,9 @@ async def test_invalid_signature(
     charger: StateDir, rel: Releases, files: TufRepo, clock: Clock
 ) -> None:
     wrong = rel.downgrade.images[0].signature  # a real signature, over another image
-    async with running_csms() as csms, running_agent(charger, csms, clock, None):
+    async with running_csms() as csms, running_agent(charger, csms, clock, None) as agent:
         await csms.update_firmware(files.url + "fw/u.cwfw", rel.update, clock(), signature=wrong)
-        await csms.wait(lambda: "InvalidSignature" in statuses(csms), "InvalidSignature")
-        await asyncio.sleep(0.2)
+        await update_ended(agent)
         assert statuses(csms) == ["Downloading", "Downloaded", "InvalidSignature"]
         assert "InvalidFirmwareSignature" in events(csms)
     assert charger.boot_control().active == "a"
@@ -190,12 +195,9 @@ async def test_invalid_signature(
 async def test_install_verification_failed_on_downgrade(
     charger: StateDir, rel: Releases, files: TufRepo, clock: Clock
 ) -> None:
-    async with running_csms() as csms, running_agent(charger, csms, clock, None):
+    async with running_csms() as csms, running_agent(charger, csms, clock, None) as agent:
         await csms.update_firmware(files.url + "fw/old.cwfw", rel.downgrade, clock())
-        await csms.wait(
-            lambda: "InstallVerificationFailed" in statuses(csms), "InstallVerificationFailed"
-        )
-        await asyncio.sleep(0.2)
+        await update_ended(agent)
         assert statuses(csms) == [
             "Downloading",
             "Downloaded",
@@ -240,6 +242,14 @@ async def test_installation_failed_when_the_new_slot_is_not_healthy(
     assert charger.rollback_floor() == 1  # never raised: the new slot was not committed
 
 
+def installing_after_the_last_session(csms: Csms) -> bool:
+    """The charger reported Installing only after every charging session had ended: the
+    order of its CALLs shows it, with no wait for something not to happen."""
+    sent = [(name, body.get("status") or body.get("event_type")) for name, body in csms.calls]
+    ended = [i for i, c in enumerate(sent) if c == ("TransactionEvent", "Ended")]
+    return bool(ended) and max(ended) < sent.index(("FirmwareStatusNotification", "Installing"))
+
+
 async def test_install_waits_for_the_charging_session_to_end(
     charger: StateDir, rel: Releases, files: TufRepo, clock: Clock
 ) -> None:
@@ -254,7 +264,6 @@ async def test_install_waits_for_the_charging_session_to_end(
         await csms.wait(lambda: csms.connector(2) == "Unavailable", "free connector held")
         with pytest.raises(ChargingUnavailable, match="connector 2 is Unavailable"):
             await agent.start_session(2)
-        await asyncio.sleep(0.3)
         assert statuses(csms) == [
             "Downloading",
             "Downloaded",
@@ -277,6 +286,7 @@ async def test_install_waits_for_the_charging_session_to_end(
         assert started["transaction_info"]["transaction_id"] == tx
         assert (started["event_type"], ended["event_type"]) == ("Started", "Ended")
         assert csms.connector(1) == csms.connector(2) == "Available"  # both given back
+        assert installing_after_the_last_session(csms)
 
 
 async def test_new_sessions_allowed_pending_update_when_configured(
@@ -297,10 +307,10 @@ async def test_new_sessions_allowed_pending_update_when_configured(
         assert csms.connector(2) == "Available"
         await agent.start_session(2)  # allowed: a new session while the install waits
         await agent.end_session(1)
-        await asyncio.sleep(0.3)
         assert "Installing" not in statuses(csms)  # still one car charging
         await agent.end_session(2)
         await csms.wait(lambda: "Installed" in statuses(csms), "Installed")
+        assert installing_after_the_last_session(csms)
 
 
 async def test_unknown_variable_is_reported(

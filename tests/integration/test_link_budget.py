@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from chargeward.agent.agent import Agent
 from chargeward.server.common import urls
 from tests.support.campaigns import agents, api, until, upload_release
 from tests.support.fleet import Pki, Server, assert_no_crash, running_server
@@ -68,8 +69,9 @@ async def test_outside_the_download_windows_nothing_is_sent_and_the_charger_wait
             agent = running[STATION]
             assert agent.updates.task is not None
             await until(_scheduled(srv, sent["request_id"]), "DownloadScheduled", 20)
-            await asyncio.sleep(1)
-            assert agent.download_stats == []  # waiting for 'opens', not downloading
+            waits = await until(_waiting_until(agent), "the charger to wait", 20)
+            assert waits == opens  # the window's opening: nothing is fetched before it
+            assert agent.download_stats == []
             assert not agent.updates.task.done()
         detail = await api(srv, "GET", f"/api/v1/stations/{STATION}")
     assert detail["firmware_version"] == "1.0.0"
@@ -77,6 +79,15 @@ async def test_outside_the_download_windows_nothing_is_sent_and_the_charger_wait
     statuses = [e["status"] for e in detail["firmware_statuses"]]
     assert statuses == ["DownloadScheduled"], statuses
     assert_no_crash(srv.proc.output())
+
+
+def _waiting_until(agent: Agent) -> Callable[[], Awaitable[dt.datetime | None]]:
+    """When the charger's update job sleeps until (its retrieveDateTime), once it does."""
+
+    async def waiting_until() -> dt.datetime | None:
+        return agent.updates.waiting_until
+
+    return waiting_until
 
 
 def _scheduled(srv: Server, request_id: int) -> Callable[[], Awaitable[bool]]:

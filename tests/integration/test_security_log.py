@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from chargeward.agent.security_log import SecurityLog
+from chargeward.limits import DEFAULT_SERVER_LIMITS
 from chargeward.server.stations import logs
 from chargeward.server.store.db import Database
 from tests.support.fleet import Pki, Server, assert_no_crash, cli, running_server, wait_for
@@ -187,7 +188,7 @@ def test_upload_urls_work_once_and_diagnostics_hold_no_password(
             expired = _upload_url(srv, ttl=dt.timedelta(seconds=-1))
             assert c.post(expired, content=b"x").status_code == 410
             big = _upload_url(srv)
-            too_big = c.post(big, content=b"x" * (logs.MAX_UPLOAD + 1))
+            too_big = c.post(big, content=b"x" * (DEFAULT_SERVER_LIMITS.log_upload_bytes + 1))
             assert too_big.status_code == 413
             assert c.post(big, content=b"fits\n").status_code == 201  # 413 did not use it up
         stored = srv.api("GET", LOGS)

@@ -8,7 +8,6 @@ quarantine only through that update.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,8 +107,9 @@ async def test_altered_active_slot_falls_back_and_is_reported(
         assert boot["charging_station"]["firmware_version"] == "1.0.0"
     assert charger.boot_control().active == "a"
     assert charger.pending_events() == []  # delivered, so not sent again
-    async with running_csms() as csms, running_agent(charger, csms, clock, None):
-        await asyncio.sleep(0.2)
+    async with running_csms() as csms, running_agent(charger, csms, clock, None) as agent:
+        # Start-up (BootNotification, pending security events, connector status) is done.
+        await csms.wait(lambda: agent.started, "the start-up")
         assert tamper_events(csms) == []  # the next start has nothing new to report
 
 

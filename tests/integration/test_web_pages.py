@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from markupsafe import escape
 
-from chargeward.server.http.web import LOGIN_COOKIE, SESSION_COOKIE, campaign_document
+from chargeward.server.http.web_campaigns import campaign_document
+from chargeward.server.http.web_page import LOGIN_COOKIE, SESSION_COOKIE
 from chargeward.server.http.web_routes import WEB_ROUTES
 from tests.support.accounts_api import AccountsApi, accounts_api
 from tests.support.dashboard import CSRF, browser, log_in

@@ -18,14 +18,14 @@ from sqlalchemy import Connection, func, select, text
 from chargeward import audit
 from chargeward.audit import log, merkle, tree
 from chargeward.audit.checkpoint import open_checkpoint, parse_vkey
+from chargeward.audit.tables import AuditEntry, AuditNode
 from chargeward.crypto.ed25519 import generate_ed25519_key
 from chargeward.server.auth import tokens
 from chargeward.server.http.api import create_app
 from chargeward.server.state import ServerState
-from chargeward.server.store.appends import write_queued
 from chargeward.server.store.blobs import BlobStore
 from chargeward.server.store.db import MIGRATIONS, Database
-from chargeward.server.store.tables import AuditEntry, AuditNode
+from chargeward.storage.appends import write_queued
 
 NOW = dt.datetime(2026, 12, 8, 10, 0, 0, 123456, tzinfo=dt.UTC)
 PASSPHRASE = b"correct horse battery staple"

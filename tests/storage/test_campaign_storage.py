@@ -18,7 +18,13 @@ from chargeward.campaign.spec import CampaignSpecError, parse_spec
 from chargeward.errors import Conflict
 from chargeward.release.bundle import verify_bundle
 from chargeward.server.fleet import station_registry
-from chargeward.server.rollout import campaign_scheduler, campaigns, release_catalog, update_orders
+from chargeward.server.rollout import (
+    campaign_runs,
+    campaign_scheduler,
+    campaigns,
+    release_catalog,
+    update_orders,
+)
 from chargeward.server.rollout.repository import record_available_update
 from chargeward.server.state import ServerState
 from chargeward.server.store.blobs import BlobStore
@@ -97,7 +103,7 @@ async def test_two_person_rule_and_reports_reach_the_run_by_request_id(
     orders = await campaign_scheduler.tick_campaign(state, view.id)
     assert len(orders) == 1
     async with db.snapshot() as s:
-        runs = await campaigns.load_runs(s, view.id)
+        runs = await campaign_runs.load_runs(s, view.id)
         canary = next(sid for sid, (_, r) in runs.items() if r.stage == 0)
         run = runs[canary][1]
         update = await s.get(FirmwareUpdate, orders[0].request_id)
@@ -106,7 +112,7 @@ async def test_two_person_rule_and_reports_reach_the_run_by_request_id(
 
     # A status with that requestId moves that run; one with another id moves nothing.
     async with db.session() as s:
-        await campaigns.on_station_event(
+        await campaign_runs.on_station_event(
             s, canary, machine.Status(NOW, "Downloading"), request_id=orders[0].request_id + 99
         )
         unmoved = await campaigns.station_run(s, view.id, canary)
@@ -121,9 +127,9 @@ async def test_resume_acknowledges_errors_and_the_security_policy_joins_reporter
     spec = _spec(security, target={"stations": ids[:2]}, gates={"error": 1})
     async with db.session() as s:
         view = await campaigns.create_campaign(s, parse_spec(spec), actor="alice", now=NOW)
-        runs = await campaigns.load_runs(s, view.id)
+        runs = await campaign_runs.load_runs(s, view.id)
         row, run = next(v for v in runs.values() if v[1].stage == 0)  # the canary failed
-        campaigns.store_run(row, replace(run, state="failed", reason="DownloadFailed"), NOW)
+        campaign_runs.store_run(row, replace(run, state="failed", reason="DownloadFailed"), NOW)
         campaign_row = await campaigns.get_campaign(s, view.id)
         campaign_row.status = "paused"
     async with db.session() as s:
@@ -160,10 +166,10 @@ async def test_a_station_that_matches_later_joins_at_the_last_stage(
     state.clock = lambda: NOW
     await campaign_scheduler.tick_campaign(state, view.id, join=False)
     async with db.snapshot() as s:
-        assert set(await campaigns.load_runs(s, view.id)) == {"CP-00", "CP-01"}
+        assert set(await campaign_runs.load_runs(s, view.id)) == {"CP-00", "CP-01"}
     await campaign_scheduler.tick_campaign(state, view.id)
     async with db.snapshot() as s:
-        runs = {sid: r for sid, (_, r) in (await campaigns.load_runs(s, view.id)).items()}
+        runs = {sid: r for sid, (_, r) in (await campaign_runs.load_runs(s, view.id)).items()}
         joined = await s.get(Station, "CP-NEW")
         assert joined is not None and joined.campaign_id == view.id
     assert set(runs) == {"CP-00", "CP-01", "CP-NEW"}  # the other model stays out
@@ -181,23 +187,24 @@ async def test_a_batch_of_station_reports_reads_up_front_and_writes_together(
 
     from sqlalchemy import event, func, select
 
+    from chargeward.audit.tables import AuditEntry
     from chargeward.server.stations.csms import DbSink
-    from chargeward.server.store.tables import AuditEntry, FirmwareStatusEvent
+    from chargeward.server.store.tables import FirmwareStatusEvent
 
     release = await _release(db, tmp_path, pki, "1.1.0", "feature")
     ids = await _fleet(db, 20)
     spec = parse_spec(_spec(release))  # both stages started below, by hand
     async with db.session() as s:
         view = await campaigns.create_campaign(s, spec, actor="alice", now=NOW)
-        policy = campaigns.to_planner(await campaigns.get_campaign(s, view.id)).policy
+        policy = campaign_runs.to_planner(await campaigns.get_campaign(s, view.id)).policy
         requests: dict[str, int] = {}
-        for sid, (row, run) in (await campaigns.load_runs(s, view.id)).items():
+        for sid, (row, run) in (await campaign_runs.load_runs(s, view.id)).items():
             order = await update_orders.create_update(
                 s, sid, release, actor="campaign:c1", now=NOW, require_published=False
             )
             waiting = machine.step(run, machine.StageStarted(NOW), policy)
             sent = machine.step(waiting, machine.Dispatched(NOW, order.request_id), policy)
-            campaigns.store_run(row, sent, NOW)
+            campaign_runs.store_run(row, sent, NOW)
             requests[sid] = order.request_id
     async with db.snapshot() as s:
         audit_before = int(await s.scalar(select(func.count()).select_from(AuditEntry)) or 0)
@@ -225,7 +232,7 @@ async def test_a_batch_of_station_reports_reads_up_front_and_writes_together(
     writes, batches = sink.writes.writes, sink.writes.batches
     assert writes == 5 * len(ids)
     async with db.snapshot() as s:
-        runs = await campaigns.load_runs(s, view.id)
+        runs = await campaign_runs.load_runs(s, view.id)
         assert {sid: (r.state, r.request_id) for sid, (_, r) in runs.items()} == {
             sid: ("installing", requests[sid]) for sid in ids
         }
@@ -319,9 +326,9 @@ async def test_a_canary_that_fails_while_the_scheduler_reads_never_lets_its_stag
             s, parse_spec(_spec(release, gates={"success": "90%", "error": "10%"})),
             actor="alice", now=NOW,
         )  # fmt: skip
-        runs = await campaigns.load_runs(s, view.id)
+        runs = await campaign_runs.load_runs(s, view.id)
         row, run = next(v for v in runs.values() if v[1].stage == 0)
-        campaigns.store_run(row, replace(run, state="rebooting", request_id=1), NOW)
+        campaign_runs.store_run(row, replace(run, state="rebooting", request_id=1), NOW)
         canary = run.station_id
     state = ServerState(tmp_path, db, BlobStore(tmp_path / "blobs"), b"k" * 32, "http://x")
     state.clock = lambda: NOW
@@ -333,12 +340,14 @@ async def test_a_canary_that_fails_while_the_scheduler_reads_never_lets_its_stag
 
     async def roll_back() -> None:  # the canary's boot, reported on another connection
         async with db.session() as s:
-            runs = await campaigns.load_runs(s, view.id)
+            runs = await campaign_runs.load_runs(s, view.id)
             row, run = runs[canary]
-            campaigns.store_run(row, replace(run, state="rolled_back", reason="rolled back"), NOW)
+            campaign_runs.store_run(
+                row, replace(run, state="rolled_back", reason="rolled back"), NOW
+            )
 
     landed: list[asyncio.Task[None]] = []
-    original = campaigns.load_for_planning
+    original = campaign_runs.load_for_planning
 
     async def between_the_queries(s: AsyncSession, campaign_id: int) -> object:
         first = s.execute
@@ -354,9 +363,9 @@ async def test_a_canary_that_fails_while_the_scheduler_reads_never_lets_its_stag
         s.execute = execute  # type: ignore[method-assign]
         return await original(s, campaign_id)
 
-    monkeypatch.setattr(campaigns, "load_for_planning", between_the_queries)
+    monkeypatch.setattr(campaign_runs, "load_for_planning", between_the_queries)
     orders = await campaign_scheduler.tick_campaign(state, view.id, join=False)
-    monkeypatch.setattr(campaigns, "load_for_planning", original)
+    monkeypatch.setattr(campaign_runs, "load_for_planning", original)
     await asyncio.wait_for(landed[0], 30)
     assert orders == []  # stage 1 did not start: nothing sent beyond the canary
     await campaign_scheduler.tick_campaign(state, view.id, join=False)

@@ -12,13 +12,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chargeward.audit.tables import AuditEntry
 from chargeward.errors import NotFound
 from chargeward.ocpp.csms import BootInfo
 from chargeward.server.fleet import station_registry
 from chargeward.server.stations.csms import DbSink
 from chargeward.server.stations.group_commit import GroupCommit
 from chargeward.server.store.db import Database
-from chargeward.server.store.tables import AuditEntry, BootEvent, Station
+from chargeward.server.store.tables import BootEvent, Station
 
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 BOOT = BootInfo(

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from chargeward.server.store.db import MIGRATIONS, Database
-from chargeward.server.store.tables import Base
+from chargeward.server.store.tables import SCHEMA
 
 
 def _head() -> str:
@@ -29,7 +29,7 @@ def _drift(connection: Connection) -> list[Any]:
     context = MigrationContext.configure(
         connection, opts={"compare_type": True, "compare_server_default": False}
     )
-    return list(compare_metadata(context, Base.metadata))
+    return list(compare_metadata(context, SCHEMA))
 
 
 async def test_migrations_reach_head_without_drift(empty_database_url: str, tmp_path: Path) -> None:
@@ -40,7 +40,7 @@ async def test_migrations_reach_head_without_drift(empty_database_url: str, tmp_
             tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
             drift = await conn.run_sync(_drift)
         assert version == _head()
-        assert set(Base.metadata.tables) <= tables
+        assert set(SCHEMA.tables) <= tables
         assert drift == [], f"models and migrations differ on {db.dialect}: {drift}"
     finally:
         await db.close()
@@ -50,7 +50,8 @@ async def test_migrations_reach_head_without_drift(empty_database_url: str, tmp_
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_truncate_of_the_audit_log_is_refused_on_postgresql(db: Database) -> None:
-    # SQLite has no TRUNCATE; UPDATE and DELETE are refused on both (tests/unit/test_audit_log.py)
+    # SQLite has no TRUNCATE; UPDATE and DELETE are refused on both
+    # (tests/unit/audit/test_audit_log.py)
     with pytest.raises(DBAPIError, match="append-only"):
         async with db.session() as s:
             await s.execute(text("TRUNCATE audit_entries"))

@@ -272,6 +272,15 @@ async def running_agent(
         await asyncio.wait_for(task, 10)
 
 
+async def update_ended(agent: Agent, timeout: float = 15) -> None:
+    """Wait until the agent's firmware-update job has ended.  The job sends each status as a
+    CALL and waits for its answer, so by then the CSMS holds everything the job reported."""
+    task = agent.updates.task
+    assert task is not None, "no update job was started"
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    assert done, f"the update job did not end within {timeout} s"
+
+
 def statuses(csms: Csms, request_id: int | None = None) -> list[str]:
     return [
         s["status"]

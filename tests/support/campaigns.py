@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,23 @@ def self_test(header: ImageHeader) -> str | None:
 
 async def api(srv: Server, method: str, path: str, **kw: Any) -> Any:
     return await asyncio.to_thread(srv.api, method, path, **kw)
+
+
+async def scheduler_ticks(srv: Server) -> float:
+    """How many rounds the server's campaign scheduler has finished (its /metrics counter)."""
+
+    def metrics() -> str:
+        with srv.http as c:
+            r = c.get("/metrics")
+        r.raise_for_status()
+        return r.text
+
+    found = re.search(
+        r'^chargeward_leader_job_runs_total\{job="campaign_scheduler"\} (\S+)$',
+        await asyncio.to_thread(metrics),
+        re.MULTILINE,
+    )
+    return float(found[1]) if found else 0.0
 
 
 async def until(pred: Callable[[], Any], what: str, timeout: float = 90) -> Any:

@@ -1,8 +1,9 @@
 """The test functions in the repository's test files, by pytest node id, read with ``ast``
 (no collection, no imports): what a catalogue of tests may name.
 
-    >>> "tests/unit/test_merkle.py::TestRfc6962Examples::test_root_of_the_seven_leaf_tree" in (
-    ...     repository_tests())  # doctest: +SKIP
+    >>> merkle = "tests/unit/audit/test_merkle.py"
+    >>> f"{merkle}::TestRfc6962Examples::test_root_of_the_seven_leaf_tree" in repository_tests()
+    True
 """
 
 from __future__ import annotations

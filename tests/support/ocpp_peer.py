@@ -5,16 +5,16 @@ back (:class:`Outcome`), while it answers the calls the other side makes meanwhi
 side of a charger, or a station's BootNotification).  A frame that must not be answered is
 followed by a probe call, so that silence is seen at once instead of waited for::
 
-    >>> peer = Peer(ws)                                          # doctest: +SKIP
-    >>> (await peer.exchange('[2, "m1", "Nope", {}]')).kind     # doctest: +SKIP
-    'callerror'
+    peer = Peer(ws)
+    (await peer.exchange('[2, "m1", "Nope", {}]')).kind
+    # -> 'callerror'
 
 :class:`LoopThread` runs the servers and peers of a hypothesis test, whose examples are
 synchronous, in an event loop of their own::
 
-    >>> with LoopThread() as loop:                               # doctest: +SKIP
-    ...     csms = loop.enter(running_csms(data_dir, pki))
-    ...     loop.run(peer.exchange(frame))
+    with LoopThread() as loop:
+        csms = loop.enter(running_csms(data_dir, pki))
+        loop.run(peer.exchange(frame))
 """
 
 from __future__ import annotations

@@ -240,7 +240,7 @@ class Csms:
     async def audit(self, target: str) -> list[tuple[str, dict[str, Any]]]:
         from sqlalchemy import select
 
-        from chargeward.server.store.tables import AuditEntry
+        from chargeward.audit.tables import AuditEntry
 
         async with self.db.session() as s:
             rows = await s.execute(

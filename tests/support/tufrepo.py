@@ -11,11 +11,11 @@ the ``x-chargeward-issued`` timestamp field) and served by a ``ThreadingHTTPServ
     <url>targets/<dir>/<sha256>.<basename>
     <url>downloads/<name>                      (plain files, e.g. firmware for UpdateFirmware)
 
-    >>> clock = Clock()
-    >>> with TufRepo(clock) as repo:                                     # doctest: +SKIP
-    ...     repo.add_firmware(image, TargetCustom(("AC22",), "1.1.0", 2, "main", "security"))
-    ...     repo.publish()
-    ...     client = RepositoryClient(state, repo.url, clock=clock)  # bootstrap repo.root_json()
+    clock = Clock()
+    with TufRepo(clock) as repo:
+        repo.add_firmware(image, TargetCustom(("AC22",), "1.1.0", 2, "main", "security"))
+        repo.publish()
+        client = RepositoryClient(state, repo.url, clock=clock)  # bootstrap repo.root_json()
 
 Misbehaviour for attack tests is explicit: :meth:`TufRepo.serve` replaces what a URL returns,
 :meth:`TufRepo.publish` takes the signers to use and can list an older targets version,

@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from tests.support.cli_runner import RUNNER_PASSPHRASE
-from tests.support.tufrepo import Clock, TufRepo
-from typer.testing import CliRunner
 
 from chargeward.crypto.keys import Signer, generate_key
 from chargeward.crypto.pki import create_root_ca, issue_firmware_signing_certificate
+from tests.support.tufrepo import Clock, TufRepo
 
 PASSPHRASE = b"correct horse battery staple"
 
@@ -79,15 +77,6 @@ def payload(tmp_path: Path) -> Path:
     path = tmp_path / "firmware.bin"
     path.write_bytes(os.urandom(200_000))
     return path
-
-
-@pytest.fixture
-def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    """A CLI runner in ``tmp_path`` with the test key passphrase set."""
-    monkeypatch.setenv("CHARGEWARD_KEY_PASSPHRASE", RUNNER_PASSPHRASE)
-    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return CliRunner()
 
 
 @pytest.fixture

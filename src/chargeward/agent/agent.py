@@ -1,8 +1,8 @@
 """The reference charger agent: OCPP 2.0.1 station with a verified A/B firmware install (L01).
 
-    >>> agent = Agent(AgentConfig(state_dir=Path("charger-1"),
-    ...                           csms_url="ws://127.0.0.1:9000/ocpp/"))  # doctest: +SKIP
-    >>> await agent.run()                                                # doctest: +SKIP
+    agent = Agent(AgentConfig(state_dir=Path("charger-1"),
+                              csms_url="ws://127.0.0.1:9000/ocpp/"))
+    await agent.run()
 
 With ``wss://`` (security profiles 2 and 3) the agent checks the CSMS certificate against
 ``secure/csms-roots.pem`` with hostname verification, presents its station certificate when it
@@ -63,6 +63,7 @@ from chargeward.agent.tasks import cancel_and_wait
 from chargeward.agent.update import UpdatePipeline
 from chargeward.agent.verify import SecurityUpdate
 from chargeward.errors import ChargewardError, ConfigError
+from chargeward.limits import DEFAULT_AGENT_LIMITS
 from chargeward.logging_setup import websocket_logger
 from chargeward.ocpp.base import VENDOR_ID, ocpp_time, utc_now
 from chargeward.ocpp.station import QuarantineChargePoint, StationChargePoint
@@ -70,22 +71,20 @@ from chargeward.ocpp.station import QuarantineChargePoint, StationChargePoint
 LOG = logging.getLogger("chargeward.agent")
 SUBPROTOCOL = "ocpp2.0.1"
 TECH_INFO_MAX = 255
-MAX_FRAME = 256 * 1024  # the largest OCPP frame taken from the CSMS; a larger one: close 1009
 ROUTINE_EVENTS = frozenset({"FirmwareUpdated", "StartupOfTheDevice", "ResetOrReboot"})
-MAX_RETRY_AFTER = 3600.0
 
 
-def retry_after(value: str | None) -> float:
+def retry_after(value: str | None, most: float = DEFAULT_AGENT_LIMITS.retry_after_s) -> float:
     """The seconds a ``Retry-After`` header asks for (0 when absent or not a number of
-    seconds), at most an hour: a CSMS refusing logins (429) is not hammered, and a wrong
-    header cannot park the charger for days.
+    seconds), at most ``most`` (``AgentLimits.retry_after_s``, an hour): a CSMS refusing logins
+    (429) is not hammered, and a wrong header cannot park the charger for days.
 
         >>> retry_after("60"), retry_after(None), retry_after("soon"), retry_after("999999")
         (60.0, 0.0, 0.0, 3600.0)
     """
     if value is None or not value.strip().isdigit():
         return 0.0
-    return min(float(value.strip()), MAX_RETRY_AFTER)
+    return min(float(value.strip()), most)
 
 
 class Agent:
@@ -305,6 +304,7 @@ class Agent:
         first = True
         refused = False  # one FailedToAuthenticateAtCsms per run of refusals, not per attempt
         refused_certificate = ""  # one InvalidCsmsCertificate per run of the same reason
+        limits = self.config.limits
         while not self._reboot.is_set():
             delay = self.config.reconnect_delay
             try:
@@ -316,7 +316,7 @@ class Agent:
                     subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
                     additional_headers=self._auth_header(),
                     open_timeout=15,
-                    max_size=MAX_FRAME,
+                    max_size=limits.frame_bytes,  # a larger frame: close 1009
                     ping_interval=60,
                     logger=websocket_logger("chargeward.agent.ws"),  # its password: not logged
                 ) as ws:
@@ -329,7 +329,9 @@ class Agent:
                     self.identity.station_id,
                     e.response.status_code,
                 )
-                delay = max(delay, retry_after(e.response.headers.get("Retry-After")))
+                delay = max(
+                    delay, retry_after(e.response.headers.get("Retry-After"), limits.retry_after_s)
+                )
                 if e.response.status_code in (401, 403) and not refused:
                     refused = True  # logged only: without a connection it cannot be sent
                     self.record_security_event(

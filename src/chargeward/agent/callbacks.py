@@ -152,6 +152,7 @@ class StationCallbacks:
             certificate,
             agent.clock(),
             allow_unendorsed=agent.config.allow_unendorsed_manufacturer_roots,
+            limits=agent.config.limits,
         )
         LOG.log(
             logging.INFO if result.status == "Accepted" else logging.WARNING,

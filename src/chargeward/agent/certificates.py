@@ -8,20 +8,20 @@ charger's secure storage around them::
     secure/crl/<issuer-key>.der   the newest CRL of each root, named by the SHA-256 of the
                                   root's public key (CRL numbers only order CRLs of one issuer)
 
-    >>> state = StateDir(Path("charger-1"))
-    >>> crl = apply_crl(state, der, now)        # doctest: +SKIP
-    >>> serial in revoked_serials(state)        # doctest: +SKIP
-    True
-    >>> apply_published_crl(state, der, now)    # the CRL the TUF repository lists  # doctest: +SKIP
-    >>> check_not_revoked(state, cert, now)     # again before installing  # doctest: +SKIP
-    >>> bundle = endorsed_root_bundle(new_root, [link])  # endorsed by a held root  # doctest: +SKIP
-    >>> install_certificate(state, MANUFACTURER_ROOT, bundle, now).status  # doctest: +SKIP
-    'Accepted'
-    >>> boot_revocations(state, state.trust_anchors())  # what secure boot refuses  # doctest: +SKIP
-    >>> install_certificate(state, "CSMSRootCertificate", pem, now).status  # doctest: +SKIP
-    'Accepted'
-    >>> delete_certificate(state, hash_data, connection=chain).reason_code  # doctest: +SKIP
-    'LastRoot'
+    state = StateDir(Path("charger-1"))
+    crl = apply_crl(state, der, now)
+    serial in revoked_serials(state)
+    # -> True
+    apply_published_crl(state, der, now)    # the CRL the TUF repository lists
+    check_not_revoked(state, cert, now)     # again before installing
+    bundle = endorsed_root_bundle(new_root, [link])  # endorsed by a held root
+    install_certificate(state, MANUFACTURER_ROOT, bundle, now).status
+    # -> 'Accepted'
+    boot_revocations(state, state.trust_anchors())  # what secure boot refuses
+    install_certificate(state, "CSMSRootCertificate", pem, now).status
+    # -> 'Accepted'
+    delete_certificate(state, hash_data, connection=chain).reason_code
+    # -> 'LastRoot'
 
 Every write is atomic (temp file, fsync, rename), as everywhere on the charger's flash.
 """
@@ -67,12 +67,12 @@ from chargeward.errors import (
     TrustError,
     UntrustedCertificate,
 )
+from chargeward.limits import DEFAULT_AGENT_LIMITS, AgentLimits
 from chargeward.ocpp.station import CertificateResult, InstalledCertificate
 
 LOG = logging.getLogger("chargeward.agent.certificates")
 MANUFACTURER_ROOT = "ManufacturerRootCertificate"
 CSMS_ROOT = "CSMSRootCertificate"
-MAX_ROOTS = 10  # per certificate type; OCPP M05.FR.06: a full store answers Rejected
 # OCPP 2.0.1 part 2, A00 certificate properties: RSA keys >= 2048 bits, EC keys >= 224 bits
 MIN_RSA_BITS = 2048
 MIN_EC_BITS = 224
@@ -399,6 +399,7 @@ def install_certificate(
     now: dt.datetime,
     *,
     allow_unendorsed: bool = False,
+    limits: AgentLimits = DEFAULT_AGENT_LIMITS,
 ) -> CertificateResult:
     """OCPP M05: add a ManufacturerRootCertificate or CSMSRootCertificate to its store.
 
@@ -444,8 +445,10 @@ def install_certificate(
         if isinstance(endorsed, CertificateResult):
             return endorsed
         how = f"; {endorsed}"
-    if len(roots) >= MAX_ROOTS:
-        return CertificateResult("Rejected", "StoreFull", f"{MAX_ROOTS} roots are installed")
+    if len(roots) >= limits.roots_per_type:
+        return CertificateResult(
+            "Rejected", "StoreFull", f"{limits.roots_per_type} roots are installed"
+        )
     try:
         _store(state, store, [*roots, cert])
     except OSError as e:

@@ -14,13 +14,13 @@ OCPP 2.0.1 ``UpdateFirmware`` carries one image, the release's *primary*
 :func:`accept_release` joins the primary and its components into the one thing the installer
 writes as a slot group.  Nothing here talks to the network or writes to flash.
 
-    >>> for name in other_components(primary):                                  # doctest: +SKIP
-    ...     listing = check_listing(view.target(path_of(name)), component=name,
-    ...         primary=primary, model="AC22", customer=None, rollback_floor=1)
-    ...     part = fetch(listing)  # through TUF, or rebuilt from the active slot
-    ...     parts.append(verify_component(part, listing, primary, model="AC22",
-    ...                                   rollback_floor=1))
-    >>> release = accept_release(primary, parts)                                # doctest: +SKIP
+    for name in other_components(primary):
+        listing = check_listing(view.target(path_of(name)), component=name,
+            primary=primary, model="AC22", customer=None, rollback_floor=1)
+        part = fetch(listing)  # through TUF, or rebuilt from the active slot
+        parts.append(verify_component(part, listing, primary, model="AC22",
+                                      rollback_floor=1))
+    release = accept_release(primary, parts)
 """
 
 from __future__ import annotations

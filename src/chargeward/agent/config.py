@@ -8,6 +8,7 @@ from pathlib import Path
 
 from chargeward.agent.location import LocationPolicy
 from chargeward.agent.tuf_client import RepositoryLimits
+from chargeward.limits import DEFAULT_AGENT_LIMITS, AgentLimits
 from chargeward.model.firmware import ImageHeader
 
 
@@ -25,6 +26,8 @@ class AgentConfig:
     repository_url: str | None = None  # TUF repository base, e.g. http://host:8080/tuf/
     update_check_interval: float = 86400.0  # seconds between checks for security releases
     repository_limits: RepositoryLimits = field(default_factory=RepositoryLimits)
+    # What the agent takes from its CSMS: frame size, Retry-After, roots, log uploads (ADR 0030).
+    limits: AgentLimits = DEFAULT_AGENT_LIMITS
     download_rate_limit: int | None = None  # bytes per second; None: as fast as the link
     # HTTP proxy for firmware downloads (e.g. the site's gateway); None: connect directly.
     download_proxy: str | None = None

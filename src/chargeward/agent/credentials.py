@@ -16,10 +16,10 @@ Each file is bound (AEAD associated data) to the serial number and to its purpos
 copied from another charger, or the factory copy put in place of the current one, is refused
 like a wrong key or a changed byte, with :class:`~chargeward.errors.CredentialStoreError`::
 
-    >>> store = CredentialStore(Path("charger-1"), "CP-000001")  # doctest: +SKIP
-    >>> store.load().basic_auth_password  # doctest: +SKIP
-    'q7Hx...'
-    >>> store.restore_factory()  # factory reset  # doctest: +SKIP
+    store = CredentialStore(Path("charger-1"), "CP-000001")
+    store.load().basic_auth_password
+    # -> 'q7Hx...'
+    store.restore_factory()  # factory reset
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from typing import Literal
 from chargeward.agent.storage import atomic_write
 from chargeward.crypto.sealing import KEY_SIZE, random_device_key, seal, unseal
 from chargeward.errors import ConfigError, Conflict, CredentialStoreError, IntegrityError
+from chargeward.limits import DEFAULT_AGENT_LIMITS
 
 Purpose = Literal["current", "factory"]
 CURRENT: Purpose = "current"
 FACTORY: Purpose = "factory"
-MAX_SEALED = 64 * 1024  # a credentials file is < 1 KiB; never read more than this
 
 
 @dataclass(frozen=True)
@@ -138,12 +138,12 @@ class CredentialStore:
         path = self.path(purpose)
         try:
             with path.open("rb") as fh:
-                blob = fh.read(MAX_SEALED + 1)
+                blob = fh.read(DEFAULT_AGENT_LIMITS.sealed_credentials_bytes + 1)
         except FileNotFoundError as e:
             raise ConfigError(f"no {purpose} credentials provisioned in {self.root}") from e
         key = self._key if self._key is not None else self._read_key()
         try:
-            if len(blob) > MAX_SEALED:
+            if len(blob) > DEFAULT_AGENT_LIMITS.sealed_credentials_bytes:
                 raise IntegrityError("oversized")
             data = json.loads(unseal(key, blob, aad=self._aad(purpose)))
             return Credentials(**data)

@@ -18,7 +18,7 @@ Anything that fails in 1-4 leaves nothing behind; the charger reports why and do
 full image from ``location``.  A delta the repository does not vouch for is also a security
 event (someone served other bytes), but never a reason to stay on the old image.
 
-    >>> job = delta_offer(custom_data, model="AC22", max_bytes=1 << 29)  # doctest: +SKIP
+    job = delta_offer(custom_data, model="AC22", max_bytes=1 << 29)
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ dropped link or a reboot resumes where it stopped.  Every download is capped in 
 also be capped in bandwidth.  Failed attempts are retried with exponential back-off and
 jitter, and the caller hears about each pause so that it can report the OCPP status:
 
-    >>> await fetch(url, part, max_bytes=64 << 20, retries=3, retry_interval=30,
-    ...     rate_limit=256 << 10,                        # bytes per second
-    ...     on_pause=lambda retry, delay, error: status("DownloadPaused"),
-    ...     on_resume=lambda: status("Downloading"))     # doctest: +SKIP
+    await fetch(url, part, max_bytes=64 << 20, retries=3, retry_interval=30,
+        rate_limit=256 << 10,                        # bytes per second
+        on_pause=lambda retry, delay, error: status("DownloadPaused"),
+        on_resume=lambda: status("Downloading"))
 
 ``TransportError`` after the last retry means ``DownloadFailed``; ``DownloadRefused`` (a 4xx,
 an image over the cap, a body longer than the server declared, a URL that

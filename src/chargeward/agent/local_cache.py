@@ -2,10 +2,10 @@
 UnpublishFirmware): download an image once over the site's WAN link, check its MD5, and serve
 it to the site's chargers over HTTP with ``Range``.
 
-    >>> cache = FirmwareCache(Path("cache"), "http://10.0.0.2:8081", notify=send)  # doctest: +SKIP
-    >>> cache.publish(location, md5, request_id=7, retries=3, retry_interval=30)   # doctest: +SKIP
-    'Accepted'
-    >>> await cache.run(host="0.0.0.0", port=8081)   # serve, and resume jobs  # doctest: +SKIP
+    cache = FirmwareCache(Path("cache"), "http://10.0.0.2:8081", notify=send)
+    cache.publish(location, md5, request_id=7, retries=3, retry_interval=30)
+    # -> 'Accepted'
+    await cache.run(host="0.0.0.0", port=8081)   # serve, and resume jobs
 
 Each accepted publication is written down (``<md5>.job``) before it is answered, and its
 download resumes from the partial file (:func:`chargeward.agent.download.fetch`), so a

@@ -101,7 +101,7 @@ class LogRequests:
         agent, config = self._agent, self._agent.config
         if job.log_type == "SecurityLog":
             entries = agent.security_log.entries(job.oldest, job.latest)
-            return to_jsonl(entries, max_bytes=upload.MAX_UPLOAD_BYTES)
+            return to_jsonl(entries, max_bytes=config.limits.log_upload_bytes)
         report = diagnostics.snapshot(
             agent.state,
             now=agent.clock(),

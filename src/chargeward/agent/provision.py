@@ -7,9 +7,9 @@ the rollback floor starts at its security version.  With ``tuf_root`` (the image
 root.json) the charger also checks every update against the TUF repository.  Secrets go to the
 sealed credential store (:mod:`chargeward.agent.credentials`), never to a plain file.
 
-    >>> provision(Path("charger-1"), identity=Identity("CP-1", "AC22", "ACME", "CP-1"),
-    ...           password=password, roots_pem=roots, factory_bundle=Path("factory.cwb"),
-    ...           tuf_root=Path("root.json").read_bytes())        # doctest: +SKIP
+    provision(Path("charger-1"), identity=Identity("CP-1", "AC22", "ACME", "CP-1"),
+              password=password, roots_pem=roots, factory_bundle=Path("factory.cwb"),
+              tuf_root=Path("root.json").read_bytes())
 
 A production line verifies the bundle once and installs many chargers
 (:func:`verified_factory_image`, :func:`install`); ``chargeward factory provision`` does that.
@@ -39,9 +39,9 @@ from chargeward.agent.storage import atomic_copy, atomic_write, fsync_dir
 from chargeward.crypto import certificate_pem, key_matches_certificate, load_certificates
 from chargeward.crypto.pki import certificate_common_name
 from chargeward.crypto.sealing import DevicePublicKey, generate_device_key_pair
+from chargeward.crypto.station_passwords import check_password_policy
 from chargeward.errors import Conflict, IncompatibleImage, UntrustedCertificate
 from chargeward.release.bundle import verify_bundle
-from chargeward.server.auth.passwords import check_password_policy
 
 # Given the device's new public key, the factory CA returns its certificate.
 Certify = Callable[[DevicePublicKey], x509.Certificate]

@@ -13,8 +13,8 @@ For each component the primary's TUF target names besides itself:
 The files go to ``downloads/<key>.<component>.part``; the caller removes them.  Calls block:
 the agent runs this in a thread.
 
-    >>> release = fetch_release(view, primary, state=state, model="AC22", customer=None,
-    ...                         key=job.download_key, max_bytes=1 << 29)  # doctest: +SKIP
+    release = fetch_release(view, primary, state=state, model="AC22", customer=None,
+                            key=job.download_key, max_bytes=1 << 29)
 """
 
 from __future__ import annotations

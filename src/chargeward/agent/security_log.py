@@ -3,10 +3,10 @@
 UK Smart Charge Points Regulations Sch.1 para 10 asks for a log of tamper, update and
 authentication events with timestamps; OCPP 2.0.1 N01 uploads it on ``GetLog(SecurityLog)``.
 
-    >>> log = SecurityLog(Path("charger-1") / "log")                       # doctest: +SKIP
-    >>> log.append("InvalidFirmwareSignature", "image a3f2...", time=now)  # doctest: +SKIP
-    >>> [e.type for e in log.entries(oldest=now - dt.timedelta(days=1))]  # doctest: +SKIP
-    ['InvalidFirmwareSignature']
+    log = SecurityLog(Path("charger-1") / "log")
+    log.append("InvalidFirmwareSignature", "image a3f2...", time=now)
+    [e.type for e in log.entries(oldest=now - dt.timedelta(days=1))]
+    # -> ['InvalidFirmwareSignature']
 
 On flash::
 

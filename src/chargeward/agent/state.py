@@ -43,10 +43,10 @@ from tuf.api.metadata import Metadata, Root
 from chargeward.agent.credentials import CredentialStore
 from chargeward.agent.storage import atomic_write, read_json, remove, write_json
 from chargeward.crypto import load_certificates
+from chargeward.crypto.station_passwords import check_password_policy
 from chargeward.errors import BundleError, ConfigError
 from chargeward.model.firmware import check_component
 from chargeward.model.targets import check_customer
-from chargeward.server.auth.passwords import check_password_policy
 
 SLOTS = ("a", "b")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"

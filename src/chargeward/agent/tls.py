@@ -15,7 +15,7 @@ power loss between the two leaves a certificate that matches the pending key, an
 compression or renegotiation), checks the CSMS certificate against ``csms-roots.pem`` with
 hostname verification and presents the station certificate when the charger has one::
 
-    >>> ctx = client_context(StateDir(Path("charger-1")))  # doctest: +SKIP
+    ctx = client_context(StateDir(Path("charger-1")))
 """
 
 from __future__ import annotations

@@ -3,12 +3,12 @@
 All I/O around the repository lives here; the decisions are in :mod:`~chargeward.agent.verify`
 and :mod:`~chargeward.agent.freshness`.  Calls block: the agent runs them in a thread.
 
-    >>> state = StateDir(Path("charger-1"))
-    >>> client = RepositoryClient(state, "http://127.0.0.1:8080/tuf/")  # doctest: +SKIP
-    >>> info = client.target("firmware/AC22/1.1.0/main.cwfw")          # doctest: +SKIP
-    >>> listed = client.firmware_targets("AC22")                        # doctest: +SKIP
-    >>> got = client.read(lambda repo: repo.target(path))                # doctest: +SKIP
-    >>> got.value, got.crl  # the TargetFile; the listed CRL's DER bytes  # doctest: +SKIP
+    state = StateDir(Path("charger-1"))
+    client = RepositoryClient(state, "http://127.0.0.1:8080/tuf/")
+    info = client.target("firmware/AC22/1.1.0/main.cwfw")
+    listed = client.firmware_targets("AC22")
+    got = client.read(lambda repo: repo.target(path))
+    got.value, got.crl  # the TargetFile; the listed CRL's DER bytes
 
 :meth:`RepositoryClient.read` also fetches the firmware-signing CRL when the verified targets
 list it (``revocation/firmware-signing.crl``), so every refresh the agent makes brings the
@@ -41,8 +41,8 @@ from tuf.ngclient import Updater
 from chargeward.agent.freshness import check_clock, check_unexpired, issued_at, next_time_floor
 from chargeward.agent.state import StateDir
 from chargeward.agent.tuf_fetcher import HttpxFetcher, RepositoryLimits
-from chargeward.crypto.pki import MAX_CRL_BYTES
 from chargeward.errors import ChargewardError, ConfigError, RepositoryRefused, TransportError
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 from chargeward.model.targets import (
     FIRMWARE_PREFIX,
     REVOCATION_TARGET,
@@ -173,7 +173,7 @@ class RepositoryView:
         Only TUF-verified bytes: whether the CRL itself is acceptable is decided by
         :func:`chargeward.agent.certificates.apply_crl`.
         """
-        return self.download(REVOCATION_TARGET, MAX_CRL_BYTES)
+        return self.download(REVOCATION_TARGET, DEFAULT_FORMAT_LIMITS.crl_bytes)
 
     def firmware_targets(self, model: str) -> dict[str, TargetFile]:
         """Every target listed under ``firmware/<model>/``, each confirmed by the Updater.

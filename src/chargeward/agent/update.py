@@ -86,6 +86,7 @@ class UpdatePipeline:
         self.job: UpdateJob | None = None  # accepted, started once the answer is out
         self.task: asyncio.Task[None] | None = None
         self.installing = False  # writing the slot: cannot be cancelled half-way
+        self.waiting_until: dt.datetime | None = None  # retrieveDateTime or installDateTime
         self._pending_event: tuple[str, str] | None = None
 
     @property
@@ -175,7 +176,11 @@ class UpdatePipeline:
     async def _wait_until(self, when: dt.datetime) -> None:
         delay = (when - self._agent.clock()).total_seconds()
         if delay > 0:
-            await asyncio.sleep(delay)
+            self.waiting_until = when
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self.waiting_until = None
 
     async def _run(self, job: UpdateJob) -> None:
         agent = self._agent

@@ -2,8 +2,8 @@
 
 The file goes in the form field ``file``, as common CSMSs expect::
 
-    >>> await upload("https://csms.example/logs/abc", "security.jsonl", data,
-    ...              retries=3, retry_interval=30)  # doctest: +SKIP
+    await upload("https://csms.example/logs/abc", "security.jsonl", data,
+                 retries=3, retry_interval=30)
 
 A 4xx answer is final (:class:`UploadRefused`); a 5xx answer or a network error is retried
 ``retries`` times with the download's back-off (``retry_interval`` doubling, with jitter),
@@ -27,14 +27,13 @@ import httpx
 from chargeward.agent import location
 from chargeward.agent.download import MAX_BACKOFF, backoff_delay, location_problem
 from chargeward.agent.location import DEFAULT_POLICY, LocationPolicy
-from chargeward.errors import TransportError
+from chargeward.errors import TransportError, UploadRefused
 
 _RNG = random.SystemRandom()
 
 LOG = logging.getLogger("chargeward.agent.upload")
 DENIED = frozenset({401, 403, 404, 410})  # not allowed to upload there (unknown or used URL)
 LOG_TYPES = {"SecurityLog": ("security", "jsonl"), "DiagnosticsLog": ("diagnostics", "json")}
-MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # what one upload may carry; the newest entries are kept
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -57,14 +56,6 @@ def log_filename(station_id: str, log_type: str, request_id: int, now: dt.dateti
     kind, ext = LOG_TYPES[log_type]
     station = _UNSAFE.sub("_", station_id)[:48]
     return f"{kind}-{station}-{now.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}-{request_id}.{ext}"
-
-
-class UploadRefused(TransportError):
-    """The server refused the upload (4xx): retrying the same URL cannot help."""
-
-    def __init__(self, status_code: int) -> None:
-        super().__init__(f"server refused the upload: HTTP {status_code}")
-        self.status_code = status_code
 
 
 def supported(url: str) -> bool:

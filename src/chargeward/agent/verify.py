@@ -10,12 +10,12 @@ Two layers must agree before an image may be installed (DESIGN.md, "Trust model"
 Only :func:`accept_image` makes a :class:`VerifiedImage`, from both, and the installer only
 accepts a :class:`VerifiedImage`: "install before verify" cannot be written.
 
-    >>> signed = verify_image(part, cert, sig, model="AC22", rollback_floor=1)  # doctest: +SKIP
-    >>> path = target_path_for("AC22", signed.header)                           # doctest: +SKIP
-    >>> approval = check_target(updater.get_targetinfo(path), sha256=signed.sha256,
-    ...     length=signed.length, header=signed.header, model="AC22", customer=None,
-    ...     rollback_floor=1)                                                    # doctest: +SKIP
-    >>> image = accept_image(signed, approval)                                   # doctest: +SKIP
+    signed = verify_image(part, cert, sig, model="AC22", rollback_floor=1)
+    path = target_path_for("AC22", signed.header)
+    approval = check_target(updater.get_targetinfo(path), sha256=signed.sha256,
+        length=signed.length, header=signed.header, model="AC22", customer=None,
+        rollback_floor=1)
+    image = accept_image(signed, approval)
 
 :func:`find_security_updates` picks, from verified targets metadata, the security releases
 this charger should be told about.  The repository's freshness decisions (time floor, expiry
@@ -53,13 +53,14 @@ from chargeward.errors import (
     RepositoryRefused,
     RollbackRefused,
 )
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 from chargeward.model.firmware import ImageHeader, primary_component
 from chargeward.model.targets import TargetCustom, firmware_target_path, tenant_path
-from chargeward.release.image import CHUNK, MAGIC, MAX_HEADER, read_header_from
+from chargeward.release.image import CHUNK, MAGIC, read_header_from
 
 _TOKEN = object()
-# The first read holds the whole envelope header (magic, length, at most MAX_HEADER bytes).
-_FIRST_READ = max(CHUNK, len(MAGIC) + 4 + MAX_HEADER)
+# The first read holds the whole envelope header (magic, length, at most the format's limit).
+_FIRST_READ = max(CHUNK, len(MAGIC) + 4 + DEFAULT_FORMAT_LIMITS.image_header_bytes)
 _IN_FLIGHT = 4  # chunks queued for the whole-file digest
 
 

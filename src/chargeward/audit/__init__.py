@@ -1,13 +1,13 @@
 """The audit seam: every privileged action and every station result goes through :func:`record`.
 
-    >>> await record(session, actor="alice", action="release.upload", target=release_id,
-    ...              details={"version": "1.2.0"})  # doctest: +SKIP
+    await record(session, actor="alice", action="release.upload", target=release_id,
+                 details={"version": "1.2.0"})
 
 Entries are written to an append-only table in the same transaction as the change they
 describe, so an action and its audit entry are committed together or not at all.  The storage
 behind this function can change (a Merkle log) without touching any caller.
 
-:func:`record` queues the entry on the session (:mod:`chargeward.server.store.appends`): a
+:func:`record` queues the entry on the session (:mod:`chargeward.storage.appends`): a
 transaction of many station reports writes its entries in one executemany, in order.
 When they are written each entry becomes the next leaf of the log's RFC 6962 Merkle tree
 (:mod:`chargeward.audit.tree`); signed checkpoints of the tree (:mod:`chargeward.audit.log`)
@@ -32,8 +32,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward.audit import tree
-from chargeward.server.store.appends import queue_insert, register_writer
-from chargeward.server.store.tables import AuditEntry
+from chargeward.audit.tables import AuditEntry
+from chargeward.storage.appends import queue_insert, register_writer
 
 SYSTEM = "system"
 PRINCIPAL_KEY = "principal"  # in details: "token" for a host token (ADR 0028)

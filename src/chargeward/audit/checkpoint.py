@@ -5,13 +5,13 @@ root>\\n`` (plus optional extension lines); a signed note (c2sp.org/signed-note)
 blank line and one line per signature, ``— <key name> <base64(4-byte key ID || sig)>``.
 Signing goes through :mod:`chargeward.crypto.ed25519`; this module only formats and parses.
 
-    >>> head = Checkpoint("audit.chargeward.example/prod", 2, bytes(32))
-    >>> note = sign_checkpoint(head, signer)  # doctest: +SKIP
-    >>> key = verifier_key(head.origin, signer.public_key_raw())  # doctest: +SKIP
-    >>> key.vkey  # pin this text in auditors and chargers  # doctest: +SKIP
-    'audit.chargeward.example/prod+1a2b3c4d+AX...'
-    >>> open_checkpoint(note, parse_vkey(key.vkey)) == head  # doctest: +SKIP
-    True
+    head = Checkpoint("audit.chargeward.example/prod", 2, bytes(32))
+    note = sign_checkpoint(head, signer)
+    key = verifier_key(head.origin, signer.public_key_raw())
+    key.vkey  # pin this text in auditors and chargers
+    # -> 'audit.chargeward.example/prod+1a2b3c4d+AX...'
+    open_checkpoint(note, parse_vkey(key.vkey)) == head
+    # -> True
 
 Parsing is strict and capped (:class:`NoteLimits`): anything malformed raises
 :class:`MalformedNote`; a signature that does not verify raises

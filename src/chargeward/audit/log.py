@@ -3,9 +3,9 @@
 Async, on a session; the tree work runs in ``session.run_sync`` on the session's connection
 (:mod:`chargeward.audit.tree`).  Proof hashes are raw bytes here; the API sends them as hex.
 
-    >>> async with db.session() as s:                                        # doctest: +SKIP
-    ...     note = await sign_checkpoint(s, signer, origin="chargeward.local/audit", now=now)
-    ...     proof = await inclusion_proof(s, index=5, size=8)
+    async with db.session() as s:
+        note = await sign_checkpoint(s, signer, origin="chargeward.local/audit", now=now)
+        proof = await inclusion_proof(s, index=5, size=8)
 
 The checkpoint key is an Ed25519 key (:mod:`chargeward.crypto.ed25519`): by default a file
 key at ``<data-dir>/audit/checkpoint.key``, made at the server's first start and opened with
@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from chargeward.audit import merkle, tree
 from chargeward.audit.checkpoint import Checkpoint, VerifierKey, verifier_key
 from chargeward.audit.checkpoint import sign_checkpoint as sign_note
+from chargeward.audit.tables import AuditCheckpoint
 from chargeward.crypto.ed25519 import (
     MessageSigner,
     generate_ed25519_key,
@@ -36,8 +37,7 @@ from chargeward.crypto.ed25519 import (
 )
 from chargeward.crypto.keys import PassphraseSource
 from chargeward.errors import NotFound
-from chargeward.server.store.appends import write_queued
-from chargeward.server.store.tables import AuditCheckpoint
+from chargeward.storage.appends import write_queued
 
 DEFAULT_ORIGIN = "chargeward.local/audit"
 KEY_FILE = Path("audit") / "checkpoint.key"

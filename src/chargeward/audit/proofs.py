@@ -5,8 +5,8 @@ whole log.  Each entry comes with the hashes that lead from its leaf to the root
 checkpoint, so anyone holding the log's verifier key can check offline that the entry is in
 the log exactly as shown (pure: no I/O; ``chargeward audit verify`` reads the file)::
 
-    >>> proofs = parse_proofs(path.read_text().splitlines())        # doctest: +SKIP
-    >>> report = verify_proofs(proofs, parse_vkey(pinned))          # doctest: +SKIP
+    proofs = parse_proofs(path.read_text().splitlines())
+    report = verify_proofs(proofs, parse_vkey(pinned))
 
 The file is JSON lines: a header (format, verifier key), one checkpoint note, then one
 record per entry: the entry's fields as in an export (:mod:`.verify`) plus ``inclusion``

@@ -1,14 +1,14 @@
 """The audit log's Merkle tree in the database: appending entries, reading roots and proofs.
 
 Synchronous, on a SQLAlchemy :class:`~sqlalchemy.Connection` (async callers go through
-``session.run_sync``).  Three tables hold the tree (:mod:`chargeward.server.store.tables`):
+``session.run_sync``).  Three tables hold the tree (:mod:`chargeward.audit.tables`):
 ``audit_entries`` gets each entry's ``leaf_index`` and ``leaf_hash``, ``audit_nodes`` the
 perfect-subtree hashes of :mod:`chargeward.audit.merkle`, ``audit_tree_head`` the size.
 
-    >>> write_entries(conn, [{"time": now, "actor": "alice", ...}])  # doctest: +SKIP
-    >>> root(tree_size(conn), ConnectionReader(conn))                # doctest: +SKIP
+    write_entries(conn, [{"time": now, "actor": "alice", ...}])
+    root(tree_size(conn), ConnectionReader(conn))
 
-:func:`write_entries` is how :mod:`chargeward.server.store.appends` writes queued audit entries.
+:func:`write_entries` is how :mod:`chargeward.storage.appends` writes queued audit entries.
 It first increments the head row (``UPDATE ... RETURNING``): on PostgreSQL that takes the
 row lock a ``SELECT ... FOR UPDATE`` would take, so concurrent transactions append one after
 the other and get distinct, consecutive leaf indexes; on SQLite the statement takes the
@@ -26,7 +26,7 @@ from sqlalchemy import Connection, and_, insert, or_, select, update
 
 from chargeward.audit import merkle
 from chargeward.audit.leaves import canonical_entry, canonical_json
-from chargeward.server.store.tables import AuditEntry, AuditNode, AuditTreeHead
+from chargeward.audit.tables import AuditEntry, AuditNode, AuditTreeHead
 
 HEAD_ID = 1
 

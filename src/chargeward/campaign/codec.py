@@ -2,7 +2,7 @@
 
 The scheduler keeps nothing in memory between ticks: what :func:`run_to_row` writes is all a
 restarted server (or a new leader) has, so ``run_from_row(run_to_row(r)) == r`` must hold for
-every state the machine can reach (tests/unit/test_campaign_properties.py).
+every state the machine can reach (tests/unit/campaign/test_campaign_properties.py).
 """
 
 from __future__ import annotations

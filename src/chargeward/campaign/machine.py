@@ -1,8 +1,8 @@
 """One station's way through a campaign: a pure state machine over events and a clock.
 
-    >>> s = StationRun("CP-1", stage=0)
-    >>> s = step(s, Dispatched(at=t0, request_id=7), policy)          # doctest: +SKIP
-    >>> s = step(s, Status("Downloading", at=t1), policy)             # doctest: +SKIP
+    s = StationRun("CP-1", stage=0)
+    s = step(s, Dispatched(at=t0, request_id=7), policy)
+    s = step(s, Status("Downloading", at=t1), policy)
 
 States, and what moves a station on::
 

@@ -1,8 +1,8 @@
 """The campaign planner: one pure decision per tick, from state and a clock.
 
-    >>> result = plan(campaign, runs, fleet, sites, now)     # doctest: +SKIP
-    >>> result.runs        # stations whose state changed (persist these first)
-    >>> result.dispatch    # then send UpdateFirmware to these, in this order
+    result = plan(campaign, runs, fleet, sites, now)
+    result.runs        # stations whose state changed (persist these first)
+    result.dispatch    # then send UpdateFirmware to these, in this order
 
 Each tick the planner
 

@@ -3,14 +3,14 @@
 Free of I/O.  A campaign file (TOML or JSON) or an API body is parsed into a
 :class:`CampaignSpec` by :func:`parse_spec`; every error names the field::
 
-    >>> spec = parse_spec({
-    ...     "name": "ac22-1.2.0", "release": "ab12...",
-    ...     "target": {"models": ["AC22"], "version": ">=1.0,<1.2", "tags": ["pilot"]},
-    ...     "stages": {"canary": 5, "then": ["25%", "100%"]},
-    ...     "gates": {"success": "95%", "error": "10%", "min_finished": 5},
-    ...     "soak": "30m", "concurrency": {"global": 200, "per_site": 2, "keep_available": 1},
-    ...     "timeouts": {"download": "2h", "install": "30m", "reboot": "15m"},
-    ... })  # doctest: +SKIP
+    spec = parse_spec({
+        "name": "ac22-1.2.0", "release": "ab12...",
+        "target": {"models": ["AC22"], "version": ">=1.0,<1.2", "tags": ["pilot"]},
+        "stages": {"canary": 5, "then": ["25%", "100%"]},
+        "gates": {"success": "95%", "error": "10%", "min_finished": 5},
+        "soak": "30m", "concurrency": {"global": 200, "per_site": 2, "keep_available": 1},
+        "timeouts": {"download": "2h", "install": "30m", "reboot": "15m"},
+    })
 
 Stage sizes are cumulative: ``canary`` stations (a count or a percentage of the targeted
 fleet), then each ``then`` entry is the share of the fleet done once that stage is through.
@@ -36,11 +36,9 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from chargeward.errors import BundleError
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 
 ReleaseClass = Literal["feature", "security"]
-MAX_STAGES = 20
-MAX_STATIONS_LISTED = 100_000
-MAX_DOWNLOAD_AHEAD = dt.timedelta(days=7)
 _DURATION = re.compile(r"^(\d{1,6})(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -269,7 +267,9 @@ def _selector(raw: object) -> Selector:
         customers=_strings("target.customers", t.get("customers")),
         sites=_strings("target.sites", t.get("sites")),
         tags=_strings("target.tags", t.get("tags")),
-        stations=_strings("target.stations", t.get("stations"), MAX_STATIONS_LISTED),
+        stations=_strings(
+            "target.stations", t.get("stations"), DEFAULT_FORMAT_LIMITS.campaign_stations_listed
+        ),
     )
 
 
@@ -291,8 +291,11 @@ def _stages(raw: object) -> tuple[Amount, ...]:
     # The whole fleet is always the last stage (CampaignSpec.stage_sizes), so ``then`` may be
     # empty: a campaign of one stage.
     then = t.get("then", [])
-    if not isinstance(then, list) or len(then) >= MAX_STAGES:
-        raise CampaignSpecError("stages.then", f"must be a list of at most {MAX_STAGES - 1} sizes")
+    if not isinstance(then, list) or len(then) >= DEFAULT_FORMAT_LIMITS.campaign_stages:
+        raise CampaignSpecError(
+            "stages.then",
+            f"must be a list of at most {DEFAULT_FORMAT_LIMITS.campaign_stages - 1} sizes",
+        )
     previous = canary
     for i, item in enumerate(then):
         amount = parse_amount(f"stages.then.{i}", item)
@@ -309,7 +312,7 @@ def _expand_exponential(canary: Amount, factor: float) -> tuple[Amount, ...]:
     """Cumulative shares canary x factor^k, as percentages when the canary is one."""
     out = [canary]
     value = canary.value
-    for _ in range(MAX_STAGES - 1):
+    for _ in range(DEFAULT_FORMAT_LIMITS.campaign_stages - 1):
         value *= factor
         if canary.percent and value >= 100:
             break
@@ -364,7 +367,7 @@ def parse_spec(raw: object) -> CampaignSpec:
         if not isinstance(flag, bool):
             raise CampaignSpecError(key, "must be true or false")
     download_ahead = parse_duration("download_ahead", t.get("download_ahead", "2h"))
-    if download_ahead > MAX_DOWNLOAD_AHEAD:
+    if download_ahead > DEFAULT_FORMAT_LIMITS.campaign_download_ahead:
         raise CampaignSpecError("download_ahead", "must be at most 7d (a week of windows)")
     notes = t.get("notes", "")
     if not isinstance(notes, str) or len(notes) > 2000:

@@ -4,7 +4,7 @@ Values shown here come from files and user input, so they are wrapped in
 :class:`rich.text.Text` and cannot be mistaken for markup; long hashes fold instead of being
 cut off.
 
-    >>> console.print(fields_table([("Version", "1.2.0"), ("Length", 1024)]))  # doctest: +SKIP
+    console.print(fields_table([("Version", "1.2.0"), ("Length", 1024)]))
 """
 
 from __future__ import annotations

@@ -57,6 +57,7 @@ from chargeward.evidence.pack import (
 from chargeward.evidence.signing import verify_pack
 from chargeward.evidence.testrun import package_checkout
 from chargeward.fileio import read_capped, replace_file
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -87,7 +88,6 @@ def _read_report(paths: list[Path]) -> bytes:
 
 
 REPORT_HELP = "JUnit XML report of the test run (pytest --junitxml); repeat to merge several."
-MAX_PUBLIC_KEY_FILE_BYTES = 64 * 1024
 
 
 def _commit(given: str | None) -> str:
@@ -208,7 +208,8 @@ def verify(
     its own test report; exits 3 naming the first mismatch."""
     keys = [
         load_public_key(
-            read_capped(path, MAX_PUBLIC_KEY_FILE_BYTES, what="public key"), f"public key {path}"
+            read_capped(path, DEFAULT_FORMAT_LIMITS.public_key_file_bytes, what="public key"),
+            f"public key {path}",
         )
         for path in key
     ]

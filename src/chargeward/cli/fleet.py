@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,8 +25,9 @@ from chargeward.cli.apiclient import ApiClient
 from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, ServerUrl, console
 from chargeward.errors import SupplyChainError
 from chargeward.fileio import read_capped
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 from chargeward.model.fleet import DAYS
-from chargeward.supply.advisories import MAX_ADVISORY_BYTES, parse_advisory
+from chargeward.supply.advisories import parse_advisory
 
 site_app = typer.Typer(no_args_is_help=True)
 model_app = typer.Typer(no_args_is_help=True)
@@ -78,6 +80,18 @@ def _windows(windows: list[dict[str, Any]]) -> str:
 
 def _api(data_dir: Any, server: str | None) -> ApiClient:
     return ApiClient(data_dir, server)
+
+
+def _print_rows(
+    rows: list[dict[str, Any]], json_out: bool, empty: str, table: Callable[[], Table]
+) -> None:
+    """The rows as JSON with ``--json``, ``empty`` when there are none, else ``table()``."""
+    if json_out:
+        console.print_json(data=rows)
+    elif not rows:
+        console.print(empty)
+    else:
+        console.print(table())
 
 
 # -- sites ----------------------------------------------------------------------------------
@@ -315,23 +329,25 @@ def fleet_support(
     rows = _api(data_dir, server).request(
         "GET", "/api/v1/fleet/support", params={"within_days": within}
     )
-    if json_out:
-        console.print_json(data=rows)
-        return
-    if not rows:
-        console.print(f"every station is supported for at least {within} more days")
-        return
-    t = Table("station", "model", "site", "manufactured", "feature updates", "security updates")
-    for r in rows:
-        t.add_row(
-            r["station_id"],
-            r["model"] or "-",
-            r["site_id"] or "-",
-            r["manufactured_on"] or "-",
-            _support_cell(r["feature_state"], r["feature_support_end"], r["feature_days_left"]),
-            _support_cell(r["security_state"], r["security_support_end"], r["security_days_left"]),
-        )
-    console.print(t)
+
+    def table() -> Table:
+        t = Table("station", "model", "site", "manufactured", "feature updates", "security updates")
+        for r in rows:
+            t.add_row(
+                r["station_id"],
+                r["model"] or "-",
+                r["site_id"] or "-",
+                r["manufactured_on"] or "-",
+                _support_cell(r["feature_state"], r["feature_support_end"], r["feature_days_left"]),
+                _support_cell(
+                    r["security_state"], r["security_support_end"], r["security_days_left"]
+                ),
+            )
+        return t
+
+    _print_rows(
+        rows, json_out, f"every station is supported for at least {within} more days", table
+    )
 
 
 # -- alerts and security events --------------------------------------------------------------
@@ -353,25 +369,23 @@ def alerts_list(
     if station:
         params["station_id"] = station
     rows = _api(data_dir, server).request("GET", "/api/v1/alerts", params=params)
-    if json_out:
-        console.print_json(data=rows)
-        return
-    if not rows:
-        console.print(f"no {state} alerts")
-        return
-    t = Table("id", "severity", "station", "kind", "state", "count", "last seen", "message")
-    for r in rows:
-        t.add_row(
-            str(r["id"]),
-            r["severity"],
-            r["station_id"],
-            r["kind"],
-            r["state"],
-            str(r["count"]),
-            r["last_seen_at"][:19],
-            r["message"],
-        )
-    console.print(t)
+
+    def table() -> Table:
+        t = Table("id", "severity", "station", "kind", "state", "count", "last seen", "message")
+        for r in rows:
+            t.add_row(
+                str(r["id"]),
+                r["severity"],
+                r["station_id"],
+                r["kind"],
+                r["state"],
+                str(r["count"]),
+                r["last_seen_at"][:19],
+                r["message"],
+            )
+        return t
+
+    _print_rows(rows, json_out, f"no {state} alerts", table)
 
 
 @alerts_app.command("ack")
@@ -418,22 +432,20 @@ def events_list(
     rows = _api(data_dir, server).request(
         "GET", "/api/v1/security-events", params={k: v for k, v in params.items() if v is not None}
     )
-    if json_out:
-        console.print_json(data=rows)
-        return
-    if not rows:
-        console.print("no security events match")
-        return
-    t = Table("time", "station", "event", "critical", "details")
-    for r in rows:
-        t.add_row(
-            r["timestamp"][:19],
-            r["station_id"],
-            r["type"],
-            "yes" if r["critical"] else "",
-            r["tech_info"] or "",
-        )
-    console.print(t)
+
+    def table() -> Table:
+        t = Table("time", "station", "event", "critical", "details")
+        for r in rows:
+            t.add_row(
+                r["timestamp"][:19],
+                r["station_id"],
+                r["type"],
+                "yes" if r["critical"] else "",
+                r["tech_info"] or "",
+            )
+        return t
+
+    _print_rows(rows, json_out, "no security events match", table)
 
 
 def _exposed(package: dict[str, Any]) -> str:
@@ -462,7 +474,7 @@ def fleet_exposure(
     and those whose release's VEX or accepted risks cover the packages as accepted, with the
     statement.
     """
-    raw = read_capped(advisory, MAX_ADVISORY_BYTES, error=SupplyChainError)
+    raw = read_capped(advisory, DEFAULT_FORMAT_LIMITS.advisory_bytes, error=SupplyChainError)
     parsed = parse_advisory(raw, str(advisory))  # a malformed file is refused here, offline
     report = _api(data_dir, server).request(
         "POST", "/api/v1/exposure", content=raw, headers={"Content-Type": "application/json"}

@@ -26,6 +26,7 @@ from chargeward.cli import (
     provenance,
     release,
     repo,
+    revocation,
     server,
     sim,
     station,
@@ -58,6 +59,7 @@ app = typer.Typer(
 )
 app.add_typer(keys.app, name="keys", help="Generate and inspect private keys (by URI).")
 app.add_typer(pki.app, name="pki", help="Manufacturer Root CA and firmware-signing certificates.")
+revocation.register(pki.app)  # revoke, crl, show-crl
 app.add_typer(release.app, name="release", help="Build, verify and upload release bundles.")
 app.add_typer(repo.app, name="repo", help="The TUF image repository: ceremonies and health.")
 app.add_typer(server.app, name="server", help="Run the management server (CSMS).")

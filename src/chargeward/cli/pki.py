@@ -21,36 +21,19 @@ station receives both in one bundle (docs/adr/0018-manufacturer-root-rotation.md
           --new-root root-2030.pem --out root-2030-endorsed.pem
     $ chargeward station install-root CP-1 --cert root-2030-endorsed.pem
 
-A compromised or retired firmware-signing certificate is revoked through a CRL the chargers
-hold (published as the repository target ``revocation/firmware-signing.crl``)::
-
-    $ chargeward pki revoke --ca-cert root.pem --ca-key file:keys/root.pem \
-          --cert signing.pem --reason keyCompromise --out firmware-signing.crl
-    $ chargeward pki crl --ca-cert root.pem --ca-key file:keys/root.pem \
-          --out firmware-signing.crl            # re-issue before the next update is due
-    $ chargeward pki show-crl firmware-signing.crl --root root.pem
-
-The revocation list lives next to the CA certificate (``root.revocations.json`` for
-``root.pem``); each CRL gets the next CRL number, and chargers refuse going back to an older
-one.  Revocations and CRLs are audited like the other commands.
+Revocation and CRLs (``pki revoke``, ``crl``, ``show-crl``) are in
+:mod:`chargeward.cli.revocation`.
 
 File keys are opened with one passphrase source: ``$CHARGEWARD_KEY_PASSPHRASE`` when set
 (then the CA key and the signing key must share that passphrase), otherwise a prompt per key
 on a terminal; a ``pkcs11:`` key asks for its token's PIN instead.  Certificates are written
-as new files and never replace an existing one; a CRL replaces the previous one atomically.
+as new files and never replace an existing one.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-import fcntl
-import hashlib
-import json
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from cryptography import x509
@@ -64,24 +47,17 @@ from chargeward.cli.common import (
     open_signer,
     record_audit,
 )
-from chargeward.cli.display import certificate_rows, fields_table, when
+from chargeward.cli.display import certificate_rows, fields_table
 from chargeward.crypto.keys import Signer, generate_key
 from chargeward.crypto.pki import (
-    CRL_VALIDITY,
-    REVOCATION_REASONS,
-    Crl,
-    RevokedEntry,
     certificate_fingerprint,
     certificate_pem,
     create_root_ca,
     describe_certificate,
-    is_issued_by,
-    issue_crl,
     issue_firmware_signing_certificate,
     key_matches_certificate,
     load_certificate_file,
     load_certificates_file,
-    verify_crl,
 )
 from chargeward.crypto.root_rotation import endorsed_root_bundle, issue_link_certificate
 from chargeward.crypto.tls import (
@@ -89,8 +65,8 @@ from chargeward.crypto.tls import (
     issue_server_certificate,
     issue_station_certificate,
 )
-from chargeward.errors import ConfigError, Conflict, InvalidValue, TrustError, UntrustedCertificate
-from chargeward.fileio import refuse_existing, replace_file, write_new_file
+from chargeward.errors import ConfigError
+from chargeward.fileio import refuse_existing, write_new_file
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -99,6 +75,7 @@ Organization = Annotated[str, typer.Option("--org", help="Subject organization."
 OutCert = Annotated[
     Path, typer.Option("--out", help="Where to write the new certificate (PEM).", dir_okay=False)
 ]
+ValidDays = Annotated[int, typer.Option("--days", min=1, help="Validity in days.")]
 GenerateKey = Annotated[
     bool, typer.Option("--generate-key", help="Create the key at --key first (must not exist).")
 ]
@@ -110,11 +87,35 @@ def _key(uri: str, *, generate: bool, what: str) -> Signer:
     return open_signer(uri, what)
 
 
-def _ca_signer(ca_key: str, ca_certificate: x509.Certificate, ca_cert: Path) -> Signer:
+def open_ca_signer(ca_key: str, ca_certificate: x509.Certificate, ca_cert: Path) -> Signer:
     ca_signer = open_signer(ca_key, "root CA key")
     if not key_matches_certificate(ca_signer.public_key(), ca_certificate):
         raise ConfigError(f"CA key {ca_signer.uri} does not match the CA certificate {ca_cert}")
     return ca_signer
+
+
+def _new_ca(
+    key: str, out: Path, cn: str, org: str, days: int, generate: bool, what: str
+) -> tuple[Signer, x509.Certificate]:
+    """A self-signed CA certificate written to ``out`` (which must not exist), and its key."""
+    refuse_existing(out)
+    signer = _key(key, generate=generate, what=what)
+    certificate = create_root_ca(signer, cn, org, days=days)
+    write_new_file(out, certificate_pem(certificate).encode("ascii"))
+    return signer, certificate
+
+
+def _issue(
+    kind: str, ca_key: str, ca_cert: Path, key: str, generate: bool, out: Path
+) -> tuple[Signer, x509.Certificate, Signer]:
+    """The CA's key (checked against its certificate), the CA certificate and the new key."""
+    refuse_existing(out)
+    ca_certificate = load_certificate_file(ca_cert)
+    return (
+        open_ca_signer(ca_key, ca_certificate, ca_cert),
+        ca_certificate,
+        _key(key, generate=generate, what=f"{kind} key"),
+    )
 
 
 @app.command("init-root")
@@ -123,15 +124,12 @@ def init_root(
     out: OutCert,
     cn: CommonName,
     org: Organization,
-    days: Annotated[int, typer.Option("--days", min=1, help="Validity in days.")] = 25 * 365,
+    days: ValidDays = 25 * 365,
     generate: GenerateKey = False,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Create the self-signed Manufacturer Root CA certificate."""
-    refuse_existing(out)
-    signer = _key(key, generate=generate, what="root CA key")
-    certificate = create_root_ca(signer, cn, org, days=days)
-    write_new_file(out, certificate_pem(certificate).encode("ascii"))
+    signer, certificate = _new_ca(key, out, cn, org, days, generate, "root CA key")
     record_audit(
         data_dir,
         "pki.root_ca_created",
@@ -155,15 +153,14 @@ def issue_signing(
     out: OutCert,
     cn: CommonName,
     org: Organization,
-    days: Annotated[int, typer.Option("--days", min=1, help="Validity in days.")] = 5 * 365,
+    days: ValidDays = 5 * 365,
     generate: GenerateKey = False,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Issue a firmware-signing certificate directly under the root CA."""
-    refuse_existing(out)
-    ca_certificate = load_certificate_file(ca_cert)
-    ca_signer = _ca_signer(ca_key, ca_certificate, ca_cert)
-    signer = _key(key, generate=generate, what="firmware-signing key")
+    ca_signer, ca_certificate, signer = _issue(
+        "firmware-signing", ca_key, ca_cert, key, generate, out
+    )
     certificate = issue_firmware_signing_certificate(
         ca_signer, ca_certificate, signer.public_key(), cn, org, days=days
     )
@@ -231,7 +228,7 @@ def link_root(
     refuse_existing(out)
     old = load_certificate_file(ca_cert)
     new = load_certificate_file(new_root)
-    signer = _ca_signer(ca_key, old, ca_cert)
+    signer = open_ca_signer(ca_key, old, ca_cert)
     link = issue_link_certificate(signer, old, new, days=days)
     write_new_file(out, endorsed_root_bundle(new, [link]).encode("ascii"))
     record_audit(
@@ -262,15 +259,12 @@ def init_charger_ca(
     out: OutCert,
     cn: CommonName,
     org: Organization,
-    days: Annotated[int, typer.Option("--days", min=1, help="Validity in days.")] = 15 * 365,
+    days: ValidDays = 15 * 365,
     generate: GenerateKey = False,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Create the charger CA: it issues station certificates (CN = serial, profile 3)."""
-    refuse_existing(out)
-    signer = _key(key, generate=generate, what="charger CA key")
-    certificate = create_root_ca(signer, cn, org, days=days)
-    write_new_file(out, certificate_pem(certificate).encode("ascii"))
+    signer, certificate = _new_ca(key, out, cn, org, days, generate, "charger CA key")
     record_audit(
         data_dir,
         "pki.charger_ca_created",
@@ -278,18 +272,6 @@ def init_charger_ca(
         {"key": signer.uri, "sha256": certificate_fingerprint(certificate)},
     )
     console.print(Text(f"Wrote charger CA certificate {out} (key {signer.uri})"), soft_wrap=True)
-
-
-def _issue(
-    kind: str, ca_key: str, ca_cert: Path, key: str, generate: bool, out: Path
-) -> tuple[Signer, x509.Certificate, Signer]:
-    refuse_existing(out)
-    ca_certificate = load_certificate_file(ca_cert)
-    return (
-        _ca_signer(ca_key, ca_certificate, ca_cert),
-        ca_certificate,
-        _key(key, generate=generate, what=f"{kind} key"),
-    )
 
 
 @app.command("issue-station")
@@ -300,7 +282,7 @@ def issue_station(
     out: OutCert,
     serial: Annotated[str, typer.Option("--serial", help="Station serial number (the CN).")],
     org: Organization,
-    days: Annotated[int, typer.Option("--days", min=1, help="Validity in days.")] = 365,
+    days: ValidDays = 365,
     generate: GenerateKey = False,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
@@ -330,7 +312,7 @@ def issue_server(
     san: Annotated[
         list[str] | None, typer.Option("--san", help="More DNS names or IP addresses.")
     ] = None,
-    days: Annotated[int, typer.Option("--days", min=1, help="Validity in days.")] = 365,
+    days: ValidDays = 365,
     generate: GenerateKey = False,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
@@ -349,266 +331,3 @@ def issue_server(
         {"serial": f"{certificate.serial_number:x}", "out": str(out), "san": san or []},
     )
     console.print(Text(f"Wrote CSMS server certificate chain {out} for {fqdn}"), soft_wrap=True)
-
-
-# -- revocation -----------------------------------------------------------------------------
-
-REVOCATIONS_FORMAT = "chargeward-revocations-1"
-CaCert = Annotated[
-    Path, typer.Option("--ca-cert", help="Root CA certificate (PEM).", dir_okay=False)
-]
-CaKey = Annotated[str, typer.Option("--ca-key", help="URI of the root CA key.")]
-OutCrl = Annotated[
-    Path,
-    typer.Option(
-        "--out", help="Where to write the CRL (DER); replaced atomically.", dir_okay=False
-    ),
-]
-CrlDays = Annotated[
-    int, typer.Option("--days", min=1, max=366, help="Days until the CRL's next update.")
-]
-
-
-def revocation_list_path(ca_cert: Path) -> Path:
-    """The revocation list next to the CA: ``root.pem`` -> ``root.revocations.json``."""
-    return ca_cert.with_name(f"{ca_cert.stem}.revocations.json")
-
-
-@dataclass(frozen=True)
-class Revocations:
-    """The CA's revocation list: the last CRL number issued and every revoked certificate."""
-
-    crl_number: int
-    entries: tuple[dict[str, str], ...]  # serial (hex), reason, revoked_at (ISO), subject
-
-    def revoked(self) -> list[RevokedEntry]:
-        return [
-            RevokedEntry(
-                int(e["serial"], 16), dt.datetime.fromisoformat(e["revoked_at"]), e["reason"]
-            )
-            for e in self.entries
-        ]
-
-
-def _key_id(ca: x509.Certificate) -> str:
-    return describe_certificate(ca).public_key_fingerprint
-
-
-def _read_revocations(path: Path, ca: x509.Certificate) -> Revocations:
-    if not path.exists():
-        return Revocations(0, ())
-    try:
-        data = json.loads(path.read_text())
-        if data.get("format") != REVOCATIONS_FORMAT:
-            raise InvalidValue(f"format is not {REVOCATIONS_FORMAT}")
-        if data["issuer_key_sha256"] != _key_id(ca):
-            raise InvalidValue("it belongs to another CA key")
-        revocations = Revocations(int(data["crl_number"]), tuple(data["revoked"]))
-        entries = revocations.revoked()
-        if revocations.crl_number < 0 or any(
-            e.reason not in REVOCATION_REASONS or e.revoked_at.tzinfo is None for e in entries
-        ):
-            raise InvalidValue("it holds an invalid entry")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ConfigError(f"cannot use the revocation list {path}: {e}") from e
-    return revocations
-
-
-def _write_revocations(path: Path, ca: x509.Certificate, revocations: Revocations) -> None:
-    data = {
-        "format": REVOCATIONS_FORMAT,
-        "issuer": ca.subject.rfc4514_string(),
-        "issuer_key_sha256": _key_id(ca),
-        "crl_number": revocations.crl_number,
-        "revoked": list(revocations.entries),
-    }
-    replace_file(path, json.dumps(data, indent=1).encode() + b"\n")
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` so two runs never issue the same CRL number."""
-    try:
-        fh = path.with_name(path.name + ".lock").open("a")
-    except OSError as e:
-        raise ConfigError(f"cannot lock {path}: {e.strerror}") from e
-    with fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        yield
-
-
-def _publish(
-    ca_cert: Path,
-    ca: x509.Certificate,
-    ca_signer: Signer,
-    revocations: Revocations,
-    out: Path,
-    days: int,
-    now: dt.datetime,
-) -> tuple[bytes, int]:
-    """Issue the next CRL and return it with its number.
-
-    The list (with the new number) is saved before the CRL: a number is never reused.
-    """
-    revocations = Revocations(revocations.crl_number + 1, revocations.entries)
-    der = issue_crl(
-        ca,
-        ca_signer,
-        revocations.revoked(),
-        crl_number=revocations.crl_number,
-        this_update=now,
-        next_update=now + dt.timedelta(days=days),
-    )
-    _write_revocations(revocation_list_path(ca_cert), ca, revocations)
-    replace_file(out, der)
-    return der, revocations.crl_number
-
-
-def _parse_serial(text: str) -> int:
-    try:
-        serial = int(text.removeprefix("0x").replace(":", ""), 16)
-    except ValueError as e:
-        raise typer.BadParameter(f"{text!r} is not a hexadecimal serial number") from e
-    if serial <= 0:
-        raise typer.BadParameter("a serial number is positive")
-    return serial
-
-
-def _crl_audit(der: bytes, crl_number: int, ca_signer: Signer, out: Path) -> dict[str, Any]:
-    return {
-        "ca_key": ca_signer.uri,
-        "crl_number": crl_number,
-        "crl_sha256": hashlib.sha256(der).hexdigest(),
-        "out": str(out),
-    }
-
-
-@app.command("revoke")
-def revoke(
-    ca_cert: CaCert,
-    ca_key: CaKey,
-    out: OutCrl,
-    cert: Annotated[
-        Path | None,
-        typer.Option("--cert", help="The certificate to revoke (PEM).", dir_okay=False),
-    ] = None,
-    serial: Annotated[
-        str | None,
-        typer.Option("--serial", help="Or its serial number, in hex as 'pki show' prints it."),
-    ] = None,
-    reason: Annotated[
-        str, typer.Option("--reason", help="RFC 5280 reason: " + ", ".join(REVOCATION_REASONS))
-    ] = "unspecified",
-    days: CrlDays = CRL_VALIDITY.days,
-    data_dir: DataDir = DEFAULT_DATA_DIR,
-) -> None:
-    """Revoke a certificate issued by the CA and write a fresh CRL with the next number."""
-    if (cert is None) == (serial is None):
-        raise typer.BadParameter("give exactly one of --cert and --serial")
-    if reason not in REVOCATION_REASONS:
-        raise typer.BadParameter(
-            f"unknown reason {reason!r}; use one of {', '.join(REVOCATION_REASONS)}"
-        )
-    ca = load_certificate_file(ca_cert)
-    subject = ""
-    if cert is not None:
-        target = load_certificate_file(cert)
-        if not is_issued_by(target, ca):
-            raise UntrustedCertificate(f"{cert} was not issued by the CA {ca_cert}")
-        number, subject = target.serial_number, target.subject.rfc4514_string()
-    else:
-        number = _parse_serial(serial or "")
-    ca_signer = _ca_signer(ca_key, ca, ca_cert)
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    path = revocation_list_path(ca_cert)
-    with _locked(path):
-        revocations = _read_revocations(path, ca)
-        if any(e.serial == number for e in revocations.revoked()):
-            raise Conflict(f"serial {number:x} is already revoked in {path}")
-        entry = {
-            "serial": f"{number:x}",
-            "reason": reason,
-            "revoked_at": now.isoformat(),
-            "subject": subject,
-        }
-        revocations = Revocations(revocations.crl_number, (*revocations.entries, entry))
-        der, crl_number = _publish(ca_cert, ca, ca_signer, revocations, out, days, now)
-    record_audit(
-        data_dir,
-        "pki.certificate_revoked",
-        f"{number:x}",
-        {**entry, "ca": ca.subject.rfc4514_string(), **_crl_audit(der, crl_number, ca_signer, out)},
-    )
-    console.print(
-        Text(f"Revoked serial {number:x} ({reason}); wrote CRL {crl_number} to {out}"),
-        soft_wrap=True,
-    )
-
-
-@app.command("crl")
-def crl(
-    ca_cert: CaCert,
-    ca_key: CaKey,
-    out: OutCrl,
-    days: CrlDays = CRL_VALIDITY.days,
-    data_dir: DataDir = DEFAULT_DATA_DIR,
-) -> None:
-    """Issue a fresh CRL from the CA's revocation list (an empty one if nothing is revoked)."""
-    ca = load_certificate_file(ca_cert)
-    ca_signer = _ca_signer(ca_key, ca, ca_cert)
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    path = revocation_list_path(ca_cert)
-    with _locked(path):
-        revocations = _read_revocations(path, ca)
-        der, crl_number = _publish(ca_cert, ca, ca_signer, revocations, out, days, now)
-    record_audit(
-        data_dir,
-        "pki.crl_issued",
-        str(out),
-        {
-            "ca": ca.subject.rfc4514_string(),
-            "revoked": len(revocations.entries),
-            **_crl_audit(der, crl_number, ca_signer, out),
-        },
-    )
-    console.print(
-        Text(f"Wrote CRL {crl_number} ({len(revocations.entries)} revoked) to {out}"),
-        soft_wrap=True,
-    )
-
-
-def _crl_rows(crl: Crl) -> list[tuple[str, object]]:
-    return [
-        ("Issuer", crl.issuer),
-        ("CRL number", crl.crl_number),
-        ("This update", when(crl.this_update)),
-        ("Next update", when(crl.next_update)),
-        ("Status", "EXPIRED (still revokes; issue a new one)" if crl.expired else "current"),
-        ("Issuer key SHA-256", crl.issuer_key_id),
-        ("Revoked", len(crl.entries)),
-    ]
-
-
-@app.command("show-crl")
-def show_crl(
-    crl_file: Annotated[Path, typer.Argument(metavar="CRL", help="CRL file (DER).")],
-    root: Annotated[
-        Path, typer.Option("--root", help="Root CA certificate(s) it must verify against (PEM).")
-    ],
-) -> None:
-    """Verify a CRL against the root and show its issuer, number, dates and revoked serials."""
-    anchors = load_certificates_file(root)
-    try:
-        der = crl_file.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"cannot read CRL file {crl_file}: {e.strerror}") from e
-    try:
-        verified = verify_crl(der, anchors, now=dt.datetime.now(dt.UTC))
-    except TrustError as e:  # one line naming the file; the exit code says "refused"
-        raise type(e)(f"{crl_file}: {e}") from e
-    console.print(fields_table(_crl_rows(verified), title=str(crl_file)))
-    if verified.entries:  # one line each: serials stay whole and greppable
-        console.print(Text("Revoked certificates (serial, reason, revoked at):", style="bold"))
-        for entry in verified.entries:
-            line = f"  {entry.serial:x}  {entry.reason}  {when(entry.revoked_at)}"
-            console.print(Text(line), soft_wrap=True)

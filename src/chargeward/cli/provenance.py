@@ -28,9 +28,10 @@ from rich.text import Text
 
 from chargeward.cli.common import console, err_console, open_signer
 from chargeward.cli.display import fields_table
-from chargeward.crypto.dsse import DEFAULT_MAX_ENVELOPE_BYTES, load_public_key
+from chargeward.crypto.dsse import load_public_key
 from chargeward.errors import ConfigError
 from chargeward.fileio import read_capped, refuse_existing, write_new_file
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 from chargeward.supply.provenance import (
     DEFAULT_BUILDER_ID,
     PAYLOAD_TYPE,
@@ -41,12 +42,11 @@ from chargeward.supply.provenance import (
     subject_from_file,
     verify_provenance,
 )
-from chargeward.supply.rebuild import MAX_RESULT_BYTES, RebuildResult, RebuildStatus, rebuild_check
+from chargeward.supply.rebuild import RebuildResult, RebuildStatus, rebuild_check
 
 app = typer.Typer(no_args_is_help=True)
 
 SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
-MAX_PUBLIC_KEY_FILE_BYTES = 64 * 1024
 
 SubjectFiles = Annotated[
     list[Path],
@@ -67,7 +67,7 @@ def _subjects(files: list[Path]) -> list[Subject]:
 
 def read_rebuild_result(path: Path) -> RebuildResult:
     """The JSON of ``release rebuild-check --json``, size-capped and checked."""
-    data = read_capped(path, MAX_RESULT_BYTES, what="rebuild result")
+    data = read_capped(path, DEFAULT_FORMAT_LIMITS.rebuild_result_bytes, what="rebuild result")
     return RebuildResult.from_json(data, f"rebuild result {path}")
 
 
@@ -173,11 +173,12 @@ def verify(
     """Verify FILE's signature and that it attests exactly the --subject files."""
     keys = [
         load_public_key(
-            read_capped(path, MAX_PUBLIC_KEY_FILE_BYTES, what="public key"), f"public key {path}"
+            read_capped(path, DEFAULT_FORMAT_LIMITS.public_key_file_bytes, what="public key"),
+            f"public key {path}",
         )
         for path in public_key
     ]
-    data = read_capped(provenance, DEFAULT_MAX_ENVELOPE_BYTES, what="provenance")
+    data = read_capped(provenance, DEFAULT_FORMAT_LIMITS.dsse_envelope_bytes, what="provenance")
     statement = verify_provenance(data, keys, _subjects(subject))
     console.print(Text(f"verified: {provenance}"), style="bold green", soft_wrap=True)
     console.print(fields_table(_statement_rows(statement), title="Verified provenance"))

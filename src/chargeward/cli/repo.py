@@ -45,7 +45,7 @@ from chargeward.cli.common import (
     open_signer,
 )
 from chargeward.cli.display import when
-from chargeward.cli.release import approve_proposal, trusted_root
+from chargeward.cli.release_approval import approve_proposal, trusted_root
 from chargeward.crypto.keys import Signer
 from chargeward.errors import ConfigError
 from chargeward.fileio import write_new_file

@@ -11,11 +11,11 @@ of the signing key.  The keyid is a hint only: verification tries every trusted 
 signature with a missing or unknown keyid still verifies under the right key, and a keyid that
 names a trusted key does not make a signature trusted.
 
-    >>> envelope = sign_envelope("application/vnd.in-toto+json", payload, signer)  # doctest: +SKIP
-    >>> data = envelope.to_json()  # doctest: +SKIP
-    >>> verified = verify_envelope(parse_envelope(data), [signer.public_key()])  # doctest: +SKIP
-    >>> verified.payload == payload  # doctest: +SKIP
-    True
+    envelope = sign_envelope("application/vnd.in-toto+json", payload, signer)
+    data = envelope.to_json()
+    verified = verify_envelope(parse_envelope(data), [signer.public_key()])
+    verified.payload == payload
+    # -> True
 
 Format choices: envelopes are written with standard base64 and read with standard or URL-safe
 base64, padded or not (DSSE envelope spec).  securesystemslib's ``dsse.Envelope`` implements the
@@ -41,12 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 from chargeward import strictjson
 from chargeward.crypto.keys import Signer, public_key_fingerprint
 from chargeward.errors import AttestationRefused, ConfigError
-
-DEFAULT_MAX_ENVELOPE_BYTES = 1 << 20
-DEFAULT_MAX_SIGNATURES = 16
-MAX_PAYLOAD_TYPE_CHARS = 256
-MAX_KEYID_CHARS = 256
-MAX_SIGNATURE_CHARS = 1024  # a DER P-256 signature is at most 72 bytes (96 base64 characters)
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 
 PublicKey = ec.EllipticCurvePublicKey  # what verifies an envelope: an ECDSA P-256 public key
 
@@ -148,15 +143,17 @@ def _signature(value: object, index: int) -> EnvelopeSignature:
     unknown = sorted(value.keys() - {"keyid", "sig"})
     if unknown:
         _malformed(f"envelope {where} has unknown keys {', '.join(map(repr, unknown))}")
-    keyid = _text(value.get("keyid", ""), f"{where}.keyid", MAX_KEYID_CHARS)
-    return EnvelopeSignature(keyid, _b64(value["sig"], f"{where}.sig", MAX_SIGNATURE_CHARS))
+    keyid = _text(value.get("keyid", ""), f"{where}.keyid", DEFAULT_FORMAT_LIMITS.dsse_keyid_chars)
+    return EnvelopeSignature(
+        keyid, _b64(value["sig"], f"{where}.sig", DEFAULT_FORMAT_LIMITS.dsse_signature_chars)
+    )
 
 
 def parse_envelope(
     data: bytes,
     *,
-    max_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES,
-    max_signatures: int = DEFAULT_MAX_SIGNATURES,
+    max_bytes: int = DEFAULT_FORMAT_LIMITS.dsse_envelope_bytes,
+    max_signatures: int = DEFAULT_FORMAT_LIMITS.dsse_signatures,
 ) -> Envelope:
     """Read an envelope from untrusted bytes; checks its shape and sizes, not its signatures.
 
@@ -183,7 +180,9 @@ def parse_envelope(
             "oversized", f"envelope has {len(signatures)} signatures, at most {max_signatures}"
         )
     return Envelope(
-        payload_type=_text(doc["payloadType"], "payloadType", MAX_PAYLOAD_TYPE_CHARS),
+        payload_type=_text(
+            doc["payloadType"], "payloadType", DEFAULT_FORMAT_LIMITS.dsse_payload_type_chars
+        ),
         payload=_b64(doc["payload"], "payload", max_bytes),
         signatures=tuple(_signature(s, i) for i, s in enumerate(signatures)),
     )

@@ -8,11 +8,11 @@ the passphrase coming from a callable;
 ``$CHARGEWARD_PKCS11_PIN`` or the same callable.  Ed25519 signs the message itself
 (RFC 8032 PureEdDSA), not a digest.
 
-    >>> secret = lambda: b"correct horse battery"
-    >>> signer = generate_ed25519_key("file:/tmp/log-key.pem", secret)  # doctest: +SKIP
-    >>> signature = signer.sign(b"note text\\n")  # doctest: +SKIP
-    >>> verify_ed25519(signer.public_key_raw(), b"note text\\n", signature)  # doctest: +SKIP
-    True
+    secret = lambda: b"correct horse battery"
+    signer = generate_ed25519_key("file:/tmp/log-key.pem", secret)
+    signature = signer.sign(b"note text\\n")
+    verify_ed25519(signer.public_key_raw(), b"note text\\n", signature)
+    # -> True
 """
 
 from __future__ import annotations

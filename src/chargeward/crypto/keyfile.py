@@ -15,17 +15,17 @@ The AES-256-GCM key is scrypt(passphrase, salt, n, r, p) (RFC 7914); the plainte
 unencrypted PKCS#8 DER of the key; the associated data is everything before the ciphertext
 (magic, length and header), so changing a parameter fails exactly like a wrong passphrase.
 The parameters are read from the file, so files written later can cost more; a file whose
-parameters ask for more than :data:`MAX_MEMORY` (a hostile file must not make the process
-allocate 100 GiB) or less than :data:`MIN_MEMORY` is refused before scrypt runs.
+parameters ask for more than ``FormatLimits.keyfile_scrypt_memory`` (a hostile file must not
+make the process allocate 100 GiB) or less than :data:`MIN_MEMORY` is refused before scrypt runs.
 
 Files written before this format (``ENCRYPTED PRIVATE KEY``: PKCS#8 PBES2 with PBKDF2, 2,048
 iterations) are still read; :func:`read_key_file` says so, and ``chargeward keys rewrap``
 converts them.
 
-    >>> blob = wrap(private_key, b"correct horse battery")  # doctest: +SKIP
-    >>> key, legacy = unwrap(blob, b"correct horse battery")  # doctest: +SKIP
-    >>> describe(blob).kdf, describe(blob).n  # doctest: +SKIP
-    ('scrypt', 131072)
+    blob = wrap(private_key, b"correct horse battery")
+    key, legacy = unwrap(blob, b"correct horse battery")
+    describe(blob).kdf, describe(blob).n
+    # -> ('scrypt', 131072)
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from chargeward.errors import KeyAccessError
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 
 PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
@@ -56,14 +57,9 @@ VERSION = 1
 SALT_SIZE = 16
 NONCE_SIZE = 12  # 96-bit GCM nonce, random per file
 KEY_SIZE = 32  # AES-256
-MAX_HEADER = 512
-MAX_FILE = 64 * 1024
 # scrypt needs 128 * n * r bytes.  16 MiB is scrypt's "interactive" setting (n=2**14, r=8:
 # Percival 2009); 1 GiB is far above any setting a signing host needs.
 MIN_MEMORY = 16 * 1024 * 1024
-MAX_MEMORY = 1024 * 1024 * 1024
-MAX_P = 4
-MAX_R = 32
 # The PBES2 scrypt OID (1.3.6.1.4.1.11591.4.11), DER: a legacy file using it is refused, since
 # its parameters cannot be checked before cryptography runs them.
 _SCRYPT_OID_DER = bytes.fromhex("06092b06010401da47040b")
@@ -90,12 +86,14 @@ class ScryptParams:
         """Why these parameters are not acceptable, or None."""
         if self.n < 2 or self.n & (self.n - 1):
             return f"scrypt n={self.n} is not a power of two"
-        if not 1 <= self.r <= MAX_R or not 1 <= self.p <= MAX_P:
-            return f"scrypt r={self.r}, p={self.p} outside r 1-{MAX_R}, p 1-{MAX_P}"
-        if self.memory > MAX_MEMORY:
+        limits = DEFAULT_FORMAT_LIMITS
+        max_r, max_p = limits.keyfile_scrypt_r, limits.keyfile_scrypt_p
+        if not 1 <= self.r <= max_r or not 1 <= self.p <= max_p:
+            return f"scrypt r={self.r}, p={self.p} outside r 1-{max_r}, p 1-{max_p}"
+        if self.memory > limits.keyfile_scrypt_memory:
             return (
                 f"scrypt n={self.n}, r={self.r} needs {self.memory >> 20} MiB, "
-                f"more than the {MAX_MEMORY >> 20} MiB allowed"
+                f"more than the {limits.keyfile_scrypt_memory >> 20} MiB allowed"
             )
         if self.memory < MIN_MEMORY:
             return (
@@ -188,8 +186,10 @@ def wrap(key: PrivateKey, passphrase: bytes, params: ScryptParams | None = None)
 
 
 def _pem_block(data: bytes) -> tuple[str, bytes]:
-    if len(data) > MAX_FILE:
-        raise KeyAccessError(f"larger than {MAX_FILE} bytes: not a key file")
+    if len(data) > DEFAULT_FORMAT_LIMITS.keyfile_bytes:
+        raise KeyAccessError(
+            f"larger than {DEFAULT_FORMAT_LIMITS.keyfile_bytes} bytes: not a key file"
+        )
     first = _BEGIN.search(data)
     if (
         first is not None
@@ -230,7 +230,7 @@ def _parse(der: bytes) -> _Parsed:
         raise KeyAccessError("not a Chargeward key file (unknown version)")
     size = int.from_bytes(der[len(MAGIC) : len(MAGIC) + 2], "big")
     start = len(MAGIC) + 2
-    if size > MAX_HEADER or len(der) < start + size + 16:
+    if size > DEFAULT_FORMAT_LIMITS.keyfile_header_bytes or len(der) < start + size + 16:
         raise KeyAccessError("the key file is truncated or its header is oversized")
     raw = der[start : start + size]
     try:

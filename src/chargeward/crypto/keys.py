@@ -13,13 +13,13 @@ Supported schemes:
   (:mod:`chargeward.crypto.pkcs11`).  The callable supplies the user PIN unless
   ``$CHARGEWARD_PKCS11_PIN`` is set; the module is ``$CHARGEWARD_PKCS11_MODULE`` or SoftHSM2.
 
-    >>> from chargeward.crypto.keys import generate_key, public_key_fingerprint
-    >>> secret = lambda: b"correct horse battery"
-    >>> signer = generate_key("file:/tmp/doc-key.pem", secret)  # doctest: +SKIP
-    >>> der_signature = signer.sign_digest(hashlib.sha256(b"data").digest())  # doctest: +SKIP
-    >>> public_key_fingerprint(signer.public_key())  # doctest: +SKIP
-    '3b1f...'
-    >>> hsm = load_signer("pkcs11:token=factory;object=signing", secret)  # doctest: +SKIP
+    from chargeward.crypto.keys import generate_key, public_key_fingerprint
+    secret = lambda: b"correct horse battery"
+    signer = generate_key("file:/tmp/doc-key.pem", secret)
+    der_signature = signer.sign_digest(hashlib.sha256(b"data").digest())
+    public_key_fingerprint(signer.public_key())
+    # -> '3b1f...'
+    hsm = load_signer("pkcs11:token=factory;object=signing", secret)
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from chargeward.crypto import keyfile
 from chargeward.errors import ConfigError, InvalidValue, KeyAccessError
 from chargeward.fileio import replace_file
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 
 LOG = logging.getLogger("chargeward.crypto.keys")
 PASSPHRASE_ENV = "CHARGEWARD_KEY_PASSPHRASE"  # noqa: S105 (a variable name)
@@ -183,7 +184,7 @@ def read_key_file(uri: str, passphrase: PassphraseSource) -> keyfile.PrivateKey:
 def _read(path: Path) -> bytes:
     try:
         with path.open("rb") as fh:
-            return fh.read(keyfile.MAX_FILE + 1)
+            return fh.read(DEFAULT_FORMAT_LIMITS.keyfile_bytes + 1)
     except OSError as e:
         raise KeyAccessError(f"cannot read key file {path}: {e.strerror}") from e
 

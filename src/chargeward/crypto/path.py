@@ -8,9 +8,9 @@ through :func:`verify_signing_path`.  :data:`STATION_CERTIFICATE`: the station's
 certificate chain sent with CertificateSigned (OCPP A02).  Both raise
 :class:`~chargeward.errors.CertificatePathRefused` with a reason code::
 
-    >>> path = verify_signing_path(leaf_pem, [root_der], at=now)  # doctest: +SKIP
-    >>> path.anchor.subject == path.leaf.issuer  # doctest: +SKIP
-    True
+    path = verify_signing_path(leaf_pem, [root_der], at=now)
+    path.anchor.subject == path.leaf.issuer
+    # -> True
 
 Two engines must both accept (ADR 0021):
 
@@ -51,9 +51,7 @@ from cryptography.x509.verification import (
 )
 
 from chargeward.errors import CertificatePathRefused, InvalidValue, MisuseError
-
-MAX_CERTIFICATE_BYTES = 22000  # OCPP: signingCertificate is at most 5500 characters (PEM)
-MAX_ANCHORS = 64
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 
 # RFC 5280 4.2: the extensions each engine processes; any other one marked critical refuses.
 _LEAF_UNDERSTOOD = frozenset(
@@ -74,7 +72,6 @@ _USAGE_NAMES = {
     ExtendedKeyUsageOID.CODE_SIGNING: "code signing",
     ExtendedKeyUsageOID.CLIENT_AUTH: "client authentication",
 }
-MAX_INTERMEDIATES = 8  # certificates offered as intermediates
 _T = TypeVar("_T", bound=x509.ExtensionType)
 
 
@@ -130,8 +127,10 @@ def _refuse(reason: str, message: str) -> CertificatePathRefused:
 
 
 def _parse(data: bytes, what: str) -> list[x509.Certificate]:
-    if len(data) > MAX_CERTIFICATE_BYTES:
-        raise _refuse("malformed", f"{what} is larger than {MAX_CERTIFICATE_BYTES} bytes")
+    if len(data) > DEFAULT_FORMAT_LIMITS.certificate_bytes:
+        raise _refuse(
+            "malformed", f"{what} is larger than {DEFAULT_FORMAT_LIMITS.certificate_bytes} bytes"
+        )
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
             certs = x509.load_pem_x509_certificates(data)
@@ -486,7 +485,10 @@ def verify_path(
     cert = certs[0]
     if not anchors:
         raise _refuse("issuer", "no trust anchor installed")
-    if len(anchors) > MAX_ANCHORS or len(intermediates) > MAX_INTERMEDIATES:
+    if (
+        len(anchors) > DEFAULT_FORMAT_LIMITS.path_anchors
+        or len(intermediates) > DEFAULT_FORMAT_LIMITS.path_intermediates
+    ):
         raise _refuse("malformed", "too many certificates offered")
     check_leaf_profile(cert, at, profile)
     roots = [_only(_parse(a, "trust anchor"), "trust anchor") for a in anchors]
@@ -517,8 +519,8 @@ def verify_signing_path(leaf: bytes, anchors: Sequence[bytes], *, at: dt.datetim
     :func:`verify_path` with :data:`FIRMWARE_SIGNING`; a PEM holding more than one
     certificate is refused (OCPP L01: no intermediates).
 
-        >>> verify_signing_path(leaf_pem, [root_der], at=now).anchor_index  # doctest: +SKIP
-        0
+        verify_signing_path(leaf_pem, [root_der], at=now).anchor_index
+        # -> 0
     """
     if len(_parse(leaf, "signing certificate")) != 1:
         raise _refuse(

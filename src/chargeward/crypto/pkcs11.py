@@ -15,10 +15,10 @@ and above all ``pin-value``/``pin-source``, are refused: a PIN never travels in 
 * User PIN: ``$CHARGEWARD_PKCS11_PIN``, else the ``pin_source`` callable (the CLI prompts).
 * Tokens are found by label, never by slot number (SoftHSM2 assigns random slot ids).
 
-    >>> signer = load_pkcs11_signer("pkcs11:token=factory;object=signing", pin)  # doctest: +SKIP
-    >>> der = signer.sign_digest(hashlib.sha256(b"firmware").digest())  # doctest: +SKIP
-    >>> key_attributes("pkcs11:token=factory;object=signing", pin).non_extractable  # doctest: +SKIP
-    True
+    signer = load_pkcs11_signer("pkcs11:token=factory;object=signing", pin)
+    der = signer.sign_digest(hashlib.sha256(b"firmware").digest())
+    key_attributes("pkcs11:token=factory;object=signing", pin).non_extractable
+    # -> True
 
 Every operation initialises the module, opens a session, logs in, works and then logs out,
 closes the session and finalises the module, all under one process-wide lock.  So:

@@ -8,15 +8,14 @@ today, a PKCS#11 token tomorrow), so a CA key never has to leave its token.  CRL
 signed the same way (:func:`issue_crl`), and a charger accepts one only through
 :func:`verify_crl` and :func:`check_crl_progress`::
 
-    >>> entry = RevokedEntry(serial, now, "keyCompromise")
-    >>> der = issue_crl(root_ca, root_signer, [entry], crl_number=7, this_update=now,
-    ...                 next_update=now + CRL_VALIDITY)  # doctest: +SKIP
-    >>> crl = verify_crl(der, [root_ca], now=now)  # doctest: +SKIP
-    >>> check_crl_progress(held, crl)  # RollbackRefused if crl is older  # doctest: +SKIP
-    >>> verify_firmware_signing_certificate(
-    ...     cert, [root_ca], revoked_serials=crl.revoked_serials)  # doctest: +SKIP
-    Traceback (most recent call last):
-    chargeward.errors.RevokedCertificate: signing certificate serial ... revoked
+    entry = RevokedEntry(serial, now, "keyCompromise")
+    der = issue_crl(root_ca, root_signer, [entry], crl_number=7, this_update=now,
+                    next_update=now + CRL_VALIDITY)
+    crl = verify_crl(der, [root_ca], now=now)
+    check_crl_progress(held, crl)  # RollbackRefused if crl is older
+    verify_firmware_signing_certificate(
+        cert, [root_ca], revoked_serials=crl.revoked_serials)
+    # raises chargeward.errors.RevokedCertificate: signing certificate serial ... revoked
 
 For OCPP M03-M05 the module also checks a certificate offered as a new trust anchor
 (:func:`check_root_certificate`) and names certificates as OCPP does
@@ -49,6 +48,7 @@ from chargeward.errors import (
     RollbackRefused,
     UntrustedCertificate,
 )
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 
 # AlgorithmIdentifier for ecdsa-with-SHA256 (RFC 5758 3.2), DER.
 _ECDSA_SHA256_ALGID = bytes.fromhex("300a06082a8648ce3d040302")
@@ -394,7 +394,7 @@ def verify_firmware_signing_certificate(
     :class:`UntrustedCertificate` (a :class:`CertificatePathRefused` with the reason) or
     :class:`RevokedCertificate`.
 
-        >>> root = verify_firmware_signing_certificate(cert, [root_ca])  # doctest: +SKIP
+        root = verify_firmware_signing_certificate(cert, [root_ca])
     """
     der = serialization.Encoding.DER
     verified = path.verify_signing_path(
@@ -420,8 +420,8 @@ _KEY_USAGES = (
 class CertificateInfo:
     """A readable summary of a certificate, for display.
 
-    >>> describe_certificate(root_ca).is_ca  # doctest: +SKIP
-    True
+    describe_certificate(root_ca).is_ca
+    # -> True
     """
 
     subject: str
@@ -516,7 +516,7 @@ def check_root_certificate(cert: x509.Certificate, *, now: dt.datetime) -> None:
     CA=true, keyUsage keyCertSign) and valid at ``now``.  Raises :class:`UntrustedCertificate`
     with the reason.
 
-        >>> check_root_certificate(load_certificate(pem), now=now)  # doctest: +SKIP
+        check_root_certificate(load_certificate(pem), now=now)
     """
     try:
         is_ca = _is_ca(cert)
@@ -579,8 +579,8 @@ def certificate_hash_data(
 
     ``issuer`` defaults to ``cert`` itself, as for a self-signed root.
 
-        >>> certificate_hash_data(root_ca).serial_number  # doctest: +SKIP
-        '5c1f...'
+        certificate_hash_data(root_ca).serial_number
+        # -> '5c1f...'
     """
     name = _HASH_ALGORITHMS.get(algorithm.upper())
     if name is None:
@@ -609,7 +609,6 @@ REVOCATION_REASONS = (
 )
 CRL_VALIDITY = dt.timedelta(days=30)  # default nextUpdate - thisUpdate
 CRL_CLOCK_SKEW = dt.timedelta(minutes=5)  # thisUpdate may lie this far ahead of our clock
-MAX_CRL_BYTES = 1024 * 1024  # a CRL is untrusted input until its signature verifies
 MAX_CRL_NUMBER = 2**159 - 1  # RFC 5280 5.2.3: at most 20 octets, non-negative
 _CRL_TOKEN = object()
 
@@ -757,8 +756,8 @@ def _crl_key_id(crl: x509.CertificateRevocationList) -> bytes | None:
 
 def _authentic_crl(der: bytes, anchors: Sequence[x509.Certificate]) -> Crl:
     """Parse ``der``, check our CRL profile and its signature by one of ``anchors``."""
-    if len(der) > MAX_CRL_BYTES:
-        raise IntegrityError(f"CRL larger than {MAX_CRL_BYTES} bytes")
+    if len(der) > DEFAULT_FORMAT_LIMITS.crl_bytes:
+        raise IntegrityError(f"CRL larger than {DEFAULT_FORMAT_LIMITS.crl_bytes} bytes")
     try:
         crl = x509.load_der_x509_crl(der)
         number = _check_crl_profile(crl)

@@ -6,12 +6,12 @@ over the new root's subject and public key: the "NewWithOld" certificate of RFC 
 (root CA key update), a cross-certificate in the sense of RFC 5280 §3.2.  The new root travels
 to the charger together with it, as one PEM bundle in InstallCertificate (new root first)::
 
-    >>> link = issue_link_certificate(old_signer, old_root, new_root)       # doctest: +SKIP
-    >>> pem = endorsed_root_bundle(new_root, [link])                        # doctest: +SKIP
-    >>> root, links = root_and_links(load_certificates(pem.encode()))       # doctest: +SKIP
-    >>> check_root_endorsement(root, links, held_roots, now=now,
-    ...                        revoked_serials=serials).endorser == old_root  # doctest: +SKIP
-    True
+    link = issue_link_certificate(old_signer, old_root, new_root)
+    pem = endorsed_root_bundle(new_root, [link])
+    root, links = root_and_links(load_certificates(pem.encode()))
+    check_root_endorsement(root, links, held_roots, now=now,
+                           revoked_serials=serials).endorser == old_root
+    # -> True
 
 The charger keeps only the new root; the link certificate is the proof it was shown.  A link
 certificate is a CA certificate (basicConstraints CA, keyUsage keyCertSign): a firmware-signing
@@ -40,8 +40,8 @@ from chargeward.crypto.pki import (
     key_matches_certificate,
 )
 from chargeward.errors import ConfigError, RevokedCertificate, UntrustedCertificate
+from chargeward.limits import DEFAULT_FORMAT_LIMITS, FormatLimits
 
-MAX_LINKS = 4  # link certificates in one bundle: one per root a fleet may still hold
 # RFC 5280 §4.2: a certificate with a critical extension we do not process is refused.
 _KNOWN_CRITICAL = frozenset({ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.KEY_USAGE})
 _BACKDATE = dt.timedelta(minutes=5)
@@ -127,17 +127,18 @@ def endorsed_root_bundle(new_root: x509.Certificate, links: Sequence[x509.Certif
 
 
 def root_and_links(
-    certs: Sequence[x509.Certificate],
+    certs: Sequence[x509.Certificate], *, limits: FormatLimits = DEFAULT_FORMAT_LIMITS
 ) -> tuple[x509.Certificate, list[x509.Certificate]]:
     """Split a bundle into the offered root (first) and its link certificates.
 
-    Raises :class:`UntrustedCertificate` for an empty bundle or more than ``MAX_LINKS`` links.
+    Raises :class:`UntrustedCertificate` for an empty bundle or more than ``limits.root_links``
+    links (one per root a fleet may still hold).
     """
     if not certs:
         raise UntrustedCertificate("no certificate")
-    if len(certs) > 1 + MAX_LINKS:
+    if len(certs) > 1 + limits.root_links:
         raise UntrustedCertificate(
-            f"{len(certs) - 1} link certificates (at most {MAX_LINKS} come with a root)"
+            f"{len(certs) - 1} link certificates (at most {limits.root_links} come with a root)"
         )
     return certs[0], list(certs[1:])
 

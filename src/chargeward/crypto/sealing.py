@@ -4,10 +4,13 @@ A charger's secrets are encrypted with a 256-bit *device-unique key*.  At the fa
 is derived from the product secret (which never leaves the factory) and the serial number, so
 the factory can re-derive it for one charger and no charger's key reveals another's::
 
-    >>> key = derive_device_key(product_secret, "CP-000001")  # doctest: +SKIP
-    >>> blob = seal(key, b"secret", aad=b"credentials|CP-000001|current")  # doctest: +SKIP
-    >>> unseal(key, blob, aad=b"credentials|CP-000001|current")  # doctest: +SKIP
+    >>> product_secret = secrets.token_bytes(MIN_PRODUCT_SECRET)  # the factory's
+    >>> key = derive_device_key(product_secret, "CP-000001")
+    >>> blob = seal(key, b"secret", aad=b"credentials|CP-000001|current")
+    >>> unseal(key, blob, aad=b"credentials|CP-000001|current")
     b'secret'
+    >>> derive_device_key(product_secret, "CP-000002") == key
+    False
 
 The associated data (``aad``) is authenticated, not encrypted: a blob opened with other
 associated data (another serial, another purpose) fails exactly like a wrong key or a flipped

@@ -4,8 +4,8 @@ prove it, with their latest results from a JUnit report.  Pure: bytes in, Markdo
     $ pytest tests/attack --junitxml=reports/pytest.xml
     $ chargeward evidence attacks --test-report reports/pytest.xml -o docs/security.md
 
-    >>> catalogue = parse_catalogue(ATTACKS_TOML)                        # doctest: +SKIP
-    >>> markdown = render(catalogue, parse_junit(report), "pytest.xml")  # doctest: +SKIP
+    catalogue = parse_catalogue(ATTACKS_TOML)
+    markdown = render(catalogue, parse_junit(report), "pytest.xml")
 
 ``attacks.toml`` holds ``[[class]]`` tables (``id``, ``name``) in display order and
 ``[[attack]]`` tables (``class``, ``attack``, ``defence``, ``refusal``: what a user sees,
@@ -30,8 +30,8 @@ from chargeward.evidence.matrix import (
     load_toml,
     result_of,
 )
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 
-MAX_CATALOGUE_BYTES = 1 << 20
 _WORST_FIRST = (FAILED, NOT_RUN, SKIPPED)
 
 
@@ -80,7 +80,7 @@ def _tests(item: dict[str, object], where: str) -> tuple[str, ...]:
 
 def parse_catalogue(data: bytes) -> Catalogue:
     """Parse and check ``attacks.toml``; :class:`ConfigError` naming what is wrong."""
-    doc = load_toml(data, "attack catalogue", MAX_CATALOGUE_BYTES)
+    doc = load_toml(data, "attack catalogue", DEFAULT_FORMAT_LIMITS.attack_catalogue_bytes)
     classes = tuple(
         AttackClass(_text(c, "id", f"class {n}"), _text(c, "name", f"class {n}"))
         for n, c in enumerate(doc.get("class", []))

@@ -1,10 +1,10 @@
 """The requirements matrix: regulations mapped to tests, and the tests' results from a JUnit
 XML report (pytest ``--junitxml``).  Pure: takes bytes, returns rows; nothing is read here.
 
-    >>> requirements = parse_requirements(REQUIREMENTS_TOML)       # doctest: +SKIP
-    >>> report = parse_junit(Path("reports/pytest.xml").read_bytes())  # doctest: +SKIP
-    >>> rows = build_matrix(requirements, report)                   # doctest: +SKIP
-    >>> [r.requirement.id for r in rows if not r.satisfied]         # doctest: +SKIP
+    requirements = parse_requirements(REQUIREMENTS_TOML)
+    report = parse_junit(Path("reports/pytest.xml").read_bytes())
+    rows = build_matrix(requirements, report)
+    [r.requirement.id for r in rows if not r.satisfied]
 
 A test is named by its pytest node id without parameters (``tests/unit/test_x.py::test_y``);
 every parametrised case in the report counts for it.  A node id with parameters
@@ -34,9 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chargeward.errors import ConfigError
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 
-MAX_REPORT_BYTES = 64 << 20
-MAX_REQUIREMENTS_BYTES = 1 << 20
 WORDINGS = ("quoted", "paraphrased")
 PASSED, FAILED, SKIPPED, NOT_RUN = "passed", "failed", "skipped", "not run"
 PIPELINE, REFERENCE_AGENT, PLATFORM = "pipeline", "reference-agent", "platform"
@@ -155,7 +154,9 @@ def _text(value: object, what: str) -> str:
     return value.strip()
 
 
-def load_toml(data: bytes, what: str, limit: int = MAX_REQUIREMENTS_BYTES) -> dict[str, Any]:
+def load_toml(
+    data: bytes, what: str, limit: int = DEFAULT_FORMAT_LIMITS.requirements_bytes
+) -> dict[str, Any]:
     """A TOML document of at most ``limit`` bytes; :class:`ConfigError` naming ``what``."""
     if len(data) > limit:
         raise ConfigError(f"{what} is too large")
@@ -270,8 +271,10 @@ def _outcome(case: ET.Element) -> str:
 
 def parse_junit(data: bytes) -> JUnitReport:
     """Parse a JUnit XML report; :class:`JUnitReportError` if it is not one."""
-    if len(data) > MAX_REPORT_BYTES:
-        raise JUnitReportError(f"test report is over {MAX_REPORT_BYTES} bytes")
+    if len(data) > DEFAULT_FORMAT_LIMITS.test_report_bytes:
+        raise JUnitReportError(
+            f"test report is over {DEFAULT_FORMAT_LIMITS.test_report_bytes} bytes"
+        )
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         raise JUnitReportError("test report holds a DTD; JUnit XML has none")
     try:

@@ -1,10 +1,10 @@
 """Collect an evidence pack through the server's REST API and write it, all or nothing.
 
-    >>> api = ApiClient(data_dir)                                        # doctest: +SKIP
-    >>> inputs = Inputs("release", "1.2.0", report=Path("reports/pytest.xml").read_bytes(),
-    ...                 commit=head)                                      # doctest: +SKIP
-    >>> evidence = collect(api, inputs, files=read_bundle(bundle))       # doctest: +SKIP
-    >>> write_pack(evidence, Path("evidence-1.2.0"), signer, zip_too=True)  # doctest: +SKIP
+    api = ApiClient(data_dir)
+    inputs = Inputs("release", "1.2.0", report=Path("reports/pytest.xml").read_bytes(),
+                    commit=head)
+    evidence = collect(api, inputs, files=read_bundle(bundle))
+    write_pack(evidence, Path("evidence-1.2.0"), signer, zip_too=True)
 
 The pack is built in a temporary directory beside the destination and renamed into place
 only when complete; on any error nothing is left behind.  Every audit entry concerning the
@@ -42,6 +42,7 @@ from chargeward.crypto.pki import describe_certificate, load_certificate
 from chargeward.errors import BundleError, ConfigError, Conflict, InvalidValue, NotFound
 from chargeward.evidence import attacks, matrix, render, signing, testrun
 from chargeward.evidence.bundle import SUPPLY_MEMBERS, ReleaseFiles
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 
 FORMAT = "chargeward-evidence/1"
 AUDIT_PAGE = 1000
@@ -434,13 +435,11 @@ def write_pack(
         shutil.rmtree(work, ignore_errors=True)
 
 
-MAX_PACK_FILES = 100_000
-MAX_PACK_BYTES = 512 << 20
-
-
 def _add(files: dict[str, bytes], name: str, data: bytes, total: int) -> int:
-    if len(files) >= MAX_PACK_FILES or total + len(data) > MAX_PACK_BYTES:
-        raise ConfigError(f"the pack is over {MAX_PACK_FILES} files or {MAX_PACK_BYTES} bytes")
+    most_files = DEFAULT_FORMAT_LIMITS.evidence_pack_files
+    most_bytes = DEFAULT_FORMAT_LIMITS.evidence_pack_bytes
+    if len(files) >= most_files or total + len(data) > most_bytes:
+        raise ConfigError(f"the pack is over {most_files} files or {most_bytes} bytes")
     files[name] = data
     return total + len(data)
 
@@ -460,8 +459,9 @@ def read_pack(path: Path) -> dict[str, bytes]:
     try:
         with zipfile.ZipFile(path) as zf:
             infos = [i for i in zf.infolist() if not i.is_dir()]
-            if sum(i.file_size for i in infos) > MAX_PACK_BYTES:
-                raise ConfigError(f"{path}: the pack is over {MAX_PACK_BYTES} bytes unpacked")
+            most_bytes = DEFAULT_FORMAT_LIMITS.evidence_pack_bytes
+            if sum(i.file_size for i in infos) > most_bytes:
+                raise ConfigError(f"{path}: the pack is over {most_bytes} bytes unpacked")
             tops = set()
             for info in infos:
                 top, _, name = info.filename.partition("/")

@@ -1,8 +1,8 @@
 """Render an evidence pack (the data of ``evidence.json``) as Markdown, standalone HTML and
 the pack's ``VERIFY.md``.  Pure: data in, text out.
 
-    >>> text = markdown(data)         # doctest: +SKIP
-    >>> page = html(data)             # one file, inline CSS, nothing fetched  # doctest: +SKIP
+    text = markdown(data)
+    page = html(data)             # one file, inline CSS, nothing fetched
 
 Every value that came from the server or the bundle is escaped: a station id or a user name
 cannot add Markdown structure, and the HTML renderer passes no raw HTML through.

@@ -4,9 +4,9 @@ The pack's ``evidence.dsse.json`` is a DSSE envelope (:mod:`chargeward.crypto.ds
 in-toto Statement v1 whose subjects are every other file of the pack with its SHA-256, and
 whose predicate names the release or campaign and the test report the pack was built from::
 
-    >>> envelope = sign_pack(files, data, signer)              # doctest: +SKIP
-    >>> checked = verify_pack(files | {ENVELOPE: envelope}, [public_key])  # doctest: +SKIP
-    >>> checked.keyid, checked.report_commit                   # doctest: +SKIP
+    envelope = sign_pack(files, data, signer)
+    checked = verify_pack(files | {ENVELOPE: envelope}, [public_key])
+    checked.keyid, checked.report_commit
 
 :func:`verify_pack` takes the pack's files as bytes and decides (no I/O): the signature must
 verify under a key the reader pinned, the signed file list must be exactly the pack's files
@@ -31,12 +31,12 @@ from chargeward.crypto.dsse import (
 from chargeward.crypto.keys import Signer
 from chargeward.errors import AttestationRefused, ChargewardError, InvalidValue, TrustError
 from chargeward.evidence import matrix, testrun
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 
 ENVELOPE = "evidence.dsse.json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://chargeward.dev/evidence-pack/v1"
-MAX_ENVELOPE_BYTES = 4 << 20  # one subject per pack file: the audit proofs make it long
 
 
 class PackRefused(TrustError):
@@ -106,7 +106,9 @@ def _signed_statement(files: Mapping[str, bytes], keys: Sequence[PublicKey]) -> 
     if raw is None:
         raise PackRefused(f"the pack is not signed: it has no {ENVELOPE}")
     try:
-        verified = verify_envelope(parse_envelope(raw, max_bytes=MAX_ENVELOPE_BYTES), keys)
+        verified = verify_envelope(
+            parse_envelope(raw, max_bytes=DEFAULT_FORMAT_LIMITS.evidence_envelope_bytes), keys
+        )
     except AttestationRefused as e:
         raise PackRefused(f"{ENVELOPE}: {e} (not signed by the key given)") from e
     if verified.payload_type != PAYLOAD_TYPE:

@@ -5,10 +5,10 @@ testsuite ``<property>`` elements (pytest ``--junitxml``); an evidence pack read
 with :func:`check_report` and refuses a report that has none, or one produced under a commit
 other than the one the pack is about::
 
-    >>> props = run_properties(Path("."))           # doctest: +SKIP
-    >>> props["chargeward.commit"], props["chargeward.dirty"]   # doctest: +SKIP
-    ('97579a8…', 'false')
-    >>> run = check_report(parse_junit(xml), expected_commit=head.commit)  # doctest: +SKIP
+    props = run_properties(Path("."))
+    props["chargeward.commit"], props["chargeward.dirty"]
+    # -> ('97579a8…', 'false')
+    run = check_report(parse_junit(xml), expected_commit=head.commit)
 
 Nothing here trusts the report: the properties say what the run claims about itself, and the
 pack's signature (:mod:`chargeward.evidence.signing`) says who vouches for the pack.

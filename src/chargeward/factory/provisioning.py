@@ -7,12 +7,12 @@ CA, the trust anchors, the customer lock, and the factory firmware image.  A bat
 (:func:`provision_batch`) returns one :class:`Registration` per charger: public data and the
 argon2id hash of its BasicAuthPassword, the only form in which a password leaves the factory.
 
-    >>> ca = FactoryCa(open_signer("pkcs11:token=factory;object=charger-ca"), ca_cert)
-    ...                                                                 # doctest: +SKIP
-    >>> regs = provision_batch([ChargerSpec("CP-000001", "AC22")], Path("out"),
-    ...                        product_secret=secret, ca=ca, anchors=anchors,
-    ...                        factory_bundle=Path("factory.cwb"))      # doctest: +SKIP
-    >>> write_registration(Path("out/registration.json"), regs)       # doctest: +SKIP
+    ca = FactoryCa(open_signer("pkcs11:token=factory;object=charger-ca"), ca_cert)
+
+    regs = provision_batch([ChargerSpec("CP-000001", "AC22")], Path("out"),
+                           product_secret=secret, ca=ca, anchors=anchors,
+                           factory_bundle=Path("factory.cwb"))
+    write_registration(Path("out/registration.json"), regs)
 
 Hashing is the slow part (argon2id at the station-secret cost, enough for 139-bit random
 passwords; see ``hash_station_secret``): the batch hashes in a process pool while the main
@@ -52,15 +52,15 @@ from chargeward.crypto.sealing import (
     derive_device_key,
     device_public_key,
 )
+from chargeward.crypto.station_passwords import hash_station_secret
 from chargeward.errors import BundleError, ConfigError, Conflict, UntrustedCertificate
 from chargeward.factory.credentials import generate_credentials
-from chargeward.server.auth.passwords import hash_station_secret
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 
 REGISTRATION_FORMAT = "chargeward-factory-registration/1"
 DEFAULT_VALIDITY = dt.timedelta(days=20 * 365 + 5)  # 20 years
 # A serial number names a directory and is the default station id (OCPP: <= 25 characters).
 SERIAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,24}$")
-MAX_BATCH = 100_000
 
 
 @dataclass(frozen=True)
@@ -171,8 +171,8 @@ def provision_charger(
 def _check_batch(specs: Sequence[ChargerSpec], out_dir: Path) -> None:
     if not specs:
         raise ConfigError("no chargers to provision")
-    if len(specs) > MAX_BATCH:
-        raise ConfigError(f"at most {MAX_BATCH} chargers per batch")
+    if len(specs) > DEFAULT_FORMAT_LIMITS.factory_batch:
+        raise ConfigError(f"at most {DEFAULT_FORMAT_LIMITS.factory_batch} chargers per batch")
     for attr in ("serial_number", "station_id"):
         seen: set[str] = set()
         for spec in specs:

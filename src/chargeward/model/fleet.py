@@ -26,13 +26,12 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from chargeward.errors import BundleError
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-MAX_WINDOWS = 28
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,48}$")
 TAG_RE = re.compile(r"^[A-Za-z0-9_.:=-]{1,40}$")
-MAX_TAGS = 32
 
 SupportState = Literal["supported", "ending", "ended", "unknown"]
 
@@ -44,8 +43,8 @@ def check_id(field: str, value: str) -> str:
 
 
 def check_tags(tags: Sequence[str]) -> list[str]:
-    if len(tags) > MAX_TAGS:
-        raise BundleError(f"tags: at most {MAX_TAGS} per station")
+    if len(tags) > DEFAULT_FORMAT_LIMITS.station_tags:
+        raise BundleError(f"tags: at most {DEFAULT_FORMAT_LIMITS.station_tags} per station")
     for t in tags:
         if not TAG_RE.fullmatch(t):
             raise BundleError(f"tags: {t!r} must be 1-40 letters, digits or _ . : = -")
@@ -88,8 +87,8 @@ def parse_windows(
 ) -> list[MaintenanceWindow]:
     """Validate weekly windows ``{"days": [...], "start": "HH:MM", "end": "HH:MM"}``
     (``field`` names them in errors)."""
-    if len(raw) > MAX_WINDOWS:
-        raise BundleError(f"{field}: at most {MAX_WINDOWS} windows")
+    if len(raw) > DEFAULT_FORMAT_LIMITS.maintenance_windows:
+        raise BundleError(f"{field}: at most {DEFAULT_FORMAT_LIMITS.maintenance_windows} windows")
     out: list[MaintenanceWindow] = []
     for i, item in enumerate(raw):
         where = f"{field}[{i}]"

@@ -22,6 +22,8 @@ from ocpp.exceptions import FormatViolationError, OCPPError, TypeConstraintViola
 from ocpp.routing import create_route_map
 from ocpp.v201 import ChargePoint
 
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
+
 # The ocpp package validates each payload in the default thread pool unless told otherwise.
 # Our frames are small and capped (the websocket's max_size), so schema validation takes tens
 # of microseconds, less than the hop to a thread and back; inline it also leaves the pool to
@@ -33,9 +35,6 @@ MAX_UNIQUE_ID = 36  # OCPP-J: messageId is at most 36 characters
 # customData vendorId of Chargeward's OCPP extensions (delta offers, status notes): stations
 # and CSMSs that do not know them ignore them.
 VENDOR_ID = "org.chargeward"
-# Arrays and objects in one frame, the frame included: OCPP 2.0.1 messages nest under ten, and
-# the ocpp package converts and validates payloads recursively.
-MAX_DEPTH = 32
 _MAX_QUEUED_RESPONSES = 8
 
 
@@ -70,11 +69,13 @@ def is_text(value: str) -> bool:
 
 
 def _content_problem(msg: list[Any]) -> str | None:
-    """Why the values of a frame cannot be taken: nested over ``MAX_DEPTH`` levels, or a
-    string that is not text (OCPP strings are UTF-8; no database stores a NUL character or
-    half a surrogate pair, in a key or a value)."""
+    """Why the values of a frame cannot be taken: nested over ``FormatLimits.ocpp_depth``
+    levels (arrays and objects, the frame included: OCPP 2.0.1 messages nest under ten, and the
+    ocpp package converts and validates payloads recursively), or a string that is not text
+    (OCPP strings are UTF-8; no database stores a NUL character or half a surrogate pair, in a
+    key or a value)."""
     level: list[Any] = [msg]
-    for _ in range(MAX_DEPTH):
+    for _ in range(DEFAULT_FORMAT_LIMITS.ocpp_depth):
         below: list[Any] = []
         for value in level:
             for child in [*value, *value.values()] if isinstance(value, dict) else value:
@@ -86,7 +87,7 @@ def _content_problem(msg: list[Any]) -> str | None:
         if not below:
             return None
         level = below
-    return f"message nested over {MAX_DEPTH} levels"
+    return f"message nested over {DEFAULT_FORMAT_LIMITS.ocpp_depth} levels"
 
 
 def _frame_error(raw: Any) -> tuple[str, str, str, bool] | None:
@@ -97,7 +98,12 @@ def _frame_error(raw: Any) -> tuple[str, str, str, bool] | None:
     try:
         msg = json.loads(raw)
     except RecursionError:  # nesting past the interpreter's stack
-        return "-1", "RpcFrameworkError", f"message nested over {MAX_DEPTH} levels", True
+        return (
+            "-1",
+            "RpcFrameworkError",
+            f"message nested over {DEFAULT_FORMAT_LIMITS.ocpp_depth} levels",
+            True,
+        )
     except (ValueError, TypeError):
         return "-1", "RpcFrameworkError", "message is not valid JSON", True
     if not isinstance(msg, list) or not msg:

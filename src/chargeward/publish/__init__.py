@@ -1,10 +1,6 @@
 """Publishing: the TUF image repository the server serves at ``/tuf/``."""
 
-from chargeward.publish.repository import (
-    ExpiryPolicy,
-    ImageRepository,
-    OnlineSigners,
-    RoleStatus,
-)
+from chargeward.publish.expiry import ExpiryPolicy
+from chargeward.publish.repository import ImageRepository, OnlineSigners, RoleStatus
 
 __all__ = ["ExpiryPolicy", "ImageRepository", "OnlineSigners", "RoleStatus"]

@@ -12,9 +12,9 @@ from its content-addressed blob store.  Writes follow the TUF publish order (tar
 snapshot, then timestamp last), each file atomically, under a lock shared by every process
 that writes the repository (the server and offline ``chargeward repo`` commands).
 
-    >>> repo = ImageRepository(data_dir / "tuf")                      # doctest: +SKIP
-    >>> proposal = repo.propose({path: target_file}, now=now)          # doctest: +SKIP
-    >>> repo.publish_targets(signed_proposal, online, now=now)         # doctest: +SKIP
+    repo = ImageRepository(data_dir / "tuf")
+    proposal = repo.propose({path: target_file}, now=now)
+    repo.publish_targets(signed_proposal, online, now=now)
 
 Customer-locked targets (``tenants/<id>/...``) live in a delegated targets role per customer
 (``tenant-<id>``), signed by the same approver keys and threshold as the top-level targets,
@@ -41,8 +41,6 @@ from typing import Any
 from securesystemslib.signer import Signer as SslibSigner
 from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import (
-    DelegatedRole,
-    Delegations,
     Metadata,
     MetaFile,
     Root,
@@ -59,9 +57,15 @@ from chargeward.fileio import replace_file
 from chargeward.model.targets import (
     REVOCATION_TARGET,
     TENANT_ROLE_PREFIX,
-    tenant_delegation_pattern,
     tenant_of_path,
     tenant_path,
+)
+from chargeward.publish.expiry import ExpiryPolicy, expiry_after, utc_iso
+from chargeward.publish.tenant_roles import (
+    custom_customer,
+    is_tenant_role,
+    tenant_delegations,
+    tenant_role_of_id,
 )
 from chargeward.trust.tuf_keys import check_root_people
 
@@ -70,47 +74,6 @@ ONLINE_KEYS_FILE = "online-keys.json"
 LOG = logging.getLogger("chargeward.publish")
 ONLINE_ROLES = (Snapshot.type, Timestamp.type)
 _THREAD_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class ExpiryPolicy:
-    """How long each role's metadata lives, and when it is renewed or warned about."""
-
-    root: dt.timedelta = dt.timedelta(days=365)
-    targets: dt.timedelta = dt.timedelta(days=90)
-    snapshot: dt.timedelta = dt.timedelta(days=7)
-    timestamp: dt.timedelta = dt.timedelta(days=1)
-    # Online roles are re-signed when less than this is left.
-    snapshot_renew: dt.timedelta = dt.timedelta(days=3)
-    timestamp_renew: dt.timedelta = dt.timedelta(hours=12)
-    # Offline roles (root, targets): warn when less than this is left.
-    offline_warning: dt.timedelta = dt.timedelta(days=30)
-    # Targets metadata is published only with more than this left (default: one timestamp
-    # lifetime): chargers refuse expired metadata, and a rollout needs time to fetch it.
-    publish_margin: dt.timedelta = dt.timedelta(days=1)
-    # An open proposal fetched with less than this left is made again (approved again).
-    proposal_renew: dt.timedelta = dt.timedelta(days=7)
-    # How far the clocks of approvers and server may differ.
-    clock_skew: dt.timedelta = dt.timedelta(minutes=10)
-
-    def check_targets_expiry(self, expires: dt.datetime, now: dt.datetime) -> str | None:
-        """Why targets metadata expiring at ``expires`` must not be signed or published now
-        (None if it may): expired, expiring within :attr:`publish_margin`, or living longer
-        than the policy's :attr:`targets` lifetime (plus :attr:`clock_skew`)."""
-        left = expires - now
-        if left <= dt.timedelta(0):
-            return f"it expired at {utc_iso(expires)}: every charger would refuse it"
-        if left <= self.publish_margin:
-            return (
-                f"it expires at {utc_iso(expires)}, within the {_span(self.publish_margin)} "
-                "publishing margin: chargers would soon refuse it"
-            )
-        if left > self.targets + self.clock_skew:
-            return (
-                f"it expires at {utc_iso(expires)}, beyond the {_span(self.targets)} targets "
-                "lifetime of the policy"
-            )
-        return None
 
 
 @dataclass(frozen=True)
@@ -128,14 +91,6 @@ class ProposedFiles:
     roles: dict[str, Metadata[Targets]]
 
 
-def is_tenant_role(name: str) -> bool:
-    return name.startswith(TENANT_ROLE_PREFIX)
-
-
-def _tenant_role_of_id(tid: str) -> str:
-    return f"{TENANT_ROLE_PREFIX}{tid}"
-
-
 @dataclass(frozen=True)
 class RoleStatus:
     role: str
@@ -144,20 +99,6 @@ class RoleStatus:
     keys: int
     threshold: int
     warning: str | None
-
-
-def _span(delta: dt.timedelta) -> str:
-    if delta % dt.timedelta(days=1) == dt.timedelta(0):
-        return f"{delta.days}-day"
-    return f"{delta.total_seconds() / 3600:g}-hour"
-
-
-def utc_iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def expiry_after(now: dt.datetime, lifetime: dt.timedelta) -> dt.datetime:
-    return (now + lifetime).astimezone(dt.UTC).replace(microsecond=0)
 
 
 def _check_signer_is(root: Root, role: str, signer: SslibSigner) -> None:
@@ -412,7 +353,7 @@ class ImageRepository:
                 )
                 versions[role] = version
         for path, tf in list(top.items()):  # the migration of a public customer-locked target
-            customer = _custom_customer(tf)
+            customer = custom_customer(tf)
             if customer is not None and tenant_of_path(path) is None:
                 del top[path]
                 moved = tenant_path(customer, path)
@@ -431,11 +372,11 @@ class ImageRepository:
                 raise Conflict(f"{path} is already published with different contents")
             listed[path] = new
         expires = expiry_after(now, self.policy.targets)
-        delegations = _tenant_delegations(root, current.delegations, sorted(tenants))
+        delegations = tenant_delegations(root, current.delegations, sorted(tenants))
         roles = {
-            _tenant_role_of_id(tid): Metadata(
+            tenant_role_of_id(tid): Metadata(
                 Targets(
-                    version=versions.get(_tenant_role_of_id(tid), 0) + 1,
+                    version=versions.get(tenant_role_of_id(tid), 0) + 1,
                     expires=expires,
                     targets=dict(sorted(listed.items())),
                 )
@@ -502,7 +443,7 @@ class ImageRepository:
         public (published before ADR 0026), once ``current`` no longer does: a TUF client only
         fetches the version the snapshot names, so nobody needs them, and they would tell an
         anonymous caller every customer's releases."""
-        if any(_custom_customer(tf) for tf in self.targets().signed.targets.values()):
+        if any(custom_customer(tf) for tf in self.targets().signed.targets.values()):
             return []  # the current version still lists them: not moved yet
         removed = []
         for path in sorted(self.metadata_dir.glob("*.targets.json")):
@@ -510,7 +451,7 @@ class ImageRepository:
             if not (number.isascii() and number.isdigit()) or int(number) >= current:
                 continue
             listed = Metadata[Targets].from_bytes(path.read_bytes()).signed.targets
-            if any(_custom_customer(tf) for tf in listed.values()):
+            if any(custom_customer(tf) for tf in listed.values()):
                 path.unlink()
                 removed.append(path.name)
         if removed:
@@ -626,34 +567,3 @@ class ImageRepository:
                 )
             )
         return out
-
-
-def _custom_customer(tf: TargetFile) -> str | None:
-    custom = tf.unrecognized_fields.get("custom")
-    customer = custom.get("customer") if isinstance(custom, dict) else None
-    return customer if isinstance(customer, str) else None
-
-
-def _tenant_delegations(
-    root: Root, current: Delegations | None, tenant_ids: list[str]
-) -> Delegations | None:
-    """The top-level delegations: the published ones other than tenant roles, then one
-    terminating role per tenant id for its prefix, with the root's approver keys and
-    threshold (kept in step with the root at every proposal)."""
-    if not tenant_ids:
-        return current
-    keyids = sorted(root.roles[Targets.type].keyids)
-    threshold = root.roles[Targets.type].threshold
-    roles: dict[str, DelegatedRole] = {}
-    keys = {}
-    if current is not None:
-        for name, role in (current.roles or {}).items():
-            if not is_tenant_role(name):
-                roles[name] = role
-                keys.update({k: current.keys[k] for k in role.keyids if k in current.keys})
-    for tid in tenant_ids:
-        name = _tenant_role_of_id(tid)
-        pattern = tenant_delegation_pattern(tid, is_id=True)
-        roles[name] = DelegatedRole(name, keyids, threshold, True, paths=[pattern])
-    keys.update({k: root.keys[k] for k in keyids})
-    return Delegations(keys=keys, roles=roles)

@@ -1,9 +1,9 @@
 """Building root and targets metadata for key ceremonies (pure: keys and times in, metadata out).
 
-    >>> root = new_root(RootPlan(root_keys=[k1, k2, k3], root_threshold=2,
-    ...                          targets_keys=[a, b, c], targets_threshold=2,
-    ...                          snapshot_key=s, timestamp_key=t), now=now)   # doctest: +SKIP
-    >>> for signer in root_signers: root.sign(signer, append=True)          # doctest: +SKIP
+    root = new_root(RootPlan(root_keys=[k1, k2, k3], root_threshold=2,
+                             targets_keys=[a, b, c], targets_threshold=2,
+                             snapshot_key=s, timestamp_key=t), now=now)
+    for signer in root_signers: root.sign(signer, append=True)
 
 Root changes (rotation, a compromised key replaced, thresholds changed) produce version N+1,
 which must then be signed by a threshold of the old root keys **and** of the new ones.
@@ -25,12 +25,8 @@ from securesystemslib.signer import Signer as SslibSigner
 from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
 
 from chargeward.errors import ConfigError
-from chargeward.publish.repository import (
-    ExpiryPolicy,
-    ImageRepository,
-    OnlineSigners,
-    expiry_after,
-)
+from chargeward.publish.expiry import ExpiryPolicy, expiry_after
+from chargeward.publish.repository import ImageRepository, OnlineSigners
 from chargeward.trust.tuf_keys import check_root_people, key_owner
 
 

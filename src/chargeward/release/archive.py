@@ -6,9 +6,9 @@ absolute paths, ``..``, links, devices, directories or duplicates, each under a 
 Member data is then copied by :func:`copy_member` to a path the caller chose, never to a
 path taken from the archive.
 
-    >>> with open_bundle(Path("release.cwb")) as tar:  # doctest: +SKIP
-    ...     members = scan_members(tar)
-    ...     raw = read_member(tar, members.manifest, MAX_MANIFEST_BYTES)
+    with open_bundle(Path("release.cwb")) as tar:
+        members = scan_members(tar)
+        raw = read_member(tar, members.manifest, DEFAULT_FORMAT_LIMITS.manifest_bytes)
 """
 
 from __future__ import annotations
@@ -26,20 +26,15 @@ from typing import IO, BinaryIO
 
 from chargeward.crypto.signature import Digest
 from chargeward.errors import BundleError, Conflict, InvalidValue, NotFound, TransportError
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 from chargeward.release.manifest import (
     ATTESTATION_NAMES,
     CERTIFICATE_NAME,
     IMAGE_SUFFIX,
     IMAGES_DIR,
     MANIFEST_NAME,
-    MAX_ATTESTATION_BYTES,
-    MAX_IMAGES,
-    MAX_MANIFEST_BYTES,
 )
 
-MAX_CERTIFICATE_BYTES = 16 * 1024
-DEFAULT_MAX_IMAGE_BYTES = 2 << 30
-MAX_MEMBERS = MAX_IMAGES + 2 + len(ATTESTATION_NAMES)
 CHUNK = 1 << 20
 _IMAGE_MEMBER_RE = re.compile(
     re.escape(IMAGES_DIR) + r"/[a-z0-9][a-z0-9_-]{0,31}" + re.escape(IMAGE_SUFFIX)
@@ -86,11 +81,11 @@ def open_bundle(path: Path) -> Iterator[tarfile.TarFile]:
 
 def _size_limit(name: str, max_image_bytes: int) -> int:
     if name == MANIFEST_NAME:
-        return MAX_MANIFEST_BYTES
+        return DEFAULT_FORMAT_LIMITS.manifest_bytes
     if name == CERTIFICATE_NAME:
-        return MAX_CERTIFICATE_BYTES
+        return DEFAULT_FORMAT_LIMITS.archive_certificate_bytes
     if name in ATTESTATION_NAMES:
-        return MAX_ATTESTATION_BYTES
+        return DEFAULT_FORMAT_LIMITS.attestation_bytes
     if _IMAGE_MEMBER_RE.fullmatch(name):
         return max_image_bytes
     raise BundleError(f"member {name!r}: unexpected member; a bundle holds only {_expected()}")
@@ -122,10 +117,11 @@ def check_member(member: tarfile.TarInfo, *, max_image_bytes: int) -> None:
 
 
 def scan_members(
-    tar: tarfile.TarFile, *, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    tar: tarfile.TarFile, *, max_image_bytes: int = DEFAULT_FORMAT_LIMITS.bundle_image_bytes
 ) -> BundleMembers:
     """Read and check every member header (data is skipped, not read)."""
     seen: dict[str, tarfile.TarInfo] = {}
+    most_members = DEFAULT_FORMAT_LIMITS.release_images + 2 + len(ATTESTATION_NAMES)
     while True:
         try:
             member = tar.next()
@@ -139,8 +135,8 @@ def scan_members(
         check_member(member, max_image_bytes=max_image_bytes)
         if member.name in seen:
             raise BundleError(f"member {member.name!r}: appears twice")
-        if len(seen) >= MAX_MEMBERS:
-            raise BundleError(f"member {member.name!r}: more than {MAX_MEMBERS} members")
+        if len(seen) >= most_members:
+            raise BundleError(f"member {member.name!r}: more than {most_members} members")
         seen[member.name] = member
     for required in (MANIFEST_NAME, CERTIFICATE_NAME):
         if required not in seen:

@@ -13,18 +13,18 @@ A bundle (``.cwb``) is an uncompressed POSIX tar holding exactly::
 The image signature is the OCPP 2.0.1 one: ECDSA P-256 over the SHA-256 of the whole
 ``.cwfw`` file, DER, base64.  Building::
 
-    >>> manifest = build_bundle(  # doctest: +SKIP
-    ...     Path("firmware.bin"), Path("acme-1.2.0.cwb"),
-    ...     version="1.2.0", security_version=3, hardware_models=["AC22"],
-    ...     signer=load_signer("file:signing.key", passphrase_from_env()),
-    ...     signing_certificate=load_certificate_file(Path("signing.pem")),
-    ... )
-    >>> manifest.release_id  # doctest: +SKIP
-    '9f2c...'
+    manifest = build_bundle(
+        Path("firmware.bin"), Path("acme-1.2.0.cwb"),
+        version="1.2.0", security_version=3, hardware_models=["AC22"],
+        signer=load_signer("file:signing.key", passphrase_from_env()),
+        signing_certificate=load_certificate_file(Path("signing.pem")),
+    )
+    manifest.release_id
+    # -> '9f2c...'
 
 and checking, which is the only way to get a :class:`VerifiedBundle`::
 
-    >>> verified = verify_bundle(Path("acme-1.2.0.cwb"), [root], workdir=tmp)  # doctest: +SKIP
+    verified = verify_bundle(Path("acme-1.2.0.cwb"), [root], workdir=tmp)
 
 Reproducibility: with ``SOURCE_DATE_EPOCH`` set (or ``now`` given) everything in the bundle is
 determined by its inputs - members sorted, owner 0/0, mode 0644, every mtime equal to
@@ -62,6 +62,7 @@ from chargeward.errors import (
     UntrustedCertificate,
 )
 from chargeward.fileio import new_file, refuse_existing
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 from chargeward.model.firmware import (
     check_component,
     check_models,
@@ -69,13 +70,12 @@ from chargeward.model.firmware import (
     check_version,
 )
 from chargeward.model.targets import check_customer, check_release_class
-from chargeward.release.archive import DEFAULT_MAX_IMAGE_BYTES, write_bundle_tar
+from chargeward.release.archive import write_bundle_tar
 from chargeward.release.image import EnvelopeStream, image_header
 from chargeward.release.manifest import (
     ATTESTATION_NAMES,
     CERTIFICATE_NAME,
     MANIFEST_NAME,
-    MAX_IMAGES,
     SBOM_NAME,
     SCAN_REPORT_NAME,
     VEX_NAME,
@@ -92,7 +92,6 @@ SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
 
 __all__ = [
     "ATTESTATION_NAMES",
-    "DEFAULT_MAX_IMAGE_BYTES",
     "SBOM_NAME",
     "SCAN_REPORT_NAME",
     "VEX_NAME",
@@ -158,8 +157,10 @@ def _check_payload(payload: Path) -> None:
 
 def _images_of(payload: Path | Mapping[str, Path], component: str) -> dict[str, Path]:
     images = {component: payload} if isinstance(payload, Path) else dict(payload)
-    if not 1 <= len(images) <= MAX_IMAGES:
-        raise BundleError(f"a release holds 1-{MAX_IMAGES} images, got {len(images)}")
+    if not 1 <= len(images) <= DEFAULT_FORMAT_LIMITS.release_images:
+        raise BundleError(
+            f"a release holds 1-{DEFAULT_FORMAT_LIMITS.release_images} images, got {len(images)}"
+        )
     for name, path in images.items():
         check_component(name)
         _check_payload(path)

@@ -15,9 +15,9 @@ result has the expected length and SHA-256.  A delta for another base, a corrupt
 patch, or a result other than expected is refused with one :class:`DeltaError` line and
 leaves nothing behind.
 
-    >>> old, new, d = Path("1.0.0.cwfw"), Path("1.1.0.cwfw"), Path("d.cwdl")
-    >>> info = make_delta(old, new, d)                                    # doctest: +SKIP
-    >>> apply_delta(old, d, Path("out.cwfw"), expected=info.to, max_size=1 << 29)  # doctest: +SKIP
+    old, new, d = Path("1.0.0.cwfw"), Path("1.1.0.cwfw"), Path("d.cwdl")
+    info = make_delta(old, new, d)
+    apply_delta(old, d, Path("out.cwfw"), expected=info.to, max_size=1 << 29)
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ import detools
 
 from chargeward.crypto.signature import Digest, sha256_file
 from chargeward.errors import IntegrityError
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 from chargeward.release.image import canonical_json
 
 MAGIC = b"CWDL\x01"
 ALGORITHM = "detools-sequential-lzma"
-MAX_HEADER = 4096
 _PREFIX = len(MAGIC) + 4
 
 
@@ -74,8 +74,10 @@ def _read_header(fh: BinaryIO) -> tuple[Digest, Digest]:
     if len(prefix) < _PREFIX or prefix[: len(MAGIC)] != MAGIC:
         raise DeltaError("not a Chargeward delta (no CWDL header)")
     (size,) = struct.unpack(">I", prefix[len(MAGIC) :])
-    if not 0 < size <= MAX_HEADER:
-        raise DeltaError(f"delta header of {size} bytes (at most {MAX_HEADER})")
+    if not 0 < size <= DEFAULT_FORMAT_LIMITS.delta_header_bytes:
+        raise DeltaError(
+            f"delta header of {size} bytes (at most {DEFAULT_FORMAT_LIMITS.delta_header_bytes})"
+        )
     raw = fh.read(size)
     try:
         header = json.loads(raw)

@@ -21,10 +21,10 @@ from typing import BinaryIO
 
 from chargeward.crypto.signature import Digest, sha256_file
 from chargeward.errors import BundleError, IntegrityError
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 from chargeward.model.firmware import ImageHeader
 
 MAGIC = b"CWFW\x01"
-MAX_HEADER = 64 * 1024
 _PREFIX = len(MAGIC) + 4
 CHUNK = 1 << 20
 
@@ -141,8 +141,10 @@ def read_header_from(fh: BinaryIO) -> tuple[ImageHeader, int]:
     if len(prefix) < _PREFIX or not prefix.startswith(MAGIC):
         raise BundleError("not a Chargeward firmware image (bad magic)")
     (n,) = struct.unpack(">I", prefix[len(MAGIC) :])
-    if n > MAX_HEADER:
-        raise BundleError(f"image header of {n} bytes exceeds {MAX_HEADER}")
+    if n > DEFAULT_FORMAT_LIMITS.image_header_bytes:
+        raise BundleError(
+            f"image header of {n} bytes exceeds {DEFAULT_FORMAT_LIMITS.image_header_bytes}"
+        )
     raw = fh.read(n)
     if len(raw) != n:
         raise BundleError("image header truncated")

@@ -4,11 +4,11 @@ The manifest is canonical JSON (sorted keys, no whitespace, UTF-8), so one relea
 one encoding and its SHA-256 is a stable *release id*.  It is not signed itself: every claim
 that matters is checked against the signed images by :func:`chargeward.release.verify_bundle`.
 
-    >>> manifest = Manifest.from_json(raw)  # doctest: +SKIP
-    >>> manifest.version, manifest.security_version, manifest.images[0].path  # doctest: +SKIP
-    ('1.2.0', 3, 'images/main.cwfw')
-    >>> manifest.to_json() == raw  # doctest: +SKIP
-    True
+    manifest = Manifest.from_json(raw)
+    manifest.version, manifest.security_version, manifest.images[0].path
+    # -> ('1.2.0', 3, 'images/main.cwfw')
+    manifest.to_json() == raw
+    # -> True
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 from chargeward import strictjson
 from chargeward.errors import BundleError, InvalidValue
+from chargeward.limits import DEFAULT_FORMAT_LIMITS, FormatLimits
 from chargeward.model.firmware import (
     check_component,
     check_length,
@@ -39,9 +40,6 @@ MANIFEST_NAME = "manifest.json"
 CERTIFICATE_NAME = "signing-certificate.pem"
 IMAGES_DIR = "images"
 IMAGE_SUFFIX = ".cwfw"
-MAX_MANIFEST_BYTES = 1 << 20
-MAX_IMAGES = 16
-MAX_NOTES_CHARS = 16 * 1024
 CREATED_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _CREATED_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
@@ -55,7 +53,6 @@ ATTESTATION_NAMES = (SBOM_NAME, SCAN_REPORT_NAME, VEX_NAME)
 # The release's signed build provenance names the bundle's own digest, so it travels beside the
 # bundle (and the server keeps it under this name), never inside.
 PROVENANCE_NAME = "provenance.dsse.json"
-MAX_ATTESTATION_BYTES = 8 << 20
 
 _TOP_KEYS = frozenset({"schema", "release", "images", "signing_certificate"})
 _TOP_OPTIONAL = frozenset({"attestations"})
@@ -89,8 +86,9 @@ def parse_created(value: object) -> dt.datetime:
 
 
 def check_notes(value: object) -> str:
-    if not isinstance(value, str) or len(value) > MAX_NOTES_CHARS:
-        raise BundleError(f"notes must be a string of at most {MAX_NOTES_CHARS} characters")
+    most = DEFAULT_FORMAT_LIMITS.release_notes_chars
+    if not isinstance(value, str) or len(value) > most:
+        raise BundleError(f"notes must be a string of at most {most} characters")
     return value
 
 
@@ -139,10 +137,9 @@ class ManifestAttestation:
                 f"attestation {self.name!r} is not one of {', '.join(ATTESTATION_NAMES)}"
             )
         check_sha256(self.sha256)
-        if not isinstance(self.length, int) or not 0 < self.length <= MAX_ATTESTATION_BYTES:
-            raise BundleError(
-                f"attestation {self.name!r}: length must be 1-{MAX_ATTESTATION_BYTES} bytes"
-            )
+        most = DEFAULT_FORMAT_LIMITS.attestation_bytes
+        if not isinstance(self.length, int) or not 0 < self.length <= most:
+            raise BundleError(f"attestation {self.name!r}: length must be 1-{most} bytes")
 
     @classmethod
     def of(cls, name: str, data: bytes) -> ManifestAttestation:
@@ -186,8 +183,8 @@ class Manifest:
         parse_created(self.created)
         check_notes(self.notes)
         object.__setattr__(self, "images", tuple(self.images))
-        if not 1 <= len(self.images) <= MAX_IMAGES:
-            raise BundleError(f"a release holds 1-{MAX_IMAGES} images")
+        if not 1 <= len(self.images) <= DEFAULT_FORMAT_LIMITS.release_images:
+            raise BundleError(f"a release holds 1-{DEFAULT_FORMAT_LIMITS.release_images} images")
         if not all(isinstance(image, ManifestImage) for image in self.images):
             raise BundleError("manifest images must be ManifestImage entries")
         components = [image.component for image in self.images]
@@ -251,15 +248,15 @@ class Manifest:
         return canonical_json(self.to_dict())
 
     @classmethod
-    def from_json(cls, raw: bytes) -> Manifest:
+    def from_json(cls, raw: bytes, *, limits: FormatLimits = DEFAULT_FORMAT_LIMITS) -> Manifest:
         """Parse and strictly validate ``manifest.json``.
 
-        Refuses (with :class:`BundleError`) anything over 1 MiB, invalid UTF-8 or JSON,
-        duplicate or unknown keys, missing keys, wrong types or values, and any encoding
-        other than the canonical one.
+        Refuses (with :class:`BundleError`) anything over ``limits.manifest_bytes`` (1 MiB),
+        invalid UTF-8 or JSON, duplicate or unknown keys, missing keys, wrong types or values,
+        and any encoding other than the canonical one.
         """
-        if len(raw) > MAX_MANIFEST_BYTES:
-            raise BundleError(f"manifest is {len(raw)} bytes; the limit is {MAX_MANIFEST_BYTES}")
+        if len(raw) > limits.manifest_bytes:
+            raise BundleError(f"manifest is {len(raw)} bytes; the limit is {limits.manifest_bytes}")
         data = _load_json(raw)
         top = _object(data, _TOP_KEYS, "manifest", _TOP_OPTIONAL)
         if top["schema"] != SCHEMA:

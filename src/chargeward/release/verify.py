@@ -17,10 +17,10 @@ below.  The checks, in order (the first failure raises):
    documents say is judged elsewhere (:mod:`chargeward.supply`); here they are only bound to
    the release id.
 
-    >>> work = Path("work")  # doctest: +SKIP
-    >>> verified = verify_bundle(Path("release.cwb"), [root], workdir=work)  # doctest: +SKIP
-    >>> verified.manifest_sha256, verified.images[0].file  # doctest: +SKIP
-    ('9f2c...', PosixPath('work/images/main.cwfw'))
+    work = Path("work")
+    verified = verify_bundle(Path("release.cwb"), [root], workdir=work)
+    verified.manifest_sha256, verified.images[0].file
+    # -> ('9f2c...', PosixPath('work/images/main.cwfw'))
 """
 
 from __future__ import annotations
@@ -43,10 +43,9 @@ from chargeward.crypto.pki import (
 )
 from chargeward.crypto.signature import Digest, verify_firmware_signature
 from chargeward.errors import BadSignature, BundleError, ConfigError, Conflict, IntegrityError
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 from chargeward.model.firmware import ImageHeader
 from chargeward.release.archive import (
-    DEFAULT_MAX_IMAGE_BYTES,
-    MAX_CERTIFICATE_BYTES,
     BundleMembers,
     copy_member,
     open_bundle,
@@ -58,8 +57,6 @@ from chargeward.release.manifest import (
     CERTIFICATE_NAME,
     IMAGES_DIR,
     MANIFEST_NAME,
-    MAX_ATTESTATION_BYTES,
-    MAX_MANIFEST_BYTES,
     Manifest,
     ManifestAttestation,
     ManifestImage,
@@ -112,7 +109,9 @@ def read_documents(bundle: Path) -> tuple[Manifest, bytes, dict[str, bytes]]:
         manifest = _read_manifest(tar, members)
         _match_images(members, manifest)
         _match_attestations(members, manifest)
-        certificate = read_member(tar, members.certificate, MAX_CERTIFICATE_BYTES)
+        certificate = read_member(
+            tar, members.certificate, DEFAULT_FORMAT_LIMITS.archive_certificate_bytes
+        )
         documents = {
             a.name: _read_attestation(tar, members.attestations[a.name], a)
             for a in manifest.attestations
@@ -141,7 +140,7 @@ def verify_bundle(
     workdir: Path,
     now: dt.datetime | None = None,
     revoked_serials: frozenset[int] = frozenset(),
-    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    max_image_bytes: int = DEFAULT_FORMAT_LIMITS.bundle_image_bytes,
 ) -> VerifiedBundle:
     """Check ``bundle`` completely and extract it into ``workdir``.
 
@@ -174,12 +173,12 @@ def _verify(
 ) -> VerifiedBundle:
     with open_bundle(bundle) as tar:
         members = scan_members(tar, max_image_bytes=max_image_bytes)
-        manifest_raw = read_member(tar, members.manifest, MAX_MANIFEST_BYTES)
+        manifest_raw = read_member(tar, members.manifest, DEFAULT_FORMAT_LIMITS.manifest_bytes)
         manifest = Manifest.from_json(manifest_raw)
         _match_images(members, manifest)
         _match_attestations(members, manifest)
         certificate = _signing_certificate(
-            read_member(tar, members.certificate, MAX_CERTIFICATE_BYTES)
+            read_member(tar, members.certificate, DEFAULT_FORMAT_LIMITS.archive_certificate_bytes)
         )
         verify_firmware_signing_certificate(
             certificate, roots, now=now, revoked_serials=revoked_serials
@@ -220,7 +219,7 @@ def _verify(
 def _read_attestation(
     tar: tarfile.TarFile, member: tarfile.TarInfo, listed: ManifestAttestation
 ) -> bytes:
-    data = read_member(tar, member, MAX_ATTESTATION_BYTES)
+    data = read_member(tar, member, DEFAULT_FORMAT_LIMITS.attestation_bytes)
     if hashlib.sha256(data).hexdigest() != listed.sha256:
         raise IntegrityError(f"member {listed.name!r}: SHA-256 differs from the manifest")
     return data
@@ -243,7 +242,9 @@ def _match_attestations(members: BundleMembers, manifest: Manifest) -> None:
 
 
 def _read_manifest(tar: tarfile.TarFile, members: BundleMembers) -> Manifest:
-    return Manifest.from_json(read_member(tar, members.manifest, MAX_MANIFEST_BYTES))
+    return Manifest.from_json(
+        read_member(tar, members.manifest, DEFAULT_FORMAT_LIMITS.manifest_bytes)
+    )
 
 
 def _match_images(members: BundleMembers, manifest: Manifest) -> None:

@@ -24,6 +24,7 @@ from chargeward.audit.log import DEFAULT_ORIGIN
 from chargeward.crypto import load_certificates, passphrase_from_env
 from chargeward.crypto.pki import certificate_fingerprint, certificate_pem
 from chargeward.errors import ChargewardError, ConfigError, Conflict
+from chargeward.limits import DEFAULT_SERVER_LIMITS, ServerLimits
 from chargeward.server.auth import tokens
 from chargeward.server.cluster.cluster import Node
 from chargeward.server.common import urls
@@ -72,6 +73,7 @@ class ServerConfig:
     checkpoint_key: str | None = None  # Ed25519 key URI (file: or pkcs11:); default in data dir
     security: OcppSecurity = field(default_factory=OcppSecurity)  # TLS, charger CA, profile 1
     http_limits: HttpLimits = field(default_factory=HttpLimits)  # HTTP timeouts (server.limits)
+    limits: ServerLimits = DEFAULT_SERVER_LIMITS  # input bounds: bodies, frames, uploads (ADR 30)
     http: HttpSecurity = field(default_factory=HttpSecurity)  # HTTPS, lab flag, proxies (ADR 25)
 
 
@@ -239,6 +241,7 @@ async def run_server(
         audit_origin=config.audit_origin,
         checkpoint_key=config.checkpoint_key,
         charger_ca=charger_ca,
+        limits=config.limits,
     )
     prepare_checkpoint_key(state)
     # Scale-out (PostgreSQL): presence, commands across nodes, leader-only jobs.
@@ -253,6 +256,7 @@ async def run_server(
         ssl_context=ssl_context,
         charger_ca=charger_ca,
         allow_profile_1=config.security.allow_profile_1,
+        limits=config.limits,
     )
     state.reports = listener.sink
     await node.forget_stale_connections()

@@ -13,6 +13,7 @@ from chargeward.audit.log import DEFAULT_ORIGIN, open_checkpoint_key
 from chargeward.crypto import load_certificates, load_signer, passphrase_from_env
 from chargeward.crypto.ed25519 import MessageSigner
 from chargeward.errors import ConfigError
+from chargeward.limits import DEFAULT_SERVER_LIMITS, ServerLimits
 from chargeward.ocpp.csms import CsmsChargePoint
 from chargeward.publish import ImageRepository, OnlineSigners
 from chargeward.server.cluster.cluster import Node
@@ -52,6 +53,7 @@ class ServerState:
     budgets: Budgets = field(default_factory=Budgets)  # download windows and caps per site
     pacers: Pacers = field(default_factory=Pacers)  # one bandwidth cap per site
     charger_ca: ChargerCa | None = None  # station certificates: their CA (and its key)
+    limits: ServerLimits = DEFAULT_SERVER_LIMITS  # what stations and clients may send (ADR 0030)
     _signers: dict[str, TufSigner] = field(default_factory=dict)
     _target_index: tuple[int, dict[str, str]] = (0, {})
 

@@ -24,10 +24,10 @@ of the lab's simulated network and so holds the lab key: a man in the middle by 
 the chargers accept because they trust the lab CA as their CSMS root.  A real site proxy
 tunnels the bytes and sees none of this.
 
-    >>> link = SiteLink("depot", upstream_ocpp, upstream_http, latency=0.02,
-    ...                 bandwidth=250_000, faults=faults)             # doctest: +SKIP
-    >>> await link.start(); link.ocpp_url, link.proxy_url           # doctest: +SKIP
-    >>> https = SiteLink(..., tls=LinkTls.from_pem(chain, key, ca))   # doctest: +SKIP
+    link = SiteLink("depot", upstream_ocpp, upstream_http, latency=0.02,
+                    bandwidth=250_000, faults=faults)
+    await link.start(); link.ocpp_url, link.proxy_url
+    https = SiteLink(..., tls=LinkTls.from_pem(chain, key, ca))
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 bundle per version, each gated against OSV advisories and carrying the SBOM and scan report
 that publication requires.
 
-    >>> made = make_releases(Path("work"), ["1.0.0", "1.1.0"], image_bytes=32 << 10)
-    ...                                                                 # doctest: +SKIP
-    >>> made.bundles["1.1.0"], made.gates["1.1.0"].packages_checked    # doctest: +SKIP
-    (PosixPath('work/sim-1.1.0.cwb'), 3)
+    made = make_releases(Path("work"), ["1.0.0", "1.1.0"], image_bytes=32 << 10)
+
+    made.bundles["1.1.0"], made.gates["1.1.0"].packages_checked
+    # -> (PosixPath('work/sim-1.1.0.cwb'), 3)
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Run a scenario: server, releases, sites, stations, campaign, faults, checks, summary.
 
->>> summary = asyncio.run(run_scenario(scenario, SimOptions(start_server=True)))
-...                                                                   # doctest: +SKIP
+summary = asyncio.run(run_scenario(scenario, SimOptions(start_server=True)))
+
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from chargeward.errors import BundleError, ConfigError, SupplyChainError
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 from chargeward.model.fleet import check_id, check_timezone, parse_windows
 from chargeward.supply._fields import Fields, read_document
 
@@ -54,7 +55,6 @@ ALWAYS: list[dict[str, Any]] = [
     {"days": ALL_WEEK, "start": "00:00", "end": "12:00"},
     {"days": ALL_WEEK, "start": "12:00", "end": "00:00"},
 ]
-MAX_STATIONS = 100_000
 
 
 def window_from_now(
@@ -346,8 +346,8 @@ def parse_scenario(data: bytes, source: str) -> Scenario:
         )
     except SupplyChainError as e:
         raise ConfigError(str(e)) from e
-    if scenario.stations > MAX_STATIONS:
-        raise ConfigError(f"{source}: at most {MAX_STATIONS} stations")
+    if scenario.stations > DEFAULT_FORMAT_LIMITS.scenario_stations:
+        raise ConfigError(f"{source}: at most {DEFAULT_FORMAT_LIMITS.scenario_stations} stations")
     return scenario
 
 

@@ -1,8 +1,8 @@
 """One simulated station: the real agent on a simulated flash, powered up again after a cut,
 with its charging sessions and its time offline.
 
-    >>> st = SimStation(plan, flash, config)                   # doctest: +SKIP
-    >>> task = asyncio.create_task(st.run(started_at))          # doctest: +SKIP
+    st = SimStation(plan, flash, config)
+    task = asyncio.create_task(st.run(started_at))
 """
 
 from __future__ import annotations

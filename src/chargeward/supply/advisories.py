@@ -10,10 +10,10 @@ Records converted from the NVD by OSV.dev name no ``affected[].package``: only G
 with their ``repo`` (and the repository's tags under ``versions``).  Such an entry is kept
 with an empty ecosystem and name, and the matcher finds it by repository.
 
-    >>> advisories = load_advisories(Path("advisories"))  # doctest: +SKIP
-    >>> advisories.digest  # names exactly this set of advisory files' contents  # doctest: +SKIP
-    'c0ffee...'
-    >>> parse_advisory(data, "CVE-2024-5535.json").aliases  # doctest: +SKIP
+    advisories = load_advisories(Path("advisories"))
+    advisories.digest  # names exactly this set of advisory files' contents
+    # -> 'c0ffee...'
+    parse_advisory(data, "CVE-2024-5535.json").aliases
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chargeward.errors import SupplyChainError
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 from chargeward.supply._fields import Fields, read_document, read_input
 from chargeward.supply.severity import Severity, severity_of_osv
 
-MAX_ADVISORY_BYTES = 4 << 20
-MAX_ADVISORY_FILES = 500_000
 EVENT_KINDS = ("introduced", "fixed", "last_affected", "limit")
 
 
@@ -137,7 +136,7 @@ def _affected(fields: Fields) -> AffectedPackage:
 
 def parse_advisory(data: bytes, source: str) -> Advisory:
     """Parse one OSV advisory (JSON); ``source`` names it in errors."""
-    doc = read_document(data, source, max_bytes=MAX_ADVISORY_BYTES, as_json=True)
+    doc = read_document(data, source, max_bytes=DEFAULT_FORMAT_LIMITS.advisory_bytes, as_json=True)
     details = doc.value.get("details")
     details = details if isinstance(details, str) else ""
     return Advisory(
@@ -172,9 +171,13 @@ def load_advisories(directory: Path) -> AdvisorySet:
     if not directory.is_dir():
         raise SupplyChainError(f"{directory}: not a directory of OSV advisories")
     paths = sorted(p for p in directory.rglob("*.json") if p.is_file() and not p.is_symlink())
-    if len(paths) > MAX_ADVISORY_FILES:
-        raise SupplyChainError(f"{directory}: more than {MAX_ADVISORY_FILES} advisory files")
+    if len(paths) > DEFAULT_FORMAT_LIMITS.advisory_files:
+        raise SupplyChainError(
+            f"{directory}: more than {DEFAULT_FORMAT_LIMITS.advisory_files} advisory files"
+        )
     advisories = []
     for path in paths:
-        advisories.append(parse_advisory(read_input(path, MAX_ADVISORY_BYTES), str(path)))
+        advisories.append(
+            parse_advisory(read_input(path, DEFAULT_FORMAT_LIMITS.advisory_bytes), str(path))
+        )
     return advisory_set(advisories)

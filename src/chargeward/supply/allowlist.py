@@ -16,9 +16,9 @@ datetime with offset is given).  ``not_affected`` needs a ``justification`` (an 
 value) or an ``impact_statement``; ``affected`` needs an ``action_statement``.  Approvers
 count once each, and a policy may ask for more than one (``min_approvers``).
 
-    >>> allowlist = load_allowlist(Path("allowlist.toml"), min_approvers=2)  # doctest: +SKIP
-    >>> ids = {"GHSA-...", "CVE-2024-5535"}
-    >>> allowlist.find(ids, "pkg:generic/openssl@3.0.13", now)  # doctest: +SKIP
+    allowlist = load_allowlist(Path("allowlist.toml"), min_approvers=2)
+    ids = {"GHSA-...", "CVE-2024-5535"}
+    allowlist.find(ids, "pkg:generic/openssl@3.0.13", now)
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chargeward.errors import ConfigError, SupplyChainError
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 from chargeward.supply._fields import Fields, read_document, read_input
 
 STATUSES = ("not_affected", "affected", "fixed", "under_investigation")
@@ -40,7 +41,6 @@ JUSTIFICATIONS = (
     "vulnerable_code_cannot_be_controlled_by_adversary",
     "inline_mitigations_already_exist",
 )
-MAX_ALLOWLIST_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def parse_allowlist(data: bytes, source: str, *, min_approvers: int = 1) -> Allo
     """Parse an allowlist; every entry needs at least ``min_approvers`` distinct approvers."""
     if min_approvers < 1:
         raise ConfigError("min_approvers must be at least 1")
-    doc = read_document(data, source, max_bytes=MAX_ALLOWLIST_BYTES)
+    doc = read_document(data, source, max_bytes=DEFAULT_FORMAT_LIMITS.allowlist_bytes)
     doc.only("accept")
     entries = [_entry(t, min_approvers) for t in doc.tables("accept")]
     seen: dict[tuple[str, str], str] = {}
@@ -161,5 +161,5 @@ def parse_allowlist(data: bytes, source: str, *, min_approvers: int = 1) -> Allo
 
 def load_allowlist(path: Path, *, min_approvers: int = 1) -> Allowlist:
     """Read and parse the allowlist at ``path``."""
-    data = read_input(path, MAX_ALLOWLIST_BYTES)
+    data = read_input(path, DEFAULT_FORMAT_LIMITS.allowlist_bytes)
     return parse_allowlist(data, str(path), min_approvers=min_approvers)

@@ -6,11 +6,11 @@ named as the bundle members they become (:mod:`chargeward.release.manifest`).  A
 raises :class:`~chargeward.errors.GateRefused` listing every blocking finding, so no bundle is
 ever built around a release the gate refused.
 
-    >>> components = load_components(Path("release/components.toml"))      # doctest: +SKIP
-    >>> made = release_documents(components, load_advisories(Path("osv")), allowlist,
-    ...                          threshold=Severity.HIGH, now=now)         # doctest: +SKIP
-    >>> sorted(made.documents)                                             # doctest: +SKIP
-    ['sbom.cdx.json', 'vulnerability-report.json']
+    components = load_components(Path("release/components.toml"))
+    made = release_documents(components, load_advisories(Path("osv")), allowlist,
+                             threshold=Severity.HIGH, now=now)
+    sorted(made.documents)
+    # -> ['sbom.cdx.json', 'vulnerability-report.json']
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ entry that has not expired accepts it, when
 
 The decision is a pure function of its inputs and ``now``::
 
-    >>> result = evaluate(components, advisories, allowlist, Severity.HIGH, now)  # doctest: +SKIP
-    >>> report_json(result)        # the deterministic scan report (bytes)  # doctest: +SKIP
-    >>> result.raise_if_refused()  # GateRefused listing every blocking finding  # doctest: +SKIP
+    result = evaluate(components, advisories, allowlist, Severity.HIGH, now)
+    report_json(result)        # the deterministic scan report (bytes)
+    result.raise_if_refused()  # GateRefused listing every blocking finding
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ A commit graph is not available offline, so a GIT range is judged by the tags OS
 it; a version that is not among them is clean only when it is a tag-like version that the
 list would name and the range is closed.
 
-    >>> match(advisory, "pkg:pypi/jinja2@3.1.2", "3.1.2")  # doctest: +SKIP
-    Match(status='affected', reason='3.1.2 in ECOSYSTEM range introduced 0, fixed 3.1.3', ...)
+    match(advisory, "pkg:pypi/jinja2@3.1.2", "3.1.2")
+    # -> Match(status='affected', reason='3.1.2 in ECOSYSTEM range introduced 0, fixed 3.1.3', ...)
 """
 
 from __future__ import annotations

@@ -8,22 +8,22 @@ independent rebuild (``runDetails``).  It is built only from :class:`ProvenanceI
 injected clock, serialised as canonical JSON (sorted keys, no whitespace), so the same inputs
 give the same payload byte for byte; only the ECDSA signature differs between two runs.
 
-    >>> inputs = ProvenanceInputs(  # doctest: +SKIP
-    ...     subjects=(subject_from_file(Path("images/main.cwfw")),
-    ...               subject_from_file(Path("acme-1.2.0.cwb"))),
-    ...     source_repo="https://git.example/acme/charger-fw", source_commit="9f2c" * 10,
-    ...     source_ref="refs/tags/v1.2.0", build_command="make firmware",
-    ...     source_date_epoch=1700000000, release_version="1.2.0",
-    ...     started_on=started, rebuild=rebuild_result,
-    ... )
-    >>> envelope = create_provenance(inputs, signer, clock=lambda: finished)  # doctest: +SKIP
-    >>> write_new_file(Path("provenance.dsse.json"), envelope.to_json())  # doctest: +SKIP
+    inputs = ProvenanceInputs(
+        subjects=(subject_from_file(Path("images/main.cwfw")),
+                  subject_from_file(Path("acme-1.2.0.cwb"))),
+        source_repo="https://git.example/acme/charger-fw", source_commit="9f2c" * 10,
+        source_ref="refs/tags/v1.2.0", build_command="make firmware",
+        source_date_epoch=1700000000, release_version="1.2.0",
+        started_on=started, rebuild=rebuild_result,
+    )
+    envelope = create_provenance(inputs, signer, clock=lambda: finished)
+    write_new_file(Path("provenance.dsse.json"), envelope.to_json())
 
 Verifying takes bytes and decides; the caller reads files and hashes the subjects::
 
-    >>> statement = verify_provenance(  # doctest: +SKIP
-    ...     data, [release_public_key], [subject_from_file(Path("acme-1.2.0.cwb"))])
-    >>> statement.build_definition["externalParameters"]["source"]  # doctest: +SKIP
+    statement = verify_provenance(
+        data, [release_public_key], [subject_from_file(Path("acme-1.2.0.cwb"))])
+    statement.build_definition["externalParameters"]["source"]
 
 Every refusal is an :class:`~chargeward.errors.AttestationRefused` with a stable ``reason``.
 """
@@ -42,8 +42,6 @@ from typing import Any, NoReturn
 from chargeward import __version__
 from chargeward.crypto import Signer, sha256_bytes, sha256_file
 from chargeward.crypto.dsse import (
-    DEFAULT_MAX_ENVELOPE_BYTES,
-    DEFAULT_MAX_SIGNATURES,
     Envelope,
     PublicKey,
     load_strict_json,
@@ -52,6 +50,7 @@ from chargeward.crypto.dsse import (
     verify_envelope,
 )
 from chargeward.errors import AttestationRefused, ConfigError
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 from chargeward.supply.rebuild import BuildCommand, RebuildResult
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -75,8 +74,8 @@ BUNDLE_SUBJECT = "bundle"
 class ProvenanceLimits:
     """Caps on an untrusted provenance envelope."""
 
-    max_envelope_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES
-    max_signatures: int = DEFAULT_MAX_SIGNATURES
+    max_envelope_bytes: int = DEFAULT_FORMAT_LIMITS.dsse_envelope_bytes
+    max_signatures: int = DEFAULT_FORMAT_LIMITS.dsse_signatures
     max_subjects: int = 1024
     max_subject_name_chars: int = 1024
 

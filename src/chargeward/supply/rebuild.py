@@ -6,13 +6,13 @@ and ``TMPDIR`` inside the build's own temporary directory; ``LC_ALL=C``; ``TZ=UT
 builds differ in their directory and in the time they run, so an output that embeds the clock,
 randomness or its build path shows up as differing.  Each declared output's SHA-256 is compared.
 
-    >>> result = rebuild_check(  # doctest: +SKIP
-    ...     "make firmware", Path("."), ["build/firmware.bin"],
-    ...     source_date_epoch=1700000000, timeout=600,
-    ... )
-    >>> result.status  # doctest: +SKIP
-    <RebuildStatus.REPRODUCIBLE: 'reproducible'>
-    >>> result.to_json()  # the record that goes into the provenance's byproducts  # doctest: +SKIP
+    result = rebuild_check(
+        "make firmware", Path("."), ["build/firmware.bin"],
+        source_date_epoch=1700000000, timeout=600,
+    )
+    result.status
+    # -> <RebuildStatus.REPRODUCIBLE: 'reproducible'>
+    result.to_json()  # the record that goes into the provenance's byproducts
 
 A string command runs through ``/bin/sh -c``; a list runs as it is, without a shell.  Builds
 run one after the other, each in its own process group, which is killed on timeout.
@@ -35,13 +35,12 @@ from typing import Any
 from chargeward.crypto import sha256_file
 from chargeward.crypto.dsse import load_strict_json
 from chargeward.errors import ConfigError
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 
 BuildCommand = str | tuple[str, ...]
 
 STDERR_TAIL_LINES = 20
 STDERR_TAIL_BYTES = 4096
-MAX_OUTPUTS = 256
-MAX_RESULT_BYTES = 1 << 20
 
 
 class RebuildStatus(enum.StrEnum):
@@ -117,8 +116,10 @@ class RebuildResult:
     @classmethod
     def from_json(cls, data: bytes, source: str = "rebuild result") -> RebuildResult:
         """Read a result written by :meth:`to_json`; :class:`ConfigError` names the field."""
-        if len(data) > MAX_RESULT_BYTES:
-            raise ConfigError(f"{source} is larger than {MAX_RESULT_BYTES} bytes")
+        if len(data) > DEFAULT_FORMAT_LIMITS.rebuild_result_bytes:
+            raise ConfigError(
+                f"{source} is larger than {DEFAULT_FORMAT_LIMITS.rebuild_result_bytes} bytes"
+            )
         try:
             return _result_from_dict(load_strict_json(data))
         except ValueError as e:
@@ -169,8 +170,10 @@ def check_outputs(outputs: Sequence[str]) -> tuple[str, ...]:
     """Declared outputs: relative POSIX paths inside the source tree, no ``..``, no repeats."""
     if not outputs:
         raise ConfigError("declare at least one build output")
-    if len(outputs) > MAX_OUTPUTS:
-        raise ConfigError(f"at most {MAX_OUTPUTS} build outputs can be compared")
+    if len(outputs) > DEFAULT_FORMAT_LIMITS.rebuild_outputs:
+        raise ConfigError(
+            f"at most {DEFAULT_FORMAT_LIMITS.rebuild_outputs} build outputs can be compared"
+        )
     checked: list[str] = []
     for raw in outputs:
         path = PurePosixPath(raw)

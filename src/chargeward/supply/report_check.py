@@ -19,10 +19,10 @@ Accepted risks in the report are not trusted blindly either: they expire, and th
 SHA-256 goes into the TUF targets' custom fields, so the approvers' threshold signature
 covers every acceptance in it.
 
-    >>> report = read_report(data, "vulnerability-report.json")  # doctest: +SKIP
-    >>> problems = check_report(report, packages, advisories, now=now, version="4.2.0")
-    >>> problems  # doctest: +SKIP
-    ['decision is passed, but 1 finding(s) block: CVE-2024-5535 on pkg:generic/openssl@3.0.13']
+    report = read_report(data, "vulnerability-report.json")
+    problems = check_report(report, packages, advisories, now=now, version="4.2.0")
+    problems
+    # -> ['decision is passed, but 1 finding(s) block: CVE-2024-5535 on pkg:generic/openssl@3.0.13']
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ library a library component; the dependency graph is release -> components -> li
 Reproducible: the serial number is a UUID5 of the release digest and the timestamp is
 ``created`` (default: ``SOURCE_DATE_EPOCH``), so the same inputs give the same bytes::
 
-    >>> sbom = build_sbom(components, release_digest="9f2c...", created=None)  # doctest: +SKIP
-    >>> validate_sbom(sbom)                              # SupplyChainError if not valid
-    >>> sbom_components(sbom)[0]  # doctest: +SKIP
-    SbomPackage(name='acme-linux', version='4.2.0', purl='pkg:generic/acme/acme-linux@4.2.0')
+    sbom = build_sbom(components, release_digest="9f2c...", created=None)
+    validate_sbom(sbom)                              # SupplyChainError if not valid
+    sbom_components(sbom)[0]
+    # -> SbomPackage(name='acme-linux', version='4.2.0', purl='pkg:generic/acme/acme-linux@4.2.0')
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ from cyclonedx.schema import OutputFormat, SchemaVersion
 from packageurl import PackageURL
 
 from chargeward.errors import ConfigError, SupplyChainError
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 from chargeward.supply._fields import read_input
 from chargeward.supply.components import COMPONENT_KINDS, Component, ComponentList, Library
 
 SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
-MAX_SBOM_BYTES = 16 << 20
 _SERIAL_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://chargeward.dev/ns/sbom")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -154,8 +154,8 @@ def build_sbom(
 
 def validate_sbom(data: bytes, source: str = "SBOM") -> None:
     """Check ``data`` against the CycloneDX 1.6 JSON schema (strict: no unknown fields)."""
-    if len(data) > MAX_SBOM_BYTES:
-        raise SupplyChainError(f"{source}: larger than {MAX_SBOM_BYTES} bytes")
+    if len(data) > DEFAULT_FORMAT_LIMITS.sbom_bytes:
+        raise SupplyChainError(f"{source}: larger than {DEFAULT_FORMAT_LIMITS.sbom_bytes} bytes")
     try:
         document = json.loads(data)
     except ValueError as e:
@@ -176,7 +176,7 @@ def validate_sbom(data: bytes, source: str = "SBOM") -> None:
 
 def read_sbom(path: Path) -> bytes:
     """The bytes of the SBOM file at ``path`` (size-capped), not yet validated."""
-    return read_input(path, MAX_SBOM_BYTES)
+    return read_input(path, DEFAULT_FORMAT_LIMITS.sbom_bytes)
 
 
 def _walk(components: Any) -> Iterator[dict[str, Any]]:

@@ -8,8 +8,8 @@ and approvers stay in the allowlist and the scan report.
 The document is deterministic: its ``timestamp`` is the gate's evaluation time and its
 ``@id`` a name-based UUID of the content, so the same scan gives the same bytes.
 
-    >>> openvex(result, author="ACME Charging Ltd PSIRT")  # doctest: +SKIP
-    b'{\\n  "@context": "https://openvex.dev/ns/v0.2.0", ...'
+    openvex(result, author="ACME Charging Ltd PSIRT")
+    # -> b'{\\n  "@context": "https://openvex.dev/ns/v0.2.0", ...'
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@ Pure functions of metadata, signatures and the approver-key registry (``accounts
 the operator account that holds the key, :mod:`chargeward.server.rollout.approver_keys`); the server
 stores approvals, the CLI makes them.
 
-    >>> approval = check_approval(root, proposal, signature, uploader="carol",
-    ...                           submitted_by="alice", accounts=accounts)  # doctest: +SKIP
-    >>> approval_status(root, proposal, [approval], accounts).missing      # doctest: +SKIP
-    1
+    approval = check_approval(root, proposal, signature, uploader="carol",
+                              submitted_by="alice", accounts=accounts)
+    approval_status(root, proposal, [approval], accounts).missing
+    # -> 1
 
 Rules (one decision, enforced here and nowhere else), all comparing **accounts**, never the
 free-text owner labels of the root metadata:
@@ -38,6 +38,7 @@ from tuf.api.metadata import Metadata, Root, Targets
 
 from chargeward import strictjson
 from chargeward.errors import BadSignature, BundleError, Conflict, TrustError
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 from chargeward.trust.tuf_keys import key_owner
 
 TARGETS = Targets.type
@@ -245,8 +246,6 @@ def signed_files(
 # -- approval files: a signature made on the approver's machine, submitted elsewhere ---------
 
 APPROVAL_FORMAT = "chargeward-approval/1"
-MAX_ROLES = 200  # tenant roles one approval may sign
-MAX_APPROVAL_FILE = 4096  # an approval file is a few hundred bytes ...
 ROLE_ALLOWANCE = 300  # ... plus one line per tenant role it signs
 
 
@@ -286,7 +285,11 @@ def parse_approval_file(text: str) -> ApprovalFile:
     Only the shape is checked here: the signature itself is checked by the server against
     the proposal's bytes and the approver keys of the trusted root (:func:`check_approval`).
     """
-    if len(text) > MAX_APPROVAL_FILE + ROLE_ALLOWANCE * MAX_ROLES:
+    if (
+        len(text)
+        > DEFAULT_FORMAT_LIMITS.approval_file_bytes
+        + ROLE_ALLOWANCE * DEFAULT_FORMAT_LIMITS.approval_roles
+    ):
         raise BundleError(f"approval file is {len(text)} characters; one is a few hundred")
     try:
         doc = strictjson.loads(text.encode())
@@ -305,11 +308,11 @@ def parse_approval_file(text: str) -> ApprovalFile:
     roles = doc.get("roles", {})
     if (
         not isinstance(roles, dict)
-        or len(roles) > MAX_ROLES
+        or len(roles) > DEFAULT_FORMAT_LIMITS.approval_roles
         or not all(isinstance(k, str) and re.fullmatch(r"tenant-[0-9a-f]{32}", k) for k in roles)
     ):
         raise BundleError("approval file: 'roles' must map tenant roles to signatures")
-    if len(text) > MAX_APPROVAL_FILE + ROLE_ALLOWANCE * len(roles):
+    if len(text) > DEFAULT_FORMAT_LIMITS.approval_file_bytes + ROLE_ALLOWANCE * len(roles):
         raise BundleError(f"approval file is {len(text)} characters; one is a few hundred")
     return ApprovalFile(
         proposal,

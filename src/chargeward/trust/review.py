@@ -4,8 +4,8 @@ An approver signs the *whole* targets metadata, so a proposal must be exactly th
 verified targets plus the release under review — nothing slipped in, nothing altered — with
 the next version and an expiry the policy allows (the approver's own clock decides):
 
-    >>> published = fetch_published_targets(server + "/tuf/", trusted_root)   # doctest: +SKIP
-    >>> review_proposal(proposal, published, expected, now=now)             # doctest: +SKIP
+    published = fetch_published_targets(server + "/tuf/", trusted_root)
+    review_proposal(proposal, published, expected, now=now)
 
 Everything but ``version``, ``expires`` and ``targets`` (``spec_version``, ``delegations``,
 any other field) must equal the published metadata; the only targets that may be added or
@@ -47,7 +47,8 @@ from chargeward.model.targets import (
     tenant_of_path,
     tenant_path,
 )
-from chargeward.publish.repository import ExpiryPolicy, _tenant_delegations, is_tenant_role
+from chargeward.publish.expiry import ExpiryPolicy
+from chargeward.publish.tenant_roles import is_tenant_role, tenant_delegations
 
 _OWN_FIELDS = ("version", "expires", "targets")  # what a proposal may change
 
@@ -241,7 +242,7 @@ def _check_delegations(
     tids = sorted(n.removeprefix(TENANT_ROLE_PREFIX) for n in names)
     if any(_TENANT_ID.fullmatch(t) is None for t in tids):
         raise TrustError("proposal delegates to a tenant role with a malformed name")
-    want = _tenant_delegations(published.root, published.targets.delegations, tids)
+    want = tenant_delegations(published.root, published.targets.delegations, tids)
     if mine != want or (
         mine is not None and want is not None and list(mine.roles or {}) != list(want.roles or {})
     ):

@@ -3,9 +3,9 @@
 Every TUF role key is an ECDSA P-256 key used through :class:`chargeward.crypto.Signer`, so
 the same URI works for X.509, OCPP signatures and TUF metadata:
 
-    >>> signer = load_signer("pkcs11:token=release;object=alice", pin)   # doctest: +SKIP
-    >>> key = tuf_key(signer.public_key(), owner="alice")                  # doctest: +SKIP
-    >>> metadata.sign(TufSigner(signer, key), append=True)                 # doctest: +SKIP
+    signer = load_signer("pkcs11:token=release;object=alice", pin)
+    key = tuf_key(signer.public_key(), owner="alice")
+    metadata.sign(TufSigner(signer, key), append=True)
 
 A key may name its **owner** (a person).  The owner is part of the root metadata, so it is
 signed by the root key holders.  Keys must equal people: python-tuf on a charger counts keys,

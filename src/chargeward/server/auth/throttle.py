@@ -1,6 +1,6 @@
 """Failed-login throttling for station HTTP Basic logins, in this process's memory.
 
-Operator logins are throttled in the database (:mod:`chargeward.server.auth.accounts`), because
+Operator logins are throttled in the database (:mod:`chargeward.server.auth.lockout`), because
 an operator may log in through any server process and a lock must hold everywhere.  Station
 logins come in thousands a minute after a firmware update or a network blip; a database row
 per failure would put an attacker's guesses on the database.  Each OCPP listener keeps its

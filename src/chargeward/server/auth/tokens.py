@@ -1,8 +1,8 @@
 """Scoped API tokens, for scripts and CI: minted by a logged-in user, limited to scopes.
 
-    >>> minted = await mint(s, alice, "ci-upload", ["releases:read", "releases:upload"],
-    ...                     expires_in=30 * 86400, now=now)   # doctest: +SKIP
-    >>> minted.token   # cwt_..., shown once; the server keeps only its SHA-256
+    minted = await mint(s, alice, "ci-upload", ["releases:read", "releases:upload"],
+                        expires_in=30 * 86400, now=now)
+    minted.token   # cwt_..., shown once; the server keeps only its SHA-256
 
 A token acts as its creator (the audit log names the user), with the scopes it was given and
 never more than the creator's role allows *now*; a role change, password change, TOTP reset

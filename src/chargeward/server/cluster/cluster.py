@@ -21,10 +21,10 @@ Nodes share the database and must also share ``blobs/``, ``tuf/``, ``trust/`` an
 download-URL key (``url.key``) of the data directory, e.g. one data directory on shared storage:
 any node may serve a download signed by another.
 
-    >>> node = Node(db, registry, metrics)                    # doctest: +SKIP
-    >>> await node.start({"renew": renew_forever})             # doctest: +SKIP
-    >>> cp = await node.station("CP-1")   # local, remote, or None  # doctest: +SKIP
-    >>> answer = await cp.get_installed_certificate_ids(None)  # doctest: +SKIP
+    node = Node(db, registry, metrics)
+    await node.start({"renew": renew_forever})
+    cp = await node.station("CP-1")   # local, remote, or None
+    answer = await cp.get_installed_certificate_ids(None)
 """
 
 from __future__ import annotations

@@ -107,6 +107,27 @@ class SecurityEventView(BaseModel):
     critical: bool = False  # raises an alert (chargeward.server.fleet.alerts.SECURITY_EVENT_ALERTS)
 
 
+# A GetLog request and what became of it: its statuses and the file once uploaded.  (No
+# docstring: it would become the schema's description in the OpenAPI document.)
+class LogView(BaseModel):
+    request_id: int
+    transaction_id: str
+    station_id: str
+    log_type: str
+    oldest: dt.datetime | None
+    latest: dt.datetime | None
+    requested_by: str
+    response_status: str | None
+    filename: str | None
+    last_status: str | None  # the newest LogStatusNotification
+    statuses: list[str]  # every LogStatusNotification, in order
+    sha256: str | None  # set once the file arrived
+    length: int | None
+    uploaded_at: dt.datetime | None
+    upload_expires_at: dt.datetime
+    created_at: dt.datetime
+
+
 class BootView(BaseModel):
     reason: str
     firmware_version: str | None

@@ -4,8 +4,8 @@ An alert is keyed per station (``firmware_drift:main``, ``security_event:TamperD
 while one is not resolved, the same condition bumps its ``count`` instead of opening another.
 Every alert opened, resolved or acknowledged writes an audit entry.
 
-    >>> await check_drift(s, station, reported={"main": "1.1"}, now=now)  # doctest: +SKIP
-    >>> await list_alerts(s, state="open")                                 # doctest: +SKIP
+    await check_drift(s, station, reported={"main": "1.1"}, now=now)
+    await list_alerts(s, state="open")
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
 from chargeward.errors import BundleError, Conflict, NotFound
+from chargeward.limits import DEFAULT_SERVER_LIMITS
 
 # The BootNotification firmwareVersion is component MAIN_COMPONENT.
 from chargeward.model.firmware import MAIN_COMPONENT as MAIN_COMPONENT
@@ -29,7 +30,6 @@ from chargeward.server.store.tables import Alert, FirmwareUpdate, Release, Secur
 # An update Chargeward sent explains a report if it is still pending, or finished this recently.
 UPDATE_EXPLAINS_FOR = dt.timedelta(hours=24)
 ALERT_STATES = ("open", "acknowledged", "resolved")
-MAX_PAGE = 1000
 
 # Security events that raise an alert, with its severity.  The OCPP 2.0.1 appendix marks as
 # critical (always pushed): SettingSystemTime, StartupOfTheDevice, ResetOrReboot,
@@ -327,8 +327,9 @@ async def search_security_events(
     customer: str | None = None,
 ) -> list[SecurityEventView]:
     """Stored SecurityEventNotifications, newest first; times filter the station's timestamp."""
-    if not 1 <= limit <= MAX_PAGE or offset < 0:
-        raise BundleError(f"limit must be 1-{MAX_PAGE} and offset at least 0")
+    most = DEFAULT_SERVER_LIMITS.page_rows
+    if not 1 <= limit <= most or offset < 0:
+        raise BundleError(f"limit must be 1-{most} and offset at least 0")
     q = select(SecurityEvent).order_by(desc(SecurityEvent.timestamp), desc(SecurityEvent.id))
     if station_id is not None:
         q = q.where(SecurityEvent.station_id == station_id)
@@ -428,8 +429,9 @@ async def list_alerts(
     """Alerts newest first; ``state`` ``active`` means open or acknowledged."""
     if state is not None and state not in (*ALERT_STATES, "active"):
         raise BundleError(f"state must be one of {', '.join((*ALERT_STATES, 'active'))}")
-    if not 1 <= limit <= MAX_PAGE or offset < 0:
-        raise BundleError(f"limit must be 1-{MAX_PAGE} and offset at least 0")
+    most = DEFAULT_SERVER_LIMITS.page_rows
+    if not 1 <= limit <= most or offset < 0:
+        raise BundleError(f"limit must be 1-{most} and offset at least 0")
     q = select(Alert).order_by(desc(Alert.id))
     if state == "active":
         q = q.where(Alert.state != "resolved")

@@ -3,24 +3,26 @@
 Every change is audited in the same transaction.  The rules themselves (time zones, windows,
 support arithmetic) live in :mod:`chargeward.model.fleet`; this module stores and queries.
 
-    >>> await create_site(s, SiteInput("lon-1", "London depot", None, "Europe/London", []),
-    ...                   actor="alice", now=now)                        # doctest: +SKIP
-    >>> await list_stations(s, StationFilter(site="lon-1", tag="pilot"))  # doctest: +SKIP
-    >>> await support_report(s, today=now.date(), within_days=180)       # doctest: +SKIP
+    await create_site(s, SiteInput("lon-1", "London depot", None, "Europe/London", []),
+                      actor="alice", now=now)
+    await list_stations(s, StationFilter(site="lon-1", tag="pilot"))
+    await support_report(s, today=now.date(), within_days=180)
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
 from chargeward.errors import BundleError, Conflict, NotFound
+from chargeward.limits import DEFAULT_SERVER_LIMITS
 from chargeward.model.firmware import check_component
 from chargeward.model.fleet import (
     add_years,
@@ -39,7 +41,6 @@ from chargeward.server.store.tables import Alert, ChargerModel, Site, Station, S
 DEFAULT_FEATURE_YEARS = 3
 DEFAULT_SECURITY_YEARS = 5
 MAX_VERSION_CHARS = 50  # as BootNotification firmwareVersion
-MAX_COMPONENTS = 16
 _CHUNK = 500  # bounded IN lists
 
 
@@ -77,6 +78,28 @@ async def _site(s: AsyncSession, site_id: str) -> Site:
     if row is None:
         raise NotFound(f"no site {site_id!r}")
     return row
+
+
+async def _record_changes(
+    s: AsyncSession,
+    view: Callable[[], BaseModel],
+    changes: Mapping[str, Any],
+    change: Callable[[str, Any], None],
+    *,
+    action: str,
+    target: str,
+    actor: str,
+    now: dt.datetime,
+) -> None:
+    """Apply ``change`` to each of ``changes`` and audit what ``view`` shows changed, if any:
+    ``{field: {"from": ..., "to": ...}}``."""
+    before = view().model_dump(mode="json")
+    for name, value in changes.items():
+        change(name, value)
+    after = view().model_dump(mode="json")
+    diff = {k: {"from": before[k], "to": after[k]} for k in after if before[k] != after[k]}
+    if diff:
+        await audit.record(s, actor=actor, action=action, target=target, details=diff, now=now)
 
 
 async def create_site(
@@ -118,8 +141,8 @@ async def update_site(
     """Change ``name``, ``customer``, ``timezone``, ``maintenance_windows``, ``bandwidth_note``,
     ``download_windows``, ``bandwidth_limit``."""
     row = await _site(s, site_id)
-    before = _site_view(row).model_dump(mode="json")
-    for name, value in changes.items():
+
+    def change(name: str, value: Any) -> None:
         if name == "timezone":
             row.timezone = check_timezone(value)
         elif name in ("maintenance_windows", "download_windows"):
@@ -128,12 +151,17 @@ async def update_site(
             setattr(row, name, value)
         else:
             raise BundleError(f"{name}: not a site field")
-    after = _site_view(row).model_dump(mode="json")
-    diff = {k: {"from": before[k], "to": after[k]} for k in after if before[k] != after[k]}
-    if diff:
-        await audit.record(
-            s, actor=actor, action="site.update", target=f"site:{site_id}", details=diff, now=now
-        )
+
+    await _record_changes(
+        s,
+        lambda: _site_view(row),
+        changes,
+        change,
+        action="site.update",
+        target=f"site:{site_id}",
+        actor=actor,
+        now=now,
+    )
     return await site_view(s, site_id)
 
 
@@ -246,8 +274,8 @@ async def update_model(
     s: AsyncSession, model_id: str, changes: Mapping[str, Any], *, actor: str, now: dt.datetime
 ) -> ChargerModelView:
     row = await _model(s, model_id)
-    before = _model_view(row).model_dump(mode="json")
-    for name, value in changes.items():
+
+    def change(name: str, value: Any) -> None:
         if name in ("feature_support_years", "security_support_years"):
             setattr(row, name, _check_years(name, value))
         elif name in ("vendor", "feature_support_end", "security_support_end"):
@@ -256,12 +284,17 @@ async def update_model(
             setattr(row, name, value)
         else:
             raise BundleError(f"{name}: not a charger model field")
-    after = _model_view(row).model_dump(mode="json")
-    diff = {k: {"from": before[k], "to": after[k]} for k in after if before[k] != after[k]}
-    if diff:
-        await audit.record(
-            s, actor=actor, action="model.update", target=f"model:{model_id}", details=diff, now=now
-        )
+
+    await _record_changes(
+        s,
+        lambda: _model_view(row),
+        changes,
+        change,
+        action="model.update",
+        target=f"model:{model_id}",
+        actor=actor,
+        now=now,
+    )
     return _model_view(row)
 
 
@@ -380,8 +413,9 @@ async def station_tags(s: AsyncSession, station_id: str) -> list[str]:
 
 
 def check_firmware_map(name: str, value: object) -> dict[str, str]:
-    if not isinstance(value, dict) or len(value) > MAX_COMPONENTS:
-        raise BundleError(f"{name} must map at most {MAX_COMPONENTS} components to versions")
+    most = DEFAULT_SERVER_LIMITS.station_components
+    if not isinstance(value, dict) or len(value) > most:
+        raise BundleError(f"{name} must map at most {most} components to versions")
     for component, version in value.items():
         try:
             check_component(component)

@@ -15,8 +15,8 @@ from sqlalchemy import Table, bindparam, desc, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
+from chargeward.crypto import station_passwords
 from chargeward.errors import Conflict, InvalidValue, NotFound
-from chargeward.server.auth import passwords
 from chargeward.server.store.tables import (
     FirmwareUpdate,
     Station,
@@ -58,11 +58,11 @@ async def register_station(
     check_station_id(station_id)
     if await s.get(Station, station_id) is not None:
         raise Conflict(f"station {station_id!r} is already registered")
-    password = password or passwords.generate_password()
+    password = password or station_passwords.generate_password()
     s.add(
         Station(
             id=station_id,
-            password_hash=passwords.hash_station_secret(password),
+            password_hash=station_passwords.hash_station_secret(password),
             model=model,
             connected=False,
             connector_status={},

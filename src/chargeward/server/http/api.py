@@ -48,7 +48,6 @@ from chargeward.server.rollout.updates import send_update
 from chargeward.server.state import ServerState
 from chargeward.server.stations import station_reports
 
-MAX_BUNDLE = 2 * 1024**3
 DOWNLOAD = "/firmware/sha256/{sha256}"  # signed, expiring firmware links (server.urls)
 
 
@@ -142,7 +141,8 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(audit_router)
     app.include_router(supply_router)
     web.install(app)  # the dashboard at /, a client of the routes above
-    app.add_middleware(BodyLimit)  # each request body within its route's cap (server.limits)
+    # each request body within its route's cap (server.http.limits, state.limits)
+    app.add_middleware(BodyLimit, limits=state.limits)
     instrument(app, state.metrics, operator)  # GET /metrics and request counting
 
     @app.get("/healthz", include_in_schema=False)
@@ -184,7 +184,7 @@ def create_app(state: ServerState) -> FastAPI:
         work = Path(tempfile.mkdtemp(prefix="upload-", dir=state.data_dir / "tmp"))
         try:
             bundle = work / "bundle.cwb"
-            await _receive(request.stream(), bundle, MAX_BUNDLE)
+            await _receive(request.stream(), bundle, state.limits.bundle_bytes)
             digest = await asyncio.to_thread(sha256_file, bundle)
             roots = state.manufacturer_roots()
             verified = await asyncio.to_thread(

@@ -33,7 +33,7 @@ import datetime as dt
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from chargeward.server.auth import accounts, tokens
+from chargeward.server.auth import accounts, sessions, tokens, totp
 from chargeward.server.auth.roles import ROLE_PERMISSIONS
 from chargeward.server.common.schemas import RowId
 from chargeward.server.http.authz import CurrentPrincipal, client_address
@@ -135,7 +135,7 @@ class EnrolmentConfirm(BaseModel):
 async def login(body: LoginRequest, request: Request) -> SessionView:
     state = _state(request)
     async with state.db.session() as s:
-        outcome = await accounts.login(
+        outcome = await sessions.login(
             s,
             body.username,
             body.password,
@@ -152,14 +152,14 @@ async def login(body: LoginRequest, request: Request) -> SessionView:
 async def logout(request: Request, principal: CurrentPrincipal) -> None:
     state = _state(request)
     async with state.db.session() as s:
-        await accounts.logout(s, principal, now=state.clock())
+        await sessions.logout(s, principal, now=state.clock())
 
 
 @router.post("/api/v1/auth/totp/enrolment", response_model=EnrolmentView)
 async def begin_enrolment(request: Request, principal: CurrentPrincipal) -> EnrolmentView:
     state = _state(request)
     async with state.db.session() as s:
-        enrolment = await accounts.begin_enrolment(s, principal, now=state.clock())
+        enrolment = await totp.begin_enrolment(s, principal, now=state.clock())
     return EnrolmentView(**vars(enrolment))
 
 
@@ -169,7 +169,7 @@ async def confirm_enrolment(
 ) -> None:
     state = _state(request)
     async with state.db.session() as s:
-        refused = await accounts.confirm_enrolment(
+        refused = await totp.confirm_enrolment(
             s, principal, body.code, address=client_address(request), now=state.clock()
         )
     if refused is not None:

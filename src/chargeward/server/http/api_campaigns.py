@@ -26,7 +26,7 @@ from chargeward.campaign.codec import run_to_row
 from chargeward.campaign.spec import parse_spec
 from chargeward.server.auth import tenancy
 from chargeward.server.http.api import Operator
-from chargeward.server.rollout import campaigns, link_budget, local_cache
+from chargeward.server.rollout import campaign_runs, campaigns, link_budget, local_cache
 from chargeward.server.rollout.campaigns import CampaignView
 from chargeward.server.state import ServerState
 
@@ -127,7 +127,7 @@ async def campaign_stations(
 ) -> list[StationRunOut]:
     async with _state(request).db.snapshot() as s:
         row = await campaigns.get_campaign(s, ref)
-        runs = [r for _, r in (await campaigns.load_runs(s, row.id)).values()]
+        runs = [r for _, r in (await campaign_runs.load_runs(s, row.id)).values()]
     return [
         _run_out(run_to_row(r))
         for r in sorted(runs, key=lambda r: (r.stage, r.station_id))

@@ -20,14 +20,16 @@ Every change is audited with the caller as actor.  Needs the operator bearer tok
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward.errors import BundleError
+from chargeward.limits import DEFAULT_SERVER_LIMITS
 from chargeward.model.fleet import check_id, check_tags, check_timezone, parse_windows
 from chargeward.server.auth import tenancy
 from chargeward.server.common import inputs
@@ -55,6 +57,13 @@ def _state(request: Request) -> ServerState:
 
 
 T = TypeVar("T")
+
+
+async def _change(request: Request, call: Callable[[AsyncSession, dt.datetime], Awaitable[T]]) -> T:
+    """Run one audited change in a transaction, at the server clock's now."""
+    state = _state(request)
+    async with state.db.session() as s:
+        return await call(s, state.clock())
 
 
 def _rule(check: Callable[[T], object]) -> AfterValidator:
@@ -174,11 +183,12 @@ async def list_sites(request: Request, _: Operator) -> list[SiteView]:
 
 @router.post("/api/v1/sites", response_model=SiteView, status_code=201)
 async def create_site(body: SiteCreate, request: Request, who: Operator) -> SiteView:
-    state = _state(request)
-    async with state.db.session() as s:
-        return await fleet.create_site(
-            s, fleet.SiteInput(**body.model_dump()), actor=who, now=state.clock()
-        )
+    return await _change(
+        request,
+        lambda s, now: fleet.create_site(
+            s, fleet.SiteInput(**body.model_dump()), actor=who, now=now
+        ),
+    )
 
 
 @router.get("/api/v1/sites/{site_id}", response_model=SiteView)
@@ -189,18 +199,17 @@ async def get_site(site_id: str, request: Request, _: Operator) -> SiteView:
 
 @router.patch("/api/v1/sites/{site_id}", response_model=SiteView)
 async def update_site(site_id: str, body: SitePatch, request: Request, who: Operator) -> SiteView:
-    state = _state(request)
-    async with state.db.session() as s:
-        return await fleet.update_site(
-            s, site_id, body.model_dump(exclude_unset=True), actor=who, now=state.clock()
-        )
+    return await _change(
+        request,
+        lambda s, now: fleet.update_site(
+            s, site_id, body.model_dump(exclude_unset=True), actor=who, now=now
+        ),
+    )
 
 
 @router.delete("/api/v1/sites/{site_id}", status_code=204)
 async def delete_site(site_id: str, request: Request, who: Operator) -> None:
-    state = _state(request)
-    async with state.db.session() as s:
-        await fleet.delete_site(s, site_id, actor=who, now=state.clock())
+    await _change(request, lambda s, now: fleet.delete_site(s, site_id, actor=who, now=now))
 
 
 # -- charger models -------------------------------------------------------------------------
@@ -214,11 +223,12 @@ async def list_models(request: Request, _: Operator) -> list[ChargerModelView]:
 
 @router.post("/api/v1/models", response_model=ChargerModelView, status_code=201)
 async def create_model(body: ModelCreate, request: Request, who: Operator) -> ChargerModelView:
-    state = _state(request)
-    async with state.db.session() as s:
-        return await fleet.create_model(
-            s, fleet.ModelInput(**body.model_dump()), actor=who, now=state.clock()
-        )
+    return await _change(
+        request,
+        lambda s, now: fleet.create_model(
+            s, fleet.ModelInput(**body.model_dump()), actor=who, now=now
+        ),
+    )
 
 
 @router.get("/api/v1/models/{model_id}", response_model=ChargerModelView)
@@ -231,18 +241,17 @@ async def get_model(model_id: str, request: Request, _: Operator) -> ChargerMode
 async def update_model(
     model_id: str, body: ModelPatch, request: Request, who: Operator
 ) -> ChargerModelView:
-    state = _state(request)
-    async with state.db.session() as s:
-        return await fleet.update_model(
-            s, model_id, body.model_dump(exclude_unset=True), actor=who, now=state.clock()
-        )
+    return await _change(
+        request,
+        lambda s, now: fleet.update_model(
+            s, model_id, body.model_dump(exclude_unset=True), actor=who, now=now
+        ),
+    )
 
 
 @router.delete("/api/v1/models/{model_id}", status_code=204)
 async def delete_model(model_id: str, request: Request, who: Operator) -> None:
-    state = _state(request)
-    async with state.db.session() as s:
-        await fleet.delete_model(s, model_id, actor=who, now=state.clock())
+    await _change(request, lambda s, now: fleet.delete_model(s, model_id, actor=who, now=now))
 
 
 # -- stations, support, alerts, security events ----------------------------------------------
@@ -252,11 +261,12 @@ async def delete_model(model_id: str, request: Request, who: Operator) -> None:
 async def update_station(
     station_id: str, body: StationPatch, request: Request, who: Operator
 ) -> StationSummary:
-    state = _state(request)
-    async with state.db.session() as s:
-        return await fleet.update_station(
-            s, station_id, body.model_dump(exclude_unset=True), actor=who, now=state.clock()
-        )
+    return await _change(
+        request,
+        lambda s, now: fleet.update_station(
+            s, station_id, body.model_dump(exclude_unset=True), actor=who, now=now
+        ),
+    )
 
 
 @router.get("/api/v1/fleet/support", response_model=list[SupportView])
@@ -281,7 +291,7 @@ async def list_alerts(
     state: Annotated[str | None, Query(pattern="^(active|open|acknowledged|resolved)$")] = None,
     station_id: Annotated[str | None, Query(max_length=48)] = None,
     kind: Annotated[str | None, Query(max_length=30)] = None,
-    limit: Annotated[int, Query(ge=1, le=alerts.MAX_PAGE)] = 100,
+    limit: Annotated[int, Query(ge=1, le=DEFAULT_SERVER_LIMITS.page_rows)] = 100,
     offset: Offset = 0,
 ) -> list[AlertView]:
     async with _state(request).db.snapshot() as s:
@@ -300,11 +310,12 @@ async def list_alerts(
 async def acknowledge_alert(
     alert_id: RowId, request: Request, who: Operator, body: AcknowledgeRequest | None = None
 ) -> AlertView:
-    state = _state(request)
-    async with state.db.session() as s:
-        return await alerts.acknowledge(
-            s, alert_id, actor=who, note=body.note if body else None, now=state.clock()
-        )
+    return await _change(
+        request,
+        lambda s, now: alerts.acknowledge(
+            s, alert_id, actor=who, note=body.note if body else None, now=now
+        ),
+    )
 
 
 @router.get("/api/v1/security-events", response_model=list[SecurityEventView])
@@ -316,7 +327,7 @@ async def security_events(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     critical: bool = False,
-    limit: Annotated[int, Query(ge=1, le=alerts.MAX_PAGE)] = 100,
+    limit: Annotated[int, Query(ge=1, le=DEFAULT_SERVER_LIMITS.page_rows)] = 100,
     offset: Offset = 0,
 ) -> list[SecurityEventView]:
     """Stored SecurityEventNotifications, newest first; ``since``/``until`` need an offset."""

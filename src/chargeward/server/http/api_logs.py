@@ -29,10 +29,10 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
-from chargeward.errors import Conflict, InvalidValue, TransportError
+from chargeward.errors import Conflict, InvalidValue, TransportError, UploadRefused
 from chargeward.ocpp.csms import LogAnswer, LogRequest
 from chargeward.server.common import inputs
-from chargeward.server.common.schemas import RowId
+from chargeward.server.common.schemas import LogView, RowId
 from chargeward.server.http.api import Operator
 from chargeward.server.state import ServerState
 from chargeward.server.stations import logs
@@ -63,25 +63,6 @@ class LogRequested(BaseModel):
     station_response: str  # Accepted/Rejected/AcceptedCanceled, NoResponse or CallError
     filename: str | None
     upload_expires_at: dt.datetime
-
-
-class LogView(BaseModel):
-    request_id: int
-    transaction_id: str
-    station_id: str
-    log_type: str
-    oldest: dt.datetime | None
-    latest: dt.datetime | None
-    requested_by: str
-    response_status: str | None
-    filename: str | None
-    last_status: str | None  # the newest LogStatusNotification
-    statuses: list[str]  # every LogStatusNotification, in order
-    sha256: str | None  # set once the file arrived
-    length: int | None
-    uploaded_at: dt.datetime | None
-    upload_expires_at: dt.datetime
-    created_at: dt.datetime
 
 
 def _state(request: Request) -> ServerState:
@@ -141,7 +122,7 @@ async def request_log(
 async def list_logs(station_id: str, request: Request, _: Operator) -> list[LogView]:
     async with _state(request).db.snapshot() as s:
         records = await logs.list_logs(s, station_id)
-    return [LogView(**vars(r)) for r in records]
+    return records
 
 
 @router.get("/api/v1/stations/{station_id}/logs/{request_id}", response_class=FileResponse)
@@ -189,12 +170,13 @@ async def receive_log(token: str, request: Request) -> LogUploaded:
         raise _refusal(refused)
     declared = request.headers.get("content-length", "")
     size = inputs.row_id(declared, 18)
-    if size is not None and size > logs.MAX_UPLOAD + MULTIPART_OVERHEAD:
-        raise HTTPException(413, f"a log file may be at most {logs.MAX_UPLOAD} bytes")
-    body = await _read_capped(request.stream(), logs.MAX_UPLOAD + MULTIPART_OVERHEAD)
+    most = state.limits.log_upload_bytes
+    if size is not None and size > most + MULTIPART_OVERHEAD:
+        raise HTTPException(413, f"a log file may be at most {most} bytes")
+    body = await _read_capped(request.stream(), most)
     data, filename = _uploaded_file(body, request.headers.get("content-type", ""))
-    if len(data) > logs.MAX_UPLOAD:
-        raise HTTPException(413, f"a log file may be at most {logs.MAX_UPLOAD} bytes")
+    if len(data) > most:
+        raise HTTPException(413, f"a log file may be at most {most} bytes")
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         async with state.db.session() as s:
@@ -202,16 +184,16 @@ async def receive_log(token: str, request: Request) -> LogUploaded:
                 s, token, sha256=sha256, length=len(data), filename=filename, now=state.clock()
             )
             await asyncio.to_thread(_store_blob, state, data, sha256)  # before the commit
-    except logs.UploadRefused as e:
+    except UploadRefused as e:
         raise _refusal(e) from e
     return LogUploaded(request_id=record.request_id, sha256=sha256, length=len(data))
 
 
-def _token_problem(token: str) -> logs.UploadRefused | None:
-    return None if 16 <= len(token) <= 100 else logs.UploadRefused("unknown")
+def _token_problem(token: str) -> UploadRefused | None:
+    return None if 16 <= len(token) <= 100 else UploadRefused(404, "unknown")
 
 
-def _refusal(e: logs.UploadRefused) -> HTTPException:
+def _refusal(e: UploadRefused) -> HTTPException:
     if e.reason == "unknown":
         return HTTPException(404, "no such upload URL")
     return HTTPException(410, f"this upload URL is {e.reason}")
@@ -224,12 +206,13 @@ def _store_blob(state: ServerState, data: bytes, sha256: str) -> None:
         state.blobs.put(tmp, sha256, len(data))
 
 
-async def _read_capped(chunks: AsyncIterator[bytes], cap: int) -> bytes:
+async def _read_capped(chunks: AsyncIterator[bytes], most: int) -> bytes:
+    """The multipart body of a log file of at most ``most`` bytes (413 past it)."""
     body = bytearray()
     async for chunk in chunks:
         body += chunk
-        if len(body) > cap:
-            raise HTTPException(413, f"a log file may be at most {logs.MAX_UPLOAD} bytes")
+        if len(body) > most + MULTIPART_OVERHEAD:
+            raise HTTPException(413, f"a log file may be at most {most} bytes")
     return bytes(body)
 
 

@@ -22,8 +22,9 @@ from fastapi.responses import FileResponse
 
 from chargeward.crypto.pki import verify_crl
 from chargeward.errors import BundleError, NotFound
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 from chargeward.model.targets import TENANT_PREFIX, TENANT_ROLE_PREFIX, tenant_of_path
-from chargeward.server.auth import accounts
+from chargeward.server.auth import accounts, totp
 from chargeward.server.common.schemas import (
     ApprovalRequest,
     ProposalApprovalsView,
@@ -41,7 +42,6 @@ from chargeward.server.rollout.supply_chain import check_publication
 from chargeward.server.state import ServerState
 from chargeward.trust.approval import ApprovalRefused, NotKeyHolder
 
-MAX_CRL_BYTES = 1 << 20
 _HASHED_NAME = re.compile(r"^([0-9a-f]{64})\.(.+)$")
 _METADATA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,194}\.json")  # a file name, ASCII
 
@@ -145,7 +145,7 @@ async def approve(
         async with state.db.session() as s:
             refusal = None
             if body.totp is not None:
-                refusal = await accounts.confirm_totp(
+                refusal = await totp.confirm_totp(
                     s, principal, body.totp, address=client_address(request), now=now
                 )
             if refusal is None:
@@ -205,8 +205,10 @@ async def publish_proposal(ref: str, who: Operator, state: State) -> ProposalVie
 async def propose_crl(request: Request, who: Operator, state: State) -> ProposalView:
     """A new firmware-signing CRL (DER), issued by a trusted Manufacturer Root CA."""
     der = await request.body()
-    if len(der) > MAX_CRL_BYTES:
-        raise BundleError(f"CRL is {len(der)} bytes; the limit is {MAX_CRL_BYTES}")
+    if len(der) > DEFAULT_FORMAT_LIMITS.crl_bytes:
+        raise BundleError(
+            f"CRL is {len(der)} bytes; the limit is {DEFAULT_FORMAT_LIMITS.crl_bytes}"
+        )
     verify_crl(der, state.manufacturer_roots(), now=state.clock())
     digest = hashlib.sha256(der).hexdigest()
     tmp = state.data_dir / "tmp" / f"crl-{digest}"

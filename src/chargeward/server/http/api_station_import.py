@@ -15,6 +15,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from chargeward.limits import DEFAULT_SERVER_LIMITS
 from chargeward.server.http.api import Operator
 from chargeward.server.state import ServerState
 from chargeward.server.stations import station_import
@@ -34,7 +35,7 @@ class StationImportItem(BaseModel):
 
 
 class StationImportRequest(BaseModel):
-    stations: list[StationImportItem] = Field(max_length=station_import.MAX_IMPORT)
+    stations: list[StationImportItem] = Field(max_length=DEFAULT_SERVER_LIMITS.import_stations)
 
 
 class StationImportResult(BaseModel):
@@ -49,5 +50,7 @@ async def import_stations(
     state: ServerState = request.app.state.chargeward
     items = [station_import.StationImport(**item.model_dump()) for item in body.stations]
     async with state.db.session() as s:
-        ids = await station_import.import_stations(s, items, actor=who, now=state.clock())
+        ids = await station_import.import_stations(
+            s, items, actor=who, now=state.clock(), limits=state.limits
+        )
     return StationImportResult(imported=len(ids), station_ids=ids)

@@ -19,19 +19,18 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from chargeward.errors import BundleError
+from chargeward.limits import DEFAULT_FORMAT_LIMITS
 from chargeward.server.http.api import Operator
+from chargeward.server.rollout.exposure import ExposedStation, exposure
 from chargeward.server.rollout.release_catalog import find_release
 from chargeward.server.rollout.supply_chain import (
-    MAX_PROVENANCE_BYTES,
-    ExposedStation,
     add_provenance,
     document,
     documents_of,
-    exposure,
 )
 from chargeward.server.state import ServerState
 from chargeward.server.store.tables import ReleaseDocument
-from chargeward.supply.advisories import MAX_ADVISORY_BYTES, parse_advisory
+from chargeward.supply.advisories import parse_advisory
 
 router = APIRouter(tags=["supply chain"])
 _JSON_BODY = {
@@ -99,10 +98,12 @@ async def get_document(release_id: str, name: str, request: Request, _: Operator
 )
 async def put_provenance(release_id: str, request: Request, who: Operator) -> DocumentOut:
     state = _state(request)
-    envelope = await _body(request, MAX_PROVENANCE_BYTES, "provenance")
+    envelope = await _body(request, state.limits.provenance_bytes, "provenance")
     async with state.db.session() as s:
         release = await find_release(s, release_id)
-        row = await add_provenance(s, release, envelope, actor=who, now=state.clock())
+        row = await add_provenance(
+            s, release, envelope, actor=who, now=state.clock(), limits=state.limits
+        )
         return _document(row)
 
 
@@ -160,7 +161,7 @@ def _station(x: ExposedStation) -> ExposedStationOut:
 
 @router.post("/api/v1/exposure", response_model=ExposureOut, openapi_extra=_JSON_BODY)
 async def post_exposure(request: Request, _: Operator) -> ExposureOut:
-    raw = await _body(request, MAX_ADVISORY_BYTES, "advisory")
+    raw = await _body(request, DEFAULT_FORMAT_LIMITS.advisory_bytes, "advisory")
     advisory = parse_advisory(raw, "advisory")
     state = _state(request)
     async with state.db.snapshot() as s:

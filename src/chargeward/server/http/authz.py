@@ -25,13 +25,9 @@ from fastapi import Depends, Request
 
 from chargeward import audit
 from chargeward.server.auth import tenancy
-from chargeward.server.auth.accounts import (
-    Refusal,
-    authenticate,
-    enrolment_required,
-    unauthenticated,
-)
+from chargeward.server.auth.accounts import Refusal, enrolment_required, unauthenticated
 from chargeward.server.auth.roles import Principal
+from chargeward.server.auth.sessions import authenticate
 from chargeward.server.auth.tenancy import PRINCIPAL_KEY
 from chargeward.server.http.web_routes import WEB_ROUTES
 from chargeward.server.state import ServerState

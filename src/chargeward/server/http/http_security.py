@@ -15,9 +15,8 @@ The REST API, the dashboard, firmware downloads, log uploads and ``/tuf/`` share
   ``reload_interval`` seconds), loads the new pair into the live contexts (HTTP and OCPP);
   existing connections keep theirs, a bad pair keeps the old one (:class:`CertificateReloader`).
 
-    >>> check_http_binding("0.0.0.0", tls=False, allow_insecure_http=False)  # doctest: +SKIP
-    Traceback (most recent call last):
-    chargeward.errors.ConfigError: the HTTP listener would serve 0.0.0.0 without TLS ...
+    check_http_binding("0.0.0.0", tls=False, allow_insecure_http=False)
+    # raises chargeward.errors.ConfigError: the HTTP listener would serve 0.0.0.0 without TLS ...
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@
   cap is refused with 413 (``too_large``, the one error shape) before a byte of the body is
   read; a chunked body is cut off, with the same 413, as soon as it passes the cap.  Either
   way the response says ``Connection: close``, so the rest is never read.  JSON routes get
-  :data:`DEFAULT_CAP`, logins :data:`LOGIN_CAP`; release, log, document and import uploads keep
-  their own (:func:`route_caps`).
+  ``ServerLimits.json_body_bytes``, logins ``ServerLimits.login_body_bytes``; release, log,
+  document and import uploads keep their own (:func:`route_caps`, from the same
+  :class:`~chargeward.limits.ServerLimits`).
 - **Slow clients** (:func:`guarded_protocol`, uvicorn's h11 protocol): a request head not
   complete within ``head_timeout`` seconds of its first byte (or of the connection), or a body
   that sends nothing for ``body_timeout`` seconds, closes the connection.  uvicorn has neither
@@ -28,11 +29,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from chargeward.limits import DEFAULT_FORMAT_LIMITS, DEFAULT_SERVER_LIMITS, KIB, ServerLimits
 from chargeward.server.http import problems
-
-KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
-DEFAULT_CAP = 1 * MIB  # any JSON or form body
-LOGIN_CAP = 16 * KIB  # a username, a password, a TOTP code
 
 
 @dataclass(frozen=True)
@@ -46,23 +44,21 @@ def cap(methods: str, path: str, size: int) -> BodyCap:
     return BodyCap(frozenset(methods.split("|")), re.compile(path), size)
 
 
-def route_caps() -> list[BodyCap]:
-    """The routes whose bodies may be larger (or must be smaller) than :data:`DEFAULT_CAP`."""
-    from chargeward.server.http import api, api_logs
-    from chargeward.server.rollout.supply_chain import MAX_PROVENANCE_BYTES
-    from chargeward.server.stations import logs
-    from chargeward.server.stations.station_import import MAX_IMPORT
-    from chargeward.supply.advisories import MAX_ADVISORY_BYTES
+def route_caps(limits: ServerLimits = DEFAULT_SERVER_LIMITS) -> list[BodyCap]:
+    """The routes whose bodies may be larger (or must be smaller) than
+    ``limits.json_body_bytes``."""
+    from chargeward.server.http import api_logs
 
-    log_cap = logs.MAX_UPLOAD + api_logs.MULTIPART_OVERHEAD
+    log_cap = limits.log_upload_bytes + api_logs.MULTIPART_OVERHEAD
     slack = 64 * KIB  # the route's own check gives the precise message below this
+    advisory_cap = DEFAULT_FORMAT_LIMITS.advisory_bytes + slack
     return [
-        cap("POST", r"/api/v1/releases", api.MAX_BUNDLE),  # streamed to disk
+        cap("POST", r"/api/v1/releases", limits.bundle_bytes),  # streamed to disk
         cap("POST|PUT", r"/api/v1/log-uploads/[^/]+", log_cap),
-        cap("PUT", r"/api/v1/releases/[^/]+/provenance", MAX_PROVENANCE_BYTES + slack),
-        cap("POST", r"/api/v1/exposure", MAX_ADVISORY_BYTES + slack),
-        cap("POST", r"/api/v1/stations/import", MAX_IMPORT * 4 * KIB),  # a PEM per station
-        cap("POST", r"/api/v1/auth/login|/login", LOGIN_CAP),
+        cap("PUT", r"/api/v1/releases/[^/]+/provenance", limits.provenance_bytes + slack),
+        cap("POST", r"/api/v1/exposure", advisory_cap),
+        cap("POST", r"/api/v1/stations/import", limits.import_stations * 4 * KIB),  # PEM each
+        cap("POST", r"/api/v1/auth/login|/login", limits.login_body_bytes),
     ]
 
 
@@ -85,11 +81,14 @@ class BodyLimit:
     """ASGI middleware: each request body within its route's cap (see the module)."""
 
     def __init__(
-        self, app: ASGIApp, caps: Sequence[BodyCap] | None = None, default: int = DEFAULT_CAP
+        self,
+        app: ASGIApp,
+        caps: Sequence[BodyCap] | None = None,
+        limits: ServerLimits = DEFAULT_SERVER_LIMITS,
     ) -> None:
         self.app = app
-        self.caps = list(route_caps() if caps is None else caps)
-        self.default = default
+        self.caps = list(route_caps(limits) if caps is None else caps)
+        self.default = limits.json_body_bytes
 
     def cap_for(self, method: str, path: str) -> int:
         for c in self.caps:
@@ -224,8 +223,6 @@ def uvicorn_options(limits: HttpLimits) -> dict[str, Any]:
 
 
 __all__ = [
-    "DEFAULT_CAP",
-    "LOGIN_CAP",
     "BodyCap",
     "BodyLimit",
     "GuardedH11Protocol",

@@ -15,8 +15,8 @@ releases locked to one customer.  They are answered only to
 Everyone else (no credentials, wrong ones, a locked caller, another customer) gets the 404 an
 unknown file gets: the answer never confirms that the role or the image exists.
 
-    >>> await may_read_tenant(request, state, tenant_id("fleet-a"))   # doctest: +SKIP
-    False
+    await may_read_tenant(request, state, tenant_id("fleet-a"))
+    # -> False
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from sqlalchemy import select
 
 from chargeward.model.targets import tenant_id
 from chargeward.server.auth import passwords
-from chargeward.server.auth.accounts import Refusal, authenticate
+from chargeward.server.auth.accounts import Refusal
+from chargeward.server.auth.sessions import authenticate
 from chargeward.server.auth.throttle import StationThrottle
 from chargeward.server.state import ServerState
 from chargeward.server.stations import station_security

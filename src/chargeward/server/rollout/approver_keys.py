@@ -10,8 +10,8 @@ server host, and audited:
     $ chargeward repo rotate-root ... --add-targets-key dan=...        # the new root's keys
     $ chargeward repo register-keys --account "Carol S=carol"          # an older root's labels
 
-    >>> found = root_bindings(root, {"Carol S": "carol"})         # pure: refuses before writing
-    >>> await register(s, root.version, found, actor="ana", now=now)   # doctest: +SKIP
+    found = root_bindings(root, {"Carol S": "carol"})         # pure: refuses before writing
+    await register(s, root.version, found, actor="ana", now=now)
 
 A label names its account unless ``--account LABEL=ACCOUNT`` says otherwise.  Two keys bound to
 one account are refused; a key no longer in the root's targets role is retired (its approvals
@@ -31,12 +31,10 @@ from tuf.api.metadata import Root, Targets
 
 from chargeward import audit
 from chargeward.errors import ConfigError
+from chargeward.limits import DEFAULT_SERVER_LIMITS
 from chargeward.server.auth.tokens import TOKEN_NAME
 from chargeward.server.store.tables import ApproverKey
 from chargeward.trust.tuf_keys import check_people, key_owner
-
-MAX_KEYID = 64  # SHA-256, hex
-MAX_LABEL = 100
 
 
 @dataclass(frozen=True)
@@ -71,8 +69,8 @@ def bindings(keys: Sequence[Key], accounts: Mapping[str, str] | None = None) -> 
         account = accounts.get(label, label)
         if (
             not TOKEN_NAME.fullmatch(account)
-            or len(label) > MAX_LABEL
-            or len(key.keyid) > MAX_KEYID
+            or len(label) > DEFAULT_SERVER_LIMITS.approver_label_chars
+            or len(key.keyid) > DEFAULT_SERVER_LIMITS.approver_keyid_chars
         ):
             raise ConfigError(
                 f"targets key {key.keyid[:12]} is labelled {label!r}, which is not an account "

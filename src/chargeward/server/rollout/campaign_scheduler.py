@@ -31,7 +31,13 @@ from chargeward.campaign import machine, planner
 from chargeward.campaign.machine import StationRun
 from chargeward.errors import ChargewardError
 from chargeward.server.fleet import alerts
-from chargeward.server.rollout import campaigns, local_cache, release_catalog, update_orders
+from chargeward.server.rollout import (
+    campaign_fleet,
+    campaign_runs,
+    local_cache,
+    release_catalog,
+    update_orders,
+)
 from chargeward.server.rollout.updates import send_update
 from chargeward.server.store.tables import Campaign, CampaignStation, FirmwareUpdate, Release
 
@@ -52,12 +58,14 @@ async def _join(
     if release is None:
         return []
     joined = [
-        sid for sid in await campaigns.eligible(s, c.spec, release, row.id) if sid not in present
+        sid
+        for sid in await campaign_fleet.eligible(s, c.spec, release, row.id)
+        if sid not in present
     ]
     last = max(len(c.stage_sizes) - 1, 0)
     for sid in joined:  # the planner starts them with their stage
-        s.add(campaigns.new_run_row(row.id, StationRun(sid, last), now))
-    await campaigns.enrol(s, row.id, joined)
+        s.add(campaign_runs.new_run_row(row.id, StationRun(sid, last), now))
+    await campaign_runs.enrol(s, row.id, joined)
     if joined:
         await audit.record(
             s,
@@ -89,21 +97,21 @@ async def tick_campaign(
         row = await s.get(Campaign, campaign_id)
         if row is None or row.status not in ("running", "paused"):
             return []
-        c = campaigns.to_planner(row)
-        runs, rows = await campaigns.load_for_planning(s, row.id)
+        c = campaign_runs.to_planner(row)
+        runs, rows = await campaign_runs.load_for_planning(s, row.id)
         join = join and row.status == "running"  # a paused one is only ticked for reschedules
         if join and c.spec.dynamic and await _join(s, row, c, set(runs), now):
             await s.flush()
-            runs, rows = await campaigns.load_for_planning(s, row.id)
-        fleet, sites = await campaigns.fleet_now(s, list(runs))
+            runs, rows = await campaign_runs.load_for_planning(s, row.id)
+        fleet, sites = await campaign_fleet.fleet_now(s, list(runs))
         result = planner.plan(c, runs, fleet, sites, now)
         for sid, run in result.runs.items():
             await _close_abandoned(s, runs[sid], run, now)
-            campaigns.store_run(rows[sid], run, now)
+            campaign_runs.store_run(rows[sid], run, now)
         if row.status == "running":
-            campaigns.store_campaign(row, result.campaign, now)
+            campaign_runs.store_campaign(row, result.campaign, now)
         if result.campaign.status == "completed":
-            await campaigns.release_stations(s, row.id)
+            await campaign_runs.release_stations(s, row.id)
             cached = await local_cache.unpublish_after(s, row.id)
         for note in result.notes:
             await audit.record(
@@ -143,7 +151,7 @@ async def tick_campaign(
                 machine.Dispatched(now, order.request_id, install_at[order.request_id]),
                 c.policy,
             )
-            campaigns.store_run(rows[sid], run, now)
+            campaign_runs.store_run(rows[sid], run, now)
             orders.append(order)
         for sid, move in result.reschedule.items():
             moved = await _reschedule(
@@ -213,7 +221,7 @@ async def _reschedule(
     new = machine.step(
         run, machine.Rescheduled(now, order.request_id, move.install_at, move.reason), c.policy
     )
-    campaigns.store_run(run_row, new, now)
+    campaign_runs.store_run(run_row, new, now)
     await audit.record(
         s,
         actor=audit.SYSTEM,

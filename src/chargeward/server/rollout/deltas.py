@@ -16,7 +16,7 @@ An UpdateFirmware to a station that runs a version with a delta offers it in the
 ``customData`` (:class:`DeltaOffer`); a charger that does not know the extension downloads
 ``location`` as always.
 
-    >>> made = await make_release_deltas(db, blobs, release_id, workdir)  # doctest: +SKIP
+    made = await make_release_deltas(db, blobs, release_id, workdir)
 """
 
 from __future__ import annotations

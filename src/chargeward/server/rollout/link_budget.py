@@ -15,8 +15,8 @@ process).  The download route (``server.api.FirmwareFile``) then
   them to ``download_usage`` for (station, request, file), with the campaign whose update it
   was.  A resumed download adds only what the resumption sent.
 
-    >>> budget = await site_budget(session, "CP-1")                 # doctest: +SKIP
-    >>> budget.closed_for(now)      # seconds until a window opens; None: open  # doctest: +SKIP
+    budget = await site_budget(session, "CP-1")
+    budget.closed_for(now)      # seconds until a window opens; None: open
 """
 
 from __future__ import annotations

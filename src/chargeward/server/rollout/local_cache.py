@@ -19,8 +19,8 @@ The controller is transport only: every charger still checks the image against i
 listing and OCPP signature, so a controller that serves other bytes gets them refused.  When
 the campaign ends the file is unpublished (:func:`unpublish_after`).
 
-    >>> via = await route(s, state, "CP-1", image, campaign_id=7, now=now)  # doctest: +SKIP
-    >>> via.wait, via.location                                          # doctest: +SKIP
+    via = await route(s, state, "CP-1", image, campaign_id=7, now=now)
+    via.wait, via.location
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from chargeward.server.fleet.station_registry import (
     latest_open_update,
     station_actor,
 )
-from chargeward.server.rollout import campaigns, deltas
+from chargeward.server.rollout import campaign_runs, deltas
 from chargeward.server.rollout.release_catalog import dispatchable
 from chargeward.server.store.tables import (
     FirmwareUpdate,
@@ -135,7 +135,7 @@ async def set_update_response(
         details={"status": response, "request_id": request_id},
         now=now,
     )
-    await campaigns.on_station_event(
+    await campaign_runs.on_station_event(
         s, row.station_id, machine.Response(now, response), request_id=request_id
     )
 

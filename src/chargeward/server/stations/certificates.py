@@ -3,12 +3,12 @@
 Installing or deleting a trust anchor is privileged: the request is audited under a new
 transaction id before it goes out, and the station's answer under the same id after::
 
-    >>> async with db.session() as s:
-    ...     order = await begin_install(s, "CP-1", MANUFACTURER_ROOT, pem, trusted_roots=roots,
-    ...                                 actor="alice", now=now)  # doctest: +SKIP
-    >>> answer = await cp.install_certificate(order.certificate_type, pem)  # doctest: +SKIP
-    >>> async with db.session() as s:
-    ...     await record_answer(s, order, answer, now=now)  # doctest: +SKIP
+    async with db.session() as s:
+        order = await begin_install(s, "CP-1", MANUFACTURER_ROOT, pem, trusted_roots=roots,
+                                    actor="alice", now=now)
+    answer = await cp.install_certificate(order.certificate_type, pem)
+    async with db.session() as s:
+        await record_answer(s, order, answer, now=now)
 
 A ManufacturerRootCertificate goes only to stations if this server trusts it for releases
 (``chargeward server --manufacturer-root``): an API token alone cannot plant a new firmware

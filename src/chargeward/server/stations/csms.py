@@ -37,6 +37,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from chargeward.limits import DEFAULT_SERVER_LIMITS, ServerLimits
 from chargeward.logging_setup import websocket_logger
 from chargeward.ocpp.csms import BootInfo, CsmsChargePoint, SignAnswer, SignedChain, UpdateAvailable
 from chargeward.server.auth import passwords
@@ -52,7 +53,6 @@ from chargeward.server.store.db import Database
 LOG = logging.getLogger("chargeward.csms")
 SUBPROTOCOL = "ocpp2.0.1"
 PATH_PREFIX = "/ocpp/"
-MAX_FRAME = 128 * 1024  # OCPP 2.0.1 messages for this use are far smaller
 
 Clock = Callable[[], dt.datetime]
 
@@ -380,8 +380,10 @@ class CsmsListener:
         presence: Presence | None = None,
         timeouts: ListenerTimeouts | None = None,
         throttle: StationThrottle | None = None,
+        limits: ServerLimits = DEFAULT_SERVER_LIMITS,
     ) -> None:
         self.db = db
+        self.limits = limits
         self.registry = registry
         self.timeouts = timeouts or ListenerTimeouts()
         self.metrics = metrics or Metrics()
@@ -566,7 +568,7 @@ class CsmsListener:
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
             process_request=self.process_request,
             ssl=self.ssl_context,
-            max_size=MAX_FRAME,
+            max_size=self.limits.frame_bytes,
             # No permessage-deflate: OCPP frames are small, and each compressing connection
             # keeps ~50 KiB of zlib state (benchmarks/bench_connections.py).
             compression=None,

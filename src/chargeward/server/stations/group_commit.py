@@ -1,8 +1,8 @@
 """Group commit: many small station writes share one database transaction.
 
-    >>> writes = GroupCommit(db)                                          # doctest: +SKIP
-    >>> booted = await writes.run(                                        # doctest: +SKIP
-    ...     lambda s: station_registry.set_connected(s, sid, True, now=now), station_id=sid)
+    writes = GroupCommit(db)
+    booted = await writes.run(
+        lambda s: station_registry.set_connected(s, sid, True, now=now), station_id=sid)
 
 Each OCPP message a station sends is one small write (a connect record, a BootNotification
 with its audit entry).  Ten thousand stations coming back after an outage make ten thousand

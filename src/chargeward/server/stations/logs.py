@@ -4,10 +4,10 @@ Each GetLog gets its own upload URL ``<public URL>/api/v1/log-uploads/<token>``:
 256-bit token bound to one station and one requestId, valid for :data:`UPLOAD_TTL` and for
 one upload.  Only its SHA-256 is stored, so the database alone cannot forge uploads::
 
-    >>> async with db.session() as s:
-    ...     order = await begin_request(s, "CP-1", "SecurityLog", oldest=None, latest=None,
-    ...                                 actor="alice", now=now)  # doctest: +SKIP
-    >>> url = public_url + UPLOAD_PATH + order.token  # doctest: +SKIP
+    async with db.session() as s:
+        order = await begin_request(s, "CP-1", "SecurityLog", oldest=None, latest=None,
+                                    actor="alice", now=now)
+    url = public_url + UPLOAD_PATH + order.token
 
 The request, the station's answer, every LogStatusNotification and the upload are audited
 under the request's transaction id.
@@ -26,7 +26,8 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
-from chargeward.errors import ChargewardError, NotFound
+from chargeward.errors import NotFound, UploadRefused
+from chargeward.server.common.schemas import LogView
 from chargeward.server.fleet.station_registry import station_actor
 from chargeward.server.store.tables import LogStatusEvent, Station, StationLog
 
@@ -34,19 +35,10 @@ LOG = logging.getLogger("chargeward.server.logs")
 LogType = Literal["SecurityLog", "DiagnosticsLog"]
 UPLOAD_PATH = "/api/v1/log-uploads/"
 UPLOAD_TTL = dt.timedelta(hours=1)
-MAX_UPLOAD = 8 * 1024 * 1024  # bytes of one uploaded log file
 FAILED_STATUSES = frozenset(
     {"BadMessage", "NotSupportedOperation", "PermissionDenied", "UploadFailure"}
 )
 ANONYMOUS = "anonymous"  # who calls the upload URL is known only by the token
-
-
-class UploadRefused(ChargewardError):
-    """An upload token that is unknown, used or expired (``reason``)."""
-
-    def __init__(self, reason: Literal["unknown", "used", "expired"]) -> None:
-        super().__init__(f"upload URL {reason}")
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -61,26 +53,6 @@ class LogOrder:
     latest: dt.datetime | None
     token: str
     expires_at: dt.datetime
-
-
-@dataclass(frozen=True)
-class LogRecord:
-    request_id: int
-    transaction_id: str
-    station_id: str
-    log_type: str
-    oldest: dt.datetime | None
-    latest: dt.datetime | None
-    requested_by: str
-    response_status: str | None
-    filename: str | None
-    last_status: str | None
-    statuses: list[str]
-    sha256: str | None
-    length: int | None
-    uploaded_at: dt.datetime | None
-    upload_expires_at: dt.datetime
-    created_at: dt.datetime
 
 
 def token_digest(token: str) -> str:
@@ -197,11 +169,11 @@ async def _by_token(s: AsyncSession, token: str) -> StationLog | None:
 
 def _refusal(row: StationLog | None, now: dt.datetime) -> UploadRefused | None:
     if row is None:
-        return UploadRefused("unknown")
+        return UploadRefused(404, "unknown")
     if row.token_used_at is not None:
-        return UploadRefused("used")
+        return UploadRefused(410, "used")
     if row.token_expires_at <= now:
-        return UploadRefused("expired")
+        return UploadRefused(410, "expired")
     return None
 
 
@@ -239,7 +211,7 @@ async def claim_upload(
     length: int,
     filename: str | None,
     now: dt.datetime,
-) -> LogRecord:
+) -> LogView:
     """Use up ``token`` for an upload of ``sha256`` (in the blob store once the caller commits).
 
     Raises :class:`UploadRefused` if the token is unknown, used or expired: the claim is one
@@ -261,7 +233,7 @@ async def claim_upload(
     )
     row = await _by_token(s, token)
     if claimed.rowcount != 1 or row is None:
-        raise _refusal(row, now) or UploadRefused("used")
+        raise _refusal(row, now) or UploadRefused(410, "used")
     await s.refresh(row)
     row.sha256 = sha256
     row.length = length
@@ -287,7 +259,7 @@ async def claim_upload(
     return (await _records(s, [row]))[0]
 
 
-async def _records(s: AsyncSession, rows: list[StationLog]) -> list[LogRecord]:
+async def _records(s: AsyncSession, rows: list[StationLog]) -> list[LogView]:
     statuses: dict[tuple[str, int | None], list[str]] = {}
     if rows:
         events = await s.scalars(
@@ -298,7 +270,7 @@ async def _records(s: AsyncSession, rows: list[StationLog]) -> list[LogRecord]:
         for e in events:
             statuses.setdefault((e.station_id, e.request_id), []).append(e.status)
     return [
-        LogRecord(
+        LogView(
             request_id=r.id,
             transaction_id=r.transaction_id,
             station_id=r.station_id,
@@ -320,7 +292,7 @@ async def _records(s: AsyncSession, rows: list[StationLog]) -> list[LogRecord]:
     ]
 
 
-async def list_logs(s: AsyncSession, station_id: str, *, limit: int = 100) -> list[LogRecord]:
+async def list_logs(s: AsyncSession, station_id: str, *, limit: int = 100) -> list[LogView]:
     """The station's newest log requests first, with every status reported for each."""
     await require_station(s, station_id)
     rows = (
@@ -334,7 +306,7 @@ async def list_logs(s: AsyncSession, station_id: str, *, limit: int = 100) -> li
     return await _records(s, list(rows))
 
 
-async def uploaded_log(s: AsyncSession, station_id: str, request_id: int) -> LogRecord:
+async def uploaded_log(s: AsyncSession, station_id: str, request_id: int) -> LogView:
     """The log request ``request_id`` of ``station_id``; NotFound unless its file arrived."""
     row = await s.get(StationLog, request_id)
     if row is None or row.station_id != station_id:

@@ -10,10 +10,10 @@ it; then it becomes current and the old one is retired (listed as ``superseded``
 may revoke the current or pending certificate; revoked and retired certificates are listed in
 the charger CA's CRL until they expire::
 
-    >>> problem = registry_problem(CertificateId.of(cert), registered, required=True)
-    >>> async with db.session() as s:                                     # doctest: +SKIP
-    ...     await revoke(s, "CP-1", serial=None, reason="keyCompromise", actor="olga", now=now)
-    ...     der = await charger_ca_crl(s, ca_cert, ca_signer, now=now)
+    problem = registry_problem(CertificateId.of(cert), registered, required=True)
+    async with db.session() as s:
+        await revoke(s, "CP-1", serial=None, reason="keyCompromise", actor="olga", now=now)
+        der = await charger_ca_crl(s, ca_cert, ca_signer, now=now)
 
 The decision (:func:`registry_problem`) is pure; the listener reads the facts with
 :func:`registered` in the transaction that reads the station.

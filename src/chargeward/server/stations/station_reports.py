@@ -31,9 +31,8 @@ from chargeward.server.fleet.station_registry import (
     station_actor,
     touch,
 )
-from chargeward.server.rollout import campaigns, link_budget
+from chargeward.server.rollout import campaign_runs, link_budget
 from chargeward.server.rollout.update_orders import update_row_view
-from chargeward.server.store.appends import queue_insert
 from chargeward.server.store.tables import (
     BootEvent,
     FirmwareStatusEvent,
@@ -42,6 +41,7 @@ from chargeward.server.store.tables import (
     SecurityEvent,
     Station,
 )
+from chargeward.storage.appends import queue_insert
 
 LOG = logging.getLogger("chargeward.server")
 
@@ -116,7 +116,7 @@ async def record_boot(
             s, row, {alerts.MAIN_COMPONENT: firmware_version}, now=now
         )
     versions = dict(row.reported_firmware or {})
-    await campaigns.on_station_event(s, station_id, machine.Boot(now, reason, versions))
+    await campaign_runs.on_station_event(s, station_id, machine.Boot(now, reason, versions))
 
 
 _IDENTITY_LENGTHS = {"model": 20, "vendor": 50, "serial_number": 25}
@@ -175,7 +175,7 @@ async def record_connector_status(
     row.connector_status = {**row.connector_status, f"{evse_id}/{connector_id}": status}
     row.last_seen = now
     if status == "Faulted":  # unhealthy: fails a station soaking a new image
-        await campaigns.on_station_event(
+        await campaign_runs.on_station_event(
             s, station_id, machine.Fault(now, "connector_faulted", f"{evse_id}/{connector_id}")
         )
 
@@ -189,7 +189,7 @@ async def record_transactions(
     row.active_transactions = dict(active)
     row.last_seen = now
     if bool(active) != was_charging:  # deadlines stop while charging (OCPP L01.FR.06)
-        await campaigns.on_station_event(s, station_id, machine.Charging(now, bool(active)))
+        await campaign_runs.on_station_event(s, station_id, machine.Charging(now, bool(active)))
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,9 @@ async def prefetch_reports(s: AsyncSession, keys: ReportKeys) -> list[object]:
             await s.scalars(select(Station).where(Station.id.in_(sorted(keys.stations))))
         ).all()
         keep.extend(stations)
-        await campaigns.prefetch_runs(s, [st.id for st in stations if st.campaign_id is not None])
+        await campaign_runs.prefetch_runs(
+            s, [st.id for st in stations if st.campaign_id is not None]
+        )
     if keys.requests:
         q = select(FirmwareUpdate).where(FirmwareUpdate.id.in_(sorted(keys.requests)))
         keep.extend((await s.scalars(q)).all())
@@ -291,7 +293,7 @@ async def record_firmware_status(
         now=now,
     )
     if request_id is not None:
-        await campaigns.on_station_event(
+        await campaign_runs.on_station_event(
             s, station_id, machine.Status(now, status), request_id=request_id
         )
 
@@ -432,7 +434,7 @@ async def record_security_event(
             await alerts.on_security_event(
                 s, station_id, type=type, tech_info=tech_info, timestamp=timestamp, now=now
             )
-            await campaigns.on_station_event(
+            await campaign_runs.on_station_event(
                 s, station_id, machine.Fault(now, "security_event", type)
             )
         return
@@ -470,7 +472,7 @@ async def record_security_event(
         fault = machine.Fault(now, "security_event", type)
     else:
         return
-    await campaigns.on_station_event(s, station_id, fault)
+    await campaign_runs.on_station_event(s, station_id, fault)
 
 
 ROLLED_BACK_EVENT = "FirmwareUpdateRolledBack"  # the agent fell back to its old slot

@@ -4,13 +4,13 @@ Who may connect how (:func:`admit`) is a pure decision; the listener
 (:mod:`chargeward.server.stations.csms`) gathers the facts.  Renewal and rotation talk to a
 connected station through its :class:`~chargeward.ocpp.csms.CsmsChargePoint`::
 
-    >>> await rotate_password(db, registry, "CP-1", actor="alice")      # doctest: +SKIP
-    RotationResult(status='Accepted', transaction_id='...')
-    >>> await renew_certificate(db, registry, "CP-1", actor="alice")    # doctest: +SKIP
-    'Accepted'
-    >>> soon = dt.timedelta(days=30)
-    >>> await renew_expiring_certificates(db, registry, within=soon)  # doctest: +SKIP
-    ['CP-7']
+    await rotate_password(db, registry, "CP-1", actor="alice")
+    # -> RotationResult(status='Accepted', transaction_id='...')
+    await renew_certificate(db, registry, "CP-1", actor="alice")
+    # -> 'Accepted'
+    soon = dt.timedelta(days=30)
+    await renew_expiring_certificates(db, registry, within=soon)
+    # -> ['CP-7']
 
 A password rotation never locks a station out: the new hash is stored as *pending* before
 SetVariables goes out and both hashes authenticate until the station answers Accepted or logs
@@ -31,6 +31,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
+from chargeward.crypto import station_passwords
 from chargeward.crypto.keys import Signer
 from chargeward.crypto.pki import certificate_pem
 from chargeward.crypto.tls import (
@@ -132,7 +133,7 @@ async def station_auth(
 
 async def _rehash(db: Database, station_id: str, old_hash: str, password: str) -> None:
     """Store ``password`` again at the station-secret cost (e.g. after a factory import)."""
-    new_hash = await asyncio.to_thread(passwords.hash_station_secret, password)
+    new_hash = await asyncio.to_thread(station_passwords.hash_station_secret, password)
     async with db.session() as s:
         row = await s.get(Station, station_id)
         if row is not None and row.password_hash == old_hash:
@@ -156,8 +157,8 @@ async def check_password(
     current = auth.password_hash if auth is not None else None
     if recent is not None and current is not None and recent.seen(station_id, current, password):
         return True  # verified against this very hash minutes ago (a reconnect)
-    if await asyncio.to_thread(passwords.verify_station_secret, current, password):
-        if current is not None and passwords.station_secret_needs_rehash(current):
+    if await asyncio.to_thread(station_passwords.verify_station_secret, current, password):
+        if current is not None and station_passwords.station_secret_needs_rehash(current):
             await _rehash(db, station_id, current, password)
         elif current is not None and recent is not None:
             recent.remember(station_id, current, password)
@@ -165,7 +166,7 @@ async def check_password(
     if auth is None or auth.pending_password_hash is None:
         return False
     pending = auth.pending_password_hash
-    if not await asyncio.to_thread(passwords.verify_station_secret, pending, password):
+    if not await asyncio.to_thread(station_passwords.verify_station_secret, pending, password):
         return False
     async with db.session() as s:
         row = await s.get(Station, station_id)
@@ -281,8 +282,8 @@ async def rotate_password(
     cp = registry.get(station_id)
     if cp is None:
         raise Conflict(f"station {station_id} is not connected")
-    password = passwords.generate_password()
-    new_hash = await asyncio.to_thread(passwords.hash_station_secret, password)
+    password = station_passwords.generate_password()
+    new_hash = await asyncio.to_thread(station_passwords.hash_station_secret, password)
     tid = audit.new_transaction_id()
     async with db.session() as s:
         row = await _row(s, station_id)

@@ -11,8 +11,8 @@ station's registered certificate and not revoked are checked per connection agai
 the server's clock: a revocation takes effect at the next login on every node without reloading
 this context (ADR 0022)::
 
-    >>> ctx = server_context(TlsFiles(Path("csms.pem"), "file:csms.key", Path("ca.pem")),
-    ...                      passphrase)  # doctest: +SKIP
+    ctx = server_context(TlsFiles(Path("csms.pem"), "file:csms.key", Path("ca.pem")),
+                         passphrase)
 """
 
 from __future__ import annotations

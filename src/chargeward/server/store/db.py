@@ -1,7 +1,7 @@
 """Database connection: SQLite (WAL) in the data directory by default, PostgreSQL by URL.
 
-    >>> db = await Database.open(data_dir=Path("chargeward-data"))  # doctest: +SKIP
-    >>> async with db.session() as s: ...                              # doctest: +SKIP
+    db = await Database.open(data_dir=Path("chargeward-data"))
+    async with db.session() as s: ...
 
 ``CHARGEWARD_DATABASE_URL=postgresql://user:pass@host/db`` (or ``postgres://``) selects
 PostgreSQL through asyncpg.  The schema is brought to the newest Alembic revision when the

@@ -1,6 +1,11 @@
 """Database tables (SQLAlchemy 2, typed).  Rows are storage, not the domain: routes and
 OCPP handlers go through the services of the sub-packages above the store
-(docs/adr/0029-server-sub-packages.md)."""
+(docs/adr/0029-server-sub-packages.md).
+
+The declarative base is :mod:`chargeward.storage.base`; the audit log owns its tables
+(:mod:`chargeward.audit.tables`), imported here so that ``Base.metadata`` (the migrations'
+target, the schema tests) holds the whole schema.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -18,33 +22,19 @@ from sqlalchemy import (
     String,
     Text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import Mapped, mapped_column
 
-from chargeward.errors import InvalidValue
+from chargeward.audit import tables as audit_tables
+from chargeward.storage.base import Base
 
-
-class UTCDateTime(TypeDecorator[dt.datetime]):
-    """Timezone-aware UTC datetimes on every backend (SQLite stores naive values)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise InvalidValue("naive datetime stored; use UTC-aware datetimes")
-        return value.astimezone(dt.UTC)
-
-    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-
-
-class Base(DeclarativeBase):
-    type_annotation_map = {dt.datetime: UTCDateTime, dict[str, Any]: JSON}
+AUDIT_TABLES = (
+    audit_tables.AuditEntry,
+    audit_tables.AuditNode,
+    audit_tables.AuditTreeHead,
+    audit_tables.AuditCheckpoint,
+)
+# Every table, the audit log's included: what the migrations build and the schema tests check.
+SCHEMA = Base.metadata
 
 
 class Station(Base):
@@ -348,58 +338,6 @@ class ApiToken(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     created_by: Mapped[str | None] = mapped_column(String(100), default=None)
-
-
-class AuditEntry(Base):
-    """Append-only: UPDATE and DELETE are refused by the database (see the migration)."""
-
-    __tablename__ = "audit_entries"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    time: Mapped[dt.datetime]
-    actor: Mapped[str] = mapped_column(String(100))
-    action: Mapped[str] = mapped_column(String(60))
-    target: Mapped[str] = mapped_column(String(200))
-    transaction_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    # Position in the Merkle log and SHA-256(0x00 || canonical entry) (chargeward.audit.tree).
-    leaf_index: Mapped[int] = mapped_column(BigInteger, index=True, unique=True)
-    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
-
-
-Index("ix_audit_action", AuditEntry.action)
-
-
-class AuditNode(Base):
-    """A perfect-subtree hash of the audit log's Merkle tree (:mod:`chargeward.audit.merkle`):
-    level 0 holds the leaf hashes; ``(level, idx)`` covers leaves ``[idx * 2**level, ...)``."""
-
-    __tablename__ = "audit_nodes"
-
-    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
-
-
-class AuditTreeHead(Base):
-    """One row (``id`` 1): how many leaves the audit log has.  Appending locks this row."""
-
-    __tablename__ = "audit_tree_head"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    size: Mapped[int] = mapped_column(BigInteger)
-
-
-class AuditCheckpoint(Base):
-    """A signed tree head: a C2SP checkpoint as a signed note (:mod:`..audit.checkpoint`)."""
-
-    __tablename__ = "audit_checkpoints"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    size: Mapped[int] = mapped_column(BigInteger, index=True)
-    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
-    note: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[dt.datetime]
 
 
 class StationLog(Base):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from alembic import context
 
-from chargeward.server.store.tables import Base
+from chargeward.server.store.tables import SCHEMA
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = SCHEMA
 
 
 def run() -> None:

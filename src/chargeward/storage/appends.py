@@ -1,0 +1,68 @@
+"""Rows that are only ever appended (audit entries, station reports), written in batches.
+
+    queue_insert(session, FirmwareStatusEvent, {"station_id": "CP-1", ...})
+
+An ORM ``session.add`` of such a row costs an ``INSERT ... RETURNING`` of its own on SQLite:
+the ORM needs each new primary key back, in order, and SQLite cannot return them for a batch.
+Nobody reads these rows back in the transaction that writes them, so they need no identity.
+:func:`queue_insert` keeps them on the session instead; they are written per table, in the
+order queued, with one executemany each: before the session's next ORM query (like autoflush,
+so a query in the same transaction sees them) and before it commits.  A rollback drops them
+with the rest of the transaction.
+
+A model may have a writer of its own (:func:`register_writer`) that replaces the plain
+executemany: the audit log's assigns leaf indexes and appends to its Merkle tree
+(:func:`chargeward.audit.tree.write_entries`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Connection, event, insert
+from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session
+
+_QUEUE = "chargeward.append_queue"  # session.info: {model: [row values]}, insertion-ordered
+
+Writer = Callable[[Connection, list[dict[str, Any]]], None]
+_WRITERS: dict[type[DeclarativeBase], Writer] = {}
+
+
+def register_writer(model: type[DeclarativeBase], writer: Writer) -> None:
+    """Write queued rows of ``model`` with ``writer(connection, rows)``, in queue order."""
+    _WRITERS[model] = writer
+
+
+def queue_insert(session: Any, model: type[DeclarativeBase], values: dict[str, Any]) -> None:
+    """Queue one row of ``model`` (an AsyncSession or a Session) for the batched write."""
+    queue: dict[type[DeclarativeBase], list[dict[str, Any]]] = session.info.setdefault(_QUEUE, {})
+    queue.setdefault(model, []).append(values)
+
+
+def write_queued(session: Session) -> None:
+    """Write what is queued now (the events below call this)."""
+    queue = session.info.pop(_QUEUE, None)
+    if queue:
+        conn = session.connection()
+        for model, rows in queue.items():
+            writer = _WRITERS.get(model)
+            if writer is not None:
+                writer(conn, rows)
+            else:
+                conn.execute(insert(model), rows)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_before_commit(session: Session) -> None:
+    write_queued(session)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _write_before_query(state: ORMExecuteState) -> None:
+    write_queued(state.session)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_on_rollback(session: Session) -> None:
+    session.info.pop(_QUEUE, None)
