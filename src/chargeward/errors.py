@@ -46,6 +46,7 @@ class missing from this list.  Classes defined in other modules name their modul
     |   +-- LocationRefused         agent.location: a URL the location policy refuses; no retry
     |   +-- UploadRefused           a log upload URL unknown, used or expired (404/410); no retry
     |   +-- RemoteTimeout           server.cluster: a peer node did not answer (a ``TimeoutError``)
+    |   +-- CommandNotDelivered     a command that never reached the station (its node gone)
     +-- NotFound                    a named thing does not exist; exit 4, 404
     +-- Conflict                    the request clashes with current state; exit 7, 409
     |   +-- ApprovalRefused         trust.approval: an approval the rules forbid (``reason``)
@@ -54,6 +55,8 @@ class missing from this list.  Classes defined in other modules name their modul
     +-- NoBootableSlot              agent.bootloader: no slot passes the secure-boot check (tamper)
     +-- TreeStorageError            audit.merkle: the node store lacks or misorders nodes
     +-- Refusal                     server.accounts: sign-in or permission refused (own status)
+    +-- DatabaseBusy                server.store.db: a write kept losing to concurrent ones, or
+                                    no free connection; nothing committed; HTTP 503, Retry-After
 
 ``InvalidValue`` and ``MisuseError`` also subclass the builtin their callers and pydantic catch:
 a validator must raise a ``ValueError`` for pydantic to report it as a 422, and ``except
@@ -204,6 +207,13 @@ class UploadRefused(TransportError):
         )
         self.status_code = status_code
         self.reason = reason
+
+
+class CommandNotDelivered(TransportError):
+    """A command to a station that certainly never reached it: the node named as the station's
+    holder did not take it (gone or hung), or the station had left that node.  Unlike a
+    timeout, the station cannot be working on it, so a campaign does not count it as an
+    attempt."""
 
 
 class NotFound(ChargewardError):

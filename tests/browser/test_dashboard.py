@@ -252,9 +252,13 @@ async def test_operator_and_approver_run_a_campaign_and_see_tamper_and_drift(
     await shot(olive, "releases")
 
     # Roll back: a new campaign for the stations that took 1.1.0, held for a second person
-    # like any other (the operator then aborts it before it sends anything).
+    # like any other (the operator then aborts it before it sends anything).  1.0.0 (security
+    # version 1) is below the rollback floor those stations reached and is not offered; the
+    # release they accept is.
     await olive.goto(campaign_url)
-    rollback_to = "1.0.0 (security version 1; pending)"
+    offered = await olive.get_by_label("Release to return to").locator("option").all_inner_texts()
+    assert offered == ["1.2.0 (security version 3; pending)"], offered
+    rollback_to = offered[0]
     await olive.get_by_label("Release to return to").select_option(label=rollback_to)
     await olive.get_by_role("button", name="Create roll-back campaign").click()
     await expect(

@@ -16,13 +16,11 @@ from chargeward import audit
 from chargeward.campaign import machine
 from chargeward.campaign.spec import CampaignSpecError, parse_spec
 from chargeward.errors import Conflict
-from chargeward.release.bundle import verify_bundle
 from chargeward.server.fleet import station_registry
 from chargeward.server.rollout import (
     campaign_runs,
     campaign_scheduler,
     campaigns,
-    release_catalog,
     update_orders,
 )
 from chargeward.server.rollout.repository import record_available_update
@@ -31,19 +29,13 @@ from chargeward.server.store.blobs import BlobStore
 from chargeward.server.store.db import Database
 from chargeward.server.store.tables import FirmwareUpdate, Station
 from tests.support.fleet import MODEL, Pki
+from tests.support.stored_releases import stored_release
 
 NOW = dt.datetime(2026, 11, 2, 10, 0, tzinfo=dt.UTC)
 
 
 async def _release(db: Database, tmp_path: Path, pki: Pki, version: str, cls: str) -> str:
-    bundle = pki.bundle(tmp_path / f"r-{version}.cwb", version, 2, release_class=cls)
-    now = dt.datetime.now(dt.UTC)  # the fixture certificates are valid from today
-    verified = verify_bundle(bundle, [pki.root_cert], workdir=tmp_path / f"x-{version}", now=now)
-    async with db.session() as s:
-        view = await release_catalog.store_release(
-            s, verified, BlobStore(tmp_path / "blobs"), actor="alice", now=NOW
-        )
-    return view.id
+    return await stored_release(db, tmp_path, pki, version, 2, NOW, release_class=cls)
 
 
 async def _fleet(db: Database, n: int) -> list[str]:
@@ -92,7 +84,7 @@ async def test_two_person_rule_and_reports_reach_the_run_by_request_id(
             )  # fmt: skip
 
     # The scheduler's tick stores the dispatch with its requestId before sending; a station
-    # that is not connected answers nothing, which costs one of its attempts.
+    # that no node holds never receives it (NotConnected), which costs none of its attempts.
     state = ServerState(tmp_path, db, BlobStore(tmp_path / "blobs"), b"k" * 32, "http://x")
     state.clock = lambda: NOW
     async with db.session() as s:
@@ -108,7 +100,8 @@ async def test_two_person_rule_and_reports_reach_the_run_by_request_id(
         run = runs[canary][1]
         update = await s.get(FirmwareUpdate, orders[0].request_id)
         assert update is not None and update.response_status == "NotConnected"
-    assert (run.state, run.attempts, run.request_id) == ("waiting", 1, orders[0].request_id)
+    assert (run.state, run.attempts, run.request_id) == ("waiting", 0, orders[0].request_id)
+    assert run.reason == "UpdateFirmware NotConnected"
 
     # A status with that requestId moves that run; one with another id moves nothing.
     async with db.session() as s:

@@ -1,4 +1,5 @@
-"""The real REST API in-process: a SQLite database, ``create_app`` and an ASGI transport.
+"""The real REST API in-process: a database (SQLite unless given), ``create_app`` and an ASGI
+transport.
 
 The clock is a :class:`MovableClock` the test advances; the bearer token is a real one.
 """
@@ -46,8 +47,11 @@ class Api:
 
 
 @asynccontextmanager
-async def running_api(data_dir: Path, now: dt.datetime) -> AsyncIterator[Api]:
-    db = await Database.open(data_dir=data_dir)
+async def running_api(
+    data_dir: Path, now: dt.datetime, *, db: Database | None = None
+) -> AsyncIterator[Api]:
+    """The API on ``db`` (closed afterwards), or on a new SQLite database in ``data_dir``."""
+    db = db or await Database.open(data_dir=data_dir)
     clock = MovableClock(now)
     try:
         async with db.session() as s:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from chargeward.agent.location import LAB_LOOPBACK
 from chargeward.agent.provision import provision
 from chargeward.agent.state import Identity
 from chargeward.model.firmware import ImageHeader
-from tests.support.fleet import MODEL, Pki, Server, cli
+from tests.support.fleet import MODEL, Pki, Server, assert_no_crash, cli, running_server
 
 STATIONS = ["CP-A", "CP-B", "CP-C", "CP-D"]
 ALL_DAY = [
@@ -117,6 +118,35 @@ async def agents(
         for agent in running.values():
             agent.stop()
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
+
+
+def firmware_statuses(agent: Agent) -> list[tuple[str, dt.datetime]]:
+    """Every FirmwareStatusNotification ``agent`` sends from now on, with when it sent it (a
+    list that fills as the agent reports)."""
+    sent: list[tuple[str, dt.datetime]] = []
+    report = agent._status
+
+    async def spy(status: str, request_id: int | None) -> None:
+        sent.append((status, dt.datetime.now(dt.UTC)))
+        await report(status, request_id)
+
+    agent._status = spy  # type: ignore[method-assign]
+    return sent
+
+
+@contextlib.asynccontextmanager
+async def one_station(
+    root: Path, pki: Pki, factory: Path, sid: str = "CP-A"
+) -> AsyncIterator[tuple[Server, str, list[tuple[str, dt.datetime]]]]:
+    """A server (a campaign tick every 0.3 s) with release 1.1.0 uploaded and one real agent
+    connected: the server, the release's id and the agent's :func:`firmware_statuses`.  The
+    server's output is checked for crashes once it stopped."""
+    release = pki.bundle(root / "acme-1.1.0.cwb", "1.1.0", 2)
+    with running_server(root, pki, extra_args=("--campaign-tick", "0.3")) as srv:
+        release_id = srv.upload(release)["id"]
+        async with agents(srv, root, pki, factory, [sid]) as fleet:
+            yield srv, release_id, firmware_statuses(fleet[sid])
+    assert_no_crash(srv.proc.output())
 
 
 async def _connected(srv: Server, sid: str) -> bool:

@@ -15,6 +15,9 @@ States, and what moves a station on::
 
     any failure status, a refused request, or a timeout ──> waiting again while attempts are
     left (``max_attempts`` UpdateFirmware requests in all), else failed / timed_out
+    a request that never reached the station (``NotConnected``, ``NotDelivered``: no node
+    held it, or its node was gone) ──> waiting, and it is no attempt: the infrastructure
+    failed, not the station
     a boot that reports the old version after the install started ──> rolled_back
     abort ──> canceled (only stations not yet installing)
 
@@ -84,6 +87,8 @@ FAILED_STATUSES = frozenset(
     }
 )
 ACCEPTED_RESPONSES = frozenset({"Accepted", "AcceptedCanceled"})
+# Answers of the server itself for a request that certainly never reached the station.
+UNDELIVERED_RESPONSES = frozenset({"NotConnected", "NotDelivered"})
 REBOOT_LOOP = 2  # boots during the soak beyond the update's own
 
 
@@ -372,6 +377,19 @@ def step(run: StationRun, event: Event, policy: Policy) -> StationRun:
             return run
         if run.rescheduled_from is not None and event.status not in ACCEPTED_RESPONSES:
             return _reschedule_refused(run, at, policy, event.status)
+        if event.status in UNDELIVERED_RESPONSES:
+            reason = f"UpdateFirmware {event.status}"
+            return _to(
+                run,
+                "waiting",
+                at,
+                policy,
+                f"{reason}: not sent to the station, no attempt used",
+                attempts=max(run.attempts - 1, 0),
+                reason=reason,
+                phase=None,
+                deadline=None,
+            )
         if event.status in ACCEPTED_RESPONSES:
             return _to(
                 run,

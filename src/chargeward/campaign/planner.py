@@ -19,10 +19,17 @@ Each tick the planner
    ``download_ahead`` is dispatched early with ``install_at`` = that window's start (OCPP
    ``installDateTime``): it downloads now and installs only inside the window.
 
-Where windows apply, a station that is outside its window, past its install time and has not
-started installing (it was charging all window long, say) is *rescheduled*
-(:attr:`Plan.reschedule`): the same release again with the next window's start.  This is
-checked in running and paused campaigns alike, and is not an attempt.
+An install must also end inside its window: a station is sent its update inside a window only
+while the expected install time (:func:`install_time`: the campaign's ``install_duration``,
+or what its own finished installs measured when that is longer) is left of it, and is sent
+ahead only to a window that leaves that much.  A station that waits for a window says why in
+:attr:`Plan.waiting` ("window closes at 05:00, install needs 15 min").
+
+Where windows apply, a station that is outside its window (or inside it with less than the
+install time left), past its install time and has not started installing (it was charging all
+window long, say) is *rescheduled* (:attr:`Plan.reschedule`): the same release again with
+the start of the next window long enough for the install.  This is checked in running and
+paused campaigns alike, and is not an attempt.
 
 Stations are ranked by a hash of campaign and station id, so the canary is a fair sample and
 the same on every node and after every restart.  A station with no site, or a site without
@@ -33,20 +40,25 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from chargeward.campaign import machine
 from chargeward.campaign.machine import ERRORS, TERMINAL, StationRun
 from chargeward.campaign.spec import CampaignSpec, StationFacts
-from chargeward.model.fleet import MaintenanceWindow, in_window, next_window_start
+from chargeward.model.fleet import MaintenanceWindow, next_window_fit, window_close
 
 CampaignStatus = Literal[
     "awaiting_approval", "running", "paused", "aborted", "completed", "rolled_back"
 ]
 # A charger in these states is out of service for the availability floor and the site limit.
 UPDATING: frozenset[str] = frozenset({"dispatched", "downloading", "installing", "rebooting"})
+# Measured install times count once this many of the campaign's installs have finished.
+MEASURED_MIN = 3
+MEASURED_PERCENTILE = 90
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,8 @@ class Plan:
     install_at: dict[str, dt.datetime] = field(default_factory=dict)
     reschedule: dict[str, Reschedule] = field(default_factory=dict)  # not attempts
     notes: list[str] = field(default_factory=list)  # what happened to the campaign, for audit
+    # Why a waiting station was not dispatched this tick, where its window held it back.
+    waiting: dict[str, str] = field(default_factory=dict)
 
 
 def rank(campaign_id: int, station_id: str) -> str:
@@ -227,13 +241,17 @@ def reschedules(
     sites: Mapping[str, SiteNow],
     now: dt.datetime,
 ) -> dict[str, Reschedule]:
-    """Stations to send their release again so that the install starts inside a window: the
-    station took the request, has not started installing, its install time has come (or it
-    has none) and ``now`` is outside its site's windows.  A request still unanswered waits,
-    and a refused reschedule is never repeated (``window_guard``)."""
+    """Stations to send their release again so that the install starts (and ends) inside a
+    window: the station took the request, has not started installing, its install time has
+    come (or it has none) and ``now`` is outside its site's windows, or inside one with less
+    than :func:`install_time` left.  The new install time is the start of the next window
+    that long.  A request still unanswered waits, and a refused reschedule is never repeated
+    (``window_guard``)."""
     out: dict[str, Reschedule] = {}
     if not campaign.windows_apply:
         return out
+    need: dt.timedelta | None = None
+    seen: dict[str, _Window] = {}  # per site: every station there sees the same window
     for run in runs.values():
         if run.state == "dispatched" or not run.install_pending or not run.window_guard:
             continue
@@ -243,16 +261,104 @@ def reschedules(
         if station is None or not station.connected or station.site_id is None:
             continue
         site = sites.get(station.site_id)
-        if site is None or not site.windows or in_window(site.windows, site.timezone, now):
+        if site is None or not site.windows:
             continue
-        opens = next_window_start(site.windows, site.timezone, now)
-        if opens is None:
+        need = install_time(campaign, runs) if need is None else need
+        w = _window(seen, site, now, need)
+        if w.fits or w.opens is None:
             continue
-        why = "the window closed before the install started"
+        if w.close is None:
+            why = "the window closed before the install started"
+        else:
+            why = f"the {_too_short(site, w.close, need)}"
         if station.charging or run.charging_since is not None:
             why += " (charging)"
-        out[run.station_id] = Reschedule(opens, why)
+        out[run.station_id] = Reschedule(w.opens, why)
     return out
+
+
+def install_time(campaign: Campaign, runs: Mapping[str, StationRun]) -> dt.timedelta:
+    """How long an install is expected to take: the campaign's ``install_duration``, or what
+    its own installs measured (:func:`measured_install`) when that is longer, so that a fleet
+    slower than declared is not squeezed into windows it overruns."""
+    declared = campaign.spec.install_duration
+    measured = measured_install(runs.values())
+    return declared if measured is None else max(declared, measured)
+
+
+def measured_install(runs: Iterable[StationRun]) -> dt.timedelta | None:
+    """The 90th percentile (nearest rank) of the time from the start of the install to the
+    boot on the new image, over runs that booted it; None before :data:`MEASURED_MIN` did.
+
+    The install starts at the run's entry into *installing* or at its ``install_at``, if
+    later (a station that reported ``InstallScheduled`` waits for it); it ends at the entry
+    into *soaking*.  A high percentile rather than the median: the window must hold nearly
+    every install, not half of them; not the maximum, so one station that stalled does not
+    hold back the fleet.
+    """
+    samples: list[float] = []
+    for run in runs:
+        took = _install_took(run)
+        if took is not None:
+            samples.append(took)
+    if len(samples) < MEASURED_MIN:
+        return None
+    samples.sort()
+    k = math.ceil(MEASURED_PERCENTILE * len(samples) / 100) - 1
+    return dt.timedelta(seconds=samples[k])
+
+
+def _install_took(run: StationRun) -> float | None:
+    """Seconds from the start of ``run``'s install to its boot on the new image, if both are
+    on its timeline."""
+    booted: dt.datetime | None = None
+    for at, state, _note in reversed(run.timeline):
+        if booted is None:
+            if state == "soaking":
+                booted = dt.datetime.fromisoformat(at)
+        elif state == "installing":
+            start = dt.datetime.fromisoformat(at)
+            if run.install_at is not None and run.install_at < booted:
+                start = max(start, run.install_at)
+            return max((booted - start).total_seconds(), 0.0)
+        elif state in ("dispatched", "waiting"):
+            return None  # the boot followed another request's install
+    return None
+
+
+@dataclass(frozen=True)
+class _Window:
+    """A site's windows seen from now, for an install that takes a given time."""
+
+    close: dt.datetime | None  # when the window around now closes; None: outside every one
+    fits: bool  # an install started now ends before ``close``
+    opens: dt.datetime | None  # if not: the next window start that long (None: none is)
+
+
+def _window(
+    seen: dict[str, _Window], site: SiteNow, now: dt.datetime, need: dt.timedelta
+) -> _Window:
+    """``site``'s :class:`_Window` now, worked out once per site and tick (``seen``): every
+    station of the site sees the same windows."""
+    found = seen.get(site.id)
+    if found is None:
+        close = window_close(site.windows, site.timezone, now)
+        if close is not None and close - now >= need:
+            found = _Window(close, True, None)
+        else:
+            found = _Window(close, False, next_window_fit(site.windows, site.timezone, now, need))
+        seen[site.id] = found
+    return found
+
+
+def _too_short(site: SiteNow, close: dt.datetime, need: dt.timedelta) -> str:
+    """Why an install may not start now: what is left of the window is too short."""
+    local = close.astimezone(ZoneInfo(site.timezone))
+    return f"window closes at {local:%H:%M}, install needs {_minutes(need)}"
+
+
+def _minutes(span: dt.timedelta) -> str:
+    return f"{math.ceil(span.total_seconds() / 60)} min"
 
 
 def _dispatch(
@@ -274,6 +380,8 @@ def _dispatch(
         (r for r in current.values() if r.state in ("waiting", "deferred")),
         key=lambda r: (r.stage, rank(campaign.id, r.station_id)),
     )
+    need: dt.timedelta | None = None  # the install time, once a window needs it
+    seen: dict[str, _Window] = {}  # per site: every station there sees the same window
     for run in candidates:
         if in_flight >= limits.global_limit:
             return
@@ -287,17 +395,14 @@ def _dispatch(
             continue
         site = sites.get(station.site_id) if station.site_id else None
         install_at = None
-        if (
-            campaign.windows_apply
-            and site is not None
-            and site.windows
-            and not in_window(site.windows, site.timezone, now)
-        ):
-            ahead = campaign.spec.download_ahead
-            opens = next_window_start(site.windows, site.timezone, now) if ahead else None
-            if opens is None or opens - now > ahead:
-                continue
-            install_at = opens  # download now, install when the window opens
+        if campaign.windows_apply and site is not None and site.windows:
+            need = install_time(campaign, current) if need is None else need
+            w = _window(seen, site, now, need)
+            if not w.fits:
+                if w.opens is None or w.opens - now > campaign.spec.download_ahead:
+                    out.waiting[run.station_id] = _window_wait(site, w, need)
+                    continue
+                install_at = w.opens  # download now, install when the window opens
         if station.charging:  # OCPP L01.FR.06: never while a car is charging
             if run.state == "waiting":
                 put(machine.step(run, machine.Defer(now), policy))
@@ -313,3 +418,14 @@ def _dispatch(
         out.dispatch.append(run.station_id)
         if install_at is not None:
             out.install_at[run.station_id] = install_at
+
+
+def _window_wait(site: SiteNow, w: _Window, need: dt.timedelta) -> str:
+    """Why a station waits for its window: outside it, or too little of it left."""
+    if w.opens is None:
+        return f"no window at site {site.id} stays open {_minutes(need)}, the install time"
+    local = w.opens.astimezone(ZoneInfo(site.timezone))
+    until = f"until {local:%a %H:%M} {site.timezone}"
+    if w.close is None:
+        return f"outside window {until}"
+    return f"{_too_short(site, w.close, need)}; waits {until}"

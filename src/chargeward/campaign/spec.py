@@ -21,6 +21,12 @@ fleet is in (AWS IoT Jobs' exponential rate, per stage instead of per minute).
 windows may be sent its UpdateFirmware this long before its next window opens, with OCPP
 ``installDateTime`` set to the window's start, so it downloads outside the window and installs
 only inside it.
+
+``install_duration`` (default ``"15m"``, from 1 minute to 1 day): how long an install takes from
+its start to the station's boot on the new image.  Where windows apply, a station is sent its
+update inside a window only while that much of the window is left, and is sent ahead only to a
+window that long; once the campaign has measured installs of its own, the planner uses the
+larger of this and the measured time.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ ReleaseClass = Literal["feature", "security"]
 _DURATION = re.compile(r"^(\d{1,6})(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+INSTALL_DURATION_RANGE = (dt.timedelta(minutes=1), dt.timedelta(days=1))
 
 
 class CampaignSpecError(BundleError):
@@ -157,6 +164,8 @@ class CampaignSpec:
     jitter: dt.timedelta = dt.timedelta(minutes=5)  # random start delay per station
     # Dispatch this long before a site's window opens, installDateTime = the window's start.
     download_ahead: dt.timedelta = dt.timedelta(hours=2)
+    # Install to boot on the new image: an install starts only with this much window left.
+    install_duration: dt.timedelta = dt.timedelta(minutes=15)
     retries: int = 3  # OCPP UpdateFirmware.retries (download attempts on the station)
     retry_interval: int = 120  # OCPP UpdateFirmware.retryInterval, seconds
     max_attempts: int = 2  # UpdateFirmware requests per station, ever
@@ -328,8 +337,8 @@ def parse_spec(raw: object) -> CampaignSpec:
         raw,
         {
             "name", "release", "target", "stages", "gates", "soak", "concurrency", "timeouts",
-            "jitter", "download_ahead", "retries", "retry_interval", "max_attempts",
-            "bypass_windows", "dynamic", "notes",
+            "jitter", "download_ahead", "install_duration", "retries", "retry_interval",
+            "max_attempts", "bypass_windows", "dynamic", "notes",
         },
     )  # fmt: skip
     name = t.get("name")
@@ -369,6 +378,12 @@ def parse_spec(raw: object) -> CampaignSpec:
     download_ahead = parse_duration("download_ahead", t.get("download_ahead", "2h"))
     if download_ahead > DEFAULT_FORMAT_LIMITS.campaign_download_ahead:
         raise CampaignSpecError("download_ahead", "must be at most 7d (a week of windows)")
+    install_duration = parse_duration("install_duration", t.get("install_duration", "15m"))
+    low, high = INSTALL_DURATION_RANGE
+    if not low <= install_duration <= high:
+        raise CampaignSpecError(
+            "install_duration", f"must be from 1m to 1d, got {t.get('install_duration')!r}"
+        )
     notes = t.get("notes", "")
     if not isinstance(notes, str) or len(notes) > 2000:
         raise CampaignSpecError("notes", "must be text of at most 2000 characters")
@@ -383,6 +398,7 @@ def parse_spec(raw: object) -> CampaignSpec:
         timeouts=timeouts,
         jitter=parse_duration("jitter", t.get("jitter", "5m")),
         download_ahead=download_ahead,
+        install_duration=install_duration,
         retries=_int("retries", t.get("retries", 3), 0, 10),
         retry_interval=_int("retry_interval", t.get("retry_interval", 120), 0, 86400),
         max_attempts=_int("max_attempts", t.get("max_attempts", 2), 1, 10),
@@ -412,7 +428,7 @@ def spec_document(spec: CampaignSpec) -> dict[str, Any]:
         "target": target,
         "stages": {
             "canary": _amount_doc(spec.stages[0]),
-            "then": [_amount_doc(a) for a in spec.stages[1:]] or ["100%"],
+            "then": [_amount_doc(a) for a in spec.stages[1:]],  # empty: one stage
         },
         "gates": {
             "success": _amount_doc(spec.gates.success),
@@ -431,6 +447,7 @@ def spec_document(spec: CampaignSpec) -> dict[str, Any]:
         },
         "jitter": seconds(spec.jitter),
         "download_ahead": seconds(spec.download_ahead),
+        "install_duration": seconds(spec.install_duration),
         "retries": spec.retries,
         "retry_interval": spec.retry_interval,
         "max_attempts": spec.max_attempts,

@@ -6,7 +6,7 @@
     $ chargeward campaign watch ac22-1.2.0             # live progress until it ends
     $ chargeward campaign stations ac22-1.2.0 --state failed
     $ chargeward campaign approve|pause|resume|abort|retry ac22-1.2.0
-    $ chargeward campaign rollback ac22-1.2.0 --release <previous release id>
+    $ chargeward campaign rollback ac22-1.2.0 [--release <previous release id>]
 
 A campaign file (TOML)::
 
@@ -107,9 +107,23 @@ def create(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     server: ServerUrl = None,
     json_out: Json = False,
+    allow_below_floor: Annotated[
+        bool,
+        typer.Option(
+            "--allow-below-floor",
+            help="Leave out (audited) the stations whose rollback floor is above the release, "
+            "instead of refusing the campaign.",
+        ),
+    ] = False,
 ) -> None:
-    """Create a campaign (it starts at once, or awaits a second person's approval)."""
-    c = ApiClient(data_dir, server).request("POST", "/api/v1/campaigns", json=read_document(file))
+    """Create a campaign (it starts at once, or awaits a second person's approval).
+
+    The server refuses an unpublished release (with a TUF repository) and one below the
+    rollback floor of some target stations, unless ``--allow-below-floor``."""
+    document = read_document(file)
+    if allow_below_floor:
+        document["allow_below_floor"] = True
+    c = ApiClient(data_dir, server).request("POST", "/api/v1/campaigns", json=document)
     if json_out:
         console.print_json(data=c)
         return
@@ -257,11 +271,17 @@ for _name, _verb, _doc in (
 @app.command("rollback")
 def rollback(
     ref: str,
-    release: Annotated[str, typer.Option(help="The release to put back (its id).")],
+    release: Annotated[
+        str | None,
+        typer.Option(
+            help="The release to put back (its id); default: the newest one the stations "
+            "accept (at or above their rollback floor)."
+        ),
+    ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     server: ServerUrl = None,
 ) -> None:
-    """Install ``--release`` again on every station that took this campaign's release."""
+    """Install an earlier release on every station that took this campaign's release."""
     c = ApiClient(data_dir, server).request(
         "POST", f"/api/v1/campaigns/{ref}/rollback", json={"release": release}
     )

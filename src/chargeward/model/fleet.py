@@ -9,6 +9,13 @@ name the day it *starts*).  DST is handled by converting the instant to local ti
     >>> next_window_start(w, "Europe/London", dt.datetime(2026, 10, 30, 12, 0, tzinfo=dt.UTC))
     datetime.datetime(2026, 10, 31, 22, 0, tzinfo=datetime.timezone.utc)
 
+An install must also end inside its window: :func:`window_close` says when the window an
+instant lies in closes (DST and midnight alike), :func:`next_window_fit` the first window
+start that leaves a given time::
+
+    >>> window_close(w, "Europe/London", dt.datetime(2026, 10, 31, 23, 0, tzinfo=dt.UTC))
+    datetime.datetime(2026, 11, 1, 4, 0, tzinfo=datetime.timezone.utc)
+
 A support period ends on its end date (the last supported day): ``manufactured + years`` unless
 the model names an explicit end date, which wins::
 
@@ -162,19 +169,94 @@ def next_window_start(
 
 
 def _first_inside(
-    windows: Sequence[MaintenanceWindow], timezone: str, lo: dt.datetime, hi: dt.datetime
+    windows: Sequence[MaintenanceWindow],
+    timezone: str,
+    lo: dt.datetime,
+    hi: dt.datetime,
+    inside: bool = True,
 ) -> dt.datetime:
-    """The first second in ``(lo, hi]`` inside a window (``lo`` outside, ``hi`` inside)."""
+    """The first second in ``(lo, hi]`` inside a window (``lo`` outside, ``hi`` inside); with
+    ``inside=False`` the first second outside (``lo`` inside, ``hi`` outside)."""
     while hi - lo > dt.timedelta(seconds=1):
         mid = lo + (hi - lo) / 2
         mid = mid.replace(microsecond=0)
         if mid <= lo:
             break
-        if in_window(windows, timezone, mid):
+        if in_window(windows, timezone, mid) == inside:
             hi = mid
         else:
             lo = mid
     return hi
+
+
+def window_close(
+    windows: Sequence[MaintenanceWindow], timezone: str, instant: dt.datetime
+) -> dt.datetime | None:
+    """When the window ``instant`` (aware) lies in closes, in UTC: the first instant after it
+    outside every window; None when ``instant`` is outside them all.
+
+    Windows that touch or overlap count as one.  Each end is the local wall time in
+    ``timezone``, so across a DST change a window lasts an hour more or less in real time; an
+    end that falls into the spring gap closes the window when the clocks go forward (the
+    first instant :func:`in_window` no longer holds).  Windows open all week long close a
+    week and a day on, at the latest.
+
+    >>> w = parse_windows([{"days": ["sun"], "start": "00:30", "end": "03:00"}])
+    >>> window_close(w, "Europe/London", dt.datetime(2026, 3, 29, 0, 45, tzinfo=dt.UTC))
+    datetime.datetime(2026, 3, 29, 2, 0, tzinfo=datetime.timezone.utc)
+    """
+    if not in_window(windows, timezone, instant):
+        return None
+    zone = ZoneInfo(timezone)
+    instant = instant.astimezone(dt.UTC)
+    first = instant.astimezone(zone).date()
+    ends: set[dt.datetime] = set()
+    for offset in range(-1, 10):
+        day = first + dt.timedelta(days=offset)
+        for w in windows:
+            wall = dt.datetime.combine(day, w.end)
+            for fold in (0, 1):
+                end = wall.replace(tzinfo=zone, fold=fold).astimezone(dt.UTC)
+                if end > instant:
+                    ends.add(end)
+    lo = instant
+    for end in sorted(ends):
+        if in_window(windows, timezone, end):
+            lo = end  # another window goes on from here
+            continue
+        return _first_inside(windows, timezone, lo, end, inside=False)
+    return lo
+
+
+def next_window_fit(
+    windows: Sequence[MaintenanceWindow],
+    timezone: str,
+    after: dt.datetime,
+    need: dt.timedelta,
+) -> dt.datetime | None:
+    """The first window start at or after ``after`` whose window stays open at least
+    ``need`` from its start (an install that takes ``need`` ends inside it), in UTC; None
+    without windows or when none of them is long enough within a few weeks.
+
+    >>> w = parse_windows([{"days": ["sun"], "start": "01:30", "end": "03:00"}])
+    >>> saturday = dt.datetime(2026, 3, 28, tzinfo=dt.UTC)
+    >>> next_window_fit(w, "Europe/London", saturday, dt.timedelta(minutes=60))
+    datetime.datetime(2026, 3, 29, 1, 0, tzinfo=datetime.timezone.utc)
+    >>> next_window_fit(w, "Europe/London", saturday, dt.timedelta(minutes=61))
+    datetime.datetime(2026, 4, 5, 0, 30, tzinfo=datetime.timezone.utc)
+
+    (On 29 March 01:30 does not exist: that day's window runs from 01:00 UTC, when the clocks
+    go forward to 02:00, until 03:00 BST, 60 minutes; a week later it has its 90.)
+    """
+    start = next_window_start(windows, timezone, after)
+    for _ in range(4 * 7 * max(len(windows), 1) + 1):  # every weekly start, for four weeks
+        if start is None:
+            return None
+        close = window_close(windows, timezone, start)
+        if close is None or close - start >= need:
+            return start
+        start = next_window_start(windows, timezone, close)
+    return None
 
 
 def add_years(day: dt.date, years: int) -> dt.date:

@@ -13,6 +13,16 @@ with the rest of the transaction.
 A model may have a writer of its own (:func:`register_writer`) that replaces the plain
 executemany: the audit log's assigns leaf indexes and appends to its Merkle tree
 (:func:`chargeward.audit.tree.write_entries`).
+
+Lock order (ADR 0031).  That writer first updates the one ``audit_tree_head`` row, which every
+audited transaction of every server node updates: the hottest lock in the database.  Rows with
+a writer are therefore written last, at commit, after the ORM's final flush, never before a
+query: a transaction takes its other row locks (``UPDATE stations`` …) first and the head
+lock last, so no transaction holds the head while it waits for another row.  Written before a
+later query, as they once were, an audit entry queued early took the head lock mid-transaction;
+a campaign POST (head, then stations) and a BootNotification batch (stations, then head)
+deadlocked on PostgreSQL.  A query of a writer's own model, and :func:`write_queued`, still
+write them first, so a transaction that reads its own audit entries sees them.
 """
 
 from __future__ import annotations
@@ -40,27 +50,36 @@ def queue_insert(session: Any, model: type[DeclarativeBase], values: dict[str, A
     queue.setdefault(model, []).append(values)
 
 
-def write_queued(session: Session) -> None:
-    """Write what is queued now (the events below call this)."""
-    queue = session.info.pop(_QUEUE, None)
-    if queue:
-        conn = session.connection()
-        for model, rows in queue.items():
-            writer = _WRITERS.get(model)
-            if writer is not None:
-                writer(conn, rows)
-            else:
-                conn.execute(insert(model), rows)
+def write_queued(session: Session, *, held: bool = True) -> None:
+    """Write what is queued now; rows with a writer only if ``held`` (the last locks taken)."""
+    queue: dict[type[DeclarativeBase], list[dict[str, Any]]] | None = session.info.get(_QUEUE)
+    if not queue:
+        return
+    due = [m for m in queue if held or m not in _WRITERS]
+    if not due:
+        return
+    conn = session.connection()
+    for model in due:
+        rows = queue.pop(model)
+        writer = _WRITERS.get(model)
+        if writer is not None:
+            writer(conn, rows)
+        else:
+            conn.execute(insert(model), rows)
 
 
 @event.listens_for(Session, "before_commit")
 def _write_before_commit(session: Session) -> None:
+    # The ORM flushes after this event: flush first, so the writers' locks come last.
+    if session.info.get(_QUEUE):
+        session.flush()
     write_queued(session)
 
 
 @event.listens_for(Session, "do_orm_execute")
 def _write_before_query(state: ORMExecuteState) -> None:
-    write_queued(state.session)
+    reads_held = any(m.class_ in _WRITERS for m in state.all_mappers)
+    write_queued(state.session, held=reads_held)
 
 
 @event.listens_for(Session, "after_rollback")

@@ -213,8 +213,12 @@ def test_a_station_that_did_not_install_in_its_window_is_rescheduled_to_the_next
     run = waiting_to_install(opens)
     assert run.state == "installing" and run.install_pending
     c, runs, fleet, sites = setup(run=run, charging=True)
-    for now in (opens - dt.timedelta(minutes=1), opens, utc(2026, 10, 26, 3, 59)):
+    for now in (opens - dt.timedelta(minutes=1), opens, utc(2026, 10, 26, 3, 45)):
         assert planner.plan(c, runs, fleet, sites, now).reschedule == {}  # waits in its window
+    # Too little of the window left for the 15 min install: moved on while still inside it.
+    late = planner.plan(c, runs, fleet, sites, utc(2026, 10, 26, 3, 46)).reschedule["CP-1"]
+    assert late.install_at == utc(2026, 10, 27, 2, 0)
+    assert late.reason == "the window closes at 04:00, install needs 15 min (charging)"
     closed = planner.plan(c, runs, fleet, sites, utc(2026, 10, 26, 4, 0))
     move = closed.reschedule["CP-1"]
     assert move.install_at == utc(2026, 10, 27, 2, 0)

@@ -5,10 +5,11 @@ and go, charge and misbehave), campaigns (stages, gates, limits, classes) and ev
 then runs ticks of the planner against a simulated fleet.  After every tick:
 
 - a stage never exceeds its size (stations ever dispatched <= the current cumulative size);
-- no dispatch outside the site's window (feature class, or security without bypass) unless
-  it was sent ahead: within ``download_ahead`` of the window, with an ``install_at`` that lies
-  inside a window; every reschedule's ``install_at`` lies inside a window too, and a
-  reschedule is never an attempt;
+- no dispatch outside the site's window (feature class, or security without bypass), nor
+  inside it with less than the install time left, unless it was sent ahead: within
+  ``download_ahead`` of the window, with an ``install_at`` that opens a window at least the
+  install time long; every reschedule's ``install_at`` does too, and a reschedule is never
+  an attempt;
 - a simulated charger (which, like the agent, installs at ``install_at`` once no car charges)
   never starts installing outside its window;
 - no dispatch to a station with an active transaction;
@@ -41,7 +42,7 @@ from chargeward.campaign.spec import (
     Selector,
     Timeouts,
 )
-from chargeward.model.fleet import in_window, parse_windows
+from chargeward.model.fleet import in_window, parse_windows, window_close
 
 ZONES = ["Europe/London", "America/New_York", "Asia/Kolkata", "Australia/Sydney", "UTC"]
 START = dt.datetime(2026, 10, 20, 0, 0, tzinfo=dt.UTC)
@@ -211,6 +212,12 @@ def gate_crossed(c: planner.Campaign, runs: dict[str, StationRun]) -> bool:
     return errors >= g.error.value
 
 
+def _left(windows: tuple, zone: str, at: dt.datetime) -> dt.timedelta:  # type: ignore[type-arg]
+    """What is left of the window ``at`` lies in (nothing outside every window)."""
+    close = window_close(windows, zone, at)
+    return dt.timedelta(0) if close is None else close - at
+
+
 def tick(sim: Sim, check: bool = True) -> None:
     fleet, sites = fleet_now(sim)
     before = sim.campaign
@@ -244,6 +251,7 @@ def tick(sim: Sim, check: bool = True) -> None:
     c = sim.campaign
     # A stage never exceeds its size.
     assert len(sim.ever_dispatched) <= c.stage_sizes[c.stage]
+    need = planner.install_time(c, sim.runs)
     for sid in result.dispatch:
         site = sim.site_of[sid]
         zone, windows = sim.sites[site] if site else ("UTC", ())
@@ -251,9 +259,11 @@ def tick(sim: Sim, check: bool = True) -> None:
         if c.windows_apply and windows:  # never outside the window, or sent ahead of it
             if install_at is None:
                 assert in_window(windows, zone, sim.now), (sid, sim.now, windows)
+                assert _left(windows, zone, sim.now) >= need, (sid, sim.now, windows)
             else:
-                assert not in_window(windows, zone, sim.now)
+                assert _left(windows, zone, sim.now) < need
                 assert in_window(windows, zone, install_at), (sid, install_at, windows)
+                assert _left(windows, zone, install_at) >= need, (sid, install_at, windows)
                 assert sim.now < install_at <= sim.now + c.spec.download_ahead
         else:
             assert install_at is None  # no window to wait for
@@ -273,8 +283,9 @@ def tick(sim: Sim, check: bool = True) -> None:
         site = sim.site_of[sid]
         assert c.windows_apply and site is not None
         zone, windows = sim.sites[site]
-        assert not in_window(windows, zone, sim.now)
+        assert _left(windows, zone, sim.now) < need
         assert sim.now < move.install_at and in_window(windows, zone, move.install_at)
+        assert _left(windows, zone, move.install_at) >= need
     if before.status == "running" and gate_crossed(replace(c, status="running"), sim.runs):
         assert c.status == "paused", "the error gate was crossed and the campaign runs on"
     if c.status == "paused":

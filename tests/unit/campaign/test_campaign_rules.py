@@ -82,6 +82,14 @@ def test_a_definition_reads_back_from_its_stored_form() -> None:
     assert parse_spec(spec_document(s)) == s
 
 
+@pytest.mark.parametrize("canary", ["100%", 4])
+def test_a_campaign_of_one_stage_reads_back_from_its_stored_form(canary: object) -> None:
+    """A canary of the whole fleet (or of a fleet smaller than it) and no ``then``: the stored
+    form must parse again, or every scheduler tick of the campaign fails."""
+    s = spec(stages={"canary": canary})
+    assert parse_spec(spec_document(s)) == s
+
+
 def test_exponential_stages_double_until_the_whole_fleet() -> None:
     s = spec(stages={"canary": "1%", "exponential": 2})
     assert s.stage_sizes(1000) == [10, 20, 40, 80, 160, 320, 640, 1000]
@@ -185,6 +193,20 @@ def test_attempts_are_capped_by_the_policy() -> None:
     assert retried.state == "waiting" and retried.attempts == 0
 
 
+@pytest.mark.parametrize("answer", ["NotConnected", "NotDelivered"])
+def test_a_request_that_never_reached_the_station_is_no_attempt(answer: str) -> None:
+    """No node held the station, or its node was gone: the infrastructure failed, so the
+    station keeps its attempts; a refusal or a silence from the station still costs one."""
+    p = policy(max_attempts=1, timeouts={"response": "1m"})
+    run = step(StationRun("CP-1", 0, "waiting"), machine.Dispatched(minutes(0), 1), p)
+    lost = step(run, machine.Response(minutes(0), answer), p)
+    assert (lost.state, lost.attempts, lost.reason) == ("waiting", 0, f"UpdateFirmware {answer}")
+    again = step(lost, machine.Dispatched(minutes(1), 2), p)
+    assert (again.state, again.attempts, again.request_id) == ("dispatched", 1, 2)
+    assert step(again, machine.Response(minutes(1), "Rejected"), p).state == "failed"
+    assert step(again, machine.Tick(minutes(3)), p).state == "timed_out"
+
+
 def test_abort_spares_stations_already_installing() -> None:
     p = policy()
     installing = step(through_install(p), machine.Abort(minutes(3)), p)
@@ -228,7 +250,9 @@ def one_station_campaign(
         # Saturday 24 October 2026, British Summer Time (UTC+1): 02:00 local is 01:00 UTC.
         (dt.datetime(2026, 10, 24, 0, 59, tzinfo=dt.UTC), False),
         (dt.datetime(2026, 10, 24, 1, 0, tzinfo=dt.UTC), True),
-        (dt.datetime(2026, 10, 24, 2, 59, tzinfo=dt.UTC), True),
+        # The last start that leaves the 15 min install (the default) inside the window.
+        (dt.datetime(2026, 10, 24, 2, 45, tzinfo=dt.UTC), True),
+        (dt.datetime(2026, 10, 24, 2, 46, tzinfo=dt.UTC), False),
         (dt.datetime(2026, 10, 24, 3, 0, tzinfo=dt.UTC), False),
         # Sunday 25 October: clocks go back at 02:00 BST (01:00 UTC); 02:00 GMT is 02:00 UTC.
         (dt.datetime(2026, 10, 25, 1, 30, tzinfo=dt.UTC), False),
@@ -237,7 +261,8 @@ def one_station_campaign(
         (dt.datetime(2026, 10, 26, 1, 0, tzinfo=dt.UTC), False),
         (dt.datetime(2026, 10, 26, 1, 59, tzinfo=dt.UTC), False),
         (dt.datetime(2026, 10, 26, 2, 0, tzinfo=dt.UTC), True),
-        (dt.datetime(2026, 10, 26, 3, 59, tzinfo=dt.UTC), True),
+        (dt.datetime(2026, 10, 26, 3, 45, tzinfo=dt.UTC), True),
+        (dt.datetime(2026, 10, 26, 3, 46, tzinfo=dt.UTC), False),
         (dt.datetime(2026, 10, 26, 4, 0, tzinfo=dt.UTC), False),
     ],
 )

@@ -64,6 +64,7 @@ CUSTOMER_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/releases/{release_id}"): CHECKED,
     ("POST", "/api/v1/campaigns"): FILTERED,
     ("GET", "/api/v1/campaigns"): FILTERED,
+    ("GET", "/api/v1/campaign-releases"): FILTERED,
     ("GET", "/api/v1/campaigns/{ref}"): CHECKED,
     ("GET", "/api/v1/campaigns/{ref}/stations"): CHECKED,
     ("GET", "/api/v1/campaigns/{ref}/downloads"): CHECKED,

@@ -8,7 +8,12 @@ What a node does here:
 * **Commands across nodes.** A REST call on node B for a station held by node A inserts a
   ``station_commands`` row (method name + JSON arguments) and ``NOTIFY``\\s A; A claims it with
   ``FOR UPDATE SKIP LOCKED``, sends the OCPP CALL over its websocket and writes the result row;
-  B, woken by ``NOTIFY`` (or by polling if a notification is lost), returns it.  Call sites do
+  B, woken by ``NOTIFY`` (or by polling if a notification is lost), returns it.  A live node
+  claims within a second (its next round); a command still unclaimed after
+  :data:`CLAIM_TIMEOUT` is withdrawn and fails at once with
+  :class:`~chargeward.errors.CommandNotDelivered` (its node died or hangs within
+  :data:`NODE_STALE`, so the station never saw it) instead of waiting out
+  :data:`COMMAND_TIMEOUT`; so does a command whose station had left its node.  Call sites do
   not change: :meth:`Node.station` gives a :class:`RemoteStation` with the same async methods as
   :class:`~chargeward.ocpp.csms.CsmsChargePoint` for every name in :data:`COMMANDS`.
 * **Leader.** The node holding the advisory lock :data:`LEADER_LOCK` (on its own connection)
@@ -47,7 +52,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chargeward.errors import Conflict, TransportError
+from chargeward.errors import CommandNotDelivered, Conflict, TransportError
 from chargeward.ocpp.csms import CsmsChargePoint
 from chargeward.server.common.metrics import Metrics
 from chargeward.server.fleet import station_registry
@@ -75,6 +80,9 @@ HEARTBEAT = dt.timedelta(seconds=2)
 NODE_STALE = dt.timedelta(seconds=10)
 POLL = 1.0  # seconds between looks when no notification arrives
 COMMAND_TIMEOUT = dt.timedelta(seconds=40)  # the station's 30 s response timeout, plus slack
+# A live holder claims a command at once on NOTIFY, or at its next round (POLL); one that has
+# not claimed it after this is dead or hung, and the command is withdrawn undelivered.
+CLAIM_TIMEOUT = dt.timedelta(seconds=5)
 KEEP_COMMANDS = dt.timedelta(hours=1)
 
 Job = Callable[[], Awaitable[None]]
@@ -144,6 +152,8 @@ async def invoke(cp: CsmsChargePoint, method: str, args: dict[str, Any]) -> Any:
 def _error(e: BaseException) -> dict[str, str]:
     if isinstance(e, TimeoutError) and not isinstance(e, TransportError):
         kind = "timeout"
+    elif isinstance(e, CommandNotDelivered):
+        kind = "undelivered"
     elif isinstance(e, Conflict | OCPPError):
         kind = "conflict"
     else:
@@ -159,6 +169,8 @@ def _raise(result: dict[str, Any]) -> None:
         raise RemoteTimeout(message)
     if kind == "conflict":
         raise Conflict(message)
+    if kind == "undelivered":
+        raise CommandNotDelivered(message)
     raise TransportError(message)
 
 
@@ -211,6 +223,7 @@ class Node:
         self._waiting: dict[int, asyncio.Event] = {}
         self._main: asyncio.Task[None] | None = None
         self._last_heartbeat: float = 0.0
+        self.claim_timeout = CLAIM_TIMEOUT
         metrics.node.labels(self.id, db.dialect).set(1)
 
     # lifecycle
@@ -351,7 +364,6 @@ class Node:
     # commands, caller side
 
     async def send(self, station_id: str, holder: str, method: str, args: dict[str, Any]) -> Any:
-        deadline = asyncio.get_running_loop().time() + COMMAND_TIMEOUT.total_seconds()
         done = asyncio.Event()
         async with self.db.session() as s:
             row = StationCommand(
@@ -369,37 +381,67 @@ class Node:
             self._waiting[command_id] = done
             await s.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_COMMANDS, "p": holder})
         try:
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done.wait(), POLL)
-                done.clear()
-                async with self.db.session() as s:
-                    state, result = (
-                        await s.execute(
-                            select(StationCommand.state, StationCommand.result).where(
-                                StationCommand.id == command_id
-                            )
-                        )
-                    ).one()
-                    if state == "done" and result is not None:
-                        break
-                    if asyncio.get_running_loop().time() > deadline:
-                        await s.execute(
-                            update(StationCommand)
-                            .where(StationCommand.id == command_id, StationCommand.state != "done")
-                            .values(state="expired", finished_at=func.now())
-                        )
-                        self.metrics.remote_commands.labels(method, "timeout").inc()
-                        raise RemoteTimeout(
-                            f"station {station_id} (on node {holder}) did not answer {method} "
-                            "in time"
-                        )
+            result = await self._await_result(command_id, station_id, holder, method, done)
         finally:
             self._waiting.pop(command_id, None)
         self.metrics.remote_commands.labels(method, result.get("error", "ok")).inc()
         if "error" in result:
             _raise(result)
         return result.get("value")
+
+    async def _await_result(
+        self, command_id: int, station_id: str, holder: str, method: str, done: asyncio.Event
+    ) -> dict[str, Any]:
+        """The command's result row, once its holder wrote it.  A command still unclaimed after
+        ``claim_timeout`` is withdrawn (:class:`CommandNotDelivered`); one unanswered after
+        :data:`COMMAND_TIMEOUT` is marked expired (:class:`RemoteTimeout`).  Each decision is
+        committed before it is raised."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + COMMAND_TIMEOUT.total_seconds()
+        claim_by = loop.time() + self.claim_timeout.total_seconds()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), POLL)
+            done.clear()
+            failure: TransportError | None = None
+            async with self.db.session() as s:
+                state, result = (
+                    await s.execute(
+                        select(StationCommand.state, StationCommand.result).where(
+                            StationCommand.id == command_id
+                        )
+                    )
+                ).one()
+                if state == "done" and result is not None:
+                    return dict(result)
+                if state == "pending" and loop.time() > claim_by:
+                    # Only a row still pending matches: a holder claiming it now holds its
+                    # lock (FOR UPDATE), so this waits, finds it running, and waits on.
+                    withdrawn = await s.scalar(
+                        update(StationCommand)
+                        .where(StationCommand.id == command_id, StationCommand.state == "pending")
+                        .values(state="expired", finished_at=func.now())
+                        .returning(StationCommand.id)
+                    )
+                    if withdrawn is not None:
+                        self.metrics.remote_commands.labels(method, "undelivered").inc()
+                        failure = CommandNotDelivered(
+                            f"node {holder} did not take {method} for station {station_id} "
+                            f"within {self.claim_timeout.total_seconds():g} s: it is gone or "
+                            "hung; not delivered"
+                        )
+                elif loop.time() > deadline:
+                    await s.execute(
+                        update(StationCommand)
+                        .where(StationCommand.id == command_id, StationCommand.state != "done")
+                        .values(state="expired", finished_at=func.now())
+                    )
+                    self.metrics.remote_commands.labels(method, "timeout").inc()
+                    failure = RemoteTimeout(
+                        f"station {station_id} (on node {holder}) did not answer {method} in time"
+                    )
+            if failure is not None:
+                raise failure
 
     # commands, holder side
 
@@ -433,7 +475,7 @@ class Node:
         result: dict[str, Any]
         try:
             if cp is None:
-                raise TransportError(f"station {station_id} is no longer connected")
+                raise CommandNotDelivered(f"station {station_id} is no longer connected")
             result = {"value": await invoke(cp, method, args)}
         except Exception as e:  # every failure goes back to the caller
             result = _error(e)

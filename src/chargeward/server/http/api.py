@@ -240,8 +240,8 @@ def create_app(state: ServerState) -> FastAPI:
         if cp is None:
             raise Conflict(f"station {station_id} is not connected")
         now = state.clock()
-        async with state.db.session() as s:
-            order = await update_orders.create_update(
+        order = await state.db.write(  # the order is committed before the station hears of it
+            lambda s: update_orders.create_update(
                 s,
                 station_id,
                 body.release_id,
@@ -249,6 +249,7 @@ def create_app(state: ServerState) -> FastAPI:
                 now=now,
                 require_published=state.repository.initialized,
             )
+        )
         response = await send_update(
             state, order, retries=body.retries, retry_interval=body.retry_interval
         )

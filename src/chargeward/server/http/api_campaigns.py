@@ -9,7 +9,11 @@
     GET    /api/v1/campaigns/{ref}/stations/{id}   one station's run and timeline
     POST   /api/v1/campaigns/{ref}/approve         the two-person rule (not the creator)
     POST   /api/v1/campaigns/{ref}/pause|resume|abort|retry
-    POST   /api/v1/campaigns/{ref}/rollback        {"release": <previous release id>}
+    POST   /api/v1/campaigns/{ref}/rollback        {"release": <previous release id>} (default:
+                                                   the newest release the stations accept)
+    GET    /api/v1/campaign-releases               releases a campaign may use, and how many
+                                                   stations (?campaign=<ref>: that one's) would
+                                                   refuse each (rollback floor above it)
 
 Every change is audited with the caller as actor.
 """
@@ -21,14 +25,24 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward.campaign.codec import run_to_row
 from chargeward.campaign.spec import parse_spec
+from chargeward.errors import InvalidValue, NotFound
 from chargeward.server.auth import tenancy
 from chargeward.server.http.api import Operator
-from chargeward.server.rollout import campaign_runs, campaigns, link_budget, local_cache
+from chargeward.server.rollout import (
+    campaign_releases,
+    campaign_runs,
+    campaigns,
+    link_budget,
+    local_cache,
+)
 from chargeward.server.rollout.campaigns import CampaignView
 from chargeward.server.state import ServerState
+from chargeward.server.store.tables import Release
 
 router = APIRouter(tags=["campaigns"])
 
@@ -79,7 +93,18 @@ class CampaignDownloadsOut(BaseModel):
 
 
 class RollbackIn(BaseModel):
-    release: str
+    release: str | None = None  # default: the newest release the stations will accept
+
+
+class CandidateOut(BaseModel):
+    id: str
+    version: str
+    security_version: int
+    hardware_models: list[str]
+    state: str
+    usable: bool  # a campaign may use it: published, or the server has no TUF repository
+    below_floor: int  # stations whose known rollback floor is above it (they would refuse it)
+    highest_floor: int
 
 
 def _run_out(row: dict[str, Any]) -> StationRunOut:
@@ -90,19 +115,60 @@ def _run_out(row: dict[str, Any]) -> StationRunOut:
 async def create_campaign(
     request: Request, who: Operator, document: Annotated[dict[str, Any], Body()]
 ) -> CampaignView:
+    """Create a campaign.  ``allow_below_floor: true`` beside the campaign document leaves out
+    (and audits) the target stations whose rollback floor is above the release; without it
+    such a release is refused, as is an unpublished one when the server has a TUF repository."""
     state = _state(request)
     customer = tenancy.customer_of(request)
+    document = dict(document)
+    allow_below_floor = document.pop("allow_below_floor", False)
+    if not isinstance(allow_below_floor, bool):
+        raise InvalidValue("allow_below_floor must be true or false")
     spec = tenancy.scope_campaign(parse_spec(document), customer)
-    async with state.db.session() as s:
+
+    async def create(s: AsyncSession) -> CampaignView:
         await tenancy.check_release(s, spec.release_id, customer)
-        view = await campaigns.create_campaign(
+        return await campaigns.create_campaign(
             s,
             spec,
             actor=who,
             now=state.clock(),
             approval_threshold=state.campaign_approval_threshold,
+            require_published=state.repository.initialized,
+            allow_below_floor=allow_below_floor,
         )
-    return view
+
+    return await state.db.write(create)  # run again if it loses to a concurrent write
+
+
+@router.get("/api/v1/campaign-releases", response_model=list[CandidateOut])
+async def campaign_releases_list(
+    request: Request, _: Operator, campaign: str | None = None
+) -> list[CandidateOut]:
+    """Every release with whether a campaign may use it and how many stations would refuse it
+    (their known rollback floor is above it): of the fleet, or of the stations that took
+    ``campaign``'s release (what a rollback of it would target)."""
+    state = _state(request)
+    customer = tenancy.customer_of(request)
+    async with state.db.snapshot() as s:
+        stations = None
+        if campaign is not None:
+            row = await campaigns.get_campaign(s, campaign)
+            if customer is not None and tenancy.campaign_customer(row.spec) != customer:
+                raise NotFound(f"no campaign {campaign!r}")  # worded as for one that is not
+            runs = (await campaign_runs.load_runs(s, row.id)).values()
+            stations = [r.station_id for _, r in runs if r.state in ("succeeded", "soaking")]
+        elif customer is not None:
+            stations = list((await s.scalars(tenancy.stations_of(customer))).all())
+        found = await campaign_releases.candidates(
+            s, require_published=state.repository.initialized, station_ids=stations
+        )
+        customers = dict((await s.execute(select(Release.id, Release.customer))).all())
+    return [
+        CandidateOut(**vars(c))
+        for c in found
+        if tenancy.release_visible(customers.get(c.id), customer)
+    ]
 
 
 @router.get("/api/v1/campaigns", response_model=list[CampaignView])
@@ -175,8 +241,7 @@ async def _act(
     **kw: Any,
 ) -> CampaignView:
     state = _state(request)
-    async with state.db.session() as s:
-        return await action(s, ref, actor=who, now=state.clock(), **kw)
+    return await state.db.write(lambda s: action(s, ref, actor=who, now=state.clock(), **kw))
 
 
 # One route per lifecycle action, from this table (the permission of each is in authz).
@@ -207,8 +272,9 @@ for _name, _action in ACTIONS.items():
 @router.post("/api/v1/campaigns/{ref}/rollback", response_model=CampaignView, status_code=201)
 async def rollback(ref: str, body: RollbackIn, request: Request, who: Operator) -> CampaignView:
     state = _state(request)
-    async with state.db.snapshot() as s:
-        await tenancy.check_release(s, body.release, tenancy.customer_of(request))
+    if body.release is not None:
+        async with state.db.snapshot() as s:
+            await tenancy.check_release(s, body.release, tenancy.customer_of(request))
     return await _act(
         request,
         ref,
@@ -216,4 +282,5 @@ async def rollback(ref: str, body: RollbackIn, request: Request, who: Operator) 
         campaigns.rollback,
         to_release=body.release,
         approval_threshold=state.campaign_approval_threshold,
+        require_published=state.repository.initialized,
     )

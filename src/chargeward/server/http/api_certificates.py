@@ -72,8 +72,7 @@ async def _connected(state: ServerState, station_id: str) -> CsmsChargePoint:
 async def _finish(
     state: ServerState, order: certificates.CertificateOrder, answer: CertificateAnswer
 ) -> CertificateCommandResult:
-    async with state.db.session() as s:
-        await certificates.record_answer(s, order, answer, now=state.clock())
+    await state.db.write(lambda s: certificates.record_answer(s, order, answer, now=state.clock()))
     return CertificateCommandResult(
         transaction_id=order.transaction_id,
         station_response=answer.status,
@@ -93,8 +92,8 @@ async def install_certificate(
 ) -> CertificateCommandResult:
     state = _state(request)
     cp = await _connected(state, station_id)
-    async with state.db.session() as s:
-        order = await certificates.begin_install(
+    order = await state.db.write(
+        lambda s: certificates.begin_install(
             s,
             station_id,
             body.certificate_type,
@@ -103,6 +102,7 @@ async def install_certificate(
             actor=who,
             now=state.clock(),
         )
+    )
     try:
         answer = await cp.install_certificate(body.certificate_type, body.certificate_pem)
     except (TransportError, Conflict) as e:
@@ -146,10 +146,9 @@ async def delete_certificate(
     hash_data = CertificateHashData(
         hash_algorithm, issuer_name_hash, issuer_key_hash, serial_number
     )
-    async with state.db.session() as s:
-        order = await certificates.begin_delete(
-            s, station_id, hash_data, actor=who, now=state.clock()
-        )
+    order = await state.db.write(
+        lambda s: certificates.begin_delete(s, station_id, hash_data, actor=who, now=state.clock())
+    )
     try:
         answer = await cp.delete_certificate(hash_data)
     except (TransportError, Conflict) as e:

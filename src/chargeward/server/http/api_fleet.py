@@ -62,8 +62,7 @@ T = TypeVar("T")
 async def _change(request: Request, call: Callable[[AsyncSession, dt.datetime], Awaitable[T]]) -> T:
     """Run one audited change in a transaction, at the server clock's now."""
     state = _state(request)
-    async with state.db.session() as s:
-        return await call(s, state.clock())
+    return await state.db.write(lambda s: call(s, state.clock()))  # again if it lost a race
 
 
 def _rule(check: Callable[[T], object]) -> AfterValidator:

@@ -80,8 +80,8 @@ async def request_log(
     cp = await state.station(station_id)
     if cp is None:
         raise Conflict(f"station {station_id} is not connected")
-    async with state.db.session() as s:
-        order = await logs.begin_request(
+    order = await state.db.write(
+        lambda s: logs.begin_request(
             s,
             station_id,
             body.log_type,
@@ -90,6 +90,7 @@ async def request_log(
             actor=who,
             now=state.clock(),
         )
+    )
     try:
         answer = await cp.get_log(
             LogRequest(
@@ -105,10 +106,11 @@ async def request_log(
     except (TransportError, Conflict) as e:
         status = "NoResponse" if isinstance(e, TransportError) else "CallError"
         answer = LogAnswer(status, None, None, str(e)[:512])
-    async with state.db.session() as s:
-        await logs.record_response(
+    await state.db.write(
+        lambda s: logs.record_response(
             s, order.request_id, answer.status, answer.filename, now=state.clock()
         )
+    )
     return LogRequested(
         request_id=order.request_id,
         transaction_id=order.transaction_id,

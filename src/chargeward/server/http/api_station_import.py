@@ -49,8 +49,9 @@ async def import_stations(
 ) -> StationImportResult:
     state: ServerState = request.app.state.chargeward
     items = [station_import.StationImport(**item.model_dump()) for item in body.stations]
-    async with state.db.session() as s:
-        ids = await station_import.import_stations(
+    ids = await state.db.write(
+        lambda s: station_import.import_stations(
             s, items, actor=who, now=state.clock(), limits=state.limits
         )
+    )
     return StationImportResult(imported=len(ids), station_ids=ids)

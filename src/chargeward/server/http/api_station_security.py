@@ -98,10 +98,11 @@ async def set_security_profile(
     station_id: str, body: ProfileChange, request: Request, who: Operator
 ) -> StationSecurityView:
     state = _state(request)
-    async with state.db.session() as s:
-        view = await station_security.set_profile(
+    view = await state.db.write(
+        lambda s: station_security.set_profile(
             s, station_id, body.security_profile, actor=who, now=state.clock()
         )
+    )
     return _view(view)
 
 
@@ -178,10 +179,11 @@ async def register_certificate(
     )
     if problem is not None:
         raise UntrustedCertificate(f"not a station certificate of {station_id}: {problem}")
-    async with state.db.session() as s:
-        await station_certificates.register_certificate(
+    await state.db.write(
+        lambda s: station_certificates.register_certificate(
             s, station_id, cert, actor=who, now=state.clock()
         )
+    )
     async with state.db.session() as s:
         return _view(await station_security.security_view(s, station_id))
 
@@ -196,10 +198,11 @@ async def revoke_certificate(
 ) -> RevocationView:
     """Revoke the station's current (or pending) certificate; end a session it opened."""
     state = _state(request)
-    async with state.db.session() as s:
-        done = await station_certificates.revoke(
+    done = await state.db.write(
+        lambda s: station_certificates.revoke(
             s, station_id, serial=body.serial, reason=body.reason, actor=who, now=state.clock()
         )
+    )
     LOG.warning(
         "%s: station certificate %s revoked (%s) by %s", station_id, done.serial, done.reason, who
     )

@@ -110,6 +110,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/campaigns/{ref}/stations"): "campaigns:read",
     ("GET", "/api/v1/campaigns/{ref}/downloads"): "campaigns:read",
     ("GET", "/api/v1/campaigns/{ref}/stations/{station_id}"): "campaigns:read",
+    ("GET", "/api/v1/campaign-releases"): "campaigns:read",
     ("POST", "/api/v1/campaigns/{ref}/approve"): "campaigns:approve",
     ("POST", "/api/v1/campaigns/{ref}/pause"): "campaigns:write",
     ("POST", "/api/v1/campaigns/{ref}/resume"): "campaigns:write",

@@ -9,7 +9,8 @@ A validation error (422) names the first bad field in dotted form (``body.scopes
     privileged account without TOTP: enrol first), not_found 404,
     method_not_allowed 405, conflict 409, gone 410, too_large 413, invalid_bundle 422,
     untrusted 422, validation_error 422, rate_limited 429 (with Retry-After),
-    internal_error 500, transport_error 502, unavailable 503
+    internal_error 500, transport_error 502, unavailable 503 (with Retry-After when the
+    database is busy: a write that kept losing to concurrent ones, or no free connection)
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from chargeward.errors import (
@@ -37,6 +40,7 @@ from chargeward.errors import (
     TrustError,
 )
 from chargeward.server.auth.accounts import Refusal
+from chargeward.server.store.db import RETRY_AFTER, DatabaseBusy, unavailable
 
 ERRORS: list[tuple[type[ChargewardError], int, str]] = [
     (NotFound, 404, "not_found"),
@@ -84,6 +88,13 @@ def refusal_response(e: Refusal) -> JSONResponse:
     if e.status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
     return error_response(e.status, e.code, str(e), field=e.field, headers=headers)
+
+
+def busy_response(reason: str, retry_after: int = RETRY_AFTER) -> JSONResponse:
+    """503 with Retry-After: the database could not take the request now (ADR 0031)."""
+    return error_response(
+        503, "unavailable", f"{reason}; try again", headers={"Retry-After": str(retry_after)}
+    )
 
 
 def field_name(loc: Sequence[int | str]) -> str | None:
@@ -168,6 +179,15 @@ def install(app: FastAPI) -> None:
         )
         return error_response(status, code, str(exc))
 
+    @app.exception_handler(DatabaseBusy)
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(DBAPIError)
+    async def _database(_: Request, exc: Exception) -> JSONResponse:
+        reason = unavailable(exc)
+        if reason is None:  # any other database error is a fault: the 500 handler answers it
+            raise exc
+        return busy_response(reason, getattr(exc, "retry_after", RETRY_AFTER))
+
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         code = CODE_BY_STATUS.get(exc.status_code, "error")
@@ -191,4 +211,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         # Starlette re-raises the exception after this response, so the server logs it.
+        reason = unavailable(exc)  # raised in a middleware, outside the handlers above
+        if reason is not None:
+            return busy_response(reason)
         return error_response(500, "internal_error", "internal server error")

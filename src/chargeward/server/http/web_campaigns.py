@@ -40,13 +40,15 @@ async def _campaigns_page(
     page: Page, status: int = 200, error: str | None = None, form: Mapping[str, str] | None = None
 ) -> HTMLResponse:
     campaigns = await page.get("/api/v1/campaigns")
-    releases = await page.get("/api/v1/releases")
+    # Only releases a campaign may use (published, with a TUF repository); those below some
+    # stations' rollback floor are marked with how many would refuse them.
+    releases = [r for r in await page.get("/api/v1/campaign-releases") if r["usable"]]
     stations = await page.get("/api/v1/stations")
     return page.render(
         "campaigns.html",
         status=status,
         campaigns=sorted(campaigns, key=lambda c: -c["id"]),
-        releases=sorted(releases, key=lambda r: -r["security_version"]),
+        releases=releases,
         models=sorted({s["model"] for s in stations if s["model"]}),
         sites=sorted({s["site_id"] for s in stations if s["site_id"]}),
         error=error,
@@ -75,6 +77,8 @@ def campaign_document(data: Mapping[str, str]) -> dict[str, Any]:
             doc[name] = data[name].strip()
     if data.get("bypass_windows") == "on":
         doc["bypass_windows"] = True  # the API refuses it for anything but a security release
+    if data.get("allow_below_floor") == "on":
+        doc["allow_below_floor"] = True  # the stations that would refuse it are left out
     return doc
 
 
@@ -160,12 +164,17 @@ async def _campaign_context(page: Page, ref: int) -> dict[str, Any]:
 
 async def _campaign_page(page: Page, ref: int, status: int = 200, error: str = "") -> Response:
     context = await _campaign_context(page, ref)
-    releases = await page.get("/api/v1/releases") if page.can("campaigns:write") else []
-    # Any other release is offered: the API decides what a roll-back may go to.
-    older = sorted(
-        (r for r in releases if r["id"] != context["c"]["release_id"]),
-        key=lambda r: -r["security_version"],
+    releases = (
+        await page.get("/api/v1/campaign-releases", campaign=ref)
+        if page.can("campaigns:write")
+        else []
     )
+    # Only releases every station to roll back accepts: usable, at or above their floors.
+    older = [
+        r
+        for r in releases
+        if r["id"] != context["c"]["release_id"] and r["usable"] and not r["below_floor"]
+    ]
     return page.render("campaign.html", status=status, error=error, rollback_to=older, **context)
 
 

@@ -105,6 +105,8 @@ async def tick_campaign(
             runs, rows = await campaign_runs.load_for_planning(s, row.id)
         fleet, sites = await campaign_fleet.fleet_now(s, list(runs))
         result = planner.plan(c, runs, fleet, sites, now)
+        for sid, why in result.waiting.items():  # e.g. too little of its window left
+            LOG.debug("%s: waits in campaign %s: %s", sid, row.name, why)
         for sid, run in result.runs.items():
             await _close_abandoned(s, runs[sid], run, now)
             campaign_runs.store_run(rows[sid], run, now)

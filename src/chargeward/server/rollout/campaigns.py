@@ -28,6 +28,7 @@ from chargeward.campaign.spec import (
 from chargeward.errors import Conflict, NotFound
 from chargeward.model.firmware import MAIN_COMPONENT
 from chargeward.server.common import inputs
+from chargeward.server.rollout import campaign_releases
 from chargeward.server.rollout.campaign_fleet import busy_elsewhere, eligible
 from chargeward.server.rollout.campaign_runs import (
     enrol,
@@ -99,18 +100,36 @@ async def create_campaign(
     now: dt.datetime,
     approval_threshold: int = DEFAULT_APPROVAL_THRESHOLD,
     rollback_of: int | None = None,
+    require_published: bool = False,
+    allow_below_floor: bool = False,
 ) -> CampaignView:
-    """Store a campaign with its targeted stations in stages; large ones await approval."""
+    """Store a campaign with its targeted stations in stages; large ones await approval.
+
+    ``require_published`` (the server has a TUF repository): refuse a release not yet
+    published, as ``station update`` does.  A release below the known rollback floor of some
+    target stations is refused, or with ``allow_below_floor`` those stations are left out (they
+    would refuse it: dispatching to them only fails and trips the gates) and the override is
+    recorded in the audit entry."""
     release = await s.get(Release, spec.release_id)
     if release is None:
         raise NotFound(f"no release {spec.release_id!r}")
     check_class(spec, release.release_class)
+    await campaign_releases.check_usable(s, release, require_published=require_published)
     if (await s.scalars(select(Campaign.id).where(Campaign.name == spec.name))).first():
         raise Conflict(f"a campaign named {spec.name!r} exists already")
     chosen = await eligible(s, spec, release)
     if not chosen:
         raise Conflict(
             "the target selects no station (or every one is in another running campaign)"
+        )
+    below = await campaign_releases.below_floor(s, release, chosen)
+    if below.floors and not allow_below_floor:
+        raise campaign_releases.refuse_below_floor(below, len(chosen))
+    chosen = [sid for sid in chosen if sid not in below.floors]
+    if not chosen:
+        raise Conflict(
+            f"every target station has a rollback floor above release {release.version}'s "
+            f"security version {release.security_version} ({below.describe()})"
         )
     needs_approval = len(chosen) > approval_threshold
     row = Campaign(
@@ -150,6 +169,11 @@ async def create_campaign(
             "stage_sizes": list(sizes),
             "needs_approval": needs_approval,
             "rollback_of": rollback_of,
+            **(
+                {"allow_below_floor": True, "left_out_below_floor": below.audit_details()}
+                if allow_below_floor
+                else {}
+            ),
         },
         now=now,
     )
@@ -252,13 +276,20 @@ async def rollback(
     s: AsyncSession,
     ref: str | int,
     *,
-    to_release: str,
+    to_release: str | None = None,
     actor: str,
     now: dt.datetime,
     approval_threshold: int = DEFAULT_APPROVAL_THRESHOLD,
+    require_published: bool = False,
 ) -> CampaignView:
     """A new campaign installing ``to_release`` on the stations that took this one's release
-    (succeeded, or still soaking); this one is aborted first if it still runs."""
+    (succeeded, or still soaking); this one is aborted first if it still runs.
+
+    Without ``to_release`` the newest release those stations will accept is chosen: another
+    version than this campaign's, usable (published, with a TUF repository), for the same
+    models, and at or above every one of their known rollback floors.  A release below a floor
+    is refused before anything changes: the previous build must be re-signed with a new
+    security version first."""
     row = await get_campaign(s, ref)
     took = sorted(
         sid
@@ -267,17 +298,27 @@ async def rollback(
     )
     if not took:
         raise Conflict(f"no station of campaign {row.name} took its release; nothing to roll back")
+    floors = await campaign_releases.known_floors(s, took)
+    target = await campaign_releases.rollback_release(
+        s, row.release_id, to_release, floors, require_published=require_published
+    )
     if row.status in ("running", "paused", "awaiting_approval"):
         await abort(s, row.id, actor=actor, now=now)
     spec = replace(
         stored_spec(row),
         name=f"{row.name}-rollback"[:64],
-        release_id=to_release,
+        release_id=target.id,
         selector=replace(stored_spec(row).selector, stations=tuple(took), version=None),
         dynamic=False,
     )
     return await create_campaign(
-        s, spec, actor=actor, now=now, approval_threshold=approval_threshold, rollback_of=row.id
+        s,
+        spec,
+        actor=actor,
+        now=now,
+        approval_threshold=approval_threshold,
+        rollback_of=row.id,
+        require_published=require_published,
     )
 
 

@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from chargeward.campaign.machine import ACCEPTED_RESPONSES
+from chargeward.errors import CommandNotDelivered
 from chargeward.ocpp.csms import FirmwareOrder
 from chargeward.server.common import urls
 from chargeward.server.rollout import deltas, link_budget, update_orders
@@ -33,6 +34,7 @@ async def send_update(
     via: str | None = None,
 ) -> str:
     """Send ``order`` and store the answer; returns the station's status, ``NotConnected``,
+    ``NotDelivered`` (the node holding the station is gone: the station never saw it),
     ``NoResponse`` or ``Error:<kind>``.
 
     ``via``: the site's Local Controller location of the image (server.local_cache), sent
@@ -69,6 +71,8 @@ async def send_update(
                     custom_data=custom,
                 )
             )
+        except CommandNotDelivered:  # its node gone: the station never saw it
+            response = "NotDelivered"
         except TimeoutError:
             response = "NoResponse"
         except Exception as e:  # CALLERROR or connection lost: record, then report

@@ -7,21 +7,30 @@
 PostgreSQL through asyncpg.  The schema is brought to the newest Alembic revision when the
 database is opened; on PostgreSQL an advisory lock serialises this, so several server processes
 may start at once against one database.
+
+A write that can lose to a concurrent transaction (a deadlock or serialization failure on
+PostgreSQL, "database is locked" on SQLite) goes through :meth:`Database.write`, which runs it
+again in a fresh transaction and raises :class:`DatabaseBusy` once its attempts are spent; the
+REST API answers that, and a pool with no free connection, with 503 and Retry-After (ADR 0031).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -29,8 +38,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from chargeward.errors import ConfigError
+from chargeward.errors import ChargewardError, ConfigError, MisuseError
 
+LOG = logging.getLogger("chargeward.db")
+T = TypeVar("T")
 DATABASE_URL_ENV = "CHARGEWARD_DATABASE_URL"
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -71,6 +82,62 @@ def safe_url(url: str) -> str:
         return "<unparsable database URL>"
 
 
+# SQLSTATEs of a transaction that lost to a concurrent one: run it again and it may pass.
+LOST_TO_CONCURRENT = {"40001": "serialization failure", "40P01": "deadlock"}
+TOO_MANY_CONNECTIONS = "53300"  # PostgreSQL refused a new connection: max_connections reached
+WRITE_ATTEMPTS = 5  # tries of one write before it answers DatabaseBusy
+RETRY_BASE_DELAY = 0.02  # seconds; attempt n waits up to base * 2**n (full jitter)
+RETRY_AFTER = 1  # seconds a client is told to wait after a DatabaseBusy or a pool timeout
+
+
+class DatabaseBusy(ChargewardError):
+    """The database could not take the work now: try again in ``retry_after`` seconds.
+
+    A write that kept losing to concurrent transactions, or no free connection in the pool.
+    Nothing of the work was committed.
+    """
+
+    def __init__(self, message: str, *, retry_after: int = RETRY_AFTER) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    code = getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
+def lost_to_concurrent(exc: BaseException) -> str | None:
+    """Why ``exc`` ended a transaction that may pass if run again, or None if it may not.
+
+    PostgreSQL's serialization failure (40001) and deadlock (40P01), SQLite's "database is
+    locked" (another writer held the lock past the busy timeout).
+    """
+    if not isinstance(exc, DBAPIError):
+        return None
+    state = _sqlstate(exc)
+    if state in LOST_TO_CONCURRENT:
+        return LOST_TO_CONCURRENT[state]
+    if "database is locked" in str(exc.orig):
+        return "database is locked"
+    return None
+
+
+def unavailable(exc: BaseException) -> str | None:
+    """Why the database cannot take work now (answered 503 with Retry-After), or None.
+
+    A pool timeout (every connection busy), PostgreSQL refusing a connection for lack of
+    slots, a write that lost to concurrent ones (retries spent, or work that was not retried).
+    """
+    if isinstance(exc, DatabaseBusy):
+        return str(exc)
+    if isinstance(exc, PoolTimeout):
+        return "no free database connection"
+    if isinstance(exc, DBAPIError) and _sqlstate(exc) == TOO_MANY_CONNECTIONS:
+        return "the database has no free connection slot"
+    return lost_to_concurrent(exc)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -95,6 +162,8 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.write_attempts = WRITE_ATTEMPTS
+        self.retried = 0  # writes run again after losing to a concurrent one (tests, metrics)
 
     @classmethod
     async def open(cls, *, data_dir: Path, url: str | None = None) -> Database:
@@ -175,6 +244,36 @@ class Database:
                 yield s
             finally:
                 await s.rollback()
+
+    async def write(
+        self, work: Callable[[AsyncSession], Awaitable[T]], *, serialized: bool = False
+    ) -> T:
+        """``await work(s)`` in a transaction of its own, committed; its result.
+
+        If the transaction loses to a concurrent one (see :func:`lost_to_concurrent`), it is
+        rolled back and ``work`` runs again on a fresh session, which reads the state as it
+        is now, after a jittered back-off; after :attr:`write_attempts` tries it raises
+        :class:`DatabaseBusy`.  ``work`` may therefore run more than once: it must act only
+        on its session (no station messages, no files a rerun would duplicate), and do
+        anything with effects outside the database after this returns.  ``serialized`` runs
+        it in :meth:`serialized` instead of :meth:`session`.
+        """
+        for attempt in range(1, self.write_attempts + 1):
+            try:
+                async with self.serialized() if serialized else self.session() as s:
+                    return await work(s)
+            except DBAPIError as e:
+                reason = lost_to_concurrent(e)
+                if reason is None:
+                    raise
+                if attempt == self.write_attempts:
+                    raise DatabaseBusy(
+                        f"the database is busy ({reason} on {attempt} attempts)"
+                    ) from e
+                LOG.info("write attempt %d lost to a concurrent one (%s)", attempt, reason)
+            self.retried += 1
+            await asyncio.sleep(random.uniform(0, RETRY_BASE_DELAY * 2**attempt))  # noqa: S311
+        raise MisuseError(f"write_attempts must be at least 1, not {self.write_attempts}")
 
     async def close(self) -> None:
         await self.engine.dispose()
