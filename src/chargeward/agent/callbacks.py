@@ -86,6 +86,8 @@ class StationCallbacks:
                 )
         elif what == "Heartbeat":
             await agent._call(call.Heartbeat())
+        elif what == "StatusNotification":  # every connector, as after a boot
+            await agent.charging.send_status()
         elif what == "SignChargingStationCertificate":  # OCPP A02.FR.02
             csr = station_tls.new_csr(agent.state)
             result = await agent._call(

@@ -8,6 +8,8 @@ States, and what moves a station on::
 
     pending ── its stage starts ──> waiting ── in window, free, not charging ──> dispatched
     waiting <──> deferred              (a transaction is active: counted apart, never a failure)
+    deferred ── still charging after ``max_deferral`` ──> canceled, reason "skipped: ..."
+                                       (reported; its stage goes on without it; Retry revives it)
     dispatched ── Accepted, Download* ──> downloading ── Installing ──> installing
     installing ── Installed / InstallRebooting ──> rebooting
     rebooting ── BootNotification(FirmwareUpdate) with every expected version ──> soaking
@@ -62,6 +64,8 @@ TERMINAL: frozenset[str] = frozenset(
     {"succeeded", "failed", "rolled_back", "timed_out", "canceled"}
 )
 ERRORS: frozenset[str] = frozenset({"failed", "rolled_back", "timed_out"})
+# The reason of a station skipped after charging for longer than the campaign's max_deferral.
+SKIPPED = "skipped: "
 IN_FLIGHT: frozenset[str] = frozenset(
     {"dispatched", "downloading", "installing", "rebooting", "soaking"}
 )
@@ -119,6 +123,11 @@ class StationRun:
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
+
+    @property
+    def skipped(self) -> bool:
+        """Canceled because it was deferred (charging) past the campaign's ``max_deferral``."""
+        return self.state == "canceled" and (self.reason or "").startswith(SKIPPED)
 
     @property
     def install_pending(self) -> bool:
@@ -215,7 +224,7 @@ class Abort(At):
 
 
 class Retry(At):
-    """An operator retries a failed station: its attempts start again."""
+    """An operator retries a failed or skipped station: its attempts start again."""
 
 
 Event = (
@@ -307,7 +316,7 @@ def step(run: StationRun, event: Event, policy: Policy) -> StationRun:
     if isinstance(event, Charging):
         return _charging(run, event, policy)
     if s in TERMINAL:
-        if isinstance(event, Retry) and s in ERRORS:
+        if isinstance(event, Retry) and (s in ERRORS or run.skipped):
             return _to(run, "waiting", at, policy, "retry by operator", attempts=0, reason=None)
         return run
     if isinstance(event, Abort):
@@ -325,17 +334,25 @@ def step(run: StationRun, event: Event, policy: Policy) -> StationRun:
         )
     if isinstance(event, StageStarted):
         return _to(run, "waiting", at, policy, "stage started") if s == "pending" else run
-    if isinstance(event, Defer):
-        return (
-            _to(run, "deferred", at, policy, "charging", reason="charging")
-            if s == "waiting"
-            else run
+    if isinstance(event, Defer):  # the deferral's own deadline: max_deferral, never frozen
+        if s != "waiting":
+            return run
+        until = at + policy.spec.max_deferral
+        return _to(
+            run,
+            "deferred",
+            at,
+            policy,
+            "charging",
+            reason="charging",
+            phase="deferral",
+            deadline=until,
         )
     if isinstance(event, Resume):
-        return (
-            _to(run, "waiting", at, policy, "session ended", reason=None)
-            if s == "deferred"
-            else run
+        if s != "deferred":
+            return run
+        return _to(
+            run, "waiting", at, policy, "session ended", reason=None, phase=None, deadline=None
         )
     if isinstance(event, Dispatched):
         if s not in ("waiting", "deferred") or run.attempts >= policy.spec.max_attempts:
@@ -540,11 +557,32 @@ def _tick(run: StationRun, event: Tick, policy: Policy) -> StationRun:
     at = event.at
     if run.state == "soaking" and run.soak_until is not None and at >= run.soak_until:
         return _to(run, "succeeded", at, policy, "healthy through the soak", soak_until=None)
+    if run.state == "deferred":
+        if run.deadline is not None and at >= run.deadline:
+            return _skip(run, at, policy)
+        return run
     if run.deadline is not None and run.charging_since is None and at >= run.deadline:
         if run.state == "dispatched" and run.rescheduled_from is not None:
             return _reschedule_refused(run, at, policy, "no answer")  # maybe never sent
         return _failure(run, at, policy, f"{run.phase} timed out", timed_out=True)
     return run
+
+
+def _skip(run: StationRun, at: dt.datetime, policy: Policy) -> StationRun:
+    """Deferred for longer than ``max_deferral``: no longer waited on.  The session may have
+    ended without the station saying so (a lost TransactionEvent), or may really last this
+    long; either way the campaign goes on and the operator is told."""
+    reason = f"{SKIPPED}charging for over {_span(policy.spec.max_deferral)}"
+    return _to(run, "canceled", at, policy, reason, reason=reason, phase=None, deadline=None)
+
+
+def _span(d: dt.timedelta) -> str:
+    """``12h``, ``90m``, ``2d``: the largest unit that divides ``d``."""
+    seconds = int(d.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _charging(run: StationRun, event: Charging, policy: Policy) -> StationRun:
@@ -553,6 +591,8 @@ def _charging(run: StationRun, event: Charging, policy: Policy) -> StationRun:
         return run if run.charging_since is not None else replace(run, charging_since=at)
     if run.charging_since is None:
         return run
+    if run.state == "deferred":  # max_deferral counts charging time: nothing to move on
+        return replace(run, charging_since=None)
     paused = max(at - run.charging_since, dt.timedelta(0))
     deadline = run.deadline + paused if run.deadline is not None else None
     return replace(run, charging_since=None, deadline=deadline)

@@ -10,7 +10,9 @@ Each tick the planner
 2. checks the current stage's error gate: at or past it the campaign pauses, and stays paused
    until an operator resumes it (errors counted before a resume do not pause it again);
 3. moves to the next stage once enough of this stage's stations succeeded, and finishes
-   the campaign when the last stage has no station left in flight;
+   the campaign when the last stage has no station left in flight; a station skipped after
+   charging for longer than the campaign's ``max_deferral`` (state *canceled*, see
+   :func:`machine.step`) is not waited for: the share is of the stage's other stations;
 4. picks stations to dispatch, in stage and rank order, each only if it is connected, past its
    jitter delay, inside its site's maintenance window (feature releases always; security
    releases unless the campaign bypasses windows), not charging (else *deferred*), and only
@@ -176,7 +178,9 @@ def _gate(campaign: Campaign, runs: Iterable[StationRun]) -> str | None:
 
 
 def _stage_passed(campaign: Campaign, runs: Iterable[StationRun]) -> bool:
-    own = [r for r in runs if r.stage == campaign.stage]
+    # Canceled in a running campaign means skipped (an abort cancels only when it stops the
+    # campaign); finished runs are planned from their state alone, without the reason.
+    own = [r for r in runs if r.stage == campaign.stage and r.state != "canceled"]
     if not own:
         return True
     succeeded = sum(r.state == "succeeded" for r in own)
@@ -206,7 +210,9 @@ def plan(
 
     for run in list(current.values()):  # 1. time passes
         if not run.terminal:
-            put(machine.step(run, machine.Tick(now), policy))
+            put(new := machine.step(run, machine.Tick(now), policy))
+            if new.skipped:
+                out.notes.append(f"{new.station_id} {new.reason}")
     out.reschedule = reschedules(campaign, current, fleet, sites, now)
 
     reason = _gate(campaign, current.values())  # 2. error gate

@@ -27,6 +27,12 @@ its start to the station's boot on the new image.  Where windows apply, a statio
 update inside a window only while that much of the window is left, and is sent ahead only to a
 window that long; once the campaign has measured installs of its own, the planner uses the
 larger of this and the measured time.
+
+``max_deferral`` (default ``"12h"``, from 1 minute to 30 days): how long a station held back
+by a charging session is waited on.  A station still deferred after that is skipped (state
+``canceled``, reason ``skipped: ...``) and reported: its stage goes on without it, it is no
+failure for the error gate, and an operator can retry it later.  A session whose end was
+never reported (a lost TransactionEvent) therefore cannot hold a campaign for ever.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ _DURATION = re.compile(r"^(\d{1,6})(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 INSTALL_DURATION_RANGE = (dt.timedelta(minutes=1), dt.timedelta(days=1))
+MAX_DEFERRAL_RANGE = (dt.timedelta(minutes=1), dt.timedelta(days=30))
 
 
 class CampaignSpecError(BundleError):
@@ -166,6 +173,8 @@ class CampaignSpec:
     download_ahead: dt.timedelta = dt.timedelta(hours=2)
     # Install to boot on the new image: an install starts only with this much window left.
     install_duration: dt.timedelta = dt.timedelta(minutes=15)
+    # A station deferred (charging) this long is skipped and reported, no longer waited on.
+    max_deferral: dt.timedelta = dt.timedelta(hours=12)
     retries: int = 3  # OCPP UpdateFirmware.retries (download attempts on the station)
     retry_interval: int = 120  # OCPP UpdateFirmware.retryInterval, seconds
     max_attempts: int = 2  # UpdateFirmware requests per station, ever
@@ -337,8 +346,8 @@ def parse_spec(raw: object) -> CampaignSpec:
         raw,
         {
             "name", "release", "target", "stages", "gates", "soak", "concurrency", "timeouts",
-            "jitter", "download_ahead", "install_duration", "retries", "retry_interval",
-            "max_attempts", "bypass_windows", "dynamic", "notes",
+            "jitter", "download_ahead", "install_duration", "max_deferral", "retries",
+            "retry_interval", "max_attempts", "bypass_windows", "dynamic", "notes",
         },
     )  # fmt: skip
     name = t.get("name")
@@ -384,6 +393,12 @@ def parse_spec(raw: object) -> CampaignSpec:
         raise CampaignSpecError(
             "install_duration", f"must be from 1m to 1d, got {t.get('install_duration')!r}"
         )
+    max_deferral = parse_duration("max_deferral", t.get("max_deferral", "12h"))
+    low, high = MAX_DEFERRAL_RANGE
+    if not low <= max_deferral <= high:
+        raise CampaignSpecError(
+            "max_deferral", f"must be from 1m to 30d, got {t.get('max_deferral')!r}"
+        )
     notes = t.get("notes", "")
     if not isinstance(notes, str) or len(notes) > 2000:
         raise CampaignSpecError("notes", "must be text of at most 2000 characters")
@@ -399,6 +414,7 @@ def parse_spec(raw: object) -> CampaignSpec:
         jitter=parse_duration("jitter", t.get("jitter", "5m")),
         download_ahead=download_ahead,
         install_duration=install_duration,
+        max_deferral=max_deferral,
         retries=_int("retries", t.get("retries", 3), 0, 10),
         retry_interval=_int("retry_interval", t.get("retry_interval", 120), 0, 86400),
         max_attempts=_int("max_attempts", t.get("max_attempts", 2), 1, 10),
@@ -448,6 +464,7 @@ def spec_document(spec: CampaignSpec) -> dict[str, Any]:
         "jitter": seconds(spec.jitter),
         "download_ahead": seconds(spec.download_ahead),
         "install_duration": seconds(spec.install_duration),
+        "max_deferral": seconds(spec.max_deferral),
         "retries": spec.retries,
         "retry_interval": spec.retry_interval,
         "max_attempts": spec.max_attempts,

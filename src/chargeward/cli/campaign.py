@@ -263,7 +263,7 @@ for _name, _verb, _doc in (
     ("pause", "paused", "Pause a campaign: nothing new is dispatched."),
     ("resume", "resumed", "Resume a paused campaign; errors so far are acknowledged."),
     ("abort", "aborted", "Abort: cancel every station not yet installing."),
-    ("retry", "retried", "Retry the failed, rolled-back and timed-out stations."),
+    ("retry", "retried", "Retry the failed, rolled-back, timed-out and skipped stations."),
 ):
     _action(_name, _verb, _doc)
 

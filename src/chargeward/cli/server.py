@@ -16,6 +16,7 @@ from chargeward.errors import ConfigError
 from chargeward.server.http.http_security import HttpSecurity, is_loopback
 from chargeward.server.runtime import ServerConfig, add_manufacturer_root, run_server
 from chargeward.server.stations.tls import OcppSecurity
+from chargeward.server.store.db import DEFAULT_TIMEOUTS, DatabaseTimeouts
 from chargeward.supply.report_check import GatePolicy
 from chargeward.supply.severity import Severity
 
@@ -146,6 +147,28 @@ def server(
             "first start."
         ),
     ] = None,
+    db_idle_transaction_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="PostgreSQL: seconds a transaction may sit idle before the database ends it "
+            "(a paused or cut-off node's locks are freed). 0: no bound.",
+        ),
+    ] = DEFAULT_TIMEOUTS.idle_in_transaction,
+    db_lock_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="PostgreSQL: seconds a statement waits for a lock before its write is retried "
+            "(then answers 503). 0: no bound.",
+        ),
+    ] = DEFAULT_TIMEOUTS.lock,
+    db_statement_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0, help="PostgreSQL: seconds a statement may run (then 503). 0: no bound."
+        ),
+    ] = DEFAULT_TIMEOUTS.statement,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str | None,
@@ -210,6 +233,11 @@ def server(
                         allow_insecure_http=allow_insecure_http,
                         trusted_proxies=tuple(trusted_proxy or ()),
                         reload_interval=tls_reload_interval,
+                    ),
+                    database=DatabaseTimeouts(
+                        idle_in_transaction=db_idle_transaction_timeout,
+                        lock=db_lock_timeout,
+                        statement=db_statement_timeout,
                     ),
                 ),
                 ready,

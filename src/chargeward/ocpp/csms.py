@@ -235,6 +235,8 @@ class CsmsChargePoint(HardenedChargePoint):
         self.booted = False
         # Transactions running now (evse id -> transaction id), from TransactionEvent (E01).
         self.active_transactions: dict[int, str] = {}
+        # Connector statuses of the EVSEs with a transaction (evse -> connector -> status).
+        self._connectors: dict[int, dict[int, str]] = {}
         self._csrs: dict[str, tuple[str, str]] = {}  # accepted CSRs by message id
 
     def _require_boot(self) -> None:
@@ -256,6 +258,7 @@ class CsmsChargePoint(HardenedChargePoint):
                 serial_number=charging_station.get("serial_number"),
             ),
         )
+        self.active_transactions, self._connectors = {}, {}  # none survives a reboot
         self.booted = True
         return call_result.BootNotification(
             current_time=ocpp_time(utc_now()),
@@ -276,6 +279,11 @@ class CsmsChargePoint(HardenedChargePoint):
         self._require_boot()
         parse_ocpp_time(timestamp)
         await self.sink.connector_status(self.id, evse_id, connector_id, connector_status)
+        if evse_id in self.active_transactions:  # its end may be lost: watch its connectors
+            connectors = self._connectors.setdefault(evse_id, {})
+            connectors[connector_id] = connector_status
+            if all(v == "Available" for v in connectors.values()):  # the sink closed it too
+                del self.active_transactions[evse_id], self._connectors[evse_id]
         return call_result.StatusNotification()
 
     @on(Action.firmware_status_notification)

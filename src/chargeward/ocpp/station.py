@@ -144,6 +144,7 @@ class StationController(Protocol):
 TRIGGERABLE = {
     MessageTriggerEnumType.firmware_status_notification,
     MessageTriggerEnumType.heartbeat,
+    MessageTriggerEnumType.status_notification,  # the CSMS reconciles sessions (OCPP F06)
     MessageTriggerEnumType.boot_notification,
     MessageTriggerEnumType.sign_charging_station_certificate,  # OCPP A02
 }

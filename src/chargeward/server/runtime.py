@@ -48,7 +48,7 @@ from chargeward.server.stations.csms import CsmsListener
 from chargeward.server.stations.station_security import renew_certificates_forever
 from chargeward.server.stations.tls import OcppSecurity, limit_tls_handshake, listener_security
 from chargeward.server.store.blobs import BlobStore
-from chargeward.server.store.db import Database
+from chargeward.server.store.db import DEFAULT_TIMEOUTS, Database, DatabaseTimeouts
 from chargeward.supply.report_check import GatePolicy
 
 LOG = logging.getLogger("chargeward.server")
@@ -75,6 +75,7 @@ class ServerConfig:
     http_limits: HttpLimits = field(default_factory=HttpLimits)  # HTTP timeouts (server.limits)
     limits: ServerLimits = DEFAULT_SERVER_LIMITS  # input bounds: bodies, frames, uploads (ADR 30)
     http: HttpSecurity = field(default_factory=HttpSecurity)  # HTTPS, lab flag, proxies (ADR 25)
+    database: DatabaseTimeouts = DEFAULT_TIMEOUTS  # PostgreSQL session bounds (ADR 31)
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -101,11 +102,13 @@ def add_manufacturer_root(data_dir: Path, pem: bytes) -> list[str]:
     return [certificate_fingerprint(c) for c in [*have, *added]]
 
 
-async def prepare(data_dir: Path) -> tuple[Database, str | None]:
+async def prepare(
+    data_dir: Path, timeouts: DatabaseTimeouts = DEFAULT_TIMEOUTS
+) -> tuple[Database, str | None]:
     """Open the database and create the admin token on first start (returned once)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "tmp").mkdir(exist_ok=True)
-    db = await Database.open(data_dir=data_dir)
+    db = await Database.open(data_dir=data_dir, timeouts=timeouts)
     token = None
     token_path = data_dir / TOKEN_FILE
     if not token_path.exists():
@@ -229,7 +232,7 @@ async def run_server(
             )
         )
     reloader = CertificateReloader(slots, passphrase, interval=config.http.reload_interval)
-    db, _ = await prepare(config.data_dir)
+    db, _ = await prepare(config.data_dir, config.database)
     state = ServerState(
         data_dir=config.data_dir,
         db=db,

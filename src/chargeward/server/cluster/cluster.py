@@ -523,7 +523,13 @@ class Node:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(dsn, timeout=5)
+                # The server's bounds and keepalives: a vanished peer is noticed at either
+                # end.  The advisory lock is held outside any transaction, so the idle
+                # transaction timeout never ends this connection.
+                conn = await asyncpg.connect(
+                    dsn, timeout=5, server_settings=self.db.timeouts.server_settings()
+                )
+                self.db.timeouts.keep_alive(conn)
                 await conn.add_listener(NOTIFY_COMMANDS, self._notified)
                 await conn.add_listener(NOTIFY_RESULTS, self._notified)
                 while True:

@@ -482,3 +482,21 @@ async def campaign_paused(
         details={"campaign_id": campaign_id, "name": name, "reason": reason},
         now=now,
     )
+
+
+async def campaign_station_skipped(
+    s: AsyncSession, campaign_id: int, name: str, station_id: str, reason: str, *, now: dt.datetime
+) -> Alert:
+    """A campaign stopped waiting for a station deferred (charging) past its ``max_deferral``:
+    its session may have ended unreported.  The station is not updated until an operator
+    retries it."""
+    return await _raise(
+        s,
+        kind="campaign_station_skipped",
+        severity="warning",
+        station_id=station_id,
+        key=f"campaign_skipped:{campaign_id}",
+        message=f"campaign {name}: {station_id} {reason}",
+        details={"campaign_id": campaign_id, "name": name, "reason": reason},
+        now=now,
+    )

@@ -10,7 +10,8 @@ A validation error (422) names the first bad field in dotted form (``body.scopes
     method_not_allowed 405, conflict 409, gone 410, too_large 413, invalid_bundle 422,
     untrusted 422, validation_error 422, rate_limited 429 (with Retry-After),
     internal_error 500, transport_error 502, unavailable 503 (with Retry-After when the
-    database is busy: a write that kept losing to concurrent ones, or no free connection)
+    database is busy: a write that kept losing to concurrent ones or waiting for a lock past
+    ``lock_timeout``, a statement past ``statement_timeout``, or no free connection)
 """
 
 from __future__ import annotations

@@ -110,6 +110,10 @@ async def tick_campaign(
         for sid, run in result.runs.items():
             await _close_abandoned(s, runs[sid], run, now)
             campaign_runs.store_run(rows[sid], run, now)
+            if run.skipped:  # deferred past max_deferral: reported, no longer waited on
+                await alerts.campaign_station_skipped(
+                    s, row.id, row.name, sid, run.reason or "", now=now
+                )
         if row.status == "running":
             campaign_runs.store_campaign(row, result.campaign, now)
         if result.campaign.status == "completed":

@@ -37,6 +37,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from chargeward.errors import Conflict, TransportError
 from chargeward.limits import DEFAULT_SERVER_LIMITS, ServerLimits
 from chargeward.logging_setup import websocket_logger
 from chargeward.ocpp.csms import BootInfo, CsmsChargePoint, SignAnswer, SignedChain, UpdateAvailable
@@ -49,6 +50,7 @@ from chargeward.server.rollout.repository import record_available_update
 from chargeward.server.stations import logs, station_certificates, station_reports, station_security
 from chargeward.server.stations.group_commit import GroupCommit
 from chargeward.server.store.db import Database
+from chargeward.server.store.tables import Station
 
 LOG = logging.getLogger("chargeward.csms")
 SUBPROTOCOL = "ocpp2.0.1"
@@ -539,11 +541,16 @@ class CsmsListener:
         cp.booted = cp.booted or booted_before
         if self.presence is not None:
             await self.presence.connected(station_id, self.sink.writes)
+        # A reconnect without a reboot: sessions the station may have ended while its
+        # TransactionEvent was lost are closed by its connector statuses, so ask for them.
+        asking = asyncio.create_task(self._ask_connectors(cp)) if cp.booted else None
         try:
             await cp.start()
         except ConnectionClosed:
             pass
         finally:
+            if asking is not None:
+                asking.cancel()
             if cp.booted:
                 self.booted_stations.add(station_id)
             if self.registry.stations.get(station_id) is cp:
@@ -559,6 +566,20 @@ class CsmsListener:
                         # may have been committed first.  Connected it is.
                         await self.sink.connected(station_id, True)
             LOG.info("%s: disconnected", station_id, extra={"station_id": station_id})
+
+    async def _ask_connectors(self, cp: CsmsChargePoint) -> None:
+        """TriggerMessage(StatusNotification) to a station the server holds sessions for: an
+        ``Available`` connector closes the session there (station_reports)."""
+        async with self.db.snapshot() as s:
+            row = await s.get(Station, cp.id)
+            if row is None or not row.active_transactions:
+                return
+        try:
+            answer = await cp.trigger_message("StatusNotification")
+        except (TransportError, Conflict) as e:
+            LOG.info("%s: cannot ask for connector status: %s", cp.id, e)
+            return
+        LOG.info("%s: asked for connector status (sessions open): %s", cp.id, answer)
 
     async def serve(self, host: str, port: int) -> Server:
         return await serve(

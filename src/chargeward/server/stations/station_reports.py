@@ -83,6 +83,10 @@ async def record_boot(
     )
     row.last_boot_reason = reason
     row.last_seen = now
+    if row.active_transactions:  # OCPP 2.0.1: no session survives a reboot unreported
+        await _close_sessions(
+            s, row, {}, f"BootNotification ({reason}): the station rebooted", now=now
+        )
     queue_insert(
         s,
         BootEvent,
@@ -174,10 +178,44 @@ async def record_connector_status(
     row = await find_station(s, station_id)
     row.connector_status = {**row.connector_status, f"{evse_id}/{connector_id}": status}
     row.last_seen = now
+    evse = str(evse_id)
+    if status == "Available" and evse in row.active_transactions and _evse_free(row, evse):
+        left = {e: t for e, t in row.active_transactions.items() if e != evse}
+        await _close_sessions(
+            s, row, left, f"EVSE {evse_id}: every connector reports Available", now=now
+        )
     if status == "Faulted":  # unhealthy: fails a station soaking a new image
         await campaign_runs.on_station_event(
             s, station_id, machine.Fault(now, "connector_faulted", f"{evse_id}/{connector_id}")
         )
+
+
+def _evse_free(row: Station, evse: str) -> bool:
+    """Every connector of ``evse`` the station reported is ``Available``: no car is plugged
+    in, so no session runs there (OCPP 2.0.1 ConnectorStatusEnumType)."""
+    mine = [v for k, v in row.connector_status.items() if k.split("/")[0] == evse]
+    return bool(mine) and all(v == "Available" for v in mine)
+
+
+async def _close_sessions(
+    s: AsyncSession, row: Station, left: dict[str, Any], why: str, *, now: dt.datetime
+) -> None:
+    """Forget sessions whose end the station never reported (a TransactionEvent(Ended) lost
+    with a connection or a node): the station's own state says they are over.  Without this a
+    station stays "charging" for ever, and campaigns defer it until their ``max_deferral``."""
+    closed = {e: t for e, t in row.active_transactions.items() if e not in left}
+    row.active_transactions = dict(left)
+    LOG.info("%s: session(s) %s closed by reconciliation: %s", row.id, closed, why)
+    await audit.record(
+        s,
+        actor=audit.SYSTEM,
+        action="station.sessions_reconciled",
+        target=row.id,
+        details={"closed": closed, "reason": why},
+        now=now,
+    )
+    if not left:  # deadlines run again (OCPP L01.FR.06), as after a reported end
+        await campaign_runs.on_station_event(s, row.id, machine.Charging(now, False))
 
 
 async def record_transactions(

@@ -12,6 +12,11 @@ A write that can lose to a concurrent transaction (a deadlock or serialization f
 PostgreSQL, "database is locked" on SQLite) goes through :meth:`Database.write`, which runs it
 again in a fresh transaction and raises :class:`DatabaseBusy` once its attempts are spent; the
 REST API answers that, and a pool with no free connection, with 503 and Retry-After (ADR 0031).
+
+Every PostgreSQL session is bounded by :class:`DatabaseTimeouts`: a transaction left idle (its
+node paused or cut off) is ended by the server, a lock wait or a statement gives up, and TCP
+keepalives on both ends notice a peer that is gone.  A lock wait that gave up is retried like
+a deadlock; a statement that timed out answers 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import asyncio
 import logging
 import os
 import random
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -82,8 +89,66 @@ def safe_url(url: str) -> str:
         return "<unparsable database URL>"
 
 
+@dataclass(frozen=True)
+class DatabaseTimeouts:
+    """Bounds on every PostgreSQL session of a server, in seconds (0: no bound).
+
+    A node that stops (SIGSTOP, a partition) inside a transaction would otherwise hold its row
+    locks, the audit head's among them, and every other node's writes would queue behind it
+    for as long as it stays stopped.  ``idle_in_transaction`` ends such a transaction on the
+    server; ``lock`` makes a waiter give up (its write is retried, then answers 503) instead
+    of queueing; ``statement`` ends a runaway query; the keepalives let the server drop the
+    session of a peer that vanished, and the client notice a server that did.  Migrations run
+    without the lock and statement bounds: they wait for one another and may take long.
+    """
+
+    idle_in_transaction: float = 30.0
+    lock: float = 10.0
+    statement: float = 60.0
+    keepalives_idle: int = 30  # seconds of silence before the first probe
+    keepalives_interval: int = 10  # seconds between probes
+    keepalives_count: int = 3  # unanswered probes before the connection is dropped
+
+    def server_settings(self) -> dict[str, str]:
+        """PostgreSQL settings for a session's startup packet (asyncpg ``server_settings``)."""
+
+        def ms(seconds: float) -> str:
+            return f"{round(seconds * 1000)}ms"
+
+        return {
+            "idle_in_transaction_session_timeout": ms(self.idle_in_transaction),
+            "lock_timeout": ms(self.lock),
+            "statement_timeout": ms(self.statement),
+            "tcp_keepalives_idle": str(self.keepalives_idle),
+            "tcp_keepalives_interval": str(self.keepalives_interval),
+            "tcp_keepalives_count": str(self.keepalives_count),
+        }
+
+    def keep_alive(self, connection: Any) -> None:
+        """Turn on TCP keepalives at the client end of an asyncpg connection's socket."""
+        transport = getattr(connection, "_transport", None)  # asyncpg has no public accessor
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return  # a Unix socket: no network to lose
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in (
+            ("TCP_KEEPIDLE", self.keepalives_idle),
+            ("TCP_KEEPINTVL", self.keepalives_interval),
+            ("TCP_KEEPCNT", self.keepalives_count),
+        ):
+            if hasattr(socket, option) and value > 0:
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+DEFAULT_TIMEOUTS = DatabaseTimeouts()
+
 # SQLSTATEs of a transaction that lost to a concurrent one: run it again and it may pass.
-LOST_TO_CONCURRENT = {"40001": "serialization failure", "40P01": "deadlock"}
+LOST_TO_CONCURRENT = {
+    "40001": "serialization failure",
+    "40P01": "deadlock",
+    "55P03": "lock wait timed out",  # lock_timeout: a holder kept the lock too long
+}
+TIMED_OUT = {"57014": "statement timed out"}  # statement_timeout: answered 503, not retried
 TOO_MANY_CONNECTIONS = "53300"  # PostgreSQL refused a new connection: max_connections reached
 WRITE_ATTEMPTS = 5  # tries of one write before it answers DatabaseBusy
 RETRY_BASE_DELAY = 0.02  # seconds; attempt n waits up to base * 2**n (full jitter)
@@ -127,7 +192,8 @@ def unavailable(exc: BaseException) -> str | None:
     """Why the database cannot take work now (answered 503 with Retry-After), or None.
 
     A pool timeout (every connection busy), PostgreSQL refusing a connection for lack of
-    slots, a write that lost to concurrent ones (retries spent, or work that was not retried).
+    slots, a write that lost to concurrent ones (retries spent, or work that was not retried),
+    a statement that ran past ``statement_timeout``.
     """
     if isinstance(exc, DatabaseBusy):
         return str(exc)
@@ -135,6 +201,9 @@ def unavailable(exc: BaseException) -> str | None:
         return "no free database connection"
     if isinstance(exc, DBAPIError) and _sqlstate(exc) == TOO_MANY_CONNECTIONS:
         return "the database has no free connection slot"
+    timed_out = TIMED_OUT.get(_sqlstate(exc) or "") if isinstance(exc, DBAPIError) else None
+    if timed_out is not None:
+        return f"the database is busy ({timed_out})"
     return lost_to_concurrent(exc)
 
 
@@ -149,6 +218,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _upgrade(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":  # one migrating process at a time
+        # No lock or statement bound: a process waits for another's migration, which may
+        # rewrite large tables.  SET LOCAL ends with this transaction.
+        connection.execute(text("SET LOCAL lock_timeout = 0"))
+        connection.execute(text("SET LOCAL statement_timeout = 0"))
         connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -159,14 +232,22 @@ def _upgrade(connection: Connection) -> None:
 class Database:
     """An engine plus a session factory."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, timeouts: DatabaseTimeouts = DEFAULT_TIMEOUTS) -> None:
         self.engine = engine
+        self.timeouts = timeouts  # the bounds its PostgreSQL sessions were opened with
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.write_attempts = WRITE_ATTEMPTS
         self.retried = 0  # writes run again after losing to a concurrent one (tests, metrics)
 
     @classmethod
-    async def open(cls, *, data_dir: Path, url: str | None = None) -> Database:
+    async def open(
+        cls,
+        *,
+        data_dir: Path,
+        url: str | None = None,
+        timeouts: DatabaseTimeouts = DEFAULT_TIMEOUTS,
+    ) -> Database:
+        """Open (and migrate) the database; PostgreSQL sessions are bounded by ``timeouts``."""
         url = normalize_url(url) if url else database_url(data_dir)
         sqlite = url.startswith("sqlite")
         if sqlite:
@@ -177,11 +258,18 @@ class Database:
                 # PostgreSQL: drop connections the server closed; recycle before idle timeouts.
                 pool_pre_ping=not sqlite,
                 pool_recycle=-1 if sqlite else 1800,
+                connect_args={} if sqlite else {"server_settings": timeouts.server_settings()},
             )
         except Exception as e:  # invalid URL, missing driver
             raise ConfigError(f"cannot use database URL {safe_url(url)}: {e}") from e
         if sqlite:
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+
+            def keep_alive(dbapi_connection: Any, _record: Any) -> None:
+                timeouts.keep_alive(dbapi_connection.driver_connection)
+
+            event.listen(engine.sync_engine, "connect", keep_alive)
         try:
             async with engine.begin() as conn:
                 await conn.run_sync(_upgrade)
@@ -189,7 +277,7 @@ class Database:
             await engine.dispose()
             reason = getattr(e, "orig", None) or e
             raise ConfigError(f"cannot open database {safe_url(url)}: {reason}") from e
-        return cls(engine)
+        return cls(engine, timeouts)
 
     @property
     def dialect(self) -> str:
