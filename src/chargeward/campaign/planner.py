@@ -240,6 +240,12 @@ def plan(
     return out
 
 
+# A station whose install time has just come is given this long to report Installing before
+# too little of its window is thought left: it was sent a start that fitted, and a tick in
+# the seconds before its report must not move it to another window.
+START_GRACE = dt.timedelta(minutes=2)
+
+
 def reschedules(
     campaign: Campaign,
     runs: Mapping[str, StationRun],
@@ -261,8 +267,8 @@ def reschedules(
     for run in runs.values():
         if run.state == "dispatched" or not run.install_pending or not run.window_guard:
             continue
-        if run.install_at is not None and now < run.install_at:
-            continue  # sent ahead: waiting for its window to open
+        if run.install_at is not None and now < run.install_at + START_GRACE:
+            continue  # sent ahead: waiting for its window to open, or starting its install
         station = fleet.get(run.station_id)
         if station is None or not station.connected or station.site_id is None:
             continue
