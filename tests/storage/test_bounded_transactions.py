@@ -27,16 +27,16 @@ from chargeward.server.store.db import (
     lost_to_concurrent,
     unavailable,
 )
-from tests.storage.test_write_conflicts import (
+from tests.support.api_app import running_api
+from tests.support.campaigns import until
+from tests.support.contention import (
     NOW,
     WAIT,
-    _async,
-    _busy,
-    _doc,
-    _release_and_fleet,
-    _until,
+    as_async,
+    assert_busy,
+    campaign_doc_for,
+    release_and_fleet,
 )
-from tests.support.api_app import running_api
 from tests.support.databases import postgres_database
 from tests.support.fleet import Pki
 
@@ -87,18 +87,22 @@ async def test_an_api_write_behind_a_held_lock_answers_503_then_passes_once_it_i
     and with attempts left it passes (201) once the holder lets go."""
     timeouts = DatabaseTimeouts(idle_in_transaction=0, lock=0.3, statement=0)
     db = await Database.open(data_dir=tmp_path, url=database_url, timeouts=timeouts)
-    release = await _release_and_fleet(db, tmp_path, pki)
+    release = await release_and_fleet(db, tmp_path, pki)
     async with running_api(tmp_path, NOW, db=db) as api:
         async with db.engine.connect() as holder:
             await _hold_audit_head(holder)
             db.write_attempts = 2
             async with asyncio.timeout(WAIT):
-                _busy(await api.client.post("/api/v1/campaigns", json=_doc(release)))
+                assert_busy(
+                    await api.client.post("/api/v1/campaigns", json=campaign_doc_for(release))
+                )
             assert db.retried == 1
             db.write_attempts = 1000
-            posting = asyncio.create_task(api.client.post("/api/v1/campaigns", json=_doc(release)))
+            posting = asyncio.create_task(
+                api.client.post("/api/v1/campaigns", json=campaign_doc_for(release))
+            )
             retried = db.retried
-            await _until(_async(lambda: db.retried > retried), "the POST is retried")
+            await until(as_async(lambda: db.retried > retried), "the POST is retried", WAIT)
             await holder.rollback()
         async with asyncio.timeout(WAIT):
             r = await posting
@@ -196,7 +200,7 @@ async def test_migrations_wait_for_one_another_without_the_bounds(tmp_path: Path
                 )
                 return bool(found)
 
-            await _until(waited_past_the_bounds, "the migration waits for the lock")
+            await until(waited_past_the_bounds, "the migration waits for the lock", WAIT)
             await other.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
             async with asyncio.timeout(WAIT):
                 db = await opening

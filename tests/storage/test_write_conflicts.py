@@ -10,78 +10,33 @@ meets "database is locked" from a second connection holding the write lock.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import event, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from chargeward import audit
 from chargeward.audit.tables import AuditEntry
-from chargeward.release.bundle import verify_bundle
 from chargeward.server.fleet import station_registry
-from chargeward.server.rollout import release_catalog
-from chargeward.server.store.blobs import BlobStore
 from chargeward.server.store.db import Database
 from chargeward.server.store.tables import Campaign, Station
 from chargeward.storage.appends import write_queued
 from tests.support.api_app import running_api
+from tests.support.campaigns import until
+from tests.support.contention import (
+    NOW,
+    WAIT,
+    as_async,
+    assert_busy,
+    campaign_doc_for,
+    release_and_fleet,
+    waiting_on_a_lock,
+)
 from tests.support.fleet import MODEL, Pki
-
-NOW = dt.datetime(2026, 11, 2, 10, 0, tzinfo=dt.UTC)
-WAIT = 20.0  # seconds any one wait below may take before the test fails
-
-
-async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll ``check`` (a database query, an attribute) until it holds, at most WAIT seconds."""
-    async with asyncio.timeout(WAIT):
-        while not await check():
-            await asyncio.sleep(0.01)
-    assert await check(), what
-
-
-async def _release_and_fleet(db: Database, tmp_path: Path, pki: Pki) -> str:
-    bundle = pki.bundle(tmp_path / "r.cwb", "1.1.0", 2, release_class="feature")
-    now = dt.datetime.now(dt.UTC)  # the fixture certificates are valid from today
-    verified = verify_bundle(bundle, [pki.root_cert], workdir=tmp_path / "x", now=now)
-    async with db.session() as s:
-        view = await release_catalog.store_release(
-            s, verified, BlobStore(tmp_path / "blobs"), actor="alice", now=NOW
-        )
-        for sid in ("CP-00", "CP-01"):
-            await station_registry.register_station(s, sid, actor="alice", model=MODEL, now=NOW)
-            row = await s.get(Station, sid)
-            assert row is not None
-            row.firmware_version = "1.0.0"
-    return view.id
-
-
-def _doc(release: str) -> dict[str, Any]:
-    return {"name": "c1", "release": release, "stages": {"canary": 1, "then": ["100%"]},
-            "jitter": 0, "target": {"models": [MODEL]}}  # fmt: skip
-
-
-async def _waiting_on_a_lock(db: Database) -> bool:
-    async with db.engine.connect() as conn:
-        waiting = await conn.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-        )
-    return bool(waiting)
-
-
-def _busy(r: httpx.Response) -> None:
-    assert r.status_code == 503, r.text
-    assert int(r.headers["Retry-After"]) >= 1
-    assert r.json()["error"]["code"] == "unavailable"
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -134,7 +89,7 @@ async def test_a_campaign_post_that_deadlocks_is_retried_and_both_writes_are_aud
     transaction with a deadlock; it runs again and answers 201.  Without retries (one
     attempt) it answers 503 with Retry-After, never 500."""
     db = await Database.open(data_dir=tmp_path, url=database_url)
-    release = await _release_and_fleet(db, tmp_path, pki)
+    release = await release_and_fleet(db, tmp_path, pki)
     head_taken, go = asyncio.Event(), asyncio.Event()
     runs = 0
 
@@ -154,8 +109,10 @@ async def test_a_campaign_post_that_deadlocks_is_retried_and_both_writes_are_aud
         reporting = asyncio.create_task(db.write(report))
         async with asyncio.timeout(WAIT):
             await head_taken.wait()
-        posting = asyncio.create_task(api.client.post("/api/v1/campaigns", json=_doc(release)))
-        await _until(lambda: _waiting_on_a_lock(db), "the POST waits for the audit head")
+        posting = asyncio.create_task(
+            api.client.post("/api/v1/campaigns", json=campaign_doc_for(release))
+        )
+        await until(lambda: waiting_on_a_lock(db), "the POST waits for the audit head", WAIT)
         go.set()  # the report now waits for the POST's station row: a deadlock
         async with asyncio.timeout(WAIT):
             r = await posting
@@ -173,7 +130,7 @@ async def test_a_campaign_post_that_deadlocks_is_retried_and_both_writes_are_aud
         assert station is not None and station.vendor == "Acme"  # the report is stored
         assert sorted(indexes) == list(range(len(indexes)))
         if attempts == 1:
-            _busy(r)
+            assert_busy(r)
             assert campaigns == [] and "campaign.created" not in actions
             return
         assert r.status_code == 201, r.text
@@ -222,7 +179,7 @@ async def test_an_exhausted_pool_answers_503_with_retry_after(
                 ("POST", "/api/v1/campaigns", {"name": "c", "release": "r"}),
                 ("GET", "/api/v1/audit", None),
             ):
-                _busy(await api.client.request(method, path, json=body))
+                assert_busy(await api.client.request(method, path, json=body))
         r = await api.client.get("/api/v1/campaigns")
         assert r.status_code == 200, r.text
 
@@ -242,7 +199,7 @@ async def test_sqlite_database_is_locked_is_retried_then_answers_503(
         cursor.close()
 
     await db.engine.dispose()  # new connections, with the short timeout
-    release = await _release_and_fleet(db, tmp_path, pki)
+    release = await release_and_fleet(db, tmp_path, pki)
     path = db.engine.url.database
     assert path is not None
     async with running_api(tmp_path, NOW, db=db) as api:
@@ -250,21 +207,16 @@ async def test_sqlite_database_is_locked_is_retried_then_answers_503(
         holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             holder.execute("BEGIN IMMEDIATE")
-            _busy(await api.client.post("/api/v1/campaigns", json=_doc(release)))
+            assert_busy(await api.client.post("/api/v1/campaigns", json=campaign_doc_for(release)))
             db.write_attempts = 1000
-            posting = asyncio.create_task(api.client.post("/api/v1/campaigns", json=_doc(release)))
+            posting = asyncio.create_task(
+                api.client.post("/api/v1/campaigns", json=campaign_doc_for(release))
+            )
             retried = db.retried
-            await _until(_async(lambda: db.retried > retried), "the POST is retried")
+            await until(as_async(lambda: db.retried > retried), "the POST is retried", WAIT)
             holder.execute("ROLLBACK")
             async with asyncio.timeout(WAIT):
                 r = await posting
         finally:
             holder.close()
         assert r.status_code == 201, r.text
-
-
-def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
-    async def run() -> bool:
-        return check()
-
-    return run
