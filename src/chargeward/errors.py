@@ -56,7 +56,9 @@ class missing from this list.  Classes defined in other modules name their modul
     +-- TreeStorageError            audit.merkle: the node store lacks or misorders nodes
     +-- Refusal                     server.accounts: sign-in or permission refused (own status)
     +-- DatabaseBusy                server.store.db: a write kept losing to concurrent ones, or
-                                    no free connection; nothing committed; HTTP 503, Retry-After
+    |                               no free connection; nothing committed; HTTP 503, Retry-After
+    +-- LeadershipLost              server.store.db: a leader job of a node whose lease ran out
+                                    or passed on; nothing committed or sent
 
 ``InvalidValue`` and ``MisuseError`` also subclass the builtin their callers and pydantic catch:
 a validator must raise a ``ValueError`` for pydantic to report it as a 422, and ``except

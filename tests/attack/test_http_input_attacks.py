@@ -28,7 +28,11 @@ from tests.support.tenants import seed_two_customers
 
 pytestmark = pytest.mark.timeout(60)
 
-CAMPAIGN = {"stages": {"canary": 1, "then": ["100%"]}, "gates": {"min_finished": 1}}
+CAMPAIGN = {
+    "stages": {"canary": 1, "then": ["100%"]},
+    "gates": {"min_finished": 1},
+    "concurrency": {"keep_available": 0},  # one-charger sites: else refused at creation
+}
 HUGE_ID = "99999999999999999999"
 BAD_IDS = (HUGE_ID, "\u00b2", "\uff11", "\u0661")  # superscript 2, full-width 1, Arabic-Indic 1
 

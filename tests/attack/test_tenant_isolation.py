@@ -91,7 +91,11 @@ async def test_customer_locked_release_dispatch_to_another_customers_station_ref
 
 # -- customer accounts: an operator of one customer sees and touches only its stations -------
 
-CAMPAIGN = {"stages": {"canary": 1, "then": ["100%"]}, "gates": {"min_finished": 1}}
+CAMPAIGN = {
+    "stages": {"canary": 1, "then": ["100%"]},
+    "gates": {"min_finished": 1},
+    "concurrency": {"keep_available": 0},  # one-charger sites: else refused at creation
+}
 
 
 @dataclass

@@ -9,6 +9,7 @@ import datetime as dt
 from pathlib import Path
 
 from chargeward import audit
+from chargeward.audit.sequencer import settle
 from chargeward.campaign.spec import parse_spec
 from chargeward.server.fleet import alerts, station_registry
 from chargeward.server.rollout import campaign_runs, campaign_scheduler, campaigns
@@ -55,6 +56,7 @@ async def test_a_canary_stuck_charging_is_skipped_after_max_deferral_and_reporte
     clock[0] = NOW + dt.timedelta(hours=2)
     orders = await campaign_scheduler.tick_campaign(state, view.id, join=False)
     assert [o.station_id for o in orders] == [sid for sid in ids if sid != canary]
+    await settle(db.session)  # the tick queued its audit entries (PostgreSQL)
     async with db.snapshot() as s:
         stored = await campaigns.get_campaign(s, view.id)
         assert stored.status == "running" and stored.stage == 1, stored.pause_reason

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
+from chargeward.audit.sequencer import settle
 from chargeward.campaign import machine
 from chargeward.campaign.spec import CampaignSpecError, parse_spec
 from chargeward.errors import Conflict
@@ -181,7 +182,7 @@ async def test_a_batch_of_station_reports_reads_up_front_and_writes_together(
     from sqlalchemy import event, func, select
 
     from chargeward.audit.tables import AuditEntry
-    from chargeward.server.stations.csms import DbSink
+    from chargeward.server.stations.sink import DbSink
     from chargeward.server.store.tables import FirmwareStatusEvent
 
     release = await _release(db, tmp_path, pki, "1.1.0", "feature")
@@ -224,6 +225,7 @@ async def test_a_batch_of_station_reports_reads_up_front_and_writes_together(
 
     writes, batches = sink.writes.writes, sink.writes.batches
     assert writes == 5 * len(ids)
+    await settle(db.session)  # station reports audit through the queue (PostgreSQL)
     async with db.snapshot() as s:
         runs = await campaign_runs.load_runs(s, view.id)
         assert {sid: (r.state, r.request_id) for sid, (_, r) in runs.items()} == {
@@ -264,7 +266,7 @@ async def test_boots_after_our_update_in_one_batch_move_the_expected_version_not
     from sqlalchemy import select
 
     from chargeward.ocpp.csms import BootInfo
-    from chargeward.server.stations.csms import DbSink
+    from chargeward.server.stations.sink import DbSink
     from chargeward.server.store.tables import Alert
 
     def boot(version: str) -> BootInfo:
@@ -289,6 +291,7 @@ async def test_boots_after_our_update_in_one_batch_move_the_expected_version_not
     )
     await sink.close()
     assert sink.writes.batches < len(ids)
+    await settle(db.session)  # station reports audit through the queue (PostgreSQL)
     async with db.snapshot() as s:
         stations = (await s.scalars(select(Station).where(Station.id.in_(ids)))).all()
         expected = {st.id: st.expected_firmware for st in stations}

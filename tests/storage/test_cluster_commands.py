@@ -23,8 +23,8 @@ from chargeward.ocpp.csms import FirmwareOrder
 from chargeward.server.cluster.cluster import COMMAND_TIMEOUT, Node, RemoteStation
 from chargeward.server.common.metrics import Metrics
 from chargeward.server.stations.csms import Registry
+from chargeward.server.store.cluster_tables import ClusterNode, StationCommand, StationPresence
 from chargeward.server.store.db import Database
-from chargeward.server.store.tables import ClusterNode, StationCommand, StationPresence
 from tests.support.databases import PostgresTemplates, postgres_database
 
 STATION = "CP-RELAY-1"

@@ -12,12 +12,13 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chargeward.audit import sequencer
 from chargeward.audit.tables import AuditEntry
 from chargeward.errors import NotFound
 from chargeward.ocpp.csms import BootInfo
 from chargeward.server.fleet import station_registry
-from chargeward.server.stations.csms import DbSink
 from chargeward.server.stations.group_commit import GroupCommit
+from chargeward.server.stations.sink import DbSink
 from chargeward.server.store.db import Database
 from chargeward.server.store.tables import BootEvent, Station
 
@@ -69,6 +70,7 @@ async def test_a_storm_of_boots_shares_few_transactions_and_every_write_lands(
         boots = await s.scalar(select(func.count()).select_from(BootEvent))
     assert stored == {sid: (True, "1.0.0", "PowerUp") for sid in ids}
     assert boots == len(ids)
+    await sequencer.settle(db.session)  # PostgreSQL: the reports' entries were queued
     assert await _count(db, AuditEntry) == audit_before + 2 * len(ids)  # connect + boot each
 
 

@@ -96,7 +96,7 @@ async def test_station_update_and_log_round_trip(
 
 async def test_heartbeats_are_written_in_one_batch(db: Database) -> None:
     """Heartbeats only move last_seen: the sink gathers them and writes one statement."""
-    from chargeward.server.stations.csms import DbSink
+    from chargeward.server.stations.sink import DbSink
 
     start = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
     async with db.session() as s:

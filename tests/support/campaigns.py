@@ -194,3 +194,21 @@ async def upload_release(srv: Server, bundle: Path, version: str) -> dict[str, A
         r for r in await api(srv, "GET", "/api/v1/releases") if r["version"] == version
     )
     return found
+
+
+async def corner_and_offline(db: Any, now: dt.datetime, seen: dt.datetime) -> None:
+    """Two stations on 1.0.0: CP-1 alone at site ``corner`` (connected), CP-2 without a site,
+    offline since ``seen`` (waiting-reason tests: a site floor, an offline station)."""
+    from chargeward.server.fleet import fleet, station_registry
+    from chargeward.server.store.tables import Station
+
+    async with db.session() as s:
+        await fleet.create_site(
+            s, fleet.SiteInput("corner", "Corner", None, "UTC", []), actor="t", now=now
+        )
+        for sid, site, up in (("CP-1", "corner", True), ("CP-2", None, False)):
+            await station_registry.register_station(s, sid, actor="t", model=MODEL, now=now)
+            row = await s.get(Station, sid)
+            assert row is not None
+            row.firmware_version, row.site_id, row.connected = "1.0.0", site, up
+            row.last_seen = now if up else seen

@@ -67,3 +67,15 @@ def as_async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
         return check()
 
     return run
+
+
+async def lock_waiters(db: Database) -> int:
+    """How many sessions of this test database wait for a lock now (pg_stat_activity)."""
+    async with db.engine.connect() as c:
+        n = await c.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+        )
+    return int(n or 0)

@@ -317,7 +317,8 @@ class Agent:
                     additional_headers=self._auth_header(),
                     open_timeout=15,
                     max_size=limits.frame_bytes,  # a larger frame: close 1009
-                    ping_interval=60,
+                    ping_interval=self.config.ping_interval,  # a hung CSMS node noticed
+                    ping_timeout=self.config.ping_timeout,
                     logger=websocket_logger("chargeward.agent.ws"),  # its password: not logged
                 ) as ws:
                     refused, refused_certificate = False, ""
@@ -425,16 +426,35 @@ class Agent:
                 await asyncio.sleep(0.05)
                 continue
             try:
-                return await cp.call(payload, suppress=False)
+                return await self._call_until_closed(cp, payload)
             except (ConnectionClosed, TimeoutError):
                 if self._reboot.is_set():
                     raise
                 await asyncio.sleep(0.1)
 
+    @staticmethod
+    async def _call_until_closed(cp: StationChargePoint, payload: Any) -> Any:
+        """``cp.call``, given up as soon as its connection closes: a CALL in flight when the
+        CSMS node died would otherwise wait out the whole response timeout (the OCPP library
+        is not woken by a close), and the station's report with it."""
+        ws: ClientConnection = cp._connection
+        call = asyncio.ensure_future(cp.call(payload, suppress=False))
+        closed = asyncio.ensure_future(ws.wait_closed())
+        try:
+            done, _ = await asyncio.wait({call, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if call in done:
+            return call.result()
+        await cancel_and_wait(call)
+        raise ws.close_exc  # the ConnectionClosed of this connection
+
     async def _status(self, status: str, request_id: int | None) -> None:
         LOG.info(
             "%s: firmware status %s (request %s)", self.identity.station_id, status, request_id
         )
+        if request_id is not None:
+            self.updates.reporting = (status, request_id)
         await self._call(call.FirmwareStatusNotification(status=status, request_id=request_id))
         # Recorded once the CSMS has it: a power loss before that sends it again at start-up.
         self.state.set_last_status(status, request_id)

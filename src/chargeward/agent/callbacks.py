@@ -74,6 +74,12 @@ class StationCallbacks:
     async def trigger(self, what: str) -> None:
         agent = self._agent
         if what == "FirmwareStatusNotification":
+            busy = agent.updates.busy_status()
+            if busy is not None:  # working on a request: say which, and how far it got
+                await agent._call(
+                    call.FirmwareStatusNotification(status=busy[0], request_id=busy[1])
+                )
+                return
             last = agent.state.last_status()
             status = last.get("status")
             if status is None or status == "Installed":  # OCPP L01.FR.26 / L01.FR.27

@@ -21,6 +21,10 @@ class AgentConfig:
     max_image_bytes: int = 512 * 1024 * 1024
     reconnect_delay: float = 5.0
     response_timeout: float = 30.0
+    # Websocket pings: a CSMS that stops answering (a hung node behind a balancer) is noticed
+    # after ping_interval + ping_timeout and the agent connects again.
+    ping_interval: float = 60.0
+    ping_timeout: float = 20.0
     default_retries: int = 3
     default_retry_interval: int = 30
     repository_url: str | None = None  # TUF repository base, e.g. http://host:8080/tuf/

@@ -88,10 +88,18 @@ class UpdatePipeline:
         self.installing = False  # writing the slot: cannot be cancelled half-way
         self.waiting_until: dt.datetime | None = None  # retrieveDateTime or installDateTime
         self._pending_event: tuple[str, str] | None = None
+        # The running job's newest status, sent or still on its way (its requestId with it).
+        self.reporting: tuple[str, int] | None = None
 
     @property
     def running(self) -> bool:
         return self.task is not None and not self.task.done()
+
+    def busy_status(self) -> tuple[str, int] | None:
+        """What to answer TriggerMessage(FirmwareStatusNotification) while a job runs: its
+        newest status and requestId, even one the CSMS has not acknowledged (it may be stuck
+        on a connection that died); None when no job runs (then the last one's, or Idle)."""
+        return self.reporting if self.running else None
 
     # -- UpdateFirmware ---------------------------------------------------------------------
 
@@ -186,6 +194,8 @@ class UpdatePipeline:
         agent = self._agent
         rid = job.request_id
         part = agent.state.downloads / f"{job.download_key}.part"
+        first = "DownloadScheduled" if job.retrieve_at > agent.clock() else "Downloading"
+        self.reporting = (first, rid)
         try:
             if job.retrieve_at > agent.clock():
                 await agent._status("DownloadScheduled", rid)

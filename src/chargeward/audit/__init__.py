@@ -13,6 +13,13 @@ When they are written each entry becomes the next leaf of the log's RFC 6962 Mer
 (:mod:`chargeward.audit.tree`); signed checkpoints of the tree (:mod:`chargeward.audit.log`)
 let anyone holding the log's verifier key check an export offline (:mod:`.verify`).
 
+Station reports on PostgreSQL are the exception (ADR 0033): the group commit marks its
+sessions (:func:`chargeward.audit.sequencer.defer`), and their entries are inserted into the
+``audit_queue`` table instead, committed with the report but without the tree head's row
+lock; a sequencer on every server node appends them to the tree moments later, in queue
+order, and the audit API settles the queue before it reads.  Such an entry is atomic with
+its report all the same: both are committed, or neither.
+
 Principals: the actor is a name; an entry made by a host token (a token made on the server
 host, acting under its own name) also says so in its details, ``"principal": "token"``.  The
 API's authorization marks a request made with a host token (:func:`acting_host_token`); an
@@ -23,6 +30,7 @@ token names cannot collide any more; entries written before keep their details (
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -31,8 +39,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chargeward.audit import tree
-from chargeward.audit.tables import AuditEntry
+from chargeward.audit import sequencer, tree
+from chargeward.audit.leaves import canonical_json
+from chargeward.audit.tables import AuditEntry, AuditQueued
 from chargeward.storage.appends import queue_insert, register_writer
 
 SYSTEM = "system"
@@ -85,19 +94,23 @@ async def record(
     transaction_id: str | None = None,
     now: dt.datetime | None = None,
 ) -> None:
-    """Append one audit entry in the caller's transaction."""
-    queue_insert(
-        session,
-        AuditEntry,
-        {
-            "time": now or dt.datetime.now(dt.UTC),
-            "actor": actor[:100],
-            "action": action,
-            "target": target[:200],
-            "transaction_id": transaction_id,
-            "details": _marked(actor, details),
-        },
-    )
+    """Append one audit entry in the caller's transaction (or, in a session marked with
+    :func:`chargeward.audit.sequencer.defer`, queue it there for the sequencer)."""
+    values = {
+        "time": now or dt.datetime.now(dt.UTC),
+        "actor": actor[:100],
+        "action": action,
+        "target": target[:200],
+        "transaction_id": transaction_id,
+        "details": _marked(actor, details),
+    }
+    if sequencer.deferred(session):
+        # Stored as it will be hashed (JSON turns tuples into lists), as write_entries does.
+        values["details"] = json.loads(canonical_json(values["details"]))
+        values["enqueued_at"] = dt.datetime.now(dt.UTC)
+        queue_insert(session, AuditQueued, values)
+        return
+    queue_insert(session, AuditEntry, values)
 
 
 async def entries(

@@ -2,6 +2,10 @@
 
 Async, on a session; the tree work runs in ``session.run_sync`` on the session's connection
 (:mod:`chargeward.audit.tree`).  Proof hashes are raw bytes here; the API sends them as hex.
+These read the tree as committed: on PostgreSQL, entries of station reports still in the
+audit queue are not in it yet.  A reader that must see them runs
+:func:`chargeward.audit.sequencer.settle` first, in a transaction of its own (the server's
+audit API and its checkpoint job do; ADR 0033).
 
     async with db.session() as s:
         note = await sign_checkpoint(s, signer, origin="chargeward.local/audit", now=now)

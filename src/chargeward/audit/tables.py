@@ -64,3 +64,26 @@ class AuditCheckpoint(Base):
     root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime]
+
+
+class AuditQueued(Base):
+    """An entry waiting for its leaf (:mod:`chargeward.audit.sequencer`, ADR 0033).
+
+    Station reports on PostgreSQL insert here instead of appending to the tree, so they take
+    no ``audit_tree_head`` lock; a sequencer appends these rows in ``id`` order and deletes
+    them in the same transaction.  The database refuses an UPDATE, a TRUNCATE, and a DELETE
+    in a transaction that did not append to the log (see migration 0020).
+    """
+
+    __tablename__ = "audit_queue"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    time: Mapped[dt.datetime]  # the report's time: the entry's time once appended
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(60))
+    target: Mapped[str] = mapped_column(String(200))
+    transaction_id: Mapped[str | None] = mapped_column(String(36))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    enqueued_at: Mapped[dt.datetime]

@@ -8,7 +8,9 @@ perfect-subtree hashes of :mod:`chargeward.audit.merkle`, ``audit_tree_head`` th
     write_entries(conn, [{"time": now, "actor": "alice", ...}])
     root(tree_size(conn), ConnectionReader(conn))
 
-:func:`write_entries` is how :mod:`chargeward.storage.appends` writes queued audit entries.
+:func:`write_entries` is how :mod:`chargeward.storage.appends` writes queued audit entries,
+and how the sequencer appends what station reports left in the ``audit_queue`` table on
+PostgreSQL (:mod:`chargeward.audit.sequencer`, ADR 0033).
 It first increments the head row (``UPDATE ... RETURNING``): on PostgreSQL that takes the
 row lock a ``SELECT ... FOR UPDATE`` would take, so concurrent transactions append one after
 the other and get distinct, consecutive leaf indexes; on SQLite the statement takes the

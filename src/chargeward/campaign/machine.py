@@ -20,6 +20,13 @@ States, and what moves a station on::
     a request that never reached the station (``NotConnected``, ``NotDelivered``: no node
     held it, or its node was gone) ──> waiting, and it is no attempt: the infrastructure
     failed, not the station
+    no answer to the request (``NoResponse``: the reply, or the node that sent it, was lost;
+    or the response deadline passed) ──> still dispatched, phase *confirm*: the request may
+    have reached the station, so none is sent again while the station is asked
+    (TriggerMessage(FirmwareStatusNotification)); a progress status for the request adopts it,
+    ``Idle``, a failure status or the end of the confirm deadline is a failed attempt
+    a progress status for the run's request while it waits to be sent again ──> adopted: the
+    station works on it (its acceptance was lost with the node that sent the request)
     a boot that reports the old version after the install started ──> rolled_back
     abort ──> canceled (only stations not yet installing)
 
@@ -43,7 +50,62 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from chargeward.campaign.events import (
+    Abort,
+    Boot,
+    Charging,
+    Defer,
+    Dispatched,
+    Event,
+    Fault,
+    Rescheduled,
+    Response,
+    Resume,
+    Retry,
+    StageStarted,
+    Status,
+    Tick,
+)
 from chargeward.campaign.spec import CampaignSpec
+
+__all__ = [  # the events are re-exported: machine.Dispatched, machine.Status, ...
+    "ACCEPTED_RESPONSES",
+    "COMMITTED",
+    "DOWNLOADED_STATUSES",
+    "DOWNLOAD_STATUSES",
+    "ERRORS",
+    "FAILED_STATUSES",
+    "IDLE",
+    "INSTALLED_STATUSES",
+    "INSTALL_STATUSES",
+    "IN_FLIGHT",
+    "PROGRESS_STATUSES",
+    "REBOOT_LOOP",
+    "SKIPPED",
+    "TERMINAL",
+    "UNANSWERED_RESPONSES",
+    "UNDELIVERED_RESPONSES",
+    "Abort",
+    "Boot",
+    "Charging",
+    "Defer",
+    "Dispatched",
+    "Event",
+    "Fault",
+    "Policy",
+    "Rescheduled",
+    "Response",
+    "Resume",
+    "Retry",
+    "StageStarted",
+    "State",
+    "StationRun",
+    "Status",
+    "Tick",
+    "counts",
+    "span",
+    "step",
+]
 
 State = Literal[
     "pending",
@@ -93,6 +155,10 @@ FAILED_STATUSES = frozenset(
 ACCEPTED_RESPONSES = frozenset({"Accepted", "AcceptedCanceled"})
 # Answers of the server itself for a request that certainly never reached the station.
 UNDELIVERED_RESPONSES = frozenset({"NotConnected", "NotDelivered"})
+# Answers after which the request may or may not have reached the station: it is asked.
+UNANSWERED_RESPONSES = frozenset({"NoResponse"})
+PROGRESS_STATUSES = DOWNLOAD_STATUSES | INSTALL_STATUSES | INSTALLED_STATUSES  # it works on one
+IDLE = "Idle"  # FirmwareStatusNotification: no request in progress (OCPP L01.FR.26)
 REBOOT_LOOP = 2  # boots during the soak beyond the update's own
 
 
@@ -105,7 +171,8 @@ class StationRun:
     state: State = "pending"
     attempts: int = 0  # UpdateFirmware requests sent
     request_id: int | None = None  # of the newest request: ties statuses to this campaign
-    phase: str | None = None  # which deadline runs: response | download | install | reboot
+    # which deadline runs: response | confirm | download | install | reboot | deferral
+    phase: str | None = None
     deadline: dt.datetime | None = None
     charging_since: dt.datetime | None = None  # deadlines stop while a session runs
     soak_until: dt.datetime | None = None
@@ -137,113 +204,6 @@ class StationRun:
         return self.state == "installing" and self.last_status != "Installing"
 
 
-# -- events -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class At:
-    """An event at an instant; the plain ones carry nothing else."""
-
-    at: dt.datetime
-
-
-@dataclass(frozen=True)
-class Dispatched(At):
-    """The scheduler sent UpdateFirmware with ``request_id`` (``installDateTime`` =
-    ``install_at`` when given)."""
-
-    request_id: int
-    install_at: dt.datetime | None = None
-
-
-@dataclass(frozen=True)
-class Rescheduled(At):
-    """The scheduler re-sent UpdateFirmware for the same release as ``request_id``, to
-    install at ``install_at``; ``reason`` says why.  Not an attempt."""
-
-    request_id: int
-    install_at: dt.datetime
-    reason: str
-
-
-@dataclass(frozen=True)
-class Response(At):
-    """The station's UpdateFirmwareResponse (or ``NoResponse``/``Error:...``)."""
-
-    status: str
-
-
-@dataclass(frozen=True)
-class Status(At):
-    """A FirmwareStatusNotification for the station's current request."""
-
-    status: str
-
-
-@dataclass(frozen=True)
-class Boot(At):
-    """A BootNotification; ``versions`` per component (``main`` = firmwareVersion)."""
-
-    reason: str
-    versions: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class Fault(At):
-    """Something unhealthy: a Faulted connector, a critical security event, a rollback event."""
-
-    kind: str  # connector_faulted | security_event | rolled_back
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class Charging(At):
-    """A transaction started (``active``) or the last one ended."""
-
-    active: bool
-
-
-class Tick(At):
-    """Time passed: deadlines and soaks are checked."""
-
-
-class StageStarted(At):
-    """The station's stage started."""
-
-
-class Defer(At):
-    """The planner found the station charging when it could have been dispatched."""
-
-
-class Resume(At):
-    """No longer charging: back to waiting for a slot."""
-
-
-class Abort(At):
-    """The campaign was aborted."""
-
-
-class Retry(At):
-    """An operator retries a failed or skipped station: its attempts start again."""
-
-
-Event = (
-    Dispatched
-    | Rescheduled
-    | Response
-    | Status
-    | Boot
-    | Fault
-    | Charging
-    | Tick
-    | StageStarted
-    | Defer
-    | Resume
-    | Abort
-    | Retry
-)
-
-
 @dataclass(frozen=True)
 class Policy:
     """What the machine needs of a campaign."""
@@ -256,6 +216,7 @@ class Policy:
         t = self.spec.timeouts
         return {
             "response": t.response,
+            "confirm": t.response,  # asking whether an unanswered request reached it
             "download": t.download,
             "install": t.install,
             "reboot": t.reboot,
@@ -407,6 +368,8 @@ def step(run: StationRun, event: Event, policy: Policy) -> StationRun:
                 phase=None,
                 deadline=None,
             )
+        if event.status in UNANSWERED_RESPONSES:
+            return _unanswered(run, at, policy, f"UpdateFirmware {event.status}")
         if event.status in ACCEPTED_RESPONSES:
             return _to(
                 run,
@@ -451,8 +414,37 @@ def _failure_final(run: StationRun, at: dt.datetime, policy: Policy, reason: str
     )
 
 
+def _unanswered(run: StationRun, at: dt.datetime, policy: Policy, why: str) -> StationRun:
+    """No answer to the request: it may have reached the station (the reply was lost, or the
+    node that sent it died), so sending another now could update it twice.  The run stays
+    dispatched, with the confirm deadline, while the scheduler asks the station."""
+    if run.phase == "confirm":
+        return _failure(run, at, policy, f"requestId {run.request_id}: {why}", timed_out=True)
+    reason = f"{why}; asking the station about requestId {run.request_id}"
+    return _to(
+        run, "dispatched", at, policy, reason, reason=reason, **_phase("confirm", at, policy)
+    )
+
+
 def _status(run: StationRun, event: Status, policy: Policy) -> StationRun:
     s, at, status = run.state, event.at, event.status
+    if status == IDLE:  # working on no request: an unanswered one never took
+        if s == "dispatched" and run.phase == "confirm":
+            return _failure(run, at, policy, f"requestId {run.request_id}: the station is idle")
+        return run
+    if s == "waiting" and run.request_id is not None and status in PROGRESS_STATUSES:
+        # The station works on the run's request after all: its acceptance was lost (the
+        # node that sent it died) or came after the campaign gave up on it.
+        run = _to(
+            run,
+            "dispatched",
+            at,
+            policy,
+            f"{status} for requestId {run.request_id}: the station works on it",
+            reason=None,
+            **_phase("response", at, policy),
+        )
+        s = "dispatched"
     if s not in ("dispatched", "downloading", "installing", "rebooting"):
         return run
     run = replace(run, last_status=status, rescheduled_from=None)
@@ -564,6 +556,8 @@ def _tick(run: StationRun, event: Tick, policy: Policy) -> StationRun:
     if run.deadline is not None and run.charging_since is None and at >= run.deadline:
         if run.state == "dispatched" and run.rescheduled_from is not None:
             return _reschedule_refused(run, at, policy, "no answer")  # maybe never sent
+        if run.state == "dispatched":
+            return _unanswered(run, at, policy, f"no answer in {span(policy.timeout('response'))}")
         return _failure(run, at, policy, f"{run.phase} timed out", timed_out=True)
     return run
 
@@ -572,12 +566,12 @@ def _skip(run: StationRun, at: dt.datetime, policy: Policy) -> StationRun:
     """Deferred for longer than ``max_deferral``: no longer waited on.  The session may have
     ended without the station saying so (a lost TransactionEvent), or may really last this
     long; either way the campaign goes on and the operator is told."""
-    reason = f"{SKIPPED}charging for over {_span(policy.spec.max_deferral)}"
+    reason = f"{SKIPPED}charging for over {span(policy.spec.max_deferral)}"
     return _to(run, "canceled", at, policy, reason, reason=reason, phase=None, deadline=None)
 
 
-def _span(d: dt.timedelta) -> str:
-    """``12h``, ``90m``, ``2d``: the largest unit that divides ``d``."""
+def span(d: dt.timedelta) -> str:
+    """``12h``, ``90m``, ``2d``: the largest unit that divides ``d`` (in reasons)."""
     seconds = int(d.total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds and seconds % size == 0:

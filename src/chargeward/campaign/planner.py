@@ -24,8 +24,15 @@ Each tick the planner
 An install must also end inside its window: a station is sent its update inside a window only
 while the expected install time (:func:`install_time`: the campaign's ``install_duration``,
 or what its own finished installs measured when that is longer) is left of it, and is sent
-ahead only to a window that leaves that much.  A station that waits for a window says why in
-:attr:`Plan.waiting` ("window closes at 05:00, install needs 15 min").
+ahead only to a window that leaves that much.
+
+Every station the planner does not dispatch says why, in :attr:`Plan.reasons`: a
+:class:`~chargeward.campaign.waits.WaitReason`, a code and a sentence ("window closes at
+05:00, install needs 15 min; waits until Wed 02:00 Europe/London", "site depot has 1 available
+charger; keep_available = 1", "offline since 2026-11-02 10:00 UTC").  Step 5, after the
+dispatch: a stage that has not passed its success gate ``stage_deadline`` after it started is
+reported once (:attr:`Plan.overdue`, with the reasons counted), and the campaign paused when
+its ``on_stage_deadline`` says so (:mod:`chargeward.campaign.waits`).
 
 Where windows apply, a station that is outside its window (or inside it with less than the
 install time left), past its install time and has not started installing (it was charging all
@@ -51,6 +58,11 @@ from zoneinfo import ZoneInfo
 from chargeward.campaign import machine
 from chargeward.campaign.machine import ERRORS, TERMINAL, StationRun
 from chargeward.campaign.spec import CampaignSpec, StationFacts
+from chargeward.campaign.waits import WAIT_CODES as WAIT_CODES
+from chargeward.campaign.waits import StageOverdue as StageOverdue
+from chargeward.campaign.waits import WaitReason as WaitReason
+from chargeward.campaign.waits import current_reason as current_reason
+from chargeward.campaign.waits import stage_overdue
 from chargeward.model.fleet import MaintenanceWindow, next_window_fit, window_close
 
 CampaignStatus = Literal[
@@ -77,6 +89,8 @@ class Campaign:
     stage_sizes: tuple[int, ...] = ()  # cumulative, fixed at start
     pause_reason: str | None = None
     gate_baseline: tuple[int, int] = (0, 0)  # (errors, finished) acknowledged by a resume
+    # The current stage's deadline was reported already (its alert exists): never again.
+    overdue_noted: bool = False
 
     @property
     def policy(self) -> machine.Policy:
@@ -95,6 +109,7 @@ class FleetStation:
     site_id: str | None
     connected: bool
     charging: bool
+    offline_since: dt.datetime | None = None  # last seen, when not connected
 
 
 @dataclass(frozen=True)
@@ -126,8 +141,15 @@ class Plan:
     install_at: dict[str, dt.datetime] = field(default_factory=dict)
     reschedule: dict[str, Reschedule] = field(default_factory=dict)  # not attempts
     notes: list[str] = field(default_factory=list)  # what happened to the campaign, for audit
-    # Why a waiting station was not dispatched this tick, where its window held it back.
-    waiting: dict[str, str] = field(default_factory=dict)
+    # Why each waiting or deferred station was not dispatched this tick.
+    reasons: dict[str, WaitReason] = field(default_factory=dict)
+    assessed: bool = False  # the dispatch step ran: ``reasons`` holds every waiting station
+    overdue: StageOverdue | None = None  # the stage deadline passed (reported once)
+
+    @property
+    def waiting(self) -> dict[str, str]:
+        """The sentence of each of :attr:`reasons`."""
+        return {sid: r.text for sid, r in self.reasons.items()}
 
 
 def rank(campaign_id: int, station_id: str) -> str:
@@ -237,6 +259,18 @@ def plan(
             put(machine.step(run, machine.StageStarted(now), policy))
 
     _dispatch(out, campaign, current, put, fleet, sites, started, now)  # 4.
+    out.assessed = True
+    # 5. the stage deadline, once per stage (``overdue_noted``: reported already)
+    started_at, stage = campaign.stage_started_at, campaign.stage
+    overdue = stage_overdue(campaign.spec, stage, started_at, current, out.reasons, now)
+    if overdue is not None and not campaign.overdue_noted:
+        out.overdue = overdue
+        out.notes.append(f"overdue: {overdue.text}")
+        if overdue.paused:  # nothing more is sent until an operator looked
+            out.dispatch.clear()
+            out.install_at.clear()
+            out.campaign = replace(campaign, status="paused", pause_reason=overdue.text[:300])
+            out.notes.append(f"paused: stage {overdue.stage} overdue")
     return out
 
 
@@ -395,34 +429,55 @@ def _dispatch(
     need: dt.timedelta | None = None  # the install time, once a window needs it
     seen: dict[str, _Window] = {}  # per site: every station there sees the same window
     for run in candidates:
-        if in_flight >= limits.global_limit:
-            return
-        station = fleet.get(run.station_id)
+        sid = run.station_id
+        station = fleet.get(sid)
         if station is None or not station.connected:
+            out.reasons[sid] = _offline(station, sites)
+            continue
+        if in_flight >= limits.global_limit:
+            out.reasons[sid] = WaitReason(
+                "global_limit",
+                f"the campaign's global limit is reached ({limits.global_limit} stations "
+                "updating at once)",
+            )
             continue
         if run.state == "deferred" and not station.charging:
             run = machine.step(run, machine.Resume(now), policy)
             put(run)
-        if now < started + jitter_delay(campaign, run.station_id) and run.stage == campaign.stage:
-            continue
         site = sites.get(station.site_id) if station.site_id else None
+        starts = started + jitter_delay(campaign, sid)
+        if now < starts and run.stage == campaign.stage:
+            out.reasons[sid] = WaitReason("jitter", f"jitter: starts at {_when(starts, site)}")
+            continue
         install_at = None
         if campaign.windows_apply and site is not None and site.windows:
             need = install_time(campaign, current) if need is None else need
             w = _window(seen, site, now, need)
             if not w.fits:
                 if w.opens is None or w.opens - now > campaign.spec.download_ahead:
-                    out.waiting[run.station_id] = _window_wait(site, w, need)
+                    out.reasons[sid] = WaitReason("window", _window_wait(site, w, need))
                     continue
                 install_at = w.opens  # download now, install when the window opens
         if station.charging:  # OCPP L01.FR.06: never while a car is charging
             if run.state == "waiting":
-                put(machine.step(run, machine.Defer(now), policy))
+                run = machine.step(run, machine.Defer(now), policy)
+                put(run)
+            out.reasons[sid] = _charging(run, site)
             continue
         if site is not None:
             if site_updating.get(site.id, 0) >= limits.per_site:
+                out.reasons[sid] = WaitReason(
+                    "site_limit",
+                    f"site {site.id} has {_chargers(site_updating.get(site.id, 0))} updating; "
+                    f"per_site = {limits.per_site}",
+                )
                 continue
             if site_available.get(site.id, 0) - 1 < limits.keep_available:
+                available = _chargers(site_available.get(site.id, 0), "available ")
+                out.reasons[sid] = WaitReason(
+                    "site_floor",
+                    f"site {site.id} has {available}; keep_available = {limits.keep_available}",
+                )
                 continue
             site_updating[site.id] = site_updating.get(site.id, 0) + 1
             site_available[site.id] = site_available.get(site.id, 0) - 1
@@ -430,6 +485,35 @@ def _dispatch(
         out.dispatch.append(run.station_id)
         if install_at is not None:
             out.install_at[run.station_id] = install_at
+
+
+def _chargers(n: int, kind: str = "") -> str:
+    return f"{n} {kind}charger{'' if n == 1 else 's'}"
+
+
+def _when(at: dt.datetime, site: SiteNow | None) -> str:
+    """``at`` in the site's time zone (UTC without a site), to the minute."""
+    zone = site.timezone if site is not None else "UTC"
+    return f"{at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} {zone}"
+
+
+def _offline(station: FleetStation | None, sites: Mapping[str, SiteNow]) -> WaitReason:
+    if station is None:
+        return WaitReason("offline", "not in the fleet registry")
+    if station.offline_since is None:
+        return WaitReason("offline", "offline (never seen)")
+    site = sites.get(station.site_id) if station.site_id else None
+    return WaitReason(
+        "offline", f"offline since {_when(station.offline_since, site)}", station.offline_since
+    )
+
+
+def _charging(run: StationRun, site: SiteNow | None) -> WaitReason:
+    """A deferred station: charging, and when it is skipped (``max_deferral``)."""
+    text = "charging: a session is active"
+    if run.state == "deferred" and run.deadline is not None:
+        text += f"; skipped at {_when(run.deadline, site)} if it still is"
+    return WaitReason("charging", text)
 
 
 def _window_wait(site: SiteNow, w: _Window, need: dt.timedelta) -> str:

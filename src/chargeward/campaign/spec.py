@@ -33,6 +33,13 @@ by a charging session is waited on.  A station still deferred after that is skip
 ``canceled``, reason ``skipped: ...``) and reported: its stage goes on without it, it is no
 failure for the error gate, and an operator can retry it later.  A session whose end was
 never reported (a lost TransactionEvent) therefore cannot hold a campaign for ever.
+
+``stage_deadline`` (default ``"3d"``, from 1 hour to 90 days) and ``on_stage_deadline``
+(``"alert"``, the default, or ``"pause"``): a stage that has not passed its success gate this
+long after it started raises one ``campaign_stage_overdue`` alert naming why its stations wait
+(offline, outside their window, the site's availability floor, ...), and with ``"pause"`` also
+pauses the campaign until an operator resumes it.  Once per stage: a resumed campaign is not
+paused again for the same stage (docs/adr/0032-campaign-waiting-reasons.md).
 """
 
 from __future__ import annotations
@@ -56,6 +63,9 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 INSTALL_DURATION_RANGE = (dt.timedelta(minutes=1), dt.timedelta(days=1))
 MAX_DEFERRAL_RANGE = (dt.timedelta(minutes=1), dt.timedelta(days=30))
+STAGE_DEADLINE_RANGE = (dt.timedelta(hours=1), dt.timedelta(days=90))
+StageDeadlineAction = Literal["alert", "pause"]
+STAGE_DEADLINE_ACTIONS: tuple[StageDeadlineAction, ...] = ("alert", "pause")
 
 
 class CampaignSpecError(BundleError):
@@ -175,6 +185,9 @@ class CampaignSpec:
     install_duration: dt.timedelta = dt.timedelta(minutes=15)
     # A station deferred (charging) this long is skipped and reported, no longer waited on.
     max_deferral: dt.timedelta = dt.timedelta(hours=12)
+    # A stage not through its success gate this long after it started is reported (and paused).
+    stage_deadline: dt.timedelta = dt.timedelta(days=3)
+    on_stage_deadline: StageDeadlineAction = "alert"
     retries: int = 3  # OCPP UpdateFirmware.retries (download attempts on the station)
     retry_interval: int = 120  # OCPP UpdateFirmware.retryInterval, seconds
     max_attempts: int = 2  # UpdateFirmware requests per station, ever
@@ -346,8 +359,9 @@ def parse_spec(raw: object) -> CampaignSpec:
         raw,
         {
             "name", "release", "target", "stages", "gates", "soak", "concurrency", "timeouts",
-            "jitter", "download_ahead", "install_duration", "max_deferral", "retries",
-            "retry_interval", "max_attempts", "bypass_windows", "dynamic", "notes",
+            "jitter", "download_ahead", "install_duration", "max_deferral", "stage_deadline",
+            "on_stage_deadline", "retries", "retry_interval", "max_attempts", "bypass_windows",
+            "dynamic", "notes",
         },
     )  # fmt: skip
     name = t.get("name")
@@ -399,6 +413,15 @@ def parse_spec(raw: object) -> CampaignSpec:
         raise CampaignSpecError(
             "max_deferral", f"must be from 1m to 30d, got {t.get('max_deferral')!r}"
         )
+    stage_deadline = parse_duration("stage_deadline", t.get("stage_deadline", "3d"))
+    low, high = STAGE_DEADLINE_RANGE
+    if not low <= stage_deadline <= high:
+        raise CampaignSpecError(
+            "stage_deadline", f"must be from 1h to 90d, got {t.get('stage_deadline')!r}"
+        )
+    on_deadline = t.get("on_stage_deadline", "alert")
+    if on_deadline not in STAGE_DEADLINE_ACTIONS:
+        raise CampaignSpecError("on_stage_deadline", f"must be alert or pause, got {on_deadline!r}")
     notes = t.get("notes", "")
     if not isinstance(notes, str) or len(notes) > 2000:
         raise CampaignSpecError("notes", "must be text of at most 2000 characters")
@@ -415,6 +438,8 @@ def parse_spec(raw: object) -> CampaignSpec:
         download_ahead=download_ahead,
         install_duration=install_duration,
         max_deferral=max_deferral,
+        stage_deadline=stage_deadline,
+        on_stage_deadline=on_deadline,
         retries=_int("retries", t.get("retries", 3), 0, 10),
         retry_interval=_int("retry_interval", t.get("retry_interval", 120), 0, 86400),
         max_attempts=_int("max_attempts", t.get("max_attempts", 2), 1, 10),
@@ -465,6 +490,8 @@ def spec_document(spec: CampaignSpec) -> dict[str, Any]:
         "download_ahead": seconds(spec.download_ahead),
         "install_duration": seconds(spec.install_duration),
         "max_deferral": seconds(spec.max_deferral),
+        "stage_deadline": seconds(spec.stage_deadline),
+        "on_stage_deadline": spec.on_stage_deadline,
         "retries": spec.retries,
         "retry_interval": spec.retry_interval,
         "max_attempts": spec.max_attempts,

@@ -82,7 +82,7 @@ def _from_database(data_dir: Path) -> tuple[dict[str, Any], Iterator[Any]]:
         rows = await read_entries(s, limit=max(current.size, 1))
         return current.size, notes, rows
 
-    size, notes, rows = in_session(data_dir, read)
+    size, notes, rows = in_session(data_dir, read, settled=True)
     vkey_path = data_dir / log.VKEY_FILE
     vkey = vkey_path.read_text().strip() if vkey_path.exists() else None
     views = (

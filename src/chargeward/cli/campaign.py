@@ -4,7 +4,7 @@
     $ chargeward campaign list
     $ chargeward campaign show ac22-1.2.0
     $ chargeward campaign watch ac22-1.2.0             # live progress until it ends
-    $ chargeward campaign stations ac22-1.2.0 --state failed
+    $ chargeward campaign stations ac22-1.2.0 --state failed   # and why waiting ones wait
     $ chargeward campaign approve|pause|resume|abort|retry ac22-1.2.0
     $ chargeward campaign rollback ac22-1.2.0 [--release <previous release id>]
 
@@ -13,6 +13,8 @@ A campaign file (TOML)::
     name = "ac22-1.2.0"
     release = "<release id>"
     soak = "30m"
+    stage_deadline = "3d"          # a stage not through by then raises an alert...
+    on_stage_deadline = "alert"    # ...or "pause"s the campaign too
     [target]
     models = ["AC22"]
     version = ">=1.0,<1.2"
@@ -98,7 +100,16 @@ def status_line(c: dict[str, Any]) -> Text:
     line += f"; deferred while charging {c['deferred_charging']}"
     if c["mean_time_to_update_s"] is not None:
         line += f"; mean time to update {c['mean_time_to_update_s']:.0f} s"
+    waiting = c.get("waiting") or {}
+    if waiting:
+        line += "; waiting: " + ", ".join(f"{code} {n}" for code, n in waiting.items())
     return Text(line)
+
+
+def waiting_text(r: dict[str, Any]) -> str:
+    """A station's wait reason as one line: ``offline: offline since ...``."""
+    why = r.get("waiting_reason")
+    return f"{why['code']}: {why['text']}" if why else "-"
 
 
 @app.command("create")
@@ -115,14 +126,25 @@ def create(
             "instead of refusing the campaign.",
         ),
     ] = False,
+    allow_unreachable_sites: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unreachable-sites",
+            help="Keep (audited) the stations of sites where keep_available leaves no charger "
+            "to update, waiting with reason site_floor, instead of refusing the campaign.",
+        ),
+    ] = False,
 ) -> None:
     """Create a campaign (it starts at once, or awaits a second person's approval).
 
-    The server refuses an unpublished release (with a TUF repository) and one below the
-    rollback floor of some target stations, unless ``--allow-below-floor``."""
+    The server refuses an unpublished release (with a TUF repository), one below the
+    rollback floor of some target stations, unless ``--allow-below-floor``, and a target site
+    where ``keep_available`` leaves no charger to update, unless ``--allow-unreachable-sites``."""
     document = read_document(file)
     if allow_below_floor:
         document["allow_below_floor"] = True
+    if allow_unreachable_sites:
+        document["allow_unreachable_sites"] = True
     c = ApiClient(data_dir, server).request("POST", "/api/v1/campaigns", json=document)
     if json_out:
         console.print_json(data=c)
@@ -132,6 +154,8 @@ def create(
     console.print(Text(f"stations per stage: {' → '.join(str(n) for n in sizes)}"))
     if c["status"] == "awaiting_approval":
         console.print(Text("it targets many stations: another person must run `campaign approve`"))
+    for warning in c.get("warnings") or ():
+        console.print(Text(f"warning: {warning}"), soft_wrap=True)
 
 
 @app.command("list")
@@ -193,16 +217,16 @@ def stations(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     server: ServerUrl = None,
 ) -> None:
-    """Per-station state in a campaign."""
+    """Per-station state in a campaign, and why each waiting station waits."""
     params = {"state": state} if state else {}
     rows = ApiClient(data_dir, server).request(
         "GET", f"/api/v1/campaigns/{ref}/stations", params=params
     )
-    t = Table("station", "stage", "state", "attempts", "last status", "reason")
+    t = Table("station", "stage", "state", "attempts", "last status", "reason", "waiting for")
     for r in rows:
         t.add_row(
             r["station_id"], str(r["stage"]), r["state"], str(r["attempts"]),
-            r["last_status"] or "-", r["reason"] or "-",
+            r["last_status"] or "-", r["reason"] or "-", waiting_text(r),
         )  # fmt: skip
     console.print(t)
     if timeline:

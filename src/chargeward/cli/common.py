@@ -93,15 +93,22 @@ def actor() -> str:
     return os.environ.get(ACTOR_ENV) or getpass.getuser()
 
 
-def in_session(data_dir: Path, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run ``work`` in one database transaction of the server data directory ``data_dir``."""
+def in_session(
+    data_dir: Path, work: Callable[[AsyncSession], Awaitable[T]], *, settled: bool = False
+) -> T:
+    """Run ``work`` in one database transaction of the server data directory ``data_dir``;
+    ``settled``: after the station reports' queued audit entries are in the log (PostgreSQL;
+    :mod:`chargeward.audit.sequencer`)."""
     import asyncio
 
+    from chargeward.audit.sequencer import settle
     from chargeward.server.store.db import Database
 
     async def go() -> T:
         db = await Database.open(data_dir=data_dir)
         try:
+            if settled:
+                await settle(db.session)
             async with db.session() as s:
                 return await work(s)
         finally:

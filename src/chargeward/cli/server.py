@@ -169,6 +169,15 @@ def server(
             min=0, help="PostgreSQL: seconds a statement may run (then 503). 0: no bound."
         ),
     ] = DEFAULT_TIMEOUTS.statement,
+    leader_lease: Annotated[
+        float,
+        typer.Option(
+            min=0.5,
+            max=600,
+            help="PostgreSQL cluster: seconds the leader leads without renewing its lease; a "
+            "hung leader is replaced after this, and fenced (ADR 0034).",
+        ),
+    ] = 10.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str | None,
@@ -239,6 +248,7 @@ def server(
                         lock=db_lock_timeout,
                         statement=db_statement_timeout,
                     ),
+                    leader_lease=leader_lease,
                 ),
                 ready,
             )

@@ -20,6 +20,7 @@ from pathlib import Path
 import uvicorn
 
 from chargeward.audit import log as audit_log
+from chargeward.audit import sequencer as audit_sequencer
 from chargeward.audit.log import DEFAULT_ORIGIN
 from chargeward.crypto import load_certificates, passphrase_from_env
 from chargeward.crypto.pki import certificate_fingerprint, certificate_pem
@@ -48,7 +49,13 @@ from chargeward.server.stations.csms import CsmsListener
 from chargeward.server.stations.station_security import renew_certificates_forever
 from chargeward.server.stations.tls import OcppSecurity, limit_tls_handshake, listener_security
 from chargeward.server.store.blobs import BlobStore
-from chargeward.server.store.db import DEFAULT_TIMEOUTS, Database, DatabaseTimeouts
+from chargeward.server.store.db import (
+    DEFAULT_TIMEOUTS,
+    Database,
+    DatabaseTimeouts,
+    LeadershipLost,
+    assert_leading,
+)
 from chargeward.supply.report_check import GatePolicy
 
 LOG = logging.getLogger("chargeward.server")
@@ -76,6 +83,7 @@ class ServerConfig:
     limits: ServerLimits = DEFAULT_SERVER_LIMITS  # input bounds: bodies, frames, uploads (ADR 30)
     http: HttpSecurity = field(default_factory=HttpSecurity)  # HTTPS, lab flag, proxies (ADR 25)
     database: DatabaseTimeouts = DEFAULT_TIMEOUTS  # PostgreSQL session bounds (ADR 31)
+    leader_lease: float = 10.0  # seconds a cluster leader leads without renewing (ADR 34)
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -133,6 +141,7 @@ async def renew_online_metadata(state: ServerState, interval: float) -> None:
     while True:
         repo = state.repository
         if repo.initialized:
+            assert_leading()  # a leader paused past its lease signs nothing
             try:
                 roles = await asyncio.to_thread(
                     repo.refresh_online, state.online_signers(), now=state.clock()
@@ -151,10 +160,13 @@ async def sign_checkpoints(state: ServerState, interval: float) -> None:
     while True:
         try:
             signer = state.checkpoint_signer()
+            await audit_sequencer.settle(state.db.session)  # what stations reported, signed too
             async with state.db.session() as s:
                 signed = await audit_log.sign_checkpoint(
                     s, signer, origin=state.audit_origin, now=state.clock()
                 )
+        except LeadershipLost:
+            raise
         except ChargewardError as e:
             LOG.error("cannot sign an audit checkpoint: %s", e)
         else:
@@ -249,6 +261,7 @@ async def run_server(
     prepare_checkpoint_key(state)
     # Scale-out (PostgreSQL): presence, commands across nodes, leader-only jobs.
     node = state.node = Node(db, state.registry, state.metrics)
+    node.lease = dt.timedelta(seconds=config.leader_lease)
     state.metrics.count_stations(lambda: len(state.registry.stations))
     listener = CsmsListener(
         db,
@@ -262,10 +275,18 @@ async def run_server(
         limits=config.limits,
     )
     state.reports = listener.sink
+    # Station reports queue their audit entries on PostgreSQL; every node appends them to the
+    # log (ADR 0033).  SQLite queues nothing.
+    sequencer = audit_sequencer.Sequencer(db.session)
+    sequencing = asyncio.create_task(
+        sequencer.run() if db.dialect == "postgresql" else asyncio.sleep(0),
+        name="audit-sequencer",
+    )
     await node.forget_stale_connections()
     try:
         ws = await listener.serve(config.host, config.ocpp_port)
     except OSError as e:
+        sequencing.cancel()
         await db.close()
         raise ConfigError(
             f"cannot listen for OCPP on {config.host}:{config.ocpp_port}: {e.strerror}"
@@ -303,6 +324,7 @@ async def run_server(
         await asyncio.sleep(0.02)
     if task.done():
         ws.close()
+        sequencing.cancel()
         await db.close()
         raise ConfigError(f"cannot listen for HTTP on {config.host}:{config.http_port}")
     http_port = uv.servers[0].sockets[0].getsockname()[1]
@@ -343,6 +365,7 @@ async def run_server(
         ws.close()
         await ws.wait_closed()
         await listener.sink.close()
+        await sequencer.close(sequencing)  # what the last reports queued, into the log
         await db.close()
         (config.data_dir / INFO_FILE).unlink(missing_ok=True)
 

@@ -19,7 +19,8 @@ from chargeward.publish import ImageRepository, OnlineSigners
 from chargeward.server.cluster.cluster import Node
 from chargeward.server.common.metrics import Metrics
 from chargeward.server.rollout.link_budget import Budgets, Pacers
-from chargeward.server.stations.csms import DbSink, Registry
+from chargeward.server.stations.csms import Registry
+from chargeward.server.stations.sink import DbSink
 from chargeward.server.stations.station_security import ChargerCa
 from chargeward.server.store.blobs import BlobStore
 from chargeward.server.store.db import Database

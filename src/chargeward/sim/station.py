@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from chargeward.agent.agent import Agent
 from chargeward.agent.config import AgentConfig
@@ -33,9 +35,21 @@ class Session:
     end: dt.datetime | None = None  # the EV left (gone from the agent from here)
 
 
+@dataclass(frozen=True)
+class FirmwareEvent:
+    """What the charger saw of firmware updates: an UpdateFirmware it answered (``kind``
+    "request", ``value`` its answer) or a FirmwareStatusNotification it sent ("status")."""
+
+    at: float  # time.monotonic()
+    kind: str
+    value: str
+    request_id: int | None
+
+
 @dataclass
 class StationRecord:
     power_cuts: list[str] = field(default_factory=list)
+    firmware: list[FirmwareEvent] = field(default_factory=list)
     sessions: list[Session] = field(default_factory=list)
     refused_sessions: int = 0  # connector unavailable (held for an install, rebooting)
     downloads: int = 0
@@ -88,6 +102,7 @@ class SimStation:
             while not stop.is_set():
                 self.flash.power_on()
                 agent = self.agent = Agent(self.config, clock=self.clock)
+                self._watch_firmware(agent)
                 task = run_on(self.flash, agent.run())
                 waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._cut())}
                 await asyncio.wait({task, *waits}, return_when=asyncio.FIRST_COMPLETED)
@@ -105,6 +120,23 @@ class SimStation:
             for h in helpers:
                 h.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+
+    def _watch_firmware(self, agent: Agent) -> None:
+        """Record each UpdateFirmware the agent answers and each firmware status it sends."""
+        answer, send = agent.callbacks.update_firmware, agent._status
+        events = self.record.firmware
+
+        def update_firmware(request_id: int, *args: Any, **kw: Any) -> str:
+            status = answer(request_id, *args, **kw)
+            events.append(FirmwareEvent(time.monotonic(), "request", status, request_id))
+            return status
+
+        async def sent(status: str, request_id: int | None) -> None:
+            events.append(FirmwareEvent(time.monotonic(), "status", status, request_id))
+            await send(status, request_id)
+
+        agent.callbacks.update_firmware = update_firmware  # type: ignore[method-assign]
+        agent._status = sent  # type: ignore[method-assign]
 
     async def _cut(self) -> None:
         await self.flash.cut.wait()

@@ -23,6 +23,11 @@ later query, as they once were, an audit entry queued early took the head lock m
 a campaign POST (head, then stations) and a BootNotification batch (stations, then head)
 deadlocked on PostgreSQL.  A query of a writer's own model, and :func:`write_queued`, still
 write them first, so a transaction that reads its own audit entries sees them.
+
+Station reports take no head lock at all on PostgreSQL (ADR 0033): their sessions are marked
+(:func:`chargeward.audit.sequencer.defer`), and :func:`chargeward.audit.record` queues their
+entries as plain ``audit_queue`` rows (a model without a writer, written like firmware status
+events); a sequencer appends them to the tree in transactions of its own.
 """
 
 from __future__ import annotations

@@ -183,13 +183,16 @@ def test_attempts_are_capped_by_the_policy() -> None:
     p = policy(max_attempts=2, timeouts={"response": "1m"})
     run = StationRun("CP-1", 0, "waiting")
     run = step(run, machine.Dispatched(minutes(0), 1), p)
-    run = step(run, machine.Tick(minutes(2)), p)
-    assert run.state == "waiting" and run.attempts == 1 and run.reason == "response timed out"
-    run = step(run, machine.Dispatched(minutes(3), 2), p)
-    run = step(run, machine.Status(minutes(4), "DownloadFailed"), p)
+    run = step(run, machine.Tick(minutes(2)), p)  # no answer: asked, not yet given up
+    assert (run.state, run.phase, run.attempts) == ("dispatched", "confirm", 1)
+    run = step(run, machine.Tick(minutes(4)), p)  # and no word after asking: a timeout
+    assert run.state == "waiting" and run.attempts == 1
+    assert run.reason == "requestId 1: no answer in 1m", run.reason
+    run = step(run, machine.Dispatched(minutes(5), 2), p)
+    run = step(run, machine.Status(minutes(6), "DownloadFailed"), p)
     assert run.state == "failed" and run.attempts == 2
-    assert step(run, machine.Dispatched(minutes(5), 3), p) == run  # no third request
-    retried = step(run, machine.Retry(minutes(6)), p)
+    assert step(run, machine.Dispatched(minutes(7), 3), p) == run  # no third request
+    retried = step(run, machine.Retry(minutes(8)), p)
     assert retried.state == "waiting" and retried.attempts == 0
 
 
@@ -204,7 +207,63 @@ def test_a_request_that_never_reached_the_station_is_no_attempt(answer: str) -> 
     again = step(lost, machine.Dispatched(minutes(1), 2), p)
     assert (again.state, again.attempts, again.request_id) == ("dispatched", 1, 2)
     assert step(again, machine.Response(minutes(1), "Rejected"), p).state == "failed"
-    assert step(again, machine.Tick(minutes(3)), p).state == "timed_out"
+    silent = step(step(again, machine.Tick(minutes(3)), p), machine.Tick(minutes(5)), p)
+    assert silent.state == "timed_out"
+
+
+# A request whose answer was lost (issue 28): the node that sent it died, or the reply timed
+# out.  It may have reached the station, so it is asked about, never sent twice blindly.
+
+
+def _unanswered(p: machine.Policy) -> StationRun:
+    run = step(StationRun("CP-1", 0, "waiting"), machine.Dispatched(minutes(0), 7), p)
+    run = step(run, machine.Tick(minutes(2)), p)  # the response deadline (1m) passed
+    assert (run.state, run.phase, run.attempts) == ("dispatched", "confirm", 1), run
+    assert run.reason == "no answer in 1m; asking the station about requestId 7"
+    return run
+
+
+@pytest.mark.parametrize("status", ["Downloading", "Downloaded", "Installing", "Installed"])
+def test_a_progress_status_adopts_an_unanswered_request(status: str) -> None:
+    p = policy(max_attempts=3, timeouts={"response": "1m"})
+    run = step(_unanswered(p), machine.Status(minutes(3), status), p)
+    assert run.state in ("downloading", "installing", "rebooting") and run.attempts == 1
+    assert run.phase != "confirm" and run.request_id == 7
+
+
+def test_a_lost_reply_is_asked_about_and_an_idle_station_is_sent_another() -> None:
+    p = policy(max_attempts=3, timeouts={"response": "1m"})
+    run = step(StationRun("CP-1", 0, "waiting"), machine.Dispatched(minutes(0), 7), p)
+    lost = step(run, machine.Response(minutes(0), "NoResponse"), p)
+    assert (lost.state, lost.phase, lost.attempts) == ("dispatched", "confirm", 1)
+    assert lost.deadline == minutes(1)  # the response timeout again, to hear from it
+    idle = step(lost, machine.Status(minutes(0.5), "Idle"), p)
+    assert (idle.state, idle.attempts) == ("waiting", 1)
+    assert idle.reason == "requestId 7: the station is idle"
+    # Idle means nothing while the station works on a request it answered.
+    working = step(run, machine.Response(minutes(0), "Accepted"), p)
+    assert step(working, machine.Status(minutes(0.5), "Idle"), p) == working
+
+
+def test_an_unanswered_request_fails_when_the_station_stays_silent_or_reports_a_failure() -> None:
+    p = policy(max_attempts=1, timeouts={"response": "1m"})
+    silent = step(_unanswered(p), machine.Tick(minutes(3.5)), p)
+    assert (silent.state, silent.reason) == ("timed_out", "requestId 7: no answer in 1m")
+    failed = step(_unanswered(p), machine.Status(minutes(2.5), "DownloadFailed"), p)
+    assert failed.state == "failed"
+
+
+def test_a_waiting_run_adopts_its_request_when_the_station_reports_progress_late() -> None:
+    """Given up on (the confirm deadline passed too), but not yet sent again: the station's
+    report for that request is proof it works on it."""
+    p = policy(max_attempts=3, timeouts={"response": "1m"})
+    waiting = step(_unanswered(p), machine.Tick(minutes(3.5)), p)
+    assert (waiting.state, waiting.request_id) == ("waiting", 7)
+    adopted = step(waiting, machine.Status(minutes(4), "Downloading"), p)
+    assert (adopted.state, adopted.attempts, adopted.reason) == ("downloading", 1, None)
+    assert "the station works on it" in adopted.timeline[-2][2]
+    # A failure report of the old request does not revive it.
+    assert step(waiting, machine.Status(minutes(4), "DownloadFailed"), p) == waiting
 
 
 def test_abort_spares_stations_already_installing() -> None:

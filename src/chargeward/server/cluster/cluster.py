@@ -16,9 +16,19 @@ What a node does here:
   :data:`COMMAND_TIMEOUT`; so does a command whose station had left its node.  Call sites do
   not change: :meth:`Node.station` gives a :class:`RemoteStation` with the same async methods as
   :class:`~chargeward.ocpp.csms.CsmsChargePoint` for every name in :data:`COMMANDS`.
-* **Leader.** The node holding the advisory lock :data:`LEADER_LOCK` (on its own connection)
-  runs the background jobs (TUF timestamp renewal, housekeeping).  If it dies its connection
-  drops, PostgreSQL releases the lock, and another node takes it within about a second.
+* **Leader.** The node holding the lease (the one ``cluster_leader`` row) runs the background
+  jobs (campaign ticks, TUF timestamp renewal, housekeeping).  It renews the lease several
+  times per :attr:`Node.lease`; another node takes it when it ran out, or at once when the
+  leader's lease connection is gone (a killed node: failover within about a second).  Each
+  new leader raises the ``epoch``.  A leader that hangs (SIGSTOP, a frozen VM) keeps its
+  connection open but not its lease: another node takes over after the lease, and the old
+  one is *fenced* (ADR 0034).  Its jobs run with :data:`~chargeward.server.store.db.LEADER_FENCE`
+  set, so every transaction they open first checks, by this process's monotonic clock, that
+  the lease cannot have run out, then in the database that the lease is still this node's
+  epoch, and locks the row FOR SHARE until it commits (a takeover waits for it); station
+  commands of a leader job check the clock first
+  (:func:`~chargeward.server.store.db.assert_leading`).  A resumed leader therefore finds
+  out before it writes or sends anything, and steps down.
 
 On SQLite there is one process: the local registry is all there is and the node is the leader.
 
@@ -36,44 +46,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
-import inspect
 import logging
-import types
-import typing
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import asyncpg  # type: ignore[import-untyped]
-from ocpp.exceptions import OCPPError
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chargeward.errors import CommandNotDelivered, Conflict, TransportError
+from chargeward.errors import CommandNotDelivered, TransportError
 from chargeward.ocpp.csms import CsmsChargePoint
+from chargeward.server.cluster import lease as lease_row
+from chargeward.server.cluster.calls import (
+    COMMANDS,
+    RemoteTimeout,
+    call_hints,
+    encode_call,
+    error_result,
+    from_json,
+    invoke,
+    raise_result,
+)
 from chargeward.server.common.metrics import Metrics
 from chargeward.server.fleet import station_registry
 from chargeward.server.stations.csms import Registry
 from chargeward.server.stations.group_commit import GroupCommit
-from chargeward.server.store.db import Database
-from chargeward.server.store.tables import ClusterNode, Station, StationCommand, StationPresence
+from chargeward.server.store.cluster_tables import (
+    ClusterLeader,
+    ClusterNode,
+    StationCommand,
+    StationPresence,
+)
+from chargeward.server.store.db import LEADER_FENCE, Database, LeadershipLost
+from chargeward.server.store.tables import Station
 
 LOG = logging.getLogger("chargeward.cluster")
 
-# CsmsChargePoint methods another node may call; add a name here for each new command.
-COMMANDS: frozenset[str] = frozenset(
-    {
-        "update_firmware",
-        "install_certificate",
-        "get_installed_certificate_ids",
-        "delete_certificate",
-        "get_log",
-    }
-)
-LEADER_LOCK = 0x43570002  # pg_try_advisory_lock key of the leader
+LEASE = dt.timedelta(seconds=10)  # how long a leader leads without renewing (--leader-lease)
 NOTIFY_COMMANDS = "chargeward_commands"  # payload: the node id that should look
 NOTIFY_RESULTS = "chargeward_results"  # payload: the command id that finished
 HEARTBEAT = dt.timedelta(seconds=2)
@@ -86,92 +98,6 @@ CLAIM_TIMEOUT = dt.timedelta(seconds=5)
 KEEP_COMMANDS = dt.timedelta(hours=1)
 
 Job = Callable[[], Awaitable[None]]
-
-
-class RemoteTimeout(TransportError, TimeoutError):
-    """The node holding the station did not answer in time (a TimeoutError, like a local one)."""
-
-
-# --- arguments and results as JSON -------------------------------------------------------
-
-
-def to_json(value: Any) -> Any:
-    """Dataclasses, datetimes, tuples and plain values as JSON-ready data."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, list | tuple):
-        return [to_json(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    return value
-
-
-def from_json(kind: Any, value: Any) -> Any:
-    """The inverse of :func:`to_json`, guided by the type annotation ``kind``."""
-    if value is None or kind is Any:
-        return value
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        options = [k for k in typing.get_args(kind) if k is not type(None)]
-        return from_json(options[0], value) if len(options) == 1 else value
-    if origin in (list, tuple):
-        (item, *_) = typing.get_args(kind) or (Any,)
-        return origin(from_json(item, v) for v in value)
-    if origin is dict:
-        return dict(value)
-    if dataclasses.is_dataclass(kind) and isinstance(kind, type):
-        hints = typing.get_type_hints(kind)
-        return kind(**{k: from_json(hints[k], v) for k, v in value.items()})
-    if kind is dt.datetime:
-        return dt.datetime.fromisoformat(value)
-    return value
-
-
-def _hints(method: str) -> dict[str, Any]:
-    return typing.get_type_hints(getattr(CsmsChargePoint, method))
-
-
-def encode_call(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    if method not in COMMANDS:
-        raise AttributeError(f"{method} is not a station command")
-    bound = inspect.signature(getattr(CsmsChargePoint, method)).bind(None, *args, **kwargs)
-    return {k: to_json(v) for k, v in list(bound.arguments.items())[1:]}
-
-
-async def invoke(cp: CsmsChargePoint, method: str, args: dict[str, Any]) -> Any:
-    """Run ``method`` with JSON ``args`` on a local station; the result as JSON."""
-    if method not in COMMANDS:
-        raise Conflict(f"{method} is not a station command")
-    hints = _hints(method)
-    result = await getattr(cp, method)(**{k: from_json(hints[k], v) for k, v in args.items()})
-    return to_json(result)
-
-
-def _error(e: BaseException) -> dict[str, str]:
-    if isinstance(e, TimeoutError) and not isinstance(e, TransportError):
-        kind = "timeout"
-    elif isinstance(e, CommandNotDelivered):
-        kind = "undelivered"
-    elif isinstance(e, Conflict | OCPPError):
-        kind = "conflict"
-    else:
-        kind = "transport"
-    message = str(e) if isinstance(e, TransportError | Conflict) else f"{type(e).__name__}: {e}"
-    return {"error": kind, "message": message[:512]}
-
-
-def _raise(result: dict[str, Any]) -> None:
-    message = str(result.get("message", "failed on the node holding the station"))
-    kind = result["error"]
-    if kind == "timeout":
-        raise RemoteTimeout(message)
-    if kind == "conflict":
-        raise Conflict(message)
-    if kind == "undelivered":
-        raise CommandNotDelivered(message)
-    raise TransportError(message)
 
 
 # --- the node ------------------------------------------------------------------------------
@@ -192,7 +118,7 @@ class RemoteStation:
         async def command(*args: Any, **kwargs: Any) -> Any:
             payload = encode_call(name, args, kwargs)
             value = await self._node.send(self.id, self.holder, name, payload)
-            return from_json(_hints(name).get("return", Any), value)
+            return from_json(call_hints(name).get("return", Any), value)
 
         return command
 
@@ -224,6 +150,10 @@ class Node:
         self._main: asyncio.Task[None] | None = None
         self._last_heartbeat: float = 0.0
         self.claim_timeout = CLAIM_TIMEOUT
+        self.lease = LEASE
+        self.epoch = 0  # of this node's lease while it leads
+        self._lease_valid_until = 0.0  # loop time: renewal sent + lease (the database's is later)
+        self.failovers = 0  # times this node took the lease
         metrics.node.labels(self.id, db.dialect).set(1)
 
     # lifecycle
@@ -254,19 +184,40 @@ class Node:
             self._main.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._main
+        leading, epoch = self.is_leader, self.epoch
         self._lose_leadership()
         for task in list(self._tasks):
             task.cancel()
         if self.clustered:
             with contextlib.suppress(Exception):  # best effort: the heartbeat expires anyway
                 async with self.db.session() as s:
+                    if leading:  # hand over at once: the next node need not wait the lease
+                        await s.execute(
+                            update(ClusterLeader)
+                            .where(
+                                ClusterLeader.id == lease_row.LEADER_ROW,
+                                ClusterLeader.node_id == self.id,
+                                ClusterLeader.epoch == epoch,
+                            )
+                            .values(node_id=None, backend_pid=None, lease_until=func.now())
+                        )
                     await s.execute(
                         delete(StationPresence).where(StationPresence.node_id == self.id)
                     )
                     await s.execute(delete(ClusterNode).where(ClusterNode.id == self.id))
 
+    @property
+    def presence_id(self) -> str | None:
+        """This node's id in ``station_presence`` rows (None alone: it writes none)."""
+        return self.id if self.clustered else None
+
     def status(self) -> dict[str, object]:
-        return {"node_id": self.id, "leader": self.is_leader, "clustered": self.clustered}
+        return {
+            "node_id": self.id,
+            "leader": self.is_leader,
+            "clustered": self.clustered,
+            "leader_epoch": self.epoch if self.is_leader else None,
+        }
 
     # leadership
 
@@ -279,6 +230,25 @@ class Node:
         for name, job in self._jobs.items():
             self._running[name] = asyncio.create_task(self._guard(name, job), name=name)
 
+    # the fence (chargeward.server.store.db.Fence) of this node's leader jobs
+
+    def check_local(self) -> None:
+        if not self.clustered:
+            return
+        if not self.is_leader or asyncio.get_running_loop().time() >= self._lease_valid_until:
+            raise LeadershipLost(f"node {self.id} no longer holds the leader lease")
+
+    async def check(self, s: AsyncSession) -> None:
+        self.check_local()
+        if not await lease_row.held(s, self.id, self.epoch):
+            raise LeadershipLost(
+                f"node {self.id}: the leader lease of epoch {self.epoch} is no longer ours"
+            )
+
+    def _step_down(self, epoch: int) -> None:
+        if self.is_leader and self.epoch == epoch:
+            self._lose_leadership()
+
     def _lose_leadership(self) -> None:
         if self.is_leader:
             LOG.warning("node %s is no longer the leader", self.id)
@@ -289,12 +259,18 @@ class Node:
         self._running.clear()
 
     async def _guard(self, name: str, job: Job) -> None:
+        if self.clustered:
+            LEADER_FENCE.set(self)  # this task's context: every transaction of the job fenced
         while True:
             try:
                 await job()
                 return
             except asyncio.CancelledError:
                 raise
+            except LeadershipLost as e:
+                LOG.warning("leader job %s stopped: %s", name, e)
+                asyncio.get_running_loop().call_soon(self._step_down, self.epoch)
+                return
             except Exception:
                 LOG.exception("leader job %s failed; restarting it in 5 s", name)
                 await asyncio.sleep(5)
@@ -386,7 +362,7 @@ class Node:
             self._waiting.pop(command_id, None)
         self.metrics.remote_commands.labels(method, result.get("error", "ok")).inc()
         if "error" in result:
-            _raise(result)
+            raise_result(result)
         return result.get("value")
 
     async def _await_result(
@@ -478,7 +454,7 @@ class Node:
                 raise CommandNotDelivered(f"station {station_id} is no longer connected")
             result = {"value": await invoke(cp, method, args)}
         except Exception as e:  # every failure goes back to the caller
-            result = _error(e)
+            result = error_result(e)
         LOG.info(
             "%s: %s for another node: %s",
             station_id,
@@ -535,7 +511,7 @@ class Node:
                 while True:
                     await self._round(conn)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), POLL)
+                        await asyncio.wait_for(self._wake.wait(), self._interval())
                     self._wake.clear()
             except asyncio.CancelledError:
                 raise
@@ -545,17 +521,42 @@ class Node:
                 await asyncio.sleep(POLL)
             finally:
                 if conn is not None:
-                    conn.terminate()  # releases the advisory lock at once
+                    conn.terminate()  # the lease is free to others at once (its pid is gone)
+
+    def _interval(self) -> float:
+        """Seconds between rounds: the lease is renewed several times within it."""
+        return min(POLL, self.lease.total_seconds() / 4)
 
     async def _round(self, conn: asyncpg.Connection) -> None:
         loop = asyncio.get_running_loop()
         if loop.time() - self._last_heartbeat >= HEARTBEAT.total_seconds():
             await self._heartbeat()
-        if self.is_leader:
-            await conn.fetchval("SELECT 1")  # the lock lives as long as this connection
-        elif await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
-            self._become_leader()
+        await self._lead(conn)
         await self._claim()
+
+    async def _lead(self, conn: asyncpg.Connection) -> None:
+        """Renew this node's lease, or take it if it is free, ran out, or its holder's
+        connection is gone."""
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        lease = self.lease.total_seconds()
+        if self.is_leader:
+            if sent >= self._lease_valid_until:  # paused past it: another may lead already
+                LOG.warning("node %s: the leader lease ran out before it was renewed", self.id)
+                self._lose_leadership()
+                return
+            renewed = await lease_row.renew(conn, self.id, self.epoch, lease=lease)
+            if not renewed:
+                self._lose_leadership()
+            else:
+                self._lease_valid_until = sent + lease
+            return
+        epoch = await lease_row.take(conn, self.id, lease=lease)
+        if epoch is not None:
+            self.epoch = epoch
+            self._lease_valid_until = sent + lease
+            self.failovers += 1
+            self._become_leader()
 
     # leader job: forget what dead nodes held
 

@@ -18,6 +18,7 @@ from sqlalchemy import desc, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
+from chargeward.campaign.waits import StageOverdue
 from chargeward.errors import BundleError, Conflict, NotFound
 from chargeward.limits import DEFAULT_SERVER_LIMITS
 
@@ -498,5 +499,55 @@ async def campaign_station_skipped(
         key=f"campaign_skipped:{campaign_id}",
         message=f"campaign {name}: {station_id} {reason}",
         details={"campaign_id": campaign_id, "name": name, "reason": reason},
+        now=now,
+    )
+
+
+def _stage_overdue_key(campaign_id: int, stage: int) -> str:
+    return f"campaign_stage_overdue:{campaign_id}:{stage}"
+
+
+async def stage_overdue_raised(s: AsyncSession, campaign_id: int, stage: int) -> bool:
+    """Whether ``stage`` of the campaign was reported overdue already (open, acknowledged or
+    resolved): a stage is reported once, and a resumed campaign is not paused again for it."""
+    found = await s.scalar(
+        select(Alert.id)
+        .where(
+            Alert.station_id == f"campaign:{campaign_id}",
+            Alert.key == _stage_overdue_key(campaign_id, stage),
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
+async def campaign_stage_overdue(
+    s: AsyncSession, campaign_id: int, name: str, overdue: StageOverdue, *, now: dt.datetime
+) -> Alert:
+    """A campaign's stage ran past its ``stage_deadline`` without passing its success gate:
+    the message counts why its stations wait (offline, outside their window, the site's
+    availability floor, ...); ``paused`` says whether the campaign was paused for it."""
+    action = "; the campaign is paused" if overdue.paused else ""
+    return await _raise(
+        s,
+        kind="campaign_stage_overdue",
+        severity="critical" if overdue.paused else "warning",
+        station_id=f"campaign:{campaign_id}",
+        key=_stage_overdue_key(campaign_id, overdue.stage),
+        message=f"campaign {name}{action}: {overdue.text}",
+        details={
+            "campaign_id": campaign_id,
+            "name": name,
+            "stage": overdue.stage,
+            "stage_started_at": overdue.started_at.isoformat(),
+            "succeeded": overdue.succeeded,
+            "needed": overdue.needed,
+            "stations": overdue.stations,
+            "waiting": {code: len(ids) for code, ids in sorted(overdue.waiting.items())},
+            "waiting_stations": {
+                code: list(ids[:20]) for code, ids in sorted(overdue.waiting.items())
+            },
+            "paused": overdue.paused,
+        },
         now=now,
     )

@@ -17,10 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chargeward import audit
 from chargeward.crypto import station_passwords
 from chargeward.errors import Conflict, InvalidValue, NotFound
-from chargeward.server.store.tables import (
-    FirmwareUpdate,
-    Station,
-)
+from chargeward.server.store.cluster_tables import StationPresence
+from chargeward.server.store.tables import FirmwareUpdate, Station
 
 # OCPP identifierString for the station identity in the URL: <= 48 characters, no ':'.
 STATION_ID_RE = re.compile(r"^[A-Za-z0-9*_=+|@.-]{1,48}$")
@@ -86,9 +84,35 @@ async def password_hash(s: AsyncSession, station_id: str) -> str | None:
 
 
 async def set_connected(
-    s: AsyncSession, station_id: str, connected: bool, *, now: dt.datetime
+    s: AsyncSession,
+    station_id: str,
+    connected: bool,
+    *,
+    now: dt.datetime,
+    node_id: str | None = None,
 ) -> bool:
-    """Record a (dis)connection; returns whether the station has ever booted (B01)."""
+    """Record a (dis)connection; returns whether the station has ever booted (B01).
+
+    ``node_id`` (a cluster node recording a disconnection): not if another node holds the
+    station now.  The station's row is locked first, then presence is read afresh: a node
+    that took the station over records its presence before it records the connection, so
+    either this sees that presence, or the takeover's "connected" is written after this
+    and wins.  (Checked before, outside this transaction, a station back from a reboot on
+    another node within milliseconds was left recorded as disconnected.)"""
+    if not connected and node_id is not None:
+        locked = await s.scalar(
+            select(Station)
+            .where(Station.id == station_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        elsewhere = await s.scalar(
+            select(StationPresence.node_id)
+            .where(StationPresence.station_id == station_id, StationPresence.node_id != node_id)
+            .limit(1)
+        )
+        if locked is not None and elsewhere is not None:
+            return locked.last_boot_reason is not None
     row = await find_station(s, station_id)
     row.connected = connected
     row.last_seen = now

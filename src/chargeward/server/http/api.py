@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse
 from starlette.types import Receive, Scope, Send
 
 from chargeward import audit
+from chargeward.audit import sequencer as audit_sequencer
 from chargeward.crypto.signature import sha256_file
 from chargeward.errors import BundleError, Conflict
 from chargeward.release.bundle import verify_bundle
@@ -272,6 +273,7 @@ def create_app(state: ServerState) -> FastAPI:
         start: Annotated[int, Query(ge=0, le=2**63 - 1, description="first leaf index")] = 0,
         limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
     ) -> list[AuditEntryView]:
+        await audit_sequencer.settle(state.db.session)  # station reports' queue first (ADR 33)
         async with state.db.snapshot() as s:
             rows = await audit.entries(
                 s, transaction_id=transaction_id, target=target, start=start, limit=limit

@@ -13,6 +13,10 @@ the root in base64 as C2SP tlog-checkpoint requires.  Proof hashes are listed le
 (RFC 9162 sections 2.1.3 and 2.1.4) and verify with :func:`chargeward.audit.merkle.verify_inclusion`
 and :func:`~chargeward.audit.merkle.verify_consistency`.  The entries themselves, each with
 its ``leaf_index``, come from ``GET /api/v1/audit`` (:mod:`chargeward.server.http.api`).
+
+Every read of the tree, and signing, first appends what station reports queued on PostgreSQL
+(:func:`chargeward.audit.sequencer.settle`, ADR 0033), so the tree an operator reads includes
+what stations reported before the request.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from chargeward.audit import log
+from chargeward.audit import log, sequencer
 from chargeward.errors import NotFound
 from chargeward.server.http.api import Operator
 from chargeward.server.state import ServerState
@@ -36,6 +40,12 @@ Size = Annotated[int, Query(ge=0, le=2**63 - 1)]
 def _state(request: Request) -> ServerState:
     state: ServerState = request.app.state.chargeward
     return state
+
+
+async def _settled(request: Request) -> None:
+    """Station reports' queued entries into the log first, so a read right after an action
+    sees them (PostgreSQL; ADR 0033)."""
+    await sequencer.settle(_state(request).db.session)
 
 
 class TreeHeadOut(BaseModel):
@@ -74,6 +84,7 @@ def _out(c: log.StoredCheckpoint) -> CheckpointOut:
 
 @router.get("/api/v1/audit/tree", response_model=TreeHeadOut)
 async def tree_head(request: Request, _: Operator) -> TreeHeadOut:
+    await _settled(request)
     async with _state(request).db.snapshot() as s:
         current = await log.head(s)
     return TreeHeadOut(size=current.size, root_hash=current.root_hash.hex())
@@ -98,6 +109,7 @@ async def latest_checkpoint(request: Request, _: Operator) -> PlainTextResponse:
 async def sign_checkpoint(request: Request, _: Operator) -> CheckpointOut:
     state = _state(request)
     signer = state.checkpoint_signer()
+    await _settled(request)
     async with state.db.session() as s:
         signed = await log.sign_checkpoint(
             s, signer, origin=state.audit_origin, now=state.clock(), force=True
@@ -116,6 +128,7 @@ async def vkey(request: Request, _: Operator) -> PlainTextResponse:
 async def inclusion(request: Request, _: Operator, index: Size, size: Size) -> InclusionOut:
     if index >= size:
         raise NotFound(f"leaf {index} is not in a tree of {size} entries")
+    await _settled(request)
     async with _state(request).db.snapshot() as s:
         proof = await log.inclusion_proof(s, index=index, size=size)
         root = await log.root_at(s, size)
@@ -128,6 +141,7 @@ async def inclusion(request: Request, _: Operator, index: Size, size: Size) -> I
 async def consistency(request: Request, _: Operator, old: Size, new: Size) -> ConsistencyOut:
     if old > new:
         raise NotFound(f"no consistency proof from {old} entries back to {new}")
+    await _settled(request)
     async with _state(request).db.snapshot() as s:
         proof = await log.consistency_proof(s, old=old, new=new)
         old_root, new_root = await log.root_at(s, old), await log.root_at(s, new)

@@ -4,8 +4,9 @@
                                                    CLI also reads TOML); large ones await approval
     GET    /api/v1/campaigns                       every campaign with its counts
     GET    /api/v1/campaigns/{ref}                 one (by id or name): counts per stage, mean
-                                                   time to update
-    GET    /api/v1/campaigns/{ref}/stations        per-station state ?state=failed
+                                                   time to update, stations per wait code
+    GET    /api/v1/campaigns/{ref}/stations        per-station state ?state=failed, and why
+                                                   each waiting one waits (waiting_reason)
     GET    /api/v1/campaigns/{ref}/stations/{id}   one station's run and timeline
     POST   /api/v1/campaigns/{ref}/approve         the two-person rule (not the creator)
     POST   /api/v1/campaigns/{ref}/pause|resume|abort|retry
@@ -29,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward.campaign.codec import run_to_row
+from chargeward.campaign.planner import WaitReason
 from chargeward.campaign.spec import parse_spec
 from chargeward.errors import InvalidValue, NotFound
 from chargeward.server.auth import tenancy
@@ -52,6 +54,14 @@ def _state(request: Request) -> ServerState:
     return state
 
 
+class WaitingReasonOut(BaseModel):
+    """Why a station is not being updated now (chargeward.campaign.planner.WAIT_CODES)."""
+
+    code: str
+    text: str
+    since: str | None = None  # when it began to wait for this code, if known
+
+
 class StationRunOut(BaseModel):
     station_id: str
     stage: int
@@ -65,6 +75,7 @@ class StationRunOut(BaseModel):
     timeline: list[list[str]]
     install_at: str | None = None  # installDateTime of the current request, if any
     reschedules: int = 0  # requests re-sent to keep the install inside a window
+    waiting_reason: WaitingReasonOut | None = None  # None: in flight or finished
 
 
 class StationBytesOut(BaseModel):
@@ -107,8 +118,10 @@ class CandidateOut(BaseModel):
     highest_floor: int
 
 
-def _run_out(row: dict[str, Any]) -> StationRunOut:
-    return StationRunOut(**{k: row[k] for k in StationRunOut.model_fields})
+def _run_out(row: dict[str, Any], why: WaitReason | None = None) -> StationRunOut:
+    fields = {k: row[k] for k in StationRunOut.model_fields if k != "waiting_reason"}
+    reason = WaitingReasonOut(**why.document()) if why is not None else None
+    return StationRunOut(**fields, waiting_reason=reason)
 
 
 @router.post("/api/v1/campaigns", response_model=CampaignView, status_code=201)
@@ -117,13 +130,19 @@ async def create_campaign(
 ) -> CampaignView:
     """Create a campaign.  ``allow_below_floor: true`` beside the campaign document leaves out
     (and audits) the target stations whose rollback floor is above the release; without it
-    such a release is refused, as is an unpublished one when the server has a TUF repository."""
+    such a release is refused, as is an unpublished one when the server has a TUF repository.
+    A target site where ``keep_available`` leaves no charger to update is refused (422, field
+    ``concurrency.keep_available``), or with ``allow_unreachable_sites: true`` its stations
+    wait with reason ``site_floor`` and the answer's ``warnings`` say so (audited)."""
     state = _state(request)
     customer = tenancy.customer_of(request)
     document = dict(document)
     allow_below_floor = document.pop("allow_below_floor", False)
     if not isinstance(allow_below_floor, bool):
         raise InvalidValue("allow_below_floor must be true or false")
+    allow_unreachable = document.pop("allow_unreachable_sites", False)
+    if not isinstance(allow_unreachable, bool):
+        raise InvalidValue("allow_unreachable_sites must be true or false")
     spec = tenancy.scope_campaign(parse_spec(document), customer)
 
     async def create(s: AsyncSession) -> CampaignView:
@@ -136,6 +155,7 @@ async def create_campaign(
             approval_threshold=state.campaign_approval_threshold,
             require_published=state.repository.initialized,
             allow_below_floor=allow_below_floor,
+            allow_unreachable_sites=allow_unreachable,
         )
 
     return await state.db.write(create)  # run again if it loses to a concurrent write
@@ -192,13 +212,8 @@ async def campaign_stations(
     ref: str, request: Request, _: Operator, state: str | None = None
 ) -> list[StationRunOut]:
     async with _state(request).db.snapshot() as s:
-        row = await campaigns.get_campaign(s, ref)
-        runs = [r for _, r in (await campaign_runs.load_runs(s, row.id)).values()]
-    return [
-        _run_out(run_to_row(r))
-        for r in sorted(runs, key=lambda r: (r.stage, r.station_id))
-        if state is None or r.state == state
-    ]
+        found = await campaigns.station_runs(s, ref)
+    return [_run_out(run_to_row(r), why) for r, why in found if state is None or r.state == state]
 
 
 @router.get("/api/v1/campaigns/{ref}/stations/{station_id}", response_model=StationRunOut)
@@ -206,7 +221,8 @@ async def campaign_station(
     ref: str, station_id: str, request: Request, _: Operator
 ) -> StationRunOut:
     async with _state(request).db.snapshot() as s:
-        return _run_out(run_to_row(await campaigns.station_run(s, ref, station_id)))
+        ((run, why),) = await campaigns.station_runs(s, ref, station_id)
+    return _run_out(run_to_row(run), why)
 
 
 @router.get("/api/v1/campaigns/{ref}/downloads", response_model=CampaignDownloadsOut)

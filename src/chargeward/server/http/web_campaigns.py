@@ -79,6 +79,8 @@ def campaign_document(data: Mapping[str, str]) -> dict[str, Any]:
         doc["bypass_windows"] = True  # the API refuses it for anything but a security release
     if data.get("allow_below_floor") == "on":
         doc["allow_below_floor"] = True  # the stations that would refuse it are left out
+    if data.get("allow_unreachable_sites") == "on":
+        doc["allow_unreachable_sites"] = True  # they stay in, waiting (reason site_floor)
     return doc
 
 

@@ -5,6 +5,10 @@ Station reports reach a run through :func:`on_station_event`, called by
 :mod:`chargeward.server.stations.station_reports` inside the transaction that stores the
 report, so a report and its effect on the campaign commit together.  The campaign service
 (create, approve, pause, ..., views) is :mod:`chargeward.server.rollout.campaigns`.
+
+Why a station waits (:class:`chargeward.campaign.planner.WaitReason`) is stored beside the run,
+as the key ``waiting`` of the run's JSON (:func:`store_waiting`), which the run's codec does
+not read: older rows without it parse as before, and a view shows it without planning again.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import cast
 
 from sqlalchemy import select, update
@@ -29,10 +34,13 @@ from chargeward.campaign.spec import (
 from chargeward.server.store.tables import (
     Campaign,
     CampaignStation,
+    FirmwareUpdate,
     Station,
 )
 
 LIVE = ("running", "paused", "awaiting_approval")  # a station's reports go to these
+WAITING = "waiting"  # the key of the stored WaitReason in a run's JSON
+WAITS: frozenset[str] = frozenset({"pending", "waiting", "deferred"})  # states that keep it
 
 
 # -- loading and saving ---------------------------------------------------------------------------
@@ -89,14 +97,58 @@ async def load_runs(
 
 
 def store_run(row: CampaignStation, run: StationRun, now: dt.datetime) -> None:
+    """Store ``run``; its stored wait reason stays while it still waits (until the next tick
+    says otherwise), and goes once it is sent its update or ends."""
+    before = row.run.get(WAITING) if row.run else None
     row.stage = run.stage
     row.state = run.state
     row.request_id = run.request_id
     row.run = run_to_row(run)
+    if before is not None and run.state in WAITS:
+        row.run[WAITING] = before
     row.deferred = _deferred_charging(run)
     row.started_at = run.started_at
     row.finished_at = run.finished_at
     row.updated_at = now
+
+
+def store_waiting(
+    row: CampaignStation, reason: planner.WaitReason | None, now: dt.datetime
+) -> bool:
+    """Store why the row's station waits (None: it does not); ``since`` is when it began to
+    wait for this code (kept while the code stays).  Writes only a change; True if it did."""
+    before = (row.run or {}).get(WAITING)
+    if reason is None:
+        if before is None:
+            return False
+        row.run = {k: v for k, v in row.run.items() if k != WAITING}  # a new dict: not tracked
+        return True
+    if isinstance(before, dict) and before.get("code") == reason.code:
+        kept = before.get("since")
+        since = dt.datetime.fromisoformat(kept) if isinstance(kept, str) else None
+    else:
+        since = None
+    doc = replace(reason, since=since or reason.since or now).document()
+    if doc == before:
+        return False
+    row.run = {**(row.run or {}), WAITING: doc}
+    return True
+
+
+def stored_reason(row: CampaignStation, campaign: Campaign) -> planner.WaitReason | None:
+    """What the row's station waits for now (:func:`planner.current_reason`)."""
+    run = row.run or {}
+    stored = run.get(WAITING)
+    return planner.current_reason(
+        state=row.state,
+        stage=row.stage,
+        phase=run.get("phase"),
+        reason=run.get("reason"),
+        stored=stored if isinstance(stored, dict) else None,
+        status=campaign.status,
+        campaign_stage=campaign.stage,
+        pause_reason=campaign.pause_reason,
+    )
 
 
 def new_run_row(campaign_id: int, run: StationRun, now: dt.datetime) -> CampaignStation:
@@ -212,6 +264,21 @@ async def _live_run(
     return None if found is None else (found[0], found[1])
 
 
+async def close_abandoned(
+    s: AsyncSession, before: StationRun, after: StationRun, now: dt.datetime
+) -> None:
+    """A request the campaign gave up on (timed out, or the station idle after it went
+    unanswered) is closed, so a retry may be sent."""
+    if before.request_id is None or after.state not in ("waiting", "timed_out"):
+        return
+    if before.state not in planner.UPDATING:
+        return
+    row = await s.get(FirmwareUpdate, before.request_id)
+    if row is not None and row.outcome == "pending":
+        row.outcome = "timed_out"
+        row.updated_at = now
+
+
 async def on_station_event(
     s: AsyncSession,
     station_id: str,
@@ -231,6 +298,7 @@ async def on_station_event(
     run = run_from_row(station_row.run)
     new = machine.step(run, event, to_planner(campaign_row).policy)
     if new != run:
+        await close_abandoned(s, run, new, event.at)
         store_run(station_row, new, event.at)
         if new.state != run.state:
             await audit.record(

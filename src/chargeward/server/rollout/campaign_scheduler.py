@@ -13,6 +13,13 @@ A dispatch sent ahead of its window carries ``installDateTime`` (the window's st
 station that has not started installing when its window closes is sent the same release
 again with the next window's start (:func:`_reschedule`), stored first like every dispatch;
 paused campaigns are ticked for that alone.
+
+Every station left waiting keeps why (the planner's ``WaitReason``, or what sending found:
+the release is not published, the site's cache is not ready), stored with its run
+(:func:`campaign_runs.store_waiting`) so the API, the CLI and the dashboard show it without
+planning again.  A stage past its ``stage_deadline`` raises one ``campaign_stage_overdue``
+alert (and pauses the campaign if the spec says so); the alert is also the mark that the stage
+was reported, so a resumed campaign is not paused again for it.
 """
 
 from __future__ import annotations
@@ -21,12 +28,15 @@ import asyncio
 import datetime as dt
 import itertools
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
+from chargeward.audit import sequencer as audit_sequencer
 from chargeward.campaign import machine, planner
 from chargeward.campaign.machine import StationRun
 from chargeward.errors import ChargewardError
@@ -36,10 +46,18 @@ from chargeward.server.rollout import (
     campaign_runs,
     local_cache,
     release_catalog,
+    unanswered,
     update_orders,
 )
 from chargeward.server.rollout.updates import send_update
-from chargeward.server.store.tables import Campaign, CampaignStation, FirmwareUpdate, Release
+from chargeward.server.store.db import LeadershipLost, lost_to_concurrent
+from chargeward.server.store.tables import (
+    Campaign,
+    CampaignStation,
+    FirmwareUpdate,
+    Release,
+    Station,
+)
 
 if TYPE_CHECKING:  # the server state holds this layer's services; typing only
     from chargeward.server.state import ServerState
@@ -94,21 +112,27 @@ async def tick_campaign(
     # One consistent state: a canary that finished between two of the planner's queries was
     # in neither, and its stage passed without it (the bad release went to the next stage).
     async with state.db.serialized() as s:
+        # Its audit entries through the queue (PostgreSQL): the tick reads a snapshot, and
+        # appending to the log would update the head that every other audited write moves,
+        # a serialization failure whenever one committed since the tick began.
+        audit_sequencer.defer(s)
         row = await s.get(Campaign, campaign_id)
         if row is None or row.status not in ("running", "paused"):
             return []
         c = campaign_runs.to_planner(row)
+        c = replace(c, overdue_noted=await _overdue_noted(s, c, now))
         runs, rows = await campaign_runs.load_for_planning(s, row.id)
         join = join and row.status == "running"  # a paused one is only ticked for reschedules
         if join and c.spec.dynamic and await _join(s, row, c, set(runs), now):
             await s.flush()
             runs, rows = await campaign_runs.load_for_planning(s, row.id)
         fleet, sites = await campaign_fleet.fleet_now(s, list(runs))
+        fleet = await _offline_since(s, row.id, fleet)
         result = planner.plan(c, runs, fleet, sites, now)
-        for sid, why in result.waiting.items():  # e.g. too little of its window left
-            LOG.debug("%s: waits in campaign %s: %s", sid, row.name, why)
+        confirm = unanswered.unanswered({**runs, **result.runs}.values())
+        waits = dict(result.reasons)  # why each waiting station waits; sending adds more
         for sid, run in result.runs.items():
-            await _close_abandoned(s, runs[sid], run, now)
+            await campaign_runs.close_abandoned(s, runs[sid], run, now)
             campaign_runs.store_run(rows[sid], run, now)
             if run.skipped:  # deferred past max_deferral: reported, no longer waited on
                 await alerts.campaign_station_skipped(
@@ -128,7 +152,10 @@ async def tick_campaign(
                 details={"name": row.name, "note": note, "stage": result.campaign.stage},
                 now=now,
             )
-        if result.campaign.status == "paused" and c.status == "running":
+        if result.overdue is not None:  # once per stage: the alert marks it reported
+            await alerts.campaign_stage_overdue(s, row.id, row.name, result.overdue, now=now)
+        paused_overdue = result.overdue is not None and result.overdue.paused
+        if result.campaign.status == "paused" and c.status == "running" and not paused_overdue:
             await alerts.campaign_paused(
                 s, row.id, row.name, result.campaign.pause_reason or "", now=now
             )
@@ -137,6 +164,9 @@ async def tick_campaign(
         for sid in result.dispatch:
             route = await router.route(s, sid, image) if image else local_cache.DIRECT
             if route.wait:  # the site's Local Controller is publishing the image
+                waits[sid] = planner.WaitReason(
+                    "site_cache", "the site's Local Controller is publishing the image"
+                )
                 continue
             try:
                 order = await update_orders.create_update(
@@ -149,6 +179,7 @@ async def tick_campaign(
                 )
             except ChargewardError as e:  # e.g. an operator's own update is in progress
                 LOG.info("%s: not dispatched for campaign %s: %s", sid, row.name, e)
+                waits[sid] = await _not_sent(s, state, row.release_id, e)
                 continue
             install_at[order.request_id] = result.install_at.get(sid)
             via[order.request_id] = route.location
@@ -168,6 +199,12 @@ async def tick_campaign(
                 if image:  # the same source as before; a held publication: the server
                     via[moved.request_id] = (await router.route(s, sid, image)).location
                 orders.append(moved)
+        if result.assessed:  # every waiting station was looked at: store why each waits
+            for sid, run_row in rows.items():
+                if run_row.state != "pending":  # pending: its stage has not started
+                    campaign_runs.store_waiting(run_row, waits.get(sid), now)
+            for sid, why in waits.items():
+                LOG.debug("%s: waits in campaign %s: %s", sid, row.name, why.text)
     gate = asyncio.Semaphore(SEND_CONCURRENCY)
 
     async def send(order: update_orders.UpdateOrder) -> None:
@@ -183,8 +220,52 @@ async def tick_campaign(
 
     await router.send()  # PublishFirmware to Local Controllers, after the commit
     await asyncio.gather(*(send(o) for o in orders))
+    await unanswered.ask(state, confirm)  # requests whose answer was lost: still at work?
     await asyncio.gather(*(local_cache.unpublish(state, i) for i in cached))
     return orders
+
+
+async def _overdue_noted(s: AsyncSession, c: planner.Campaign, now: dt.datetime) -> bool:
+    """Whether the current stage's deadline passed and was reported already (its alert, in
+    any state, exists); only looked up once the deadline has passed."""
+    started = c.stage_started_at
+    if c.status != "running" or started is None or now < started + c.spec.stage_deadline:
+        return False
+    return await alerts.stage_overdue_raised(s, c.id, c.stage)
+
+
+async def _offline_since(
+    s: AsyncSession, campaign_id: int, fleet: dict[str, planner.FleetStation]
+) -> dict[str, planner.FleetStation]:
+    """``fleet`` with the last-seen time of the campaign's waiting stations that are offline
+    (their wait reason says since when)."""
+    seen = (
+        await s.execute(
+            select(Station.id, Station.last_seen)
+            .join(CampaignStation, CampaignStation.station_id == Station.id)
+            .where(
+                CampaignStation.campaign_id == campaign_id,
+                CampaignStation.state.in_(sorted(campaign_runs.WAITS)),
+                Station.connected.is_(False),
+            )
+        )
+    ).all()
+    for sid, last_seen in seen:
+        if sid in fleet and last_seen is not None:
+            fleet[sid] = replace(fleet[sid], offline_since=last_seen)
+    return fleet
+
+
+async def _not_sent(
+    s: AsyncSession, state: ServerState, release_id: str, e: ChargewardError
+) -> planner.WaitReason:
+    """Why a dispatch the planner chose could not be stored: an unpublished release (with a
+    TUF repository), or what the refusal says."""
+    if state.repository.initialized:
+        published, _ = await release_catalog.publication(s, release_id)
+        if published != "published":
+            return planner.WaitReason("release_unpublished", str(e)[:300])
+    return planner.WaitReason("not_sent", str(e)[:300])
 
 
 async def _primary_sha256(s: AsyncSession, release_id: str) -> str | None:
@@ -245,20 +326,6 @@ async def _reschedule(
     return order
 
 
-async def _close_abandoned(
-    s: AsyncSession, before: StationRun, after: StationRun, now: dt.datetime
-) -> None:
-    """A request the campaign gave up on (timed out) is closed, so a retry may be sent."""
-    if before.request_id is None or after.state not in ("waiting", "timed_out"):
-        return
-    if before.state not in planner.UPDATING:
-        return
-    update = await s.get(FirmwareUpdate, before.request_id)
-    if update is not None and update.outcome == "pending":
-        update.outcome = "timed_out"
-        update.updated_at = now
-
-
 async def tick(state: ServerState, *, join: bool = True) -> int:
     """One round over every running campaign; returns how many UpdateFirmware were sent."""
     async with state.db.snapshot() as s:
@@ -269,6 +336,13 @@ async def tick(state: ServerState, *, join: bool = True) -> int:
     for campaign_id in ids:
         try:
             sent += len(await tick_campaign(state, campaign_id, join=join))
+        except LeadershipLost:  # another node leads now: stop, do not go on to the next
+            raise
+        except DBAPIError as e:
+            if (why := lost_to_concurrent(e)) is None:
+                LOG.exception("campaign %d: tick failed", campaign_id)
+            else:  # nothing was written; the next round plans on what won
+                LOG.info("campaign %d: tick lost to a concurrent write (%s)", campaign_id, why)
         except Exception:  # one campaign's trouble must not stop the others
             LOG.exception("campaign %d: tick failed", campaign_id)
     return sent

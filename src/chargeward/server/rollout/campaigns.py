@@ -4,13 +4,18 @@ The decisions are in :mod:`chargeward.campaign` (pure); this module loads their 
 their outputs and writes the audit trail.  The runs of a campaign's stations and the station
 reports that move them on are in :mod:`chargeward.server.rollout.campaign_runs`; what the
 planner needs of the fleet in :mod:`chargeward.server.rollout.campaign_fleet`.
+
+A campaign is refused at creation when ``keep_available`` leaves a target site no charger it
+may ever update (a one-charger site with the default ``keep_available = 1``), unless it is
+created with ``allow_unreachable_sites``: those stations then wait with reason ``site_floor``
+and the view lists a warning (docs/adr/0032-campaign-waiting-reasons.md).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import func, select
@@ -22,6 +27,7 @@ from chargeward.campaign.codec import run_from_row
 from chargeward.campaign.machine import ERRORS, TERMINAL, StationRun
 from chargeward.campaign.spec import (
     CampaignSpec,
+    CampaignSpecError,
     check_class,
     spec_document,
 )
@@ -37,6 +43,8 @@ from chargeward.server.rollout.campaign_runs import (
     new_run_row,
     release_stations,
     store_run,
+    store_waiting,
+    stored_reason,
     stored_spec,
     to_planner,
 )
@@ -75,6 +83,75 @@ class CampaignView:
     approved_by: str | None
     created_at: dt.datetime
     spec: Mapping[str, Any]
+    # Unfinished stations per wait code (planner.WAIT_CODES): why they are not being updated.
+    waiting: Mapping[str, int] = field(default_factory=dict)
+    warnings: Sequence[str] = ()  # in the answer to its creation: what it cannot do
+
+
+@dataclass(frozen=True)
+class UnreachableSite:
+    """A target site where ``keep_available`` leaves no charger that may be updated."""
+
+    site_id: str
+    chargers: int  # registered at the site, targeted or not
+    stations: tuple[str, ...]  # the campaign's stations there
+
+    def describe(self, keep_available: int) -> str:
+        plural = "" if self.chargers == 1 else "s"
+        return (
+            f"site {self.site_id} has {self.chargers} charger{plural} and keep_available = "
+            f"{keep_available} ({', '.join(self.stations[:5])}"
+            f"{', ...' if len(self.stations) > 5 else ''})"
+        )
+
+
+async def unreachable_sites(
+    s: AsyncSession, keep_available: int, stations: Sequence[str]
+) -> list[UnreachableSite]:
+    """The sites of ``stations`` whose registered chargers, less ``keep_available``, leave
+    none to update: the availability floor can never be met there."""
+    if keep_available <= 0:
+        return []
+    rows = (
+        await s.execute(select(Station.id, Station.site_id).where(Station.site_id.is_not(None)))
+    ).all()
+    chosen = set(stations)
+    chargers: dict[str, int] = {}
+    mine: dict[str, list[str]] = {}
+    for sid, site in rows:
+        if site is None:  # not asked for; keeps the type narrow
+            continue
+        chargers[site] = chargers.get(site, 0) + 1
+        if sid in chosen:
+            mine.setdefault(site, []).append(sid)
+    return [
+        UnreachableSite(site, chargers[site], tuple(sorted(ids)))
+        for site, ids in sorted(mine.items())
+        if chargers[site] - keep_available < 1
+    ]
+
+
+def refuse_unreachable(sites: Sequence[UnreachableSite], keep_available: int) -> CampaignSpecError:
+    named = "; ".join(u.describe(keep_available) for u in sites[:5])
+    more = f" and {len(sites) - 5} more sites" if len(sites) > 5 else ""
+    return CampaignSpecError(
+        "concurrency.keep_available",
+        f"no charger of {len(sites)} target site{'' if len(sites) == 1 else 's'} can ever be "
+        f"updated, keep_available would be broken: {named}{more}. Lower "
+        "concurrency.keep_available (0 lets a one-charger site update), target those sites "
+        "in a campaign of their own with a lower keep_available, or create the campaign with "
+        "allow_unreachable_sites (`--allow-unreachable-sites`) to keep their stations waiting "
+        "(reason site_floor)",
+    )
+
+
+def _site_floor(site: UnreachableSite, keep_available: int) -> planner.WaitReason:
+    plural = "" if site.chargers == 1 else "s"
+    return planner.WaitReason(
+        "site_floor",
+        f"site {site.site_id} has {site.chargers} charger{plural}; keep_available = "
+        f"{keep_available}: none may be updated until the site has more",
+    )
 
 
 async def get_campaign(s: AsyncSession, ref: str | int) -> Campaign:
@@ -102,6 +179,7 @@ async def create_campaign(
     rollback_of: int | None = None,
     require_published: bool = False,
     allow_below_floor: bool = False,
+    allow_unreachable_sites: bool = False,
 ) -> CampaignView:
     """Store a campaign with its targeted stations in stages; large ones await approval.
 
@@ -109,7 +187,10 @@ async def create_campaign(
     published, as ``station update`` does.  A release below the known rollback floor of some
     target stations is refused, or with ``allow_below_floor`` those stations are left out (they
     would refuse it: dispatching to them only fails and trips the gates) and the override is
-    recorded in the audit entry."""
+    recorded in the audit entry.  A target site where ``keep_available`` leaves no charger to
+    update (:func:`unreachable_sites`) is refused, or with ``allow_unreachable_sites`` its
+    stations stay in, waiting with reason ``site_floor``, the view's ``warnings`` say so and the
+    audit entry records the override."""
     release = await s.get(Release, spec.release_id)
     if release is None:
         raise NotFound(f"no release {spec.release_id!r}")
@@ -131,6 +212,10 @@ async def create_campaign(
             f"every target station has a rollback floor above release {release.version}'s "
             f"security version {release.security_version} ({below.describe()})"
         )
+    keep = spec.concurrency.keep_available
+    unreachable = await unreachable_sites(s, keep, chosen)
+    if unreachable and not allow_unreachable_sites:
+        raise refuse_unreachable(unreachable, keep)
     needs_approval = len(chosen) > approval_threshold
     row = Campaign(
         name=spec.name,
@@ -154,7 +239,11 @@ async def create_campaign(
     await s.flush()
     sizes, stage_of = planner.assign_stages(row.id, spec, chosen)
     row.stage_sizes = list(sizes)
-    s.add_all(new_run_row(row.id, StationRun(sid, stage_of[sid]), now) for sid in chosen)
+    run_rows = {sid: new_run_row(row.id, StationRun(sid, stage_of[sid]), now) for sid in chosen}
+    for site in unreachable:  # allowed: they wait, and say why from the start
+        for sid in site.stations:
+            store_waiting(run_rows[sid], _site_floor(site, keep), now)
+    s.add_all(run_rows.values())
     await enrol(s, row.id, chosen)
     await audit.record(
         s,
@@ -174,11 +263,34 @@ async def create_campaign(
                 if allow_below_floor
                 else {}
             ),
+            **(
+                {
+                    "allow_unreachable_sites": True,
+                    "unreachable_sites": {
+                        u.site_id: {"chargers": u.chargers, "stations": list(u.stations[:1000])}
+                        for u in unreachable
+                    },
+                }
+                if unreachable
+                else {}
+            ),
         },
         now=now,
     )
     await s.flush()
-    return await campaign_view(s, row.id)
+    view = await campaign_view(s, row.id)
+    warnings = [
+        f"{u.describe(keep)}: its {len(u.stations)} target station"
+        f"{'' if len(u.stations) == 1 else 's'} wait (reason site_floor) until the site has "
+        "more chargers"
+        for u in unreachable
+    ]
+    if unreachable and spec.gates.success.percent and spec.gates.success.value >= 100:
+        warnings.append(
+            f"with the success gate at {spec.gates.success}, the stages of those stations "
+            "cannot pass until they are updated (the stage deadline will report it)"
+        )
+    return replace(view, warnings=tuple(warnings)) if warnings else view
 
 
 async def _transition(
@@ -319,6 +431,7 @@ async def rollback(
         approval_threshold=approval_threshold,
         rollback_of=row.id,
         require_published=require_published,
+        allow_unreachable_sites=True,  # never block a way back; the view warns
     )
 
 
@@ -397,6 +510,7 @@ async def campaign_view(s: AsyncSession, ref: str | int) -> CampaignView:
     deferred = await s.scalar(
         select(func.count()).select_from(CampaignStation).where(where, CampaignStation.deferred)
     )
+    waiting = await _waiting_counts(s, row)
     return CampaignView(
         id=row.id,
         name=row.name,
@@ -414,7 +528,40 @@ async def campaign_view(s: AsyncSession, ref: str | int) -> CampaignView:
         approved_by=row.approved_by,
         created_at=row.created_at,
         spec=row.spec,
+        waiting=waiting,
     )
+
+
+async def _waiting_counts(s: AsyncSession, row: Campaign) -> dict[str, int]:
+    """Unfinished stations per wait code, from the stored reasons (read in the database: the
+    runs' JSON is not decoded here)."""
+    code = CampaignStation.run[("waiting", "code")].as_string()
+    phase = CampaignStation.run["phase"].as_string()
+    found = (
+        await s.execute(
+            select(CampaignStation.state, CampaignStation.stage, code, phase, func.count())
+            .where(
+                CampaignStation.campaign_id == row.id,
+                CampaignStation.state.not_in(sorted(TERMINAL)),
+            )
+            .group_by(CampaignStation.state, CampaignStation.stage, code, phase)
+        )
+    ).all()
+    out: dict[str, int] = {}
+    for state, stage, stored, run_phase, n in found:
+        why = planner.current_reason(
+            state=state,
+            stage=stage,
+            phase=run_phase,
+            reason=None,
+            stored={"code": stored} if stored else None,
+            status=row.status,
+            campaign_stage=row.stage,
+            pause_reason=row.pause_reason,
+        )
+        if why is not None:
+            out[why.code] = out.get(why.code, 0) + int(n)
+    return dict(sorted(out.items()))
 
 
 def _all_states(counts: Mapping[str, int]) -> dict[str, int]:
@@ -424,6 +571,23 @@ def _all_states(counts: Mapping[str, int]) -> dict[str, int]:
 async def list_campaigns(s: AsyncSession) -> list[CampaignView]:
     ids = (await s.scalars(select(Campaign.id).order_by(Campaign.id))).all()
     return [await campaign_view(s, i) for i in ids]
+
+
+async def station_runs(
+    s: AsyncSession, ref: str | int, station_id: str | None = None
+) -> list[tuple[StationRun, planner.WaitReason | None]]:
+    """The campaign's runs (or ``station_id``'s alone), by stage and station, each with what
+    it waits for now (:func:`campaign_runs.stored_reason`)."""
+    row = await get_campaign(s, ref)
+    if station_id is None:
+        found = [r for r, _ in (await load_runs(s, row.id)).values()]
+    else:
+        one = await s.get(CampaignStation, (row.id, station_id))
+        if one is None:
+            raise NotFound(f"station {station_id} is not in campaign {row.name}")
+        found = [one]
+    found.sort(key=lambda r: (r.stage, r.station_id))
+    return [(run_from_row(r.run), stored_reason(r, row)) for r in found]
 
 
 async def station_run(s: AsyncSession, ref: str | int, station_id: str) -> StationRun:

@@ -122,9 +122,10 @@ async def set_update_response(
         raise NotFound(f"no firmware update {request_id}")
     row.response_status = response
     row.updated_at = now
-    # Refused, or never delivered or answered (NotConnected, NoResponse, Error:...): this
-    # request is over, so a campaign may send another within its attempts.
-    if response not in machine.ACCEPTED_RESPONSES:
+    # Refused, or never delivered (NotConnected, NotDelivered, Error:...): this request is
+    # over, so a campaign may send another within its attempts.  Unanswered (NoResponse) it
+    # may still be at work on the station: open until the station says (machine, confirm).
+    if response not in machine.ACCEPTED_RESPONSES | machine.UNANSWERED_RESPONSES:
         row.outcome = "failed"
     await audit.record(
         s,

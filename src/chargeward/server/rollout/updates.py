@@ -12,11 +12,14 @@ import datetime as dt
 import logging
 from typing import TYPE_CHECKING
 
+from websockets.exceptions import ConnectionClosed
+
 from chargeward.campaign.machine import ACCEPTED_RESPONSES
-from chargeward.errors import CommandNotDelivered
+from chargeward.errors import CommandNotDelivered, TransportError
 from chargeward.ocpp.csms import FirmwareOrder
 from chargeward.server.common import urls
 from chargeward.server.rollout import deltas, link_budget, update_orders
+from chargeward.server.store.db import assert_leading
 
 if TYPE_CHECKING:  # the server state holds this layer's services; typing only
     from chargeward.server.state import ServerState
@@ -57,6 +60,7 @@ async def send_update(
         offer = None if via else order.delta
         custom = deltas.custom_data(offer, link(offer.sha256)) if offer is not None else None
         budget = await state.budgets.get(state.db, order.station_id)
+        assert_leading()  # a campaign's leader, paused past its lease, sends nothing
         try:
             response = await cp.update_firmware(
                 FirmwareOrder(
@@ -73,7 +77,8 @@ async def send_update(
             )
         except CommandNotDelivered:  # its node gone: the station never saw it
             response = "NotDelivered"
-        except TimeoutError:
+        except (TimeoutError, TransportError, ConnectionClosed):
+            # The request may have reached the station: the run asks it (machine, confirm).
             response = "NoResponse"
         except Exception as e:  # CALLERROR or connection lost: record, then report
             response = f"Error:{type(e).__name__}"[:30]

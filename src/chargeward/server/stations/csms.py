@@ -21,17 +21,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import datetime as dt
 import logging
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
-from sqlalchemy.ext.asyncio import AsyncSession
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -40,27 +37,20 @@ from websockets.http11 import Request, Response
 from chargeward.errors import Conflict, TransportError
 from chargeward.limits import DEFAULT_SERVER_LIMITS, ServerLimits
 from chargeward.logging_setup import websocket_logger
-from chargeward.ocpp.csms import BootInfo, CsmsChargePoint, SignAnswer, SignedChain, UpdateAvailable
+from chargeward.ocpp.csms import CsmsChargePoint
 from chargeward.server.auth import passwords
 from chargeward.server.auth.throttle import StationThrottle
 from chargeward.server.common.metrics import MeteredChargePoint, Metrics
 from chargeward.server.fleet import station_registry
-from chargeward.server.rollout import local_cache, update_orders
-from chargeward.server.rollout.repository import record_available_update
-from chargeward.server.stations import logs, station_certificates, station_reports, station_security
+from chargeward.server.stations import station_certificates, station_security
 from chargeward.server.stations.group_commit import GroupCommit
+from chargeward.server.stations.sink import Clock, DbSink, utc_now
 from chargeward.server.store.db import Database
 from chargeward.server.store.tables import Station
 
 LOG = logging.getLogger("chargeward.csms")
 SUBPROTOCOL = "ocpp2.0.1"
 PATH_PREFIX = "/ocpp/"
-
-Clock = Callable[[], dt.datetime]
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass
@@ -97,235 +87,8 @@ class Presence(Protocol):
     async def connected(self, station_id: str, writes: GroupCommit | None = None) -> None: ...
     async def disconnected(self, station_id: str) -> bool: ...  # True: held by another node
 
-
-class DbSink:
-    """Station reports into the database.
-
-    Each report is committed before the station gets its answer, many reports to a
-    transaction (:class:`~chargeward.server.stations.group_commit.GroupCommit`).  Heartbeats are the
-    exception: they only move ``last_seen``, so they are gathered in
-    memory and written in one statement at most every ``seen_flush_interval`` seconds
-    (10,000 stations send one every few minutes; a transaction each would be most of the
-    server's work, benchmarks/bench_connections.py).
-    """
-
-    def __init__(
-        self,
-        db: Database,
-        clock: Clock = _utc_now,
-        charger_ca: station_security.ChargerCa | None = None,
-        seen_flush_interval: float = 5.0,
-    ) -> None:
-        self.db = db
-        self.clock = clock
-        self.charger_ca = charger_ca
-        self.seen_flush_interval = seen_flush_interval
-        self.writes = GroupCommit(db)  # station reports, many per transaction
-        self._seen: dict[str, dt.datetime] = {}
-        # What a station can write to the audit log, per window (ADR 0027).
-        self.event_budget = station_reports.StationWriteBudget()
-        self.boot_budget = station_reports.StationWriteBudget(
-            station_reports.BOOT_BUDGET, action="station.boots_suppressed"
-        )
-        self.csr_refusal_budget = station_reports.StationWriteBudget(
-            station_reports.CSR_REFUSAL_BUDGET, action="station.certificates_refused_suppressed"
-        )
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def check_csr(self, station_id: str, csr: str, certificate_type: str) -> SignAnswer:
-        answer = station_security.decide_csr(self.charger_ca, station_id, csr, certificate_type)
-        if answer.status == "Accepted" and not await station_security.claim_csr_request(
-            self.db, station_id, now=self.clock()
-        ):  # only a CSR the CSMS asked for, once per request (ADR 0027)
-            answer = SignAnswer("Rejected", station_security.UNSOLICITED)
-        if answer.status != "Accepted":
-            LOG.warning("%s: SignCertificate rejected: %s", station_id, answer.reason)
-            now = self.clock()
-            reason = answer.reason or "rejected"
-            admitted, closed = self.csr_refusal_budget.admit(station_id, reason, now)
-            if closed is not None:
-                await self._summarise([closed], now)
-            if admitted:  # beyond the budget: counted in the window's summary (ADR 0027)
-                await station_security.audit_csr_refused(self.db, station_id, reason, now)
-        return answer
-
-    async def _summarise(
-        self, closed: list[station_reports.SuppressedEvents], now: dt.datetime
-    ) -> None:
-        async def write(s: AsyncSession) -> None:
-            for summary in closed:
-                await station_reports.record_suppressed_events(s, summary, now=now)
-
-        await self.writes.run(write, station_id=closed[0].station_id)
-
-    async def sign_csr(self, station_id: str, csr: str) -> SignedChain:
-        assert self.charger_ca is not None  # check_csr accepted the request
-        chain = await station_security.sign_csr(
-            self.db, self.charger_ca, station_id, csr, now=self.clock()
-        )
-        LOG.info("%s: issued station certificate %s", station_id, chain.serial)
-        return chain
-
-    async def certificate_delivered(self, station_id: str, chain: SignedChain, status: str) -> None:
-        LOG.info("%s: CertificateSigned %s: %s", station_id, chain.serial, status)
-        await station_security.record_certificate_delivered(
-            self.db, station_id, chain, status, self.clock()
-        )
-
-    async def boot(self, station_id: str, info: BootInfo) -> None:
-        now = self.clock()
-        admitted, closed = self.boot_budget.admit(station_id, info.reason, now)
-        await self.writes.run(
-            lambda s: station_reports.record_boot(
-                s,
-                station_id,
-                reason=info.reason,
-                firmware_version=info.firmware_version,
-                model=info.model,
-                vendor=info.vendor,
-                serial_number=info.serial_number,
-                now=now,
-                admitted=admitted,
-                closed=closed,
-            ),
-            station_id=station_id,
-            open_update=info.reason == "FirmwareUpdate",  # it belongs to that update
-            alerts=True,  # firmware drift
-        )
-
-    async def connected(self, station_id: str, connected: bool) -> bool:
-        """Record a (dis)connection; returns whether the station ever booted."""
-        now = self.clock()
-        if not connected:
-            budgets = (self.event_budget, self.boot_budget, self.csr_refusal_budget)
-            closed = [c for b in budgets if (c := b.close(station_id)) is not None]
-            if closed:
-                await self._summarise(closed, now)
-        return await self.writes.run(
-            lambda s: station_registry.set_connected(s, station_id, connected, now=now),
-            station_id=station_id,
-        )
-
-    async def heartbeat(self, station_id: str) -> None:
-        self._seen[station_id] = self.clock()
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_later())
-
-    async def _flush_later(self) -> None:
-        await asyncio.sleep(self.seen_flush_interval)
-        await self.flush_seen()
-
-    async def flush_seen(self) -> None:
-        """Write the gathered ``last_seen`` times now (also on shutdown)."""
-        seen, self._seen = self._seen, {}
-        if seen:
-            try:
-                async with self.db.session() as s:
-                    await station_registry.touch_many(s, seen)
-            except Exception:  # a lost batch costs only freshness; never the listener
-                LOG.exception("cannot record last-seen times of %d stations", len(seen))
-
-    async def close(self) -> None:
-        """Write what is pending (on shutdown)."""
-        await self.flush_seen()
-        await self.writes.close()
-
-    async def connector_status(
-        self, station_id: str, evse_id: int, connector_id: int, status: str
-    ) -> None:
-        now = self.clock()
-        await self.writes.run(
-            lambda s: station_reports.record_connector_status(
-                s, station_id, evse_id=evse_id, connector_id=connector_id, status=status, now=now
-            ),
-            station_id=station_id,
-        )
-
-    async def firmware_status(
-        self, station_id: str, status: str, request_id: int | None, note: str | None = None
-    ) -> None:
-        now = self.clock()
-        await self.writes.run(
-            lambda s: station_reports.record_firmware_status(
-                s, station_id, status=status, request_id=request_id, now=now, note=note
-            ),
-            station_id=station_id,
-            request_id=request_id,
-        )
-
-    async def publish_status(
-        self, station_id: str, status: str, request_id: int | None, locations: list[str]
-    ) -> None:
-        now = self.clock()
-        await self.writes.run(
-            lambda s: local_cache.record_status(s, station_id, status, request_id, locations, now),
-            station_id=station_id,
-        )
-
-    async def update_response(self, station_id: str, request_id: int, response: str) -> None:
-        """The answer to an UpdateFirmware (or why there was none), with the reports."""
-        now = self.clock()
-        await self.writes.run(
-            lambda s: update_orders.set_update_response(s, request_id, response, now=now),
-            station_id=station_id,
-            request_id=request_id,
-        )
-
-    async def log_status(self, station_id: str, status: str, request_id: int | None) -> None:
-        now = self.clock()
-        await self.writes.run(
-            lambda s: logs.record_status(
-                s, station_id, status=status, request_id=request_id, now=now
-            ),
-            station_id=station_id,
-        )
-
-    async def security_event(
-        self, station_id: str, type: str, timestamp: dt.datetime, tech_info: str | None
-    ) -> None:
-        now = self.clock()
-        admitted, closed = self.event_budget.admit(station_id, type, now)
-        await self.writes.run(
-            lambda s: station_reports.record_security_event(
-                s,
-                station_id,
-                type=type,
-                timestamp=timestamp,
-                tech_info=tech_info,
-                now=now,
-                admitted=admitted,
-                closed=closed,
-            ),
-            station_id=station_id,
-            open_update=True,
-            alerts=True,
-        )
-
-    async def owner_notification(self, station_id: str, notice: dict[str, Any]) -> None:
-        now = self.clock()
-        await self.writes.run(
-            lambda s: station_reports.record_owner_notification(s, station_id, notice, now=now),
-            station_id=station_id,
-        )
-
-    async def transactions(self, station_id: str, active: dict[str, str]) -> None:
-        now = self.clock()
-        await self.writes.run(
-            lambda s: station_reports.record_transactions(s, station_id, active, now=now),
-            station_id=station_id,
-        )
-
-    async def update_available(self, station_id: str, report: UpdateAvailable) -> None:
-        now = self.clock()
-        found = {
-            "target": report.target,
-            "version": report.version,
-            "security_version": report.security_version,
-        }
-        await self.writes.run(
-            lambda s: record_available_update(s, station_id, found, now=now),
-            station_id=station_id,
-        )
+    @property
+    def presence_id(self) -> str | None: ...  # this node's id in a cluster, else None
 
 
 def station_id_from_path(path: str) -> str | None:
@@ -374,7 +137,7 @@ class CsmsListener:
         registry: Registry,
         *,
         heartbeat_interval: int = 300,
-        clock: Clock = _utc_now,
+        clock: Clock = utc_now,
         ssl_context: ssl.SSLContext | None = None,
         charger_ca: station_security.ChargerCa | None = None,
         allow_profile_1: bool = False,
@@ -537,10 +300,12 @@ class CsmsListener:
             LOG.info("%s: new connection replaces the old one", station_id)
             await old._connection.close(1000, "replaced by a new connection")
         self.registry.stations[station_id] = cp
-        booted_before = await self.sink.connected(station_id, True)
-        cp.booted = cp.booted or booted_before
+        # Presence first: a node this station just left sees it held here before it would
+        # record the disconnection (station_registry.set_connected).
         if self.presence is not None:
             await self.presence.connected(station_id, self.sink.writes)
+        booted_before = await self.sink.connected(station_id, True)
+        cp.booted = cp.booted or booted_before
         # A reconnect without a reboot: sessions the station may have ended while its
         # TransactionEvent was lost are closed by its connector statuses, so ask for them.
         asking = asyncio.create_task(self._ask_connectors(cp)) if cp.booted else None
@@ -559,7 +324,8 @@ class CsmsListener:
                     station_id
                 )
                 if not elsewhere:  # it may have reconnected to another node already
-                    await self.sink.connected(station_id, False)
+                    holder = self.presence.presence_id if self.presence is not None else None
+                    await self.sink.connected(station_id, False, node_id=holder)
                     if station_id in self.registry.stations:
                         # It reconnected here while that write waited for its batch (a
                         # charger back from a reboot in under a second): its "connected"

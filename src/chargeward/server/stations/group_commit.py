@@ -22,11 +22,17 @@ queue up, so batches grow with the load and a lone write waits 20 ms at most.
 A write that fails must not take the others down with it: when a batch fails, each of its
 writes runs again in a transaction of its own, and only the one that fails gets the error.
 Writes are therefore functions of the session alone, with no effect outside it.
+
+Audit entries of these writes (every station report) are queued, not appended: on PostgreSQL
+each session is marked with :func:`chargeward.audit.sequencer.defer`, so a batch inserts its
+entries into ``audit_queue`` and never waits for the cluster-wide ``audit_tree_head`` row lock
+(ADR 0033).  A write must therefore not read its own audit entries back from the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +40,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chargeward.audit.sequencer import defer
 from chargeward.server.stations.station_reports import ReportKeys, prefetch_reports
 from chargeward.server.store.db import Database
 
@@ -92,7 +99,11 @@ class GroupCommit:
         self._queue.append(_Queued(write, station_id, request_id, open_update, alerts, future))
         self._wake.set()
         if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._work(), name="group-commit")
+            # A context of its own: the worker outlives its first caller, whose context
+            # (a leader job's fence, a request's principal) must not apply to later batches.
+            self._worker = asyncio.create_task(
+                self._work(), name="group-commit", context=contextvars.Context()
+            )
         return await future
 
     async def close(self) -> None:
@@ -148,6 +159,7 @@ class GroupCommit:
             alerts=frozenset(q.station_id for q in batch if q.alerts and q.station_id is not None),
         )
         async with self.db.session() as s:
+            defer(s)  # audit entries into the queue: no audit head lock (ADR 0033)
             # Into the identity map, where each write's session.get finds its rows.  The map
             # holds unchanged rows weakly: ``loaded`` keeps them alive for the batch.
             loaded = await prefetch_reports(s, keys)
@@ -158,6 +170,7 @@ class GroupCommit:
     async def _run_alone(self, queued: _Queued) -> None:
         try:
             async with self.db.session() as s:
+                defer(s)
                 result = await queued.write(s)
         except Exception as e:
             _settle(queued, error=e)

@@ -309,6 +309,8 @@ async def record_firmware_status(
             update.outcome = "succeeded"
         elif status in FAILED_STATUSES:
             update.outcome = "failed"
+        elif status in machine.PROGRESS_STATUSES and update.outcome == "timed_out":
+            update.outcome = "pending"  # given up on too early: the station works on it
     tid = update.transaction_id if update else None
     queue_insert(
         s,
@@ -330,7 +332,7 @@ async def record_firmware_status(
         details={"status": status, "request_id": request_id, **({"note": note} if note else {})},
         now=now,
     )
-    if request_id is not None:
+    if request_id is not None or status == machine.IDLE:  # Idle names no request
         await campaign_runs.on_station_event(
             s, station_id, machine.Status(now, status), request_id=request_id
         )

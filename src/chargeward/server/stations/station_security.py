@@ -44,7 +44,7 @@ from chargeward.errors import Conflict, InvalidValue, NotFound, TransportError, 
 from chargeward.ocpp.csms import SignAnswer, SignedChain
 from chargeward.server.auth import passwords
 from chargeward.server.stations import station_certificates
-from chargeward.server.store.db import Database
+from chargeward.server.store.db import Database, LeadershipLost
 from chargeward.server.store.tables import Station
 
 if TYPE_CHECKING:
@@ -517,6 +517,8 @@ async def renew_certificates_forever(
     while True:
         try:
             await renew_expiring_certificates(db, registry, within=within, clock=clock)
+        except LeadershipLost:  # another node leads: its own pass takes over
+            raise
         except Exception:  # a database hiccup must not end renewals for good
             LOG.exception("certificate renewal pass failed")
         await asyncio.sleep(interval)

@@ -13,6 +13,11 @@ PostgreSQL, "database is locked" on SQLite) goes through :meth:`Database.write`,
 again in a fresh transaction and raises :class:`DatabaseBusy` once its attempts are spent; the
 REST API answers that, and a pool with no free connection, with 503 and Retry-After (ADR 0031).
 
+The leader's jobs run with :data:`LEADER_FENCE` set: each transaction they open through
+:meth:`Database.session` or :meth:`Database.serialized` first checks that this node still holds
+the leader lease and locks it for the transaction (ADR 0034); :func:`assert_leading` guards
+their effects outside the database.
+
 Every PostgreSQL session is bounded by :class:`DatabaseTimeouts`: a transaction left idle (its
 node paused or cut off) is ended by the server, a lock wait or a statement gives up, and TCP
 keepalives on both ends notice a peer that is gone.  A lock wait that gave up is retried like
@@ -28,9 +33,10 @@ import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -151,8 +157,45 @@ LOST_TO_CONCURRENT = {
 TIMED_OUT = {"57014": "statement timed out"}  # statement_timeout: answered 503, not retried
 TOO_MANY_CONNECTIONS = "53300"  # PostgreSQL refused a new connection: max_connections reached
 WRITE_ATTEMPTS = 5  # tries of one write before it answers DatabaseBusy
+FENCE_ATTEMPTS = 3  # tries of a serialized transaction's leader fence (a renewal in between)
 RETRY_BASE_DELAY = 0.02  # seconds; attempt n waits up to base * 2**n (full jitter)
 RETRY_AFTER = 1  # seconds a client is told to wait after a DatabaseBusy or a pool timeout
+
+
+class LeadershipLost(ChargewardError):
+    """This node's leader lease ran out or passed to another node: a leader job stops
+    before it writes or sends anything.  Nothing of the transaction was committed."""
+
+
+class Fence(Protocol):
+    """The leader's fencing (``chargeward.server.cluster``): a leader job's transactions and
+    station commands run only while this node holds the lease."""
+
+    def check_local(self) -> None:
+        """Raise :class:`LeadershipLost` if the lease may have run out by this process's
+        clock (a node paused past it notices before it acts)."""
+
+    async def check(self, s: AsyncSession) -> None:
+        """As :meth:`check_local`, then in ``s``'s transaction: the lease is still this
+        node's, and stays so until the transaction ends (the row is locked FOR SHARE)."""
+
+
+# Set in the tasks of the leader's jobs; every transaction they open is fenced.
+LEADER_FENCE: ContextVar[Fence | None] = ContextVar("chargeward_leader_fence", default=None)
+
+
+def assert_leading() -> None:
+    """Before an effect outside the database in a leader job (a station command): raise
+    :class:`LeadershipLost` if this node may no longer lead.  A no-op outside leader jobs."""
+    fence = LEADER_FENCE.get()
+    if fence is not None:
+        fence.check_local()
+
+
+async def _fenced(s: AsyncSession) -> None:
+    fence = LEADER_FENCE.get()
+    if fence is not None:
+        await fence.check(s)
 
 
 class DatabaseBusy(ChargewardError):
@@ -288,6 +331,7 @@ class Database:
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session in a transaction: committed on success, rolled back on error."""
         async with self._sessions() as s, s.begin():
+            await _fenced(s)
             yield s
 
     @asynccontextmanager
@@ -308,11 +352,26 @@ class Database:
             else:
                 await s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             try:
+                await self._fenced_snapshot(s)
                 yield s
             except BaseException:
                 await s.rollback()
                 raise
             await s.commit()
+
+    async def _fenced_snapshot(self, s: AsyncSession) -> None:
+        """The leader fence as the first statement of a REPEATABLE READ transaction.  Its row
+        lock fails the transaction when the lease was renewed since the snapshot was taken
+        (that statement's own start): begun again, the check waits for no one."""
+        for attempt in range(1, FENCE_ATTEMPTS + 1):
+            try:
+                await _fenced(s)
+                return
+            except DBAPIError as e:
+                if lost_to_concurrent(e) is None or attempt == FENCE_ATTEMPTS:
+                    raise
+            await s.rollback()
+            await s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[AsyncSession]:

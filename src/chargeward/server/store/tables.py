@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chargeward.audit import tables as audit_tables
+from chargeward.server.store import cluster_tables
 from chargeward.storage.base import Base
 
 AUDIT_TABLES = (
@@ -32,6 +33,13 @@ AUDIT_TABLES = (
     audit_tables.AuditNode,
     audit_tables.AuditTreeHead,
     audit_tables.AuditCheckpoint,
+    audit_tables.AuditQueued,
+)
+CLUSTER_TABLES = (  # several nodes on one PostgreSQL database
+    cluster_tables.ClusterNode,
+    cluster_tables.ClusterLeader,
+    cluster_tables.StationPresence,
+    cluster_tables.StationCommand,
 )
 # Every table, the audit log's included: what the migrations build and the schema tests check.
 SCHEMA = Base.metadata
@@ -502,49 +510,7 @@ class LoginThrottle(Base):
     window_usernames: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
 
 
-# Scale-out (PostgreSQL only; see chargeward.server.cluster.cluster).
-# Times here are the database's.
-
-
-class ClusterNode(Base):
-    """One running server process; stale heartbeat = gone, with its stations."""
-
-    __tablename__ = "cluster_nodes"
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    api_url: Mapped[str | None] = mapped_column(String(200))
-    started_at: Mapped[dt.datetime]
-    heartbeat_at: Mapped[dt.datetime]
-
-
-class StationPresence(Base):
-    """Which node holds a station's websocket."""
-
-    __tablename__ = "station_presence"
-
-    station_id: Mapped[str] = mapped_column(String(48), primary_key=True)
-    node_id: Mapped[str] = mapped_column(String(36), index=True)
-    connected_at: Mapped[dt.datetime]
-
-
-class StationCommand(Base):
-    """A call to a station connected to another node: pending -> running -> done | expired."""
-
-    __tablename__ = "station_commands"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    node_id: Mapped[str] = mapped_column(String(36))  # the node holding the station
-    station_id: Mapped[str] = mapped_column(String(48))
-    method: Mapped[str] = mapped_column(String(60))
-    args: Mapped[dict[str, Any]] = mapped_column()
-    state: Mapped[str] = mapped_column(String(10), default="pending")
-    result: Mapped[dict[str, Any] | None]  # {"value": ...} or {"error": kind, "message": ...}
-    created_at: Mapped[dt.datetime]
-    deadline_at: Mapped[dt.datetime]
-    finished_at: Mapped[dt.datetime | None]
-
-
-Index("ix_station_commands_claim", StationCommand.node_id, StationCommand.state)
+# Scale-out (PostgreSQL only): chargeward.server.store.cluster_tables, part of SCHEMA.
 
 
 # -- campaigns (server/campaigns.py, chargeward.campaign) ----------------------------------

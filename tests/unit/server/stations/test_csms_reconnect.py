@@ -104,11 +104,11 @@ async def test_a_reconnect_while_the_old_connection_s_disconnect_is_written_stay
         reconnected = asyncio.Event()
         disconnecting = asyncio.Event()
 
-        async def late_disconnect(station_id: str, connected: bool) -> bool:
+        async def late_disconnect(station_id: str, connected: bool, **kw: Any) -> bool:
             if not connected:  # held back until the new connection's write went through
                 disconnecting.set()
                 await reconnected.wait()
-            return await real(station_id, connected)
+            return await real(station_id, connected, **kw)
 
         listener.sink.connected = late_disconnect  # type: ignore[method-assign]
         try:
