@@ -190,6 +190,14 @@ class ServerLimits:
     station_components    count   16       components a station reports versions of
     approver_keyid_chars  chars   64       an approver key id (SHA-256, hex)
     approver_label_chars  chars   100      an approver key's label
+    station_events        count   200      NotifyEvent rows kept per station (older pruned)
+    station_event_age     time    30 days  how long a NotifyEvent row is kept
+    meter_evses           count   16       EVSEs whose last MeterValues a station keeps
+    meter_samples         count   32       sampled values kept of one EVSE's last meter value
+    device_model_vars     count   2000     variables kept of one NotifyReport device model
+                                           (the rest counted: ``truncated``)
+    device_model_reports  count   2        multi-part NotifyReports one station assembles
+                                           at once (another requestId drops the oldest)
     ===================== ======= ======== ======================================================
 
     Request-model bounds (pydantic ``Field``/``Query``) are fixed when the routes are
@@ -208,6 +216,12 @@ class ServerLimits:
     station_components: int = 16
     approver_keyid_chars: int = 64
     approver_label_chars: int = 100
+    station_events: int = 200
+    station_event_age: dt.timedelta = dt.timedelta(days=30)
+    meter_evses: int = 16
+    meter_samples: int = 32
+    device_model_vars: int = 2000
+    device_model_reports: int = 2
 
 
 DEFAULT_FORMAT_LIMITS = FormatLimits()

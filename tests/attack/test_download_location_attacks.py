@@ -116,11 +116,7 @@ def charger(tmp_path: Path, lab: Lab) -> StateDir:
 
 
 def refusals(csms: Csms) -> list[str]:
-    return [
-        e["tech_info"]
-        for e in csms.of("SecurityEventNotification")
-        if e["type"] == "RemoteLocationRefused"
-    ]
+    return [e["tech_info"] for e in csms.security_events() if e["type"] == "RemoteLocationRefused"]
 
 
 def slot_b(state: StateDir) -> bytes | None:

@@ -30,7 +30,7 @@ from chargeward.crypto.sealing import generate_device_key_pair
 from chargeward.crypto.tls import build_csr
 from chargeward.server.auth import lockout
 from chargeward.server.fleet import alerts, fleet
-from chargeward.server.stations import station_reports, station_security
+from chargeward.server.stations import station_reports, station_security, write_budget
 from chargeward.server.stations.station_security import renew_certificate
 from chargeward.server.store.tables import BootEvent, LoginThrottle, SecurityEvent, Station
 from tests.support.accounts_api import AccountsApi, User, accounts_api
@@ -216,7 +216,7 @@ async def test_security_event_flood_is_bounded_and_summarised(
                     type="TamperDetectionActivated", timestamp="2026-12-07T05:00:01Z"
                 )
             )
-        budget = station_reports.SECURITY_EVENT_BUDGET
+        budget = write_budget.SECURITY_EVENT_BUDGET
 
         async def summaries() -> list[dict[str, Any]]:
             return [
@@ -274,7 +274,7 @@ async def test_unsolicited_sign_certificate_issues_nothing(tmp_path: Path, tls_p
                 )
             assert [a.status for a in answers] == ["Rejected"] * 50
             assert await _leaf_count(csms) - before <= 10  # bounded, not 50
-            budget = station_reports.CSR_REFUSAL_BUDGET
+            budget = write_budget.CSR_REFUSAL_BUDGET
             trail = await csms.audit(sid)
             assert "station.certificate_issued" not in [a for a, _ in trail]
             refused = [d["reason"] for a, d in trail if a == "station.certificate_refused"]
@@ -417,7 +417,7 @@ async def test_boot_notification_flood_is_bounded_and_summarised(
         # Connect, the budget's boots, disconnect, the summary: bounded, not 201.
         assert await _leaf_count(csms) - before <= 15
         boots = [a for a, _ in await csms.audit(sid) if a == "station.boot"]
-        budget = station_reports.BOOT_BUDGET
+        budget = write_budget.BOOT_BUDGET
         assert len(boots) == budget
         async with csms.db.session() as s:
             stored = await s.scalar(

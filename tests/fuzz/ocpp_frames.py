@@ -83,6 +83,13 @@ class Sink:
 
     async def certificate_delivered(self, *_: Any) -> None: ...
 
+    async def authorize(self, *_: Any) -> str:
+        return "Accepted"
+
+    async def meter_values(self, *_: Any) -> None: ...
+    async def events(self, *_: Any) -> None: ...
+    async def device_model(self, *_: Any) -> None: ...
+
 
 class Controller:
     """A charger that refuses every request."""
@@ -91,6 +98,9 @@ class Controller:
         return "Rejected"
 
     async def after_update_firmware(self, *_: Any) -> None: ...
+    def trigger_status(self, *_: Any) -> str:
+        return "Rejected"
+
     async def trigger(self, *_: Any) -> None: ...
 
     def reset(self, *_: Any) -> str:

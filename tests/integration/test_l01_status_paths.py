@@ -90,7 +90,7 @@ def soon(clock: Clock, seconds: float = 1.0) -> dt.datetime:
 
 
 def events(csms: object) -> list[str]:
-    return [e["type"] for e in csms.of("SecurityEventNotification")]  # type: ignore[attr-defined]
+    return [e["type"] for e in csms.security_events()]  # type: ignore[attr-defined]
 
 
 async def test_happy_path(charger: StateDir, rel: Releases, files: TufRepo, clock: Clock) -> None:

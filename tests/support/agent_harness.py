@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ocpp.exceptions import FormatViolationError, OCPPError
 from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
@@ -25,6 +26,7 @@ from chargeward.agent.state import Identity, StateDir
 from chargeward.agent.tuf_client import RepositoryLimits
 from chargeward.model.targets import TargetCustom
 from chargeward.ocpp.base import ocpp_time
+from chargeward.ocpp.security_events import chargeward_event
 from chargeward.release.bundle import VerifiedBundle
 from tests.support.fleet import MODEL, Pki
 from tests.support.tufrepo import Clock, TufRepo
@@ -43,14 +45,46 @@ L01_HAPPY = [
 
 @dataclass
 class Csms:
-    """Records every CALL from the charger; :meth:`update_firmware` sends one to it."""
+    """Records every CALL from the charger; :meth:`update_firmware` sends one to it.
+
+    :meth:`refuse` makes it answer the next CALLs of an action with a CALLERROR (recorded in
+    ``refused``, not in ``calls``); ``boot_status`` is its BootNotification answer.
+    """
 
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     station: ChargePoint | None = None
     url: str = ""
+    boot_status: str = "Accepted"
+    refused: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    _refusals: dict[str, list[OCPPError]] = field(default_factory=dict)
 
     def of(self, action: str) -> list[dict[str, Any]]:
         return [body for name, body in self.calls if name == action]
+
+    def refuse(self, action: str, times: int = 1, error: type[OCPPError] | None = None) -> None:
+        """Answer the next ``times`` CALLs of ``action`` with a CALLERROR (FormatViolation
+        unless ``error`` says otherwise)."""
+        kind = error or FormatViolationError
+        self._refusals.setdefault(action, []).extend(
+            kind(description=f"refused by the test CSMS ({i + 1}/{times})") for i in range(times)
+        )
+
+    def security_events(self) -> list[dict[str, Any]]:
+        """The SecurityEventNotifications received, read as the Chargeward server reads them:
+        ``type`` Chargeward's own name (with ``ocpp_type`` the type sent) and ``tech_info``
+        the detail after it."""
+        events = []
+        for body in self.of("SecurityEventNotification"):
+            name, detail = chargeward_event(body["type"], body.get("tech_info"))
+            events.append({**body, "type": name, "tech_info": detail, "ocpp_type": body["type"]})
+        return events
+
+    def _record(self, action: str, body: dict[str, Any]) -> None:
+        pending = self._refusals.get(action)
+        if pending:
+            self.refused.append((action, body))
+            raise pending.pop(0)
+        self.calls.append((action, body))
 
     async def wait(self, pred: Callable[[], Any], what: str, timeout: float = 15) -> Any:
         deadline = time.monotonic() + timeout
@@ -116,15 +150,14 @@ class Csms:
 
 
 def _station(csms: Csms, station_id: str, ws: ServerConnection) -> ChargePoint:
-    def record(action: str, body: dict[str, Any]) -> None:
-        csms.calls.append((action, body))
+    record = csms._record
 
     class Station(ChargePoint):  # type: ignore[misc]
         @on(Action.boot_notification)
         def boot(self, **kw: Any) -> call_result.BootNotification:
             record("BootNotification", kw)
             return call_result.BootNotification(
-                current_time=ocpp_time(Clock().now), interval=300, status="Accepted"
+                current_time=ocpp_time(Clock().now), interval=300, status=csms.boot_status
             )
 
         @on(Action.status_notification)
@@ -139,6 +172,8 @@ def _station(csms: Csms, station_id: str, ws: ServerConnection) -> ChargePoint:
 
         @on(Action.heartbeat)
         def heartbeat(self, **kw: Any) -> call_result.Heartbeat:
+            if csms._refusals.get("Heartbeat"):
+                record("Heartbeat", kw)
             return call_result.Heartbeat(current_time=ocpp_time(Clock().now))
 
         @on(Action.firmware_status_notification)

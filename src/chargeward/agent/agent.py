@@ -36,11 +36,13 @@ import contextlib
 import datetime as dt
 import logging
 import ssl
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 from cryptography import x509
+from ocpp.exceptions import OCPPError
 from ocpp.v201 import call
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -50,6 +52,7 @@ from chargeward.agent import tls as station_tls
 from chargeward.agent.bootloader import Booted, NoBootableSlot
 from chargeward.agent.callbacks import StationCallbacks
 from chargeward.agent.config import AgentConfig
+from chargeward.agent.event_outbox import EventOutbox, RefusedEvent
 from chargeward.agent.local_cache import FirmwareCache
 from chargeward.agent.location import SECURITY_EVENT as LOCATION_EVENT
 from chargeward.agent.location import LocationRefused
@@ -65,13 +68,14 @@ from chargeward.agent.verify import SecurityUpdate
 from chargeward.errors import ChargewardError, ConfigError
 from chargeward.limits import DEFAULT_AGENT_LIMITS
 from chargeward.logging_setup import websocket_logger
-from chargeward.ocpp.base import VENDOR_ID, ocpp_time, utc_now
+from chargeward.ocpp.base import VENDOR_ID, utc_now
 from chargeward.ocpp.station import QuarantineChargePoint, StationChargePoint
 
 LOG = logging.getLogger("chargeward.agent")
 SUBPROTOCOL = "ocpp2.0.1"
 TECH_INFO_MAX = 255
 ROUTINE_EVENTS = frozenset({"FirmwareUpdated", "StartupOfTheDevice", "ResetOrReboot"})
+BOOT_RETRY_MAX = 300.0  # seconds between BootNotifications the CSMS refused with a CALLERROR
 
 
 def retry_after(value: str | None, most: float = DEFAULT_AGENT_LIMITS.retry_after_s) -> float:
@@ -102,6 +106,11 @@ class Agent:
         self._csms_chain: list[x509.Certificate] = []  # the CSMS's TLS certificates, if any
         self._boot_reason = "PowerUp"
         self._heartbeat_interval = 300
+        # CALLs the CSMS answered with a CALLERROR, per action and error code (diagnostics).
+        self.refused_calls: Counter[tuple[str, str]] = Counter()
+        # Security events on their way; through whatever ``_call`` is at the time.
+        self.outbox = EventOutbox(self.identity.station_id, lambda p: self._call(p))
+        self._boot_now = asyncio.Event()  # TriggerMessage(BootNotification) while not accepted
         self.updates = UpdatePipeline(self)
         self.repository = RepositoryChecks(self)
         self.registered = asyncio.Event()  # BootNotification accepted during this boot
@@ -217,6 +226,11 @@ class Agent:
     async def check_for_security_updates(self) -> list[SecurityUpdate]:
         """See :meth:`RepositoryChecks.check_for_security_updates`."""
         return await self.repository.check_for_security_updates()
+
+    def boot_now(self) -> None:
+        """TriggerMessage(BootNotification) before this boot was accepted (OCPP F06): the
+        start-up sends its BootNotification at once instead of waiting out the interval."""
+        self._boot_now.set()
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -402,23 +416,32 @@ class Agent:
 
     async def _session_work(self, booted: Booted | None, first: bool) -> None:
         """Start-up of one connection (BootNotification, or connector status after a
-        reconnect; the tamper notification in quarantine), then heartbeats."""
+        reconnect; the tamper notification in quarantine), the security events refused on an
+        earlier connection, then heartbeats."""
+        retry = self.outbox.take()  # refused from now on: next time
         if booted is None:  # quarantine: notify, no heartbeats, no connector status
             if first:
                 await self.tamper.notify()
                 self.started = True
+            await self.outbox.resend(retry)
             await asyncio.Event().wait()  # until the connection closes or a reboot
         elif first:
             await self._startup(booted)
             self.started = True
         else:
             await self.charging.send_status()
+        await self.outbox.resend(retry)
         await self._heartbeats()
 
     # -- messages to the CSMS -------------------------------------------------------------
 
     async def _call(self, payload: Any) -> Any:
-        """Send a CALL, waiting for a connection; queued across reconnects of this boot."""
+        """Send a CALL, waiting for a connection; queued across reconnects of this boot.
+
+        Returns the CALLRESULT, or None when the CSMS answered with a CALLERROR: a normal
+        answer from a peer, logged and counted here, never the end of the agent or of the
+        work that sent it (each caller carries on without the result).
+        """
         while True:
             await self._online.wait()
             cp = self._cp
@@ -431,6 +454,21 @@ class Agent:
                 if self._reboot.is_set():
                     raise
                 await asyncio.sleep(0.1)
+            except OCPPError as e:
+                self._call_refused(payload, e)
+                return None
+
+    def _call_refused(self, payload: Any, error: OCPPError) -> None:
+        action = type(payload).__name__
+        code = str(getattr(error, "code", type(error).__name__))
+        self.refused_calls[(action, code)] += 1
+        LOG.warning(
+            "%s: the CSMS answered %s with CALLERROR %s: %s",
+            self.identity.station_id,
+            action,
+            code,
+            str(getattr(error, "description", "") or error)[:200],
+        )
 
     @staticmethod
     async def _call_until_closed(cp: StationChargePoint, payload: Any) -> Any:
@@ -455,9 +493,13 @@ class Agent:
         )
         if request_id is not None:
             self.updates.reporting = (status, request_id)
-        await self._call(call.FirmwareStatusNotification(status=status, request_id=request_id))
+        result = await self._call(
+            call.FirmwareStatusNotification(status=status, request_id=request_id)
+        )
         # Recorded once the CSMS has it: a power loss before that sends it again at start-up.
-        self.state.set_last_status(status, request_id)
+        # Refused (a CALLERROR): not recorded, and the update carries on.
+        if result is not None:
+            self.state.set_last_status(status, request_id)
 
     async def _status_note(self, request_id: int, note: dict[str, Any]) -> None:
         """Downloading again, with a note for a Chargeward CSMS in customData (others ignore
@@ -471,15 +513,19 @@ class Agent:
         )
 
     async def _security_event(self, type: str, tech_info: str) -> None:
+        """Log ``type`` (Chargeward's own name, if it is one) and send it to the CSMS as an
+        OCPP-listed type (:mod:`chargeward.ocpp.security_events`); one the CSMS refuses is
+        kept for the next connection."""
         level = logging.INFO if type in ROUTINE_EVENTS else logging.WARNING
         LOG.log(level, "%s: security event %s: %s", self.identity.station_id, type, tech_info)
         now = self.clock()
         self._log_security_event(type, tech_info, now, notify=True)  # on flash before it is sent
-        await self._call(
-            call.SecurityEventNotification(
-                type=type, timestamp=ocpp_time(now), tech_info=tech_info[:TECH_INFO_MAX]
-            )
-        )
+        await self.outbox.send(RefusedEvent(type, tech_info, now, attempts=0))
+
+    @property
+    def refused_events(self) -> list[RefusedEvent]:
+        """Security events the CSMS refused, to send again at the next connection."""
+        return self.outbox.refused
 
     def record_security_event(self, type: str, tech_info: str) -> None:
         """Put a security event in the security log only (e.g. one that cannot be sent)."""
@@ -509,7 +555,9 @@ class Agent:
         )
         reason = "FirmwareUpdate" if updating else self._boot_reason
         ident = self.identity
+        refusals = 0
         while True:
+            self._boot_now.clear()
             result = await self._call(
                 call.BootNotification(
                     charging_station={
@@ -521,10 +569,17 @@ class Agent:
                     reason=reason,
                 )
             )
-            self._heartbeat_interval = max(int(result.interval or 300), 1)
-            if result.status == "Accepted":
-                break
-            await asyncio.sleep(self._heartbeat_interval)
+            if result is None:  # a CALLERROR: as a Rejected boot, retried with back-off
+                refusals += 1
+                delay = min(self.config.reconnect_delay * 2 ** min(refusals, 16), BOOT_RETRY_MAX)
+            else:
+                self._heartbeat_interval = max(int(result.interval or 300), 1)
+                if result.status == "Accepted":
+                    break
+                delay = self._heartbeat_interval
+            # Pending (or Rejected): a TriggerMessage(BootNotification) sends it at once (F06).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._boot_now.wait(), delay)
         self._boot_reason = "PowerUp"
         self.registered.set()
         for event in self.state.pending_events():  # found by the bootloader, e.g. tamper

@@ -71,9 +71,16 @@ class StationCallbacks:
 
     # -- TriggerMessage, Reset, SetVariables ------------------------------------------------
 
+    def trigger_status(self, what: str) -> str:
+        if what == "BootNotification" and self._agent.registered.is_set():
+            return "Rejected"  # OCPP F06.FR.17: this boot was already accepted
+        return "Accepted"
+
     async def trigger(self, what: str) -> None:
         agent = self._agent
-        if what == "FirmwareStatusNotification":
+        if what == "BootNotification":  # not accepted yet (Pending): the start-up sends it
+            agent.boot_now()
+        elif what == "FirmwareStatusNotification":
             busy = agent.updates.busy_status()
             if busy is not None:  # working on a request: say which, and how far it got
                 await agent._call(
@@ -99,7 +106,8 @@ class StationCallbacks:
             result = await agent._call(
                 call.SignCertificate(csr=csr, certificate_type=station_tls.STATION_CERTIFICATE)
             )
-            LOG.info("%s: SignCertificate: %s", agent.identity.station_id, result.status)
+            if result is not None:  # a CALLERROR was logged by Agent._call
+                LOG.info("%s: SignCertificate: %s", agent.identity.station_id, result.status)
 
     def reset(self, type: str) -> str:
         return "Scheduled" if self._agent.updates.installing else "Accepted"

@@ -171,6 +171,8 @@ class RepositoryChecks:
                     data=json.dumps(update.report(), sort_keys=True),
                 )
             )
+            if result is None:  # a CALLERROR (logged): reported again at the next check
+                continue
             LOG.info("%s: %s answered %s", ident.station_id, UPDATE_AVAILABLE, result.status)
             agent.state.add_reported_update(update.target)
         return updates

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,21 @@ from chargeward.supply.report_check import GatePolicy
 from chargeward.supply.severity import Severity
 
 app = typer.Typer(no_args_is_help=False, invoke_without_command=True)
+
+
+class AuthorizeAnswer(StrEnum):
+    """What the CSMS answers every Authorize (ADR 0035): Chargeward manages no id tokens."""
+
+    accept = "accept"  # idTokenInfo.status Accepted: the charger's own policy decides
+    reject = "reject"  # Invalid: no session starts through this CSMS
+    unknown = "unknown"  # Unknown: the charger falls back to its local list or offline rules
+
+
+AUTHORIZE_STATUS = {
+    AuthorizeAnswer.accept: "Accepted",
+    AuthorizeAnswer.reject: "Invalid",
+    AuthorizeAnswer.unknown: "Unknown",
+}
 
 
 @app.callback()
@@ -178,6 +194,14 @@ def server(
             "hung leader is replaced after this, and fenced (ADR 0034).",
         ),
     ] = 10.0,
+    authorize: Annotated[
+        AuthorizeAnswer,
+        typer.Option(
+            help="What every Authorize from a station is answered: accept (Accepted), reject "
+            "(Invalid) or unknown (Unknown). Chargeward manages no id tokens; run it beside "
+            "a CSMS that does if sessions need authorization (ADR 0035).",
+        ),
+    ] = AuthorizeAnswer.accept,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str | None,
@@ -249,6 +273,7 @@ def server(
                         statement=db_statement_timeout,
                     ),
                     leader_lease=leader_lease,
+                    authorize=AUTHORIZE_STATUS[authorize],
                 ),
                 ready,
             )

@@ -39,6 +39,10 @@ from chargeward.ocpp.base import (
     parse_ocpp_time,
     utc_now,
 )
+from chargeward.ocpp.core_messages import (
+    CoreMessages,
+    CoreSink,
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class BootInfo:
     serial_number: str | None
 
 
-class StationSink(Protocol):
+class StationSink(CoreSink, Protocol):
     """What the CSMS does with what a station reports."""
 
     async def boot(self, station_id: str, info: BootInfo) -> None: ...
@@ -217,8 +221,10 @@ def _hash_data(d: dict[str, Any]) -> CertificateHashData:
     )
 
 
-class CsmsChargePoint(HardenedChargePoint):
+class CsmsChargePoint(CoreMessages, HardenedChargePoint):
     """One connected station, seen from the CSMS."""
+
+    sink: StationSink
 
     def __init__(
         self,

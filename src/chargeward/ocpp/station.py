@@ -75,6 +75,11 @@ class StationController(Protocol):
 
     async def after_update_firmware(self, request_id: int, status: str) -> None: ...
 
+    def trigger_status(self, what: str) -> str:
+        """Decide the TriggerMessage response for a triggerable message: ``Accepted`` or
+        ``Rejected`` (e.g. BootNotification once the boot was accepted, OCPP F06.FR.17)."""
+        ...
+
     async def trigger(self, what: str) -> None: ...
 
     def reset(self, type: str) -> str: ...
@@ -163,6 +168,7 @@ class StationChargePoint(HardenedChargePoint):
         self.controller = controller
         self._responses: dict[int, str] = {}
         self._reset_status = "Rejected"
+        self._trigger_statuses: dict[str, str] = {}  # TriggerMessage answers, per message
         self._certificate_results: dict[str, CertificateResult] = {}
         self._log_responses: dict[int, str] = {}
         self._publish_responses: dict[str, str] = {}
@@ -218,12 +224,14 @@ class StationChargePoint(HardenedChargePoint):
     @on(Action.trigger_message)
     def on_trigger_message(self, requested_message: str, **_: Any) -> call_result.TriggerMessage:
         if requested_message in TRIGGERABLE:
-            return call_result.TriggerMessage(status=TriggerMessageStatusEnumType.accepted)
+            status = self.controller.trigger_status(requested_message)
+            self._trigger_statuses[requested_message] = status
+            return call_result.TriggerMessage(status=status)
         return call_result.TriggerMessage(status=TriggerMessageStatusEnumType.not_implemented)
 
     @after(Action.trigger_message)
     async def after_trigger_message(self, requested_message: str, **_: Any) -> None:
-        if requested_message in TRIGGERABLE:
+        if self._trigger_statuses.pop(requested_message, None) == "Accepted":
             await self.controller.trigger(requested_message)
 
     @on(Action.reset)

@@ -84,6 +84,7 @@ class ServerConfig:
     http: HttpSecurity = field(default_factory=HttpSecurity)  # HTTPS, lab flag, proxies (ADR 25)
     database: DatabaseTimeouts = DEFAULT_TIMEOUTS  # PostgreSQL session bounds (ADR 31)
     leader_lease: float = 10.0  # seconds a cluster leader leads without renewing (ADR 34)
+    authorize: str = "Accepted"  # idTokenInfo.status of every Authorize (ADR 0035)
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -274,6 +275,8 @@ async def run_server(
         allow_profile_1=config.security.allow_profile_1,
         limits=config.limits,
     )
+    listener.sink.limits = config.limits  # core-message bounds (ADR 0035)
+    listener.sink.authorize_status = config.authorize
     state.reports = listener.sink
     # Station reports queue their audit entries on PostgreSQL; every node appends them to the
     # log (ADR 0033).  SQLite queues nothing.

@@ -170,9 +170,7 @@ async def test_crl_of_a_foreign_ca_is_refused_and_reported(
     publish_update(repo, fw[2])
     publish_crl(repo, foreign.crl([serial_of(fw[2])], number=9, now=clock.now))
     async with running_csms() as csms, running_agent(state, csms, clock, repo.url):
-        events = await csms.wait(
-            lambda: csms.of("SecurityEventNotification"), "FirmwareRepositoryCheckFailed"
-        )
+        events = await csms.wait(lambda: csms.security_events(), "FirmwareRepositoryCheckFailed")
         # Not an error that blocks the check: the security release is still reported.
         await csms.wait(lambda: csms.of("DataTransfer"), "SecurityUpdateAvailable")
     assert events[0]["type"] == "FirmwareRepositoryCheckFailed"

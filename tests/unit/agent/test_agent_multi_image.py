@@ -199,7 +199,7 @@ async def test_component_missing_from_the_repository_or_tampered_on_the_way_is_r
         repo.serve(served_as("modem", modem), modem[:-1] + bytes([modem[-1] ^ 1]))
     csms = await install(state, repo, clock, location, rel)
     assert statuses(csms) == ["Downloading", "Downloaded", "InvalidSignature"]
-    events = csms.of("SecurityEventNotification")
+    events = csms.security_events()
     assert [e["type"] for e in events] == ["FirmwareRepositoryCheckFailed"]
     assert events[0]["tech_info"].startswith(f"{fault}: ")
     fetched = [] if fault == "not-listed" else [served_as("modem", modem)]

@@ -60,7 +60,7 @@ async def test_listed_update_installs_and_security_release_is_reported_once(
     assert state.boot_control().active == "b" and state.rollback_floor() == 2
     assert len(csms.of("DataTransfer")) == 1
     assert state.time_floor() is not None
-    assert not [e for e in csms.of("SecurityEventNotification") if "Repository" in e["type"]]
+    assert not [e for e in csms.security_events() if "Repository" in e["type"]]
 
 
 async def test_periodic_check_reports_each_new_security_release(
@@ -103,9 +103,7 @@ async def test_update_for_another_customer_refused_with_security_event(
         await csms.wait(lambda: "InvalidSignature" in statuses(csms), "InvalidSignature")
         events = await csms.wait(
             lambda: [
-                e
-                for e in csms.of("SecurityEventNotification")
-                if e["type"] == "FirmwareRepositoryCheckFailed"
+                e for e in csms.security_events() if e["type"] == "FirmwareRepositoryCheckFailed"
             ],
             "FirmwareRepositoryCheckFailed",
         )
@@ -138,9 +136,7 @@ async def test_failed_update_check_reported_as_security_event(
     publish_update(repo, fw[2])
     repo.publish(targets_signers=repo.keys["targets"][:1])  # under threshold
     async with running_csms() as csms, running_agent(state, csms, clock, repo.url):
-        events = await csms.wait(
-            lambda: csms.of("SecurityEventNotification"), "FirmwareRepositoryCheckFailed"
-        )
+        events = await csms.wait(lambda: csms.security_events(), "FirmwareRepositoryCheckFailed")
     assert events[0]["type"] == "FirmwareRepositoryCheckFailed"
     assert events[0]["tech_info"].startswith("unsigned: ")
     assert csms.of("DataTransfer") == []

@@ -46,6 +46,7 @@ FILTERED: Final = "filtered"  # the handler narrows its answer with customer_of(
 CUSTOMER_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/stations"): FILTERED,
     ("GET", "/api/v1/stations/{station_id}"): CHECKED,
+    ("GET", "/api/v1/stations/{station_id}/reports"): CHECKED,
     ("POST", "/api/v1/stations/{station_id}/firmware-updates"): CHECKED,
     ("GET", "/api/v1/firmware-updates/{transaction_id}"): CHECKED,
     ("GET", "/api/v1/stations/{station_id}/certificates"): CHECKED,

@@ -10,6 +10,8 @@
     GET                  /api/v1/alerts           ?state=active|open|acknowledged|resolved
     POST                 /api/v1/alerts/{id}/acknowledge
     GET                  /api/v1/security-events  ?station_id&type&since&until&critical
+    GET                  /api/v1/stations/{id}/reports  last meter values per EVSE, NotifyEvent
+                                                  entries, device model (ADR 0035)
 
 Every change is audited with the caller as actor.  Needs the operator bearer token of
 :mod:`chargeward.server.http.api`.
@@ -47,6 +49,7 @@ from chargeward.server.fleet import alerts, fleet
 from chargeward.server.http.api import Operator
 from chargeward.server.rollout import link_budget
 from chargeward.server.state import ServerState
+from chargeward.server.stations import core_reports
 
 router = APIRouter(tags=["fleet"])
 
@@ -347,3 +350,25 @@ async def security_events(
             offset=offset,
             customer=tenancy.customer_of(request),
         )
+
+
+class StationReportsView(BaseModel):
+    """What a station's MeterValues, NotifyEvent and NotifyReport left (ADR 0035)."""
+
+    station_id: str
+    meter_values: dict[str, Any]  # {evse id: {"timestamp", "sampled_value", "received_at"}}
+    events: list[dict[str, Any]]  # newest first, within the retention age
+    device_model: dict[str, Any] | None  # the last complete NotifyReport
+
+
+@router.get("/api/v1/stations/{station_id}/reports", response_model=StationReportsView)
+async def station_reports_view(
+    station_id: str,
+    request: Request,
+    _: Operator,
+    limit: Annotated[int, Query(ge=1, le=DEFAULT_SERVER_LIMITS.station_events)] = 100,
+) -> StationReportsView:
+    state = _state(request)
+    async with state.db.snapshot() as s:
+        found = await core_reports.core_reports(s, station_id, limit=limit, now=state.clock())
+    return StationReportsView(**found)

@@ -226,6 +226,8 @@ async def prefetch_runs(s: AsyncSession, station_ids: Sequence[str]) -> None:
             select(CampaignStation, Campaign)
             .join(Campaign, Campaign.id == CampaignStation.campaign_id)
             .where(CampaignStation.station_id.in_(sorted(station_ids)), Campaign.status.in_(LIVE))
+            .order_by(CampaignStation.campaign_id, CampaignStation.station_id)  # lock order
+            .with_for_update(of=CampaignStation)  # see _live_run
         )
         for station_row, campaign_row in rows:
             cache[station_row.station_id].append((station_row, campaign_row))
@@ -251,10 +253,15 @@ async def _live_run(
             and (r.request_id == request_id if request_id is not None else r.state not in TERMINAL)
         ]
         return max(mine, key=lambda rc: rc[1].id, default=None)
+    # Locked as read (PostgreSQL): a campaign tick that changed the run since (timed it out,
+    # completed its campaign) commits first and the report sees that, instead of stepping
+    # the run it read before and writing over the tick's change (a lost update: a completed
+    # campaign with a run still soaking).
     q = (
         select(CampaignStation, Campaign)
         .join(Campaign, Campaign.id == CampaignStation.campaign_id)
         .where(CampaignStation.station_id == station_id, Campaign.status.in_(LIVE))
+        .with_for_update(of=CampaignStation)
     )
     if request_id is not None:
         q = q.where(CampaignStation.request_id == request_id)

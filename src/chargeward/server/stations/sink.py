@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -12,11 +13,24 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chargeward.ocpp.csms import BootInfo, SignAnswer, SignedChain, UpdateAvailable
+from chargeward.limits import DEFAULT_SERVER_LIMITS, ServerLimits
+from chargeward.ocpp.core_messages import DeviceModelPart, EventReport, MeterReading
+from chargeward.ocpp.csms import (
+    BootInfo,
+    SignAnswer,
+    SignedChain,
+    UpdateAvailable,
+)
 from chargeward.server.fleet import station_registry
 from chargeward.server.rollout import local_cache, update_orders
 from chargeward.server.rollout.repository import record_available_update
-from chargeward.server.stations import logs, station_reports, station_security
+from chargeward.server.stations import (
+    core_reports,
+    logs,
+    station_reports,
+    station_security,
+    write_budget,
+)
 from chargeward.server.stations.group_commit import GroupCommit
 from chargeward.server.store.db import Database
 
@@ -47,20 +61,29 @@ class DbSink:
         clock: Clock = utc_now,
         charger_ca: station_security.ChargerCa | None = None,
         seen_flush_interval: float = 5.0,
+        *,
+        limits: ServerLimits = DEFAULT_SERVER_LIMITS,
+        authorize_status: str = "Accepted",
     ) -> None:
         self.db = db
+        self.limits = limits
+        # The idTokenInfo.status of every Authorize (``chargeward server --authorize``): the
+        # server manages no id tokens (ADR 0035).
+        self.authorize_status = authorize_status
+        # NotifyReport parts being assembled: station -> requestId -> assembly (ADR 0035).
+        self._reports: dict[str, dict[int, _Assembly]] = {}
         self.clock = clock
         self.charger_ca = charger_ca
         self.seen_flush_interval = seen_flush_interval
         self.writes = GroupCommit(db)  # station reports, many per transaction
         self._seen: dict[str, dt.datetime] = {}
         # What a station can write to the audit log, per window (ADR 0027).
-        self.event_budget = station_reports.StationWriteBudget()
-        self.boot_budget = station_reports.StationWriteBudget(
-            station_reports.BOOT_BUDGET, action="station.boots_suppressed"
+        self.event_budget = write_budget.StationWriteBudget()
+        self.boot_budget = write_budget.StationWriteBudget(
+            write_budget.BOOT_BUDGET, action="station.boots_suppressed"
         )
-        self.csr_refusal_budget = station_reports.StationWriteBudget(
-            station_reports.CSR_REFUSAL_BUDGET, action="station.certificates_refused_suppressed"
+        self.csr_refusal_budget = write_budget.StationWriteBudget(
+            write_budget.CSR_REFUSAL_BUDGET, action="station.certificates_refused_suppressed"
         )
         self._flusher: asyncio.Task[None] | None = None
 
@@ -82,7 +105,7 @@ class DbSink:
         return answer
 
     async def _summarise(
-        self, closed: list[station_reports.SuppressedEvents], now: dt.datetime
+        self, closed: list[write_budget.SuppressedEvents], now: dt.datetime
     ) -> None:
         async def write(s: AsyncSession) -> None:
             for summary in closed:
@@ -132,6 +155,7 @@ class DbSink:
         a disconnection is not recorded if another node holds the station by then."""
         now = self.clock()
         if not connected:
+            self._reports.pop(station_id, None)  # a report's parts share one connection
             budgets = (self.event_budget, self.boot_budget, self.csr_refusal_budget)
             closed = [c for b in budgets if (c := b.close(station_id)) is not None]
             if closed:
@@ -265,3 +289,84 @@ class DbSink:
             lambda s: record_available_update(s, station_id, found, now=now),
             station_id=station_id,
         )
+
+    # -- core messages (ADR 0035) -----------------------------------------------------------------
+
+    async def authorize(self, station_id: str, id_token_type: str) -> str:
+        LOG.debug("%s: Authorize (%s): %s", station_id, id_token_type, self.authorize_status)
+        return self.authorize_status
+
+    async def meter_values(self, station_id: str, reading: MeterReading) -> None:
+        now = self.clock()
+        await self.writes.run(
+            lambda s: core_reports.record_meter_values(
+                s,
+                station_id,
+                evse_id=reading.evse_id,
+                timestamp=reading.timestamp,
+                sampled=list(reading.sampled),
+                now=now,
+                limits=self.limits,
+            ),
+            station_id=station_id,
+        )
+
+    async def events(self, station_id: str, events: list[EventReport]) -> None:
+        now = self.clock()
+        rows = [dataclasses.asdict(e) for e in events]
+        await self.writes.run(
+            lambda s: core_reports.record_station_events(
+                s, station_id, rows, now=now, limits=self.limits
+            ),
+            station_id=station_id,
+        )
+
+    async def device_model(self, station_id: str, part: DeviceModelPart) -> None:
+        """Assemble the parts of a NotifyReport in memory (bounded); store it once the last
+        part (``tbc`` false) arrives."""
+        mine = self._reports.setdefault(station_id, {})
+        assembly = mine.get(part.request_id)
+        if assembly is None:
+            while len(mine) >= self.limits.device_model_reports:
+                del mine[next(iter(mine))]  # the oldest unfinished report is given up
+            assembly = mine[part.request_id] = _Assembly(part.generated_at)
+        assembly.add(part, self.limits.device_model_vars)
+        if part.tbc:
+            return
+        del mine[part.request_id]
+        if not mine:
+            del self._reports[station_id]
+        model = assembly.model(part.request_id)
+        now = self.clock()
+        await self.writes.run(
+            lambda s: core_reports.record_device_model(s, station_id, model, now=now),
+            station_id=station_id,
+        )
+
+
+@dataclasses.dataclass
+class _Assembly:
+    """A NotifyReport being assembled: at most ``cap`` variables, the rest counted."""
+
+    generated_at: dt.datetime
+    next_seq: int = 0
+    gaps: bool = False
+    truncated: int = 0
+    variables: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def add(self, part: DeviceModelPart, cap: int) -> None:
+        if part.seq_no != self.next_seq:
+            self.gaps = True  # a part lost or out of order: kept, but marked incomplete
+        self.next_seq = part.seq_no + 1
+        room = max(cap - len(self.variables), 0)
+        self.variables.extend(part.variables[:room])
+        self.truncated += max(len(part.variables) - room, 0)
+
+    def model(self, request_id: int) -> dict[str, Any]:
+        return {
+            "request_id": request_id,
+            "generated_at": self.generated_at.isoformat(),
+            "complete": not self.gaps,
+            "truncated": self.truncated,
+            "variables": self.variables,
+        }

@@ -95,6 +95,11 @@ class Station(Base):
     # The live campaign the station is in (None: none), so a report from a station outside
     # every campaign costs no campaign lookup (a reconnect storm is mostly such reports).
     campaign_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    # The last MeterValues per EVSE, {evse id: {"timestamp", "sampled_value"}} (bounded by
+    # ServerLimits.meter_evses/meter_samples), and the last complete NotifyReport device model
+    # (ServerLimits.device_model_vars variables); ADR 0035.
+    meter_values: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    device_model: Mapped[dict[str, Any] | None] = mapped_column(default=None)
 
 
 class Release(Base):
@@ -316,6 +321,27 @@ class SecurityEvent(Base):
     type: Mapped[str] = mapped_column(String(50))
     timestamp: Mapped[dt.datetime]
     tech_info: Mapped[str | None] = mapped_column(String(255))
+    received_at: Mapped[dt.datetime]
+
+
+class StationEvent(Base):
+    """A NotifyEvent entry (OCPP N07), kept within ServerLimits.station_events per station and
+    station_event_age (ADR 0035)."""
+
+    __tablename__ = "station_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    station_id: Mapped[str] = mapped_column(String(48), index=True)
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    timestamp: Mapped[dt.datetime]
+    trigger: Mapped[str] = mapped_column(String(20))
+    notification_type: Mapped[str] = mapped_column(String(30))
+    component: Mapped[str] = mapped_column(String(50))
+    variable: Mapped[str] = mapped_column(String(50))
+    actual_value: Mapped[str] = mapped_column(String(2500))
+    tech_code: Mapped[str | None] = mapped_column(String(50), default=None)
+    tech_info: Mapped[str | None] = mapped_column(String(500), default=None)
+    cleared: Mapped[bool] = mapped_column(default=False)
     received_at: Mapped[dt.datetime]
 
 
