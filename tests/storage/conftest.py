@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.databases import postgres_database, sqlite_url
+from chargeward.server.store.db import Database
+from tests.support.databases import PostgresTemplates, postgres_database, sqlite_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -18,3 +19,14 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         return
     with postgres_database() as url:
         yield url
+
+
+@pytest.fixture
+async def pg(postgres_templates: PostgresTemplates, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated PostgreSQL database of its own (for tests of PostgreSQL's behaviour)."""
+    with postgres_database(postgres_templates.template()) as url:
+        db = await Database.open(data_dir=tmp_path, url=url)
+        try:
+            yield db
+        finally:
+            await db.close()

@@ -12,72 +12,42 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chargeward.campaign import machine
-from chargeward.campaign.spec import parse_spec
-from chargeward.release.bundle import verify_bundle
-from chargeward.server.fleet import station_registry
-from chargeward.server.rollout import campaign_runs, campaign_scheduler, campaigns, release_catalog
-from chargeward.server.state import ServerState
+from chargeward.server.rollout import campaign_runs, campaign_scheduler
 from chargeward.server.stations import station_reports
-from chargeward.server.store.blobs import BlobStore
 from chargeward.server.store.db import Database
-from chargeward.server.store.tables import Campaign, Station
-from tests.support.campaigns import until
+from chargeward.server.store.tables import Campaign
+from tests.support.campaigns import one_station_campaign, until
 from tests.support.contention import lock_waiters
-from tests.support.databases import PostgresTemplates, postgres_database
-from tests.support.fleet import MODEL, Pki
+from tests.support.fleet import Pki
 
 T0 = dt.datetime.now(dt.UTC).replace(microsecond=0)
-
-
-@pytest.fixture
-async def pg(postgres_templates: PostgresTemplates, tmp_path: Path) -> AsyncIterator[Database]:
-    with postgres_database(postgres_templates.template()) as url:
-        db = await Database.open(data_dir=tmp_path, url=url)
-        try:
-            yield db
-        finally:
-            await db.close()
 
 
 async def _downloading(
     db: Database, tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[int, int]:
     """A one-station campaign (one attempt) whose run is downloading: (campaign, request)."""
-    bundle = pki.bundle(tmp_path / "r.cwb", "1.1.0", 2)
-    verified = verify_bundle(bundle, [pki.root_cert], workdir=tmp_path / "x", now=T0)
-    async with db.session() as s:
-        release = await release_catalog.store_release(
-            s, verified, BlobStore(tmp_path / "blobs"), actor="alice", now=T0
-        )
-        await station_registry.register_station(s, "CP-1", actor="alice", model=MODEL, now=T0)
-        row = await s.get(Station, "CP-1")
-        assert row is not None
-        row.firmware_version, row.connected = "1.0.0", True
-    doc = {"name": "race", "release": release.id, "stages": {"canary": 1}, "jitter": 0,
-           "target": {"models": [MODEL]}, "concurrency": {"keep_available": 0},
-           "max_attempts": 1, "timeouts": {"download": "10m"}}  # fmt: skip
-    async with db.session() as s:
-        view = await campaigns.create_campaign(s, parse_spec(doc), actor="alice", now=T0)
+    state, cid = await one_station_campaign(
+        db, tmp_path, pki, T0, "race", max_attempts=1, timeouts={"download": "10m"}
+    )
 
     async def accepted(_state: Any, _order: Any, **_: Any) -> str:
         return "Accepted"
 
     monkeypatch.setattr(campaign_scheduler, "send_update", accepted)
-    state = ServerState(tmp_path, db, BlobStore(tmp_path / "blobs"), b"k" * 32, "https://x")
     state.clock = lambda: T0
-    [order] = await campaign_scheduler.tick_campaign(state, view.id)
+    [order] = await campaign_scheduler.tick_campaign(state, cid)
     async with db.session() as s:
         await station_reports.record_firmware_status(
             s, "CP-1", status="Downloading", request_id=order.request_id, now=T0
         )
-    return view.id, order.request_id
+    return cid, order.request_id
 
 
 async def test_a_report_racing_a_tick_that_timed_the_run_out_does_not_undo_it(

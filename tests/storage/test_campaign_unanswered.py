@@ -20,18 +20,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from chargeward.campaign.spec import parse_spec
 from chargeward.ocpp.csms import FirmwareOrder
-from chargeward.release.bundle import verify_bundle
-from chargeward.server.fleet import station_registry
-from chargeward.server.rollout import campaign_runs, campaign_scheduler, campaigns, release_catalog
+from chargeward.server.rollout import campaign_runs, campaign_scheduler
 from chargeward.server.rollout import unanswered as unanswered_mod
 from chargeward.server.state import ServerState
 from chargeward.server.stations import station_reports
-from chargeward.server.store.blobs import BlobStore
 from chargeward.server.store.db import Database
-from chargeward.server.store.tables import FirmwareUpdate, Station
-from tests.support.fleet import MODEL, Pki
+from chargeward.server.store.tables import FirmwareUpdate
+from tests.support.campaigns import one_station_campaign
+from tests.support.fleet import Pki
 
 T0 = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -60,23 +57,9 @@ class Charger:
 
 async def _campaign(db: Database, tmp_path: Path, pki: Pki) -> tuple[ServerState, int]:
     unanswered_mod._asked.clear()
-    bundle = pki.bundle(tmp_path / "r.cwb", "1.1.0", 2)
-    verified = verify_bundle(bundle, [pki.root_cert], workdir=tmp_path / "x", now=T0)
-    async with db.session() as s:
-        release = await release_catalog.store_release(
-            s, verified, BlobStore(tmp_path / "blobs"), actor="alice", now=T0
-        )
-        await station_registry.register_station(s, "CP-1", actor="alice", model=MODEL, now=T0)
-        row = await s.get(Station, "CP-1")
-        assert row is not None
-        row.firmware_version, row.connected = "1.0.0", True
-    doc = {"name": "lost", "release": release.id, "stages": {"canary": 1}, "jitter": 0,
-           "target": {"models": [MODEL]}, "concurrency": {"keep_available": 0},
-           "max_attempts": 3, "timeouts": {"response": "1m"}}  # fmt: skip
-    async with db.session() as s:
-        view = await campaigns.create_campaign(s, parse_spec(doc), actor="alice", now=T0)
-    state = ServerState(tmp_path, db, BlobStore(tmp_path / "blobs"), b"k" * 32, "https://x")
-    return state, view.id
+    return await one_station_campaign(
+        db, tmp_path, pki, T0, "lost", max_attempts=3, timeouts={"response": "1m"}
+    )
 
 
 @dataclass

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -25,20 +23,9 @@ from chargeward.server.common.metrics import Metrics
 from chargeward.server.stations.csms import Registry
 from chargeward.server.store.cluster_tables import ClusterNode, StationCommand, StationPresence
 from chargeward.server.store.db import Database
-from tests.support.databases import PostgresTemplates, postgres_database
 
 STATION = "CP-RELAY-1"
 NOW = dt.datetime(2026, 12, 7, 3, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-async def pg(postgres_templates: PostgresTemplates, tmp_path: Path) -> AsyncIterator[Database]:
-    with postgres_database(postgres_templates.template()) as url:
-        db = await Database.open(data_dir=tmp_path, url=url)
-        try:
-            yield db
-        finally:
-            await db.close()
 
 
 async def _held_by(db: Database, node_id: str) -> None:

@@ -212,3 +212,35 @@ async def corner_and_offline(db: Any, now: dt.datetime, seen: dt.datetime) -> No
             assert row is not None
             row.firmware_version, row.site_id, row.connected = "1.0.0", site, up
             row.last_seen = now if up else seen
+
+
+async def one_station_campaign(
+    db: Any, tmp_path: Path, pki: Pki, now: dt.datetime, name: str, **spec: Any
+) -> tuple[Any, int]:
+    """Release 1.1.0 stored, CP-1 on 1.0.0 stored as connected, and a running one-stage
+    campaign on it (``spec``: more campaign fields): the server state (clock unset) and the
+    campaign's id."""
+    from chargeward.campaign.spec import parse_spec
+    from chargeward.release.bundle import verify_bundle
+    from chargeward.server.fleet import station_registry
+    from chargeward.server.rollout import campaigns, release_catalog
+    from chargeward.server.state import ServerState
+    from chargeward.server.store.blobs import BlobStore
+    from chargeward.server.store.tables import Station
+
+    bundle = pki.bundle(tmp_path / "r.cwb", "1.1.0", 2)
+    verified = verify_bundle(bundle, [pki.root_cert], workdir=tmp_path / "x", now=now)
+    async with db.session() as s:
+        release = await release_catalog.store_release(
+            s, verified, BlobStore(tmp_path / "blobs"), actor="alice", now=now
+        )
+        await station_registry.register_station(s, "CP-1", actor="alice", model=MODEL, now=now)
+        row = await s.get(Station, "CP-1")
+        assert row is not None
+        row.firmware_version, row.connected = "1.0.0", True
+    doc = {"name": name, "release": release.id, "stages": {"canary": 1}, "jitter": 0,
+           "target": {"models": [MODEL]}, "concurrency": {"keep_available": 0}, **spec}  # fmt: skip
+    async with db.session() as s:
+        view = await campaigns.create_campaign(s, parse_spec(doc), actor="alice", now=now)
+    state = ServerState(tmp_path, db, BlobStore(tmp_path / "blobs"), b"k" * 32, "https://x")
+    return state, view.id
