@@ -8,6 +8,7 @@ quarantine only through that update.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -165,7 +166,9 @@ async def test_both_slots_altered_quarantines_until_a_validated_update(
                 await csms.station.call(request, suppress=False)
 
         # An update that does not verify changes nothing.
-        bad = "MEUCIQDZ" + fix_release.images[0].signature[8:]
+        # Flip one bit of the signature's last byte: always a different, non-verifying value.
+        raw = base64.b64decode(fix_release.images[0].signature)
+        bad = base64.b64encode(raw[:-1] + bytes([raw[-1] ^ 1])).decode()
         url = files.url + "fw/fix.cwfw"
         await csms.update_firmware(url, fix_release, clock(), request_id=1, signature=bad)
         await csms.wait(lambda: "InvalidSignature" in statuses(csms, 1), "InvalidSignature")
