@@ -15,7 +15,7 @@ SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 TEST_WORKERS ?= 3
 PYTEST_XDIST := -n $(TEST_WORKERS) --dist worksteal
 
-.PHONY: demo demo-keep test test-slow lint typecheck unit setup system-deps clean security-report docs
+.PHONY: demo demo-keep test test-slow lint typecheck unit setup system-deps clean security-report docs interop-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,17 +27,20 @@ setup: $(STAMP)
 
 # SoftHSM2 and OpenSC (pkcs11-tool), nginx (the download benchmark's baseline, whose smoke
 # test runs in `make test`) and Chromium (the dashboard's browser tests drive Debian's
-# /usr/bin/chromium; Playwright never downloads one) from apt, only when missing.
+# /usr/bin/chromium; Playwright never downloads one) and Node.js with npm (the interop suite's
+# peer, tests/interop) from apt, only when missing.
 system-deps:
 	@if [ ! -e $(SOFTHSM_MODULE) ] || ! command -v softhsm2-util >/dev/null 2>&1 || \
 		! { command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null 2>&1 || \
-		[ ! -x /usr/bin/chromium ]; then \
+		[ ! -x /usr/bin/chromium ] || ! command -v npm >/dev/null 2>&1; then \
 		command -v apt-get >/dev/null 2>&1 || { \
-			echo "system-deps: install softhsm2, opensc, nginx and chromium with your package manager" >&2; \
+			echo "system-deps: install softhsm2, opensc, nginx, chromium and npm with your package manager" >&2; \
 			exit 1; }; \
-		echo "system-deps: installing softhsm2, opensc, nginx-light and chromium (apt-get)"; \
+		echo "system-deps: installing softhsm2, opensc, nginx-light, chromium and npm (apt-get)"; \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 opensc nginx-light chromium; \
+		command -v npm >/dev/null 2>&1 || \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
 	fi
 
 demo: system-deps $(STAMP)
@@ -63,8 +66,17 @@ unit: system-deps $(STAMP)
 test: system-deps lint typecheck
 	$(VENV)/bin/pytest -q $(PYTEST_XDIST) -m "not slow" --junitxml=reports/pytest.xml
 
-test-slow: system-deps $(STAMP)
+test-slow: system-deps $(STAMP) interop-deps
 	$(VENV)/bin/pytest -q $(PYTEST_XDIST) -m slow --junitxml=reports/pytest-slow.xml
+
+# The interop suite's peer (tests/interop, docs/interop.md): ocpp-rpc from npm at the version
+# package-lock.json pins, installed again only when the lock file is newer than node_modules.
+INTEROP_NODE := tests/interop/node
+interop-deps: $(INTEROP_NODE)/node_modules/.package-lock.json
+
+$(INTEROP_NODE)/node_modules/.package-lock.json: $(INTEROP_NODE)/package-lock.json
+	npm ci --no-audit --no-fund --prefix $(INTEROP_NODE)
+	touch $@
 
 # docs/security.md: the attack catalogue with each attack's result from the last `make test`
 # and `make test-slow` (reports/pytest.xml, reports/pytest-slow.xml); not part of either.

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from chargeward.agent import agent as charger_agent
+from chargeward.agent import connection as charger_connection
 from chargeward.crypto import station_passwords
 from chargeward.server.auth.throttle import ADDRESS_FAILURES, PAIR_FAILURES, StationThrottle
 from tests.support.fleet import Pki
@@ -142,13 +142,13 @@ async def test_a_charger_told_to_retry_later_waits_instead_of_hammering(
     for _ in range(PAIR_FAILURES):  # someone guessed CP-1's password from its own address
         lab.csms.listener.throttle.failed("CP-1", ATTACKER)
     waits: list[float] = []  # what the charger read from each refusal's Retry-After
-    real = charger_agent.retry_after
+    real = charger_connection.retry_after
 
     def read(value: str | None, *most: float) -> float:
         waits.append(real(value, *most))
         return waits[-1]
 
-    monkeypatch.setattr(charger_agent, "retry_after", read)
+    monkeypatch.setattr(charger_connection, "retry_after", read)
     async with running_agent(charger, lab.csms.url) as agent:  # reconnects every 0.1 s
         await lab.csms.wait(lambda: waits, "the charger to read the first refusal")
         assert waits == [60]  # so its next attempt is in 60 s, not 0.1 s

@@ -127,6 +127,14 @@ class Controller:
     def set_variable(self, *_: Any) -> str:
         return "Rejected"
 
+    def get_variable(self, *_: Any) -> tuple[str, str | None]:
+        return "UnknownComponent", None
+
+    def report(self, *_: Any) -> list[dict[str, Any]]:
+        return []
+
+    async def send_report(self, *_: Any) -> None: ...
+
     def publish_firmware(self, *_: Any) -> str:
         return "Rejected"
 

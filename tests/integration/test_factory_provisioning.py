@@ -48,7 +48,8 @@ def _run(srv: Server, state: Path, log: Path) -> Process:
     proc = spawn(
         [
             *("agent", "run", "--state-dir", str(state), "--csms", srv.ocpp_url),
-            *("--reconnect-delay", "0.5", "--repository", f"{srv.api_url}/tuf/"),
+            *("--reconnect-delay", "0.5", "--reboot-delay", "0.5"),
+            *("--repository", f"{srv.api_url}/tuf/"),
             *("--update-check-interval", "86400"),
         ],
         log,

@@ -56,6 +56,7 @@ class Csms:
     url: str = ""
     boot_status: str = "Accepted"
     refused: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    heartbeats: int = 0  # counted, not in ``calls`` (their timing varies)
     _refusals: dict[str, list[OCPPError]] = field(default_factory=dict)
 
     def of(self, action: str) -> list[dict[str, Any]]:
@@ -172,6 +173,7 @@ def _station(csms: Csms, station_id: str, ws: ServerConnection) -> ChargePoint:
 
         @on(Action.heartbeat)
         def heartbeat(self, **kw: Any) -> call_result.Heartbeat:
+            csms.heartbeats += 1
             if csms._refusals.get("Heartbeat"):
                 record("Heartbeat", kw)
             return call_result.Heartbeat(current_time=ocpp_time(Clock().now))
@@ -190,6 +192,11 @@ def _station(csms: Csms, station_id: str, ws: ServerConnection) -> ChargePoint:
         def log_status(self, **kw: Any) -> call_result.LogStatusNotification:
             record("LogStatusNotification", kw)
             return call_result.LogStatusNotification()
+
+        @on(Action.notify_report)
+        def notify_report(self, **kw: Any) -> call_result.NotifyReport:
+            record("NotifyReport", kw)
+            return call_result.NotifyReport()
 
         @on(Action.data_transfer)
         def data_transfer(self, **kw: Any) -> call_result.DataTransfer:
@@ -224,6 +231,20 @@ async def running_csms(
         port = next(iter(server.sockets)).getsockname()[1]
         csms.url = f"ws://127.0.0.1:{port}/ocpp/"
         yield csms
+
+
+def provisioned_charger(root: Path, factory: tuple[Pki, Path], station_id: str) -> StateDir:
+    """A charger in ``root / "charger"`` on ``factory`` (PKI, factory bundle): identity
+    ``station_id``, password ``PASSWORD``."""
+    pki, bundle = factory
+    provision(
+        root / "charger",
+        identity=Identity(station_id, MODEL, "T", station_id),
+        password=PASSWORD,
+        roots_pem=pki.root_pem.read_bytes(),
+        factory_bundle=bundle,
+    )
+    return StateDir(root / "charger")
 
 
 def make_charger(
@@ -290,6 +311,7 @@ async def running_agent(
             state_dir=state.root,
             csms_url=csms.url,
             reconnect_delay=0.1,
+            reboot_delay=0.05,
             response_timeout=5,
             repository_url=repository_url,
             update_check_interval=check_interval,

@@ -98,6 +98,7 @@ async def agents(
                 state_dir=root / sid,
                 csms_url=srv.ocpp_url,
                 reconnect_delay=0.2,
+                reboot_delay=0.1,
                 response_timeout=10,
                 trial_health_timeout=20,
                 self_test=self_test,

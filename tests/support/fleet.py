@@ -260,6 +260,7 @@ class Server:
                 self.ocpp_url,
                 "--reconnect-delay",
                 "0.5",
+                *("--reboot-delay", "0.5"),
                 "--log-level",
                 "info",
                 *("--allow-location", "127.0.0.0/8"),  # the server is on 127.0.0.1: a lab setting

@@ -386,6 +386,7 @@ async def running_agent(state: StateDir, url: str) -> AsyncIterator[Agent]:
             state_dir=state.root,
             csms_url=url,
             reconnect_delay=0.1,
+            reboot_delay=0.05,
             response_timeout=5,
             location_policy=LAB_LOOPBACK,  # the test server is on 127.0.0.1: a lab setting
         )

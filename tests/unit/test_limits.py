@@ -21,8 +21,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from chargeward.agent import certificates
-from chargeward.agent.agent import retry_after
 from chargeward.agent.config import AgentConfig
+from chargeward.agent.connection import retry_after
 from chargeward.agent.state import StateDir
 from chargeward.crypto.root_rotation import root_and_links
 from chargeward.errors import BundleError, UntrustedCertificate

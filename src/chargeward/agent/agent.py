@@ -35,7 +35,6 @@ import base64
 import contextlib
 import datetime as dt
 import logging
-import ssl
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -44,14 +43,15 @@ from urllib.parse import quote
 from cryptography import x509
 from ocpp.exceptions import OCPPError
 from ocpp.v201 import call
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
-from chargeward.agent import bootloader, certificates, diagnostics, download
+from chargeward.agent import bootloader, certificates, connection, download
 from chargeward.agent import tls as station_tls
 from chargeward.agent.bootloader import Booted, NoBootableSlot
 from chargeward.agent.callbacks import StationCallbacks
 from chargeward.agent.config import AgentConfig
+from chargeward.agent.device_model import DeviceModel
 from chargeward.agent.event_outbox import EventOutbox, RefusedEvent
 from chargeward.agent.local_cache import FirmwareCache
 from chargeward.agent.location import SECURITY_EVENT as LOCATION_EVENT
@@ -65,30 +65,14 @@ from chargeward.agent.state import StateDir
 from chargeward.agent.tasks import cancel_and_wait
 from chargeward.agent.update import UpdatePipeline
 from chargeward.agent.verify import SecurityUpdate
-from chargeward.errors import ChargewardError, ConfigError
-from chargeward.limits import DEFAULT_AGENT_LIMITS
-from chargeward.logging_setup import websocket_logger
+from chargeward.errors import ConfigError
 from chargeward.ocpp.base import VENDOR_ID, utc_now
 from chargeward.ocpp.station import QuarantineChargePoint, StationChargePoint
 
 LOG = logging.getLogger("chargeward.agent")
-SUBPROTOCOL = "ocpp2.0.1"
 TECH_INFO_MAX = 255
 ROUTINE_EVENTS = frozenset({"FirmwareUpdated", "StartupOfTheDevice", "ResetOrReboot"})
 BOOT_RETRY_MAX = 300.0  # seconds between BootNotifications the CSMS refused with a CALLERROR
-
-
-def retry_after(value: str | None, most: float = DEFAULT_AGENT_LIMITS.retry_after_s) -> float:
-    """The seconds a ``Retry-After`` header asks for (0 when absent or not a number of
-    seconds), at most ``most`` (``AgentLimits.retry_after_s``, an hour): a CSMS refusing logins
-    (429) is not hammered, and a wrong header cannot park the charger for days.
-
-        >>> retry_after("60"), retry_after(None), retry_after("soon"), retry_after("999999")
-        (60.0, 0.0, 0.0, 3600.0)
-    """
-    if value is None or not value.strip().isdigit():
-        return 0.0
-    return min(float(value.strip()), most)
 
 
 class Agent:
@@ -106,6 +90,10 @@ class Agent:
         self._csms_chain: list[x509.Certificate] = []  # the CSMS's TLS certificates, if any
         self._boot_reason = "PowerUp"
         self._heartbeat_interval = 300
+        self._heartbeat_changed = asyncio.Event()
+        self.device = DeviceModel(self)  # GetVariables, SetVariables, reports (B05-B08)
+        self.unanswered_calls = 0  # CALLs the CSMS left unanswered (each ends the connection)
+        self._answered = False  # the CSMS answered a CALL on the current connection
         # CALLs the CSMS answered with a CALLERROR, per action and error code (diagnostics).
         self.refused_calls: Counter[tuple[str, str]] = Counter()
         # Security events on their way; through whatever ``_call`` is at the time.
@@ -244,6 +232,11 @@ class Agent:
                 certificates.LAB_SWITCH,
             )
         while not self.stop_requested.is_set():
+            if self.boots:  # a charger takes this long to restart before it connects again
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_requested.wait(), self.config.reboot_delay)
+                if self.stop_requested.is_set():
+                    break
             self.boots += 1
             self._reboot.clear()
             try:
@@ -315,67 +308,12 @@ class Agent:
             self.request_reboot("Watchdog")
 
     async def _connect_loop(self, booted: Booted | None) -> None:
-        first = True
-        refused = False  # one FailedToAuthenticateAtCsms per run of refusals, not per attempt
-        refused_certificate = ""  # one InvalidCsmsCertificate per run of the same reason
-        limits = self.config.limits
-        while not self._reboot.is_set():
-            delay = self.config.reconnect_delay
-            try:
-                # Built per attempt: a renewed certificate or password is used at once.
-                context = station_tls.client_context(self.state) if self.tls else None
-                async with connect(
-                    self.url,
-                    ssl=context,
-                    subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-                    additional_headers=self._auth_header(),
-                    open_timeout=15,
-                    max_size=limits.frame_bytes,  # a larger frame: close 1009
-                    ping_interval=self.config.ping_interval,  # a hung CSMS node noticed
-                    ping_timeout=self.config.ping_timeout,
-                    logger=websocket_logger("chargeward.agent.ws"),  # its password: not logged
-                ) as ws:
-                    refused, refused_certificate = False, ""
-                    await self._session(ws, booted, first)
-                    first = not self.started  # start-up again if that one did not finish
-            except InvalidStatus as e:
-                LOG.error(
-                    "%s: CSMS refused the connection: HTTP %s",
-                    self.identity.station_id,
-                    e.response.status_code,
-                )
-                delay = max(
-                    delay, retry_after(e.response.headers.get("Retry-After"), limits.retry_after_s)
-                )
-                if e.response.status_code in (401, 403) and not refused:
-                    refused = True  # logged only: without a connection it cannot be sent
-                    self.record_security_event(
-                        "FailedToAuthenticateAtCsms",
-                        f"CSMS {diagnostics.public_url(self.config.csms_url)} refused the "
-                        f"connection: HTTP {e.response.status_code}",
-                    )
-            except ssl.SSLCertVerificationError as e:
-                # e.g. "unable to get local issuer certificate", "certificate has expired",
-                # "IP address mismatch, certificate is not valid for '127.0.0.1'."
-                reason = f"TLS certificate verify failed: {e.verify_message or e}"
-                LOG.error(
-                    "%s: cannot connect to CSMS %s: %s",
-                    self.identity.station_id,
-                    diagnostics.public_url(self.config.csms_url),
-                    reason,
-                )
-                if reason != refused_certificate:
-                    refused_certificate = reason
-                    self.record_security_event("InvalidCsmsCertificate", reason[:TECH_INFO_MAX])
-            except ssl.SSLError as e:  # no shared TLS version or cipher suite
-                LOG.warning("%s: TLS with the CSMS failed: %s", self.identity.station_id, e)
-            except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as e:
-                LOG.info("%s: connection to CSMS failed: %s", self.identity.station_id, e)
-            except ChargewardError as e:  # e.g. the sealed device key does not open
-                LOG.error("%s: cannot connect to the CSMS: %s", self.identity.station_id, e)
-            if not self._reboot.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._reboot.wait(), delay)
+        """Connect, serve a session, connect again until a reboot (:mod:`.connection`)."""
+        await connection.connect_loop(self, booted)
+
+    def reconnect_backoff(self, failures: int) -> float:
+        """See :func:`.connection.reconnect_backoff`."""
+        return connection.reconnect_backoff(self, failures)
 
     async def _shutdown_tasks(self) -> None:
         """A reboot ends the update and the log upload of this boot."""
@@ -449,14 +387,36 @@ class Agent:
                 await asyncio.sleep(0.05)
                 continue
             try:
-                return await self._call_until_closed(cp, payload)
-            except (ConnectionClosed, TimeoutError):
+                result = await self._call_until_closed(cp, payload)
+                self._answered = True
+                return result
+            except TimeoutError:
+                if self._reboot.is_set():
+                    raise
+                await self._unanswered(cp, payload)
+            except ConnectionClosed:
                 if self._reboot.is_set():
                     raise
                 await asyncio.sleep(0.1)
             except OCPPError as e:
                 self._call_refused(payload, e)
                 return None
+
+    async def _unanswered(self, cp: StationChargePoint, payload: Any) -> None:
+        """A CALL the CSMS left unanswered for ``response_timeout``: the CSMS is taken as
+        lost and the connection closed; the call goes again on the next one, which
+        :meth:`_connect_loop` opens after the back-off (never resent on a silent connection)."""
+        self.unanswered_calls += 1
+        LOG.warning(
+            "%s: the CSMS did not answer %s within %.0f s; connecting again",
+            self.identity.station_id,
+            type(payload).__name__,
+            self.config.response_timeout,
+        )
+        if self._cp is cp:
+            with contextlib.suppress(Exception):
+                await cp._connection.close(1001, "no answer from the CSMS")
+        await asyncio.sleep(0.1)
 
     def _call_refused(self, payload: Any, error: OCPPError) -> None:
         action = type(payload).__name__
@@ -540,10 +500,23 @@ class Agent:
         except OSError as e:  # a full or failing flash must not stop the charger
             LOG.error("%s: security log not written: %s", self.identity.station_id, e)
 
+    @property
+    def heartbeat_interval(self) -> int:
+        """OCPPCommCtrlr.HeartbeatInterval: from the boot answer, or set by the CSMS."""
+        return self._heartbeat_interval
+
+    @heartbeat_interval.setter
+    def heartbeat_interval(self, seconds: int) -> None:
+        self._heartbeat_interval = seconds
+        self._heartbeat_changed.set()  # the wait under way starts over with the new interval
+
     async def _heartbeats(self) -> None:
         while True:
-            await asyncio.sleep(self._heartbeat_interval)
-            await self._call(call.Heartbeat())
+            self._heartbeat_changed.clear()
+            try:
+                await asyncio.wait_for(self._heartbeat_changed.wait(), self.heartbeat_interval)
+            except TimeoutError:
+                await self._call(call.Heartbeat())
 
     async def _startup(self, booted: Booted) -> None:
         inst = self.state.install_state()
@@ -573,10 +546,10 @@ class Agent:
                 refusals += 1
                 delay = min(self.config.reconnect_delay * 2 ** min(refusals, 16), BOOT_RETRY_MAX)
             else:
-                self._heartbeat_interval = max(int(result.interval or 300), 1)
+                self.heartbeat_interval = max(int(result.interval or 300), 1)
                 if result.status == "Accepted":
                     break
-                delay = self._heartbeat_interval
+                delay = self.heartbeat_interval
             # Pending (or Rejected): a TriggerMessage(BootNotification) sends it at once (F06).
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._boot_now.wait(), delay)

@@ -17,8 +17,10 @@ from ocpp.v201 import call
 
 from chargeward.agent import certificates
 from chargeward.agent import tls as station_tls
+from chargeward.agent.device_model import report_messages
 from chargeward.agent.sessions import ALLOW_NEW_SESSIONS
 from chargeward.crypto.pki import CertificateHashData
+from chargeward.ocpp.base import ocpp_time
 from chargeward.ocpp.station import CertificateResult, InstalledCertificate
 
 if TYPE_CHECKING:
@@ -26,7 +28,6 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger("chargeward.agent")
 TECH_INFO_MAX = 255
-PASSWORD_VARIABLE = ("SecurityCtrlr", "BasicAuthPassword")  # write-only (OCPP A01)
 
 
 class StationCallbacks:
@@ -69,7 +70,7 @@ class StationCallbacks:
         cache = self._agent.cache
         return "NoFirmware" if cache is None else cache.unpublish(checksum)
 
-    # -- TriggerMessage, Reset, SetVariables ------------------------------------------------
+    # -- TriggerMessage, Reset ------------------------------------------------
 
     def trigger_status(self, what: str) -> str:
         if what == "BootNotification" and self._agent.registered.is_set():
@@ -116,23 +117,61 @@ class StationCallbacks:
         if status == "Accepted":
             self._agent.request_reboot("RemoteReset")
 
-    def set_variable(self, component: str, variable: str, value: str) -> str:
-        state = self._agent.state
-        if (component, variable) == PASSWORD_VARIABLE:
-            try:  # sealed on flash before the answer goes out
-                state.set_password(value)
-            except ValueError as e:
-                LOG.warning(
-                    "%s: new BasicAuthPassword refused: %s", self._agent.identity.station_id, e
+    # -- device model: GetVariables, SetVariables (B05, B06), GetBaseReport, GetReport (B07, B08)
+
+    def get_variable(
+        self, component: dict[str, Any], variable: dict[str, Any], attribute_type: str
+    ) -> tuple[str, str | None]:
+        return self._agent.device.get(component, variable, attribute_type)
+
+    def set_variable(
+        self, component: dict[str, Any], variable: dict[str, Any], attribute_type: str, value: str
+    ) -> str:
+        return self._agent.device.set(component, variable, attribute_type, value)
+
+    def report(
+        self,
+        report_base: str | None,
+        component_variable: list[dict[str, Any]] | None = None,
+        criteria: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """reportData of a GetBaseReport (``report_base``) or a GetReport (the filters)."""
+        device = self._agent.device
+        if report_base is not None:
+            return device.base_report(report_base)
+        return device.custom_report(component_variable, criteria)
+
+    async def send_report(self, request_id: int, data: list[dict[str, Any]]) -> None:
+        """The NotifyReport messages of one report (OCPP B07, B08): seqNo from 0,
+        ``tbc`` on every part but the last."""
+        agent = self._agent
+        for seq_no, (part, tbc) in enumerate(report_messages(data)):
+            await agent._call(
+                call.NotifyReport(
+                    request_id=request_id,
+                    generated_at=ocpp_time(agent.clock()),
+                    seq_no=seq_no,
+                    report_data=part or None,
+                    tbc=tbc,
                 )
-                return "Rejected"
-            LOG.info("%s: BasicAuthPassword changed by the CSMS", self._agent.identity.station_id)
-            return "Accepted"
-        if (component, variable) != ALLOW_NEW_SESSIONS:
-            return "UnknownVariable" if component == ALLOW_NEW_SESSIONS[0] else "UnknownComponent"
-        if value.lower() not in ("true", "false"):
+            )
+
+    def set_password(self, value: str) -> str:
+        """SecurityCtrlr.BasicAuthPassword (OCPP A01): sealed on flash before the answer."""
+        agent = self._agent
+        try:
+            agent.state.set_password(value)
+        except ValueError as e:
+            LOG.warning("%s: new BasicAuthPassword refused: %s", agent.identity.station_id, e)
             return "Rejected"
-        state.set_setting("/".join(ALLOW_NEW_SESSIONS), value.lower() == "true")
+        LOG.info("%s: BasicAuthPassword changed by the CSMS", agent.identity.station_id)
+        return "Accepted"
+
+    def set_allow_new_sessions(self, value: str) -> str:
+        """ChargingStation.AllowNewSessionsPendingFirmwareUpdate (OCPP L01.FR.07)."""
+        if value.strip().lower() not in ("true", "false"):
+            return "Rejected"
+        self._agent.state.set_setting("/".join(ALLOW_NEW_SESSIONS), value.strip().lower() == "true")
         return "Accepted"
 
     # -- certificates: A02 (station certificate), M03, M04, M05 ----------------------------

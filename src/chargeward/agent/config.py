@@ -19,9 +19,17 @@ class AgentConfig:
     connectors: int = 1
     boot_attempts: int = 3
     max_image_bytes: int = 512 * 1024 * 1024
+    # Reconnecting (OCPP 2.0.1 Part 4; the device model's OCPPCommCtrlr.RetryBackOff*
+    # variables override these): wait reconnect_delay, doubled per failed connection up to
+    # reconnect_repeat_times times, plus up to reconnect_random_range (None: reconnect_delay).
     reconnect_delay: float = 5.0
+    reconnect_random_range: float | None = None
+    reconnect_repeat_times: int = 5
+    # A reboot: the time a charger takes to restart before it connects again.
+    reboot_delay: float = 20.0
     response_timeout: float = 30.0
-    # Websocket pings: a CSMS that stops answering (a hung node behind a balancer) is noticed
+    # Websocket pings (OCPPCommCtrlr.WebSocketPingInterval overrides ping_interval; 0: none):
+    # a CSMS that stops answering (a hung node behind a balancer) is noticed
     # after ping_interval + ping_timeout and the agent connects again.
     ping_interval: float = 60.0
     ping_timeout: float = 20.0

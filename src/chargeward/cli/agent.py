@@ -124,7 +124,18 @@ def run(
     state_dir: StateDirOpt,
     csms: Annotated[str, typer.Option(help="CSMS URL, e.g. ws://127.0.0.1:9000/ocpp/")],
     connectors: Annotated[int, typer.Option(min=1, max=16)] = 1,
-    reconnect_delay: Annotated[float, typer.Option(min=0.1)] = 5.0,
+    reconnect_delay: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds before connecting again (doubled per failed attempt; the CSMS may "
+            "change it: OCPPCommCtrlr.RetryBackOffWaitMinimum).",
+        ),
+    ] = 5.0,
+    reboot_delay: Annotated[
+        float,
+        typer.Option(min=0.0, help="Seconds a (simulated) reboot takes before reconnecting."),
+    ] = 20.0,
     repository: Annotated[
         str | None,
         typer.Option(
@@ -187,6 +198,7 @@ def run(
             csms_url=csms,
             connectors=connectors,
             reconnect_delay=reconnect_delay,
+            reboot_delay=reboot_delay,
             repository_url=repository,
             update_check_interval=update_check_interval,
             download_rate_limit=download_rate_limit,

@@ -41,6 +41,7 @@ from chargeward.crypto.pki import load_certificate, load_certificate_file, load_
 from chargeward.crypto.signature import sha256_file
 from chargeward.errors import ChargewardError, ConfigError
 from chargeward.fileio import refuse_existing, write_new_file
+from chargeward.model.reported import parse_option
 from chargeward.release.bundle import (
     SBOM_NAME,
     SCAN_REPORT_NAME,
@@ -382,23 +383,48 @@ def upload(
             "--provenance", help="Signed provenance from `release build --provenance`.", exists=True
         ),
     ] = None,
+    reported_version: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reported-version",
+            help="MODEL=STRING: a version string stations of MODEL report for it (repeat).",
+        ),
+    ] = None,
+    reported_version_pattern: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reported-version-pattern",
+            help="MODEL=REGEX: what stations of MODEL report for it, matched in full.",
+        ),
+    ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     server: ServerUrl = None,
 ) -> None:
     """Upload a bundle to the server, which verifies it against its Manufacturer Root CAs.
 
     With --provenance, the server also checks that the provenance is signed by the release's
-    signing key and names exactly its images and this bundle, then keeps it.
+    signing key and names exactly its images and this bundle, then keeps it.  With
+    --reported-version / --reported-version-pattern, stations of a model that boot reporting
+    that string (e.g. 'AC22=TP-FW 1.1.0-b7') count as running the release (ADR 0037).
     """
+    strings, patterns = reported_version or [], reported_version_pattern or []
+    parse_option("--reported-version", strings)  # refused here, in one line, before uploading
+    parse_option("--reported-version-pattern", patterns)
+    params = [("reported_version", v) for v in strings]
+    params += [("reported_version_pattern", v) for v in patterns]
     api = ApiClient(data_dir, server)
     with console.status(Text(f"Uploading {bundle.name}")):
         r = api.request(
             "POST",
             "/api/v1/releases",
+            params=params,
             content=bundle.read_bytes(),
             headers={"Content-Type": "application/octet-stream"},
         )
     console.print(Text(f"Uploaded release {r['version']}: id {r['id']}"), soft_wrap=True)
+    for model, how in r.get("reported_versions", {}).items():
+        said = [*how["versions"], *([f"/{how['pattern']}/"] if how["pattern"] else [])]
+        console.print(Text(f"  {model} reports it as: {', '.join(said)}"), soft_wrap=True)
     for name, digest in r.get("documents", {}).items():
         console.print(Text(f"  {name}: sha256 {digest}"), soft_wrap=True)
     if provenance is not None:

@@ -18,9 +18,17 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ocpp import messages as _ocpp_messages
-from ocpp.exceptions import FormatViolationError, OCPPError, TypeConstraintViolationError
+from ocpp.exceptions import (
+    FormatViolationError,
+    NotSupportedError,
+    OCPPError,
+    TypeConstraintViolationError,
+)
+from ocpp.exceptions import NotImplementedError as NotImplementedError_
 from ocpp.routing import create_route_map
+from ocpp.v16.enums import Action as V16Action
 from ocpp.v201 import ChargePoint
+from ocpp.v201.enums import Action as V201Action
 
 from chargeward.limits import DEFAULT_FORMAT_LIMITS
 
@@ -161,6 +169,23 @@ class _Routes(Mapping[str, dict[str, Any]]):
         return len(self._table)
 
 
+def unhandled_action(action: str, version: str) -> OCPPError:
+    """The CALLERROR for a CALL no handler takes, as OCPP-J defines the codes (2.0.1 Part 4
+    and 1.6 section 4.2.3): ``NotImplemented`` for an action the receiver does not know,
+    ``NotSupported`` for one it recognises but does not support.  (The ``ocpp`` library
+    answers the two the other way round.)"""
+    known = {a.value for a in (V16Action if version == "1.6" else V201Action)}
+    if action in known:
+        return NotSupportedError(
+            description="Requested Action is recognized but not supported by the receiver",
+            details={"cause": f"{action} is not supported here"},
+        )
+    return NotImplementedError_(
+        description="Requested Action is not known by receiver",
+        details={"cause": f"{action} is not an OCPP {version} action"},
+    )
+
+
 class HardenedChargePoint(ChargePoint):  # type: ignore[misc]
     """``ChargePoint`` whose receive loop survives any input."""
 
@@ -185,6 +210,11 @@ class HardenedChargePoint(ChargePoint):  # type: ignore[misc]
                 await self._send(json.dumps([4, uid, code, description, {}]))
             return
         await super().route_message(raw_msg)
+
+    async def _handle_call(self, msg: Any) -> None:
+        if "_on_action" not in self.route_map.get(msg.action, {}):
+            raise unhandled_action(msg.action, self._ocpp_version)
+        await super()._handle_call(msg)
 
     def _unsolicited(self, response: Any) -> None:
         self.invalid_messages += 1

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ocpp.routing import on
-from ocpp.v201 import call_result, datatypes
+from ocpp.v201 import call, call_result, datatypes
 from ocpp.v201.enums import Action
 
 from chargeward.ocpp.base import int32, parse_ocpp_time
@@ -77,13 +77,25 @@ class DeviceModelPart:
 
 
 class CoreMessages:
-    """The handlers of the core messages; the charge point provides ``id``, ``sink`` and
-    ``_require_boot`` (B02.FR.09: nothing before an accepted BootNotification)."""
+    """The handlers of the core messages; the charge point provides ``id``, ``sink``,
+    ``_request`` and ``_require_boot`` (B02.FR.09: nothing before an accepted
+    BootNotification)."""
 
     id: str
     sink: CoreSink
 
     def _require_boot(self) -> None: ...
+
+    async def _request(self, payload: Any) -> Any: ...
+
+    async def get_base_report(self, request_id: int, report_base: str) -> str:
+        """Send GetBaseReport (OCPP B07): ``Accepted`` (its NotifyReport parts follow and
+        :meth:`on_notify_report` keeps them), ``Rejected``, ``NotSupported`` or
+        ``EmptyResultSet``."""
+        result = await self._request(
+            call.GetBaseReport(request_id=request_id, report_base=report_base)
+        )
+        return str(result.status)
 
     @on(Action.authorize)
     async def on_authorize(self, id_token: dict[str, Any], **_: Any) -> call_result.Authorize:

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ocpp.exceptions import OccurrenceConstraintViolationError
 from ocpp.routing import after, on
 from ocpp.v201 import call_result, datatypes
 from ocpp.v201.enums import (
@@ -131,8 +132,29 @@ class StationController(Protocol):
         """UnpublishFirmware (L04): ``Unpublished``, ``NoFirmware`` or ``DownloadOngoing``."""
         ...
 
-    def set_variable(self, component: str, variable: str, value: str) -> str:
+    def set_variable(
+        self, component: dict[str, Any], variable: dict[str, Any], attribute_type: str, value: str
+    ) -> str:
         """Decide and carry out one SetVariables entry (OCPP B05); a SetVariableStatus."""
+        ...
+
+    def get_variable(
+        self, component: dict[str, Any], variable: dict[str, Any], attribute_type: str
+    ) -> tuple[str, str | None]:
+        """One GetVariables entry (OCPP B06): (GetVariableStatus, value or None)."""
+        ...
+
+    def report(
+        self,
+        report_base: str | None,
+        component_variable: list[dict[str, Any]] | None = None,
+        criteria: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The reportData of a GetBaseReport (B07) or, ``report_base`` None, a GetReport (B08)."""
+        ...
+
+    async def send_report(self, request_id: int, data: list[dict[str, Any]]) -> None:
+        """Send ``data`` as the NotifyReport messages of ``request_id``."""
         ...
 
     def certificate_signed(
@@ -144,6 +166,17 @@ class StationController(Protocol):
     async def after_certificate_signed(self, result: CertificateResult) -> None:
         """Runs after the CertificateSigned answer was sent (e.g. reconnect with it)."""
         ...
+
+
+ITEMS_PER_MESSAGE = 50  # DeviceDataCtrlr.ItemsPerMessage: GetReport, GetVariables, SetVariables
+
+
+def _check_items(items: list[Any]) -> None:
+    """More entries than ItemsPerMessage: refused as a whole (OCPP B05, B06)."""
+    if len(items) > ITEMS_PER_MESSAGE:
+        raise OccurrenceConstraintViolationError(
+            description=f"at most {ITEMS_PER_MESSAGE} entries per message"
+        )
 
 
 TRIGGERABLE = {
@@ -172,6 +205,7 @@ class StationChargePoint(HardenedChargePoint):
         self._certificate_results: dict[str, CertificateResult] = {}
         self._log_responses: dict[int, str] = {}
         self._publish_responses: dict[str, str] = {}
+        self._reports: dict[int, list[dict[str, Any]]] = {}  # GetBaseReport/GetReport data
 
     @on(Action.update_firmware)
     def on_update_firmware(
@@ -247,25 +281,83 @@ class StationChargePoint(HardenedChargePoint):
     def on_set_variables(
         self, set_variable_data: list[dict[str, Any]], **_: Any
     ) -> call_result.SetVariables:
+        _check_items(set_variable_data)
         results = []
         for item in set_variable_data:  # OCPP B05.FR.01: one result per requested variable
-            component, variable = item["component"], item["variable"]
             attribute = item.get("attribute_type", "Actual")
-            if attribute != "Actual":
-                status = "NotSupportedAttributeType"
-            else:
-                status = self.controller.set_variable(
-                    component["name"], variable["name"], item["attribute_value"]
-                )
+            status = self.controller.set_variable(
+                item["component"], item["variable"], attribute, item["attribute_value"]
+            )
             results.append(
-                datatypes.SetVariableResultType(
-                    attribute_status=status,
-                    component=datatypes.ComponentType(name=component["name"]),
-                    variable=datatypes.VariableType(name=variable["name"]),
-                    attribute_type=attribute,
-                )
+                {
+                    "attribute_status": status,
+                    "component": item["component"],
+                    "variable": item["variable"],
+                    "attribute_type": attribute,
+                }
             )
         return call_result.SetVariables(set_variable_result=results)
+
+    @on(Action.get_variables)
+    def on_get_variables(
+        self, get_variable_data: list[dict[str, Any]], **_: Any
+    ) -> call_result.GetVariables:
+        _check_items(get_variable_data)
+        results = []
+        for item in get_variable_data:  # OCPP B06.FR.01: one result per requested variable
+            attribute = item.get("attribute_type", "Actual")
+            status, value = self.controller.get_variable(
+                item["component"], item["variable"], attribute
+            )
+            results.append(
+                {
+                    "attribute_status": status,
+                    "attribute_type": attribute,
+                    "attribute_value": value,
+                    "component": item["component"],
+                    "variable": item["variable"],
+                }
+            )
+        return call_result.GetVariables(get_variable_result=results)
+
+    @on(Action.get_base_report)
+    def on_get_base_report(
+        self, request_id: int, report_base: str, **_: Any
+    ) -> call_result.GetBaseReport:
+        data = self.controller.report(report_base)
+        return self._report_answer(request_id, data, call_result.GetBaseReport)
+
+    @after(Action.get_base_report)
+    async def after_get_base_report(self, request_id: int, **_: Any) -> None:
+        await self._send_report(request_id)
+
+    @on(Action.get_report)
+    def on_get_report(
+        self,
+        request_id: int,
+        component_variable: list[dict[str, Any]] | None = None,
+        component_criteria: list[str] | None = None,
+        **_: Any,
+    ) -> call_result.GetReport:
+        data = self.controller.report(None, component_variable, component_criteria)
+        return self._report_answer(request_id, data, call_result.GetReport)
+
+    @after(Action.get_report)
+    async def after_get_report(self, request_id: int, **_: Any) -> None:
+        await self._send_report(request_id)
+
+    def _report_answer(self, request_id: int, data: list[dict[str, Any]], kind: Any) -> Any:
+        """Accepted with NotifyReport messages to follow, or EmptyResultSet (B07,
+        B08: nothing matches, no NotifyReport)."""
+        if not data:
+            return kind(status="EmptyResultSet")
+        self._reports[request_id] = data
+        return kind(status="Accepted")
+
+    async def _send_report(self, request_id: int) -> None:
+        data = self._reports.pop(request_id, None)
+        if data:
+            await self.controller.send_report(request_id, data)
 
     # -- station certificate (OCPP A02) -------------------------------------------------------
 

@@ -93,7 +93,11 @@ async def test_a_reboot_while_the_boot_notification_waits_for_an_answer_happens_
     state = charger(tmp_path, charger_pki)
     async with dropping_csms(drop_after=1, hang=True) as (csms, log):
         config = AgentConfig(
-            state_dir=state.root, csms_url=csms.url, reconnect_delay=0.1, response_timeout=60
+            state_dir=state.root,
+            csms_url=csms.url,
+            reconnect_delay=0.1,
+            reboot_delay=0.05,
+            response_timeout=60,
         )
         agent = Agent(config, clock=Clock())
         task = asyncio.create_task(agent.run())

@@ -140,6 +140,7 @@ async def test_a_report_in_flight_when_the_csms_connection_drops_is_sent_again_a
                 state_dir=tmp_path / "charger",
                 csms_url=csms.url,
                 reconnect_delay=0.1,
+                reboot_delay=0.05,
                 response_timeout=30,
                 location_policy=LAB_LOOPBACK,
             ),

@@ -47,6 +47,7 @@ CUSTOMER_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/stations"): FILTERED,
     ("GET", "/api/v1/stations/{station_id}"): CHECKED,
     ("GET", "/api/v1/stations/{station_id}/reports"): CHECKED,
+    ("POST", "/api/v1/stations/{station_id}/reports/device-model"): CHECKED,
     ("POST", "/api/v1/stations/{station_id}/firmware-updates"): CHECKED,
     ("GET", "/api/v1/firmware-updates/{transaction_id}"): CHECKED,
     ("GET", "/api/v1/stations/{station_id}/certificates"): CHECKED,

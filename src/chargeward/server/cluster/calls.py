@@ -34,6 +34,7 @@ COMMANDS: frozenset[str] = frozenset(
         "delete_certificate",
         "get_log",
         "trigger_message",
+        "get_base_report",
     }
 )
 

@@ -189,6 +189,13 @@ class ReleaseDeltaView(BaseModel):
     length: int
 
 
+class ReportedVersionsView(BaseModel):
+    """What one model's stations report for a release (ADR 0037)."""
+
+    versions: list[str] = []
+    pattern: str | None = None  # matched in full
+
+
 class ReleaseView(BaseModel):
     id: str
     version: str
@@ -204,6 +211,8 @@ class ReleaseView(BaseModel):
     bundle_sha256: str | None = None  # the bundle file as uploaded
     documents: dict[str, str] = {}  # supply-chain document name -> SHA-256
     deltas: list[ReleaseDeltaView] = []  # from the versions the fleet ran at upload
+    # model -> how its stations report this release, besides its version (ADR 0037)
+    reported_versions: dict[str, ReportedVersionsView] = {}
 
 
 class ProposedTarget(BaseModel):

@@ -24,6 +24,7 @@ from chargeward.limits import DEFAULT_SERVER_LIMITS
 
 # The BootNotification firmwareVersion is component MAIN_COMPONENT.
 from chargeward.model.firmware import MAIN_COMPONENT as MAIN_COMPONENT
+from chargeward.model.reported import Brings, reports_release
 from chargeward.server.auth import tenancy
 from chargeward.server.common.schemas import AlertView, SecurityEventView
 from chargeward.server.store.tables import Alert, FirmwareUpdate, Release, SecurityEvent, Station
@@ -79,8 +80,11 @@ def _view(a: Alert) -> AlertView:
     )
 
 
-# session.info: {station id: [(pending FirmwareUpdate, version it brings)]}
+# session.info: {station id: [(pending FirmwareUpdate, Brings: its release's version and
+# declared reported versions)]}
 PENDING_VERSIONS = "chargeward.pending_update_versions"
+# Recent updates of a station read to explain a report the batch's prefetch did not.
+EXPLAINS_CANDIDATES = 20
 UNRESOLVED = "chargeward.unresolved_alerts"  # session.info: {station id: [open alerts]}
 
 
@@ -174,41 +178,51 @@ async def _resolve(s: AsyncSession, row: Alert, reason: str, *, now: dt.datetime
 
 
 async def _update_explains(
-    s: AsyncSession, station_id: str, component: str, version: str, now: dt.datetime
+    s: AsyncSession, station: Station, component: str, version: str, now: dt.datetime
 ) -> FirmwareUpdate | None:
     """The update Chargeward sent that brought ``version``: pending, or succeeded recently.
 
     Component ``main`` (the BootNotification firmwareVersion) is the release version, so
-    any update explains it, whichever image of a multi-image release OCPP carried.
+    any update explains it, whichever image of a multi-image release OCPP carried, and the
+    station may report it as its release declares for its model (:func:`reports_release`,
+    ADR 0037).
     """
     any_image = component == MAIN_COMPONENT
-    prefetched: list[tuple[FirmwareUpdate, str]] = s.info.get(PENDING_VERSIONS, {}).get(
-        station_id, []
+    model = station.model if any_image else None  # a declaration is about firmwareVersion
+
+    def explains(update: FirmwareUpdate, brings: Brings) -> bool:
+        return (
+            (any_image or update.component == component)
+            and reports_release(brings, model, version)
+            and update.outcome in ("pending", "succeeded")
+            and update.updated_at >= now - UPDATE_EXPLAINS_FOR
+        )
+
+    prefetched: list[tuple[FirmwareUpdate, Brings]] = s.info.get(PENDING_VERSIONS, {}).get(
+        station.id, []
     )
     for update, brings in sorted(
         prefetched, key=lambda uv: -uv[0].id
     ):  # prefetched for a batch of reports: the usual case, a boot after our own update
-        if (
-            (any_image or update.component == component)
-            and brings == version
-            and update.outcome in ("pending", "succeeded")
-            and update.updated_at >= now - UPDATE_EXPLAINS_FOR
-        ):
+        if explains(update, brings):
             return update
     q = (
-        select(FirmwareUpdate)
+        select(FirmwareUpdate, Release.version, Release.reported_versions)
         .join(Release, Release.id == FirmwareUpdate.release_id)
         .where(
-            FirmwareUpdate.station_id == station_id,
+            FirmwareUpdate.station_id == station.id,
             true() if any_image else FirmwareUpdate.component == component,
-            Release.version == version,
+            Release.version == version if model is None else true(),
             FirmwareUpdate.outcome.in_(("pending", "succeeded")),
             FirmwareUpdate.updated_at >= now - UPDATE_EXPLAINS_FOR,
         )
         .order_by(desc(FirmwareUpdate.id))
-        .limit(1)
+        .limit(EXPLAINS_CANDIDATES)
     )
-    return (await s.scalars(q)).first()
+    for update, release_version, declared in (await s.execute(q)).all():
+        if explains(update, Brings(release_version, declared)):
+            return update
+    return None
 
 
 async def check_drift(
@@ -234,7 +248,7 @@ async def check_drift(
             if open_alert is not None:
                 await _resolve(s, open_alert, f"reports the expected {version} again", now=now)
             continue
-        update = await _update_explains(s, station.id, component, version, now)
+        update = await _update_explains(s, station, component, version, now)
         if update is not None:
             expected[component] = version
             changed = True

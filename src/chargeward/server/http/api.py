@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from starlette.types import Receive, Scope, Send
 
 from chargeward import audit
 from chargeward.audit import sequencer as audit_sequencer
 from chargeward.crypto.signature import sha256_file
-from chargeward.errors import BundleError, Conflict
+from chargeward.errors import BundleError, Conflict, InvalidValue
+from chargeward.model.reported import MAX_MODELS, ReportedVersions, parse_option
 from chargeward.release.bundle import verify_bundle
 from chargeward.server.auth import tenancy
 from chargeward.server.common import urls
@@ -104,6 +106,38 @@ async def operator(request: Request) -> str:
 Operator = Annotated[str, Depends(operator)]
 
 
+def _refused(name: str, e: InvalidValue, value: object) -> RequestValidationError:
+    """A 422 naming the query parameter ``name``."""
+    message = str(e).removeprefix(f"{name}: ")
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("query", name), "msg": message, "input": value}]
+    )
+
+
+def reported_declaration(
+    reported_version: Annotated[
+        list[str], Query(max_length=4 * MAX_MODELS, description="MODEL=STRING, repeatable")
+    ] = [],  # noqa: B006 (FastAPI copies a list default)
+    reported_version_pattern: Annotated[
+        list[str], Query(max_length=MAX_MODELS, description="MODEL=REGEX (matched in full)")
+    ] = [],  # noqa: B006
+) -> ReportedVersions:
+    """How the release's stations report its version, besides the version (ADR 0037)."""
+    out = ReportedVersions()
+    for name, items in (
+        ("reported_version", reported_version),
+        ("reported_version_pattern", reported_version_pattern),
+    ):
+        try:
+            out = out.merged(parse_option(name, items))
+        except InvalidValue as e:
+            raise _refused(name, e, items) from e
+    return out
+
+
+Reported = Annotated[ReportedVersions, Depends(reported_declaration)]
+
+
 def create_app(state: ServerState) -> FastAPI:
     app = FastAPI(
         title="Chargeward",
@@ -181,7 +215,7 @@ def create_app(state: ServerState) -> FastAPI:
             }
         },
     )
-    async def upload_release(request: Request, who: Operator) -> ReleaseView:
+    async def upload_release(request: Request, who: Operator, reported: Reported) -> ReleaseView:
         work = Path(tempfile.mkdtemp(prefix="upload-", dir=state.data_dir / "tmp"))
         try:
             bundle = work / "bundle.cwb"
@@ -191,6 +225,10 @@ def create_app(state: ServerState) -> FastAPI:
             verified = await asyncio.to_thread(
                 verify_bundle, bundle, roots, workdir=work / "x", now=state.clock()
             )
+            try:
+                reported.check_models(verified.manifest.hardware_models)
+            except InvalidValue as e:
+                raise _refused("reported_version", e, reported.document()) from e
             await supply_chain.check_upload(
                 state.db,
                 state.data_dir,
@@ -207,6 +245,7 @@ def create_app(state: ServerState) -> FastAPI:
                     actor=who,
                     now=state.clock(),
                     bundle_sha256=digest.sha256,
+                    reported=reported,
                 )
             # Before anyone proposes it: the deltas are targets of the release (server.deltas).
             made = await deltas.make_release_deltas(

@@ -12,6 +12,8 @@
     GET                  /api/v1/security-events  ?station_id&type&since&until&critical
     GET                  /api/v1/stations/{id}/reports  last meter values per EVSE, NotifyEvent
                                                   entries, device model (ADR 0035)
+    POST                 /api/v1/stations/{id}/reports/device-model  ask the station for its
+                                                  device model (GetBaseReport, OCPP B07)
 
 Every change is audited with the caller as actor.  Needs the operator bearer token of
 :mod:`chargeward.server.http.api`.
@@ -22,15 +24,17 @@ Every change is audited with the caller as actor.  Needs the operator bearer tok
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chargeward.errors import BundleError
+from chargeward import audit
+from chargeward.errors import BundleError, Conflict
 from chargeward.limits import DEFAULT_SERVER_LIMITS
 from chargeward.model.fleet import check_id, check_tags, check_timezone, parse_windows
 from chargeward.server.auth import tenancy
@@ -49,7 +53,7 @@ from chargeward.server.fleet import alerts, fleet
 from chargeward.server.http.api import Operator
 from chargeward.server.rollout import link_budget
 from chargeward.server.state import ServerState
-from chargeward.server.stations import core_reports
+from chargeward.server.stations import certificates, core_reports
 
 router = APIRouter(tags=["fleet"])
 
@@ -372,3 +376,44 @@ async def station_reports_view(
     async with state.db.snapshot() as s:
         found = await core_reports.core_reports(s, station_id, limit=limit, now=state.clock())
     return StationReportsView(**found)
+
+
+class DeviceModelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    report_base: Literal["FullInventory", "ConfigurationInventory", "SummaryInventory"] = (
+        "FullInventory"
+    )
+
+
+class DeviceModelAnswer(BaseModel):
+    station_id: str
+    request_id: int
+    station_response: str  # Accepted: the NotifyReport parts follow into /reports
+
+
+@router.post("/api/v1/stations/{station_id}/reports/device-model", response_model=DeviceModelAnswer)
+async def request_device_model(
+    station_id: str, request: Request, who: Operator, body: DeviceModelRequest | None = None
+) -> DeviceModelAnswer:
+    """Send GetBaseReport; the station's NotifyReport parts are assembled and kept as its
+    device model (``GET …/reports``).  Audited as ``station.device_model_requested``."""
+    state = _state(request)
+    base = (body or DeviceModelRequest()).report_base
+    async with state.db.session() as s:
+        await certificates.require_station(s, station_id)
+    cp = await state.station(station_id)
+    if cp is None:
+        raise Conflict(f"station {station_id} is not connected")
+    request_id = secrets.randbelow(2**31 - 1) + 1
+    answer = await cp.get_base_report(request_id, base)
+    await state.db.write(
+        lambda s: audit.record(
+            s,
+            actor=who,
+            action="station.device_model_requested",
+            target=station_id,
+            details={"report_base": base, "request_id": request_id, "answer": answer},
+            now=state.clock(),
+        )
+    )
+    return DeviceModelAnswer(station_id=station_id, request_id=request_id, station_response=answer)

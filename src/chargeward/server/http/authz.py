@@ -70,6 +70,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/stations"): "stations:read",
     ("GET", "/api/v1/stations/{station_id}"): "stations:read",
     ("GET", "/api/v1/stations/{station_id}/reports"): "stations:read",
+    ("POST", "/api/v1/stations/{station_id}/reports/device-model"): "stations:command",
     ("POST", "/api/v1/stations/import"): "stations:write",
     ("POST", "/api/v1/stations/{station_id}/firmware-updates"): "stations:command",
     ("GET", "/api/v1/firmware-updates/{transaction_id}"): "stations:read",

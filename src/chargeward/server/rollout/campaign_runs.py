@@ -31,10 +31,13 @@ from chargeward.campaign.spec import (
     CampaignSpec,
     parse_spec,
 )
+from chargeward.model.firmware import MAIN_COMPONENT
+from chargeward.model.reported import reports_release
 from chargeward.server.store.tables import (
     Campaign,
     CampaignStation,
     FirmwareUpdate,
+    Release,
     Station,
 )
 
@@ -286,6 +289,22 @@ async def close_abandoned(
         row.updated_at = now
 
 
+async def _in_release_terms(
+    s: AsyncSession, station: Station, campaign: Campaign, boot: machine.Boot
+) -> machine.Boot:
+    """``boot`` with its firmwareVersion as the campaign's release version when the station
+    reports the release the way the release declares for its model (ADR 0037): the machine
+    compares release versions, the translation from what stations say happens here."""
+    want = campaign.expected.get(MAIN_COMPONENT)
+    got = boot.versions.get(MAIN_COMPONENT)
+    if want is None or got is None or got == want:
+        return boot
+    release = await s.get(Release, campaign.release_id)  # only for a boot that differs
+    if release is None or not reports_release(release, station.model, got):
+        return boot
+    return replace(boot, versions={**boot.versions, MAIN_COMPONENT: want})
+
+
 async def on_station_event(
     s: AsyncSession,
     station_id: str,
@@ -302,6 +321,8 @@ async def on_station_event(
     if found is None:
         return None
     station_row, campaign_row = found
+    if isinstance(event, machine.Boot):
+        event = await _in_release_terms(s, station, campaign_row, event)
     run = run_from_row(station_row.run)
     new = machine.step(run, event, to_planner(campaign_row).policy)
     if new != run:

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward.errors import SupplyChainError
+from chargeward.model.reported import reports_release
 from chargeward.release.manifest import SCAN_REPORT_NAME, VEX_NAME
 from chargeward.server.store.tables import Release, ReleaseComponent, ReleaseDocument, Station
 from chargeward.supply.advisories import Advisory
@@ -139,16 +140,18 @@ async def exposure(
 ) -> ExposureReport:
     """Stations running a release whose SBOM lists a package ``advisory`` affects.
 
-    A station runs the releases whose version it reports (BootNotification firmwareVersion)
-    and that are built for its model.  Stations whose release is unknown, or has no SBOM,
-    are listed as ``unknown``: never silently clean.  A package the release's VEX document
-    or an accepted risk in its scan report (not expired at ``now``) covers is listed with
-    that statement; a station whose exposed packages are all covered is ``accepted``.
+    A station runs the releases built for its model whose version it reports (BootNotification
+    firmwareVersion), or that declare what it reports for its model (ADR 0037).  Stations
+    whose release is unknown, or has no SBOM, are listed as ``unknown``: never silently clean.
+    A package the release's VEX document or an accepted risk in its scan report (not expired
+    at ``now``) covers is listed with that statement; a station whose exposed packages are all
+    covered is ``accepted``.
     """
     now = now or dt.datetime.now(dt.UTC)
     ids = {advisory.id, *advisory.aliases}
     releases = (await s.scalars(select(Release))).all()
     by_version: dict[str, list[Release]] = {}
+    declaring = [r for r in releases if r.reported_versions is not None]
     for r in releases:
         by_version.setdefault(r.version, []).append(r)
     with_sbom = set((await s.scalars(select(ReleaseComponent.release_id).distinct())).all())
@@ -175,10 +178,12 @@ async def exposure(
     unknown: list[str] = []
     stations = (await s.scalars(select(Station).order_by(Station.id))).all()
     for st in stations:
+        candidates = {r.id: r for r in (*by_version.get(st.firmware_version or "", []), *declaring)}
         running = [
             r
-            for r in by_version.get(st.firmware_version or "", [])
-            if not st.model or st.model in r.hardware_models.get("models", [])
+            for _, r in sorted(candidates.items())
+            if reports_release(r, st.model, st.firmware_version)
+            and (not st.model or st.model in r.hardware_models.get("models", []))
         ]
         if not running or not any(r.id in with_sbom for r in running):
             unknown.append(st.id)

@@ -13,12 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chargeward import audit
 from chargeward.errors import Conflict, NotFound
 from chargeward.model.firmware import primary_component
+from chargeward.model.reported import ReportedVersions, from_json
 from chargeward.release.bundle import VerifiedBundle
 from chargeward.server.common.schemas import (
     ReleaseDeltaView,
     ReleaseFilesView,
     ReleaseImageView,
     ReleaseView,
+    ReportedVersionsView,
 )
 from chargeward.server.rollout import deltas, supply_chain
 from chargeward.server.store.blobs import BlobStore
@@ -37,13 +39,17 @@ async def store_release(
     actor: str,
     now: dt.datetime,
     bundle_sha256: str | None = None,
+    reported: ReportedVersions | None = None,
 ) -> ReleaseView:
     """Keep a verified bundle: images into the blob store, the release and its supply-chain
-    documents in the database (``bundle_sha256``: the digest of the file as uploaded)."""
+    documents in the database (``bundle_sha256``: the digest of the file as uploaded;
+    ``reported``: how its stations report its version, ADR 0037, checked against its models)."""
     release_id = bundle.manifest_sha256
     if await s.get(Release, release_id) is not None:
         raise Conflict(f"release {release_id[:12]} was already uploaded")
     m = bundle.manifest
+    reported = reported or ReportedVersions()
+    reported.check_models(m.hardware_models)
     for image in bundle.images:
         blobs.put(image.file, image.sha256, image.length)
     s.add(
@@ -59,6 +65,7 @@ async def store_release(
             release_class=m.release_class,
             customer=m.customer,
             bundle_sha256=bundle_sha256,
+            reported_versions=reported.to_json(),
         )
     )
     await s.flush()
@@ -87,6 +94,7 @@ async def store_release(
             "images": {i.component: i.sha256 for i in bundle.images},
             "created": m.created,
             "bundle_sha256": bundle_sha256,
+            **({"reported_versions": reported.document()} if reported else {}),
             **supply,
         },
         now=now,
@@ -133,6 +141,10 @@ async def release_view(s: AsyncSession, release_id: str) -> ReleaseView:
         targets_version=targets_version,
         bundle_sha256=row.bundle_sha256,
         documents={name: d.sha256 for name, d in sorted(documents.items())},
+        reported_versions={
+            model: ReportedVersionsView(**entry)
+            for model, entry in from_json(row.reported_versions or "{}").document().items()
+        },
         deltas=[
             ReleaseDeltaView(
                 component=d.component,

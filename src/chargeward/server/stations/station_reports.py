@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
 from chargeward.campaign import machine
+from chargeward.model.reported import Brings
 from chargeward.ocpp.security_events import chargeward_event
 from chargeward.server.common.schemas import (
     BootView,
@@ -265,7 +266,7 @@ async def prefetch_reports(s: AsyncSession, keys: ReportKeys) -> list[object]:
         keep.extend((await s.scalars(q)).all())
     if keys.open_updates:
         with_version = (
-            select(FirmwareUpdate, Release.version)
+            select(FirmwareUpdate, Release.version, Release.reported_versions)
             .join(Release, Release.id == FirmwareUpdate.release_id)
             .where(
                 FirmwareUpdate.station_id.in_(sorted(keys.open_updates)),
@@ -273,12 +274,12 @@ async def prefetch_reports(s: AsyncSession, keys: ReportKeys) -> list[object]:
             )
         )
         pending: dict[str, list[FirmwareUpdate]] = {sid: [] for sid in keys.open_updates}
-        versions: dict[str, list[tuple[FirmwareUpdate, str]]] = {
+        versions: dict[str, list[tuple[FirmwareUpdate, Brings]]] = {
             sid: [] for sid in keys.open_updates
         }
-        for u, version in (await s.execute(with_version)).all():
+        for u, version, declared in (await s.execute(with_version)).all():
             pending[u.station_id].append(u)
-            versions[u.station_id].append((u, version))
+            versions[u.station_id].append((u, Brings(version, declared)))
             keep.append(u)
         s.info[OPEN_UPDATES] = pending
         s.info[alerts.PENDING_VERSIONS] = versions  # what explains a new version (drift)

@@ -116,6 +116,8 @@ class Release(Base):
     release_class: Mapped[str] = mapped_column(String(10), default="feature")
     customer: Mapped[str | None] = mapped_column(String(64))
     bundle_sha256: Mapped[str | None] = mapped_column(String(64), default=None)  # as uploaded
+    # How its stations report it (chargeward.model.reported, ADR 0037): canonical JSON or None.
+    reported_versions: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class Proposal(Base):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import doctest
 
-from chargeward.agent.agent import retry_after
+from chargeward.agent.connection import retry_after
 from chargeward.server.auth import throttle
 from chargeward.server.auth.throttle import MAX_LOCK, StationThrottle
 
