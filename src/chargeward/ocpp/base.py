@@ -26,6 +26,8 @@ from ocpp.exceptions import (
 )
 from ocpp.exceptions import NotImplementedError as NotImplementedError_
 from ocpp.routing import create_route_map
+from ocpp.v16 import call as v16_call
+from ocpp.v16 import call_result as v16_call_result
 from ocpp.v16.enums import Action as V16Action
 from ocpp.v201 import ChargePoint
 from ocpp.v201.enums import Action as V201Action
@@ -279,3 +281,12 @@ def parse_ocpp_time(value: str) -> dt.datetime:
         return t.astimezone(dt.UTC)
     except (TypeError, ValueError, OverflowError) as e:  # e.g. 0001-01-01T00:00:00+01:00
         raise FormatViolationError(details={"cause": f"bad date-time {value!r}"}) from e
+
+
+class HardenedChargePoint16(HardenedChargePoint):
+    """:class:`HardenedChargePoint` speaking OCPP 1.6J (the ``ocpp`` library's v16 messages
+    and schemas, with the Security Whitepaper's)."""
+
+    _call = v16_call
+    _call_result = v16_call_result
+    _ocpp_version = "1.6"

@@ -94,6 +94,8 @@ async def test_set_variables_are_checked_kept_on_flash_and_used(
     charger: StateDir, tmp_path: Path
 ) -> None:
     async with running_csms() as csms, running_agent(charger, csms, Clock(), None) as agent:
+        # After the boot's answer (its interval would replace the HeartbeatInterval set here).
+        await csms.wait(lambda: csms.connector(1) == "Available", "connector 1 available")
         statuses = await set_(
             csms,
             entry("OCPPCommCtrlr", "WebSocketPingInterval", attribute_value="45"),

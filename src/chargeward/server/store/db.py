@@ -330,9 +330,20 @@ class Database:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session in a transaction: committed on success, rolled back on error."""
-        async with self._sessions() as s, s.begin():
+        async with self._session() as s, s.begin():
             await _fenced(s)
             yield s
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        """A session whose connection goes back to the pool even when the task holding it is
+        cancelled again while it closes (a station's handler when its connection drops): the
+        close is shielded, so the rollback that resets the connection is never cut short."""
+        s = self._sessions()
+        try:
+            yield s
+        finally:
+            await asyncio.shield(s.close())
 
     @asynccontextmanager
     async def serialized(self) -> AsyncIterator[AsyncSession]:
@@ -345,7 +356,7 @@ class Database:
         PostgreSQL: REPEATABLE READ; a concurrent update of a row it writes fails it with a
         serialization error (the caller tries again later) instead of being overwritten.
         """
-        async with self._sessions() as s:
+        async with self._session() as s:
             if self.engine.dialect.name == "sqlite":
                 conn = await s.connection()
                 await conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -381,7 +392,7 @@ class Database:
         only before a write; PostgreSQL defaults to READ COMMITTED), so a view assembled from
         several queries could mix before and after a concurrent commit.
         """
-        async with self._sessions() as s:
+        async with self._session() as s:
             if self.engine.dialect.name == "sqlite":
                 conn = await s.connection()
                 await conn.exec_driver_sql("BEGIN")  # a deferred read transaction: one snapshot
