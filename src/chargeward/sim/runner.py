@@ -205,6 +205,7 @@ class Simulation:
                 state_dir=root / p.station_id,
                 csms_url=srv.ocpp_url if direct else link.ocpp_url,
                 reconnect_delay=1.0 + rng.random() * 2,
+                reconnect_repeat_times=3,  # at most 8 times the delay: the fleet comes back
                 reboot_delay=1.0,
                 response_timeout=60,
                 trial_health_timeout=60,

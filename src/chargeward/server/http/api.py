@@ -159,6 +159,7 @@ def create_app(state: ServerState) -> FastAPI:
     from chargeward.server.http.api_certificates import router as certificate_router
     from chargeward.server.http.api_fleet import router as fleet_router
     from chargeward.server.http.api_logs import router as log_router
+    from chargeward.server.http.api_reported import router as reported_router
     from chargeward.server.http.api_repository import router as repository_router
     from chargeward.server.http.api_station_import import router as station_import_router
     from chargeward.server.http.api_station_security import router as station_security_router
@@ -175,6 +176,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(station_security_router)
     app.include_router(audit_router)
     app.include_router(supply_router)
+    app.include_router(reported_router)
     web.install(app)  # the dashboard at /, a client of the routes above
     # each request body within its route's cap (server.http.limits, state.limits)
     app.add_middleware(BodyLimit, limits=state.limits)

@@ -103,6 +103,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/releases/{release_id}/documents"): "releases:read",
     ("GET", "/api/v1/releases/{release_id}/documents/{name}"): "releases:read",
     ("PUT", "/api/v1/releases/{release_id}/provenance"): "releases:upload",
+    ("PUT", "/api/v1/releases/{release_id}/reported-versions"): "releases:upload",
     ("POST", "/api/v1/exposure"): "stations:read",
     ("POST", "/api/v1/repository/revocations"): "releases:publish",
     # campaigns

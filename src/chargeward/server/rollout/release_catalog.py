@@ -103,6 +103,28 @@ async def store_release(
     return await release_view(s, release_id)
 
 
+async def set_reported_versions(
+    s: AsyncSession, release_id: str, reported: ReportedVersions, *, actor: str, now: dt.datetime
+) -> ReleaseView:
+    """Replace how the release's stations report its version (ADR 0037), e.g. for a release
+    uploaded before its stations were seen booting with a vendor string.  Audited with the
+    old and the new declaration; reports already received are not judged again."""
+    row = await find_release(s, release_id)
+    reported.check_models(tuple(row.hardware_models["models"]))
+    old = from_json(row.reported_versions or "{}")
+    row.reported_versions = reported.to_json()
+    await audit.record(
+        s,
+        actor=actor,
+        action="release.reported_versions",
+        target=row.id,
+        details={"version": row.version, "from": old.document(), "to": reported.document()},
+        now=now,
+    )
+    await s.flush()
+    return await release_view(s, row.id)
+
+
 async def find_release(s: AsyncSession, release_id: str) -> Release:
     row = await s.get(Release, release_id)
     if row is None and len(release_id) < 64:

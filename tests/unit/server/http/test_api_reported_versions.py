@@ -79,3 +79,29 @@ async def test_a_bad_declaration_is_a_422_naming_the_field(
     assert error["code"] == "validation_error" and error["field"] == name
     assert says in error["message"]
     assert await api.call("GET", "/api/v1/releases") == []
+
+
+async def test_a_release_uploaded_without_a_declaration_gets_one_later(
+    api: Api, tmp_path: Path, fleet_pki: Pki
+) -> None:
+    bundle = fleet_pki.bundle(tmp_path / "r.cwb", "1.1.0", 2)
+    made = await api.call("POST", "/api/v1/releases", expect=201, content=bundle.read_bytes())
+    path = f"/api/v1/releases/{made['id']}/reported-versions"
+    changed = await api.call("PUT", path, params={"reported_version": "AC22=TP-FW 1.1.0-b7"})
+    assert changed["reported_versions"] == {
+        "AC22": {"versions": ["TP-FW 1.1.0-b7"], "pattern": None}
+    }
+    shown = await api.call("GET", f"/api/v1/releases/{made['id']}")
+    assert shown["reported_versions"] == changed["reported_versions"]
+    entries = await api.call("GET", "/api/v1/audit", params={"limit": 100})
+    [change] = [e for e in entries if e["action"] == "release.reported_versions"]
+    assert (
+        change["details"]["from"] == {} and change["details"]["to"] == changed["reported_versions"]
+    )
+    # A bad one is refused whole and changes nothing; none at all clears it.
+    bad = await api.client.put(path, params={"reported_version_pattern": "AC22=(a+)+"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "reported_version_pattern"
+    cleared = await api.call("PUT", path)
+    assert cleared["reported_versions"] == {}
+    missing = await api.client.put("/api/v1/releases/nope/reported-versions")
+    assert missing.status_code == 404
