@@ -46,7 +46,7 @@ from ocpp.v201 import call
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from chargeward.agent import bootloader, certificates, connection, download
+from chargeward.agent import bootloader, certificates, connection, download, protocols
 from chargeward.agent import tls as station_tls
 from chargeward.agent.bootloader import Booted, NoBootableSlot
 from chargeward.agent.callbacks import StationCallbacks
@@ -66,8 +66,7 @@ from chargeward.agent.tasks import cancel_and_wait
 from chargeward.agent.update import UpdatePipeline
 from chargeward.agent.verify import SecurityUpdate
 from chargeward.errors import ConfigError
-from chargeward.ocpp.base import VENDOR_ID, utc_now
-from chargeward.ocpp.station import QuarantineChargePoint, StationChargePoint
+from chargeward.ocpp.base import VENDOR_ID, HardenedChargePoint, utc_now
 
 LOG = logging.getLogger("chargeward.agent")
 TECH_INFO_MAX = 255
@@ -86,7 +85,7 @@ class Agent:
         self.download_stats: list[download.DownloadStats] = []
         self._reboot = asyncio.Event()
         self._online = asyncio.Event()
-        self._cp: StationChargePoint | None = None
+        self._cp: HardenedChargePoint | None = None
         self._csms_chain: list[x509.Certificate] = []  # the CSMS's TLS certificates, if any
         self._boot_reason = "PowerUp"
         self._heartbeat_interval = 300
@@ -109,6 +108,7 @@ class Agent:
         self.tamper = Quarantine(self)
         self.charging = ChargingSessions(self)
         self.callbacks = StationCallbacks(self)
+        self.outbound16 = protocols.outbound16(self)  # OCPP 1.6J: the calls translated
         self.cache = self._local_cache()
         if config.location_policy.lab_loopback:
             LOG.warning(
@@ -324,13 +324,7 @@ class Agent:
         self.updates.installing = False
 
     async def _session(self, ws: ClientConnection, booted: Booted | None, first: bool) -> None:
-        kind = StationChargePoint if booted is not None else QuarantineChargePoint
-        cp = kind(
-            self.identity.station_id,
-            ws,
-            self.callbacks,
-            response_timeout=self.config.response_timeout,
-        )
+        cp = protocols.charge_point(self, ws, booted)  # 2.0.1, or 1.6J (station16)
         self._cp = cp
         self._csms_chain = certificates.connection_chain(ws.transport.get_extra_info("ssl_object"))
         reader = asyncio.create_task(cp.start())
@@ -402,7 +396,7 @@ class Agent:
                 self._call_refused(payload, e)
                 return None
 
-    async def _unanswered(self, cp: StationChargePoint, payload: Any) -> None:
+    async def _unanswered(self, cp: HardenedChargePoint, payload: Any) -> None:
         """A CALL the CSMS left unanswered for ``response_timeout``: the CSMS is taken as
         lost and the connection closed; the call goes again on the next one, which
         :meth:`_connect_loop` opens after the back-off (never resent on a silent connection)."""
@@ -431,7 +425,7 @@ class Agent:
         )
 
     @staticmethod
-    async def _call_until_closed(cp: StationChargePoint, payload: Any) -> Any:
+    async def _call_until_closed(cp: HardenedChargePoint, payload: Any) -> Any:
         """``cp.call``, given up as soon as its connection closes: a CALL in flight when the
         CSMS node died would otherwise wait out the whole response timeout (the OCPP library
         is not woken by a close), and the station's report with it."""

@@ -8,8 +8,11 @@ from pathlib import Path
 
 from chargeward.agent.location import LocationPolicy
 from chargeward.agent.tuf_client import RepositoryLimits
+from chargeward.errors import ConfigError
 from chargeward.limits import DEFAULT_AGENT_LIMITS, AgentLimits
 from chargeward.model.firmware import ImageHeader
+
+OCPP_VERSIONS = ("2.0.1", "1.6")
 
 
 @dataclass(frozen=True)
@@ -60,3 +63,16 @@ class AgentConfig:
     # LAB ONLY: install a ManufacturerRootCertificate the held roots do not endorse (any CSMS
     # could then replace the firmware trust anchor).  Warned at start and on every use.
     allow_unendorsed_manufacturer_roots: bool = False
+    # The OCPP version the agent speaks: "2.0.1", or "1.6" (OCPP 1.6J with the Security
+    # Whitepaper, chargeward.ocpp.station16).  legacy_firmware_update (1.6 only): a station
+    # without the whitepaper (plain UpdateFirmware / FirmwareStatusNotification).
+    ocpp_version: str = "2.0.1"
+    legacy_firmware_update: bool = False
+
+    def __post_init__(self) -> None:
+        if self.ocpp_version not in OCPP_VERSIONS:
+            raise ConfigError(
+                f"OCPP version {self.ocpp_version!r}: one of {', '.join(OCPP_VERSIONS)}"
+            )
+        if self.legacy_firmware_update and self.ocpp_version != "1.6":
+            raise ConfigError("a legacy firmware update (no Security Whitepaper) is OCPP 1.6 only")

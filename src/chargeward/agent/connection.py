@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from chargeward.agent import diagnostics
+from chargeward.agent import diagnostics, protocols
 from chargeward.agent import tls as station_tls
 from chargeward.agent.device_model import (
     BACKOFF_MINIMUM,
@@ -83,7 +83,7 @@ async def connect_loop(agent: Agent, booted: Booted | None) -> None:
             async with connect(
                 agent.url,
                 ssl=context,
-                subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                subprotocols=[protocols.subprotocol(agent.config)],  # type: ignore[list-item]
                 additional_headers=agent._auth_header(),
                 open_timeout=15,
                 max_size=limits.frame_bytes,  # a larger frame: close 1009

@@ -185,6 +185,21 @@ def run(
             "endorses (any CSMS could then replace the firmware trust anchor).",
         ),
     ] = False,
+    ocpp: Annotated[
+        str,
+        typer.Option(
+            "--ocpp",
+            help="The OCPP version to speak: 2.0.1, or 1.6 (OCPP 1.6J with the Security "
+            "Whitepaper unless --legacy-firmware-update).",
+        ),
+    ] = "2.0.1",
+    legacy_firmware_update: Annotated[
+        bool,
+        typer.Option(
+            help="With --ocpp 1.6: a station without the Security Whitepaper (plain "
+            "UpdateFirmware); the image's signature is still checked before it is installed.",
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Run the charger: connect, boot, and install firmware updates as the CSMS asks."""
@@ -210,6 +225,8 @@ def run(
                 https_only=https_only_locations,
             ),
             allow_unendorsed_manufacturer_roots=lab_allow_unendorsed_roots,
+            ocpp_version=ocpp,
+            legacy_firmware_update=legacy_firmware_update,
         )
     )
 

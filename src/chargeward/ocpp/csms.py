@@ -16,17 +16,14 @@ CertificateSigned.  Every command takes and returns plain values or small datacl
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ocpp.exceptions import OCPPError, SecurityError
+from ocpp.exceptions import SecurityError
 from ocpp.routing import after, on
 from ocpp.v201 import call, call_result, datatypes
 from ocpp.v201.enums import Action, RegistrationStatusEnumType
-from websockets.exceptions import ConnectionClosed
 
 from chargeward.crypto.pki import CertificateHashData
 from chargeward.errors import Conflict, TransportError
@@ -34,7 +31,6 @@ from chargeward.ocpp.base import (
     VENDOR_ID,
     HardenedChargePoint,
     int32,
-    is_text,
     ocpp_time,
     parse_ocpp_time,
     utc_now,
@@ -43,6 +39,7 @@ from chargeward.ocpp.core_messages import (
     CoreMessages,
     CoreSink,
 )
+from chargeward.ocpp.csms_shared import CommandCalls, UpdateAvailable, VendorSink
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,7 @@ class BootInfo:
     serial_number: str | None
 
 
-class StationSink(CoreSink, Protocol):
+class StationSink(CoreSink, VendorSink, Protocol):
     """What the CSMS does with what a station reports."""
 
     async def boot(self, station_id: str, info: BootInfo) -> None: ...
@@ -116,32 +113,6 @@ class SignedChain:
     chain_pem: str
     serial: str
     expires_at: dt.datetime
-
-
-@dataclass(frozen=True)
-class UpdateAvailable:
-    """A charger's DataTransfer ``org.chargeward`` / ``SecurityUpdateAvailable`` report."""
-
-    target: str
-    version: str
-    security_version: int
-
-    @classmethod
-    def parse(cls, data: object) -> UpdateAvailable | None:
-        try:
-            raw = json.loads(data) if isinstance(data, str) else None
-        except ValueError:
-            return None
-        if not isinstance(raw, dict):
-            return None
-        target, version, sv = raw.get("target"), raw.get("version"), raw.get("security_version")
-        if not (isinstance(target, str) and 0 < len(target) <= 200 and is_text(target)):
-            return None
-        if not (isinstance(version, str) and 0 < len(version) <= 50 and is_text(version)):
-            return None
-        if isinstance(sv, bool) or not isinstance(sv, int) or sv < 0:
-            return None
-        return cls(target, version, sv)
 
 
 @dataclass(frozen=True)
@@ -221,7 +192,7 @@ def _hash_data(d: dict[str, Any]) -> CertificateHashData:
     )
 
 
-class CsmsChargePoint(CoreMessages, HardenedChargePoint):
+class CsmsChargePoint(CommandCalls, CoreMessages, HardenedChargePoint):
     """One connected station, seen from the CSMS."""
 
     sink: StationSink
@@ -341,24 +312,10 @@ class CsmsChargePoint(CoreMessages, HardenedChargePoint):
     async def on_data_transfer(
         self, vendor_id: str, message_id: str | None = None, data: Any = None, **_: Any
     ) -> call_result.DataTransfer:
-        """Vendor messages; Chargeward's agent reports available security releases (P01)."""
-        if vendor_id == VENDOR_ID and message_id == "OwnerNotification":
-            # Before boot too: a charger in tamper quarantine sends only this and the event.
-            notice = _json_object(data)
-            if notice is None:
-                return call_result.DataTransfer(status="Rejected")
-            await self.sink.owner_notification(self.id, notice)
-            return call_result.DataTransfer(status="Accepted")
-        self._require_boot()
-        if vendor_id != VENDOR_ID:
-            return call_result.DataTransfer(status="UnknownVendorId")
-        if message_id != "SecurityUpdateAvailable":
-            return call_result.DataTransfer(status="UnknownMessageId")
-        report = UpdateAvailable.parse(data)
-        if report is None:
-            return call_result.DataTransfer(status="Rejected")
-        await self.sink.update_available(self.id, report)
-        return call_result.DataTransfer(status="Accepted")
+        """Vendor messages (:meth:`CommandCalls.vendor_message`)."""
+        return call_result.DataTransfer(
+            status=await self.vendor_message(vendor_id, message_id, data)
+        )
 
     @on(Action.transaction_event)
     async def on_transaction_event(
@@ -486,33 +443,6 @@ class CsmsChargePoint(CoreMessages, HardenedChargePoint):
         result = await self.call(call.UnpublishFirmware(checksum=checksum), suppress=False)
         return str(result.status)
 
-    async def _call_or_lost(self, payload: Any) -> Any:
-        """``call``, but a dropped connection ends the wait at once, not at the timeout."""
-        answer = asyncio.ensure_future(self.call(payload, suppress=False))
-        closed = asyncio.ensure_future(self._connection.wait_closed())
-        try:
-            await asyncio.wait({answer, closed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closed.cancel()
-        if not answer.done():
-            answer.cancel()
-            raise ConnectionClosed(None, None)
-        return answer.result()
-
-    async def _request(self, payload: Any) -> Any:
-        """Send a CALL; a lost or silent station is a TransportError, a CALLERROR a Conflict."""
-        action = type(payload).__name__
-        try:
-            return await self._call_or_lost(payload)
-        except TimeoutError as e:
-            raise TransportError(f"station {self.id} did not answer {action} in time") from e
-        except ConnectionClosed as e:
-            raise TransportError(f"connection to station {self.id} was lost") from e
-        except OCPPError as e:
-            raise Conflict(
-                f"station {self.id} refused {action}: {type(e).__name__}: {e.description}"
-            ) from e
-
     async def install_certificate(
         self, certificate_type: str, certificate_pem: str
     ) -> CertificateAnswer:
@@ -583,14 +513,3 @@ class CsmsChargePoint(CoreMessages, HardenedChargePoint):
 def _request_id(value: int | None) -> int | None:
     """A requestId, which names a row: a 32-bit OCPP ``integer`` or absent."""
     return None if value is None else int32(value)
-
-
-def _json_object(data: object) -> dict[str, Any] | None:
-    """``data`` of a DataTransfer as a JSON object of at most 2 KiB, or None."""
-    if not isinstance(data, str) or len(data) > 2048:
-        return None
-    try:
-        raw = json.loads(data)
-    except ValueError:
-        return None
-    return raw if isinstance(raw, dict) else None

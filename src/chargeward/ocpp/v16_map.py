@@ -12,9 +12,17 @@ side (``chargeward.ocpp.csms16``, ``chargeward.ocpp.station16``) maps names only
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs, urldefrag, urlencode
+
 from chargeward.errors import InvalidValue
 
 SUBPROTOCOL_16 = "ocpp1.6"
+# A legacy UpdateFirmware carries no signature: the CSMS puts the image's signature and
+# signing certificate in the location's fragment, which an HTTP client never sends to the
+# server (RFC 3986 3.5) and a third-party charger ignores; the reference agent reads them.
+SIGNATURE_PARAM = "cw-signature"
+CERTIFICATE_PARAM = "cw-certificate"
+LEGACY_FRAGMENT_MAX = 8192  # a signature and one certificate; more is not read
 SUBPROTOCOL_201 = "ocpp2.0.1"
 
 # SignedFirmwareStatusNotification (whitepaper) has the statuses of 2.0.1's
@@ -135,3 +143,26 @@ def trigger_from_16(requested: str) -> str:
         if theirs == requested:
             return ours
     raise InvalidValue(f"not a triggerable OCPP 1.6 message: {requested!r}")
+
+
+def legacy_location(location: str, signature: str, signing_certificate: str) -> str:
+    """The UpdateFirmware location for a legacy station: ``location`` with the image's
+    signature and signing certificate (PEM) in its fragment."""
+    base, _ = urldefrag(location)
+    params = {SIGNATURE_PARAM: signature, CERTIFICATE_PARAM: signing_certificate}
+    return f"{base}#{urlencode(params)}"
+
+
+def split_legacy_location(location: str) -> tuple[str, str | None, str | None]:
+    """(location without its fragment, signature, signing certificate PEM); None for what
+    the fragment does not carry (or a fragment over ``LEGACY_FRAGMENT_MAX``)."""
+    base, fragment = urldefrag(location)
+    if not fragment or len(fragment) > LEGACY_FRAGMENT_MAX:
+        return base, None, None
+    params = parse_qs(fragment, max_num_fields=4)
+
+    def one(name: str) -> str | None:
+        values = params.get(name, [])
+        return values[0] if len(values) == 1 and values[0] else None
+
+    return base, one(SIGNATURE_PARAM), one(CERTIFICATE_PARAM)

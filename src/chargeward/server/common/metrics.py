@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Response
+from ocpp.v16.enums import Action as Action16
 from ocpp.v201.enums import Action, FirmwareStatusEnumType
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
 from prometheus_client import generate_latest as _generate_latest
@@ -27,6 +28,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chargeward.ocpp.csms import CsmsChargePoint, StationSink
+from chargeward.ocpp.csms16 import Csms16ChargePoint, Station16Sink
 
 _FRAME_KIND = {3: "CallResult", 4: "CallError"}
 # HTTP label values come from a fixed set: any other method token is "other" (5,000 random
@@ -44,7 +46,9 @@ def http_labels(method: str, route: object, status: int) -> tuple[str, str, str]
     )
 
 
-_ACTIONS = frozenset(a.value for a in Action)
+# Both protocols' action names (OCPP 1.6J stations connect too, ADR 0039): a bounded set.
+_ACTIONS = frozenset(a.value for a in Action) | frozenset(a.value for a in Action16)
+_FIRMWARE_STATUS_ACTIONS = ("FirmwareStatusNotification", "SignedFirmwareStatusNotification")
 _STATUSES = frozenset(s.value for s in FirmwareStatusEnumType)
 
 
@@ -108,15 +112,16 @@ class Metrics:
     def ocpp_frame(self, direction: str, raw: Any) -> None:
         """Count one OCPP-J frame; malformed ones count as action ``invalid``.
 
-        Labels are OCPP 2.0.1 names only (``unknown`` for any other action or status): what a
-        station sends must not add label sets, each kept for the life of the process.
+        Labels are OCPP 2.0.1 and 1.6J names only (``unknown`` for any other action or
+        status): what a station sends must not add label sets, each kept for the life of the
+        process.
         """
         try:
             msg = json.loads(raw)
             kind = msg[0]
             if kind == 2:
                 action = msg[2] if isinstance(msg[2], str) and msg[2] in _ACTIONS else "unknown"
-                body = msg[3] if action == "FirmwareStatusNotification" else None
+                body = msg[3] if action in _FIRMWARE_STATUS_ACTIONS else None
             else:
                 action, body = _FRAME_KIND[kind], None
         except (ValueError, TypeError, LookupError, RecursionError):
@@ -135,7 +140,21 @@ class Metrics:
         self.registry.register(collector)
 
 
-class MeteredChargePoint(CsmsChargePoint):
+class Metered:
+    """Counts every frame a charge point receives and sends (mixed into both protocols')."""
+
+    metrics: Metrics
+
+    async def route_message(self, raw_msg: Any) -> None:
+        self.metrics.ocpp_frame("received", raw_msg)
+        await super().route_message(raw_msg)  # type: ignore[misc]
+
+    async def _send(self, message: Any) -> None:
+        self.metrics.ocpp_frame("sent", message)
+        await super()._send(message)  # type: ignore[misc]
+
+
+class MeteredChargePoint(Metered, CsmsChargePoint):
     """A :class:`CsmsChargePoint` that counts every frame in and out."""
 
     def __init__(
@@ -144,13 +163,15 @@ class MeteredChargePoint(CsmsChargePoint):
         super().__init__(station_id, connection, sink, **kw)
         self.metrics = metrics
 
-    async def route_message(self, raw_msg: Any) -> None:
-        self.metrics.ocpp_frame("received", raw_msg)
-        await super().route_message(raw_msg)
 
-    async def _send(self, message: Any) -> None:
-        self.metrics.ocpp_frame("sent", message)
-        await super()._send(message)
+class MeteredChargePoint16(Metered, Csms16ChargePoint):
+    """A :class:`Csms16ChargePoint` (OCPP 1.6J) that counts every frame in and out."""
+
+    def __init__(
+        self, station_id: str, connection: Any, sink: Station16Sink, *, metrics: Metrics, **kw: Any
+    ) -> None:
+        super().__init__(station_id, connection, sink, **kw)
+        self.metrics = metrics
 
 
 class HttpMetrics:
@@ -195,4 +216,4 @@ def instrument(app: FastAPI, metrics: Metrics, operator: Callable[..., Any]) -> 
     app.add_middleware(HttpMetrics, metrics=metrics)
 
 
-__all__ = ["HttpMetrics", "MeteredChargePoint", "Metrics", "instrument"]
+__all__ = ["HttpMetrics", "MeteredChargePoint", "MeteredChargePoint16", "Metrics", "instrument"]

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 from fastapi import Path, Query
 from pydantic import BaseModel, Field, StringConstraints
 
+from chargeward.ocpp.csms16 import LEGACY_CONSEQUENCE
+
 # Numbers in paths and queries are bounded by what the database can store (PostgreSQL
 # integer, SQLite's 64-bit one for offsets), so an absurd one is a 422, not a server error.
 MAX_ROW_ID = 2**31 - 1
@@ -35,6 +37,13 @@ class StationSummary(BaseModel):
     security_profile: int | None = None
     certificate_expires_at: dt.datetime | None = None
     open_alerts: int = 0
+    # OCPP 1.6J (ADR 0039): the last connection's protocol, the operator's mark for plain
+    # UpdateFirmware and whether the station has shown SignedUpdateFirmware support.
+    ocpp_version: str | None = None
+    legacy_firmware_update: bool = Field(
+        default=False, description="plain OCPP 1.6 UpdateFirmware; " + LEGACY_CONSEQUENCE
+    )
+    signed_update_support: bool | None = None
 
 
 class SiteView(BaseModel):

@@ -390,6 +390,9 @@ def _summary(row: Station, extras: _Extras) -> StationSummary:
         security_profile=row.security_profile,
         certificate_expires_at=row.certificate_expires_at,
         open_alerts=extras.open_alerts.get(row.id, 0),
+        ocpp_version=row.ocpp_version,
+        legacy_firmware_update=bool(row.legacy_firmware_update),
+        signed_update_support=row.signed_update_support,
     )
 
 
@@ -427,7 +430,14 @@ def check_firmware_map(name: str, value: object) -> dict[str, str]:
 
 
 REGISTRY_FIELDS = frozenset(
-    {"site_id", "tags", "hardware_revision", "manufactured_on", "expected_firmware"}
+    {
+        "site_id",
+        "tags",
+        "hardware_revision",
+        "manufactured_on",
+        "expected_firmware",
+        "legacy_firmware_update",  # plain OCPP 1.6 UpdateFirmware (ADR 0039)
+    }
 )
 
 
@@ -465,6 +475,8 @@ async def update_station(
             value = {**(row.expected_firmware or {}), **check_firmware_map(name, value or {})}
         if name == "manufactured_on":
             check_date(name, value, now)
+        if name == "legacy_firmware_update" and not isinstance(value, bool):
+            raise BundleError("legacy_firmware_update must be true or false")
         if name == "hardware_revision" and value is not None and len(value) > 32:
             raise BundleError("hardware_revision must be at most 32 characters")
         old_value = getattr(row, name)

@@ -37,6 +37,7 @@ from chargeward import audit
 from chargeward.errors import BundleError, Conflict
 from chargeward.limits import DEFAULT_SERVER_LIMITS
 from chargeward.model.fleet import check_id, check_tags, check_timezone, parse_windows
+from chargeward.ocpp.csms16 import LEGACY_CONSEQUENCE
 from chargeward.server.auth import tenancy
 from chargeward.server.common import inputs
 from chargeward.server.common.schemas import (
@@ -169,6 +170,13 @@ class StationPatch(_Strict):
     manufactured_on: dt.date | None = None
     expected_firmware: FirmwareMap | None = Field(
         default=None, examples=[{"main": "1.2.0"}], description="merged per component"
+    )
+    legacy_firmware_update: bool | None = Field(
+        default=None,
+        description=(
+            "OCPP 1.6 only: send plain UpdateFirmware (no signature) to this station, never to "
+            "one that has shown Security Whitepaper support; " + LEGACY_CONSEQUENCE
+        ),
     )
 
 

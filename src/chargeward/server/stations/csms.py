@@ -1,4 +1,5 @@
-"""The OCPP 2.0.1 listener: ``wss://HOST:PORT/ocpp/{stationId}``, subprotocol ``ocpp2.0.1``.
+"""The OCPP listener: ``wss://HOST:PORT/ocpp/{stationId}``, subprotocol ``ocpp2.0.1`` or
+``ocpp1.6`` (a station offering both gets 2.0.1; ADR 0039).
 
 Authentication happens during the HTTP upgrade, before any OCPP frame is read, by the security
 profile configured for the station (:func:`~chargeward.server.stations.station_security.admit`):
@@ -10,10 +11,12 @@ identity, and the station's registered certificate, not revoked or superseded
 handshake already refused old TLS versions, other cipher suites and certificates from another
 CA (:mod:`chargeward.server.stations.tls`).  Every refusal gets the same ``401``, its reason goes to
 the log (and, for a certificate of a known station, to the audit log); a missing subprotocol
-gets ``400``; any other path ``404``.  Failed logins are counted per station and address
+(neither ``ocpp2.0.1`` nor ``ocpp1.6``) gets ``400``; any other path ``404``.  Failed logins
+are counted per station and address
 (:mod:`chargeward.server.auth.throttle`): a locked caller gets ``429`` with ``Retry-After`` before
 its password is looked at.  Every connected station is a
-:class:`~chargeward.ocpp.csms.CsmsChargePoint` in the :class:`Registry`.
+:class:`~chargeward.ocpp.csms.CsmsChargePoint` in the :class:`Registry`, or, for OCPP 1.6J, a
+:class:`~chargeward.ocpp.csms16.Csms16ChargePoint` with the same command methods.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import logging
 import ssl
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Protocol
+from typing import Protocol, cast
 from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
@@ -38,9 +41,10 @@ from chargeward.errors import Conflict, TransportError
 from chargeward.limits import DEFAULT_SERVER_LIMITS, ServerLimits
 from chargeward.logging_setup import websocket_logger
 from chargeward.ocpp.csms import CsmsChargePoint
+from chargeward.ocpp.v16_map import SUBPROTOCOL_16, SUBPROTOCOL_201
 from chargeward.server.auth import passwords
 from chargeward.server.auth.throttle import StationThrottle
-from chargeward.server.common.metrics import MeteredChargePoint, Metrics
+from chargeward.server.common.metrics import MeteredChargePoint, MeteredChargePoint16, Metrics
 from chargeward.server.fleet import station_registry
 from chargeward.server.stations import station_certificates, station_security
 from chargeward.server.stations.group_commit import GroupCommit
@@ -49,7 +53,10 @@ from chargeward.server.store.db import Database
 from chargeward.server.store.tables import Station
 
 LOG = logging.getLogger("chargeward.csms")
-SUBPROTOCOL = "ocpp2.0.1"
+SUBPROTOCOL = SUBPROTOCOL_201
+# What the listener accepts, the preferred first: a station offering both gets 2.0.1.
+SUBPROTOCOLS = (SUBPROTOCOL_201, SUBPROTOCOL_16)
+OCPP_VERSIONS = {SUBPROTOCOL_201: "2.0.1", SUBPROTOCOL_16: "1.6"}
 PATH_PREFIX = "/ocpp/"
 
 
@@ -220,15 +227,16 @@ class CsmsListener:
             for v in request.headers.get_all("Sec-WebSocket-Protocol")
             for p in v.split(",")
         ]
-        if SUBPROTOCOL not in offered:
+        if not any(p in offered for p in SUBPROTOCOLS):
+            wanted = " or ".join(SUBPROTOCOLS)
             LOG.warning(
                 "%s: refused, subprotocol %s not offered (got %s)",
                 station_id,
-                SUBPROTOCOL,
+                wanted,
                 offered or "none",
             )
             return self._refuse(
-                connection, HTTPStatus.BAD_REQUEST, f"subprotocol {SUBPROTOCOL} required"
+                connection, HTTPStatus.BAD_REQUEST, f"subprotocol {wanted} required"
             )
         address = _address(connection)
         wait = self.throttle.wait(station_id, address)
@@ -284,12 +292,18 @@ class CsmsListener:
         assert connection.request is not None
         station_id = station_id_from_path(connection.request.path)
         assert station_id is not None  # checked in process_request
-        cp = MeteredChargePoint(
-            station_id,
-            connection,
-            self.sink,
-            metrics=self.metrics,
-            heartbeat_interval=self.heartbeat_interval,
+        subprotocol = str(connection.subprotocol or SUBPROTOCOL)
+        metered = MeteredChargePoint16 if subprotocol == SUBPROTOCOL_16 else MeteredChargePoint
+        # A 1.6 charge point has CsmsChargePoint's command methods, same signatures (ADR 0039).
+        cp = cast(
+            CsmsChargePoint,
+            metered(
+                station_id,
+                connection,
+                self.sink,
+                metrics=self.metrics,
+                heartbeat_interval=self.heartbeat_interval,
+            ),
         )
         # A reconnect without a reboot needs no new BootNotification (e.g. to use a renewed
         # certificate, OCPP A02, or after this server restarted): a station whose
@@ -304,7 +318,9 @@ class CsmsListener:
         # record the disconnection (station_registry.set_connected).
         if self.presence is not None:
             await self.presence.connected(station_id, self.sink.writes)
-        booted_before = await self.sink.connected(station_id, True)
+        booted_before = await self.sink.connected(
+            station_id, True, ocpp_version=OCPP_VERSIONS[subprotocol]
+        )
         cp.booted = cp.booted or booted_before
         # A reconnect without a reboot: sessions the station may have ended while its
         # TransactionEvent was lost are closed by its connector statuses, so ask for them.
@@ -352,7 +368,7 @@ class CsmsListener:
             self.handler,
             host,
             port,
-            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
             process_request=self.process_request,
             ssl=self.ssl_context,
             max_size=self.limits.frame_bytes,

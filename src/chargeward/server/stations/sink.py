@@ -15,18 +15,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward.limits import DEFAULT_SERVER_LIMITS, ServerLimits
 from chargeward.ocpp.core_messages import DeviceModelPart, EventReport, MeterReading
-from chargeward.ocpp.csms import (
-    BootInfo,
-    SignAnswer,
-    SignedChain,
-    UpdateAvailable,
-)
+from chargeward.ocpp.csms import BootInfo, SignAnswer, SignedChain
+from chargeward.ocpp.csms16 import BOOT_REASON as BOOT_REASON_16
+from chargeward.ocpp.csms16 import UpdateMode
+from chargeward.ocpp.csms_shared import UpdateAvailable
 from chargeward.server.fleet import station_registry
 from chargeward.server.rollout import local_cache, update_orders
 from chargeward.server.rollout.repository import record_available_update
 from chargeward.server.stations import (
     core_reports,
     logs,
+    ocpp16_support,
     station_reports,
     station_security,
     write_budget,
@@ -144,15 +143,22 @@ class DbSink:
                 closed=closed,
             ),
             station_id=station_id,
-            open_update=info.reason == "FirmwareUpdate",  # it belongs to that update
+            # it belongs to that update (1.6 says no reason: perhaps, station_reports decides)
+            open_update=info.reason in ("FirmwareUpdate", BOOT_REASON_16),
             alerts=True,  # firmware drift
         )
 
     async def connected(
-        self, station_id: str, connected: bool, *, node_id: str | None = None
+        self,
+        station_id: str,
+        connected: bool,
+        *,
+        node_id: str | None = None,
+        ocpp_version: str | None = None,
     ) -> bool:
         """Record a (dis)connection; returns whether the station ever booted.  ``node_id``:
-        a disconnection is not recorded if another node holds the station by then."""
+        a disconnection is not recorded if another node holds the station by then;
+        ``ocpp_version``: the subprotocol of a connection (``1.6``, ``2.0.1``)."""
         now = self.clock()
         if not connected:
             self._reports.pop(station_id, None)  # a report's parts share one connection
@@ -160,12 +166,16 @@ class DbSink:
             closed = [c for b in budgets if (c := b.close(station_id)) is not None]
             if closed:
                 await self._summarise(closed, now)
-        return await self.writes.run(
-            lambda s: station_registry.set_connected(
+
+        async def write(s: AsyncSession) -> bool:
+            booted = await station_registry.set_connected(
                 s, station_id, connected, now=now, node_id=node_id
-            ),
-            station_id=station_id,
-        )
+            )
+            if ocpp_version is not None:
+                await ocpp16_support.record_protocol(s, station_id, ocpp_version)
+            return booted
+
+        return await self.writes.run(write, station_id=station_id)
 
     async def heartbeat(self, station_id: str) -> None:
         self._seen[station_id] = self.clock()
@@ -289,6 +299,23 @@ class DbSink:
             lambda s: record_available_update(s, station_id, found, now=now),
             station_id=station_id,
         )
+
+    # -- OCPP 1.6J firmware update path (ADR 0039) --------------------------------------------
+
+    async def update_mode(self, station_id: str) -> UpdateMode:
+        async with self.db.snapshot() as s:
+            return await ocpp16_support.update_mode(s, station_id)
+
+    async def signed_update_evidence(self, station_id: str, supported: bool, why: str) -> None:
+        now = self.clock()
+        await self.writes.run(
+            lambda s: ocpp16_support.record_signed_evidence(s, station_id, supported, why, now=now),
+            station_id=station_id,
+        )
+
+    async def open_legacy_request(self, station_id: str) -> int | None:
+        async with self.db.snapshot() as s:
+            return await ocpp16_support.open_legacy_request(s, station_id)
 
     # -- core messages (ADR 0035) -----------------------------------------------------------------
 

@@ -16,7 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chargeward import audit
 from chargeward.campaign import machine
-from chargeward.model.reported import Brings
+from chargeward.model.reported import Brings, reports_release
+from chargeward.ocpp.csms16 import BOOT_REASON as BOOT_REASON_16
+from chargeward.ocpp.csms16 import OCPP_VERSION as OCPP_16
 from chargeward.ocpp.security_events import chargeward_event
 from chargeward.server.common.schemas import (
     BootView,
@@ -105,6 +107,8 @@ async def record_boot(
     # Only a boot after an update belongs to the update's transaction (one query fewer for
     # every other boot: a storm of them follows each outage).
     update = await latest_open_update(s, station_id) if reason == "FirmwareUpdate" else None
+    if reason == BOOT_REASON_16 and row.ocpp_version == OCPP_16:
+        reason, update = await _boot_16(s, row, firmware_version)
     await audit.record(
         s,
         actor=station_actor(station_id),
@@ -124,6 +128,19 @@ async def record_boot(
         )
     versions = dict(row.reported_firmware or {})
     await campaign_runs.on_station_event(s, station_id, machine.Boot(now, reason, versions))
+
+
+async def _boot_16(
+    s: AsyncSession, row: Station, firmware_version: str | None
+) -> tuple[str, FirmwareUpdate | None]:
+    """A 1.6 BootNotification says no reason (ADR 0039): it is the boot after an update when
+    the station has one open and reports that release's version; campaigns then see reason
+    ``FirmwareUpdate`` (and soak).  Any other stays ``Unknown``."""
+    update = await latest_open_update(s, row.id)
+    release = await s.get(Release, update.release_id) if update is not None else None
+    if release is not None and reports_release(release, row.model, firmware_version):
+        return "FirmwareUpdate", update
+    return BOOT_REASON_16, None
 
 
 _IDENTITY_LENGTHS = {"model": 20, "vendor": 50, "serial_number": 25}

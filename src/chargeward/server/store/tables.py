@@ -95,11 +95,14 @@ class Station(Base):
     # The live campaign the station is in (None: none), so a report from a station outside
     # every campaign costs no campaign lookup (a reconnect storm is mostly such reports).
     campaign_id: Mapped[int | None] = mapped_column(Integer, default=None)
-    # The last MeterValues per EVSE, {evse id: {"timestamp", "sampled_value"}} (bounded by
-    # ServerLimits.meter_evses/meter_samples), and the last complete NotifyReport device model
-    # (ServerLimits.device_model_vars variables); ADR 0035.
+    # The last MeterValues per EVSE, {evse id: {"timestamp", "sampled_value"}}, and the last
+    # complete NotifyReport device model (bounded by ServerLimits; ADR 0035).
     meter_values: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     device_model: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # ADR 0039: last subprotocol; operator's plain-UpdateFirmware mark; SignedUpdateFirmware seen
+    ocpp_version: Mapped[str | None] = mapped_column(String(8), default=None)  # 1.6 | 2.0.1
+    legacy_firmware_update: Mapped[bool] = mapped_column(default=False)
+    signed_update_support: Mapped[bool | None] = mapped_column(default=None)  # None: unknown
 
 
 class Release(Base):
