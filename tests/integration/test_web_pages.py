@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 from markupsafe import escape
 
+from chargeward.server.fleet import station_registry
 from chargeward.server.http.web_campaigns import campaign_document
 from chargeward.server.http.web_page import LOGIN_COOKIE, SESSION_COOKIE
 from chargeward.server.http.web_routes import WEB_ROUTES
+from chargeward.server.rollout.campaign_protocols import LEGACY_CONSEQUENCE
+from chargeward.server.store.tables import Station
 from tests.support.accounts_api import AccountsApi, accounts_api
 from tests.support.dashboard import CSRF, browser, log_in
 
@@ -219,3 +222,32 @@ def test_the_create_form_becomes_the_apis_campaign_document() -> None:
         "bypass_windows": True,
     }
     assert "bypass_windows" not in campaign_document({"name": "x", "release": "r"})
+
+
+async def test_the_campaign_preview_says_how_each_protocol_is_updated(env: AccountsApi) -> None:
+    """A 1.6 station marked legacy is named with what plain UpdateFirmware costs; one that
+    refused SignedUpdateFirmware unmarked is named as left out (ADR 0039)."""
+    fleet = {  # id -> (protocol, marked legacy, signed update support)
+        "CP-201": ("2.0.1", False, None),
+        "CP-WP": ("1.6", False, True),
+        "CP-MARKED": ("1.6", True, None),
+        "CP-OLD": ("1.6", False, False),
+    }
+    async with env.state.db.session() as s:
+        for sid, (version, marked, signed) in fleet.items():
+            await station_registry.register_station(
+                s, sid, actor="t", model="AC22", now=env.clock()
+            )
+            row = await s.get(Station, sid)
+            assert row is not None
+            row.ocpp_version, row.legacy_firmware_update = version, marked
+            row.signed_update_support = signed
+    olive = await env.add_user("olive", "operator")
+    async with await browser(env) as c:
+        await log_in(env, c, olive)
+        r = await c.get("/campaigns/preview", params={"model": "AC22"})
+    assert r.status_code == 200
+    assert "OCPP: 1.6 3, 2.0.1 1" in r.text
+    assert 'id="preview-legacy">1 marked legacy (CP-MARKED)' in r.text
+    assert str(escape(LEGACY_CONSEQUENCE)) in r.text
+    assert 'id="preview-refused">1 would be left out (CP-OLD)' in r.text

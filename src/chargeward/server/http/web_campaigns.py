@@ -23,6 +23,7 @@ from chargeward.server.http.web_page import (
     breakdown,
     seg,
 )
+from chargeward.server.rollout.campaign_protocols import LEGACY_CONSEQUENCE, NOT_MARKED, update_path
 
 router = APIRouter(include_in_schema=False)
 RUN_STATES = (
@@ -108,9 +109,16 @@ async def campaign_preview(
     matched = await page.get("/api/v1/stations", **params)
     sites = {x["id"]: x for x in await page.get("/api/v1/sites")}
     per_site = breakdown(matched, "site_id")
+    paths: dict[str, list[str]] = {"legacy": [], "refused": [], "signed": []}
+    for x in matched:  # how each would be sent the release (ADR 0039)
+        path = update_path(x.get("ocpp_version"), bool(x.get("legacy_firmware_update")),
+                           x.get("signed_update_support"))  # fmt: skip
+        paths[path].append(x["id"])
     return page.render(
-        "preview.html", matched=len(matched), model=model, site=site, per_site=per_site, sites=sites
-    )
+        "preview.html", matched=len(matched), model=model, site=site, per_site=per_site,
+        sites=sites, protocols=breakdown(matched, "ocpp_version"), paths=paths,
+        legacy_consequence=LEGACY_CONSEQUENCE, not_marked=NOT_MARKED,
+    )  # fmt: skip
 
 
 # Outcomes charted over a campaign's life: a station entering the state counts once.

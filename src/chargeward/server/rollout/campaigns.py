@@ -34,7 +34,7 @@ from chargeward.campaign.spec import (
 from chargeward.errors import Conflict, NotFound
 from chargeward.model.firmware import MAIN_COMPONENT
 from chargeward.server.common import inputs
-from chargeward.server.rollout import campaign_releases
+from chargeward.server.rollout import campaign_protocols, campaign_releases
 from chargeward.server.rollout.campaign_fleet import busy_elsewhere, eligible
 from chargeward.server.rollout.campaign_runs import (
     enrol,
@@ -146,11 +146,10 @@ def refuse_unreachable(sites: Sequence[UnreachableSite], keep_available: int) ->
 
 
 def _site_floor(site: UnreachableSite, keep_available: int) -> planner.WaitReason:
-    plural = "" if site.chargers == 1 else "s"
     return planner.WaitReason(
         "site_floor",
-        f"site {site.site_id} has {site.chargers} charger{plural}; keep_available = "
-        f"{keep_available}: none may be updated until the site has more",
+        f"site {site.site_id} has {site.chargers} charger{'' if site.chargers == 1 else 's'}; "
+        f"keep_available = {keep_available}: none may be updated until the site has more",
     )
 
 
@@ -199,9 +198,11 @@ async def create_campaign(
     if (await s.scalars(select(Campaign.id).where(Campaign.name == spec.name))).first():
         raise Conflict(f"a campaign named {spec.name!r} exists already")
     chosen = await eligible(s, spec, release)
-    if not chosen:
+    protocols = await campaign_protocols.screen_protocols(s, chosen)  # 1.6 left out: why
+    if not (chosen := [sid for sid in chosen if sid not in protocols.refused]):
         raise Conflict(
             "the target selects no station (or every one is in another running campaign)"
+            + "".join(f"; {w}" for w in protocols.warnings())
         )
     below = await campaign_releases.below_floor(s, release, chosen)
     if below.floors and not allow_below_floor:
@@ -258,6 +259,7 @@ async def create_campaign(
             "stage_sizes": list(sizes),
             "needs_approval": needs_approval,
             "rollback_of": rollback_of,
+            **protocols.audit_details(),
             **(
                 {"allow_below_floor": True, "left_out_below_floor": below.audit_details()}
                 if allow_below_floor
@@ -279,7 +281,7 @@ async def create_campaign(
     )
     await s.flush()
     view = await campaign_view(s, row.id)
-    warnings = [
+    warnings = protocols.warnings() + [
         f"{u.describe(keep)}: its {len(u.stations)} target station"
         f"{'' if len(u.stations) == 1 else 's'} wait (reason site_floor) until the site has "
         "more chargers"
