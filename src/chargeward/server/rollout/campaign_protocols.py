@@ -21,12 +21,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chargeward.ocpp import csms16
 from chargeward.server.store.tables import Station
 
 LEGACY_CONSEQUENCE = (
-    "a legacy OCPP 1.6 charger (no Security Whitepaper) cannot verify the origin or the "
-    "integrity of the image itself: Chargeward's guarantees stop at the signed, "
-    "access-controlled download"
+    "a legacy OCPP 1.6 charger (no Security Whitepaper): " + csms16.LEGACY_CONSEQUENCE
 )
 NOT_MARKED = (
     "OCPP 1.6 without signed firmware update (it refused SignedUpdateFirmware) and not "
