@@ -25,7 +25,8 @@ from chargeward.ocpp import csms16
 from chargeward.server.store.tables import Station
 
 LEGACY_CONSEQUENCE = (
-    "a legacy OCPP 1.6 charger (no Security Whitepaper): " + csms16.LEGACY_CONSEQUENCE
+    "a legacy OCPP 1.6 charger (no Security Whitepaper) gets plain UpdateFirmware, and "
+    + csms16.LEGACY_CONSEQUENCE
 )
 NOT_MARKED = (
     "OCPP 1.6 without signed firmware update (it refused SignedUpdateFirmware) and not "
