@@ -16,7 +16,7 @@ States, and what moves a station on::
     soaking ── soak time without faults, security events or a reboot loop ──> succeeded
 
     any failure status, a refused request, or a timeout ──> waiting again while attempts are
-    left (``max_attempts`` UpdateFirmware requests in all), else failed / timed_out
+    left (``max_attempts`` in all) and a retry can help, else failed / timed_out
     a request that never reached the station (``NotConnected``, ``NotDelivered``: no node
     held it, or its node was gone) ──> waiting, and it is no attempt: the infrastructure
     failed, not the station
@@ -157,6 +157,7 @@ ACCEPTED_RESPONSES = frozenset({"Accepted", "AcceptedCanceled"})
 UNDELIVERED_RESPONSES = frozenset({"NotConnected", "NotDelivered"})
 # Answers after which the request may or may not have reached the station: it is asked.
 UNANSWERED_RESPONSES = frozenset({"NoResponse"})
+FINAL_RESPONSES = frozenset({"SignedUpdateUnsupported"})  # a retry cannot help (1.6, ADR 0039)
 PROGRESS_STATUSES = DOWNLOAD_STATUSES | INSTALL_STATUSES | INSTALLED_STATUSES  # it works on one
 IDLE = "Idle"  # FirmwareStatusNotification: no request in progress (OCPP L01.FR.26)
 REBOOT_LOOP = 2  # boots during the soak beyond the update's own
@@ -239,12 +240,11 @@ def _to(
     **changes: object,
 ) -> StationRun:
     timeline = (*run.timeline, (_iso(at), state, note))[-policy.timeline_cap :]
-    finished = at if state in TERMINAL else None
     return replace(
         run,
         state=state,
         timeline=timeline,
-        finished_at=finished,
+        finished_at=at if state in TERMINAL else None,
         **changes,  # type: ignore[arg-type]
     )
 
@@ -257,8 +257,8 @@ def _phase(phase: str, at: dt.datetime, policy: Policy) -> dict[str, object]:
 def _failure(
     run: StationRun, at: dt.datetime, policy: Policy, reason: str, timed_out: bool = False
 ) -> StationRun:
-    """A failed attempt: wait for another while attempts are left, else the end."""
-    if run.attempts < policy.spec.max_attempts:
+    """A failed attempt: wait for another while attempts are left (and may help), else the end."""
+    if run.attempts < policy.spec.max_attempts and reason.split()[-1] not in FINAL_RESPONSES:
         return _to(
             run, "waiting", at, policy, f"retry: {reason}", reason=reason, phase=None, deadline=None
         )

@@ -290,3 +290,30 @@ class HardenedChargePoint16(HardenedChargePoint):
     _call = v16_call
     _call_result = v16_call_result
     _ocpp_version = "1.6"
+
+    async def _send(self, message: Any) -> None:
+        await super()._send(error_codes_16(message))
+
+
+# OCPP-J 1.6 (section 4.2.3) spells two codes differently and has no RPC-framework codes; a
+# CALLERROR on a 1.6 connection uses its words.
+_ERROR_CODES_16 = {
+    "FormatViolation": "FormationViolation",
+    "OccurrenceConstraintViolation": "OccurenceConstraintViolation",
+    "MessageTypeNotSupported": "GenericError",
+    "RpcFrameworkError": "GenericError",
+}
+
+
+def error_codes_16(message: Any) -> Any:
+    """``message`` with a CALLERROR's code as OCPP-J 1.6 names it (other frames unchanged)."""
+    if not isinstance(message, str) or not message.startswith("[4"):
+        return message
+    try:
+        frame = json.loads(message)
+    except ValueError:
+        return message
+    if not (isinstance(frame, list) and len(frame) >= 3 and frame[2] in _ERROR_CODES_16):
+        return message
+    frame[2] = _ERROR_CODES_16[frame[2]]
+    return json.dumps(frame, separators=(",", ":"))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from chargeward.ocpp.base import unhandled_action
+from chargeward.ocpp.base import HardenedChargePoint16, error_codes_16, unhandled_action
 from chargeward.ocpp.station import StationChargePoint
 
 
@@ -55,3 +55,16 @@ def test_versions_have_their_own_action_lists() -> None:
     assert unhandled_action("Get15118EVCertificate", "2.0.1").code == "NotSupported"
     assert unhandled_action("Get15118EVCertificate", "1.6").code == "NotImplemented"
     assert unhandled_action("DiagnosticsStatusNotification", "1.6").code == "NotSupported"
+
+
+async def test_a_16_connection_answers_with_ocpp_j_16_error_codes() -> None:
+    """OCPP-J 1.6 says FormationViolation where 2.0 says FormatViolation (section 4.2.3)."""
+    wire = Wire()
+    station = HardenedChargePoint16("CP-1", wire)
+    await station.route_message('[2, "m-1", "Heartbeat", []]')  # not the OCPP-J shape
+    await station.route_message('[2, "m-2", "Heartbeat", {"unexpected": 1}]')  # no handler
+    assert [frame[:3] for frame in wire.sent] == [
+        [4, "m-1", "FormationViolation"],
+        [4, "m-2", "NotSupported"],  # a 1.6 action this charge point has no handler for
+    ]
+    assert error_codes_16('[3, "m-3", {}]') == '[3, "m-3", {}]'  # only CALLERRORs change
