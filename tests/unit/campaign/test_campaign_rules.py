@@ -211,6 +211,18 @@ def test_a_request_that_never_reached_the_station_is_no_attempt(answer: str) -> 
     assert silent.state == "timed_out"
 
 
+def test_a_station_without_signed_update_is_not_asked_again() -> None:
+    """An OCPP 1.6 station that refused SignedUpdateFirmware as not implemented answers the
+    same until an operator marks it legacy: no attempt is spent on asking again (ADR 0039);
+    a plain refusal still leaves the next attempt."""
+    p = policy(max_attempts=3)
+    run = step(StationRun("CP-1", 0, "waiting"), machine.Dispatched(minutes(0), 1), p)
+    final = step(run, machine.Response(minutes(0), "SignedUpdateUnsupported"), p)
+    assert (final.state, final.attempts) == ("failed", 1)
+    assert final.reason == "UpdateFirmware SignedUpdateUnsupported"
+    assert step(run, machine.Response(minutes(0), "Rejected"), p).state == "waiting"
+
+
 # A request whose answer was lost (issue 28): the node that sent it died, or the reply timed
 # out.  It may have reached the station, so it is asked about, never sent twice blindly.
 
