@@ -25,6 +25,7 @@ SERVER_LAYERS = (
     "auth",  # accounts, tokens, roles, tenancy, passwords, throttles
     "fleet",  # station registry, sites/models/tags, alerts
     "rollout",  # releases, repository, supply chain, campaigns, updates, deltas, link budget
+    "proxy",  # proxy mode: the relay to an upstream CSMS, its policies and queue
     "stations",  # OCPP listener, station reports, certificates, security profiles, import
     "cluster",  # nodes, leader election
     "state",  # chargeward.server.state: the services one server process holds

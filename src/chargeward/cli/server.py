@@ -15,6 +15,7 @@ from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, console
 from chargeward.cli.supply import FailOn
 from chargeward.errors import ConfigError
 from chargeward.server.http.http_security import HttpSecurity, is_loopback
+from chargeward.server.proxy import CredentialMode, FirmwarePolicy, ProxyConfig, client_ssl_context
 from chargeward.server.runtime import ServerConfig, add_manufacturer_root, run_server
 from chargeward.server.stations.tls import OcppSecurity
 from chargeward.server.store.db import DEFAULT_TIMEOUTS, DatabaseTimeouts
@@ -202,6 +203,33 @@ def server(
             "a CSMS that does if sessions need authorization (ADR 0035).",
         ),
     ] = AuthorizeAnswer.accept,
+    upstream: Annotated[
+        str | None,
+        typer.Option(
+            help="Proxy mode: relay each station to this CSMS, e.g. "
+            "wss://csms.example/ocpp/{stationId} (ADR 0040; docs/deployment.md).",
+        ),
+    ] = None,
+    upstream_ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="CA certificates (PEM) the wss:// upstream is checked against.", exists=True
+        ),
+    ] = None,
+    upstream_credentials: Annotated[
+        CredentialMode,
+        typer.Option(
+            help="Basic auth on the upstream leg: the station's own (pass-through) or none."
+        ),
+    ] = CredentialMode.pass_through,
+    upstream_firmware_policy: Annotated[
+        FirmwarePolicy,
+        typer.Option(
+            help="The upstream's UpdateFirmware/SignedUpdateFirmware/PublishFirmware: relay, "
+            "refuse (answered Rejected, audited) or approved-only (only images of approved "
+            "releases).",
+        ),
+    ] = FirmwarePolicy.approved_only,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str | None,
@@ -274,6 +302,9 @@ def server(
                     ),
                     leader_lease=leader_lease,
                     authorize=AUTHORIZE_STATUS[authorize],
+                    upstream=_proxy_config(
+                        upstream, upstream_ca, upstream_credentials, upstream_firmware_policy
+                    ),
                 ),
                 ready,
             )
@@ -282,3 +313,20 @@ def server(
         console.print("server stopped")
     except OSError as e:
         raise ConfigError(str(e)) from e
+
+
+def _proxy_config(
+    url: str | None, ca: Path | None, credentials: CredentialMode, policy: FirmwarePolicy
+) -> ProxyConfig | None:
+    if url is None:
+        return None
+    if credentials is CredentialMode.stored:
+        raise ConfigError(
+            "--upstream-credentials stored is not available from the command line yet"
+        )
+    return ProxyConfig(
+        url_template=url,
+        firmware_policy=policy,
+        credential_mode=credentials,
+        ssl_context=client_ssl_context(ca) if url.startswith("wss://") else None,
+    )

@@ -43,6 +43,8 @@ from chargeward.server.http.http_security import (
     parse_networks,
 )
 from chargeward.server.http.limits import HttpLimits, uvicorn_options
+from chargeward.server.proxy import Proxy, ProxyConfig
+from chargeward.server.proxy.records import DbProxyHooks
 from chargeward.server.rollout import campaign_scheduler
 from chargeward.server.state import TRUST_FILE, ServerState
 from chargeward.server.stations.csms import CsmsListener
@@ -85,6 +87,7 @@ class ServerConfig:
     database: DatabaseTimeouts = DEFAULT_TIMEOUTS  # PostgreSQL session bounds (ADR 31)
     leader_lease: float = 10.0  # seconds a cluster leader leads without renewing (ADR 34)
     authorize: str = "Accepted"  # idTokenInfo.status of every Authorize (ADR 0035)
+    upstream: ProxyConfig | None = None  # proxy mode: stations relayed to this CSMS (ADR 0040)
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -274,6 +277,7 @@ async def run_server(
         charger_ca=charger_ca,
         allow_profile_1=config.security.allow_profile_1,
         limits=config.limits,
+        proxy=Proxy(config.upstream, DbProxyHooks(db, state.clock)) if config.upstream else None,
     )
     listener.sink.limits = config.limits  # core-message bounds (ADR 0035)
     listener.sink.authorize_status = config.authorize

@@ -46,6 +46,7 @@ from chargeward.server.auth import passwords
 from chargeward.server.auth.throttle import StationThrottle
 from chargeward.server.common.metrics import MeteredChargePoint, MeteredChargePoint16, Metrics
 from chargeward.server.fleet import station_registry
+from chargeward.server.proxy import Proxy
 from chargeward.server.stations import station_certificates, station_security
 from chargeward.server.stations.group_commit import GroupCommit
 from chargeward.server.stations.sink import Clock, DbSink, utc_now
@@ -153,8 +154,10 @@ class CsmsListener:
         timeouts: ListenerTimeouts | None = None,
         throttle: StationThrottle | None = None,
         limits: ServerLimits = DEFAULT_SERVER_LIMITS,
+        proxy: Proxy | None = None,
     ) -> None:
         self.db = db
+        self.proxy = proxy  # proxy mode: each station relayed to an upstream CSMS (ADR 0040)
         self.limits = limits
         self.registry = registry
         self.timeouts = timeouts or ListenerTimeouts()
@@ -294,12 +297,14 @@ class CsmsListener:
         assert station_id is not None  # checked in process_request
         subprotocol = str(connection.subprotocol or SUBPROTOCOL)
         metered = MeteredChargePoint16 if subprotocol == SUBPROTOCOL_16 else MeteredChargePoint
+        # Proxy mode: the charge point reads and writes through the relay (ADR 0040).
+        relay = self.proxy.relay(station_id, subprotocol, connection) if self.proxy else None
         # A 1.6 charge point has CsmsChargePoint's command methods, same signatures (ADR 0039).
         cp = cast(
             CsmsChargePoint,
             metered(
                 station_id,
-                connection,
+                connection if relay is None else relay.connection,
                 self.sink,
                 metrics=self.metrics,
                 heartbeat_interval=self.heartbeat_interval,
@@ -325,11 +330,16 @@ class CsmsListener:
         # A reconnect without a reboot: sessions the station may have ended while its
         # TransactionEvent was lost are closed by its connector statuses, so ask for them.
         asking = asyncio.create_task(self._ask_connectors(cp)) if cp.booted else None
+        if relay is not None:
+            relay.start()
         try:
             await cp.start()
         except ConnectionClosed:
             pass
         finally:
+            if relay is not None:
+                await relay.stop()
+                self.proxy.ended(relay)  # type: ignore[union-attr]
             if asking is not None:
                 asking.cancel()
             if cp.booted:
