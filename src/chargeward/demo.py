@@ -7,8 +7,10 @@
 2. A TUF repository: a 2-of-3 root and 2-of-3 release approvers.
 3. The operator's server starts on SQLite, its HTTP listener on https with a lab CSMS CA
    (ADR 0025); a fleet of simulated chargers (the real agent on a simulated flash and link,
-   see :mod:`chargeward.sim`; the CA is their CSMS root) on three sites in three time zones,
-   each with a maintenance window in local time, a few with a car charging, connects.
+   see :mod:`chargeward.sim`; the CA is their CSMS root) on four sites in four time zones,
+   each with a maintenance window in local time, a few with a car charging, connects.  The
+   fourth site's chargers speak OCPP 1.6J with the Security Whitepaper, but one without it:
+   dave marks that one legacy (plain UpdateFirmware), and the demo says what that costs.
 4. carol uploads 1.1.0, alice and bob approve it (2 of 3), carol publishes it; dave creates a
    staged campaign with a canary and alice starts it (two-person rule); it runs live.
 5. The same for 1.2.0: the canary fails its health check and falls back to 1.1.0, the campaign
@@ -38,11 +40,13 @@ from rich.table import Table
 
 from chargeward.errors import ChargewardError
 from chargeward.local import LabTls, demo_advisories, make_repository, run_cli
+from chargeward.ocpp.csms16 import LEGACY_CONSEQUENCE
 from chargeward.procinfo import raise_fd_limit
 from chargeward.server.runtime import write_private
 from chargeward.sim import flash as flash_mod
 from chargeward.sim import server as backend
 from chargeward.sim.checks import Checks, check_run
+from chargeward.sim.protocols import mark_legacy, protocol_counts, protocol_line
 from chargeward.sim.releases import Releases, make_releases
 from chargeward.sim.runner import CAMPAIGN_DEFAULTS, SimOptions, Simulation, Trust, log_to
 from chargeward.sim.scenario import (
@@ -50,22 +54,27 @@ from chargeward.sim.scenario import (
     Faults,
     Group,
     Link,
+    Ocpp,
     Scenario,
     Sessions,
     Site,
     window_from_now,
 )
+from chargeward.sim.station import SimStation
 
 MODEL = "AC22"
 VERSIONS = ("1.0.0", "1.1.0", "1.2.0")
 GOOD, BAD = "1.1.0", "1.2.0"
 # site, IANA time zone, station id prefix, share of the fleet, link (bytes/s shared by the
-# site, one-way latency)
+# site, one-way latency), the OCPP its chargers speak
 SITES = (
-    ("london", "Europe/London", "LON", 0.4, Link(4_000_000, 15.0)),
-    ("newyork", "America/New_York", "NYC", 0.3, Link(2_000_000, 40.0)),
-    ("tokyo", "Asia/Tokyo", "TYO", 0.3, Link(1_000_000, 90.0)),
+    ("london", "Europe/London", "LON", 0.3, Link(4_000_000, 15.0), "2.0.1"),
+    ("newyork", "America/New_York", "NYC", 0.25, Link(2_000_000, 40.0), "2.0.1"),
+    ("tokyo", "Asia/Tokyo", "TYO", 0.25, Link(1_000_000, 90.0), "2.0.1"),
+    ("paris", "Europe/Paris", "PAR", 0.2, Link(2_000_000, 25.0), "1.6"),
 )
+# On the OCPP 1.6J site: one charger without the Security Whitepaper, marked by the operator.
+LEGACY = Ocpp("1.6", legacy=True)
 ROLES = {"carol": "release-manager", "alice": "approver", "bob": "approver", "dave": "operator"}
 
 
@@ -82,18 +91,23 @@ QUICK = Size(stations=24, image_kib=32, charging_s=15, timeout_s=300)
 
 
 def demo_scenario(size: Size, now: dt.datetime) -> Scenario:
-    """Three sites, each with a window open now in its local time, a few chargers busy."""
+    """Four sites, each with a window open now in its local time, a few chargers busy; the
+    fourth's chargers speak OCPP 1.6J, with the Security Whitepaper but for one (legacy)."""
     sites, groups = {}, []
-    for name, tz, prefix, share, link in SITES:
+    for name, tz, prefix, share, link, version in SITES:
         window = window_from_now(
             tz, now, opens_in=-dt.timedelta(minutes=30), length=dt.timedelta(hours=4)
         )
-        sites[name] = Site(name, tz, [window], link)
-        count = max(2, round(size.stations * share))
+        sites[name] = Site(name, tz, [window], link, ocpp=version)
+        ocpp = Ocpp(version)
+        count = max(3, round(size.stations * share))
         busy = max(1, count // 10)
-        groups.append(Group(count - busy, name, "1.0.0", MODEL, prefix))
+        legacy = 1 if version == LEGACY.version else 0
+        groups.append(Group(count - busy - legacy, name, "1.0.0", MODEL, prefix, ocpp=ocpp))
+        if legacy:
+            groups.append(Group(legacy, name, "1.0.0", MODEL, f"{prefix}-LEG", ocpp=LEGACY))
         charging = Sessions(busy=((0.0, size.charging_s),))
-        groups.append(Group(busy, name, "1.0.0", MODEL, f"{prefix}-EV", charging))
+        groups.append(Group(busy, name, "1.0.0", MODEL, f"{prefix}-EV", charging, ocpp))
     return Scenario(
         source="demo",
         seed=20261204,
@@ -133,6 +147,7 @@ class Demo:
         self.tokens: dict[str, str] = {}
         self.made: Releases | None = None
         self.env: dict[str, str] = {}
+        self.runs: dict[int, list[dict[str, Any]]] = {}  # campaign id -> its stations' runs
 
     def say(self, text: str) -> None:
         self.console.print(text)
@@ -203,7 +218,7 @@ class Demo:
         now = dt.datetime.now(dt.UTC)
         scenario = demo_scenario(self.size, now)
         self.made = made = self.manufacture(scenario)
-        self.console.rule("[bold]3. Operator: server on SQLite, chargers on three sites")
+        self.console.rule("[bold]3. Operator: server on SQLite, chargers on four sites")
         # The HTTP listener speaks https with a lab CSMS CA (ADR 0025): the chargers get it
         # as their CSMS root (secure/csms-roots.pem), the CLI through SSL_CERT_FILE.
         lab = LabTls.create()
@@ -219,7 +234,8 @@ class Demo:
             tls=lab,
         )
         trust = Trust((self.work / "tuf-keys" / "root.json").read_bytes(), f"{srv.api_url}/tuf/")
-        sim = Simulation(scenario, SimOptions(), self.console, trust)
+        # The legacy charger is marked by dave (the operator step below), not by the simulator.
+        sim = Simulation(scenario, SimOptions(mark_legacy=False), self.console, trust)
         root = flash_mod.flash_root("chargeward-demo-")
         log_to(self.work / "chargers.log")
         flash_mod.install_hook()
@@ -252,6 +268,7 @@ class Demo:
                     for s in scenario.sites.values()
                 )
             )
+            await self.mark_legacy(sim, srv)
             results = {}
             for step, version, canary in ((4, GOOD, 3), (5, BAD, 1)):
                 title = "the good release" if version == GOOD else "a bad release"
@@ -298,6 +315,25 @@ class Demo:
             srv.stop()
             flash_mod.remove_root(root)
 
+    async def mark_legacy(self, sim: Simulation, srv: backend.Backend) -> None:
+        """dave marks the OCPP 1.6 chargers without the Security Whitepaper legacy: the server
+        then sends them plain UpdateFirmware, and says what that costs."""
+        site = [s for s in sim.scenario.sites.values() if s.ocpp == "1.6"]
+        versions = Counter(st.plan.ocpp.label for st in sim.stations)
+        self.say(
+            f"OCPP 1.6J on {', '.join(s.id for s in site)}: "
+            f"{versions['1.6 whitepaper']} chargers with the Security Whitepaper "
+            f"(SignedUpdateFirmware, checked on the charger), {versions['1.6 legacy']} without"
+        )
+        async with self.client(srv, "dave") as dave:
+            for station_id in await mark_legacy(dave, sim.plans):
+                self.say(
+                    f"dave: {station_id} marked legacy_firmware_update (OCPP 1.6 without the "
+                    f"Security Whitepaper): it gets plain UpdateFirmware, and {LEGACY_CONSEQUENCE} "
+                    "(this simulated charger still checks the signature the server adds to the "
+                    "download URL; a real legacy one would not)"
+                )
+
     async def check(
         self,
         sim: Simulation,
@@ -309,6 +345,7 @@ class Demo:
         async with srv.client() as admin:
             for c in results.values():
                 runs = await backend.call(admin, "GET", f"/api/v1/campaigns/{c['id']}/stations")
+                self.runs[c["id"]] = runs
                 out.append(await check_run(admin, sim.stations, scenario.sites, c, len(runs)))
         return out
 
@@ -354,9 +391,10 @@ class Demo:
         checks: list[Checks],
     ) -> bool:
         sites = Table(title="Chargers by site (versions verified on each charger's flash)")
-        for col in ("site", "time zone", "window", "chargers", "on 1.1.0", "other",
+        for col in ("site", "time zone", "OCPP", "window", "chargers", "on 1.1.0", "other",
                     "waited for a car"):  # fmt: skip
-            sites.add_column(col, justify="left" if col in ("site", "time zone") else "right")
+            left = col in ("site", "time zone", "OCPP")
+            sites.add_column(col, justify="left" if left else "right")
         final: Counter[str] = Counter()
         for site in scenario.sites.values():
             here = [st for st in sim.stations if st.plan.site == site.id]
@@ -367,6 +405,7 @@ class Demo:
             sites.add_row(
                 site.id,
                 site.timezone,
+                _ocpp_cell(site, here),
                 f"{w['start']}-{w['end']}",
                 str(len(here)),
                 str(versions.get(GOOD, 0)),
@@ -390,6 +429,9 @@ class Demo:
             )
         self.console.print(sites)
         self.console.print(campaigns)
+        good_runs = self.runs.get(results[GOOD]["id"], [])
+        for label, row in protocol_counts(sim.stations, good_runs).items():
+            self.say(f"{results[GOOD]['name']}, {protocol_line(label, row)}")
         for c in results.values():
             if c.get("pause_reason"):
                 self.say(f"{c['name']} paused itself: {c['pause_reason']}")
@@ -418,6 +460,14 @@ class Demo:
             else f"[bold red]demo FAILED: final versions {dict(final)}; see {self.work}[/]"
         )
         return ok
+
+
+def _ocpp_cell(site: Site, here: list[SimStation]) -> str:
+    """What the site's chargers speak: ``2.0.1``, or ``1.6J`` and how many are legacy."""
+    if site.ocpp != "1.6":
+        return site.ocpp
+    legacy = sum(st.plan.ocpp.legacy for st in here)
+    return f"1.6J, {legacy} legacy" if legacy else "1.6J"
 
 
 def _campaign_line(c: Mapping[str, Any]) -> str:

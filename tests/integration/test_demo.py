@@ -48,8 +48,14 @@ def test_quick_demo_updates_the_fleet_and_stops_the_bad_release(tmp_path: Path) 
     assert re.findall(r"http://\S+", out) == []  # no plain-HTTP URL printed
     login = (work / "dashboard-login.txt").read_text()
     assert "user: demo" in login and "TOTP secret: " in login
-    for tz in ("Europe/London", "America/New_York", "Asia/Tokyo"):
+    for tz in ("Europe/London", "America/New_York", "Asia/Tokyo", "Europe/Paris"):
         assert tz in out
+    # A site of OCPP 1.6J chargers (issue 30): the legacy one marked by dave, the consequence
+    # said, and every protocol's chargers updated.
+    said = " ".join(out.split())  # the console wraps long lines
+    assert re.search(r"dave: PAR-LEG-\S+ marked legacy_firmware_update .*guarantees stop", said)
+    assert "rollout-1.1.0, OCPP 1.6 legacy: 1 station; runs: 1 succeeded" in out
+    assert re.search(r"rollout-1\.1\.0, OCPP 1\.6 whitepaper: (\d+) stations; runs: \1 succ", out)
 
     entries = [
         e

@@ -24,9 +24,9 @@ is the same whatever the number of stations, their order or the scheduling of th
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from chargeward.sim.scenario import Chance, Group, Scenario, Sessions
+from chargeward.sim.scenario import Chance, Group, Ocpp, Scenario, Sessions
 
 DEFAULT_MAX_STEP = 24  # flash steps from the start of an install to the commit after it
 
@@ -53,6 +53,7 @@ class StationPlan:
     firmware: str
     sessions: tuple[tuple[float, float], ...]  # (start, end) seconds after the start
     faults: StationFaults
+    ocpp: Ocpp = field(default_factory=Ocpp)  # Local Controllers: 2.0.1 (they publish)
 
 
 def _hit(rng: random.Random, chance: Chance) -> bool:
@@ -110,6 +111,7 @@ def _station(scenario: Scenario, group: Group, station_id: str) -> StationPlan:
         firmware=group.firmware,
         sessions=tuple(_sessions(rng, group.sessions, scenario.duration)),
         faults=faults,
+        ocpp=group.ocpp,
     )
 
 

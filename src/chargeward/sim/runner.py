@@ -38,6 +38,7 @@ from chargeward.sim import server as backend
 from chargeward.sim.checks import Checks, check_run
 from chargeward.sim.link import SiteLink
 from chargeward.sim.plan import StationPlan, controller_plans, plan_fleet
+from chargeward.sim.protocols import mark_legacy, protocol_counts
 from chargeward.sim.releases import make_releases
 from chargeward.sim.scenario import Scenario
 from chargeward.sim.station import SimStation
@@ -77,6 +78,9 @@ class SimOptions:
     # The started server's HTTP listener on https with a lab CA (ADR 0025): the stations trust
     # it as their CSMS root and download through CONNECT tunnels in their site links.
     https: bool = False
+    # The simulator, as the operator, marks the legacy OCPP 1.6 stations whose plan says so
+    # (PATCH legacy_firmware_update) at bring-up; False: the caller does (the demo's operator).
+    mark_legacy: bool = True
 
 
 def self_test_for(bad: str | None) -> Callable[[ImageHeader], str | None] | None:
@@ -215,6 +219,8 @@ class Simulation:
                 repository_url=self.trust.repository_url if self.trust else None,
                 self_test=test,
                 location_policy=SIM_LOCATIONS,
+                ocpp_version=p.ocpp.version,
+                legacy_firmware_update=p.ocpp.legacy,
             )
             flash = flash_mod.Flash(root / p.station_id, p.faults.power_cut_step)
             st = SimStation(p, flash, config)
@@ -266,6 +272,8 @@ class Simulation:
                     api, "PATCH", f"/api/v1/stations/{p.station_id}",
                     json={"tags": ["local-controller"]},
                 )  # fmt: skip
+            if self.opts.mark_legacy:
+                self.figures["legacy_marked"] = len(await mark_legacy(api, self.plans))
             await self.start_links(srv)
             self.figures["rss_before_stations_kib"] = rss_kib()
             tuf_root = self.trust.tuf_root if self.trust else None
@@ -464,6 +472,8 @@ def summarize(
         },
         "runs": {r["station_id"]: {"state": r["state"], "stage": r["stage"]} for r in runs},
         "final_versions": dict(sorted(final.items())),
+        "protocols": protocol_counts(sim.stations, runs),
+        "legacy_marked": int(f.get("legacy_marked", 0)),
         "faults": {
             "power_cuts": sum(len(st.record.power_cuts) for st in sim.stations),
             "power_cut_steps": dict(
@@ -502,6 +512,7 @@ def summarize(
         "stations_detail": {
             st.plan.station_id: {
                 "site": st.plan.site,
+                "ocpp": st.plan.ocpp.label,
                 "verified_version": st.flash.verified_version(),
                 "power_cuts": st.record.power_cuts,
                 "sessions": [

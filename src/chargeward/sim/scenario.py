@@ -23,11 +23,16 @@ A scenario, in short (``examples/sim/`` has complete ones)::
     windows = "always"                  # or a list of {days, start, end} in local time
     link = { bandwidth = 250_000, latency_ms = 20 }  # station_bandwidth: each line's cap
     local_controller = true             # a Local Controller caches firmware for the site
+    ocpp = "1.6"                        # the site's chargers' default protocol (below)
     [[fleet]]
     count = 20
     site = "depot"
     firmware = "1.0.0"
     sessions = { per_hour = 6, mean_minutes = 0.5 }   # or busy = [[start_s, end_s], ...]
+    ocpp = "1.6"                        # "2.0.1" (default: the site's) or "1.6" (OCPP 1.6J)
+    legacy_firmware_update = true       # 1.6 without the Security Whitepaper (plain UpdateFirmware)
+    mark_legacy = false                 # default true: the simulator, as the operator, marks
+                                        # legacy chargers on the server; false shows the refusal
     [faults]
     link_drop = { probability = 0.2, at_byte = [2_000, 30_000] }
     corrupt = { probability = 0.1 }
@@ -40,7 +45,7 @@ A scenario, in short (``examples/sim/`` has complete ones)::
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -81,6 +86,37 @@ class Link:
     station_bandwidth: int | None = None  # bytes per second for each station's own line
 
 
+OCPP_VERSIONS = ("2.0.1", "1.6")
+
+
+@dataclass(frozen=True)
+class Ocpp:
+    """What a charger speaks: OCPP 2.0.1, or 1.6J with the Security Whitepaper, or 1.6J
+    without it (``legacy``: plain UpdateFirmware), which the operator marks on the server
+    (``marked``) or not (the server then refuses to send it plain UpdateFirmware).
+
+    >>> Ocpp().label, Ocpp("1.6").label, Ocpp("1.6", legacy=True, marked=False).label
+    ('2.0.1', '1.6 whitepaper', '1.6 legacy (unmarked)')
+    """
+
+    version: str = "2.0.1"
+    legacy: bool = False
+    marked: bool = True  # legacy only: the simulator marks it legacy_firmware_update
+
+    @property
+    def label(self) -> str:
+        if self.version != "1.6":
+            return self.version
+        if not self.legacy:
+            return "1.6 whitepaper"
+        return "1.6 legacy" if self.marked else "1.6 legacy (unmarked)"
+
+    @property
+    def to_mark(self) -> bool:
+        """The operator marks it ``legacy_firmware_update`` on the server."""
+        return self.legacy and self.marked
+
+
 @dataclass(frozen=True)
 class Site:
     id: str
@@ -88,6 +124,7 @@ class Site:
     windows: list[dict[str, Any]]
     link: Link
     local_controller: bool = False  # a Local Controller caches firmware for the site
+    ocpp: str = "2.0.1"  # the default protocol of the site's chargers
 
 
 @dataclass(frozen=True)
@@ -105,6 +142,7 @@ class Group:
     model: str = "AC22"
     prefix: str = "SIM"
     sessions: Sessions = Sessions()
+    ocpp: Ocpp = Ocpp()
 
 
 @dataclass(frozen=True)
@@ -151,10 +189,7 @@ class Scenario:
         counts[0] += stations - sum(counts)
         if counts[0] < 1:
             raise ConfigError(f"{self.source}: cannot spread {stations} stations over the groups")
-        groups = [
-            Group(c, g.site, g.firmware, g.model, g.prefix, g.sessions)
-            for c, g in zip(counts, self.fleet, strict=True)
-        ]
+        groups = [replace(g, count=c) for c, g in zip(counts, self.fleet, strict=True)]
         return Scenario(
             self.source,
             self.seed,
@@ -195,7 +230,7 @@ def _count(f: Fields, key: str, default: int | None = None, *, low: int = 0) -> 
 
 
 def _site(f: Fields) -> Site:
-    f.only("id", "timezone", "windows", "link", "local_controller")
+    f.only("id", "timezone", "windows", "link", "local_controller", "ocpp")
     site_id = f.text("id")
     try:
         check_id("id", site_id)
@@ -207,17 +242,40 @@ def _site(f: Fields) -> Site:
         parse_windows(windows)
     except BundleError as e:
         raise f.error(None, str(e)) from e
-    controller = f.value.get("local_controller", False)
-    if not isinstance(controller, bool):
-        raise f.error("local_controller", "must be true or false")
+    controller = _flag(f, "local_controller", False)
+    ocpp = _version(f, "2.0.1")
     link = f.table("link")
     if link is None:
-        return Site(site_id, tz, windows, Link(), controller)
+        return Site(site_id, tz, windows, Link(), controller, ocpp)
     link.only("bandwidth", "latency_ms", "station_bandwidth")
     bw = _count(link, "bandwidth", 0, low=0)
     per = _count(link, "station_bandwidth", 0, low=0)
     latency = _number(link, "latency_ms", 0.0)
-    return Site(site_id, tz, windows, Link(bw or None, latency, per or None), controller)
+    return Site(site_id, tz, windows, Link(bw or None, latency, per or None), controller, ocpp)
+
+
+def _version(f: Fields, default: str) -> str:
+    version = f.value.get("ocpp", default)
+    if version not in OCPP_VERSIONS:
+        raise f.error("ocpp", f"must be one of {', '.join(map(repr, OCPP_VERSIONS))}")
+    return str(version)
+
+
+def _flag(f: Fields, key: str, default: bool) -> bool:
+    value = f.value.get(key, default)
+    if not isinstance(value, bool):
+        raise f.error(key, "must be true or false")
+    return value
+
+
+def _ocpp(f: Fields, site: Site) -> Ocpp:
+    version = _version(f, site.ocpp)
+    legacy = _flag(f, "legacy_firmware_update", False)
+    if legacy and version != "1.6":
+        raise f.error("legacy_firmware_update", 'needs ocpp = "1.6" (on the group or its site)')
+    if "mark_legacy" in f.value and not legacy:
+        raise f.error("mark_legacy", "needs legacy_firmware_update = true")
+    return Ocpp(version, legacy, _flag(f, "mark_legacy", True))
 
 
 def _change(f: Fields) -> float | None:
@@ -247,8 +305,11 @@ def _sessions(f: Fields | None) -> Sessions:
     return Sessions(per_hour, mean, tuple(busy))
 
 
+GROUP_OCPP = ("ocpp", "legacy_firmware_update", "mark_legacy")
+
+
 def _group(f: Fields, sites: dict[str, Site], versions: list[str]) -> Group:
-    f.only("count", "site", "firmware", "model", "prefix", "sessions")
+    f.only("count", "site", "firmware", "model", "prefix", "sessions", *GROUP_OCPP)
     site = f.text("site")
     if site not in sites:
         raise f.error("site", f"no site {site!r} in [[sites]]")
@@ -262,6 +323,7 @@ def _group(f: Fields, sites: dict[str, Site], versions: list[str]) -> Group:
         model=f.optional_text("model") or "AC22",
         prefix=f.optional_text("prefix") or "SIM",
         sessions=_sessions(f.table("sessions")),
+        ocpp=_ocpp(f, sites[site]),
     )
 
 

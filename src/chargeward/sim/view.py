@@ -10,6 +10,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from chargeward.sim.protocols import protocol_cell
 from chargeward.sim.station import SimStation
 
 
@@ -67,6 +68,7 @@ def summary_table(summary: Mapping[str, Any]) -> Group:
         ("campaign", f"{c['status']} ({c.get('pause_reason') or 'no pause'})"),
         *((f"  {k}", v) for k, v in c["counts"].items() if v),
         ("final versions (verified on flash)", summary["final_versions"]),
+        *((f"OCPP {label}", protocol_cell(row)) for label, row in summary["protocols"].items()),
         ("power cuts", summary["faults"]["power_cuts"]),
         *((f"link: {k}", v) for k, v in summary["faults"]["link"].items()),
         ("sessions (refused)", f"{summary['sessions']} ({summary['refused_sessions']})"),
