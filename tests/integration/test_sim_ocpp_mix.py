@@ -69,6 +69,7 @@ async def _run(tmp: Path, *, mark: bool) -> dict[str, Any]:
     return s
 
 
+@pytest.mark.slow  # 13-26 s: a server process and eight simulated chargers
 @pytest.mark.timeout(240)
 async def test_a_mixed_fleet_of_2_0_1_1_6_whitepaper_and_legacy_chargers_is_updated(
     tmp_path: Path,
