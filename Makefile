@@ -119,4 +119,5 @@ bench: system-deps $(STAMP)
 	$(PY) -m benchmarks.bench_sim $(BENCH_SIM_ARGS) || status=1; \
 	$(PY) -m benchmarks.bench_delta $(BENCH_DELTA_ARGS) || status=1; \
 	$(PY) -m benchmarks.bench_bandwidth $(BENCH_BANDWIDTH_ARGS) || status=1; \
+	$(PY) -m benchmarks.bench_proxy $(BENCH_PROXY_ARGS) || status=1; \
 	exit $$status

@@ -154,12 +154,14 @@ class UpstreamCsms:
         self.kind, self.subprotocol = kind, subprotocol
         self.peers: list[Any] = []
         self.auth: list[str | None] = []
+        self.paths: list[str] = []
         self.server: Server | None = None
         self.port = 0
 
     async def _handler(self, ws: ServerConnection) -> None:
         assert ws.request is not None
         self.auth.append(ws.request.headers.get("Authorization"))
+        self.paths.append(ws.request.path)
         cp = self.kind(ws.request.path.rsplit("/", 1)[-1], ws)
         self.peers.append(cp)
         with contextlib.suppress(ConnectionClosed):

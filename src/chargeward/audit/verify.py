@@ -24,7 +24,8 @@ What is checked, in log order:
    creator before it ran; a release (or revocation) was published only after the approvals
    it lists, at least as many as its threshold; and a release was published only after its
    upload recorded a built, signed bundle with an SBOM and a vulnerability scan that passed
-   (``release.upload`` details ``sbom`` and ``scan.decision == "passed"``).
+   (``release.upload`` details ``sbom`` and ``scan.decision == "passed"``); a vendor-supplied
+   image (ADR 0041, ``provenance: vendor-supplied``) without a scan is published flagged.
 """
 
 from __future__ import annotations
@@ -259,6 +260,8 @@ def _check_supply_chain(e: ExportedEntry, upload: dict[str, Any] | None, positio
             position,
             e.id,
         )
+    if upload.get("provenance") == "vendor-supplied" and "scan" not in upload:
+        return  # ADR 0041: a vendor's image, listed with ``sbom: missing`` when it had none
     scan = upload.get("scan")
     missing = [
         what

@@ -23,6 +23,7 @@ from rich.text import Text
 
 from chargeward.cli.apiclient import ApiClient
 from chargeward.cli.common import DEFAULT_DATA_DIR, DataDir, ServerUrl, console
+from chargeward.cli.station import UpstreamPolicyOpt, UpstreamUrlOpt, upstream_fields
 from chargeward.errors import SupplyChainError
 from chargeward.fileio import read_capped
 from chargeward.limits import DEFAULT_FORMAT_LIMITS
@@ -198,6 +199,23 @@ def site_set_link_budget(
     windows = _windows(r["download_windows"]) if r["download_windows"] else "any time"
     cap = f"{r['bandwidth_limit']:,} bytes/s" if r["bandwidth_limit"] else "no cap"
     console.print(Text(f"site {r['id']}: downloads {windows}, {cap} ({r['timezone']})"))
+
+
+@site_app.command("set-upstream")
+def site_set_upstream(
+    site_id: str,
+    url: UpstreamUrlOpt = None,
+    firmware_policy: UpstreamPolicyOpt = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    server: ServerUrl = None,
+) -> None:
+    """Proxy mode: the upstream CSMS and firmware policy of the site's stations (a station's
+    own setting wins; 'default' for the server's)."""
+    body = upstream_fields(url, firmware_policy)
+    if not body:
+        raise typer.BadParameter("give --url or --firmware-policy")
+    _api(data_dir, server).request("PATCH", f"/api/v1/sites/{site_id}", json=body)
+    console.print(Text(f"site {site_id}: {', '.join(f'{k}={v}' for k, v in body.items())}"))
 
 
 @site_app.command("set-windows")

@@ -34,6 +34,7 @@ from chargeward.cli import (
     supply,
     token,
     users,
+    vendor,
 )
 from chargeward.cli.common import err_console
 from chargeward.errors import (
@@ -61,6 +62,7 @@ app.add_typer(keys.app, name="keys", help="Generate and inspect private keys (by
 app.add_typer(pki.app, name="pki", help="Manufacturer Root CA and firmware-signing certificates.")
 revocation.register(pki.app)  # revoke, crl, show-crl
 app.add_typer(release.app, name="release", help="Build, verify and upload release bundles.")
+app.add_typer(vendor.app, name="vendor-root", help="Vendor roots for vendors' own firmware.")
 app.add_typer(repo.app, name="repo", help="The TUF image repository: ceremonies and health.")
 app.add_typer(server.app, name="server", help="Run the management server (CSMS).")
 app.add_typer(station.app, name="station", help="Register and inspect charging stations.")
@@ -144,7 +146,8 @@ def demo(
     ] = False,
 ) -> None:
     """Run the end-to-end demo: releases signed, gated and approved, a staged campaign over
-    simulated chargers on three sites, a bad release stopped at its canary."""
+    simulated chargers on four sites (one of OCPP 1.6J chargers), a bad release stopped at
+    its canary."""
     from chargeward.demo import run_demo
 
     if not run_demo(workdir, quick=quick, stations=stations, keep_running=keep_running):

@@ -36,6 +36,7 @@ from chargeward.cli.display import fields_table
 from chargeward.cli.provenance import read_rebuild_result, run_rebuild_check
 from chargeward.cli.release_approval import approve, publish
 from chargeward.cli.supply import FailOn, findings_table
+from chargeward.cli.vendor import upload_vendor
 from chargeward.crypto.keys import Signer
 from chargeward.crypto.pki import load_certificate, load_certificate_file, load_certificates_file
 from chargeward.crypto.signature import sha256_file
@@ -443,6 +444,7 @@ def upload(
 
 app.command("approve")(approve)
 app.command("publish")(publish)
+app.command("upload-vendor")(upload_vendor)  # a vendor's own signed image (ADR 0041)
 
 
 @app.command("rebuild-check")

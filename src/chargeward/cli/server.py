@@ -219,7 +219,8 @@ def server(
     upstream_credentials: Annotated[
         CredentialMode,
         typer.Option(
-            help="Basic auth on the upstream leg: the station's own (pass-through) or none."
+            help="Basic auth on the upstream leg: the station's own (pass-through), the one "
+            "stored for it (stored: PUT /api/v1/stations/{id}/upstream-credentials) or none."
         ),
     ] = CredentialMode.pass_through,
     upstream_firmware_policy: Annotated[
@@ -320,10 +321,6 @@ def _proxy_config(
 ) -> ProxyConfig | None:
     if url is None:
         return None
-    if credentials is CredentialMode.stored:
-        raise ConfigError(
-            "--upstream-credentials stored is not available from the command line yet"
-        )
     return ProxyConfig(
         url_template=url,
         firmware_policy=policy,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -157,6 +159,60 @@ def list_(
     console.print(_table(rows))
 
 
+UPSTREAM_PASSWORD_ENV = "CHARGEWARD_UPSTREAM_PASSWORD"  # noqa: S105 (a variable's name)
+INHERIT = "default"  # a proxy setting cleared: the site's, else the server's
+UpstreamUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Proxy mode: the upstream CSMS for it, ws[s]://.../{stationId}, or 'default' "
+        "(the site's, else the server's --upstream).",
+    ),
+]
+UpstreamPolicyOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Proxy mode: the upstream's firmware commands: relay, refuse, approved-only, or "
+        "'default'.",
+    ),
+]
+
+
+def upstream_fields(url: str | None, policy: str | None) -> dict[str, str | None]:
+    """PATCH fields of the proxy settings given (``default`` clears one)."""
+    body: dict[str, str | None] = {}
+    if url is not None:
+        body["upstream_url"] = None if url == INHERIT else url
+    if policy is not None:
+        body["upstream_firmware_policy"] = None if policy == INHERIT else policy
+    return body
+
+
+@app.command("set-upstream-credentials")
+def set_upstream_credentials(
+    station_id: str,
+    username: Annotated[
+        str | None, typer.Option(help="User on the upstream leg (default: the station id).")
+    ] = None,
+    forget: Annotated[bool, typer.Option("--forget", help="Remove them.")] = False,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    server: ServerUrl = None,
+) -> None:
+    """Proxy mode (--upstream-credentials stored): the station's upstream password, from
+    $CHARGEWARD_UPSTREAM_PASSWORD or a prompt; stored sealed, never shown again."""
+    password: str | None = None
+    if not forget:
+        password = os.environ.get(UPSTREAM_PASSWORD_ENV)
+        if not password:
+            if not sys.stdin.isatty():
+                raise ConfigError(f"no password: set {UPSTREAM_PASSWORD_ENV}")
+            password = typer.prompt("Upstream password", hide_input=True)
+    body = {"username": username or station_id, "password": password}
+    ApiClient(data_dir, server).request(
+        "PUT", f"/api/v1/stations/{station_id}/upstream-credentials", json=body
+    )
+    console.print(f"{station_id}: upstream credentials {'removed' if forget else 'stored'}")
+
+
 @app.command("set")
 def set_(
     station_id: str,
@@ -175,6 +231,8 @@ def set_(
         list[str] | None,
         typer.Option(help="Expected firmware COMPONENT=VERSION, e.g. main=1.2.0 (repeatable)."),
     ] = None,
+    upstream_url: UpstreamUrlOpt = None,
+    upstream_firmware_policy: UpstreamPolicyOpt = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     server: ServerUrl = None,
 ) -> None:
@@ -193,6 +251,7 @@ def set_(
         if any(not c or not sep or not v for c, sep, v in pairs):
             raise typer.BadParameter("--expected takes COMPONENT=VERSION, e.g. main=1.2.0")
         body["expected_firmware"] = {c: v for c, _, v in pairs}
+    body.update(upstream_fields(upstream_url, upstream_firmware_policy))
     if not body:
         raise typer.BadParameter("nothing to change: give --site, --tag, --manufactured, ...")
     r = ApiClient(data_dir, server).request("PATCH", f"/api/v1/stations/{station_id}", json=body)

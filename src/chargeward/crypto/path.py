@@ -33,7 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -85,6 +85,7 @@ class Profile:
     usage_required: bool  # whether the leaf must carry an extendedKeyUsage at all
     max_intermediates: int  # 0: issued directly by an anchor
     not_issued: str  # the refusal when no anchor issued the path
+    ec_only: bool = True  # OCPP's ECDSA keys; vendor firmware may be signed with RSA too
 
 
 # OCPP 2.0.1 L01: issued directly by a ManufacturerRootCertificate; an EKU is optional.
@@ -96,6 +97,9 @@ FIRMWARE_SIGNING = Profile(
     max_intermediates=0,
     not_issued="signing certificate is not issued by an installed root",
 )
+# A vendor's own firmware-signing certificate under the vendor root registered for a model
+# (ADR 0041): OCPP 2.0.1 L01 allows ECDSA or RSA signatures.
+VENDOR_SIGNING = replace(FIRMWARE_SIGNING, ec_only=False)
 # OCPP 2.0.1 A02: a ChargingStationCertificate (TLS client) under the charger CA or a CSMS root.
 STATION_CERTIFICATE = Profile(
     leaf="certificate",
@@ -202,7 +206,7 @@ def check_leaf_profile(leaf: x509.Certificate, at: dt.datetime, profile: Profile
         raise _refuse("leaf-profile", f"{what} has no extendedKeyUsage")
     if eku is not None and profile.usage not in eku:  # RFC 5280 4.2.1.12
         raise _refuse("leaf-profile", f"{what} is not for {_USAGE_NAMES[profile.usage]}")
-    if not isinstance(leaf.public_key(), ec.EllipticCurvePublicKey):  # OCPP: ECDSA keys
+    if profile.ec_only and not isinstance(leaf.public_key(), ec.EllipticCurvePublicKey):  # OCPP
         raise _refuse("leaf-profile", f"{what} does not hold an EC key")
 
 

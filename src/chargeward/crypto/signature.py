@@ -68,16 +68,21 @@ def sign_firmware_digest(signer: Signer, digest: Digest) -> str:
     return base64.b64encode(signer.sign_digest(digest.raw)).decode("ascii")
 
 
+def decode_signature(signature: str) -> bytes:
+    """An OCPP firmware signature (base64, at most ``MAX_SIGNATURE_CHARS``) as bytes."""
+    if len(signature) > MAX_SIGNATURE_CHARS:
+        raise BadSignature("signature longer than OCPP allows")
+    try:
+        return base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise BadSignature("signature is not valid base64") from e
+
+
 def verify_firmware_signature(
     certificate: x509.Certificate, digest: Digest, signature: str
 ) -> None:
     """Raise :class:`BadSignature` unless ``signature`` is the certificate key's over ``digest``."""
-    if len(signature) > MAX_SIGNATURE_CHARS:
-        raise BadSignature("signature longer than OCPP allows")
-    try:
-        der = base64.b64decode(signature, validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise BadSignature("signature is not valid base64") from e
+    der = decode_signature(signature)
     key = certificate.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise BadSignature("signing certificate does not hold an EC key")

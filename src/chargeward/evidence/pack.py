@@ -209,7 +209,12 @@ def _certificate(pem: bytes) -> dict[str, Any]:
     }
 
 
-def _release_section(files: ReleaseFiles) -> tuple[dict[str, Any], dict[str, bytes]]:
+def _release_section(
+    files: ReleaseFiles, provenance: str = "chargeward"
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """``provenance``: ``chargeward`` (a CWFW bundle) or ``vendor-supplied`` (a vendor's image,
+    signature and certificate as shipped, ADR 0041: the manifest is the server's description)."""
+    vendor = provenance == "vendor-supplied"
     out = {
         "release/manifest.json": files.manifest,
         "release/signing-certificate.pem": files.certificate,
@@ -221,8 +226,10 @@ def _release_section(files: ReleaseFiles) -> tuple[dict[str, Any], dict[str, byt
             digest = hashlib.sha256(files.supply[name]).hexdigest()
             supply[name] = {"present": True, "file": f"release/{name}", "sha256": digest}
         else:
-            supply[name] = {"present": False, "note": "not present in this bundle"}
+            note = "not supplied by the vendor" if vendor else "not present in this bundle"
+            supply[name] = {"present": False, "note": note}
     section = {
+        "provenance": provenance,
         "source": files.source,
         "manifest": json.loads(files.manifest),
         "signing_certificate": _certificate(files.certificate),
@@ -338,7 +345,7 @@ def collect(
     approvals = api.request("GET", f"/api/v1/releases/{release['id']}/approvals")
     targets = [release["id"], *(f"campaign:{c['id']}" for c in campaigns)]
     audit, proofs = _audit(api, targets, progress)
-    release_section, out = _release_section(files)
+    release_section, out = _release_section(files, release.get("provenance", "chargeward"))
     out["release/approvals.json"] = _json(approvals)
     out[f"tests/{inputs.report_name}"] = inputs.report
     if proofs:

@@ -159,6 +159,7 @@ def _release(data: dict[str, Any]) -> list[str]:
             ["Uploaded", f"{esc(r['uploaded_at'])} by {esc(r['uploaded_by'])}"],
             ["State", f"{esc(r['state'])} (targets version {esc(r.get('targets_version'))})"],
             ["Signed files from", esc(files["source"])],
+            ["Provenance", esc(files.get("provenance", "chargeward"))],  # ADR 0041
         ],
     )
     images = files["manifest"]["images"]

@@ -277,7 +277,11 @@ async def run_server(
         charger_ca=charger_ca,
         allow_profile_1=config.security.allow_profile_1,
         limits=config.limits,
-        proxy=Proxy(config.upstream, DbProxyHooks(db, state.clock)) if config.upstream else None,
+        proxy=(
+            Proxy(config.upstream, DbProxyHooks(db, state.clock, state.data_dir))
+            if config.upstream
+            else None
+        ),
     )
     listener.sink.limits = config.limits  # core-message bounds (ADR 0035)
     listener.sink.authorize_status = config.authorize

@@ -23,6 +23,7 @@ audit:read         read the audit log, its proofs and checkpoints, station secur
 audit:sign         sign an audit-log checkpoint on demand (the leader also signs on a timer)
 logs:read          download log files uploaded by stations
 metrics:read       read server metrics and cluster status
+integration:report an external CSMS: read update orders, report what stations said
 =================  ===================================================================
 
 =================  =========================================================================
@@ -63,6 +64,7 @@ PERMISSIONS: frozenset[str] = frozenset(
         "audit:sign",
         "logs:read",
         "metrics:read",
+        "integration:report",  # ADR 0042: admin only, or a token scoped to it
     }
 )
 

@@ -222,6 +222,7 @@ class ReleaseView(BaseModel):
     deltas: list[ReleaseDeltaView] = []  # from the versions the fleet ran at upload
     # model -> how its stations report this release, besides its version (ADR 0037)
     reported_versions: dict[str, ReportedVersionsView] = {}
+    provenance: str = "chargeward"  # chargeward (a CWFW bundle) | vendor-supplied (ADR 0041)
 
 
 class ProposedTarget(BaseModel):

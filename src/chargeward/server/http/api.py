@@ -158,12 +158,14 @@ def create_app(state: ServerState) -> FastAPI:
     from chargeward.server.http.api_campaigns import router as campaign_router
     from chargeward.server.http.api_certificates import router as certificate_router
     from chargeward.server.http.api_fleet import router as fleet_router
+    from chargeward.server.http.api_integration import router as integration_router
     from chargeward.server.http.api_logs import router as log_router
     from chargeward.server.http.api_reported import router as reported_router
     from chargeward.server.http.api_repository import router as repository_router
     from chargeward.server.http.api_station_import import router as station_import_router
     from chargeward.server.http.api_station_security import router as station_security_router
     from chargeward.server.http.api_supply import router as supply_router
+    from chargeward.server.http.api_vendor import router as vendor_router
     from chargeward.server.http.limits import BodyLimit
 
     app.include_router(accounts_router)
@@ -177,6 +179,8 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(audit_router)
     app.include_router(supply_router)
     app.include_router(reported_router)
+    app.include_router(vendor_router)  # vendors' own signed firmware (ADR 0041)
+    app.include_router(integration_router)  # an external CSMS delivers updates (ADR 0042)
     web.install(app)  # the dashboard at /, a client of the routes above
     # each request body within its route's cap (server.http.limits, state.limits)
     app.add_middleware(BodyLimit, limits=state.limits)

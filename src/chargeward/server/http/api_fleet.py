@@ -5,7 +5,10 @@
     GET|POST             /api/v1/models           charger models and their support periods
     GET|PATCH|DELETE     /api/v1/models/{id}
     PATCH                /api/v1/stations/{id}    site, tags, hardware revision, manufacture date,
-                                                  expected firmware per component
+                                                  expected firmware per component; proxy mode's
+                                                  upstream_url, upstream_firmware_policy (ADR 0040)
+    PUT                  /api/v1/stations/{id}/upstream-credentials  proxy mode: the station's
+                                                  upstream Basic auth, stored sealed, write-only
     GET                  /api/v1/fleet/support?within_days=180
     GET                  /api/v1/alerts           ?state=active|open|acknowledged|resolved
     POST                 /api/v1/alerts/{id}/acknowledge
@@ -52,6 +55,7 @@ from chargeward.server.common.schemas import (
 )
 from chargeward.server.fleet import alerts, fleet
 from chargeward.server.http.api import Operator
+from chargeward.server.proxy import settings as proxy_settings
 from chargeward.server.rollout import link_budget
 from chargeward.server.state import ServerState
 from chargeward.server.stations import certificates, core_reports
@@ -113,6 +117,14 @@ FirmwareMap = Annotated[
     dict[str, str], _rule(lambda v: fleet.check_firmware_map("expected_firmware", v))
 ]
 Tags = Annotated[list[str], Field(max_length=32), _rule(check_tags)]
+UpstreamUrl = Annotated[
+    str,
+    Field(max_length=512, examples=["wss://csms.example/ocpp/{stationId}"]),
+    _rule(lambda v: proxy_settings.check_field("upstream_url", v)),
+]
+UpstreamPolicy = Literal["relay", "refuse", "approved-only"]
+PROXY_FIELDS = frozenset(proxy_settings.FIELDS)
+_PROXY_DOC = "proxy mode (ADR 0040); null: the site's, else the server's --upstream option"
 
 
 class _Strict(BaseModel):
@@ -142,6 +154,8 @@ class SitePatch(_Strict):
     bandwidth_limit: int | None = Field(
         default=None, ge=link_budget.MIN_BANDWIDTH, le=10**12, description="bytes per second"
     )
+    upstream_url: UpstreamUrl | None = Field(default=None, description=_PROXY_DOC)
+    upstream_firmware_policy: UpstreamPolicy | None = Field(default=None, description=_PROXY_DOC)
 
 
 class ModelCreate(_Strict):
@@ -178,6 +192,23 @@ class StationPatch(_Strict):
             "one that has shown Security Whitepaper support; " + LEGACY_CONSEQUENCE
         ),
     )
+    upstream_url: UpstreamUrl | None = Field(default=None, description=_PROXY_DOC)
+    upstream_firmware_policy: UpstreamPolicy | None = Field(default=None, description=_PROXY_DOC)
+
+
+class UpstreamCredentials(_Strict):
+    """The station's Basic credentials on the upstream leg (``--upstream-credentials stored``);
+    ``password`` null forgets them.  Write-only: never returned."""
+
+    username: str = Field(min_length=1, max_length=proxy_settings.MAX_USERNAME)
+    password: str | None = Field(min_length=1, max_length=proxy_settings.MAX_PASSWORD)
+
+
+def _split(body: BaseModel) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fields sent: (registry fields, proxy settings)."""
+    sent = body.model_dump(exclude_unset=True)
+    proxy = {k: sent.pop(k) for k in list(sent) if k in PROXY_FIELDS}
+    return sent, proxy
 
 
 class AcknowledgeRequest(_Strict):
@@ -213,12 +244,14 @@ async def get_site(site_id: str, request: Request, _: Operator) -> SiteView:
 
 @router.patch("/api/v1/sites/{site_id}", response_model=SiteView)
 async def update_site(site_id: str, body: SitePatch, request: Request, who: Operator) -> SiteView:
-    return await _change(
-        request,
-        lambda s, now: fleet.update_site(
-            s, site_id, body.model_dump(exclude_unset=True), actor=who, now=now
-        ),
-    )
+    registry, proxy = _split(body)
+
+    async def change(s: AsyncSession, now: dt.datetime) -> SiteView:
+        view = await fleet.update_site(s, site_id, registry, actor=who, now=now)
+        await proxy_settings.update(s, proxy_settings.SITE, site_id, proxy, actor=who, now=now)
+        return view
+
+    return await _change(request, change)
 
 
 @router.delete("/api/v1/sites/{site_id}", status_code=204)
@@ -275,10 +308,29 @@ async def delete_model(model_id: str, request: Request, who: Operator) -> None:
 async def update_station(
     station_id: str, body: StationPatch, request: Request, who: Operator
 ) -> StationSummary:
-    return await _change(
+    registry, proxy = _split(body)
+
+    async def change(s: AsyncSession, now: dt.datetime) -> StationSummary:
+        summary = await fleet.update_station(s, station_id, registry, actor=who, now=now)
+        await proxy_settings.update(
+            s, proxy_settings.STATION, station_id, proxy, actor=who, now=now
+        )
+        return summary
+
+    return await _change(request, change)
+
+
+@router.put("/api/v1/stations/{station_id}/upstream-credentials", status_code=204)
+async def set_upstream_credentials(
+    station_id: str, body: UpstreamCredentials, request: Request, who: Operator
+) -> None:
+    """Proxy mode: store the station's upstream password sealed (AES-256-GCM, a key file in
+    the data directory); audited without it."""
+    key = proxy_settings.load_or_create_key(_state(request).data_dir)
+    await _change(
         request,
-        lambda s, now: fleet.update_station(
-            s, station_id, body.model_dump(exclude_unset=True), actor=who, now=now
+        lambda s, now: proxy_settings.set_credentials(
+            s, station_id, body.username, body.password, key=key, actor=who, now=now
         ),
     )
 

@@ -106,6 +106,11 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("PUT", "/api/v1/releases/{release_id}/reported-versions"): "releases:upload",
     ("POST", "/api/v1/exposure"): "stations:read",
     ("POST", "/api/v1/repository/revocations"): "releases:publish",
+    # vendors' own signed firmware (api_vendor.py, ADR 0041): roots are trust decisions
+    ("POST", "/api/v1/vendor-roots"): "releases:publish",
+    ("GET", "/api/v1/vendor-roots"): "releases:read",
+    ("DELETE", "/api/v1/vendor-roots/{model}/{fingerprint}"): "releases:publish",
+    ("POST", "/api/v1/vendor-releases"): "releases:upload",
     # campaigns
     ("POST", "/api/v1/campaigns"): "campaigns:write",
     ("GET", "/api/v1/campaigns"): "campaigns:read",
@@ -143,10 +148,16 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("PATCH", "/api/v1/models/{model_id}"): "stations:write",
     ("DELETE", "/api/v1/models/{model_id}"): "stations:write",
     ("PATCH", "/api/v1/stations/{station_id}"): "stations:write",
+    ("PUT", "/api/v1/stations/{station_id}/upstream-credentials"): "stations:write",
     ("GET", "/api/v1/fleet/support"): "stations:read",
     ("GET", "/api/v1/alerts"): "stations:read",
     ("POST", "/api/v1/alerts/{alert_id}/acknowledge"): "stations:write",
     ("GET", "/api/v1/security-events"): "audit:read",
+    # integration API (api_integration.py, ADR 0042): an external CSMS delivers the updates
+    ("PUT", "/api/v1/integration/stations/{station_id}/delivery"): "stations:write",
+    ("GET", "/api/v1/integration/pending"): "integration:report",
+    ("GET", "/api/v1/integration/stations/{station_id}/update"): "integration:report",
+    ("POST", "/api/v1/integration/stations/{station_id}/events"): "integration:report",
 }
 
 

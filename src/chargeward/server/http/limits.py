@@ -54,6 +54,7 @@ def route_caps(limits: ServerLimits = DEFAULT_SERVER_LIMITS) -> list[BodyCap]:
     advisory_cap = DEFAULT_FORMAT_LIMITS.advisory_bytes + slack
     return [
         cap("POST", r"/api/v1/releases", limits.bundle_bytes),  # streamed to disk
+        cap("POST", r"/api/v1/vendor-releases", limits.bundle_bytes),  # spooled to disk
         cap("POST|PUT", r"/api/v1/log-uploads/[^/]+", log_cap),
         cap("PUT", r"/api/v1/releases/[^/]+/provenance", limits.provenance_bytes + slack),
         cap("POST", r"/api/v1/exposure", advisory_cap),

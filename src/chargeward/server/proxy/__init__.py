@@ -15,7 +15,12 @@ from typing import Any
 
 from chargeward.server.proxy.policy import ApprovedImages, FirmwarePolicy
 from chargeward.server.proxy.relay import ProxiedConnection, ProxyHooks, Relay
-from chargeward.server.proxy.upstream import CredentialMode, ProxyConfig, client_ssl_context
+from chargeward.server.proxy.upstream import (
+    CredentialMode,
+    ProxyConfig,
+    StationSettings,
+    client_ssl_context,
+)
 
 
 class Proxy:
@@ -25,6 +30,8 @@ class Proxy:
         self.config = config
         self.hooks = hooks
         self.relays: dict[str, Relay] = {}
+        # 1.6: per station, Chargeward's transactionIds -> the upstream's, across connections
+        self.transactions: dict[str, dict[int, int]] = {}
 
     def relay(self, station_id: str, subprotocol: str, station: Any) -> Relay:
         request = getattr(station, "request", None)
@@ -35,6 +42,7 @@ class Proxy:
             self.config,
             self.hooks,
             station_headers=request.headers if request is not None else None,
+            transactions=self.transactions.setdefault(station_id, {}),
         )
         self.relays[station_id] = relay
         return relay
@@ -53,5 +61,6 @@ __all__ = [
     "ProxyConfig",
     "ProxyHooks",
     "Relay",
+    "StationSettings",
     "client_ssl_context",
 ]

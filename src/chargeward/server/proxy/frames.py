@@ -81,6 +81,20 @@ def with_message_id(raw: str, message_id: str) -> str:
     return json.dumps(msg)
 
 
+def with_payload(raw: str, payload: dict[str, Any]) -> str:
+    """``raw`` (a well-formed CALL) with another payload."""
+    msg = json.loads(raw)
+    msg[3] = payload
+    return json.dumps(msg)
+
+
+def transaction_id_of(payload: Any) -> int | None:
+    """A 1.6 payload's ``transactionId`` (StartTransaction.conf, StopTransaction,
+    MeterValues), or None."""
+    value = payload.get("transactionId") if isinstance(payload, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def call_result(message_id: str, payload: dict[str, Any]) -> str:
     return json.dumps([CALLRESULT, message_id, payload])
 

@@ -27,6 +27,7 @@ class Pending:
 
     frame: Frame
     live: bool
+    local: asyncio.Future[Frame] | None = None  # the charge point's answer to it
     answer: asyncio.Future[Frame | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )

@@ -26,6 +26,10 @@ frame::
   upstream as received.
 - CALLs to the station go one at a time (OCPP-J: no CALL before the previous was answered or
   timed out), Chargeward's and the upstream's in the order they came.
+- OCPP 1.6: a StartTransaction Chargeward answered (the upstream away) gave the station
+  Chargeward's transactionId; once the upstream has answered its replay, the station's
+  StopTransaction and MeterValues of that transaction go upstream with the upstream's id
+  (``transactions``: Chargeward's id -> the upstream's, kept per station across connections).
 """
 
 from __future__ import annotations
@@ -46,14 +50,23 @@ from chargeward.server.proxy import frames
 from chargeward.server.proxy.frames import CALL, Frame, OwnIds
 from chargeward.server.proxy.policy import ApprovedImages, FirmwarePolicy, decide, refusal
 from chargeward.server.proxy.queue import Pending, UpstreamQueue
-from chargeward.server.proxy.upstream import ProxyConfig, open_upstream
+from chargeward.server.proxy.upstream import (
+    SERVER_DEFAULTS,
+    ProxyConfig,
+    StationSettings,
+    open_upstream,
+)
 
 LOG = logging.getLogger("chargeward.proxy")
+MAX_MAPPED_TRANSACTIONS = 64  # per station: Chargeward's transactionId -> the upstream's
+_TX_CARRIERS = frozenset({"StopTransaction", "MeterValues"})  # 1.6 calls naming a transaction
 
 
 class ProxyHooks(Protocol):
-    """What the relay asks of the server: approved images, and where refusals are audited."""
+    """What the relay asks of the server: the station's settings, approved images, and where
+    refusals are audited."""
 
+    async def station_settings(self, station_id: str) -> StationSettings: ...
     async def approved_images(self) -> ApprovedImages: ...
     async def refused(self, station_id: str, reason: str, details: dict[str, Any]) -> None: ...
 
@@ -116,6 +129,7 @@ class Relay:
         hooks: ProxyHooks,
         *,
         station_headers: Headers | None = None,
+        transactions: dict[int, int] | None = None,
     ) -> None:
         self.station_id = station_id
         self.subprotocol = subprotocol
@@ -125,9 +139,11 @@ class Relay:
         self.hooks = hooks
         self.station_headers = station_headers
         self.connection = ProxiedConnection(self)
+        self.transactions = transactions if transactions is not None else {}
         self.counters = RelayCounters()
         self.queue = UpstreamQueue(config.queue_cap)
         self.upstream: ClientConnection | None = None
+        self.settings = SERVER_DEFAULTS  # the database's, read before each upstream connection
         self._up_connected = asyncio.Event()
         self._up_changed = asyncio.Event()  # set whenever ``upstream`` changes
         self._first_attempt = asyncio.Event()  # the first upstream connection tried
@@ -193,14 +209,14 @@ class Relay:
         self._cp_inbox.put_nowait(raw)
         queued = frame.action in frames.QUEUED[self.version]
         if self.upstream is not None and not len(self.queue):
-            item = Pending(frame, live=True)
+            item = Pending(frame, live=True, local=local)
             self.queue.push(item)
             self._spawn(self._answer_live(item, local))
             return
         # In order behind what waits for the upstream; a call the upstream need not see is
         # not queued while it is away.
         behind = queued or self.upstream is not None
-        if behind and not self.queue.push(Pending(frame, live=False)) and queued:
+        if behind and not self.queue.push(Pending(frame, live=False, local=local)) and queued:
             # The station keeps it and sends it again (OCPP 2.0.1 E13.FR.03).
             self.counters.queue_full += 1
             LOG.warning("%s: upstream queue full, %s refused", self.station_id, frame.action)
@@ -276,8 +292,13 @@ class Relay:
         delay = self.config.reconnect_initial
         while True:
             try:
+                await self._read_settings()
                 up = await open_upstream(
-                    self.config, self.station_id, self.subprotocol, self.station_headers
+                    self.config,
+                    self.station_id,
+                    self.subprotocol,
+                    self.station_headers,
+                    self.settings,
                 )
             except (OSError, InvalidHandshake, TimeoutError) as e:
                 self._first_attempt.set()
@@ -314,6 +335,13 @@ class Relay:
             LOG.warning("%s: upstream connection lost", self.station_id)
             await asyncio.sleep(delay)
 
+    async def _read_settings(self) -> None:
+        """The station's settings from the database; the last ones read if that fails."""
+        try:
+            self.settings = await self.hooks.station_settings(self.station_id)
+        except Exception:  # the database or the key file: keep the relay running
+            LOG.exception("%s: proxy settings not read", self.station_id)
+
     async def _send_up(self, raw: str) -> None:
         up = self.upstream
         if up is None:
@@ -348,7 +376,7 @@ class Relay:
         self._spawn(self._call_station(frame.raw, frame.message_id))
 
     async def _firmware_allowed(self, frame: Frame) -> bool:
-        policy = self.config.policy_for(self.station_id)
+        policy = self.config.policy_for(self.station_id, self.settings)
         assert frame.action is not None
         approved = (
             await self.hooks.approved_images() if policy is FirmwarePolicy.approved_only else None
@@ -381,7 +409,7 @@ class Relay:
             answer: asyncio.Future[Frame | None] = asyncio.get_running_loop().create_future()
             self._up_inflight = (item.frame.message_id, answer)
             try:
-                await up.send(item.frame.raw)
+                await up.send(self._outbound(item.frame))
                 self.counters.forwarded_up += 1
                 got = await asyncio.wait_for(answer, self.config.answer_timeout)
             except ConnectionClosed:
@@ -394,6 +422,8 @@ class Relay:
             finally:
                 self._up_inflight = None
             if got is not None:
+                if self.version == "1.6" and not item.live:
+                    await self._map_transaction(item, got)
                 self._settle(item, got)
                 self.queue.pop()
                 continue
@@ -406,6 +436,37 @@ class Relay:
                 while self.upstream is up:  # until the reader has seen it go
                     self._up_changed.clear()
                     await self._up_changed.wait()
+
+    def _outbound(self, frame: Frame) -> str:
+        """The frame as it goes upstream: as received, but for a 1.6 transaction the upstream
+        knows by another id (started while it was away) with the upstream's id."""
+        if self.version != "1.6" or frame.action not in _TX_CARRIERS:
+            return frame.raw
+        ours = frames.transaction_id_of(frame.payload)
+        theirs = self.transactions.get(ours) if ours is not None else None
+        if theirs is None:
+            return frame.raw
+        if frame.action == "StopTransaction":
+            del self.transactions[ours]  # type: ignore[arg-type]
+        return frames.with_payload(frame.raw, {**frame.payload, "transactionId": theirs})
+
+    async def _map_transaction(self, item: Pending, answer: Frame) -> None:
+        """A replayed StartTransaction the station had Chargeward's answer to: remember the
+        upstream's transactionId for Chargeward's."""
+        if item.frame.action != "StartTransaction" or item.local is None:
+            return
+        try:
+            local = await asyncio.wait_for(asyncio.shield(item.local), self.config.answer_timeout)
+        except TimeoutError:
+            return
+        ours = frames.transaction_id_of(local.payload)
+        theirs = frames.transaction_id_of(answer.payload)
+        if ours is None or theirs is None or ours == theirs:
+            return
+        self.transactions[ours] = theirs
+        while len(self.transactions) > MAX_MAPPED_TRANSACTIONS:
+            del self.transactions[next(iter(self.transactions))]
+        LOG.info("%s: transaction %d is %d upstream", self.station_id, ours, theirs)
 
     def _settle(self, item: Pending, answer: Frame | None) -> None:
         if item.live and not item.answer.done():

@@ -23,14 +23,43 @@ from chargeward.errors import ConfigError
 from chargeward.server.proxy.policy import FirmwarePolicy
 
 STATION_PLACEHOLDER = "{stationId}"
+MAX_TEMPLATE = 512
+
+
+def check_url_template(template: str) -> str:
+    """``template`` if it is a ws:// or wss:// URL with ``{stationId}``; else ConfigError.
+
+    >>> check_url_template("ws://csms/{stationId}")
+    'ws://csms/{stationId}'
+    """
+    if not template.startswith(("ws://", "wss://")):
+        raise ConfigError(f"upstream URL must be ws:// or wss://: {template[:80]!r}")
+    if STATION_PLACEHOLDER not in template:
+        raise ConfigError(f"upstream URL must contain {STATION_PLACEHOLDER}: {template[:80]!r}")
+    if len(template) > MAX_TEMPLATE:
+        raise ConfigError(f"upstream URL must be at most {MAX_TEMPLATE} characters")
+    return template
 
 
 class CredentialMode(StrEnum):
     """Which HTTP Basic credentials the upstream leg presents."""
 
     pass_through = "pass-through"  # noqa: S105 (a mode name) the station's own Authorization header, as it sent it
-    stored = "stored"  # ProxyConfig.credentials[station id] (user, password)
+    stored = "stored"  # the station's, stored sealed (PUT .../upstream-credentials) or in code
     none = "none"  # no Authorization header (e.g. the upstream admits by client certificate)
+
+
+@dataclass(frozen=True)
+class StationSettings:
+    """What the database says for one station (its own settings, else its site's): None for
+    the server's.  ``credentials``: the stored (user, password), for ``stored`` mode."""
+
+    url_template: str | None = None
+    firmware_policy: FirmwarePolicy | None = None
+    credentials: tuple[str, str] | None = field(default=None, repr=False)
+
+
+SERVER_DEFAULTS = StationSettings()
 
 
 @dataclass(frozen=True)
@@ -56,19 +85,28 @@ class ProxyConfig:
             if not template.startswith(("ws://", "wss://")):
                 raise ConfigError(f"upstream URL must be ws:// or wss://: {template!r}")
 
-    def url_for(self, station_id: str) -> str:
-        template = self.station_urls.get(station_id, self.url_template)
+    def url_for(self, station_id: str, settings: StationSettings = SERVER_DEFAULTS) -> str:
+        template = settings.url_template or self.station_urls.get(station_id, self.url_template)
         return template.replace(STATION_PLACEHOLDER, quote(station_id, safe=""))
 
-    def policy_for(self, station_id: str) -> FirmwarePolicy:
+    def policy_for(
+        self, station_id: str, settings: StationSettings = SERVER_DEFAULTS
+    ) -> FirmwarePolicy:
+        if settings.firmware_policy is not None:
+            return settings.firmware_policy
         return self.station_policies.get(station_id, self.firmware_policy)
 
-    def authorization(self, station_id: str, station_headers: Headers | None) -> str | None:
+    def authorization(
+        self,
+        station_id: str,
+        station_headers: Headers | None,
+        settings: StationSettings = SERVER_DEFAULTS,
+    ) -> str | None:
         """The Authorization header for the station's upstream leg, or None."""
         if self.credential_mode is CredentialMode.pass_through:
             return station_headers.get("Authorization") if station_headers else None
         if self.credential_mode is CredentialMode.stored:
-            creds = self.credentials.get(station_id)
+            creds = settings.credentials or self.credentials.get(station_id)
             if creds is None:
                 return None
             token = base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
@@ -85,12 +123,16 @@ def client_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
 
 
 async def open_upstream(
-    config: ProxyConfig, station_id: str, subprotocol: str, station_headers: Headers | None
+    config: ProxyConfig,
+    station_id: str,
+    subprotocol: str,
+    station_headers: Headers | None,
+    settings: StationSettings = SERVER_DEFAULTS,
 ) -> ClientConnection:
     """The station's connection to the upstream CSMS, same subprotocol as the station's."""
-    url = config.url_for(station_id)
+    url = config.url_for(station_id, settings)
     headers: dict[str, str] = {}
-    authorization = config.authorization(station_id, station_headers)
+    authorization = config.authorization(station_id, station_headers, settings)
     if authorization is not None:
         headers["Authorization"] = authorization
     kw: dict[str, Any] = {}

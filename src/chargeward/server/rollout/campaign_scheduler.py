@@ -40,7 +40,7 @@ from chargeward.audit import sequencer as audit_sequencer
 from chargeward.campaign import machine, planner
 from chargeward.campaign.machine import StationRun
 from chargeward.errors import ChargewardError
-from chargeward.server.fleet import alerts
+from chargeward.server.fleet import alerts, delivery
 from chargeward.server.rollout import (
     campaign_fleet,
     campaign_runs,
@@ -109,6 +109,7 @@ async def tick_campaign(
     via: dict[int, str | None] = {}  # requestId -> the site's Local Controller location
     router = local_cache.Router(state, campaign_id, now)
     cached: list[int] = []  # publications to take down (the campaign completed)
+    external: set[str] = set()  # an external CSMS sends theirs (ADR 0042, /integration)
     # One consistent state: a canary that finished between two of the planner's queries was
     # in neither, and its stage passed without it (the bad release went to the next stage).
     async with state.db.serialized() as s:
@@ -199,6 +200,8 @@ async def tick_campaign(
                 if image:  # the same source as before; a held publication: the server
                     via[moved.request_id] = (await router.route(s, sid, image)).location
                 orders.append(moved)
+        if orders:
+            external = await delivery.external_among(s, (o.station_id for o in orders))
         if result.assessed:  # every waiting station was looked at: store why each waits
             for sid, run_row in rows.items():
                 if run_row.state != "pending":  # pending: its stage has not started
@@ -219,7 +222,7 @@ async def tick_campaign(
             )
 
     await router.send()  # PublishFirmware to Local Controllers, after the commit
-    await asyncio.gather(*(send(o) for o in orders))
+    await asyncio.gather(*(send(o) for o in orders if o.station_id not in external))
     await unanswered.ask(state, confirm)  # requests whose answer was lost: still at work?
     await asyncio.gather(*(local_cache.unpublish(state, i) for i in cached))
     return orders

@@ -29,6 +29,7 @@ from chargeward.server.store.tables import (
     Release,
     ReleaseImage,
 )
+from chargeward.server.store.vendor_tables import VendorRelease
 
 
 async def store_release(
@@ -162,6 +163,9 @@ async def release_view(s: AsyncSession, release_id: str) -> ReleaseView:
         state=state,
         targets_version=targets_version,
         bundle_sha256=row.bundle_sha256,
+        provenance=(
+            "vendor-supplied" if await s.get(VendorRelease, row.id) is not None else "chargeward"
+        ),
         documents={name: d.sha256 for name, d in sorted(documents.items())},
         reported_versions={
             model: ReportedVersionsView(**entry)

@@ -67,6 +67,7 @@ from chargeward.server.store.tables import (
     ReleaseDocument,
     ReleaseImage,
 )
+from chargeward.server.store.vendor_tables import VendorRelease
 from chargeward.supply.advisories import AdvisorySet, advisory_set, load_advisories
 from chargeward.supply.gate import Package, scan_summary
 from chargeward.supply.provenance import BUNDLE_SUBJECT, Subject, verify_provenance
@@ -388,7 +389,12 @@ async def document(s: AsyncSession, release_id: str, name: str) -> ReleaseDocume
 
 
 async def require_supply_chain(s: AsyncSession, release: Release) -> None:
-    """Refuse to publish a release without an SBOM and a passed vulnerability scan."""
+    """Refuse to publish a release without an SBOM and a passed vulnerability scan.
+
+    A vendor-supplied release (ADR 0041) is listed without them, flagged ``sbom: missing``
+    in its upload's audit entry: the vendor built it, and shipped what it shipped."""
+    if await s.get(VendorRelease, release.id) is not None:
+        return
     have = await documents_of(s, release.id)
     missing = [name for name in (SBOM_NAME, SCAN_REPORT_NAME) if name not in have]
     if missing:

@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chargeward.audit import tables as audit_tables
-from chargeward.server.store import cluster_tables
+from chargeward.server.store import cluster_tables, integration_tables, proxy_tables, vendor_tables
 from chargeward.storage.base import Base
 
 AUDIT_TABLES = (
@@ -41,6 +41,9 @@ CLUSTER_TABLES = (  # several nodes on one PostgreSQL database
     cluster_tables.StationPresence,
     cluster_tables.StationCommand,
 )
+VENDOR_TABLES = (vendor_tables.VendorRoot, vendor_tables.VendorRelease)  # ADR 0041
+PROXY_TABLES = (proxy_tables.StationUpstream, proxy_tables.SiteUpstream)  # ADR 0040
+INTEGRATION_TABLES = (integration_tables.StationDelivery, integration_tables.IntegrationEvent)
 # Every table, the audit log's included: what the migrations build and the schema tests check.
 SCHEMA = Base.metadata
 
