@@ -41,7 +41,7 @@ from tests.support.fleet import (
 from tests.support.trust import TufKeys
 
 STATIONS = ["CP-A", "CP-B"]
-PASSING = "UK-SCP Sch.1 para 3(3)(b)"
+PASSING = "UK-SCP Sch.1 para 3(3)(a)"  # the reference agent alone: satisfiable
 FAILING = "UK-SCP Sch.1 para 2"
 COMMIT = "c0ffee" * 6 + "c0ff"  # the commit the test run names, and the pack is about
 

@@ -231,11 +231,13 @@ class Csms:
 
     async def station_state(self, station_id: str) -> dict[str, Any]:
         """What the CSMS holds about a station: its detail and its audit trail, without what
-        any connection changes (connected, last seen, connect and disconnect entries)."""
+        any connection changes (connected, last seen, the protocol it connected with, connect and
+        disconnect entries)."""
         async with self.db.session() as s:
             detail = await station_reports.station_detail(s, station_id)
         trail = [a for a in await self.audit(station_id) if a[0] not in _CONNECTION_ENTRIES]
-        return {**detail.model_dump(exclude={"connected", "last_seen"}), "audit": trail}
+        changed = {"connected", "last_seen", "ocpp_version"}
+        return {**detail.model_dump(exclude=changed), "audit": trail}
 
     async def audit(self, target: str) -> list[tuple[str, dict[str, Any]]]:
         from sqlalchemy import select

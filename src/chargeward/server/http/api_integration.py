@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chargeward.errors import NotFound
 from chargeward.server.common import urls
+from chargeward.server.common.schemas import MAX_ROW_ID
 from chargeward.server.fleet import delivery
 from chargeward.server.http.api import Operator
 from chargeward.server.rollout import link_budget
@@ -72,7 +73,9 @@ async def put_delivery(
 
 @router.get("/api/v1/integration/pending")
 async def get_pending(
-    request: Request, _: Operator, campaign: Annotated[int | None, Query()] = None
+    request: Request,
+    _: Operator,
+    campaign: Annotated[int | None, Query(ge=0, le=MAX_ROW_ID)] = None,
 ) -> list[dict[str, Any]]:
     state: ServerState = request.app.state.chargeward
     async with state.db.snapshot() as s:

@@ -74,7 +74,7 @@ def _out(view: VendorRootView) -> VendorRootOut:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/x-pem-file": {"schema": {"type": "string"}}},
+            "content": {"text/plain": {"schema": {"type": "string"}}},  # a PEM certificate
         }
     },
 )
