@@ -196,6 +196,7 @@ ATTACKS = [
 ]
 
 
+@pytest.mark.slow  # 10 attacks, each a server, an agent and a TUF repository: ~3 min of CPU
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
 def test_repository_attack_refused(
     fleet: tuple[Server, Path], pki: Pki, factory_bundle: Path, repo: TufRepo, attack: Attack

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from chargeward.cli.main import app
@@ -56,6 +57,7 @@ def test_campaign_create_refuses_an_unpublished_release(tmp_path: Path, pki: Pki
         assert srv.api("GET", "/api/v1/campaigns") == []
 
 
+@pytest.mark.slow  # 23 s beside the suite's other tests on 2 cores
 async def test_fleet_rollback_goes_to_a_re_signed_build_and_completes(
     tmp_path: Path, pki: Pki, factory_bundle: Path
 ) -> None:

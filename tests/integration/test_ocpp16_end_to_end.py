@@ -20,6 +20,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from chargeward.crypto import load_certificate
 from chargeward.ocpp.csms16 import SIGNED_UNSUPPORTED
 from tests.support.agent_harness import L01_HAPPY
@@ -37,6 +39,8 @@ from tests.support.ocpp16_e2e import (
 from tests.support.tls import TlsPki
 
 SID = "CP-16"
+# A TLS server process and a 1.6J station each: 6-12 s apiece beside the suite's other tests.
+pytestmark = pytest.mark.slow
 
 
 async def test_signed_update_through_a_campaign_over_profile_2(
