@@ -158,7 +158,7 @@ class GroupCommit:
             ),
             alerts=frozenset(q.station_id for q in batch if q.alerts and q.station_id is not None),
         )
-        async with self.db.session() as s:
+        async with self.db.writing() as s:
             defer(s)  # audit entries into the queue: no audit head lock (ADR 0033)
             # Into the identity map, where each write's session.get finds its rows.  The map
             # holds unchanged rows weakly: ``loaded`` keeps them alive for the batch.
@@ -169,7 +169,7 @@ class GroupCommit:
 
     async def _run_alone(self, queued: _Queued) -> None:
         try:
-            async with self.db.session() as s:
+            async with self.db.writing() as s:
                 defer(s)
                 result = await queued.write(s)
         except Exception as e:

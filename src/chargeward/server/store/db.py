@@ -27,6 +27,7 @@ a deadlock; a statement that timed out answers 503 with Retry-After.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -333,6 +334,16 @@ class Database:
         async with self._session() as s, s.begin():
             await _fenced(s)
             yield s
+
+    def writing(self) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
+        """A session that writes what it read, committed on success: no other writer commits
+        between its reads and its writes.  PostgreSQL: :meth:`session` (the rows it reads for
+        an update are locked ``FOR UPDATE``).  SQLite ignores ``FOR UPDATE``, so the whole
+        transaction takes the write lock at its start (:meth:`serialized`, ``BEGIN
+        IMMEDIATE``): a station report stepping a campaign run never writes over a tick's
+        change it did not see (a lost update: a completed campaign with a run still soaking).
+        """
+        return self.serialized() if self.engine.dialect.name == "sqlite" else self.session()
 
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[AsyncSession]:
