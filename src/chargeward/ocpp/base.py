@@ -32,6 +32,7 @@ from ocpp.v16.enums import Action as V16Action
 from ocpp.v201 import ChargePoint
 from ocpp.v201.enums import Action as V201Action
 
+from chargeward.crypto.pki import CertificateHashData
 from chargeward.limits import DEFAULT_FORMAT_LIMITS
 
 # The ocpp package validates each payload in the default thread pool unless told otherwise.
@@ -169,6 +170,17 @@ class _Routes(Mapping[str, dict[str, Any]]):
 
     def __len__(self) -> int:
         return len(self._table)
+
+
+def hash_data(d: dict[str, Any]) -> CertificateHashData:
+    """An OCPP CertificateHashDataType (keys in snake_case, as the ``ocpp`` library passes
+    them), in 1.6's whitepaper or 2.0.1's messages alike."""
+    return CertificateHashData(
+        hash_algorithm=d["hash_algorithm"],
+        issuer_name_hash=d["issuer_name_hash"],
+        issuer_key_hash=d["issuer_key_hash"],
+        serial_number=d["serial_number"],
+    )
 
 
 def unhandled_action(action: str, version: str) -> OCPPError:

@@ -30,6 +30,7 @@ from chargeward.errors import Conflict, TransportError
 from chargeward.ocpp.base import (
     VENDOR_ID,
     HardenedChargePoint,
+    hash_data,
     int32,
     ocpp_time,
     parse_ocpp_time,
@@ -180,15 +181,6 @@ def _answer(result: Any) -> CertificateAnswer:
     info = result.status_info or {}
     return CertificateAnswer(
         str(result.status), info.get("reason_code"), info.get("additional_info")
-    )
-
-
-def _hash_data(d: dict[str, Any]) -> CertificateHashData:
-    return CertificateHashData(
-        hash_algorithm=d["hash_algorithm"],
-        issuer_name_hash=d["issuer_name_hash"],
-        issuer_key_hash=d["issuer_key_hash"],
-        serial_number=d["serial_number"],
     )
 
 
@@ -463,9 +455,7 @@ class CsmsChargePoint(CommandCalls, CoreMessages, HardenedChargePoint):
         return InstalledCertificates(
             str(result.status),
             tuple(
-                InstalledCertificateId(
-                    c["certificate_type"], _hash_data(c["certificate_hash_data"])
-                )
+                InstalledCertificateId(c["certificate_type"], hash_data(c["certificate_hash_data"]))
                 for c in chain
             ),
         )

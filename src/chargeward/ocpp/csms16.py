@@ -36,7 +36,14 @@ from ocpp.v16.enums import Action
 from chargeward.crypto.pki import CertificateHashData
 from chargeward.errors import Conflict, InvalidValue, TransportError
 from chargeward.ocpp import v16_map
-from chargeward.ocpp.base import HardenedChargePoint16, int32, ocpp_time, parse_ocpp_time, utc_now
+from chargeward.ocpp.base import (
+    HardenedChargePoint16,
+    hash_data,
+    int32,
+    ocpp_time,
+    parse_ocpp_time,
+    utc_now,
+)
 from chargeward.ocpp.core_messages import MeterReading
 from chargeward.ocpp.csms import (
     BootInfo,
@@ -427,7 +434,7 @@ class Csms16ChargePoint(CommandCalls, HardenedChargePoint16):
                 continue
             result = await self._request(call.GetInstalledCertificateIds(certificate_type=kind))
             for d in result.certificate_hash_data or []:
-                found.append(InstalledCertificateId(ours, _hash_data(d)))
+                found.append(InstalledCertificateId(ours, hash_data(d)))
         return InstalledCertificates("Accepted" if found else "NotFound", tuple(found))
 
     async def delete_certificate(self, hash_data: CertificateHashData) -> CertificateAnswer:
@@ -461,15 +468,6 @@ class Csms16ChargePoint(CommandCalls, HardenedChargePoint16):
             )
         )
         return LogAnswer(str(result.status), result.filename)
-
-
-def _hash_data(d: dict[str, Any]) -> CertificateHashData:
-    return CertificateHashData(
-        hash_algorithm=d["hash_algorithm"],
-        issuer_name_hash=d["issuer_name_hash"],
-        issuer_key_hash=d["issuer_key_hash"],
-        serial_number=d["serial_number"],
-    )
 
 
 def _sampled(v: dict[str, Any]) -> dict[str, Any]:

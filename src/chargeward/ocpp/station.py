@@ -23,7 +23,7 @@ from ocpp.v201.enums import (
 )
 
 from chargeward.crypto.pki import CertificateHashData
-from chargeward.ocpp.base import HardenedChargePoint
+from chargeward.ocpp.base import HardenedChargePoint, hash_data
 
 REASON_CODE_MAX = 20  # StatusInfoType.reasonCode
 ADDITIONAL_INFO_MAX = 512  # StatusInfoType.additionalInfo
@@ -427,13 +427,7 @@ class StationChargePoint(HardenedChargePoint):
         self, certificate_hash_data: dict[str, Any], call_unique_id: str, **_: Any
     ) -> call_result.DeleteCertificate:
         # OCPP M04.FR.01: always answer, Accepted, Failed or NotFound.
-        hash_data = CertificateHashData(
-            hash_algorithm=certificate_hash_data["hash_algorithm"],
-            issuer_name_hash=certificate_hash_data["issuer_name_hash"],
-            issuer_key_hash=certificate_hash_data["issuer_key_hash"],
-            serial_number=certificate_hash_data["serial_number"],
-        )
-        result = self.controller.delete_certificate(hash_data)
+        result = self.controller.delete_certificate(hash_data(certificate_hash_data))
         self._certificate_results[call_unique_id] = result
         return call_result.DeleteCertificate(status=result.status, status_info=result.status_info())
 

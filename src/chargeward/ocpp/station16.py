@@ -33,9 +33,8 @@ from ocpp.v16.enums import Action
 from ocpp.v201 import call as call201
 from websockets.exceptions import ConnectionClosed
 
-from chargeward.crypto.pki import CertificateHashData
 from chargeward.errors import InvalidValue
-from chargeward.ocpp.base import HardenedChargePoint16, unhandled_action
+from chargeward.ocpp.base import HardenedChargePoint16, hash_data, unhandled_action
 from chargeward.ocpp.station import TRIGGERABLE, CertificateResult, StationController
 from chargeward.ocpp.station16_outbound import LEGACY, NotSent, Outbound16
 from chargeward.ocpp.v16_map import split_legacy_location, trigger_from_16
@@ -344,14 +343,7 @@ class Station16ChargePoint(HardenedChargePoint16):
         self, certificate_hash_data: dict[str, Any], call_unique_id: str, **_: Any
     ) -> call_result.DeleteCertificate:
         self._whitepaper_only(Action.delete_certificate.value)
-        result = self.controller.delete_certificate(
-            CertificateHashData(
-                hash_algorithm=certificate_hash_data["hash_algorithm"],
-                issuer_name_hash=certificate_hash_data["issuer_name_hash"],
-                issuer_key_hash=certificate_hash_data["issuer_key_hash"],
-                serial_number=certificate_hash_data["serial_number"],
-            )
-        )
+        result = self.controller.delete_certificate(hash_data(certificate_hash_data))
         self._certificate_results[call_unique_id] = result
         return call_result.DeleteCertificate(status=result.status)
 
